@@ -1,0 +1,99 @@
+/**
+ * What every CLI command shares: option parsing with --help, and one way of
+ * turning errors into a message and an exit code (no stack traces for user
+ * mistakes; TRIMSWARM_DEBUG=1 shows them).
+ */
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
+import { TrimswarmError } from '../protocol/errors.ts'
+
+/** A mistake in how the command was called: printed with the usage, exit code 2. */
+export class UsageError extends Error {
+  static override name = 'UsageError'
+  override name = 'UsageError'
+}
+
+/** A failure the user can act on (missing file, bad image): printed as is, exit code 1. */
+export class CliError extends Error {
+  static override name = 'CliError'
+  override name = 'CliError'
+}
+
+/** Parsed options and positionals of one command line. */
+export interface CommandArgs {
+  values: Record<string, string | boolean | string[] | boolean[] | undefined>
+  positionals: string[]
+}
+
+/** One CLI command (or a group of subcommands). */
+export interface Command {
+  summary: string
+  /** Full help text shown by --help and on usage errors. */
+  usage: string
+  options?: ParseArgsOptionsConfig
+  subcommands?: Record<string, () => Promise<Command>>
+  run?: (args: CommandArgs) => Promise<number | undefined | void>
+}
+
+/** Runs a command with argv, handling --help, subcommands and errors; returns the exit code. */
+export async function runCommand (cmd: Command, argv: string[], path: string): Promise<number> {
+  try {
+    if (cmd.subcommands != null) {
+      const [sub, ...rest] = argv
+      if (sub == null || sub === '--help' || sub === '-h' || sub === 'help') {
+        process.stdout.write(cmd.usage + '\n')
+        return sub == null ? 2 : 0
+      }
+      const load = cmd.subcommands[sub]
+      if (load == null) throw new UsageError(`unknown command "${path} ${sub}"\n\n${cmd.usage}`)
+      return await runCommand(await load(), rest, `${path} ${sub}`)
+    }
+    if (argv.includes('--help') || argv.includes('-h')) {
+      process.stdout.write(cmd.usage + '\n')
+      return 0
+    }
+    let parsed: CommandArgs
+    try {
+      parsed = parseArgs({ args: argv, options: cmd.options ?? {}, allowPositionals: true, strict: true }) as CommandArgs
+    } catch (err) {
+      throw new UsageError(`${(err as Error).message}\n\n${cmd.usage}`)
+    }
+    const code = await cmd.run!(parsed)
+    return typeof code === 'number' ? code : 0
+  } catch (err) {
+    return reportError(err, path)
+  }
+}
+
+/** Prints an error for people and returns its exit code. */
+export function reportError (err: unknown, path: string): number {
+  if (process.env.TRIMSWARM_DEBUG === '1') console.error(err)
+  if (err instanceof UsageError) {
+    console.error(`${path}: ${err.message}`)
+    return 2
+  }
+  if (err instanceof CliError || err instanceof TrimswarmError) {
+    console.error(`${path}: ${err.message}`)
+    return 1
+  }
+  const e = err as NodeJS.ErrnoException
+  if (typeof e?.code === 'string' && typeof e.message === 'string') {
+    // file system and network errors are the user's to fix: no stack trace
+    console.error(`${path}: ${e.message}`)
+    return 1
+  }
+  console.error(`${path}: unexpected error: ${(err as Error)?.stack ?? String(err)}`)
+  return 70
+}
+
+/** A required string option, or a UsageError naming it. */
+export function requireString (args: CommandArgs, name: string, usage: string): string {
+  const v = args.values[name]
+  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} is required\n\n${usage}`)
+  return v
+}
+
+/** The single positional argument a command takes, or a UsageError. */
+export function onePositional (args: CommandArgs, what: string, usage: string): string {
+  if (args.positionals.length !== 1) throw new UsageError(`expected one ${what}, got ${args.positionals.length}\n\n${usage}`)
+  return args.positionals[0]
+}

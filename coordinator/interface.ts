@@ -1,0 +1,56 @@
+/**
+ * The coordinator's component interfaces. Each has one implementation today
+ * (directory block store, LDAP authenticator, level stores); a second one
+ * (S3, PostgreSQL, another directory) is a new file that passes the same
+ * compliance suite in test/coordinator/.
+ */
+import type { CID } from 'multiformats/cid'
+import type { EffectivePolicy } from '../protocol/api.ts'
+
+/** Options every async call takes. */
+export interface AbortOptions {
+  signal?: AbortSignal
+}
+
+/**
+ * Content-addressed storage of chunks (an IPLD "block" is one of our chunks).
+ * Never stores an all-zero chunk; `put` rejects bytes that do not hash to `cid`.
+ */
+export interface BlockStore {
+  has: (cid: CID, options?: AbortOptions) => Promise<boolean>
+  /** The chunk's bytes; with `verify`, re-hashes and throws HashMismatchError on corruption. Throws NotFoundError when absent. */
+  get: (cid: CID, options?: AbortOptions & { verify?: boolean }) => Promise<Uint8Array>
+  /** Stores atomically (temp file, fsync, rename); a no-op when already present. Throws HashMismatchError, ValidationError (zero chunk). */
+  put: (cid: CID, bytes: Uint8Array, options?: AbortOptions) => Promise<void>
+  delete: (cid: CID, options?: AbortOptions) => Promise<void>
+  /** Every stored CID (for fsck and garbage collection). */
+  list: (options?: AbortOptions) => AsyncIterable<CID>
+}
+
+/** Who a directory says a user is. */
+export interface AuthenticatedUser {
+  /** The canonical user name (as the directory spells it). */
+  user: string
+  /** Group names (the group entries' cn), used as policy keys. */
+  groups: string[]
+}
+
+/**
+ * Checks a user name and password against a directory (LDAP / Active Directory).
+ * Throws UnauthorizedError for an unknown user or wrong password (the same
+ * message for both), UnavailableError when the directory cannot be reached.
+ */
+export interface Authenticator {
+  authenticate: (user: string, password: string, options?: AbortOptions) => Promise<AuthenticatedUser>
+  close?: () => Promise<void>
+}
+
+/** The caller of an API request, set by the auth middleware as `c.get('principal')`. */
+export interface Principal {
+  kind: 'user' | 'machine' | 'admin'
+  /** User name, machine-token id, or "admin". */
+  user: string
+  groups: string[]
+  /** Union of the groups' policies; the admin gets every image. */
+  policy: EffectivePolicy
+}
