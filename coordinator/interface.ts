@@ -54,3 +54,26 @@ export interface Principal {
   /** Union of the groups' policies; the admin gets every image. */
   policy: EffectivePolicy
 }
+
+/** Structured logger (one JSON line per entry on stderr in production). */
+export interface Logger {
+  debug: (msg: string, fields?: Record<string, unknown>) => void
+  info: (msg: string, fields?: Record<string, unknown>) => void
+  warn: (msg: string, fields?: Record<string, unknown>) => void
+  error: (msg: string, fields?: Record<string, unknown>) => void
+}
+
+/** Signs manifests with the coordinator's Ed25519 key (created on first start under DIR). */
+export interface ManifestSigner {
+  /** Envelope bytes for manifest bytes (protocol/signed-manifest.ts). */
+  sign: (manifestBytes: Uint8Array) => Promise<Uint8Array>
+  /** Raw 32-byte public key, served at GET /v1/key. */
+  publicKeyRaw: Uint8Array
+  /** The key pair, for other signed tokens (capabilities). */
+  privateKey: CryptoKey
+}
+
+/** Hono environment of every route: the auth middleware sets `principal`. */
+export interface CoordinatorEnv {
+  Variables: { principal: Principal }
+}
