@@ -1,0 +1,57 @@
+/**
+ * The one BLAKE3 of trimswarm: native `@napi-rs/blake-hash` (see
+ * docs/ARCHITECTURE.md "Hashing" for the choice and the measurements).
+ * Digests are plain BLAKE3-256 of the bytes, so `b3sum` prints the same hex.
+ */
+import { blake3 } from '@napi-rs/blake-hash'
+import type { CID } from 'multiformats/cid'
+import { from as hasherFrom } from 'multiformats/hashes/hasher'
+import { equals } from 'multiformats/bytes'
+import { chunkCid, manifestCid, toHex } from '../protocol/block-id.ts'
+import { BLAKE3_CODE, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
+import { HashMismatchError } from '../protocol/errors.ts'
+
+/** BLAKE3-256 digest of `bytes` (any length; a fresh 32-byte array). */
+export function hashBytes (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  const d = blake3(bytes)
+  const out = new Uint8Array(DIGEST_BYTES)
+  out.set(d)
+  return out
+}
+
+/**
+ * Digests of every BLOCK_SIZE block of `buf`, concatenated (32 bytes per block).
+ * One native call per block is the floor of this addon (it has no batch entry
+ * point); batching here keeps the loop out of callers and allows `out` reuse.
+ */
+export function hashBlocks (buf: Uint8Array, out?: Uint8Array): Uint8Array {
+  if (buf.length % BLOCK_SIZE !== 0) throw new RangeError(`hashBlocks needs a multiple of ${BLOCK_SIZE} bytes, got ${buf.length}`)
+  const n = buf.length / BLOCK_SIZE
+  const result = out ?? new Uint8Array(n * DIGEST_BYTES)
+  if (result.length < n * DIGEST_BYTES) throw new RangeError(`hashBlocks output holds ${result.length} bytes, needs ${n * DIGEST_BYTES}`)
+  for (let i = 0; i < n; i++) {
+    result.set(blake3(buf.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE)), i * DIGEST_BYTES)
+  }
+  return result
+}
+
+/** BLAKE3-256 as a multiformats hasher (multihash code 0x1e), for code that takes a MultihashHasher. */
+export const blake3Hasher = hasherFrom({ name: 'blake3', code: BLAKE3_CODE, encode: hashBytes })
+
+/** The CID (v1, raw, BLAKE3-256) of a chunk's bytes. */
+export function chunkCidOf (bytes: Uint8Array): CID {
+  return chunkCid(hashBytes(bytes))
+}
+
+/** The CID (v1, dag-cbor, BLAKE3-256) of encoded manifest bytes. */
+export function manifestCidOf (manifestBytes: Uint8Array): CID {
+  return manifestCid(hashBytes(manifestBytes))
+}
+
+/** Throws HashMismatchError unless `bytes` hash to `digest`. */
+export function verifyChunk (bytes: Uint8Array, digest: Uint8Array): void {
+  const actual = hashBytes(bytes)
+  if (!equals(actual, digest)) {
+    throw new HashMismatchError(`chunk of ${bytes.length} bytes hashes to ${toHex(actual)}, expected ${toHex(digest)}`)
+  }
+}
