@@ -1,12 +1,13 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { blake3Hasher, chunkCidOf, hashBlocks, hashBytes, manifestCidOf, verifyChunk } from '../../chunker/blake3.ts'
 import { toHex } from '../../protocol/block-id.ts'
 import { BLAKE3_CODE, BLOCK_SIZE, DAG_CBOR_CODE, RAW_CODE } from '../../protocol/constants.ts'
 import { HashMismatchError } from '../../protocol/errors.ts'
-import { b3sum, seededBytes, tempDir } from './helpers.ts'
+import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
+import { b3sumMany as b3sum } from './helpers.ts'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -15,14 +16,15 @@ const MiB = 1024 * KiB
 const SIZES = [0, 1, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 3 * KiB, 4095, 4096, 4097, 8192,
   64 * KiB - 1, 64 * KiB, 64 * KiB + 1, MiB - 1, MiB, MiB + 1, 4 * MiB + 4096, 8 * MiB + 1, 9 * MiB, 17 * MiB]
 
-const tmp = tempDir()
-afterAll(tmp.cleanup)
+let tmp: TempDir
+beforeAll(async () => { tmp = await tempDir('trimswarm-blake3-') })
+afterAll(async () => { await tmp.cleanup() })
 
 describe('BLAKE3 against the real b3sum', () => {
   it('hashBytes equals b3sum at every size', () => {
-    const data = SIZES.map((n, i) => seededBytes(n, 1000 + i))
+    const data = SIZES.map((n, i) => seededBytes(1000 + i, n))
     const paths = data.map((d, i) => {
-      const p = join(tmp.dir, `size-${SIZES[i]}`)
+      const p = join(tmp.path, `size-${SIZES[i]}`)
       writeFileSync(p, d)
       return p
     })
@@ -34,13 +36,13 @@ describe('BLAKE3 against the real b3sum', () => {
 
   it('hashBlocks gives every 4 KiB block digest in order, equal to b3sum of that block', () => {
     const blocks = 300
-    const buf = seededBytes(blocks * BLOCK_SIZE, 7)
+    const buf = seededBytes(7, blocks * BLOCK_SIZE)
     buf.fill(0, 5 * BLOCK_SIZE, 6 * BLOCK_SIZE) // a zero block hashes like any other
     const digests = hashBlocks(buf)
     expect(digests.length).toBe(blocks * 32)
     const picked = [0, 1, 5, 150, 299]
     const paths = picked.map(b => {
-      const p = join(tmp.dir, `block-${b}`)
+      const p = join(tmp.path, `block-${b}`)
       writeFileSync(p, buf.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE))
       return p
     })
@@ -52,7 +54,7 @@ describe('BLAKE3 against the real b3sum', () => {
   })
 
   it('hashBlocks writes into a given output and rejects partial blocks', () => {
-    const buf = seededBytes(4 * BLOCK_SIZE, 9)
+    const buf = seededBytes(9, 4 * BLOCK_SIZE)
     const out = new Uint8Array(4 * 32 + 5)
     expect(hashBlocks(buf, out)).toBe(out)
     expect(out.subarray(0, 128)).toEqual(hashBlocks(buf))
@@ -62,9 +64,12 @@ describe('BLAKE3 against the real b3sum', () => {
 })
 
 describe('CIDs and verification', () => {
-  const bytes = seededBytes(3 * BLOCK_SIZE, 42)
-  const p = join(tmp.dir, 'chunk')
-  writeFileSync(p, bytes)
+  const bytes = seededBytes(42, 3 * BLOCK_SIZE)
+  let p: string
+  beforeAll(() => {
+    p = join(tmp.path, 'chunk')
+    writeFileSync(p, bytes)
+  })
 
   it('chunkCidOf is v1 raw blake3 whose digest is b3sum of the bytes', () => {
     const cid = CID.parse(chunkCidOf(bytes).toString())
