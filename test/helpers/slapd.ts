@@ -2,7 +2,7 @@
  * Starts a private, real OpenLDAP slapd for a test file through
  * scripts/slapd.sh, on free 127.0.0.1 ports, loaded with
  * test/fixtures/ldap/directory.ldif (alice: desk, bob: lab, carol: desk + lab,
- * dave: trimswarm-admins, eve(ext): no group; passwords `<name>-password`).
+ * dave: trimswarm-admins, eve(ext): contractors; passwords `<name>-password`).
  */
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
