@@ -35,3 +35,19 @@ export const MAX_LDAP_USER_LENGTH = 256
 
 /** Longest password sent to the directory (as protocol/api.ts LoginRequest). */
 export const MAX_LDAP_PASSWORD_LENGTH = 1024
+
+// --- block store (coordinator/directory-block-store.ts) ---
+
+/**
+ * Hex characters of a chunk's digest per shard directory level, and levels:
+ * `blocks/ab/cd/abcd...` gives 65,536 leaf directories, so even 30 million
+ * chunks (a 2 TiB image at 64 KiB) keep a few hundred files per directory.
+ */
+export const BLOCK_STORE_SHARD_CHARS = 2
+export const BLOCK_STORE_SHARD_LEVELS = 2
+
+/** Suffix of a chunk being written; such files are never listed or read, and are deleted when a store opens. */
+export const BLOCK_STORE_TMP_SUFFIX = '.tmp'
+
+/** Shard directories scanned in parallel when a store opens (stale temp file sweep). */
+export const BLOCK_STORE_SCAN_CONCURRENCY = 16

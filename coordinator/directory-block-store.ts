@@ -1,0 +1,274 @@
+/**
+ * A BlockStore in a local directory: one file per chunk, named by the hex of
+ * its BLAKE3 digest (so `b3sum FILE` prints the file's own name), under two
+ * levels of shard directories taken from that hex: `ab/cd/abcd…`.
+ *
+ * A chunk appears whole or not at all: it is written to a temp file in its
+ * shard, fsynced, renamed over its final name, and the shard directory is
+ * fsynced so the rename survives a power cut. A crash leaves at most a temp
+ * file, which `list` and `get` never see and the next open deletes.
+ * One store per directory (the coordinator's data dir lock ensures it): the
+ * open-time sweep would delete another live store's temp files.
+ */
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import type { CID } from 'multiformats/cid'
+import { fromHex } from 'multiformats/bytes'
+import { verifyChunk } from '../chunker/blake3.ts'
+import { chunkCid, toHex } from '../protocol/block-id.ts'
+import { BLAKE3_CODE, DIGEST_BYTES, RAW_CODE } from '../protocol/constants.ts'
+import { HashMismatchError, InvalidCidError, NotFoundError, ValidationError } from '../protocol/errors.ts'
+import {
+  BLOCK_STORE_SCAN_CONCURRENCY, BLOCK_STORE_SHARD_CHARS, BLOCK_STORE_SHARD_LEVELS, BLOCK_STORE_TMP_SUFFIX
+} from './constants.ts'
+import type { AbortOptions, BlockStore, Logger } from './interface.ts'
+
+/** What the directory store depends on. */
+export interface DirectoryBlockStoreComponents {
+  logger?: Logger
+}
+
+/** Options of the directory store. */
+export interface DirectoryBlockStoreInit {
+  /** Root directory of the store (created if missing), e.g. `<data dir>/blocks`. */
+  path: string
+  /** Re-hash every chunk on `get` unless the call says `verify: false` (default false: fsck and the origin verify where it matters). */
+  verifyOnRead?: boolean
+}
+
+/** A BlockStore kept in a directory tree. */
+export interface DirectoryBlockStore extends BlockStore {
+  /** The root directory. */
+  readonly path: string
+  /** Where the chunk with this CID is (or would be) stored; for fsck reports and tests. */
+  pathOf: (cid: CID) => string
+}
+
+const HEX_NAME = new RegExp(`^[0-9a-f]{${DIGEST_BYTES * 2}}$`)
+const SHARD_NAME = new RegExp(`^[0-9a-f]{${BLOCK_STORE_SHARD_CHARS}}$`)
+
+const noop = (): void => {}
+const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop }
+
+function isCode (err: unknown, ...codes: string[]): boolean {
+  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '')
+}
+
+/** Hex digest of a chunk CID; throws InvalidCidError for anything but v1 / raw / BLAKE3-256. */
+function digestHex (cid: CID): string {
+  if (cid?.version !== 1 || cid.code !== RAW_CODE || cid.multihash?.code !== BLAKE3_CODE || cid.multihash.digest.length !== DIGEST_BYTES) {
+    throw new InvalidCidError(`not a trimswarm chunk CID (need v1, raw, blake3-256): ${String(cid).slice(0, 80)}`)
+  }
+  return toHex(cid.multihash.digest)
+}
+
+function isAllZero (bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false
+  return true
+}
+
+/** fsync a directory so a rename or create inside it is durable. */
+async function syncDir (path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Sub-directory names of `path` that look like shards, sorted; none when `path` is missing. */
+async function shardNames (path: string): Promise<string[]> {
+  try {
+    return (await readdir(path)).filter(n => SHARD_NAME.test(n)).sort()
+  } catch (err) {
+    if (isCode(err, 'ENOENT', 'ENOTDIR')) return []
+    throw err
+  }
+}
+
+/** Every leaf shard directory under `root`, in sorted order. */
+async function * leafShards (root: string, signal?: AbortSignal): AsyncGenerator<string> {
+  async function * walk (dir: string, level: number): AsyncGenerator<string> {
+    for (const name of await shardNames(dir)) {
+      signal?.throwIfAborted()
+      const sub = join(dir, name)
+      if (level === BLOCK_STORE_SHARD_LEVELS) yield sub
+      else yield * walk(sub, level + 1)
+    }
+  }
+  yield * walk(root, 1)
+}
+
+/** Deletes temp files a crash left in the shards; returns how many. */
+async function sweepTempFiles (root: string): Promise<number> {
+  let removed = 0
+  const queue: string[] = []
+  for await (const shard of leafShards(root)) queue.push(shard)
+  const worker = async (): Promise<void> => {
+    for (let shard = queue.pop(); shard != null; shard = queue.pop()) {
+      let names: string[]
+      try {
+        names = await readdir(shard)
+      } catch (err) {
+        if (isCode(err, 'ENOENT', 'ENOTDIR')) continue
+        throw err
+      }
+      for (const n of names) {
+        if (!n.endsWith(BLOCK_STORE_TMP_SUFFIX)) continue
+        await rm(join(shard, n), { force: true })
+        removed++
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: BLOCK_STORE_SCAN_CONCURRENCY }, worker))
+  return removed
+}
+
+/**
+ * Opens (creating if needed) a directory block store at `init.path` and
+ * deletes temp files left by a crash.
+ */
+export async function createDirectoryBlockStore (components: DirectoryBlockStoreComponents, init: DirectoryBlockStoreInit): Promise<DirectoryBlockStore> {
+  if (typeof init?.path !== 'string' || init.path === '') throw new TypeError('createDirectoryBlockStore needs init.path')
+  const root = init.path
+  const log = components.logger ?? silentLogger
+  const verifyOnRead = init.verifyOnRead ?? false
+  await mkdir(root, { recursive: true })
+  const info = await stat(root)
+  if (!info.isDirectory()) throw new TypeError(`block store path is not a directory: ${root}`)
+  const started = Date.now()
+  const swept = await sweepTempFiles(root)
+  if (swept > 0) log.warn('block store: deleted temp files left by an interrupted write', { path: root, files: swept, ms: Date.now() - started })
+
+  /** Puts of the same chunk in flight in this process share one write. */
+  const inflight = new Map<string, Promise<void>>()
+  let tmpCounter = 0
+
+  const pathOfHex = (hex: string): string => {
+    const parts: string[] = [root]
+    for (let l = 0; l < BLOCK_STORE_SHARD_LEVELS; l++) parts.push(hex.slice(l * BLOCK_STORE_SHARD_CHARS, (l + 1) * BLOCK_STORE_SHARD_CHARS))
+    parts.push(hex)
+    return join(...parts)
+  }
+
+  const exists = async (file: string): Promise<boolean> => {
+    try {
+      return (await stat(file)).isFile()
+    } catch (err) {
+      if (isCode(err, 'ENOENT', 'ENOTDIR')) return false
+      throw err
+    }
+  }
+
+  const write = async (hex: string, bytes: Uint8Array, signal?: AbortSignal): Promise<void> => {
+    const file = pathOfHex(hex)
+    if (await exists(file)) return
+    const shard = dirname(file)
+    const created = await mkdir(shard, { recursive: true })
+    if (created != null) {
+      // New shard directories must be durable too, or the chunk's rename could vanish with them.
+      for (let d = shard; d.length > root.length && d.length >= created.length; d = dirname(d)) await syncDir(dirname(d))
+    }
+    signal?.throwIfAborted()
+    const tmp = `${file}.${process.pid}.${++tmpCounter}${BLOCK_STORE_TMP_SUFFIX}`
+    const fh = await open(tmp, 'wx')
+    try {
+      try {
+        await fh.writeFile(bytes)
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+      signal?.throwIfAborted()
+      await rename(tmp, file)
+    } catch (err) {
+      await rm(tmp, { force: true })
+      throw err
+    }
+    await syncDir(shard)
+  }
+
+  const store: DirectoryBlockStore = {
+    path: root,
+
+    pathOf: (cid) => pathOfHex(digestHex(cid)),
+
+    async has (cid, options: AbortOptions = {}) {
+      const hex = digestHex(cid)
+      options.signal?.throwIfAborted()
+      return await exists(pathOfHex(hex))
+    },
+
+    async get (cid, options: AbortOptions & { verify?: boolean } = {}) {
+      const hex = digestHex(cid)
+      const file = pathOfHex(hex)
+      let bytes: Uint8Array
+      try {
+        bytes = new Uint8Array(await readFile(file, { signal: options.signal }))
+      } catch (err) {
+        if (isCode(err, 'ENOENT', 'ENOTDIR', 'EISDIR')) throw new NotFoundError(`chunk ${cid.toString()} is not in the block store`)
+        throw err
+      }
+      if (options.verify ?? verifyOnRead) {
+        try {
+          verifyChunk(bytes, cid.multihash.digest)
+        } catch (err) {
+          if (!(err instanceof HashMismatchError)) throw err
+          log.error('block store: stored chunk is corrupt', { cid: cid.toString(), path: file })
+          throw new HashMismatchError(`stored chunk ${cid.toString()} (${file}) is corrupt: ${err.message}`, { cause: err })
+        }
+      }
+      return bytes
+    },
+
+    async put (cid, bytes, options: AbortOptions = {}) {
+      const hex = digestHex(cid)
+      options.signal?.throwIfAborted()
+      if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new ValidationError(`chunk ${cid.toString()} is empty`)
+      if (isAllZero(bytes)) throw new ValidationError(`chunk ${cid.toString()} is all zeros; zero regions are never stored`)
+      // Re-hash before anything touches the disk: a mismatch stores nothing.
+      verifyChunk(bytes, cid.multihash.digest)
+      let p = inflight.get(hex)
+      if (p == null) {
+        p = write(hex, bytes, options.signal).finally(() => inflight.delete(hex))
+        inflight.set(hex, p)
+      }
+      await p
+    },
+
+    async delete (cid, options: AbortOptions = {}) {
+      const hex = digestHex(cid)
+      options.signal?.throwIfAborted()
+      const file = pathOfHex(hex)
+      try {
+        await unlink(file)
+      } catch (err) {
+        if (isCode(err, 'ENOENT', 'ENOTDIR')) return
+        throw err
+      }
+      await syncDir(dirname(file))
+    },
+
+    async * list (options: AbortOptions = {}) {
+      for await (const shard of leafShards(root, options.signal)) {
+        let names: string[]
+        try {
+          names = await readdir(shard)
+        } catch (err) {
+          if (isCode(err, 'ENOENT', 'ENOTDIR')) continue
+          throw err
+        }
+        const prefix = shard.slice(root.length).split(/[\\/]/).join('')
+        for (const n of names.sort()) {
+          // Temp files and anything else that is not a chunk in its right shard are not chunks.
+          if (!HEX_NAME.test(n) || !n.startsWith(prefix)) continue
+          options.signal?.throwIfAborted()
+          yield chunkCid(fromHex(n))
+        }
+      }
+    }
+  }
+  return store
+}
+
