@@ -6,6 +6,7 @@
  * went away and came back needs no reconnect logic and no state is shared.
  */
 import { readFile } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import { Client, ResultCodeError } from 'ldapts'
 import type { ConnectionOptions } from 'node:tls'
 import { UnauthorizedError, UnavailableError, ValidationError } from '../protocol/errors.ts'
@@ -51,9 +52,18 @@ export const LdapConfigSchema = object({
 /** The coordinator config file's `ldap` object: how to reach the directory and read users and groups. Defaults in constants.ts. */
 export type LdapInit = Infer<typeof LdapConfigSchema>
 
-/** Validates a parsed JSON `ldap` object; throws ValidationError naming the bad field. */
-export function parseLdapConfig (json: unknown, path: string = 'ldap'): LdapInit {
+/**
+ * Validates a parsed JSON `ldap` object; throws ValidationError naming the bad
+ * field. With `baseDir` (the config file's folder), relative caFile and
+ * bindPasswordFile paths are resolved against it.
+ */
+export function parseLdapConfig (json: unknown, opts: { path?: string, baseDir?: string } = {}): LdapInit {
+  const path = opts.path ?? 'ldap'
   const init = LdapConfigSchema.parse(json, path)
+  if (opts.baseDir != null) {
+    if (init.caFile != null) init.caFile = resolve(opts.baseDir, init.caFile)
+    if (init.bindPasswordFile != null) init.bindPasswordFile = resolve(opts.baseDir, init.bindPasswordFile)
+  }
   const bad = (field: string, why: string): never => { throw new ValidationError(`${path}.${field}: ${why}`) }
   if ((init.bindPassword == null) === (init.bindPasswordFile == null)) bad('bindPassword', 'give exactly one of bindPassword and bindPasswordFile')
   if (init.url.startsWith('ldaps:') && init.startTLS === true) bad('startTLS', 'StartTLS is for ldap:// URLs; ldaps:// is already encrypted')

@@ -203,6 +203,12 @@ describe('parseLdapConfig', () => {
     expect(parseLdapConfig(full)).toEqual(expected)
   })
 
+  it('resolves relative file paths against the config file\'s folder', () => {
+    const parsed = parseLdapConfig({ ...ok, bindPassword: undefined, bindPasswordFile: 'ldap.secret', caFile: '/etc/ssl/ca.pem' }, { baseDir: '/etc/trimswarm' })
+    expect(parsed.bindPasswordFile).toBe('/etc/trimswarm/ldap.secret')
+    expect(parsed.caFile).toBe('/etc/ssl/ca.pem')
+  })
+
   const bad: Array<[string, Record<string, unknown>, string]> = [
     ['unknown field', { ...ok, pasword: 'x' }, 'ldap.pasword'],
     ['no password', { ...ok, bindPassword: undefined }, 'bindPassword'],
