@@ -4,6 +4,97 @@
  * Other parts of the coordinator append their own below.
  */
 
+/** Where the coordinator listens when neither --listen nor the config says (loopback: exposing it is a choice). */
+export const DEFAULT_LISTEN = '127.0.0.1:8440'
+
+/** Lifetime of a user session token from POST /v1/auth/login: a work day, so a console or CLI session survives lunch. */
+export const DEFAULT_SESSION_TTL_SECONDS = 8 * 3600
+
+/** Events older than this many days are deleted (aggregated reports are kept). */
+export const DEFAULT_EVENT_RETENTION_DAYS = 90
+
+/** How often expired events are swept. */
+export const DEFAULT_EVENT_SWEEP_INTERVAL_MS = 3600_000
+
+/** Largest JSON body of any API route (an EventBatch of 1,000 events is ~0.5 MB). */
+export const DEFAULT_MAX_JSON_BODY_BYTES = 2 * 1024 * 1024
+
+/** Largest body of any request at all (a whole manifest at commit, see MAX_MANIFEST_BYTES, plus slack). */
+export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024 + 1024 * 1024
+
+/** Login rate limit: sliding window length. */
+export const DEFAULT_LOGIN_WINDOW_SECONDS = 60
+
+/** Login attempts allowed per client IP within the window (brute force across users). */
+export const DEFAULT_LOGIN_MAX_PER_IP = 30
+
+/** Failed logins allowed per user name within the window (brute force on one user). */
+export const DEFAULT_LOGIN_MAX_FAILURES_PER_USER = 10
+
+/** Default page size of GET /v1/events, and its maximum. */
+export const DEFAULT_EVENTS_PAGE = 100
+export const MAX_EVENTS_PAGE = 1000
+
+/** How long stop() waits for in-flight requests before closing connections. */
+export const SHUTDOWN_GRACE_MS = 5000
+
+/** Upper bounds (seconds) of the request latency histogram in /metrics. */
+export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+/** Files the coordinator keeps directly under its data dir. */
+export const ADMIN_TOKEN_FILE = 'admin.token'
+export const SIGNING_KEY_FILE = 'signing-key.pem'
+export const SESSION_SECRET_FILE = 'session.key'
+export const META_DB_DIR = 'meta'
+export const BLOCKS_DIR = 'blocks'
+
+/** A new group policy's fields when `trimswarm policy set` does not give them. */
+export const DEFAULT_POLICY = {
+  images: [] as string[],
+  wanLimitBps: 0,
+  lanSharing: true,
+  lanUploadBps: 0,
+  maxPeers: 8,
+  updateWindow: null,
+  indexFolders: {}
+}
+
+// --- images, origin and delta packs (coordinator/image-service.ts and friends) ---
+
+/** Prefix of every level sublevel the image service owns. */
+export const IMAGE_SUBLEVEL_PREFIX = 'img'
+
+/** Directory under the data dir holding delta pack files. */
+export const PACKS_DIR = 'packs'
+
+/** Largest JSON body of POST /v1/chunks/missing (100,000 CIDs of ~60 characters). */
+export const MAX_MISSING_REQUEST_BYTES = 8 * 1024 * 1024
+
+/** Largest JSON body of POST .../blocks: a range list of ~500k ranges; more is a client that should split its batch. */
+export const MAX_BLOCK_BATCH_REQUEST_BYTES = 8 * 1024 * 1024
+
+/** Decoded manifests kept in memory for the origin routes (versions are immutable, so caching is safe). */
+export const MANIFEST_CACHE_SIZE = 16
+
+/** Chunks checked in parallel at commit and in POST /v1/chunks/missing. */
+export const CHUNK_CHECK_CONCURRENCY = 16
+
+// --- block store (coordinator/directory-block-store.ts) ---
+
+/**
+ * Hex characters of a chunk's digest per shard directory level, and levels:
+ * `blocks/ab/cd/abcd...` gives 65,536 leaf directories, so even 30 million
+ * chunks (a 2 TiB image at 64 KiB) keep a few hundred files per directory.
+ */
+export const BLOCK_STORE_SHARD_CHARS = 2
+export const BLOCK_STORE_SHARD_LEVELS = 2
+
+/** Suffix of a chunk being written; such files are never listed or read, and are deleted when a store opens. */
+export const BLOCK_STORE_TMP_SUFFIX = '.tmp'
+
+/** Shard directories scanned in parallel when a store opens (stale temp file sweep). */
+export const BLOCK_STORE_SCAN_CONCURRENCY = 16
+
 // --- LDAP / Active Directory (coordinator/ldap-authenticator.ts; the config file's `ldap` object) ---
 
 /** Finds the user's entry; `{user}` is the login name, escaped per RFC 4515. AD: `(sAMAccountName={user})`. */
@@ -36,18 +127,20 @@ export const MAX_LDAP_USER_LENGTH = 256
 /** Longest password sent to the directory (as protocol/api.ts LoginRequest). */
 export const MAX_LDAP_PASSWORD_LENGTH = 1024
 
-// --- block store (coordinator/directory-block-store.ts) ---
+/** zstd level of POST .../blocks streams (compressed per request; see docs/ARCHITECTURE.md "Origin compression"). */
+export const ORIGIN_ZSTD_LEVEL = 6
 
-/**
- * Hex characters of a chunk's digest per shard directory level, and levels:
- * `blocks/ab/cd/abcd...` gives 65,536 leaf directories, so even 30 million
- * chunks (a 2 TiB image at 64 KiB) keep a few hundred files per directory.
- */
-export const BLOCK_STORE_SHARD_CHARS = 2
-export const BLOCK_STORE_SHARD_LEVELS = 2
+/** log2 of the match window of block streams; long-distance matching is on with it (0 = zstd's default window). */
+export const ORIGIN_ZSTD_WINDOW_LOG = 27
 
-/** Suffix of a chunk being written; such files are never listed or read, and are deleted when a store opens. */
-export const BLOCK_STORE_TMP_SUFFIX = '.tmp'
+/** zstd level of delta packs (compressed once per version, served to every updating client). */
+export const DELTA_PACK_ZSTD_LEVEL = 19
 
-/** Shard directories scanned in parallel when a store opens (stale temp file sweep). */
-export const BLOCK_STORE_SCAN_CONCURRENCY = 16
+/** log2 of the match window of delta packs (2^27 = 128 MiB; zstd decoders accept up to 2^27 without options). */
+export const DELTA_PACK_ZSTD_WINDOW_LOG = 27
+
+/** Chunk uploads in flight during `trimswarm publish` (enough to hide per-request latency; the coordinator fsyncs each). */
+export const DEFAULT_PUBLISH_CONCURRENCY = 6
+
+/** CIDs per POST /v1/chunks/missing request of the publish client (the schema allows 100,000). */
+export const PUBLISH_MISSING_BATCH = 10_000

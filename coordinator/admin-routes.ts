@@ -1,0 +1,62 @@
+/** Admin API: machine tokens (/v1/tokens) and group policies (/v1/policies). Admin principal only. */
+import { Hono } from 'hono'
+import { Policy, TokenCreateRequest, type TokenCreateResponse } from '../protocol/api.ts'
+import type { TokenList } from '../protocol/api-admin.ts'
+import { NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { assertAdmin } from './access.ts'
+import type { CoordinatorEnv } from './interface.ts'
+import type { PolicyStore } from './policy-store.ts'
+import { nameParam, readJson } from './request-body.ts'
+import type { TokenStore } from './token-store.ts'
+
+/** What the admin routes depend on. */
+export interface AdminComponents {
+  tokens: TokenStore
+  policies: PolicyStore
+}
+
+/** Routes of the admin API (behind the auth middleware). */
+export function createAdminRoutes (components: AdminComponents): Hono<CoordinatorEnv> {
+  const { tokens, policies } = components
+  const app = new Hono<CoordinatorEnv>()
+  app.use('/v1/tokens', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+  app.use('/v1/tokens/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+  app.use('/v1/policies', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+  app.use('/v1/policies/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+
+  app.post('/v1/tokens', async (c) => {
+    const req = await readJson(c, TokenCreateRequest)
+    const { info, token } = await tokens.create(req.group, req.name)
+    const body: TokenCreateResponse = { ...info, token }
+    return c.json(body, 201)
+  })
+  app.get('/v1/tokens', async (c) => {
+    const body: TokenList = { tokens: await tokens.list() }
+    return c.json(body)
+  })
+  app.delete('/v1/tokens/:id', async (c) => {
+    const id = c.req.param('id')
+    if (!/^[0-9a-f]{16}$/.test(id)) throw new ValidationError('token id must be 16 hex digits')
+    return c.json(await tokens.revoke(id))
+  })
+
+  app.get('/v1/policies', (c) => c.json(policies.all()))
+  app.get('/v1/policies/:group', (c) => {
+    const group = nameParam(c.req.param('group'), 'group')
+    const p = policies.get(group)
+    if (p == null) throw new NotFoundError(`no policy for group ${group}`)
+    return c.json(p)
+  })
+  app.put('/v1/policies/:group', async (c) => {
+    const group = nameParam(c.req.param('group'), 'group')
+    const policy = await readJson(c, Policy)
+    await policies.put(group, policy)
+    return c.json(policy)
+  })
+  app.delete('/v1/policies/:group', async (c) => {
+    const group = nameParam(c.req.param('group'), 'group')
+    await policies.delete(group)
+    return c.body(null, 204)
+  })
+  return app
+}

@@ -1,0 +1,77 @@
+/** POST /v1/auth/login (directory login, rate limited) and GET /v1/auth/me. */
+import { Hono, type Context } from 'hono'
+import { LoginRequest, type LoginResponse, type MeResponse } from '../protocol/api.ts'
+import { UnauthorizedError, UnavailableError } from '../protocol/errors.ts'
+import type { Auth } from './auth.ts'
+import { RetryAfterError } from './http-errors.ts'
+import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
+import type { Metrics } from './metrics.ts'
+import type { RateLimiter } from './rate-limiter.ts'
+import { readJson } from './request-body.ts'
+import type { SessionTokens } from './session-tokens.ts'
+
+/** What the login route depends on. */
+export interface LoginComponents {
+  authenticator?: Authenticator
+  sessions: SessionTokens
+  auth: Auth
+  perIp: RateLimiter
+  perUser: RateLimiter
+  metrics: Metrics
+  logger: Logger
+  clientIp: (c: Context) => string
+}
+
+/** The public login route (mounted before the auth middleware). */
+export function createLoginRoutes (components: LoginComponents): Hono<CoordinatorEnv> {
+  const { sessions, auth, perIp, perUser, metrics, logger, clientIp } = components
+  const app = new Hono<CoordinatorEnv>()
+  app.post('/v1/auth/login', async (c) => {
+    const { user, password } = await readJson(c, LoginRequest)
+    if (components.authenticator == null) {
+      metrics.inc('trimswarm_login_failures_total', { reason: 'unavailable' })
+      throw new UnavailableError('no directory configured: user login needs an `ldap` section in the coordinator config (machine and admin tokens still work)')
+    }
+    const ip = clientIp(c)
+    const userKey = user.toLowerCase()
+    const wait = Math.max(perIp.retryAfter(ip), perUser.retryAfter(userKey))
+    if (wait > 0) {
+      metrics.inc('trimswarm_login_failures_total', { reason: 'rate_limited' })
+      logger.warn('login rate limited', { ip, user })
+      throw new RetryAfterError(`too many login attempts; try again in ${wait} s`, wait)
+    }
+    perIp.hit(ip)
+    let who
+    try {
+      who = await components.authenticator.authenticate(user, password, { signal: c.req.raw.signal })
+    } catch (err) {
+      if (err instanceof UnauthorizedError) {
+        perUser.hit(userKey)
+        metrics.inc('trimswarm_login_failures_total', { reason: 'bad_credentials' })
+        logger.info('login refused', { ip, user })
+      } else {
+        metrics.inc('trimswarm_login_failures_total', { reason: 'unavailable' })
+      }
+      if (err instanceof UnavailableError) throw new UnavailableError(`the directory (LDAP) cannot be reached, try again later: ${err.message}`, { cause: err })
+      throw err
+    }
+    perUser.reset(userKey)
+    const { token, expiresAt } = sessions.issue(who.user, who.groups)
+    metrics.inc('trimswarm_logins_total')
+    logger.info('login', { ip, user: who.user, groups: who.groups })
+    const body: LoginResponse = { token, expiresAt: expiresAt.toISOString(), user: who.user, groups: who.groups }
+    return c.json(body)
+  })
+  return app
+}
+
+/** GET /v1/auth/me (behind the auth middleware). */
+export function createMeRoutes (): Hono<CoordinatorEnv> {
+  const app = new Hono<CoordinatorEnv>()
+  app.get('/v1/auth/me', (c) => {
+    const p = c.get('principal')
+    const body: MeResponse = { kind: p.kind, user: p.user, groups: p.groups, policy: p.policy }
+    return c.json(body)
+  })
+  return app
+}

@@ -1,0 +1,95 @@
+/**
+ * The coordinator's configuration file (JSON, documented in
+ * docs/CONFIGURATION.md `## coordinator`): parsed strictly, so a typo in a
+ * field name stops the coordinator with a message instead of being ignored.
+ */
+import { readFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { ValidationError } from '../protocol/errors.ts'
+import { array, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
+import { name } from '../protocol/api.ts'
+import { ConfigError } from './errors.ts'
+import { LOG_LEVELS } from './logger.ts'
+import { createSiteMap } from './sites.ts'
+
+/** Any JSON object, checked by its own parser later (the `ldap` section goes to parseLdapConfig). */
+function anyObject (): Schema<Record<string, unknown>> {
+  return {
+    json: { type: 'object' },
+    parse (v, path = '') {
+      if (v == null || typeof v !== 'object' || Array.isArray(v)) throw new ValidationError(`${path}: must be an object`)
+      return v as Record<string, unknown>
+    }
+  }
+}
+
+const listen = string({ minLength: 3, maxLength: 300, pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|[0-9a-fA-F:.]+):\d{1,5}$/ })
+
+/** The schema of the configuration file. */
+export const CoordinatorConfigSchema = object({
+  listen: optional(listen),
+  logLevel: optional(enumOf(LOG_LEVELS)),
+  ldap: optional(anyObject()),
+  adminGroups: optional(array(string({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
+  sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
+  eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
+  sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),
+  tls: optional(object({ cert: string({ minLength: 1 }), key: string({ minLength: 1 }) })),
+  limits: optional(object({
+    maxJsonBodyBytes: optional(integer({ min: 1024 })),
+    maxBodyBytes: optional(integer({ min: 1024 }))
+  })),
+  loginRateLimit: optional(object({
+    windowSeconds: optional(integer({ min: 1, max: 86_400 })),
+    maxPerIp: optional(integer({ min: 1 })),
+    maxFailuresPerUser: optional(integer({ min: 1 }))
+  })),
+  images: optional(anyObject())
+})
+
+/** A parsed configuration; every field is optional (defaults in constants.ts). */
+export type CoordinatorConfig = Infer<typeof CoordinatorConfigSchema>
+
+/** Validates a configuration object; relative tls paths are resolved against `baseDir`. Throws ConfigError. */
+export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): CoordinatorConfig {
+  let config: CoordinatorConfig
+  try {
+    config = CoordinatorConfigSchema.parse(raw)
+  } catch (err) {
+    throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
+  }
+  createSiteMap(config.sites) // throws ConfigError on a bad subnet
+  if (config.tls != null) config.tls = { cert: resolve(baseDir, config.tls.cert), key: resolve(baseDir, config.tls.key) }
+  return config
+}
+
+/** Reads and validates a JSON configuration file. Throws ConfigError. */
+export async function loadCoordinatorConfig (file: string): Promise<CoordinatorConfig> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${file}: ${(err as Error).message}`, { cause: err })
+  }
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError(`config ${file} is not valid JSON: ${(err as Error).message}`, { cause: err })
+  }
+  return parseCoordinatorConfig(raw, dirname(resolve(file)))
+}
+
+/** Splits HOST:PORT (IPv6 in brackets); throws ConfigError. */
+export function parseListen (text: string): { host: string, port: number } {
+  try {
+    listen.parse(text, 'listen')
+  } catch {
+    throw new ConfigError(`listen address ${JSON.stringify(text)} must be HOST:PORT, e.g. 127.0.0.1:8440 or [::]:8440`)
+  }
+  const i = text.lastIndexOf(':')
+  const host = text.slice(0, i).replace(/^\[(.*)\]$/, '$1')
+  const port = Number(text.slice(i + 1))
+  if (port > 65535) throw new ConfigError(`listen port ${port} is over 65535`)
+  return { host, port }
+}

@@ -1,0 +1,308 @@
+/**
+ * The coordinator: one Hono app over the metadata database, the block store,
+ * the directory authenticator and the image service, with its lifecycle
+ * (start: open DIR, create secrets on first start, listen; stop: drain
+ * requests, stop background work, close the database).
+ *
+ * Request order: log + metrics -> global body limit -> public routes
+ * (healthz, metrics, openapi, key, login) -> auth middleware (every other
+ * /v1 route has `c.get('principal')`) -> /v1 routes -> JSON 404.
+ */
+import { randomBytes } from 'node:crypto'
+import { createServer as createHttpsServer } from 'node:https'
+import { readFile } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { getConnInfo } from '@hono/node-server/conninfo'
+import { serve, type ServerType } from '@hono/node-server'
+import { Hono, type Context, type MiddlewareHandler } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { routePath } from 'hono/route'
+import type { KeyResponse } from '../protocol/api.ts'
+import { NotFoundError, TooLargeError } from '../protocol/errors.ts'
+import { createAdminRoutes } from './admin-routes.ts'
+import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
+import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
+import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './config.ts'
+import {
+  ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
+  DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+} from './constants.ts'
+import { createDirectoryBlockStore } from './directory-block-store.ts'
+import { ConfigError } from './errors.ts'
+import { createEventRoutes } from './event-routes.ts'
+import { createEventStore } from './event-store.ts'
+import { createErrorHandler, errorResponse } from './http-errors.ts'
+import { createImageRoutes } from './image-routes.ts'
+import { createImageService, type ImageService } from './image-service.ts'
+import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
+import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
+import { createLogger, type LogLevel } from './logger.ts'
+import { createManifestSigner } from './manifest-signer.ts'
+import { openMetaDb, type MetaDb } from './meta-db.ts'
+import { createMetrics, metricName, type Metrics } from './metrics.ts'
+import { buildOpenApi } from './openapi.ts'
+import { createPolicyEngine } from './policy-engine.ts'
+import { createPolicyStore } from './policy-store.ts'
+import { createRateLimiter } from './rate-limiter.ts'
+import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
+import { createSessionTokens } from './session-tokens.ts'
+import { createTokenStore } from './token-store.ts'
+
+/** Options of createCoordinator. */
+export interface CoordinatorInit {
+  /** Data dir (created on first start): metadata db, blocks, delta packs, secrets. */
+  dataDir: string
+  /** HOST:PORT; port 0 picks a free port (see `url` after start). Overrides config.listen. */
+  listen?: string
+  /** Parsed config (config.ts parseCoordinatorConfig / loadCoordinatorConfig), or a raw object to parse. */
+  config?: CoordinatorConfig | Record<string, unknown>
+  /** Defaults to a JSON-lines logger on stderr at config.logLevel (or `logLevel`). */
+  logger?: Logger
+  logLevel?: LogLevel
+  /** Replaces the LDAP authenticator built from config.ldap (e.g. another directory). */
+  authenticator?: Authenticator
+  /** false: build the app without listening (tests use `app.request()`). Default true. */
+  serve?: boolean
+}
+
+/** A running (or startable) coordinator. */
+export interface Coordinator {
+  /** http(s)://host:port it listens on (after start). */
+  readonly url: string
+  /** The admin token (after start). */
+  readonly adminToken: string
+  /** Whether this start created the admin token (first start): the CLI prints it once. */
+  readonly adminTokenCreated: boolean
+  /** The Hono app (after start), for in-process `app.request()`. */
+  readonly app: Hono<CoordinatorEnv>
+  /** Raw Ed25519 manifest-signing public key (after start). */
+  readonly publicKey: Uint8Array
+  /** The image service (after start), for tests and benchmarks (`whenIdle`). */
+  readonly images: ImageService
+  start: () => Promise<void>
+  stop: () => Promise<void>
+}
+
+function clientIp (c: Context): string {
+  try {
+    return getConnInfo(c).remote.address ?? 'unknown'
+  } catch {
+    return 'in-process' // app.request() has no socket
+  }
+}
+
+/** Flattens the image service's nested counters into metric names. */
+function flattenStats (prefix: string, value: unknown, out: Record<string, number>): Record<string, number> {
+  if (typeof value === 'number') out[metricName(prefix)] = value
+  else if (value != null && typeof value === 'object') for (const [k, v] of Object.entries(value)) flattenStats(`${prefix}_${metricName(k)}`, v, out)
+  return out
+}
+
+/** Logs one line per request and records it in the metrics. */
+function requestLog (logger: Logger, metrics: Metrics): MiddlewareHandler<CoordinatorEnv> {
+  return async (c, next) => {
+    const t0 = performance.now()
+    await next()
+    const seconds = (performance.now() - t0) / 1000
+    let route = routePath(c)
+    if (route === '' || route.endsWith('*')) route = 'unmatched'
+    const status = c.res.status
+    metrics.request(c.req.method, route, status, seconds)
+    const principal = c.get('principal')
+    logger.info('request', { method: c.req.method, route, status, ms: Math.round(seconds * 10_000) / 10, ...(principal != null ? { principal: principal.user } : {}) })
+  }
+}
+
+/** Creates a coordinator; nothing touches the disk until start(). */
+export function createCoordinator (init: CoordinatorInit): Coordinator {
+  let state: Started | undefined
+  const need = <T>(f: (s: Started) => T): T => {
+    if (state == null) throw new Error('the coordinator is not started')
+    return f(state)
+  }
+
+  return {
+    get url () { return need(s => s.url) },
+    get adminToken () { return need(s => s.adminToken) },
+    get adminTokenCreated () { return need(s => s.adminTokenCreated) },
+    get app () { return need(s => s.app) },
+    get publicKey () { return need(s => s.publicKey) },
+    get images () { return need(s => s.images) },
+    async start () {
+      if (state != null) return
+      state = await startCoordinator(init)
+    },
+    async stop () {
+      const s = state
+      state = undefined
+      await s?.close()
+    }
+  }
+}
+
+/** What start() builds. */
+interface Started {
+  url: string
+  adminToken: string
+  adminTokenCreated: boolean
+  app: Hono<CoordinatorEnv>
+  publicKey: Uint8Array
+  images: ImageService
+  close: () => Promise<void>
+}
+
+async function startCoordinator (init: CoordinatorInit): Promise<Started> {
+  const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
+  const logger = init.logger ?? createLogger({ level: init.logLevel ?? config.logLevel ?? 'info' })
+  const listen = parseListen(init.listen ?? config.listen ?? DEFAULT_LISTEN)
+  let ldap
+  if (config.ldap != null) {
+    try {
+      ldap = parseLdapConfig(config.ldap)
+    } catch (err) {
+      throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  const tls = config.tls != null
+    ? { cert: await readFile(config.tls.cert).catch((err: Error) => { throw new ConfigError(`tls.cert: ${err.message}`) }), key: await readFile(config.tls.key).catch((err: Error) => { throw new ConfigError(`tls.key: ${err.message}`) }) }
+    : undefined
+
+  // ---- data dir and secrets ----
+  const dataDir = init.dataDir
+  await ensureDir(dataDir)
+  const admin = await loadOrCreateSecret(join(dataDir, ADMIN_TOKEN_FILE), () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
+  const adminToken = admin.value.toString('utf8').trim()
+  if (!adminToken.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
+  const sessionSecret = await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))
+  const signer = await createManifestSigner(dataDir)
+  const db: MetaDb = await openMetaDb(dataDir)
+  const cleanups: Array<() => Promise<void>> = [async () => { await db.close() }]
+  const cleanup = async (): Promise<void> => {
+    for (const fn of cleanups.reverse()) {
+      try { await fn() } catch (err) { logger.error('error while stopping', { error: (err as Error).message }) }
+    }
+  }
+
+  try {
+    // ---- components ----
+    const metrics = createMetrics()
+    const tokens = createTokenStore({ db })
+    const policies = createPolicyStore({ db })
+    const events = createEventStore({ db })
+    await tokens.start()
+    await policies.start()
+    await events.start()
+    cleanups.push(async () => { await events.stop() })
+    const policy = createPolicyEngine({ policies })
+    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups })
+    const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
+    if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
+    const blockStore = await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+    const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
+    await images.start()
+    cleanups.push(async () => { await images.stop() })
+    const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
+    const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
+    const perUser = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxFailuresPerUser ?? DEFAULT_LOGIN_MAX_FAILURES_PER_USER })
+
+    // ---- event retention ----
+    const retentionMs = (config.eventRetentionDays ?? DEFAULT_EVENT_RETENTION_DAYS) * 86_400_000
+    const sweep = async (): Promise<void> => {
+      try {
+        const n = await events.sweep(new Date(Date.now() - retentionMs))
+        if (n > 0) {
+          metrics.inc('trimswarm_events_swept_total', {}, n)
+          logger.info('events swept', { deleted: n })
+        }
+      } catch (err) {
+        logger.error('event sweep failed', { error: (err as Error).message })
+      }
+    }
+    const sweeping = sweep()
+    const timer = setInterval(() => { void sweep() }, DEFAULT_EVENT_SWEEP_INTERVAL_MS)
+    timer.unref()
+    cleanups.push(async () => { clearInterval(timer); await sweeping })
+
+    // ---- app ----
+    const maxJson = config.limits?.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES
+    const maxBody = config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+    // the rest of the body stays unread: close the connection so the client does not reuse a socket mid-body
+    const tooLarge = (limit: number) => (c: Context) => errorResponse(c, new TooLargeError(`body is over the ${limit}-byte limit of this route`), { Connection: 'close' })
+    const jsonLimit = bodyLimit({ maxSize: maxJson, onError: tooLarge(maxJson) })
+    const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(signer.publicKeyRaw).toString('base64') }
+    let openapi: Record<string, unknown> | undefined
+
+    const app = new Hono<CoordinatorEnv>()
+    app.onError(createErrorHandler(logger))
+    app.notFound((c) => errorResponse(c, new NotFoundError(`no route ${c.req.method} ${c.req.path}`)))
+    app.use('*', requestLog(logger, metrics))
+    app.use('*', bodyLimit({ maxSize: maxBody, onError: tooLarge(maxBody) }))
+    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events']) app.use(p, jsonLimit)
+
+    app.get('/healthz', (c) => c.json({ ok: true }))
+    app.get('/metrics', (c) => c.text(metrics.render(flattenStats('trimswarm_image', images.stats(), {})), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }))
+    app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
+    app.get('/v1/key', (c) => c.json(keyBody))
+    app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp }))
+    app.use('/v1/*', auth.middleware)
+    app.route('/', createMeRoutes())
+    app.route('/', createAdminRoutes({ tokens, policies }))
+    app.route('/', createEventRoutes({ events, metrics }))
+    app.route('/', createImageRoutes(images))
+
+    // ---- listen ----
+    let url = ''
+    if (init.serve !== false) {
+      const server = await listenOn(app, listen, tls)
+      const addr = server.address() as AddressInfo
+      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+      url = `${tls != null ? 'https' : 'http'}://${host}:${addr.port}`
+      cleanups.push(async () => { await closeServer(server) })
+      logger.info('coordinator listening', { url, dataDir, ldap: ldap != null, tls: tls != null })
+    }
+
+    return {
+      url,
+      adminToken,
+      adminTokenCreated: admin.created,
+      app,
+      publicKey: signer.publicKeyRaw,
+      images,
+      close: cleanup
+    }
+  } catch (err) {
+    await cleanup()
+    throw err
+  }
+}
+
+async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port: number }, tls?: { cert: Buffer, key: Buffer }): Promise<ServerType> {
+  return await new Promise((resolve, reject) => {
+    const options = tls != null
+      ? { fetch: app.fetch, hostname: listen.host, port: listen.port, createServer: createHttpsServer, serverOptions: { cert: tls.cert, key: tls.key } }
+      : { fetch: app.fetch, hostname: listen.host, port: listen.port }
+    const server = serve(options, () => {
+      server.off('error', onError)
+      resolve(server)
+    })
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(err.code === 'EADDRINUSE'
+        ? new ConfigError(`cannot listen on ${listen.host}:${listen.port}: address in use`, { cause: err })
+        : err)
+    }
+    server.once('error', onError)
+  })
+}
+
+/** Stops accepting, lets in-flight requests finish (up to SHUTDOWN_GRACE_MS), then closes what is left. */
+async function closeServer (server: ServerType): Promise<void> {
+  const s = server as import('node:http').Server
+  const closed = new Promise<void>(resolve => { s.close(() => { resolve() }) })
+  s.closeIdleConnections?.()
+  const timer = setTimeout(() => { s.closeAllConnections?.() }, SHUTDOWN_GRACE_MS)
+  await closed
+  clearTimeout(timer)
+}

@@ -1,0 +1,226 @@
+/**
+ * Agent events and the reports built from them. Events are kept (for the
+ * retention period) under `events` keyed by arrival time, so retention is a
+ * range delete and paging is a range read. Reports are never computed by
+ * scanning events: every write updates the agent's latest state per image
+ * (`agents`) and per (image, version, site) aggregates (`reports`), which are
+ * also held in memory, so GET /v1/reports costs a map walk.
+ */
+import type { AgentEvent, ReportRow } from '../protocol/api.ts'
+import type { StoredEvent } from '../protocol/api-admin.ts'
+import type { AbortOptions } from './interface.ts'
+import type { MetaDb } from './meta-db.ts'
+
+/** Sync state of one image on one agent. */
+export interface AgentImageState {
+  /** The latest completed sync (what the agent holds). */
+  completed?: { version: string, site: string, time: string }
+  /** The latest sync event of any kind. */
+  current?: { version: string, site: string, status: 'in-progress' | 'completed' | 'failed', time: string, error?: string }
+}
+
+/** What the coordinator knows of one agent. */
+export interface AgentRecord {
+  agent: string
+  site: string
+  lastSeen: string
+  peerId?: string
+  images: Record<string, AgentImageState>
+}
+
+/** Filters of GET /v1/events. */
+export interface EventQuery {
+  image?: string
+  site?: string
+  type?: string
+  limit: number
+  /** Opaque cursor from a previous page's `next`. */
+  before?: string
+}
+
+/** Stores events and answers reports. */
+export interface EventStore {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions) => Promise<{ accepted: number, duplicates: number, byType: Record<string, number> }>
+  query: (q: EventQuery, options?: AbortOptions) => Promise<{ events: StoredEvent[], next: string | null }>
+  report: (filter: { image?: string, version?: string, site?: string }) => ReportRow[]
+  agents: (options?: AbortOptions) => AsyncIterable<AgentRecord>
+  /** Deletes events that arrived before `cutoff`; returns how many. */
+  sweep: (cutoff: Date, options?: AbortOptions) => Promise<number>
+}
+
+interface Aggregate {
+  clients: number
+  inProgress: number
+  failed: number
+  bytes: { local: number, peers: number, origin: number }
+}
+
+const SEP = '\x00' // not allowed in names (protocol/schema.ts rejects NUL), so keys cannot collide
+
+function timeKey (ms: number, id: string): string {
+  return `${String(ms).padStart(15, '0')}!${id}`
+}
+
+function aggKey (image: string, version: string, site: string): string {
+  return `${image}${SEP}${version}${SEP}${site}`
+}
+
+/** Which aggregate counters an agent's state for one image adds 1 to. */
+function contributions (image: string, s: AgentImageState | undefined): Array<[string, 'clients' | 'inProgress' | 'failed']> {
+  const out: Array<[string, 'clients' | 'inProgress' | 'failed']> = []
+  if (s?.completed != null) out.push([aggKey(image, s.completed.version, s.completed.site), 'clients'])
+  if (s?.current?.status === 'in-progress') out.push([aggKey(image, s.current.version, s.current.site), 'inProgress'])
+  if (s?.current?.status === 'failed') out.push([aggKey(image, s.current.version, s.current.site), 'failed'])
+  return out
+}
+
+function statusOf (type: AgentEvent['type']): 'in-progress' | 'completed' | 'failed' | undefined {
+  switch (type) {
+    case 'sync.started': case 'sync.progress': return 'in-progress'
+    case 'sync.completed': return 'completed'
+    case 'sync.failed': return 'failed'
+    default: return undefined
+  }
+}
+
+/** An EventStore in the metadata database. */
+export function createEventStore (components: { db: MetaDb }, init: { now?: () => number } = {}): EventStore {
+  const now = init.now ?? Date.now
+  const events = components.db.sublevel<string, StoredEvent>('events', { valueEncoding: 'json' })
+  const ids = components.db.sublevel<string, string>('event-ids', { valueEncoding: 'utf8' })
+  const agents = components.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
+  const reports = components.db.sublevel<string, Aggregate>('reports', { valueEncoding: 'json' })
+  const aggregates = new Map<string, Aggregate>()
+  // one writer at a time: aggregates are read-modify-write
+  let queue: Promise<unknown> = Promise.resolve()
+  const serial = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = queue.then(fn, fn)
+    queue = run.catch(() => {})
+    return await run
+  }
+
+  const agg = (key: string): Aggregate => {
+    let a = aggregates.get(key)
+    if (a == null) {
+      a = { clients: 0, inProgress: 0, failed: 0, bytes: { local: 0, peers: 0, origin: 0 } }
+      aggregates.set(key, a)
+    }
+    return a
+  }
+
+  return {
+    async start () {
+      aggregates.clear()
+      for await (const [k, a] of reports.iterator()) aggregates.set(k, a)
+    },
+    async stop () {
+      await queue
+    },
+    async add (batch, postedBy) {
+      return await serial(async () => {
+        const receivedMs = now()
+        const receivedAt = new Date(receivedMs).toISOString()
+        const known = await ids.getMany(batch.map(e => e.id))
+        const seen = new Set<string>()
+        const agentCache = new Map<string, AgentRecord>()
+        const touched = new Set<string>()
+        const ops: any[] = []
+        let accepted = 0
+        let duplicates = 0
+        const byType: Record<string, number> = {}
+        for (const [i, ev] of batch.entries()) {
+          if (known[i] != null || seen.has(ev.id)) { duplicates++; continue }
+          seen.add(ev.id)
+          accepted++
+          byType[ev.type] = (byType[ev.type] ?? 0) + 1
+          const key = timeKey(receivedMs, ev.id)
+          ops.push({ type: 'put', sublevel: events, key, value: { event: ev, receivedAt, postedBy } })
+          ops.push({ type: 'put', sublevel: ids, key: ev.id, value: key })
+
+          let rec = agentCache.get(ev.agent)
+          if (rec == null) rec = (await agents.get(ev.agent)) ?? { agent: ev.agent, site: ev.site, lastSeen: receivedAt, images: {} }
+          agentCache.set(ev.agent, rec)
+          rec.site = ev.site
+          rec.lastSeen = receivedAt
+          if (ev.peerId != null) rec.peerId = ev.peerId
+
+          const status = statusOf(ev.type)
+          if (status != null) {
+            const before = contributions(ev.image, rec.images[ev.image])
+            const state: AgentImageState = { ...rec.images[ev.image] }
+            // agents may re-send old events (queued while offline): only a newer event moves the state
+            if (state.current == null || ev.time >= state.current.time) {
+              state.current = { version: ev.version, site: ev.site, status, time: ev.time, ...(ev.error != null ? { error: ev.error } : {}) }
+            }
+            if (status === 'completed' && (state.completed == null || ev.time >= state.completed.time)) {
+              state.completed = { version: ev.version, site: ev.site, time: ev.time }
+            }
+            rec.images[ev.image] = state
+            for (const [k, f] of before) { agg(k)[f]--; touched.add(k) }
+            for (const [k, f] of contributions(ev.image, state)) { agg(k)[f]++; touched.add(k) }
+          }
+          // progress events carry running totals; only a finished sync's totals are added
+          if ((ev.type === 'sync.completed' || ev.type === 'sync.failed') && ev.bytes != null) {
+            const k = aggKey(ev.image, ev.version, ev.site)
+            const a = agg(k)
+            a.bytes.local += ev.bytes.local
+            a.bytes.peers += ev.bytes.peers
+            a.bytes.origin += ev.bytes.origin
+            touched.add(k)
+          }
+        }
+        for (const rec of agentCache.values()) ops.push({ type: 'put', sublevel: agents, key: rec.agent, value: rec })
+        for (const k of touched) ops.push({ type: 'put', sublevel: reports, key: k, value: aggregates.get(k) })
+        if (ops.length > 0) await components.db.batch(ops)
+        return { accepted, duplicates, byType }
+      })
+    },
+    async query (q) {
+      const out: StoredEvent[] = []
+      let lastKey: string | undefined
+      let more = false
+      const range = q.before != null ? { lt: q.before, reverse: true } : { reverse: true }
+      for await (const [key, stored] of events.iterator(range)) {
+        const ev = stored.event
+        if ((q.image != null && ev.image !== q.image) || (q.site != null && ev.site !== q.site) || (q.type != null && ev.type !== q.type)) continue
+        if (out.length === q.limit) { more = true; break }
+        out.push(stored)
+        lastKey = key
+      }
+      // the next page reads below the last key returned
+      return { events: out, next: more && lastKey != null ? lastKey : null }
+    },
+    report (filter) {
+      const rows: ReportRow[] = []
+      for (const [k, a] of aggregates) {
+        const [image, version, site] = k.split(SEP)
+        if ((filter.image != null && image !== filter.image) || (filter.version != null && version !== filter.version) || (filter.site != null && site !== filter.site)) continue
+        if (a.clients === 0 && a.inProgress === 0 && a.failed === 0 && a.bytes.local + a.bytes.peers + a.bytes.origin === 0) continue
+        const total = a.bytes.local + a.bytes.peers + a.bytes.origin
+        const saved = total === 0 ? 0 : Math.round((a.bytes.local + a.bytes.peers) * 1000 / total) / 10
+        rows.push({ image, version, site, clients: a.clients, inProgress: a.inProgress, failed: a.failed, bytes: { ...a.bytes }, wanSavedPercent: saved })
+      }
+      return rows.sort((x, y) => x.image.localeCompare(y.image) || x.version.localeCompare(y.version) || x.site.localeCompare(y.site))
+    },
+    async * agents () {
+      for await (const [, rec] of agents.iterator()) yield rec
+    },
+    async sweep (cutoff) {
+      return await serial(async () => {
+        let deleted = 0
+        const lt = timeKey(cutoff.getTime(), '')
+        for (;;) {
+          const ops: any[] = []
+          for await (const [key, stored] of events.iterator({ lt, limit: 1000 })) {
+            ops.push({ type: 'del', sublevel: events, key }, { type: 'del', sublevel: ids, key: stored.event.id })
+          }
+          if (ops.length === 0) return deleted
+          await components.db.batch(ops)
+          deleted += ops.length / 2
+        }
+      })
+    }
+  }
+}

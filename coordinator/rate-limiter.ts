@@ -1,0 +1,54 @@
+/**
+ * A sliding-window counter per key (login attempts per client IP, failures
+ * per user): remembers the times of the last `max` hits of each key, so a key
+ * is limited when its oldest remembered hit is still inside the window.
+ */
+
+/** Counts hits per key over a sliding window. */
+export interface RateLimiter {
+  /** Seconds until `key` may try again, or 0 when it is under the limit. */
+  retryAfter: (key: string) => number
+  hit: (key: string) => void
+  reset: (key: string) => void
+}
+
+/** Options of createRateLimiter. */
+export interface RateLimiterInit {
+  windowMs: number
+  max: number
+  now?: () => number
+  /** Keys remembered at most (oldest dropped first) so a flood of names cannot grow memory without bound. */
+  maxKeys?: number
+}
+
+/** A RateLimiter kept in memory. */
+export function createRateLimiter (init: RateLimiterInit): RateLimiter {
+  const now = init.now ?? Date.now
+  const maxKeys = init.maxKeys ?? 100_000
+  const hits = new Map<string, number[]>()
+  const live = (key: string): number[] => {
+    const t = now()
+    const list = (hits.get(key) ?? []).filter(x => x > t - init.windowMs)
+    if (list.length === 0) hits.delete(key)
+    else hits.set(key, list)
+    return list
+  }
+  return {
+    retryAfter (key) {
+      const list = live(key)
+      if (list.length < init.max) return 0
+      return Math.max(1, Math.ceil((list[list.length - init.max] + init.windowMs - now()) / 1000))
+    },
+    hit (key) {
+      const list = live(key)
+      list.push(now())
+      if (list.length > init.max) list.splice(0, list.length - init.max)
+      hits.delete(key) // re-insert: Map order is least recently hit first
+      hits.set(key, list)
+      if (hits.size > maxKeys) hits.delete(hits.keys().next().value as string)
+    },
+    reset (key) {
+      hits.delete(key)
+    }
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Secrets the coordinator keeps in its data dir (admin token, session key,
+ * signing key): created once with mode 0600 and never rewritten, so a backup
+ * of DIR restores the same identity.
+ */
+import { randomBytes } from 'node:crypto'
+import { chmod, mkdir, open, readFile } from 'node:fs/promises'
+
+/**
+ * Returns the file's content, creating it with `make()` when absent. The file
+ * is created exclusively (O_EXCL), so two starts never race to different secrets.
+ */
+export async function loadOrCreateSecret (path: string, make: () => string | Uint8Array): Promise<{ value: Buffer, created: boolean }> {
+  try {
+    return { value: await readFile(path), created: false }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  const value = make()
+  let fh
+  try {
+    fh = await open(path, 'wx', 0o600)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return { value: await readFile(path), created: false }
+    throw err
+  }
+  try {
+    await fh.writeFile(value)
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+  await chmod(path, 0o600) // the umask may have narrowed the mode further, never widened it; be exact
+  return { value: Buffer.from(value), created: true }
+}
+
+/** Creates the data dir (mode 0700) if missing. */
+export async function ensureDir (dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 })
+}
+
+/** A random token with a type prefix, e.g. `tsa_...` (admin), URL-safe. */
+export function randomToken (prefix: string, bytes = 32): string {
+  return `${prefix}${randomBytes(bytes).toString('base64url')}`
+}
