@@ -19,6 +19,7 @@
 set -euo pipefail
 
 SLAPD=${SLAPD:-/usr/sbin/slapd}
+SLAPPASSWD=${SLAPPASSWD:-/usr/sbin/slappasswd}
 MODULE_PATH=${SLAPD_MODULE_PATH:-/usr/lib/ldap}
 SCHEMA_DIR=${SLAPD_SCHEMA_DIR:-/etc/ldap/schema}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -94,7 +95,7 @@ $tls_lines
 database mdb
 suffix "$SUFFIX"
 rootdn "$ROOT_DN"
-rootpw $(slappasswd -s "$ROOT_PW")
+rootpw $("$SLAPPASSWD" -s "$ROOT_PW")
 directory $dir/db
 maxsize 67108864
 index objectClass eq
