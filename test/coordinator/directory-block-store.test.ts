@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
 import { open, readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -165,6 +166,41 @@ describe('directory block store', () => {
     const after = await stat(store.pathOf(c.cid))
     expect(after.ino).toBe(before.ino)
     expect(after.mtimeMs).toBe(before.mtimeMs)
+  })
+
+  it.skipIf(process.getuid?.() !== 0)('on a full disk, put fails with ENOSPC, leaves no temp file and keeps stored chunks whole', async () => {
+    const run = promisify(execFile)
+    const mnt = join(dir.path, 'small')
+    await mkdir(mnt)
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt])
+    try {
+      const store = await createDirectoryBlockStore({}, { path: join(mnt, 'blocks') })
+      const stored = []
+      let failure: unknown
+      for (let i = 0; i < 40 && failure == null; i++) {
+        const c = testChunk(400 + i, 16)
+        try {
+          await store.put(c.cid, c.bytes)
+          stored.push(c)
+        } catch (err) {
+          failure = err
+          expect(await store.has(c.cid)).toBe(false)
+        }
+      }
+      expect(failure).toMatchObject({ code: 'ENOSPC' })
+      expect(stored.length).toBeGreaterThan(3)
+      expect((await allFiles(join(mnt, 'blocks'))).filter(f => f.endsWith(BLOCK_STORE_TMP_SUFFIX))).toEqual([])
+      expect(await collect(store.list())).toEqual(stored.map(c => c.cid.toString()).sort())
+      for (const c of stored) expect(await store.get(c.cid, { verify: true })).toEqual(c.bytes)
+      // Freeing space makes the store writable again.
+      await store.delete(stored[0].cid)
+      await store.delete(stored[1].cid)
+      const c = testChunk(499, 16)
+      await store.put(c.cid, c.bytes)
+      expect(await store.get(c.cid, { verify: true })).toEqual(c.bytes)
+    } finally {
+      await run('umount', [mnt])
+    }
   })
 
   it('refuses a path that is a file', async () => {
