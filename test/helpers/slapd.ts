@@ -77,10 +77,13 @@ function parseOutput (stdout: string): Record<string, string> {
 /** Starts a slapd of its own for the caller; `tls` adds LDAPS and StartTLS with a throwaway CA. */
 export async function startTestSlapd (opts: { tls?: boolean } = {}): Promise<TestSlapd> {
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-slapd-'))
-  const port = await freePort()
-  let tlsPort = opts.tls === true ? await freePort() : undefined
-  while (tlsPort === port) tlsPort = await freePort()
-  const args = ['start', dir, String(port), ...(tlsPort != null ? ['--tls', String(tlsPort)] : [])]
+  let args: string[] = []
+  const pickPorts = async (): Promise<void> => {
+    const port = await freePort()
+    let tlsPort = opts.tls === true ? await freePort() : undefined
+    while (tlsPort === port) tlsPort = await freePort()
+    args = ['start', dir, String(port), ...(tlsPort != null ? ['--tls', String(tlsPort)] : [])]
+  }
   const start = async (): Promise<Record<string, string>> => {
     try {
       const { stdout } = await run(SCRIPT, args, { timeout: 30_000 })
@@ -89,12 +92,17 @@ export async function startTestSlapd (opts: { tls?: boolean } = {}): Promise<Tes
       throw new Error(`scripts/slapd.sh ${args.join(' ')} failed: ${String(err.stderr ?? err.message)}`, { cause: err })
     }
   }
-  let out: Record<string, string>
-  try {
-    out = await start()
-  } catch (err) {
-    await rm(dir, { recursive: true, force: true })
-    throw err
+  let out: Record<string, string> | undefined
+  // Another process may take a "free" port before slapd binds it: try fresh ports a few times.
+  for (let attempt = 1; out == null; attempt++) {
+    await pickPorts()
+    try {
+      out = await start()
+    } catch (err) {
+      if (attempt < 3) continue
+      await rm(dir, { recursive: true, force: true })
+      throw err
+    }
   }
   const pause = async (): Promise<void> => { await run(SCRIPT, ['stop', dir], { timeout: 30_000 }) }
   let stopped = false
