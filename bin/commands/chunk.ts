@@ -1,0 +1,138 @@
+/** `trimswarm chunk IMAGE`: split an image into content-addressed chunks and list them. */
+import { buildManifest, InvalidChunkingError, InvalidImageError, scanImage, checkImage, type ChunkingInit, resolveChunking } from '../../chunker/index.ts'
+import { chunkCid } from '../../protocol/block-id.ts'
+import { BLOCK_SIZE } from '../../protocol/constants.ts'
+import { CliError, onePositional, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
+
+const usage = `Usage: trimswarm chunk IMAGE [--json] [--min-blocks N] [--avg-blocks N] [--max-blocks N]
+
+Splits a raw disk image into content-defined chunks of whole 4 KiB blocks
+(all-zero blocks are holes and belong to no chunk) and lists them. One
+streaming pass; memory stays bounded whatever the image size.
+
+Options
+  --json            print {"size": N, "blockSize": 4096, "chunks": [{"offset": N,
+                    "length": N, "cid": "..."}, ...]}: every non-zero chunk in
+                    image order (zero regions are the gaps). A chunk's CID digest
+                    is BLAKE3 of its bytes: b3sum of the same bytes prints it.
+  --min-blocks N    fewest blocks a content-defined cut leaves in a chunk
+  --avg-blocks N    a cut is taken with probability 1/N per block past the
+                    minimum (a power of two)
+  --max-blocks N    a chunk is cut after N blocks
+                    (defaults: DEFAULT_MIN_BLOCKS / DEFAULT_AVG_BLOCKS /
+                    DEFAULT_MAX_BLOCKS in chunker/constants.ts, see
+                    docs/ARCHITECTURE.md "Chunk size")
+  -h, --help        this text
+
+Without --json, prints a short summary (size, non-zero data, chunks, the
+manifest's size and CID for this image).
+
+Exit codes: 0 ok, 1 bad image (missing, unreadable, directory, empty, size not
+a multiple of 4096), 2 bad usage.`
+
+/** Parses the --min/avg/max-blocks options (shared with `manifest build`). */
+export function chunkingFromArgs (args: CommandArgs, text: string): ChunkingInit {
+  const init: ChunkingInit = {}
+  for (const [opt, key] of [['min-blocks', 'minBlocks'], ['avg-blocks', 'avgBlocks'], ['max-blocks', 'maxBlocks']] as const) {
+    const v = args.values[opt]
+    if (v === undefined) continue
+    if (typeof v !== 'string' || !/^[0-9]+$/.test(v)) throw new UsageError(`--${opt} must be a whole number, got ${JSON.stringify(v)}\n\n${text}`)
+    init[key] = Number(v)
+  }
+  try {
+    resolveChunking(init)
+  } catch (err) {
+    if (err instanceof InvalidChunkingError) throw new UsageError(`${err.message}\n\n${text}`)
+    throw err
+  }
+  return init
+}
+
+/** Turns chunker errors into CLI errors (message, exit code 1, no stack trace). */
+export function asCliError (err: unknown): unknown {
+  if (err instanceof InvalidImageError) return new CliError(err.message, { cause: err })
+  return err
+}
+
+/**
+ * Writes to stdout, waiting when the pipe is full so output never piles up in
+ * memory. A reader that went away (EPIPE, e.g. `| head`) ends the listing.
+ */
+export async function writeStdout (text: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => { reject(err) }
+    process.stdout.once('error', onError)
+    const flushed = process.stdout.write(text, (err) => {
+      if (err != null) { reject(err); return }
+      if (flushed) { process.stdout.off('error', onError); resolve() }
+    })
+    if (!flushed) {
+      process.stdout.once('drain', () => { process.stdout.off('error', onError); resolve() })
+    }
+  })
+}
+
+/** Awaits output; a reader that closed the pipe early (EPIPE) is not an error. */
+export async function untilReaderLeaves (writing: Promise<void>): Promise<void> {
+  try {
+    await writing
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException)?.code !== 'EPIPE') throw err
+  }
+}
+
+async function printJson (image: string, chunking: ChunkingInit): Promise<void> {
+  const { size } = await checkImage(image)
+  let out = `{"size": ${size}, "blockSize": ${BLOCK_SIZE}, "chunks": [`
+  let first = true
+  for await (const c of scanImage(image, chunking)) {
+    out += `${first ? '' : ','}\n{"offset": ${c.offset}, "length": ${c.length}, "cid": "${chunkCid(c.digest).toString()}"}`
+    first = false
+    if (out.length >= 64 * 1024) {
+      await writeStdout(out)
+      out = ''
+    }
+  }
+  await writeStdout(out + (first ? ']}\n' : '\n]}\n'))
+}
+
+function mib (n: number): string {
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`
+}
+
+const command: Command = {
+  summary: 'split an image into content-addressed chunks',
+  usage,
+  options: {
+    json: { type: 'boolean' },
+    'min-blocks': { type: 'string' },
+    'avg-blocks': { type: 'string' },
+    'max-blocks': { type: 'string' }
+  },
+  async run (args) {
+    const image = onePositional(args, 'IMAGE', usage)
+    const chunking = chunkingFromArgs(args, usage)
+    try {
+      if (args.values.json === true) {
+        await untilReaderLeaves(printJson(image, chunking))
+        return 0
+      }
+      // The summary reports the manifest too: the name and version only label it.
+      const { manifest, manifestBytes, cid, stats } = await buildManifest(image, { name: 'image', version: '0', chunking })
+      const p = manifest.chunking
+      console.log([
+        `image      ${image}`,
+        `size       ${stats.size} bytes (${mib(stats.size)}), ${stats.size / BLOCK_SIZE} blocks of ${BLOCK_SIZE}`,
+        `non-zero   ${stats.nonZeroBytes} bytes (${mib(stats.nonZeroBytes)}, ${(100 * stats.nonZeroBytes / stats.size).toFixed(1)} %) in ${stats.blocks} blocks`,
+        `chunks     ${stats.chunks}, mean ${stats.chunks > 0 ? (stats.nonZeroBytes / stats.chunks / 1024).toFixed(1) : '0'} KiB (min/avg/max ${p.minBlocks}/${p.avgBlocks}/${p.maxBlocks} blocks)`,
+        `manifest   ${manifestBytes.length} bytes (${stats.nonZeroBytes > 0 ? (100 * manifestBytes.length / stats.nonZeroBytes).toFixed(3) : '0'} % of non-zero data), cid ${cid.toString()}`,
+        `time       ${stats.seconds.toFixed(2)} s (${mib(stats.size / Math.max(stats.seconds, 1e-9))}/s)`
+      ].join('\n'))
+      return 0
+    } catch (err) {
+      throw asCliError(err)
+    }
+  }
+}
+
+export default command
