@@ -7,7 +7,7 @@ import {
 import type { LdapInit } from '../../coordinator/ldap-authenticator.ts'
 import type { Authenticator } from '../../coordinator/interface.ts'
 import { UnauthorizedError, UnavailableError, ValidationError } from '../../protocol/errors.ts'
-import { freePort, startTestSlapd, TEST_LDAP_PASSWORDS as PW } from '../helpers/slapd.ts'
+import { freePort, startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS as PW } from '../helpers/slapd.ts'
 import type { TestSlapd } from '../helpers/slapd.ts'
 
 let slapd: TestSlapd
@@ -15,7 +15,7 @@ let base: LdapInit
 
 beforeAll(async () => {
   slapd = await startTestSlapd({ tls: true })
-  base = { url: slapd.url, bindDN: slapd.bindDN, bindPassword: slapd.bindPassword, userSearchBase: slapd.usersDN }
+  base = testLdapInit(slapd)
 })
 
 afterAll(async () => {

@@ -10,6 +10,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import type { LdapInit } from '../../coordinator/ldap-authenticator.ts'
 
 const run = promisify(execFile)
 const SCRIPT = new URL('../../scripts/slapd.sh', import.meta.url).pathname
@@ -125,4 +126,12 @@ export async function startTestSlapd (opts: { tls?: boolean } = {}): Promise<Tes
       await rm(dir, { recursive: true, force: true })
     }
   }
+}
+
+/**
+ * The coordinator's `ldap` config for a test slapd (memberOf groups, plain
+ * ldap://); `overrides` switch e.g. to `groupSource: 'search'` or LDAPS.
+ */
+export function testLdapInit (slapd: TestSlapd, overrides: Partial<LdapInit> = {}): LdapInit {
+  return { url: slapd.url, bindDN: slapd.bindDN, bindPassword: slapd.bindPassword, userSearchBase: slapd.usersDN, ...overrides }
 }
