@@ -216,3 +216,6 @@ export function decodeDeltaPackHeader (bytes: Uint8Array): DecodedDeltaPackHeade
   checkHeader(header)
   return { header, bodyOffset }
 }
+
+/** Media type of a delta pack file (GET .../delta/:from). */
+export const DELTA_PACK_MEDIA_TYPE = 'application/vnd.trimswarm.delta-pack'

@@ -1,0 +1,172 @@
+/**
+ * HTTP routes of images, versions and the origin (docs/PROTOCOL.md "Images,
+ * origin and delta packs"). Mounted at the app root after the auth middleware:
+ * every route reads `c.get('principal')` and checks policy before it looks at
+ * anything stored, so a caller without the image learns nothing (403 even for
+ * an image that does not exist).
+ */
+import { createReadStream } from 'node:fs'
+import { Hono, type Context } from 'hono'
+import { api } from '../protocol/index.ts'
+import { parseChunkCid } from '../protocol/block-id.ts'
+import { BLOCK_STREAM_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_CHUNK_BLOCKS, BLOCK_SIZE, MAX_MANIFEST_BYTES } from '../protocol/constants.ts'
+import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
+import { TooLargeError, ValidationError } from '../protocol/errors.ts'
+import type { Schema } from '../protocol/schema.ts'
+import { assertAdmin, assertImageAccess, canAccessImage } from './access.ts'
+import { MAX_BLOCK_BATCH_REQUEST_BYTES, MAX_MISSING_REQUEST_BYTES } from './constants.ts'
+import { parseRangeHeader } from './http-range.ts'
+import type { ImageService } from './image-service.ts'
+import type { CoordinatorEnv } from './interface.ts'
+import { toWebStream } from './web-stream.ts'
+
+/** Reads the whole request body, refusing (413) more than `limit` bytes before reading them all. */
+async function readBody (c: Context, limit: number): Promise<Uint8Array> {
+  const declared = c.req.header('content-length')
+  if (declared != null && Number(declared) > limit) throw new TooLargeError(`body of ${declared} bytes is over the ${limit}-byte limit of this route`)
+  const body = c.req.raw.body
+  if (body == null) return new Uint8Array(0)
+  const parts: Uint8Array[] = []
+  let size = 0
+  for await (const part of body as unknown as AsyncIterable<Uint8Array>) {
+    size += part.length
+    if (size > limit) throw new TooLargeError(`body is over the ${limit}-byte limit of this route`)
+    parts.push(part)
+  }
+  const out = new Uint8Array(size)
+  let off = 0
+  for (const p of parts) { out.set(p, off); off += p.length }
+  return out
+}
+
+async function readJson<T> (c: Context, schema: Schema<T>, limit: number): Promise<T> {
+  const bytes = await readBody(c, limit)
+  let value: unknown
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+  } catch (err) {
+    throw new ValidationError(`body is not valid JSON: ${(err as Error).message}`)
+  }
+  return schema.parse(value)
+}
+
+function nameParam (c: Context, key: string): string {
+  return api.name.parse(c.req.param(key), key)
+}
+
+/** Immutable responses (an exact version's manifest, a chunk) may be cached by the client; `latest` may not. */
+function cacheHeader (version: string): string {
+  return version === 'latest' ? 'no-cache' : 'private, max-age=31536000, immutable'
+}
+
+/** The image routes, to mount after the auth middleware. */
+export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
+  const app = new Hono<CoordinatorEnv>()
+
+  // ---- upload (admin) ----
+  app.post(api.routes.chunksMissing, async (c) => {
+    assertAdmin(c.get('principal'))
+    const req = await readJson(c, api.MissingChunksRequest, MAX_MISSING_REQUEST_BYTES)
+    const cids = req.cids.map(text => parseChunkCid(text))
+    const missing = await images.missingChunks(cids, { signal: c.req.raw.signal })
+    return c.json({ missing: missing.map(cid => cid.toString()) } satisfies api.MissingChunksResponse)
+  })
+
+  app.put('/v1/chunks/:cid', async (c) => {
+    assertAdmin(c.get('principal'))
+    const cid = parseChunkCid(c.req.param('cid'))
+    const bytes = await readBody(c, MAX_CHUNK_BLOCKS * BLOCK_SIZE)
+    await images.putChunk(cid, bytes, { signal: c.req.raw.signal })
+    return c.body(null, 204)
+  })
+
+  // ---- versions ----
+  app.post('/v1/images/:name/versions', async (c) => {
+    assertAdmin(c.get('principal'))
+    const image = nameParam(c, 'name')
+    const bytes = await readBody(c, MAX_MANIFEST_BYTES)
+    const info = await images.commitVersion(image, bytes, { signal: c.req.raw.signal })
+    return c.json(info satisfies api.VersionInfo, 201)
+  })
+
+  app.get(api.routes.images, async (c) => {
+    const principal = c.get('principal')
+    return c.json(await images.listImages(image => canAccessImage(principal, image)) satisfies api.ImageList)
+  })
+
+  app.get('/v1/images/:name/versions', async (c) => {
+    const image = nameParam(c, 'name')
+    assertImageAccess(c.get('principal'), image)
+    return c.json(await images.listVersions(image) satisfies api.VersionList)
+  })
+
+  app.get('/v1/images/:name/versions/:version', async (c) => {
+    const image = nameParam(c, 'name')
+    assertImageAccess(c.get('principal'), image)
+    const version = nameParam(c, 'version')
+    const { info, bytes } = await images.getEnvelope(image, version)
+    const etag = `"${info.manifestCid}"`
+    const headers = { 'Content-Type': MANIFEST_MEDIA_TYPE, ETag: etag, 'Cache-Control': cacheHeader(version), 'X-Trimswarm-Version': info.version }
+    if (c.req.header('if-none-match') === etag) return c.body(null, 304, headers)
+    images.countServed('manifest', bytes.length)
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, headers)
+  })
+
+  app.get('/v1/images/:name/versions/:version/info', async (c) => {
+    const image = nameParam(c, 'name')
+    assertImageAccess(c.get('principal'), image)
+    return c.json(await images.getInfo(image, nameParam(c, 'version')) satisfies api.VersionInfo)
+  })
+
+  app.post('/v1/images/:name/versions/:version/retire', async (c) => {
+    assertAdmin(c.get('principal'))
+    return c.json(await images.retire(nameParam(c, 'name'), nameParam(c, 'version')) satisfies api.VersionInfo)
+  })
+
+  // ---- origin ----
+  app.post('/v1/images/:name/versions/:version/blocks', async (c) => {
+    const image = nameParam(c, 'name')
+    assertImageAccess(c.get('principal'), image)
+    const version = nameParam(c, 'version')
+    const req = await readJson(c, api.BlockBatchRequest, MAX_BLOCK_BATCH_REQUEST_BYTES)
+    const ranges = req.ranges as Array<[number, number]>
+    const { info, stream } = await images.openBlockBatch(image, version, ranges, { signal: c.req.raw.signal })
+    return new Response(stream, { status: 200, headers: { 'Content-Type': BLOCK_STREAM_MEDIA_TYPE, 'X-Trimswarm-Version': info.version, 'Cache-Control': 'no-store' } })
+  })
+
+  app.get('/v1/images/:name/versions/:version/chunks/:cid', async (c) => {
+    const image = nameParam(c, 'name')
+    assertImageAccess(c.get('principal'), image)
+    const version = nameParam(c, 'version')
+    const cid = parseChunkCid(c.req.param('cid'))
+    const bytes = await images.getChunk(image, version, cid, { signal: c.req.raw.signal })
+    images.countServed('chunk', bytes.length)
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'Content-Type': 'application/octet-stream', ETag: `"${cid.toString()}"`, 'Cache-Control': 'private, max-age=31536000, immutable' })
+  })
+
+  app.get('/v1/images/:name/versions/:version/delta/:from', async (c) => {
+    const image = nameParam(c, 'name')
+    assertImageAccess(c.get('principal'), image)
+    const pack = await images.getDeltaPack(image, nameParam(c, 'version'), nameParam(c, 'from'))
+    const etag = `"${pack.etag}"`
+    const base: Record<string, string> = { 'Content-Type': DELTA_PACK_MEDIA_TYPE, ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': 'private, max-age=31536000, immutable' }
+    if (c.req.header('if-none-match') === etag) return c.body(null, 304, base)
+    // If-Range: resume only when the client's copy is of this very file, else send it whole.
+    const ifRange = c.req.header('if-range')
+    const range = ifRange == null || ifRange === etag ? parseRangeHeader(c.req.header('range'), pack.bytes) : undefined
+    if (range === 'unsatisfiable') {
+      return c.body(null, 416, { ...base, 'Content-Range': `bytes */${pack.bytes}` })
+    }
+    const start = range?.start ?? 0
+    const end = range?.end ?? pack.bytes - 1 // inclusive
+    const length = end - start + 1
+    const headers: Record<string, string> = { ...base, 'Content-Length': String(length) }
+    if (range != null) headers['Content-Range'] = `bytes ${start}-${end}/${pack.bytes}`
+    if (c.req.method === 'HEAD' || length === 0) return c.body(null, range != null ? 206 : 200, headers)
+    const file = createReadStream(pack.path, { start, end })
+    const body = toWebStream(file, { onBytes: (n) => { images.countServed('delta', n) }, onCancel: () => file.destroy() })
+    return new Response(body, { status: range != null ? 206 : 200, headers })
+  })
+
+  return app
+}

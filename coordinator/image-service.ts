@@ -1,0 +1,539 @@
+/**
+ * Images and versions on the coordinator: chunk upload, version commit
+ * (checked, signed, made visible atomically), listing and retirement, and the
+ * origin (block batches, single chunks, delta packs) with a background delta
+ * pack builder. HTTP lives in image-routes.ts; this is the logic and storage.
+ *
+ * Storage (level sublevels of the root db, all prefixed IMAGE_SUBLEVEL_PREFIX):
+ *   img-versions  `${image}/${version}` -> VersionRecord (json)
+ *   img-envelopes `${image}/${version}` -> signed envelope bytes
+ *   img-digests   `${image}/${version}` -> full BLAKE3 digest of every non-zero block, 32 bytes each
+ *   img-packs     `${image}/${version}/${from}` -> PackRecord (json)
+ *   img-meta      `seq` -> last publish sequence number
+ * Delta pack files: DATA/PACKS_DIR/<image>/<version>/from-<from>.pack
+ */
+import type { Level } from 'level'
+import { stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { CID } from 'multiformats/cid'
+import { equals } from 'multiformats/bytes'
+import { api } from '../protocol/index.ts'
+import { chunkCid, toHex } from '../protocol/block-id.ts'
+import { checkBlockBatch } from '../protocol/block-batch.ts'
+import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
+import type { BlockRange } from '../protocol/delta-pack.ts'
+import { ConflictError, InvalidManifestError, NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../protocol/manifest.ts'
+import { decodeEnvelope } from '../protocol/signed-manifest.ts'
+import { hashBlocks, hashBytes, manifestCidOf } from '../chunker/blake3.ts'
+import { createBlockBatchStream, type ZstdSettings } from './block-batch.ts'
+import {
+  CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, IMAGE_SUBLEVEL_PREFIX, MANIFEST_CACHE_SIZE,
+  ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR
+} from './constants.ts'
+import { countReusedBlocks, digestSet, planDeltaPack, writeDeltaPack } from './delta-pack-builder.ts'
+import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
+
+/** What the image service needs from the server (D1's createCoordinator passes these). */
+export interface ImageServiceComponents {
+  /** The root level db; the service creates its own `img-*` sublevels. */
+  db: Level<string, any>
+  blockStore: BlockStore
+  signer: ManifestSigner
+  logger: Logger
+  /** The coordinator's data dir (delta packs go under PACKS_DIR). */
+  dataDir: string
+}
+
+/** Tunables (defaults in coordinator/constants.ts). */
+export interface ImageServiceInit {
+  /** zstd settings of POST .../blocks responses. */
+  originZstd?: Partial<ZstdSettings>
+  /** zstd settings of delta packs. */
+  deltaPackZstd?: Partial<ZstdSettings>
+  /** Build delta packs in the background after commits (default true). */
+  buildDeltaPacks?: boolean
+}
+
+/** Plain counters for /metrics. */
+export interface ImageStats {
+  /** Bytes sent, by kind: signed manifests, block batches (compressed, as on the wire), raw chunks, delta packs. */
+  bytesServed: { manifest: number, blocks: number, chunk: number, delta: number }
+  /** Uncompressed bytes of the blocks sent in batches (blocks * BLOCK_SIZE), to compare with `bytesServed.blocks`. */
+  blockBatchRawBytes: number
+  blockBatches: number
+  blockBatchesFailed: number
+  chunksUploaded: number
+  bytesUploaded: number
+  uploadsRejected: number
+  versionsCommitted: number
+  deltaPacksBuilt: number
+  deltaPackBuildFailures: number
+  /** Delta packs waiting or being built. */
+  deltaPacksPending: number
+}
+
+/** A delta pack ready to serve. */
+export interface DeltaPackFile {
+  path: string
+  bytes: number
+  etag: string
+  blocks: number
+}
+
+/** The image service (see the module comment). */
+export interface ImageService {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  stats: () => ImageStats
+  /** The CIDs among `cids` that the block store lacks, in the given order. */
+  missingChunks: (cids: CID[], options?: AbortOptions) => Promise<CID[]>
+  /** Stores one uploaded chunk (re-hashed by the block store; a mismatch throws HashMismatchError). */
+  putChunk: (cid: CID, bytes: Uint8Array, options?: AbortOptions) => Promise<void>
+  /** Checks, signs and stores a version from unsigned manifest bytes; `image` is the name in the path. */
+  commitVersion: (image: string, manifestBytes: Uint8Array, options?: AbortOptions) => Promise<api.VersionInfo>
+  /** Every image with at least one version for which `filter(name)` holds. */
+  listImages: (filter: (image: string) => boolean) => Promise<api.ImageList>
+  /** The versions of an image, oldest first. NotFoundError when it has none. */
+  listVersions: (image: string) => Promise<api.VersionList>
+  /** A version's info; `version` may be `latest`. */
+  getInfo: (image: string, version: string) => Promise<api.VersionInfo>
+  /** The signed envelope bytes of a version (`latest` allowed) and its info. */
+  getEnvelope: (image: string, version: string) => Promise<{ info: api.VersionInfo, bytes: Uint8Array }>
+  /** Marks a version retired (idempotent): it stops being `latest` or anyone's `previous`, but stays fetchable by name. */
+  retire: (image: string, version: string) => Promise<api.VersionInfo>
+  /** Checks a block batch and returns its zstd stream plus the resolved version. */
+  openBlockBatch: (image: string, version: string, ranges: BlockRange[], options?: AbortOptions) => Promise<{ info: api.VersionInfo, stream: ReadableStream<Uint8Array> }>
+  /** One chunk of a version, by CID (NotFoundError when the version does not hold it). */
+  getChunk: (image: string, version: string, cid: CID, options?: AbortOptions) => Promise<Uint8Array>
+  /** The delta pack from `from` to `version`; NotFoundError while not built (or `from` is not the version's previous). */
+  getDeltaPack: (image: string, version: string, from: string) => Promise<DeltaPackFile>
+  /** Counts bytes sent by the routes (manifest, chunk, delta) into stats. */
+  countServed: (kind: 'manifest' | 'chunk' | 'delta', bytes: number) => void
+  /** Resolves when no delta pack is waiting or being built (tests, benchmarks). */
+  whenIdle: () => Promise<void>
+  /** Queues a (re)build of a version's delta pack from its previous version. */
+  rebuildDeltaPack: (image: string, version: string) => Promise<void>
+}
+
+/** What is stored per version: the public info plus the publish order. */
+interface VersionRecord {
+  info: api.VersionInfo
+  seq: number
+}
+
+interface PackRecord {
+  bytes: number
+  blocks: number
+  etag: string
+  builtAt: string
+}
+
+interface CachedManifest {
+  manifest: Manifest
+  cids: Set<string>
+}
+
+const LATEST = 'latest'
+const ZERO_BLOCK_DIGEST = hashBytes(new Uint8Array(BLOCK_SIZE))
+
+function versionKey (image: string, version: string): string {
+  return `${image}/${version}`
+}
+
+/** Runs `fn` over items with at most `limit` in flight. */
+async function forEachLimit<T> (items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++
+      await fn(items[i], i)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+}
+
+/** Creates the image service; call start() to run the background delta pack builder. */
+export function createImageService (components: ImageServiceComponents, init: ImageServiceInit = {}): ImageService {
+  const { db, blockStore, signer, logger, dataDir } = components
+  const originZstd: ZstdSettings = { level: init.originZstd?.level ?? ORIGIN_ZSTD_LEVEL, windowLog: init.originZstd?.windowLog ?? ORIGIN_ZSTD_WINDOW_LOG }
+  const packZstd: ZstdSettings = { level: init.deltaPackZstd?.level ?? DELTA_PACK_ZSTD_LEVEL, windowLog: init.deltaPackZstd?.windowLog ?? DELTA_PACK_ZSTD_WINDOW_LOG }
+  const buildPacks = init.buildDeltaPacks ?? true
+  const versions = db.sublevel<string, VersionRecord>(`${IMAGE_SUBLEVEL_PREFIX}-versions`, { valueEncoding: 'json' })
+  const envelopes = db.sublevel<string, Uint8Array>(`${IMAGE_SUBLEVEL_PREFIX}-envelopes`, { valueEncoding: 'view' })
+  const digestsDb = db.sublevel<string, Uint8Array>(`${IMAGE_SUBLEVEL_PREFIX}-digests`, { valueEncoding: 'view' })
+  const packs = db.sublevel<string, PackRecord>(`${IMAGE_SUBLEVEL_PREFIX}-packs`, { valueEncoding: 'json' })
+  const meta = db.sublevel<string, number>(`${IMAGE_SUBLEVEL_PREFIX}-meta`, { valueEncoding: 'json' })
+
+  const stats: ImageStats = {
+    bytesServed: { manifest: 0, blocks: 0, chunk: 0, delta: 0 },
+    blockBatchRawBytes: 0,
+    blockBatches: 0,
+    blockBatchesFailed: 0,
+    chunksUploaded: 0,
+    bytesUploaded: 0,
+    uploadsRejected: 0,
+    versionsCommitted: 0,
+    deltaPacksBuilt: 0,
+    deltaPackBuildFailures: 0,
+    deltaPacksPending: 0
+  }
+
+  // Commits, retirements and pack records of one coordinator are serialised:
+  // publish order (seq, previous) and the duplicate-version check need it, and
+  // they are rare next to reads.
+  let writeChain: Promise<unknown> = Promise.resolve()
+  const serialised = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = writeChain.then(fn, fn)
+    writeChain = run.catch(() => {})
+    return await run
+  }
+
+  const manifestCache = new Map<string, CachedManifest>()
+
+  async function getRecord (image: string, version: string): Promise<VersionRecord | undefined> {
+    return await versions.get(versionKey(image, version))
+  }
+
+  /** Every version record of an image, in publish order. */
+  async function imageRecords (image: string): Promise<VersionRecord[]> {
+    const out: VersionRecord[] = []
+    // '/' + 1 is '0': every key `${image}/...` and nothing of another image.
+    for await (const value of versions.values({ gt: `${image}/`, lt: `${image}0` })) out.push(value)
+    return out.sort((a, b) => a.seq - b.seq)
+  }
+
+  function latestOf (records: VersionRecord[]): VersionRecord | undefined {
+    for (let i = records.length - 1; i >= 0; i--) if (!records[i].info.retired) return records[i]
+    return undefined
+  }
+
+  async function resolve (image: string, version: string): Promise<VersionRecord> {
+    api.name.parse(image, 'image')
+    api.name.parse(version, 'version')
+    if (version === LATEST) {
+      const latest = latestOf(await imageRecords(image))
+      if (latest == null) throw new NotFoundError(`image ${image} has no current version`)
+      return latest
+    }
+    const rec = await getRecord(image, version)
+    if (rec == null) throw new NotFoundError(`image ${image} has no version ${version}`)
+    return rec
+  }
+
+  async function loadManifest (info: api.VersionInfo): Promise<CachedManifest> {
+    const key = versionKey(info.image, info.version)
+    const hit = manifestCache.get(key)
+    if (hit != null) {
+      manifestCache.delete(key)
+      manifestCache.set(key, hit)
+      return hit
+    }
+    const envelope = await envelopes.get(key)
+    if (envelope == null) throw new NotFoundError(`image ${info.image} version ${info.version} has no manifest`)
+    // The envelope was built by us at commit; decode the manifest inside without re-verifying the signature.
+    const manifest = decodeManifest(decodeEnvelope(envelope).manifest)
+    const entry: CachedManifest = { manifest, cids: new Set(manifest.chunks.map(c => chunkCid(c.digest).toString())) }
+    manifestCache.set(key, entry)
+    while (manifestCache.size > MANIFEST_CACHE_SIZE) manifestCache.delete(manifestCache.keys().next().value as string)
+    return entry
+  }
+
+  function packPath (image: string, version: string, from: string): string {
+    return join(dataDir, PACKS_DIR, image, version, `from-${from}.pack`)
+  }
+
+  // ---- background delta pack builder ----
+  const queue: Array<{ image: string, version: string }> = []
+  let running = false
+  let stopped = true
+  let building: Promise<void> = Promise.resolve()
+  let buildAbort = new AbortController()
+  const idleWaiters: Array<() => void> = []
+
+  function notifyIdle (): void {
+    if (queue.length > 0 || running) return
+    for (const w of idleWaiters.splice(0)) w()
+  }
+
+  function enqueue (image: string, version: string): void {
+    if (!buildPacks) return
+    if (queue.some(q => q.image === image && q.version === version)) return
+    queue.push({ image, version })
+    stats.deltaPacksPending = queue.length + (running ? 1 : 0)
+    pump()
+  }
+
+  function pump (): void {
+    if (running || stopped || queue.length === 0) return
+    const job = queue.shift()!
+    running = true
+    stats.deltaPacksPending = queue.length + 1
+    building = buildOne(job.image, job.version, buildAbort.signal)
+      .catch((err: Error) => {
+        if (buildAbort.signal.aborted) return
+        stats.deltaPackBuildFailures++
+        logger.error('delta pack build failed', { image: job.image, version: job.version, error: err.message })
+      })
+      .finally(() => {
+        running = false
+        stats.deltaPacksPending = queue.length
+        notifyIdle()
+        pump()
+      })
+  }
+
+  async function buildOne (image: string, version: string, signal: AbortSignal): Promise<void> {
+    const rec = await getRecord(image, version)
+    const from = rec?.info.previous
+    if (rec == null || from == null) return
+    const key = versionKey(image, version)
+    const [digests, prevDigests] = await Promise.all([digestsDb.get(key), digestsDb.get(versionKey(image, from))])
+    if (digests == null || prevDigests == null) throw new NotFoundError(`block digests of ${image} ${version} or ${from} are missing`)
+    const { manifest } = await loadManifest(rec.info)
+    const ranges = planDeltaPack(digests, digestSet(prevDigests))
+    const started = performance.now()
+    const path = packPath(image, version, from)
+    const built = await writeDeltaPack(blockStore, { manifest, from, ranges, path, zstd: packZstd, signal })
+    const seconds = (performance.now() - started) / 1000
+    await serialised(async () => {
+      const cur = await getRecord(image, version)
+      if (cur == null) return
+      cur.info.deltaPackBytes = built.bytes
+      const pack: PackRecord = { bytes: built.bytes, blocks: built.blocks, etag: built.etag, builtAt: new Date().toISOString() }
+      await db.batch([
+        { type: 'put', sublevel: versions, key, value: cur },
+        { type: 'put', sublevel: packs, key: `${key}/${from}`, value: pack }
+      ] as any)
+    })
+    stats.deltaPacksBuilt++
+    logger.info('delta pack built', { image, version, from, blocks: built.blocks, bytes: built.bytes, seconds: Math.round(seconds * 10) / 10 })
+  }
+
+  async function packReady (image: string, version: string, from: string): Promise<PackRecord | undefined> {
+    const rec = await packs.get(`${versionKey(image, version)}/${from}`)
+    if (rec == null) return undefined
+    try {
+      const st = await stat(packPath(image, version, from))
+      if (st.size === rec.bytes) return rec
+    } catch {}
+    return undefined
+  }
+
+  // ---- the service ----
+  const service: ImageService = {
+    async start () {
+      if (!stopped) return
+      stopped = false
+      buildAbort = new AbortController()
+      // Rebuild packs lost to a crash mid-build or deleted by an operator.
+      for await (const rec of versions.values()) {
+        if (rec.info.previous != null && await packReady(rec.info.image, rec.info.version, rec.info.previous) == null) enqueue(rec.info.image, rec.info.version)
+      }
+      pump()
+    },
+
+    async stop () {
+      stopped = true
+      queue.length = 0
+      buildAbort.abort()
+      await building
+      stats.deltaPacksPending = 0
+      notifyIdle()
+    },
+
+    stats: () => structuredClone(stats),
+
+    async missingChunks (cids, options = {}) {
+      const present = new Array<boolean>(cids.length)
+      await forEachLimit(cids, CHUNK_CHECK_CONCURRENCY, async (cid, i) => {
+        options.signal?.throwIfAborted()
+        present[i] = await blockStore.has(cid, options)
+      })
+      return cids.filter((_, i) => !present[i])
+    },
+
+    async putChunk (cid, bytes, options = {}) {
+      try {
+        await blockStore.put(cid, bytes, options)
+      } catch (err) {
+        stats.uploadsRejected++
+        throw err
+      }
+      stats.chunksUploaded++
+      stats.bytesUploaded += bytes.length
+    },
+
+    async commitVersion (image, manifestBytes, options = {}) {
+      api.name.parse(image, 'image')
+      const manifest = decodeManifest(manifestBytes)
+      if (manifest.name !== image) throw new ValidationError(`manifest is for image ${manifest.name}, not ${image}`)
+      if (manifest.version === LATEST) throw new ValidationError(`"${LATEST}" is reserved and cannot be a version name`)
+      const key = versionKey(image, manifest.version)
+      if (await getRecord(image, manifest.version) != null) throw new ConflictError(`image ${image} already has version ${manifest.version} (versions are immutable)`)
+
+      // Every chunk present, and every block prefix true to the stored bytes:
+      // a manifest whose prefixes lie would make clients reuse wrong local blocks.
+      const cids = manifest.chunks.map(c => chunkCid(c.digest))
+      const missing = await service.missingChunks(cids, options)
+      if (missing.length > 0) {
+        throw new ConflictError(`${missing.length} of ${cids.length} chunks are not uploaded yet (first: ${missing.slice(0, 3).join(', ')})`)
+      }
+      const digests = new Uint8Array(blockCount(manifest) * DIGEST_BYTES)
+      await forEachLimit(manifest.chunks, CHUNK_CHECK_CONCURRENCY, async (chunk, i) => {
+        options.signal?.throwIfAborted()
+        const bytes = await blockStore.get(cids[i], { ...options, verify: true })
+        if (bytes.length !== chunk.length) throw new InvalidManifestError(`chunk ${i} is ${chunk.length} bytes in the manifest, ${bytes.length} stored`)
+        const blockDigests = hashBlocks(bytes)
+        digests.set(blockDigests, chunk.firstBlock * DIGEST_BYTES)
+        for (let b = 0; b < chunk.length / BLOCK_SIZE; b++) {
+          const d = blockDigests.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES)
+          const index = chunk.firstBlock + b
+          if (!equals(d.subarray(0, BLOCK_PREFIX_BYTES), manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))) {
+            throw new InvalidManifestError(`block ${index} (in chunk ${i}) has digest ${toHex(d)}, the manifest's prefix does not match`)
+          }
+          if (equals(d, ZERO_BLOCK_DIGEST)) throw new InvalidManifestError(`block ${index} is all zero; zero blocks are holes, never part of a chunk`)
+        }
+      })
+      const envelope = await signer.sign(manifestBytes)
+      const manifestCid = manifestCidOf(manifestBytes).toString()
+
+      return await serialised(async () => {
+        if (await getRecord(image, manifest.version) != null) throw new ConflictError(`image ${image} already has version ${manifest.version} (versions are immutable)`)
+        const previous = latestOf(await imageRecords(image))
+        let reused: number | null = null
+        if (previous != null) {
+          const prevDigests = await digestsDb.get(versionKey(image, previous.info.version))
+          if (prevDigests != null) {
+            const n = blockCount(manifest)
+            reused = n === 0 ? 100 : Math.round(countReusedBlocks(digests, digestSet(prevDigests)) / n * 10000) / 100
+          }
+        }
+        const seq = ((await meta.get('seq')) ?? 0) + 1
+        const info: api.VersionInfo = {
+          image,
+          version: manifest.version,
+          manifestCid,
+          size: manifest.size,
+          nonZeroBytes: nonZeroBytes(manifest),
+          chunks: manifest.chunks.length,
+          blocks: blockCount(manifest),
+          publishedAt: new Date().toISOString(),
+          retired: false,
+          previous: previous?.info.version ?? null,
+          deltaPackBytes: null,
+          reusedFromPreviousPercent: reused
+        }
+        // One batch: an interrupted commit leaves no version, a finished one leaves all of it.
+        await db.batch([
+          { type: 'put', sublevel: versions, key, value: { info, seq } },
+          { type: 'put', sublevel: envelopes, key, value: envelope },
+          { type: 'put', sublevel: digestsDb, key, value: digests },
+          { type: 'put', sublevel: meta, key: 'seq', value: seq }
+        ] as any)
+        stats.versionsCommitted++
+        logger.info('version committed', { image, version: manifest.version, previous: info.previous, chunks: info.chunks, reusedFromPreviousPercent: reused })
+        if (info.previous != null) enqueue(image, manifest.version)
+        return info
+      })
+    },
+
+    async listImages (filter) {
+      const byImage = new Map<string, VersionRecord[]>()
+      for await (const rec of versions.values()) {
+        if (!filter(rec.info.image)) continue
+        let list = byImage.get(rec.info.image)
+        if (list == null) byImage.set(rec.info.image, list = [])
+        list.push(rec)
+      }
+      const images = [...byImage.entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([name, recs]) => {
+        recs.sort((a, b) => a.seq - b.seq)
+        return { name, latest: latestOf(recs)?.info.version ?? null, versions: recs.length }
+      })
+      return { images }
+    },
+
+    async listVersions (image) {
+      api.name.parse(image, 'image')
+      const recs = await imageRecords(image)
+      if (recs.length === 0) throw new NotFoundError(`no image ${image}`)
+      return { image, latest: latestOf(recs)?.info.version ?? null, versions: recs.map(r => r.info) }
+    },
+
+    async getInfo (image, version) {
+      return (await resolve(image, version)).info
+    },
+
+    async getEnvelope (image, version) {
+      const rec = await resolve(image, version)
+      const bytes = await envelopes.get(versionKey(image, rec.info.version))
+      if (bytes == null) throw new NotFoundError(`image ${image} version ${rec.info.version} has no manifest`)
+      return { info: rec.info, bytes }
+    },
+
+    async retire (image, version) {
+      if (version === LATEST) throw new ValidationError('name the version to retire, not "latest"')
+      return await serialised(async () => {
+        const rec = await resolve(image, version)
+        if (!rec.info.retired) {
+          rec.info.retired = true
+          await versions.put(versionKey(image, version), rec)
+          logger.info('version retired', { image, version })
+        }
+        return rec.info
+      })
+    },
+
+    async openBlockBatch (image, version, ranges, options = {}) {
+      const rec = await resolve(image, version)
+      const { manifest } = await loadManifest(rec.info)
+      const blocks = checkBlockBatch(ranges, blockCount(manifest))
+      stats.blockBatches++
+      stats.blockBatchRawBytes += blocks * BLOCK_SIZE
+      const stream = createBlockBatchStream(blockStore, manifest, ranges, {
+        zstd: originZstd,
+        blocks,
+        signal: options.signal,
+        onWireBytes: (n) => { stats.bytesServed.blocks += n },
+        onDone: (err) => {
+          if (err == null) return
+          stats.blockBatchesFailed++
+          logger.warn('block batch ended early', { image, version: rec.info.version, error: err.message })
+        }
+      })
+      return { info: rec.info, stream }
+    },
+
+    async getChunk (image, version, cid, options = {}) {
+      const rec = await resolve(image, version)
+      const { cids } = await loadManifest(rec.info)
+      if (!cids.has(cid.toString())) throw new NotFoundError(`version ${rec.info.version} of ${image} has no chunk ${cid.toString()}`)
+      return await blockStore.get(cid, options)
+    },
+
+    async getDeltaPack (image, version, from) {
+      const rec = await resolve(image, version)
+      api.name.parse(from, 'from')
+      if (rec.info.previous !== from) throw new NotFoundError(`no delta pack of ${image} from ${from} to ${rec.info.version} (packs exist from the previous version, ${rec.info.previous ?? 'none'})`)
+      const pack = await packReady(image, rec.info.version, from)
+      if (pack == null) throw new NotFoundError(`the delta pack of ${image} from ${from} to ${rec.info.version} is not built yet`)
+      return { path: packPath(image, rec.info.version, from), bytes: pack.bytes, etag: pack.etag, blocks: pack.blocks }
+    },
+
+    countServed (kind, bytes) {
+      stats.bytesServed[kind] += bytes
+    },
+
+    async whenIdle () {
+      if (queue.length === 0 && !running) return
+      await new Promise<void>(resolve => idleWaiters.push(resolve))
+    },
+
+    async rebuildDeltaPack (image, version) {
+      const rec = await resolve(image, version)
+      if (rec.info.previous == null) throw new NotFoundError(`version ${rec.info.version} of ${image} has no previous version`)
+      enqueue(image, rec.info.version)
+    }
+  }
+  return service
+}

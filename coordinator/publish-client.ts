@@ -1,0 +1,164 @@
+/**
+ * The admin's publish client: chunk an image locally, ask the coordinator
+ * which chunks it lacks, upload only those (re-read from the image by
+ * offset, a few in parallel), then commit the unsigned manifest. Publishing
+ * the same image twice uploads nothing; a new version uploads only what no
+ * earlier version had. Used by `trimswarm publish` (bin/commands/publish.ts).
+ */
+import { open, type FileHandle } from 'node:fs/promises'
+import { chunkCid } from '../protocol/block-id.ts'
+import { errorFromWire, UnavailableError, ValidationError } from '../protocol/errors.ts'
+import { isValidName, nonZeroBytes } from '../protocol/manifest.ts'
+import { api } from '../protocol/index.ts'
+import { buildManifest } from '../chunker/build-manifest.ts'
+import { DEFAULT_PUBLISH_CONCURRENCY, PUBLISH_MISSING_BATCH } from './constants.ts'
+import type { AbortOptions } from './interface.ts'
+
+/** Where and as whom to publish. */
+export interface PublishClientInit {
+  /** Coordinator base URL, e.g. http://127.0.0.1:8440 */
+  coordinator: string
+  /** The admin token. */
+  token: string
+  /** Chunk uploads in flight (default DEFAULT_PUBLISH_CONCURRENCY). */
+  concurrency?: number
+}
+
+/** Progress of a publish, for a CLI to show. */
+export type PublishProgress =
+  | { phase: 'scanned', chunks: number, bytes: number }
+  | { phase: 'missing', missing: number }
+  | { phase: 'uploaded', chunks: number, bytes: number }
+  | { phase: 'committed' }
+
+/** Options of one publish. */
+export interface PublishOptions extends AbortOptions {
+  image: string
+  version: string
+  onProgress?: (p: PublishProgress) => void
+}
+
+/** What a publish did. */
+export interface PublishSummary {
+  image: string
+  version: string
+  manifestCid: string
+  /** Chunks in the manifest. */
+  chunks: number
+  chunksUploaded: number
+  bytesUploaded: number
+  /** Non-zero bytes of the image. */
+  nonZeroBytes: number
+  seconds: number
+  info: api.VersionInfo
+}
+
+/** Publishes images to one coordinator. */
+export interface PublishClient {
+  publish: (imagePath: string, options: PublishOptions) => Promise<PublishSummary>
+}
+
+/** Creates a publish client. */
+export function createPublishClient (init: PublishClientInit): PublishClient {
+  let base: URL
+  try {
+    base = new URL(init.coordinator)
+  } catch {
+    throw new ValidationError(`coordinator URL ${JSON.stringify(init.coordinator)} is not a URL (e.g. http://127.0.0.1:8440)`)
+  }
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new ValidationError(`coordinator URL must be http or https, got ${base.protocol}`)
+  const concurrency = init.concurrency ?? DEFAULT_PUBLISH_CONCURRENCY
+
+  async function request (method: string, path: string, body: Uint8Array | string | undefined, contentType: string | undefined, signal?: AbortSignal): Promise<Response> {
+    const url = new URL(path, base)
+    let res: Response
+    try {
+      res = await fetch(url, {
+        method,
+        body: body as BodyInit | undefined,
+        headers: { authorization: `Bearer ${init.token}`, ...(contentType != null ? { 'content-type': contentType } : {}) },
+        signal
+      })
+    } catch (err) {
+      if (signal?.aborted === true) throw err
+      const cause = (err as { cause?: { code?: string, message?: string } }).cause
+      throw new UnavailableError(`cannot reach the coordinator at ${base.origin}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err })
+    }
+    if (!res.ok) {
+      let json: unknown
+      try { json = await res.json() } catch {}
+      const e = errorFromWire(json, `HTTP ${res.status} ${res.statusText}`)
+      e.message = `${method} ${url.pathname}: ${e.message} (HTTP ${res.status})`
+      throw e
+    }
+    return res
+  }
+
+  return {
+    async publish (imagePath, options) {
+      const { image, version, signal } = options
+      if (!isValidName(image)) throw new ValidationError(`bad image name ${JSON.stringify(image)} (letters, digits, . _ + -; at most 128)`)
+      if (!isValidName(version)) throw new ValidationError(`bad version ${JSON.stringify(version)} (letters, digits, . _ + -; at most 128)`)
+      const started = performance.now()
+      const { manifest, manifestBytes } = await buildManifest(imagePath, { name: image, version, signal })
+      options.onProgress?.({ phase: 'scanned', chunks: manifest.chunks.length, bytes: nonZeroBytes(manifest) })
+
+      // One entry per distinct chunk: an image may repeat a chunk.
+      const byCid = new Map<string, { offset: number, length: number }>()
+      for (const c of manifest.chunks) {
+        const cid = chunkCid(c.digest).toString()
+        if (!byCid.has(cid)) byCid.set(cid, { offset: c.offset, length: c.length })
+      }
+      const all = [...byCid.keys()]
+      const missing: string[] = []
+      for (let i = 0; i < all.length; i += PUBLISH_MISSING_BATCH) {
+        const res = await request('POST', api.routes.chunksMissing, JSON.stringify({ cids: all.slice(i, i + PUBLISH_MISSING_BATCH) }), 'application/json', signal)
+        missing.push(...api.MissingChunksResponse.parse(await res.json()).missing)
+      }
+      options.onProgress?.({ phase: 'missing', missing: missing.length })
+
+      let uploaded = 0
+      let bytesUploaded = 0
+      let fh: FileHandle | undefined
+      try {
+        fh = await open(imagePath, 'r')
+        let next = 0
+        let failed = false
+        const worker = async (): Promise<void> => {
+          while (next < missing.length && !failed) {
+            const cid = missing[next++]
+            const where = byCid.get(cid)
+            if (where == null) throw new ValidationError(`the coordinator asked for chunk ${cid}, which this image does not have`)
+            const bytes = new Uint8Array(where.length)
+            const { bytesRead } = await fh!.read(bytes, 0, where.length, where.offset)
+            if (bytesRead !== where.length) throw new ValidationError(`image ${imagePath} changed while publishing (short read at ${where.offset})`)
+            await request('PUT', api.routes.chunkUpload(cid), bytes, 'application/octet-stream', signal)
+            uploaded++
+            bytesUploaded += bytes.length
+            options.onProgress?.({ phase: 'uploaded', chunks: uploaded, bytes: bytesUploaded })
+          }
+        }
+        await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, async () => {
+          try { await worker() } catch (err) { failed = true; throw err }
+        }))
+      } finally {
+        await fh?.close()
+      }
+
+      const res = await request('POST', api.routes.versions(image), manifestBytes, 'application/cbor', signal)
+      const info = api.VersionInfo.parse(await res.json())
+      options.onProgress?.({ phase: 'committed' })
+      return {
+        image,
+        version,
+        manifestCid: info.manifestCid,
+        chunks: manifest.chunks.length,
+        chunksUploaded: uploaded,
+        bytesUploaded,
+        nonZeroBytes: nonZeroBytes(manifest),
+        seconds: (performance.now() - started) / 1000,
+        info
+      }
+    }
+  }
+}
