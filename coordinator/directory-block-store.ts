@@ -161,7 +161,8 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
     }
   }
 
-  const write = async (hex: string, bytes: Uint8Array, signal?: AbortSignal): Promise<void> => {
+  /** Writes one chunk. Takes no signal: it may be shared by several callers, and one aborting must not fail the others. */
+  const write = async (hex: string, bytes: Uint8Array): Promise<void> => {
     const file = pathOfHex(hex)
     if (await exists(file)) return
     const shard = dirname(file)
@@ -170,7 +171,6 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
       // New shard directories must be durable too, or the chunk's rename could vanish with them.
       for (let d = shard; d.length > root.length && d.length >= created.length; d = dirname(d)) await syncDir(dirname(d))
     }
-    signal?.throwIfAborted()
     const tmp = `${file}.${process.pid}.${++tmpCounter}${BLOCK_STORE_TMP_SUFFIX}`
     const fh = await open(tmp, 'wx')
     try {
@@ -180,7 +180,6 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
       } finally {
         await fh.close()
       }
-      signal?.throwIfAborted()
       await rename(tmp, file)
     } catch (err) {
       await rm(tmp, { force: true })
@@ -231,7 +230,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
       verifyChunk(bytes, cid.multihash.digest)
       let p = inflight.get(hex)
       if (p == null) {
-        p = write(hex, bytes, options.signal).finally(() => inflight.delete(hex))
+        p = write(hex, bytes).finally(() => inflight.delete(hex))
         inflight.set(hex, p)
       }
       await p

@@ -201,6 +201,17 @@ export function blockStoreComplianceTests (name: string, createHarness: () => Pr
       await expect(store.has(c.cid, { signal })).rejects.toThrow()
     })
 
+    it('aborting one caller does not fail another caller\'s put of the same chunk', async () => {
+      const c = testChunk(17, 32)
+      const ac = new AbortController()
+      const first = store.put(c.cid, c.bytes, { signal: ac.signal })
+      const second = store.put(c.cid, c.bytes)
+      ac.abort()
+      await Promise.allSettled([first])
+      await second
+      expect(await store.get(c.cid, { verify: true })).toEqual(c.bytes)
+    })
+
     it('the returned bytes are the caller\'s own: changing them does not change the store', async () => {
       const c = testChunk(16)
       const input = c.bytes.slice()
