@@ -1,0 +1,62 @@
+/**
+ * Defaults of the LAN swarm, applied once in each factory (`init.x ?? DEFAULT_X`).
+ * docs/CONFIGURATION.md and docs/ARCHITECTURE.md "Swarm" name these constants.
+ */
+
+/** Listen address when none is configured: all interfaces, a random port. */
+export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/0'
+
+/** Peers served at once (policy `maxPeers` overrides; 0 in policy means this default). */
+export const DEFAULT_MAX_PEERS = 16
+
+/** Peers a session fetches from at once. */
+export const DEFAULT_SESSION_PEERS = 16
+
+/** Bytes requested from one peer and not yet received (pipelining): hides round trips without hoarding chunks on one peer. */
+export const PIPELINE_BYTES = 2 * 1024 * 1024
+
+/** Requests in flight per peer at the least, whatever the chunk size. */
+export const PIPELINE_MIN_REQUESTS = 2
+
+/** A peer with requests in flight that sends no byte for this long is dropped (its requests go elsewhere). */
+export const STALL_TIMEOUT_MS = 5_000
+
+/** A single chunk request not answered within this is a slow peer: dropped, the chunk goes elsewhere. */
+export const REQUEST_TIMEOUT_MS = 20_000
+
+/** The HELLO must arrive within this after a stream opens, else the stream is closed. */
+export const HELLO_TIMEOUT_MS = 5_000
+
+/** After its claimed owner stops making progress for this long, a chunk no peer has is fetched from the origin. */
+export const ORIGIN_FALLBACK_MS = 10_000
+
+/** Endgame: once every missing chunk is requested, each may be requested from up to this many peers at once. */
+export const ENDGAME_DUPLICATES = 2
+
+/** WANT indices a serving peer queues per stream; more is a protocol violation. */
+export const MAX_QUEUED_WANTS = 1024
+
+/** How often a session retries dialling known peers it has no stream with. */
+export const REDIAL_INTERVAL_MS = 2_000
+
+/** A peer that refused us or failed to dial is not tried again for this long. */
+export const PEER_RETRY_BACKOFF_MS = 10_000
+
+/** Indices of newly verified chunks gathered before one HAVE_UPDATE is sent. */
+export const HAVE_UPDATE_FLUSH_MS = 20
+
+/** libp2p stream inactivity timeout: an idle session stream is kept this long. */
+export const STREAM_IDLE_TIMEOUT_MS = 10 * 60_000
+
+/** Prefix of the DHT key of an image version (hashed with SHA-256 into a CID). */
+export const DHT_KEY_PREFIX = 'trimswarm/image-version/'
+
+/**
+ * After a session starts, originChunks() hands out nothing for this long, so
+ * agents that start together first see each other (and split the claims)
+ * instead of each claiming everything while alone.
+ */
+export const SETTLE_MS = 1_500
+
+/** A dial plus HELLO/HAVE exchange taking longer than this fails. */
+export const CONNECT_TIMEOUT_MS = 5_000

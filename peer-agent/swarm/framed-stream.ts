@@ -1,0 +1,63 @@
+/** Block-exchange messages over one libp2p stream: framing, back-pressure, receive time. */
+import type { Stream } from '@libp2p/interface'
+import { createMessageDecoder, encodeMessage, type ExchangeMessage } from '../../protocol/block-exchange.ts'
+
+/** A libp2p stream speaking block-exchange messages. */
+export interface FramedStream {
+  readonly stream: Stream
+  /** performance.now() of the last received byte (stall detection). */
+  readonly lastByteAt: number
+  /** Sends one message (all its parts at once, so messages never interleave); waits while the stream needs draining. */
+  send: (m: ExchangeMessage) => Promise<void>
+  /** The next message; undefined at the end of the stream. Throws the decoder's typed error on bad input, or a TimeoutError. */
+  next: (timeoutMs?: number) => Promise<ExchangeMessage | undefined>
+}
+
+/** Wraps a stream. */
+export function frameStream (stream: Stream): FramedStream {
+  const decoder = createMessageDecoder()
+  const iterator = stream[Symbol.asyncIterator]()
+  const queue: ExchangeMessage[] = []
+  let lastByteAt = performance.now()
+  let reading: Promise<IteratorResult<unknown>> | undefined
+
+  async function fill (): Promise<boolean> {
+    reading ??= iterator.next()
+    const r = await reading
+    reading = undefined
+    if (r.done === true) return false
+    lastByteAt = performance.now()
+    const chunk = r.value as Uint8Array | Iterable<Uint8Array>
+    if (chunk instanceof Uint8Array) {
+      for (const m of decoder.push(chunk)) queue.push(m)
+    } else {
+      for (const part of chunk) for (const m of decoder.push(part)) queue.push(m)
+    }
+    return true
+  }
+
+  return {
+    stream,
+    get lastByteAt () { return lastByteAt },
+    async send (m) {
+      let ok = true
+      for (const part of encodeMessage(m)) ok = stream.send(part)
+      if (!ok) await stream.onDrain()
+    },
+    async next (timeoutMs) {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const timeout = timeoutMs == null
+        ? undefined
+        : new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new DOMException(`no message within ${timeoutMs} ms`, 'TimeoutError')) }, timeoutMs) })
+      try {
+        while (queue.length === 0) {
+          const more = timeout == null ? await fill() : await Promise.race([fill(), timeout])
+          if (!more) return undefined
+        }
+        return queue.shift()
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+  }
+}

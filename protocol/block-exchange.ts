@@ -1,0 +1,377 @@
+/**
+ * Block exchange messages between peers on BLOCKS_PROTOCOL. Every message is
+ * one frame: varint(length) || type byte || body, where length counts the type
+ * byte and the body. Each type has a hard size limit, checked as soon as the
+ * length and type are known (before buffering the body). Decoding is strict:
+ * unknown types, oversized or malformed frames throw a typed error and the
+ * decoder stays failed. Byte layout: docs/PROTOCOL.md "Block exchange".
+ */
+import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from './constants.ts'
+import { TooLargeError, ValidationError } from './errors.ts'
+import { MAX_CAPABILITY_BYTES } from './capability.ts'
+import { pushVarint, readVarint } from './varint.ts'
+
+/** Message type bytes. */
+export const MessageType = {
+  HELLO: 0x01,
+  HAVE: 0x02,
+  HAVE_UPDATE: 0x03,
+  WANT: 0x04,
+  CANCEL: 0x05,
+  DONT_HAVE: 0x06,
+  BLOCK: 0x07,
+  ERROR: 0x08
+} as const
+
+/** ERROR codes. */
+export const ErrorCode = {
+  /** The capability is missing, forged, expired or for another peer. */
+  UNAUTHORIZED: 1,
+  /** The peer does not serve that image version. */
+  NOT_SERVING: 2,
+  /** A message broke the protocol (malformed, oversized, out of order). */
+  PROTOCOL: 3,
+  /** The peer is at its limit of concurrent peers. */
+  BUSY: 4,
+  /** The serving side failed (e.g. could not read its own chunk). */
+  INTERNAL: 5
+} as const
+
+/** Most chunks of one image version the swarm handles (2^23: a HAVE bitmap of 1 MiB). */
+export const MAX_SWARM_CHUNKS = 1 << 23
+
+/** Most indices in one WANT, CANCEL, DONT_HAVE or HAVE_UPDATE. */
+export const MAX_INDICES_PER_MESSAGE = 4096
+
+/** Longest ERROR text in bytes (UTF-8). */
+export const MAX_ERROR_TEXT_BYTES = 512
+
+/** Largest chunk in bytes a BLOCK may carry. */
+export const MAX_BLOCK_BYTES = MAX_CHUNK_BLOCKS * BLOCK_SIZE
+
+/** HAVE flag bit: the sender is syncing this version now (it fetches its claimed share from the origin). */
+export const HAVE_FLAG_ACTIVE = 0x01
+
+const VARINT_MAX = 5 // indices and counts stay below 2^35
+
+/** Largest frame (type byte + body) per type; the length prefix is checked against it. */
+export const MAX_MESSAGE_BYTES: Record<number, number> = {
+  [MessageType.HELLO]: 1 + MAX_CAPABILITY_BYTES,
+  [MessageType.HAVE]: 1 + 1 + VARINT_MAX + MAX_SWARM_CHUNKS / 8,
+  [MessageType.HAVE_UPDATE]: 1 + MAX_INDICES_PER_MESSAGE * VARINT_MAX,
+  [MessageType.WANT]: 1 + MAX_INDICES_PER_MESSAGE * VARINT_MAX,
+  [MessageType.CANCEL]: 1 + MAX_INDICES_PER_MESSAGE * VARINT_MAX,
+  [MessageType.DONT_HAVE]: 1 + MAX_INDICES_PER_MESSAGE * VARINT_MAX,
+  [MessageType.BLOCK]: 1 + VARINT_MAX + MAX_BLOCK_BYTES,
+  [MessageType.ERROR]: 1 + 1 + MAX_ERROR_TEXT_BYTES
+}
+
+/** Largest frame of any type. */
+export const MAX_FRAME_BYTES = Math.max(...Object.values(MAX_MESSAGE_BYTES))
+
+/** One block-exchange message. */
+export type ExchangeMessage =
+  | { type: 'hello', capability: Uint8Array }
+  | { type: 'have', active: boolean, count: number, bitmap: Uint8Array }
+  | { type: 'have-update', indices: number[] }
+  | { type: 'want', indices: number[] }
+  | { type: 'cancel', indices: number[] }
+  | { type: 'dont-have', indices: number[] }
+  | { type: 'block', index: number, bytes: Uint8Array }
+  | { type: 'error', code: number, message: string }
+
+/** A frame or message that breaks the protocol's grammar. */
+export class MalformedMessageError extends ValidationError {
+  static override name = 'MalformedMessageError'
+  override name = 'MalformedMessageError'
+}
+
+/** A frame whose type byte is not one of MessageType. */
+export class UnknownMessageTypeError extends MalformedMessageError {
+  static override name = 'UnknownMessageTypeError'
+  override name = 'UnknownMessageTypeError'
+}
+
+/** A frame longer than its type's limit. */
+export class MessageTooLargeError extends TooLargeError {
+  static override name = 'MessageTooLargeError'
+  override name = 'MessageTooLargeError'
+}
+
+const LIST_TYPES: Record<string, number> = { 'have-update': MessageType.HAVE_UPDATE, want: MessageType.WANT, cancel: MessageType.CANCEL, 'dont-have': MessageType.DONT_HAVE }
+const LIST_NAMES: Record<number, 'have-update' | 'want' | 'cancel' | 'dont-have'> = {
+  [MessageType.HAVE_UPDATE]: 'have-update', [MessageType.WANT]: 'want', [MessageType.CANCEL]: 'cancel', [MessageType.DONT_HAVE]: 'dont-have'
+}
+
+function frame (type: number, body: number[] | Uint8Array): Uint8Array {
+  const head: number[] = []
+  pushVarint(head, body.length + 1)
+  head.push(type)
+  const out = new Uint8Array(head.length + body.length)
+  out.set(head)
+  out.set(body, head.length)
+  return out
+}
+
+function checkIndex (i: number): void {
+  if (!Number.isSafeInteger(i) || i < 0 || i >= MAX_SWARM_CHUNKS) throw new MalformedMessageError(`chunk index ${i} out of range`)
+}
+
+/**
+ * Encodes a message as one or more byte arrays to send in order (a BLOCK is a
+ * small header then the chunk bytes themselves, so chunks are never copied).
+ */
+export function encodeMessage (m: ExchangeMessage): Uint8Array[] {
+  switch (m.type) {
+    case 'hello':
+      if (m.capability.length > MAX_CAPABILITY_BYTES) throw new MessageTooLargeError('capability over the limit')
+      return [frame(MessageType.HELLO, m.capability)]
+    case 'have': {
+      if (!Number.isSafeInteger(m.count) || m.count < 0 || m.count > MAX_SWARM_CHUNKS) throw new MalformedMessageError(`have-map of ${m.count} chunks`)
+      if (m.bitmap.length !== Math.ceil(m.count / 8)) throw new MalformedMessageError('bitmap length does not match count')
+      const head = [m.active ? HAVE_FLAG_ACTIVE : 0]
+      pushVarint(head, m.count)
+      const body = new Uint8Array(head.length + m.bitmap.length)
+      body.set(head)
+      body.set(m.bitmap, head.length)
+      if (m.count % 8 !== 0 && m.bitmap.length > 0) body[body.length - 1] &= (1 << (m.count % 8)) - 1
+      return [frame(MessageType.HAVE, body)]
+    }
+    case 'have-update': case 'want': case 'cancel': case 'dont-have': {
+      if (m.indices.length < 1 || m.indices.length > MAX_INDICES_PER_MESSAGE) throw new MalformedMessageError(`${m.type} needs 1 to ${MAX_INDICES_PER_MESSAGE} indices`)
+      const body: number[] = []
+      for (const i of m.indices) { checkIndex(i); pushVarint(body, i) }
+      return [frame(LIST_TYPES[m.type], body)]
+    }
+    case 'block': {
+      checkIndex(m.index)
+      if (m.bytes.length < 1 || m.bytes.length > MAX_BLOCK_BYTES) throw new MessageTooLargeError(`block of ${m.bytes.length} bytes`)
+      const inner: number[] = [MessageType.BLOCK]
+      pushVarint(inner, m.index)
+      const head: number[] = []
+      pushVarint(head, inner.length + m.bytes.length)
+      return [Uint8Array.from([...head, ...inner]), m.bytes]
+    }
+    case 'error': {
+      let text = new TextEncoder().encode(m.message)
+      if (text.length > MAX_ERROR_TEXT_BYTES) text = new TextEncoder().encode(m.message.slice(0, MAX_ERROR_TEXT_BYTES / 4))
+      if (!Number.isInteger(m.code) || m.code < 0 || m.code > 255) throw new MalformedMessageError(`error code ${m.code}`)
+      const body = new Uint8Array(1 + text.length)
+      body[0] = m.code
+      body.set(text, 1)
+      return [frame(MessageType.ERROR, body)]
+    }
+  }
+}
+
+/** encodeMessage as one byte array (tests, small messages). */
+export function encodeMessageBytes (m: ExchangeMessage): Uint8Array {
+  const parts = encodeMessage(m)
+  if (parts.length === 1) return parts[0]
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let pos = 0
+  for (const p of parts) { out.set(p, pos); pos += p.length }
+  return out
+}
+
+function readIndexList (body: Uint8Array, pos: number, what: string): number[] {
+  const out: number[] = []
+  while (pos < body.length) {
+    let v: number
+    try {
+      [v, pos] = readVarint(body, pos)
+    } catch (err) {
+      throw new MalformedMessageError(`${what}: bad varint: ${(err as Error).message}`, { cause: err })
+    }
+    checkIndex(v)
+    out.push(v)
+  }
+  if (out.length < 1 || out.length > MAX_INDICES_PER_MESSAGE) throw new MalformedMessageError(`${what} needs 1 to ${MAX_INDICES_PER_MESSAGE} indices, got ${out.length}`)
+  return out
+}
+
+/**
+ * Decodes one frame's content (type byte + body, without the length prefix).
+ * Throws UnknownMessageTypeError, MessageTooLargeError or MalformedMessageError.
+ * BLOCK and HELLO bytes are views into `frameBody`.
+ */
+export function decodeMessage (frameBody: Uint8Array): ExchangeMessage {
+  if (frameBody.length < 1) throw new MalformedMessageError('empty frame')
+  const type = frameBody[0]
+  const limit = MAX_MESSAGE_BYTES[type]
+  if (limit == null) throw new UnknownMessageTypeError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`)
+  if (frameBody.length > limit) throw new MessageTooLargeError(`message type 0x${type.toString(16)} of ${frameBody.length} bytes is over its limit of ${limit}`)
+  const body = frameBody.subarray(1)
+  switch (type) {
+    case MessageType.HELLO:
+      if (body.length < 1) throw new MalformedMessageError('HELLO without capability')
+      return { type: 'hello', capability: body }
+    case MessageType.HAVE: {
+      if (body.length < 2) throw new MalformedMessageError('HAVE too short')
+      const flags = body[0]
+      if ((flags & ~HAVE_FLAG_ACTIVE) !== 0) throw new MalformedMessageError(`HAVE has unknown flags 0x${flags.toString(16)}`)
+      let count: number, pos: number
+      try {
+        [count, pos] = readVarint(body, 1)
+      } catch (err) {
+        throw new MalformedMessageError(`HAVE: bad count: ${(err as Error).message}`, { cause: err })
+      }
+      if (count > MAX_SWARM_CHUNKS) throw new MalformedMessageError(`HAVE of ${count} chunks is over the limit`)
+      const bitmap = body.subarray(pos)
+      if (bitmap.length !== Math.ceil(count / 8)) throw new MalformedMessageError(`HAVE bitmap has ${bitmap.length} bytes for ${count} chunks`)
+      if (count % 8 !== 0 && (bitmap[bitmap.length - 1] >> (count % 8)) !== 0) throw new MalformedMessageError('HAVE bitmap has bits set past the chunk count')
+      return { type: 'have', active: (flags & HAVE_FLAG_ACTIVE) !== 0, count, bitmap }
+    }
+    case MessageType.HAVE_UPDATE: case MessageType.WANT: case MessageType.CANCEL: case MessageType.DONT_HAVE: {
+      const name = LIST_NAMES[type]
+      return { type: name, indices: readIndexList(body, 0, name.toUpperCase()) }
+    }
+    case MessageType.BLOCK: {
+      let index: number, pos: number
+      try {
+        [index, pos] = readVarint(body, 0)
+      } catch (err) {
+        throw new MalformedMessageError(`BLOCK: bad index: ${(err as Error).message}`, { cause: err })
+      }
+      checkIndex(index)
+      const bytes = body.subarray(pos)
+      if (bytes.length < 1 || bytes.length % BLOCK_SIZE !== 0) throw new MalformedMessageError(`BLOCK of ${bytes.length} bytes is not a positive multiple of ${BLOCK_SIZE}`)
+      return { type: 'block', index, bytes }
+    }
+    default: { // ERROR
+      if (body.length < 1) throw new MalformedMessageError('ERROR without code')
+      let message: string
+      try {
+        message = new TextDecoder('utf-8', { fatal: true }).decode(body.subarray(1))
+      } catch (err) {
+        throw new MalformedMessageError('ERROR text is not UTF-8', { cause: err })
+      }
+      return { type: 'error', code: body[0], message }
+    }
+  }
+}
+
+/** Incremental frame decoder over a byte stream. */
+export interface MessageDecoder {
+  /** Adds received bytes; returns the messages completed by them. Throws on bad input, and forever after. */
+  push: (bytes: Uint8Array) => ExchangeMessage[]
+  /** Bytes held for an incomplete frame. */
+  readonly buffered: number
+}
+
+/** A decoder that enforces each type's limit as soon as the length and type byte are in. */
+export function createMessageDecoder (): MessageDecoder {
+  let parts: Uint8Array[] = []
+  let buffered = 0
+  let failed: Error | undefined
+
+  // The first `n` buffered bytes as one array (a view when they are in one part).
+  function peek (n: number): Uint8Array {
+    if (parts[0].length >= n) return parts[0].subarray(0, n)
+    const out = new Uint8Array(n)
+    let pos = 0
+    for (const p of parts) {
+      const take = Math.min(p.length, n - pos)
+      out.set(p.subarray(0, take), pos)
+      pos += take
+      if (pos === n) break
+    }
+    return out
+  }
+
+  function consume (n: number): void {
+    buffered -= n
+    while (n > 0) {
+      if (parts[0].length <= n) { n -= parts[0].length; parts.shift() } else { parts[0] = parts[0].subarray(n); n = 0 }
+    }
+  }
+
+  function next (): ExchangeMessage | undefined {
+    if (buffered === 0) return undefined
+    const head = peek(Math.min(buffered, VARINT_MAX + 1))
+    let len: number, pos: number
+    try {
+      [len, pos] = readVarint(head, 0)
+    } catch (err) {
+      if (head.length > VARINT_MAX || /minimal/.test((err as Error).message)) throw new MalformedMessageError(`bad frame length: ${(err as Error).message}`, { cause: err })
+      return undefined // length prefix not complete yet (or never: checked once more bytes arrive)
+    }
+    if (len === 0) throw new MalformedMessageError('empty frame')
+    if (len > MAX_FRAME_BYTES) throw new MessageTooLargeError(`frame of ${len} bytes is over the limit of ${MAX_FRAME_BYTES}`)
+    if (head.length > pos) {
+      const type = head[pos]
+      const limit = MAX_MESSAGE_BYTES[type]
+      if (limit == null) throw new UnknownMessageTypeError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`)
+      if (len > limit) throw new MessageTooLargeError(`message type 0x${type.toString(16)} of ${len} bytes is over its limit of ${limit}`)
+    }
+    if (buffered < pos + len) return undefined
+    consume(pos)
+    const body = peek(len)
+    consume(len)
+    return decodeMessage(body)
+  }
+
+  return {
+    get buffered () { return buffered },
+    push (bytes) {
+      if (failed != null) throw failed
+      if (bytes.length > 0) { parts.push(bytes); buffered += bytes.length }
+      const out: ExchangeMessage[] = []
+      try {
+        for (let m = next(); m != null; m = next()) out.push(m)
+      } catch (err) {
+        failed = err as Error
+        parts = []
+        buffered = 0
+        throw err
+      }
+      return out
+    }
+  }
+}
+
+/** A have-map: which chunk indices of one version a peer holds. */
+export function bitmapHas (bitmap: Uint8Array, index: number): boolean {
+  return (bitmap[index >> 3] & (1 << (index & 7))) !== 0
+}
+
+/** Sets bit `index` of a have-map. */
+export function bitmapSet (bitmap: Uint8Array, index: number): void {
+  bitmap[index >> 3] |= 1 << (index & 7)
+}
+
+/**
+ * The claim score of `peerId` for chunk `index` (rendezvous hashing): among
+ * the peers syncing the same version, the one with the highest score fetches
+ * the chunk from the origin. Every agent computes the same numbers: FNV-1a
+ * (32-bit) over the UTF-8 peer id, then over the 4 little-endian bytes of the
+ * index, then the murmur3 32-bit finaliser. docs/ARCHITECTURE.md "Swarm".
+ */
+export function claimScore (index: number, peerId: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < peerId.length; i++) {
+    h ^= peerId.charCodeAt(i) & 0xff
+    h = Math.imul(h, 0x01000193)
+  }
+  for (let k = 0; k < 4; k++) {
+    h ^= (index >>> (8 * k)) & 0xff
+    h = Math.imul(h, 0x01000193)
+  }
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
+}
+
+/** The peer (of `peerIds`) that claims chunk `index`; ties broken by the smaller id. */
+export function claimOwner (index: number, peerIds: readonly string[]): string | undefined {
+  let best: string | undefined
+  let bestScore = -1
+  for (const p of peerIds) {
+    const s = claimScore(index, p)
+    if (s > bestScore || (s === bestScore && best != null && p < best)) { best = p; bestScore = s }
+  }
+  return best
+}
