@@ -1,0 +1,97 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { AgentEvent } from '../../protocol/api.ts'
+import { createEventStore, type EventStore } from '../../coordinator/event-store.ts'
+import { openMetaDb, type MetaDb } from '../../coordinator/meta-db.ts'
+import { tempDir, type TempDir } from '../helpers/images.ts'
+
+let n = 0
+function ev (over: Partial<AgentEvent>): AgentEvent {
+  return { id: `event-${String(++n).padStart(4, '0')}`, type: 'sync.started', time: '2026-11-25T10:00:00.000Z', agent: 'pc1', site: 'paris', image: 'desk', version: 'v1', ...over }
+}
+
+describe('event store', () => {
+  let dir: TempDir
+  let db: MetaDb
+  let store: EventStore
+  let now = Date.parse('2026-11-25T12:00:00Z')
+  beforeEach(async () => {
+    dir = await tempDir()
+    db = await openMetaDb(dir.path)
+    store = createEventStore({ db }, { now: () => now })
+    await store.start()
+  })
+  afterEach(async () => {
+    await store.stop()
+    await db.close()
+    await dir.cleanup()
+  })
+
+  it('is idempotent by event id, within and across batches', async () => {
+    const a = ev({})
+    expect(await store.add([a, a], 'tok')).toMatchObject({ accepted: 1, duplicates: 1 })
+    expect(await store.add([a, ev({})], 'tok')).toMatchObject({ accepted: 1, duplicates: 1 })
+    expect((await store.query({ limit: 10 })).events).toHaveLength(2)
+  })
+
+  it('keeps per image/version/site counts from each agent\'s latest state', async () => {
+    await store.add([
+      ev({ agent: 'pc1', type: 'sync.started', time: '2026-11-25T10:00:00.000Z' }),
+      ev({ agent: 'pc2', type: 'sync.started', time: '2026-11-25T10:00:00.000Z' }),
+      ev({ agent: 'pc3', type: 'sync.started', time: '2026-11-25T10:00:00.000Z', site: 'lyon' })
+    ], 'tok')
+    expect(store.report({ image: 'desk' })).toEqual([
+      expect.objectContaining({ version: 'v1', site: 'lyon', clients: 0, inProgress: 1, failed: 0 }),
+      expect.objectContaining({ version: 'v1', site: 'paris', clients: 0, inProgress: 2, failed: 0 })
+    ])
+    await store.add([
+      ev({ agent: 'pc1', type: 'sync.completed', time: '2026-11-25T10:05:00.000Z', bytes: { local: 600, peers: 300, origin: 100 } }),
+      ev({ agent: 'pc2', type: 'sync.failed', time: '2026-11-25T10:05:00.000Z', error: 'disk full', bytes: { local: 10, peers: 0, origin: 90 } })
+    ], 'tok')
+    const paris = store.report({ image: 'desk', site: 'paris' })
+    expect(paris).toEqual([{ image: 'desk', version: 'v1', site: 'paris', clients: 1, inProgress: 0, failed: 1, bytes: { local: 610, peers: 300, origin: 190 }, wanSavedPercent: 82.7 }])
+
+    // pc1 moves to v2: it counts as a v1 client until v2 completes, then only as v2
+    await store.add([ev({ agent: 'pc1', type: 'sync.progress', version: 'v2', time: '2026-11-25T11:00:00.000Z', bytes: { local: 1, peers: 1, origin: 1 } })], 'tok')
+    expect(store.report({ version: 'v2' })).toEqual([expect.objectContaining({ clients: 0, inProgress: 1, bytes: { local: 0, peers: 0, origin: 0 } })])
+    await store.add([ev({ agent: 'pc1', type: 'sync.completed', version: 'v2', time: '2026-11-25T11:01:00.000Z' })], 'tok')
+    expect(store.report({ version: 'v2' })).toEqual([expect.objectContaining({ clients: 1, inProgress: 0 })])
+    expect(store.report({ version: 'v1', site: 'paris' })).toEqual([expect.objectContaining({ clients: 0, failed: 1 })])
+
+    // an old event re-sent late does not move the state back
+    await store.add([ev({ agent: 'pc1', type: 'sync.started', version: 'v1', time: '2026-11-25T09:00:00.000Z' })], 'tok')
+    expect(store.report({ version: 'v2' })).toEqual([expect.objectContaining({ clients: 1, inProgress: 0 })])
+    expect(store.report({ version: 'v1', site: 'paris' })).toEqual([expect.objectContaining({ clients: 0, inProgress: 0 })])
+  })
+
+  it('keeps aggregates and agents across a restart', async () => {
+    await store.add([ev({ agent: 'pc9', type: 'sync.completed', peerId: '12D3KooWtest' })], 'tok')
+    await store.stop()
+    const again = createEventStore({ db })
+    await again.start()
+    expect(again.report({})).toEqual([expect.objectContaining({ clients: 1 })])
+    const agents = []
+    for await (const a of again.agents()) agents.push(a)
+    expect(agents).toEqual([expect.objectContaining({ agent: 'pc9', site: 'paris', peerId: '12D3KooWtest' })])
+  })
+
+  it('pages newest first with filters and sweeps events past retention', async () => {
+    for (let i = 0; i < 5; i++) {
+      now += 1000
+      await store.add([ev({ site: i % 2 === 0 ? 'paris' : 'lyon', agent: `pc${i}` })], 'tok')
+    }
+    const first = await store.query({ limit: 2 })
+    expect(first.events.map(e => e.event.agent)).toEqual(['pc4', 'pc3'])
+    const second = await store.query({ limit: 2, before: first.next! })
+    expect(second.events.map(e => e.event.agent)).toEqual(['pc2', 'pc1'])
+    const third = await store.query({ limit: 2, before: second.next! })
+    expect(third.events.map(e => e.event.agent)).toEqual(['pc0'])
+    expect(third.next).toBeNull()
+    expect((await store.query({ limit: 10, site: 'lyon' })).events.map(e => e.event.agent)).toEqual(['pc3', 'pc1'])
+
+    // everything that arrived before pc3's event goes; the ids go too, so a re-send is accepted again
+    const cutoff = new Date(Date.parse(first.events[1].receivedAt))
+    expect(await store.sweep(cutoff)).toBe(3)
+    expect((await store.query({ limit: 10 })).events.map(e => e.event.agent)).toEqual(['pc4', 'pc3'])
+    expect(store.report({}).length).toBeGreaterThan(0) // reports outlive raw events
+  })
+})
