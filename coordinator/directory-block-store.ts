@@ -19,7 +19,8 @@ import { chunkCid, toHex } from '../protocol/block-id.ts'
 import { BLAKE3_CODE, DIGEST_BYTES, RAW_CODE } from '../protocol/constants.ts'
 import { HashMismatchError, InvalidCidError, NotFoundError, ValidationError } from '../protocol/errors.ts'
 import {
-  BLOCK_STORE_SCAN_CONCURRENCY, BLOCK_STORE_SHARD_CHARS, BLOCK_STORE_SHARD_LEVELS, BLOCK_STORE_TMP_SUFFIX
+  BLOCK_STORE_SCAN_CONCURRENCY, BLOCK_STORE_SHARD_CHARS, BLOCK_STORE_SHARD_LEVELS, BLOCK_STORE_TMP_SUFFIX,
+  DEFAULT_BLOCK_STORE_VERIFY_ON_READ
 } from './constants.ts'
 import type { AbortOptions, BlockStore, Logger } from './interface.ts'
 
@@ -32,7 +33,7 @@ export interface DirectoryBlockStoreComponents {
 export interface DirectoryBlockStoreInit {
   /** Root directory of the store (created if missing), e.g. `<data dir>/blocks`. */
   path: string
-  /** Re-hash every chunk on `get` unless the call says `verify: false` (default false: fsck and the origin verify where it matters). */
+  /** Re-hash every chunk on `get` unless the call says `verify: false` (default DEFAULT_BLOCK_STORE_VERIFY_ON_READ, on). */
   verifyOnRead?: boolean
 }
 
@@ -133,7 +134,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
   if (typeof init?.path !== 'string' || init.path === '') throw new TypeError('createDirectoryBlockStore needs init.path')
   const root = init.path
   const log = components.logger ?? silentLogger
-  const verifyOnRead = init.verifyOnRead ?? false
+  const verifyOnRead = init.verifyOnRead ?? DEFAULT_BLOCK_STORE_VERIFY_ON_READ
   await mkdir(root, { recursive: true })
   const info = await stat(root)
   if (!info.isDirectory()) throw new TypeError(`block store path is not a directory: ${root}`)

@@ -40,25 +40,25 @@ async function collect (it: AsyncIterable<CID>): Promise<string[]> {
   return out.sort()
 }
 
-blockStoreComplianceTests('directory', async () => {
+blockStoreComplianceTests('directory, verifyOnRead off', async () => {
   const dir = await tempDir('trimswarm-blocks-')
   const path = join(dir.path, 'blocks')
-  const store = await createDirectoryBlockStore({}, { path })
+  const store = await createDirectoryBlockStore({}, { path, verifyOnRead: false })
   return {
     store,
     corrupt: async (cid) => { await flipBit(store.pathOf(cid)) },
-    reopen: async () => await createDirectoryBlockStore({}, { path }),
+    reopen: async () => await createDirectoryBlockStore({}, { path, verifyOnRead: false }),
     cleanup: dir.cleanup
   }
 })
 
-blockStoreComplianceTests('directory, verifyOnRead', async () => {
+blockStoreComplianceTests('directory, default options (verifyOnRead on)', async () => {
   const dir = await tempDir('trimswarm-blocks-')
-  const store = await createDirectoryBlockStore({}, { path: dir.path, verifyOnRead: true })
+  const store = await createDirectoryBlockStore({}, { path: dir.path })
   return {
     store,
     corrupt: async (cid) => { await flipBit(store.pathOf(cid)) },
-    reopen: async () => await createDirectoryBlockStore({}, { path: dir.path, verifyOnRead: true }),
+    reopen: async () => await createDirectoryBlockStore({}, { path: dir.path }),
     cleanup: dir.cleanup
   }
 })
@@ -128,8 +128,8 @@ describe('directory block store', () => {
     expect(await collect(store.list())).toEqual([c.cid.toString()])
   })
 
-  it('detects a bit flipped on disk: with verify per call, and always with verifyOnRead', async () => {
-    const store = await createDirectoryBlockStore({}, { path: dir.path })
+  it('detects a bit flipped on disk: with verify per call, and by default (verifyOnRead)', async () => {
+    const store = await createDirectoryBlockStore({}, { path: dir.path, verifyOnRead: false })
     const c = testChunk(30, 8)
     await store.put(c.cid, c.bytes)
     await flipBit(store.pathOf(c.cid))
@@ -143,7 +143,7 @@ describe('directory block store', () => {
 
     const errors: string[] = []
     const logger: Logger = { debug () {}, info () {}, warn () {}, error (msg) { errors.push(msg) } }
-    const verifying = await createDirectoryBlockStore({ logger }, { path: dir.path, verifyOnRead: true })
+    const verifying = await createDirectoryBlockStore({ logger }, { path: dir.path })
     await expect(verifying.get(c.cid)).rejects.toBeInstanceOf(HashMismatchError)
     expect(errors).toEqual(['block store: stored chunk is corrupt'])
     expect(await verifying.get(c.cid, { verify: false })).toEqual(raw)
