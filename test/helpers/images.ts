@@ -47,7 +47,11 @@ export interface Prng {
   bytes: (length: number) => Uint8Array
 }
 
-/** A PRNG for `seed`; the same seed always yields the same sequence. */
+/**
+ * A PRNG for `seed`; the same seed always yields the same sequence. Frozen:
+ * golden vectors in test/fixtures/ (test/chunker/synthetic-image.ts) are built
+ * from this stream, so changing it changes their expected CIDs.
+ */
 export function createPrng (seed: number): Prng {
   let state = (seed >>> 0) ^ 0x9e3779b9
   const u32 = (): number => {
