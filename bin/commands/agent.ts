@@ -1,0 +1,221 @@
+/** `trimswarm agent`: sync an image, build the host index, or run the daemon. */
+import { setPriority } from 'node:os'
+import { parseRate } from '../../protocol/rate.ts'
+import { isValidName } from '../../protocol/manifest.ts'
+import { NICE_PRIORITY } from '../../peer-agent/constants.ts'
+import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
+import { createAgent, lockDataDir } from '../../peer-agent/agent.ts'
+import { createHostIndex } from '../../peer-agent/host-index.ts'
+import { stderrLogger } from '../../peer-agent/interface.ts'
+import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
+import { DATA_FILES } from '../../peer-agent/constants.ts'
+import { join } from 'node:path'
+import { UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+
+const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
+                            --data DIR --out PATH [options]
+
+Brings PATH to exactly image NAME at VERSION (the latest version the policy allows
+when no version is given), then exits. Blocks come from the partial file of an
+interrupted run, the older version at PATH, the host index (--index folders, or the
+policy's list), and the coordinator for the rest; every block is verified.
+PATH is replaced atomically only when the whole image verifies.
+
+Options
+  --coordinator URL      coordinator base URL (http:// or https://)
+  --token-file F         file holding a machine token (trimswarm token create)
+  --user U               user name to log in with (LDAP), with --password-file
+  --password-file F      file holding the user's password
+  --data DIR             the agent's data dir (pinned key, host index, checkpoints, events)
+  --out PATH             the image file to bring to the version
+  --index DIR            a folder to index for Trim Transfer (repeatable; default: the
+                         policy's folders for this OS; --no-index to use none)
+  --no-index             do not use the host index
+  --wan-limit RATE       cap on bytes from the coordinator, e.g. 20mbit, 5MB/s (the
+                         policy's cap applies too: the stricter wins)
+  --nice                 run at the lowest CPU priority
+  --site NAME            site reported in events (default: DEFAULT_SITE)
+  --public-key KEY       the coordinator's public key (base64) instead of pinning it on
+                         first contact
+  --on-update CMD        shell command run after a new version is in place, with
+                         TRIMSWARM_IMAGE, TRIMSWARM_VERSION, TRIMSWARM_PATH set
+  --json                 print one JSON summary on stdout:
+                         {"version", "bytes": {"local", "peers", "origin"}, "seconds", ...}
+  --retries N            tries per coordinator request on network errors/5xx (default RETRY_ATTEMPTS)
+  --retry-delay MS       first retry delay in ms, doubled each try (default RETRY_BASE_MS)
+  --quiet                no progress output`
+
+const INDEX_USAGE = `Usage: trimswarm agent index --data DIR --index DIR... [--json]
+
+Builds or refreshes the host index (Trim Transfer) under DIR: new and changed files
+are hashed, deleted ones dropped, unchanged ones skipped by size/mtime/inode.
+
+Options
+  --data DIR     the agent's data dir
+  --index DIR    a folder to index (repeatable, required)
+  --json         print the refresh statistics as JSON`
+
+const authOptions = {
+  coordinator: { type: 'string' },
+  'token-file': { type: 'string' },
+  user: { type: 'string' },
+  'password-file': { type: 'string' },
+  data: { type: 'string' },
+  retries: { type: 'string' },
+  'retry-delay': { type: 'string' },
+  'public-key': { type: 'string' }
+} as const
+
+/** The --token-file / --user + --password-file pair, checked. */
+export function authFromArgs (args: CommandArgs, usage: string): AgentAuth {
+  const tokenFile = args.values['token-file']
+  const user = args.values.user
+  const passwordFile = args.values['password-file']
+  if (typeof tokenFile === 'string') {
+    if (user != null || passwordFile != null) throw new UsageError(`use either --token-file or --user with --password-file, not both\n\n${usage}`)
+    return { tokenFile }
+  }
+  if (typeof user === 'string' && typeof passwordFile === 'string') return { user, passwordFile }
+  throw new UsageError(`authentication needed: --token-file F, or --user U with --password-file F\n\n${usage}`)
+}
+
+function intOption (args: CommandArgs, name: string, usage: string): number | undefined {
+  const v = args.values[name]
+  if (v == null) return undefined
+  const n = Number(v)
+  if (typeof v !== 'string' || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(v)}\n\n${usage}`)
+  return n
+}
+
+const sync: Command = {
+  summary: 'bring a local image file to a version',
+  usage: SYNC_USAGE,
+  options: {
+    ...authOptions,
+    out: { type: 'string' },
+    index: { type: 'string', multiple: true },
+    'no-index': { type: 'boolean' },
+    'wan-limit': { type: 'string' },
+    nice: { type: 'boolean' },
+    site: { type: 'string' },
+    'on-update': { type: 'string' },
+    json: { type: 'boolean' },
+    quiet: { type: 'boolean' }
+  },
+  async run (args) {
+    const target = onePositional(args, 'image (NAME or NAME@VERSION)', SYNC_USAGE)
+    const at = target.indexOf('@')
+    const image = at < 0 ? target : target.slice(0, at)
+    const version = at < 0 ? undefined : target.slice(at + 1)
+    if (!isValidName(image)) throw new UsageError(`bad image name ${JSON.stringify(image)}\n\n${SYNC_USAGE}`)
+    if (version != null && !isValidName(version)) throw new UsageError(`bad version ${JSON.stringify(version)}\n\n${SYNC_USAGE}`)
+    const coordinator = requireString(args, 'coordinator', SYNC_USAGE)
+    const dataDir = requireString(args, 'data', SYNC_USAGE)
+    const out = requireString(args, 'out', SYNC_USAGE)
+    const auth = authFromArgs(args, SYNC_USAGE)
+    let wanLimit = 0
+    if (typeof args.values['wan-limit'] === 'string') {
+      try { wanLimit = parseRate(args.values['wan-limit']) } catch (err) { throw new UsageError(`--wan-limit: ${(err as Error).message}\n\n${SYNC_USAGE}`) }
+    }
+    const site = args.values.site as string | undefined
+    if (site != null && !isValidName(site)) throw new UsageError(`bad --site ${JSON.stringify(site)}\n\n${SYNC_USAGE}`)
+    const indexList = args.values.index as string[] | undefined
+    if (args.values['no-index'] === true && indexList != null) throw new UsageError(`--index and --no-index exclude each other\n\n${SYNC_USAGE}`)
+    const indexFolders = args.values['no-index'] === true ? [] : indexList
+    const attempts = intOption(args, 'retries', SYNC_USAGE)
+    const baseMs = intOption(args, 'retry-delay', SYNC_USAGE)
+    if (args.values.nice === true) setPriority(NICE_PRIORITY)
+    const json = args.values.json === true
+    const quiet = args.values.quiet === true
+    const logger = stderrLogger(quiet || json)
+    const reporter = quiet ? undefined : createProgressReporter(process.stderr)
+
+    const release = await lockDataDir(dataDir)
+    const abort = new AbortController()
+    const onSignal = (): void => { abort.abort(new Error('interrupted')) }
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    const agent = await createAgent({ logger, onProgress: reporter?.update }, {
+      coordinator,
+      auth,
+      dataDir,
+      indexFolders,
+      wanLimit,
+      site,
+      publicKey: args.values['public-key'] as string | undefined,
+      retry: { attempts, baseMs }
+    })
+    try {
+      const summary = await agent.syncImage({ image, version, out, signal: abort.signal, onUpdate: args.values['on-update'] as string | undefined })
+      reporter?.done()
+      if (json) {
+        process.stdout.write(JSON.stringify({
+          version: summary.version,
+          bytes: summary.bytes,
+          seconds: Math.round(summary.seconds * 1000) / 1000,
+          image: summary.image,
+          fromVersion: summary.fromVersion,
+          out: summary.out,
+          upToDate: summary.upToDate,
+          size: summary.size,
+          nonZeroBytes: summary.nonZeroBytes,
+          discardedBlocks: summary.discardedBlocks,
+          discardedChunks: summary.discardedChunks,
+          chunksFetched: summary.chunksFetched,
+          usedDeltaPack: summary.usedDeltaPack,
+          blocksBySource: summary.blocksBySource
+        }) + '\n')
+      } else if (summary.upToDate) {
+        process.stdout.write(`${summary.out} is already ${summary.image}@${summary.version}\n`)
+      } else {
+        const b = summary.bytes
+        process.stdout.write(`${summary.out} is now ${summary.image}@${summary.version} in ${summary.seconds.toFixed(1)} s: local ${formatBytes(b.local)}, peers ${formatBytes(b.peers)}, origin ${formatBytes(b.origin)} (of ${formatBytes(summary.nonZeroBytes)} data)` +
+          (summary.discardedBlocks + summary.discardedChunks > 0 ? `; discarded ${summary.discardedBlocks} blocks and ${summary.discardedChunks} chunks that failed verification` : '') + '\n')
+      }
+    } finally {
+      reporter?.done()
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+      await agent.close()
+      await release()
+    }
+  }
+}
+
+const index: Command = {
+  summary: 'build or refresh the host index',
+  usage: INDEX_USAGE,
+  options: { data: { type: 'string' }, index: { type: 'string', multiple: true }, json: { type: 'boolean' } },
+  async run (args) {
+    const dataDir = requireString(args, 'data', INDEX_USAGE)
+    const folders = args.values.index as string[] | undefined
+    if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
+    const release = await lockDataDir(dataDir)
+    const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
+    try {
+      const s = await idx.refresh()
+      if (args.values.json === true) process.stdout.write(JSON.stringify(s) + '\n')
+      else process.stdout.write(`indexed ${s.files} files in ${s.seconds.toFixed(1)} s: ${s.hashed} hashed (${formatBytes(s.bytesHashed)}, ${s.blocks} blocks), ${s.unchanged} unchanged, ${s.removed} dropped, ${s.warnings} warnings\n`)
+    } finally {
+      await idx.close()
+      await release()
+    }
+  }
+}
+
+const agent: Command = {
+  summary: 'branch-office client',
+  usage: `Usage: trimswarm agent <command>
+
+  sync NAME[@VERSION] ...   bring a local image file to a version, then exit
+  index --data DIR ...      build or refresh the host index (Trim Transfer)
+  run --config FILE         the daemon: keep assigned images current
+
+Every command takes --help.`,
+  subcommands: {
+    sync: async () => sync,
+    index: async () => index
+  }
+}
+
+export default agent

@@ -1,0 +1,214 @@
+/**
+ * One agent: a coordinator client, the host index, image sync and the events
+ * queue wired together over one data dir. `agent sync` runs one `syncImage`;
+ * the daemon runs it for every image its policy assigns.
+ */
+import { spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { hostname, platform } from 'node:os'
+import { join, resolve } from 'node:path'
+import { api } from '../protocol/index.ts'
+import { DATA_FILES, DEFAULT_SITE } from './constants.ts'
+import { createCoordinatorClient, type AgentAuth, type CoordinatorClient, type RetryOptions } from './coordinator-client.ts'
+import { DataDirLockedError } from './errors.ts'
+import { createEventQueue, type EventQueue } from './event-queue.ts'
+import { createHostIndex, type HostIndex } from './host-index.ts'
+import { createImageSync, type ImageSync, type SyncProgress, type SyncSummary } from './image-sync.ts'
+import type { AbortOptions, AgentLogger } from './interface.ts'
+
+/** Options of an agent. */
+export interface AgentInit {
+  coordinator: string
+  auth: AgentAuth
+  dataDir: string
+  /** Folders to index; undefined = the policy's list for this OS; [] = no host index. */
+  indexFolders?: string[]
+  /** Origin bytes per second (0 = none); the policy's cap applies too. */
+  wanLimit?: number
+  site?: string
+  /** Coordinator public key (base64), instead of pinning on first contact. */
+  publicKey?: string
+  retry?: RetryOptions
+  /** Retries for sending events (kept short: undelivered events just wait). */
+  eventRetry?: RetryOptions
+}
+
+/** Dependencies of an agent. */
+export interface AgentComponents {
+  logger: AgentLogger
+  onProgress?: (p: SyncProgress) => void
+}
+
+/** One sync request of the agent. */
+export interface AgentSyncRequest extends AbortOptions {
+  image: string
+  version?: string
+  out: string
+  /** Command run (through the shell) after a new version is in place. */
+  onUpdate?: string
+}
+
+/** The agent. */
+export interface Agent {
+  readonly client: CoordinatorClient
+  readonly events: EventQueue
+  readonly agentId: string
+  /** Syncs one image, records and sends events, runs the hook. */
+  syncImage: (req: AgentSyncRequest) => Promise<SyncSummary>
+  /** The host index over the given (or policy's) folders, opened. */
+  hostIndex: (options?: AbortOptions) => Promise<HostIndex | undefined>
+  close: () => Promise<void>
+}
+
+const OS_FAMILY: Record<string, 'linux' | 'windows' | 'macos'> = { linux: 'linux', win32: 'windows', darwin: 'macos' }
+
+/** Takes the data dir lock (one agent process per data dir); returns the release function. */
+export async function lockDataDir (dataDir: string): Promise<() => Promise<void>> {
+  await mkdir(dataDir, { recursive: true })
+  const path = join(dataDir, 'lock')
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(path, 'wx')
+      await fh.writeFile(String(process.pid))
+      await fh.close()
+      return async () => { await rm(path, { force: true }) }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
+      let alive = false
+      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid) {
+        try { process.kill(pid, 0); alive = true } catch (e) { alive = (e as NodeJS.ErrnoException).code === 'EPERM' }
+      }
+      if (alive) throw new DataDirLockedError(`data dir ${dataDir} is in use by agent process ${pid}`)
+      await rm(path, { force: true }) // left by a process that died (kill -9)
+    }
+  }
+  throw new DataDirLockedError(`cannot lock data dir ${dataDir}`)
+}
+
+/** A stable id for this agent, kept in the data dir. */
+export async function agentIdOf (dataDir: string): Promise<string> {
+  const path = join(dataDir, DATA_FILES.agentId)
+  try {
+    const id = (await readFile(path, 'utf8')).trim()
+    if (id !== '') return id
+  } catch {}
+  const id = `${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 60)}-${randomUUID().slice(0, 8)}`
+  await mkdir(dataDir, { recursive: true })
+  await writeFile(path, id + '\n')
+  return id
+}
+
+/** Runs the on-update hook with TRIMSWARM_IMAGE, TRIMSWARM_VERSION, TRIMSWARM_PATH set; resolves with its exit code. */
+export async function runHook (command: string, env: { image: string, version: string, path: string }, logger: AgentLogger): Promise<number> {
+  return await new Promise((resolvePromise) => {
+    const child = spawn(command, {
+      shell: true,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, TRIMSWARM_IMAGE: env.image, TRIMSWARM_VERSION: env.version, TRIMSWARM_PATH: env.path }
+    })
+    child.on('error', (err) => { logger.warn(`on-update hook failed to start: ${err.message}`); resolvePromise(127) })
+    child.on('exit', (code, sig) => {
+      const rc = code ?? 128
+      if (rc !== 0) logger.warn(`on-update hook exited with ${code ?? sig}`)
+      resolvePromise(rc)
+    })
+  })
+}
+
+/** Creates an agent over a data dir. */
+export async function createAgent (components: AgentComponents, init: AgentInit): Promise<Agent> {
+  const { logger } = components
+  const dataDir = resolve(init.dataDir)
+  await mkdir(dataDir, { recursive: true })
+  const agentId = await agentIdOf(dataDir)
+  const client = createCoordinatorClient({ logger }, { url: init.coordinator, auth: init.auth, retry: init.retry })
+  const eventClient = createCoordinatorClient({ logger }, { url: init.coordinator, auth: init.auth, retry: init.eventRetry ?? { attempts: 2, baseMs: 250 } })
+  const events = createEventQueue({ client: eventClient, logger }, { path: join(dataDir, DATA_FILES.events), agent: agentId, site: init.site ?? DEFAULT_SITE })
+  let index: HostIndex | undefined
+  let indexFolders: string[] | undefined
+
+  async function hostIndex (options: AbortOptions = {}): Promise<HostIndex | undefined> {
+    if (index != null) return index
+    let folders = init.indexFolders
+    if (folders == null) {
+      const me = await client.me(options)
+      folders = me.policy.indexFolders[OS_FAMILY[platform()] ?? 'linux']
+    }
+    indexFolders = folders
+    if (folders.length === 0) return undefined
+    index = createHostIndex({ logger }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
+    await index.open()
+    return index
+  }
+
+  const imageSyncs = new Map<string, ImageSync>()
+  async function syncFor (): Promise<ImageSync> {
+    const idx = await hostIndex()
+    const key = 'default'
+    let s = imageSyncs.get(key)
+    if (s == null) {
+      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit })
+      imageSyncs.set(key, s)
+    }
+    return s
+  }
+
+  return {
+    client,
+    events,
+    agentId,
+    hostIndex,
+    async syncImage (req) {
+      const started = performance.now()
+      const base = { image: req.image, version: req.version ?? 'latest' }
+      let summary: SyncSummary
+      try {
+        const s = await syncFor()
+        await events.record({ type: 'sync.started', ...base, version: safeVersion(base.version) })
+        summary = await s.sync({ image: req.image, version: req.version, out: req.out, signal: req.signal })
+      } catch (err) {
+        await events.record({
+          type: 'sync.failed',
+          image: req.image,
+          version: safeVersion(base.version),
+          seconds: (performance.now() - started) / 1000,
+          error: String((err as Error).message ?? err).slice(0, 2000)
+        }).catch(() => {})
+        await events.flush().catch(() => 0)
+        throw err
+      }
+      if (!summary.upToDate) {
+        await events.record({
+          type: 'sync.completed',
+          image: summary.image,
+          version: summary.version,
+          fromVersion: summary.fromVersion,
+          bytes: summary.bytes,
+          totalBytes: summary.nonZeroBytes,
+          seconds: summary.seconds
+        })
+      }
+      await events.flush().catch(() => 0)
+      if (!summary.upToDate && req.onUpdate != null && req.onUpdate !== '') {
+        await runHook(req.onUpdate, { image: summary.image, version: summary.version, path: summary.out }, logger)
+      }
+      void indexFolders
+      return summary
+    },
+    async close () {
+      await index?.close()
+      index = undefined
+    }
+  }
+}
+
+/** Versions in events must be names; "latest" stands for a version not known yet. */
+function safeVersion (v: string): string {
+  try {
+    return api.name.parse(v)
+  } catch {
+    return 'latest'
+  }
+}

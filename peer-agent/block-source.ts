@@ -1,0 +1,43 @@
+/**
+ * The one interface every source of blocks implements: the partial file of an
+ * interrupted run, the older version on disk, the host index, (LAN peers, the
+ * swarm) and the origin. A source offers bytes; the sync verifies and writes
+ * them, so no source is trusted.
+ */
+import type { Manifest } from '../protocol/manifest.ts'
+import type { AbortOptions } from './interface.ts'
+
+/** Which byte counter a source's blocks go to. */
+export type SourceKind = 'local' | 'peers' | 'origin'
+
+/** What a source sees of a sync in progress. */
+export interface SyncContext {
+  readonly manifest: Manifest
+  /** One block index per distinct block digest prefix still missing, ascending (each distinct block needs fetching once). */
+  missing: () => number[]
+  /** Number of distinct blocks still missing. */
+  missingCount: () => number
+  /** Whether block `index` (among the manifest's non-zero blocks) is still missing. */
+  isMissing: (index: number) => boolean
+  /**
+   * Offers the bytes of block `index`: hashed and compared with the manifest's
+   * prefix; when it matches, written to every missing position holding the
+   * same block. Returns false (and counts a discarded block) on a mismatch.
+   */
+  offerBlock: (index: number, bytes: Uint8Array, kind: SourceKind) => boolean
+  /** Offers a whole chunk: verified against its full digest, written, marked verified. */
+  offerChunk: (chunk: number, bytes: Uint8Array, kind: SourceKind) => boolean
+  /** Chunks not verified yet. */
+  unverifiedChunks: () => number[]
+  /** Lets sources yield to the event loop and checkpoint now and then. */
+  tick: () => Promise<void>
+}
+
+/** A source of blocks for a sync, tried in order. */
+export interface BlockSource {
+  readonly name: string
+  readonly kind: SourceKind
+  /** Offers what it can of the missing blocks; resolves when it has nothing more to give. */
+  fill: (ctx: SyncContext, options: AbortOptions) => Promise<void>
+  close?: () => Promise<void>
+}

@@ -1,0 +1,80 @@
+/**
+ * Defaults of the peer agent, applied once in each factory (`init.x ?? DEFAULT_X`).
+ * docs/CONFIGURATION.md `## agent` names these constants rather than repeating them.
+ */
+
+/** Bytes read from a host file per read call while indexing (large reads keep syscalls and level batches few). */
+export const INDEX_READ_BYTES = 4 * 1024 * 1024
+
+/** Files read concurrently while indexing (overlaps disk latency with hashing on the main thread). */
+export const INDEX_CONCURRENCY = 4
+
+/** Block entries buffered before one level batch write while indexing. */
+export const INDEX_BATCH_ENTRIES = 65_536
+
+/** Candidates returned per prefix lookup: the same 4 KiB block in more files adds nothing once one copy verifies. */
+export const INDEX_MAX_CANDIDATES = 4
+
+/** Host files kept open at once while reading candidate blocks during a sync. */
+export const OPEN_FILES_MAX = 64
+
+/** Tries of a coordinator request on network errors and 5xx before giving up. */
+export const RETRY_ATTEMPTS = 6
+
+/** First retry delay; doubled each time (with jitter) up to RETRY_MAX_MS. */
+export const RETRY_BASE_MS = 500
+
+/** Longest delay between two tries of one request. */
+export const RETRY_MAX_MS = 30_000
+
+/** Blocks named in one POST .../blocks request (64 MiB of data): big enough for zstd to find cross-block redundancy, small enough to lose little on interruption. */
+export const BATCH_MAX_BLOCKS = 16_384
+
+/**
+ * How much worse a per-request block batch compresses than the delta pack (which the
+ * coordinator compresses once at a high level). FACTS.md: missing blocks of the update,
+ * zstd -3 stream 42.7 MB vs zstd -19 27.3 MB, ratio 1.56.
+ */
+export const BATCH_COMPRESSION_PENALTY = 1.5
+
+/** Seconds between checkpoints of verified chunks (temp file fsync + bitmap rename). */
+export const CHECKPOINT_INTERVAL_MS = 2_000
+
+/** Token bucket depth for --wan-limit, in seconds of the rate (bursts above this are smoothed). */
+export const RATE_BURST_SECONDS = 0.25
+
+/** Events sent per POST /v1/events (the schema allows 1000). */
+export const EVENTS_BATCH_MAX = 500
+
+/** Most redraws of the TTY progress bar per second. */
+export const PROGRESS_REDRAWS_PER_SECOND = 5
+
+/** Seconds between plain-text progress lines when stderr is not a TTY. */
+export const PROGRESS_PLAIN_INTERVAL_MS = 5_000
+
+/** Daemon: seconds between checks for new versions. */
+export const DEFAULT_POLL_SECONDS = 300
+
+/** Site name reported in events when neither the flag nor the config names one. */
+export const DEFAULT_SITE = 'default'
+
+/** Niceness set by --nice (os.setPriority; 19 is the lowest priority on Linux). */
+export const NICE_PRIORITY = 19
+
+/** Files under the agent's data dir. */
+export const DATA_FILES = {
+  /** The pinned coordinator public key (JSON). */
+  key: 'coordinator-key.json',
+  /** The host index level database. */
+  hostIndex: 'host-index',
+  /** Signed manifests of installed versions, per image. */
+  manifests: 'manifests',
+  /** Checkpoints of interrupted syncs, per image. */
+  partial: 'partial',
+  /** Downloaded (possibly partial) delta packs. */
+  packs: 'packs',
+  /** The events queue (JSON lines). */
+  events: 'events.jsonl',
+  /** Stable agent id. */
+  agentId: 'agent-id'
+} as const

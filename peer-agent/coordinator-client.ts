@@ -1,0 +1,238 @@
+/**
+ * The agent's only way to the coordinator: HTTP to the protocol/api.ts routes.
+ * Authenticates with a machine token file or a user name + password file
+ * (POST /v1/auth/login), retries network errors and 5xx with exponential
+ * backoff and jitter, rebuilds error bodies with errorFromWire, validates every
+ * JSON response with its schema, and counts every response body byte
+ * received (compressed, as on the wire) as origin bytes.
+ */
+import { readFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { api } from '../protocol/index.ts'
+import { errorFromWire, TrimswarmError, UnauthorizedError } from '../protocol/errors.ts'
+import type { Schema } from '../protocol/schema.ts'
+import { RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.ts'
+import { CoordinatorUnreachableError } from './errors.ts'
+import type { AbortOptions, AgentLogger } from './interface.ts'
+import { createRateLimiter, type RateLimiter } from './rate-limiter.ts'
+
+/** How the agent proves who it is. */
+export type AgentAuth = { tokenFile: string } | { user: string, passwordFile: string } | { token: string }
+
+/** Retry settings for network errors and 5xx. */
+export interface RetryOptions {
+  attempts?: number
+  baseMs?: number
+  maxMs?: number
+}
+
+/** A response body streamed through the byte counter and rate limiter. */
+export interface StreamedResponse {
+  status: number
+  headers: Headers
+  body: AsyncIterable<Uint8Array>
+}
+
+/** The coordinator as the agent sees it. */
+export interface CoordinatorClient {
+  readonly url: string
+  /** Bytes of response bodies received so far (origin bytes). */
+  readonly receivedBytes: number
+  /** Limits origin bytes per second from now on (0 = none). */
+  setRateLimit: (bytesPerSecond: number) => void
+  /** GET/POST JSON, validated with `schema`. */
+  json: <T>(method: 'GET' | 'POST', path: string, schema: Schema<T>, body?: unknown, options?: AbortOptions) => Promise<T>
+  /** A binary GET/POST whose whole body is returned (manifests, chunks). */
+  bytes: (method: 'GET' | 'POST', path: string, body?: unknown, options?: AbortOptions & { maxBytes?: number }) => Promise<Uint8Array>
+  /**
+   * A binary request whose body is streamed; retries only until the response
+   * starts (a broken body is the caller's to resume). `okStatuses` lists
+   * statuses other than 2xx that are not errors (e.g. 416).
+   */
+  stream: (method: 'GET' | 'POST', path: string, body?: unknown, options?: AbortOptions & { headers?: Record<string, string> }) => Promise<StreamedResponse>
+  /** GET /v1/auth/me */
+  me: (options?: AbortOptions) => Promise<api.MeResponse>
+}
+
+/** Dependencies of the client. */
+export interface CoordinatorClientComponents {
+  logger: AgentLogger
+}
+
+/** Options of the client. */
+export interface CoordinatorClientInit {
+  url: string
+  auth: AgentAuth
+  retry?: RetryOptions
+  /** Origin bytes per second (0 = none). */
+  rateLimit?: number
+}
+
+async function readSecret (path: string, what: string): Promise<string> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new UnauthorizedError(`cannot read ${what} file ${path}: ${(err as Error).message}`)
+  }
+  const s = text.trim()
+  if (s === '') throw new UnauthorizedError(`${what} file ${path} is empty`)
+  return s
+}
+
+/** Creates a client for the coordinator at `init.url`. */
+export function createCoordinatorClient (components: CoordinatorClientComponents, init: CoordinatorClientInit): CoordinatorClient {
+  const base = init.url.replace(/\/+$/, '')
+  try {
+    const u = new URL(base)
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)')
+  } catch {
+    throw new TrimswarmError(`--coordinator must be an http:// or https:// URL, got ${JSON.stringify(init.url)}`)
+  }
+  const attempts = Math.max(1, init.retry?.attempts ?? RETRY_ATTEMPTS)
+  const baseMs = init.retry?.baseMs ?? RETRY_BASE_MS
+  const maxMs = init.retry?.maxMs ?? RETRY_MAX_MS
+  let limiter: RateLimiter = createRateLimiter(init.rateLimit ?? 0)
+  let token: string | undefined
+  let received = 0
+
+  async function getToken (force: boolean, options: AbortOptions): Promise<string> {
+    if (token != null && !force) return token
+    const auth = init.auth
+    if ('token' in auth) token = auth.token
+    else if ('tokenFile' in auth) token = await readSecret(auth.tokenFile, 'token')
+    else {
+      const password = await readSecret(auth.passwordFile, 'password')
+      const res = await send('POST', api.routes.login, { user: auth.user, password }, options, undefined, {})
+      const body = api.LoginResponse.parse(JSON.parse(new TextDecoder().decode(await collect(res.body))))
+      token = body.token
+    }
+    return token
+  }
+
+  async function * counted (body: ReadableStream<Uint8Array> | null, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+    if (body == null) return
+    const reader = body.getReader()
+    try {
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) return
+        received += value.length
+        await limiter.take(value.length, { signal })
+        yield value
+      }
+    } finally {
+      reader.releaseLock()
+      await body.cancel().catch(() => {})
+    }
+  }
+
+  async function collect (it: AsyncIterable<Uint8Array>, maxBytes = Infinity): Promise<Uint8Array> {
+    const parts: Uint8Array[] = []
+    let n = 0
+    for await (const p of it) {
+      n += p.length
+      if (n > maxBytes) throw new TrimswarmError(`response larger than ${maxBytes} bytes`)
+      parts.push(p)
+    }
+    const out = new Uint8Array(n)
+    let at = 0
+    for (const p of parts) { out.set(p, at); at += p.length }
+    return out
+  }
+
+  /** One request with retries on network errors and 5xx; throws the wire error for other non-2xx. */
+  async function send (method: string, path: string, body: unknown, options: AbortOptions, auth: string | undefined, headers: Record<string, string>, okStatuses: number[] = []): Promise<StreamedResponse> {
+    let lastError: unknown
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      options.signal?.throwIfAborted()
+      let res: Response
+      try {
+        res = await fetch(base + path, {
+          method,
+          headers: {
+            ...(auth != null ? { authorization: `Bearer ${auth}` } : {}),
+            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...headers
+          },
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+          signal: options.signal
+        })
+      } catch (err) {
+        if (options.signal?.aborted === true) throw err
+        lastError = err
+        await backoff(attempt, `${method} ${path}: ${describeNetworkError(err)}`, options)
+        continue
+      }
+      if (res.ok || okStatuses.includes(res.status)) {
+        return { status: res.status, headers: res.headers, body: counted(res.body, options.signal) }
+      }
+      const text = new TextDecoder().decode(await collect(counted(res.body, options.signal), 1024 * 1024).catch(() => new Uint8Array()))
+      let parsed: unknown
+      try { parsed = JSON.parse(text) } catch {}
+      const err = errorFromWire(parsed, `${method} ${path}: HTTP ${res.status}`)
+      if (res.status >= 500) {
+        lastError = err
+        await backoff(attempt, `${method} ${path}: HTTP ${res.status} ${err.message}`, options)
+        continue
+      }
+      throw err
+    }
+    throw new CoordinatorUnreachableError(`coordinator ${base} unreachable after ${attempts} tries: ${lastError instanceof Error ? describeNetworkError(lastError) : String(lastError)}`, { cause: lastError })
+  }
+
+  async function backoff (attempt: number, why: string, options: AbortOptions): Promise<void> {
+    if (attempt >= attempts) return
+    const delay = Math.min(maxMs, baseMs * 2 ** (attempt - 1))
+    const jittered = delay / 2 + Math.random() * delay / 2
+    components.logger.warn(`${why}; retrying in ${(jittered / 1000).toFixed(1)} s (try ${attempt + 1} of ${attempts})`)
+    await sleep(jittered, undefined, { signal: options.signal })
+  }
+
+  /** With auth; on 401 from a login session, logs in again once. */
+  async function authed (method: string, path: string, body: unknown, options: AbortOptions, headers: Record<string, string> = {}): Promise<StreamedResponse> {
+    try {
+      return await send(method, path, body, options, await getToken(false, options), headers, [416])
+    } catch (err) {
+      if (err instanceof UnauthorizedError && 'user' in init.auth) {
+        return await send(method, path, body, options, await getToken(true, options), headers, [416])
+      }
+      throw err
+    }
+  }
+
+  const client: CoordinatorClient = {
+    url: base,
+    get receivedBytes () { return received },
+    setRateLimit (bps) { limiter = createRateLimiter(bps) },
+    async json (method, path, schema, body, options = {}) {
+      const res = await authed(method, path, body, options, { accept: 'application/json' })
+      const bytes = await collect(res.body, 64 * 1024 * 1024)
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(new TextDecoder().decode(bytes))
+      } catch {
+        throw new TrimswarmError(`${method} ${path}: response is not JSON`)
+      }
+      return schema.parse(parsed)
+    },
+    async bytes (method, path, body, options = {}) {
+      const res = await authed(method, path, body, options)
+      return await collect(res.body, options.maxBytes)
+    },
+    async stream (method, path, body, options = {}) {
+      return await authed(method, path, body, options, options.headers ?? {})
+    },
+    async me (options = {}) {
+      return await client.json('GET', api.routes.me, api.MeResponse, undefined, options)
+    }
+  }
+  return client
+}
+
+function describeNetworkError (err: unknown): string {
+  const e = err as Error & { cause?: { code?: string, message?: string } }
+  const cause = e.cause
+  if (cause?.code != null) return `${cause.code} ${cause.message ?? ''}`.trim()
+  return e.message ?? String(err)
+}

@@ -1,0 +1,31 @@
+/** Errors of the peer agent (wire errors are in protocol/errors.ts). */
+
+/** The coordinator could not be reached (network error or 5xx) after every retry. */
+export class CoordinatorUnreachableError extends Error {
+  static override name = 'CoordinatorUnreachableError'
+  override name = 'CoordinatorUnreachableError'
+}
+
+/** The disk holding the output is full; the old image is intact. */
+export class DiskFullError extends Error {
+  static override name = 'DiskFullError'
+  override name = 'DiskFullError'
+}
+
+/** Another agent process holds the data directory. */
+export class DataDirLockedError extends Error {
+  static override name = 'DataDirLockedError'
+  override name = 'DataDirLockedError'
+}
+
+/** Blocks or a chunk could not be obtained from any source (every copy failed verification). */
+export class SyncIncompleteError extends Error {
+  static override name = 'SyncIncompleteError'
+  override name = 'SyncIncompleteError'
+}
+
+/** The pinned coordinator key does not match the configured one, or cannot be read. */
+export class KeyPinError extends Error {
+  static override name = 'KeyPinError'
+  override name = 'KeyPinError'
+}

@@ -1,0 +1,349 @@
+/**
+ * The host index (Trim Transfer): a level database mapping the BLAKE3 prefix of
+ * every non-zero 4 KiB-aligned block of every regular file in the indexed
+ * folders to (file, block offset). A file's last partial block is zero-padded,
+ * as the bound in FACTS.md counts it (ext4 stores it padded the same way).
+ *
+ * Keys (binary, one tag byte first):
+ *   0x01 fileId(4)                      -> JSON { path, size, mtimeMs, ino, dev }   file table
+ *   0x02 prefix(8) fileId(4) block(4)   -> empty                                     block entries
+ *   0x03 fileId(4)                      -> (prefix(8) block(4))*                     a file's entries, to drop them
+ *   0x04 'next-id'                      -> uint32                                    id allocator
+ * A file's entries, its entry list and its record are written in one batch, so
+ * a crash leaves either the old or the new state of that file.
+ */
+import { lstatSync, readdirSync, type Stats } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { setImmediate as yieldLoop } from 'node:timers/promises'
+import { Level } from 'level'
+import { hashBlocks } from '../chunker/blake3.ts'
+import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
+import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES } from './constants.ts'
+import type { AbortOptions, AgentLogger } from './interface.ts'
+
+/** Where a candidate copy of a block may be on this host. */
+export interface BlockLocation {
+  path: string
+  /** Byte offset of the block in the file (a multiple of BLOCK_SIZE). */
+  offset: number
+  /** File size when indexed: the block at the end may be shorter (zero-padded). */
+  size: number
+}
+
+/** What one refresh did. */
+export interface RefreshStats {
+  files: number
+  unchanged: number
+  hashed: number
+  removed: number
+  bytesHashed: number
+  blocks: number
+  warnings: number
+  seconds: number
+}
+
+/** The host index of one agent. */
+export interface HostIndex {
+  /** Folders being indexed (absolute). */
+  readonly folders: string[]
+  /** Opens the database and loads the file table. */
+  open: () => Promise<void>
+  /** Brings the index up to date with the folders: new and changed files hashed, deleted ones dropped. */
+  refresh: (options?: AbortOptions & { onProgress?: (s: RefreshStats) => void }) => Promise<RefreshStats>
+  /** Candidate locations of a block with this 8-byte prefix (not verified: re-read and re-hash before use). */
+  lookup: (prefix: Uint8Array) => Promise<BlockLocation[]>
+  close: () => Promise<void>
+}
+
+/** Dependencies of the host index. */
+export interface HostIndexComponents {
+  logger: AgentLogger
+}
+
+/** Options of the host index. */
+export interface HostIndexInit {
+  /** Directory of the level database. */
+  dbPath: string
+  folders: string[]
+  /** Candidates per lookup (default INDEX_MAX_CANDIDATES). */
+  maxCandidates?: number
+  /** Bytes per read (default INDEX_READ_BYTES). */
+  readBytes?: number
+  concurrency?: number
+}
+
+interface FileRecord {
+  path: string
+  size: number
+  mtimeMs: number
+  ino: number
+  dev: number
+}
+
+const TAG_FILE = 1
+const TAG_BLOCK = 2
+const TAG_FILE_BLOCKS = 3
+const NEXT_ID_KEY = Uint8Array.from([4, ...new TextEncoder().encode('next-id')])
+const ZERO_DIGEST = hashBlocks(new Uint8Array(BLOCK_SIZE)).subarray(0, BLOCK_PREFIX_BYTES)
+
+function fileKey (tag: number, id: number): Uint8Array {
+  const k = new Uint8Array(5)
+  k[0] = tag
+  new DataView(k.buffer).setUint32(1, id)
+  return k
+}
+
+function blockKey (prefix: Uint8Array, id: number, block: number): Uint8Array {
+  const k = new Uint8Array(1 + BLOCK_PREFIX_BYTES + 8)
+  k[0] = TAG_BLOCK
+  k.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
+  const dv = new DataView(k.buffer)
+  dv.setUint32(1 + BLOCK_PREFIX_BYTES, id)
+  dv.setUint32(5 + BLOCK_PREFIX_BYTES, block)
+  return k
+}
+
+function isZeroPrefix (digests: Uint8Array, at: number): boolean {
+  for (let i = 0; i < BLOCK_PREFIX_BYTES; i++) if (digests[at + i] !== ZERO_DIGEST[i]) return false
+  return true
+}
+
+const EMPTY = new Uint8Array(0)
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+type Op = { type: 'put', key: Uint8Array, value: Uint8Array } | { type: 'del', key: Uint8Array }
+
+/** Creates the host index over `init.folders`, stored at `init.dbPath`. */
+export function createHostIndex (components: HostIndexComponents, init: HostIndexInit): HostIndex {
+  const folders = [...new Set(init.folders.map(f => resolve(f)))]
+  const maxCandidates = init.maxCandidates ?? INDEX_MAX_CANDIDATES
+  const readBytes = Math.max(BLOCK_SIZE, Math.floor((init.readBytes ?? INDEX_READ_BYTES) / BLOCK_SIZE) * BLOCK_SIZE)
+  const concurrency = init.concurrency ?? INDEX_CONCURRENCY
+  const { logger } = components
+  const db = new Level<Uint8Array, Uint8Array>(init.dbPath, { keyEncoding: 'view', valueEncoding: 'view' })
+  const byId = new Map<number, FileRecord>()
+  const byPath = new Map<string, number>()
+  let nextId = 1
+  let opened = false
+
+  async function loadTable (): Promise<void> {
+    byId.clear()
+    byPath.clear()
+    for await (const [k, v] of db.iterator({ gte: fileKey(TAG_FILE, 0), lte: fileKey(TAG_FILE, 0xffffffff) })) {
+      const id = new DataView(k.buffer, k.byteOffset, k.byteLength).getUint32(1)
+      const rec = JSON.parse(dec.decode(v)) as FileRecord
+      byId.set(id, rec)
+      byPath.set(rec.path, id)
+    }
+    try {
+      const v = await db.get(NEXT_ID_KEY)
+      if (v != null) nextId = new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(0)
+    } catch {}
+    for (const id of byId.keys()) nextId = Math.max(nextId, id + 1)
+  }
+
+  /** Delete ops for a file's entries and record. */
+  async function dropOps (id: number): Promise<Op[]> {
+    const ops: Op[] = [{ type: 'del', key: fileKey(TAG_FILE, id) }, { type: 'del', key: fileKey(TAG_FILE_BLOCKS, id) }]
+    let list: Uint8Array | undefined
+    try { list = await db.get(fileKey(TAG_FILE_BLOCKS, id)) } catch {}
+    if (list != null) {
+      const dv = new DataView(list.buffer, list.byteOffset, list.byteLength)
+      for (let at = 0; at + BLOCK_PREFIX_BYTES + 4 <= list.length; at += BLOCK_PREFIX_BYTES + 4) {
+        ops.push({ type: 'del', key: blockKey(list.subarray(at, at + BLOCK_PREFIX_BYTES), id, dv.getUint32(at + BLOCK_PREFIX_BYTES)) })
+      }
+    }
+    return ops
+  }
+
+  /** Walks the folders (no symlinks followed, special files skipped) and yields regular files with their stats. */
+  function * walk (stats: RefreshStats): Generator<[string, Stats]> {
+    const seenInodes = new Set<string>()
+    for (const root of folders) {
+      const stack = [root]
+      while (stack.length > 0) {
+        const dir = stack.pop()!
+        let entries
+        try {
+          entries = readdirSync(dir, { withFileTypes: true })
+        } catch (err) {
+          stats.warnings++
+          logger.warn(`index: cannot read folder ${dir}: ${(err as Error).message} (skipped)`)
+          continue
+        }
+        for (const e of entries) {
+          const p = join(dir, e.name)
+          if (e.isDirectory()) {
+            stack.push(p)
+          } else if (e.isFile()) {
+            let st: Stats
+            try { st = lstatSync(p) } catch { continue } // vanished between readdir and stat
+            if (!st.isFile()) continue
+            const inode = `${st.dev}:${st.ino}`
+            if (seenInodes.has(inode)) continue // hard link (or folder listed twice): index once
+            seenInodes.add(inode)
+            yield [p, st]
+          }
+          // symlinks, sockets, fifos, devices: not indexed (a symlink's in-tree target is indexed as itself)
+        }
+      }
+    }
+  }
+
+  const index: HostIndex = {
+    folders,
+    async open () {
+      if (opened) return
+      await db.open()
+      await loadTable()
+      opened = true
+    },
+
+    async refresh (options = {}) {
+      await index.open()
+      const started = performance.now()
+      const stats: RefreshStats = { files: 0, unchanged: 0, hashed: 0, removed: 0, bytesHashed: 0, blocks: 0, warnings: 0, seconds: 0 }
+      for (const f of folders) {
+        try { lstatSync(f) } catch (err) {
+          stats.warnings++
+          logger.warn(`index: folder ${f} is not available: ${(err as Error).message} (skipped)`)
+        }
+      }
+      const seen = new Set<number>()
+      const todo: Array<{ path: string, st: Stats, oldId?: number }> = []
+      let n = 0
+      for (const [path, st] of walk(stats)) {
+        stats.files++
+        const id = byPath.get(path)
+        const rec = id == null ? undefined : byId.get(id)
+        if (id != null && rec != null && rec.size === st.size && rec.mtimeMs === st.mtimeMs && rec.ino === st.ino && rec.dev === st.dev) {
+          seen.add(id)
+          stats.unchanged++
+        } else {
+          if (id != null) seen.add(id)
+          todo.push({ path, st, oldId: id })
+        }
+        if (++n % 4096 === 0) {
+          options.signal?.throwIfAborted()
+          await yieldLoop()
+        }
+      }
+      // files gone (deleted, folder vanished or no longer indexed): drop them and their entries
+      let pending: Op[] = []
+      const flush = async (): Promise<void> => {
+        if (pending.length === 0) return
+        const ops = pending
+        pending = []
+        await db.batch(ops)
+      }
+      for (const [id, rec] of byId) {
+        if (seen.has(id)) continue
+        for (const op of await dropOps(id)) pending.push(op)
+        byId.delete(id)
+        if (byPath.get(rec.path) === id) byPath.delete(rec.path)
+        stats.removed++
+        if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+      }
+      await flush()
+
+      // hash new and changed files, INDEX_CONCURRENCY at a time
+      let next = 0
+      const worker = async (): Promise<void> => {
+        const buf = new Uint8Array(readBytes)
+        const digests = new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES)
+        while (next < todo.length) {
+          options.signal?.throwIfAborted()
+          const item = todo[next++]
+          const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
+          const id = item.oldId ?? nextId++
+          const list: number[] = []
+          const entries: Uint8Array[] = []
+          let fh
+          try {
+            fh = await open(item.path, 'r')
+            const st = await fh.stat()
+            let pos = 0
+            for (;;) {
+              const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+              if (bytesRead === 0) break
+              const padded = Math.ceil(bytesRead / BLOCK_SIZE) * BLOCK_SIZE
+              buf.fill(0, bytesRead, padded)
+              const nBlocks = padded / BLOCK_SIZE
+              hashBlocks(buf.subarray(0, padded), digests)
+              const firstBlock = pos / BLOCK_SIZE
+              for (let b = 0; b < nBlocks; b++) {
+                const at = b * DIGEST_BYTES
+                if (isZeroPrefix(digests, at)) continue
+                const prefix = digests.slice(at, at + BLOCK_PREFIX_BYTES)
+                entries.push(blockKey(prefix, id, firstBlock + b))
+                list.push(firstBlock + b)
+              }
+              pos += bytesRead
+              if (bytesRead < buf.length && pos >= st.size) break
+            }
+            stats.bytesHashed += pos
+            // the file changed while being read: index what we read, the next refresh sees the new mtime
+            const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
+            const listBytes = new Uint8Array(entries.length * (BLOCK_PREFIX_BYTES + 4))
+            const dv = new DataView(listBytes.buffer)
+            for (let i = 0; i < entries.length; i++) {
+              listBytes.set(entries[i].subarray(1, 1 + BLOCK_PREFIX_BYTES), i * (BLOCK_PREFIX_BYTES + 4))
+              dv.setUint32(i * (BLOCK_PREFIX_BYTES + 4) + BLOCK_PREFIX_BYTES, list[i])
+              ops.push({ type: 'put', key: entries[i], value: EMPTY })
+            }
+            ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes })
+            ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
+            byId.set(id, rec)
+            byPath.set(item.path, id)
+            stats.hashed++
+            stats.blocks += entries.length
+          } catch (err) {
+            stats.warnings++
+            logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
+            if (item.oldId != null) {
+              byId.delete(item.oldId)
+              byPath.delete(item.path)
+            }
+          } finally {
+            await fh?.close()
+          }
+          for (const op of ops) pending.push(op)
+          if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+          options.onProgress?.(stats)
+        }
+      }
+      await Promise.all(Array.from({ length: concurrency }, async () => await worker()))
+      const idBytes = new Uint8Array(4)
+      new DataView(idBytes.buffer).setUint32(0, nextId)
+      pending.push({ type: 'put', key: NEXT_ID_KEY, value: idBytes })
+      await flush()
+      stats.seconds = (performance.now() - started) / 1000
+      return stats
+    },
+
+    async lookup (prefix) {
+      if (!opened) await index.open()
+      const gte = new Uint8Array(1 + BLOCK_PREFIX_BYTES)
+      gte[0] = TAG_BLOCK
+      gte.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
+      const lt = blockKey(prefix, 0xffffffff, 0xffffffff)
+      const out: BlockLocation[] = []
+      for await (const k of db.keys({ gte, lte: lt, limit: maxCandidates * 2 })) {
+        const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
+        const rec = byId.get(dv.getUint32(1 + BLOCK_PREFIX_BYTES))
+        if (rec == null) continue // entry of a file being replaced: not a candidate
+        out.push({ path: rec.path, offset: dv.getUint32(5 + BLOCK_PREFIX_BYTES) * BLOCK_SIZE, size: rec.size })
+        if (out.length >= maxCandidates) break
+      }
+      return out
+    },
+
+    async close () {
+      opened = false
+      await db.close()
+    }
+  }
+  return index
+}

@@ -1,0 +1,181 @@
+/**
+ * Sources of blocks on this machine: the partial file of an interrupted run
+ * (resume), the older version at the output path (self-seed, located through
+ * its stored manifest) and the host index (Trim Transfer). Every block read is
+ * offered to the sync, which re-hashes it against the manifest's prefix.
+ */
+import { closeSync, openSync, readSync } from 'node:fs'
+import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
+import type { Manifest } from '../protocol/manifest.ts'
+import { hashBlocks } from '../chunker/blake3.ts'
+import type { BlockSource, SyncContext } from './block-source.ts'
+import { OPEN_FILES_MAX } from './constants.ts'
+import type { HostIndex } from './host-index.ts'
+import type { AgentLogger } from './interface.ts'
+
+/** Reads blocks from files by path, keeping a bounded set of descriptors open. */
+export class FileReader {
+  private readonly fds = new Map<string, number>()
+  private readonly max: number
+  constructor (max = OPEN_FILES_MAX) { this.max = max }
+
+  /** Reads BLOCK_SIZE bytes at `offset` into `buf` (zero-padded past EOF); false when the file cannot be read. */
+  readBlock (path: string, offset: number, buf: Uint8Array): boolean {
+    let fd = this.fds.get(path)
+    try {
+      if (fd == null) {
+        if (this.fds.size >= this.max) {
+          const [oldest, ofd] = this.fds.entries().next().value as [string, number]
+          closeSync(ofd)
+          this.fds.delete(oldest)
+        }
+        fd = openSync(path, 'r')
+        this.fds.set(path, fd)
+      }
+      let n = 0
+      while (n < BLOCK_SIZE) {
+        const r = readSync(fd, buf, n, BLOCK_SIZE - n, offset + n)
+        if (r === 0) break
+        n += r
+      }
+      buf.fill(0, n, BLOCK_SIZE)
+      return n > 0
+    } catch {
+      return false
+    }
+  }
+
+  close (): void {
+    for (const fd of this.fds.values()) { try { closeSync(fd) } catch {} }
+    this.fds.clear()
+  }
+}
+
+/** Key of an 8-byte prefix, for maps. */
+export function prefixKey (prefixes: Uint8Array, index: number): bigint {
+  return new DataView(prefixes.buffer, prefixes.byteOffset + index * BLOCK_PREFIX_BYTES, BLOCK_PREFIX_BYTES).getBigUint64(0)
+}
+
+/** Image byte offset of every non-zero block of a manifest. */
+export function blockOffsets (m: Manifest): Float64Array {
+  const n = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
+  const out = new Float64Array(n)
+  for (const c of m.chunks) {
+    const len = c.length / BLOCK_SIZE
+    for (let k = 0; k < len; k++) out[c.firstBlock + k] = c.offset + k * BLOCK_SIZE
+  }
+  return out
+}
+
+/**
+ * Resume: the blocks an interrupted run already wrote into the temp file, at
+ * their own positions. Reads each unverified chunk whole and re-hashes it.
+ */
+export function createResumeSource (init: { tempPath: string }): BlockSource {
+  return {
+    name: 'partial file',
+    kind: 'local',
+    async fill (ctx: SyncContext) {
+      const m = ctx.manifest
+      const fd = openSync(init.tempPath, 'r')
+      try {
+        let buf = new Uint8Array(0)
+        let digests = new Uint8Array(0)
+        for (const ci of ctx.unverifiedChunks()) {
+          const c = m.chunks[ci]
+          if (buf.length < c.length) {
+            buf = new Uint8Array(c.length)
+            digests = new Uint8Array(c.length / BLOCK_SIZE * DIGEST_BYTES)
+          }
+          const view = buf.subarray(0, c.length)
+          const n = readSync(fd, view, 0, c.length, c.offset)
+          if (n < c.length) view.fill(0, n)
+          hashBlocks(view, digests)
+          const len = c.length / BLOCK_SIZE
+          for (let k = 0; k < len; k++) {
+            const index = c.firstBlock + k
+            if (!ctx.isMissing(index)) continue
+            let same = true
+            const p = index * BLOCK_PREFIX_BYTES
+            for (let b = 0; b < BLOCK_PREFIX_BYTES; b++) {
+              if (digests[k * DIGEST_BYTES + b] !== m.blockPrefixes[p + b]) { same = false; break }
+            }
+            // only offer matches: a block not written yet is not a bad block
+            if (same) ctx.offerBlock(index, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
+          }
+          await ctx.tick()
+        }
+      } finally {
+        closeSync(fd)
+      }
+    }
+  }
+}
+
+/** Self-seed: blocks of the older version at the output path, found through that version's manifest. */
+export function createSelfSeedSource (init: { path: string, manifest: Manifest }): BlockSource {
+  return {
+    name: `older version ${init.manifest.version}`,
+    kind: 'local',
+    async fill (ctx: SyncContext) {
+      const old = init.manifest
+      const oldOffsets = blockOffsets(old)
+      const where = new Map<bigint, number>()
+      const nOld = oldOffsets.length
+      for (let i = 0; i < nOld; i++) {
+        const k = prefixKey(old.blockPrefixes, i)
+        if (!where.has(k)) where.set(k, oldOffsets[i])
+      }
+      const wants: Array<[number, number]> = []
+      for (const index of ctx.missing()) {
+        const at = where.get(prefixKey(ctx.manifest.blockPrefixes, index))
+        if (at != null) wants.push([at, index])
+      }
+      wants.sort((a, b) => a[0] - b[0]) // read the old file front to back
+      const reader = new FileReader(1)
+      const buf = new Uint8Array(BLOCK_SIZE)
+      try {
+        let n = 0
+        for (const [at, index] of wants) {
+          if (!ctx.isMissing(index)) continue
+          if (reader.readBlock(init.path, at, buf)) ctx.offerBlock(index, buf, 'local')
+          if (++n % 1024 === 0) await ctx.tick()
+        }
+      } finally {
+        reader.close()
+      }
+    }
+  }
+}
+
+/** Trim Transfer: blocks of files on this host, through the host index. */
+export function createHostIndexSource (components: { index: HostIndex, logger: AgentLogger }): BlockSource {
+  return {
+    name: 'host index',
+    kind: 'local',
+    async fill (ctx: SyncContext, options) {
+      const missing = ctx.missing()
+      const reader = new FileReader()
+      const buf = new Uint8Array(BLOCK_SIZE)
+      const LOOKUP_PARALLEL = 64
+      try {
+        for (let i = 0; i < missing.length; i += LOOKUP_PARALLEL) {
+          options.signal?.throwIfAborted()
+          const slice = missing.slice(i, i + LOOKUP_PARALLEL)
+          const found = await Promise.all(slice.map(async index => await components.index.lookup(ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))))
+          for (let j = 0; j < slice.length; j++) {
+            const index = slice[j]
+            for (const loc of found[j]) {
+              if (!ctx.isMissing(index)) break
+              // a file changed since indexing fails the re-hash and is simply not used
+              if (reader.readBlock(loc.path, loc.offset, buf) && ctx.offerBlock(index, buf, 'local')) break
+            }
+          }
+          await ctx.tick()
+        }
+      } finally {
+        reader.close()
+      }
+    }
+  }
+}

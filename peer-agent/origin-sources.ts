@@ -1,0 +1,204 @@
+/**
+ * The origin (coordinator) as block sources: the precomputed delta pack
+ * (downloaded into the data dir with HTTP Range resume, then applied) and
+ * POST .../blocks batches (one zstd stream per batch, decoded as it arrives;
+ * after a broken stream only the blocks not yet received are asked again).
+ */
+import { createReadStream } from 'node:fs'
+import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
+import { api } from '../protocol/index.ts'
+import { BLOCK_SIZE } from '../protocol/constants.ts'
+import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges, rangesFromIndices } from '../protocol/delta-pack.ts'
+import { MAX_BLOCK_BATCH_BLOCKS } from '../protocol/block-batch.ts'
+import type { BlockSource, SyncContext } from './block-source.ts'
+import { BATCH_MAX_BLOCKS, RETRY_ATTEMPTS, RETRY_BASE_MS } from './constants.ts'
+import type { CoordinatorClient } from './coordinator-client.ts'
+import type { AbortOptions, AgentLogger } from './interface.ts'
+
+/** Splits a byte stream into BLOCK_SIZE blocks. */
+async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const buf = new Uint8Array(BLOCK_SIZE)
+  let fill = 0
+  for await (const piece of stream) {
+    let at = 0
+    if (fill > 0) {
+      const take = Math.min(BLOCK_SIZE - fill, piece.length)
+      buf.set(piece.subarray(0, take), fill)
+      fill += take
+      at = take
+      if (fill === BLOCK_SIZE) { yield buf; fill = 0 }
+    }
+    while (piece.length - at >= BLOCK_SIZE) {
+      yield piece.subarray(at, at + BLOCK_SIZE)
+      at += BLOCK_SIZE
+    }
+    if (at < piece.length) {
+      buf.set(piece.subarray(at), 0)
+      fill = piece.length - at
+    }
+  }
+  if (fill !== 0) throw new Error(`block stream ended mid-block (${fill} extra bytes)`)
+}
+
+/** Decompresses a zstd byte stream (windows up to 2^31, as the coordinator may use long-distance matching). */
+function unzstd (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  const z = createZstdDecompress({ params: { [zlibConstants.ZSTD_d_windowLogMax]: 31 } })
+  return Readable.from(input, { objectMode: false }).pipe(z)
+}
+
+/** POST .../blocks: the missing blocks, one distinct block each, in batches. */
+export function createBlockBatchSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, batchBlocks?: number, attempts?: number }): BlockSource {
+  const batchBlocks = Math.min(init.batchBlocks ?? BATCH_MAX_BLOCKS, MAX_BLOCK_BATCH_BLOCKS)
+  const attempts = init.attempts ?? RETRY_ATTEMPTS
+  return {
+    name: 'origin blocks',
+    kind: 'origin',
+    async fill (ctx, options) {
+      let failures = 0
+      for (;;) {
+        const missing = ctx.missing()
+        if (missing.length === 0) return
+        const batch = missing.slice(0, batchBlocks)
+        try {
+          await fetchBatch(ctx, batch, options)
+          failures = 0
+        } catch (err) {
+          if (options.signal?.aborted === true) throw err
+          // a broken stream keeps what arrived; the next round asks only for the rest
+          if (++failures >= attempts) throw err
+          components.logger.warn(`block stream from the coordinator broke (${(err as Error).message}); asking again for the ${ctx.missingCount()} blocks not received`)
+          await sleep(RETRY_BASE_MS * 2 ** (failures - 1), undefined, { signal: options.signal })
+        }
+      }
+    }
+  }
+
+  async function fetchBatch (ctx: SyncContext, batch: number[], options: AbortOptions): Promise<void> {
+    const ranges = rangesFromIndices(batch)
+    const res = await components.client.stream('POST', api.routes.blocks(init.image, init.version), { ranges } satisfies api.BlockBatchRequest, options)
+    let i = 0
+    let bad = 0
+    for await (const block of blocksOf(unzstd(res.body))) {
+      if (i >= batch.length) throw new Error('block stream holds more blocks than asked for')
+      if (!ctx.offerBlock(batch[i], block, 'origin')) bad++
+      i++
+      if (i % 256 === 0) await ctx.tick()
+    }
+    if (i < batch.length) throw new Error(`block stream ended after ${i} of ${batch.length} blocks`)
+    // blocks that failed verification stay missing; their chunks are fetched whole later
+    if (bad > 0) components.logger.warn(`${bad} blocks from the coordinator failed verification (discarded)`)
+  }
+}
+
+/** Which of the new version's blocks a delta pack from `old` holds: first occurrence of each prefix not in `old`. */
+export function deltaPackBlocks (newPrefixes: Uint8Array, oldPrefixes: Uint8Array): number[] {
+  const key = (p: Uint8Array, i: number): bigint => new DataView(p.buffer, p.byteOffset + i * 8, 8).getBigUint64(0)
+  const old = new Set<bigint>()
+  for (let i = 0; i < oldPrefixes.length / 8; i++) old.add(key(oldPrefixes, i))
+  const seen = new Set<bigint>()
+  const out: number[] = []
+  for (let i = 0; i < newPrefixes.length / 8; i++) {
+    const k = key(newPrefixes, i)
+    if (old.has(k) || seen.has(k)) continue
+    seen.add(k)
+    out.push(i)
+  }
+  return out
+}
+
+/** The delta pack from version `from`: downloaded to `path` (resumable with Range), then applied. */
+export function createDeltaPackSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, from: string, path: string, attempts?: number }): BlockSource {
+  const attempts = init.attempts ?? RETRY_ATTEMPTS
+  const etagPath = init.path + '.etag'
+  return {
+    name: `delta pack from ${init.from}`,
+    kind: 'origin',
+    async fill (ctx, options) {
+      await mkdir(dirname(init.path), { recursive: true })
+      let failures = 0
+      for (;;) {
+        try {
+          await download(options)
+          break
+        } catch (err) {
+          if (options.signal?.aborted === true) throw err
+          if (++failures >= attempts) throw err
+          components.logger.warn(`delta pack download broke (${(err as Error).message}); resuming`)
+          await sleep(RETRY_BASE_MS * 2 ** (failures - 1), undefined, { signal: options.signal })
+        }
+      }
+      await apply(ctx)
+    },
+    async close () {}
+  }
+
+  async function download (options: AbortOptions): Promise<void> {
+    let have = 0
+    let etag: string | undefined
+    try {
+      have = (await stat(init.path)).size
+      etag = (await readFile(etagPath, 'utf8')).trim()
+    } catch {
+      have = 0
+    }
+    const headers: Record<string, string> = {}
+    if (have > 0 && etag != null && etag !== '') {
+      headers.range = `bytes=${have}-`
+      headers['if-range'] = etag
+    }
+    const res = await components.client.stream('GET', api.routes.delta(init.image, init.version, init.from), undefined, { ...options, headers })
+    if (res.status === 416) {
+      // nothing past what we hold: the file is complete
+      for await (const _ of res.body) {}
+      return
+    }
+    const newTag = res.headers.get('etag')
+    const append = res.status === 206
+    if (!append && newTag != null) await writeFile(etagPath, newTag)
+    const fh = await open(init.path, append ? 'a' : 'w')
+    try {
+      for await (const piece of res.body) await fh.write(piece)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+  }
+
+  async function apply (ctx: SyncContext): Promise<void> {
+    const fh = await open(init.path, 'r')
+    let head = new Uint8Array(64 * 1024)
+    try {
+      let { bytesRead } = await fh.read(head, 0, head.length, 0)
+      let len = deltaPackHeaderLength(head.subarray(0, bytesRead))
+      if (len != null && len > bytesRead) {
+        head = new Uint8Array(len)
+        bytesRead = (await fh.read(head, 0, len, 0)).bytesRead
+        len = deltaPackHeaderLength(head.subarray(0, bytesRead))
+      }
+      const { header, bodyOffset } = decodeDeltaPackHeader(head.subarray(0, bytesRead))
+      if (header.version !== ctx.manifest.version || header.from !== init.from || header.name !== ctx.manifest.name) {
+        throw new Error(`delta pack is for ${header.name} ${header.from} -> ${header.version}, not ${ctx.manifest.name} ${init.from} -> ${ctx.manifest.version}`)
+      }
+      const indices = indicesOfRanges(header.ranges)
+      let n = 0
+      for await (const block of blocksOf(unzstd(createReadStream(init.path, { start: bodyOffset, highWaterMark: 1024 * 1024 })))) {
+        const next = indices.next()
+        if (next.done === true) throw new Error('delta pack holds more blocks than its header says')
+        if (ctx.isMissing(next.value)) ctx.offerBlock(next.value, block, 'origin')
+        if (++n % 256 === 0) await ctx.tick()
+      }
+    } finally {
+      await fh.close()
+    }
+  }
+}
+
+/** Removes a downloaded delta pack and its ETag. */
+export async function removeDeltaPack (path: string): Promise<void> {
+  await rm(path, { force: true })
+  await rm(path + '.etag', { force: true })
+}

@@ -1,0 +1,42 @@
+/**
+ * A token bucket on bytes: `take(n)` resolves once `n` bytes fit the rate.
+ * Used on origin response bodies, so a slow reader backpressures TCP and the
+ * WAN link sees at most the configured rate (plus one socket buffer).
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import { RATE_BURST_SECONDS } from './constants.ts'
+
+/** A byte-rate limiter. */
+export interface RateLimiter {
+  /** Bytes per second, 0 = unlimited. */
+  readonly rate: number
+  take: (bytes: number, options?: { signal?: AbortSignal }) => Promise<void>
+}
+
+/** A token bucket of `rate` bytes per second (0 = no limit). */
+export function createRateLimiter (rate: number, burstSeconds = RATE_BURST_SECONDS): RateLimiter {
+  const capacity = Math.max(rate * burstSeconds, 16 * 1024)
+  let tokens = capacity
+  let last = performance.now()
+  return {
+    rate,
+    async take (bytes, options = {}) {
+      if (rate <= 0) return
+      const now = performance.now()
+      tokens = Math.min(capacity, tokens + (now - last) / 1000 * rate)
+      last = now
+      tokens -= bytes
+      if (tokens < 0) {
+        // go into debt and wait it off: one wait per read keeps this cheap for big reads
+        await sleep(Math.ceil(-tokens / rate * 1000), undefined, { signal: options.signal })
+      }
+    }
+  }
+}
+
+/** The stricter of two caps in bytes per second (0 = no cap). */
+export function stricterRate (a: number, b: number): number {
+  if (a <= 0) return b
+  if (b <= 0) return a
+  return Math.min(a, b)
+}

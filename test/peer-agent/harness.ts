@@ -1,0 +1,101 @@
+/**
+ * A real coordinator for agent tests: started in-process on 127.0.0.1 (its own
+ * data dir), with images published through the real publish client, a machine
+ * token for a group, and that group's policy. Agents run as real processes
+ * (`node bin/trimswarm.js agent sync ...`) against its URL.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
+import { createPublishClient } from '../../coordinator/publish-client.ts'
+import type { Policy } from '../../protocol/api.ts'
+
+/** Path of the CLI entry point. */
+export const CLI = fileURLToPath(new URL('../../bin/trimswarm.js', import.meta.url))
+
+/** A running coordinator with one agent group. */
+export interface TestCoordinator {
+  coordinator: Coordinator
+  url: string
+  /** File holding a machine token of group `branch`. */
+  tokenFile: string
+  publish: (image: string, version: string, path: string) => Promise<void>
+  setPolicy: (policy: Partial<Policy>) => Promise<void>
+  stop: () => Promise<void>
+}
+
+/** The default policy of the test group: every image, no caps. */
+export const OPEN_POLICY: Policy = {
+  images: ['*'],
+  wanLimitBps: 0,
+  lanSharing: true,
+  lanUploadBps: 0,
+  maxPeers: 8,
+  updateWindow: null,
+  indexFolders: {}
+}
+
+/** Starts a coordinator under `dir` and prepares a token and policy for group `branch`. */
+export async function startTestCoordinator (dir: string, options: { listen?: string } = {}): Promise<TestCoordinator> {
+  const coordinator = createCoordinator({ dataDir: join(dir, 'coordinator'), listen: options.listen ?? '127.0.0.1:0', logLevel: 'error' })
+  await coordinator.start()
+  const url = coordinator.url
+  const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
+    const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${coordinator.adminToken}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
+    const text = await res.text()
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`)
+    return text === '' ? undefined : JSON.parse(text)
+  }
+  await admin('PUT', '/v1/policies/branch', OPEN_POLICY)
+  const token = await admin('POST', '/v1/tokens', { group: 'branch', name: 'test-agent' })
+  const tokenFile = join(dir, 'agent.token')
+  await writeFile(tokenFile, token.token + '\n', { mode: 0o600 })
+  const publisher = createPublishClient({ coordinator: url, token: coordinator.adminToken })
+  return {
+    coordinator,
+    url,
+    tokenFile,
+    async publish (image, version, path) {
+      await publisher.publish(path, { image, version })
+      await coordinator.images.whenIdle() // delta pack built
+    },
+    async setPolicy (policy) {
+      await admin('PUT', '/v1/policies/branch', { ...OPEN_POLICY, ...policy })
+    },
+    async stop () { await coordinator.stop() }
+  }
+}
+
+/** The result of one agent process. */
+export interface AgentRun {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  /** The parsed --json summary, when the run printed one. */
+  summary?: any
+}
+
+/** Starts `trimswarm agent ...` as a child process. */
+export function spawnAgent (args: string[], env: Record<string, string> = {}): { child: ChildProcess, done: Promise<AgentRun> } {
+  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+  const done = new Promise<AgentRun>((resolve) => {
+    child.on('close', (code, signal) => {
+      let summary: any
+      try { summary = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') } catch {}
+      resolve({ code, signal, stdout, stderr, summary })
+    })
+  })
+  return { child, done }
+}
+
+/** Runs `trimswarm agent ...` to completion. */
+export async function runAgent (args: string[], env: Record<string, string> = {}): Promise<AgentRun> {
+  return await spawnAgent(args, env).done
+}
