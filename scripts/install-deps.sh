@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd; do
+for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
