@@ -9,6 +9,7 @@ import { ValidationError } from '../protocol/errors.ts'
 import { array, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
 import { name } from '../protocol/api.ts'
 import { ConfigError } from './errors.ts'
+import { parseLdapConfig } from './ldap-authenticator.ts'
 import { LOG_LEVELS } from './logger.ts'
 import { createSiteMap } from './sites.ts'
 
@@ -50,7 +51,7 @@ export const CoordinatorConfigSchema = object({
 /** A parsed configuration; every field is optional (defaults in constants.ts). */
 export type CoordinatorConfig = Infer<typeof CoordinatorConfigSchema>
 
-/** Validates a configuration object; relative tls paths are resolved against `baseDir`. Throws ConfigError. */
+/** Validates a configuration object (the `ldap` section with parseLdapConfig); relative tls and ldap file paths are resolved against `baseDir`. Throws ConfigError. */
 export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): CoordinatorConfig {
   let config: CoordinatorConfig
   try {
@@ -59,6 +60,14 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
     throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
   }
   createSiteMap(config.sites) // throws ConfigError on a bad subnet
+  if (config.ldap != null) {
+    try {
+      // relative caFile / bindPasswordFile are relative to the config file, like tls paths
+      config.ldap = parseLdapConfig(config.ldap, { baseDir })
+    } catch (err) {
+      throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
+    }
+  }
   if (config.tls != null) config.tls = { cert: resolve(baseDir, config.tls.cert), key: resolve(baseDir, config.tls.key) }
   return config
 }

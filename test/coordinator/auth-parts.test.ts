@@ -56,17 +56,19 @@ describe('rate limiter', () => {
 describe('config', () => {
   it('accepts every documented field and resolves tls paths against the file', () => {
     const c = parseCoordinatorConfig({
-      listen: '0.0.0.0:8440', logLevel: 'warn', ldap: { url: 'ldap://x:389' }, adminGroups: ['trimswarm-admins'],
+      listen: '0.0.0.0:8440', logLevel: 'warn', ldap: { url: 'ldap://x:389', bindDN: 'cn=svc', bindPasswordFile: 'ldap.pw', userSearchBase: 'ou=people' }, adminGroups: ['trimswarm-admins'],
       sessionTtlSeconds: 3600, eventRetentionDays: 30, sites: { '10.1.0.0/16': 'paris', '10.1.2.0/24': 'paris-lab' },
       tls: { cert: 'cert.pem', key: '/abs/key.pem' }, limits: { maxJsonBodyBytes: 65536, maxBodyBytes: 1 << 20 },
       loginRateLimit: { windowSeconds: 60, maxPerIp: 10, maxFailuresPerUser: 5 }, images: {}
     }, '/etc/trimswarm')
     expect(c.tls).toEqual({ cert: '/etc/trimswarm/cert.pem', key: '/abs/key.pem' })
+    expect(c.ldap?.bindPasswordFile).toBe('/etc/trimswarm/ldap.pw')
   })
 
   it('refuses unknown fields, bad values and bad subnets with ConfigError', () => {
     expect(() => parseCoordinatorConfig({ lisen: '1.2.3.4:1' })).toThrow(/lisen: unknown field/)
     expect(() => parseCoordinatorConfig({ sessionTtlSeconds: 5 })).toThrow(ConfigError)
+    expect(() => parseCoordinatorConfig({ ldap: { url: 'ldap://x' } })).toThrow(/ldap\.bindDN/)
     expect(() => parseCoordinatorConfig({ sites: { '10.1.0.0/33': 'x' } })).toThrow(/not an IPv4 subnet/)
     expect(() => parseCoordinatorConfig({ sites: { '10.1.0.0/16': '../x' } })).toThrow(ConfigError)
     expect(() => parseListen('nohostport')).toThrow(ConfigError)
