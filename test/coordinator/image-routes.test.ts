@@ -119,7 +119,7 @@ describe('images, origin and delta packs over HTTP', () => {
       chunks: [{ offset: 0, length: BLOCK_SIZE, digest: chunkCidOf(lonely).multihash.digest }],
       blockPrefixes: digest.subarray(0, 8)
     })
-    const res = await h.fetch(api.routes.versions('desk'), TOKENS.admin, { method: 'POST', body: encodeManifest(m), headers: { 'content-type': 'application/cbor' } })
+    const res = await h.fetch(api.routes.versions('desk'), TOKENS.admin, { method: 'POST', body: encodeManifest(m) as BodyInit, headers: { 'content-type': 'application/cbor' } })
     expect(res.status).toBe(409)
     expect((await h.fetch(api.routes.versionInfo('desk', '3'), TOKENS.admin)).status).toBe(404)
     const list = api.VersionList.parse(await (await h.fetch(api.routes.versions('desk'), TOKENS.admin)).json())
@@ -127,14 +127,14 @@ describe('images, origin and delta packs over HTTP', () => {
   })
 
   it('refuses a duplicate version (409), a name mismatch and a lying block prefix (400)', async () => {
-    const dup = await h.fetch(api.routes.versions('desk'), TOKENS.admin, { method: 'POST', body: m1.manifestBytes })
+    const dup = await h.fetch(api.routes.versions('desk'), TOKENS.admin, { method: 'POST', body: m1.manifestBytes as BodyInit })
     expect(dup.status).toBe(409)
-    const wrongName = await h.fetch(api.routes.versions('other'), TOKENS.admin, { method: 'POST', body: m1.manifestBytes })
+    const wrongName = await h.fetch(api.routes.versions('other'), TOKENS.admin, { method: 'POST', body: m1.manifestBytes as BodyInit })
     expect(wrongName.status).toBe(400)
     const prefixes = m1.manifest.blockPrefixes.slice()
     prefixes[0] ^= 0xff
     const liar = createManifest({ ...m1.manifest, version: '4', chunks: m1.manifest.chunks, blockPrefixes: prefixes })
-    const res = await h.fetch(api.routes.versions('desk'), TOKENS.admin, { method: 'POST', body: encodeManifest(liar) })
+    const res = await h.fetch(api.routes.versions('desk'), TOKENS.admin, { method: 'POST', body: encodeManifest(liar) as BodyInit })
     expect(res.status).toBe(400)
     expect((await res.json()).error.name).toBe('InvalidManifestError')
     expect((await h.fetch(api.routes.versionInfo('desk', '4'), TOKENS.admin)).status).toBe(404)
@@ -262,7 +262,7 @@ describe('images, origin and delta packs over HTTP', () => {
     const admin: Array<[string, RequestInit]> = [
       [api.routes.chunksMissing, { method: 'POST', body: JSON.stringify({ cids: [cid] }) }],
       [api.routes.chunkUpload(cid), { method: 'PUT', body: new Uint8Array(BLOCK_SIZE) }],
-      [api.routes.versions('desk'), { method: 'POST', body: m1.manifestBytes }],
+      [api.routes.versions('desk'), { method: 'POST', body: m1.manifestBytes as BodyInit }],
       [api.routes.retire('desk', '1'), { method: 'POST' }]
     ]
     for (const [path, init] of admin) {
