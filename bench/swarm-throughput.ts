@@ -1,0 +1,150 @@
+/**
+ * `npm run bench -- swarm-throughput`: block-exchange throughput between two
+ * agents in two processes on loopback, next to a plain libp2p stream push over
+ * the same transport stack (tcp + noise + yamux) in the same run. Figures:
+ * docs/BENCHMARKS.md "swarm".
+ *
+ * The seed is this file run as a child process (`--serve`): it makes a random
+ * image version in memory (chunk sizes like the chunker's defaults), serves it
+ * through createSwarm + serve(), and also answers a raw push protocol that
+ * streams the same bytes. The parent fetches the whole version with a swarm
+ * session (every chunk BLAKE3-verified, as in a sync) and with the raw push.
+ */
+import { fork, type ChildProcess } from 'node:child_process'
+import { randomFillSync } from 'node:crypto'
+import { parseArgs } from 'node:util'
+import { multiaddr } from '@multiformats/multiaddr'
+import { hashBytes } from '../chunker/blake3.ts'
+import { signCapability } from '../protocol/capability.ts'
+import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../protocol/constants.ts'
+import { createManifest, decodeManifest, encodeManifest } from '../protocol/manifest.ts'
+import { createSwarm } from '../peer-agent/swarm/index.ts'
+import { median } from './lib/stats.ts'
+
+/** One line for the list of benchmarks. */
+export const summary = 'LAN swarm: block-exchange MB/s between two processes vs a plain libp2p stream push'
+
+/** Help text. */
+export const usage = `Usage: npm run bench -- swarm-throughput [--mib N] [--runs N]
+
+Starts a seed agent in a second process holding N MiB (default 256) of random
+chunks (4 to 64 blocks, mean ~16 blocks as the chunker's defaults), then, in
+this process, alternately (--runs times, default 3):
+  - plain push: one libp2p stream (tcp + noise + yamux) carrying the same bytes;
+  - block exchange: a swarm session fetching every chunk (WANT/BLOCK, pipelined,
+    each chunk verified with BLAKE3) from the seed.
+Prints the median MB/s of each and the ratio (goal: >= 0.8).`
+
+/** Its options. */
+export const options = {
+  mib: { type: 'string' },
+  runs: { type: 'string' },
+  serve: { type: 'boolean' },
+  key: { type: 'string' }
+} as const
+
+const PUSH_PROTOCOL = '/trimswarm-bench/push/1.0.0'
+
+interface SeedReady { addr: string, manifest: string }
+
+function makeChunks (totalBytes: number): Uint8Array[] {
+  const chunks: Uint8Array[] = []
+  let left = totalBytes
+  let x = 12345
+  while (left > 0) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0
+    const blocks = Math.min(64, 4 + Math.floor(-Math.log(1 - (x % 10_000) / 10_000) * 12))
+    const len = Math.min(left, blocks * BLOCK_SIZE)
+    chunks.push(randomFillSync(new Uint8Array(len)))
+    left -= len
+  }
+  return chunks
+}
+
+async function serveSeed (mib: number, keyHex: string): Promise<void> {
+  const chunks = makeChunks(mib * 1024 * 1024)
+  const prefixes = new Uint8Array(chunks.reduce((n, c) => n + c.length / BLOCK_SIZE, 0) * BLOCK_PREFIX_BYTES)
+  let b = 0
+  let offset = 0
+  const entries = chunks.map(c => {
+    for (let o = 0; o < c.length; o += BLOCK_SIZE) prefixes.set(hashBytes(c.subarray(o, o + BLOCK_SIZE)).subarray(0, BLOCK_PREFIX_BYTES), (b++) * BLOCK_PREFIX_BYTES)
+    const e = { offset, length: c.length, digest: hashBytes(c) }
+    offset += c.length
+    return e
+  })
+  const manifest = createManifest({ name: 'bench', version: 'v1', size: offset, chunking: { minBlocks: 4, avgBlocks: 16, maxBlocks: 64 }, chunks: entries, blockPrefixes: prefixes })
+  const swarm = await createSwarm({}, { coordinatorKey: Buffer.from(keyHex, 'hex'), listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false })
+  swarm.serve({ image: 'bench', version: 'v1', chunkCount: chunks.length, provider: { has: () => true, read: async (i) => chunks[i] } })
+  await swarm.libp2p.handle(PUSH_PROTOCOL, async (stream) => {
+    for (const c of chunks) if (!stream.send(c)) await stream.onDrain()
+    await stream.close()
+  })
+  const ready: SeedReady = { addr: swarm.getMultiaddrs()[0], manifest: Buffer.from(encodeManifest(manifest)).toString('base64') }
+  process.send?.(ready)
+  process.on('disconnect', () => { void swarm.stop().then(() => process.exit(0)) })
+}
+
+/** Runs the benchmark. */
+export async function run (argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options, strict: true })
+  const mib = Number(values.mib ?? 256)
+  const runs = Number(values.runs ?? 3)
+  if (!Number.isInteger(mib) || mib < 1 || !Number.isInteger(runs) || runs < 1) throw new Error('--mib must be an integer >= 1, --runs >= 1')
+  if (values.serve === true) {
+    await serveSeed(mib, values.key ?? '')
+    return await new Promise<number>(() => {}) // serve until the parent disconnects
+  }
+
+  const pair = await crypto.subtle.generateKey('Ed25519', true, ['sign', 'verify']) as CryptoKeyPair
+  const publicKeyRaw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey))
+  const child: ChildProcess = fork(import.meta.filename, ['--serve', '--mib', String(mib), '--key', Buffer.from(publicKeyRaw).toString('hex')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  try {
+    const ready = await new Promise<SeedReady>((resolve, reject) => {
+      child.once('message', m => { resolve(m as SeedReady) })
+      child.once('exit', code => { reject(new Error(`seed process exited with ${String(code)}`)) })
+    })
+    const manifest = decodeManifest(Buffer.from(ready.manifest, 'base64'))
+    const total = manifest.chunks.reduce((n, c) => n + c.length, 0)
+    const swarm = await createSwarm({}, { coordinatorKey: publicKeyRaw, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false })
+    const capability = await signCapability({ image: 'bench', version: 'v1', peer: swarm.peerId, expires: Math.floor(Date.now() / 1000) + 3600 }, pair.privateKey)
+    process.stdout.write(`swarm-throughput: ${(total / 1e6).toFixed(1)} MB in ${manifest.chunks.length} chunks (mean ${(total / manifest.chunks.length / 1024).toFixed(0)} KiB), two processes on 127.0.0.1\n`)
+    const pushRates: number[] = []
+    const swarmRates: number[] = []
+    for (let r = 0; r < runs; r++) {
+      // Plain push: the ceiling of one libp2p stream on this stack.
+      let t0 = performance.now()
+      const stream = await swarm.libp2p.dialProtocol(multiaddr(ready.addr), PUSH_PROTOCOL)
+      let got = 0
+      for await (const piece of stream) got += piece.byteLength
+      const pushSeconds = (performance.now() - t0) / 1000
+      if (got !== total) throw new Error(`push delivered ${got} of ${total} bytes`)
+      pushRates.push(total / 1e6 / pushSeconds)
+      // Block exchange: a full session, every chunk verified.
+      t0 = performance.now()
+      let received = 0
+      const session = swarm.createSession({
+        image: 'bench', version: 'v1', manifest, capability, peers: [ready.addr],
+        onChunk: async (_i, bytes) => { received += bytes.length }
+      })
+      await session.start()
+      await session.done
+      const swarmSeconds = (performance.now() - t0) / 1000
+      await session.close()
+      if (received !== total) throw new Error(`session delivered ${received} of ${total} bytes`)
+      swarmRates.push(total / 1e6 / swarmSeconds)
+      process.stdout.write(`  run ${r + 1}: plain push ${pushRates[r].toFixed(0)} MB/s, block exchange ${swarmRates[r].toFixed(0)} MB/s\n`)
+    }
+    const push = median(pushRates)
+    const ex = median(swarmRates)
+    process.stdout.write(`median of ${runs}: plain libp2p push ${push.toFixed(0)} MB/s, block exchange ${ex.toFixed(0)} MB/s, ratio ${(ex / push).toFixed(2)} (goal >= 0.8)\n`)
+    await swarm.stop()
+    return 0
+  } finally {
+    child.disconnect()
+    child.kill()
+  }
+}
+
+if (import.meta.main) {
+  run(process.argv.slice(2)).then(code => { process.exitCode = code }, err => { process.stderr.write(`swarm-throughput: ${(err as Error).message}\n`); process.exitCode = 1 })
+}
