@@ -1,0 +1,401 @@
+/**
+ * Runs the branch-office benchmark end to end: checks, network, hq services
+ * (coordinator, plain HTTP server), publishing, then per scenario every
+ * method with all clients at once, measured on the link; writes the report.
+ * Everything is driven through public CLIs as separate processes.
+ */
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs'
+import { cpus, hostname, tmpdir, totalmem } from 'node:os'
+import { join, resolve } from 'node:path'
+import type { BranchConfig, Method } from './flags.ts'
+import { BranchUsageError } from './flags.ts'
+import { createProcessManager } from './processes.ts'
+import type { Child, ProcessManager } from './processes.ts'
+import { createNetnsNetwork, createProxyNetwork, removeStaleNamespaces, waitReady } from './network.ts'
+import type { CommandLine, Network } from './network.ts'
+import { sampleDelta, throughputSeries } from './counters.ts'
+import type { Sample } from './counters.ts'
+import { accountingCheck, formatBytes, renderJson, renderMarkdown, resultTable, wanBytes } from './report.ts'
+import type { BranchReport, ClientResult, MethodResult } from './report.ts'
+import { buildCharts } from './charts.ts'
+import { createProgress } from './progress.ts'
+import type { Progress } from './progress.ts'
+import {
+  AGENT_GROUP, COORDINATOR_PORT, HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
+} from './constants.ts'
+import type { Scenario } from './constants.ts'
+
+const REPO = resolve(import.meta.dirname, '..', '..')
+const TRIMSWARM = join(REPO, 'bin', 'trimswarm.js')
+
+/** Where the corpus is looked for when --images is not given. */
+export const DEFAULT_IMAGES_DIRS = ['/work/corpus', resolve(REPO, '..', 'shared', 'corpus')]
+
+function hasTool (name: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Finds the images folder or explains how to make one. */
+export function findImages (dir: string | undefined): string {
+  const candidates = dir != null ? [dir] : DEFAULT_IMAGES_DIRS
+  for (const d of candidates) {
+    if (existsSync(join(d, 'base.img')) && existsSync(join(d, 'next.img'))) return resolve(d)
+  }
+  throw new BranchUsageError(`no base.img and next.img in ${candidates.join(' or ')}: build them with ../shared/corpus/make-images.sh (two 768 MiB ext4 images), or pass --images DIR holding base.img (v1) and next.img (v2)`)
+}
+
+/** Checks everything a run needs before anything is started or configured. */
+export function preflight (config: BranchConfig): { images: string, casync: boolean } {
+  if (!config.proxy && process.getuid?.() !== 0) {
+    throw new BranchUsageError('not root: network namespaces, veth and tc need root. Run as root for the real shaped network, or add --proxy to use the 127.0.0.1 shaping proxy instead (less realistic; the report says so).')
+  }
+  const images = findImages(config.imagesDir)
+  const needed = ['curl', 'zstd', 'b3sum', ...(config.proxy ? [] : ['ip', 'tc'])]
+  const missing = needed.filter(t => !hasTool(t))
+  if (missing.length > 0) throw new BranchUsageError(`missing tools: ${missing.join(', ')} (install them and run again)`)
+  return { images, casync: hasTool('casync') }
+}
+
+interface Ctx {
+  config: BranchConfig
+  pm: ProcessManager
+  net: Network
+  work: string
+  images: string
+  progress: Progress
+  coordFront: string
+  httpFront: string
+  agentToken: string
+  expected: Record<'base' | 'next', string>
+  notes: string[]
+}
+
+async function b3 (file: string): Promise<string> {
+  return execFileSync('b3sum', ['--no-names', file], { encoding: 'utf8' }).trim()
+}
+
+function trimswarm (args: string[]): CommandLine {
+  return [process.execPath, [TRIMSWARM, ...args]]
+}
+
+/** Spawns every client at once on the branch side and measures the link while they run. */
+async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: CommandLine[],
+  finish: (i: number, child: Child, ok: boolean) => Promise<Partial<ClientResult>>): Promise<MethodResult> {
+  const samples: Sample[] = [ctx.net.sample()]
+  const t0 = samples[0].t
+  const children = clients.map(([cmd, args], i) => ctx.pm.spawn(`${scenario}/${method}/${i + 1}`, ...ctx.net.branch(cmd, args)))
+  const doneAt: Array<number | undefined> = children.map(() => undefined)
+  const codes: Array<{ code: number | null, signal: string | null } | undefined> = children.map(() => undefined)
+  children.forEach((c, i) => { void c.exited.then(x => { doneAt[i] = performance.now(); codes[i] = x }) })
+  const tick = (): void => {
+    const s = ctx.net.sample()
+    samples.push(s)
+    const d = sampleDelta(samples[0], s)
+    const prev = samples.length > 1 ? samples[samples.length - 2] : samples[0]
+    const rate = sampleDelta(prev, s)
+    ctx.progress.update(`[${scenario}] ${method.padEnd(9)} ${doneAt.filter(x => x != null).length}/${children.length} done  WAN ${formatBytes(d.wan).padStart(9)}  ${(rate.seconds > 0 ? rate.wan * 8 / rate.seconds / 1e6 : 0).toFixed(1).padStart(6)} Mbit/s  LAN ${formatBytes(d.lan)}  ${d.seconds.toFixed(0)} s`)
+  }
+  const timer = setInterval(tick, SAMPLE_PERIOD_MS)
+  try {
+    await Promise.all(children.map(async c => await c.exited))
+  } finally {
+    clearInterval(timer)
+  }
+  // Let the last ACKs and FINs cross the link before the final reading.
+  await new Promise(resolve => setTimeout(resolve, 300))
+  tick()
+  ctx.progress.done()
+  const end = samples[samples.length - 1]
+  const delta = sampleDelta(samples[0], end)
+  const results: ClientResult[] = []
+  for (let i = 0; i < children.length; i++) {
+    const ok = codes[i]?.code === 0
+    const seconds = ((doneAt[i] ?? end.t) - t0) / 1000
+    const extra = await finish(i, children[i], ok)
+    results.push({
+      client: i + 1,
+      seconds,
+      ok,
+      verified: false,
+      ...(ok ? {} : { error: `exit ${codes[i]?.signal ?? codes[i]?.code}: ${children[i].stderr().trim().split('\n').slice(-3).join(' / ')}` }),
+      ...extra
+    })
+  }
+  const okTimes = results.filter(r => r.ok).map(r => r.seconds)
+  const reportedPeers = results.reduce((s, r) => s + (r.reported?.peers ?? 0), 0)
+  const reportedLocal = results.some(r => r.reported != null) ? results.reduce((s, r) => s + (r.reported?.local ?? 0), 0) : null
+  const r: MethodResult = {
+    scenario,
+    method,
+    ran: true,
+    clients: results,
+    wanDown: delta.wanDown,
+    wanUp: delta.wanUp,
+    lan: ctx.net.lanMeasured ? delta.lan : reportedPeers,
+    local: reportedLocal,
+    firstDoneSeconds: okTimes.length > 0 ? Math.min(...okTimes) : null,
+    allDoneSeconds: okTimes.length === results.length && okTimes.length > 0 ? Math.max(...okTimes) : null,
+    throughput: throughputSeries(samples)
+  }
+  ctx.progress.line(`[${scenario}] ${method}: WAN ${formatBytes(wanBytes(r))}, LAN ${formatBytes(r.lan)}, all done in ${r.allDoneSeconds?.toFixed(1) ?? 'n/a (failures)'} s, verified ${results.filter(x => x.verified).length}/${results.length}`)
+  return r
+}
+
+async function verifyAndRemove (file: string, expected: string, remove: boolean): Promise<boolean> {
+  let ok = false
+  try { ok = (await b3(file)) === expected } catch { ok = false }
+  if (remove) rmSync(file, { force: true })
+  return ok
+}
+
+async function runHttp (ctx: Ctx, scenario: Scenario): Promise<MethodResult> {
+  const image = scenario === 'update' ? 'next' : 'base'
+  const dir = join(ctx.work, 'clients', scenario, 'http')
+  mkdirSync(dir, { recursive: true })
+  const outs = Array.from({ length: ctx.config.agents }, (_, i) => join(dir, `out-${i + 1}.img`))
+  const url = `http://${ctx.httpFront}/${image}.img.zst`
+  return await measure(ctx, scenario, 'http', outs.map(o => ['bash', ['-c', 'set -o pipefail; curl -sS --fail "$1" | zstd -d -q -f -o "$2"', 'fetch', url, o]]),
+    async (i, _c, ok) => ({ verified: ok && await verifyAndRemove(outs[i], ctx.expected[image], true) }))
+}
+
+async function runCasync (ctx: Ctx, scenario: Scenario): Promise<MethodResult> {
+  const image = scenario === 'update' ? 'next' : 'base'
+  const dir = join(ctx.work, 'clients', scenario, 'casync')
+  mkdirSync(dir, { recursive: true })
+  const outs = Array.from({ length: ctx.config.agents }, (_, i) => join(dir, `out-${i + 1}.img`))
+  const seed = scenario === 'update' ? [`--seed=${join(ctx.images, 'base.img')}`] : []
+  return await measure(ctx, scenario, 'casync', outs.map(o => ['casync', ['extract', ...seed, `--store=http://${ctx.httpFront}/default.castr`, `http://${ctx.httpFront}/${image}.caibx`, o]]),
+    async (i, _c, ok) => ({ verified: ok && await verifyAndRemove(outs[i], ctx.expected[image], true) }))
+}
+
+function agentDirs (ctx: Ctx, set: string): Array<{ data: string, out: string }> {
+  return Array.from({ length: ctx.config.agents }, (_, i) => ({
+    data: join(ctx.work, 'agents', set, `data-${i + 1}`),
+    out: join(ctx.work, 'agents', set, `out-${i + 1}.img`)
+  }))
+}
+
+function syncArgs (ctx: Ctx, version: string, d: { data: string, out: string }, index: string[] | null): string[] {
+  return ['agent', 'sync', `${IMAGE_NAME}@${version}`, '--coordinator', `http://${ctx.coordFront}`, '--token-file', ctx.agentToken,
+    '--data', d.data, '--out', d.out, ...(index == null ? ['--no-index'] : index.flatMap(x => ['--index', x])), '--json', '--quiet']
+}
+
+function parseSummary (stdout: string): ClientResult['reported'] | undefined {
+  const lines = stdout.trim().split('\n').filter(l => l.startsWith('{'))
+  for (const l of lines.reverse()) {
+    try {
+      const j = JSON.parse(l) as { bytes?: { local?: number, peers?: number, origin?: number } }
+      if (j.bytes != null) return { local: j.bytes.local ?? 0, peers: j.bytes.peers ?? 0, origin: j.bytes.origin ?? 0 }
+    } catch { /* not the summary */ }
+  }
+  return undefined
+}
+
+async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Promise<MethodResult> {
+  const image = scenario === 'update' ? 'next' : 'base'
+  let dirs: Array<{ data: string, out: string }>
+  let index: string[] | null = null
+  if (scenario === 'cold') {
+    dirs = agentDirs(ctx, 'cold')
+  } else if (scenario === 'update') {
+    dirs = agentDirs(ctx, 'cold')
+    if (!coldRan) {
+      // v1 must be on every agent first: sync it now, not measured.
+      ctx.progress.line('[update] preparing: every agent syncs v1 first (not measured)')
+      await Promise.all(dirs.map(async (d, i) => await ctx.pm.run(`prepare v1 ${i + 1}`, ...ctx.net.branch(...trimswarm(syncArgs(ctx, V1, d, null))))))
+    }
+  } else {
+    dirs = agentDirs(ctx, 'trim')
+    index = ctx.config.indexDirs
+    const proto = join(ctx.work, 'agents', 'index-proto')
+    ctx.progress.line(`[trim] building the host index of ${index.join(', ')} once (trimswarm agent index), then copying it to each agent's data dir`)
+    const t = performance.now()
+    const out = await ctx.pm.run('agent index', ...trimswarm(['agent', 'index', '--data', proto, ...index.flatMap(x => ['--index', x]), '--json']))
+    const seconds = (performance.now() - t) / 1000
+    ctx.notes.push(`trim: the host index of ${index.join(', ')} was built once with \`trimswarm agent index\` in ${seconds.toFixed(1)} s (not in the measured time) and its data dir copied to each agent; each agent's sync then refreshes it (size/mtime/inode, no re-hashing) inside the measured time. Index stats: ${out.trim().split('\n').slice(-1)[0]?.slice(0, 300) ?? ''}`)
+    for (const d of dirs) cpSync(proto, d.data, { recursive: true })
+  }
+  const version = image === 'next' ? V2 : V1
+  return await measure(ctx, scenario, 'trimswarm', dirs.map(d => trimswarm(syncArgs(ctx, version, d, index))),
+    async (i, child, ok) => ({
+      reported: parseSummary(child.stdout()),
+      verified: ok && await verifyAndRemove(dirs[i].out, ctx.expected[image], scenario === 'trim')
+    }))
+}
+
+function notRun (scenario: Scenario, method: Method, note: string): MethodResult {
+  return { scenario, method, ran: false, note, clients: [], wanDown: 0, wanUp: 0, lan: 0, local: null, firstDoneSeconds: null, allDoneSeconds: null, throughput: [] }
+}
+
+async function prepareArtifacts (ctx: Ctx, casync: boolean): Promise<void> {
+  const www = join(ctx.work, 'www')
+  mkdirSync(www, { recursive: true })
+  const jobs: Array<Promise<unknown>> = []
+  for (const name of ['base', 'next'] as const) {
+    const img = join(ctx.images, `${name}.img`)
+    jobs.push(ctx.pm.run(`zstd ${name}`, 'zstd', [`-${HTTP_ZSTD_LEVEL}`, '-T0', '-q', '-f', img, '-o', join(www, `${name}.img.zst`)]))
+    jobs.push(b3(img).then(h => { ctx.expected[name] = h }))
+  }
+  await Promise.all(jobs)
+  if (casync) {
+    for (const name of ['base', 'next']) {
+      await ctx.pm.run(`casync make ${name}`, 'casync', ['make', `--store=${join(www, 'default.castr')}`, join(www, `${name}.caibx`), join(ctx.images, `${name}.img`)])
+    }
+  }
+}
+
+async function startServices (ctx: Ctx): Promise<{ adminUrl: string, adminToken: string }> {
+  const coordBackend = await ctx.net.backendPort(COORDINATOR_PORT)
+  const httpBackend = await ctx.net.backendPort(HTTP_PORT)
+  const http = ctx.pm.spawn('http server', ...ctx.net.hq(process.execPath, [join(import.meta.dirname, 'serve.ts'), '--root', join(ctx.work, 'www'), '--listen', `127.0.0.1:${httpBackend}`]))
+  await waitReady(http.onLine, http.exited, 'http server', http.stderr)
+  const coordData = join(ctx.work, 'coordinator')
+  const coord = ctx.pm.spawn('coordinator', ...ctx.net.hq(...trimswarm(['coordinator', '--data', coordData, '--listen', `127.0.0.1:${coordBackend}`, '--log-level', 'warn'])))
+  const adminUrl = `http://127.0.0.1:${coordBackend}`
+  const tokenFile = join(coordData, 'admin.token')
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    if (existsSync(tokenFile)) {
+      try {
+        await ctx.pm.run('health', ...ctx.net.hq('curl', ['-sf', '-o', '/dev/null', `${adminUrl}/healthz`]))
+        break
+      } catch { /* not listening yet */ }
+    }
+    const exited = await Promise.race([coord.exited.then(() => true), new Promise(resolve => setTimeout(() => resolve(false), 250))])
+    if (exited === true) throw new Error(`coordinator exited: ${coord.stderr().slice(-800)}`)
+    if (Date.now() > deadline) throw new Error(`coordinator did not become healthy: ${coord.stderr().slice(-800)}`)
+  }
+  const [coordFront, httpFront] = await ctx.net.startWan([
+    { frontPort: COORDINATOR_PORT, backendPort: coordBackend },
+    { frontPort: HTTP_PORT, backendPort: httpBackend }
+  ])
+  ctx.coordFront = coordFront
+  ctx.httpFront = httpFront
+  return { adminUrl, adminToken: tokenFile }
+}
+
+/** The machine this ran on, for the report. */
+export function machineDescription (): string {
+  const c = cpus()
+  let os = ''
+  try { os = readFileSync('/etc/os-release', 'utf8').match(/^PRETTY_NAME="?([^"\n]*)"?/m)?.[1] ?? '' } catch { /* not Linux */ }
+  return `${hostname()}: ${c.length} x ${c[0]?.model?.trim() ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${os || process.platform}, Node ${process.versions.node}`
+}
+
+/** Runs the benchmark; returns the exit code. */
+export async function runBranch (config: BranchConfig): Promise<number> {
+  const pre = preflight(config)
+  const pm = createProcessManager()
+  const progress = createProgress(process.stderr)
+  let net: Network | undefined
+  let work = ''
+  let cleaned: Promise<void> | undefined
+  const cleanup = async (): Promise<void> => {
+    cleaned ??= (async () => {
+      await pm.killAll()
+      await net?.teardown()
+      if (work !== '' && !config.keep) rmSync(work, { recursive: true, force: true })
+    })()
+    await cleaned
+  }
+  const onSignal = (sig: NodeJS.Signals): void => {
+    progress.done()
+    process.stderr.write(`\nbranch: ${sig}: stopping every process and removing the network...\n`)
+    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143))
+  }
+  const onFatal = (err: unknown): void => {
+    process.stderr.write(`\nbranch: ${(err as Error)?.message ?? String(err)}\n`)
+    void cleanup().finally(() => process.exit(1))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  process.on('SIGHUP', onSignal)
+  process.on('uncaughtException', onFatal)
+  process.on('unhandledRejection', onFatal)
+  try {
+    if (!config.proxy) {
+      const stale = removeStaleNamespaces()
+      if (stale.length > 0) progress.line(`removed namespaces left by killed runs: ${stale.join(', ')}`)
+    }
+    work = mkdtempSync(join(tmpdir(), 'trimswarm-branch-'))
+    const notes: string[] = []
+    const ctx: Ctx = { config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes }
+    progress.line(`preparing: zstd -${HTTP_ZSTD_LEVEL} of both images${pre.casync ? ', casync make of both' : ''}, b3sum (work folder ${work})`)
+    await prepareArtifacts(ctx, pre.casync && config.methods.includes('casync'))
+    net = config.proxy
+      ? await createProxyNetwork({ id: process.pid, wanRate: config.wanRate, wanRttMs: config.wanRttMs, lanRate: config.lanRate })
+      : await createNetnsNetwork(pm, { id: process.pid, wanRate: config.wanRate, wanRttMs: config.wanRttMs, lanRate: config.lanRate })
+    ctx.net = net
+    progress.line(`network: ${net.mode === 'netns' ? 'namespaces + veth + tc tbf' : 'shaping proxy on 127.0.0.1'}; WAN ${config.wanRateText}, RTT ${config.wanRttMs} ms`)
+    const { adminUrl, adminToken } = await startServices(ctx)
+    const admin = (args: string[]): CommandLine => ctx.net.hq(...trimswarm([...args, '--coordinator', adminUrl, '--token-file', adminToken]))
+    const token = (await pm.run('token create', ...admin(['token', 'create', '--group', AGENT_GROUP, '--name', 'branch-bench']))).trim().split('\n').pop() ?? ''
+    writeFileSync(ctx.agentToken, token + '\n', { mode: 0o600 })
+    await pm.run('policy set', ...admin(['policy', 'set', AGENT_GROUP, '--images', IMAGE_NAME, '--lan-sharing', 'on', '--wan-limit', 'unlimited', '--index-linux', '']))
+    for (const [file, version] of [['base.img', V1], ['next.img', V2]]) {
+      progress.line(`publishing ${file} as ${IMAGE_NAME}@${version} (on hq, not over the WAN)`)
+      await pm.run(`publish ${version}`, ...admin(['publish', join(pre.images, file), '--image', IMAGE_NAME, '--version', version]))
+    }
+    notes.push(...net.notes)
+    notes.push(`Plain HTTP baseline: each client runs \`curl | zstd -d\` of the whole image compressed with \`zstd -${HTTP_ZSTD_LEVEL}\`, served by bench/branch/serve.ts in hq.`)
+    if (!pre.casync) notes.push('casync is not installed: its baseline did not run.')
+    else notes.push('casync baseline: `casync make` (default chunk sizes) of both images into one store on hq, served over HTTP; clients run `casync extract` (update: `--seed=` the old image).')
+    notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold.')
+
+    const results: MethodResult[] = []
+    const ran = new Set<string>()
+    for (const scenario of config.scenarios) {
+      for (const method of config.methods) {
+        let r: MethodResult
+        if (method === 'casync' && !pre.casync) r = notRun(scenario, method, 'casync not installed')
+        else if (scenario === 'trim' && method !== 'trimswarm' && ran.has(`cold/${method}`)) {
+          // Neither baseline can use host folders, so trim is the same transfer as cold: reuse, do not re-download.
+          const cold = results.find(x => x.scenario === 'cold' && x.method === method)
+          r = { ...(cold as MethodResult), scenario, note: 'same transfer as cold (cannot use host folders): figures of the cold run' }
+        } else if (method === 'http') r = await runHttp(ctx, scenario)
+        else if (method === 'casync') r = await runCasync(ctx, scenario)
+        else r = await runTrimswarm(ctx, scenario, ran.has('cold/trimswarm'))
+        results.push(r)
+        if (r.ran && r.note == null) ran.add(`${scenario}/${method}`)
+      }
+    }
+    if (results.some(r => r.note?.startsWith('same transfer as cold') === true)) {
+      notes.push('trim: the HTTP and casync rows repeat the cold run\'s figures: neither can take blocks from host folders, so their transfer is the same as cold.')
+    }
+    const report: BranchReport = {
+      date: new Date().toISOString(),
+      machine: machineDescription(),
+      mode: net.mode,
+      config: { agents: config.agents, wan: config.wanRateText, wanRttMs: config.wanRttMs, lan: config.lanRateText, images: pre.images, scenarios: [...config.scenarios] },
+      notes,
+      results
+    }
+    mkdirSync(config.outDir, { recursive: true })
+    const charts = buildCharts(report, config.wanRate)
+    for (const [name, svg] of charts) writeFileSync(join(config.outDir, name), svg)
+    writeFileSync(join(config.outDir, 'report.md'), renderMarkdown(report, [...charts.keys()]))
+    writeFileSync(join(config.outDir, 'report.json'), renderJson(report))
+    process.stdout.write(resultTable(results) + '\n')
+    for (const r of results) {
+      const a = accountingCheck(r)
+      if (a != null) process.stdout.write(`${r.scenario}: trimswarm reported origin ${formatBytes(a.reported)} vs link hq->branch ${formatBytes(a.link)}: ${(a.difference * 100).toFixed(1)} % ${a.ok ? '(within 5 %)' : '(NOT within 5 %)'}\n`)
+    }
+    process.stdout.write(`report: ${join(config.outDir, 'report.md')}\n`)
+    const allOk = results.every(r => !r.ran || r.clients.every(c => c.ok && c.verified))
+    return allOk ? 0 : 1
+  } finally {
+    progress.done()
+    await cleanup()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    process.off('SIGHUP', onSignal)
+    process.off('uncaughtException', onFatal)
+    process.off('unhandledRejection', onFatal)
+  }
+}
