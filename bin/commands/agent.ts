@@ -10,7 +10,8 @@ import { stderrLogger } from '../../peer-agent/interface.ts'
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
-import { UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
+import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [options]
@@ -54,6 +55,15 @@ Options
   --data DIR     the agent's data dir
   --index DIR    a folder to index (repeatable, required)
   --json         print the refresh statistics as JSON`
+
+/** Agent failures the user can act on become CliErrors: a message and exit code 1, no stack trace. */
+export function agentCliError (err: unknown): unknown {
+  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirLockedError || err instanceof KeyPinError || err instanceof SyncIncompleteError) {
+    return new CliError(err.message, { cause: err })
+  }
+  if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume', { cause: err })
+  return err
+}
 
 const authOptions = {
   coordinator: { type: 'string' },
@@ -172,6 +182,8 @@ const sync: Command = {
         process.stdout.write(`${summary.out} is now ${summary.image}@${summary.version} in ${summary.seconds.toFixed(1)} s: local ${formatBytes(b.local)}, peers ${formatBytes(b.peers)}, origin ${formatBytes(b.origin)} (of ${formatBytes(summary.nonZeroBytes)} data)` +
           (summary.discardedBlocks + summary.discardedChunks > 0 ? `; discarded ${summary.discardedBlocks} blocks and ${summary.discardedChunks} chunks that failed verification` : '') + '\n')
       }
+    } catch (err) {
+      throw agentCliError(err)
     } finally {
       reporter?.done()
       process.off('SIGINT', onSignal)

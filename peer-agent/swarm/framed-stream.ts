@@ -1,5 +1,6 @@
 /** Block-exchange messages over one libp2p stream: framing, back-pressure, receive time. */
 import type { Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { createMessageDecoder, encodeMessage, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 
 /** A libp2p stream speaking block-exchange messages. */
@@ -40,8 +41,10 @@ export function frameStream (stream: Stream): FramedStream {
     stream,
     get lastByteAt () { return lastByteAt },
     async send (m) {
-      let ok = true
-      for (const part of encodeMessage(m)) ok = stream.send(part)
+      const parts = encodeMessage(m)
+      // One send per message: each send becomes its own muxer frame and noise message, and a
+      // BLOCK's small header sent alone would double the per-message crypto cost.
+      const ok = stream.send(parts.length === 1 ? parts[0] : new Uint8ArrayList(...parts))
       if (!ok) await stream.onDrain()
     },
     async next (timeoutMs) {

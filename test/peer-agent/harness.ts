@@ -99,3 +99,73 @@ export function spawnAgent (args: string[], env: Record<string, string> = {}): {
 export async function runAgent (args: string[], env: Record<string, string> = {}): Promise<AgentRun> {
   return await spawnAgent(args, env).done
 }
+
+/** A TCP proxy in front of the coordinator counting bytes both ways (the issue's byte meter). */
+export interface CountingProxy {
+  url: string
+  readonly bytes: number
+  close: () => Promise<void>
+}
+
+/** Starts a counting TCP proxy to `target`; with `rate` (bytes/s) it also throttles coordinator -> agent, like a slow WAN link. */
+export async function startCountingProxy (target: string, options: { rate?: number } = {}): Promise<CountingProxy> {
+  const { createServer, connect } = await import('node:net')
+  const t = new URL(target)
+  const rate = options.rate ?? 0
+  let bytes = 0
+  const server = createServer((client) => {
+    const upstream = connect(Number(t.port), t.hostname)
+    const started = performance.now()
+    let down = 0
+    client.on('data', (d: Buffer) => { bytes += d.length })
+    client.pipe(upstream)
+    upstream.on('data', (d: Buffer) => {
+      bytes += d.length
+      down += d.length
+      client.write(d)
+      if (rate > 0) {
+        const ahead = down / rate * 1000 - (performance.now() - started)
+        if (ahead > 0) {
+          upstream.pause()
+          setTimeout(() => upstream.resume(), ahead)
+        }
+      }
+    })
+    upstream.on('end', () => client.end())
+    const end = (): void => { client.destroy(); upstream.destroy() }
+    client.on('error', end)
+    upstream.on('error', end)
+    client.on('close', end)
+    upstream.on('close', end)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as import('node:net').AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get bytes () { return bytes },
+    close: async () => { server.close(); (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.() }
+  }
+}
+
+/** An HTTP proxy to `target` that lets a test rewrite response bodies (a man in the middle). */
+export async function startTamperingProxy (target: string, tamper: (path: string, body: Uint8Array) => Uint8Array): Promise<{ url: string, close: () => Promise<void> }> {
+  const { createServer } = await import('node:http')
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (d: Buffer) => chunks.push(d))
+    req.on('end', () => {
+      const headers: Record<string, string> = {}
+      for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host' && k !== 'content-length' && k !== 'connection') headers[k] = v
+      fetch(target + req.url, { method: req.method, headers, body: chunks.length > 0 ? Buffer.concat(chunks) : undefined }).then(async (up) => {
+        const body = tamper(req.url ?? '', new Uint8Array(await up.arrayBuffer()))
+        const out: Record<string, string> = {}
+        up.headers.forEach((v, k) => { if (k !== 'content-length' && k !== 'content-encoding' && k !== 'transfer-encoding' && k !== 'connection') out[k] = v })
+        res.writeHead(up.status, out)
+        res.end(body)
+      }, (err) => { res.writeHead(502); res.end(String(err)) })
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as import('node:net').AddressInfo).port
+  return { url: `http://127.0.0.1:${port}`, close: async () => { server.close(); server.closeAllConnections() } }
+}

@@ -1,0 +1,218 @@
+/**
+ * `npm run bench -- agent-corpus`: the agent on the corpus images, against a
+ * coordinator on loopback with a counting TCP proxy in front of it (bytes both
+ * ways, as the issue's byte meter would see them). Figures: docs/BENCHMARKS.md `## agent`.
+ */
+import { spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer, connect, type AddressInfo, type Server } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { createCoordinator } from '../coordinator/coordinator.ts'
+import { createPublishClient } from '../coordinator/publish-client.ts'
+
+/** One line for the list of benchmarks. */
+export const summary = 'agent sync on the corpus through a counting proxy: first install, update, kill -9 resume, peak RSS'
+
+/** Help text. */
+export const usage = `Usage: npm run bench -- agent-corpus [--corpus DIR] [--work DIR] [--index DIR]... [--kill-limit RATE] [--skip-kill]
+
+Publishes CORPUS/base.img (v1) and CORPUS/next.img (v2) to a coordinator on
+127.0.0.1, puts a counting TCP proxy in front of it, then runs real agent processes
+through the proxy:
+  1. first install of v1 with the host index (--index, default /usr /etc /var/lib;
+     the index is built first with \`trimswarm agent index\`, timed separately);
+  2. update v1 -> v2 in the same data dir;
+  3. first install of v1 into a fresh output, killed with SIGKILL at three points
+     (25/50/75 % of run 1's proxy bytes; --kill-limit slows the agent, default 40mbit),
+     then run to completion: total proxy bytes vs run 1.
+Checks every output's b3sum against the image's and reports the agents' peak RSS.
+Targets (issue 4): run 1 <= 20 MB, run 2 <= 32 MB, kill/resume <= 5 % extra, RSS < 300 MB.`
+
+/** Its options. */
+export const options = {
+  corpus: { type: 'string' },
+  work: { type: 'string' },
+  index: { type: 'string', multiple: true },
+  'kill-limit': { type: 'string' },
+  'skip-kill': { type: 'boolean' }
+} as const
+
+const CLI = fileURLToPath(new URL('../bin/trimswarm.js', import.meta.url))
+
+interface Proxy {
+  url: string
+  up: number
+  down: number
+  reset: () => void
+  close: () => Promise<void>
+}
+
+/** A TCP proxy counting every byte in both directions. */
+async function startProxy (target: URL): Promise<Proxy> {
+  const state = { up: 0, down: 0 }
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname)
+    client.on('data', (d: Buffer) => { state.up += d.length })
+    upstream.on('data', (d: Buffer) => { state.down += d.length })
+    client.pipe(upstream)
+    upstream.pipe(client)
+    const end = (): void => { client.destroy(); upstream.destroy() }
+    client.on('error', end)
+    upstream.on('error', end)
+    client.on('close', end)
+    upstream.on('close', end)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get up () { return state.up },
+    get down () { return state.down },
+    reset () { state.up = 0; state.down = 0 },
+    close: async () => { server.close(); (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.() }
+  }
+}
+
+interface Run {
+  code: number | null
+  signal: string | null
+  seconds: number
+  peakRssMB: number
+  summary?: any
+  stderr: string
+}
+
+/** Runs an agent process, sampling its peak RSS (VmHWM); `killWhen` is polled to SIGKILL it. */
+async function runAgent (args: string[], killWhen?: () => boolean): Promise<Run> {
+  const t0 = performance.now()
+  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  let peak = 0
+  const timer = setInterval(() => {
+    readFile(`/proc/${child.pid}/status`, 'utf8').then((s) => {
+      const m = /VmHWM:\s+(\d+) kB/.exec(s)
+      if (m != null) peak = Math.max(peak, Number(m[1]) / 1024)
+    }, () => {})
+    if (killWhen?.() === true) child.kill('SIGKILL')
+  }, 50)
+  const [code, signal] = await new Promise<[number | null, string | null]>(resolve => child.on('close', (c, s) => resolve([c, s])))
+  clearInterval(timer)
+  let summaryJson: any
+  try { summaryJson = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') } catch {}
+  return { code, signal, seconds: (performance.now() - t0) / 1000, peakRssMB: peak, summary: summaryJson, stderr }
+}
+
+function b3sum (path: string): string {
+  return execFileSync('b3sum', ['--no-names', path], { encoding: 'utf8' }).trim()
+}
+
+const MB = 1e6
+
+/** Runs the benchmark. */
+export async function run (argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options, allowPositionals: false })
+  const corpus = values.corpus ?? '/work/corpus'
+  const folders = values.index ?? ['/usr', '/etc', '/var/lib']
+  const work = values.work ?? await mkdtemp(join(tmpdir(), 'trimswarm-bench-agent-'))
+  await mkdir(work, { recursive: true })
+  const basePath = join(corpus, 'base.img')
+  const nextPath = join(corpus, 'next.img')
+  const log = (s: string): void => { process.stdout.write(s + '\n') }
+  log(`# agent-corpus  ${new Date().toISOString()}  work ${work}`)
+
+  const coordinator = createCoordinator({ dataDir: join(work, 'coordinator'), listen: '127.0.0.1:0', logLevel: 'error' })
+  await coordinator.start()
+  let proxy: Proxy | undefined
+  let failed = false
+  try {
+    const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
+      const res = await fetch(coordinator.url + path, { method, headers: { authorization: `Bearer ${coordinator.adminToken}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`)
+      return await res.json()
+    }
+    await admin('PUT', '/v1/policies/branch', { images: ['*'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindow: null, indexFolders: {} })
+    const token = await admin('POST', '/v1/tokens', { group: 'branch', name: 'bench' })
+    const tokenFile = join(work, 'agent.token')
+    await writeFile(tokenFile, token.token + '\n')
+    const publisher = createPublishClient({ coordinator: coordinator.url, token: coordinator.adminToken })
+    let t = performance.now()
+    await publisher.publish(basePath, { image: 'corpus', version: 'v1' })
+    await publisher.publish(nextPath, { image: 'corpus', version: 'v2' })
+    await coordinator.images.whenIdle()
+    const info = await admin('GET', '/v1/images/corpus/versions/v2/info')
+    log(`published v1 and v2, delta pack built: ${((performance.now() - t) / 1000).toFixed(1)} s; delta pack ${(info.deltaPackBytes / MB).toFixed(1)} MB`)
+    const [baseSum, nextSum] = [b3sum(basePath), b3sum(nextPath)]
+    proxy = await startProxy(new URL(coordinator.url))
+    const px = proxy
+
+    const data = join(work, 'agent-data')
+    const out = join(work, 'out', 'corpus.img')
+    const indexArgs = folders.flatMap(f => ['--index', f])
+    const common = (d: string, o: string): string[] => ['--coordinator', px.url, '--token-file', tokenFile, '--data', d, '--out', o, '--json', ...indexArgs]
+
+    // 0. host index (outside the sync, so the sync's numbers are the sync's)
+    t = performance.now()
+    const idx = await runAgent(['index', '--data', data, ...indexArgs, '--json'])
+    log(`host index build (agent index): ${((performance.now() - t) / 1000).toFixed(1)} s, peak RSS ${idx.peakRssMB.toFixed(0)} MB`)
+
+    const report = (label: string, r: Run, sum: string, want: string, target: number): void => {
+      const total = px.up + px.down
+      const ok = sum === want
+      if (!ok || r.code !== 0) failed = true
+      log(`${label}: exit ${r.code}, ${r.seconds.toFixed(1)} s, proxy ${(total / MB).toFixed(2)} MB (down ${(px.down / MB).toFixed(2)}, up ${(px.up / MB).toFixed(2)}; target <= ${target} MB), ` +
+        `summary local ${((r.summary?.bytes?.local ?? 0) / MB).toFixed(1)} MB origin ${((r.summary?.bytes?.origin ?? 0) / MB).toFixed(2)} MB, delta pack ${String(r.summary?.usedDeltaPack)}, ` +
+        `discarded ${r.summary?.discardedBlocks ?? '?'} blocks / ${r.summary?.discardedChunks ?? '?'} chunks, b3sum ${ok ? 'equal' : 'DIFFERENT'}, peak RSS ${r.peakRssMB.toFixed(0)} MB`)
+      if (r.code !== 0) log(r.stderr.slice(-2000))
+    }
+
+    // 1. first install of v1 with the host index
+    px.reset()
+    const r1 = await runAgent(['sync', 'corpus@v1', ...common(data, out)])
+    report('first install base.img', r1, r1.code === 0 ? b3sum(out) : '', baseSum, 20)
+    const firstBytes = px.up + px.down
+
+    // 2. update v1 -> v2
+    px.reset()
+    const r2 = await runAgent(['sync', 'corpus@v2', ...common(data, out)])
+    report('update base -> next', r2, r2.code === 0 ? b3sum(out) : '', nextSum, 32)
+
+    // 3. kill -9 at three points, then complete
+    if (values['skip-kill'] !== true) {
+      const data3 = join(work, 'agent-data-kill')
+      const out3 = join(work, 'out-kill', 'corpus.img')
+      await rm(data3, { recursive: true, force: true })
+      await rm(join(work, 'out-kill'), { recursive: true, force: true })
+      // share the already built host index: copying it keeps this run's numbers about the sync
+      execFileSync('cp', ['-a', data, data3])
+      await rm(join(data3, 'manifests'), { recursive: true, force: true })
+      await rm(join(data3, 'partial'), { recursive: true, force: true })
+      await rm(join(data3, 'lock'), { force: true })
+      px.reset()
+      const limit = values['kill-limit'] ?? '40mbit'
+      const kills: string[] = []
+      for (const share of [0.25, 0.5, 0.75]) {
+        const at = firstBytes * share
+        const r = await runAgent(['sync', 'corpus@v1', ...common(data3, out3), '--wan-limit', limit], () => px.up + px.down >= at)
+        kills.push(`${(share * 100).toFixed(0)} %: ${r.signal ?? `exit ${r.code}`} at ${((px.up + px.down) / MB).toFixed(2)} MB`)
+      }
+      const rk = await runAgent(['sync', 'corpus@v1', ...common(data3, out3)])
+      const total = px.up + px.down
+      const sum = rk.code === 0 ? b3sum(out3) : ''
+      if (sum !== baseSum || rk.code !== 0) failed = true
+      log(`kill -9 x3 then complete: ${kills.join('; ')}; final exit ${rk.code}, total proxy ${(total / MB).toFixed(2)} MB vs clean ${(firstBytes / MB).toFixed(2)} MB = ${((total / firstBytes - 1) * 100).toFixed(1)} % extra (target <= 5 %), b3sum ${sum === baseSum ? 'equal' : 'DIFFERENT'}, peak RSS ${rk.peakRssMB.toFixed(0)} MB`)
+      if (rk.code !== 0) log(rk.stderr.slice(-2000))
+    }
+  } finally {
+    await proxy?.close()
+    await coordinator.stop()
+    if (values.work == null) await rm(work, { recursive: true, force: true })
+  }
+  return failed ? 1 : 0
+}
