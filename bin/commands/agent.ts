@@ -215,6 +215,60 @@ const index: Command = {
   }
 }
 
+const RUN_USAGE = `Usage: trimswarm agent run --config FILE
+
+The daemon: keeps every image the policy assigns to this agent current, inside
+the policy's update windows, checking every pollSeconds; runs onUpdate after each
+new version; stops cleanly on SIGTERM or SIGINT (an interrupted sync resumes at
+the next start). Config (JSON; relative paths are relative to the file):
+
+  {
+    "coordinator": "https://coordinator.example:8440",
+    "tokenFile": "/etc/trimswarm/agent.token",      (or "user" + "passwordFile")
+    "dataDir": "/var/lib/trimswarm",
+    "images": { "workspace": "/var/lib/vms/workspace.img" },
+    "outDir": "/var/lib/vms",                       (optional: NAME.img for other assigned images)
+    "indexFolders": ["/usr", "/etc", "/var/lib"],    (optional: default the policy's list)
+    "site": "branch-1",                             (optional, default DEFAULT_SITE)
+    "pollSeconds": 300,                             (optional, default DEFAULT_POLL_SECONDS)
+    "wanLimit": "20mbit",                           (optional; the policy's cap applies too)
+    "nice": true,                                   (optional: lowest CPU priority)
+    "onUpdate": "systemctl restart workspace-vm",   (optional hook)
+    "publicKey": "BASE64"                           (optional: instead of pinning on first contact)
+  }
+
+docs/OPERATIONS.md "Running agents" has a systemd unit.`
+
+const run: Command = {
+  summary: 'the agent daemon',
+  usage: RUN_USAGE,
+  options: { config: { type: 'string' } },
+  async run (args) {
+    const file = requireString(args, 'config', RUN_USAGE)
+    const { loadDaemonConfig, createDaemon } = await import('../../peer-agent/daemon.ts')
+    const config = await loadDaemonConfig(file)
+    if (config.nice) setPriority(NICE_PRIORITY)
+    const release = await lockDataDir(config.dataDir)
+    const abort = new AbortController()
+    const stop = (): void => { abort.abort(new Error('stopping')) }
+    process.once('SIGTERM', stop)
+    process.once('SIGINT', stop)
+    const logger = stderrLogger()
+    try {
+      const daemon = await createDaemon({ logger }, config)
+      logger.info(`agent daemon started: ${Object.keys(config.images).join(', ') || '(images from policy)'}; checking every ${config.pollSeconds} s`)
+      await daemon.run({ signal: abort.signal })
+      logger.info('agent daemon stopped')
+    } catch (err) {
+      throw agentCliError(err)
+    } finally {
+      process.off('SIGTERM', stop)
+      process.off('SIGINT', stop)
+      await release()
+    }
+  }
+}
+
 const agent: Command = {
   summary: 'branch-office client',
   usage: `Usage: trimswarm agent <command>
@@ -226,7 +280,8 @@ const agent: Command = {
 Every command takes --help.`,
   subcommands: {
     sync: async () => sync,
-    index: async () => index
+    index: async () => index,
+    run: async () => run
   }
 }
 
