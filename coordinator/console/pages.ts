@@ -1,0 +1,58 @@
+/** The console's pages (server-rendered with hono/html: every interpolated value is escaped). */
+import { html, raw } from 'hono/html'
+import { EVENT_TYPES } from '../../protocol/api.ts'
+import { CHART_WINDOWS } from './constants.ts'
+import { csrfField, type Markup } from './layout.ts'
+
+/** A chart that refreshes itself: the inline SVG plus where to fetch the next one. */
+export function chartBox (src: string, svg: string): Markup {
+  return html`<figure class="chart-box" data-live-svg="${src}">${raw(svg)}</figure>`
+}
+
+/** A GET filter form (changes nothing, so it carries no CSRF token). */
+export function filterForm (action: string, fields: Markup[]): Markup {
+  return html`<form class="filters" method="get" action="${action}">${fields}<button type="submit">Show</button></form>`
+}
+
+/** A select of names with an "all" choice. */
+export function selectField (label: string, name: string, choices: string[], value: string | undefined, all = 'all'): Markup {
+  return html`<label>${label} <select name="${name}"><option value="">${all}</option>${choices.map(c => html`<option value="${c}"${c === value ? raw(' selected') : ''}>${c}</option>`)}</select></label>`
+}
+
+/** The chart window select. */
+export function windowField (value: string): Markup {
+  return selectField('Window', 'window', Object.keys(CHART_WINDOWS), value, 'default (15m)')
+}
+
+/** The event type select. */
+export function typeField (value: string | undefined): Markup {
+  return selectField('Type', 'type', [...EVENT_TYPES], value)
+}
+
+/** The login page; `error` shows above the form. */
+export function loginBody (csrf: string, next: string, error?: string): Markup {
+  return html`${error != null ? html`<p class="form-error" role="alert">${error}</p>` : ''}
+<form class="login" method="post" action="/console/login">
+${csrfField(csrf)}
+<input type="hidden" name="next" value="${next}">
+<label>User <input name="user" autocomplete="username" autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<details><summary>Log in with the admin token instead</summary>
+<label>Admin token <input name="token" type="password" autocomplete="off" placeholder="tsa_..."></label>
+</details>
+<button type="submit">Log in</button>
+</form>
+<p class="note">Directory users in an admin group (the coordinator config's <code>adminGroups</code>) or the holder of the admin token (DIR/admin.token).</p>`
+}
+
+/** The 403 page body. */
+export function forbiddenBody (user: string, message: string): Markup {
+  return html`<p class="form-error" role="alert">${message}</p>
+<p>You are logged in as <strong>${user}</strong>. The console is for administrators: users of the coordinator's <code>adminGroups</code>, or the admin token.</p>
+<p><a href="/console/login">Log in as someone else</a></p>`
+}
+
+/** An error page body (bad query, unknown group, ...). */
+export function errorBody (message: string): Markup {
+  return html`<p class="form-error" role="alert">${message}</p><p><a href="/console/images">Back to the console</a></p>`
+}

@@ -1,0 +1,329 @@
+/**
+ * The console's tables: for each, its columns and how its rows are read from
+ * the coordinator's stores (image service, event store and its report, policy
+ * store, the console's event index). One definition serves the HTML page, the
+ * live refresh, the JSON API and the CSV export, so they always agree.
+ */
+import { EVENT_TYPES, type Policy, type ReportRow, type VersionInfo } from '../../protocol/api.ts'
+import type { StoredEvent } from '../../protocol/api-admin.ts'
+import { NotFoundError, ValidationError } from '../../protocol/errors.ts'
+import { formatRate } from '../../protocol/rate.ts'
+import type { AgentRecord, EventStore } from '../event-store.ts'
+import type { ImageService } from '../image-service.ts'
+import type { MetaDb } from '../meta-db.ts'
+import type { PolicyStore } from '../policy-store.ts'
+import { nameParam } from '../request-body.ts'
+import { CONSOLE_MAX_PAGE_ROWS, CONSOLE_PAGE_ROWS, MAX_SCAN_PER_PAGE, ROLLOUT_FAILURES_ROWS } from './constants.ts'
+import type { EventIndex } from './event-index.ts'
+import { formatBytes, formatPercent, formatTime, savedPercent } from './format.ts'
+
+/** One column: its raw value (JSON, CSV), how it reads on the page, and an optional link. */
+export interface Column<R> {
+  label: string
+  value: (r: R) => string | number | boolean | null
+  text?: (r: R) => string
+  href?: (r: R) => string | undefined
+  numeric?: boolean
+}
+
+/** Rows of one table page; `next` is the cursor of the following page. */
+export interface TableResult<R> {
+  rows: R[]
+  next: string | null
+  /** The page stopped early (MAX_SCAN_PER_PAGE) while filtering: `next` goes on. */
+  partial?: boolean
+}
+
+/** A table of the console. */
+export interface TableDef<R = any> {
+  id: string
+  title: string
+  /** Query parameters it takes (anything else is a 400). */
+  params: readonly string[]
+  /** Name of the cursor parameter when the table is paged. */
+  cursor?: string
+  columns: Array<Column<R>>
+  load: (q: Record<string, string>) => Promise<TableResult<R>>
+  /** The JSON form of a row (default: the row itself). */
+  json?: (r: R) => unknown
+}
+
+/** What the tables read. */
+export interface QueryComponents {
+  db: MetaDb
+  events: EventStore
+  images: ImageService
+  policies: PolicyStore
+  index: EventIndex
+}
+
+/** A version row of the images table. */
+export type VersionRow = VersionInfo & { latest: boolean }
+
+/** Bytes and sync counts summed over some report rows. */
+export interface TotalsRow {
+  key: string
+  clients: number
+  inProgress: number
+  failed: number
+  bytes: { local: number, peers: number, origin: number }
+  wanSavedPercent: number
+}
+
+/** An agent flattened for the agents table. */
+export interface AgentRow {
+  agent: string
+  site: string
+  lastSeen: string
+  peerId: string | null
+  /** image@version of each completed image. */
+  holds: string
+  /** The latest sync of the filtered image (or of any image): "status image@version". */
+  current: string
+  error: string | null
+}
+
+/** A group's policy for the policy table. */
+export type PolicyRow = Policy & { group: string }
+
+const opt = (q: Record<string, string>, k: string, what: string): string | undefined => q[k] == null || q[k] === '' ? undefined : nameParam(q[k], what)
+
+/** Validates `?limit=`. */
+export function limitParam (q: Record<string, string>, dflt = CONSOLE_PAGE_ROWS): number {
+  if (q.limit == null || q.limit === '') return dflt
+  const n = Number(q.limit)
+  if (!Number.isSafeInteger(n) || n < 1 || n > CONSOLE_MAX_PAGE_ROWS) throw new ValidationError(`limit: must be an integer between 1 and ${CONSOLE_MAX_PAGE_ROWS}`)
+  return n
+}
+
+/** Validates `?type=` (an event type). */
+export function typeParam (q: Record<string, string>): string | undefined {
+  const t = q.type
+  if (t == null || t === '') return undefined
+  if (!(EVENT_TYPES as readonly string[]).includes(t)) throw new ValidationError(`type: must be one of ${EVENT_TYPES.join(', ')}`)
+  return t
+}
+
+function cursorParam (q: Record<string, string>, k: string, pattern: RegExp): string | undefined {
+  const v = q[k]
+  if (v == null || v === '') return undefined
+  if (!pattern.test(v)) throw new ValidationError(`${k}: not a cursor from a previous page`)
+  return v
+}
+
+const EVENT_CURSOR = /^\d{15}![A-Za-z0-9-]{0,64}$/
+const AGENT_CURSOR = /^[^\x00]{1,128}$/
+
+/** Sums report rows by a key. */
+export function totalsBy (rows: ReportRow[], keyOf: (r: ReportRow) => string): TotalsRow[] {
+  const m = new Map<string, TotalsRow>()
+  for (const r of rows) {
+    const k = keyOf(r)
+    let t = m.get(k)
+    if (t == null) m.set(k, t = { key: k, clients: 0, inProgress: 0, failed: 0, bytes: { local: 0, peers: 0, origin: 0 }, wanSavedPercent: 0 })
+    t.clients += r.clients; t.inProgress += r.inProgress; t.failed += r.failed
+    t.bytes.local += r.bytes.local; t.bytes.peers += r.bytes.peers; t.bytes.origin += r.bytes.origin
+  }
+  const out = [...m.values()].sort((a, b) => a.key.localeCompare(b.key))
+  for (const t of out) t.wanSavedPercent = savedPercent(t.bytes)
+  return out
+}
+
+const bytesColumns = <R extends { bytes: { local: number, peers: number, origin: number }, wanSavedPercent: number }>(): Array<Column<R>> => [
+  { label: 'local bytes', value: r => r.bytes.local, text: r => formatBytes(r.bytes.local), numeric: true },
+  { label: 'LAN peer bytes', value: r => r.bytes.peers, text: r => formatBytes(r.bytes.peers), numeric: true },
+  { label: 'WAN origin bytes', value: r => r.bytes.origin, text: r => formatBytes(r.bytes.origin), numeric: true },
+  { label: 'WAN saved %', value: r => r.wanSavedPercent, text: r => formatPercent(r.wanSavedPercent), numeric: true }
+]
+
+const countColumns = <R extends { clients: number, inProgress: number, failed: number }>(): Array<Column<R>> => [
+  { label: 'clients', value: r => r.clients, numeric: true },
+  { label: 'in progress', value: r => r.inProgress, numeric: true },
+  { label: 'failed', value: r => r.failed, numeric: true }
+]
+
+const rolloutHref = (image: string): string => `/console/rollout?image=${encodeURIComponent(image)}`
+const eventColumns: Array<Column<StoredEvent>> = [
+  { label: 'time', value: r => r.event.time, text: r => formatTime(r.event.time) },
+  { label: 'type', value: r => r.event.type },
+  { label: 'agent', value: r => r.event.agent },
+  { label: 'site', value: r => r.event.site },
+  { label: 'image', value: r => r.event.image, href: r => rolloutHref(r.event.image) },
+  { label: 'version', value: r => r.event.version },
+  { label: 'from version', value: r => r.event.fromVersion ?? null },
+  { label: 'local bytes', value: r => r.event.bytes?.local ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.local), numeric: true },
+  { label: 'LAN peer bytes', value: r => r.event.bytes?.peers ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.peers), numeric: true },
+  { label: 'WAN origin bytes', value: r => r.event.bytes?.origin ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.origin), numeric: true },
+  { label: 'seconds', value: r => r.event.seconds ?? null, text: r => r.event.seconds == null ? '' : r.event.seconds.toFixed(1), numeric: true },
+  { label: 'error', value: r => r.event.error ?? null },
+  { label: 'received', value: r => r.receivedAt, text: r => formatTime(r.receivedAt) }
+]
+
+/** Builds every table of the console over the stores. */
+export function createTables (c: QueryComponents): Record<string, TableDef> {
+  const versions: TableDef<VersionRow> = {
+    id: 'versions',
+    title: 'Image versions',
+    params: ['image'],
+    columns: [
+      { label: 'image', value: r => r.image, href: r => rolloutHref(r.image) },
+      { label: 'version', value: r => r.version },
+      { label: 'latest', value: r => r.latest, text: r => r.latest ? 'latest' : '' },
+      { label: 'published', value: r => r.publishedAt, text: r => formatTime(r.publishedAt) },
+      { label: 'size', value: r => r.size, text: r => formatBytes(r.size), numeric: true },
+      { label: 'non-zero data', value: r => r.nonZeroBytes, text: r => formatBytes(r.nonZeroBytes), numeric: true },
+      { label: 'chunks', value: r => r.chunks, numeric: true },
+      { label: 'reused from previous %', value: r => r.reusedFromPreviousPercent, text: r => r.previous == null ? '' : `${formatPercent(r.reusedFromPreviousPercent)} of ${r.previous}`, numeric: true },
+      { label: 'delta pack', value: r => r.deltaPackBytes, text: r => r.deltaPackBytes == null ? '' : formatBytes(r.deltaPackBytes), numeric: true },
+      { label: 'retired', value: r => r.retired, text: r => r.retired ? 'retired' : '' }
+    ],
+    async load (q) {
+      const only = opt(q, 'image', 'image')
+      const list = await c.images.listImages(name => only == null || name === only)
+      const rows: VersionRow[] = []
+      for (const img of list.images) {
+        let vl
+        try { vl = await c.images.listVersions(img.name) } catch (err) { if (err instanceof NotFoundError) continue; throw err }
+        for (const v of [...vl.versions].reverse()) rows.push({ ...v, latest: v.version === vl.latest })
+      }
+      return { rows, next: null }
+    }
+  }
+
+  const rollout: TableDef<ReportRow> = {
+    id: 'rollout',
+    title: 'Clients by version and site',
+    params: ['image', 'version', 'site'],
+    columns: [
+      { label: 'image', value: r => r.image },
+      { label: 'version', value: r => r.version },
+      { label: 'site', value: r => r.site },
+      ...countColumns<ReportRow>(),
+      ...bytesColumns<ReportRow>()
+    ],
+    async load (q) {
+      return { rows: c.events.report({ image: opt(q, 'image', 'image'), version: opt(q, 'version', 'version'), site: opt(q, 'site', 'site') }), next: null }
+    }
+  }
+
+  const failures: TableDef<StoredEvent> = {
+    id: 'failures',
+    title: 'Recent failed syncs',
+    params: ['image', 'limit', 'before'],
+    cursor: 'before',
+    columns: [eventColumns[0], eventColumns[2], eventColumns[3], eventColumns[4], eventColumns[5], eventColumns[11]],
+    async load (q) {
+      await c.index.refresh()
+      const page = await c.index.query({ image: opt(q, 'image', 'image'), type: 'sync.failed' }, { limit: limitParam(q, ROLLOUT_FAILURES_ROWS), before: cursorParam(q, 'before', EVENT_CURSOR) })
+      return { rows: page.events, next: page.next, partial: page.partial }
+    }
+  }
+
+  const bySite: TableDef<TotalsRow> = {
+    id: 'by-site',
+    title: 'Bandwidth by site',
+    params: ['image'],
+    columns: [{ label: 'site', value: r => r.key }, ...countColumns<TotalsRow>(), ...bytesColumns<TotalsRow>()],
+    async load (q) {
+      return { rows: totalsBy(c.events.report({ image: opt(q, 'image', 'image') }), r => r.site), next: null }
+    }
+  }
+
+  const byImage: TableDef<TotalsRow> = {
+    id: 'by-image',
+    title: 'Bandwidth by image version',
+    params: ['site'],
+    columns: [{ label: 'image@version', value: r => r.key }, ...countColumns<TotalsRow>(), ...bytesColumns<TotalsRow>()],
+    async load (q) {
+      return { rows: totalsBy(c.events.report({ site: opt(q, 'site', 'site') }), r => `${r.image}@${r.version}`), next: null }
+    }
+  }
+
+  const agentsSub = c.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
+  const agents: TableDef<AgentRow> = {
+    id: 'agents',
+    title: 'Agents',
+    params: ['site', 'image', 'limit', 'after'],
+    cursor: 'after',
+    columns: [
+      { label: 'agent', value: r => r.agent },
+      { label: 'site', value: r => r.site },
+      { label: 'last seen', value: r => r.lastSeen, text: r => formatTime(r.lastSeen) },
+      { label: 'version held', value: r => r.holds },
+      { label: 'latest sync', value: r => r.current },
+      { label: 'error', value: r => r.error },
+      { label: 'peer id', value: r => r.peerId }
+    ],
+    async load (q) {
+      const site = opt(q, 'site', 'site')
+      const image = opt(q, 'image', 'image')
+      const limit = limitParam(q)
+      const after = cursorParam(q, 'after', AGENT_CURSOR)
+      const rows: AgentRow[] = []
+      let scanned = 0
+      let last: string | undefined
+      let more = false
+      // records are keyed by agent name: a page is a range read from the cursor
+      for await (const [name, rec] of agentsSub.iterator(after != null ? { gt: after } : {})) {
+        if (rows.length === limit || scanned >= MAX_SCAN_PER_PAGE) { more = true; break }
+        scanned++
+        last = name
+        if (site != null && rec.site !== site) continue
+        if (image != null && rec.images[image] == null) continue
+        const states = Object.entries(rec.images).filter(([img]) => image == null || img === image)
+        const holds = states.filter(([, s]) => s.completed != null).map(([img, s]) => `${img}@${s.completed?.version ?? ''}`).join(' ')
+        const cur = states.map(([img, s]) => ({ img, s: s.current })).filter(x => x.s != null).sort((a, b) => (b.s?.time ?? '').localeCompare(a.s?.time ?? ''))[0]
+        rows.push({
+          agent: rec.agent,
+          site: rec.site,
+          lastSeen: rec.lastSeen,
+          peerId: rec.peerId ?? null,
+          holds,
+          current: cur?.s == null ? '' : `${cur.s.status} ${cur.img}@${cur.s.version}`,
+          error: cur?.s?.status === 'failed' ? cur.s.error ?? null : null
+        })
+      }
+      return { rows, next: more && last != null ? last : null, partial: more && rows.length < limit }
+    }
+  }
+
+  const events: TableDef<StoredEvent> = {
+    id: 'events',
+    title: 'Events',
+    params: ['image', 'site', 'type', 'limit', 'before'],
+    cursor: 'before',
+    columns: eventColumns,
+    async load (q) {
+      const filter = { image: opt(q, 'image', 'image'), site: opt(q, 'site', 'site'), type: typeParam(q) }
+      if (filter.image != null || filter.site != null || filter.type != null) await c.index.refresh()
+      const page = await c.index.query(filter, { limit: limitParam(q), before: cursorParam(q, 'before', EVENT_CURSOR) })
+      return { rows: page.events, next: page.next, partial: page.partial }
+    }
+  }
+
+  const policies: TableDef<PolicyRow> = {
+    id: 'policies',
+    title: 'Group policies',
+    params: [],
+    columns: [
+      { label: 'group', value: r => r.group, href: r => `/console/policy/${encodeURIComponent(r.group)}` },
+      { label: 'images', value: r => r.images.join(' ') },
+      { label: 'WAN cap (B/s)', value: r => r.wanLimitBps, text: r => formatRate(r.wanLimitBps), numeric: true },
+      { label: 'LAN sharing', value: r => r.lanSharing, text: r => r.lanSharing ? 'yes' : 'no' },
+      { label: 'LAN upload cap (B/s)', value: r => r.lanUploadBps, text: r => formatRate(r.lanUploadBps), numeric: true },
+      { label: 'max peers', value: r => r.maxPeers, numeric: true },
+      { label: 'update window', value: r => r.updateWindow == null ? null : `${r.updateWindow.start}-${r.updateWindow.end}`, text: r => r.updateWindow == null ? 'any time' : `${r.updateWindow.start}-${r.updateWindow.end}` },
+      { label: 'index folders', value: r => Object.entries(r.indexFolders).map(([os, f]) => `${os}: ${(f ?? []).join(', ')}`).join('; ') }
+    ],
+    async load () {
+      return { rows: Object.entries(c.policies.all()).map(([group, p]) => ({ group, ...p })), next: null }
+    }
+  }
+
+  return Object.fromEntries([versions, rollout, failures, bySite, byImage, agents, events, policies].map(t => [t.id, t]))
+}
+
+/** Checks a table's query parameters (unknown ones are a 400, like the API's). */
+export function checkParams (table: TableDef, q: Record<string, string>): void {
+  for (const k of Object.keys(q)) if (!table.params.includes(k)) throw new ValidationError(`${k}: unknown query parameter of table ${table.id}`)
+}

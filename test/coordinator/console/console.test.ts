@@ -1,0 +1,303 @@
+/**
+ * The admin console in process (`app.request()`), wired like the coordinator
+ * (bench/lib/console-stack.ts) with a real LDAP directory (test slapd): login
+ * and its refusals, CSRF, escaping, the policy form, CSV/JSON, paging.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { AgentEvent } from '../../../protocol/api.ts'
+import { createConsoleStack, type ConsoleStack } from '../../../bench/lib/console-stack.ts'
+import { createLdapAuthenticator } from '../../../coordinator/ldap-authenticator.ts'
+import { createLogger } from '../../../coordinator/logger.ts'
+import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../../helpers/slapd.ts'
+
+let slapd: TestSlapd
+let dir: string
+let stack: ConsoleStack
+
+/** A tiny cookie jar over app.request(). */
+class Browser {
+  cookies = new Map<string, string>()
+  async req (path: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers)
+    if (this.cookies.size > 0) headers.set('Cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '))
+    const res = await stack.app.request(`http://console.test${path}`, { ...init, headers })
+    for (const line of res.headers.getSetCookie()) {
+      const [pair] = line.split(';')
+      const i = pair.indexOf('=')
+      const v = pair.slice(i + 1)
+      if (v === '' || /Max-Age=0/i.test(line)) this.cookies.delete(pair.slice(0, i))
+      else this.cookies.set(pair.slice(0, i), v)
+    }
+    return res
+  }
+
+  async csrf (): Promise<string> {
+    if (!this.cookies.has('trimswarm_csrf')) await this.req('/console/login')
+    return this.cookies.get('trimswarm_csrf') as string
+  }
+
+  async post (path: string, fields: Record<string, string>, withCsrf = true): Promise<Response> {
+    const body = new URLSearchParams(fields)
+    if (withCsrf) body.set('_csrf', await this.csrf())
+    return await this.req(path, { method: 'POST', body, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } })
+  }
+}
+
+async function adminBrowser (): Promise<Browser> {
+  const b = new Browser()
+  const res = await b.post('/console/login', { token: stack.adminToken, next: '/console/images' })
+  expect(res.status).toBe(303)
+  return b
+}
+
+let seq = 0
+function ev (over: Partial<AgentEvent>): AgentEvent {
+  seq++
+  return { id: `ev-${String(seq).padStart(8, '0')}`, type: 'sync.completed', time: new Date(Date.now() + seq).toISOString(), agent: 'agent-1', site: 'paris', image: 'desk', version: 'v1', ...over }
+}
+
+async function postEvents (events: AgentEvent[]): Promise<void> {
+  const res = await stack.app.request('/v1/events', { method: 'POST', body: JSON.stringify({ events }), headers: { Authorization: `Bearer ${stack.adminToken}`, 'Content-Type': 'application/json' } })
+  expect(res.status).toBe(200)
+}
+
+beforeAll(async () => {
+  slapd = await startTestSlapd()
+  dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
+  const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
+  stack = await createConsoleStack({ dataDir: dir, authenticator, console: { sampleMs: 200 } })
+}, 60_000)
+
+afterAll(async () => {
+  await stack?.close()
+  await slapd?.stop()
+  if (dir != null) await rm(dir, { recursive: true, force: true })
+})
+
+describe('login', () => {
+  it('redirects a logged-out browser to the login page, and answers the data routes 401', async () => {
+    const b = new Browser()
+    for (const page of ['/console/images', '/console/rollout', '/console/bandwidth', '/console/agents', '/console/policy', '/console/events']) {
+      const res = await b.req(page + '?x=1')
+      expect(res.status).toBe(303)
+      expect(res.headers.get('location')).toBe(`/console/login?next=${encodeURIComponent(page + '?x=1')}`)
+    }
+    expect((await b.req('/')).headers.get('location')).toBe('/console/images')
+    for (const api of ['/console/api/events', '/console/api/rollout.csv', '/console/live/agents', '/console/chart/bandwidth']) {
+      const res = await b.req(api)
+      expect(res.status).toBe(401)
+      expect((await res.json()).error.name).toBe('UnauthorizedError')
+    }
+  })
+
+  it('logs in an LDAP user of the admin group with an HttpOnly SameSite=Strict session cookie', async () => {
+    const b = new Browser()
+    const res = await b.post('/console/login', { user: 'dave', password: TEST_LDAP_PASSWORDS.dave, next: '/console/events?type=sync.failed' })
+    expect(res.status).toBe(303)
+    expect(res.headers.get('location')).toBe('/console/events?type=sync.failed')
+    const cookie = res.headers.getSetCookie().find(c => c.startsWith('trimswarm_session='))
+    expect(cookie).toMatch(/HttpOnly/)
+    expect(cookie).toMatch(/SameSite=Strict/)
+    expect(cookie).toMatch(/Path=\//)
+    const page = await b.req('/console/images')
+    expect(page.status).toBe(200)
+    expect(await page.text()).toContain('dave')
+    // and out again
+    const out = await b.post('/console/logout', {})
+    expect(out.status).toBe(303)
+    expect((await b.req('/console/images')).status).toBe(303)
+  })
+
+  it('shows a 403 page to a directory user outside the admin group and sets no session', async () => {
+    const b = new Browser()
+    const res = await b.post('/console/login', { user: 'alice', password: TEST_LDAP_PASSWORDS.alice })
+    expect(res.status).toBe(403)
+    expect(await res.text()).toContain('not in an admin group')
+    expect(b.cookies.has('trimswarm_session')).toBe(false)
+    // alice's own API session token in the cookie: still 403, page and data
+    const login = await stack.app.request('/v1/auth/login', { method: 'POST', body: JSON.stringify({ user: 'alice', password: TEST_LDAP_PASSWORDS.alice }), headers: { 'Content-Type': 'application/json' } })
+    b.cookies.set('trimswarm_session', (await login.json()).token)
+    expect((await b.req('/console/images')).status).toBe(403)
+    expect((await b.req('/console/api/events')).status).toBe(403)
+  })
+
+  it('refuses a wrong password and a wrong admin token with the same form and no cookie', async () => {
+    const b = new Browser()
+    const bad = await b.post('/console/login', { user: 'dave', password: 'nope' })
+    expect(bad.status).toBe(401)
+    expect(await bad.text()).toContain('Wrong user name or password')
+    const badToken = await b.post('/console/login', { token: 'tsa_not-the-token' })
+    expect(badToken.status).toBe(401)
+    expect(b.cookies.has('trimswarm_session')).toBe(false)
+  })
+
+  it('never redirects to another origin after login', async () => {
+    const b = new Browser()
+    for (const next of ['https://evil.example/', '//evil.example/x', '/\\evil.example', '/v1/tokens']) {
+      const res = await b.post('/console/login', { token: stack.adminToken, next })
+      expect(res.headers.get('location')).toBe('/console/images')
+    }
+  })
+})
+
+describe('CSRF', () => {
+  it('rejects a POST without the token, or with another browser\'s token, and changes nothing', async () => {
+    const b = await adminBrowser()
+    const other = new Browser()
+    const form = { images: 'desk', wanLimit: '20mbit', lanUpload: 'unlimited', maxPeers: '8', lanSharing: 'on' }
+    const none = await b.post('/console/policy/csrf-group', form, false)
+    expect(none.status).toBe(403)
+    expect(await none.text()).toContain('CSRF check failed')
+    const wrong = await b.post('/console/policy/csrf-group', { ...form, _csrf: await other.csrf() }, false)
+    expect(wrong.status).toBe(403)
+    expect(stack.policies.get('csrf-group')).toBeUndefined()
+    // the login and logout forms are checked too
+    expect((await new Browser().post('/console/login', { token: stack.adminToken }, false)).status).toBe(403)
+    expect((await b.post('/console/logout', {}, false)).status).toBe(403)
+    // with the token it saves
+    const ok = await b.post('/console/policy/csrf-group', form)
+    expect(ok.status).toBe(303)
+    expect(stack.policies.get('csrf-group')?.wanLimitBps).toBe(2_500_000)
+  })
+
+  it('puts the token in every form of every page', async () => {
+    const b = await adminBrowser()
+    const token = await b.csrf()
+    for (const page of ['/console/images', '/console/policy/new', '/console/policy/desk', '/console/events']) {
+      const text = await (await b.req(page)).text()
+      const posts = text.match(/<form[^>]*method="post"[\s\S]*?<\/form>/g) ?? []
+      expect(posts.length).toBeGreaterThan(0)
+      for (const f of posts) expect(f).toContain(`name="_csrf" value="${token}"`)
+    }
+  })
+})
+
+describe('policy form', () => {
+  it('shows each bad value next to its field and saves nothing', async () => {
+    const b = await adminBrowser()
+    await stack.policies.put('lab', { images: ['lab'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindow: null, indexFolders: {} })
+    const res = await b.post('/console/policy/lab', { images: 'lab\n../etc', wanLimit: 'fast', lanUpload: '5MB/s', maxPeers: '-3', windowStart: '25:00', windowEnd: '06:00' })
+    expect(res.status).toBe(400)
+    const text = await res.text()
+    expect(text).toContain('is not an image name')
+    expect(text).toContain('cannot parse rate')
+    expect(text).toContain('must be a whole number from 0 to 1000')
+    expect(text).toContain('must be HH:MM')
+    expect(text).toContain('aria-invalid="true"')
+    // what was typed stays in the form, escaped
+    expect(text).toContain('lab\n../etc</textarea>')
+    expect(stack.policies.get('lab')).toEqual({ images: ['lab'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindow: null, indexFolders: {} })
+    // a new group with a bad name: nothing saved either
+    const bad = await b.post('/console/policy', { group: '../x', images: 'desk', wanLimit: '', lanUpload: '', maxPeers: '1' })
+    expect(bad.status).toBe(400)
+    expect(stack.policies.all()['../x']).toBeUndefined()
+  })
+
+  it('saves a valid form and reads it back', async () => {
+    const b = await adminBrowser()
+    const res = await b.post('/console/policy', { group: 'desk', images: 'desk, base', wanLimit: '20mbit', lanSharing: 'on', lanUpload: '5MB/s', maxPeers: '4', windowStart: '22:00', windowEnd: '06:00', linux: '/usr\n/opt', windows: '', macos: '' })
+    expect(res.status).toBe(303)
+    expect(stack.policies.get('desk')).toEqual({ images: ['desk', 'base'], wanLimitBps: 2_500_000, lanSharing: true, lanUploadBps: 5_000_000, maxPeers: 4, updateWindow: { start: '22:00', end: '06:00' }, indexFolders: { linux: ['/usr', '/opt'] } })
+    const page = await (await b.req('/console/policy')).text()
+    expect(page).toContain('20.0mbit')
+    const api = await (await b.req('/console/api/policies')).json()
+    expect(api.rows.find((r: { group: string }) => r.group === 'desk').maxPeers).toBe(4)
+  })
+})
+
+describe('data', () => {
+  it('escapes data everywhere it is shown (agent names, errors, folders)', async () => {
+    const evil = '<script>alert(1)</script>'
+    await postEvents([ev({ agent: evil, type: 'sync.failed', error: `<img src=x onerror=alert(2)> "quoted" & more`, site: 'lyon' })])
+    await stack.policies.put('evil', { images: ['desk'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindow: null, indexFolders: { linux: [evil] } })
+    const b = await adminBrowser()
+    for (const page of ['/console/events', '/console/agents', '/console/rollout?image=desk', '/console/policy', '/console/policy/evil']) {
+      const text = await (await b.req(page)).text()
+      expect(text, page).not.toContain('<script>alert')
+      expect(text, page).not.toContain('<img src=x')
+      expect(text, page).toContain('&lt;script&gt;alert(1)&lt;/script&gt;')
+    }
+    // a name in the query string comes back escaped in the error page, never as markup
+    const q = await (await b.req('/console/rollout?image=%3Cscript%3Ex')).text()
+    expect(q).not.toContain('<script>x')
+    // JSON keeps the raw text (the page script puts it in with textContent); CSV quotes it
+    const live = await (await b.req('/console/live/events?site=lyon')).json()
+    expect(live.cells[0]).toContainEqual([evil])
+    const csv = await (await b.req('/console/api/events.csv?site=lyon')).text()
+    expect(csv).toContain('"<img src=x onerror=alert(2)> ""quoted"" & more"')
+    // pages forbid inline scripts
+    expect((await b.req('/console/events')).headers.get('content-security-policy')).toContain("script-src 'self'")
+  })
+
+  it('exports every table as CSV with the same rows as its JSON', async () => {
+    await postEvents([
+      ev({ agent: 'a1', site: 'paris', version: 'v1', bytes: { local: 700, peers: 200, origin: 100 } }),
+      ev({ agent: 'a2', site: 'berlin', version: 'v1', bytes: { local: 0, peers: 0, origin: 1000 } }),
+      ev({ agent: 'a3', site: 'paris', version: 'v2', type: 'sync.started' })
+    ])
+    const b = await adminBrowser()
+    for (const table of ['versions', 'rollout', 'failures', 'by-site', 'by-image', 'agents', 'events', 'policies']) {
+      const csv = await b.req(`/console/api/${table}.csv`)
+      expect(csv.status, table).toBe(200)
+      expect(csv.headers.get('content-type')).toContain('text/csv')
+      expect(csv.headers.get('content-disposition')).toContain(`trimswarm-${table}.csv`)
+      const lines = (await csv.text()).split('\r\n').filter(l => l !== '')
+      const json = await (await b.req(`/console/api/${table}`)).json()
+      // header + one line per row (no field here holds a line break)
+      expect(lines.length, table).toBe(json.rows.length + 1)
+    }
+    const bySite = await (await b.req('/console/api/by-site.csv?image=desk')).text()
+    expect(bySite.split('\r\n')[0]).toBe('site,clients,in progress,failed,local bytes,LAN peer bytes,WAN origin bytes,WAN saved %')
+    expect(bySite).toContain('berlin,1,0,0,0,0,1000,0\r\n')
+    const rollout = await (await b.req('/console/api/rollout?image=desk&version=v1&site=paris')).json()
+    expect(rollout.rows[0]).toMatchObject({ clients: 1, bytes: { local: 700, peers: 200, origin: 100 }, wanSavedPercent: 90 })
+    expect((await b.req('/console/api/rollout?color=red')).status).toBe(400)
+    expect((await b.req('/console/api/nope')).status).toBe(400)
+  })
+
+  it('pages events with a cursor and filters them through the index without overlap', async () => {
+    const batch: AgentEvent[] = []
+    for (let i = 0; i < 250; i++) batch.push(ev({ agent: `pager-${i % 7}`, site: 'pagersite', type: i % 5 === 0 ? 'sync.failed' : 'sync.progress', error: i % 5 === 0 ? 'disk full' : undefined }))
+    await postEvents(batch)
+    const b = await adminBrowser()
+    const seen = new Set<string>()
+    let next: string | null = null
+    let pages = 0
+    do {
+      const res: { rows: Array<{ event: AgentEvent }>, next: string | null } = await (await b.req(`/console/api/events?site=pagersite&limit=40${next != null ? `&before=${next}` : ''}`)).json()
+      for (const r of res.rows) { expect(seen.has(r.event.id)).toBe(false); seen.add(r.event.id) }
+      next = res.next
+      pages++
+    } while (next != null && pages < 20)
+    expect(seen.size).toBe(250)
+    const failed = await (await b.req('/console/api/events?site=pagersite&type=sync.failed&limit=1000')).json()
+    expect(failed.rows).toHaveLength(50)
+    expect(failed.rows.every((r: { event: AgentEvent }) => r.event.type === 'sync.failed' && r.event.site === 'pagersite')).toBe(true)
+    // the HTML page links to the next page with the cursor
+    const html = await (await b.req('/console/events?site=pagersite&limit=100')).text()
+    expect(html).toMatch(/href="\/console\/events\?site=pagersite&amp;limit=100&amp;before=\d{15}(!|%21)ev-\d+" rel="next"/)
+    expect((await b.req('/console/api/events?before=not-a-cursor')).status).toBe(400)
+  })
+
+  it('draws charts from samples of the report, and the rollout page shows failures with reasons', async () => {
+    const b = await adminBrowser()
+    await stack.console.series.sample()
+    await postEvents([ev({ agent: 'chart-1', site: 'paris', image: 'charted', version: 'v9', bytes: { local: 3 << 20, peers: 1 << 20, origin: 1 << 20 } })])
+    await stack.console.series.sample()
+    const svg = await (await b.req('/console/chart/bandwidth?image=charted')).text()
+    expect(svg.startsWith('<svg')).toBe(true)
+    expect(svg).toContain('WAN saved in this window: 80.0 %')
+    expect(svg).toMatch(/<rect [^>]*><title>local disk: 3\.0 MiB<\/title>/)
+    const roll = await (await b.req('/console/chart/rollout?image=charted&window=1h')).text()
+    expect(roll).toContain('<polyline')
+    expect(roll).toContain('v9')
+    expect((await b.req('/console/chart/rollout?image=charted&window=2y')).status).toBe(400)
+    await postEvents([ev({ agent: 'chart-2', site: 'paris', image: 'charted', version: 'v9', type: 'sync.failed', error: 'origin unreachable: ECONNREFUSED' })])
+    const page = await (await b.req('/console/rollout?image=charted')).text()
+    expect(page).toContain('origin unreachable: ECONNREFUSED')
+    expect(page).toContain('data-live-svg="/console/chart/rollout?image=charted"')
+  })
+})
