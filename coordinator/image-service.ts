@@ -29,7 +29,7 @@ import { hashBlocks, hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import { createBlockBatchStream, type ZstdSettings } from './block-batch.ts'
 import {
   CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, IMAGE_SUBLEVEL_PREFIX, MANIFEST_CACHE_SIZE,
-  ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR
+  ORIGIN_MAX_CONCURRENT_BATCHES, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR
 } from './constants.ts'
 import { countReusedBlocks, digestSet, planDeltaPack, writeDeltaPack } from './delta-pack-builder.ts'
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
@@ -53,6 +53,8 @@ export interface ImageServiceInit {
   deltaPackZstd?: Partial<ZstdSettings>
   /** Build delta packs in the background after commits (default true). */
   buildDeltaPacks?: boolean
+  /** Block batch streams compressing at once; more wait their turn (default ORIGIN_MAX_CONCURRENT_BATCHES). */
+  maxConcurrentBatches?: number
 }
 
 /** Plain counters for /metrics. */
@@ -63,6 +65,8 @@ export interface ImageStats {
   blockBatchRawBytes: number
   blockBatches: number
   blockBatchesFailed: number
+  /** Block batch requests waiting for a compression slot. */
+  blockBatchesWaiting: number
   chunksUploaded: number
   bytesUploaded: number
   uploadsRejected: number
@@ -170,6 +174,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
     blockBatchRawBytes: 0,
     blockBatches: 0,
     blockBatchesFailed: 0,
+    blockBatchesWaiting: 0,
     chunksUploaded: 0,
     bytesUploaded: 0,
     uploadsRejected: 0,
@@ -190,6 +195,41 @@ export function createImageService (components: ImageServiceComponents, init: Im
   }
 
   const manifestCache = new Map<string, CachedManifest>()
+
+  // Each batch stream holds a zstd window of up to 2^windowLog bytes (sized
+  // down to the batch by the pledged size): bound how many run at once so a
+  // crowd of first installs queues instead of exhausting memory.
+  const maxBatches = init.maxConcurrentBatches ?? ORIGIN_MAX_CONCURRENT_BATCHES
+  let activeBatches = 0
+  const batchWaiters: Array<() => void> = []
+  async function acquireBatchSlot (signal?: AbortSignal): Promise<() => void> {
+    while (activeBatches >= maxBatches) {
+      signal?.throwIfAborted()
+      stats.blockBatchesWaiting++
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const onAbort = (): void => {
+            const i = batchWaiters.indexOf(wake)
+            if (i >= 0) batchWaiters.splice(i, 1)
+            reject(signal?.reason)
+          }
+          const wake = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
+          batchWaiters.push(wake)
+          signal?.addEventListener('abort', onAbort, { once: true })
+        })
+      } finally {
+        stats.blockBatchesWaiting--
+      }
+    }
+    activeBatches++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      activeBatches--
+      batchWaiters.shift()?.()
+    }
+  }
 
   async function getRecord (image: string, version: string): Promise<VersionRecord | undefined> {
     return await versions.get(versionKey(image, version))
@@ -488,19 +528,27 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const rec = await resolve(image, version)
       const { manifest } = await loadManifest(rec.info)
       const blocks = checkBlockBatch(ranges, blockCount(manifest))
+      const release = await acquireBatchSlot(options.signal)
       stats.blockBatches++
       stats.blockBatchRawBytes += blocks * BLOCK_SIZE
-      const stream = createBlockBatchStream(blockStore, manifest, ranges, {
-        zstd: originZstd,
-        blocks,
-        signal: options.signal,
-        onWireBytes: (n) => { stats.bytesServed.blocks += n },
-        onDone: (err) => {
-          if (err == null) return
-          stats.blockBatchesFailed++
-          logger.warn('block batch ended early', { image, version: rec.info.version, error: err.message })
-        }
-      })
+      let stream: ReadableStream<Uint8Array>
+      try {
+        stream = createBlockBatchStream(blockStore, manifest, ranges, {
+          zstd: originZstd,
+          blocks,
+          signal: options.signal,
+          onWireBytes: (n) => { stats.bytesServed.blocks += n },
+          onDone: (err) => {
+            release()
+            if (err == null) return
+            stats.blockBatchesFailed++
+            logger.warn('block batch ended early', { image, version: rec.info.version, error: err.message })
+          }
+        })
+      } catch (err) {
+        release()
+        throw err
+      }
       return { info: rec.info, stream }
     },
 

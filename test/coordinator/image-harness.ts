@@ -35,8 +35,13 @@ export async function startImageHarness (dataDir: string, images: ImageServiceIn
   const coordinator = createCoordinator({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', config: { images } })
   await coordinator.start()
   const url = coordinator.url
-  const call = async (path: string, token: string, init: RequestInit = {}): Promise<Response> =>
-    await fetch(url + path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` } })
+  const call = async (path: string, token: string, init: RequestInit = {}): Promise<Response> => {
+    try {
+      return await fetch(url + path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` } })
+    } catch (err) {
+      throw new Error(`${init.method ?? 'GET'} ${path} ${JSON.stringify(init.headers ?? {})}: ${(err as Error).message}`, { cause: err })
+    }
+  }
   const admin = coordinator.adminToken
   const groupToken = async (group: string): Promise<string> => {
     const p = await call(api.routes.policy(group), admin, { method: 'PUT', body: JSON.stringify({ ...DEFAULT_POLICY, images: [group] }), headers: { 'content-type': 'application/json' } })

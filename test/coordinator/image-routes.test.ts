@@ -287,3 +287,39 @@ describe('images, origin and delta packs over HTTP', () => {
     expect(blockCount(m1.manifest) * DIGEST_BYTES).toBeGreaterThan(0)
   })
 })
+
+describe('block batch concurrency bound', () => {
+  let dir: TempDir
+  let h: ImageHarness
+
+  beforeAll(async () => {
+    dir = await tempDir()
+    const img = await makeTestImage(dir.path, { name: 'v1', sizeMiB: 8, seed: 31 })
+    h = await startImageHarness(join(dir.path, 'coord'), { maxConcurrentBatches: 1, buildDeltaPacks: false })
+    await createPublishClient({ coordinator: h.url, token: h.tokens.admin }).publish(img.path, { image: 'desk', version: '1' })
+  })
+
+  afterAll(async () => {
+    await h?.close()
+    await dir?.cleanup()
+  })
+
+  it('queues a batch while the slots are taken, serves it when one frees, and drops a waiter whose client left', async () => {
+    const first = await h.images.openBlockBatch('desk', '1', [[0, 8]])
+    let secondOpened = false
+    const second = h.images.openBlockBatch('desk', '1', [[0, 8]]).then(r => { secondOpened = true; return r })
+    const gone = new AbortController()
+    const third = h.images.openBlockBatch('desk', '1', [[0, 8]], { signal: gone.signal })
+    await new Promise(resolve => setTimeout(resolve, 200))
+    expect(secondOpened).toBe(false)
+    expect(h.images.stats().blockBatchesWaiting).toBe(2)
+    gone.abort(new Error('client gone'))
+    await expect(third).rejects.toThrow('client gone')
+    // reading the first to its end frees its slot
+    const one = new Uint8Array(await new Response(first.stream).arrayBuffer())
+    const two = new Uint8Array(await new Response((await second).stream).arrayBuffer())
+    expect(two).toEqual(one)
+    expect(zstdDecompressSync(one).length).toBe(8 * BLOCK_SIZE)
+    expect(h.images.stats().blockBatchesWaiting).toBe(0)
+  })
+})

@@ -1,0 +1,150 @@
+/**
+ * `npm run bench -- origin-compression`: how the origin's zstd settings
+ * compress what a client actually misses. Takes the non-zero 4 KiB blocks of
+ * a target image whose BLAKE3 digest is in none of the seeds (first
+ * occurrence only, image order: what a block batch or a delta pack holds),
+ * and compresses them as one stream with the coordinator's encoder
+ * (coordinator/block-batch.ts createZstdEncoder) at several levels.
+ * Figures and the choice they support: docs/ARCHITECTURE.md "Origin compression".
+ */
+import { open, readdir, lstat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { hashBlocks } from '../chunker/index.ts'
+import { createZstdEncoder } from '../coordinator/block-batch.ts'
+import { DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG } from '../coordinator/constants.ts'
+import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
+
+/** One line for the list of benchmarks. */
+export const summary = 'zstd levels/windows on the blocks a client misses (block batches and delta packs)'
+
+/** Help text. */
+export const usage = `Usage: npm run bench -- origin-compression [--target IMG] [--seed PATH]... [--levels L,L,...] [--window-log N] [--pack] [--json]
+
+Collects the non-zero 4 KiB blocks of --target (default /work/corpus/next.img)
+whose BLAKE3 digest is not among the blocks of any --seed (an image file or a
+folder of files, each file cut into 4 KiB blocks, the last zero-padded;
+default /work/corpus/base.img), first occurrence only, in image order. Then
+compresses them as one zstd stream with the coordinator's encoder at each of
+--levels (default "3,<ORIGIN_ZSTD_LEVEL>,9,12") with a window of
+2^--window-log (default ORIGIN_ZSTD_WINDOW_LOG; 0 = zstd's default, no
+long-distance matching), and with --pack also at DELTA_PACK_ZSTD_LEVEL /
+DELTA_PACK_ZSTD_WINDOW_LOG. Prints bytes, seconds and input MiB/s per setting.
+
+Cases of ../shared/FACTS.md:
+  update:        --target next.img --seed base.img            (the delta pack's blocks)
+  first install: --target base.img --seed /usr --seed /etc --seed /var/lib`
+
+/** Its options. */
+export const options = {
+  target: { type: 'string' },
+  seed: { type: 'string', multiple: true },
+  levels: { type: 'string' },
+  'window-log': { type: 'string' },
+  pack: { type: 'boolean' },
+  json: { type: 'boolean' }
+} as const
+
+const READ = 8 << 20
+const ZERO = Buffer.alloc(BLOCK_SIZE)
+
+/** Calls `onBlocks(bytes, digests)` for every 8 MiB piece of a file (the tail zero-padded to whole blocks). */
+async function eachPiece (path: string, onBlocks: (bytes: Buffer, digests: Uint8Array) => void): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(READ)
+    const digests = new Uint8Array(READ / BLOCK_SIZE * DIGEST_BYTES)
+    for (let pos = 0; ; pos += READ) {
+      const { bytesRead } = await fh.read(buf, 0, READ, pos)
+      if (bytesRead === 0) break
+      const whole = Math.ceil(bytesRead / BLOCK_SIZE) * BLOCK_SIZE
+      buf.fill(0, bytesRead, whole)
+      const piece = buf.subarray(0, whole)
+      onBlocks(piece, hashBlocks(piece, digests))
+      if (bytesRead < READ) break
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
+async function * filesUnder (path: string): AsyncGenerator<string> {
+  let st
+  try { st = await lstat(path) } catch { return }
+  if (st.isFile()) { yield path; return }
+  if (!st.isDirectory()) return
+  let names: string[]
+  try { names = await readdir(path) } catch { return }
+  for (const n of names) yield * filesUnder(join(path, n))
+}
+
+/** The missing blocks of `target` given `seeds`, concatenated. */
+async function missingBlocks (target: string, seeds: string[]): Promise<{ bytes: Buffer, seedBlocks: number, targetBlocks: number, seconds: number }> {
+  const t0 = performance.now()
+  const known = new Set<string>()
+  for (const seed of seeds) {
+    for await (const file of filesUnder(seed)) {
+      try {
+        await eachPiece(file, (bytes, digests) => {
+          const d = Buffer.from(digests.buffer, digests.byteOffset, digests.byteLength)
+          for (let b = 0; b < bytes.length / BLOCK_SIZE; b++) {
+            if (bytes.compare(ZERO, 0, BLOCK_SIZE, b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE) !== 0) known.add(d.toString('latin1', b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES))
+          }
+        })
+      } catch {} // unreadable host files are skipped, as the agent's index does
+    }
+  }
+  const seedBlocks = known.size
+  const parts: Buffer[] = []
+  let targetBlocks = 0
+  await eachPiece(target, (bytes, digests) => {
+    const d = Buffer.from(digests.buffer, digests.byteOffset, digests.byteLength)
+    for (let b = 0; b < bytes.length / BLOCK_SIZE; b++) {
+      if (bytes.compare(ZERO, 0, BLOCK_SIZE, b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE) === 0) continue
+      targetBlocks++
+      const key = d.toString('latin1', b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES)
+      if (known.has(key)) continue
+      known.add(key)
+      parts.push(Buffer.from(bytes.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE)))
+    }
+  })
+  return { bytes: Buffer.concat(parts), seedBlocks, targetBlocks, seconds: (performance.now() - t0) / 1000 }
+}
+
+/** Compresses `data` as one stream with the coordinator's encoder; returns compressed bytes and seconds. */
+async function compress (data: Buffer, level: number, windowLog: number): Promise<{ bytes: number, seconds: number }> {
+  const t0 = performance.now()
+  const z = createZstdEncoder({ level, windowLog }, data.length)
+  let bytes = 0
+  const counted = (async () => { for await (const piece of z as AsyncIterable<Buffer>) bytes += piece.length })()
+  for (let o = 0; o < data.length; o += 1 << 20) {
+    if (!z.write(data.subarray(o, o + (1 << 20)))) await new Promise(resolve => z.once('drain', resolve))
+  }
+  z.end()
+  await counted
+  return { bytes, seconds: (performance.now() - t0) / 1000 }
+}
+
+/** Runs the benchmark. */
+export async function run (argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options, strict: true })
+  const target = values.target ?? '/work/corpus/next.img'
+  const seeds = values.seed ?? ['/work/corpus/base.img']
+  const levels = (values.levels ?? `3,${ORIGIN_ZSTD_LEVEL},9,12`).split(',').map(Number)
+  const windowLog = Number(values['window-log'] ?? ORIGIN_ZSTD_WINDOW_LOG)
+  if (levels.some(l => !Number.isInteger(l) || l < 1 || l > 22) || !Number.isInteger(windowLog)) throw new Error('--levels must be integers 1..22, --window-log an integer')
+  const m = await missingBlocks(target, seeds)
+  const mib = m.bytes.length / 1048576
+  const rows: Array<{ level: number, windowLog: number, bytes: number, seconds: number, mibPerSecond: number }> = []
+  const settings = levels.map(level => ({ level, windowLog }))
+  if (values.pack === true) settings.push({ level: DELTA_PACK_ZSTD_LEVEL, windowLog: DELTA_PACK_ZSTD_WINDOW_LOG })
+  for (const s of settings) {
+    const r = await compress(m.bytes, s.level, s.windowLog)
+    rows.push({ ...s, bytes: r.bytes, seconds: r.seconds, mibPerSecond: mib / r.seconds })
+    if (values.json !== true) console.log(`zstd level ${String(s.level).padStart(2)}, window 2^${s.windowLog || 'default'}: ${(r.bytes / 1e6).toFixed(2)} MB in ${r.seconds.toFixed(2)} s (${(mib / r.seconds).toFixed(1)} MiB/s in)`)
+  }
+  const result = { target, seeds, targetBlocks: m.targetBlocks, seedBlocks: m.seedBlocks, missingMiB: mib, scanSeconds: m.seconds, rows }
+  if (values.json === true) console.log(JSON.stringify(result))
+  else console.log(`missing: ${mib.toFixed(1)} MiB of ${(m.targetBlocks * BLOCK_SIZE / 1048576).toFixed(1)} MiB non-zero in ${target} (seeds: ${seeds.join(', ')}; scan ${m.seconds.toFixed(1)} s)`)
+  return 0
+}
