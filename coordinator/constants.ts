@@ -152,3 +152,11 @@ export const DEFAULT_PUBLISH_CONCURRENCY = 6
 
 /** CIDs per POST /v1/chunks/missing request of the publish client (the schema allows 100,000). */
 export const PUBLISH_MISSING_BATCH = 10_000
+
+/**
+ * Block batch streams compressing at once; more requests wait their turn. Each
+ * holds a zstd window of up to 2^ORIGIN_ZSTD_WINDOW_LOG bytes (less for a
+ * smaller batch), so this bounds the origin's memory to roughly this many
+ * windows whatever the number of clients.
+ */
+export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
