@@ -38,6 +38,14 @@ export const MAX_EVENTS_PAGE = 1000
 /** How long stop() waits for in-flight requests before closing connections. */
 export const SHUTDOWN_GRACE_MS = 5000
 
+/**
+ * How long an idle keep-alive connection stays open. Node's 5 s default races
+ * with clients that pause a few seconds between requests (the client sends on
+ * a socket the server is closing: ECONNRESET); 65 s also outlasts the usual
+ * 60 s idle timeout of load balancers, which must close first.
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 65_000
+
 /** Upper bounds (seconds) of the request latency histogram in /metrics. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 

@@ -27,7 +27,7 @@ import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './c
 import {
   ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { ConfigError } from './errors.ts'
@@ -288,6 +288,9 @@ async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port
       server.off('error', onError)
       resolve(server)
     })
+    const http = server as import('node:http').Server
+    http.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS
+    http.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1000 // must exceed keepAliveTimeout (Node docs)
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(err.code === 'EADDRINUSE'
         ? new ConfigError(`cannot listen on ${listen.host}:${listen.port}: address in use`, { cause: err })
