@@ -26,7 +26,16 @@ const subcommands = Object.fromEntries(benchNames().map(name => [name, async () 
     summary: mod.summary,
     usage: mod.usage,
     options: mod.options,
-    run: async (args: { values: Values, positionals: string[] }) => await mod.run(toArgv(args.values, args.positionals))
+    run: async (args: { values: Values, positionals: string[] }) => {
+      try {
+        return await mod.run(toArgv(args.values, args.positionals))
+      } catch (err) {
+        // A benchmark's failure is reported like a user-facing error (TRIMSWARM_DEBUG=1 shows the stack).
+        if (process.env.TRIMSWARM_DEBUG === '1') console.error(err)
+        process.stderr.write(`trimswarm bench ${name}: ${(err as Error)?.message ?? String(err)}\n`)
+        return 1
+      }
+    }
   }
 }]))
 

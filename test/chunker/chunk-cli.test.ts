@@ -225,3 +225,17 @@ describe('trimswarm manifest build / inspect', () => {
     expect(readdirSync(dir)).toEqual([])
   })
 })
+
+describe('trimswarm bench (same dispatcher as npm run bench)', () => {
+  it('lists the benchmarks, refuses an unknown one with the list, and runs one', async () => {
+    const help = await cli(['bench', '--help'])
+    expect(help.code).toBe(0)
+    expect(help.stdout).toMatch(/^ {2}chunk +trimswarm chunk vs casync make/m)
+    expect(help.stdout).toMatch(/^ {2}hash +BLAKE3 throughput/m)
+    expectFailure(await cli(['bench', 'no-such-bench']), 2, /unknown command "trimswarm bench no-such-bench"[\s\S]*chunk/)
+    const hash = await cli(['bench', 'hash', '--mib', '8', '--runs', '1'])
+    expect(hash.code, hash.stderr).toBe(0)
+    expect(hash.stdout).toMatch(/hashBlocks, 4 KiB blocks, 8 MiB per call +\d+ MiB\/s/)
+    expectFailure(await cli(['bench', 'hash', '--mib', 'x']), 1, /--mib must be an integer/)
+  })
+})
