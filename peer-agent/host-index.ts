@@ -12,8 +12,7 @@
  * A file's entries, its entry list and its record are written in one batch, so
  * a crash leaves either the old or the new state of that file.
  */
-import { lstatSync, readdirSync, type Stats } from 'node:fs'
-import { open } from 'node:fs/promises'
+import { closeSync, lstatSync, openSync, readdirSync, readSync, type Stats } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { Level } from 'level'
@@ -250,6 +249,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
 
       // hash new and changed files, INDEX_CONCURRENCY at a time
       let next = 0
+      let sinceYield = 0
       const worker = async (): Promise<void> => {
         const buf = new Uint8Array(readBytes)
         const digests = new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES)
@@ -260,13 +260,13 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
           const id = item.oldId ?? nextId++
           const list: number[] = []
           const entries: Uint8Array[] = []
-          let fh
+          let fd: number | undefined
           try {
-            fh = await open(item.path, 'r')
-            const st = await fh.stat()
+            // sync reads: on page-cached trees the FileHandle round trips cost more than the reads (profiled)
+            fd = openSync(item.path, 'r')
             let pos = 0
             for (;;) {
-              const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+              const bytesRead = readSync(fd, buf, 0, buf.length, pos)
               if (bytesRead === 0) break
               const padded = Math.ceil(bytesRead / BLOCK_SIZE) * BLOCK_SIZE
               buf.fill(0, bytesRead, padded)
@@ -281,7 +281,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
                 list.push(firstBlock + b)
               }
               pos += bytesRead
-              if (bytesRead < buf.length && pos >= st.size) break
+              if (bytesRead < buf.length && pos >= item.st.size) break
             }
             stats.bytesHashed += pos
             // the file changed while being read: index what we read, the next refresh sees the new mtime
@@ -307,10 +307,11 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
               byPath.delete(item.path)
             }
           } finally {
-            await fh?.close()
+            if (fd != null) closeSync(fd)
           }
           for (const op of ops) pending.push(op)
           if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+          else if (++sinceYield >= 256) { sinceYield = 0; await yieldLoop() }
           options.onProgress?.(stats)
         }
       }

@@ -13,7 +13,7 @@ export const DEFAULT_MAX_PEERS = 16
 export const DEFAULT_SESSION_PEERS = 16
 
 /** Bytes requested from one peer and not yet received (pipelining): hides round trips without hoarding chunks on one peer. */
-export const PIPELINE_BYTES = 2 * 1024 * 1024
+export const PIPELINE_BYTES = 16 * 1024 * 1024
 
 /** Requests in flight per peer at the least, whatever the chunk size. */
 export const PIPELINE_MIN_REQUESTS = 2
