@@ -31,6 +31,7 @@ import {
   CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, IMAGE_SUBLEVEL_PREFIX, MANIFEST_CACHE_SIZE,
   ORIGIN_MAX_CONCURRENT_BATCHES, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR
 } from './constants.ts'
+import { ConfigError } from './errors.ts'
 import { countReusedBlocks, digestSet, planDeltaPack, writeDeltaPack } from './delta-pack-builder.ts'
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
 
@@ -157,8 +158,27 @@ async function forEachLimit<T> (items: readonly T[], limit: number, fn: (item: T
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
 }
 
-/** Creates the image service; call start() to run the background delta pack builder. */
+const INIT_KEYS = ['originZstd', 'deltaPackZstd', 'buildDeltaPacks', 'maxConcurrentBatches']
+
+/** Throws ConfigError for an init the service cannot run with (checked once, at creation). */
+function checkInit (init: ImageServiceInit): void {
+  const fail = (why: string): never => { throw new ConfigError(`images: ${why}`) }
+  for (const k of Object.keys(init)) if (!INIT_KEYS.includes(k)) fail(`unknown setting ${JSON.stringify(k)} (known: ${INIT_KEYS.join(', ')})`)
+  for (const k of ['originZstd', 'deltaPackZstd'] as const) {
+    const z = init[k]
+    if (z == null) continue
+    if (typeof z !== 'object') fail(`${k} must be an object {level, windowLog}`)
+    for (const f of Object.keys(z)) if (f !== 'level' && f !== 'windowLog') fail(`${k}: unknown setting ${JSON.stringify(f)} (known: level, windowLog)`)
+    if (z.level !== undefined && (!Number.isInteger(z.level) || z.level < 1 || z.level > 22)) fail(`${k}.level must be an integer from 1 to 22`)
+    if (z.windowLog !== undefined && (!Number.isInteger(z.windowLog) || (z.windowLog !== 0 && (z.windowLog < 10 || z.windowLog > 30)))) fail(`${k}.windowLog must be 0 (zstd's default) or an integer from 10 to 30`)
+  }
+  if (init.buildDeltaPacks !== undefined && typeof init.buildDeltaPacks !== 'boolean') fail('buildDeltaPacks must be true or false')
+  if (init.maxConcurrentBatches !== undefined && (!Number.isInteger(init.maxConcurrentBatches) || init.maxConcurrentBatches < 1)) fail('maxConcurrentBatches must be a whole number >= 1')
+}
+
+/** Creates the image service; call start() to run the background delta pack builder. Throws ConfigError for a bad init. */
 export function createImageService (components: ImageServiceComponents, init: ImageServiceInit = {}): ImageService {
+  checkInit(init)
   const { db, blockStore, signer, logger, dataDir } = components
   const originZstd: ZstdSettings = { level: init.originZstd?.level ?? ORIGIN_ZSTD_LEVEL, windowLog: init.originZstd?.windowLog ?? ORIGIN_ZSTD_WINDOW_LOG }
   const packZstd: ZstdSettings = { level: init.deltaPackZstd?.level ?? DELTA_PACK_ZSTD_LEVEL, windowLog: init.deltaPackZstd?.windowLog ?? DELTA_PACK_ZSTD_WINDOW_LOG }

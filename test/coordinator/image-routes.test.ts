@@ -323,3 +323,23 @@ describe('block batch concurrency bound', () => {
     expect(h.images.stats().blockBatchesWaiting).toBe(0)
   })
 })
+
+describe('image service settings', () => {
+  it('refuses bad `images` settings at start, naming the setting', async () => {
+    const { createCoordinator } = await import('../../coordinator/coordinator.ts')
+    const dir = await tempDir()
+    try {
+      for (const [images, why] of [
+        [{ originZstd: { level: 40 } }, /originZstd.level/],
+        [{ deltaPackZstd: { windowLog: 5 } }, /deltaPackZstd.windowLog/],
+        [{ maxConcurrentBatches: 0 }, /maxConcurrentBatches/],
+        [{ originLevel: 3 }, /unknown setting "originLevel"/]
+      ] as const) {
+        const c = createCoordinator({ dataDir: join(dir.path, 'c'), listen: '127.0.0.1:0', logLevel: 'silent', config: { images } })
+        await expect(c.start()).rejects.toThrow(why)
+      }
+    } finally {
+      await dir.cleanup()
+    }
+  })
+})
