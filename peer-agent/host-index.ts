@@ -109,6 +109,8 @@ function isZeroPrefix (digests: Uint8Array, at: number): boolean {
 }
 
 const EMPTY = new Uint8Array(0)
+const BLOCK_KEY_BYTES = 1 + BLOCK_PREFIX_BYTES + 8
+const LIST_ENTRY_BYTES = BLOCK_PREFIX_BYTES + 4
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
@@ -258,8 +260,12 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
           const item = todo[next++]
           const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
           const id = item.oldId ?? nextId++
-          const list: number[] = []
-          const entries: Uint8Array[] = []
+          // one buffer per file for all its keys and its entry list: per-block allocations
+          // (1.4M small buffers for /usr) bloated RSS through malloc, not the JS heap
+          const maxBlocks = Math.ceil(item.st.size / BLOCK_SIZE) + 1
+          let keys = new Uint8Array(maxBlocks * BLOCK_KEY_BYTES)
+          let listBytes = new Uint8Array(maxBlocks * LIST_ENTRY_BYTES)
+          let count = 0
           let fd: number | undefined
           try {
             // sync reads: on page-cached trees the FileHandle round trips cost more than the reads (profiled)
@@ -273,12 +279,25 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
               const nBlocks = padded / BLOCK_SIZE
               hashBlocks(buf.subarray(0, padded), digests)
               const firstBlock = pos / BLOCK_SIZE
+              if ((count + nBlocks) * BLOCK_KEY_BYTES > keys.length) {
+                // the file grew while being read
+                const k2 = new Uint8Array((count + nBlocks) * 2 * BLOCK_KEY_BYTES); k2.set(keys); keys = k2
+                const l2 = new Uint8Array((count + nBlocks) * 2 * LIST_ENTRY_BYTES); l2.set(listBytes); listBytes = l2
+              }
+              const kdv = new DataView(keys.buffer)
+              const ldv = new DataView(listBytes.buffer)
               for (let b = 0; b < nBlocks; b++) {
                 const at = b * DIGEST_BYTES
                 if (isZeroPrefix(digests, at)) continue
-                const prefix = digests.slice(at, at + BLOCK_PREFIX_BYTES)
-                entries.push(blockKey(prefix, id, firstBlock + b))
-                list.push(firstBlock + b)
+                const k = count * BLOCK_KEY_BYTES
+                keys[k] = TAG_BLOCK
+                keys.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), k + 1)
+                kdv.setUint32(k + 1 + BLOCK_PREFIX_BYTES, id)
+                kdv.setUint32(k + 5 + BLOCK_PREFIX_BYTES, firstBlock + b)
+                const l = count * LIST_ENTRY_BYTES
+                listBytes.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), l)
+                ldv.setUint32(l + BLOCK_PREFIX_BYTES, firstBlock + b)
+                count++
               }
               pos += bytesRead
               if (bytesRead < buf.length && pos >= item.st.size) break
@@ -286,19 +305,13 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
             stats.bytesHashed += pos
             // the file changed while being read: index what we read, the next refresh sees the new mtime
             const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
-            const listBytes = new Uint8Array(entries.length * (BLOCK_PREFIX_BYTES + 4))
-            const dv = new DataView(listBytes.buffer)
-            for (let i = 0; i < entries.length; i++) {
-              listBytes.set(entries[i].subarray(1, 1 + BLOCK_PREFIX_BYTES), i * (BLOCK_PREFIX_BYTES + 4))
-              dv.setUint32(i * (BLOCK_PREFIX_BYTES + 4) + BLOCK_PREFIX_BYTES, list[i])
-              ops.push({ type: 'put', key: entries[i], value: EMPTY })
-            }
-            ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes })
+            for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
+            ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
             ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
             byId.set(id, rec)
             byPath.set(item.path, id)
             stats.hashed++
-            stats.blocks += entries.length
+            stats.blocks += count
           } catch (err) {
             stats.warnings++
             logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
