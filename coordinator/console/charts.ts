@@ -84,8 +84,8 @@ export function createCharts (components: { series: SeriesStore, now?: () => num
         times: times.slice(1),
         series: [
           ...list.map(v => ({ name: v, values: pts.map(s => count(s, v, 0)) })),
-          { name: 'in progress', values: pts.map(s => list.reduce((a, v) => a + count(s, v, 1), 0)), color: '#868e96' },
-          { name: 'failed', values: pts.map(s => list.reduce((a, v) => a + count(s, v, 2), 0)), color: '#e03131' }
+          { name: 'in progress', values: pts.map(s => list.reduce((a, v) => a + count(s, v, 1), 0)), color: '#868e96', dashed: true },
+          { name: 'failed', values: pts.map(s => list.reduce((a, v) => a + count(s, v, 2), 0)), color: '#e03131', dashed: true }
         ]
       }
       return renderChart(spec)

@@ -10,6 +10,8 @@ export interface ChartSeries {
   name: string
   values: number[]
   color?: string
+  /** Drawn dashed (totals next to the per-version lines). */
+  dashed?: boolean
 }
 
 /** What a chart shows. */
@@ -37,11 +39,21 @@ export function escapeXml (s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;')
 }
 
-function niceMax (v: number): number {
-  if (v <= 0) return 1
-  const p = 10 ** Math.floor(Math.log10(v))
-  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p
-  return 10 * p
+function niceMax (v: number, unit: ChartSpec['unit']): number {
+  if (unit === 'count') {
+    // whole numbers on every one of the 4 grid lines
+    if (v <= 4) return 4
+    const p = 10 ** Math.floor(Math.log10(v / 4))
+    for (const m of [1, 2, 2.5, 5, 10]) if (v <= 4 * m * p && Number.isInteger(m * p)) return 4 * m * p
+    return 40 * p
+  }
+  if (v <= 0) return 1024
+  // bytes: nice steps in the unit the labels use (KiB, MiB, ...)
+  const scale = 1024 ** Math.max(0, Math.floor(Math.log(v) / Math.log(1024)))
+  const x = v / scale
+  const p = 10 ** Math.floor(Math.log10(x))
+  for (const m of [1, 2, 4, 8, 10]) if (x <= m * p) return m * p * scale
+  return 10 * p * scale
 }
 
 function yLabel (v: number, unit: ChartSpec['unit']): string {
@@ -64,7 +76,7 @@ export function renderChart (spec: ChartSpec): string {
     if (spec.kind === 'bars') max = Math.max(max, spec.series.reduce((a, s) => a + (s.values[i] ?? 0), 0))
     else for (const s of spec.series) max = Math.max(max, s.values[i] ?? 0)
   }
-  max = niceMax(max)
+  max = niceMax(max, spec.unit)
   const x = (i: number): number => PAD.left + (n <= 1 ? 0 : i * plotW / (n - 1))
   const y = (v: number): number => PAD.top + plotH - v / max * plotH
   const out: string[] = []
@@ -78,7 +90,8 @@ export function renderChart (spec: ChartSpec): string {
   }
   const span = n > 1 ? spec.times[n - 1] - spec.times[0] : 0
   for (const i of n > 1 ? [0, Math.floor((n - 1) / 2), n - 1] : []) {
-    out.push(`<text x="${x(i).toFixed(1)}" y="${H - PAD.bottom + 16}" text-anchor="middle" class="axis">${escapeXml(timeLabel(spec.times[i], span))} UTC</text>`)
+    const anchor = i === 0 ? 'start' : i === n - 1 ? 'end' : 'middle'
+    out.push(`<text x="${x(i).toFixed(1)}" y="${H - PAD.bottom + 16}" text-anchor="${anchor}" class="axis">${escapeXml(timeLabel(spec.times[i], span))} UTC</text>`)
   }
   if (spec.kind === 'bars') {
     const bw = Math.max(1, plotW / Math.max(n, 1) * 0.8)
@@ -95,8 +108,10 @@ export function renderChart (spec: ChartSpec): string {
     }
   } else {
     for (const [si, s] of spec.series.entries()) {
-      const pts = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
-      out.push(`<polyline points="${pts}" fill="none" stroke="${colors[si]}" stroke-width="2"><title>${escapeXml(s.name)}</title></polyline>`)
+      // steps: a count holds until the next sample; earlier series drawn wider so an equal later one does not hide them
+      const pts = s.values.map((v, i) => i === 0 ? `${x(i).toFixed(1)},${y(v).toFixed(1)}` : `${x(i).toFixed(1)},${y(s.values[i - 1]).toFixed(1)} ${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
+      const width = Math.max(2, 6 - si * 1.5)
+      out.push(`<polyline points="${pts}" fill="none" stroke="${colors[si]}" stroke-width="${width}"${s.dashed === true ? ' stroke-dasharray="6 4"' : ''} stroke-linejoin="round"><title>${escapeXml(s.name)}</title></polyline>`)
     }
   }
   // legend
@@ -106,7 +121,7 @@ export function renderChart (spec: ChartSpec): string {
     out.push(`<rect x="${lx}" y="${H - 16}" width="10" height="10" fill="${colors[si]}"/><text x="${lx + 14}" y="${H - 7}" class="legend">${escapeXml(label)}</text>`)
     lx += 24 + label.length * 7
   }
-  if (spec.series.length === 0 || max === 1 && spec.series.every(s => s.values.every(v => v === 0))) {
+  if (spec.series.every(s => s.values.every(v => v === 0))) {
     out.push(`<text x="${W / 2}" y="${PAD.top + plotH / 2}" text-anchor="middle" class="empty">no data in this window yet</text>`)
   }
   out.push('</svg>')

@@ -1,0 +1,174 @@
+/**
+ * The admin console end to end, as an admin sees it: a real `trimswarm
+ * coordinator` process with a real slapd, Debian's Chromium driven by
+ * playwright-core. Logs in as dave (trimswarm-admins), publishes through the
+ * CLI, runs two real agents (`trimswarm agent sync`, two sites, one with a
+ * host folder for Trim Transfer) and watches the rollout and bandwidth pages
+ * update by themselves (no reload). Screenshots go to test-artifacts/console/.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { chromium, type BrowserContext, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { freePort, startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../helpers/slapd.ts'
+import { makeHostFolder, makeTestImage, makeUpdatedImage, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
+
+const CHROMIUM = '/usr/bin/chromium'
+const CLI = new URL('../../bin/trimswarm.js', import.meta.url).pathname
+const ARTIFACTS = new URL('../../test-artifacts/console/', import.meta.url).pathname
+const run = promisify(execFile)
+
+describe.skipIf(!existsSync(CHROMIUM))(`admin console in Chromium (skipped: ${CHROMIUM} is missing; scripts/install-deps.sh installs Debian's chromium)`, () => {
+  let slapd: TestSlapd
+  let dir: TempDir
+  let coord: ChildProcess
+  let coordLog = ''
+  let url: string
+  let tokenFile: string
+  let agentToken: string
+  let context: BrowserContext
+  let page: Page
+  let v1: TestImage
+  let host: HostFolder
+
+  const cli = async (...args: string[]): Promise<string> => {
+    const { stdout } = await run(process.execPath, [CLI, ...args], { timeout: 60_000 })
+    return stdout
+  }
+  const shot = async (name: string): Promise<void> => { await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true }) }
+  const agent = async (name: string, site: string, version: string, extra: string[]): Promise<any> => {
+    const out = await cli('agent', 'sync', `desk@${version}`, '--coordinator', url, '--token-file', join(dir.path, 'agent.token'),
+      '--data', join(dir.path, name), '--out', join(dir.path, name, 'desk.img'), '--site', site, '--json', '--quiet', ...extra)
+    return JSON.parse(out.trim().split('\n').at(-1) as string)
+  }
+  /** Text of the page's table with this id, as the browser shows it now. */
+  const tableText = async (id: string): Promise<string> => await page.locator(`#table-${id} tbody`).innerText()
+
+  beforeAll(async () => {
+    await mkdir(ARTIFACTS, { recursive: true })
+    ;[slapd, dir] = await Promise.all([startTestSlapd(), tempDir('trimswarm-console-e2e-')])
+    v1 = await makeTestImage(dir.path, { name: 'v1', sizeMiB: 8, seed: 71 })
+    host = await makeHostFolder(dir.path, v1)
+    const config = join(dir.path, 'coordinator.json')
+    await writeFile(config, JSON.stringify({ logLevel: 'warn', ldap: testLdapInit(slapd), adminGroups: ['trimswarm-admins'] }))
+    const listen = `127.0.0.1:${await freePort()}`
+    url = `http://${listen}`
+    coord = spawn(process.execPath, [CLI, 'coordinator', '--data', join(dir.path, 'data'), '--listen', listen, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] })
+    coord.stdout!.on('data', (d: Buffer) => { coordLog += d.toString() })
+    coord.stderr!.on('data', (d: Buffer) => { coordLog += d.toString() })
+    const until = Date.now() + 20_000
+    while (!coordLog.includes('coordinator listening on')) {
+      if (coord.exitCode != null || Date.now() > until) throw new Error(`coordinator did not start: ${coordLog}`)
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    tokenFile = join(dir.path, 'data', 'admin.token')
+    const admin = (await readFile(tokenFile, 'utf8')).trim()
+    const api = async (method: string, path: string, body: unknown): Promise<any> => {
+      const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`)
+      return await res.json()
+    }
+    await cli('policy', 'set', 'branch', '--images', 'desk', '--coordinator', url, '--token-file', tokenFile)
+    agentToken = (await api('POST', '/v1/tokens', { group: 'branch', name: 'e2e-agents' })).token
+    await writeFile(join(dir.path, 'agent.token'), agentToken + '\n', { mode: 0o600 })
+
+    context = await chromium.launchPersistentContext(join(dir.path, 'chromium-profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1280, height: 900 }
+    })
+    page = context.pages()[0] ?? await context.newPage()
+  }, 60_000)
+
+  afterAll(async () => {
+    await context?.close()
+    if (coord != null && coord.exitCode == null) {
+      coord.kill('SIGTERM')
+      await new Promise(resolve => coord.once('exit', resolve))
+    }
+    await slapd?.stop()
+    await dir?.cleanup()
+  })
+
+  it('sends a logged-out browser to the login page and logs dave in', async () => {
+    const res = await fetch(`${url}/console/login`)
+    expect(res.status, 'the console is not mounted in createCoordinator (coordinator/coordinator.ts): see docs/OPERATIONS.md "Admin console"').toBe(200)
+    await page.goto(`${url}/console/rollout?image=desk`)
+    expect(new URL(page.url()).pathname).toBe('/console/login')
+    await page.fill('input[name=user]', 'dave')
+    await page.fill('input[name=password]', 'wrong')
+    await page.click('button[type=submit]')
+    await expect.poll(async () => await page.locator('.form-error').innerText()).toContain('Wrong user name or password')
+    await page.fill('input[name=user]', 'dave')
+    await page.fill('input[name=password]', TEST_LDAP_PASSWORDS.dave)
+    await shot('01-login')
+    await page.click('button[type=submit]')
+    await page.waitForURL(/\/console\/rollout\?image=desk$/)
+    expect(await page.locator('header .who span').innerText()).toBe('dave')
+    const cookies = await context.cookies(url)
+    const session = cookies.find(c => c.name === 'trimswarm_session')
+    expect(session?.httpOnly).toBe(true)
+    expect(session?.sameSite).toBe('Strict')
+  })
+
+  it('shows an image published with the CLI on the images page without a reload', async () => {
+    await page.goto(`${url}/console/images`)
+    await page.evaluate(() => { (window as any).__sameDocument = true })
+    await cli('publish', v1.path, '--image', 'desk', '--version', 'v1', '--coordinator', url, '--token-file', tokenFile)
+    await expect.poll(async () => await tableText('versions'), { timeout: 15_000 }).toMatch(/desk\s+v1\s+latest/)
+    expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true)
+    await shot('02-images')
+  })
+
+  it('updates the rollout chart and table as two agents sync, then as one updates to v2', async () => {
+    await page.goto(`${url}/console/rollout?image=desk`)
+    await page.evaluate(() => { (window as any).__sameDocument = true })
+    const a = await agent('agent-a', 'paris', 'v1', ['--no-index'])
+    const b = await agent('agent-b', 'lyon', 'v1', ['--index', host.path])
+    expect(a.bytes.origin).toBeGreaterThan(0)
+    expect(b.bytes.local).toBeGreaterThan(0)
+    await expect.poll(async () => await tableText('rollout'), { timeout: 15_000 }).toMatch(/desk\s+v1\s+lyon\s+1/)
+    expect(await tableText('rollout')).toMatch(/desk\s+v1\s+paris\s+1/)
+    await expect.poll(async () => await page.locator('figure[data-live-svg] polyline').count(), { timeout: 15_000 }).toBeGreaterThanOrEqual(3)
+    expect(await page.locator('figure[data-live-svg] svg').innerHTML()).toContain('>v1<')
+    expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true)
+    await shot('03-rollout-v1')
+
+    const v2 = await makeUpdatedImage(dir.path, v1, { name: 'v2', seed: 72 })
+    await cli('publish', v2.path, '--image', 'desk', '--version', 'v2', '--coordinator', url, '--token-file', tokenFile)
+    await page.goto(`${url}/console/rollout?image=desk`)
+    await page.evaluate(() => { (window as any).__sameDocument = true })
+    const up = await agent('agent-a', 'paris', 'v2', ['--no-index'])
+    expect(up.version).toBe('v2')
+    await expect.poll(async () => await tableText('rollout'), { timeout: 15_000 }).toMatch(/desk\s+v2\s+paris\s+1/)
+    await expect.poll(async () => await page.locator('figure[data-live-svg] svg').innerHTML(), { timeout: 15_000 }).toContain('>v2<')
+    expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true)
+    await shot('04-rollout-v2')
+  })
+
+  it('shows bytes by source and WAN saved on the bandwidth page, and agents and events', async () => {
+    await page.goto(`${url}/console/bandwidth?image=desk`)
+    const note = await page.locator('figure[data-live-svg] .chart-note').textContent()
+    expect(note).toMatch(/WAN saved in this window: [1-9]\d*\.\d %/)
+    expect(await page.locator('figure[data-live-svg] rect[fill="#e8590c"]').count()).toBeGreaterThan(0) // origin bars
+    expect(await page.locator('figure[data-live-svg] rect[fill="#2b8a3e"]').count()).toBeGreaterThan(0) // local bars
+    expect(await tableText('by-site')).toMatch(/lyon/)
+    await shot('05-bandwidth')
+    await page.goto(`${url}/console/agents`)
+    expect(await tableText('agents')).toMatch(/paris[\s\S]*desk@v2/)
+    await shot('06-agents')
+    await page.goto(`${url}/console/events?type=sync.completed`)
+    const events = await tableText('events')
+    expect(events.match(/sync\.completed/g)?.length).toBe(3)
+    await shot('07-events')
+    await page.goto(`${url}/console/policy/branch`)
+    await page.fill('input[name=maxPeers]', 'many')
+    await page.click('form.policy button[type=submit]')
+    await expect.poll(async () => await page.locator('.field-error').innerText()).toContain('whole number')
+    await shot('08-policy-error')
+  })
+}, 120_000)
