@@ -100,11 +100,46 @@ function flattenStats (prefix: string, value: unknown, out: Record<string, numbe
   return out
 }
 
-/** Logs one line per request and records it in the metrics. */
-function requestLog (logger: Logger, metrics: Metrics): MiddlewareHandler<CoordinatorEnv> {
+/** Requests being handled, so stop() can wait for them before closing the database. */
+interface InFlight {
+  count: number
+  stopping: boolean
+  /** Resolves when no request is in flight (or after `ms`). */
+  drained: (ms: number) => Promise<void>
+}
+
+function createInFlight (): InFlight {
+  let waiters: Array<() => void> = []
+  const state: InFlight & { done: () => void } = {
+    count: 0,
+    stopping: false,
+    done () {
+      if (state.count === 0) { for (const w of waiters) w(); waiters = [] }
+    },
+    async drained (ms) {
+      if (state.count === 0) return
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, ms)
+        waiters.push(() => { clearTimeout(timer); resolve() })
+      })
+    }
+  }
+  return state
+}
+
+/** Logs one line per request and records it in the metrics; counts requests in flight. */
+function requestLog (logger: Logger, metrics: Metrics, inFlight: InFlight & { done?: () => void }): MiddlewareHandler<CoordinatorEnv> {
   return async (c, next) => {
     const t0 = performance.now()
-    await next()
+    inFlight.count++
+    try {
+      await next()
+    } finally {
+      inFlight.count--
+      inFlight.done?.()
+    }
+    // while stopping, keep-alive clients are told to go (they reconnect to the next instance)
+    if (inFlight.stopping) c.header('Connection', 'close')
     const seconds = (performance.now() - t0) / 1000
     let route = routePath(c)
     if (route === '' || route.endsWith('*')) route = 'unmatched'
@@ -235,10 +270,11 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(signer.publicKeyRaw).toString('base64') }
     let openapi: Record<string, unknown> | undefined
 
+    const inFlight = createInFlight()
     const app = new Hono<CoordinatorEnv>()
     app.onError(createErrorHandler(logger))
     app.notFound((c) => errorResponse(c, new NotFoundError(`no route ${c.req.method} ${c.req.path}`)))
-    app.use('*', requestLog(logger, metrics))
+    app.use('*', requestLog(logger, metrics, inFlight))
     app.use('*', bodyLimit({ maxSize: maxBody, onError: tooLarge(maxBody) }))
     for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events']) app.use(p, jsonLimit)
 
@@ -260,7 +296,12 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
       const addr = server.address() as AddressInfo
       const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
       url = `${tls != null ? 'https' : 'http'}://${host}:${addr.port}`
-      cleanups.push(async () => { await closeServer(server) })
+      cleanups.push(async () => {
+        inFlight.stopping = true
+        await closeServer(server)
+        // a request whose socket was cut at the grace limit may still be running: let it finish before the database closes
+        await inFlight.drained(SHUTDOWN_GRACE_MS)
+      })
       logger.info('coordinator listening', { url, dataDir, ldap: ldap != null, tls: tls != null })
     }
 
