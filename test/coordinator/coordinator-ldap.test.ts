@@ -97,6 +97,26 @@ describe('coordinator login against a real slapd', () => {
     expect(await (await call(routes.metrics)).text()).toMatch(/trimswarm_login_failures_total\{reason="rate_limited"\} 1/)
   })
 
+  it('rate limits login attempts per client IP across user names, over a real socket', async () => {
+    const other = createCoordinator({
+      dataDir: join(dir.path, 'per-ip'),
+      listen: '127.0.0.1:0',
+      logLevel: 'silent',
+      config: { ldap: testLdapInit(slapd), loginRateLimit: { maxPerIp: 3, windowSeconds: 60 } }
+    })
+    await other.start()
+    try {
+      const attempt = async (user: string, password: string): Promise<number> =>
+        (await fetch(other.url + routes.login, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) })).status
+      expect(await attempt('alice', PW.alice)).toBe(200)
+      expect(await attempt('bob', 'x')).toBe(401)
+      expect(await attempt('mallory', 'y')).toBe(401)
+      expect(await attempt('carol', PW.carol)).toBe(429) // the fourth attempt from 127.0.0.1 in the window
+    } finally {
+      await other.stop()
+    }
+  })
+
   it('answers 503 while the directory is down, keeps serving tokens, and recovers', async () => {
     const alice = await session('alice')
     await slapd.pause()
