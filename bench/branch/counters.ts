@@ -8,6 +8,8 @@
 export interface IfaceCounters {
   rx: number
   tx: number
+  rxPackets: number
+  txPackets: number
 }
 
 /** Parses the text of /proc/net/dev into counters per interface name. */
@@ -20,10 +22,9 @@ export function parseNetDev (text: string): Map<string, IfaceCounters> {
     const fields = line.slice(colon + 1).trim().split(/\s+/)
     // Receive: bytes packets errs drop fifo frame compressed multicast; Transmit: bytes ...
     if (name === '' || fields.length < 16) continue
-    const rx = Number(fields[0])
-    const tx = Number(fields[8])
-    if (!Number.isFinite(rx) || !Number.isFinite(tx)) continue
-    out.set(name, { rx, tx })
+    const [rx, rxPackets, tx, txPackets] = [fields[0], fields[1], fields[8], fields[9]].map(Number)
+    if (![rx, rxPackets, tx, txPackets].every(Number.isFinite)) continue
+    out.set(name, { rx, tx, rxPackets, txPackets })
   }
   return out
 }
@@ -37,14 +38,38 @@ export interface Sample {
   wanUp: number
   /** Bytes over the branch LAN so far. */
   lan: number
+  /** Packets hq -> branch so far (0 when unknown, e.g. the proxy). */
+  wanDownPackets: number
+  /** Packets branch -> hq so far. */
+  wanUpPackets: number
 }
 
+/**
+ * Header bytes per packet on the WAN veth as the kernel counts them:
+ * Ethernet 14 + IPv4 20 + TCP 20 + TCP timestamps option 12. Segmentation
+ * offload is limited to one MTU on the veth, so every packet is counted with its headers.
+ */
+export const HEADER_BYTES_PER_PACKET = 66
+
 /** Difference of two samples (end - start), never negative. */
-export function sampleDelta (start: Sample, end: Sample): { wanDown: number, wanUp: number, wan: number, lan: number, seconds: number } {
+export function sampleDelta (start: Sample, end: Sample): { wanDown: number, wanUp: number, wan: number, lan: number, wanDownPackets: number, wanUpPackets: number, seconds: number } {
   const d = (a: number, b: number): number => Math.max(0, b - a)
   const wanDown = d(start.wanDown, end.wanDown)
   const wanUp = d(start.wanUp, end.wanUp)
-  return { wanDown, wanUp, wan: wanDown + wanUp, lan: d(start.lan, end.lan), seconds: Math.max(0, end.t - start.t) / 1000 }
+  return {
+    wanDown,
+    wanUp,
+    wan: wanDown + wanUp,
+    lan: d(start.lan, end.lan),
+    wanDownPackets: d(start.wanDownPackets, end.wanDownPackets),
+    wanUpPackets: d(start.wanUpPackets, end.wanUpPackets),
+    seconds: Math.max(0, end.t - start.t) / 1000
+  }
+}
+
+/** Payload bytes in `bytes` carried by `packets` TCP packets (headers removed), never negative. */
+export function payloadBytes (bytes: number, packets: number): number {
+  return Math.max(0, bytes - packets * HEADER_BYTES_PER_PACKET)
 }
 
 /** One point of a throughput series: seconds since the series' start, bits per second over the interval ending there. */

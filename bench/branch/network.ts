@@ -12,6 +12,7 @@ import { createServer } from 'node:net'
 import { once } from 'node:events'
 import type { ProcessManager } from './processes.ts'
 import { parseNetDev } from './counters.ts'
+import type { IfaceCounters } from './counters.ts'
 import type { Sample } from './counters.ts'
 import { startRelay } from './relay.ts'
 import type { Relay } from './relay.ts'
@@ -58,6 +59,8 @@ export interface NetworkInit {
 export function netnsNames (id: number): { hq: string, branch: string, hqVeth: string, branchVeth: string } {
   return { hq: `ts-hq-${id}`, branch: `ts-br-${id}`, hqVeth: `tsh${id}`, branchVeth: `tsb${id}` }
 }
+
+const ZERO = { rx: 0, tx: 0, rxPackets: 0, txPackets: 0 }
 
 function ip (args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
@@ -109,6 +112,9 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
     for (const [ns, dev, addr] of [[n.hq, n.hqVeth, HQ_ADDRESS], [n.branch, n.branchVeth, BRANCH_ADDRESS]]) {
       ip(['-n', ns, 'link', 'set', 'lo', 'up'])
       ip(['-n', ns, 'addr', 'add', `${addr}/${WAN_PREFIX}`, 'dev', dev])
+      // A real WAN carries frames of at most one MTU; without this the veth passes (and counts) 64 KiB
+      // segmentation-offload super-packets with one set of headers, hiding most of the header bytes.
+      ip(['-n', ns, 'link', 'set', 'dev', dev, 'gso_max_size', '1500', 'gso_max_segs', '1'])
       ip(['-n', ns, 'link', 'set', dev, 'up'])
       // Egress shaping on each end = both directions of the WAN.
       tc(['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', tcRate(init.wanRate), 'burst', String(tbfBurst(init.wanRate, 1500)), 'latency', '200ms'])
@@ -134,11 +140,11 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
     await teardown()
     throw err
   }
-  const readIface = (ns: string, dev: string): { rx: number, tx: number } => {
+  const readIface = (ns: string, dev: string): IfaceCounters => {
     try {
-      return parseNetDev(readFileSync(`/proc/${holders[ns]}/net/dev`, 'utf8')).get(dev) ?? { rx: 0, tx: 0 }
+      return parseNetDev(readFileSync(`/proc/${holders[ns]}/net/dev`, 'utf8')).get(dev) ?? ZERO
     } catch {
-      return { rx: 0, tx: 0 }
+      return ZERO
     }
   }
   const wrap = (ns: string) => (cmd: string, args: string[]): CommandLine => ['ip', ['netns', 'exec', ns, cmd, ...args]]
@@ -149,7 +155,7 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
       init.wanRttMs > 0
         ? `Round trip: netem is not available on this kernel, so a user-space relay in ${n.hq} (bench/branch/relay.ts) holds every byte ${init.wanRttMs / 2} ms in each direction between the veth and the services. It terminates TCP, so it adds request/response latency but not the effect of a long RTT on TCP's congestion window.`
         : 'No round trip added (--wan-rtt 0): the relay in hq forwards without delay.',
-      `WAN bytes = rx + tx of ${n.hqVeth} (/proc/<pid>/net/dev of a process in ${n.hq}) sampled every 250 ms; Ethernet/IP/TCP headers and ACKs are included, which is what the link carries.`,
+      `WAN bytes = rx + tx of ${n.hqVeth} (/proc/<pid>/net/dev of a process in ${n.hq}) sampled every 250 ms, with segmentation offload limited to one 1500-byte frame so every packet is counted with its Ethernet/IP/TCP headers (66 bytes per packet here) and every ACK: what a real link carries. The accounting check also removes the headers (packets x 66 bytes) to compare payloads.`,
       init.lanRate > 0
         ? `LAN: all clients share ${n.branch}, so client-to-client traffic crosses its loopback, shaped by tbf at ${tcRate(init.lanRate)}; LAN bytes = tx bytes of that loopback.`
         : `LAN: all clients share ${n.branch}, so client-to-client traffic crosses its loopback (not shaped); LAN bytes = tx bytes of that loopback.`
@@ -167,7 +173,7 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
     sample: () => {
       const wan = readIface(n.hq, n.hqVeth)
       const lo = readIface(n.branch, 'lo')
-      return { t: performance.now(), wanDown: wan.tx, wanUp: wan.rx, lan: lo.tx }
+      return { t: performance.now(), wanDown: wan.tx, wanUp: wan.rx, lan: lo.tx, wanDownPackets: wan.txPackets, wanUpPackets: wan.rxPackets }
     },
     lanMeasured: true,
     teardown
@@ -216,7 +222,7 @@ export async function createProxyNetwork (init: NetworkInit): Promise<Network> {
     },
     sample: () => {
       const c = relay?.counters() ?? { down: 0, up: 0 }
-      return { t: performance.now(), wanDown: c.down, wanUp: c.up, lan: 0 }
+      return { t: performance.now(), wanDown: c.down, wanUp: c.up, lan: 0, wanDownPackets: 0, wanUpPackets: 0 }
     },
     lanMeasured: false,
     async teardown () {

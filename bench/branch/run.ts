@@ -137,6 +137,8 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
     clients: results,
     wanDown: delta.wanDown,
     wanUp: delta.wanUp,
+    wanDownPackets: delta.wanDownPackets,
+    wanUpPackets: delta.wanUpPackets,
     lan: ctx.net.lanMeasured ? delta.lan : reportedPeers,
     local: reportedLocal,
     firstDoneSeconds: okTimes.length > 0 ? Math.min(...okTimes) : null,
@@ -230,7 +232,7 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
 }
 
 function notRun (scenario: Scenario, method: Method, note: string): MethodResult {
-  return { scenario, method, ran: false, note, clients: [], wanDown: 0, wanUp: 0, lan: 0, local: null, firstDoneSeconds: null, allDoneSeconds: null, throughput: [] }
+  return { scenario, method, ran: false, note, clients: [], wanDown: 0, wanUp: 0, wanDownPackets: 0, wanUpPackets: 0, lan: 0, local: null, firstDoneSeconds: null, allDoneSeconds: null, throughput: [] }
 }
 
 async function prepareArtifacts (ctx: Ctx, casync: boolean): Promise<void> {
@@ -384,7 +386,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     process.stdout.write(resultTable(results) + '\n')
     for (const r of results) {
       const a = accountingCheck(r)
-      if (a != null) process.stdout.write(`${r.scenario}: trimswarm reported origin ${formatBytes(a.reported)} vs link hq->branch ${formatBytes(a.link)}: ${(a.difference * 100).toFixed(1)} % ${a.ok ? '(within 5 %)' : '(NOT within 5 %)'}\n`)
+      if (a != null) process.stdout.write(`${r.scenario}: trimswarm reported origin ${formatBytes(a.reported)} vs link hq->branch ${formatBytes(a.link)} (${formatBytes(a.linkPayload)} without headers): ${(a.difference * 100).toFixed(1)} % ${a.ok ? '(within 5 %)' : '(NOT within 5 %)'}; with headers ${(a.linkDifference * 100).toFixed(1)} %\n`)
     }
     process.stdout.write(`report: ${join(config.outDir, 'report.md')}\n`)
     const allOk = results.every(r => !r.ran || r.clients.every(c => c.ok && c.verified))

@@ -32,7 +32,7 @@ function svgOpen (width: number, height: number, title: string): string[] {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
     `<title>${escapeXml(title)}</title>`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
-    `<text x="${width / 2}" y="20" text-anchor="middle" ${FONT} font-size="15" font-weight="bold">${escapeXml(title)}</text>`
+    `<text x="${width / 2}" y="20" text-anchor="middle" font-family="sans-serif" font-size="15" font-weight="bold">${escapeXml(title)}</text>`
   ]
 }
 
