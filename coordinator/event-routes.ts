@@ -1,7 +1,7 @@
-/** POST /v1/events (any principal), GET /v1/events and GET /v1/reports (admin). */
+/** POST /v1/events (any principal), GET /v1/events, GET /v1/agents and GET /v1/reports (admin). */
 import { Hono } from 'hono'
 import { EVENT_TYPES, EventBatch, type ReportResponse } from '../protocol/api.ts'
-import type { EventPage } from '../protocol/api-admin.ts'
+import type { AgentList, EventPage } from '../protocol/api-admin.ts'
 import { ValidationError } from '../protocol/errors.ts'
 import { assertAdmin } from './access.ts'
 import { DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE } from './constants.ts'
@@ -37,6 +37,15 @@ export function createEventRoutes (components: { events: EventStore, metrics: Me
     if (q.before != null && !/^\d{15}![A-Za-z0-9-]{0,64}$/.test(q.before)) throw new ValidationError('before: not a cursor from a previous page')
     const page: EventPage = await events.query({ image: nameQuery(q.image, 'image'), site: nameQuery(q.site, 'site'), type, limit, before: q.before })
     return c.json(page)
+  })
+  app.get('/v1/agents', async (c) => {
+    assertAdmin(c.get('principal'))
+    const q = c.req.query()
+    for (const k of Object.keys(q)) if (k !== 'site') throw new ValidationError(`${k}: unknown query parameter`)
+    const site = nameQuery(q.site, 'site')
+    const body: AgentList = { agents: [] }
+    for await (const a of events.agents({ signal: c.req.raw.signal })) if (site == null || a.site === site) body.agents.push(a)
+    return c.json(body)
   })
   app.get('/v1/reports', (c) => {
     assertAdmin(c.get('principal'))

@@ -7,26 +7,11 @@
  * also held in memory, so GET /v1/reports costs a map walk.
  */
 import type { AgentEvent, ReportRow } from '../protocol/api.ts'
-import type { StoredEvent } from '../protocol/api-admin.ts'
+import type { AgentImageState, AgentRecord, StoredEvent } from '../protocol/api-admin.ts'
+
+export type { AgentImageState, AgentRecord }
 import type { AbortOptions } from './interface.ts'
 import type { MetaDb } from './meta-db.ts'
-
-/** Sync state of one image on one agent. */
-export interface AgentImageState {
-  /** The latest completed sync (what the agent holds). */
-  completed?: { version: string, site: string, time: string }
-  /** The latest sync event of any kind. */
-  current?: { version: string, site: string, status: 'in-progress' | 'completed' | 'failed', time: string, error?: string }
-}
-
-/** What the coordinator knows of one agent. */
-export interface AgentRecord {
-  agent: string
-  site: string
-  lastSeen: string
-  peerId?: string
-  images: Record<string, AgentImageState>
-}
 
 /** Filters of GET /v1/events. */
 export interface EventQuery {

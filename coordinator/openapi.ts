@@ -52,6 +52,7 @@ const OPERATIONS: Operation[] = [
   { method: 'put', path: routes.chunkUpload(P('cid')), summary: 'Upload one chunk; rejected unless its bytes hash to the CID', auth: 'admin', request: { media: 'application/octet-stream' }, response: null },
   { method: 'post', path: routes.events, summary: 'Agents report events; idempotent by event id', auth: 'any', request: 'EventBatch', response: 'EventBatchResponse' },
   { method: 'get', path: routes.events, summary: 'Stored events, newest first, filtered and paged', auth: 'admin', response: 'EventPage', query: ['image', 'site', 'type', 'limit', 'before'] },
+  { method: 'get', path: '/v1/agents', summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events', auth: 'admin', response: 'AgentList', query: ['site'] },
   { method: 'get', path: routes.reports, summary: 'Per image, version and site: clients, in progress, failed, bytes by source, WAN saved', auth: 'admin', response: 'ReportResponse', query: ['image', 'version', 'site'] }
 ]
 

@@ -4,7 +4,7 @@
  * the CLI and the admin console.
  */
 import { AgentEvent, TokenInfo } from './api.ts'
-import { array, nullable, object, string, type Infer } from './schema.ts'
+import { array, enumOf, nullable, object, optional, record, string, type Infer } from './schema.ts'
 
 const isoTime = string({ maxLength: 40, pattern: /^\d{4}-\d{2}-\d{2}T[0-9:.]+Z$/ })
 
@@ -20,5 +20,30 @@ export type StoredEvent = Infer<typeof StoredEvent>
 export const EventPage = object({ events: array(StoredEvent, { maxItems: 100_000 }), next: nullable(string({ maxLength: 200 })) })
 export type EventPage = Infer<typeof EventPage>
 
+const stateName = string({ minLength: 1, maxLength: 128 })
+
+/** Sync state of one image on one agent, from its events. */
+export const AgentImageState = object({
+  /** The latest completed sync: the version the agent holds. */
+  completed: optional(object({ version: stateName, site: stateName, time: isoTime })),
+  /** The latest sync event of any kind. */
+  current: optional(object({ version: stateName, site: stateName, status: enumOf(['in-progress', 'completed', 'failed'] as const), time: isoTime, error: optional(string({ maxLength: 2000 })) }))
+})
+export type AgentImageState = Infer<typeof AgentImageState>
+
+/** What the coordinator knows of one agent (from its events). */
+export const AgentRecord = object({
+  agent: string({ minLength: 1, maxLength: 128 }),
+  site: stateName,
+  lastSeen: isoTime,
+  peerId: optional(string({ maxLength: 128 })),
+  images: record(stateName, AgentImageState, { maxEntries: 100_000 })
+})
+export type AgentRecord = Infer<typeof AgentRecord>
+
+/** GET /v1/agents?site= */
+export const AgentList = object({ agents: array(AgentRecord, { maxItems: 10_000_000 }) })
+export type AgentList = Infer<typeof AgentList>
+
 /** Admin bodies, for the OpenAPI document. */
-export const adminSchemas = { TokenList, StoredEvent, EventPage }
+export const adminSchemas = { TokenList, StoredEvent, EventPage, AgentImageState, AgentRecord, AgentList }

@@ -176,6 +176,11 @@ describe('coordinator API (in-process)', () => {
     expect(page2.events).toHaveLength(1)
     expect(page2.events[0].event.id).not.toBe(page.events[0].event.id)
     expect((await req(`${routes.events}?type=sync.exploded`, { token: coord.adminToken })).status).toBe(400)
+
+    const agents = await (await req('/v1/agents?site=paris', { token: coord.adminToken })).json()
+    expect(agents.agents).toEqual([expect.objectContaining({ agent: 'pc1', site: 'paris', images: { desk: expect.objectContaining({ completed: { version: 'v1', site: 'paris', time: '2026-11-25T10:01:00.000Z' } }) } })])
+    expect((await (await req('/v1/agents', { token: coord.adminToken })).json()).agents).toHaveLength(2)
+    expect((await req('/v1/agents', { token: t.token })).status).toBe(403)
     expect((await req(`${routes.events}?limit=0`, { token: coord.adminToken })).status).toBe(400)
   })
 
