@@ -136,10 +136,11 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
             const before = contributions(ev.image, rec.images[ev.image])
             const state: AgentImageState = { ...rec.images[ev.image] }
             // agents may re-send old events (queued while offline): only a newer event moves the state
-            if (state.current == null || ev.time >= state.current.time) {
+            const t = Date.parse(ev.time) // compare as times: ISO strings with and without fractions do not sort as text
+            if (state.current == null || t >= Date.parse(state.current.time)) {
               state.current = { version: ev.version, site: ev.site, status, time: ev.time, ...(ev.error != null ? { error: ev.error } : {}) }
             }
-            if (status === 'completed' && (state.completed == null || ev.time >= state.completed.time)) {
+            if (status === 'completed' && (state.completed == null || t >= Date.parse(state.completed.time))) {
               state.completed = { version: ev.version, site: ev.site, time: ev.time }
             }
             rec.images[ev.image] = state
