@@ -3,7 +3,7 @@
  * (bench/main.ts), one subcommand per bench/<name>.ts. Shaped as
  * bin/cli-support.ts's Command structurally, because bench/ does not import bin/.
  */
-import { benchNames, benchUsage, loadBench } from './main.ts'
+import { benchNames, loadBench } from './main.ts'
 
 type Values = Record<string, string | boolean | string[] | boolean[] | undefined>
 
@@ -42,7 +42,11 @@ const subcommands = Object.fromEntries(benchNames().map(name => [name, async () 
 /** The `trimswarm bench` command group. */
 const command = {
   summary: 'run a benchmark',
-  usage: await benchUsage(),
+  // Names only: loading every benchmark module just for this text is slow (`npm run bench -- --help` shows summaries).
+  usage: `Usage: trimswarm bench NAME [args]   (same as npm run bench -- NAME [args])
+
+Benchmarks: ${benchNames().join(', ')}
+Run \`trimswarm bench NAME --help\` for one benchmark's options and what it measures.`,
   subcommands
 }
 
