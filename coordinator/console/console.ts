@@ -53,6 +53,8 @@ export interface ConsoleInit {
   refreshMs?: number
   /** Chart sampling period (SERIES_SAMPLE_MS). */
   sampleMs?: number
+  /** Age before the event index takes an event (EVENT_INDEX_SETTLE_MS); tests that post and read at once use 0. */
+  indexSettleMs?: number
   /** Lifetime of the session cookie: the coordinator's sessionTtlSeconds (DEFAULT_SESSION_TTL_SECONDS). */
   sessionTtlSeconds?: number
 }
@@ -80,7 +82,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
   const { auth, images, events, policies, logger } = components
   const refreshMs = init.refreshMs ?? CONSOLE_REFRESH_MS
   const ttl = init.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
-  const index = createEventIndex({ db: components.db, logger })
+  const index = createEventIndex({ db: components.db, logger }, { settleMs: init.indexSettleMs })
   const series = createSeriesStore({ db: components.db, events, logger }, { sampleMs: init.sampleMs })
   const tables = createTables({ db: components.db, events, images, policies, index })
   const charts = createCharts({ series })

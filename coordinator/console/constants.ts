@@ -29,9 +29,15 @@ export const ROLLOUT_FAILURES_ROWS = 20
  */
 export const MAX_SCAN_PER_PAGE = 20_000
 
-/** How often the event index follows new events (and how far back each pass re-reads: arrival times can tie). */
+/** How often the event index follows new events. */
 export const EVENT_INDEX_TAIL_MS = 1000
-export const EVENT_INDEX_OVERLAP_MS = 2000
+
+/**
+ * Age an event must have before the index takes it: the event store stamps a
+ * batch with its arrival time before committing it (a 1,000-event batch took
+ * well under this here), so a younger key could still land below the last one read.
+ */
+export const EVENT_INDEX_SETTLE_MS = 2000
 
 /** Events read per event-index pass (one level batch). */
 export const EVENT_INDEX_BATCH = 5000

@@ -4,16 +4,18 @@
  * matching events, newest first, instead of the whole log.
  *
  * It follows the event store's `events` sublevel (coordinator/event-store.ts:
- * keys `<15-digit arrival ms>!<event id>`, newest last) from a watermark kept
- * in its own sublevel, so it needs no hook in the write path. Each pass
- * re-reads EVENT_INDEX_OVERLAP_MS before the watermark, because two batches
- * can arrive in the same millisecond; index writes are idempotent. Events
+ * keys `<15-digit arrival ms>!<event id>`, newest last) from the last key it
+ * indexed, kept in its own sublevel, so it needs no hook in the write path.
+ * A pass takes only events that arrived more than EVENT_INDEX_SETTLE_MS ago:
+ * a batch is stamped with its arrival time before it is committed, so a
+ * younger key could still appear below one already read. Filtered views lag
+ * by that much; the unfiltered events page reads the log itself. Events
  * deleted by retention leave index entries behind, which reads skip and drop.
  */
 import type { StoredEvent } from '../../protocol/api-admin.ts'
 import type { AbortOptions, Logger } from '../interface.ts'
 import type { MetaDb } from '../meta-db.ts'
-import { EVENT_INDEX_BATCH, EVENT_INDEX_OVERLAP_MS, EVENT_INDEX_TAIL_MS, MAX_SCAN_PER_PAGE } from './constants.ts'
+import { EVENT_INDEX_BATCH, EVENT_INDEX_SETTLE_MS, EVENT_INDEX_TAIL_MS, MAX_SCAN_PER_PAGE } from './constants.ts'
 
 /** Filters of an indexed events query. */
 export interface EventFilter {
@@ -30,6 +32,13 @@ export interface IndexedEventPage {
   partial: boolean
 }
 
+/** Options of createEventIndex. */
+export interface EventIndexInit {
+  /** Events younger than this are left for the next pass (EVENT_INDEX_SETTLE_MS). */
+  settleMs?: number
+  now?: () => number
+}
+
 /** The event index (see the module comment). */
 export interface EventIndex {
   start: () => Promise<void>
@@ -38,8 +47,8 @@ export interface EventIndex {
   refresh: (maxEvents?: number) => Promise<number>
   /** Events matching `filter`, newest first, below the cursor `before`. */
   query: (filter: EventFilter, page: { limit: number, before?: string }, options?: AbortOptions) => Promise<IndexedEventPage>
-  /** Arrival time (ms) up to which every event is indexed, or 0 before the first pass. */
-  watermark: () => number
+  /** Key of the last event indexed ('' before the first pass). */
+  watermark: () => string
 }
 
 const SEP = '\x00' // names cannot hold NUL (protocol/schema.ts), so dimension keys cannot collide
@@ -65,30 +74,35 @@ function matches (ev: StoredEvent['event'], f: EventFilter): boolean {
 }
 
 /** Creates the index over the coordinator's metadata database. */
-export function createEventIndex (components: { db: MetaDb, logger?: Logger }): EventIndex {
+export function createEventIndex (components: { db: MetaDb, logger?: Logger }, init: EventIndexInit = {}): EventIndex {
   const { db, logger } = components
   const events = db.sublevel<string, StoredEvent>('events', { valueEncoding: 'json' })
   const index = db.sublevel<string, string>('console-event-index', { valueEncoding: 'utf8' })
-  const meta = db.sublevel<string, number>('console-event-index-meta', { valueEncoding: 'json' })
-  let mark = 0
+  const meta = db.sublevel<string, string>('console-event-index-meta', { valueEncoding: 'utf8' })
+  const now = init.now ?? Date.now
+  const settleMs = init.settleMs ?? EVENT_INDEX_SETTLE_MS
+  /** Key of the last event indexed ('' before the first). */
+  let mark = ''
   let running: Promise<number> | undefined
   let timer: ReturnType<typeof setTimeout> | undefined
   let stopped = true
 
   const pass = async (maxEvents: number): Promise<number> => {
-    const from = `${String(Math.max(0, mark - EVENT_INDEX_OVERLAP_MS)).padStart(15, '0')}!`
+    // only events that arrived more than settleMs ago: a batch stamped earlier can still be committing
+    const settled = `${String(Math.max(0, now() - settleMs)).padStart(15, '0')}!`
     let read = 0
-    let last = mark
     let ops: any[] = []
+    let last = mark
     const flush = async (): Promise<void> => {
+      if (last === mark) return
       ops.push({ type: 'put', sublevel: meta, key: WATERMARK, value: last })
       await db.batch(ops)
       mark = last
       ops = []
     }
-    for await (const [key, stored] of events.iterator({ gte: from, limit: maxEvents })) {
+    for await (const [key, stored] of events.iterator({ gt: mark, lt: settled, limit: maxEvents })) {
       for (const d of dimsOf(stored.event)) ops.push({ type: 'put', sublevel: index, key: `${d}${SEP}${key}`, value: '' })
-      last = Math.max(last, Number(key.slice(0, 15)))
+      last = key
       read++
       if (ops.length >= EVENT_INDEX_BATCH * 4) await flush()
     }
@@ -118,7 +132,7 @@ export function createEventIndex (components: { db: MetaDb, logger?: Logger }): 
 
   return {
     async start () {
-      mark = (await meta.get(WATERMARK)) ?? 0
+      mark = (await meta.get(WATERMARK)) ?? ''
       stopped = false
       void loop()
     },

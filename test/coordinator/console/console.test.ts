@@ -68,7 +68,7 @@ beforeAll(async () => {
   slapd = await startTestSlapd()
   dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
-  stack = await createConsoleStack({ dataDir: dir, authenticator, console: { sampleMs: 200 } })
+  stack = await createConsoleStack({ dataDir: dir, authenticator, console: { sampleMs: 200, indexSettleMs: 0 } })
 }, 60_000)
 
 afterAll(async () => {
