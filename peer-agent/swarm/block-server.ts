@@ -8,7 +8,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { bitmapSet, ErrorCode, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 import { verifyCapability, type Capability } from '../../protocol/capability.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
-import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, MAX_QUEUED_WANTS } from './constants.ts'
+import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, MAX_QUEUED_WANTS, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { ServedVersion, ServeInit, SwarmLogger } from './interface.ts'
 
@@ -57,6 +57,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
   const open = new Set<Stream>()
   let limiter: RateLimiter = createRateLimiter(init.uploadBps ?? 0)
   let maxPeers = init.maxPeers != null && init.maxPeers > 0 ? init.maxPeers : DEFAULT_MAX_PEERS
+  let stopping = false
 
   function bitmapOf (s: Served): Uint8Array {
     const n = s.init.chunkCount
@@ -90,6 +91,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       try {
         hello = await framed.next(HELLO_TIMEOUT_MS)
       } catch (err) {
+        if (stopping) return
         logger.warn(`swarm: closing stream from ${remote}: ${describe(err)}`)
         await refuse(framed, ErrorCode.PROTOCOL, describe(err))
         return
@@ -141,19 +143,26 @@ export function createBlockServer (components: BlockServerComponents, init: { up
             wake = undefined
             continue
           }
-          const index = queue.shift() as number
-          if (!s.init.provider.has(index)) {
-            await framed.send({ type: 'dont-have', indices: [index] })
-            continue
+          // Answer what is queued in one write of up to WRITE_BATCH_BYTES: one chunk per write
+          // would make every chunk its own muxer frame and leave a small noise message per chunk.
+          const batch: ExchangeMessage[] = []
+          const dontHave: number[] = []
+          let bytesInBatch = 0
+          while (queue.length > 0 && bytesInBatch < WRITE_BATCH_BYTES && !closed) {
+            const index = queue.shift() as number
+            if (!s.init.provider.has(index)) { dontHave.push(index); continue }
+            const bytes = await s.init.provider.read(index)
+            await limiter.take(bytes.length)
+            batch.push({ type: 'block', index, bytes })
+            bytesInBatch += bytes.length
           }
-          const bytes = await s.init.provider.read(index)
-          await limiter.take(bytes.length)
           if (closed) break
-          await framed.send({ type: 'block', index, bytes })
+          if (dontHave.length > 0) batch.push({ type: 'dont-have', indices: dontHave })
+          await framed.sendBatch(batch)
         }
       })()
       writer.catch(err => {
-        if (!closed) logger.warn(`swarm: serving ${remote} failed: ${describe(err)}`)
+        if (!closed && !stopping) logger.warn(`swarm: serving ${remote} failed: ${describe(err)}`)
         closed = true
         stream.abort(err as Error)
       })
@@ -163,10 +172,14 @@ export function createBlockServer (components: BlockServerComponents, init: { up
         try {
           m = await framed.next()
         } catch (err) {
-          if (closed) break
-          logger.warn(`swarm: closing stream from ${remote}: ${describe(err)}`)
+          if (closed || stopping) break
           closed = true
-          await refuse(framed, ErrorCode.PROTOCOL, describe(err))
+          if (err instanceof MalformedMessageError || err instanceof MessageTooLargeError) {
+            logger.warn(`swarm: closing stream from ${remote}: ${describe(err)}`)
+            await refuse(framed, ErrorCode.PROTOCOL, describe(err))
+          } else {
+            logger.info(`swarm: stream from ${remote} ended: ${describe(err)}`)
+          }
           break
         }
         if (m == null) break
@@ -202,7 +215,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       await writer.catch(() => {})
       await stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => { stream.abort(new Error('closed')) })
     } catch (err) {
-      logger.warn(`swarm: stream from ${remote} failed: ${describe(err)}`)
+      if (!stopping) logger.warn(`swarm: stream from ${remote} failed: ${describe(err)}`)
       stream.abort(err as Error)
     } finally {
       open.delete(stream)
@@ -261,6 +274,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       if (caps.maxPeers != null) maxPeers = caps.maxPeers > 0 ? caps.maxPeers : DEFAULT_MAX_PEERS
     },
     stop () {
+      stopping = true
       for (const s of open) s.abort(new Error('swarm stopping'))
       open.clear()
     }

@@ -12,8 +12,16 @@ export const DEFAULT_MAX_PEERS = 16
 /** Peers a session fetches from at once. */
 export const DEFAULT_SESSION_PEERS = 16
 
-/** Bytes requested from one peer and not yet received (pipelining): hides round trips without hoarding chunks on one peer. */
-export const PIPELINE_BYTES = 16 * 1024 * 1024
+/**
+ * Bytes requested from one peer and not yet received (pipelining): enough that
+ * the serving side never runs dry between two WANTs when the receiver's event
+ * loop stalls for tens of ms (2 MiB measured 1.3x more CPU per GB than 16 MiB
+ * on a loaded machine), small enough not to hoard chunks on one peer.
+ */
+export const PIPELINE_BYTES = 8 * 1024 * 1024
+
+/** Most requests in flight per peer, whatever the chunk sizes: stays below the server's MAX_QUEUED_WANTS. */
+export const PIPELINE_MAX_REQUESTS = 512
 
 /** Requests in flight per peer at the least, whatever the chunk size. */
 export const PIPELINE_MIN_REQUESTS = 2
@@ -60,3 +68,11 @@ export const SETTLE_MS = 1_500
 
 /** A dial plus HELLO/HAVE exchange taking longer than this fails. */
 export const CONNECT_TIMEOUT_MS = 5_000
+
+/**
+ * A serving peer answers queued WANTs in writes of up to this many chunk bytes:
+ * noise encrypts each write in 65519-byte messages, so one write per chunk
+ * costs one extra small message (and socket write) per chunk; batching
+ * measured 1.5x fewer socket writes (docs/BENCHMARKS.md "swarm").
+ */
+export const WRITE_BATCH_BYTES = 512 * 1024

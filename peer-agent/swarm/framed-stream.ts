@@ -10,6 +10,8 @@ export interface FramedStream {
   readonly lastByteAt: number
   /** Sends one message (all its parts at once, so messages never interleave); waits while the stream needs draining. */
   send: (m: ExchangeMessage) => Promise<void>
+  /** Sends several messages as one write (one muxer frame, noise messages filled to their maximum). */
+  sendBatch: (ms: ExchangeMessage[]) => Promise<void>
   /** The next message; undefined at the end of the stream. Throws the decoder's typed error on bad input, or a TimeoutError. */
   next: (timeoutMs?: number) => Promise<ExchangeMessage | undefined>
 }
@@ -46,6 +48,12 @@ export function frameStream (stream: Stream): FramedStream {
       // BLOCK's small header sent alone would double the per-message crypto cost.
       const ok = stream.send(parts.length === 1 ? parts[0] : new Uint8ArrayList(...parts))
       if (!ok) await stream.onDrain()
+    },
+    async sendBatch (ms) {
+      if (ms.length === 0) return
+      const list = new Uint8ArrayList()
+      for (const m of ms) for (const part of encodeMessage(m)) list.append(part)
+      if (!stream.send(list)) await stream.onDrain()
     },
     async next (timeoutMs) {
       let timer: ReturnType<typeof setTimeout> | undefined

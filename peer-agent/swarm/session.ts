@@ -16,7 +16,7 @@ import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
 import { describe, type BlockServer } from './block-server.ts'
 import {
   DEFAULT_SESSION_PEERS, ENDGAME_DUPLICATES, HELLO_TIMEOUT_MS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, PIPELINE_BYTES,
-  PIPELINE_MIN_REQUESTS, REDIAL_INTERVAL_MS, REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS, CONNECT_TIMEOUT_MS
+  PIPELINE_MAX_REQUESTS, PIPELINE_MIN_REQUESTS, REDIAL_INTERVAL_MS, REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS, CONNECT_TIMEOUT_MS
 } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { AbortOptions, PeerAddress, ServedVersion, SwarmEvent, SwarmLogger, SwarmSession, SwarmSessionInit, SwarmSessionStats } from './interface.ts'
@@ -99,7 +99,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const emit = (e: SwarmEvent): void => { try { init.onEvent?.(e) } catch {} }
   const notifyChange = (): void => { const w = changeWaiters; changeWaiters = []; for (const f of w) f() }
   const chunkBytes = (i: number): number => manifest.chunks[i].length
-  const hasCapacity = (p: PeerState): boolean => !p.closed && (p.inflight.size < PIPELINE_MIN_REQUESTS || p.inflightBytes < PIPELINE_BYTES)
+  const hasCapacity = (p: PeerState): boolean => !p.closed && (p.inflight.size < PIPELINE_MIN_REQUESTS || (p.inflightBytes < PIPELINE_BYTES && p.inflight.size < PIPELINE_MAX_REQUESTS))
 
   function addPending (i: number): void {
     if (inPending[i] === 0) { inPending[i] = 1; pending.push(i) }
@@ -267,7 +267,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     served?.announce([i])
     if (remaining === 0) resolveDone()
     notifyChange()
-    if (p.inflightBytes <= PIPELINE_BYTES / 2 || p.inflight.size < PIPELINE_MIN_REQUESTS) schedulePump()
+    // Refill at half the window (by bytes and by count), not per chunk: one WANT per refill, one scan per refill.
+    if ((p.inflightBytes <= PIPELINE_BYTES / 2 && p.inflight.size <= PIPELINE_MAX_REQUESTS / 2) || p.inflight.size < PIPELINE_MIN_REQUESTS) schedulePump()
   }
 
   // Removes i from p's requests without touching the chunk's state (onBlock decides it).
@@ -492,9 +493,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       closed = true
       controller.abort()
       for (const f of cleanups) f()
+      // Reset rather than close: the serving side may be blocked writing chunks we no longer read.
       for (const p of [...peers.values()]) {
         p.closed = true
-        await p.framed.stream.close({ signal: AbortSignal.timeout(500) }).catch(() => { p.framed.stream.abort(new Error('session closed')) })
+        p.framed.stream.abort(new Error('session closed'))
       }
       peers.clear()
       served?.close()
