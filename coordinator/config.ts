@@ -45,7 +45,12 @@ export const CoordinatorConfigSchema = object({
     maxPerIp: optional(integer({ min: 1 })),
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
-  images: optional(anyObject())
+  images: optional(anyObject()),
+  console: optional(object({
+    refreshMs: optional(integer({ min: 100, max: 3_600_000 })),
+    sampleMs: optional(integer({ min: 100, max: 3_600_000 })),
+    indexSettleMs: optional(integer({ min: 0, max: 3_600_000 }))
+  }))
 })
 
 /** A parsed configuration; every field is optional (defaults in constants.ts). */

@@ -5,7 +5,8 @@
  * requests, stop background work, close the database).
  *
  * Request order: log + metrics -> global body limit -> public routes
- * (healthz, metrics, openapi, key, login) -> auth middleware (every other
+ * (healthz, metrics, openapi, key, login) -> the admin console (`/`,
+ * `/console/...`, its own cookie sessions) -> auth middleware (every other
  * /v1 route has `c.get('principal')`) -> /v1 routes -> JSON 404.
  */
 import { randomBytes } from 'node:crypto'
@@ -21,6 +22,7 @@ import { routePath } from 'hono/route'
 import type { KeyResponse } from '../protocol/api.ts'
 import { NotFoundError, TooLargeError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
+import { createConsole } from './console/console.ts'
 import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
 import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
 import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './config.ts'
@@ -283,6 +285,11 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
     app.get('/v1/key', (c) => c.json(keyBody))
     app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp }))
+    // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
+    const adminConsole = createConsole({ auth, api: app, db, events, images, policies, logger }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    await adminConsole.start()
+    cleanups.push(async () => { await adminConsole.stop() })
+    app.route('/', adminConsole.app)
     app.use('/v1/*', auth.middleware)
     app.route('/', createMeRoutes())
     app.route('/', createAdminRoutes({ tokens, policies }))
