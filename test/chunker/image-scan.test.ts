@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, truncateSync, writeFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -102,6 +102,28 @@ describe('scanImage', () => {
     const got = await scan(img.path, bytes, { readBufferBytes: 256 * 1024 })
     expect(got).toEqual(want)
     expectTiles(bytes, got)
+  })
+
+  it('refuses an image that shrinks while being read', async () => {
+    const p = join(tmp.path, 'shrinking.img')
+    writeFileSync(p, image)
+    await expect((async () => {
+      for await (const c of scanImage(p, { ...small, readBufferBytes: 8 * BLOCK_SIZE })) {
+        if (c.offset === 0) truncateSync(p, 100 * BLOCK_SIZE)
+      }
+    })()).rejects.toThrow(/changed while being read: ended at 409600 bytes, expected 1576960/)
+  })
+
+  it('closes the image when the consumer stops early', async () => {
+    const fds = (): number => readdirSync('/proc/self/fd').length
+    const before = fds()
+    for (let i = 0; i < 5; i++) {
+      for await (const c of scanImage(path, small)) {
+        expect(c.offset).toBe(0)
+        break
+      }
+    }
+    expect(fds()).toBe(before)
   })
 
   it('stops when its signal is aborted', async () => {
