@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -76,14 +76,18 @@ async function freePort (): Promise<number> {
   })
 }
 
-/** Copies regular files from `from` (sorted by name, so runs are comparable) until `budget` bytes. */
+/**
+ * Copies regular files from `from` (sorted by name, so runs are comparable) until
+ * `budget` bytes. Symlinks are left out: the host index does not follow them out
+ * of the indexed folder, so their targets would not be found there.
+ */
 async function copyHostFiles (from: string, to: string, skip: number, budget: number): Promise<number> {
   await mkdir(to, { recursive: true })
   const names = (await readdir(from)).sort()
   let copied = 0
   let seen = 0
   for (const name of names) {
-    const st = await stat(join(from, name)).catch(() => undefined)
+    const st = await lstat(join(from, name)).catch(() => undefined)
     if (st == null || !st.isFile() || st.size === 0 || st.size > budget) continue
     seen += st.size
     if (seen <= skip) continue
