@@ -11,6 +11,9 @@
  * younger key could still appear below one already read. Filtered views lag
  * by that much; the unfiltered events page reads the log itself. Events
  * deleted by retention leave index entries behind, which reads skip and drop.
+ *
+ * It also keeps which agents were seen on each site and with each image
+ * (sublevel `console-agent-index`), for the agents page's filters.
  */
 import type { StoredEvent } from '../../protocol/api-admin.ts'
 import type { AbortOptions, Logger } from '../interface.ts'
@@ -47,6 +50,11 @@ export interface EventIndex {
   refresh: (maxEvents?: number) => Promise<number>
   /** Events matching `filter`, newest first, below the cursor `before`. */
   query: (filter: EventFilter, page: { limit: number, before?: string }, options?: AbortOptions) => Promise<IndexedEventPage>
+  /**
+   * Names of agents seen on `site` (or with events of `image`), in name order after `after`, at most `limit`.
+   * An agent that moved keeps its old site entry: callers check the agent's record.
+   */
+  agentsBy: (dim: { site: string } | { image: string }, page: { limit: number, after?: string }) => Promise<string[]>
   /** Key of the last event indexed ('' before the first pass). */
   watermark: () => string
 }
@@ -54,6 +62,9 @@ export interface EventIndex {
 const SEP = '\x00' // names cannot hold NUL (protocol/schema.ts), so dimension keys cannot collide
 const HIGH = '\xff'
 const WATERMARK = 'watermark'
+const VERSION_KEY = 'version'
+/** Bumped when what is indexed changes: a store indexed by an older version is indexed again from the start. */
+const INDEX_VERSION = '2'
 
 /** The dimension keys one event is indexed under. */
 function dimsOf (ev: StoredEvent['event']): string[] {
@@ -78,6 +89,7 @@ export function createEventIndex (components: { db: MetaDb, logger?: Logger }, i
   const { db, logger } = components
   const events = db.sublevel<string, StoredEvent>('events', { valueEncoding: 'json' })
   const index = db.sublevel<string, string>('console-event-index', { valueEncoding: 'utf8' })
+  const agentIndex = db.sublevel<string, string>('console-agent-index', { valueEncoding: 'utf8' })
   const meta = db.sublevel<string, string>('console-event-index-meta', { valueEncoding: 'utf8' })
   const now = init.now ?? Date.now
   const settleMs = init.settleMs ?? EVENT_INDEX_SETTLE_MS
@@ -100,8 +112,15 @@ export function createEventIndex (components: { db: MetaDb, logger?: Logger }, i
       mark = last
       ops = []
     }
+    const agentKeys = new Set<string>()
     for await (const [key, stored] of events.iterator({ gt: mark, lt: settled, limit: maxEvents })) {
       for (const d of dimsOf(stored.event)) ops.push({ type: 'put', sublevel: index, key: `${d}${SEP}${key}`, value: '' })
+      const ev = stored.event
+      for (const k of [`s${SEP}${ev.site}${SEP}${ev.agent}`, `i${SEP}${ev.image}${SEP}${ev.agent}`]) {
+        if (agentKeys.has(k)) continue
+        agentKeys.add(k)
+        ops.push({ type: 'put', sublevel: agentIndex, key: k, value: '' })
+      }
       last = key
       read++
       if (ops.length >= EVENT_INDEX_BATCH * 4) await flush()
@@ -132,6 +151,11 @@ export function createEventIndex (components: { db: MetaDb, logger?: Logger }, i
 
   return {
     async start () {
+      if ((await meta.get(VERSION_KEY)) !== INDEX_VERSION) {
+        await index.clear()
+        await agentIndex.clear()
+        await meta.batch([{ type: 'put', key: VERSION_KEY, value: INDEX_VERSION }, { type: 'del', key: WATERMARK }])
+      }
       mark = (await meta.get(WATERMARK)) ?? ''
       stopped = false
       void loop()
@@ -144,6 +168,12 @@ export function createEventIndex (components: { db: MetaDb, logger?: Logger }, i
     },
     refresh,
     watermark: () => mark,
+    async agentsBy (dim, page) {
+      const prefix = 'site' in dim ? `s${SEP}${dim.site}${SEP}` : `i${SEP}${dim.image}${SEP}`
+      const out: string[] = []
+      for await (const key of agentIndex.keys({ gt: prefix + (page.after ?? ''), lt: prefix + HIGH, limit: page.limit })) out.push(key.slice(prefix.length))
+      return out
+    },
     async query (filter, page, options = {}) {
       const dim = dimFor(filter)
       if (dim == null) {

@@ -83,6 +83,22 @@ export interface AgentRow {
   error: string | null
 }
 
+/** An agent's record as a table row; with `image`, only that image's state. */
+function agentRow (rec: AgentRecord, image: string | undefined): AgentRow {
+  const states = Object.entries(rec.images).filter(([img]) => image == null || img === image)
+  const holds = states.filter(([, s]) => s.completed != null).map(([img, s]) => `${img}@${s.completed?.version ?? ''}`).join(' ')
+  const cur = states.map(([img, s]) => ({ img, s: s.current })).filter(x => x.s != null).sort((a, b) => (b.s?.time ?? '').localeCompare(a.s?.time ?? ''))[0]
+  return {
+    agent: rec.agent,
+    site: rec.site,
+    lastSeen: rec.lastSeen,
+    peerId: rec.peerId ?? null,
+    holds,
+    current: cur?.s == null ? '' : `${cur.s.status} ${cur.img}@${cur.s.version}`,
+    error: cur?.s?.status === 'failed' ? cur.s.error ?? null : null
+  }
+}
+
 /** A group's policy for the policy table. */
 export type PolicyRow = Policy & { group: string }
 
@@ -263,25 +279,38 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       let scanned = 0
       let last: string | undefined
       let more = false
-      // records are keyed by agent name: a page is a range read from the cursor
-      for await (const [name, rec] of agentsSub.iterator(after != null ? { gt: after } : {})) {
-        if (rows.length === limit || scanned >= MAX_SCAN_PER_PAGE) { more = true; break }
-        scanned++
-        last = name
-        if (site != null && rec.site !== site) continue
-        if (image != null && rec.images[image] == null) continue
-        const states = Object.entries(rec.images).filter(([img]) => image == null || img === image)
-        const holds = states.filter(([, s]) => s.completed != null).map(([img, s]) => `${img}@${s.completed?.version ?? ''}`).join(' ')
-        const cur = states.map(([img, s]) => ({ img, s: s.current })).filter(x => x.s != null).sort((a, b) => (b.s?.time ?? '').localeCompare(a.s?.time ?? ''))[0]
-        rows.push({
-          agent: rec.agent,
-          site: rec.site,
-          lastSeen: rec.lastSeen,
-          peerId: rec.peerId ?? null,
-          holds,
-          current: cur?.s == null ? '' : `${cur.s.status} ${cur.img}@${cur.s.version}`,
-          error: cur?.s?.status === 'failed' ? cur.s.error ?? null : null
-        })
+      const add = (rec: AgentRecord): void => {
+        if (site != null && rec.site !== site) return
+        if (image != null && rec.images[image] == null) return
+        rows.push(agentRow(rec, image))
+      }
+      if (site == null && image == null) {
+        // records are keyed by agent name: a page is a range read from the cursor
+        for await (const [name, rec] of agentsSub.iterator({ ...(after != null ? { gt: after } : {}), limit: limit + 1 })) {
+          if (rows.length === limit) { more = true; break }
+          last = name
+          add(rec)
+        }
+      } else {
+        // filtered: the agent index names the candidates (a site filter is the narrower one)
+        await c.index.refresh()
+        const dim = site != null ? { site } : { image: image as string }
+        let cursor = after
+        while (rows.length < limit && scanned < MAX_SCAN_PER_PAGE) {
+          const names = await c.index.agentsBy(dim, { limit: Math.min(1000, limit + 1), after: cursor })
+          if (names.length === 0) break
+          const recs = await agentsSub.getMany(names)
+          for (const [i, rec] of recs.entries()) {
+            if (rows.length === limit) { more = true; break }
+            scanned++
+            last = names[i]
+            if (rec != null) add(rec)
+          }
+          if (more) break
+          cursor = names[names.length - 1]
+        }
+        if (!more && rows.length === limit) more = (await c.index.agentsBy(dim, { limit: 1, after: last })).length > 0
+        if (scanned >= MAX_SCAN_PER_PAGE && rows.length < limit) more = true
       }
       return { rows, next: more && last != null ? last : null, partial: more && rows.length < limit }
     }

@@ -282,6 +282,32 @@ describe('data', () => {
     expect((await b.req('/console/api/events?before=not-a-cursor')).status).toBe(400)
   })
 
+  it('filters agents by site and image through the agent index, page by page, and follows an agent that moved', async () => {
+    const batch: AgentEvent[] = []
+    for (let i = 0; i < 9; i++) batch.push(ev({ agent: `fleet-${i}`, site: i % 3 === 0 ? 'oslo' : 'rome', image: i % 2 === 0 ? 'fleetimg' : 'other' }))
+    await postEvents(batch)
+    const b = await adminBrowser()
+    const names = async (q: string): Promise<string[]> => {
+      const out: string[] = []
+      let after: string | null = null
+      for (let n = 0; n < 20; n++) {
+        const res: { rows: Array<{ agent: string }>, next: string | null } = await (await b.req(`/console/api/agents?${q}&limit=2${after != null ? `&after=${encodeURIComponent(after)}` : ''}`)).json()
+        out.push(...res.rows.map(r => r.agent))
+        if (res.next == null) return out
+        after = res.next
+      }
+      throw new Error('paging did not end')
+    }
+    expect(await names('site=oslo')).toEqual(['fleet-0', 'fleet-3', 'fleet-6'])
+    expect(await names('image=fleetimg')).toEqual(['fleet-0', 'fleet-2', 'fleet-4', 'fleet-6', 'fleet-8'])
+    expect(await names('site=rome&image=fleetimg')).toEqual(['fleet-2', 'fleet-4', 'fleet-8'])
+    await postEvents([ev({ agent: 'fleet-3', site: 'rome', image: 'other' })])
+    expect(await names('site=oslo')).toEqual(['fleet-0', 'fleet-6'])
+    expect(await names('site=rome')).toContain('fleet-3')
+    const csv = await (await b.req('/console/api/agents.csv?site=oslo')).text()
+    expect(csv.split('\r\n')[0]).toBe('agent,site,last seen,version held,latest sync,error,peer id')
+  })
+
   it('draws charts from samples of the report, and the rollout page shows failures with reasons', async () => {
     const b = await adminBrowser()
     await stack.console.series.sample()
