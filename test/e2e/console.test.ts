@@ -32,6 +32,7 @@ describe.skipIf(!existsSync(CHROMIUM))(`admin console in Chromium (skipped: ${CH
   let context: BrowserContext
   let page: Page
   let v1: TestImage
+  let v2: TestImage
   let host: HostFolder
 
   const cli = async (...args: string[]): Promise<string> => {
@@ -52,6 +53,7 @@ describe.skipIf(!existsSync(CHROMIUM))(`admin console in Chromium (skipped: ${CH
     ;[slapd, dir] = await Promise.all([startTestSlapd(), tempDir('trimswarm-console-e2e-')])
     v1 = await makeTestImage(dir.path, { name: 'v1', sizeMiB: 8, seed: 71 })
     host = await makeHostFolder(dir.path, v1)
+    v2 = await makeUpdatedImage(dir.path, v1, { name: 'v2', seed: 72 })
     const config = join(dir.path, 'coordinator.json')
     await writeFile(config, JSON.stringify({ logLevel: 'warn', ldap: testLdapInit(slapd), adminGroups: ['trimswarm-admins'] }))
     const listen = `127.0.0.1:${await freePort()}`
@@ -127,8 +129,7 @@ describe.skipIf(!existsSync(CHROMIUM))(`admin console in Chromium (skipped: ${CH
   it('updates the rollout chart and table as two agents sync, then as one updates to v2', async () => {
     await page.goto(`${url}/console/rollout?image=desk`)
     await page.evaluate(() => { (window as any).__sameDocument = true })
-    const a = await agent('agent-a', 'paris', 'v1', ['--no-index'])
-    const b = await agent('agent-b', 'lyon', 'v1', ['--index', host.path])
+    const [a, b] = await Promise.all([agent('agent-a', 'paris', 'v1', ['--no-index']), agent('agent-b', 'lyon', 'v1', ['--index', host.path])])
     expect(a.bytes.origin).toBeGreaterThan(0)
     expect(b.bytes.local).toBeGreaterThan(0)
     await expect.poll(async () => await tableText('rollout'), { timeout: 15_000 }).toMatch(/desk\s+v1\s+lyon\s+1/)
@@ -138,7 +139,6 @@ describe.skipIf(!existsSync(CHROMIUM))(`admin console in Chromium (skipped: ${CH
     expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true)
     await shot('03-rollout-v1')
 
-    const v2 = await makeUpdatedImage(dir.path, v1, { name: 'v2', seed: 72 })
     await cli('publish', v2.path, '--image', 'desk', '--version', 'v2', '--coordinator', url, '--token-file', tokenFile)
     await page.goto(`${url}/console/rollout?image=desk`)
     await page.evaluate(() => { (window as any).__sameDocument = true })
