@@ -152,9 +152,12 @@ export function createBlockServer (components: BlockServerComponents, init: { up
             const index = queue.shift() as number
             if (!s.init.provider.has(index)) { dontHave.push(index); continue }
             const bytes = await s.init.provider.read(index)
+            const before = performance.now()
             await limiter.take(bytes.length)
             batch.push({ type: 'block', index, bytes })
             bytesInBatch += bytes.length
+            // Under the upload cap, send what is paced at once instead of holding it back.
+            if (performance.now() - before > 1) break
           }
           if (closed) break
           if (dontHave.length > 0) batch.push({ type: 'dont-have', indices: dontHave })

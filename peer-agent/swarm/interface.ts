@@ -80,6 +80,10 @@ export interface SwarmSessionInit extends AbortOptions {
   onEvent?: (event: SwarmEvent) => void
   /** Extra peer multiaddrs (with /p2p/) to try for this session. */
   peers?: string[]
+  /** Drop a peer with requests in flight that sends nothing for this long (default STALL_TIMEOUT_MS). */
+  stallTimeoutMs?: number
+  /** Drop a peer that leaves one request unanswered this long (default REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs?: number
 }
 
 /** Counters of one session. */

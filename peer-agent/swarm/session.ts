@@ -381,14 +381,17 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     await Promise.all(tries)
   }
 
+  const stallTimeoutMs = init.stallTimeoutMs ?? STALL_TIMEOUT_MS
+  const requestTimeoutMs = init.requestTimeoutMs ?? REQUEST_TIMEOUT_MS
+
   function checkTimeouts (): void {
     const now = performance.now()
     for (const p of [...peers.values()]) {
       if (p.inflight.size === 0) continue
-      if (now - p.framed.lastByteAt > STALL_TIMEOUT_MS) { drop(p, `stalled: no data for ${STALL_TIMEOUT_MS} ms`); continue }
-      for (const sentAt of p.inflight.values()) {
-        if (now - sentAt > REQUEST_TIMEOUT_MS) { drop(p, `too slow: a chunk took over ${REQUEST_TIMEOUT_MS} ms`); break }
-      }
+      // Silence counts from the later of the last byte and the oldest request still open.
+      const oldest = Math.min(...p.inflight.values())
+      if (now - Math.max(p.framed.lastByteAt, oldest) > stallTimeoutMs) { drop(p, `stalled: no data for ${stallTimeoutMs} ms`); continue }
+      if (now - oldest > requestTimeoutMs) drop(p, `too slow: a chunk took over ${requestTimeoutMs} ms`)
     }
   }
 
@@ -403,7 +406,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       }
       libp2p.addEventListener('peer:identify', onIdentify as any)
       cleanups.push(() => { libp2p.removeEventListener('peer:identify', onIdentify as any) })
-      const timeouts = setInterval(checkTimeouts, Math.min(1000, STALL_TIMEOUT_MS / 2))
+      const timeouts = setInterval(checkTimeouts, Math.min(1000, stallTimeoutMs / 2))
       const redial = setInterval(() => { void connectKnown() }, REDIAL_INTERVAL_MS)
       settleUntil = performance.now() + SETTLE_MS
       const settled = setTimeout(notifyChange, SETTLE_MS + 1)

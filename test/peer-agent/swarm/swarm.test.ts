@@ -196,6 +196,60 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
     await session.close()
   })
 
+  it('a stalled peer is dropped and its requests go to another peer', async () => {
+    const keys = await coordinatorKeys()
+    const v = makeVersion(7, 24, 4)
+    // A real agent whose disk never answers: it accepts requests and sends nothing.
+    const { swarm: stuck } = await node(keys.publicKeyRaw)
+    stuck.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: { has: () => true, read: async () => await new Promise<Uint8Array>(() => {}) } })
+    // A slow honest seed, so the sync is still running when the stall is noticed.
+    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: 150_000 })
+    seed.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: memoryProvider(v.chunks.entries()) })
+    const { swarm: me } = await node(keys.publicKeyRaw)
+    const events: SwarmEvent[] = []
+    const got = new Map<number, Uint8Array>()
+    const session = me.createSession({
+      image: 'desk', version: 'v1', manifest: v.manifest, capability: await capabilityFor(keys.privateKey, me.peerId),
+      peers: [stuck.getMultiaddrs()[0], seed.getMultiaddrs()[0]],
+      stallTimeoutMs: 600,
+      onEvent: (e) => { events.push(e) },
+      onChunk: async (i, bytes) => { got.set(i, bytes) }
+    })
+    await session.start()
+    await session.done
+    expect(got.size).toBe(24)
+    for (const [i, bytes] of got) expect(equalBytes(bytes, v.chunks[i])).toBe(true)
+    expect(events.some(e => e.type === 'peer.dropped' && e.peerId === stuck.peerId && e.reason.startsWith('stalled'))).toBe(true)
+    expect(session.stats().byPeer[stuck.peerId]).toBeUndefined()
+    await session.close()
+  })
+
+  it('caps from policy: the upload rate is held and peers over maxPeers are told BUSY', async () => {
+    const keys = await coordinatorKeys()
+    const v = makeVersion(8, 40, 8)
+    const total = v.chunks.reduce((n, c) => n + c.length, 0)
+    const rate = 400_000
+    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: rate, maxPeers: 1 })
+    seed.serve({ image: 'desk', version: 'v1', chunkCount: 40, provider: memoryProvider(v.chunks.entries()) })
+    const { swarm: a } = await node(keys.publicKeyRaw)
+    const { swarm: b } = await node(keys.publicKeyRaw)
+    const t0 = performance.now()
+    const session = a.createSession({
+      image: 'desk', version: 'v1', manifest: v.manifest, capability: await capabilityFor(keys.privateKey, a.peerId),
+      peers: [seed.getMultiaddrs()[0]],
+      onChunk: async () => {}
+    })
+    await session.start()
+    const second = await exchange(b, seed, [{ type: 'hello', capability: await capabilityFor(keys.privateKey, b.peerId) }])
+    expect(second).toEqual([{ type: 'error', code: ErrorCode.BUSY, message: 'too many peers' }])
+    await session.done
+    const seconds = (performance.now() - t0) / 1000
+    expect(session.stats().bytesFromPeers).toBe(total)
+    // RATE_BURST_SECONDS of burst is allowed on top of the rate.
+    expect(seconds).toBeGreaterThan((total - rate * 0.25) / rate * 0.9)
+    await session.close()
+  })
+
   it('garbage on the port and malformed or oversized messages close the stream; the node keeps serving', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(5, 6, 2)
