@@ -52,7 +52,11 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
       } else {
         metrics.inc('trimswarm_login_failures_total', { reason: 'unavailable' })
       }
-      if (err instanceof UnavailableError) throw new UnavailableError(`the directory (LDAP) cannot be reached, try again later: ${err.message}`, { cause: err })
+      if (err instanceof UnavailableError) {
+        // the details name internal hosts and steps: they go to the log, not to an anonymous caller
+        logger.error('directory unavailable', { user, error: err.message })
+        throw new UnavailableError('the directory (LDAP) cannot be reached; try again later', { cause: err })
+      }
       throw err
     }
     perUser.reset(userKey)
