@@ -47,13 +47,14 @@ export const options = {
 
 const READ = 8 << 20
 const ZERO = Buffer.alloc(BLOCK_SIZE)
+// one read buffer for every file: host folders hold ~100k small files
+const buf = Buffer.allocUnsafe(READ)
+const digests = new Uint8Array(READ / BLOCK_SIZE * DIGEST_BYTES)
 
-/** Calls `onBlocks(bytes, digests)` for every 8 MiB piece of a file (the tail zero-padded to whole blocks). */
+/** Calls `onBlocks(bytes, digests)` for every 8 MiB piece of a file (the tail zero-padded to whole blocks); both are views reused by the next call. */
 async function eachPiece (path: string, onBlocks: (bytes: Buffer, digests: Uint8Array) => void): Promise<void> {
   const fh = await open(path, 'r')
   try {
-    const buf = Buffer.allocUnsafe(READ)
-    const digests = new Uint8Array(READ / BLOCK_SIZE * DIGEST_BYTES)
     for (let pos = 0; ; pos += READ) {
       const { bytesRead } = await fh.read(buf, 0, READ, pos)
       if (bytesRead === 0) break

@@ -143,8 +143,15 @@ export const MAX_LDAP_USER_LENGTH = 256
 /** Longest password sent to the directory (as protocol/api.ts LoginRequest). */
 export const MAX_LDAP_PASSWORD_LENGTH = 1024
 
-/** zstd level of POST .../blocks streams (compressed per request; see docs/ARCHITECTURE.md "Origin compression"). */
-export const ORIGIN_ZSTD_LEVEL = 6
+/**
+ * zstd level of POST .../blocks streams (compressed per request). Level 9 with
+ * the 2^27 window is what keeps a first install of base.img under 20 MB: its
+ * 76 MiB of missing blocks compress to 19.20 MB, plus the 0.49 MB manifest
+ * (level 6: 19.43 MB, leaving under 0.1 MB of margin), at ~20 MB/s of one
+ * core. Measured:
+ * docs/ARCHITECTURE.md "Origin compression".
+ */
+export const ORIGIN_ZSTD_LEVEL = 9
 
 /** log2 of the match window of block streams; long-distance matching is on with it (0 = zstd's default window). */
 export const ORIGIN_ZSTD_WINDOW_LOG = 27
