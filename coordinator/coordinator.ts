@@ -278,7 +278,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.notFound((c) => errorResponse(c, new NotFoundError(`no route ${c.req.method} ${c.req.path}`)))
     app.use('*', requestLog(logger, metrics, inFlight))
     app.use('*', bodyLimit({ maxSize: maxBody, onError: tooLarge(maxBody) }))
-    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events']) app.use(p, jsonLimit)
+    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
 
     app.get('/healthz', (c) => c.json({ ok: true }))
     app.get('/metrics', (c) => c.text(metrics.render(flattenStats('trimswarm_image', images.stats(), {})), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }))
