@@ -1,5 +1,5 @@
 /**
- * Indexes of stored events by image, site, type and image+type, so a
+ * Indexes of stored events by image, site, type and each pair of them, so a
  * filtered events page (and the rollout page's recent failures) reads only
  * matching events, newest first, instead of the whole log.
  *
@@ -64,15 +64,17 @@ const HIGH = '\xff'
 const WATERMARK = 'watermark'
 const VERSION_KEY = 'version'
 /** Bumped when what is indexed changes: a store indexed by an older version is indexed again from the start. */
-const INDEX_VERSION = '2'
+const INDEX_VERSION = '3'
 
 /** The dimension keys one event is indexed under. */
 function dimsOf (ev: StoredEvent['event']): string[] {
-  return [`i${SEP}${ev.image}`, `s${SEP}${ev.site}`, `t${SEP}${ev.type}`, `it${SEP}${ev.image}${SEP}${ev.type}`]
+  return [`i${SEP}${ev.image}`, `s${SEP}${ev.site}`, `t${SEP}${ev.type}`, `it${SEP}${ev.image}${SEP}${ev.type}`, `is${SEP}${ev.image}${SEP}${ev.site}`, `st${SEP}${ev.site}${SEP}${ev.type}`]
 }
 
-/** The most selective index for a filter (image+type, image, site, type), or undefined without a filter. */
+/** The most selective index for a filter (a pair before a single dimension; site is usually the narrowest), or undefined without a filter. */
 function dimFor (f: EventFilter): string | undefined {
+  if (f.image != null && f.site != null) return `is${SEP}${f.image}${SEP}${f.site}`
+  if (f.site != null && f.type != null) return `st${SEP}${f.site}${SEP}${f.type}`
   if (f.image != null && f.type != null) return `it${SEP}${f.image}${SEP}${f.type}`
   if (f.image != null) return `i${SEP}${f.image}`
   if (f.site != null) return `s${SEP}${f.site}`
