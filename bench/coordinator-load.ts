@@ -1,0 +1,144 @@
+/**
+ * `npm run bench -- coordinator-load`: manifest requests from many concurrent
+ * clients against a real `trimswarm coordinator` process on loopback, with a
+ * real HTTP load generator (autocannon) in this process. Publishes a small
+ * image with `trimswarm publish`, gives group `desk` the image, creates a
+ * machine token, then keeps --connections connections busy for --duration
+ * seconds with `GET /v1/images/desk/versions/latest` (auth, policy check,
+ * signed envelope) and prints requests/s, p50/p99/max latency, errors and
+ * the coordinator's memory before and after. Figures: docs/BENCHMARKS.md
+ * `## coordinator load`.
+ */
+import { execFile, spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs, promisify } from 'node:util'
+
+const run_ = promisify(execFile)
+
+/** The part of autocannon's result this benchmark reads (the package ships no types). */
+interface LoadResult {
+  requests: { total: number, average: number }
+  throughput: { total: number }
+  latency: { p50: number, p99: number, max: number }
+  errors: number
+  timeouts: number
+  non2xx: number
+}
+const autocannon = createRequire(import.meta.url)('autocannon') as (opts: Record<string, unknown>) => Promise<LoadResult>
+const CLI = new URL('../bin/trimswarm.js', import.meta.url).pathname
+
+/** One line for the list of benchmarks. */
+export const summary = 'coordinator under load: manifest GETs by 1,000 concurrent clients (autocannon), p50/p99, errors'
+
+/** Help text. */
+export const usage = `Usage: npm run bench -- coordinator-load [--connections N] [--duration S] [--path manifest|me|healthz] [--json]
+
+Starts \`trimswarm coordinator\` on 127.0.0.1 (a fresh data dir, log level
+warn), publishes a 4 MiB image as desk/v1, sets a policy for group desk and
+creates a machine token, then runs autocannon with --connections (default
+1000) concurrent connections for --duration seconds (default 20) against:
+  manifest  GET /v1/images/desk/versions/latest (default; the signed envelope)
+  me        GET /v1/auth/me (auth and policy only)
+  healthz   GET /healthz (no auth: the HTTP stack alone)
+Prints requests/s, latency p50/p99/max (ms), errors, timeouts, non-2xx and the
+coordinator's RSS before and after. Exits 1 when any request failed.`
+
+/** Its options. */
+export const options = {
+  connections: { type: 'string' },
+  duration: { type: 'string' },
+  path: { type: 'string' },
+  json: { type: 'boolean' }
+} as const
+
+const PATHS: Record<string, string> = {
+  manifest: '/v1/images/desk/versions/latest',
+  me: '/v1/auth/me',
+  healthz: '/healthz'
+}
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address()
+      srv.close(() => { resolve(typeof a === 'object' && a != null ? a.port : 0) })
+    })
+  })
+}
+
+async function rssKiB (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN)
+}
+
+/** Runs the benchmark. */
+export async function run (argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options, strict: true })
+  const connections = Number(values.connections ?? 1000)
+  const duration = Number(values.duration ?? 20)
+  const which = values.path ?? 'manifest'
+  if (!Number.isSafeInteger(connections) || connections < 1) throw new Error('--connections must be a positive integer')
+  if (!Number.isSafeInteger(duration) || duration < 1) throw new Error('--duration must be a positive integer (seconds)')
+  if (PATHS[which] == null) throw new Error(`--path must be one of ${Object.keys(PATHS).join(', ')}`)
+
+  const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-'))
+  const listen = `127.0.0.1:${await freePort()}`
+  const url = `http://${listen}`
+  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', join(dir, 'data'), '--listen', listen, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let out = ''
+      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('coordinator listening on')) resolve() })
+      child.once('exit', (code) => { reject(new Error(`coordinator exited with ${code}`)) })
+    })
+    const tokenFile = join(dir, 'data', 'admin.token')
+    const admin = (await readFile(tokenFile, 'utf8')).trim()
+    const img = join(dir, 'desk.img')
+    const bytes = Buffer.alloc(4 << 20)
+    for (let i = 0; i < bytes.length; i += 4) bytes.writeUInt32LE((Math.imul(i, 2654435761) ^ (i >>> 7)) >>> 0, i)
+    await writeFile(img, bytes)
+    await run_(process.execPath, [CLI, 'publish', img, '--image', 'desk', '--version', 'v1', '--coordinator', url, '--token-file', tokenFile, '--json'])
+    await run_(process.execPath, [CLI, 'policy', 'set', 'desk', '--images', 'desk', '--coordinator', url, '--token-file', tokenFile])
+    const created = await fetch(url + '/v1/tokens', { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ group: 'desk', name: 'bench' }) })
+    const token = (await created.json()).token as string
+
+    const rssBefore = await rssKiB(child.pid!)
+    const r = await autocannon({ url: url + PATHS[which], connections, duration, timeout: 30, headers: { authorization: `Bearer ${token}` } })
+    const rssAfter = await rssKiB(child.pid!)
+    const result = {
+      path: PATHS[which],
+      connections,
+      seconds: duration,
+      requests: r.requests.total,
+      requestsPerSecond: Math.round(r.requests.average),
+      bytesPerResponse: r.requests.total > 0 ? Math.round(r.throughput.total / r.requests.total) : 0,
+      latencyMs: { p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max },
+      errors: r.errors,
+      timeouts: r.timeouts,
+      non2xx: r.non2xx,
+      coordinatorRssMiB: { before: Math.round(rssBefore / 1024), after: Math.round(rssAfter / 1024) }
+    }
+    if (values.json === true) {
+      process.stdout.write(JSON.stringify(result) + '\n')
+    } else {
+      process.stdout.write([
+        `${result.path}: ${connections} connections, ${duration} s`,
+        `  requests   ${result.requests} (${result.requestsPerSecond}/s, ${result.bytesPerResponse} bytes each)`,
+        `  latency    p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms, max ${result.latencyMs.max} ms`,
+        `  errors     ${result.errors} (timeouts ${result.timeouts}), non-2xx ${result.non2xx}`,
+        `  memory     coordinator RSS ${result.coordinatorRssMiB.before} MiB before, ${result.coordinatorRssMiB.after} MiB after`
+      ].join('\n') + '\n')
+    }
+    return result.errors + result.non2xx > 0 ? 1 : 0
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise(resolve => { if (child.exitCode != null) resolve(null); else child.once('exit', resolve) })
+    await rm(dir, { recursive: true, force: true })
+  }
+}
