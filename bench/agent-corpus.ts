@@ -143,8 +143,10 @@ export async function run (argv: string[]): Promise<number> {
     await writeFile(tokenFile, token.token + '\n')
     const publisher = createPublishClient({ coordinator: coordinator.url, token: coordinator.adminToken })
     let t = performance.now()
-    await publisher.publish(basePath, { image: 'corpus', version: 'v1' })
-    await publisher.publish(nextPath, { image: 'corpus', version: 'v2' })
+    // with --work reused, the coordinator already holds the versions (the delta pack takes minutes)
+    const exists = async (v: string): Promise<boolean> => (await fetch(`${coordinator.url}/v1/images/corpus/versions/${v}/info`, { headers: { authorization: `Bearer ${coordinator.adminToken}` } })).ok
+    if (!await exists('v1')) await publisher.publish(basePath, { image: 'corpus', version: 'v1' })
+    if (!await exists('v2')) await publisher.publish(nextPath, { image: 'corpus', version: 'v2' })
     await coordinator.images.whenIdle()
     const info = await admin('GET', '/v1/images/corpus/versions/v2/info')
     log(`published v1 and v2, delta pack built: ${((performance.now() - t) / 1000).toFixed(1)} s; delta pack ${(info.deltaPackBytes / MB).toFixed(1)} MB`)
@@ -153,6 +155,9 @@ export async function run (argv: string[]): Promise<number> {
     const px = proxy
 
     const data = join(work, 'agent-data')
+    // each run starts from a fresh agent (the host index is rebuilt below)
+    await rm(data, { recursive: true, force: true })
+    await rm(join(work, 'out'), { recursive: true, force: true })
     const out = join(work, 'out', 'corpus.img')
     const indexArgs = folders.flatMap(f => ['--index', f])
     const common = (d: string, o: string): string[] => ['--coordinator', px.url, '--token-file', tokenFile, '--data', d, '--out', o, '--json', ...indexArgs]

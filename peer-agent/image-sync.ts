@@ -473,8 +473,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       }
       originSources.push(createBlockBatchSource({ client, logger }, { image: m.name, version: m.version }))
 
-      for (const source of [...sources, ...originSources]) {
-        if (groups.size === 0) break
+      const runSource = async (source: BlockSource): Promise<void> => {
         currentSource = source
         phase = source.name
         progress()
@@ -487,6 +486,17 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
           await source.close?.()
         }
         await ctx.tick()
+      }
+      for (const source of sources) {
+        if (groups.size === 0) break
+        await runSource(source)
+      }
+      // the index's file table and caches are not needed past the local sources: free them before
+      // the origin's zstd window is allocated (peak RSS); the next lookup or refresh reopens it
+      await components.hostIndex?.close()
+      for (const source of originSources) {
+        if (groups.size === 0) break
+        await runSource(source)
       }
 
       // 4. chunks still incomplete or failed: fetched whole from the origin, verified

@@ -157,12 +157,12 @@ export function createHostIndexSource (components: { index: HostIndex, logger: A
       const missing = ctx.missing()
       const reader = new FileReader()
       const buf = new Uint8Array(BLOCK_SIZE)
-      const LOOKUP_PARALLEL = 64
+      const LOOKUP_BATCH = 8192
       try {
-        for (let i = 0; i < missing.length; i += LOOKUP_PARALLEL) {
+        for (let i = 0; i < missing.length; i += LOOKUP_BATCH) {
           options.signal?.throwIfAborted()
-          const slice = missing.slice(i, i + LOOKUP_PARALLEL)
-          const found = await Promise.all(slice.map(async index => await components.index.lookup(ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))))
+          const slice = missing.slice(i, i + LOOKUP_BATCH)
+          const found = await components.index.lookupMany(slice.map(index => ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES)))
           for (let j = 0; j < slice.length; j++) {
             const index = slice[j]
             for (const loc of found[j]) {
@@ -170,6 +170,7 @@ export function createHostIndexSource (components: { index: HostIndex, logger: A
               // a file changed since indexing fails the re-hash and is simply not used
               if (reader.readBlock(loc.path, loc.offset, buf) && ctx.offerBlock(index, buf, 'local')) break
             }
+            if (j % 1024 === 1023) await ctx.tick()
           }
           await ctx.tick()
         }

@@ -2,7 +2,7 @@
 import { setPriority } from 'node:os'
 import { parseRate } from '../../protocol/rate.ts'
 import { isValidName } from '../../protocol/manifest.ts'
-import { NICE_PRIORITY } from '../../peer-agent/constants.ts'
+import { AGENT_NODE_FLAGS, NICE_PRIORITY } from '../../peer-agent/constants.ts'
 import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
 import { createAgent, lockDataDir } from '../../peer-agent/agent.ts'
 import { createHostIndex } from '../../peer-agent/host-index.ts'
@@ -55,6 +55,17 @@ Options
   --data DIR     the agent's data dir
   --index DIR    a folder to index (repeatable, required)
   --json         print the refresh statistics as JSON`
+
+/**
+ * Re-executes this process (same pid, so signals and kill -9 reach the agent itself) with
+ * AGENT_NODE_FLAGS unless they are set; TRIMSWARM_NO_REEXEC=1 turns it off.
+ */
+function reexecWithAgentFlags (): void {
+  if (process.env.TRIMSWARM_NO_REEXEC === '1' || typeof process.execve !== 'function') return
+  if (AGENT_NODE_FLAGS.every(f => process.execArgv.includes(f))) return
+  const execArgv = process.execArgv.filter(a => !AGENT_NODE_FLAGS.some(f => a.startsWith(f.split('=')[0])))
+  process.execve(process.execPath, [process.execPath, ...execArgv, ...AGENT_NODE_FLAGS, ...process.argv.slice(1)], process.env)
+}
 
 /** Agent failures the user can act on become CliErrors: a message and exit code 1, no stack trace. */
 export function agentCliError (err: unknown): unknown {
@@ -113,6 +124,7 @@ const sync: Command = {
     quiet: { type: 'boolean' }
   },
   async run (args) {
+    reexecWithAgentFlags()
     const target = onePositional(args, 'image (NAME or NAME@VERSION)', SYNC_USAGE)
     const at = target.indexOf('@')
     const image = at < 0 ? target : target.slice(0, at)
@@ -199,6 +211,7 @@ const index: Command = {
   usage: INDEX_USAGE,
   options: { data: { type: 'string' }, index: { type: 'string', multiple: true }, json: { type: 'boolean' } },
   async run (args) {
+    reexecWithAgentFlags()
     const dataDir = requireString(args, 'data', INDEX_USAGE)
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
@@ -244,6 +257,7 @@ const run: Command = {
   usage: RUN_USAGE,
   options: { config: { type: 'string' } },
   async run (args) {
+    reexecWithAgentFlags()
     const file = requireString(args, 'config', RUN_USAGE)
     const { loadDaemonConfig, createDaemon } = await import('../../peer-agent/daemon.ts')
     const config = await loadDaemonConfig(file)

@@ -41,6 +41,10 @@ describe('host index', () => {
     expect(await idx.lookup(prefixOf(a.subarray(0, BLOCK_SIZE)))).toEqual([{ path: join(root, 'a.bin'), offset: 0, size: a.length }])
     expect(await idx.lookup(prefixOf(a.subarray(5 * BLOCK_SIZE)))).toEqual([{ path: join(root, 'a.bin'), offset: 5 * BLOCK_SIZE, size: a.length }])
     expect(await idx.lookup(prefixOf(new Uint8Array(BLOCK_SIZE)))).toEqual([])
+    // many lookups through one iterator give the same answers, in the caller's order
+    const asked = [b.subarray(2 * BLOCK_SIZE), new Uint8Array(BLOCK_SIZE), a.subarray(0, BLOCK_SIZE), b.subarray(0, BLOCK_SIZE), a.subarray(3 * BLOCK_SIZE, 4 * BLOCK_SIZE)].map(x => prefixOf(x.subarray(0, BLOCK_SIZE)))
+    expect(await idx.lookupMany(asked)).toEqual(await Promise.all(asked.map(async p => await idx.lookup(p))))
+    expect((await idx.lookupMany(asked)).map(c => c.length)).toEqual([1, 0, 1, 1, 1])
     await idx.close()
 
     // reopen: nothing changed -> nothing hashed
