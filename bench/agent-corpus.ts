@@ -26,9 +26,10 @@ through the proxy:
   1. first install of v1 with the host index (--index, default /usr /etc /var/lib;
      the index is built first with \`trimswarm agent index\`, timed separately);
   2. update v1 -> v2 in the same data dir;
-  3. first install of v1 into a fresh output, killed with SIGKILL at three points
-     (25/50/75 % of run 1's proxy bytes; --kill-limit slows the agent, default 40mbit),
-     then run to completion: total proxy bytes vs run 1.
+  3. first install of v1 into a fresh output (same host index), through the proxy
+     throttled to --kill-limit (default 40mbit, like a WAN link), killed with SIGKILL
+     at three points (25/50/75 % of run 1's proxy bytes), then run to completion:
+     total proxy bytes of the four runs vs run 1.
 Checks every output's b3sum against the image's and reports the agents' peak RSS.
 Targets (issue 4): run 1 <= 20 MB, run 2 <= 32 MB, kill/resume <= 5 % extra, RSS < 300 MB.`
 
@@ -51,15 +52,27 @@ interface Proxy {
   close: () => Promise<void>
 }
 
-/** A TCP proxy counting every byte in both directions. */
-async function startProxy (target: URL): Promise<Proxy> {
+/**
+ * A TCP proxy counting every byte in both directions; `rate` (bytes/s, shared by all
+ * connections) throttles coordinator -> agent like a slow WAN link, so what it counts
+ * is what reached the agent (not what waits in a socket buffer of a rate-limited reader).
+ */
+async function startProxy (target: URL, rate = 0): Promise<Proxy> {
   const state = { up: 0, down: 0 }
+  const started = performance.now()
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port), target.hostname)
     client.on('data', (d: Buffer) => { state.up += d.length })
-    upstream.on('data', (d: Buffer) => { state.down += d.length })
     client.pipe(upstream)
-    upstream.pipe(client)
+    upstream.on('data', (d: Buffer) => {
+      state.down += d.length
+      client.write(d)
+      if (rate > 0) {
+        const ahead = (state.up + state.down) / rate * 1000 - (performance.now() - started)
+        if (ahead > 0) { upstream.pause(); setTimeout(() => upstream.resume(), ahead) }
+      }
+    })
+    upstream.on('end', () => client.end())
     const end = (): void => { client.destroy(); upstream.destroy() }
     client.on('error', end)
     upstream.on('error', end)
@@ -188,8 +201,12 @@ export async function run (argv: string[]): Promise<number> {
     const r2 = await runAgent(['sync', 'corpus@v2', ...common(data, out)])
     report('update base -> next', r2, r2.code === 0 ? b3sum(out) : '', nextSum, 32)
 
-    // 3. kill -9 at three points, then complete
+    // 3. kill -9 at three points, then complete, through a proxy throttled like a WAN link
     if (values['skip-kill'] !== true) {
+      await px.close()
+      const { parseRate } = await import('../protocol/rate.ts')
+      const slow = await startProxy(new URL(coordinator.url), parseRate(values['kill-limit'] ?? '40mbit'))
+      proxy = slow
       const data3 = join(work, 'agent-data-kill')
       const out3 = join(work, 'out-kill', 'corpus.img')
       await rm(data3, { recursive: true, force: true })
@@ -199,16 +216,15 @@ export async function run (argv: string[]): Promise<number> {
       await rm(join(data3, 'manifests'), { recursive: true, force: true })
       await rm(join(data3, 'partial'), { recursive: true, force: true })
       await rm(join(data3, 'lock'), { force: true })
-      px.reset()
-      const limit = values['kill-limit'] ?? '40mbit'
+      const slowArgs = (d: string, o: string): string[] => ['--coordinator', slow.url, ...common(d, o).slice(2)]
       const kills: string[] = []
       for (const share of [0.25, 0.5, 0.75]) {
         const at = firstBytes * share
-        const r = await runAgent(['sync', 'corpus@v1', ...common(data3, out3), '--wan-limit', limit], () => px.up + px.down >= at)
-        kills.push(`${(share * 100).toFixed(0)} %: ${r.signal ?? `exit ${r.code}`} at ${((px.up + px.down) / MB).toFixed(2)} MB`)
+        const r = await runAgent(['sync', 'corpus@v1', ...slowArgs(data3, out3)], () => slow.up + slow.down >= at)
+        kills.push(`${(share * 100).toFixed(0)} %: ${r.signal ?? `exit ${r.code}`} at ${((slow.up + slow.down) / MB).toFixed(2)} MB`)
       }
-      const rk = await runAgent(['sync', 'corpus@v1', ...common(data3, out3)])
-      const total = px.up + px.down
+      const rk = await runAgent(['sync', 'corpus@v1', ...slowArgs(data3, out3)])
+      const total = slow.up + slow.down
       const sum = rk.code === 0 ? b3sum(out3) : ''
       if (sum !== baseSum || rk.code !== 0) failed = true
       log(`kill -9 x3 then complete: ${kills.join('; ')}; final exit ${rk.code}, total proxy ${(total / MB).toFixed(2)} MB vs clean ${(firstBytes / MB).toFixed(2)} MB = ${((total / firstBytes - 1) * 100).toFixed(1)} % extra (target <= 5 %), b3sum ${sum === baseSum ? 'equal' : 'DIFFERENT'}, peak RSS ${rk.peakRssMB.toFixed(0)} MB`)

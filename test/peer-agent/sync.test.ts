@@ -80,4 +80,22 @@ describe('agent sync', () => {
     expect(r.summary.bytes.origin).toBeGreaterThan(0)
     expect(await b3sumFile(out)).toBe(nextSum)
   })
+
+  it('applies the policy WAN cap when it is stricter than --wan-limit (token bucket on origin bytes)', async () => {
+    const cap = 250_000 // bytes per second
+    await coord.setPolicy({ wanLimitBps: cap })
+    try {
+      const data = join(tmp.path, 'a3-data')
+      const out = join(tmp.path, 'a3', 'ws.img')
+      const r = await runAgent(['sync', 'ws@v1', ...common(data, out), '--no-index', '--wan-limit', '1gbit'])
+      const seconds = r.summary.seconds as number // the sync itself, without process start-up
+      expect(r.code, r.stderr).toBe(0)
+      expect(await b3sumFile(out)).toBe(baseSum)
+      // the bucket starts with RATE_BURST_SECONDS of credit; the rest is paced
+      expect(seconds).toBeGreaterThan(r.summary.bytes.origin / cap - 0.5)
+      expect(r.summary.bytes.origin / cap).toBeGreaterThan(1)
+    } finally {
+      await coord.setPolicy({})
+    }
+  })
 })
