@@ -4,6 +4,7 @@
  * Digests are plain BLAKE3-256 of the bytes, so `b3sum` prints the same hex.
  */
 import { blake3 } from '@napi-rs/blake-hash'
+import { base32 } from 'multiformats/bases/base32'
 import type { CID } from 'multiformats/cid'
 import { from as hasherFrom } from 'multiformats/hashes/hasher'
 import { equals } from 'multiformats/bytes'
@@ -41,6 +42,16 @@ export const blake3Hasher = hasherFrom({ name: 'blake3', code: BLAKE3_CODE, enco
 /** The CID (v1, raw, BLAKE3-256) of a chunk's bytes. */
 export function chunkCidOf (bytes: Uint8Array): CID {
   return chunkCid(hashBytes(bytes))
+}
+
+/**
+ * The text form (base32, `bafkr4i...`) of the chunk CID for `digest`, equal to
+ * `chunkCid(digest).toString()`. Use it in loops over many chunks: CID#toString
+ * caches every string in a WeakMap keyed by the CID object, and over an image's
+ * 30k chunks that alone raised the chunk command's peak RSS from 96 to 169 MB.
+ */
+export function chunkCidText (digest: Uint8Array): string {
+  return base32.encode(chunkCid(digest).bytes)
 }
 
 /** The CID (v1, dag-cbor, BLAKE3-256) of encoded manifest bytes. */

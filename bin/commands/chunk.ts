@@ -1,6 +1,5 @@
 /** `trimswarm chunk IMAGE`: split an image into content-addressed chunks and list them. */
-import { buildManifest, InvalidChunkingError, InvalidImageError, scanImage, checkImage, type ChunkingInit, resolveChunking } from '../../chunker/index.ts'
-import { chunkCid } from '../../protocol/block-id.ts'
+import { buildManifest, checkImage, chunkCidText, InvalidChunkingError, InvalidImageError, resolveChunking, scanImage, type ChunkingInit } from '../../chunker/index.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { CliError, onePositional, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 
@@ -55,21 +54,54 @@ export function asCliError (err: unknown): unknown {
 }
 
 /**
- * Writes to stdout, waiting when the pipe is full so output never piles up in
- * memory. A reader that went away (EPIPE, e.g. `| head`) ends the listing.
+ * Writes to stdout and resolves once the bytes are handed to the OS, so
+ * output never piles up in memory. A reader that went away (EPIPE, e.g.
+ * `| head`) rejects with that error (see untilReaderLeaves).
  */
-export async function writeStdout (text: string): Promise<void> {
+export async function writeStdout (data: string | Uint8Array): Promise<void> {
+  // A closed pipe is reported both to the write callback and as an 'error'
+  // event (after it): the lasting listener keeps the event from crashing the process.
+  if (!stdoutWatched) {
+    process.stdout.on('error', (err) => { stdoutError = err })
+    stdoutWatched = true
+  }
+  if (stdoutError != null) throw stdoutError
   await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => { reject(err) }
-    process.stdout.once('error', onError)
-    const flushed = process.stdout.write(text, (err) => {
-      if (err != null) { reject(err); return }
-      if (flushed) { process.stdout.off('error', onError); resolve() }
+    process.stdout.write(data, (err) => {
+      if (err != null) reject(err)
+      else resolve()
     })
-    if (!flushed) {
-      process.stdout.once('drain', () => { process.stdout.off('error', onError); resolve() })
-    }
   })
+}
+
+let stdoutWatched = false
+let stdoutError: Error | undefined
+
+/**
+ * Buffered text output for long listings: text is copied into one reused
+ * 64 KiB buffer, written when full. Building one big string instead keeps
+ * long-lived string pieces in V8's young generation and grows the heap.
+ */
+export function createOutputBuffer (size = 64 * 1024): { append: (text: string) => Promise<void>, flush: () => Promise<void> } {
+  const buf = Buffer.allocUnsafe(size)
+  let used = 0
+  const flush = async (): Promise<void> => {
+    if (used === 0) return
+    const n = used
+    used = 0
+    await writeStdout(buf.subarray(0, n)) // resolves after the write: buf may then be reused
+  }
+  return {
+    async append (text) {
+      if (used + Buffer.byteLength(text) > size) await flush()
+      if (Buffer.byteLength(text) > size) {
+        await writeStdout(text)
+        return
+      }
+      used += buf.write(text, used)
+    },
+    flush
+  }
 }
 
 /** Awaits output; a reader that closed the pipe early (EPIPE) is not an error. */
@@ -83,17 +115,15 @@ export async function untilReaderLeaves (writing: Promise<void>): Promise<void> 
 
 async function printJson (image: string, chunking: ChunkingInit): Promise<void> {
   const { size } = await checkImage(image)
-  let out = `{"size": ${size}, "blockSize": ${BLOCK_SIZE}, "chunks": [`
+  const out = createOutputBuffer()
+  await out.append(`{"size": ${size}, "blockSize": ${BLOCK_SIZE}, "chunks": [`)
   let first = true
   for await (const c of scanImage(image, chunking)) {
-    out += `${first ? '' : ','}\n{"offset": ${c.offset}, "length": ${c.length}, "cid": "${chunkCid(c.digest).toString()}"}`
+    await out.append(`${first ? '' : ','}\n{"offset": ${c.offset}, "length": ${c.length}, "cid": "${chunkCidText(c.digest)}"}`)
     first = false
-    if (out.length >= 64 * 1024) {
-      await writeStdout(out)
-      out = ''
-    }
   }
-  await writeStdout(out + (first ? ']}\n' : '\n]}\n'))
+  await out.append(first ? ']}\n' : '\n]}\n')
+  await out.flush()
 }
 
 function mib (n: number): string {

@@ -3,14 +3,14 @@ import { randomBytes } from 'node:crypto'
 import { open, readFile, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import * as dagCbor from '@ipld/dag-cbor'
-import { buildManifest, manifestCidOf } from '../../chunker/index.ts'
-import { chunkCid, toHex } from '../../protocol/block-id.ts'
+import { buildManifest, chunkCidText, manifestCidOf } from '../../chunker/index.ts'
+import { toHex } from '../../protocol/block-id.ts'
 import { MAX_MANIFEST_BYTES } from '../../protocol/constants.ts'
 import { InvalidManifestError } from '../../protocol/errors.ts'
 import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope, importPublicKey, openSignedManifest } from '../../protocol/signed-manifest.ts'
 import { CliError, onePositional, requireString, type Command } from '../cli-support.ts'
-import { asCliError, chunkingFromArgs, untilReaderLeaves, writeStdout } from './chunk.ts'
+import { asCliError, chunkingFromArgs, createOutputBuffer, untilReaderLeaves } from './chunk.ts'
 
 const inspectUsage = `Usage: trimswarm manifest inspect FILE [--json] [--key FILE]
 
@@ -139,16 +139,13 @@ function summary (m: Manifest, manifestBytes: Uint8Array): Record<string, unknow
 
 async function writeJson (value: Record<string, unknown>, m: Manifest): Promise<void> {
   // Chunks one per line, streamed: a big image's list is not built as one string.
-  const head = JSON.stringify(value)
-  let out = head.slice(0, -1) + ', "chunks": ['
+  const out = createOutputBuffer()
+  await out.append(JSON.stringify(value).slice(0, -1) + ', "chunks": [')
   for (const [i, c] of m.chunks.entries()) {
-    out += `${i === 0 ? '' : ','}\n{"offset": ${c.offset}, "length": ${c.length}, "firstBlock": ${c.firstBlock}, "cid": "${chunkCid(c.digest).toString()}"}`
-    if (out.length > 64 * 1024) {
-      await writeStdout(out)
-      out = ''
-    }
+    await out.append(`${i === 0 ? '' : ','}\n{"offset": ${c.offset}, "length": ${c.length}, "firstBlock": ${c.firstBlock}, "cid": "${chunkCidText(c.digest)}"}`)
   }
-  await writeStdout(out + (m.chunks.length > 0 ? '\n]}\n' : ']}\n'))
+  await out.append(m.chunks.length > 0 ? '\n]}\n' : ']}\n')
+  await out.flush()
 }
 
 const inspectCommand: Command = {

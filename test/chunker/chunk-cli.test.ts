@@ -104,6 +104,16 @@ describe('trimswarm chunk --json', () => {
     expect(r.stdout).toMatch(/^manifest +\d+ bytes/m)
   })
 
+  it('stops quietly (exit 0, no error) when the reader closes the pipe early', async () => {
+    const child = spawn(process.execPath, [CLI, 'chunk', ext4, '--json', '--max-blocks', '1', '--min-blocks', '1', '--avg-blocks', '1'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    child.stdout.once('data', () => { child.stdout.destroy() })
+    const code = await new Promise(resolve => child.on('close', resolve))
+    expect(stderr).toBe('')
+    expect(code).toBe(0)
+  })
+
   it('--help explains the command', async () => {
     const r = await cli(['chunk', '--help'])
     expect(r.code).toBe(0)
