@@ -6,7 +6,7 @@
  * and how to read them in docs/BENCHMARKS.md "## branch".
  */
 import { BranchUsageError, options as branchOptions, parseBranchFlags } from './branch/flags.ts'
-import { runBranch } from './branch/run.ts'
+import { rerender, runBranch } from './branch/run.ts'
 import {
   DEFAULT_AGENTS, DEFAULT_LAN_RATE, DEFAULT_OUT_DIR, DEFAULT_WAN_RATE, DEFAULT_WAN_RTT_MS, MAX_AGENTS
 } from './branch/constants.ts'
@@ -46,6 +46,7 @@ Options
   --methods LIST    subset of http,casync,trimswarm (default all)
   --proxy           no namespaces (e.g. not root): a shaping relay on 127.0.0.1 instead
   --keep            keep the work folder (coordinator and agent data) for inspection
+  --rerender DIR    only rebuild DIR/report.md and the charts from DIR/report.json
 
 Exit codes: 0 every client finished and verified, 1 a client failed or an error,
 2 bad usage (unknown scenario, bad rate, missing images, not root without --proxy).`
@@ -57,6 +58,10 @@ export const options = branchOptions
 export async function run (argv: string[]): Promise<number> {
   try {
     const config = parseBranchFlags(argv, { outDir: DEFAULT_OUT_DIR })
+    if (config.rerender != null) {
+      rerender(config.rerender)
+      return 0
+    }
     return await runBranch(config)
   } catch (err) {
     if (err instanceof BranchUsageError) {

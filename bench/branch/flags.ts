@@ -32,6 +32,8 @@ export interface BranchConfig {
   indexDirs: string[]
   /** Methods to run (all by default). */
   methods: Method[]
+  /** Only rebuild report.md and the charts of this earlier run's folder from its report.json. */
+  rerender?: string
 }
 
 /** The three ways a branch gets an image. */
@@ -58,7 +60,8 @@ export const options = {
   index: { type: 'string', multiple: true },
   methods: { type: 'string' },
   proxy: { type: 'boolean' },
-  keep: { type: 'boolean' }
+  keep: { type: 'boolean' },
+  rerender: { type: 'string' }
 } as const
 
 function rate (flag: string, text: string, allowZero: boolean): number {
@@ -125,7 +128,8 @@ export function parseBranchFlags (argv: string[], defaults: { outDir: string }):
     proxy: v.proxy === true,
     keep: v.keep === true,
     indexDirs: v.index ?? ['/usr', '/etc', '/var/lib'],
-    methods
+    methods,
+    rerender: v.rerender
   }
 }
 

@@ -174,7 +174,7 @@ export function renderMarkdown (report: BranchReport, charts: string[]): string 
 export function renderJson (report: BranchReport): string {
   return JSON.stringify({
     ...report,
-    results: report.results.map(r => ({
+    results: report.results.map(({ ...r }) => ({
       ...r,
       wan: wanBytes(r),
       wanSavedPercent: wanSavedPercent(r, report.results),

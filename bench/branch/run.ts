@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs'
 import { cpus, hostname, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
+import { parseRate } from '../../protocol/rate.ts'
 import type { BranchConfig, Method } from './flags.ts'
 import { BranchUsageError } from './flags.ts'
 import { createProcessManager } from './processes.ts'
@@ -25,6 +26,9 @@ import {
   AGENT_GROUP, COORDINATOR_PORT, HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
+
+/** Note on trim rows that repeat the cold figures. */
+const SAME_AS_COLD = 'figures of cold'
 
 const REPO = resolve(import.meta.dirname, '..', '..')
 const TRIMSWARM = join(REPO, 'bin', 'trimswarm.js')
@@ -282,6 +286,24 @@ async function startServices (ctx: Ctx): Promise<{ adminUrl: string, adminToken:
   return { adminUrl, adminToken: tokenFile }
 }
 
+/** Writes report.md, report.json and the charts into `outDir`. */
+export function writeReport (report: BranchReport, outDir: string, wanRate: number): void {
+  mkdirSync(outDir, { recursive: true })
+  const charts = buildCharts(report, wanRate)
+  for (const [name, svg] of charts) writeFileSync(join(outDir, name), svg)
+  writeFileSync(join(outDir, 'report.md'), renderMarkdown(report, [...charts.keys()]))
+  writeFileSync(join(outDir, 'report.json'), renderJson(report))
+}
+
+/** Rebuilds report.md and the charts of an earlier run from its report.json (after a change to the rendering). */
+export function rerender (outDir: string): void {
+  const file = join(outDir, 'report.json')
+  if (!existsSync(file)) throw new BranchUsageError(`no report.json in ${outDir}`)
+  const report = JSON.parse(readFileSync(file, 'utf8')) as BranchReport
+  writeReport(report, outDir, parseRate(report.config.wan))
+  process.stdout.write(resultTable(report.results) + '\n' + `report: ${join(outDir, 'report.md')}\n`)
+}
+
 /** The machine this ran on, for the report. */
 export function machineDescription (): string {
   const c = cpus()
@@ -359,7 +381,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
         else if (scenario === 'trim' && method !== 'trimswarm' && ran.has(`cold/${method}`)) {
           // Neither baseline can use host folders, so trim is the same transfer as cold: reuse, do not re-download.
           const cold = results.find(x => x.scenario === 'cold' && x.method === method)
-          r = { ...(cold as MethodResult), scenario, note: 'same transfer as cold (cannot use host folders): figures of the cold run' }
+          r = { ...(cold as MethodResult), scenario, note: SAME_AS_COLD }
         } else if (method === 'http') r = await runHttp(ctx, scenario)
         else if (method === 'casync') r = await runCasync(ctx, scenario)
         else r = await runTrimswarm(ctx, scenario, ran.has('cold/trimswarm'))
@@ -367,7 +389,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
         if (r.ran && r.note == null) ran.add(`${scenario}/${method}`)
       }
     }
-    if (results.some(r => r.note?.startsWith('same transfer as cold') === true)) {
+    if (results.some(r => r.note === SAME_AS_COLD)) {
       notes.push('trim: the HTTP and casync rows repeat the cold run\'s figures: neither can take blocks from host folders, so their transfer is the same as cold.')
     }
     const report: BranchReport = {
@@ -378,11 +400,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
       notes,
       results
     }
-    mkdirSync(config.outDir, { recursive: true })
-    const charts = buildCharts(report, config.wanRate)
-    for (const [name, svg] of charts) writeFileSync(join(config.outDir, name), svg)
-    writeFileSync(join(config.outDir, 'report.md'), renderMarkdown(report, [...charts.keys()]))
-    writeFileSync(join(config.outDir, 'report.json'), renderJson(report))
+    writeReport(report, config.outDir, config.wanRate)
     process.stdout.write(resultTable(results) + '\n')
     for (const r of results) {
       const a = accountingCheck(r)
