@@ -33,3 +33,8 @@ export function csvField (v: unknown): string {
   if (/^[=+\-@\t\r]/.test(s) && !/^-?\d/.test(s)) s = `'${s}`
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s
 }
+
+/** Escapes text for HTML/XML content and quoted attribute values. */
+export function escapeHtml (s: string): string {
+  return s.replace(/[&<>"']/g, ch => ch === '&' ? '&amp;' : ch === '<' ? '&lt;' : ch === '>' ? '&gt;' : ch === '"' ? '&quot;' : '&#39;')
+}

@@ -3,7 +3,7 @@
  * stacked bars (bytes by source per time bucket) and lines (clients per
  * version). Every text is XML-escaped here; the output is inserted as is.
  */
-import { formatBytes } from './format.ts'
+import { escapeHtml as escapeXml, formatBytes } from './format.ts'
 
 /** One series of a chart. */
 export interface ChartSeries {
@@ -34,10 +34,6 @@ const W = 760
 const H = 260
 const PAD = { left: 70, right: 12, top: 40, bottom: 44 }
 
-/** Escapes text for XML content and attribute values. */
-export function escapeXml (s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;')
-}
 
 function niceMax (v: number, unit: ChartSpec['unit']): number {
   if (unit === 'count') {

@@ -1,6 +1,6 @@
 /** A console table as HTML (first render), as live cells (refresh), as JSON and as CSV: one TableDef, four forms. */
 import { html, raw } from 'hono/html'
-import { csvField } from './format.ts'
+import { csvField, escapeHtml } from './format.ts'
 import type { Markup } from './layout.ts'
 import type { TableDef, TableResult } from './report-queries.ts'
 
@@ -43,6 +43,21 @@ export function csvOf<R> (table: TableDef<R>, rows: R[]): string {
   return out.join('\r\n') + '\r\n'
 }
 
+/** The rows as HTML, built as one string (a page can hold thousands of cells; every text is escaped here). */
+function bodyRows<R> (table: TableDef<R>, cells: LiveCell[][]): string {
+  const open = table.columns.map(col => col.numeric === true ? '<td class="num">' : '<td>')
+  let out = ''
+  for (const row of cells) {
+    out += '<tr>'
+    for (let i = 0; i < row.length; i++) {
+      const [text, href] = row[i]
+      out += open[i] + (href != null ? `<a href="${escapeHtml(href)}">${escapeHtml(text)}</a>` : escapeHtml(text)) + '</td>'
+    }
+    out += '</tr>'
+  }
+  return out
+}
+
 /**
  * The table as HTML: live when it shows the newest rows (no cursor), with
  * CSV/JSON links for the same query and an "older" link when paged.
@@ -60,7 +75,7 @@ export function renderTable<R> (table: TableDef<R>, result: TableResult<R>, q: R
 <thead><tr>${table.columns.map(col => html`<th${col.numeric === true ? raw(' class="num"') : ''}>${col.label}</th>`)}</tr></thead>
 <tbody>${cells.length === 0
   ? html`<tr class="empty"><td colspan="${table.columns.length}">nothing yet</td></tr>`
-  : cells.map(row => html`<tr>${row.map(([text, href], i) => html`<td${table.columns[i].numeric === true ? raw(' class="num"') : ''}>${href != null ? html`<a href="${href}">${text}</a>` : text}</td>`)}</tr>`)}</tbody>
+  : raw(bodyRows(table, cells))}</tbody>
 </table></div>
 ${result.partial === true ? html`<p class="note">Stopped after examining many entries without filling the page; older matches may follow.</p>` : ''}
 ${nextHref != null ? html`<p class="pager">${paged ? html`<a href="${pagePath}${tableQuery(table, q)}">First page</a> · ` : ''}<a href="${nextHref}" rel="next">Next page →</a></p>` : paged ? html`<p class="pager"><a href="${pagePath}${tableQuery(table, q)}">First page</a></p>` : ''}
