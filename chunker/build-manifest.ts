@@ -51,11 +51,13 @@ export async function buildManifest (path: string, init: BuildManifestInit): Pro
   if (!isValidName(init.version)) throw new ValidationError(`bad version ${JSON.stringify(init.version)}: use letters, digits and . _ + - (up to 128, not starting with a symbol)`)
   const chunking = resolveChunking(init.chunking)
   const { size } = await checkImage(path)
-  const chunks: Array<{ offset: number, length: number, digest: Uint8Array }> = []
+  // Columns in growable typed arrays rather than one object per chunk: long-lived
+  // small objects made during the scan would grow V8's young generation (RSS).
+  const chunkCols = createColumns(1024)
   let prefixes = new Uint8Array(64 * BLOCK_PREFIX_BYTES)
   let blocks = 0
   for await (const c of scanImage(path, { ...chunking, readBufferBytes: init.readBufferBytes, signal: init.signal })) {
-    chunks.push({ offset: c.offset, length: c.length, digest: c.digest })
+    chunkCols.push(c.offset, c.length, c.digest)
     const n = c.length / BLOCK_SIZE
     if ((blocks + n) * BLOCK_PREFIX_BYTES > prefixes.length) {
       const grown = new Uint8Array(Math.max(prefixes.length * 2, (blocks + n) * BLOCK_PREFIX_BYTES))
@@ -68,6 +70,7 @@ export async function buildManifest (path: string, init: BuildManifestInit): Pro
     blocks += n
     if (init.onChunk != null) await init.onChunk(c)
   }
+  const chunks = chunkCols.toChunks()
   const manifest = createManifest({
     name: init.name,
     version: init.version,
@@ -82,5 +85,30 @@ export async function buildManifest (path: string, init: BuildManifestInit): Pro
     manifestBytes,
     cid: manifestCidOf(manifestBytes),
     stats: { size, nonZeroBytes: blocks * BLOCK_SIZE, chunks: chunks.length, blocks, seconds: (performance.now() - started) / 1000 }
+  }
+}
+
+/** Chunk offsets, lengths and digests in growable typed arrays. */
+function createColumns (initial: number): { push: (offset: number, length: number, digest: Uint8Array) => void, toChunks: () => Array<{ offset: number, length: number, digest: Uint8Array }> } {
+  let offsets = new Float64Array(initial)
+  let lengths = new Uint32Array(initial)
+  let digests = new Uint8Array(initial * DIGEST_BYTES)
+  let n = 0
+  return {
+    push (offset, length, digest) {
+      if (n === offsets.length) {
+        const o = new Float64Array(n * 2); o.set(offsets); offsets = o
+        const l = new Uint32Array(n * 2); l.set(lengths); lengths = l
+        const d = new Uint8Array(n * 2 * DIGEST_BYTES); d.set(digests); digests = d
+      }
+      offsets[n] = offset
+      lengths[n] = length
+      digests.set(digest, n * DIGEST_BYTES)
+      n++
+    },
+    toChunks () {
+      const all = digests.slice(0, n * DIGEST_BYTES)
+      return Array.from({ length: n }, (_, i) => ({ offset: offsets[i], length: lengths[i], digest: all.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES) }))
+    }
   }
 }
