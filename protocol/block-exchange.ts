@@ -259,8 +259,19 @@ export interface MessageDecoder {
   readonly buffered: number
 }
 
+/** Options of createMessageDecoder. */
+export interface MessageDecoderInit {
+  /**
+   * Allocates the buffer a frame split across received pieces is joined into
+   * (the caller may pass one that skips zero-filling, e.g. Node's
+   * Buffer.allocUnsafe, since every byte is overwritten). Default: new Uint8Array.
+   */
+  alloc?: (length: number) => Uint8Array
+}
+
 /** A decoder that enforces each type's limit as soon as the length and type byte are in. */
-export function createMessageDecoder (): MessageDecoder {
+export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDecoder {
+  const alloc = init.alloc ?? ((n: number) => new Uint8Array(n))
   let parts: Uint8Array[] = []
   let buffered = 0
   let failed: Error | undefined
@@ -268,7 +279,7 @@ export function createMessageDecoder (): MessageDecoder {
   // The first `n` buffered bytes as one array (a view when they are in one part).
   function peek (n: number): Uint8Array {
     if (parts[0].length >= n) return parts[0].subarray(0, n)
-    const out = new Uint8Array(n)
+    const out = alloc(n)
     let pos = 0
     for (const p of parts) {
       const take = Math.min(p.length, n - pos)

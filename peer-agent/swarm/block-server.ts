@@ -5,7 +5,7 @@
  * updates and chunks. Without one it learns nothing but an ERROR.
  */
 import type { Connection, Stream } from '@libp2p/interface'
-import { bitmapSet, ErrorCode, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage } from '../../protocol/block-exchange.ts'
+import { bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 import { verifyCapability, type Capability } from '../../protocol/capability.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
 import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, MAX_QUEUED_WANTS, WRITE_BATCH_BYTES } from './constants.ts'
@@ -27,6 +27,8 @@ interface Served {
   init: ServeInit
   active: boolean
   subscribers: Set<Subscriber>
+  /** Bumped each time serve() replaces the provider; handles of older generations are inert. */
+  generation: number
 }
 
 /** The serving half of a swarm node. */
@@ -237,31 +239,44 @@ export function createBlockServer (components: BlockServerComponents, init: { up
         throw new RangeError(`cannot serve ${serveInit.chunkCount} chunks (swarm limit ${MAX_SWARM_CHUNKS})`)
       }
       const k = key(serveInit.image, serveInit.version)
-      const old = served.get(k)
-      const s: Served = { init: serveInit, active: serveInit.active ?? false, subscribers: old?.subscribers ?? new Set() }
-      served.set(k, s)
-      for (const sub of s.subscribers) sendHave(s, sub)
+      // Serving a version again (e.g. the finished file after the temp file) updates the entry in
+      // place, so peers already subscribed keep their stream and read from the new provider.
+      let s = served.get(k)
+      if (s == null) {
+        s = { init: serveInit, active: serveInit.active ?? false, subscribers: new Set(), generation: 0 }
+        served.set(k, s)
+      } else {
+        s.init = serveInit
+        s.active = serveInit.active ?? false
+        s.generation++
+        for (const sub of s.subscribers) sendHave(s, sub)
+      }
+      const entry = s
+      const generation = s.generation
+      const current = (): boolean => served.get(k) === entry && entry.generation === generation
       return {
         announce (indices) {
-          for (const sub of s.subscribers) {
+          if (!current()) return
+          for (const sub of entry.subscribers) {
             sub.pendingUpdates.push(...indices)
             sub.flushTimer ??= setTimeout(() => {
               sub.flushTimer = undefined
               const all = sub.pendingUpdates.splice(0)
-              for (let i = 0; i < all.length; i += 4096) {
-                sub.framed.send({ type: 'have-update', indices: all.slice(i, i + 4096) }).catch(() => { sub.close() })
+              for (let i = 0; i < all.length; i += MAX_INDICES_PER_MESSAGE) {
+                sub.framed.send({ type: 'have-update', indices: all.slice(i, i + MAX_INDICES_PER_MESSAGE) }).catch(() => { sub.close() })
               }
             }, HAVE_UPDATE_FLUSH_MS)
           }
         },
         setActive (active) {
-          if (s.active === active) return
-          s.active = active
-          for (const sub of s.subscribers) sendHave(s, sub)
+          if (!current() || entry.active === active) return
+          entry.active = active
+          for (const sub of entry.subscribers) sendHave(entry, sub)
         },
         close () {
-          if (served.get(k) === s) served.delete(k)
-          for (const sub of s.subscribers) { sub.close(); sub.framed.stream.abort(new Error('no longer served')) }
+          if (!current()) return
+          served.delete(k)
+          for (const sub of entry.subscribers) { sub.close(); sub.framed.stream.abort(new Error('no longer served')) }
         }
       }
     },

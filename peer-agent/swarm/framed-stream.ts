@@ -1,6 +1,5 @@
 /** Block-exchange messages over one libp2p stream: framing, back-pressure, receive time. */
 import type { Stream } from '@libp2p/interface'
-import { Uint8ArrayList } from 'uint8arraylist'
 import { createMessageDecoder, encodeMessage, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 
 /** A libp2p stream speaking block-exchange messages. */
@@ -18,7 +17,8 @@ export interface FramedStream {
 
 /** Wraps a stream. */
 export function frameStream (stream: Stream): FramedStream {
-  const decoder = createMessageDecoder()
+  // Joined frames are fully overwritten: skip zero-filling (most BLOCKs span two noise messages).
+  const decoder = createMessageDecoder({ alloc: (n) => Buffer.allocUnsafe(n) })
   const iterator = stream[Symbol.asyncIterator]()
   const queue: ExchangeMessage[] = []
   let lastByteAt = performance.now()
@@ -43,17 +43,23 @@ export function frameStream (stream: Stream): FramedStream {
     stream,
     get lastByteAt () { return lastByteAt },
     async send (m) {
-      const parts = encodeMessage(m)
-      // One send per message: each send becomes its own muxer frame and noise message, and a
-      // BLOCK's small header sent alone would double the per-message crypto cost.
-      const ok = stream.send(parts.length === 1 ? parts[0] : new Uint8ArrayList(...parts))
-      if (!ok) await stream.onDrain()
+      await this.sendBatch([m])
     },
     async sendBatch (ms) {
       if (ms.length === 0) return
-      const list = new Uint8ArrayList()
-      for (const m of ms) for (const part of encodeMessage(m)) list.append(part)
-      if (!stream.send(list)) await stream.onDrain()
+      // One contiguous buffer per write: noise encrypts a list part by part and the socket
+      // writes each part on its own, so a BLOCK header kept apart from its chunk cost one
+      // extra write per chunk (measured: 1.3x more socket writes than a plain push).
+      const parts: Uint8Array[] = []
+      let length = 0
+      for (const m of ms) for (const part of encodeMessage(m)) { parts.push(part); length += part.length }
+      let buf = parts[0]
+      if (parts.length > 1) {
+        buf = Buffer.allocUnsafe(length)
+        let pos = 0
+        for (const part of parts) { buf.set(part, pos); pos += part.length }
+      }
+      if (!stream.send(buf)) await stream.onDrain()
     },
     async next (timeoutMs) {
       let timer: ReturnType<typeof setTimeout> | undefined

@@ -344,8 +344,9 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     try {
       const dialSignal = AbortSignal.any([signal, AbortSignal.timeout(CONNECT_TIMEOUT_MS)])
       const connection = await libp2p.dial(target.multiaddrs != null && target.multiaddrs.length > 0 ? target.multiaddrs.map(a => multiaddr(a)) : peerIdFromString(known as string), { signal: dialSignal })
-      id = connection.remotePeer.toString()
-      if (id === self || banned.has(id) || peers.has(id) || (id !== dialKey && dialing.has(id)) || (backoff.get(id) ?? 0) > now) return
+      const remote = connection.remotePeer.toString()
+      if (remote === self || banned.has(remote) || peers.has(remote) || (remote !== dialKey && dialing.has(remote)) || (backoff.get(remote) ?? 0) > now) return
+      id = remote
       dialing.add(id)
       const stream = await connection.newStream(BLOCKS_PROTOCOL, { signal: dialSignal })
       const framed = frameStream(stream)
@@ -370,7 +371,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       if (id != null) backoff.set(id, performance.now() + PEER_RETRY_BACKOFF_MS)
     } finally {
       dialing.delete(dialKey)
-      if (id != null) dialing.delete(id)
+      if (id != null && id !== known) dialing.delete(id)
     }
   }
 
