@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process'
 import { execFileSync } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer, connect, type AddressInfo, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -18,7 +18,7 @@ import { createPublishClient } from '../coordinator/publish-client.ts'
 export const summary = 'agent sync on the corpus through a counting proxy: first install, update, kill -9 resume, peak RSS'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- agent-corpus [--corpus DIR] [--work DIR] [--index DIR]... [--kill-limit RATE] [--skip-kill]
+export const usage = `Usage: npm run bench -- agent-corpus [--corpus DIR] [--work DIR] [--index DIR]... [--kill-limit RATE] [--skip-kill] [--skip-no-index] [--keep-index]
 
 Publishes CORPUS/base.img (v1) and CORPUS/next.img (v2) to a coordinator on
 127.0.0.1, puts a counting TCP proxy in front of it, then runs real agent processes
@@ -30,6 +30,9 @@ through the proxy:
      throttled to --kill-limit (default 40mbit, like a WAN link), killed with SIGKILL
      at three points (25/50/75 % of run 1's proxy bytes), then run to completion:
      total proxy bytes of the four runs vs run 1.
+  2b. (unless --skip-no-index) v1 then v2 into another data dir with --no-index: the plain
+     compressed download, then the update from the older version and the delta pack.
+--keep-index reuses the host index of an earlier run with the same --work (refreshed).
 Checks every output's b3sum against the image's and reports the agents' peak RSS.
 Targets (issue 4): run 1 <= 20 MB, run 2 <= 32 MB, kill/resume <= 5 % extra, RSS < 300 MB.`
 
@@ -39,7 +42,9 @@ export const options = {
   work: { type: 'string' },
   index: { type: 'string', multiple: true },
   'kill-limit': { type: 'string' },
-  'skip-kill': { type: 'boolean' }
+  'skip-kill': { type: 'boolean' },
+  'skip-no-index': { type: 'boolean' },
+  'keep-index': { type: 'boolean' }
 } as const
 
 const CLI = fileURLToPath(new URL('../bin/trimswarm.js', import.meta.url))
@@ -168,8 +173,13 @@ export async function run (argv: string[]): Promise<number> {
     const px = proxy
 
     const data = join(work, 'agent-data')
-    // each run starts from a fresh agent (the host index is rebuilt below)
-    await rm(data, { recursive: true, force: true })
+    // each run starts from a fresh agent; --keep-index keeps an index built by an earlier run
+    const keepIndex = values['keep-index'] === true && await stat(join(data, 'host-index')).then(() => true, () => false)
+    if (keepIndex) {
+      for (const f of await readdir(data)) if (f !== 'host-index') await rm(join(data, f), { recursive: true, force: true })
+    } else {
+      await rm(data, { recursive: true, force: true })
+    }
     await rm(join(work, 'out'), { recursive: true, force: true })
     const out = join(work, 'out', 'corpus.img')
     const indexArgs = folders.flatMap(f => ['--index', f])
@@ -178,7 +188,7 @@ export async function run (argv: string[]): Promise<number> {
     // 0. host index (outside the sync, so the sync's numbers are the sync's)
     t = performance.now()
     const idx = await runAgent(['index', '--data', data, ...indexArgs, '--json'])
-    log(`host index build (agent index): ${((performance.now() - t) / 1000).toFixed(1)} s, peak RSS ${idx.peakRssMB.toFixed(0)} MB`)
+    log(`host index ${keepIndex ? 'refresh (kept from an earlier run)' : 'build'} (agent index): ${((performance.now() - t) / 1000).toFixed(1)} s, peak RSS ${idx.peakRssMB.toFixed(0)} MB`)
 
     const report = (label: string, r: Run, sum: string, want: string, target: number): void => {
       const total = px.up + px.down
@@ -200,6 +210,21 @@ export async function run (argv: string[]): Promise<number> {
     px.reset()
     const r2 = await runAgent(['sync', 'corpus@v2', ...common(data, out)])
     report('update base -> next', r2, r2.code === 0 ? b3sum(out) : '', nextSum, 32)
+
+    // 2b. the same two syncs without the host index: the whole image from the origin, then the delta pack
+    if (values['skip-no-index'] !== true) {
+      const dataN = join(work, 'agent-data-noindex')
+      const outN = join(work, 'out-noindex', 'corpus.img')
+      await rm(dataN, { recursive: true, force: true })
+      await rm(join(work, 'out-noindex'), { recursive: true, force: true })
+      const noIndex = (d: string, o: string): string[] => [...common(d, o).filter(a => !folders.includes(a) && a !== '--index'), '--no-index']
+      px.reset()
+      const n1 = await runAgent(['sync', 'corpus@v1', ...noIndex(dataN, outN)])
+      report('first install base.img, no host index', n1, n1.code === 0 ? b3sum(outN) : '', baseSum, 48)
+      px.reset()
+      const n2 = await runAgent(['sync', 'corpus@v2', ...noIndex(dataN, outN)])
+      report('update base -> next, no host index', n2, n2.code === 0 ? b3sum(outN) : '', nextSum, 32)
+    }
 
     // 3. kill -9 at three points, then complete, through a proxy throttled like a WAN link
     if (values['skip-kill'] !== true) {

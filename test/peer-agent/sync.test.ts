@@ -69,6 +69,12 @@ describe('agent sync', () => {
     expect(up.summary.bytes.local).toBeGreaterThan(0)
     expect(await b3sumFile(out)).toBe(nextSum)
     expect((await readFile(hookLog, 'utf8')).trim()).toBe(`ws v2 ${out}`)
+
+    // the coordinator got the events, with bytes by source
+    const res = await fetch(`${coord.url}/v1/events?image=ws&type=sync.completed`, { headers: { authorization: `Bearer ${coord.coordinator.adminToken}` } })
+    const events = JSON.stringify(await res.json())
+    expect(events).toContain(`"origin":${up.summary.bytes.origin}`)
+    expect(events).toContain(`"local":${r.summary.bytes.local}`)
   })
 
   it('without any local source, everything comes from the origin, compressed', async () => {
