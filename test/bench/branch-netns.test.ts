@@ -88,6 +88,26 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
     for (const pid of pids) expect(alive(pid)).toBe(false)
   })
 
+  it('bad input and a non-root user: a clear message, exit 2, nothing created', () => {
+    const before = namespaces()
+    const runAs = (args: string[], asNobody: boolean): { status: number | null, stderr: string } => {
+      const cmd = asNobody ? 'setpriv' : process.execPath
+      const argv = [...(asNobody ? ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath] : []), join(REPO, 'bench/main.ts'), 'branch', ...args]
+      try {
+        execFileSync(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' })
+        return { status: 0, stderr: '' }
+      } catch (err) {
+        const e = err as { status: number | null, stderr: string }
+        return { status: e.status, stderr: e.stderr }
+      }
+    }
+    expect(runAs(['--scenario', 'lukewarm'], false)).toEqual({ status: 2, stderr: expect.stringMatching(/unknown scenario "lukewarm"/) })
+    expect(runAs(['--wan', 'fast'], false)).toEqual({ status: 2, stderr: expect.stringMatching(/--wan: cannot parse rate "fast"/) })
+    expect(runAs(['--images', tmp.path], false)).toEqual({ status: 2, stderr: expect.stringMatching(/no base\.img and next\.img in .*make-images\.sh/) })
+    expect(runAs([], true)).toEqual({ status: 2, stderr: expect.stringMatching(/not root: .*--proxy/) })
+    expect(namespaces()).toBe(before)
+  })
+
   describe('the whole benchmark on small images', () => {
     let images: string
     let host: string
