@@ -58,7 +58,6 @@ export function createProgressReporter (stream: NodeJS.WriteStream = process.std
       const now = performance.now()
       const phaseChanged = p.phase !== lastPhase
       if (!phaseChanged && now - last < minInterval) return
-      if (!tty && phaseChanged && now - started < 50) { lastPhase = p.phase; return }
       last = now
       lastPhase = p.phase
       if (tty) {
