@@ -31,7 +31,6 @@ function formatSeconds (s: number): string {
 export function createProgressReporter (stream: NodeJS.WriteStream = process.stderr, options: { tty?: boolean } = {}): ProgressReporter {
   const tty = options.tty ?? stream.isTTY === true
   const minInterval = tty ? 1000 / PROGRESS_REDRAWS_PER_SECOND : PROGRESS_PLAIN_INTERVAL_MS
-  const started = performance.now()
   let last = 0
   let lastPhase = ''
   let drawn = false
