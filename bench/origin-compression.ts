@@ -7,7 +7,7 @@
  * (coordinator/block-batch.ts createZstdEncoder) at several levels.
  * Figures and the choice they support: docs/ARCHITECTURE.md "Origin compression".
  */
-import { open, readdir, lstat } from 'node:fs/promises'
+import { lstat, open, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { hashBlocks } from '../chunker/index.ts'
@@ -19,7 +19,7 @@ import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 export const summary = 'zstd levels/windows on the blocks a client misses (block batches and delta packs)'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- origin-compression [--target IMG] [--seed PATH]... [--levels L,L,...] [--window-log N] [--pack] [--json]
+export const usage = `Usage: npm run bench -- origin-compression [--target IMG] [--seed PATH]... [--levels L,L,...] [--window-log N] [--pack] [--save FILE] [--json]
 
 Collects the non-zero 4 KiB blocks of --target (default /work/corpus/next.img)
 whose BLAKE3 digest is not among the blocks of any --seed (an image file or a
@@ -29,7 +29,10 @@ compresses them as one zstd stream with the coordinator's encoder at each of
 --levels (default "3,<ORIGIN_ZSTD_LEVEL>,9,12") with a window of
 2^--window-log (default ORIGIN_ZSTD_WINDOW_LOG; 0 = zstd's default, no
 long-distance matching), and with --pack also at DELTA_PACK_ZSTD_LEVEL /
-DELTA_PACK_ZSTD_WINDOW_LOG. Prints bytes, seconds and input MiB/s per setting.
+DELTA_PACK_ZSTD_WINDOW_LOG. Prints bytes, wall seconds and CPU seconds per setting
+(CPU seconds are the steadier figure on a shared machine).
+--save FILE writes the collected blocks to FILE (to try other compressors on
+the very same bytes, e.g. \`zstd -9 --long=27 FILE\`).
 
 Cases of ../shared/FACTS.md:
   update:        --target next.img --seed base.img            (the delta pack's blocks)
@@ -42,6 +45,7 @@ export const options = {
   levels: { type: 'string' },
   'window-log': { type: 'string' },
   pack: { type: 'boolean' },
+  save: { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
@@ -113,8 +117,9 @@ async function missingBlocks (target: string, seeds: string[]): Promise<{ bytes:
 }
 
 /** Compresses `data` as one stream with the coordinator's encoder; returns compressed bytes and seconds. */
-async function compress (data: Buffer, level: number, windowLog: number): Promise<{ bytes: number, seconds: number }> {
+async function compress (data: Buffer, level: number, windowLog: number): Promise<{ bytes: number, seconds: number, cpuSeconds: number }> {
   const t0 = performance.now()
+  const cpu0 = process.cpuUsage() // process-wide: includes the libuv thread zstd runs on
   const z = createZstdEncoder({ level, windowLog }, data.length)
   let bytes = 0
   const counted = (async () => { for await (const piece of z as AsyncIterable<Buffer>) bytes += piece.length })()
@@ -123,7 +128,8 @@ async function compress (data: Buffer, level: number, windowLog: number): Promis
   }
   z.end()
   await counted
-  return { bytes, seconds: (performance.now() - t0) / 1000 }
+  const cpu = process.cpuUsage(cpu0)
+  return { bytes, seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6 }
 }
 
 /** Runs the benchmark. */
@@ -135,14 +141,15 @@ export async function run (argv: string[]): Promise<number> {
   const windowLog = Number(values['window-log'] ?? ORIGIN_ZSTD_WINDOW_LOG)
   if (levels.some(l => !Number.isInteger(l) || l < 1 || l > 22) || !Number.isInteger(windowLog)) throw new Error('--levels must be integers 1..22, --window-log an integer')
   const m = await missingBlocks(target, seeds)
+  if (values.save != null) await writeFile(values.save, m.bytes)
   const mib = m.bytes.length / 1048576
-  const rows: Array<{ level: number, windowLog: number, bytes: number, seconds: number, mibPerSecond: number }> = []
+  const rows: Array<{ level: number, windowLog: number, bytes: number, seconds: number, cpuSeconds: number, mibPerSecond: number }> = []
   const settings = levels.map(level => ({ level, windowLog }))
   if (values.pack === true) settings.push({ level: DELTA_PACK_ZSTD_LEVEL, windowLog: DELTA_PACK_ZSTD_WINDOW_LOG })
   for (const s of settings) {
     const r = await compress(m.bytes, s.level, s.windowLog)
-    rows.push({ ...s, bytes: r.bytes, seconds: r.seconds, mibPerSecond: mib / r.seconds })
-    if (values.json !== true) console.log(`zstd level ${String(s.level).padStart(2)}, window 2^${s.windowLog || 'default'}: ${(r.bytes / 1e6).toFixed(2)} MB in ${r.seconds.toFixed(2)} s (${(mib / r.seconds).toFixed(1)} MiB/s in)`)
+    rows.push({ ...s, bytes: r.bytes, seconds: r.seconds, cpuSeconds: r.cpuSeconds, mibPerSecond: mib / r.seconds })
+    if (values.json !== true) console.log(`zstd level ${String(s.level).padStart(2)}, window 2^${s.windowLog || 'default'}: ${(r.bytes / 1e6).toFixed(2)} MB in ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s (${(m.bytes.length / 1e6 / r.cpuSeconds).toFixed(1)} MB/s of input per CPU-second)`)
   }
   const result = { target, seeds, targetBlocks: m.targetBlocks, seedBlocks: m.seedBlocks, missingMiB: mib, scanSeconds: m.seconds, rows }
   if (values.json === true) console.log(JSON.stringify(result))
