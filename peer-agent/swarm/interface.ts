@@ -108,7 +108,7 @@ export interface SwarmSessionStats {
 export interface SwarmSession {
   /** Dials known peers and starts fetching. */
   start: () => Promise<void>
-  /** The engine got chunk `index` elsewhere (origin, disk): stop wanting it and announce it to peers. */
+  /** The engine holds chunk `index` now (origin, disk, any time after start): stop wanting it and announce it to peers. */
   markHave: (index: number) => void
   /** Gives back chunks from originChunks() that the engine failed to fetch. */
   release: (indices: number[]) => void

@@ -430,7 +430,9 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       schedulePump()
     },
     markHave (i) {
-      if (i < 0 || i >= n || state[i] === HAD) return
+      if (i < 0 || i >= n) return
+      // Not needed (e.g. found on disk after start): still tell peers we have it now.
+      if (state[i] === HAD) { served?.announce([i]); return }
       if (state[i] === INFLIGHT) {
         for (const id of inflightFrom.get(i) ?? []) {
           const p = peers.get(id)
