@@ -253,6 +253,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
         form,
         image != null && site != null ? note('The chart shows the image; choose only a site to chart a site.') : '',
         chartBox(`/console/chart/bandwidth${qs(chartQ)}`, await charts.bandwidth.render(chartQ)),
+        await show('totals', { ...(image != null ? { image } : {}), ...(site != null ? { site } : {}) }, '/console/bandwidth'),
         await show('by-site', image != null ? { image } : {}, '/console/bandwidth'),
         await show('by-image', site != null ? { site } : {}, '/console/bandwidth')
       ]

@@ -245,6 +245,19 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     }
   }
 
+  const totals: TableDef<TotalsRow> = {
+    id: 'totals',
+    title: 'All syncs so far',
+    params: ['image', 'site'],
+    columns: [{ label: 'scope', value: r => r.key }, ...countColumns<TotalsRow>(), ...bytesColumns<TotalsRow>()],
+    async load (q) {
+      const image = opt(q, 'image', 'image')
+      const site = opt(q, 'site', 'site')
+      const scope = [image != null ? `image ${image}` : '', site != null ? `site ${site}` : ''].filter(x => x !== '').join(', ')
+      return { rows: totalsBy(c.events.report({ image, site }), () => scope === '' ? 'all images and sites' : scope), next: null }
+    }
+  }
+
   const byImage: TableDef<TotalsRow> = {
     id: 'by-image',
     title: 'Bandwidth by image version',
@@ -349,7 +362,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     }
   }
 
-  return Object.fromEntries([versions, rollout, failures, bySite, byImage, agents, events, policies].map(t => [t.id, t]))
+  return Object.fromEntries([versions, rollout, failures, totals, bySite, byImage, agents, events, policies].map(t => [t.id, t]))
 }
 
 /** Checks a table's query parameters (unknown ones are a 400, like the API's). */

@@ -239,7 +239,7 @@ describe('data', () => {
       ev({ agent: 'a3', site: 'paris', version: 'v2', type: 'sync.started' })
     ])
     const b = await adminBrowser()
-    for (const table of ['versions', 'rollout', 'failures', 'by-site', 'by-image', 'agents', 'events', 'policies']) {
+    for (const table of ['versions', 'rollout', 'failures', 'totals', 'by-site', 'by-image', 'agents', 'events', 'policies']) {
       const csv = await b.req(`/console/api/${table}.csv`)
       expect(csv.status, table).toBe(200)
       expect(csv.headers.get('content-type')).toContain('text/csv')
@@ -252,6 +252,8 @@ describe('data', () => {
     const bySite = await (await b.req('/console/api/by-site.csv?image=desk')).text()
     expect(bySite.split('\r\n')[0]).toBe('site,clients,in progress,failed,local bytes,LAN peer bytes,WAN origin bytes,WAN saved %')
     expect(bySite).toContain('berlin,1,0,0,0,0,1000,0\r\n')
+    const totals = await (await b.req('/console/api/totals?site=berlin')).json()
+    expect(totals.rows).toEqual([{ key: 'site berlin', clients: 1, inProgress: 0, failed: 0, bytes: { local: 0, peers: 0, origin: 1000 }, wanSavedPercent: 0 }])
     const rollout = await (await b.req('/console/api/rollout?image=desk&version=v1&site=paris')).json()
     expect(rollout.rows[0]).toMatchObject({ clients: 1, bytes: { local: 700, peers: 200, origin: 100 }, wanSavedPercent: 90 })
     expect((await b.req('/console/api/rollout?color=red')).status).toBe(400)
