@@ -67,9 +67,16 @@ const command: Command = {
     }
     if (token === '') throw new CliError(`the token file ${tokenFile} is empty`)
     const say = (line: string): void => { if (!json) process.stderr.write(line + '\n') }
+    let toUpload = 0
+    let shownTenth = 0
     const onProgress = (p: PublishProgress): void => {
       if (p.phase === 'scanned') say(`scanned ${path}: ${p.chunks} chunks, ${mib(p.bytes)} of non-zero data`)
-      else if (p.phase === 'missing') say(`the coordinator lacks ${p.missing} chunks`)
+      else if (p.phase === 'missing') { toUpload = p.missing; say(`the coordinator lacks ${p.missing} chunks`) }
+      else if (p.phase === 'uploaded' && toUpload > 0) {
+        // a line per tenth: enough to see it move, few enough for a log file
+        const tenth = Math.floor(p.chunks * 10 / toUpload)
+        if (tenth > shownTenth) { shownTenth = tenth; say(`uploaded ${p.chunks}/${toUpload} chunks (${mib(p.bytes)})`) }
+      }
     }
     const ac = new AbortController()
     const onSignal = (): void => { ac.abort(new Error('interrupted')) }
