@@ -73,8 +73,9 @@ export async function runBench (argv: string[]): Promise<number> {
     return typeof code === 'number' ? code : 0
   } catch (err) {
     if (process.env.TRIMSWARM_DEBUG === '1') console.error(err)
-    process.stderr.write(`bench ${name}: ${(err as Error)?.message ?? String(err)}\n`)
-    return 1
+    const usageMistake = String((err as NodeJS.ErrnoException)?.code).startsWith('ERR_PARSE_ARGS')
+    process.stderr.write(`bench ${name}: ${(err as Error)?.message ?? String(err)}\n${usageMistake ? `\n${mod.usage}\n` : ''}`)
+    return usageMistake ? 2 : 1
   }
 }
 
