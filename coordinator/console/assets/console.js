@@ -46,6 +46,8 @@
   }
 
   function tick () {
+    // a hidden tab does not poll; it catches up when shown again
+    if (document.hidden) { setTimeout(tick, period); return }
     var jobs = []
     document.querySelectorAll('table[data-live]').forEach(function (t) {
       jobs.push(get(t.getAttribute('data-live'), 'application/json').then(function (d) { fillTable(t, d) }))
