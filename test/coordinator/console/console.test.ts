@@ -134,6 +134,15 @@ describe('login', () => {
     expect(b.cookies.has('trimswarm_session')).toBe(false)
   })
 
+  it('marks both cookies Secure when the console is reached over HTTPS', async () => {
+    const first = await stack.app.request('https://console.test/console/login')
+    const csrf = /trimswarm_csrf=([^;]+)/.exec(first.headers.get('set-cookie') ?? '')?.[1] as string
+    expect(first.headers.get('set-cookie')).toMatch(/; Secure/)
+    const res = await stack.app.request('https://console.test/console/login', { method: 'POST', body: new URLSearchParams({ token: stack.adminToken, _csrf: csrf }), headers: { Cookie: `trimswarm_csrf=${csrf}`, 'Content-Type': 'application/x-www-form-urlencoded' } })
+    expect(res.status).toBe(303)
+    expect(res.headers.getSetCookie().find(c => c.startsWith('trimswarm_session='))).toMatch(/; Secure/)
+  })
+
   it('never redirects to another origin after login', async () => {
     const b = new Browser()
     for (const next of ['https://evil.example/', '//evil.example/x', '/\\evil.example', '/v1/tokens']) {
