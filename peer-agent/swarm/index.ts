@@ -2,3 +2,6 @@
 export { createSwarm, imageVersionKey } from './swarm.ts'
 export type { ChunkProvider, PeerAddress, ServedVersion, ServeInit, Swarm, SwarmComponents, SwarmEvent, SwarmInit, SwarmLogger, SwarmSession, SwarmSessionInit, SwarmSessionStats } from './interface.ts'
 export { BadChunkError, PeerProtocolError, PeerRefusedError, SwarmNotStartedError } from './errors.ts'
+export { loadOrCreatePeerKey } from './identity.ts'
+export { createRendezvous } from './rendezvous.ts'
+export type { Rendezvous, RendezvousComponents, RendezvousInit } from './rendezvous.ts'

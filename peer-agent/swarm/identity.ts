@@ -1,0 +1,21 @@
+/** The swarm node's libp2p identity, kept in the agent's data dir so its peer id survives restarts. */
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+
+/** Reads the protobuf-encoded private key at `file`, or creates an Ed25519 one there (mode 0600, atomic). */
+export async function loadOrCreatePeerKey (file: string): Promise<Uint8Array> {
+  try {
+    const bytes = new Uint8Array(await readFile(file))
+    privateKeyFromProtobuf(bytes) // refuse a damaged key file rather than silently changing identity
+    return bytes
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot use the swarm key ${file}: ${(err as Error).message}`, { cause: err })
+  }
+  const bytes = privateKeyToProtobuf(await generateKeyPair('Ed25519'))
+  await mkdir(dirname(file), { recursive: true })
+  const tmp = `${file}.tmp-${process.pid}`
+  await writeFile(tmp, bytes, { mode: 0o600 })
+  await rename(tmp, file)
+  return bytes
+}

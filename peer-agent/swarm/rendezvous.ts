@@ -1,0 +1,71 @@
+/**
+ * The coordinator as rendezvous: registers this node's multiaddrs for its
+ * site (renewed at half the TTL) and dials the live peers of the site the
+ * coordinator returns. The HTTP calls come from the agent's coordinator
+ * client, so this stays free of auth and retries.
+ */
+import type { PeerList, PeerRegistration, PeerRegistrationResponse } from '../../protocol/swarm-api.ts'
+import type { Swarm, SwarmLogger } from './interface.ts'
+
+/** What the rendezvous loop uses. */
+export interface RendezvousComponents {
+  swarm: Swarm
+  /** POST /v1/peers */
+  register: (body: PeerRegistration, options?: { signal?: AbortSignal }) => Promise<PeerRegistrationResponse>
+  /** GET /v1/peers?site=&image=&version= */
+  listPeers: (query: { site: string, image?: string, version?: string }, options?: { signal?: AbortSignal }) => Promise<PeerList>
+  logger: SwarmLogger
+}
+
+/** Options of one rendezvous loop. */
+export interface RendezvousInit {
+  site: string
+  /** The version being synced, if any (peers of other versions are not listed then). */
+  image?: string
+  version?: string
+  /** Addresses to register; default the node's listening multiaddrs that are not wildcard. */
+  multiaddrs?: string[]
+}
+
+/** A running rendezvous loop. */
+export interface Rendezvous {
+  /** Registers and dials once now; returns the peer multiaddrs found (for a session's `peers`). */
+  refresh: (options?: { signal?: AbortSignal }) => Promise<string[]>
+  stop: () => void
+}
+
+/** Starts the loop: refresh now, then at half the registration TTL. */
+export function createRendezvous (components: RendezvousComponents, init: RendezvousInit): Rendezvous {
+  const { swarm, logger } = components
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let stopped = false
+
+  async function refresh (options: { signal?: AbortSignal } = {}): Promise<string[]> {
+    const multiaddrs = (init.multiaddrs ?? swarm.getMultiaddrs()).filter(a => !a.includes('/0.0.0.0/') && !a.includes('/::/')).slice(0, 16)
+    let ttl = 60
+    if (multiaddrs.length > 0) {
+      const reg: PeerRegistration = { peerId: swarm.peerId, multiaddrs, site: init.site, ...(init.image != null ? { image: init.image, version: init.version } : {}) }
+      ttl = (await components.register(reg, options)).ttlSeconds
+    }
+    const list = await components.listPeers({ site: init.site, image: init.image, version: init.version }, options)
+    const addrs: string[] = []
+    for (const p of list.peers) {
+      if (p.peerId === swarm.peerId) continue
+      for (const a of p.multiaddrs) addrs.push(a.includes('/p2p/') ? a : `${a}/p2p/${p.peerId}`)
+    }
+    if (addrs.length > 0) await swarm.addPeers(addrs, options)
+    if (!stopped) {
+      clearTimeout(timer)
+      timer = setTimeout(() => {
+        refresh().catch(err => { logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}`) })
+      }, Math.max(5, ttl / 2) * 1000)
+      timer.unref?.()
+    }
+    return addrs
+  }
+
+  return {
+    refresh,
+    stop () { stopped = true; clearTimeout(timer) }
+  }
+}

@@ -1,0 +1,94 @@
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Hono } from 'hono'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createErrorHandler } from '../../../coordinator/http-errors.ts'
+import type { CoordinatorEnv, Logger, Principal } from '../../../coordinator/interface.ts'
+import { openMetaDb, type MetaDb } from '../../../coordinator/meta-db.ts'
+import { createSwarmRoutes } from '../../../coordinator/swarm-routes.ts'
+import { loadOrCreatePeerKey } from '../../../peer-agent/swarm/identity.ts'
+import { createRendezvous } from '../../../peer-agent/swarm/rendezvous.ts'
+import type { Swarm } from '../../../peer-agent/swarm/interface.ts'
+import { CapabilityResponse, PeerList, PeerRegistrationResponse } from '../../../protocol/swarm-api.ts'
+import { coordinatorKeys, makeVersion, memoryProvider, startNode, testLog } from './helpers.ts'
+
+const quiet: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} }
+const principal: Principal = {
+  kind: 'machine', user: 'tok', groups: ['desk'],
+  policy: { groups: ['desk'], images: ['desk'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindows: [], indexFolders: { linux: [], windows: [], macos: [] } }
+}
+
+describe('rendezvous through the coordinator routes, and the node identity', () => {
+  let dir: string
+  let db: MetaDb
+  let app: Hono<CoordinatorEnv>
+  let keys: Awaited<ReturnType<typeof coordinatorKeys>>
+  const nodes: Swarm[] = []
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trimswarm-rendezvous-'))
+    db = await openMetaDb(join(dir, 'coord'))
+    keys = await coordinatorKeys()
+    app = new Hono<CoordinatorEnv>()
+    app.use(async (c, next) => { c.set('principal', principal); await next() })
+    app.route('/', createSwarmRoutes({ db, signer: { privateKey: keys.privateKey }, logger: quiet }))
+    app.onError(createErrorHandler(quiet))
+  })
+  afterAll(async () => {
+    await Promise.all(nodes.map(async n => { await n.stop() }))
+    await db.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  const json = async (path: string, init?: RequestInit): Promise<unknown> => {
+    const res = await app.request(path, init)
+    if (res.status !== 200) throw new Error(`${path}: ${res.status} ${await res.text()}`)
+    return await res.json()
+  }
+
+  it('agents of a site find each other through the coordinator and fetch with a capability it issued', async () => {
+    const v = makeVersion(11, 12, 2)
+    const agents = await Promise.all([0, 1, 2].map(async () => (await startNode(keys.publicKeyRaw)).swarm))
+    nodes.push(...agents)
+    agents[0].serve({ image: 'desk', version: 'v1', chunkCount: 12, provider: memoryProvider(v.chunks.entries()) })
+    const rendezvous = agents.map(swarm => createRendezvous({
+      swarm,
+      logger: testLog(),
+      register: async (body) => PeerRegistrationResponse.parse(await json('/v1/peers', { method: 'POST', body: JSON.stringify(body) })),
+      listPeers: async (q) => PeerList.parse(await json(`/v1/peers?site=${q.site}&image=${q.image ?? ''}&version=${q.version ?? ''}`))
+    }, { site: 'paris', image: 'desk', version: 'v1' }))
+    for (const r of rendezvous) await r.refresh()
+    // The last one to register saw both others.
+    const found = await rendezvous[2].refresh()
+    expect(new Set(found.map(a => a.split('/p2p/')[1]))).toEqual(new Set([agents[0].peerId, agents[1].peerId]))
+    const cap = CapabilityResponse.parse(await json('/v1/capabilities', { method: 'POST', body: JSON.stringify({ image: 'desk', version: 'v1', peerId: agents[2].peerId }) }))
+    const got = new Map<number, Uint8Array>()
+    const session = agents[2].createSession({
+      image: 'desk', version: 'v1', manifest: v.manifest, capability: Buffer.from(cap.capability, 'base64'),
+      onChunk: async (i, bytes) => { got.set(i, bytes) }
+    })
+    await session.start() // no `peers`: the rendezvous connections are enough
+    await session.done
+    expect(got.size).toBe(12)
+    expect(session.stats().byPeer[agents[0].peerId]).toBeGreaterThan(0)
+    await session.close()
+    for (const r of rendezvous) r.stop()
+  })
+
+  it('keeps the peer id across restarts in a 0600 key file, and refuses a damaged one', async () => {
+    const file = join(dir, 'agent', 'swarm.key')
+    const k1 = await loadOrCreatePeerKey(file)
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    const k2 = await loadOrCreatePeerKey(file)
+    expect(Buffer.compare(k1, k2)).toBe(0)
+    const a = (await startNode(keys.publicKeyRaw, { privateKey: k1 })).swarm
+    const id = a.peerId
+    await a.stop()
+    const b = (await startNode(keys.publicKeyRaw, { privateKey: k2 })).swarm
+    nodes.push(b)
+    expect(b.peerId).toBe(id)
+    writeFileSync(file, 'not a key')
+    await expect(loadOrCreatePeerKey(file)).rejects.toThrow(/cannot use the swarm key/)
+  })
+})
