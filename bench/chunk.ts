@@ -7,12 +7,12 @@
  */
 import { execFile, spawn } from 'node:child_process'
 import { createReadStream, existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { buildManifest, DEFAULT_AVG_BLOCKS, type ScannedChunk } from '../chunker/index.ts'
-import { toHex } from '../protocol/block-id.ts'
+import { parseChunkCid, toHex } from '../protocol/block-id.ts'
 import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { median } from './lib/stats.ts'
 
@@ -25,13 +25,16 @@ const CORPUS_HINT = 'build the corpus with `sudo ../shared/corpus/make-images.sh
 export const summary = 'trimswarm chunk vs casync make: speed, peak RSS, manifest size; chunk-size study'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- chunk [--image PATH] [--next PATH] [--runs N] [--skip-casync] [--skip-study]
+export const usage = `Usage: npm run bench -- chunk [--image PATH] [--next PATH] [--runs N] [--skip-casync] [--skip-study] [--verify]
 
   --image PATH   image to chunk (default ${CORPUS}/base.img)
   --next PATH    newer version for the reuse study (default ${CORPUS}/next.img)
   --runs N       timed runs of each tool (default 3; medians are reported)
   --skip-casync  only time trimswarm
   --skip-study   leave out the chunk-size study (avg 8/16/32 blocks)
+  --verify       also check \`trimswarm chunk IMAGE --json\` against b3sum: every
+                 chunk's CID digest equals b3sum of its exact bytes, no chunk holds
+                 a zero block, and the gaps between chunks are all zero
 
 Times \`casync make\` (fresh store in a temp dir each run) and
 \`trimswarm chunk IMAGE --json\` (output discarded) as child processes under
@@ -46,7 +49,8 @@ export const options = {
   next: { type: 'string' },
   runs: { type: 'string' },
   'skip-casync': { type: 'boolean' },
-  'skip-study': { type: 'boolean' }
+  'skip-study': { type: 'boolean' },
+  verify: { type: 'boolean' }
 } as const
 
 interface Timed { seconds: number, maxRssKiB: number | null }
@@ -110,6 +114,49 @@ async function study (base: string, next: string, avg: number): Promise<StudyRow
   }
 }
 
+/** Checks the CLI's chunk list of `image` against b3sum and the image's bytes; throws on any mismatch. */
+async function verify (image: string, dir: string): Promise<void> {
+  const { stdout } = await exec(process.execPath, [CLI, 'chunk', image, '--json'], { maxBuffer: 1 << 30 })
+  const list = JSON.parse(stdout) as { size: number, chunks: Array<{ offset: number, length: number, cid: string }> }
+  const fh = await open(image, 'r')
+  let end = 0
+  let checked = 0
+  try {
+    const zero = new Uint8Array(BLOCK_SIZE)
+    const isZero = (b: Uint8Array): boolean => Buffer.compare(b, zero) === 0
+    const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
+      const b = new Uint8Array(length)
+      const { bytesRead } = await fh.read(b, 0, length, offset)
+      if (bytesRead !== length) throw new Error(`short read at ${offset}`)
+      return b
+    }
+    for (let i = 0; i < list.chunks.length; i += 256) {
+      const batch = list.chunks.slice(i, i + 256)
+      const files: string[] = []
+      for (const [k, c] of batch.entries()) {
+        if (c.offset < end || c.offset % BLOCK_SIZE !== 0 || c.length % BLOCK_SIZE !== 0 || c.length === 0) throw new Error(`chunk at ${c.offset} is out of order or not block aligned`)
+        for (let o = end; o < c.offset; o += BLOCK_SIZE) if (!isZero(await readAt(o, BLOCK_SIZE))) throw new Error(`non-zero block at ${o} is in no chunk`)
+        const bytes = await readAt(c.offset, c.length)
+        for (let o = 0; o < c.length; o += BLOCK_SIZE) if (isZero(bytes.subarray(o, o + BLOCK_SIZE))) throw new Error(`chunk at ${c.offset} holds a zero block at ${c.offset + o}`)
+        const f = join(dir, `verify-${k}`)
+        await writeFile(f, bytes)
+        files.push(f)
+        end = c.offset + c.length
+      }
+      const sums = (await exec('b3sum', ['--no-names', ...files])).stdout.trim().split('\n')
+      for (const [k, c] of batch.entries()) {
+        const digest = toHex(parseChunkCid(c.cid).multihash.digest)
+        if (digest !== sums[k]) throw new Error(`chunk at ${c.offset}: CID digest ${digest}, b3sum ${sums[k]}`)
+        checked++
+      }
+    }
+    for (let o = end; o < list.size; o += BLOCK_SIZE) if (!isZero(await readAt(o, BLOCK_SIZE))) throw new Error(`non-zero block at ${o} is in no chunk`)
+  } finally {
+    await fh.close()
+  }
+  console.log(`verify: ${checked} chunk CIDs equal b3sum of their bytes; chunks and all-zero gaps tile the ${list.size} bytes`)
+}
+
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, strict: true })
@@ -159,6 +206,7 @@ export async function run (argv: string[]): Promise<number> {
         console.log('(* = DEFAULT_AVG_BLOCKS)')
       }
     }
+    if (values.verify === true) await verify(image, dir)
     const { stdout } = await exec('uname', ['-srm']).catch(() => ({ stdout: '?' }))
     console.log(`machine: ${stdout.trim()}, ${cpus().length} cpu(s) ${cpus()[0]?.model ?? ''}, node ${process.version}`)
     return 0
