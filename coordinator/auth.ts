@@ -13,6 +13,7 @@ import type { CoordinatorEnv, Principal } from './interface.ts'
 import type { PolicyEngine } from './policy-engine.ts'
 import type { SessionTokens } from './session-tokens.ts'
 import type { TokenStore } from './token-store.ts'
+import { DEFAULT_ADMIN_GROUPS } from './constants.ts'
 
 /** Prefix of the admin token. */
 export const ADMIN_TOKEN_PREFIX = 'tsa_'
@@ -28,7 +29,7 @@ export interface AuthComponents {
 export interface AuthInit {
   adminToken: string
   /** Directory groups whose users are admins (e.g. `trimswarm-admins`). */
-  adminGroups?: string[]
+  adminGroups?: readonly string[]
 }
 
 /** Resolves tokens to principals. */
@@ -51,7 +52,7 @@ function sha256 (text: string): Buffer {
 export function createAuth (components: AuthComponents, init: AuthInit): Auth {
   // compare digests, so the comparison takes the same time whatever the length of the guess
   const adminDigest = sha256(init.adminToken)
-  const adminGroups = new Set(init.adminGroups ?? [])
+  const adminGroups = new Set(init.adminGroups ?? DEFAULT_ADMIN_GROUPS)
   const { tokens, sessions, policy } = components
 
   const userPrincipal = (user: string, groups: string[]): Principal => {

@@ -175,3 +175,6 @@ export const PUBLISH_MISSING_BATCH = 10_000
  * windows whatever the number of clients.
  */
 export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
+
+/** Directory groups whose members are admins (console and admin API) when the config names none; `"adminGroups": []` turns it off. */
+export const DEFAULT_ADMIN_GROUPS: readonly string[] = ['trimswarm-admins']

@@ -35,7 +35,8 @@ describe('coordinator login against a real slapd', () => {
       dataDir: join(dir.path, 'c'),
       serve: false,
       logLevel: 'silent',
-      config: { ldap: testLdapInit(slapd), adminGroups: ['trimswarm-admins'], loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } }
+      // no adminGroups: the default (DEFAULT_ADMIN_GROUPS, trimswarm-admins) applies
+      config: { ldap: testLdapInit(slapd), loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } }
     })
     await coord.start()
     for (const [group, images] of [['desk', ['desk']], ['lab', ['lab']]] as const) {
@@ -72,7 +73,7 @@ describe('coordinator login against a real slapd', () => {
     expect((await (await call(routes.me, { token: carol })).json()).policy.images).toEqual(['desk', 'lab'])
   })
 
-  it('makes members of adminGroups admins', async () => {
+  it('makes members of the default admin group admins when the config names none', async () => {
     const dave = await session('dave')
     expect((await (await call(routes.me, { token: dave })).json())).toMatchObject({ kind: 'admin', user: 'dave' })
     expect((await call(routes.tokens, { token: dave })).status).toBe(200)
