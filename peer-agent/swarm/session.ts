@@ -396,10 +396,16 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     }
   }
 
-  return {
+  const session: SwarmSession = {
     async start () {
       if (started) return
       started = true
+      if (init.signal != null) {
+        const onAbort = (): void => { void session.close() }
+        if (init.signal.aborted) { await session.close(); return }
+        init.signal.addEventListener('abort', onAbort, { once: true })
+        cleanups.push(() => { init.signal?.removeEventListener('abort', onAbort) })
+      }
       if (init.provider != null) served = server.serve({ image, version, chunkCount: n, provider: init.provider, active: true })
       cleanups.push(server.onInbound(image, version, peerId => { void connect({ peerId }) }))
       const onIdentify = (evt: CustomEvent<{ peerId: { toString: () => string }, protocols: string[] }>): void => {
@@ -509,4 +515,5 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       notifyChange()
     }
   }
+  return session
 }
