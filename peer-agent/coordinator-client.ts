@@ -192,10 +192,10 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
   /** With auth; on 401 from a login session, logs in again once. */
   async function authed (method: string, path: string, body: unknown, options: AbortOptions, headers: Record<string, string> = {}): Promise<StreamedResponse> {
     try {
-      return await send(method, path, body, options, await getToken(false, options), headers, [416])
+      return await send(method, path, body, options, await getToken(false, options), headers, [304, 416])
     } catch (err) {
       if (err instanceof UnauthorizedError && 'user' in init.auth) {
-        return await send(method, path, body, options, await getToken(true, options), headers, [416])
+        return await send(method, path, body, options, await getToken(true, options), headers, [304, 416])
       }
       throw err
     }

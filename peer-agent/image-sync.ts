@@ -153,6 +153,12 @@ async function readJson<T> (path: string): Promise<T | undefined> {
   }
 }
 
+async function collectBody (it: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = []
+  for await (const p of it) parts.push(p)
+  return Buffer.concat(parts)
+}
+
 async function fsyncDir (dir: string): Promise<void> {
   try {
     const fh = await open(dir, 'r')
@@ -206,15 +212,34 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // 1. the manifest, verified before anything is written
     const pk = await publicKey({ signal })
-    const envelope = await client.bytes('GET', api.routes.version(req.image, req.version ?? 'latest'), undefined, { signal })
+    // a manifest we already hold (an interrupted sync's, or the installed one) is not downloaded
+    // again: If-None-Match with its CID, 304 when unchanged (restarts and daemon polls cost ~nothing)
+    const imageDir = join(dataDir, DATA_FILES.manifests, safeName(req.image))
+    const partialDir = join(dataDir, DATA_FILES.partial)
+    const checkpointPath = join(partialDir, `${safeName(req.image)}.json`)
+    const partialManifestPath = join(partialDir, `${safeName(req.image)}.manifest`)
+    const statePath = join(imageDir, 'installed.json')
+    const installed = await readJson<InstalledState>(statePath)
+    const cp = await readJson<Checkpoint>(checkpointPath)
+    const known: Array<{ cid: string, path: string }> = []
+    if (cp != null) known.push({ cid: cp.manifestCid, path: partialManifestPath })
+    if (installed != null && installed.out === out) known.push({ cid: installed.manifestCid, path: join(imageDir, `${safeName(installed.version)}.manifest`) })
+    let envelope: Uint8Array | undefined
+    for (const k of known) {
+      const held = await readFile(k.path).catch(() => undefined)
+      if (held == null) continue
+      const res = await client.stream('GET', api.routes.version(req.image, req.version ?? 'latest'), undefined, { signal, headers: { 'if-none-match': `"${k.cid}"` } })
+      const body = await collectBody(res.body)
+      if (res.status === 304) envelope = held
+      else envelope = body
+      break
+    }
+    envelope ??= await client.bytes('GET', api.routes.version(req.image, req.version ?? 'latest'), undefined, { signal })
     const { manifest: m, manifestBytes } = await openSignedManifest(envelope, pk)
     if (m.name !== req.image || (req.version != null && m.version !== req.version)) {
       throw new KeyPinError(`the coordinator sent a manifest for ${m.name}@${m.version}, asked for ${req.image}@${req.version ?? 'latest'}`)
     }
     const manifestCid = manifestCidOf(manifestBytes).toString()
-    const imageDir = join(dataDir, DATA_FILES.manifests, safeName(m.name))
-    const statePath = join(imageDir, 'installed.json')
-    const installed = await readJson<InstalledState>(statePath)
     const nonZero = m.blockPrefixes.length / BLOCK_PREFIX_BYTES * BLOCK_SIZE
     const baseSummary = { image: m.name, version: m.version, out, size: m.size, nonZeroBytes: nonZero, fromVersion: installed?.out === out ? installed.version : null }
 
@@ -239,13 +264,10 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     // 2. the temp file beside the output, and its checkpoint
     await mkdir(dirname(out), { recursive: true })
     const temp = join(dirname(out), `.${basename(out)}.trimswarm-partial`)
-    const partialDir = join(dataDir, DATA_FILES.partial)
     await mkdir(partialDir, { recursive: true })
-    const checkpointPath = join(partialDir, `${safeName(m.name)}.json`)
     const nChunks = m.chunks.length
     const nBlocks = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
     const verified = new Uint8Array(Math.ceil(nChunks / 8))
-    const cp = await readJson<Checkpoint>(checkpointPath)
     let resuming = false
     if (cp != null && cp.manifestCid === manifestCid && cp.temp === temp && await stat(temp).then(s => s.size === m.size, () => false)) {
       verified.set(Buffer.from(cp.verified, 'base64').subarray(0, verified.length))
@@ -261,6 +283,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       await writeFileAtomic(checkpointPath, JSON.stringify(c))
     }
     // the checkpoint names this manifest before any byte is written, so a later run can trust the temp's layout
+    await writeFileAtomic(partialManifestPath, envelope)
     await writeCheckpoint()
     const fd = openSync(temp, resuming ? 'r+' : 'w+')
     let fdOpen = true
@@ -531,6 +554,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       await writeFileAtomic(statePath, JSON.stringify(state, null, 2) + '\n')
       if (installed != null && installed.version !== m.version) await rm(join(imageDir, `${safeName(installed.version)}.manifest`), { force: true })
       await rm(checkpointPath, { force: true })
+      await rm(partialManifestPath, { force: true })
       if (packPath != null) await removeDeltaPack(packPath)
       bytes.origin = client.receivedBytes - originAtStart
       progress()
@@ -555,6 +579,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         // a full disk must not stay full because of us: drop the partial file (the old image is untouched)
         await rm(temp, { force: true })
         await rm(checkpointPath, { force: true })
+        await rm(partialManifestPath, { force: true })
         throw new DiskFullError(`no space left on the file system of ${out} (need up to ${nonZero} bytes of data for ${m.name}@${m.version}); the old image is intact, the partial file was removed`, { cause: err })
       }
       // keep what is verified for the next run
