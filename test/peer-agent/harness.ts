@@ -38,8 +38,8 @@ export const OPEN_POLICY: Policy = {
 }
 
 /** Starts a coordinator under `dir` and prepares a token and policy for group `branch`. */
-export async function startTestCoordinator (dir: string, options: { listen?: string } = {}): Promise<TestCoordinator> {
-  const coordinator = createCoordinator({ dataDir: join(dir, 'coordinator'), listen: options.listen ?? '127.0.0.1:0', logLevel: 'error' })
+export async function startTestCoordinator (dir: string, options: { listen?: string, config?: Record<string, unknown> } = {}): Promise<TestCoordinator> {
+  const coordinator = createCoordinator({ dataDir: join(dir, 'coordinator'), listen: options.listen ?? '127.0.0.1:0', logLevel: 'error', config: options.config })
   await coordinator.start()
   const url = coordinator.url
   const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
