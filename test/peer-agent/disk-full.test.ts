@@ -1,0 +1,53 @@
+/**
+ * Disk full: the output lives on a small tmpfs (mounted for the test; needs root,
+ * skipped otherwise). The sync stops with a clear error, the old image is intact,
+ * the partial file is removed; with room again, the same command completes.
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { runAgent, startTestCoordinator, type TestCoordinator } from './harness.ts'
+
+const canMount = process.getuid?.() === 0
+let tmp: TempDir
+let coord: TestCoordinator
+let img: TestImage
+let mnt: string
+let mounted = false
+
+beforeAll(async () => {
+  tmp = await tempDir('trimswarm-agent-full-')
+  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 51 }) // about 2 MiB of data: more than the 1 MiB disk
+  coord = await startTestCoordinator(tmp.path)
+  await coord.publish('ws', 'v1', img.path)
+  mnt = join(tmp.path, 'small-disk')
+  await mkdir(mnt)
+})
+afterAll(async () => {
+  if (mounted) execFileSync('umount', [mnt])
+  await coord?.stop()
+  await tmp?.cleanup()
+})
+
+describe('agent sync on a full disk', () => {
+  it.skipIf(!canMount)('stops with a clear error, keeps the old image, removes the partial file; completes once there is room', async () => {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt])
+    mounted = true
+    const out = join(mnt, 'ws.img')
+    await writeFile(out, 'the old image\n')
+    const args = ['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', join(tmp.path, 'data'), '--out', out, '--no-index', '--retries', '2', '--retry-delay', '50']
+    const r = await runAgent(args)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/no space left.*old image is intact/)
+    expect(r.stderr).not.toMatch(/\n\s+at /)
+    expect(await readFile(out, 'utf8')).toBe('the old image\n')
+    expect(await readdir(mnt)).toEqual(['ws.img'])
+
+    execFileSync('mount', ['-o', 'remount,size=32m', mnt])
+    const again = await runAgent(args)
+    expect(again.code, again.stderr).toBe(0)
+    expect(await b3sumFile(out)).toBe(await b3sumFile(img.path))
+  })
+})
