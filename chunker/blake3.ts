@@ -48,7 +48,7 @@ export function chunkCidOf (bytes: Uint8Array): CID {
  * The text form (base32, `bafkr4i...`) of the chunk CID for `digest`, equal to
  * `chunkCid(digest).toString()`. Use it in loops over many chunks: CID#toString
  * caches every string in a WeakMap keyed by the CID object, and over an image's
- * 30k chunks that alone raised the chunk command's peak RSS from 96 to 169 MB.
+ * 30k chunks that alone raised a scan's peak RSS from 96 to 169 MB.
  */
 export function chunkCidText (digest: Uint8Array): string {
   return base32.encode(chunkCid(digest).bytes)
