@@ -27,7 +27,7 @@ through the proxy:
      the index is built first with \`trimswarm agent index\`, timed separately);
   2. update v1 -> v2 in the same data dir;
   3. first install of v1 into a fresh output (same host index), through the proxy
-     throttled to --kill-limit (default 40mbit, like a WAN link), killed with SIGKILL
+     throttled to --kill-limit (default 20mbit, like a WAN link), killed with SIGKILL
      at three points (25/50/75 % of run 1's proxy bytes), then run to completion:
      total proxy bytes of the four runs vs run 1.
   2b. (unless --skip-no-index) v1 then v2 into another data dir with --no-index: the plain
@@ -71,11 +71,15 @@ async function startProxy (target: URL, rate = 0): Promise<Proxy> {
     client.pipe(upstream)
     upstream.on('data', (d: Buffer) => {
       state.down += d.length
-      client.write(d)
+      // a link queues little: stop reading from the coordinator while the agent does not keep up
+      let waits = client.write(d) ? 0 : 1
+      const go = (): void => { if (--waits <= 0) upstream.resume() }
+      if (waits > 0) client.once('drain', go)
       if (rate > 0) {
         const ahead = (state.up + state.down) / rate * 1000 - (performance.now() - started)
-        if (ahead > 0) { upstream.pause(); setTimeout(() => upstream.resume(), ahead) }
+        if (ahead > 0) { waits++; setTimeout(go, ahead) }
       }
+      if (waits > 0) upstream.pause()
     })
     upstream.on('end', () => client.end())
     const end = (): void => { client.destroy(); upstream.destroy() }
@@ -230,7 +234,7 @@ export async function run (argv: string[]): Promise<number> {
     if (values['skip-kill'] !== true) {
       await px.close()
       const { parseRate } = await import('../protocol/rate.ts')
-      const slow = await startProxy(new URL(coordinator.url), parseRate(values['kill-limit'] ?? '40mbit'))
+      const slow = await startProxy(new URL(coordinator.url), parseRate(values['kill-limit'] ?? '20mbit'))
       proxy = slow
       const data3 = join(work, 'agent-data-kill')
       const out3 = join(work, 'out-kill', 'corpus.img')

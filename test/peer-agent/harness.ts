@@ -122,14 +122,15 @@ export async function startCountingProxy (target: string, options: { rate?: numb
     upstream.on('data', (d: Buffer) => {
       bytes += d.length
       down += d.length
-      client.write(d)
+      // a link queues little: stop reading from the coordinator while the agent does not keep up
+      let waits = client.write(d) ? 0 : 1
+      const go = (): void => { if (--waits <= 0) upstream.resume() }
+      if (waits > 0) client.once('drain', go)
       if (rate > 0) {
         const ahead = down / rate * 1000 - (performance.now() - started)
-        if (ahead > 0) {
-          upstream.pause()
-          setTimeout(() => upstream.resume(), ahead)
-        }
+        if (ahead > 0) { waits++; setTimeout(go, ahead) }
       }
+      if (waits > 0) upstream.pause()
     })
     upstream.on('end', () => client.end())
     const end = (): void => { client.destroy(); upstream.destroy() }
