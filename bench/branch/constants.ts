@@ -58,3 +58,6 @@ export const KILL_GRACE_MS = 3000
 
 /** Acceptance: trimswarm's own origin bytes must be within this fraction of the WAN interface counters. */
 export const ACCOUNTING_TOLERANCE = 0.05
+
+/** How long the update scenario waits for the coordinator's background delta pack build, ms. */
+export const DELTA_PACK_WAIT_MS = 15 * 60_000

@@ -23,7 +23,7 @@ import { buildCharts } from './charts.ts'
 import { createProgress } from './progress.ts'
 import type { Progress } from './progress.ts'
 import {
-  AGENT_GROUP, COORDINATOR_PORT, HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
+  AGENT_GROUP, COORDINATOR_PORT, DELTA_PACK_WAIT_MS, HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
 
@@ -67,6 +67,8 @@ export function preflight (config: BranchConfig): { images: string, casync: bool
 }
 
 interface Ctx {
+  /** Reads a version's info from the coordinator (HTTP API, from inside hq). */
+  versionInfo: (version: string) => Promise<{ deltaPackBytes: number | null }>
   config: BranchConfig
   pm: ProcessManager
   net: Network
@@ -211,6 +213,7 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
     dirs = agentDirs(ctx, 'cold')
   } else if (scenario === 'update') {
     dirs = agentDirs(ctx, 'cold')
+    await waitForDeltaPack(ctx)
     if (!coldRan) {
       // v1 must be on every agent first: sync it now, not measured.
       ctx.progress.line('[update] preparing: every agent syncs v1 first (not measured)')
@@ -233,6 +236,31 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
       reported: parseSummary(child.stdout()),
       verified: ok && await verifyAndRemove(dirs[i].out, ctx.expected[image], scenario === 'trim')
     }))
+}
+
+/**
+ * The coordinator builds the v1 -> v2 delta pack in the background after the
+ * publish; a real rollout updates clients long after that, so the update is
+ * measured once the pack exists (the wait is reported, not measured).
+ */
+async function waitForDeltaPack (ctx: Ctx): Promise<void> {
+  const t = performance.now()
+  const deadline = Date.now() + DELTA_PACK_WAIT_MS
+  for (;;) {
+    let bytes: number | null = null
+    try { bytes = (await ctx.versionInfo(V2)).deltaPackBytes } catch { /* coordinator busy: ask again */ }
+    if (bytes != null) {
+      const waited = (performance.now() - t) / 1000
+      ctx.notes.push(`update: the coordinator's delta pack ${V1} -> ${V2} is ${formatBytes(bytes)}; ${waited < 1 ? 'it was ready when the update started' : `the update waited ${waited.toFixed(0)} s for its background build (not measured)`}.`)
+      return
+    }
+    if (Date.now() > deadline) {
+      ctx.notes.push(`update: the delta pack ${V1} -> ${V2} was still not built after ${DELTA_PACK_WAIT_MS / 1000} s; the agents fetched block batches instead.`)
+      return
+    }
+    ctx.progress.update(`[update] waiting for the coordinator's delta pack ${V1} -> ${V2} (background build after publish) ${((performance.now() - t) / 1000).toFixed(0)} s`)
+    await new Promise(resolve => setTimeout(resolve, 2000))
+  }
 }
 
 function notRun (scenario: Scenario, method: Method, note: string): MethodResult {
@@ -349,7 +377,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     }
     work = mkdtempSync(join(tmpdir(), 'trimswarm-branch-'))
     const notes: string[] = []
-    const ctx: Ctx = { config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes }
+    const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes }
     progress.line(`preparing: zstd -${HTTP_ZSTD_LEVEL} of both images${pre.casync ? ', casync make of both' : ''}, b3sum (work folder ${work})`)
     await prepareArtifacts(ctx, pre.casync && config.methods.includes('casync'))
     net = config.proxy
@@ -366,6 +394,9 @@ export async function runBranch (config: BranchConfig): Promise<number> {
       progress.line(`publishing ${file} as ${IMAGE_NAME}@${version} (on hq, not over the WAN)`)
       await pm.run(`publish ${version}`, ...admin(['publish', join(pre.images, file), '--image', IMAGE_NAME, '--version', version]))
     }
+    const headerFile = join(work, 'admin.header')
+    writeFileSync(headerFile, `authorization: Bearer ${readFileSync(adminToken, 'utf8').trim()}\n`, { mode: 0o600 })
+    ctx.versionInfo = async (version) => JSON.parse(await pm.run('version info', ...ctx.net.hq('curl', ['-sS', '--fail', '-H', `@${headerFile}`, `${adminUrl}/v1/images/${IMAGE_NAME}/versions/${version}/info`]))) as { deltaPackBytes: number | null }
     notes.push(...net.notes)
     notes.push(`Plain HTTP baseline: each client runs \`curl | zstd -d\` of the whole image compressed with \`zstd -${HTTP_ZSTD_LEVEL}\`, served by bench/branch/serve.ts in hq.`)
     if (!pre.casync) notes.push('casync is not installed: its baseline did not run.')
