@@ -139,11 +139,21 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
   async function loadTable (): Promise<void> {
     byId.clear()
     byPath.clear()
-    for await (const [k, v] of db.iterator({ gte: fileKey(TAG_FILE, 0), lte: fileKey(TAG_FILE, 0xffffffff) })) {
-      const id = new DataView(k.buffer, k.byteOffset, k.byteLength).getUint32(1)
-      const rec = JSON.parse(dec.decode(v)) as FileRecord
-      byId.set(id, rec)
-      byPath.set(rec.path, id)
+    // the whole table in few big reads (one small read per record took seconds for 124k files)
+    const it = db.iterator<Uint8Array, Uint8Array>({ gte: fileKey(TAG_FILE, 0), lte: fileKey(TAG_FILE, 0xffffffff), highWaterMarkBytes: 4 * 1024 * 1024 })
+    try {
+      for (;;) {
+        const entries = await it.nextv(16_384)
+        if (entries.length === 0) break
+        for (const [k, v] of entries) {
+          const id = new DataView(k.buffer, k.byteOffset, k.byteLength).getUint32(1)
+          const rec = JSON.parse(dec.decode(v)) as FileRecord
+          byId.set(id, rec)
+          byPath.set(rec.path, id)
+        }
+      }
+    } finally {
+      await it.close()
     }
     try {
       const v = await db.get(NEXT_ID_KEY)
