@@ -37,6 +37,7 @@ import { createEventRoutes } from './event-routes.ts'
 import { createEventStore } from './event-store.ts'
 import { createErrorHandler, errorResponse } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
+import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
 import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
@@ -295,6 +296,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.route('/', createAdminRoutes({ tokens, policies }))
     app.route('/', createEventRoutes({ events, metrics }))
     app.route('/', createImageRoutes(images))
+    app.route('/', createSwarmRoutes({ db, signer, logger }))
 
     // ---- listen ----
     let url = ''

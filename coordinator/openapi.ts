@@ -4,6 +4,8 @@
  * what the coordinator validates.
  */
 import { routes, schemas } from '../protocol/api.ts'
+import { swarmRoutes, swarmSchemas } from '../protocol/swarm-api.ts'
+import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
 import { adminSchemas } from '../protocol/api-admin.ts'
 import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/constants.ts'
 import type { JsonSchema } from '../protocol/schema.ts'
@@ -47,12 +49,15 @@ const OPERATIONS: Operation[] = [
   { method: 'post', path: routes.retire(P('image'), P('version')), summary: 'Retire a version (no longer offered as latest)', auth: 'admin', response: 'VersionInfo' },
   { method: 'post', path: routes.blocks(P('image'), P('version')), summary: 'Named blocks as one zstd stream, in request order', auth: 'any', request: 'BlockBatchRequest', response: { media: BLOCK_STREAM_MEDIA_TYPE } },
   { method: 'get', path: routes.chunk(P('image'), P('version'), P('cid')), summary: 'One chunk\'s raw bytes', auth: 'any', response: { media: 'application/octet-stream' } },
-  { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)', auth: 'any', response: { media: BLOCK_STREAM_MEDIA_TYPE } },
+  { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)', auth: 'any', response: { media: DELTA_PACK_MEDIA_TYPE } },
   { method: 'post', path: routes.chunksMissing, summary: 'Which of these chunks the coordinator lacks (asked before uploading)', auth: 'admin', request: 'MissingChunksRequest', response: 'MissingChunksResponse' },
   { method: 'put', path: routes.chunkUpload(P('cid')), summary: 'Upload one chunk; rejected unless its bytes hash to the CID', auth: 'admin', request: { media: 'application/octet-stream' }, response: null },
   { method: 'post', path: routes.events, summary: 'Agents report events; idempotent by event id', auth: 'any', request: 'EventBatch', response: 'EventBatchResponse' },
   { method: 'get', path: routes.events, summary: 'Stored events, newest first, filtered and paged', auth: 'admin', response: 'EventPage', query: ['image', 'site', 'type', 'limit', 'before'] },
   { method: 'get', path: '/v1/agents', summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events', auth: 'admin', response: 'AgentList', query: ['site'] },
+  { method: 'post', path: swarmRoutes.capabilities, summary: 'A short-lived capability for an image version, bound to the caller\'s libp2p peer id (policy must allow the image and LAN sharing)', auth: 'any', request: 'CapabilityRequest', response: 'CapabilityResponse' },
+  { method: 'post', path: swarmRoutes.peers, summary: 'Register this agent\'s multiaddrs and site for LAN rendezvous (expires unless renewed)', auth: 'any', request: 'PeerRegistration', response: 'PeerRegistrationResponse' },
+  { method: 'get', path: swarmRoutes.peers, summary: 'Live peers of a site (optionally working on one image version)', auth: 'any', response: 'PeerList', query: ['site', 'image', 'version'] },
   { method: 'get', path: routes.reports, summary: 'Per image, version and site: clients, in progress, failed, bytes by source, WAN saved', auth: 'admin', response: 'ReportResponse', query: ['image', 'version', 'site'] }
 ]
 
@@ -71,7 +76,7 @@ function content (x: string | { media: string }): Record<string, unknown> {
 
 /** Builds the OpenAPI document. */
 export function buildOpenApi (info: { version?: string, serverUrl?: string } = {}): Record<string, unknown> {
-  const all: Record<string, { json: JsonSchema }> = { ...schemas, ...adminSchemas }
+  const all: Record<string, { json: JsonSchema }> = { ...schemas, ...adminSchemas, ...swarmSchemas }
   const paths: Record<string, Record<string, unknown>> = {}
   const errorRef = { description: 'error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }
   for (const op of OPERATIONS) {
