@@ -69,12 +69,15 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
     kind: 'origin',
     async fill (ctx, options) {
       let failures = 0
+      // blocks the origin already sent: one that failed verification is not asked again
+      // here (its chunk is fetched whole and verified by digest instead)
+      const received = new Set<number>()
       for (;;) {
-        const missing = ctx.missing()
+        const missing = ctx.missing().filter(i => !received.has(i))
         if (missing.length === 0) return
         const batch = missing.slice(0, batchBlocks)
         try {
-          await fetchBatch(ctx, batch, options)
+          await fetchBatch(ctx, batch, received, options)
           failures = 0
         } catch (err) {
           if (options.signal?.aborted === true) throw err
@@ -87,7 +90,7 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
     }
   }
 
-  async function fetchBatch (ctx: SyncContext, batch: number[], options: AbortOptions): Promise<void> {
+  async function fetchBatch (ctx: SyncContext, batch: number[], received: Set<number>, options: AbortOptions): Promise<void> {
     const ranges = rangesFromIndices(batch)
     const res = await components.client.stream('POST', api.routes.blocks(init.image, init.version), { ranges } satisfies api.BlockBatchRequest, options)
     let i = 0
@@ -96,6 +99,7 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
     try {
       for await (const block of blocksOf(stream)) {
         if (i >= batch.length) throw new Error('block stream holds more blocks than asked for')
+        received.add(batch[i])
         if (!ctx.offerBlock(batch[i], block, 'origin')) bad++
         i++
         if (i % 256 === 0) await ctx.tick()

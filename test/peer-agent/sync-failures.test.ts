@@ -23,7 +23,7 @@ let imgSum: string
 
 beforeAll(async () => {
   tmp = await tempDir('trimswarm-agent-bad-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 16, files: 40, seed: 21, dataKiB: 10 * 1024 })
+  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 21 })
   host = await makeHostFolder(tmp.path, img)
   imgSum = await b3sumFile(img.path)
   coord = await startTestCoordinator(tmp.path)
@@ -102,6 +102,24 @@ describe('agent sync, interrupted and attacked', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /) // no stack trace
     expect(await readFile(out, 'utf8')).toBe('the old image\n')
     expect(await readdir(outDir)).toEqual(['ws.img'])
+  })
+
+  it('discards a bad block from the origin, fetches its chunk whole, and counts it', async () => {
+    const { zstdCompressSync, zstdDecompressSync } = await import('node:zlib')
+    const proxy = await startTamperingProxy(coord.url, (path, body) => {
+      if (!path.endsWith('/blocks')) return body
+      const blocks = new Uint8Array(zstdDecompressSync(body))
+      blocks[5 * 4096 + 100] ^= 0xff // one flipped byte in the sixth block
+      return new Uint8Array(zstdCompressSync(blocks))
+    })
+    const data = join(tmp.path, 'b1')
+    const out = join(tmp.path, 'b1-out', 'ws.img')
+    const r = await runAgent([...args(proxy.url, data, out), '--no-index'])
+    await proxy.close()
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.summary.discardedBlocks).toBe(1)
+    expect(r.summary.chunksFetched).toBeGreaterThanOrEqual(1)
+    expect(await b3sumFile(out)).toBe(imgSum)
   })
 
   it('refuses a manifest signed by another key than the pinned one', async () => {
