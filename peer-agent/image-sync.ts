@@ -88,6 +88,21 @@ interface Checkpoint {
   verified: string
 }
 
+/**
+ * What a sync tells an observer, so the swarm can serve an in-progress download:
+ * the temp file and which chunks of it are verified, then the finished file.
+ */
+export interface SyncObserver {
+  /** The temp file exists (sized, sparse); `isVerified(chunk)` tells what may be served from it. */
+  started?: (info: { manifest: Manifest, envelope: Uint8Array, tempPath: string, isVerified: (chunk: number) => boolean }) => void
+  /** A chunk of the temp file was verified against its digest. */
+  chunkVerified?: (chunk: number) => void
+  /** The version is in place at `out`. */
+  finished?: (info: { manifest: Manifest, envelope: Uint8Array, out: string }) => void
+  /** The sync stopped without finishing (the temp file may be gone). */
+  stopped?: () => void
+}
+
 /** Dependencies of image sync. */
 export interface ImageSyncComponents {
   client: CoordinatorClient
@@ -97,6 +112,7 @@ export interface ImageSyncComponents {
   /** Extra sources tried after local ones and before the origin (LAN peers). */
   extraSources?: (manifest: Manifest) => BlockSource[]
   onProgress?: (p: SyncProgress) => void
+  observer?: SyncObserver
 }
 
 /** Options of image sync. */
@@ -347,6 +363,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       const markVerified = (ci: number): void => {
         verified[ci >> 3] |= 1 << (ci & 7)
         dirty = true
+        components.observer?.chunkVerified?.(ci)
       }
       const verifyChunk = (ci: number): void => {
         const c = m.chunks[ci]
@@ -445,6 +462,8 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         for (let ci = 0; ci < nChunks; ci++) if (isVerified(ci)) n++
         init.onCheckpoint?.(n)
       }
+
+      components.observer?.started?.({ manifest: m, envelope, tempPath: temp, isVerified })
 
       // 3. sources in order
       const sources: BlockSource[] = []
@@ -558,6 +577,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       if (packPath != null) await removeDeltaPack(packPath)
       bytes.origin = client.receivedBytes - originAtStart
       progress()
+      components.observer?.finished?.({ manifest: m, envelope, out })
       return {
         ...baseSummary,
         upToDate: false,
@@ -570,6 +590,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         usedDeltaPack
       }
     } catch (err) {
+      components.observer?.stopped?.()
       if (fdOpen) {
         try { fsyncSync(fd) } catch {}
         closeSync(fd)

@@ -7,6 +7,9 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeHostFolder, makeTestImage, makeUpdatedImage, tempDir, type HostFolder, type TempDir, type TestImage, type UpdatedImage } from '../helpers/images.ts'
 import { runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from './harness.ts'
+import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
+import { createImageSync } from '../../peer-agent/image-sync.ts'
+import { silentLogger } from '../../peer-agent/interface.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -105,5 +108,29 @@ describe('agent sync', () => {
     } finally {
       await coord.setPolicy({})
     }
+  })
+
+  it('tells an observer (the swarm) about the temp file, each verified chunk and the finished file', async () => {
+    const client = createCoordinatorClient({ logger: silentLogger }, { url: coord.url, auth: { tokenFile: coord.tokenFile } })
+    const seen: string[] = []
+    let temp = ''
+    let chunks = 0
+    let verifiedWhileRunning = 0
+    const sync = createImageSync({
+      client,
+      logger: silentLogger,
+      observer: {
+        started: (i) => { temp = i.tempPath; chunks = i.manifest.chunks.length; seen.push('started') },
+        chunkVerified: () => { verifiedWhileRunning++ },
+        finished: (i) => { seen.push(`finished ${i.manifest.version} ${i.out}`) }
+      }
+    }, { dataDir: join(tmp.path, 'obs-data') })
+    const out = join(tmp.path, 'obs', 'ws.img')
+    const s = await sync.sync({ image: 'ws', version: 'v1', out })
+    expect(s.version).toBe('v1')
+    expect(seen).toEqual(['started', `finished v1 ${out}`])
+    expect(temp).toBe(join(tmp.path, 'obs', '.ws.img.trimswarm-partial'))
+    expect(verifiedWhileRunning).toBe(chunks)
+    expect(await b3sumFile(out)).toBe(baseSum)
   })
 })
