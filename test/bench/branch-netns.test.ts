@@ -51,13 +51,15 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
     const names = netnsNames(id)
     const file = join(tmp.path, 'blob')
     writeFileSync(file, Buffer.alloc(1_000_000, 5))
-    const net = await createNetnsNetwork(pm, { id, wanRate: 1_250_000, wanRttMs: 100, lanRate: 0 })
+    const net = await createNetnsNetwork(pm, { id, wanRate: 1_250_000, wanRttMs: 100, lanRate: 12_500_000 })
     const pids: number[] = []
     try {
       expect(namespaces()).toContain(names.hq)
       expect(namespaces()).toContain(names.branch)
       expect(execFileSync('tc', ['-n', names.hq, 'qdisc', 'show', 'dev', names.hqVeth], { encoding: 'utf8' })).toMatch(/tbf .*rate 10Mbit/)
       expect(execFileSync('tc', ['-n', names.branch, 'qdisc', 'show', 'dev', names.branchVeth], { encoding: 'utf8' })).toMatch(/tbf .*rate 10Mbit/)
+      // --lan shapes the branch's loopback, where client-to-client traffic goes.
+      expect(execFileSync('tc', ['-n', names.branch, 'qdisc', 'show', 'dev', 'lo'], { encoding: 'utf8' })).toMatch(/tbf .*rate 100Mbit/)
       const backend = await net.backendPort(8080)
       const srv = pm.spawn('serve', ...net.hq(process.execPath, [join(REPO, 'bench/branch/serve.ts'), '--root', tmp.path, '--listen', `127.0.0.1:${backend}`]))
       await waitReady(srv.onLine, srv.exited, 'serve', srv.stderr)
