@@ -10,11 +10,14 @@ export function escapeXml (text: string): string {
   return text.replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c] as string)
 }
 
-/** A round axis maximum >= v (1, 2, 2.5, 5 x 10^k). */
+/** Axis maxima per decade: each divides into 4 round ticks, and steps stay small so a line at the link rate does not squeeze the plot. */
+const NICE_STEPS = [1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8, 10]
+
+/** A round axis maximum >= v (see NICE_STEPS, x 10^k). */
 export function niceMax (v: number): number {
   if (!(v > 0) || !Number.isFinite(v)) return 1
   const p = 10 ** Math.floor(Math.log10(v))
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p
+  for (const m of NICE_STEPS) if (m * p >= v * (1 - 1e-12)) return m * p
   return 10 * p
 }
 
