@@ -10,7 +10,7 @@ export const INDEX_READ_BYTES = 4 * 1024 * 1024
 export const INDEX_CONCURRENCY = 1
 
 /** Block entries buffered before one level batch write while indexing. */
-export const INDEX_BATCH_ENTRIES = 65_536
+export const INDEX_BATCH_ENTRIES = 16_384
 
 /** Candidates returned per prefix lookup: the same 4 KiB block in more files adds nothing once one copy verifies. */
 export const INDEX_MAX_CANDIDATES = 4
@@ -83,5 +83,8 @@ export const DATA_FILES = {
  * V8 flags the agent CLI re-executes itself with (same pid, process.execve): a small young
  * generation and a capped old generation keep garbage from lazy GC out of the RSS
  * (measured on base.img: peak RSS of a first install 530 MB without, see docs/BENCHMARKS.md).
+ * The old-generation cap is what live data must fit: the host index's file table takes
+ * ~200 bytes per indexed file, so 256 MiB holds about a million files; on a host with
+ * more, set TRIMSWARM_NO_REEXEC=1 (no caps) or start node with a bigger cap yourself.
  */
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=256']

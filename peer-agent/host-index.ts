@@ -74,6 +74,13 @@ export interface HostIndexInit {
   concurrency?: number
 }
 
+interface FileStat {
+  size: number
+  mtimeMs: number
+  ino: number
+  dev: number
+}
+
 interface FileRecord {
   path: string
   size: number
@@ -178,7 +185,8 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
 
   /** Walks the folders (no symlinks followed, special files skipped) and yields regular files with their stats. */
   function * walk (stats: RefreshStats): Generator<[string, Stats]> {
-    const seenInodes = new Set<string>()
+    // numbers, not strings: 124k entries stay small
+    const seenInodes = new Map<number, Set<number>>()
     for (const root of folders) {
       const stack = [root]
       while (stack.length > 0) {
@@ -199,9 +207,10 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
             let st: Stats
             try { st = lstatSync(p) } catch { continue } // vanished between readdir and stat
             if (!st.isFile()) continue
-            const inode = `${st.dev}:${st.ino}`
-            if (seenInodes.has(inode)) continue // hard link (or folder listed twice): index once
-            seenInodes.add(inode)
+            let onDev = seenInodes.get(st.dev)
+            if (onDev == null) { onDev = new Set(); seenInodes.set(st.dev, onDev) }
+            if (onDev.has(st.ino)) continue // hard link (or folder listed twice): index once
+            onDev.add(st.ino)
             yield [p, st]
           }
           // symlinks, sockets, fifos, devices: not indexed (a symlink's in-tree target is indexed as itself)
@@ -230,7 +239,8 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
         }
       }
       const seen = new Set<number>()
-      const todo: Array<{ path: string, st: Stats, oldId?: number }> = []
+      // only what hashing needs: whole Stats objects for 124k files cost tens of MB
+      const todo: Array<{ path: string, st: FileStat, oldId?: number }> = []
       let n = 0
       for (const [path, st] of walk(stats)) {
         stats.files++
@@ -241,7 +251,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
           stats.unchanged++
         } else {
           if (id != null) seen.add(id)
-          todo.push({ path, st, oldId: id })
+          todo.push({ path, st: { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, dev: st.dev }, oldId: id })
         }
         if (++n % 4096 === 0) {
           options.signal?.throwIfAborted()
