@@ -166,9 +166,11 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'admin console in Chromium' : `a
     await page.goto(`${url}/console/agents`)
     expect(await tableText('agents')).toMatch(/paris[\s\S]*desk@v2/)
     await shot('06-agents')
-    await page.goto(`${url}/console/events?type=sync.completed`)
-    const events = await tableText('events')
-    expect(events.match(/sync\.completed/g)?.length).toBe(3)
+    // filtered views read the event index, which takes events once they are EVENT_INDEX_SETTLE_MS old
+    await expect.poll(async () => {
+      await page.goto(`${url}/console/events?type=sync.completed`)
+      return (await tableText('events')).match(/sync\.completed/g)?.length ?? 0
+    }, { timeout: 15_000 }).toBe(3)
     await shot('07-events')
     await page.goto(`${url}/console/policy/branch`)
     await page.fill('input[name=maxPeers]', 'many')
