@@ -1,4 +1,6 @@
 /** `trimswarm agent`: sync an image, build the host index, or run the daemon. */
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { parseRate } from '../../protocol/rate.ts'
 import { isValidName } from '../../protocol/manifest.ts'
@@ -65,6 +67,14 @@ function reexecWithAgentFlags (): void {
   if (AGENT_NODE_FLAGS.every(f => process.execArgv.includes(f))) return
   const execArgv = process.execArgv.filter(a => !AGENT_NODE_FLAGS.some(f => a.startsWith(f.split('=')[0])))
   process.execve(process.execPath, [process.execPath, ...execArgv, ...AGENT_NODE_FLAGS, ...process.argv.slice(1)], process.env)
+}
+
+/** Runs `trimswarm agent index` for these folders as a child process; its warnings go to our stderr. */
+async function buildIndexInChild (dataDir: string, folders: string[]): Promise<void> {
+  const child = spawn(process.execPath, [process.argv[1], 'agent', 'index', '--data', dataDir, ...folders.flatMap(f => ['--index', f]), '--json'], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const code = await new Promise<number | null>((resolve) => { child.on('error', () => resolve(1)); child.on('close', resolve) })
+  // not fatal: the sync refreshes (or builds) the index itself
+  if (code !== 0) process.stderr.write(`warning: building the host index in a child process failed (exit ${code}); the sync builds it\n`)
 }
 
 /** Agent failures the user can act on become CliErrors: a message and exit code 1, no stack trace. */
@@ -152,6 +162,11 @@ const sync: Command = {
     const logger = stderrLogger(quiet || json)
     const reporter = quiet ? undefined : createProgressReporter(process.stderr)
 
+    if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
+      // the first build of a big index is the agent's most memory-hungry step: run it in its own
+      // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md)
+      await buildIndexInChild(dataDir, indexFolders)
+    }
     const release = await lockDataDir(dataDir)
     const abort = new AbortController()
     const onSignal = (): void => { abort.abort(new Error('interrupted')) }
