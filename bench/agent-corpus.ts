@@ -6,13 +6,13 @@
 import { spawn } from 'node:child_process'
 import { execFileSync } from 'node:child_process'
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { createServer, connect, type AddressInfo, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { createCoordinator } from '../coordinator/coordinator.ts'
 import { createPublishClient } from '../coordinator/publish-client.ts'
+import { startByteMeter, type ByteMeter } from './lib/byte-meter.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'agent sync on the corpus through a counting proxy: first install, update, kill -9 resume, peak RSS'
@@ -48,56 +48,6 @@ export const options = {
 } as const
 
 const CLI = fileURLToPath(new URL('../bin/trimswarm.js', import.meta.url))
-
-interface Proxy {
-  url: string
-  up: number
-  down: number
-  reset: () => void
-  close: () => Promise<void>
-}
-
-/**
- * A TCP proxy counting every byte in both directions; `rate` (bytes/s, shared by all
- * connections) throttles coordinator -> agent like a slow WAN link, so what it counts
- * is what reached the agent (not what waits in a socket buffer of a rate-limited reader).
- */
-async function startProxy (target: URL, rate = 0): Promise<Proxy> {
-  const state = { up: 0, down: 0 }
-  const started = performance.now()
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port), target.hostname)
-    client.on('data', (d: Buffer) => { state.up += d.length })
-    client.pipe(upstream)
-    upstream.on('data', (d: Buffer) => {
-      state.down += d.length
-      // a link queues little: stop reading from the coordinator while the agent does not keep up
-      let waits = client.write(d) ? 0 : 1
-      const go = (): void => { if (--waits <= 0) upstream.resume() }
-      if (waits > 0) client.once('drain', go)
-      if (rate > 0) {
-        const ahead = (state.up + state.down) / rate * 1000 - (performance.now() - started)
-        if (ahead > 0) { waits++; setTimeout(go, ahead) }
-      }
-      if (waits > 0) upstream.pause()
-    })
-    upstream.on('end', () => client.end())
-    const end = (): void => { client.destroy(); upstream.destroy() }
-    client.on('error', end)
-    upstream.on('error', end)
-    client.on('close', end)
-    upstream.on('close', end)
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  return {
-    url: `http://127.0.0.1:${port}`,
-    get up () { return state.up },
-    get down () { return state.down },
-    reset () { state.up = 0; state.down = 0 },
-    close: async () => { server.close(); (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.() }
-  }
-}
 
 interface Run {
   code: number | null
@@ -151,7 +101,7 @@ export async function run (argv: string[]): Promise<number> {
 
   const coordinator = createCoordinator({ dataDir: join(work, 'coordinator'), listen: '127.0.0.1:0', logLevel: 'error' })
   await coordinator.start()
-  let proxy: Proxy | undefined
+  let proxy: ByteMeter | undefined
   let failed = false
   try {
     const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
@@ -173,7 +123,7 @@ export async function run (argv: string[]): Promise<number> {
     const info = await admin('GET', '/v1/images/corpus/versions/v2/info')
     log(`published v1 and v2, delta pack built: ${((performance.now() - t) / 1000).toFixed(1)} s; delta pack ${(info.deltaPackBytes / MB).toFixed(1)} MB`)
     const [baseSum, nextSum] = [b3sum(basePath), b3sum(nextPath)]
-    proxy = await startProxy(new URL(coordinator.url))
+    proxy = await startByteMeter(coordinator.url)
     const px = proxy
 
     const data = join(work, 'agent-data')
@@ -234,7 +184,7 @@ export async function run (argv: string[]): Promise<number> {
     if (values['skip-kill'] !== true) {
       await px.close()
       const { parseRate } = await import('../protocol/rate.ts')
-      const slow = await startProxy(new URL(coordinator.url), parseRate(values['kill-limit'] ?? '20mbit'))
+      const slow = await startByteMeter(coordinator.url, { rate: parseRate(values['kill-limit'] ?? '20mbit') })
       proxy = slow
       const data3 = join(work, 'agent-data-kill')
       const out3 = join(work, 'out-kill', 'corpus.img')

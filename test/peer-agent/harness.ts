@@ -100,53 +100,8 @@ export async function runAgent (args: string[], env: Record<string, string> = {}
   return await spawnAgent(args, env).done
 }
 
-/** A TCP proxy in front of the coordinator counting bytes both ways (the issue's byte meter). */
-export interface CountingProxy {
-  url: string
-  readonly bytes: number
-  close: () => Promise<void>
-}
-
-/** Starts a counting TCP proxy to `target`; with `rate` (bytes/s) it also throttles coordinator -> agent, like a slow WAN link. */
-export async function startCountingProxy (target: string, options: { rate?: number } = {}): Promise<CountingProxy> {
-  const { createServer, connect } = await import('node:net')
-  const t = new URL(target)
-  const rate = options.rate ?? 0
-  let bytes = 0
-  const server = createServer((client) => {
-    const upstream = connect(Number(t.port), t.hostname)
-    const started = performance.now()
-    let down = 0
-    client.on('data', (d: Buffer) => { bytes += d.length })
-    client.pipe(upstream)
-    upstream.on('data', (d: Buffer) => {
-      bytes += d.length
-      down += d.length
-      // a link queues little: stop reading from the coordinator while the agent does not keep up
-      let waits = client.write(d) ? 0 : 1
-      const go = (): void => { if (--waits <= 0) upstream.resume() }
-      if (waits > 0) client.once('drain', go)
-      if (rate > 0) {
-        const ahead = down / rate * 1000 - (performance.now() - started)
-        if (ahead > 0) { waits++; setTimeout(go, ahead) }
-      }
-      if (waits > 0) upstream.pause()
-    })
-    upstream.on('end', () => client.end())
-    const end = (): void => { client.destroy(); upstream.destroy() }
-    client.on('error', end)
-    upstream.on('error', end)
-    client.on('close', end)
-    upstream.on('close', end)
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as import('node:net').AddressInfo).port
-  return {
-    url: `http://127.0.0.1:${port}`,
-    get bytes () { return bytes },
-    close: async () => { server.close(); (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.() }
-  }
-}
+/** The byte meter in front of the coordinator (bench/lib/byte-meter.ts), as the issue's own meter. */
+export { startByteMeter as startCountingProxy } from '../../bench/lib/byte-meter.ts'
 
 /** An HTTP proxy to `target` that lets a test rewrite response bodies (a man in the middle). */
 export async function startTamperingProxy (target: string, tamper: (path: string, body: Uint8Array) => Uint8Array): Promise<{ url: string, close: () => Promise<void> }> {
