@@ -22,7 +22,7 @@ import { chunkCid, toHex } from '../protocol/block-id.ts'
 import { checkBlockBatch } from '../protocol/block-batch.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import type { BlockRange } from '../protocol/delta-pack.ts'
-import { ConflictError, InvalidManifestError, NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { ConflictError, InvalidManifestError, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
 import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../protocol/manifest.ts'
 import { decodeEnvelope } from '../protocol/signed-manifest.ts'
 import { hashBlocks, hashBytes, manifestCidOf } from '../chunker/blake3.ts'
@@ -125,6 +125,8 @@ export interface ImageService {
 interface VersionRecord {
   info: api.VersionInfo
   seq: number
+  /** Set by `coordinator fsck` when chunks of the version are damaged or missing: never served nor `latest`. */
+  incomplete?: boolean
 }
 
 interface PackRecord {
@@ -180,6 +182,43 @@ function checkInit (init: ImageServiceInit): void {
   }
   if (init.buildDeltaPacks !== undefined && typeof init.buildDeltaPacks !== 'boolean') fail('buildDeltaPacks must be true or false')
   if (init.maxConcurrentBatches !== undefined && (!Number.isInteger(init.maxConcurrentBatches) || init.maxConcurrentBatches < 1)) fail('maxConcurrentBatches must be a whole number >= 1')
+}
+
+/** One stored version as `coordinator fsck` sees it. */
+export interface StoredVersion {
+  image: string
+  version: string
+  manifest: Manifest
+  incomplete: boolean
+}
+
+function versionSublevels (db: Level<string, any>): { versions: any, envelopes: any } {
+  return {
+    versions: db.sublevel<string, VersionRecord>(`${IMAGE_SUBLEVEL_PREFIX}-versions`, { valueEncoding: 'json' }),
+    envelopes: db.sublevel<string, Uint8Array>(`${IMAGE_SUBLEVEL_PREFIX}-envelopes`, { valueEncoding: 'view' })
+  }
+}
+
+/** Every stored version with its manifest (for fsck; the coordinator must be stopped). */
+export async function * storedVersions (db: Level<string, any>): AsyncGenerator<StoredVersion> {
+  const { versions, envelopes } = versionSublevels(db)
+  for await (const [key, rec] of versions.iterator() as AsyncIterable<[string, VersionRecord]>) {
+    const envelope = await envelopes.get(key)
+    if (envelope == null) throw new NotFoundError(`version ${key} has no stored manifest`)
+    yield { image: rec.info.image, version: rec.info.version, manifest: decodeManifest(decodeEnvelope(envelope).manifest), incomplete: rec.incomplete === true }
+  }
+}
+
+/** Marks a version incomplete (never served nor `latest`) or complete again; for fsck, with the coordinator stopped. */
+export async function setVersionIncomplete (db: Level<string, any>, image: string, version: string, incomplete: boolean): Promise<void> {
+  const { versions } = versionSublevels(db)
+  const key = versionKey(image, version)
+  const rec: VersionRecord | undefined = await versions.get(key)
+  if (rec == null) throw new NotFoundError(`image ${image} has no version ${version}`)
+  if ((rec.incomplete === true) === incomplete) return
+  if (incomplete) rec.incomplete = true
+  else delete rec.incomplete
+  await versions.put(key, rec)
 }
 
 /** Creates the image service; call start() to run the background delta pack builder. Throws ConfigError for a bad init. */
@@ -270,7 +309,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
   }
 
   function latestOf (records: VersionRecord[]): VersionRecord | undefined {
-    for (let i = records.length - 1; i >= 0; i--) if (!records[i].info.retired) return records[i]
+    for (let i = records.length - 1; i >= 0; i--) if (!records[i].info.retired && records[i].incomplete !== true) return records[i]
     return undefined
   }
 
@@ -284,6 +323,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
     }
     const rec = await getRecord(image, version)
     if (rec == null) throw new NotFoundError(`image ${image} has no version ${version}`)
+    // fsck found chunks of it damaged or missing: serving it would only make agents fail later.
+    if (rec.incomplete === true) throw new UnavailableError(`image ${image} version ${version} is incomplete on this coordinator (damaged or missing chunks; see coordinator fsck)`)
     return rec
   }
 

@@ -1,13 +1,17 @@
 /** `trimswarm coordinator --data DIR`: runs the coordinator until SIGTERM or SIGINT. */
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator/config.ts'
-import { ADMIN_TOKEN_FILE, DEFAULT_LISTEN } from '../../coordinator/constants.ts'
+import { ADMIN_TOKEN_FILE, DEFAULT_LISTEN, META_DB_DIR } from '../../coordinator/constants.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
 import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
+import { runFsck, type FsckReport } from '../../coordinator/fsck.ts'
+import { InvalidImageError } from '../../chunker/errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../../coordinator/logger.ts'
-import { CliError, requireString, UsageError, type Command } from '../cli-support.ts'
+import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 
 const usage = `Usage: trimswarm coordinator --data DIR [--listen HOST:PORT] [--config FILE] [--log-level LEVEL]
+       trimswarm coordinator fsck --data DIR [--repair-from IMAGE]... [--json]
 
 Runs the coordinator: the HTTP API under /v1 (auth, policy, images, origin,
 events, reports), /healthz and /metrics. Stops cleanly on SIGTERM or SIGINT.
@@ -20,7 +24,50 @@ and printed once. Back up DIR to keep the coordinator's identity and data
   --data DIR             data directory (created if missing)
   --listen HOST:PORT     where to listen (default: config "listen", else ${DEFAULT_LISTEN}); port 0 picks one
   --config FILE          JSON config: ldap, adminGroups, tls, limits, retention... (docs/CONFIGURATION.md)
-  --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default: config "logLevel", else info)`
+  --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default: config "logLevel", else info)
+
+fsck (the coordinator must be stopped) re-hashes every stored chunk, deletes
+damaged ones, lists the chunks each version lacks, restores them from the
+--repair-from image files (re-chunked; every chunk re-hashed), and marks the
+versions still incomplete: the origin then refuses them (503) and never makes
+one "latest". A later fsck that finds a version whole again unmarks it.
+Exit status: 0 when every version is complete (after repair), 1 otherwise.
+
+  --repair-from IMAGE    an image file holding the lost chunks' bytes (repeatable)
+  --json                 print the report as JSON`
+
+function printFsck (r: FsckReport): void {
+  const out: string[] = [`checked ${r.chunksChecked} stored chunks: ${r.damaged.length} damaged, ${r.missing.length} needed chunks missing or damaged, ${r.repaired.length} repaired`]
+  for (const d of r.damaged) out.push(`damaged: ${d.cid} (${d.path}, deleted)`)
+  for (const v of r.versions) {
+    const mark = v.markChanged ? (v.complete ? ' (unmarked: served again)' : ' (marked incomplete: not served)') : ''
+    out.push(`${v.image} ${v.version}: ${v.complete ? 'complete' : `INCOMPLETE, ${v.missing.length} of ${v.chunks} chunks missing`}${mark}`)
+    for (const c of v.missing.slice(0, 10)) out.push(`  missing ${c}`)
+    if (v.missing.length > 10) out.push(`  ... and ${v.missing.length - 10} more`)
+  }
+  out.push(r.incompleteVersions === 0 ? 'all versions complete' : `${r.incompleteVersions} versions incomplete`)
+  process.stdout.write(out.join('\n') + '\n')
+}
+
+async function fsck (args: CommandArgs): Promise<number> {
+  if (args.positionals.length > 1) throw new UsageError(`unknown argument ${args.positionals[1]}\n\n${usage}`)
+  for (const k of ['listen', 'config', 'log-level']) if (args.values[k] != null) throw new UsageError(`--${k} does not apply to fsck\n\n${usage}`)
+  const dataDir = requireString(args, 'data', usage)
+  if (!existsSync(join(dataDir, META_DB_DIR))) throw new CliError(`${dataDir} is not a coordinator data dir (no ${META_DB_DIR}/)`)
+  const repairFrom = (args.values['repair-from'] as string[] | undefined) ?? []
+  const json = args.values.json === true
+  let report: FsckReport
+  try {
+    report = await runFsck({ dataDir, repairFrom, onProgress: json ? undefined : (line) => process.stderr.write(line + '\n') })
+  } catch (err) {
+    if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`)
+    if (err instanceof InvalidImageError) throw new CliError(`--repair-from: ${err.message}`)
+    throw err
+  }
+  if (json) process.stdout.write(JSON.stringify(report, null, 2) + '\n')
+  else printFsck(report)
+  return report.ok ? 0 : 1
+}
 
 const command: Command = {
   summary: 'run the coordinator',
@@ -29,10 +76,13 @@ const command: Command = {
     data: { type: 'string' },
     listen: { type: 'string' },
     config: { type: 'string' },
-    'log-level': { type: 'string' }
+    'log-level': { type: 'string' },
+    'repair-from': { type: 'string', multiple: true },
+    json: { type: 'boolean' }
   },
   async run (args) {
-    // later subcommands (e.g. `coordinator fsck`) take the first positional
+    if (args.positionals[0] === 'fsck') return await fsck(args)
+    if (args.values['repair-from'] != null || args.values.json != null) throw new UsageError(`--repair-from and --json belong to fsck\n\n${usage}`)
     if (args.positionals.length > 0) throw new UsageError(`unknown argument ${args.positionals[0]}\n\n${usage}`)
     const dataDir = requireString(args, 'data', usage)
     const logLevel = args.values['log-level'] as string | undefined

@@ -1,0 +1,137 @@
+/**
+ * `coordinator fsck`: checks a stopped coordinator's data dir. Re-hashes every
+ * stored chunk, finds the chunks each version needs that are damaged or
+ * missing, restores them from image files given by the operator (re-chunked
+ * with each version's own chunking parameters, every candidate re-hashed), and
+ * marks the versions that stay incomplete so the origin neither serves nor
+ * advertises them (setVersionIncomplete). A version repaired later is unmarked.
+ */
+import { join } from 'node:path'
+import { rm } from 'node:fs/promises'
+import { scanImage } from '../chunker/image-scan.ts'
+import { chunkCid, toHex } from '../protocol/block-id.ts'
+import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
+import { BLOCKS_DIR } from './constants.ts'
+import { createDirectoryBlockStore } from './directory-block-store.ts'
+import { setVersionIncomplete, storedVersions } from './image-service.ts'
+import { openMetaDb } from './meta-db.ts'
+
+/** Options of one fsck run. */
+export interface FsckInit {
+  /** The coordinator's data dir (the coordinator must be stopped; DataDirLockedError otherwise). */
+  dataDir: string
+  /** Image files to restore damaged or missing chunks from. */
+  repairFrom?: string[]
+  /** Called with one line of progress per step. */
+  onProgress?: (line: string) => void
+  signal?: AbortSignal
+}
+
+/** What fsck found and did, per version. */
+export interface FsckVersionReport {
+  image: string
+  version: string
+  chunks: number
+  /** Chunk CIDs of the version still damaged or missing after repair. */
+  missing: string[]
+  complete: boolean
+  /** Whether this run changed the version's incomplete mark. */
+  markChanged: boolean
+}
+
+/** The whole fsck report (`--json` prints it). */
+export interface FsckReport {
+  chunksChecked: number
+  /** Stored chunks whose bytes no longer hash to their name (deleted by fsck: they can never be served). */
+  damaged: Array<{ cid: string, path: string }>
+  /** Chunks some version needs that are not stored (damaged ones included, after their deletion). */
+  missing: string[]
+  /** Chunks restored from --repair-from images. */
+  repaired: string[]
+  versions: FsckVersionReport[]
+  /** Versions that remain incomplete (marked: never served nor `latest`). */
+  incompleteVersions: number
+  ok: boolean
+}
+
+/** Runs fsck over `init.dataDir` (see the module comment). */
+export async function runFsck (init: FsckInit): Promise<FsckReport> {
+  const progress = init.onProgress ?? (() => {})
+  const signal = init.signal
+  // The meta db's lock is the coordinator's: opening it first refuses a running coordinator's dir.
+  const db = await openMetaDb(init.dataDir)
+  try {
+    const store = await createDirectoryBlockStore({}, { path: join(init.dataDir, BLOCKS_DIR), verifyOnRead: true })
+
+    // 1. Re-hash every stored chunk.
+    const stored = new Set<string>()
+    const damaged: FsckReport['damaged'] = []
+    let checked = 0
+    for await (const cid of store.list({ signal })) {
+      checked++
+      try {
+        await store.get(cid, { verify: true, signal })
+        stored.add(cid.toString())
+      } catch (err) {
+        if (!(err instanceof HashMismatchError) && !(err instanceof NotFoundError)) throw err
+        damaged.push({ cid: cid.toString(), path: store.pathOf(cid) })
+      }
+    }
+    progress(`checked ${checked} stored chunks: ${damaged.length} damaged`)
+    // A damaged file is useless and would block a repair's put (which skips existing files).
+    for (const d of damaged) await rm(d.path, { force: true })
+
+    // 2. What each version needs.
+    const versions = []
+    for await (const v of storedVersions(db)) versions.push(v)
+    const needed = new Map<string, Uint8Array>()
+    for (const v of versions) for (const c of v.manifest.chunks) needed.set(toHex(c.digest), c.digest)
+    const missingHex = new Set([...needed.keys()].filter(hex => !stored.has(chunkCid(needed.get(hex)!).toString())))
+    const missingBefore = [...missingHex].map(hex => chunkCid(needed.get(hex)!).toString())
+    progress(`${versions.length} versions need ${needed.size} distinct chunks: ${missingHex.size} missing or damaged`)
+
+    // 3. Repair from image files, with every chunking used by a version.
+    const repaired: string[] = []
+    if (missingHex.size > 0 && (init.repairFrom?.length ?? 0) > 0) {
+      const chunkings = new Map(versions.map(v => [JSON.stringify(v.manifest.chunking), v.manifest.chunking]))
+      for (const file of init.repairFrom!) {
+        for (const chunking of chunkings.values()) {
+          if (missingHex.size === 0) break
+          for await (const chunk of scanImage(file, { ...chunking, signal })) {
+            const hex = toHex(chunk.digest)
+            if (!missingHex.has(hex)) continue
+            const cid = chunkCid(chunk.digest)
+            // put re-hashes the bytes before it writes anything.
+            await store.put(cid, chunk.bytes.slice(), { signal })
+            missingHex.delete(hex)
+            repaired.push(cid.toString())
+            if (missingHex.size === 0) break
+          }
+        }
+        progress(`repair from ${file}: ${repaired.length} chunks restored so far, ${missingHex.size} still missing`)
+      }
+    }
+
+    // 4. Per version: complete or not, and its mark.
+    const reports: FsckVersionReport[] = []
+    for (const v of versions) {
+      const missing = [...new Set(v.manifest.chunks.map(c => toHex(c.digest)))].filter(hex => missingHex.has(hex)).map(hex => chunkCid(needed.get(hex)!).toString())
+      const complete = missing.length === 0
+      const markChanged = v.incomplete === complete
+      if (markChanged) await setVersionIncomplete(db, v.image, v.version, !complete)
+      reports.push({ image: v.image, version: v.version, chunks: v.manifest.chunks.length, missing, complete, markChanged })
+    }
+    const incompleteVersions = reports.filter(r => !r.complete).length
+    return {
+      chunksChecked: checked,
+      damaged,
+      missing: missingBefore,
+      repaired,
+      versions: reports,
+      incompleteVersions,
+      ok: incompleteVersions === 0
+    }
+  } finally {
+    await db.close()
+  }
+}
