@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { AgentEvent } from '../protocol/api.ts'
-import { createConsoleStack } from './lib/console-stack.ts'
+import { createCoordinator } from '../coordinator/coordinator.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'admin console page and API latency (p50/p99) with 10,000 agents and 1,000,000 events'
@@ -54,7 +54,8 @@ export async function run (argv: string[]): Promise<number> {
   for (const [k, v] of Object.entries({ agents, events: total, sites, requests })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`)
   const dir = values.keep ?? await mkdtemp(join(tmpdir(), 'trimswarm-bench-console-'))
   const filled = values.keep != null && await access(join(dir, 'bench-filled')).then(() => true, () => false)
-  const stack = await createConsoleStack({ dataDir: dir })
+  const stack = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent', config: { images: { buildDeltaPacks: false } } })
+  await stack.start()
   try {
     if (!filled) await fill()
     // ---- index catch-up (it followed the fill in the background; finish what is left) ----
@@ -66,7 +67,7 @@ export async function run (argv: string[]): Promise<number> {
     if (values.keep != null) await writeFile(join(dir, 'bench-filled'), `${total} events, ${agents} agents, ${sites} sites\n`)
     await measure()
   } finally {
-    await stack.close()
+    await stack.stop()
     if (values.keep == null) await rm(dir, { recursive: true, force: true })
   }
   return 0

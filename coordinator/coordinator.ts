@@ -22,7 +22,7 @@ import { routePath } from 'hono/route'
 import type { KeyResponse } from '../protocol/api.ts'
 import { NotFoundError, TooLargeError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
-import { createConsole } from './console/console.ts'
+import { createConsole, type AdminConsole } from './console/console.ts'
 import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
 import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
 import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './config.ts'
@@ -34,7 +34,7 @@ import {
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { ConfigError } from './errors.ts'
 import { createEventRoutes } from './event-routes.ts'
-import { createEventStore } from './event-store.ts'
+import { createEventStore, type EventStore } from './event-store.ts'
 import { createErrorHandler, errorResponse } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
@@ -47,7 +47,7 @@ import { openMetaDb, type MetaDb } from './meta-db.ts'
 import { createMetrics, metricName, type Metrics } from './metrics.ts'
 import { buildOpenApi } from './openapi.ts'
 import { createPolicyEngine } from './policy-engine.ts'
-import { createPolicyStore } from './policy-store.ts'
+import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
@@ -84,6 +84,12 @@ export interface Coordinator {
   readonly publicKey: Uint8Array
   /** The image service (after start), for tests and benchmarks (`whenIdle`). */
   readonly images: ImageService
+  /** The event store (after start), for benchmarks that fill it. */
+  readonly events: EventStore
+  /** The policy store (after start). */
+  readonly policies: PolicyStore
+  /** The admin console (after start): its event index and chart series. */
+  readonly console: AdminConsole
   start: () => Promise<void>
   stop: () => Promise<void>
 }
@@ -168,6 +174,9 @@ export function createCoordinator (init: CoordinatorInit): Coordinator {
     get app () { return need(s => s.app) },
     get publicKey () { return need(s => s.publicKey) },
     get images () { return need(s => s.images) },
+    get events () { return need(s => s.events) },
+    get policies () { return need(s => s.policies) },
+    get console () { return need(s => s.console) },
     async start () {
       if (state != null) return
       state = await startCoordinator(init)
@@ -188,6 +197,9 @@ interface Started {
   app: Hono<CoordinatorEnv>
   publicKey: Uint8Array
   images: ImageService
+  events: EventStore
+  policies: PolicyStore
+  console: AdminConsole
   close: () => Promise<void>
 }
 
@@ -321,6 +333,9 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
       app,
       publicKey: signer.publicKeyRaw,
       images,
+      events,
+      policies,
+      console: adminConsole,
       close: cleanup
     }
   } catch (err) {

@@ -1,6 +1,6 @@
 /**
  * The admin console in process (`app.request()`), wired like the coordinator
- * (bench/lib/console-stack.ts) with a real LDAP directory (test slapd): login
+ * (createCoordinator without a socket) with a real LDAP directory (test slapd): login
  * and its refusals, CSRF, escaping, the policy form, CSV/JSON, paging.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AgentEvent } from '../../../protocol/api.ts'
-import { createConsoleStack, type ConsoleStack } from '../../../bench/lib/console-stack.ts'
+import { createCoordinator, type Coordinator } from '../../../coordinator/coordinator.ts'
 import { createLdapAuthenticator } from '../../../coordinator/ldap-authenticator.ts'
 import { createLogger } from '../../../coordinator/logger.ts'
 import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../../helpers/slapd.ts'
 
 let slapd: TestSlapd
 let dir: string
-let stack: ConsoleStack
+let stack: Coordinator
 
 /** A tiny cookie jar over app.request(). */
 class Browser {
@@ -68,11 +68,12 @@ beforeAll(async () => {
   slapd = await startTestSlapd()
   dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
-  stack = await createConsoleStack({ dataDir: dir, authenticator, console: { sampleMs: 200, indexSettleMs: 0 } })
+  stack = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent', authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
+  await stack.start()
 }, 60_000)
 
 afterAll(async () => {
-  await stack?.close()
+  await stack?.stop()
   await slapd?.stop()
   if (dir != null) await rm(dir, { recursive: true, force: true })
 })
