@@ -16,7 +16,7 @@ import { decodeManifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
 import { BLOCKS_DIR } from '../../coordinator/constants.ts'
 import { createDirectoryBlockStore } from '../../coordinator/directory-block-store.ts'
-import { storedVersions } from '../../coordinator/image-service.ts'
+import { storedVersions, type StoredVersion } from '../../coordinator/image-service.ts'
 import { openMetaDb } from '../../coordinator/meta-db.ts'
 import { startImageHarness, type ImageHarness } from '../coordinator/image-harness.ts'
 import { b3sumBytes, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
@@ -66,7 +66,7 @@ describe('coordinator fsck: a flipped bit is never served, found, repaired or ma
     // Pick a chunk only version 2 holds, so version 1 must stay whole.
     const db = await openMetaDb(dataDir)
     try {
-      const byVersion = new Map<string, Awaited<ReturnType<typeof storedVersions>['next']> extends IteratorResult<infer V> ? V : never>()
+      const byVersion = new Map<string, StoredVersion>()
       for await (const v of storedVersions(db)) byVersion.set(v.version, v)
       const old = new Set(byVersion.get('1')!.manifest.chunks.map(c => toHex(c.digest)))
       const index = byVersion.get('2')!.manifest.chunks.findIndex(c => !old.has(toHex(c.digest)))
