@@ -16,6 +16,7 @@ import { createEventQueue, type EventQueue } from './event-queue.ts'
 import { createHostIndex, type HostIndex } from './host-index.ts'
 import { createImageSync, type ImageSync, type SyncProgress, type SyncSummary } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
+import { createLanSharing, type LanSharing } from './lan-sharing.ts'
 
 /** Options of an agent. */
 export interface AgentInit {
@@ -32,6 +33,8 @@ export interface AgentInit {
   retry?: RetryOptions
   /** Retries for sending events (kept short: undelivered events just wait). */
   eventRetry?: RetryOptions
+  /** LAN sharing (the swarm), used when the policy's lanSharing is on; `enabled: false` (--no-lan) turns it off. */
+  lan?: { enabled?: boolean, listen?: string[], mdns?: boolean }
 }
 
 /** Dependencies of an agent. */
@@ -58,6 +61,8 @@ export interface Agent {
   syncImage: (req: AgentSyncRequest) => Promise<SyncSummary>
   /** The host index over the given (or policy's) folders, opened. */
   hostIndex: (options?: AbortOptions) => Promise<HostIndex | undefined>
+  /** LAN sharing, unless turned off. */
+  readonly lan: LanSharing | undefined
   close: () => Promise<void>
 }
 
@@ -143,13 +148,25 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     return index
   }
 
+  const site = init.site ?? DEFAULT_SITE
+  const lan = init.lan?.enabled === false
+    ? undefined
+    : createLanSharing({
+      client,
+      logger,
+      coordinatorKey: async (options) => await (await syncFor()).publicKey(options),
+      onBanned: (b) => {
+        events.record({ type: 'peer.banned', image: b.image, version: b.version, peerId: b.peerId.slice(0, 128), error: b.reason.slice(0, 2000) }).catch(() => {})
+      }
+    }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns })
+
   const imageSyncs = new Map<string, ImageSync>()
   async function syncFor (): Promise<ImageSync> {
     const idx = await hostIndex()
     const key = 'default'
     let s = imageSyncs.get(key)
     if (s == null) {
-      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit })
+      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit })
       imageSyncs.set(key, s)
     }
     return s
@@ -160,6 +177,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     events,
     agentId,
     hostIndex,
+    lan,
     async syncImage (req) {
       const started = performance.now()
       const base = { image: req.image, version: req.version ?? 'latest' }
@@ -167,6 +185,14 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       try {
         const s = await syncFor()
         await events.record({ type: 'sync.started', ...base, version: safeVersion(base.version) })
+        if (lan != null) {
+          try {
+            await lan.prepare({ signal: req.signal })
+          } catch (err) {
+            if (req.signal?.aborted === true) throw err
+            logger.warn(`swarm: LAN sharing unavailable (${(err as Error).message}); syncing from the origin`)
+          }
+        }
         summary = await s.sync({ image: req.image, version: req.version, out: req.out, signal: req.signal })
       } catch (err) {
         await events.record({
@@ -198,6 +224,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       return summary
     },
     async close () {
+      await lan?.stop()
       await index?.close()
       index = undefined
     }

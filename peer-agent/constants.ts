@@ -76,7 +76,9 @@ export const DATA_FILES = {
   /** The events queue (JSON lines). */
   events: 'events.jsonl',
   /** Stable agent id. */
-  agentId: 'agent-id'
+  agentId: 'agent-id',
+  /** The swarm node's libp2p private key (its peer id, to which capabilities are bound). */
+  swarmKey: 'swarm-key'
 } as const
 
 /**
@@ -88,3 +90,15 @@ export const DATA_FILES = {
  * more, set TRIMSWARM_NO_REEXEC=1 (no caps) or start node with a bigger cap yourself.
  */
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=256']
+
+/** Chunks taken from the origin per claim round of a LAN-sharing sync (one block batch). */
+export const LAN_ORIGIN_BATCH_CHUNKS = 64
+
+/** Longest wait for a swarm change before the claim rule is asked again (ms). */
+export const LAN_WAIT_MS = 500
+
+/** `agent sync --linger`: stop serving once no peer has had a block stream open with us for this long (ms). */
+export const LAN_IDLE_MS = 500
+
+/** `agent sync --linger` default: the longest an agent keeps serving after its sync (seconds). */
+export const DEFAULT_LINGER_SECONDS = 10

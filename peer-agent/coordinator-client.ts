@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { api } from '../protocol/index.ts'
 import { errorFromWire, TrimswarmError, UnauthorizedError } from '../protocol/errors.ts'
 import type { Schema } from '../protocol/schema.ts'
+import { CapabilityResponse, PeerList, PeerRegistrationResponse, swarmRoutes, type CapabilityRequest, type PeerRegistration } from '../protocol/swarm-api.ts'
 import { RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.ts'
 import { CoordinatorUnreachableError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -52,6 +53,12 @@ export interface CoordinatorClient {
   stream: (method: 'GET' | 'POST', path: string, body?: unknown, options?: AbortOptions & { headers?: Record<string, string> }) => Promise<StreamedResponse>
   /** GET /v1/auth/me */
   me: (options?: AbortOptions) => Promise<api.MeResponse>
+  /** POST /v1/capabilities: the signed capability bytes for image@version bound to `peerId`. */
+  capability: (req: CapabilityRequest, options?: AbortOptions) => Promise<{ capability: Uint8Array, expires: number }>
+  /** POST /v1/peers: (re-)registers this swarm node for its site. */
+  registerPeer: (reg: PeerRegistration, options?: AbortOptions) => Promise<PeerRegistrationResponse>
+  /** GET /v1/peers?site=&image=&version=: live peers of a site. */
+  listPeers: (query: { site: string, image?: string, version?: string }, options?: AbortOptions) => Promise<PeerList>
 }
 
 /** Dependencies of the client. */
@@ -225,6 +232,19 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     },
     async me (options = {}) {
       return await client.json('GET', api.routes.me, api.MeResponse, undefined, options)
+    },
+    async capability (req, options = {}) {
+      const res = await client.json('POST', swarmRoutes.capabilities, CapabilityResponse, req, options)
+      return { capability: Uint8Array.from(Buffer.from(res.capability, 'base64')), expires: res.expires }
+    },
+    async registerPeer (reg, options = {}) {
+      return await client.json('POST', swarmRoutes.peers, PeerRegistrationResponse, reg, options)
+    },
+    async listPeers (query, options = {}) {
+      const q = new URLSearchParams({ site: query.site })
+      if (query.image != null) q.set('image', query.image)
+      if (query.version != null) q.set('version', query.version)
+      return await client.json('GET', `${swarmRoutes.peers}?${q.toString()}`, PeerList, undefined, options)
     }
   }
   return client

@@ -109,8 +109,8 @@ export interface ImageSyncComponents {
   logger: AgentLogger
   /** The host index (Trim Transfer), when folders are indexed. */
   hostIndex?: HostIndex
-  /** Extra sources tried after local ones and before the origin (LAN peers). */
-  extraSources?: (manifest: Manifest) => BlockSource[]
+  /** Extra sources tried after local ones and before the origin (LAN peers); `fromVersion` names the older version a delta pack could start from. */
+  extraSources?: (manifest: Manifest, info: { fromVersion?: string }) => BlockSource[]
   onProgress?: (p: SyncProgress) => void
   observer?: SyncObserver
 }
@@ -480,7 +480,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         }
         sources.push(createHostIndexSource({ index: components.hostIndex, logger }))
       }
-      sources.push(...(components.extraSources?.(m) ?? []))
+      sources.push(...(components.extraSources?.(m, { fromVersion: oldManifest?.version }) ?? []))
       const originSources: BlockSource[] = []
       let usedDeltaPack = false
       if (oldManifest != null && packPath != null) {

@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { parseRate } from '../../protocol/rate.ts'
 import { isValidName } from '../../protocol/manifest.ts'
-import { AGENT_NODE_FLAGS, NICE_PRIORITY } from '../../peer-agent/constants.ts'
+import { multiaddr } from '@multiformats/multiaddr'
+import { AGENT_NODE_FLAGS, DEFAULT_LINGER_SECONDS, NICE_PRIORITY } from '../../peer-agent/constants.ts'
 import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
 import { createAgent, lockDataDir } from '../../peer-agent/agent.ts'
 import { createHostIndex } from '../../peer-agent/host-index.ts'
@@ -42,6 +43,14 @@ Options
                          first contact
   --on-update CMD        shell command run after a new version is in place, with
                          TRIMSWARM_IMAGE, TRIMSWARM_VERSION, TRIMSWARM_PATH set
+  --no-lan               no LAN sharing even when the policy allows it (lanSharing)
+  --listen MULTIADDR     swarm listen address (repeatable; default /ip4/0.0.0.0/tcp/0:
+                         all interfaces, random port), e.g. /ip4/10.0.0.5/tcp/4100
+  --no-mdns              no multicast DNS discovery (peers come from the coordinator
+                         rendezvous for --site and the private DHT)
+  --linger SECONDS       after the sync, keep serving peers until none has been
+                         fetching from us for a moment, at most this long
+                         (default DEFAULT_LINGER_SECONDS; 0 = exit at once)
   --json                 print one JSON summary on stdout:
                          {"version", "bytes": {"local", "peers", "origin"}, "seconds", ...}
   --retries N            tries per coordinator request on network errors/5xx (default RETRY_ATTEMPTS)
@@ -118,6 +127,16 @@ function intOption (args: CommandArgs, name: string, usage: string): number | un
   return n
 }
 
+/** --listen multiaddrs, checked. */
+function lanListen (args: CommandArgs, usage: string): string[] | undefined {
+  const list = args.values.listen as string[] | undefined
+  if (list == null) return undefined
+  for (const a of list) {
+    try { multiaddr(a) } catch { throw new UsageError(`--listen: ${JSON.stringify(a)} is not a multiaddr (e.g. /ip4/0.0.0.0/tcp/4100)\n\n${usage}`) }
+  }
+  return list
+}
+
 const sync: Command = {
   summary: 'bring a local image file to a version',
   usage: SYNC_USAGE,
@@ -131,7 +150,11 @@ const sync: Command = {
     site: { type: 'string' },
     'on-update': { type: 'string' },
     json: { type: 'boolean' },
-    quiet: { type: 'boolean' }
+    quiet: { type: 'boolean' },
+    'no-lan': { type: 'boolean' },
+    listen: { type: 'string', multiple: true },
+    'no-mdns': { type: 'boolean' },
+    linger: { type: 'string' }
   },
   async run (args) {
     reexecWithAgentFlags()
@@ -156,6 +179,8 @@ const sync: Command = {
     const indexFolders = args.values['no-index'] === true ? [] : indexList
     const attempts = intOption(args, 'retries', SYNC_USAGE)
     const baseMs = intOption(args, 'retry-delay', SYNC_USAGE)
+    const listen = lanListen(args, SYNC_USAGE)
+    const linger = intOption(args, 'linger', SYNC_USAGE) ?? DEFAULT_LINGER_SECONDS
     if (args.values.nice === true) setPriority(NICE_PRIORITY)
     const json = args.values.json === true
     const quiet = args.values.quiet === true
@@ -180,11 +205,14 @@ const sync: Command = {
       wanLimit,
       site,
       publicKey: args.values['public-key'] as string | undefined,
-      retry: { attempts, baseMs }
+      retry: { attempts, baseMs },
+      lan: { enabled: args.values['no-lan'] !== true, listen, mdns: args.values['no-mdns'] !== true }
     })
     try {
       const summary = await agent.syncImage({ image, version, out, signal: abort.signal, onUpdate: args.values['on-update'] as string | undefined })
       reporter?.done()
+      // peers that started with us may still be fetching chunks only we hold
+      await agent.lan?.linger(linger * 1000, { signal: abort.signal })
       if (json) {
         process.stdout.write(JSON.stringify({
           version: summary.version,
