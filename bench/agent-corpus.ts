@@ -3,9 +3,8 @@
  * coordinator on loopback with a counting TCP proxy in front of it (bytes both
  * ways, as the issue's byte meter would see them). Figures: docs/BENCHMARKS.md `## agent`.
  */
-import { spawn } from 'node:child_process'
 import { execFileSync } from 'node:child_process'
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -13,6 +12,7 @@ import { parseArgs } from 'node:util'
 import { createCoordinator } from '../coordinator/coordinator.ts'
 import { createPublishClient } from '../coordinator/publish-client.ts'
 import { startByteMeter, type ByteMeter } from './lib/byte-meter.ts'
+import { runMeasured, type MeasuredRun } from './lib/run-measured.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'agent sync on the corpus through a counting proxy: first install, update, kill -9 resume, peak RSS'
@@ -49,36 +49,16 @@ export const options = {
 
 const CLI = fileURLToPath(new URL('../bin/trimswarm.js', import.meta.url))
 
-interface Run {
-  code: number | null
-  signal: string | null
-  seconds: number
-  peakRssMB: number
+interface Run extends MeasuredRun {
   summary?: any
-  stderr: string
 }
 
-/** Runs an agent process, sampling its peak RSS (VmHWM); `killWhen` is polled to SIGKILL it. */
+/** Runs an agent process (peak RSS sampled); `killWhen` is polled to SIGKILL it. */
 async function runAgent (args: string[], killWhen?: () => boolean): Promise<Run> {
-  const t0 = performance.now()
-  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  let peak = 0
-  const timer = setInterval(() => {
-    readFile(`/proc/${child.pid}/status`, 'utf8').then((s) => {
-      const m = /VmHWM:\s+(\d+) kB/.exec(s)
-      if (m != null) peak = Math.max(peak, Number(m[1]) / 1024)
-    }, () => {})
-    if (killWhen?.() === true) child.kill('SIGKILL')
-  }, 50)
-  const [code, signal] = await new Promise<[number | null, string | null]>(resolve => child.on('close', (c, s) => resolve([c, s])))
-  clearInterval(timer)
-  let summaryJson: any
-  try { summaryJson = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') } catch {}
-  return { code, signal, seconds: (performance.now() - t0) / 1000, peakRssMB: peak, summary: summaryJson, stderr }
+  const r = await runMeasured(process.execPath, [CLI, 'agent', ...args], { killWhen })
+  let summary: any
+  try { summary = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '') } catch {}
+  return { ...r, summary }
 }
 
 function b3sum (path: string): string {

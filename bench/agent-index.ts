@@ -3,12 +3,13 @@
  * (default /usr /etc /var/lib) next to `b3sum` over the same files in the same
  * run, then the re-index with nothing changed. Figures: docs/BENCHMARKS.md `## agent`.
  */
-import { execFileSync, spawn } from 'node:child_process'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { runMeasured } from './lib/run-measured.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'host index build (Trim Transfer) vs b3sum over the same files; re-index with nothing changed'
@@ -31,22 +32,6 @@ export const options = {
 
 const CLI = fileURLToPath(new URL('../bin/trimswarm.js', import.meta.url))
 
-async function timed (cmd: string, args: string[]): Promise<{ seconds: number, stdout: string, peakRssMB: number, code: number | null }> {
-  const t0 = performance.now()
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-  let stdout = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  let peak = 0
-  const timer = setInterval(() => {
-    readFile(`/proc/${child.pid}/status`, 'utf8').then((s) => {
-      const m = /VmHWM:\s+(\d+) kB/.exec(s)
-      if (m != null) peak = Math.max(peak, Number(m[1]) / 1024)
-    }, () => {})
-  }, 100)
-  const code = await new Promise<number | null>(resolve => child.on('close', resolve))
-  clearInterval(timer)
-  return { seconds: (performance.now() - t0) / 1000, stdout, peakRssMB: peak, code }
-}
 
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
@@ -59,15 +44,15 @@ export async function run (argv: string[]): Promise<number> {
   log(`# agent-index  ${new Date().toISOString()}  folders ${folders.join(' ')}  (${execFileSync('nproc', { encoding: 'utf8' }).trim()} CPUs)`)
   try {
     const bytes = Number(execFileSync('sh', ['-c', `find ${folders.map(f => `'${f}'`).join(' ')} -type f -printf '%s\\n' 2>/dev/null | awk '{s+=$1} END {print s}'`], { encoding: 'utf8' }).trim())
-    const b3 = await timed('sh', ['-c', `find ${folders.map(f => `'${f}'`).join(' ')} -type f -print0 2>/dev/null | xargs -0 b3sum >/dev/null 2>&1; true`])
+    const b3 = await runMeasured('sh', ['-c', `find ${folders.map(f => `'${f}'`).join(' ')} -type f -print0 2>/dev/null | xargs -0 b3sum >/dev/null 2>&1; true`], { inheritStderr: true })
     log(`b3sum (all threads) over the same files: ${b3.seconds.toFixed(1)} s, ${(bytes / 1e6 / b3.seconds).toFixed(0)} MB/s (${(bytes / 1e9).toFixed(2)} GB)`)
-    const b31 = await timed('sh', ['-c', `find ${folders.map(f => `'${f}'`).join(' ')} -type f -print0 2>/dev/null | xargs -0 b3sum --num-threads 1 >/dev/null 2>&1; true`])
+    const b31 = await runMeasured('sh', ['-c', `find ${folders.map(f => `'${f}'`).join(' ')} -type f -print0 2>/dev/null | xargs -0 b3sum --num-threads 1 >/dev/null 2>&1; true`], { inheritStderr: true })
     log(`b3sum --num-threads 1 over the same files: ${b31.seconds.toFixed(1)} s, ${(bytes / 1e6 / b31.seconds).toFixed(0)} MB/s`)
     const indexArgs = folders.flatMap(f => ['--index', f])
-    const build = await timed(process.execPath, [CLI, 'agent', 'index', '--data', data, ...indexArgs, '--json'])
+    const build = await runMeasured(process.execPath, [CLI, 'agent', 'index', '--data', data, ...indexArgs, '--json'], { inheritStderr: true })
     const s1 = JSON.parse(build.stdout.trim().split('\n').at(-1) ?? '{}')
     log(`index build: ${build.seconds.toFixed(1)} s wall (${Number(s1.seconds).toFixed(1)} s in refresh), ${(s1.bytesHashed / 1e6 / s1.seconds).toFixed(0)} MB/s, ${s1.files} files, ${s1.blocks} non-zero blocks, peak RSS ${build.peakRssMB.toFixed(0)} MB`)
-    const again = await timed(process.execPath, [CLI, 'agent', 'index', '--data', data, ...indexArgs, '--json'])
+    const again = await runMeasured(process.execPath, [CLI, 'agent', 'index', '--data', data, ...indexArgs, '--json'], { inheritStderr: true })
     const s2 = JSON.parse(again.stdout.trim().split('\n').at(-1) ?? '{}')
     log(`re-index, nothing changed: ${again.seconds.toFixed(1)} s wall (${Number(s2.seconds).toFixed(1)} s in refresh; ${s2.unchanged} unchanged, ${s2.hashed} hashed), peak RSS ${again.peakRssMB.toFixed(0)} MB (target < 10 s)`)
     const dbBytes = Number(execFileSync('du', ['-sb', join(data, 'host-index')], { encoding: 'utf8' }).split('\t')[0])
