@@ -10,8 +10,10 @@ import { ACCOUNTING_TOLERANCE } from './constants.ts'
 /** What one client (agent, curl, casync) did in one scenario x method. */
 export interface ClientResult {
   client: number
-  /** Seconds from the method's start to this client's exit. */
+  /** Seconds from the method's start until this client's image was in place (trimswarm: output replaced; others: exit). */
   seconds: number
+  /** Seconds until the process exited (a trimswarm agent may linger to serve peers). */
+  exitSeconds?: number
   ok: boolean
   /** Output's b3sum equals the expected image's. */
   verified: boolean

@@ -5,7 +5,7 @@
  * Everything is driven through public CLIs as separate processes.
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, cpSync } from 'node:fs'
 import { cpus, hostname, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseRate } from '../../protocol/rate.ts'
@@ -92,14 +92,27 @@ function trimswarm (args: string[]): CommandLine {
 
 /** Spawns every client at once on the branch side and measures the link while they run. */
 async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: CommandLine[],
-  finish: (i: number, child: Child, ok: boolean) => Promise<Partial<ClientResult>>): Promise<MethodResult> {
+  finish: (i: number, child: Child, ok: boolean) => Promise<Partial<ClientResult>>, outputs?: string[]): Promise<MethodResult> {
+  // A trimswarm agent keeps serving its peers for a while after its image is in place (--linger),
+  // so its client is done when PATH is atomically replaced (a new inode), not when the process exits.
+  const inode = (f: string): number | null => { try { return statSync(f).ino } catch { return null } }
+  const initialInodes = outputs?.map(inode)
   const samples: Sample[] = [ctx.net.sample()]
   const t0 = samples[0].t
   const children = clients.map(([cmd, args], i) => ctx.pm.spawn(`${scenario}/${method}/${i + 1}`, ...ctx.net.branch(cmd, args)))
   const doneAt: Array<number | undefined> = children.map(() => undefined)
+  const exitAt: Array<number | undefined> = children.map(() => undefined)
   const codes: Array<{ code: number | null, signal: string | null } | undefined> = children.map(() => undefined)
-  children.forEach((c, i) => { void c.exited.then(x => { doneAt[i] = performance.now(); codes[i] = x }) })
+  children.forEach((c, i) => { void c.exited.then(x => { exitAt[i] = performance.now(); doneAt[i] ??= exitAt[i]; codes[i] = x }) })
   const tick = (): void => {
+    if (outputs != null && initialInodes != null) {
+      outputs.forEach((f, i) => {
+        if (doneAt[i] == null) {
+          const now = inode(f)
+          if (now != null && now !== initialInodes[i]) doneAt[i] = performance.now()
+        }
+      })
+    }
     const s = ctx.net.sample()
     samples.push(s)
     const d = sampleDelta(samples[0], s)
@@ -127,6 +140,7 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
     results.push({
       client: i + 1,
       seconds,
+      exitSeconds: ((exitAt[i] ?? end.t) - t0) / 1000,
       ok,
       verified: false,
       ...(ok ? {} : { error: `exit ${codes[i]?.signal ?? codes[i]?.code}: ${children[i].stderr().trim().split('\n').slice(-3).join(' / ')}` }),
@@ -235,7 +249,7 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
     async (i, child, ok) => ({
       reported: parseSummary(child.stdout()),
       verified: ok && await verifyAndRemove(dirs[i].out, ctx.expected[image], scenario === 'trim')
-    }))
+    }), dirs.map(d => d.out))
 }
 
 /**
@@ -401,7 +415,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     notes.push(`Plain HTTP baseline: each client runs \`curl | zstd -d\` of the whole image compressed with \`zstd -${HTTP_ZSTD_LEVEL}\`, served by bench/branch/serve.ts in hq.`)
     if (!pre.casync) notes.push('casync is not installed: its baseline did not run.')
     else notes.push('casync baseline: `casync make` (default chunk sizes) of both images into one store on hq, served over HTTP; clients run `casync extract` (update: `--seed=` the old image).')
-    notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold.')
+    notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold. An agent is done when its output file is replaced by the verified image (new inode, polled every sample); it may keep serving peers after that (--linger), which is in report.json as exitSeconds.')
 
     const results: MethodResult[] = []
     const ran = new Set<string>()
