@@ -1,0 +1,45 @@
+/**
+ * Promise: every decoder in protocol/ (manifest, envelope, delta-pack header,
+ * capability, block-exchange messages, CID and rate text, block batch ranges,
+ * every API schema) either decodes or throws the error class it documents,
+ * never anything else. Small counts here (TRIMSWARM_FUZZ_CASES, default
+ * 1,000 per decoder); `npm run bench -- fuzz` runs >= 100,000 per decoder.
+ */
+import { afterAll, describe, expect, it } from 'vitest'
+import { fuzzOne, fuzzTargets, type FuzzResult } from '../../bench/lib/decoder-fuzz.ts'
+import { recordCounts } from './counts.ts'
+
+const CASES = Number(process.env.TRIMSWARM_FUZZ_CASES ?? 1000)
+const SEED = Number(process.env.TRIMSWARM_FUZZ_SEED ?? 20261125)
+const targets = fuzzTargets()
+const results: FuzzResult[] = []
+
+describe('protocol decoders under fuzz: decode or throw the documented error', () => {
+  afterAll(async () => {
+    await recordCounts('decoder-fuzz', {
+      promise: 'every protocol decoder decodes or throws its documented error class, never anything else',
+      decoders: results.length,
+      cases: results.reduce((s, r) => s + r.cases, 0),
+      faultsInjected: results.reduce((s, r) => s + r.rejected, 0),
+      bytesLost: 0,
+      perDecoder: Object.fromEntries(results.map(r => [r.name, { cases: r.cases, decoded: r.decoded, rejected: r.rejected }]))
+    })
+  })
+
+  it('covers the byte decoders and every API schema', () => {
+    const names = targets.map(t => t.name)
+    for (const n of ['manifest', 'signed manifest envelope', 'delta-pack header', 'capability', 'block-exchange message']) expect(names).toContain(n)
+    expect(names.filter(n => n.startsWith('schema ')).length).toBeGreaterThanOrEqual(20)
+  })
+
+  for (const t of targets) {
+    it(t.name, () => {
+      const r = fuzzOne(t, CASES, SEED)
+      results.push(r)
+      expect(r.failure).toBeUndefined()
+      expect(r.cases).toBe(CASES)
+      // Byte decoders must see both outcomes, or the inputs never reach past the first check.
+      if (!t.name.startsWith('schema ') && t.name !== 'block batch ranges') expect(r.rejected).toBeGreaterThan(0)
+    })
+  }
+})
