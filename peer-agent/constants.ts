@@ -91,8 +91,11 @@ export const DATA_FILES = {
  */
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=256']
 
-/** Chunks taken from the origin per claim round of a LAN-sharing sync (one block batch). */
-export const LAN_ORIGIN_BATCH_CHUNKS = 64
+/** Chunk bytes taken from the origin per claim round of a LAN-sharing sync (one block batch). */
+export const LAN_ORIGIN_BATCH_BYTES = 2 * 1024 * 1024
+
+/** A small image is still taken from the origin in at least this many claim rounds (so late joiners share it). */
+export const LAN_ORIGIN_MIN_ROUNDS = 16
 
 /** Longest wait for a swarm change before the claim rule is asked again (ms). */
 export const LAN_WAIT_MS = 500

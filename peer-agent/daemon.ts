@@ -34,9 +34,15 @@ export interface DaemonConfig {
   nice: boolean
   onUpdate?: string
   publicKey?: string
+  /** LAN sharing when the policy allows it (default true; false = never). */
+  lanSharing: boolean
+  /** Swarm listen multiaddrs (default: all interfaces, random port). */
+  listen?: string[]
+  /** mDNS discovery (default true). */
+  mdns: boolean
 }
 
-const FIELDS = ['coordinator', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site', 'pollSeconds', 'wanLimit', 'nice', 'onUpdate', 'publicKey']
+const FIELDS = ['coordinator', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site', 'pollSeconds', 'wanLimit', 'nice', 'onUpdate', 'publicKey', 'lanSharing', 'listen', 'mdns']
 
 /** Parses a daemon config object; relative paths are resolved against `baseDir` (the config file's folder). */
 export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig {
@@ -87,6 +93,9 @@ export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig 
     else fail('"wanLimit" must be a rate like "20mbit" or bytes per second')
   }
   if (c.nice != null && typeof c.nice !== 'boolean') fail('"nice" must be true or false')
+  if (c.lanSharing != null && typeof c.lanSharing !== 'boolean') fail('"lanSharing" must be true or false')
+  if (c.mdns != null && typeof c.mdns !== 'boolean') fail('"mdns" must be true or false')
+  if (c.listen != null && (!Array.isArray(c.listen) || c.listen.some((a: unknown) => typeof a !== 'string' || !a.startsWith('/')))) fail('"listen" must be a list of multiaddrs like "/ip4/0.0.0.0/tcp/4100"')
   return {
     coordinator,
     auth,
@@ -99,7 +108,10 @@ export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig 
     wanLimit,
     nice: c.nice === true,
     onUpdate: str('onUpdate', false),
-    publicKey: str('publicKey', false)
+    publicKey: str('publicKey', false),
+    lanSharing: c.lanSharing !== false,
+    listen: c.listen as string[] | undefined,
+    mdns: c.mdns !== false
   }
 }
 
@@ -151,7 +163,8 @@ export async function createDaemon (components: { logger: AgentLogger }, config:
     indexFolders: config.indexFolders,
     wanLimit: config.wanLimit,
     site: config.site,
-    publicKey: config.publicKey
+    publicKey: config.publicKey,
+    lan: { enabled: config.lanSharing, listen: config.listen, mdns: config.mdns }
   })
   const warned = new Set<string>()
 

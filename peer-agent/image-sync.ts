@@ -419,6 +419,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         offerChunk (ci, data, kind) {
           const c = m.chunks[ci]
           if (isVerified(ci)) return true
+          if (kind === 'origin') chunksFetched++ // whole chunks from the origin, whichever source asked
           if (data.length !== c.length || !equals(hashBytes(data), c.digest)) {
             discardedChunks++
             return false
@@ -548,7 +549,6 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         if (isVerified(ci)) continue
         const c = m.chunks[ci]
         const data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal, maxBytes: c.length })
-        chunksFetched++
         if (!ctx.offerChunk(ci, data, 'origin')) {
           throw new SyncIncompleteError(`chunk ${ci} (${chunkCid(c.digest).toString()}) from the coordinator does not match the manifest: digest ${toHex(hashBytes(data))}`)
         }

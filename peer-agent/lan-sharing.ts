@@ -9,12 +9,12 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { api } from '../protocol/index.ts'
 import { BLOCK_SIZE, BLOCKS_PROTOCOL } from '../protocol/constants.ts'
-import { chunkCid } from '../protocol/block-id.ts'
 import type { Manifest } from '../protocol/manifest.ts'
+import { api } from '../protocol/index.ts'
+import { chunkCid } from '../protocol/block-id.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { DATA_FILES, LAN_IDLE_MS, LAN_ORIGIN_BATCH_CHUNKS, LAN_WAIT_MS } from './constants.ts'
+import { DATA_FILES, LAN_IDLE_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import type { SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -179,11 +179,12 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
       }
       await createBlockBatchSource({ client, logger }, { image: m.name, version: m.version }).fill(sub, options)
     }
+    // a chunk that still does not verify (a bad block from the origin): fetched whole
     for (const ci of chunks) {
       if (isVerified(ci)) continue
       const c = m.chunks[ci]
       const data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal: options.signal, maxBytes: c.length })
-      if (!ctx.offerChunk(ci, data, 'origin')) throw new Error(`chunk ${ci} from the coordinator does not match the manifest`)
+      if (!ctx.offerChunk(ci, data, 'origin')) throw new Error(`chunk ${ci} (${chunkCid(c.digest).toString()}) from the coordinator does not match the manifest`)
     }
   }
 
@@ -238,11 +239,19 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
           }
         })
         c.session = session
+        // claimed chunks that could not be verified: kept reserved (peers are not told we have
+        // them), left to the sync's later phases
+        const givenUp = new Set<number>()
+        // claim rounds of about LAN_ORIGIN_BATCH_BYTES: a peer that joins late re-divides what is
+        // not claimed yet, so what two agents both fetch is bounded by one round
+        const total = manifest.chunks.reduce((s, ch) => s + ch.length, 0)
+        const roundBytes = Math.min(LAN_ORIGIN_BATCH_BYTES, total / LAN_ORIGIN_MIN_ROUNDS)
+        const batchChunks = Math.max(1, Math.floor(roundBytes * manifest.chunks.length / Math.max(1, total)))
         try {
           await session.start()
-          while (session.remaining() > 0) {
+          while (session.remaining() > givenUp.size) {
             options.signal?.throwIfAborted()
-            const mine = session.originChunks(LAN_ORIGIN_BATCH_CHUNKS)
+            const mine = session.originChunks(batchChunks)
             if (mine.length === 0) {
               await session.waitForChange({ signal: options.signal, timeoutMs: LAN_WAIT_MS })
               await ctx.tick()
@@ -254,7 +263,10 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
               session.release(mine.filter(i => !c.isVerified(i)))
               throw err
             }
-            for (const i of mine) if (c.isVerified(i)) session.markHave(i)
+            for (const i of mine) {
+              if (c.isVerified(i)) session.markHave(i)
+              else givenUp.add(i)
+            }
             await ctx.tick()
           }
           const st = session.stats()

@@ -290,8 +290,16 @@ the next start). Config (JSON; relative paths are relative to the file):
     "wanLimit": "20mbit",                           (optional; the policy's cap applies too)
     "nice": true,                                   (optional: lowest CPU priority)
     "onUpdate": "systemctl restart workspace-vm",   (optional hook)
-    "publicKey": "BASE64"                           (optional: instead of pinning on first contact)
+    "publicKey": "BASE64",                          (optional: instead of pinning on first contact)
+    "lanSharing": true,                             (optional: false = never share with LAN peers,
+                                                     even when the policy allows it)
+    "listen": ["/ip4/0.0.0.0/tcp/4100"],            (optional swarm listen addresses; default all
+                                                     interfaces, random port)
+    "mdns": true                                    (optional: false = no multicast DNS discovery)
   }
+
+With LAN sharing (policy lanSharing), the daemon keeps serving the images it holds
+to the agents of its site.
 
 docs/OPERATIONS.md "Running agents" has a systemd unit.`
 
