@@ -14,6 +14,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# `npm install` installs exactly what package-lock.json pins, like `npm ci`, but tolerates
+# per-platform optional packages the registry does not carry (@napi-rs/blake-hash's other
+# platforms), which make `npm ci` refuse the lock file.
 if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  npm install --no-audit --no-fund
 fi
