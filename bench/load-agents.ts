@@ -1,0 +1,167 @@
+/**
+ * `npm run bench -- load-agents`: N agent processes (`trimswarm agent sync`)
+ * syncing one image together against one `trimswarm coordinator` process on
+ * loopback, while autocannon keeps --connections concurrent manifest requests
+ * busy. Checks every agent ends with a b3sum-correct image and no request
+ * failed; samples the coordinator's RSS every --sample-ms over the run.
+ * Figures: docs/BENCHMARKS.md `## load`.
+ */
+import { execFile, spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs, promisify } from 'node:util'
+
+const exec = promisify(execFile)
+
+interface LoadResult {
+  requests: { total: number, average: number }
+  latency: { p50: number, p99: number, max: number }
+  errors: number
+  timeouts: number
+  non2xx: number
+}
+/** autocannon with a callback returns the running instance, which `stop()` ends early (the package ships no types). */
+const autocannon = createRequire(import.meta.url)('autocannon') as (opts: Record<string, unknown>, done: (err: Error | null, r: LoadResult) => void) => { stop: () => void }
+const CLI = new URL('../bin/trimswarm.js', import.meta.url).pathname
+
+/** One line for the list of benchmarks. */
+export const summary = '20 agent processes syncing together + 1,000 concurrent manifest requests against one coordinator: errors, memory over time'
+
+/** Help text. */
+export const usage = `Usage: npm run bench -- load-agents [--agents N] [--connections N] [--mib N] [--sample-ms N] [--json]
+
+Starts \`trimswarm coordinator\` on 127.0.0.1, publishes a synthetic image of
+--mib MiB (default 64) as desk/v1, then at once starts --agents (default 20)
+\`trimswarm agent sync desk@v1 --no-index\` processes (each its own data dir)
+and autocannon with --connections (default 1000) connections on
+GET /v1/images/desk/versions/latest until the last agent finishes.
+Prints per-run: agents ok, wall time, request count/rate/latency/errors, and
+the coordinator's RSS sampled every --sample-ms (default 500): start, max,
+end. Exits 1 if an agent failed, an image was wrong or a request failed.`
+
+/** Its options. */
+export const options = {
+  agents: { type: 'string' },
+  connections: { type: 'string' },
+  mib: { type: 'string' },
+  'sample-ms': { type: 'string' },
+  json: { type: 'boolean' }
+} as const
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address()
+      srv.close(() => { resolve(typeof a === 'object' && a != null ? a.port : 0) })
+    })
+  })
+}
+
+async function rssMiB (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024)
+}
+
+/** An image with distinct, compressible-ish data and zero holes, like a disk. */
+function syntheticImage (mib: number): Buffer {
+  const b = Buffer.alloc(mib << 20)
+  let x = 0x9e3779b9
+  for (let blk = 0; blk < b.length / 4096; blk++) {
+    if (blk % 7 === 3) continue // holes
+    for (let i = blk * 4096; i < (blk + 1) * 4096; i += 4) {
+      x ^= x << 13; x ^= x >>> 17; x ^= x << 5
+      b.writeUInt32LE((x & 0x0f0f0f0f) >>> 0, i)
+    }
+  }
+  return b
+}
+
+/** Runs the benchmark. */
+export async function run (argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options, strict: true })
+  const agents = Number(values.agents ?? 20)
+  const connections = Number(values.connections ?? 1000)
+  const mib = Number(values.mib ?? 64)
+  const sampleMs = Number(values['sample-ms'] ?? 500)
+  for (const [k, v] of Object.entries({ agents, connections, mib, sampleMs })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`)
+
+  const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-agents-'))
+  const listen = `127.0.0.1:${await freePort()}`
+  const url = `http://${listen}`
+  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', join(dir, 'data'), '--listen', listen, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let out = ''
+      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('coordinator listening on')) resolve() })
+      child.once('exit', (code) => { reject(new Error(`coordinator exited with ${code}`)) })
+    })
+    const adminFile = join(dir, 'data', 'admin.token')
+    const admin = (await readFile(adminFile, 'utf8')).trim()
+    const img = join(dir, 'desk.img')
+    await writeFile(img, syntheticImage(mib))
+    const want = (await exec('b3sum', ['--no-names', img])).stdout.trim()
+    await exec(process.execPath, [CLI, 'publish', img, '--image', 'desk', '--version', 'v1', '--coordinator', url, '--token-file', adminFile, '--json'])
+    await exec(process.execPath, [CLI, 'policy', 'set', 'desk', '--images', 'desk', '--coordinator', url, '--token-file', adminFile])
+    const created = await fetch(url + '/v1/tokens', { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ group: 'desk', name: 'bench' }) })
+    const token = (await created.json()).token as string
+    const tokenFile = join(dir, 'agent.token')
+    await writeFile(tokenFile, token + '\n', { mode: 0o600 })
+
+    const samples: number[] = [await rssMiB(child.pid!)]
+    const sampler = setInterval(() => { rssMiB(child.pid!).then(v => samples.push(v), () => {}) }, sampleMs)
+    const started = performance.now()
+    const agentRuns = Array.from({ length: agents }, async (_, i) => {
+      const out = join(dir, `agent-${i}`, 'desk.img')
+      const t0 = performance.now()
+      try {
+        await exec(process.execPath, [CLI, 'agent', 'sync', 'desk@v1', '--coordinator', url, '--token-file', tokenFile, '--data', join(dir, `agent-${i}`, 'data'), '--out', out, '--json', '--no-index'], { maxBuffer: 64 << 20 })
+        const got = (await exec('b3sum', ['--no-names', out])).stdout.trim()
+        return { ok: got === want, seconds: (performance.now() - t0) / 1000, error: got === want ? undefined : 'wrong image' }
+      } catch (err) {
+        return { ok: false, seconds: (performance.now() - t0) / 1000, error: ((err as { stderr?: string }).stderr ?? String(err)).slice(0, 300) }
+      }
+    })
+    let instance: { stop: () => void } | undefined
+    const load = new Promise<LoadResult>((resolve, reject) => {
+      instance = autocannon({ url: url + '/v1/images/desk/versions/latest', connections, duration: 3600, timeout: 30, headers: { authorization: `Bearer ${token}` } }, (err, res) => { if (err != null) reject(err); else resolve(res) })
+    })
+    const results = await Promise.all(agentRuns)
+    const wall = (performance.now() - started) / 1000
+    instance?.stop()
+    const r = await load
+    clearInterval(sampler)
+    samples.push(await rssMiB(child.pid!))
+    const failed = results.filter(a => !a.ok)
+    const result = {
+      agents,
+      agentsOk: agents - failed.length,
+      imageMiB: mib,
+      wallSeconds: Math.round(wall * 10) / 10,
+      agentSeconds: { min: Math.round(Math.min(...results.map(a => a.seconds)) * 10) / 10, max: Math.round(Math.max(...results.map(a => a.seconds)) * 10) / 10 },
+      manifestRequests: { connections, total: r.requests.total, perSecond: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx },
+      coordinatorRssMiB: { start: samples[0], max: Math.max(...samples), end: samples.at(-1), samples: samples.length },
+      failures: failed.map(f => f.error)
+    }
+    if (values.json === true) process.stdout.write(JSON.stringify(result) + '\n')
+    else {
+      process.stdout.write([
+        `${agents} agents syncing a ${mib} MiB image + ${connections} connections on the manifest route`,
+        `  agents     ${result.agentsOk}/${agents} ok (b3sum), each ${result.agentSeconds.min}-${result.agentSeconds.max} s, all done in ${result.wallSeconds} s`,
+        `  manifests  ${r.requests.total} (${result.manifestRequests.perSecond}/s), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
+        `  errors     ${r.errors} (timeouts ${r.timeouts}), non-2xx ${r.non2xx}`,
+        `  memory     coordinator RSS ${result.coordinatorRssMiB.start} MiB at start, max ${result.coordinatorRssMiB.max} MiB, ${result.coordinatorRssMiB.end} MiB at the end (${samples.length} samples)`,
+        ...failed.slice(0, 3).map(f => `  failure    ${f.error}`)
+      ].join('\n') + '\n')
+    }
+    return failed.length + r.errors + r.non2xx > 0 ? 1 : 0
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise(resolve => { if (child.exitCode != null) resolve(null); else child.once('exit', resolve) })
+    await rm(dir, { recursive: true, force: true })
+  }
+}
