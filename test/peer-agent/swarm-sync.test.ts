@@ -51,6 +51,16 @@ function args (url: string, tokenFile: string, name: string): string[] {
 const lanArgs = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'lab', '--linger', '20']
 
 describe('agent sync with LAN sharing', () => {
+  it('refuses a bad --listen address or --linger value with a usage error', async () => {
+    const bad = await runAgent(['sync', 'ws@v1', ...args(coord.url, coord.tokenFile, 'bad'), '--listen', 'tcp:4100'])
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain('--listen')
+    expect(bad.stderr).not.toContain('    at ')
+    const linger = await runAgent(['sync', 'ws@v1', ...args(coord.url, coord.tokenFile, 'bad'), '--linger', 'soon'])
+    expect(linger.code).toBe(2)
+    expect(linger.stderr).toContain('--linger')
+  })
+
   it('agents that start together pull each byte over the WAN about once, and update together the same way', async () => {
     // one agent alone (no LAN): the reference for the WAN bytes
     const alone = await startCountingProxy(coord.url)
