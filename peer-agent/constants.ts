@@ -97,6 +97,9 @@ export const LAN_ORIGIN_BATCH_BYTES = 2 * 1024 * 1024
 /** A small image is still taken from the origin in at least this many claim rounds (so late joiners share it). */
 export const LAN_ORIGIN_MIN_ROUNDS = 16
 
+/** An update that finds no peer of its site on the version looks again after this long before taking the delta pack (ms). */
+export const LAN_PACK_WAIT_MS = 3_000
+
 /** Longest wait for a swarm change before the claim rule is asked again (ms). */
 export const LAN_WAIT_MS = 500
 

@@ -14,7 +14,7 @@ import type { Manifest } from '../protocol/manifest.ts'
 import { api } from '../protocol/index.ts'
 import { chunkCid } from '../protocol/block-id.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { DATA_FILES, LAN_IDLE_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_WAIT_MS } from './constants.ts'
+import { DATA_FILES, LAN_IDLE_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import type { SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -215,7 +215,12 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
         } catch (err) {
           logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}`)
         }
-        // a delta pack pays only for an agent alone on this version: with peers it would be pulled whole by each
+        // a delta pack pays only for an agent alone on this version: with peers it would be pulled
+        // whole by each. Agents that start together register within moments: look once more.
+        if (info.fromVersion != null && peerAddrs.length === 0) {
+          await sleep(LAN_PACK_WAIT_MS, undefined, { signal: options.signal })
+          peerAddrs = await rv.refresh(options).catch(() => [])
+        }
         if (info.fromVersion != null && peerAddrs.length === 0) {
           logger.info(`swarm: no peer of site ${init.site} on ${image}@${version}; using the origin's delta pack`)
           return
