@@ -97,8 +97,11 @@ export const LAN_ORIGIN_BATCH_BYTES = 2 * 1024 * 1024
 /** A small image is still taken from the origin in at least this many claim rounds (so late joiners share it). */
 export const LAN_ORIGIN_MIN_ROUNDS = 16
 
-/** An update that finds no peer of its site on the version looks again after this long before taking the delta pack (ms). */
+/** An update looks for the peers of its site on the version again after this long, before choosing who takes the delta pack (ms). */
 export const LAN_PACK_WAIT_MS = 3_000
+
+/** An update's other agents take origin chunks themselves once the agent fetching the delta pack made no progress for this long (ms). */
+export const LAN_LEADER_STALL_MS = 15_000
 
 /** Longest wait for a swarm change before the claim rule is asked again (ms). */
 export const LAN_WAIT_MS = 500

@@ -14,7 +14,7 @@ import type { Manifest } from '../protocol/manifest.ts'
 import { api } from '../protocol/index.ts'
 import { chunkCid } from '../protocol/block-id.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { DATA_FILES, LAN_IDLE_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
+import { DATA_FILES, LAN_IDLE_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import type { SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -215,15 +215,26 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
         } catch (err) {
           logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}`)
         }
-        // a delta pack pays only for an agent alone on this version: with peers it would be pulled
-        // whole by each. Agents that start together register within moments: look once more.
-        if (info.fromVersion != null && peerAddrs.length === 0) {
+        // a delta pack pays only once per site: with peers it would be pulled whole by each. Agents
+        // that start together register within moments: look once more, so all see the same list.
+        if (info.fromVersion != null) {
           await sleep(LAN_PACK_WAIT_MS, undefined, { signal: options.signal })
           peerAddrs = await rv.refresh(options).catch(() => [])
         }
         if (info.fromVersion != null && peerAddrs.length === 0) {
           logger.info(`swarm: no peer of site ${init.site} on ${image}@${version}; using the origin's delta pack`)
           return
+        }
+        // An update with peers: one agent of the site (the lowest peer id listed) takes the delta
+        // pack and serves what it applies; the others wait for it and claim origin chunks only if
+        // it is not connected or makes no progress for LAN_LEADER_STALL_MS.
+        let packLeader: string | undefined
+        if (info.fromVersion != null) {
+          packLeader = [s.peerId, ...peerAddrs.map(a => a.slice(a.lastIndexOf('/p2p/') + 5))].sort()[0]
+          if (packLeader === s.peerId) {
+            logger.info(`swarm: ${image}@${version}: this agent takes the delta pack for site ${init.site}`)
+            return
+          }
         }
         const session = s.createSession({
           image,
@@ -254,8 +265,18 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
         const batchChunks = Math.max(1, Math.floor(roundBytes * manifest.chunks.length / Math.max(1, total)))
         try {
           await session.start()
+          let lastRemaining = session.remaining()
+          let lastProgressAt = performance.now()
           while (session.remaining() > givenUp.size) {
             options.signal?.throwIfAborted()
+            if (packLeader != null && session.peers().includes(packLeader)) {
+              if (session.remaining() < lastRemaining) { lastRemaining = session.remaining(); lastProgressAt = performance.now() }
+              if (performance.now() - lastProgressAt < LAN_LEADER_STALL_MS) {
+                await session.waitForChange({ signal: options.signal, timeoutMs: LAN_WAIT_MS })
+                await ctx.tick()
+                continue
+              }
+            }
             const mine = session.originChunks(batchChunks)
             if (mine.length === 0) {
               await session.waitForChange({ signal: options.signal, timeoutMs: LAN_WAIT_MS })
