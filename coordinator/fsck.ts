@@ -102,7 +102,7 @@ export async function runFsck (init: FsckInit): Promise<FsckReport> {
             if (!missingHex.has(hex)) continue
             const cid = chunkCid(chunk.digest)
             // put re-hashes the bytes before it writes anything.
-            await store.put(cid, chunk.bytes.slice(), { signal })
+            await store.put(cid, new Uint8Array(chunk.bytes), { signal })
             missingHex.delete(hex)
             repaired.push(cid.toString())
             if (missingHex.size === 0) break

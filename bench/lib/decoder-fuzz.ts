@@ -50,12 +50,13 @@ const seq = (n: number, seed: number): Uint8Array => { let x = seed | 1; return 
 /** Random bytes or a mutation of one of the valid encodings. */
 function bytesAround (valid: Uint8Array[], maxLength = 2048): fc.Arbitrary<Uint8Array> {
   // Fresh copies every time: no input may share memory with the valid encodings or with another input.
-  const base = fc.constantFrom(...valid).map(b => b.slice())
+  // (dag-cbor encodes to a Buffer in Node, whose slice() is a view: copy with new Uint8Array.)
+  const base = fc.constantFrom(...valid.map(v => new Uint8Array(v))).map(b => new Uint8Array(b))
   return fc.oneof(
     base,
     fc.uint8Array({ maxLength }),
     fc.tuple(base, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 7 })), { minLength: 1, maxLength: 8 })).map(([b, flips]) => {
-      const out = b.slice()
+      const out = new Uint8Array(b)
       for (const [pos, bit] of flips) if (out.length > 0) out[pos % out.length] ^= 1 << bit
       return out
     }),
@@ -68,7 +69,7 @@ function bytesAround (valid: Uint8Array[], maxLength = 2048): fc.Arbitrary<Uint8
     }),
     fc.tuple(base, fc.nat(), fc.nat(), fc.nat()).map(([b, s, e, v]) => {
       // overwrite a run with one byte value (0x00, 0xff, ...): length fields become huge or zero
-      const out = b.slice()
+      const out = new Uint8Array(b)
       const start = s % (out.length + 1)
       out.fill([0x00, 0xff, 0x7f, 0x80, 0x1b][v % 5], start, Math.min(out.length, start + 1 + e % 9))
       return out
