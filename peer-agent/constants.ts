@@ -109,5 +109,5 @@ export const LAN_WAIT_MS = 500
 /** `agent sync --linger`: stop serving once no peer has had a block stream open with us for this long (ms). */
 export const LAN_IDLE_MS = 500
 
-/** `agent sync --linger` default: the longest an agent keeps serving after its sync (seconds). */
-export const DEFAULT_LINGER_SECONDS = 10
+/** `agent sync --linger` default: the longest an agent keeps serving after its sync while peers still fetch from it (seconds); it stops after LAN_IDLE_MS without any. */
+export const DEFAULT_LINGER_SECONDS = 120
