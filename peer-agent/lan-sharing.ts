@@ -50,7 +50,7 @@ export interface LanSharing {
   extraSources: (manifest: Manifest, info: { fromVersion?: string }) => BlockSource[]
   /** image-sync's observer. */
   observer: SyncObserver
-  /** Keeps serving until no peer has had a block stream open with us for LAN_IDLE_MS, at most `ms`. */
+  /** Keeps serving until no peer of our sessions has had a block stream open with us for LAN_IDLE_MS, at most `ms`. */
   linger: (ms: number, options?: AbortOptions) => Promise<void>
   /** The node's peer id, once started. */
   readonly peerId: string | undefined
@@ -92,6 +92,8 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
   let current: Current | undefined
   /** The temp file's serving set-up (started() cannot await it). */
   let opening: Promise<void> = Promise.resolve()
+  /** Peers that exchanged chunks of a version with us in this process's sessions (what --linger waits for). */
+  const sessionPeers = new Set<string>()
   /** Finished images still served (daemon: until a newer version replaces them). */
   const finished = new Map<string, { fh: FileHandle, served: ServedVersion }>()
 
@@ -225,6 +227,8 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
           logger.info(`swarm: no peer of site ${init.site} on ${image}@${version}; using the origin's delta pack`)
           return
         }
+        // peers the coordinator lists for this version may fetch from us after we are done (--linger)
+        for (const a of peerAddrs) sessionPeers.add(a.slice(a.lastIndexOf('/p2p/') + 5))
         // An update with peers: one agent of the site (the lowest peer id listed) takes the delta
         // pack and serves what it applies; the others wait for it and claim origin chunks only if
         // it is not connected or makes no progress for LAN_LEADER_STALL_MS.
@@ -269,6 +273,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
           let lastProgressAt = performance.now()
           while (session.remaining() > givenUp.size) {
             options.signal?.throwIfAborted()
+            for (const id of session.peers()) sessionPeers.add(id)
             if (packLeader != null && session.peers().includes(packLeader)) {
               if (session.remaining() < lastRemaining) { lastRemaining = session.remaining(); lastProgressAt = performance.now() }
               if (performance.now() - lastProgressAt < LAN_LEADER_STALL_MS) {
@@ -295,6 +300,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
             }
             await ctx.tick()
           }
+          for (const id of session.peers()) sessionPeers.add(id)
           const st = session.stats()
           logger.info(`swarm: ${image}@${version}: ${st.chunksFromPeers} chunks from ${Object.keys(st.byPeer).length} peers, ${st.chunksForOrigin} from the origin`)
         } finally {
@@ -308,7 +314,11 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
   function openBlockStreams (): number {
     if (swarm == null) return 0
     let n = 0
-    for (const conn of swarm.libp2p.getConnections()) for (const st of conn.streams) if (st.protocol === BLOCKS_PROTOCOL) n++
+    // only peers of our own sessions: a stranger (another coordinator's agent found by mDNS) must not keep us up
+    for (const conn of swarm.libp2p.getConnections()) {
+      if (!sessionPeers.has(conn.remotePeer.toString())) continue
+      for (const st of conn.streams) if (st.protocol === BLOCKS_PROTOCOL) n++
+    }
     return n
   }
 
