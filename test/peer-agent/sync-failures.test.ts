@@ -106,8 +106,11 @@ describe('agent sync, interrupted and attacked', () => {
 
   it('discards a bad block from the origin, fetches its chunk whole, and counts it', async () => {
     const { zstdCompressSync, zstdDecompressSync } = await import('node:zlib')
+    // only the first batch is tampered: however many batches the agent asks for, exactly one block is bad
+    let tampered = false
     const proxy = await startTamperingProxy(coord.url, (path, body) => {
-      if (!path.endsWith('/blocks')) return body
+      if (!path.endsWith('/blocks') || tampered) return body
+      tampered = true
       const blocks = new Uint8Array(zstdDecompressSync(body))
       blocks[5 * 4096 + 100] ^= 0xff // one flipped byte in the sixth block
       return new Uint8Array(zstdCompressSync(blocks))
