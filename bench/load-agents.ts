@@ -31,7 +31,7 @@ const CLI = new URL('../bin/trimswarm.js', import.meta.url).pathname
 export const summary = '20 agent processes syncing together + 1,000 concurrent manifest requests against one coordinator: errors, memory over time'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- load-agents [--agents N] [--connections N] [--mib N] [--sample-ms N] [--json]
+export const usage = `Usage: npm run bench -- load-agents [--agents N] [--connections N] [--mib N] [--sample-ms N] [--linger S] [--no-lan] [--json]
 
 Starts \`trimswarm coordinator\` on 127.0.0.1, publishes a synthetic image of
 --mib MiB (default 64) as desk/v1, then at once starts --agents (default 20)
@@ -40,7 +40,9 @@ and autocannon with --connections (default 1000) connections on
 GET /v1/images/desk/versions/latest until the last agent finishes.
 Prints per-run: agents ok, wall time, request count/rate/latency/errors, and
 the coordinator's RSS sampled every --sample-ms (default 500): start, max,
-end. Exits 1 if an agent failed, an image was wrong or a request failed.`
+end. Agents share over the LAN (libp2p on 127.0.0.1) unless --no-lan, and
+linger --linger seconds (default 10) for peers still fetching from them.
+Exits 1 if an agent failed, an image was wrong or a request failed.`
 
 /** Its options. */
 export const options = {
@@ -48,6 +50,8 @@ export const options = {
   connections: { type: 'string' },
   mib: { type: 'string' },
   'sample-ms': { type: 'string' },
+  linger: { type: 'string' },
+  'no-lan': { type: 'boolean' },
   json: { type: 'boolean' }
 } as const
 
@@ -119,7 +123,7 @@ export async function run (argv: string[]): Promise<number> {
       const out = join(dir, `agent-${i}`, 'desk.img')
       const t0 = performance.now()
       try {
-        await exec(process.execPath, [CLI, 'agent', 'sync', 'desk@v1', '--coordinator', url, '--token-file', tokenFile, '--data', join(dir, `agent-${i}`, 'data'), '--out', out, '--json', '--no-index'], { maxBuffer: 64 << 20 })
+        await exec(process.execPath, [CLI, 'agent', 'sync', 'desk@v1', '--coordinator', url, '--token-file', tokenFile, '--data', join(dir, `agent-${i}`, 'data'), '--out', out, '--json', '--no-index', '--linger', values.linger ?? '10', ...(values['no-lan'] === true ? ['--no-lan'] : [])], { maxBuffer: 64 << 20 })
         const got = (await exec('b3sum', ['--no-names', out])).stdout.trim()
         return { ok: got === want, seconds: (performance.now() - t0) / 1000, error: got === want ? undefined : 'wrong image' }
       } catch (err) {

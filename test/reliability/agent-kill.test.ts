@@ -57,7 +57,7 @@ afterAll(async () => {
 })
 
 function args (url: string, data: string, out: string): string[] {
-  return ['sync', 'ws@v1', '--coordinator', url, '--token-file', coord.tokenFile, '--data', data, '--out', out, '--json', '--retries', '2', '--retry-delay', '50', '--no-index']
+  return ['sync', 'ws@v1', '--coordinator', url, '--token-file', coord.tokenFile, '--data', data, '--out', out, '--json', '--retries', '2', '--retry-delay', '50', '--no-index', '--no-lan']
 }
 
 describe(`agent kill -9 at seeded random moments (${TRIALS} trials, seed ${SEED})`, () => {
