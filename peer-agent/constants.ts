@@ -92,7 +92,7 @@ export const DATA_FILES = {
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=256']
 
 /** Chunk bytes taken from the origin per claim round of a LAN-sharing sync (one block batch). */
-export const LAN_ORIGIN_BATCH_BYTES = 8 * 1024 * 1024
+export const LAN_ORIGIN_BATCH_BYTES = 2 * 1024 * 1024
 
 /** A small image is still taken from the origin in at least this many claim rounds (so late joiners share it). */
 export const LAN_ORIGIN_MIN_ROUNDS = 16
