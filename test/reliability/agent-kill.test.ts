@@ -12,18 +12,19 @@ import { join } from 'node:path'
 import { b3sumFile, createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
 import { recordCounts } from './counts.ts'
+import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from '../../protocol/constants.ts'
 
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 3)
 const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
 /** The bound: at most 5 % more WAN bytes than a clean run. */
 const KILL_OVERHEAD = 1.05
 /**
- * Fixed cost of a restart, bytes: a second login and signed manifest, a new
- * batch stream's header, and what was in flight at the kill (socket buffers,
- * a zstd frame not yet decoded), which the killed process never wrote. The
- * worst seen on the 8 MiB test image was ~100 KB.
+ * Fixed cost of a restart, bytes: chunks are verified whole, so the chunk
+ * being received at the kill is lost (at most MAX_CHUNK_BLOCKS blocks; less on
+ * the wire, compressed), plus a second login and signed manifest. Seen on the
+ * 8 MiB test image: 100-128 KB.
  */
-const KILL_SLACK_BYTES = 128 * 1024
+const KILL_SLACK_BYTES = MAX_CHUNK_BLOCKS * BLOCK_SIZE + 32 * 1024
 
 let tmp: TempDir
 let coord: TestCoordinator
