@@ -12,7 +12,8 @@ import { join } from 'node:path'
 import { b3sumFile, createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
 import { recordCounts } from './counts.ts'
-import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from '../../protocol/constants.ts'
+import { BLOCK_SIZE } from '../../protocol/constants.ts'
+import { DEFAULT_MAX_BLOCKS } from '../../chunker/constants.ts'
 
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 3)
 const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
@@ -20,11 +21,11 @@ const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
 const KILL_OVERHEAD = 1.05
 /**
  * Fixed cost of a restart, bytes: chunks are verified whole, so the chunk
- * being received at the kill is lost (at most MAX_CHUNK_BLOCKS blocks; less on
- * the wire, compressed), plus a second login and signed manifest. Seen on the
+ * being received at the kill is lost (at most DEFAULT_MAX_BLOCKS blocks, the
+ * chunking the test image is published with; less on the wire, compressed), plus a second login and signed manifest. Seen on the
  * 8 MiB test image: 100-128 KB.
  */
-const KILL_SLACK_BYTES = MAX_CHUNK_BLOCKS * BLOCK_SIZE + 32 * 1024
+const KILL_SLACK_BYTES = DEFAULT_MAX_BLOCKS * BLOCK_SIZE + 32 * 1024
 
 let tmp: TempDir
 let coord: TestCoordinator
