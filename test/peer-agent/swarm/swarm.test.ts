@@ -48,7 +48,7 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(1, 96, 12)
     // The seed's upload cap makes it the bottleneck, so the two downloaders must trade what they already have.
-    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: 2_000_000 })
+    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: 1_000_000 })
     seed.serve({ image: 'desk', version: 'v1', chunkCount: 96, provider: memoryProvider(v.chunks.entries()) })
     const a = (await node(keys.publicKeyRaw)).swarm
     const b = (await node(keys.publicKeyRaw)).swarm
