@@ -4,15 +4,14 @@
  * ways, as the issue's byte meter would see them). Figures: docs/BENCHMARKS.md `## agent`.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createCoordinator } from '../coordinator/coordinator.ts'
-import { createPublishClient } from '../coordinator/publish-client.ts'
 import { startByteMeter, type ByteMeter } from './lib/byte-meter.ts'
 import { runMeasured, type MeasuredRun } from './lib/run-measured.ts'
+import { startCorpusCoordinator } from './lib/corpus-coordinator.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'agent sync on the corpus through a counting proxy: first install, update, kill -9 resume, peak RSS'
@@ -79,29 +78,12 @@ export async function run (argv: string[]): Promise<number> {
   const log = (s: string): void => { process.stdout.write(s + '\n') }
   log(`# agent-corpus  ${new Date().toISOString()}  work ${work}`)
 
-  const coordinator = createCoordinator({ dataDir: join(work, 'coordinator'), listen: '127.0.0.1:0', logLevel: 'error' })
-  await coordinator.start()
+  const { coordinator, tokenFile, admin, publishSeconds } = await startCorpusCoordinator({ work, corpus, maxPeers: 8 })
   let proxy: ByteMeter | undefined
   let failed = false
   try {
-    const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
-      const res = await fetch(coordinator.url + path, { method, headers: { authorization: `Bearer ${coordinator.adminToken}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
-      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`)
-      return await res.json()
-    }
-    await admin('PUT', '/v1/policies/branch', { images: ['*'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindow: null, indexFolders: {} })
-    const token = await admin('POST', '/v1/tokens', { group: 'branch', name: 'bench' })
-    const tokenFile = join(work, 'agent.token')
-    await writeFile(tokenFile, token.token + '\n')
-    const publisher = createPublishClient({ coordinator: coordinator.url, token: coordinator.adminToken })
-    let t = performance.now()
-    // with --work reused, the coordinator already holds the versions (the delta pack takes minutes)
-    const exists = async (v: string): Promise<boolean> => (await fetch(`${coordinator.url}/v1/images/corpus/versions/${v}/info`, { headers: { authorization: `Bearer ${coordinator.adminToken}` } })).ok
-    if (!await exists('v1')) await publisher.publish(basePath, { image: 'corpus', version: 'v1' })
-    if (!await exists('v2')) await publisher.publish(nextPath, { image: 'corpus', version: 'v2' })
-    await coordinator.images.whenIdle()
     const info = await admin('GET', '/v1/images/corpus/versions/v2/info')
-    log(`published v1 and v2, delta pack built: ${((performance.now() - t) / 1000).toFixed(1)} s; delta pack ${(info.deltaPackBytes / MB).toFixed(1)} MB`)
+    log(`published v1 and v2, delta pack built: ${publishSeconds.toFixed(1)} s; delta pack ${(info.deltaPackBytes / MB).toFixed(1)} MB`)
     const [baseSum, nextSum] = [b3sum(basePath), b3sum(nextPath)]
     proxy = await startByteMeter(coordinator.url)
     const px = proxy
@@ -120,7 +102,7 @@ export async function run (argv: string[]): Promise<number> {
     const common = (d: string, o: string): string[] => ['--coordinator', px.url, '--token-file', tokenFile, '--data', d, '--out', o, '--json', ...indexArgs]
 
     // 0. host index (outside the sync, so the sync's numbers are the sync's)
-    t = performance.now()
+    const t = performance.now()
     const idx = await runAgent(['index', '--data', data, ...indexArgs, '--json'])
     log(`host index ${keepIndex ? 'refresh (kept from an earlier run)' : 'build'} (agent index): ${((performance.now() - t) / 1000).toFixed(1)} s, peak RSS ${idx.peakRssMB.toFixed(0)} MB`)
 

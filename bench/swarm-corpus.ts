@@ -6,15 +6,14 @@
  * one agent alone (--no-lan) through the same proxy. Figures: docs/BENCHMARKS.md `## swarm-corpus`.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createCoordinator } from '../coordinator/coordinator.ts'
-import { createPublishClient } from '../coordinator/publish-client.ts'
 import { startByteMeter, type ByteMeter } from './lib/byte-meter.ts'
 import { runMeasured, type MeasuredRun } from './lib/run-measured.ts'
+import { startCorpusCoordinator } from './lib/corpus-coordinator.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'N agents syncing the corpus together (LAN swarm) vs one alone: WAN bytes through a counting proxy'
@@ -69,27 +68,11 @@ export async function run (argv: string[]): Promise<number> {
   const log = (s: string): void => { process.stdout.write(s + '\n') }
   log(`# swarm-corpus  ${new Date().toISOString()}  ${n} agents  work ${work}`)
 
-  const coordinator = createCoordinator({ dataDir: join(work, 'coordinator'), listen: '127.0.0.1:0', logLevel: 'error' })
-  await coordinator.start()
+  const { coordinator, tokenFile, admin, publishSeconds } = await startCorpusCoordinator({ work, corpus, maxPeers: 16 })
   let proxy: ByteMeter | undefined
   let failed = false
   try {
-    const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
-      const res = await fetch(coordinator.url + path, { method, headers: { authorization: `Bearer ${coordinator.adminToken}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
-      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`)
-      return await res.json()
-    }
-    await admin('PUT', '/v1/policies/branch', { images: ['*'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 16, updateWindow: null, indexFolders: {} })
-    const token = await admin('POST', '/v1/tokens', { group: 'branch', name: 'bench' })
-    const tokenFile = join(work, 'agent.token')
-    await writeFile(tokenFile, token.token + '\n')
-    const publisher = createPublishClient({ coordinator: coordinator.url, token: coordinator.adminToken })
-    const t = performance.now()
-    const exists = async (v: string): Promise<boolean> => (await fetch(`${coordinator.url}/v1/images/corpus/versions/${v}/info`, { headers: { authorization: `Bearer ${coordinator.adminToken}` } })).ok
-    if (!await exists('v1')) await publisher.publish(join(corpus, 'base.img'), { image: 'corpus', version: 'v1' })
-    if (!await exists('v2')) await publisher.publish(join(corpus, 'next.img'), { image: 'corpus', version: 'v2' })
-    await coordinator.images.whenIdle()
-    log(`published v1 and v2 (delta pack built): ${((performance.now() - t) / 1000).toFixed(1)} s`)
+    log(`published v1 and v2 (delta pack built): ${publishSeconds.toFixed(1)} s`)
     const sums: Record<string, string> = { v1: b3sum(join(corpus, 'base.img')), v2: b3sum(join(corpus, 'next.img')) }
     proxy = await startByteMeter(coordinator.url)
     const px = proxy
