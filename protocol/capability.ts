@@ -118,7 +118,7 @@ export function decodeCapability (bytes: Uint8Array): { capability: Capability, 
     fail('envelope must be a map of exactly {format, alg, capability, signature}')
   }
   if (e.format !== CAPABILITY_FORMAT) fail(`unsupported format ${String(e.format)}`)
-  if (e.alg !== SIGNATURE_ALGORITHM) fail(`unsupported signature algorithm ${JSON.stringify(e.alg)}`)
+  if (typeof e.alg !== 'string' || e.alg !== SIGNATURE_ALGORITHM) fail(`unsupported signature algorithm ${typeof e.alg === 'string' ? JSON.stringify(e.alg.slice(0, 40)) : typeof e.alg}`)
   if (!(e.capability instanceof Uint8Array) || !(e.signature instanceof Uint8Array) || e.signature.length !== 64) fail('envelope fields have the wrong types')
   let inner: unknown
   try {

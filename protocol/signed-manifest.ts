@@ -44,7 +44,7 @@ export async function signManifest (manifestBytes: Uint8Array, privateKey: Crypt
   return dagCbor.encode(envelope)
 }
 
-/** Decodes an envelope without verifying it (for inspection); throws InvalidManifestError. */
+/** Decodes an envelope without verifying it (for inspection); throws InvalidManifestError, or InvalidSignatureError for an unknown algorithm. */
 export function decodeEnvelope (bytes: Uint8Array): Envelope {
   if (bytes.length > MAX_MANIFEST_BYTES + 1024) throw new InvalidManifestError(`signed manifest is ${bytes.length} bytes, over the limit`)
   let raw: unknown
@@ -58,7 +58,8 @@ export function decodeEnvelope (bytes: Uint8Array): Envelope {
     throw new InvalidManifestError('signed manifest must be a map of exactly {format, alg, manifest, signature}')
   }
   if (e.format !== ENVELOPE_FORMAT) throw new InvalidManifestError(`unsupported envelope format ${String(e.format)}`)
-  if (e.alg !== SIGNATURE_ALGORITHM) throw new InvalidSignatureError(`unsupported signature algorithm ${JSON.stringify(e.alg)}`)
+  if (typeof e.alg !== 'string') throw new InvalidManifestError('signed manifest field alg must be a string')
+  if (e.alg !== SIGNATURE_ALGORITHM) throw new InvalidSignatureError(`unsupported signature algorithm ${JSON.stringify(e.alg.slice(0, 40))}`)
   if (!(e.manifest instanceof Uint8Array) || !(e.signature instanceof Uint8Array) || e.signature.length !== 64) {
     throw new InvalidManifestError('signed manifest fields have the wrong types')
   }
