@@ -216,7 +216,8 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
         } catch (err) {
           if (!(err instanceof HashMismatchError)) throw err
           log.error('block store: stored chunk is corrupt', { cid: cid.toString(), path: file })
-          throw new HashMismatchError(`stored chunk ${cid.toString()} (${file}) is corrupt: ${err.message}`, { cause: err })
+          // the path goes to the log only: error messages reach API clients
+          throw new HashMismatchError(`stored chunk ${cid.toString()} is corrupt (the coordinator's log names the file; run trimswarm coordinator fsck)`, { cause: err })
         }
       }
       return bytes

@@ -140,6 +140,7 @@ describe('directory block store', () => {
     const err = await store.get(c.cid, { verify: true }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(HashMismatchError)
     expect((err as Error).message).toContain(c.cid.toString())
+    expect((err as Error).message).not.toContain(dir.path) // messages reach API clients: no server paths
 
     const errors: string[] = []
     const logger: Logger = { debug () {}, info () {}, warn () {}, error (msg) { errors.push(msg) } }
