@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util'
 import { startByteMeter, type ByteMeter } from './lib/byte-meter.ts'
 import { runMeasured, type MeasuredRun } from './lib/run-measured.ts'
 import { startCorpusCoordinator } from './lib/corpus-coordinator.ts'
+import { findCorpus } from './lib/corpus.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'agent sync on the corpus through a counting proxy: first install, update, kill -9 resume, peak RSS'
@@ -69,7 +70,7 @@ const MB = 1e6
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, allowPositionals: false })
-  const corpus = values.corpus ?? '/work/corpus'
+  const corpus = findCorpus(values.corpus)
   const folders = values.index ?? ['/usr', '/etc', '/var/lib']
   const work = values.work ?? await mkdtemp(join(tmpdir(), 'trimswarm-bench-agent-'))
   await mkdir(work, { recursive: true })

@@ -39,7 +39,7 @@ Options
   --wan-rtt MS      round trip added on the WAN path, ms (default ${DEFAULT_WAN_RTT_MS}; 0 = none)
   --lan RATE        shape the branch LAN (its loopback) to RATE (default ${DEFAULT_LAN_RATE} = not shaped)
   --scenario S      cold, update, trim, a comma list, or all (default all)
-  --images DIR      folder with base.img and next.img (default /work/corpus or ../shared/corpus;
+  --images DIR      folder with base.img and next.img (default: .cache/corpus, /work/corpus, or built there;
                     build them with ../shared/corpus/make-images.sh)
   --out DIR         where report.md, report.json and the SVG charts go (default ${DEFAULT_OUT_DIR})
   --index DIR       host folder indexed in the trim scenario (repeatable)

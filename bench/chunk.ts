@@ -15,11 +15,10 @@ import { buildManifest, DEFAULT_AVG_BLOCKS, type ScannedChunk } from '../chunker
 import { parseChunkCid, toHex } from '../protocol/block-id.ts'
 import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { median } from './lib/stats.ts'
+import { findCorpus } from './lib/corpus.ts'
 
 const exec = promisify(execFile)
 const CLI = join(import.meta.dirname, '..', 'bin', 'trimswarm.js')
-const CORPUS = '/work/corpus'
-const CORPUS_HINT = 'build the corpus with `sudo ../shared/corpus/make-images.sh /work/corpus` (about 2 min) or pass --image PATH'
 
 /** One line for the list of benchmarks. */
 export const summary = 'trimswarm chunk vs casync make: speed, peak RSS, manifest size; chunk-size study'
@@ -27,8 +26,8 @@ export const summary = 'trimswarm chunk vs casync make: speed, peak RSS, manifes
 /** Help text. */
 export const usage = `Usage: npm run bench -- chunk [--image PATH] [--next PATH] [--runs N] [--skip-casync] [--skip-study] [--verify]
 
-  --image PATH   image to chunk (default ${CORPUS}/base.img)
-  --next PATH    newer version for the reuse study (default ${CORPUS}/next.img)
+  --image PATH   image to chunk (default: the corpus's base.img, bench/lib/corpus.ts)
+  --next PATH    newer version for the reuse study (default: the corpus's next.img)
   --runs N       timed runs of each tool (default 3; medians are reported)
   --skip-casync  only time trimswarm
   --skip-study   leave out the chunk-size study (avg 8/16/32 blocks)
@@ -160,11 +159,12 @@ async function verify (image: string, dir: string): Promise<void> {
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, strict: true })
-  const image = values.image ?? join(CORPUS, 'base.img')
-  const next = values.next ?? join(CORPUS, 'next.img')
+  const corpus = values.image == null || values.next == null ? findCorpus() : ''
+  const image = values.image ?? join(corpus, 'base.img')
+  const next = values.next ?? join(corpus, 'next.img')
   const runs = Number(values.runs ?? 3)
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a whole number >= 1')
-  if (!existsSync(image)) throw new Error(`no image at ${image}: ${CORPUS_HINT}`)
+  if (!existsSync(image)) throw new Error(`no image at ${image}`)
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-chunk-'))
   try {
     console.log(`chunk benchmark, ${new Date().toISOString()}, image ${image}, ${runs} run(s) each`)
@@ -195,7 +195,7 @@ export async function run (argv: string[]): Promise<number> {
 
     if (values['skip-study'] !== true) {
       if (!existsSync(next)) {
-        console.log(`chunk-size study skipped: no ${next} (${CORPUS_HINT})`)
+        console.log(`chunk-size study skipped: no ${next}`)
       } else {
         console.log(`\nchunk-size study (min avg/4, max 4 x avg; reuse = share of ${next}'s non-zero bytes found in ${image}):`)
         console.log('avg blocks | chunks (base) | manifest bytes | manifest / non-zero | reuse, whole chunks | reuse, single blocks')

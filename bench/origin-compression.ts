@@ -14,6 +14,7 @@ import { hashBlocks } from '../chunker/index.ts'
 import { createZstdEncoder } from '../coordinator/block-batch.ts'
 import { DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG } from '../coordinator/constants.ts'
 import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
+import { findCorpus } from './lib/corpus.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'zstd levels/windows on the blocks a client misses (block batches and delta packs)'
@@ -21,10 +22,10 @@ export const summary = 'zstd levels/windows on the blocks a client misses (block
 /** Help text. */
 export const usage = `Usage: npm run bench -- origin-compression [--target IMG] [--seed PATH]... [--levels L,L,...] [--window-log N] [--pack] [--save FILE] [--json]
 
-Collects the non-zero 4 KiB blocks of --target (default /work/corpus/next.img)
+Collects the non-zero 4 KiB blocks of --target (default: the corpus's next.img, bench/lib/corpus.ts)
 whose BLAKE3 digest is not among the blocks of any --seed (an image file or a
 folder of files, each file cut into 4 KiB blocks, the last zero-padded;
-default /work/corpus/base.img), first occurrence only, in image order. Then
+default: the corpus's base.img), first occurrence only, in image order. Then
 compresses them as one zstd stream with the coordinator's encoder at each of
 --levels (default "3,<ORIGIN_ZSTD_LEVEL>,9,12") with a window of
 2^--window-log (default ORIGIN_ZSTD_WINDOW_LOG; 0 = zstd's default, no
@@ -138,8 +139,9 @@ async function compress (data: Buffer, level: number, windowLog: number): Promis
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, strict: true })
-  const target = values.target ?? '/work/corpus/next.img'
-  const seeds = values.seed ?? ['/work/corpus/base.img']
+  const corpus = values.target == null || values.seed == null ? findCorpus() : ''
+  const target = values.target ?? join(corpus, 'next.img')
+  const seeds = values.seed ?? [join(corpus, 'base.img')]
   const levels = (values.levels ?? `3,${ORIGIN_ZSTD_LEVEL},9,12`).split(',').map(Number)
   const windowLog = Number(values['window-log'] ?? ORIGIN_ZSTD_WINDOW_LOG)
   if (levels.some(l => !Number.isInteger(l) || l < 1 || l > 22) || !Number.isInteger(windowLog)) throw new Error('--levels must be integers 1..22, --window-log an integer')

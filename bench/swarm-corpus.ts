@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util'
 import { startByteMeter, type ByteMeter } from './lib/byte-meter.ts'
 import { runMeasured, type MeasuredRun } from './lib/run-measured.ts'
 import { startCorpusCoordinator } from './lib/corpus-coordinator.ts'
+import { findCorpus } from './lib/corpus.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'N agents syncing the corpus together (LAN swarm) vs one alone: WAN bytes through a counting proxy'
@@ -60,7 +61,7 @@ function b3sum (path: string): string {
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, allowPositionals: false })
-  const corpus = values.corpus ?? '/work/corpus'
+  const corpus = findCorpus(values.corpus)
   const n = Number(values.agents ?? 6)
   if (!Number.isSafeInteger(n) || n < 2 || n > 32) throw new Error(`--agents must be 2..32, got ${values.agents}`)
   const work = values.work ?? await mkdtemp(join(tmpdir(), 'trimswarm-bench-swarm-'))

@@ -26,6 +26,7 @@ import {
   AGENT_GROUP, COORDINATOR_PORT, DELTA_PACK_WAIT_MS, HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
+import { findCorpus } from '../lib/corpus.ts'
 
 /** Note on trim rows that repeat the cold figures. */
 const SAME_AS_COLD = 'figures of cold'
@@ -33,8 +34,6 @@ const SAME_AS_COLD = 'figures of cold'
 const REPO = resolve(import.meta.dirname, '..', '..')
 const TRIMSWARM = join(REPO, 'bin', 'trimswarm.js')
 
-/** Where the corpus is looked for when --images is not given. */
-export const DEFAULT_IMAGES_DIRS = ['/work/corpus', resolve(REPO, '..', 'shared', 'corpus')]
 
 function hasTool (name: string): boolean {
   try {
@@ -45,13 +44,13 @@ function hasTool (name: string): boolean {
   }
 }
 
-/** Finds the images folder or explains how to make one. */
+/** Finds the images folder (bench/lib/corpus.ts: given, found, or built) or explains how to make one. */
 export function findImages (dir: string | undefined): string {
-  const candidates = dir != null ? [dir] : DEFAULT_IMAGES_DIRS
-  for (const d of candidates) {
-    if (existsSync(join(d, 'base.img')) && existsSync(join(d, 'next.img'))) return resolve(d)
+  try {
+    return findCorpus(dir)
+  } catch (err) {
+    throw new BranchUsageError(`${(err as Error).message} (base.img is v1, next.img v2; ../shared/corpus/make-images.sh builds them)`)
   }
-  throw new BranchUsageError(`no base.img and next.img in ${candidates.join(' or ')}: build them with ../shared/corpus/make-images.sh (two 768 MiB ext4 images), or pass --images DIR holding base.img (v1) and next.img (v2)`)
 }
 
 /** Checks everything a run needs before anything is started or configured. */
