@@ -10,7 +10,7 @@ import { verifyCapability, type Capability } from '../../protocol/capability.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
 import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, MAX_QUEUED_WANTS, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
-import type { ServedVersion, ServeInit, SwarmLogger } from './interface.ts'
+import type { ServedVersion, ServeInit, SwarmLogger, SwarmServeStats } from './interface.ts'
 
 /** Called when a peer with a valid capability for a served version opens a stream (so a session can fetch from it too). */
 export type InboundListener = (peerId: string) => void
@@ -38,6 +38,8 @@ export interface BlockServer {
   /** Registers a listener for inbound peers of image@version (returns an unsubscribe function). */
   onInbound: (image: string, version: string, listener: InboundListener) => () => void
   setCaps: (caps: { uploadBps?: number, maxPeers?: number }) => void
+  /** Chunk bytes sent to peers since start: in total and per image@version key. */
+  stats: () => SwarmServeStats
   /** Closes every inbound stream. */
   stop: () => void
 }
@@ -60,6 +62,9 @@ export function createBlockServer (components: BlockServerComponents, init: { up
   let limiter: RateLimiter = createRateLimiter(init.uploadBps ?? 0)
   let maxPeers = init.maxPeers != null && init.maxPeers > 0 ? init.maxPeers : DEFAULT_MAX_PEERS
   let stopping = false
+  // Chunk bytes handed to the stream (counted once a batch is written), for the agent's servedBytes.
+  let bytesServed = 0
+  const bytesServedByVersion = new Map<string, number>()
 
   function bitmapOf (s: Served): Uint8Array {
     const n = s.init.chunkCount
@@ -136,7 +141,8 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       }
       s.subscribers.add(sub)
       sendHave(s, sub)
-      for (const l of listenersByKey.get(key(cap.image, cap.version)) ?? []) l(remote)
+      const versionKey = key(cap.image, cap.version)
+      for (const l of listenersByKey.get(versionKey) ?? []) l(remote)
 
       const writer = (async () => {
         while (!closed) {
@@ -164,6 +170,10 @@ export function createBlockServer (components: BlockServerComponents, init: { up
           if (closed) break
           if (dontHave.length > 0) batch.push({ type: 'dont-have', indices: dontHave })
           await framed.sendBatch(batch)
+          if (bytesInBatch > 0) {
+            bytesServed += bytesInBatch
+            bytesServedByVersion.set(versionKey, (bytesServedByVersion.get(versionKey) ?? 0) + bytesInBatch)
+          }
         }
       })()
       writer.catch(err => {
@@ -291,6 +301,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       if (caps.uploadBps != null) limiter = createRateLimiter(caps.uploadBps)
       if (caps.maxPeers != null) maxPeers = caps.maxPeers > 0 ? caps.maxPeers : DEFAULT_MAX_PEERS
     },
+    stats: () => ({ bytesServed, byVersion: Object.fromEntries(bytesServedByVersion) }),
     stop () {
       stopping = true
       for (const s of open) s.abort(new Error('swarm stopping'))

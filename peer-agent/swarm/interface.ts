@@ -154,6 +154,14 @@ export interface ServedVersion {
   close: () => void
 }
 
+/** What this node served to peers since it started (chunk payload bytes, not framing). */
+export interface SwarmServeStats {
+  /** Chunk bytes sent to peers, all versions. */
+  bytesServed: number
+  /** Chunk bytes sent per `image@version`. */
+  byVersion: Record<string, number>
+}
+
 /** A peer-to-peer node of the LAN swarm. */
 export interface Swarm {
   readonly peerId: string
@@ -175,4 +183,6 @@ export interface Swarm {
   createSession: (init: SwarmSessionInit) => SwarmSession
   /** Applies new caps from policy. */
   setCaps: (caps: { uploadBps?: number, maxPeers?: number }) => void
+  /** Chunk bytes this node served to peers since start (the agent's `servedBytes`). */
+  stats: () => SwarmServeStats
 }

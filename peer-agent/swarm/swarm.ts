@@ -123,7 +123,8 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
       if (!running) throw new SwarmNotStartedError('swarm is not started')
       return createSwarmSession({ libp2p: node, server, logger, findProviders: useDht ? findProviders : undefined, announce: useDht ? announce : undefined }, sessionInit)
     },
-    setCaps: (caps) => { server.setCaps(caps) }
+    setCaps: (caps) => { server.setCaps(caps) },
+    stats: () => server.stats()
   }
   await swarm.start()
   return swarm

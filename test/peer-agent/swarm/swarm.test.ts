@@ -1,5 +1,5 @@
 import { connect } from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
 import { hashBytes } from '../../../chunker/blake3.ts'
 import { ErrorCode, type ExchangeMessage } from '../../../protocol/block-exchange.ts'
@@ -249,6 +249,11 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
     await session.done
     const seconds = (performance.now() - t0) / 1000
     expect(session.stats().bytesFromPeers).toBe(total)
+    // The seed counts every chunk byte it sent (its write may settle just after the peer has the chunk).
+    const received = session.stats().bytesFromPeers + session.stats().duplicateBytes
+    await vi.waitFor(() => { expect(seed.stats().bytesServed).toBe(received) })
+    expect(seed.stats().byVersion).toEqual({ 'desk@v1': received })
+    expect(a.stats().bytesServed).toBe(0)
     // RATE_BURST_SECONDS of burst is allowed on top of the rate.
     expect(seconds).toBeGreaterThan((total - rate * 0.25) / rate * 0.9)
     await session.close()
