@@ -172,6 +172,12 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     return s
   }
 
+  /** servedBytes for an event, only when LAN sharing ran (cumulative for this process's swarm node). */
+  function served (): { servedBytes?: number } {
+    const n = lan?.servedBytes()
+    return n == null ? {} : { servedBytes: n }
+  }
+
   return {
     client,
     events,
@@ -200,7 +206,8 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
           image: req.image,
           version: safeVersion(base.version),
           seconds: (performance.now() - started) / 1000,
-          error: String((err as Error).message ?? err).slice(0, 2000)
+          error: String((err as Error).message ?? err).slice(0, 2000),
+          ...served()
         }).catch(() => {})
         await events.flush().catch(() => 0)
         throw err
@@ -213,7 +220,8 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
           fromVersion: summary.fromVersion,
           bytes: summary.bytes,
           totalBytes: summary.nonZeroBytes,
-          seconds: summary.seconds
+          seconds: summary.seconds,
+          ...served()
         })
       }
       await events.flush().catch(() => 0)

@@ -54,6 +54,8 @@ export interface LanSharing {
   linger: (ms: number, options?: AbortOptions) => Promise<void>
   /** The node's peer id, once started. */
   readonly peerId: string | undefined
+  /** Chunk bytes served to LAN peers by this process's swarm nodes so far; undefined if no node ever ran. */
+  servedBytes: () => number | undefined
   stop: () => Promise<void>
 }
 
@@ -97,7 +99,11 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
   /** Finished images still served (daemon: until a newer version replaces them). */
   const finished = new Map<string, { fh: FileHandle, served: ServedVersion }>()
 
+  /** Bytes served by nodes already stopped (a policy change can stop and restart the node). */
+  let servedBefore: number | undefined
+
   async function stopSwarm (): Promise<void> {
+    if (swarm != null) servedBefore = (servedBefore ?? 0) + swarm.stats().bytesServed
     rendezvous?.stop()
     rendezvous = undefined
     for (const f of finished.values()) { f.served.close(); await f.fh.close().catch(() => {}) }
@@ -339,6 +345,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
       }
     },
     get peerId () { return swarm?.peerId },
+    servedBytes: () => swarm == null ? servedBefore : (servedBefore ?? 0) + swarm.stats().bytesServed,
     async stop () {
       observer.stopped?.()
       await stopSwarm()

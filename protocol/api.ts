@@ -155,7 +155,9 @@ export const AgentEvent = object({
   totalBytes: optional(integer()),
   seconds: optional(number({ min: 0 })),
   error: optional(string({ maxLength: 2000 })),
-  peerId: optional(string({ maxLength: 128 }))
+  peerId: optional(string({ maxLength: 128 })),
+  /** Chunk bytes this agent has served to LAN peers, cumulative since its swarm node started (not per sync); absent when LAN sharing did not run. */
+  servedBytes: optional(integer())
 })
 export type AgentEvent = Infer<typeof AgentEvent>
 export const EventBatch = object({ events: array(AgentEvent, { minItems: 1, maxItems: 1000 }) })

@@ -52,7 +52,8 @@ Options
                          fetching from us for a moment, at most this long
                          (default DEFAULT_LINGER_SECONDS; 0 = exit at once)
   --json                 print one JSON summary on stdout:
-                         {"version", "bytes": {"local", "peers", "origin"}, "seconds", ...}
+                         {"version", "bytes": {"local", "peers", "origin"}, "seconds", ...;
+                         "servedBytes": chunk bytes served to LAN peers, when LAN sharing ran}
   --retries N            tries per coordinator request on network errors/5xx (default RETRY_ATTEMPTS)
   --retry-delay MS       first retry delay in ms, doubled each try (default RETRY_BASE_MS)
   --quiet                no progress output`
@@ -228,7 +229,8 @@ const sync: Command = {
           discardedChunks: summary.discardedChunks,
           chunksFetched: summary.chunksFetched,
           usedDeltaPack: summary.usedDeltaPack,
-          blocksBySource: summary.blocksBySource
+          blocksBySource: summary.blocksBySource,
+          ...(agent.lan?.servedBytes() != null ? { servedBytes: agent.lan.servedBytes() } : {})
         }) + '\n')
       } else if (summary.upToDate) {
         process.stdout.write(`${summary.out} is already ${summary.image}@${summary.version}\n`)

@@ -89,6 +89,11 @@ describe('agent sync with LAN sharing', () => {
     expect(outsider1.summary.bytes.peers).toBe(0)
     const peers1 = first.slice(0, -1).reduce((s, r) => s + (r.summary.bytes.peers as number), 0)
     expect(peers1).toBeGreaterThan(0)
+    // what the agents served each other (reported after --linger) covers what they received from each other
+    const served1 = first.slice(0, -1).reduce((s, r) => s + (r.summary.servedBytes as number), 0)
+    expect(served1).toBeGreaterThanOrEqual(peers1)
+    expect(outsider1.summary.servedBytes).toBeUndefined()
+    expect(ref.summary.servedBytes).toBeUndefined()
     const wan1 = meter.down
     expect(wan1 / aloneBase, `WAN bytes ${wan1} vs one agent alone ${aloneBase}`).toBeLessThanOrEqual(1.15)
 
