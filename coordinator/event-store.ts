@@ -130,6 +130,10 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           rec.site = ev.site
           rec.lastSeen = receivedAt
           if (ev.peerId != null) rec.peerId = ev.peerId
+          if (ev.servedBytes != null && (rec.servedAt == null || Date.parse(ev.time) >= Date.parse(rec.servedAt))) {
+            rec.servedBytes = ev.servedBytes
+            rec.servedAt = ev.time
+          }
 
           const status = statusOf(ev.type)
           if (status != null) {

@@ -4,7 +4,7 @@
  * the CLI and the admin console.
  */
 import { AgentEvent, TokenInfo } from './api.ts'
-import { array, enumOf, nullable, object, optional, record, string, type Infer } from './schema.ts'
+import { array, enumOf, integer, nullable, object, optional, record, string, type Infer } from './schema.ts'
 
 const isoTime = string({ maxLength: 40, pattern: /^\d{4}-\d{2}-\d{2}T[0-9:.]+Z$/ })
 
@@ -37,7 +37,11 @@ export const AgentRecord = object({
   site: stateName,
   lastSeen: isoTime,
   peerId: optional(string({ maxLength: 128 })),
-  images: record(stateName, AgentImageState, { maxEntries: 100_000 })
+  images: record(stateName, AgentImageState, { maxEntries: 100_000 }),
+  /** The newest (by event time) servedBytes the agent reported: chunk bytes its swarm node served to LAN peers since it started. */
+  servedBytes: optional(integer()),
+  /** Event time of that report (an older event re-sent later does not replace it). */
+  servedAt: optional(isoTime)
 })
 export type AgentRecord = Infer<typeof AgentRecord>
 

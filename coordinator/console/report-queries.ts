@@ -76,6 +76,8 @@ export interface AgentRow {
   site: string
   lastSeen: string
   peerId: string | null
+  /** Chunk bytes the agent's swarm node served to LAN peers, as last reported (null: never reported). */
+  servedBytes: number | null
   /** image@version of each completed image. */
   holds: string
   /** The latest sync of the filtered image (or of any image): "status image@version". */
@@ -93,6 +95,7 @@ function agentRow (rec: AgentRecord, image: string | undefined): AgentRow {
     site: rec.site,
     lastSeen: rec.lastSeen,
     peerId: rec.peerId ?? null,
+    servedBytes: rec.servedBytes ?? null,
     holds,
     current: cur?.s == null ? '' : `${cur.s.status} ${cur.img}@${cur.s.version}`,
     error: cur?.s?.status === 'failed' ? cur.s.error ?? null : null
@@ -281,6 +284,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       { label: 'version held', value: r => r.holds },
       { label: 'latest sync', value: r => r.current },
       { label: 'error', value: r => r.error },
+      { label: 'served to peers', value: r => r.servedBytes, text: r => r.servedBytes == null ? '' : formatBytes(r.servedBytes), numeric: true },
       { label: 'peer id', value: r => r.peerId }
     ],
     async load (q) {

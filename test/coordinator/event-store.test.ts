@@ -69,14 +69,16 @@ describe('event store', () => {
   })
 
   it('keeps aggregates and agents across a restart', async () => {
-    await store.add([ev({ agent: 'pc9', type: 'sync.completed', peerId: '12D3KooWtest' })], 'tok')
+    await store.add([ev({ agent: 'pc9', type: 'sync.completed', peerId: '12D3KooWtest', servedBytes: 5000, time: '2026-11-25T10:05:00.000Z' })], 'tok')
+    // an older report re-sent late does not replace the newer one
+    await store.add([ev({ agent: 'pc9', type: 'sync.failed', servedBytes: 100, time: '2026-11-25T09:00:00.000Z' })], 'tok')
     await store.stop()
     const again = createEventStore({ db })
     await again.start()
     expect(again.report({})).toEqual([expect.objectContaining({ clients: 1 })])
     const agents = []
     for await (const a of again.agents()) agents.push(a)
-    expect(agents).toEqual([expect.objectContaining({ agent: 'pc9', site: 'paris', peerId: '12D3KooWtest' })])
+    expect(agents).toEqual([expect.objectContaining({ agent: 'pc9', site: 'paris', peerId: '12D3KooWtest', servedBytes: 5000, servedAt: '2026-11-25T10:05:00.000Z' })])
   })
 
   it('pages newest first with filters and sweeps events past retention', async () => {

@@ -296,7 +296,7 @@ describe('data', () => {
 
   it('filters agents by site and image through the agent index, page by page, and follows an agent that moved', async () => {
     const batch: AgentEvent[] = []
-    for (let i = 0; i < 9; i++) batch.push(ev({ agent: `fleet-${i}`, site: i % 3 === 0 ? 'oslo' : 'rome', image: i % 2 === 0 ? 'fleetimg' : 'other' }))
+    for (let i = 0; i < 9; i++) batch.push(ev({ agent: `fleet-${i}`, site: i % 3 === 0 ? 'oslo' : 'rome', image: i % 2 === 0 ? 'fleetimg' : 'other', ...(i === 6 ? { servedBytes: 3 << 20 } : {}) }))
     await postEvents(batch)
     const b = await adminBrowser()
     const names = async (q: string): Promise<string[]> => {
@@ -317,7 +317,14 @@ describe('data', () => {
     expect(await names('site=oslo')).toEqual(['fleet-0', 'fleet-6'])
     expect(await names('site=rome')).toContain('fleet-3')
     const csv = await (await b.req('/console/api/agents.csv?site=oslo')).text()
-    expect(csv.split('\r\n')[0]).toBe('agent,site,last seen,version held,latest sync,error,peer id')
+    const lines = csv.split('\r\n')
+    expect(lines[0]).toBe('agent,site,last seen,version held,latest sync,error,served to peers,peer id')
+    // bytes served to LAN peers: raw in CSV and JSON, human formatted on the page; empty when never reported
+    expect(lines.find(l => l.startsWith('fleet-6,'))).toMatch(/,3145728,[^,]*$/)
+    expect(lines.find(l => l.startsWith('fleet-0,'))).toMatch(/,,[^,]*$/)
+    const json: { rows: Array<{ agent: string, servedBytes: number | null }> } = await (await b.req('/console/api/agents?site=oslo')).json()
+    expect(json.rows.map(r => [r.agent, r.servedBytes])).toEqual([['fleet-0', null], ['fleet-6', 3 << 20]])
+    expect(await (await b.req('/console/agents?site=oslo')).text()).toMatch(/<th[^>]*>served to peers<\/th>[\s\S]*3\.0 MiB/)
   })
 
   it('draws charts from samples of the report, and the rollout page shows failures with reasons', async () => {
