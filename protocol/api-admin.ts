@@ -38,7 +38,7 @@ export const AgentRecord = object({
   lastSeen: isoTime,
   peerId: optional(string({ maxLength: 128 })),
   images: record(stateName, AgentImageState, { maxEntries: 100_000 }),
-  /** The newest (by event time) servedBytes the agent reported: chunk bytes its swarm node served to LAN peers since it started. */
+  /** The newest (by event time) servedBytes the agent reported: chunk bytes it served to LAN peers since its process started. */
   servedBytes: optional(integer()),
   /** Event time of that report (an older event re-sent later does not replace it). */
   servedAt: optional(isoTime)

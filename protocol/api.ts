@@ -156,7 +156,7 @@ export const AgentEvent = object({
   seconds: optional(number({ min: 0 })),
   error: optional(string({ maxLength: 2000 })),
   peerId: optional(string({ maxLength: 128 })),
-  /** Chunk bytes this agent has served to LAN peers, cumulative since its swarm node started (not per sync); absent when LAN sharing did not run. */
+  /** Chunk bytes this agent has served to LAN peers, cumulative since the agent process started (not per sync); absent when LAN sharing did not run. */
   servedBytes: optional(integer())
 })
 export type AgentEvent = Infer<typeof AgentEvent>
