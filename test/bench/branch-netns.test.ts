@@ -174,7 +174,8 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
         void exited.then(() => reject(new Error(`exited before the network was up: ${stderr}`)))
       })
       expect(namespaces()).toContain(`ts-hq-${p.pid}`)
-      expect(processesMentioning(work).length).toBeGreaterThan(0)
+      // the network line comes first, the processes a moment later: wait until some run, so SIGTERM has something to stop
+      await expect.poll(() => processesMentioning(work).length, { timeout: 30_000, interval: 100 }).toBeGreaterThan(0)
       p.kill('SIGTERM')
       expect(await exited).toBe(143)
       expect(stderr).toContain('SIGTERM: stopping every process')
