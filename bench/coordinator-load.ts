@@ -12,10 +12,10 @@
 import { execFile, spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
+import { freePort, rssKiB } from './lib/proc.ts'
 
 const run_ = promisify(execFile)
 
@@ -61,21 +61,7 @@ const PATHS: Record<string, string> = {
   healthz: '/healthz'
 }
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address()
-      srv.close(() => { resolve(typeof a === 'object' && a != null ? a.port : 0) })
-    })
-  })
-}
 
-async function rssKiB (pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN)
-}
 
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {

@@ -9,10 +9,10 @@
 import { execFile, spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
+import { freePort, rssKiB } from './lib/proc.ts'
 
 const exec = promisify(execFile)
 
@@ -55,21 +55,7 @@ export const options = {
   json: { type: 'boolean' }
 } as const
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address()
-      srv.close(() => { resolve(typeof a === 'object' && a != null ? a.port : 0) })
-    })
-  })
-}
 
-async function rssMiB (pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024)
-}
 
 /** An image with distinct, compressible-ish data and zero holes, like a disk. */
 function syntheticImage (mib: number): Buffer {
@@ -116,8 +102,9 @@ export async function run (argv: string[]): Promise<number> {
     const tokenFile = join(dir, 'agent.token')
     await writeFile(tokenFile, token + '\n', { mode: 0o600 })
 
-    const samples: number[] = [await rssMiB(child.pid!)]
-    const sampler = setInterval(() => { rssMiB(child.pid!).then(v => samples.push(v), () => {}) }, sampleMs)
+    const rssMiB = async (): Promise<number> => Math.round(await rssKiB(child.pid!) / 1024)
+    const samples: number[] = [await rssMiB()]
+    const sampler = setInterval(() => { rssMiB().then(v => samples.push(v), () => {}) }, sampleMs)
     const started = performance.now()
     const agentRuns = Array.from({ length: agents }, async (_, i) => {
       const out = join(dir, `agent-${i}`, 'desk.img')
@@ -139,7 +126,7 @@ export async function run (argv: string[]): Promise<number> {
     instance?.stop()
     const r = await load
     clearInterval(sampler)
-    samples.push(await rssMiB(child.pid!))
+    samples.push(await rssMiB())
     const failed = results.filter(a => !a.ok)
     const result = {
       agents,
