@@ -9,13 +9,13 @@
  * the coordinator's memory before and after. Figures: docs/BENCHMARKS.md
  * `## coordinator load`.
  */
-import { execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { freePort, rssKiB } from './lib/proc.ts'
+import { rssKiB, spawnCoordinator } from './lib/proc.ts'
 
 const run_ = promisify(execFile)
 
@@ -74,16 +74,8 @@ export async function run (argv: string[]): Promise<number> {
   if (PATHS[which] == null) throw new Error(`--path must be one of ${Object.keys(PATHS).join(', ')}`)
 
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-'))
-  const listen = `127.0.0.1:${await freePort()}`
-  const url = `http://${listen}`
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', join(dir, 'data'), '--listen', listen, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const { child, url, tokenFile: tokenFile } = await spawnCoordinator(join(dir, 'data'))
   try {
-    await new Promise<void>((resolve, reject) => {
-      let out = ''
-      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('coordinator listening on')) resolve() })
-      child.once('exit', (code) => { reject(new Error(`coordinator exited with ${code}`)) })
-    })
-    const tokenFile = join(dir, 'data', 'admin.token')
     const admin = (await readFile(tokenFile, 'utf8')).trim()
     const img = join(dir, 'desk.img')
     const bytes = Buffer.alloc(4 << 20)

@@ -6,13 +6,13 @@
  * failed; samples the coordinator's RSS every --sample-ms over the run.
  * Figures: docs/BENCHMARKS.md `## load`.
  */
-import { execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { freePort, rssKiB } from './lib/proc.ts'
+import { rssKiB, spawnCoordinator } from './lib/proc.ts'
 
 const exec = promisify(execFile)
 
@@ -81,16 +81,8 @@ export async function run (argv: string[]): Promise<number> {
   for (const [k, v] of Object.entries({ agents, connections, mib, sampleMs })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`)
 
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-agents-'))
-  const listen = `127.0.0.1:${await freePort()}`
-  const url = `http://${listen}`
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', join(dir, 'data'), '--listen', listen, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const { child, url, tokenFile: adminFile } = await spawnCoordinator(join(dir, 'data'))
   try {
-    await new Promise<void>((resolve, reject) => {
-      let out = ''
-      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('coordinator listening on')) resolve() })
-      child.once('exit', (code) => { reject(new Error(`coordinator exited with ${code}`)) })
-    })
-    const adminFile = join(dir, 'data', 'admin.token')
     const admin = (await readFile(adminFile, 'utf8')).trim()
     const img = join(dir, 'desk.img')
     await writeFile(img, syntheticImage(mib))
