@@ -56,23 +56,29 @@ export interface StackedRow {
   values: number[]
 }
 
-/** Horizontal stacked bar chart (e.g. bytes by source per scenario x method). */
-export function stackedBarChart (opts: { title: string, unit: string, scale: number, segments: string[], rows: StackedRow[] }): string {
+/** The frame of a chart with one row per label and a value axis along x: layout, grid, ticks and unit. */
+function rowChartFrame (title: string, unit: string, rows: number, largest: number): { out: string[], left: number, plotW: number, rowH: number, top: number, height: number, max: number } {
   const left = 170
   const right = 40
   const rowH = 24
   const top = 50
   const width = 820
   const plotW = width - left - right
-  const height = top + opts.rows.length * rowH + 60
-  const max = niceMax(Math.max(0, ...opts.rows.map(r => r.values.reduce((s, v) => s + v, 0))) / opts.scale)
-  const out = svgOpen(width, height, opts.title)
+  const height = top + rows * rowH + 60
+  const max = niceMax(largest)
+  const out = svgOpen(width, height, title)
   for (let i = 0; i <= 4; i++) {
     const x = left + plotW * i / 4
-    out.push(`<line x1="${x}" y1="${top - 5}" x2="${x}" y2="${top + opts.rows.length * rowH}" stroke="#dddddd"/>`)
-    out.push(`<text x="${x}" y="${top + opts.rows.length * rowH + 16}" text-anchor="middle" ${FONT}>${fmt(max * i / 4)}</text>`)
+    out.push(`<line x1="${x}" y1="${top - 5}" x2="${x}" y2="${top + rows * rowH}" stroke="#dddddd"/>`)
+    out.push(`<text x="${x}" y="${top + rows * rowH + 16}" text-anchor="middle" ${FONT}>${fmt(max * i / 4)}</text>`)
   }
-  out.push(`<text x="${left + plotW / 2}" y="${top + opts.rows.length * rowH + 34}" text-anchor="middle" ${FONT}>${escapeXml(opts.unit)}</text>`)
+  out.push(`<text x="${left + plotW / 2}" y="${top + rows * rowH + 34}" text-anchor="middle" ${FONT}>${escapeXml(unit)}</text>`)
+  return { out, left, plotW, rowH, top, height, max }
+}
+
+/** Horizontal stacked bar chart (e.g. bytes by source per scenario x method). */
+export function stackedBarChart (opts: { title: string, unit: string, scale: number, segments: string[], rows: StackedRow[] }): string {
+  const { out, left, plotW, rowH, top, height, max } = rowChartFrame(opts.title, opts.unit, opts.rows.length, Math.max(0, ...opts.rows.map(r => r.values.reduce((s, v) => s + v, 0))) / opts.scale)
   opts.rows.forEach((row, i) => {
     const y = top + i * rowH
     out.push(`<text x="${left - 8}" y="${y + rowH / 2 + 4}" text-anchor="end" ${FONT}>${escapeXml(row.label)}</text>`)
@@ -100,21 +106,7 @@ export interface DotRow {
 
 /** Dot chart: per row, one dot per client at its completion time. */
 export function dotChart (opts: { title: string, unit: string, rows: DotRow[], seriesNames: string[] }): string {
-  const left = 170
-  const right = 40
-  const rowH = 24
-  const top = 50
-  const width = 820
-  const plotW = width - left - right
-  const height = top + opts.rows.length * rowH + 60
-  const max = niceMax(Math.max(0, ...opts.rows.flatMap(r => r.values)))
-  const out = svgOpen(width, height, opts.title)
-  for (let i = 0; i <= 4; i++) {
-    const x = left + plotW * i / 4
-    out.push(`<line x1="${x}" y1="${top - 5}" x2="${x}" y2="${top + opts.rows.length * rowH}" stroke="#dddddd"/>`)
-    out.push(`<text x="${x}" y="${top + opts.rows.length * rowH + 16}" text-anchor="middle" ${FONT}>${fmt(max * i / 4)}</text>`)
-  }
-  out.push(`<text x="${left + plotW / 2}" y="${top + opts.rows.length * rowH + 34}" text-anchor="middle" ${FONT}>${escapeXml(opts.unit)}</text>`)
+  const { out, left, plotW, rowH, top, height, max } = rowChartFrame(opts.title, opts.unit, opts.rows.length, Math.max(0, ...opts.rows.flatMap(r => r.values)))
   opts.rows.forEach((row, i) => {
     const y = top + i * rowH + rowH / 2
     const color = PALETTE[row.series % PALETTE.length]
