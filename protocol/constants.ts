@@ -49,6 +49,9 @@ export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/
 /** Block exchange protocol id between peers (libp2p). */
 export const BLOCKS_PROTOCOL = '/trimswarm/blocks/1.0.0'
 
+/** Signed-manifest exchange protocol id between peers (libp2p): protocol/manifest-exchange.ts. */
+export const MANIFEST_PROTOCOL = '/trimswarm/manifest/1.0.0'
+
 /** Prefix of the private kad-dht among an organisation's agents. */
 export const DHT_PROTOCOL_PREFIX = '/trimswarm'
 

@@ -76,3 +76,9 @@ export const CONNECT_TIMEOUT_MS = 5_000
  * measured 1.5x fewer socket writes (docs/BENCHMARKS.md "swarm").
  */
 export const WRITE_BATCH_BYTES = 512 * 1024
+
+/** A manifest request (dial done) must be answered within this, whole envelope included. */
+export const MANIFEST_ANSWER_TIMEOUT_MS = 30_000
+
+/** Signed manifests a node keeps to answer peers with (the versions it synced last). */
+export const MANIFEST_HELD_VERSIONS = 4

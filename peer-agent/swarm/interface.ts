@@ -1,6 +1,7 @@
 /** Types of the LAN swarm: what the sync engine implements (ChunkProvider) and calls (Swarm, SwarmSession). */
 import type { Libp2p } from '@libp2p/interface'
 import type { Manifest } from '../../protocol/manifest.ts'
+import type { ManifestAnswer } from '../../protocol/manifest-exchange.ts'
 
 /** Options every async call takes. */
 export interface AbortOptions {
@@ -179,6 +180,12 @@ export interface Swarm {
   findProviders: (image: string, version: string, options?: AbortOptions) => AsyncIterable<PeerAddress>
   /** Serves a version's chunks to peers presenting a capability for it. */
   serve: (init: ServeInit) => ServedVersion
+  /** Answers peers with a capability for image@version with this signed manifest (MANIFEST_PROTOCOL; the last MANIFEST_HELD_VERSIONS kept). */
+  holdManifest: (image: string, version: string, envelope: Uint8Array) => void
+  /** Marks that this node is downloading image@version's manifest from the origin (peers that ask are told FETCHING); returns the function that ends it. */
+  fetchingManifest: (image: string, version: string) => () => void
+  /** Asks one peer (multiaddr with /p2p/, or a connected peer id) for the manifest its capability names; the envelope comes back unverified. */
+  askManifest: (peer: string, capability: Uint8Array, options?: AbortOptions) => Promise<ManifestAnswer>
   /** Starts fetching a version from peers. */
   createSession: (init: SwarmSessionInit) => SwarmSession
   /** Applies new caps from policy. */

@@ -1,7 +1,8 @@
 /**
  * A LAN swarm node: libp2p over TCP with noise and yamux, identify, a private
  * kad-dht (DHT_PROTOCOL_PREFIX) for provider records per image version, and
- * optional mDNS; serves and fetches chunks on BLOCKS_PROTOCOL.
+ * optional mDNS; serves and fetches chunks on BLOCKS_PROTOCOL and signed
+ * manifests on MANIFEST_PROTOCOL.
  */
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -16,11 +17,12 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, RAW_CODE } from '../../protocol/constants.ts'
+import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
 import { createBlockServer, describe } from './block-server.ts'
 import { DEFAULT_LISTEN, DEFAULT_MAX_PEERS, DHT_KEY_PREFIX, STREAM_IDLE_TIMEOUT_MS } from './constants.ts'
 import type { PeerAddress, Swarm, SwarmComponents, SwarmInit, SwarmLogger } from './interface.ts'
+import { createManifestExchange } from './manifest-exchange.ts'
 import { createSwarmSession } from './session.ts'
 import { SwarmNotStartedError } from './errors.ts'
 
@@ -59,6 +61,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     start: false
   })
   const server = createBlockServer({ coordinatorKey, logger }, { uploadBps: init.uploadBps, maxPeers: init.maxPeers })
+  const manifests = createManifestExchange({ libp2p: node, coordinatorKey, logger })
   let running = false
 
   // Dial what mDNS finds (libp2p only stores it).
@@ -104,6 +107,9 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
         stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
         server.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound stream failed: ${describe(err)}`) })
       }, { maxInboundStreams: 2 * (init.maxPeers ?? DEFAULT_MAX_PEERS) + 8, runOnLimitedConnection: false })
+      await node.handle(MANIFEST_PROTOCOL, (stream, connection) => {
+        manifests.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound manifest stream failed: ${describe(err)}`) })
+      }, { maxInboundStreams: 4, runOnLimitedConnection: false })
       await node.start()
       running = true
       if ((init.bootstrap ?? []).length > 0) await addPeers(init.bootstrap ?? [])
@@ -119,6 +125,12 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     announce,
     findProviders,
     serve: (serveInit) => server.serve(serveInit),
+    holdManifest: (image, version, envelope) => { manifests.hold(image, version, envelope) },
+    fetchingManifest: (image, version) => manifests.fetching(image, version),
+    askManifest (peer, capability, options) {
+      if (!running) throw new SwarmNotStartedError('swarm is not started')
+      return manifests.ask(peer, capability, options)
+    },
     createSession (sessionInit) {
       if (!running) throw new SwarmNotStartedError('swarm is not started')
       return createSwarmSession({ libp2p: node, server, logger, findProviders: useDht ? findProviders : undefined, announce: useDht ? announce : undefined }, sessionInit)
