@@ -111,3 +111,18 @@ export const LAN_IDLE_MS = 500
 
 /** `agent sync --linger` default: the longest an agent keeps serving after its sync while peers still fetch from it (seconds); it stops after LAN_IDLE_MS without any. */
 export const DEFAULT_LINGER_SECONDS = 120
+
+/** While it waits for the signed manifest from a peer of its site, an agent asks its peers again after this long (ms). */
+export const LAN_MANIFEST_POLL_MS = 200
+
+/**
+ * An agent that is not the one of its site to download a manifest (the lowest peer id of those
+ * wanting it) takes it from the origin itself once no peer has held or been fetching it for this long (ms).
+ */
+export const LAN_MANIFEST_LEADER_WAIT_MS = 3_000
+
+/** Longest wait for a peer that says it is downloading the manifest (slow WAN) before taking it from the origin too (ms). */
+export const LAN_MANIFEST_FETCH_WAIT_MS = 60_000
+
+/** Largest JSON response body the agent accepts from the coordinator (a bigger one is an error, not retried). */
+export const JSON_MAX_BYTES = 64 * 1024 * 1024
