@@ -1,8 +1,10 @@
 /**
  * The agent's only way to the coordinator: HTTP to the protocol/api.ts routes.
  * Authenticates with a machine token file or a user name + password file
- * (POST /v1/auth/login), retries network errors and 5xx with exponential
- * backoff and jitter, rebuilds error bodies with errorFromWire, validates every
+ * (POST /v1/auth/login), retries network errors (refused, reset, a body that
+ * breaks off) and 5xx with exponential backoff and jitter, so a coordinator
+ * restart only delays the agent (docs/OPERATIONS.md "When the coordinator
+ * restarts"), rebuilds error bodies with errorFromWire, validates every
  * JSON response with its schema, and counts every response body byte
  * received (compressed, as on the wire) as origin bytes.
  */
@@ -12,7 +14,7 @@ import { api } from '../protocol/index.ts'
 import { errorFromWire, TrimswarmError, UnauthorizedError } from '../protocol/errors.ts'
 import type { Schema } from '../protocol/schema.ts'
 import { CapabilityResponse, PeerList, PeerRegistrationResponse, swarmRoutes, type CapabilityRequest, type PeerRegistration } from '../protocol/swarm-api.ts'
-import { RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.ts'
+import { JSON_MAX_BYTES, RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.ts'
 import { CoordinatorUnreachableError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createRateLimiter, type RateLimiter } from './rate-limiter.ts'
@@ -41,9 +43,9 @@ export interface CoordinatorClient {
   readonly receivedBytes: number
   /** Limits origin bytes per second from now on (0 = none). */
   setRateLimit: (bytesPerSecond: number) => void
-  /** GET/POST JSON, validated with `schema`. */
+  /** GET/POST JSON, validated with `schema`; a body that breaks off is asked again. */
   json: <T>(method: 'GET' | 'POST', path: string, schema: Schema<T>, body?: unknown, options?: AbortOptions) => Promise<T>
-  /** A binary GET/POST whose whole body is returned (manifests, chunks). */
+  /** A binary GET/POST whose whole body is returned (manifests, chunks); a body that breaks off is asked again. */
   bytes: (method: 'GET' | 'POST', path: string, body?: unknown, options?: AbortOptions & { maxBytes?: number }) => Promise<Uint8Array>
   /**
    * A binary request whose body is streamed; retries only until the response
@@ -208,13 +210,35 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     }
   }
 
+  /**
+   * A request whose whole body is wanted: a body that breaks off (the coordinator
+   * stopped or restarted mid-response, the connection was reset) asks again, as
+   * every request of the agent is idempotent (GETs; POSTs that log in, register,
+   * sign or list; POST .../blocks, which only reads; POST /v1/events, deduplicated
+   * by event id).
+   */
+  async function whole (method: string, path: string, body: unknown, options: AbortOptions, headers: Record<string, string>, maxBytes?: number): Promise<Uint8Array> {
+    for (let attempt = 1; ; attempt++) {
+      const res = await authed(method, path, body, options, headers)
+      try {
+        return await collect(res.body, maxBytes)
+      } catch (err) {
+        // our own limits (a response too large) and an abort are final
+        if (options.signal?.aborted === true || err instanceof TrimswarmError) throw err
+        if (attempt >= attempts) {
+          throw new CoordinatorUnreachableError(`coordinator ${base}: ${method} ${path}: response broke off ${attempts} times: ${describeNetworkError(err)}`, { cause: err })
+        }
+        await backoff(attempt, `${method} ${path}: response broke off (${describeNetworkError(err)})`, options)
+      }
+    }
+  }
+
   const client: CoordinatorClient = {
     url: base,
     get receivedBytes () { return received },
     setRateLimit (bps) { limiter = createRateLimiter(bps) },
     async json (method, path, schema, body, options = {}) {
-      const res = await authed(method, path, body, options, { accept: 'application/json' })
-      const bytes = await collect(res.body, 64 * 1024 * 1024)
+      const bytes = await whole(method, path, body, options, { accept: 'application/json' }, JSON_MAX_BYTES)
       let parsed: unknown
       try {
         parsed = JSON.parse(new TextDecoder().decode(bytes))
@@ -224,8 +248,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
       return schema.parse(parsed)
     },
     async bytes (method, path, body, options = {}) {
-      const res = await authed(method, path, body, options)
-      return await collect(res.body, options.maxBytes)
+      return await whole(method, path, body, options, {}, options.maxBytes)
     },
     async stream (method, path, body, options = {}) {
       return await authed(method, path, body, options, options.headers ?? {})
