@@ -84,6 +84,13 @@ export const MAX_BLOCK_BATCH_REQUEST_BYTES = 8 * 1024 * 1024
 /** Decoded manifests kept in memory for the origin routes (versions are immutable, so caching is safe). */
 export const MANIFEST_CACHE_SIZE = 16
 
+/** Images whose version records the image service keeps in memory (resolving `latest` reads no database). */
+export const VERSION_RECORD_CACHE_IMAGES = 1024
+
+/** Signed envelopes kept in memory for the manifest route: at most this many, and at most ENVELOPE_CACHE_BYTES in all. */
+export const ENVELOPE_CACHE_ENTRIES = 256
+export const ENVELOPE_CACHE_BYTES = 64 * 1024 * 1024
+
 /** Chunks checked in parallel at commit and in POST /v1/chunks/missing. */
 export const CHUNK_CHECK_CONCURRENCY = 16
 

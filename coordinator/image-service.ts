@@ -28,12 +28,14 @@ import { decodeEnvelope } from '../protocol/signed-manifest.ts'
 import { hashBlocks, hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import { createBlockBatchStream, type ZstdSettings } from './block-batch.ts'
 import {
-  CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, IMAGE_SUBLEVEL_PREFIX, MANIFEST_CACHE_SIZE,
-  ORIGIN_MAX_CONCURRENT_BATCHES, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR
+  CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ENVELOPE_CACHE_BYTES, ENVELOPE_CACHE_ENTRIES,
+  IMAGE_SUBLEVEL_PREFIX, MANIFEST_CACHE_SIZE, ORIGIN_MAX_CONCURRENT_BATCHES, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR,
+  VERSION_RECORD_CACHE_IMAGES
 } from './constants.ts'
 import { ConfigError } from './errors.ts'
 import { countReusedBlocks, digestSet, planDeltaPack, writeDeltaPack } from './delta-pack-builder.ts'
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
+import { createLruCache } from './lru-cache.ts'
 
 /** What the image service needs from the server (D1's createCoordinator passes these). */
 export interface ImageServiceComponents {
@@ -261,6 +263,31 @@ export function createImageService (components: ImageServiceComponents, init: Im
 
   const manifestCache = new Map<string, CachedManifest>()
 
+  // ---- read caches ----
+  // Each manifest request used to open a level iterator over the image's
+  // versions (to resolve `latest`) and copy the envelope out of level: under a
+  // crowd of agents that was most of the request's cost, plus a copy of up to
+  // MAX_MANIFEST_BYTES per request. Every write to img-versions goes through
+  // this service (fsck writes only while the coordinator is stopped) and
+  // envelopes never change once committed (a retired version stays fetchable
+  // by name), so both are cached: an image's version records, frozen, in
+  // publish order (dropped by every write to that image), and the envelope
+  // bytes (one shared buffer, sent as is to every client).
+  const recordCache = createLruCache<readonly VersionRecord[]>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
+  const envelopeCache = createLruCache<Uint8Array>({ maxEntries: ENVELOPE_CACHE_ENTRIES, maxWeight: ENVELOPE_CACHE_BYTES, weigh: b => b.byteLength })
+  // Loads in progress, so a crowd arriving at a cold cache reads level once.
+  const recordLoads = new Map<string, Promise<readonly VersionRecord[]>>()
+  const envelopeLoads = new Map<string, Promise<Uint8Array>>()
+  // Bumped by every write: a load that started before a write must not cache what it read.
+  let generation = 0
+
+  /** Drops the cached records of `image`; call after every write to its version records. */
+  function invalidate (image: string): void {
+    generation++
+    recordCache.delete(image)
+    recordLoads.delete(image)
+  }
+
   // Each batch stream holds a zstd window of up to 2^windowLog bytes (sized
   // down to the batch by the pledged size): bound how many run at once so a
   // crowd of first installs queues instead of exhausting memory.
@@ -296,19 +323,59 @@ export function createImageService (components: ImageServiceComponents, init: Im
     }
   }
 
+  /** A version's record (frozen: copy it to change it). */
   async function getRecord (image: string, version: string): Promise<VersionRecord | undefined> {
-    return await versions.get(versionKey(image, version))
+    return (await imageRecords(image)).find(r => r.info.version === version)
   }
 
-  /** Every version record of an image, in publish order. */
-  async function imageRecords (image: string): Promise<VersionRecord[]> {
+  /** Every version record of an image, in publish order, from the cache or level (frozen). */
+  async function imageRecords (image: string): Promise<readonly VersionRecord[]> {
+    const hit = recordCache.get(image)
+    if (hit != null) return hit
+    let pending = recordLoads.get(image)
+    if (pending == null) {
+      const gen = generation
+      const load: Promise<readonly VersionRecord[]> = readImageRecords(image)
+        .then(recs => {
+          if (gen === generation) recordCache.set(image, recs)
+          return recs
+        })
+        .finally(() => { if (recordLoads.get(image) === load) recordLoads.delete(image) })
+      recordLoads.set(image, pending = load)
+    }
+    return await pending
+  }
+
+  async function readImageRecords (image: string): Promise<readonly VersionRecord[]> {
     const out: VersionRecord[] = []
     // '/' + 1 is '0': every key `${image}/...` and nothing of another image.
-    for await (const value of versions.values({ gt: `${image}/`, lt: `${image}0` })) out.push(value)
-    return out.sort((a, b) => a.seq - b.seq)
+    for await (const value of versions.values({ gt: `${image}/`, lt: `${image}0` })) {
+      Object.freeze(value.info)
+      out.push(Object.freeze(value))
+    }
+    return Object.freeze(out.sort((a, b) => a.seq - b.seq))
   }
 
-  function latestOf (records: VersionRecord[]): VersionRecord | undefined {
+  /** A version's signed envelope, from the cache or level (shared: never modify it). */
+  async function envelopeOf (image: string, version: string): Promise<Uint8Array> {
+    const key = versionKey(image, version)
+    const hit = envelopeCache.get(key)
+    if (hit != null) return hit
+    let pending = envelopeLoads.get(key)
+    if (pending == null) {
+      const load: Promise<Uint8Array> = envelopes.get(key)
+        .then((bytes: Uint8Array | undefined) => {
+          if (bytes == null) throw new NotFoundError(`image ${image} version ${version} has no manifest`)
+          envelopeCache.set(key, bytes)
+          return bytes
+        })
+        .finally(() => { envelopeLoads.delete(key) })
+      envelopeLoads.set(key, pending = load)
+    }
+    return await pending
+  }
+
+  function latestOf (records: readonly VersionRecord[]): VersionRecord | undefined {
     for (let i = records.length - 1; i >= 0; i--) if (!records[i].info.retired && records[i].incomplete !== true) return records[i]
     return undefined
   }
@@ -336,8 +403,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
       manifestCache.set(key, hit)
       return hit
     }
-    const envelope = await envelopes.get(key)
-    if (envelope == null) throw new NotFoundError(`image ${info.image} version ${info.version} has no manifest`)
+    const envelope = await envelopeOf(info.image, info.version)
     // The envelope was built by us at commit; decode the manifest inside without re-verifying the signature.
     const manifest = decodeManifest(decodeEnvelope(envelope).manifest)
     const entry: CachedManifest = { manifest, cids: new Set(manifest.chunks.map(c => chunkCid(c.digest).toString())) }
@@ -406,12 +472,16 @@ export function createImageService (components: ImageServiceComponents, init: Im
     await serialised(async () => {
       const cur = await getRecord(image, version)
       if (cur == null) return
-      cur.info.deltaPackBytes = built.bytes
+      const next: VersionRecord = { ...cur, info: { ...cur.info, deltaPackBytes: built.bytes } }
       const pack: PackRecord = { bytes: built.bytes, blocks: built.blocks, etag: built.etag, builtAt: new Date().toISOString() }
-      await db.batch([
-        { type: 'put', sublevel: versions, key, value: cur },
-        { type: 'put', sublevel: packs, key: `${key}/${from}`, value: pack }
-      ] as any)
+      try {
+        await db.batch([
+          { type: 'put', sublevel: versions, key, value: next },
+          { type: 'put', sublevel: packs, key: `${key}/${from}`, value: pack }
+        ] as any)
+      } finally {
+        invalidate(image)
+      }
     })
     stats.deltaPacksBuilt++
     logger.info('delta pack built', { image, version, from, blocks: built.blocks, bytes: built.bytes, seconds: Math.round(seconds * 10) / 10 })
@@ -532,12 +602,17 @@ export function createImageService (components: ImageServiceComponents, init: Im
           reusedFromPreviousPercent: reused
         }
         // One batch: an interrupted commit leaves no version, a finished one leaves all of it.
-        await db.batch([
-          { type: 'put', sublevel: versions, key, value: { info, seq } },
-          { type: 'put', sublevel: envelopes, key, value: envelope },
-          { type: 'put', sublevel: digestsDb, key, value: digests },
-          { type: 'put', sublevel: meta, key: 'seq', value: seq }
-        ] as any)
+        try {
+          await db.batch([
+            { type: 'put', sublevel: versions, key, value: { info, seq } },
+            { type: 'put', sublevel: envelopes, key, value: envelope },
+            { type: 'put', sublevel: digestsDb, key, value: digests },
+            { type: 'put', sublevel: meta, key: 'seq', value: seq }
+          ] as any)
+        } finally {
+          // `latest` moves for the very next request
+          invalidate(image)
+        }
         stats.versionsCommitted++
         logger.info('version committed', { image, version: manifest.version, previous: info.previous, chunks: info.chunks, reusedFromPreviousPercent: reused })
         if (info.previous != null) enqueue(image, manifest.version)
@@ -573,21 +648,22 @@ export function createImageService (components: ImageServiceComponents, init: Im
 
     async getEnvelope (image, version) {
       const rec = await resolve(image, version)
-      const bytes = await envelopes.get(versionKey(image, rec.info.version))
-      if (bytes == null) throw new NotFoundError(`image ${image} version ${rec.info.version} has no manifest`)
-      return { info: rec.info, bytes }
+      return { info: rec.info, bytes: await envelopeOf(image, rec.info.version) }
     },
 
     async retire (image, version) {
       if (version === LATEST) throw new ValidationError('name the version to retire, not "latest"')
       return await serialised(async () => {
         const rec = await resolve(image, version)
-        if (!rec.info.retired) {
-          rec.info.retired = true
-          await versions.put(versionKey(image, version), rec)
-          logger.info('version retired', { image, version })
+        if (rec.info.retired) return rec.info
+        const next: VersionRecord = { ...rec, info: { ...rec.info, retired: true } }
+        try {
+          await versions.put(versionKey(image, version), next)
+        } finally {
+          invalidate(image)
         }
-        return rec.info
+        logger.info('version retired', { image, version })
+        return next.info
       })
     },
 
