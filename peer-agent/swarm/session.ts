@@ -11,7 +11,7 @@ import type { Libp2p } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { verifyChunk } from '../../chunker/blake3.ts'
-import { bitmapHas, claimOwner, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, type ExchangeMessage } from '../../protocol/block-exchange.ts'
+import { bitmapHas, claimOwner, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
 import { describe, type BlockServer } from './block-server.ts'
 import {
@@ -356,7 +356,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
         const why = first == null ? 'closed the stream' : first.type === 'error' ? `error ${first.code}: ${first.message}` : `sent ${first.type} before have`
         logger.info(`swarm: ${image}@${version}: peer ${id} refused: ${why}`)
         stream.abort(new Error(why))
-        backoff.set(id, performance.now() + PEER_RETRY_BACKOFF_MS)
+        // NOT_SERVING: a peer of the version that has not started serving it yet (e.g. still
+        // getting the manifest): asked again soon, not after the full back-off
+        const notServing = first?.type === 'error' && first.code === ErrorCode.NOT_SERVING
+        backoff.set(id, performance.now() + (notServing ? REDIAL_INTERVAL_MS : PEER_RETRY_BACKOFF_MS))
         return
       }
       if (first.count !== n) throw new Error(`have-map of ${first.count} chunks, the manifest has ${n}`)
@@ -407,7 +410,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
         cleanups.push(() => { init.signal?.removeEventListener('abort', onAbort) })
       }
       if (init.provider != null) served = server.serve({ image, version, chunkCount: n, provider: init.provider, active: true })
-      cleanups.push(server.onInbound(image, version, peerId => { void connect({ peerId }) }))
+      // a peer fetching this version from us serves it too (or will in a moment): connect now, whatever refused before
+      cleanups.push(server.onInbound(image, version, peerId => { backoff.delete(peerId); void connect({ peerId }) }))
       const onIdentify = (evt: CustomEvent<{ peerId: { toString: () => string }, protocols: string[] }>): void => {
         if (evt.detail.protocols.includes(BLOCKS_PROTOCOL)) void connect({ peerId: evt.detail.peerId.toString() })
       }
