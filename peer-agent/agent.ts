@@ -166,7 +166,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     const key = 'default'
     let s = imageSyncs.get(key)
     if (s == null) {
-      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit })
+      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit })
       imageSyncs.set(key, s)
     }
     return s

@@ -113,6 +113,13 @@ export interface ImageSyncComponents {
   extraSources?: (manifest: Manifest, info: { fromVersion?: string }) => BlockSource[]
   onProgress?: (p: SyncProgress) => void
   observer?: SyncObserver
+  /**
+   * Where the signed manifest of `info` comes from when none is held locally
+   * (LAN sharing: a peer of the site, or `fromOrigin` for the one agent of the
+   * site that downloads it); default `fromOrigin`. Whatever it returns is
+   * verified here against the pinned key and `info.manifestCid`.
+   */
+  manifestSource?: (info: api.VersionInfo, fromOrigin: (options: AbortOptions) => Promise<Uint8Array>, options: AbortOptions) => Promise<Uint8Array>
 }
 
 /** Options of image sync. */
@@ -169,12 +176,6 @@ async function readJson<T> (path: string): Promise<T | undefined> {
   }
 }
 
-async function collectBody (it: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const p of it) parts.push(p)
-  return Buffer.concat(parts)
-}
-
 async function fsyncDir (dir: string): Promise<void> {
   try {
     const fh = await open(dir, 'r')
@@ -228,8 +229,9 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // 1. the manifest, verified before anything is written
     const pk = await publicKey({ signal })
-    // a manifest we already hold (an interrupted sync's, or the installed one) is not downloaded
-    // again: If-None-Match with its CID, 304 when unchanged (restarts and daemon polls cost ~nothing)
+    // the version's info first (a few hundred bytes): a manifest we already hold (an interrupted
+    // sync's, or the installed one) is not downloaded again (restarts and daemon polls cost ~nothing),
+    // and with LAN sharing one a peer of the site holds comes from that peer
     const imageDir = join(dataDir, DATA_FILES.manifests, safeName(req.image))
     const partialDir = join(dataDir, DATA_FILES.partial)
     const checkpointPath = join(partialDir, `${safeName(req.image)}.json`)
@@ -240,22 +242,21 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const known: Array<{ cid: string, path: string }> = []
     if (cp != null) known.push({ cid: cp.manifestCid, path: partialManifestPath })
     if (installed != null && installed.out === out) known.push({ cid: installed.manifestCid, path: join(imageDir, `${safeName(installed.version)}.manifest`) })
+    const info = await client.json('GET', api.routes.versionInfo(req.image, req.version ?? 'latest'), api.VersionInfo, undefined, { signal })
     let envelope: Uint8Array | undefined
     for (const k of known) {
-      const held = await readFile(k.path).catch(() => undefined)
-      if (held == null) continue
-      const res = await client.stream('GET', api.routes.version(req.image, req.version ?? 'latest'), undefined, { signal, headers: { 'if-none-match': `"${k.cid}"` } })
-      const body = await collectBody(res.body)
-      if (res.status === 304) envelope = held
-      else envelope = body
-      break
+      if (k.cid !== info.manifestCid) continue
+      envelope = await readFile(k.path).catch(() => undefined)
+      if (envelope != null) break
     }
-    envelope ??= await client.bytes('GET', api.routes.version(req.image, req.version ?? 'latest'), undefined, { signal })
+    const fromOrigin = async (options: AbortOptions): Promise<Uint8Array> => await client.bytes('GET', api.routes.version(req.image, info.version), undefined, options)
+    envelope ??= components.manifestSource != null ? await components.manifestSource(info, fromOrigin, { signal }) : await fromOrigin({ signal })
     const { manifest: m, manifestBytes } = await openSignedManifest(envelope, pk)
-    if (m.name !== req.image || (req.version != null && m.version !== req.version)) {
-      throw new KeyPinError(`the coordinator sent a manifest for ${m.name}@${m.version}, asked for ${req.image}@${req.version ?? 'latest'}`)
+    if (m.name !== req.image || m.version !== info.version) {
+      throw new KeyPinError(`got a manifest for ${m.name}@${m.version}, asked for ${req.image}@${info.version}`)
     }
     const manifestCid = manifestCidOf(manifestBytes).toString()
+    if (manifestCid !== info.manifestCid) throw new KeyPinError(`the manifest of ${m.name}@${m.version} is ${manifestCid}, the coordinator lists ${info.manifestCid}`)
     const nonZero = m.blockPrefixes.length / BLOCK_PREFIX_BYTES * BLOCK_SIZE
     const baseSummary = { image: m.name, version: m.version, out, size: m.size, nonZeroBytes: nonZero, fromVersion: installed?.out === out ? installed.version : null }
 

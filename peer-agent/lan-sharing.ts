@@ -4,7 +4,9 @@
  * file's verified chunks to peers as they verify, and fetches from peers as the
  * "peers" source, taking from the origin only the chunks the claim rule gives
  * it (session.originChunks), so agents that start together pull each byte over
- * the WAN about once.
+ * the WAN about once. The signed manifest is shared the same way: the agents
+ * of a site ask each other for it and one of them (the lowest peer id of
+ * those wanting it) downloads it from the origin.
  */
 import { open, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -13,10 +15,12 @@ import { BLOCK_SIZE, BLOCKS_PROTOCOL } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import { api } from '../protocol/index.ts'
 import { chunkCid } from '../protocol/block-id.ts'
+import { openSignedManifest } from '../protocol/signed-manifest.ts'
+import { manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { DATA_FILES, LAN_IDLE_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
+import { DATA_FILES, LAN_IDLE_MS, LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_MANIFEST_POLL_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import type { SyncObserver } from './image-sync.ts'
+import type { ImageSyncComponents, SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { prefixKey } from './local-sources.ts'
 import { createBlockBatchSource } from './origin-sources.ts'
@@ -48,6 +52,8 @@ export interface LanSharing {
   prepare: (options?: AbortOptions) => Promise<boolean>
   /** image-sync's extraSources. */
   extraSources: (manifest: Manifest, info: { fromVersion?: string }) => BlockSource[]
+  /** image-sync's manifestSource: the signed manifest from a peer of the site, or from the origin when this agent is the one to download it. */
+  manifestSource: NonNullable<ImageSyncComponents['manifestSource']>
   /** image-sync's observer. */
   observer: SyncObserver
   /** Keeps serving until no peer of our sessions has had a block stream open with us for LAN_IDLE_MS, at most `ms`. */
@@ -85,12 +91,30 @@ interface Current {
   session?: SwarmSession
 }
 
+/** This agent's place in the swarm of one version: its capability and the site's rendezvous. */
+interface Joined {
+  image: string
+  version: string
+  swarm: Swarm
+  capability: Uint8Array
+  /** Unix seconds. */
+  expires: number
+  rendezvous: Rendezvous
+  /** Peer multiaddrs (with /p2p/) the last rendezvous refresh returned. */
+  peerAddrs: string[]
+}
+
+const peerIdOf = (addr: string): string => addr.slice(addr.lastIndexOf('/p2p/') + 5)
+
+/** A capability this close to expiry (seconds) is asked for again. */
+const CAPABILITY_RENEW_SECONDS = 60
+
 /** Creates LAN sharing; nothing runs until prepare() finds lanSharing in the policy. */
 export function createLanSharing (components: LanSharingComponents, init: LanSharingInit): LanSharing {
   const { client, logger } = components
   let swarm: Swarm | undefined
   let enabled = false
-  let rendezvous: Rendezvous | undefined
+  let joined: Joined | undefined
   let current: Current | undefined
   /** The temp file's serving set-up (started() cannot await it). */
   let opening: Promise<void> = Promise.resolve()
@@ -104,8 +128,8 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
 
   async function stopSwarm (): Promise<void> {
     if (swarm != null) servedBefore = (servedBefore ?? 0) + swarm.stats().bytesServed
-    rendezvous?.stop()
-    rendezvous = undefined
+    joined?.rendezvous.stop()
+    joined = undefined
     for (const f of finished.values()) { f.served.close(); await f.fh.close().catch(() => {}) }
     finished.clear()
     await swarm?.stop()
@@ -128,9 +152,10 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
   }
 
   const observer: SyncObserver = {
-    started ({ manifest, tempPath, isVerified }) {
+    started ({ manifest, envelope, tempPath, isVerified }) {
       if (!enabled || swarm == null) return
       const s = swarm
+      s.holdManifest(manifest.name, manifest.version, envelope)
       opening = open(tempPath, 'r').then(fh => {
         if (swarm !== s) { void fh.close(); return }
         const served = s.serve({ image: manifest.name, version: manifest.version, chunkCount: manifest.chunks.length, provider: fileProvider(manifest, fh, isVerified), active: true })
@@ -196,6 +221,133 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     }
   }
 
+  /**
+   * Joins the swarm of image@version: a capability for it (POST /v1/capabilities) and the site's
+   * rendezvous, kept for the whole sync (manifest, then blocks). Undefined when the coordinator
+   * gives no capability (the policy does not share this image with peers).
+   */
+  async function joinVersion (s: Swarm, image: string, version: string, options: AbortOptions): Promise<Joined | undefined> {
+    const now = Date.now() / 1000
+    if (joined != null && joined.swarm === s && joined.image === image && joined.version === version && joined.expires - now > CAPABILITY_RENEW_SECONDS) return joined
+    let cap: { capability: Uint8Array, expires: number }
+    try {
+      cap = await client.capability({ image, version, peerId: s.peerId }, options)
+    } catch (err) {
+      logger.warn(`swarm: no capability for ${image}@${version} (${(err as Error).message}); not fetching from peers`)
+      return undefined
+    }
+    if (joined != null && joined.swarm === s && joined.image === image && joined.version === version) {
+      joined.capability = cap.capability
+      joined.expires = cap.expires
+      return joined
+    }
+    joined?.rendezvous.stop()
+    joined = {
+      image,
+      version,
+      swarm: s,
+      capability: cap.capability,
+      expires: cap.expires,
+      rendezvous: createRendezvous({ swarm: s, register: client.registerPeer, listPeers: client.listPeers, logger }, { site: init.site, image, version }),
+      peerAddrs: []
+    }
+    return joined
+  }
+
+  const manifestSource: LanSharing['manifestSource'] = async (info, fromOrigin, options) => {
+    if (!enabled || swarm == null) return await fromOrigin(options)
+    const s: Swarm = swarm
+    const { image, version } = info
+    const j = await joinVersion(s, image, version, options)
+    if (j == null) return await fromOrigin(options)
+    try {
+      j.peerAddrs = await j.rendezvous.refresh(options)
+    } catch (err) {
+      logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}`)
+    }
+    const key = await components.coordinatorKey(options)
+    /** The envelope must be the one the coordinator lists (image-sync checks it again; here a bad peer is skipped). */
+    async function check (envelope: Uint8Array): Promise<void> {
+      const { manifest, manifestBytes } = await openSignedManifest(envelope, key)
+      if (manifest.name !== image || manifest.version !== version) throw new Error(`it is the manifest of ${manifest.name}@${manifest.version}`)
+      const cid = manifestCidOf(manifestBytes).toString()
+      if (cid !== info.manifestCid) throw new Error(`its CID is ${cid}, the coordinator lists ${info.manifestCid}`)
+    }
+    async function download (): Promise<Uint8Array> {
+      const done = s.fetchingManifest(image, version)
+      try {
+        const envelope = await fromOrigin(options)
+        await check(envelope)
+        s.holdManifest(image, version, envelope)
+        return envelope
+      } finally {
+        done()
+      }
+    }
+    const bad = new Set<string>()
+    let refreshed = false
+    /** Since when no peer held or fetched the manifest while a lower peer id than ours wanted it. */
+    let leaderWaitSince: number | undefined
+    /** Since when a peer says it is downloading the manifest. */
+    let fetchingSince: number | undefined
+    for (;;) {
+      options.signal?.throwIfAborted()
+      const ids = [...new Set(j.peerAddrs.map(peerIdOf))].filter(id => id !== s.peerId && !bad.has(id))
+      const answers = await Promise.all(ids.map(async id => {
+        try {
+          return { id, answer: await s.askManifest(id, j.capability, options) }
+        } catch (err) {
+          logger.info(`swarm: cannot ask ${id} for the manifest of ${image}@${version}: ${(err as Error).message}`)
+          return { id, answer: undefined }
+        }
+      }))
+      for (const { id, answer } of answers) {
+        if (answer?.status !== 'manifest') continue
+        try {
+          await check(answer.envelope)
+        } catch (err) {
+          bad.add(id)
+          const reason = `sent a manifest that does not verify: ${(err as Error).message}`
+          logger.warn(`swarm: peer ${id} ${reason}; not asking it again`)
+          components.onBanned?.({ image, version, peerId: id, reason })
+          continue
+        }
+        s.holdManifest(image, version, answer.envelope)
+        logger.info(`swarm: manifest of ${image}@${version} from peer ${id}`)
+        return answer.envelope
+      }
+      const now = performance.now()
+      if (answers.some(a => a.answer?.status === 'fetching')) {
+        leaderWaitSince = undefined
+        fetchingSince ??= now
+        if (now - fetchingSince > LAN_MANIFEST_FETCH_WAIT_MS) {
+          logger.warn(`swarm: no peer delivered the manifest of ${image}@${version} in ${LAN_MANIFEST_FETCH_WAIT_MS} ms; taking it from the origin`)
+          return await download()
+        }
+      } else {
+        fetchingSince = undefined
+        const wanting = answers.filter(a => a.answer?.status === 'not-held').map(a => a.id)
+        if ([s.peerId, ...wanting].sort()[0] === s.peerId) {
+          // agents that start together may not all be registered yet: look once more before downloading
+          if (!refreshed) {
+            refreshed = true
+            const before = new Set(j.peerAddrs.map(peerIdOf))
+            j.peerAddrs = await j.rendezvous.refresh(options).catch(() => j.peerAddrs)
+            if (j.peerAddrs.some(a => !before.has(peerIdOf(a)))) continue
+          }
+          logger.info(`swarm: ${image}@${version}: this agent downloads the manifest for site ${init.site}`)
+          return await download()
+        }
+        leaderWaitSince ??= now
+        if (now - leaderWaitSince > LAN_MANIFEST_LEADER_WAIT_MS) {
+          logger.info(`swarm: ${image}@${version}: no peer of site ${init.site} fetched the manifest in ${LAN_MANIFEST_LEADER_WAIT_MS} ms; taking it from the origin`)
+          return await download()
+        }
+      }
+      await sleep(LAN_MANIFEST_POLL_MS, undefined, { signal: options.signal })
+    }
+  }
+
   function peersSource (manifest: Manifest, info: { fromVersion?: string }): BlockSource {
     return {
       name: 'peers',
@@ -207,19 +359,12 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
         if (s == null || c == null || c.manifest !== manifest) return
         const image = manifest.name
         const version = manifest.version
-        let capability: Uint8Array
+        const j = await joinVersion(s, image, version, options)
+        if (j == null) return
+        const { capability } = j
+        let peerAddrs = j.peerAddrs
         try {
-          capability = (await client.capability({ image, version, peerId: s.peerId }, options)).capability
-        } catch (err) {
-          logger.warn(`swarm: no capability for ${image}@${version} (${(err as Error).message}); not fetching from peers`)
-          return
-        }
-        rendezvous?.stop()
-        const rv = createRendezvous({ swarm: s, register: client.registerPeer, listPeers: client.listPeers, logger }, { site: init.site, image, version })
-        rendezvous = rv
-        let peerAddrs: string[] = []
-        try {
-          peerAddrs = await rv.refresh(options)
+          peerAddrs = j.peerAddrs = await j.rendezvous.refresh(options)
         } catch (err) {
           logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}`)
         }
@@ -227,20 +372,20 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
         // that start together register within moments: look once more, so all see the same list.
         if (info.fromVersion != null) {
           await sleep(LAN_PACK_WAIT_MS, undefined, { signal: options.signal })
-          peerAddrs = await rv.refresh(options).catch(() => [])
+          peerAddrs = j.peerAddrs = await j.rendezvous.refresh(options).catch(() => [])
         }
         if (info.fromVersion != null && peerAddrs.length === 0) {
           logger.info(`swarm: no peer of site ${init.site} on ${image}@${version}; using the origin's delta pack`)
           return
         }
         // peers the coordinator lists for this version may fetch from us after we are done (--linger)
-        for (const a of peerAddrs) sessionPeers.add(a.slice(a.lastIndexOf('/p2p/') + 5))
+        for (const a of peerAddrs) sessionPeers.add(peerIdOf(a))
         // An update with peers: one agent of the site (the lowest peer id listed) takes the delta
         // pack and serves what it applies; the others wait for it and claim origin chunks only if
         // it is not connected or makes no progress for LAN_LEADER_STALL_MS.
         let packLeader: string | undefined
         if (info.fromVersion != null) {
-          packLeader = [s.peerId, ...peerAddrs.map(a => a.slice(a.lastIndexOf('/p2p/') + 5))].sort()[0]
+          packLeader = [s.peerId, ...peerAddrs.map(peerIdOf)].sort()[0]
           if (packLeader === s.peerId) {
             logger.info(`swarm: ${image}@${version}: this agent takes the delta pack for site ${init.site}`)
             return
@@ -333,6 +478,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     extraSources (manifest, info) {
       return enabled && swarm != null ? [peersSource(manifest, info)] : []
     },
+    manifestSource,
     observer,
     async linger (ms, options = {}) {
       if (swarm == null || ms <= 0) return

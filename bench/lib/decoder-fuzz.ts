@@ -18,6 +18,7 @@ import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../../protocol/constants.ts'
 import { decodeDeltaPackHeader, encodeDeltaPackHeader } from '../../protocol/delta-pack.ts'
 import { InvalidCidError, InvalidManifestError, InvalidSignatureError, TooLargeError, ValidationError } from '../../protocol/errors.ts'
 import { createManifest, decodeManifest, encodeManifest } from '../../protocol/manifest.ts'
+import { decodeManifestAnswer, decodeManifestRequest, encodeManifestAnswer, encodeManifestRequest, readFrameLength } from '../../protocol/manifest-exchange.ts'
 import { parseRate } from '../../protocol/rate.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
 import * as api from '../../protocol/api.ts'
@@ -108,6 +109,13 @@ function validMessages (): Uint8Array[] {
   })
 }
 
+/** A frame body without its varint length prefix. */
+function unframe (framed: Uint8Array): Uint8Array {
+  let p = 0
+  while ((framed[p] & 0x80) !== 0) p++
+  return framed.subarray(p + 1)
+}
+
 /** Every exported API schema (name -> schema) of protocol/api*.ts and swarm-api.ts. */
 export function apiSchemas (): Array<[string, Schema<unknown>]> {
   const out: Array<[string, Schema<unknown>]> = []
@@ -153,6 +161,14 @@ export function fuzzTargets (): FuzzTarget[] {
     { name: 'delta-pack header', allowed: [InvalidManifestError], input: bytesAround([packHeader]), decode: (b) => decodeDeltaPackHeader(b as Uint8Array) },
     { name: 'capability', allowed: [InvalidCapabilityError], input: fc.oneof(bytesAround([capEnvelope]), bytesAround([cap])), decode: (b) => decodeCapability(b as Uint8Array) },
     { name: 'block-exchange message', allowed: [MalformedMessageError, MessageTooLargeError], input: bytesAround(validMessages(), 5000), decode: (b) => decodeMessage(b as Uint8Array) },
+    { name: 'manifest-exchange request', allowed: [MalformedMessageError, MessageTooLargeError], input: bytesAround([unframe(encodeManifestRequest(capEnvelope))]), decode: (b) => decodeManifestRequest(b as Uint8Array) },
+    {
+      name: 'manifest-exchange answer',
+      allowed: [MalformedMessageError, MessageTooLargeError],
+      input: bytesAround([unframe(encodeManifestAnswer({ status: 'manifest', envelope })), unframe(encodeManifestAnswer({ status: 'fetching' })), unframe(encodeManifestAnswer({ status: 'refused', reason: 'capability refused' }))], 4096),
+      decode: (b) => decodeManifestAnswer(b as Uint8Array)
+    },
+    { name: 'manifest-exchange frame length', allowed: [MalformedMessageError, MessageTooLargeError], input: bytesAround([encodeManifestRequest(capEnvelope).subarray(0, 9)]), decode: (b) => readFrameLength(b as Uint8Array, 4096) },
     {
       name: 'chunk CID text',
       allowed: [InvalidCidError],

@@ -56,7 +56,9 @@ Options
                          "servedBytes": chunk bytes served to LAN peers, when LAN sharing ran}
   --retries N            tries per coordinator request on network errors/5xx (default RETRY_ATTEMPTS)
   --retry-delay MS       first retry delay in ms, doubled each try (default RETRY_BASE_MS)
-  --quiet                no progress output`
+  --quiet                no progress output
+  --verbose              log lines (sources, peers, swarm decisions) on stderr even
+                         with --json or --quiet`
 
 const INDEX_USAGE = `Usage: trimswarm agent index --data DIR --index DIR... [--json]
 
@@ -152,6 +154,7 @@ const sync: Command = {
     'on-update': { type: 'string' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean' },
+    verbose: { type: 'boolean' },
     'no-lan': { type: 'boolean' },
     listen: { type: 'string', multiple: true },
     'no-mdns': { type: 'boolean' },
@@ -185,7 +188,7 @@ const sync: Command = {
     if (args.values.nice === true) setPriority(NICE_PRIORITY)
     const json = args.values.json === true
     const quiet = args.values.quiet === true
-    const logger = stderrLogger(quiet || json)
+    const logger = stderrLogger((quiet || json) && args.values.verbose !== true)
     const reporter = quiet ? undefined : createProgressReporter(process.stderr)
 
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {

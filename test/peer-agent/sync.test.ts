@@ -62,7 +62,7 @@ describe('agent sync', () => {
     const again = await runAgent(['sync', 'ws@v1', ...common(data, out), '--index', host.path])
     expect(again.code, again.stderr).toBe(0)
     expect(again.summary.upToDate).toBe(true)
-    // ... that does not even download the manifest again (If-None-Match -> 304): less than its block prefixes
+    // ... that does not even download the manifest again (its CID matches the version info): less than its block prefixes
     expect(again.summary.bytes.origin).toBeLessThan(r.summary.nonZeroBytes / 4096 * 8)
 
     // update v1 -> v2: the old version at the output is a seed, the rest comes from the delta pack or blocks
