@@ -3,7 +3,7 @@
  * docs/ARCHITECTURE.md "Hashing" for the choice and the measurements).
  * Digests are plain BLAKE3-256 of the bytes, so `b3sum` prints the same hex.
  */
-import { blake3 } from '@napi-rs/blake-hash'
+import { blake3, Blake3Hasher } from '@napi-rs/blake-hash'
 import { base32 } from 'multiformats/bases/base32'
 import type { CID } from 'multiformats/cid'
 import { from as hasherFrom } from 'multiformats/hashes/hasher'
@@ -17,6 +17,23 @@ export function hashBytes (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   const d = blake3(bytes)
   const out = new Uint8Array(DIGEST_BYTES)
   out.set(d)
+  return out
+}
+
+// One incremental hasher for hashParts (reset before each use; JS is single-threaded).
+let partsHasher: Blake3Hasher | undefined
+
+/**
+ * BLAKE3-256 digest of the concatenation of `parts` (e.g. a chunk received in
+ * several pieces), without joining them into one array first.
+ */
+export function hashParts (parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  if (parts.length === 1) return hashBytes(parts[0])
+  partsHasher ??= new Blake3Hasher()
+  partsHasher.reset()
+  for (const p of parts) partsHasher.update(p)
+  const out = new Uint8Array(DIGEST_BYTES)
+  out.set(partsHasher.digestBuffer())
   return out
 }
 
@@ -59,10 +76,11 @@ export function manifestCidOf (manifestBytes: Uint8Array): CID {
   return manifestCid(hashBytes(manifestBytes))
 }
 
-/** Throws HashMismatchError unless `bytes` hash to `digest`. */
-export function verifyChunk (bytes: Uint8Array, digest: Uint8Array): void {
-  const actual = hashBytes(bytes)
+/** Throws HashMismatchError unless `bytes` (one array, or the pieces of one chunk in order) hash to `digest`. */
+export function verifyChunk (bytes: Uint8Array | readonly Uint8Array[], digest: Uint8Array): void {
+  const actual = bytes instanceof Uint8Array ? hashBytes(bytes) : hashParts(bytes)
   if (!equals(actual, digest)) {
-    throw new HashMismatchError(`chunk of ${bytes.length} bytes hashes to ${toHex(actual)}, expected ${toHex(digest)}`)
+    const length = bytes instanceof Uint8Array ? bytes.length : bytes.reduce((n, p) => n + p.length, 0)
+    throw new HashMismatchError(`chunk of ${length} bytes hashes to ${toHex(actual)}, expected ${toHex(digest)}`)
   }
 }

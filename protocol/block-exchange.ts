@@ -77,7 +77,17 @@ export type ExchangeMessage =
   | { type: 'want', indices: number[] }
   | { type: 'cancel', indices: number[] }
   | { type: 'dont-have', indices: number[] }
-  | { type: 'block', index: number, bytes: Uint8Array }
+  | {
+    type: 'block'
+    index: number
+    bytes: Uint8Array
+    /**
+     * From a decoder made with `blockParts`: the chunk bytes as received, in
+     * order, when they arrived in more than one piece (views, not copies).
+     * Reading `bytes` then joins them into one array on first access.
+     */
+    parts?: readonly Uint8Array[]
+  }
   | { type: 'error', code: number, message: string }
 
 /** A frame or message that breaks the protocol's grammar. */
@@ -267,6 +277,13 @@ export interface MessageDecoderInit {
    * Buffer.allocUnsafe, since every byte is overwritten). Default: new Uint8Array.
    */
   alloc?: (length: number) => Uint8Array
+  /**
+   * Leave a BLOCK whose bytes span several received pieces unjoined: the
+   * message carries them as `parts` and joins them only if `bytes` is read
+   * (a receiver that hashes and writes the pieces never copies the chunk).
+   * Default false: every BLOCK's `bytes` is one array.
+   */
+  blockParts?: boolean
 }
 
 /** A decoder that enforces each type's limit as soon as the length and type byte are in. */
@@ -317,9 +334,47 @@ export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDec
     }
     if (buffered < pos + len) return undefined
     consume(pos)
+    if (init.blockParts === true && parts[0].length < len && parts[0][0] === MessageType.BLOCK) return blockOfParts(len)
     const body = peek(len)
     consume(len)
     return decodeMessage(body)
+  }
+
+  // A BLOCK frame of `len` bytes (type byte included) spanning several parts: the same checks
+  // as decodeMessage, the chunk bytes left as views of the parts.
+  function blockOfParts (len: number): ExchangeMessage {
+    const head = peek(Math.min(len, 1 + VARINT_MAX))
+    let index: number, pos: number
+    try {
+      [index, pos] = readVarint(head, 1)
+    } catch (err) {
+      throw new MalformedMessageError(`BLOCK: bad index: ${(err as Error).message}`, { cause: err })
+    }
+    checkIndex(index)
+    const length = len - pos
+    if (length < 1 || length % BLOCK_SIZE !== 0) throw new MalformedMessageError(`BLOCK of ${length} bytes is not a positive multiple of ${BLOCK_SIZE}`)
+    consume(pos)
+    const pieces: Uint8Array[] = []
+    buffered -= length
+    for (let n = length; n > 0;) {
+      const p = parts[0]
+      if (p.length <= n) { pieces.push(p); n -= p.length; parts.shift() } else { pieces.push(p.subarray(0, n)); parts[0] = p.subarray(n); n = 0 }
+    }
+    if (pieces.length === 1) return { type: 'block', index, bytes: pieces[0] }
+    let joined: Uint8Array | undefined
+    return {
+      type: 'block',
+      index,
+      parts: pieces,
+      get bytes () {
+        if (joined == null) {
+          joined = alloc(length)
+          let at = 0
+          for (const p of pieces) { joined.set(p, at); at += p.length }
+        }
+        return joined
+      }
+    }
   }
 
   return {

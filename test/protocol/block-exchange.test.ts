@@ -109,6 +109,48 @@ describe('block-exchange messages', () => {
     }), { numRuns: 300 })
   })
 
+  it('blockParts: a BLOCK split across pieces comes as views of them, joined only when bytes is read; same checks', () => {
+    const big = new Uint8Array(5 * 4096).map((_, i) => (i * 13) & 0xff)
+    const wire = encodeMessageBytes({ type: 'block', index: 70_000, bytes: big })
+    const pieces = [wire.slice(0, 1), wire.slice(1, 3), wire.slice(3, 9000), wire.slice(9000)]
+    const d = createMessageDecoder({ blockParts: true })
+    const out = pieces.flatMap(p => d.push(p))
+    expect(out.length).toBe(1)
+    const m = out[0]
+    if (m.type !== 'block') throw new Error('not a block')
+    expect(m.index).toBe(70_000)
+    expect(m.parts?.length).toBe(2)
+    // Views of the pushed pieces, not copies.
+    expect(m.parts?.every((p, k) => p.buffer === pieces[k + 2].buffer)).toBe(true)
+    expect(Buffer.concat(m.parts ?? [])).toEqual(Buffer.from(big))
+    expect(m.bytes).toEqual(big)
+    expect(d.buffered).toBe(0)
+    // In one piece: no parts, bytes is a view.
+    const whole = createMessageDecoder({ blockParts: true }).push(wire)[0]
+    expect(whole.type === 'block' && whole.parts == null && whole.bytes.buffer === wire.buffer).toBe(true)
+    // Malformed BLOCKs split across pieces fail as in the default decoder.
+    const notMultiple = Uint8Array.from([0x05, MessageType.BLOCK, 0x00, 0x01, 0x02, 0x03])
+    expect(() => { const b = createMessageDecoder({ blockParts: true }); b.push(notMultiple.subarray(0, 3)); b.push(notMultiple.subarray(3)) }).toThrow(MalformedMessageError)
+    const badIndex = Uint8Array.from([0x0a, MessageType.BLOCK, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01])
+    expect(() => { const b = createMessageDecoder({ blockParts: true }); b.push(badIndex.subarray(0, 4)); b.push(badIndex.subarray(4)) }).toThrow(MalformedMessageError)
+    // Any split of any message list decodes to the same messages as the default decoder.
+    const arbMsg: fc.Arbitrary<ExchangeMessage> = fc.oneof(
+      fc.array(fc.nat({ max: 1 << 22 }), { minLength: 1, maxLength: 20 }).map(indices => ({ type: 'want' as const, indices })),
+      fc.tuple(fc.nat({ max: 1 << 22 }), fc.integer({ min: 1, max: 3 })).map(([index, blocks]) => ({ type: 'block' as const, index, bytes: new Uint8Array(blocks * 4096).map((_, i) => (i + index) & 0xff) }))
+    )
+    fc.assert(fc.property(fc.array(arbMsg, { maxLength: 6 }), fc.integer({ min: 1, max: 9000 }), (msgs, step) => {
+      const joined = Buffer.concat(msgs.map(encodeMessageBytes))
+      const d = createMessageDecoder({ blockParts: true })
+      const got: ExchangeMessage[] = []
+      for (let i = 0; i < joined.length; i += step) got.push(...d.push(joined.subarray(i, i + step)))
+      const summary = (m: ExchangeMessage): unknown => m.type === 'block'
+        ? { index: m.index, sum: Buffer.concat(m.parts ?? [m.bytes]).reduce((a, b) => (a * 31 + b) >>> 0, 0), joined: m.bytes.reduce((a, b) => (a * 31 + b) >>> 0, 0) }
+        : m
+      const want = (m: ExchangeMessage): unknown => m.type === 'block' ? { index: m.index, sum: m.bytes.reduce((a, b) => (a * 31 + b) >>> 0, 0), joined: m.bytes.reduce((a, b) => (a * 31 + b) >>> 0, 0) } : m
+      expect(got.map(summary)).toEqual(msgs.map(want))
+    }), { numRuns: 100 })
+  })
+
   it('claim rule: deterministic, spreads chunks evenly, moves only the departed peer\'s share', () => {
     const peers = ['12D3KooWA', '12D3KooWB', '12D3KooWC', '12D3KooWD']
     expect(claimScore(7, 'x')).toBe(claimScore(7, 'x'))
