@@ -18,8 +18,10 @@ export interface FramedStream {
 
 /** Wraps a stream. */
 export function frameStream (stream: Stream): FramedStream {
-  // Joined frames are fully overwritten: skip zero-filling (most BLOCKs span two noise messages).
-  const decoder = createMessageDecoder({ alloc: (n) => Buffer.allocUnsafe(n) })
+  // BLOCKs that span noise messages (most do) stay as their pieces (the session hashes them
+  // piecewise; only an onChunk consumer makes it join them). Joined frames are fully
+  // overwritten: skip zero-filling.
+  const decoder = createMessageDecoder({ alloc: (n) => Buffer.allocUnsafe(n), blockParts: true })
   const iterator = stream[Symbol.asyncIterator]()
   const queue: ExchangeMessage[] = []
   let lastByteAt = performance.now()

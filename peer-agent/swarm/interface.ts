@@ -75,8 +75,15 @@ export interface SwarmSessionInit extends AbortOptions {
   need?: Iterable<number>
   /** When given, this peer serves the version while it downloads (in-progress sharing): HAVE_UPDATE goes out as chunks arrive or are marked had. */
   provider?: ChunkProvider
-  /** Called with every verified chunk from a peer; resolve once it is written (then it is announced to peers). */
-  onChunk: (index: number, bytes: Uint8Array, peerId: string) => Promise<void>
+  /** Called with every verified chunk from a peer; resolve once it is written (then it is announced to peers). Give this or onChunkParts. */
+  onChunk?: (index: number, bytes: Uint8Array, peerId: string) => Promise<void>
+  /**
+   * Called instead of onChunk when given: the verified chunk as it arrived, one
+   * or more pieces in order (views of the received data, never copied; write
+   * them with one writev), which saves joining a chunk that spans transport
+   * messages (docs/BENCHMARKS.md "swarm"). The pieces stay valid after it resolves.
+   */
+  onChunkParts?: (index: number, parts: readonly Uint8Array[], peerId: string) => Promise<void>
   /** Events: peer.connected, peer.dropped, peer.banned. */
   onEvent?: (event: SwarmEvent) => void
   /** Extra peer multiaddrs (with /p2p/) to try for this session. */

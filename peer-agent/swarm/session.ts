@@ -67,6 +67,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const self = libp2p.peerId.toString()
   const n = manifest.chunks.length
   if (n > MAX_SWARM_CHUNKS) throw new RangeError(`${image}@${version} has ${n} chunks, over the swarm limit of ${MAX_SWARM_CHUNKS}`)
+  if (init.onChunk == null && init.onChunkParts == null) throw new TypeError('a session needs onChunk or onChunkParts')
   const state = new Uint8Array(n)
   const avail = new Uint16Array(n)
   const inPending = new Uint8Array(n)
@@ -143,13 +144,15 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       const start = Math.floor(Math.random() * bucket.length)
       for (let k = 0; k < bucket.length; k++) {
         const i = bucket[(start + k) % bucket.length]
-        if (full) { unassigned++; continue }
+        // Every peer is full: the endgame below is skipped anyway, so stop scanning.
+        if (full) break
         let best: PeerState | undefined
         for (const p of ready) if (hasCapacity(p) && bitmapHas(p.have, i) && (best == null || p.inflightBytes < best.inflightBytes)) best = p
         if (best == null) { unassigned++; continue }
         request(best, i, wants)
         if (!ready.some(hasCapacity)) full = true
       }
+      if (full) break
     }
     // Endgame: nothing left to ask for the first time, so ask a second peer
     // for what is still in flight; the first copy to verify wins, the rest is cancelled.
@@ -222,17 +225,22 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     schedulePump()
   }
 
-  async function onBlock (p: PeerState, i: number, bytes: Uint8Array): Promise<void> {
+  // `parts`: the chunk as received (several pieces when it spanned transport messages), hashed
+  // and handed on as they are; `bytes` joins them, read only for an onChunk consumer.
+  async function onBlock (p: PeerState, i: number, m: { bytes: Uint8Array, parts?: readonly Uint8Array[] }): Promise<void> {
+    const parts = m.parts ?? [m.bytes]
+    let length = 0
+    for (const part of parts) length += part.length
     if (i >= n || !p.inflight.has(i)) {
-      if (i < n && p.cancelled.delete(i)) { stats.duplicateBytes += bytes.length; return }
+      if (i < n && p.cancelled.delete(i)) { stats.duplicateBytes += length; return }
       drop(p, `sent chunk ${i} that was not requested`)
       return
     }
     releaseInflightKeepState(p, i)
-    if (state[i] === HAD || state[i] === ORIGIN) { stats.duplicateBytes += bytes.length; afterInflightChange(p, i); return }
+    if (state[i] === HAD || state[i] === ORIGIN) { stats.duplicateBytes += length; afterInflightChange(p, i); return }
     try {
-      if (bytes.length !== chunkBytes(i)) throw new Error(`chunk ${i} has ${bytes.length} bytes, the manifest says ${chunkBytes(i)}`)
-      verifyChunk(bytes, manifest.chunks[i].digest)
+      if (length !== chunkBytes(i)) throw new Error(`chunk ${i} has ${length} bytes, the manifest says ${chunkBytes(i)}`)
+      verifyChunk(parts, manifest.chunks[i].digest)
     } catch (err) {
       ban(p, i, (err as Error).message)
       afterInflightChange(p, i)
@@ -251,11 +259,12 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     }
     state[i] = HAD
     remaining--
-    stats.bytesFromPeers += bytes.length
+    stats.bytesFromPeers += length
     stats.chunksFromPeers++
-    stats.byPeer[p.id] = (stats.byPeer[p.id] ?? 0) + bytes.length
+    stats.byPeer[p.id] = (stats.byPeer[p.id] ?? 0) + length
     try {
-      await init.onChunk(i, bytes, p.id)
+      if (init.onChunkParts != null) await init.onChunkParts(i, parts, p.id)
+      else await init.onChunk?.(i, m.bytes, p.id)
     } catch (err) {
       logger.warn(`swarm: ${image}@${version}: writing chunk ${i} failed: ${describe(err)}`)
       state[i] = WANTED
@@ -308,7 +317,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
             setHave(p, undefined, m.indices)
             break
           case 'block':
-            await onBlock(p, m.index, m.bytes)
+            await onBlock(p, m.index, m)
             break
           case 'dont-have':
             for (const i of m.indices) {

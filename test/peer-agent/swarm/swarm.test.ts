@@ -200,6 +200,41 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
     await session.close()
   })
 
+  it('onChunkParts: big chunks come verified as the pieces they arrived in (not copied); a corrupting peer is still banned', async () => {
+    const keys = await coordinatorKeys()
+    // Chunks up to 64 blocks (256 KiB): most span noise messages (65519 bytes), so they arrive in pieces.
+    const v = makeVersion(9, 24, 64)
+    const { swarm: bad } = await node(keys.publicKeyRaw)
+    bad.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: memoryProvider(v.chunks.entries(), true) })
+    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: 4_000_000 })
+    seed.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: memoryProvider(v.chunks.entries()) })
+    const { swarm: me } = await node(keys.publicKeyRaw)
+    const events: SwarmEvent[] = []
+    const got = new Map<number, Uint8Array>()
+    let split = 0
+    const session = me.createSession({
+      image: 'desk',
+      version: 'v1',
+      manifest: v.manifest,
+      capability: await capabilityFor(keys.privateKey, me.peerId),
+      peers: [bad.getMultiaddrs()[0], seed.getMultiaddrs()[0]],
+      onEvent: (e) => { events.push(e) },
+      onChunkParts: async (index, parts) => {
+        if (parts.length > 1) split++
+        got.set(index, Buffer.concat(parts))
+      }
+    })
+    await session.start()
+    await session.done
+    expect(got.size).toBe(24)
+    for (const [i, bytes] of got) expect(equalBytes(bytes, v.chunks[i])).toBe(true)
+    expect(split).toBeGreaterThan(0)
+    expect(events.filter(e => e.type === 'peer.banned').map(e => e.peerId)).toEqual([bad.peerId])
+    expect(session.stats().byPeer[bad.peerId]).toBeUndefined()
+    expect(session.stats().bytesFromPeers).toBe(v.chunks.reduce((n, c) => n + c.length, 0))
+    await session.close()
+  })
+
   it('a stalled peer is dropped and its requests go to another peer', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(7, 24, 4)
