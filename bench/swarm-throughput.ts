@@ -32,10 +32,14 @@ chunks (4 to 64 blocks, mean ~16 blocks as the chunker's defaults), then, in
 this process, alternately (--runs times, default 3):
   - plain push: one libp2p stream (tcp + noise + yamux) carrying the same bytes;
   - block exchange: a swarm session fetching every chunk (WANT/BLOCK, pipelined,
-    each chunk verified with BLAKE3) from the seed.
-Prints the median MB/s of each and the ratio (goal: >= 0.8), and the CPU time
-of both processes per GB moved (a figure that other load on the machine does
-not distort the way it distorts wall-clock rates).`
+    each chunk verified with BLAKE3) from the seed, handing each chunk on as
+    it arrived (onChunkParts: no copy);
+  - block exchange, joined: the same with the onChunk consumer, which gets
+    each chunk as one array (a chunk that spans transport messages is copied).
+Each run starts with a different phase. Prints the median MB/s of each, the
+ratios to the plain push (goal: >= 0.8), and the CPU time of both processes
+per GB moved (a figure that other load on the machine does not distort the
+way it distorts wall-clock rates).`
 
 /** Its options. */
 export const options = {
@@ -112,47 +116,66 @@ export async function run (argv: string[]): Promise<number> {
     const swarm = await createSwarm({}, { coordinatorKey: publicKeyRaw, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false })
     const capability = await signCapability({ image: 'bench', version: 'v1', peer: swarm.peerId, expires: Math.floor(Date.now() / 1000) + 3600 }, pair.privateKey)
     process.stdout.write(`swarm-throughput: ${(total / 1e6).toFixed(1)} MB in ${manifest.chunks.length} chunks (mean ${(total / manifest.chunks.length / 1024).toFixed(0)} KiB), two processes on 127.0.0.1\n`)
-    const pushRates: number[] = []
-    const swarmRates: number[] = []
-    const pushCpu: number[] = []
-    const swarmCpu: number[] = []
     const cpuNow = async (): Promise<number> => {
       const seedCpu = await new Promise<number>(resolve => { child.once('message', m => { resolve((m as { cpu: number }).cpu) }); child.send('cpu') })
       const u = process.cpuUsage()
       return seedCpu + (u.user + u.system) / 1e6
     }
-    for (let r = 0; r < runs; r++) {
-      // Plain push: the ceiling of one libp2p stream on this stack.
-      let c0 = await cpuNow()
-      let t0 = performance.now()
+    // One phase: MB/s and CPU-s per GB of both processes.
+    const measure = async (move: () => Promise<number>): Promise<{ rate: number, cpu: number }> => {
+      const c0 = await cpuNow()
+      const t0 = performance.now()
+      const got = await move()
+      const seconds = (performance.now() - t0) / 1000
+      if (got !== total) throw new Error(`delivered ${got} of ${total} bytes`)
+      return { rate: total / 1e6 / seconds, cpu: (await cpuNow() - c0) / (total / 1e9) }
+    }
+    // Plain push: the ceiling of one libp2p stream on this stack.
+    const push = async (): Promise<number> => {
       const stream = await swarm.libp2p.dialProtocol(multiaddr(ready.addr), PUSH_PROTOCOL)
       let got = 0
       for await (const piece of stream) got += piece.byteLength
-      const pushSeconds = (performance.now() - t0) / 1000
-      if (got !== total) throw new Error(`push delivered ${got} of ${total} bytes`)
-      pushRates.push(total / 1e6 / pushSeconds)
-      pushCpu.push((await cpuNow() - c0) / (total / 1e9))
-      // Block exchange: a full session, every chunk verified.
-      c0 = await cpuNow()
-      t0 = performance.now()
+      return got
+    }
+    // Block exchange: a full session, every chunk verified; the chunk handed on as received
+    // (onChunkParts) or joined into one array (onChunk).
+    const exchange = (joined: boolean) => async (): Promise<number> => {
       let received = 0
       const session = swarm.createSession({
         image: 'bench', version: 'v1', manifest, capability, peers: [ready.addr],
-        onChunk: async (_i, bytes) => { received += bytes.length }
+        ...(joined
+          ? { onChunk: async (_i: number, bytes: Uint8Array) => { received += bytes.length } }
+          : { onChunkParts: async (_i: number, parts: readonly Uint8Array[]) => { for (const p of parts) received += p.length } })
       })
       await session.start()
       await session.done
-      const swarmSeconds = (performance.now() - t0) / 1000
       await session.close()
-      if (received !== total) throw new Error(`session delivered ${received} of ${total} bytes`)
-      swarmRates.push(total / 1e6 / swarmSeconds)
-      swarmCpu.push((await cpuNow() - c0) / (total / 1e9))
-      process.stdout.write(`  run ${r + 1}: plain push ${pushRates[r].toFixed(0)} MB/s (${pushCpu[r].toFixed(1)} CPU-s/GB), block exchange ${swarmRates[r].toFixed(0)} MB/s (${swarmCpu[r].toFixed(1)} CPU-s/GB)\n`)
+      return received
     }
-    const push = median(pushRates)
-    const ex = median(swarmRates)
-    process.stdout.write(`median of ${runs}: plain libp2p push ${push.toFixed(0)} MB/s, block exchange ${ex.toFixed(0)} MB/s, ratio ${(ex / push).toFixed(2)} (goal >= 0.8)\n`)
-    process.stdout.write(`CPU (both processes, user+sys) per GB moved: plain push ${median(pushCpu).toFixed(1)} s, block exchange ${median(swarmCpu).toFixed(1)} s, ratio ${(median(pushCpu) / median(swarmCpu)).toFixed(2)}\n`)
+    const phases = [
+      { name: 'plain push', move: push, rates: [] as number[], cpu: [] as number[] },
+      { name: 'block exchange', move: exchange(false), rates: [] as number[], cpu: [] as number[] },
+      { name: 'block exchange, joined (onChunk)', move: exchange(true), rates: [] as number[], cpu: [] as number[] }
+    ]
+    for (let r = 0; r < runs; r++) {
+      // Each run starts with a different phase, so none always follows the same one.
+      for (let k = 0; k < phases.length; k++) {
+        const ph = phases[(r + k) % phases.length]
+        const m = await measure(ph.move)
+        ph.rates.push(m.rate)
+        ph.cpu.push(m.cpu)
+      }
+      process.stdout.write(`  run ${r + 1}: ${phases.map(ph => `${ph.name} ${ph.rates[r].toFixed(0)} MB/s (${ph.cpu[r].toFixed(1)} CPU-s/GB)`).join(', ')}\n`)
+    }
+    const [base, ...rest] = phases
+    process.stdout.write(`median of ${runs}: ${phases.map(ph => `${ph.name} ${median(ph.rates).toFixed(0)} MB/s`).join(', ')}\n`)
+    for (const ph of rest) {
+      // Ratio of the medians, and the median of each run's own ratio (less exposed to load that changes between runs).
+      const perRun = ph.rates.map((x, r) => x / base.rates[r])
+      const cpuPerRun = ph.cpu.map((x, r) => base.cpu[r] / x)
+      process.stdout.write(`${ph.name} / plain push: MB/s ${(median(ph.rates) / median(base.rates)).toFixed(2)} (per-run median ${median(perRun).toFixed(2)}), CPU per GB ${(median(base.cpu) / median(ph.cpu)).toFixed(2)} (per-run median ${median(cpuPerRun).toFixed(2)}) (goal >= 0.8)\n`)
+    }
+    process.stdout.write(`CPU (both processes, user+sys) per GB moved, median: ${phases.map(ph => `${ph.name} ${median(ph.cpu).toFixed(1)} s`).join(', ')}\n`)
     await swarm.stop()
     return 0
   } finally {
