@@ -92,7 +92,7 @@ export const DATA_FILES = {
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=256']
 
 /** Chunk bytes taken from the origin per claim round of a LAN-sharing sync (one block batch). */
-export const LAN_ORIGIN_BATCH_BYTES = 2 * 1024 * 1024
+export const LAN_ORIGIN_BATCH_BYTES = 8 * 1024 * 1024
 
 /** A small image is still taken from the origin in at least this many claim rounds (so late joiners share it). */
 export const LAN_ORIGIN_MIN_ROUNDS = 16
@@ -126,3 +126,10 @@ export const LAN_MANIFEST_FETCH_WAIT_MS = 60_000
 
 /** Largest JSON response body the agent accepts from the coordinator (a bigger one is an error, not retried). */
 export const JSON_MAX_BYTES = 64 * 1024 * 1024
+
+/**
+ * `agent sync --linger` of the agent that took its site's delta pack: it keeps serving until each peer
+ * listed for the version has opened a block stream with it (they wait for its chunks and may start
+ * seconds later), at most this long (ms); then the LAN_IDLE_MS rule applies.
+ */
+export const LAN_PACK_LINGER_MS = 20_000

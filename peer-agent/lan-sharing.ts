@@ -18,7 +18,7 @@ import { chunkCid } from '../protocol/block-id.ts'
 import { openSignedManifest } from '../protocol/signed-manifest.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { DATA_FILES, LAN_IDLE_MS, LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_MANIFEST_POLL_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
+import { DATA_FILES, LAN_IDLE_MS, LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_MANIFEST_POLL_MS, LAN_ORIGIN_BATCH_BYTES, LAN_PACK_LINGER_MS, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import type { ImageSyncComponents, SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -118,6 +118,11 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
   let current: Current | undefined
   /** The temp file's serving set-up (started() cannot await it). */
   let opening: Promise<void> = Promise.resolve()
+  /**
+   * When this agent took the site's delta pack: the peers listed for the version, which wait for
+   * its chunks; --linger waits (at most LAN_PACK_LINGER_MS) until each has opened a block stream.
+   */
+  let packWaiters: Set<string> | undefined
   /** Peers that exchanged chunks of a version with us in this process's sessions (what --linger waits for). */
   const sessionPeers = new Set<string>()
   /** Finished images still served (daemon: until a newer version replaces them). */
@@ -388,6 +393,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
           packLeader = [s.peerId, ...peerAddrs.map(peerIdOf)].sort()[0]
           if (packLeader === s.peerId) {
             logger.info(`swarm: ${image}@${version}: this agent takes the delta pack for site ${init.site}`)
+            packWaiters = new Set(peerAddrs.map(peerIdOf))
             return
           }
         }
@@ -462,15 +468,17 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     }
   }
 
-  function openBlockStreams (): number {
-    if (swarm == null) return 0
-    let n = 0
+  /** Peers of our sessions with a block stream open with us now. */
+  function blockStreamPeers (): Set<string> {
+    const out = new Set<string>()
+    if (swarm == null) return out
     // only peers of our own sessions: a stranger (another coordinator's agent found by mDNS) must not keep us up
     for (const conn of swarm.libp2p.getConnections()) {
-      if (!sessionPeers.has(conn.remotePeer.toString())) continue
-      for (const st of conn.streams) if (st.protocol === BLOCKS_PROTOCOL) n++
+      const id = conn.remotePeer.toString()
+      if (!sessionPeers.has(id)) continue
+      if (conn.streams.some(st => st.protocol === BLOCKS_PROTOCOL)) out.add(id)
     }
-    return n
+    return out
   }
 
   return {
@@ -481,12 +489,20 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     manifestSource,
     observer,
     async linger (ms, options = {}) {
+      const waiters = packWaiters ?? new Set<string>()
+      packWaiters = undefined
       if (swarm == null || ms <= 0) return
-      const until = performance.now() + ms
-      let idleSince = performance.now()
+      const start = performance.now()
+      const until = start + ms
+      let idleSince = start
       while (performance.now() < until && options.signal?.aborted !== true) {
-        if (openBlockStreams() > 0) idleSince = performance.now()
-        else if (performance.now() - idleSince >= LAN_IDLE_MS) return
+        const now = performance.now()
+        const open = blockStreamPeers()
+        for (const id of open) waiters.delete(id)
+        // the site's delta-pack agent: its peers wait for its chunks (they may still be starting)
+        const awaited = waiters.size > 0 && now - start < LAN_PACK_LINGER_MS
+        if (open.size > 0 || awaited) idleSince = now
+        else if (now - idleSince >= LAN_IDLE_MS) return
         await sleep(100, undefined, { signal: options.signal }).catch(() => {})
       }
     },

@@ -407,9 +407,9 @@ export function bitmapSet (bitmap: Uint8Array, index: number): void {
 }
 
 /**
- * The claim score of `peerId` for chunk `index` (rendezvous hashing): among
- * the peers syncing the same version, the one with the highest score fetches
- * the chunk from the origin. Every agent computes the same numbers: FNV-1a
+ * The claim score of `peerId` for claim group `index` (rendezvous hashing):
+ * among the peers syncing the same version, the one with the highest score
+ * fetches the group's chunks from the origin. Every agent computes the same numbers: FNV-1a
  * (32-bit) over the UTF-8 peer id, then over the 4 little-endian bytes of the
  * index, then the murmur3 32-bit finaliser. docs/ARCHITECTURE.md "Swarm".
  */
@@ -431,12 +431,23 @@ export function claimScore (index: number, peerId: string): number {
   return h >>> 0
 }
 
-/** The peer (of `peerIds`) that claims chunk `index`; ties broken by the smaller id. */
+/**
+ * Chunks claimed together: chunk `i` belongs to claim group `floor(i /
+ * CLAIM_GROUP_CHUNKS)`, and a group has one owner. Each agent then fetches runs
+ * of neighbouring chunks, which zstd compresses nearly as well as one agent's
+ * whole download; owners per chunk scatter every agent's share across the
+ * image and cost 1.12x the bytes on base.img with 6 agents (docs/BENCHMARKS.md
+ * "swarm-corpus"). 64 chunks are about 5 MB at the chunker's default sizes.
+ */
+export const CLAIM_GROUP_CHUNKS = 64
+
+/** The peer (of `peerIds`) that claims chunk `index` (by its claim group); ties broken by the smaller id. */
 export function claimOwner (index: number, peerIds: readonly string[]): string | undefined {
+  const group = Math.floor(index / CLAIM_GROUP_CHUNKS)
   let best: string | undefined
   let bestScore = -1
   for (const p of peerIds) {
-    const s = claimScore(index, p)
+    const s = claimScore(group, p)
     if (s > bestScore || (s === bestScore && best != null && p < best)) { best = p; bestScore = s }
   }
   return best
