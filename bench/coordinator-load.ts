@@ -6,16 +6,16 @@
  * machine token, then keeps --connections connections busy for --duration
  * seconds with `GET /v1/images/desk/versions/latest` (auth, policy check,
  * signed envelope) and prints requests/s, p50/p99/max latency, errors and
- * the coordinator's memory before and after. Figures: docs/BENCHMARKS.md
- * `## coordinator load`.
+ * the coordinator's memory before, at its peak, as the load ended and after a
+ * settle period. Figures: docs/BENCHMARKS.md `## coordinator load`.
  */
 import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { rssKiB, spawnCoordinator } from './lib/proc.ts'
+import { memoryLines, spawnCoordinator, watchMemory } from './lib/proc.ts'
 
 const run_ = promisify(execFile)
 
@@ -35,7 +35,8 @@ const CLI = new URL('../bin/trimswarm.js', import.meta.url).pathname
 export const summary = 'coordinator under load: manifest GETs by 1,000 concurrent clients (autocannon), p50/p99, errors'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- coordinator-load [--connections N] [--duration S] [--path manifest|me|healthz] [--json]
+export const usage = `Usage: npm run bench -- coordinator-load [--connections N] [--duration S] [--path manifest|me|healthz]
+         [--settle S] [--max-growth-mib N] [--json]
 
 Starts \`trimswarm coordinator\` on 127.0.0.1 (a fresh data dir, log level
 warn), publishes a 4 MiB image as desk/v1, sets a policy for group desk and
@@ -44,14 +45,19 @@ creates a machine token, then runs autocannon with --connections (default
   manifest  GET /v1/images/desk/versions/latest (default; the signed envelope)
   me        GET /v1/auth/me (auth and policy only)
   healthz   GET /healthz (no auth: the HTTP stack alone)
-Prints requests/s, latency p50/p99/max (ms), errors, timeouts, non-2xx and the
-coordinator's RSS before and after. Exits 1 when any request failed.`
+Prints requests/s, latency p50/p99/max (ms), errors, timeouts, non-2xx, the
+load average, and the coordinator's memory (RSS; V8 heap from its /metrics)
+before the load, its peak, as the load ended and after --settle seconds idle
+(default 60). Exits 1 when any request failed (error, timeout or non-2xx) or
+the settled RSS is more than --max-growth-mib (default 64) above the start.`
 
 /** Its options. */
 export const options = {
   connections: { type: 'string' },
   duration: { type: 'string' },
   path: { type: 'string' },
+  settle: { type: 'string' },
+  'max-growth-mib': { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
@@ -71,6 +77,9 @@ export async function run (argv: string[]): Promise<number> {
   const which = values.path ?? 'manifest'
   if (!Number.isSafeInteger(connections) || connections < 1) throw new Error('--connections must be a positive integer')
   if (!Number.isSafeInteger(duration) || duration < 1) throw new Error('--duration must be a positive integer (seconds)')
+  const settle = Number(values.settle ?? 60)
+  const maxGrowth = Number(values['max-growth-mib'] ?? 64)
+  for (const [k, v] of Object.entries({ settle, 'max-growth-mib': maxGrowth })) if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${k} must be a whole number >= 0`)
   if (PATHS[which] == null) throw new Error(`--path must be one of ${Object.keys(PATHS).join(', ')}`)
 
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-'))
@@ -86,9 +95,11 @@ export async function run (argv: string[]): Promise<number> {
     const created = await fetch(url + '/v1/tokens', { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ group: 'desk', name: 'bench' }) })
     const token = (await created.json()).token as string
 
-    const rssBefore = await rssKiB(child.pid!)
+    const loadBefore = loadavg()[0]
+    const memory = await watchMemory(child.pid!, url, { sampleMs: 500, settleSeconds: settle, maxGrowthMiB: maxGrowth })
     const r = await autocannon({ url: url + PATHS[which], connections, duration, timeout: 30, headers: { authorization: `Bearer ${token}` } })
-    const rssAfter = await rssKiB(child.pid!)
+    const loadAtEnd = loadavg()[0]
+    const mem = await memory.finish()
     const result = {
       path: PATHS[which],
       connections,
@@ -100,7 +111,8 @@ export async function run (argv: string[]): Promise<number> {
       errors: r.errors,
       timeouts: r.timeouts,
       non2xx: r.non2xx,
-      coordinatorRssMiB: { before: Math.round(rssBefore / 1024), after: Math.round(rssAfter / 1024) }
+      loadAverage: { before: loadBefore, atEnd: loadAtEnd },
+      coordinatorMemoryMiB: mem
     }
     if (values.json === true) {
       process.stdout.write(JSON.stringify(result) + '\n')
@@ -110,10 +122,11 @@ export async function run (argv: string[]): Promise<number> {
         `  requests   ${result.requests} (${result.requestsPerSecond}/s, ${result.bytesPerResponse} bytes each)`,
         `  latency    p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms, max ${result.latencyMs.max} ms`,
         `  errors     ${result.errors} (timeouts ${result.timeouts}), non-2xx ${result.non2xx}`,
-        `  memory     coordinator RSS ${result.coordinatorRssMiB.before} MiB before, ${result.coordinatorRssMiB.after} MiB after`
+        `  machine    load average ${loadBefore.toFixed(1)} before, ${loadAtEnd.toFixed(1)} as the load ended`,
+        ...memoryLines(mem)
       ].join('\n') + '\n')
     }
-    return result.errors + result.non2xx > 0 ? 1 : 0
+    return result.errors + result.timeouts + result.non2xx > 0 || !mem.flat ? 1 : 0
   } finally {
     child.kill('SIGTERM')
     await new Promise(resolve => { if (child.exitCode != null) resolve(null); else child.once('exit', resolve) })

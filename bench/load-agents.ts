@@ -2,17 +2,18 @@
  * `npm run bench -- load-agents`: N agent processes (`trimswarm agent sync`)
  * syncing one image together against one `trimswarm coordinator` process on
  * loopback, while autocannon keeps --connections concurrent manifest requests
- * busy. Checks every agent ends with a b3sum-correct image and no request
- * failed; samples the coordinator's RSS every --sample-ms over the run.
+ * busy. Checks every agent ends with a b3sum-correct image, no request
+ * failed and the coordinator's memory is flat: its RSS after the load and a
+ * settle period is within --max-growth-mib of the RSS before it.
  * Figures: docs/BENCHMARKS.md `## load`.
  */
 import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { rssKiB, spawnCoordinator } from './lib/proc.ts'
+import { memoryLines, spawnCoordinator, watchMemory } from './lib/proc.ts'
 
 const exec = promisify(execFile)
 
@@ -31,24 +32,33 @@ const CLI = new URL('../bin/trimswarm.js', import.meta.url).pathname
 export const summary = '20 agent processes syncing together + 1,000 concurrent manifest requests against one coordinator: errors, memory over time'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- load-agents [--agents N] [--connections N] [--mib N] [--sample-ms N] [--linger S] [--no-lan] [--json]
+export const usage = `Usage: npm run bench -- load-agents [--agents N] [--connections N] [--mib N] [--min-seconds S]
+         [--settle S] [--max-growth-mib N] [--sample-ms N] [--linger S] [--no-lan] [--json]
 
 Starts \`trimswarm coordinator\` on 127.0.0.1, publishes a synthetic image of
 --mib MiB (default 64) as desk/v1, then at once starts --agents (default 20)
 \`trimswarm agent sync desk@v1 --no-index\` processes (each its own data dir)
 and autocannon with --connections (default 1000) connections on
-GET /v1/images/desk/versions/latest until the last agent finishes.
-Prints per-run: agents ok, wall time, request count/rate/latency/errors, and
-the coordinator's RSS sampled every --sample-ms (default 500): start, max,
-end. Agents share over the LAN (libp2p on 127.0.0.1) unless --no-lan, and
-linger --linger seconds (default 10) for peers still fetching from them.
-Exits 1 if an agent failed, an image was wrong or a request failed.`
+GET /v1/images/desk/versions/latest until the last agent finishes, and for
+at least --min-seconds (default 0; a long run tells a plateau from a leak).
+Agents share over the LAN (libp2p on 127.0.0.1) unless --no-lan, and linger
+--linger seconds (default 10) for peers still fetching from them.
+Prints: agents ok, wall time, request count/rate/latency/errors, the load
+average, and the coordinator's memory (RSS every --sample-ms, default 500;
+V8 heap from its /metrics) before the load, its peak, as the load ended and
+after --settle seconds (default 60) idle. Memory is flat when the settled RSS
+is at most --max-growth-mib (default 64) above the RSS before the load.
+Exits 1 if an agent failed, an image was wrong, a request failed (error,
+timeout or non-2xx) or memory was not flat.`
 
 /** Its options. */
 export const options = {
   agents: { type: 'string' },
   connections: { type: 'string' },
   mib: { type: 'string' },
+  'min-seconds': { type: 'string' },
+  settle: { type: 'string' },
+  'max-growth-mib': { type: 'string' },
   'sample-ms': { type: 'string' },
   linger: { type: 'string' },
   'no-lan': { type: 'boolean' },
@@ -78,7 +88,11 @@ export async function run (argv: string[]): Promise<number> {
   const connections = Number(values.connections ?? 1000)
   const mib = Number(values.mib ?? 64)
   const sampleMs = Number(values['sample-ms'] ?? 500)
-  for (const [k, v] of Object.entries({ agents, connections, mib, sampleMs })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`)
+  const minSeconds = Number(values['min-seconds'] ?? 0)
+  const settle = Number(values.settle ?? 60)
+  const maxGrowth = Number(values['max-growth-mib'] ?? 64)
+  for (const [k, v] of Object.entries({ agents, connections, mib, 'sample-ms': sampleMs })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`)
+  for (const [k, v] of Object.entries({ 'min-seconds': minSeconds, settle, 'max-growth-mib': maxGrowth })) if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${k} must be a whole number >= 0`)
 
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-agents-'))
   const { child, url, tokenFile: adminFile } = await spawnCoordinator(join(dir, 'data'))
@@ -94,9 +108,8 @@ export async function run (argv: string[]): Promise<number> {
     const tokenFile = join(dir, 'agent.token')
     await writeFile(tokenFile, token + '\n', { mode: 0o600 })
 
-    const rssMiB = async (): Promise<number> => Math.round(await rssKiB(child.pid!) / 1024)
-    const samples: number[] = [await rssMiB()]
-    const sampler = setInterval(() => { rssMiB().then(v => samples.push(v), () => {}) }, sampleMs)
+    const loadBefore = loadavg()[0]
+    const memory = await watchMemory(child.pid!, url, { sampleMs, settleSeconds: settle, maxGrowthMiB: maxGrowth })
     const started = performance.now()
     const agentRuns = Array.from({ length: agents }, async (_, i) => {
       const out = join(dir, `agent-${i}`, 'desk.img')
@@ -115,19 +128,25 @@ export async function run (argv: string[]): Promise<number> {
     })
     const results = await Promise.all(agentRuns)
     const wall = (performance.now() - started) / 1000
+    const rest = minSeconds * 1000 - (performance.now() - started)
+    if (rest > 0) await new Promise(resolve => setTimeout(resolve, rest))
+    const loadSeconds = (performance.now() - started) / 1000
+    const loadDuring = loadavg()[0]
     instance?.stop()
     const r = await load
-    clearInterval(sampler)
-    samples.push(await rssMiB())
+    const mem = await memory.finish()
     const failed = results.filter(a => !a.ok)
+    const requestFailures = r.errors + r.timeouts + r.non2xx
     const result = {
       agents,
       agentsOk: agents - failed.length,
       imageMiB: mib,
       wallSeconds: Math.round(wall * 10) / 10,
       agentSeconds: { min: Math.round(Math.min(...results.map(a => a.seconds)) * 10) / 10, max: Math.round(Math.max(...results.map(a => a.seconds)) * 10) / 10 },
+      loadSeconds: Math.round(loadSeconds),
+      loadAverage: { before: loadBefore, atEnd: loadDuring },
       manifestRequests: { connections, total: r.requests.total, perSecond: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx },
-      coordinatorRssMiB: { start: samples[0], max: Math.max(...samples), end: samples.at(-1), samples: samples.length },
+      coordinatorMemoryMiB: mem,
       failures: failed.map(f => f.error)
     }
     if (values.json === true) process.stdout.write(JSON.stringify(result) + '\n')
@@ -135,13 +154,14 @@ export async function run (argv: string[]): Promise<number> {
       process.stdout.write([
         `${agents} agents syncing a ${mib} MiB image + ${connections} connections on the manifest route`,
         `  agents     ${result.agentsOk}/${agents} ok (b3sum), each ${result.agentSeconds.min}-${result.agentSeconds.max} s, all done in ${result.wallSeconds} s`,
-        `  manifests  ${r.requests.total} (${result.manifestRequests.perSecond}/s), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
+        `  manifests  ${r.requests.total} in ${result.loadSeconds} s (${result.manifestRequests.perSecond}/s), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
         `  errors     ${r.errors} (timeouts ${r.timeouts}), non-2xx ${r.non2xx}`,
-        `  memory     coordinator RSS ${result.coordinatorRssMiB.start} MiB at start, max ${result.coordinatorRssMiB.max} MiB, ${result.coordinatorRssMiB.end} MiB at the end (${samples.length} samples)`,
+        `  machine    load average ${loadBefore.toFixed(1)} before, ${loadDuring.toFixed(1)} as the load ended`,
+        ...memoryLines(mem),
         ...failed.slice(0, 3).map(f => `  failure    ${f.error}`)
       ].join('\n') + '\n')
     }
-    return failed.length + r.errors + r.non2xx > 0 ? 1 : 0
+    return failed.length + requestFailures > 0 || !mem.flat ? 1 : 0
   } finally {
     child.kill('SIGTERM')
     await new Promise(resolve => { if (child.exitCode != null) resolve(null); else child.once('exit', resolve) })

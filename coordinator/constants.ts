@@ -46,6 +46,15 @@ export const SHUTDOWN_GRACE_MS = 5000
  */
 export const KEEP_ALIVE_TIMEOUT_MS = 65_000
 
+/**
+ * Connections the kernel may hold waiting for accept() (Linux caps it at
+ * net.core.somaxconn). Node's default, 511, overflows when a crowd of agents
+ * connects at once while the event loop is busy: the kernel then drops the
+ * handshake's last ACK and the client's request with it, and the client only
+ * gets an answer after TCP retransmits (seconds; up to a timeout under load).
+ */
+export const LISTEN_BACKLOG = 4096
+
 /** Upper bounds (seconds) of the request latency histogram in /metrics. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 

@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { getConnInfo } from '@hono/node-server/conninfo'
-import { serve, type ServerType } from '@hono/node-server'
+import { createAdaptorServer, type ServerType } from '@hono/node-server'
 import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { routePath } from 'hono/route'
@@ -29,7 +29,7 @@ import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './c
 import {
   ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { ConfigError } from './errors.ts'
@@ -364,10 +364,7 @@ async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port
     const options = tls != null
       ? { fetch: app.fetch, hostname: listen.host, port: listen.port, createServer: createHttpsServer, serverOptions: { cert: tls.cert, key: tls.key } }
       : { fetch: app.fetch, hostname: listen.host, port: listen.port }
-    const server = serve(options, () => {
-      server.off('error', onError)
-      resolve(server)
-    })
+    const server = createAdaptorServer(options)
     const http = server as import('node:http').Server
     http.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS
     http.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1000 // must exceed keepAliveTimeout (Node docs)
@@ -377,6 +374,10 @@ async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port
         : err)
     }
     server.once('error', onError)
+    http.listen({ host: listen.host, port: listen.port, backlog: LISTEN_BACKLOG }, () => {
+      server.off('error', onError)
+      resolve(server)
+    })
   })
 }
 
