@@ -113,7 +113,8 @@ const LIST_NAMES: Record<number, 'have-update' | 'want' | 'cancel' | 'dont-have'
   [MessageType.HAVE_UPDATE]: 'have-update', [MessageType.WANT]: 'want', [MessageType.CANCEL]: 'cancel', [MessageType.DONT_HAVE]: 'dont-have'
 }
 
-function frame (type: number, body: number[] | Uint8Array): Uint8Array {
+/** One frame: varint(1 + body length) || type || body (block exchange and manifest exchange alike). */
+export function encodeFrame (type: number, body: number[] | Uint8Array): Uint8Array {
   const head: number[] = []
   pushVarint(head, body.length + 1)
   head.push(type)
@@ -135,7 +136,7 @@ export function encodeMessage (m: ExchangeMessage): Uint8Array[] {
   switch (m.type) {
     case 'hello':
       if (m.capability.length > MAX_CAPABILITY_BYTES) throw new MessageTooLargeError('capability over the limit')
-      return [frame(MessageType.HELLO, m.capability)]
+      return [encodeFrame(MessageType.HELLO, m.capability)]
     case 'have': {
       if (!Number.isSafeInteger(m.count) || m.count < 0 || m.count > MAX_SWARM_CHUNKS) throw new MalformedMessageError(`have-map of ${m.count} chunks`)
       if (m.bitmap.length !== Math.ceil(m.count / 8)) throw new MalformedMessageError('bitmap length does not match count')
@@ -145,13 +146,13 @@ export function encodeMessage (m: ExchangeMessage): Uint8Array[] {
       body.set(head)
       body.set(m.bitmap, head.length)
       if (m.count % 8 !== 0 && m.bitmap.length > 0) body[body.length - 1] &= (1 << (m.count % 8)) - 1
-      return [frame(MessageType.HAVE, body)]
+      return [encodeFrame(MessageType.HAVE, body)]
     }
     case 'have-update': case 'want': case 'cancel': case 'dont-have': {
       if (m.indices.length < 1 || m.indices.length > MAX_INDICES_PER_MESSAGE) throw new MalformedMessageError(`${m.type} needs 1 to ${MAX_INDICES_PER_MESSAGE} indices`)
       const body: number[] = []
       for (const i of m.indices) { checkIndex(i); pushVarint(body, i) }
-      return [frame(LIST_TYPES[m.type], body)]
+      return [encodeFrame(LIST_TYPES[m.type], body)]
     }
     case 'block': {
       checkIndex(m.index)
@@ -169,7 +170,7 @@ export function encodeMessage (m: ExchangeMessage): Uint8Array[] {
       const body = new Uint8Array(1 + text.length)
       body[0] = m.code
       body.set(text, 1)
-      return [frame(MessageType.ERROR, body)]
+      return [encodeFrame(MessageType.ERROR, body)]
     }
   }
 }

@@ -11,9 +11,9 @@
  * "Manifest exchange".
  */
 import { MAX_CAPABILITY_BYTES } from './capability.ts'
-import { MalformedMessageError, MessageTooLargeError } from './block-exchange.ts'
+import { encodeFrame, MalformedMessageError, MessageTooLargeError } from './block-exchange.ts'
 import { MAX_MANIFEST_BYTES } from './constants.ts'
-import { pushVarint, readVarint } from './varint.ts'
+import { readVarint } from './varint.ts'
 
 /** Type byte of the one request. */
 export const MANIFEST_REQUEST_TYPE = 0x01
@@ -49,20 +49,10 @@ export type ManifestAnswer =
   | { status: 'not-held' }
   | { status: 'refused', reason: string }
 
-function frame (type: number, body: Uint8Array): Uint8Array {
-  const head: number[] = []
-  pushVarint(head, body.length + 1)
-  head.push(type)
-  const out = new Uint8Array(head.length + body.length)
-  out.set(head)
-  out.set(body, head.length)
-  return out
-}
-
 /** Encodes the request frame (length prefix included). */
 export function encodeManifestRequest (capability: Uint8Array): Uint8Array {
   if (capability.length === 0 || capability.length > MAX_CAPABILITY_BYTES) throw new MessageTooLargeError(`capability of ${capability.length} bytes (1 to ${MAX_CAPABILITY_BYTES})`)
-  return frame(MANIFEST_REQUEST_TYPE, capability)
+  return encodeFrame(MANIFEST_REQUEST_TYPE, capability)
 }
 
 /** Decodes a request frame body (after the length prefix): the capability bytes, still to be verified. */
@@ -78,13 +68,13 @@ export function encodeManifestAnswer (a: ManifestAnswer): Uint8Array {
   switch (a.status) {
     case 'manifest':
       if (a.envelope.length === 0 || a.envelope.length > MAX_ENVELOPE_BYTES) throw new MessageTooLargeError(`envelope of ${a.envelope.length} bytes (1 to ${MAX_ENVELOPE_BYTES})`)
-      return frame(ManifestStatus.MANIFEST, a.envelope)
-    case 'fetching': return frame(ManifestStatus.FETCHING, new Uint8Array(0))
-    case 'not-held': return frame(ManifestStatus.NOT_HELD, new Uint8Array(0))
+      return encodeFrame(ManifestStatus.MANIFEST, a.envelope)
+    case 'fetching': return encodeFrame(ManifestStatus.FETCHING, new Uint8Array(0))
+    case 'not-held': return encodeFrame(ManifestStatus.NOT_HELD, new Uint8Array(0))
     case 'refused': {
       let text = new TextEncoder().encode(a.reason)
       if (text.length > MAX_REFUSAL_TEXT_BYTES) text = text.subarray(0, MAX_REFUSAL_TEXT_BYTES)
-      return frame(ManifestStatus.REFUSED, text)
+      return encodeFrame(ManifestStatus.REFUSED, text)
     }
   }
 }
