@@ -82,3 +82,6 @@ export const MANIFEST_ANSWER_TIMEOUT_MS = 30_000
 
 /** Signed manifests a node keeps to answer peers with (the versions it synced last). */
 export const MANIFEST_HELD_VERSIONS = 4
+
+/** A rendezvous refresh that failed (coordinator away past the client's retries) is tried again after this long, well inside the registration TTL (ms). */
+export const RENDEZVOUS_RETRY_MS = 5_000

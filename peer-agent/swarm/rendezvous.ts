@@ -1,10 +1,12 @@
 /**
  * The coordinator as rendezvous: registers this node's multiaddrs for its
- * site (renewed at half the TTL) and dials the live peers of the site the
- * coordinator returns. The HTTP calls come from the agent's coordinator
+ * site (renewed at half the TTL; after a failure, e.g. a coordinator restart,
+ * tried again after RENDEZVOUS_RETRY_MS) and dials the live peers of the site
+ * the coordinator returns. The HTTP calls come from the agent's coordinator
  * client, so this stays free of auth and retries.
  */
 import type { PeerList, PeerRegistration, PeerRegistrationResponse } from '../../protocol/swarm-api.ts'
+import { RENDEZVOUS_RETRY_MS } from './constants.ts'
 import type { Swarm, SwarmLogger } from './interface.ts'
 
 /** What the rendezvous loop uses. */
@@ -40,7 +42,7 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
   let timer: ReturnType<typeof setTimeout> | undefined
   let stopped = false
 
-  async function refresh (options: { signal?: AbortSignal } = {}): Promise<string[]> {
+  async function refreshOnce (options: { signal?: AbortSignal }): Promise<string[]> {
     const multiaddrs = (init.multiaddrs ?? swarm.getMultiaddrs()).filter(a => !a.includes('/0.0.0.0/') && !a.includes('/::/')).slice(0, 16)
     let ttl = 60
     if (multiaddrs.length > 0) {
@@ -54,14 +56,27 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
       for (const a of p.multiaddrs) addrs.push(a.includes('/p2p/') ? a : `${a}/p2p/${p.peerId}`)
     }
     if (addrs.length > 0) await swarm.addPeers(addrs, options)
-    if (!stopped) {
-      clearTimeout(timer)
-      timer = setTimeout(() => {
-        refresh().catch(err => { logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}`) })
-      }, Math.max(5, ttl / 2) * 1000)
-      timer.unref?.()
-    }
+    schedule(Math.max(5, ttl / 2) * 1000)
     return addrs
+  }
+
+  /** refresh(), and on failure (the coordinator away past the client's retries) again after RENDEZVOUS_RETRY_MS: otherwise our registration lapses and new peers of the site never find us. */
+  async function refresh (options: { signal?: AbortSignal } = {}): Promise<string[]> {
+    try {
+      return await refreshOnce(options)
+    } catch (err) {
+      if (options.signal?.aborted !== true) schedule(RENDEZVOUS_RETRY_MS)
+      throw err
+    }
+  }
+
+  function schedule (ms: number): void {
+    if (stopped) return
+    clearTimeout(timer)
+    timer = setTimeout(() => {
+      refresh().catch(err => { logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}; trying again in ${RENDEZVOUS_RETRY_MS / 1000} s`) })
+    }, ms)
+    timer.unref?.()
   }
 
   return {
