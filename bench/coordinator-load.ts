@@ -15,7 +15,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { memoryLines, spawnCoordinator, watchMemory } from './lib/proc.ts'
+import { cpuSeconds, memoryLines, spawnCoordinator, watchMemory } from './lib/proc.ts'
 
 const run_ = promisify(execFile)
 
@@ -47,9 +47,11 @@ creates a machine token, then runs autocannon with --connections (default
   healthz   GET /healthz (no auth: the HTTP stack alone)
 Prints requests/s, latency p50/p99/max (ms), errors, timeouts, non-2xx, the
 load average, and the coordinator's memory (RSS; V8 heap from its /metrics)
-before the load, its peak, as the load ended and after --settle seconds idle
-(default 60). Exits 1 when any request failed (error, timeout or non-2xx) or
-the settled RSS is more than --max-growth-mib (default 64) above the start.`
+before the load, its peak, as the load ended, after --settle seconds idle
+(default 60) and after a full GC (see load-agents). Exits 1 when any request
+failed (error, timeout or non-2xx) or memory was not flat: after the full GC,
+RSS more than --max-growth-mib (default 64), or the live heap more than a
+quarter of that, above the start.`
 
 /** Its options. */
 export const options = {
@@ -83,7 +85,8 @@ export async function run (argv: string[]): Promise<number> {
   if (PATHS[which] == null) throw new Error(`--path must be one of ${Object.keys(PATHS).join(', ')}`)
 
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-'))
-  const { child, url, tokenFile: tokenFile } = await spawnCoordinator(join(dir, 'data'))
+  const coordinator = await spawnCoordinator(join(dir, 'data'))
+  const { child, url, tokenFile } = coordinator
   try {
     const admin = (await readFile(tokenFile, 'utf8')).trim()
     const img = join(dir, 'desk.img')
@@ -96,8 +99,10 @@ export async function run (argv: string[]): Promise<number> {
     const token = (await created.json()).token as string
 
     const loadBefore = loadavg()[0]
-    const memory = await watchMemory(child.pid!, url, { sampleMs: 500, settleSeconds: settle, maxGrowthMiB: maxGrowth })
+    const memory = await watchMemory(coordinator, { sampleMs: 500, settleSeconds: settle, maxGrowthMiB: maxGrowth })
+    const cpu0 = await cpuSeconds(child.pid!)
     const r = await autocannon({ url: url + PATHS[which], connections, duration, timeout: 30, headers: { authorization: `Bearer ${token}` } })
+    const cpu = await cpuSeconds(child.pid!) - cpu0
     const loadAtEnd = loadavg()[0]
     const mem = await memory.finish()
     const result = {
@@ -111,6 +116,8 @@ export async function run (argv: string[]): Promise<number> {
       errors: r.errors,
       timeouts: r.timeouts,
       non2xx: r.non2xx,
+      coordinatorCpuSeconds: Math.round(cpu * 10) / 10,
+      cpuMsPerRequest: r.requests.total > 0 ? Math.round(cpu / r.requests.total * 1e5) / 100 : 0,
       loadAverage: { before: loadBefore, atEnd: loadAtEnd },
       coordinatorMemoryMiB: mem
     }
@@ -122,6 +129,7 @@ export async function run (argv: string[]): Promise<number> {
         `  requests   ${result.requests} (${result.requestsPerSecond}/s, ${result.bytesPerResponse} bytes each)`,
         `  latency    p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms, max ${result.latencyMs.max} ms`,
         `  errors     ${result.errors} (timeouts ${result.timeouts}), non-2xx ${result.non2xx}`,
+        `  cpu        coordinator ${result.coordinatorCpuSeconds} s, ${result.cpuMsPerRequest} ms per request`,
         `  machine    load average ${loadBefore.toFixed(1)} before, ${loadAtEnd.toFixed(1)} as the load ended`,
         ...memoryLines(mem)
       ].join('\n') + '\n')

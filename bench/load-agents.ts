@@ -3,8 +3,8 @@
  * syncing one image together against one `trimswarm coordinator` process on
  * loopback, while autocannon keeps --connections concurrent manifest requests
  * busy. Checks every agent ends with a b3sum-correct image, no request
- * failed and the coordinator's memory is flat: its RSS after the load and a
- * settle period is within --max-growth-mib of the RSS before it.
+ * failed and the coordinator's memory is flat: after the load, a settle
+ * period and a full GC its RSS and live heap are back near the start.
  * Figures: docs/BENCHMARKS.md `## load`.
  */
 import { execFile } from 'node:child_process'
@@ -13,7 +13,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { memoryLines, spawnCoordinator, watchMemory } from './lib/proc.ts'
+import { cpuSeconds, memoryLines, spawnCoordinator, watchMemory } from './lib/proc.ts'
 
 const exec = promisify(execFile)
 
@@ -45,9 +45,11 @@ Agents share over the LAN (libp2p on 127.0.0.1) unless --no-lan, and linger
 --linger seconds (default 10) for peers still fetching from them.
 Prints: agents ok, wall time, request count/rate/latency/errors, the load
 average, and the coordinator's memory (RSS every --sample-ms, default 500;
-V8 heap from its /metrics) before the load, its peak, as the load ended and
-after --settle seconds (default 60) idle. Memory is flat when the settled RSS
-is at most --max-growth-mib (default 64) above the RSS before the load.
+V8 heap from its /metrics) before the load, its peak, as the load ended,
+after --settle seconds (default 60) idle and then after a full GC (a heap
+snapshot, SIGUSR2, deleted at once; the start is read the same way). Memory
+is flat when, after the full GC, RSS is at most --max-growth-mib (default 64)
+and the live heap at most a quarter of that above the start.
 Exits 1 if an agent failed, an image was wrong, a request failed (error,
 timeout or non-2xx) or memory was not flat.`
 
@@ -95,7 +97,8 @@ export async function run (argv: string[]): Promise<number> {
   for (const [k, v] of Object.entries({ 'min-seconds': minSeconds, settle, 'max-growth-mib': maxGrowth })) if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${k} must be a whole number >= 0`)
 
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-agents-'))
-  const { child, url, tokenFile: adminFile } = await spawnCoordinator(join(dir, 'data'))
+  const coordinator = await spawnCoordinator(join(dir, 'data'))
+  const { child, url, tokenFile: adminFile } = coordinator
   try {
     const admin = (await readFile(adminFile, 'utf8')).trim()
     const img = join(dir, 'desk.img')
@@ -109,7 +112,8 @@ export async function run (argv: string[]): Promise<number> {
     await writeFile(tokenFile, token + '\n', { mode: 0o600 })
 
     const loadBefore = loadavg()[0]
-    const memory = await watchMemory(child.pid!, url, { sampleMs, settleSeconds: settle, maxGrowthMiB: maxGrowth })
+    const memory = await watchMemory(coordinator, { sampleMs, settleSeconds: settle, maxGrowthMiB: maxGrowth })
+    const cpu0 = await cpuSeconds(child.pid!)
     const started = performance.now()
     const agentRuns = Array.from({ length: agents }, async (_, i) => {
       const out = join(dir, `agent-${i}`, 'desk.img')
@@ -133,6 +137,7 @@ export async function run (argv: string[]): Promise<number> {
     const loadSeconds = (performance.now() - started) / 1000
     const loadDuring = loadavg()[0]
     instance?.stop()
+    const cpu = await cpuSeconds(child.pid!) - cpu0
     const r = await load
     const mem = await memory.finish()
     const failed = results.filter(a => !a.ok)
@@ -144,6 +149,8 @@ export async function run (argv: string[]): Promise<number> {
       wallSeconds: Math.round(wall * 10) / 10,
       agentSeconds: { min: Math.round(Math.min(...results.map(a => a.seconds)) * 10) / 10, max: Math.round(Math.max(...results.map(a => a.seconds)) * 10) / 10 },
       loadSeconds: Math.round(loadSeconds),
+      coordinatorCpuSeconds: Math.round(cpu * 10) / 10,
+      cpuMsPerManifest: r.requests.total > 0 ? Math.round(cpu / r.requests.total * 1e5) / 100 : 0,
       loadAverage: { before: loadBefore, atEnd: loadDuring },
       manifestRequests: { connections, total: r.requests.total, perSecond: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx },
       coordinatorMemoryMiB: mem,
@@ -156,6 +163,7 @@ export async function run (argv: string[]): Promise<number> {
         `  agents     ${result.agentsOk}/${agents} ok (b3sum), each ${result.agentSeconds.min}-${result.agentSeconds.max} s, all done in ${result.wallSeconds} s`,
         `  manifests  ${r.requests.total} in ${result.loadSeconds} s (${result.manifestRequests.perSecond}/s), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
         `  errors     ${r.errors} (timeouts ${r.timeouts}), non-2xx ${r.non2xx}`,
+        `  cpu        coordinator ${result.coordinatorCpuSeconds} s (agents' requests included), ${result.cpuMsPerManifest} ms per manifest request`,
         `  machine    load average ${loadBefore.toFixed(1)} before, ${loadDuring.toFixed(1)} as the load ended`,
         ...memoryLines(mem),
         ...failed.slice(0, 3).map(f => `  failure    ${f.error}`)

@@ -1,6 +1,6 @@
 /** Process and port helpers shared by the load benchmarks. */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
 
@@ -24,24 +24,40 @@ export async function rssKiB (pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN)
 }
 
+/** CPU time a process has used so far (user + system, all its threads), in seconds: a per-request cost that a busy machine does not distort the way it distorts latency. */
+export async function cpuSeconds (pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  // fields after the command (which may hold spaces) start at state; utime and stime are fields 14 and 15
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
+}
+
+/** USER_HZ: the unit of /proc/PID/stat times (100 on Linux on every architecture Node runs on). */
+const CLOCK_TICKS = 100
+
 /** A `trimswarm coordinator` process started by a benchmark. */
 export interface CoordinatorProcess {
   child: ChildProcess
   url: string
   /** DATA/admin.token */
   tokenFile: string
+  /** Where its heap snapshots go (SIGUSR2; see memoryAfterFullGc): DATA/../diagnostics */
+  diagnosticDir: string
 }
 
-/** Starts `trimswarm coordinator --data DATA` on a free 127.0.0.1 port and resolves once it listens. */
+/** Starts `trimswarm coordinator --data DATA` on a free 127.0.0.1 port and resolves once it listens; SIGUSR2 makes it write a heap snapshot. */
 export async function spawnCoordinator (dataDir: string): Promise<CoordinatorProcess> {
   const listen = `127.0.0.1:${await freePort()}`
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', dataDir, '--listen', listen, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const diagnosticDir = join(dataDir, '..', 'diagnostics')
+  await mkdir(diagnosticDir, { recursive: true })
+  const flags = ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${diagnosticDir}`]
+  const child = spawn(process.execPath, [...flags, CLI, 'coordinator', '--data', dataDir, '--listen', listen, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
   await new Promise<void>((resolve, reject) => {
     let out = ''
     child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('coordinator listening on')) resolve() })
     child.once('exit', (code) => { reject(new Error(`coordinator exited with ${code}`)) })
   })
-  return { child, url: `http://${listen}`, tokenFile: join(dataDir, 'admin.token') }
+  return { child, url: `http://${listen}`, tokenFile: join(dataDir, 'admin.token'), diagnosticDir }
 }
 
 /** A coordinator's memory in MiB: RSS from /proc, V8 heap and external memory from its /metrics (`process_*`, `nodejs_*` gauges). */
@@ -61,39 +77,70 @@ export async function coordinatorMemory (pid: number, url: string): Promise<Memo
   return { rss: Math.round(await rssKiB(pid) / 1024), heapTotal: mib(gauge('nodejs_heap_size_total_bytes')), heapUsed: mib(gauge('nodejs_heap_size_used_bytes')), external: mib(gauge('nodejs_external_memory_bytes')) }
 }
 
+/**
+ * The coordinator's memory right after a full garbage collection: SIGUSR2
+ * makes it write a heap snapshot (spawnCoordinator's `diagnosticDir`), which
+ * collects garbage first; /metrics answers once the snapshot is written. The
+ * snapshot is deleted. heapUsed is then the live heap, and V8 has given back
+ * the heap it grew for garbage, so what RSS keeps over another such reading
+ * is held, not garbage waiting for a lazy collector.
+ */
+export async function memoryAfterFullGc (child: ChildProcess, url: string, diagnosticDir: string): Promise<MemoryFigures> {
+  const before = new Set(await readdir(diagnosticDir))
+  child.kill('SIGUSR2')
+  for (let i = 0; ; i++) {
+    await new Promise(resolve => setTimeout(resolve, 500))
+    const fresh = (await readdir(diagnosticDir)).filter(f => f.endsWith('.heapsnapshot') && !before.has(f))
+    if (fresh.length > 0) {
+      const m = await coordinatorMemory(child.pid!, url) // answered after the snapshot is complete (it blocks the event loop)
+      for (const f of fresh) await rm(join(diagnosticDir, f), { force: true })
+      return m
+    }
+    if (i > 120) throw new Error('the coordinator wrote no heap snapshot within 60 s of SIGUSR2')
+  }
+}
+
 /** What MemoryWatch.finish() reports: is memory flat across a load? */
 export interface MemoryReport {
-  /** Before the load. */
+  /** Before the load, after a full GC. */
   start: MemoryFigures
   /** Highest RSS sampled during the load. */
   peakRss: number
   /** As the load ended. */
   afterLoad: MemoryFigures
-  /** After `settleSeconds` without load (V8 shrinks its heap once the allocation rate drops). */
+  /** After `settleSeconds` without load (V8 may or may not have shrunk its heap by then). */
   settled: MemoryFigures
   settleSeconds: number
+  /** After the settle period and a full GC: comparable with `start`. */
+  afterGc: MemoryFigures
   /** RSS samples [seconds since start, MiB], every sampleMs during the load and the settle period. */
   samples: Array<[number, number]>
-  /** settled.rss - start.rss */
-  growth: number
-  /** growth <= maxGrowth */
+  /** afterGc.rss - start.rss */
+  rssGrowth: number
+  /** afterGc.heapUsed - start.heapUsed: live JS heap gained (a leak of JS objects shows here) */
+  heapGrowth: number
+  /** rssGrowth <= maxGrowth and heapGrowth <= maxGrowth / 4 */
   flat: boolean
   maxGrowth: number
 }
 
-/** Samples a coordinator's RSS from the start of a load until finish(); finish() waits `settleSeconds` and reads it again. */
+/** Samples a coordinator's RSS from the start of a load until finish(). */
 export interface MemoryWatch {
-  /** Marks the end of the load (reads afterLoad), waits settleSeconds (sampling on), reads `settled`. */
+  /** Marks the end of the load (reads afterLoad), waits settleSeconds (sampling on), reads `settled`, then `afterGc`. */
   finish: () => Promise<MemoryReport>
 }
 
 /**
- * Starts watching: reads `start` now, then RSS every `sampleMs`. `maxGrowthMiB`
- * is how much higher RSS may be after the settle period than before the load
- * and still count as flat (a leak keeps what it took; V8 gives back its heap).
+ * Starts watching: reads `start` (after a full GC) now, then RSS every
+ * `sampleMs`. Memory is flat when, after the load, the settle period and a
+ * full GC, RSS is at most `maxGrowthMiB` and the live heap at most a quarter
+ * of that above the start: a leak keeps what it took, V8 gives back heap it
+ * grew for garbage.
  */
-export async function watchMemory (pid: number, url: string, opts: { sampleMs: number, settleSeconds: number, maxGrowthMiB: number }): Promise<MemoryWatch> {
-  const start = await coordinatorMemory(pid, url)
+export async function watchMemory (coordinator: CoordinatorProcess, opts: { sampleMs: number, settleSeconds: number, maxGrowthMiB: number }): Promise<MemoryWatch> {
+  const { child, url, diagnosticDir } = coordinator
+  const pid = child.pid!
+  const start = await memoryAfterFullGc(child, url, diagnosticDir)
   const t0 = performance.now()
   const samples: Array<[number, number]> = [[0, start.rss]]
   let peakRss = start.rss
@@ -113,8 +160,12 @@ export async function watchMemory (pid: number, url: string, opts: { sampleMs: n
         peakRss = Math.max(peakRss, afterLoad.rss)
         await new Promise(resolve => setTimeout(resolve, opts.settleSeconds * 1000))
         const settled = await coordinatorMemory(pid, url)
-        const growth = settled.rss - start.rss
-        return { start, peakRss, afterLoad, settled, settleSeconds: opts.settleSeconds, samples, growth, flat: growth <= opts.maxGrowthMiB, maxGrowth: opts.maxGrowthMiB }
+        clearInterval(timer)
+        const afterGc = await memoryAfterFullGc(child, url, diagnosticDir)
+        const rssGrowth = afterGc.rss - start.rss
+        const heapGrowth = afterGc.heapUsed - start.heapUsed
+        const flat = rssGrowth <= opts.maxGrowthMiB && heapGrowth <= opts.maxGrowthMiB / 4
+        return { start, peakRss, afterLoad, settled, settleSeconds: opts.settleSeconds, afterGc, samples, rssGrowth, heapGrowth, flat, maxGrowth: opts.maxGrowthMiB }
       } finally {
         clearInterval(timer)
       }
@@ -124,10 +175,13 @@ export async function watchMemory (pid: number, url: string, opts: { sampleMs: n
 
 /** The memory lines of a load benchmark's text output. */
 export function memoryLines (m: MemoryReport): string[] {
-  const f = (x: MemoryFigures): string => `RSS ${x.rss} MiB (heap ${x.heapUsed}/${x.heapTotal}, external ${x.external})`
+  const f = (x: MemoryFigures): string => `RSS ${x.rss} MiB (heap ${x.heapUsed} used / ${x.heapTotal}, external ${x.external})`
+  const sign = (n: number): string => `${n >= 0 ? '+' : ''}${n}`
   return [
-    `  memory     coordinator before the load ${f(m.start)}; peak RSS ${m.peakRss} MiB`,
-    `             as the load ended ${f(m.afterLoad)}`,
-    `             after ${m.settleSeconds} s idle ${f(m.settled)}: ${m.growth >= 0 ? '+' : ''}${m.growth} MiB over the start, ${m.flat ? 'flat' : 'NOT flat'} (limit +${m.maxGrowth} MiB)`
+    `  memory     coordinator before the load, after a full GC: ${f(m.start)}`,
+    `             peak RSS during the load ${m.peakRss} MiB; as the load ended ${f(m.afterLoad)}`,
+    `             after ${m.settleSeconds} s idle ${f(m.settled)}`,
+    `             then after a full GC ${f(m.afterGc)}`,
+    `             growth over the start: RSS ${sign(m.rssGrowth)} MiB, live heap ${sign(m.heapGrowth)} MiB: ${m.flat ? 'flat' : 'NOT flat'} (limits +${m.maxGrowth} / +${m.maxGrowth / 4} MiB)`
   ]
 }
