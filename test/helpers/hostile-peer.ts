@@ -25,7 +25,7 @@ import { frameStream } from '../../peer-agent/swarm/framed-stream.ts'
  * How the peer misbehaves once asked for chunks.
  * - corrupt: the right chunk with one byte flipped
  * - wrong-size: the chunk one block short (or one block long when it is a single block)
- * - oversized: a frame header over MAX_FRAME_BYTES, then bytes without end
+ * - oversized: a frame header declaring 2 GiB (over MAX_FRAME_BYTES), then bytes without end
  * - endless: a BLOCK of the largest size the protocol allows (MAX_BLOCK_BYTES, not the chunk's), then bytes without end
  * - stall: accepts WANTs and sends nothing
  * - slow-loris: starts the BLOCK (header with the right length) and trickles its bytes
@@ -166,8 +166,9 @@ export async function startHostilePeer (init: HostilePeerInit): Promise<HostileP
         return
       }
       case 'oversized': {
+        // far over the limit, so a decoder that waited for the whole frame instead of refusing it at once would wait forever
         const head: number[] = []
-        pushVarint(head, MAX_FRAME_BYTES + 1)
+        pushVarint(head, Math.max(MAX_FRAME_BYTES + 1, 2 ** 31))
         head.push(MessageType.BLOCK)
         stats.faults++
         stream.send(Uint8Array.from(head))

@@ -82,7 +82,6 @@ afterAll(async () => {
   await recordCounts('hostile-peers', {
     promise: 'hostile LAN peers (corrupt, wrong size, endless, oversized, stalled, slow-loris; bad capabilities): no bad byte written, offender banned or dropped, sync completes',
     cases: counts.cases,
-    trials: counts.cases,
     faultsInjected: counts.faultsInjected,
     peers: counts.peers,
     capabilityProbes: counts.capabilityProbes,
@@ -91,6 +90,7 @@ afterAll(async () => {
     badBytesWritten: counts.badBytesWritten,
     bytesLost: counts.badBytesWritten
   })
+  console.log(`hostile-peers counts: ${counts.cases} cases, ${counts.peers} peers (agent processes and hostile nodes), ${counts.faultsInjected} faults injected, ${counts.capabilityProbes} capability probes, ${counts.bans} bans reported, ${counts.drops} drops, bad bytes written ${counts.badBytesWritten}`)
 })
 
 function agentArgs (url: string, site: string, name: string, tokenFile = coord.tokenFile): string[] {
