@@ -20,6 +20,22 @@ export const DEFAULT_SESSION_PEERS = 16
  */
 export const PIPELINE_BYTES = 8 * 1024 * 1024
 
+/**
+ * Most bytes requested from one fast peer and not yet received: a peer's
+ * pipeline grows from PIPELINE_BYTES to what it delivered in the last
+ * PIPELINE_SECONDS, up to this. On a loaded machine a receiver descheduled for
+ * tens of ms otherwise lets the sender run dry (16 and 32 MiB measured ~1.3-1.8x
+ * the MB/s of 8 MiB between two processes, docs/BENCHMARKS.md "swarm").
+ */
+export const PIPELINE_MAX_BYTES = 32 * 1024 * 1024
+
+/**
+ * Seconds of a peer's measured delivery rate its pipeline holds (between
+ * PIPELINE_BYTES and PIPELINE_MAX_BYTES): a request waits about this long
+ * behind the others, far below REQUEST_TIMEOUT_MS unless the peer slows down 20x.
+ */
+export const PIPELINE_SECONDS = 1
+
 /** Most requests in flight per peer, whatever the chunk sizes: stays below the server's MAX_QUEUED_WANTS. */
 export const PIPELINE_MAX_REQUESTS = 512
 

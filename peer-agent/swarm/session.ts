@@ -16,7 +16,7 @@ import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
 import { describe, type BlockServer } from './block-server.ts'
 import {
   DEFAULT_SESSION_PEERS, ENDGAME_DUPLICATES, HELLO_TIMEOUT_MS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, PIPELINE_BYTES,
-  PIPELINE_MAX_REQUESTS, PIPELINE_MIN_REQUESTS, REDIAL_INTERVAL_MS, REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS, CONNECT_TIMEOUT_MS
+  PIPELINE_MAX_BYTES, PIPELINE_MAX_REQUESTS, PIPELINE_MIN_REQUESTS, PIPELINE_SECONDS, REDIAL_INTERVAL_MS, REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS, CONNECT_TIMEOUT_MS
 } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { AbortOptions, PeerAddress, ServedVersion, SwarmEvent, SwarmLogger, SwarmSession, SwarmSessionInit, SwarmSessionStats } from './interface.ts'
@@ -49,7 +49,16 @@ interface PeerState {
   cancelled: Set<number>
   lastProgressAt: number
   closed: boolean
+  /** Bytes this peer may have requested and not delivered (PIPELINE_BYTES, grown with its rate). */
+  pipelineBytes: number
+  /** Delivery rate estimate in bytes/s, and the bytes and start of the current measuring window. */
+  rate: number
+  rateBytes: number
+  rateSince: number
 }
+
+// A peer's delivery rate is sampled over windows of at least this long.
+const RATE_WINDOW_MS = 100
 
 /** The peer id in a multiaddr's /p2p/ component, if any. */
 function peerIdOf (addr: string): string | undefined {
@@ -100,7 +109,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const emit = (e: SwarmEvent): void => { try { init.onEvent?.(e) } catch {} }
   const notifyChange = (): void => { const w = changeWaiters; changeWaiters = []; for (const f of w) f() }
   const chunkBytes = (i: number): number => manifest.chunks[i].length
-  const hasCapacity = (p: PeerState): boolean => !p.closed && (p.inflight.size < PIPELINE_MIN_REQUESTS || (p.inflightBytes < PIPELINE_BYTES && p.inflight.size < PIPELINE_MAX_REQUESTS))
+  const hasCapacity = (p: PeerState): boolean => !p.closed && (p.inflight.size < PIPELINE_MIN_REQUESTS || (p.inflightBytes < p.pipelineBytes && p.inflight.size < PIPELINE_MAX_REQUESTS))
 
   function addPending (i: number): void {
     if (inPending[i] === 0) { inPending[i] = 1; pending.push(i) }
@@ -231,6 +240,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     const parts = m.parts ?? [m.bytes]
     let length = 0
     for (const part of parts) length += part.length
+    measureRate(p, length)
     if (i >= n || !p.inflight.has(i)) {
       if (i < n && p.cancelled.delete(i)) { stats.duplicateBytes += length; return }
       drop(p, `sent chunk ${i} that was not requested`)
@@ -277,7 +287,20 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     if (remaining === 0) resolveDone()
     notifyChange()
     // Refill at half the window (by bytes and by count), not per chunk: one WANT per refill, one scan per refill.
-    if ((p.inflightBytes <= PIPELINE_BYTES / 2 && p.inflight.size <= PIPELINE_MAX_REQUESTS / 2) || p.inflight.size < PIPELINE_MIN_REQUESTS) schedulePump()
+    if ((p.inflightBytes <= p.pipelineBytes / 2 && p.inflight.size <= PIPELINE_MAX_REQUESTS / 2) || p.inflight.size < PIPELINE_MIN_REQUESTS) schedulePump()
+  }
+
+  // Grows a fast peer's pipeline to PIPELINE_SECONDS of what it delivers (never below PIPELINE_BYTES).
+  function measureRate (p: PeerState, bytes: number): void {
+    const now = performance.now()
+    p.rateBytes += bytes
+    const ms = now - p.rateSince
+    if (ms < RATE_WINDOW_MS) return
+    const sample = p.rateBytes * 1000 / ms
+    p.rate = p.rate === 0 ? sample : (p.rate + sample) / 2
+    p.rateBytes = 0
+    p.rateSince = now
+    p.pipelineBytes = Math.max(PIPELINE_BYTES, Math.min(PIPELINE_MAX_BYTES, p.rate * PIPELINE_SECONDS))
   }
 
   // Removes i from p's requests without touching the chunk's state (onBlock decides it).
@@ -373,7 +396,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       }
       if (first.count !== n) throw new Error(`have-map of ${first.count} chunks, the manifest has ${n}`)
       if (closed || banned.has(id) || peers.has(id)) { stream.abort(new Error('not needed')); return }
-      const p: PeerState = { id, framed, have: new Uint8Array(Math.ceil(n / 8)), active: first.active, inflight: new Map(), inflightBytes: 0, cancelled: new Set(), lastProgressAt: performance.now(), closed: false }
+      const p: PeerState = { id, framed, have: new Uint8Array(Math.ceil(n / 8)), active: first.active, inflight: new Map(), inflightBytes: 0, cancelled: new Set(), lastProgressAt: performance.now(), closed: false, pipelineBytes: PIPELINE_BYTES, rate: 0, rateBytes: 0, rateSince: performance.now() }
       peers.set(id, p)
       setHave(p, first.bitmap, undefined)
       emit({ type: 'peer.connected', peerId: id })

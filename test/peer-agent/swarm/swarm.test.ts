@@ -203,11 +203,12 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
   it('onChunkParts: big chunks come verified as the pieces they arrived in (not copied); a corrupting peer is still banned', async () => {
     const keys = await coordinatorKeys()
     // Chunks up to 64 blocks (256 KiB): most span noise messages (65519 bytes), so they arrive in pieces.
-    const v = makeVersion(9, 24, 64)
+    const v = makeVersion(9, 16, 64)
     const { swarm: bad } = await node(keys.publicKeyRaw)
-    bad.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: memoryProvider(v.chunks.entries(), true) })
-    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: 4_000_000 })
-    seed.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: memoryProvider(v.chunks.entries()) })
+    bad.serve({ image: 'desk', version: 'v1', chunkCount: 16, provider: memoryProvider(v.chunks.entries(), true) })
+    // The honest seed's cap keeps it busy long enough that the bad peer, however late it connects, gets requests.
+    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: 1_500_000 })
+    seed.serve({ image: 'desk', version: 'v1', chunkCount: 16, provider: memoryProvider(v.chunks.entries()) })
     const { swarm: me } = await node(keys.publicKeyRaw)
     const events: SwarmEvent[] = []
     const got = new Map<number, Uint8Array>()
@@ -226,7 +227,7 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
     })
     await session.start()
     await session.done
-    expect(got.size).toBe(24)
+    expect(got.size).toBe(16)
     for (const [i, bytes] of got) expect(equalBytes(bytes, v.chunks[i])).toBe(true)
     expect(split).toBeGreaterThan(0)
     expect(events.filter(e => e.type === 'peer.banned').map(e => e.peerId)).toEqual([bad.peerId])
