@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { blake3Hasher, chunkCidOf, hashBlocks, hashBytes, manifestCidOf, verifyChunk } from '../../chunker/blake3.ts'
+import { blake3Hasher, chunkCidOf, hashBlocks, hashBytes, hashParts, manifestCidOf, verifyChunk } from '../../chunker/blake3.ts'
 import { toHex } from '../../protocol/block-id.ts'
 import { BLAKE3_CODE, BLOCK_SIZE, DAG_CBOR_CODE, RAW_CODE } from '../../protocol/constants.ts'
 import { HashMismatchError } from '../../protocol/errors.ts'
@@ -99,5 +99,18 @@ describe('CIDs and verification', () => {
     changed[BLOCK_SIZE + 17] ^= 1
     expect(() => { verifyChunk(changed, digest) }).toThrow(HashMismatchError)
     expect(() => { verifyChunk(bytes.subarray(1), digest) }).toThrow(HashMismatchError)
+  })
+
+  it('hashParts and verifyChunk over pieces equal hashBytes of the joined bytes, at any split (BLAKE3 1 KiB chunk edges included)', () => {
+    const digest = hashBytes(bytes)
+    for (const cuts of [[1], [1024], [1023, 1025], [BLOCK_SIZE, 2 * BLOCK_SIZE + 5], [7, 8, 9, 65519]]) {
+      const at = [0, ...cuts.filter(c => c < bytes.length), bytes.length]
+      const pieces = at.slice(1).map((end, k) => bytes.subarray(at[k], end))
+      expect(toHex(hashParts(pieces))).toBe(toHex(digest))
+      expect(() => { verifyChunk(pieces, digest) }).not.toThrow()
+      const bad = pieces.map(p => p.slice())
+      bad[bad.length - 1][0] ^= 1
+      expect(() => { verifyChunk(bad, digest) }).toThrow(HashMismatchError)
+    }
   })
 })
