@@ -217,19 +217,22 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   }
 
   function setHave (p: PeerState, bitmap: Uint8Array | undefined, indices: number[] | undefined): void {
+    let added = 0
     if (bitmap != null) {
       for (let i = 0; i < n; i++) {
         const had = bitmapHas(p.have, i)
         const has = bitmapHas(bitmap, i)
-        if (had !== has) avail[i] += has ? 1 : -1
+        if (had !== has) { avail[i] += has ? 1 : -1; if (has) added++ }
       }
       p.have = bitmap.slice()
     }
     for (const i of indices ?? []) {
       if (i >= n) throw new Error(`have-update of chunk ${i} past the end (${n})`)
-      if (!bitmapHas(p.have, i)) { p.have[i >> 3] |= 1 << (i & 7); avail[i]++ }
+      if (!bitmapHas(p.have, i)) { p.have[i >> 3] |= 1 << (i & 7); avail[i]++; added++ }
     }
-    p.lastProgressAt = performance.now()
+    // progress (what keeps a claim owner's chunks its own, ORIGIN_FALLBACK_MS) is a chunk it did not
+    // announce before: re-announcing what it has would hold its share of the image hostage
+    if (added > 0) p.lastProgressAt = performance.now()
     notifyChange()
     schedulePump()
   }
