@@ -9,7 +9,7 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -70,14 +70,17 @@ export interface HostilePeerInit {
   manifest: Manifest
   /** The image file (to send real chunk bytes, then damage them). */
   imagePath: string
+  /** Its libp2p key (default: a new Ed25519 key); fixes its peer id, e.g. so it wins a claim. */
+  privateKey?: PrivateKey
   /** slow-loris: bytes per trickle and the pause between trickles. */
   trickleBytes?: number
   trickleMs?: number
 }
 
 /** A libp2p node like an agent's (no block handler). */
-export async function startPlainNode (): Promise<Libp2p> {
+export async function startPlainNode (privateKey?: PrivateKey): Promise<Libp2p> {
   return await createLibp2p({
+    ...(privateKey != null ? { privateKey } : {}),
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
@@ -137,7 +140,7 @@ async function pushForever (stream: Stream, stopped: () => boolean): Promise<num
 export async function startHostilePeer (init: HostilePeerInit): Promise<HostilePeer> {
   const { manifest, mode } = init
   const n = manifest.chunks.length
-  const node = await startPlainNode()
+  const node = await startPlainNode(init.privateKey)
   const fh = await open(init.imagePath, 'r')
   const stats: HostileStats = { streams: 0, wants: 0, faults: 0, endlessBytes: 0, cut: 0 }
   let stopping = false
