@@ -104,7 +104,7 @@ function agentArgs (url: string, site: string, name: string, tokenFile = coord.t
   return ['--coordinator', url, '--token-file', tokenFile, '--data', join(tmp.path, site, `${name}-data`), '--out', join(tmp.path, site, name, 'ws.img'),
     '--no-index', '--retries', '2', '--retry-delay', '50', '--site', site]
 }
-const lanArgs = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--linger', String(process.env.HOSTILE_LINGER ?? 20)]
+const lanArgs = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--linger', '20']
 
 /** Events of one type at the coordinator for a site (admin route). */
 async function eventsOf (site: string, type: string): Promise<any[]> {
