@@ -48,7 +48,7 @@ export interface HostileStats {
   faults: number
   /** Bytes pushed in endless/oversized frames before the receiver cut the stream. */
   endlessBytes: number
-  /** Streams the receiver reset or closed while we were still misbehaving. */
+  /** Streams the receiver reset or closed while we were still misbehaving (an endless frame: before ENDLESS_MAX_BYTES). */
   cut: number
 }
 
@@ -177,7 +177,7 @@ export async function startHostilePeer (init: HostilePeerInit): Promise<HostileP
         stream.send(Uint8Array.from(head))
         const pushed = await pushForever(stream, () => stopping)
         stats.endlessBytes += pushed
-        if (!stopping) stats.cut++
+        if (!stopping && pushed < ENDLESS_MAX_BYTES) stats.cut++
         return
       }
       case 'endless': {
@@ -191,7 +191,7 @@ export async function startHostilePeer (init: HostilePeerInit): Promise<HostileP
         stream.send(Uint8Array.from(head))
         const pushed = await pushForever(stream, () => stopping)
         stats.endlessBytes += pushed
-        if (!stopping) stats.cut++
+        if (!stopping && pushed < ENDLESS_MAX_BYTES) stats.cut++
         return
       }
       case 'slow-loris': {
