@@ -112,11 +112,14 @@ function isOpen (stream: Stream): boolean {
 }
 
 /**
- * Most bytes one endless frame pushes: far past any frame limit, and a bound on
- * this process's memory should the receiver stop reading without cutting the
- * stream (the libp2p send buffer would keep them).
+ * Most bytes one endless frame pushes (ENDLESS_PACE_MS per 64 KiB: about 15 s):
+ * far past any frame limit, and a bound on this process's memory, since
+ * libp2p keeps what the receiver has not taken in a local send buffer.
  */
-export const ENDLESS_MAX_BYTES = 64 * 1024 * 1024
+export const ENDLESS_MAX_BYTES = 96 * 1024 * 1024
+
+/** An endless sender's pace: one 64 KiB piece per this many ms (a fast LAN sender, not a memory copy loop). */
+export const ENDLESS_PACE_MS = 10
 
 /** Pushes bytes "forever" (up to ENDLESS_MAX_BYTES) until the stream is cut or `stopped()`; returns bytes written. */
 async function pushForever (stream: Stream, stopped: () => boolean): Promise<number> {
@@ -126,8 +129,7 @@ async function pushForever (stream: Stream, stopped: () => boolean): Promise<num
     try {
       const more = stream.send(fill)
       n += fill.length
-      // yield either way: a loop that never awaits would freeze this process (and the in-process coordinator)
-      if (more) await new Promise(resolve => setImmediate(resolve))
+      if (more) await sleep(ENDLESS_PACE_MS)
       else await stream.onDrain({ signal: AbortSignal.timeout(30_000) })
     } catch {
       break
