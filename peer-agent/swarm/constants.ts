@@ -45,6 +45,9 @@ export const PIPELINE_MIN_REQUESTS = 2
 /** A peer with requests in flight that sends no byte for this long is dropped (its requests go elsewhere). */
 export const STALL_TIMEOUT_MS = 5_000
 
+/** A peer dropped again for stalling or slowness waits twice the back-off of the time before, up to 2^this x PEER_RETRY_BACKOFF_MS. */
+export const MAX_SLOW_BACKOFF_DOUBLINGS = 5
+
 /** A single chunk request not answered within this is a slow peer: dropped, the chunk goes elsewhere. */
 export const REQUEST_TIMEOUT_MS = 20_000
 

@@ -92,6 +92,8 @@ export interface SwarmSessionInit extends AbortOptions {
   stallTimeoutMs?: number
   /** Drop a peer that leaves one request unanswered this long (default REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number
+  /** Wait this long before dialling a dropped or refusing peer again (default PEER_RETRY_BACKOFF_MS; doubled for each stall of the same peer). */
+  retryBackoffMs?: number
 }
 
 /** Counters of one session. */

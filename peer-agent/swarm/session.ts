@@ -16,7 +16,7 @@ import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
 import { describe, type BlockServer } from './block-server.ts'
 import {
   DEFAULT_SESSION_PEERS, ENDGAME_DUPLICATES, HELLO_TIMEOUT_MS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, PIPELINE_BYTES,
-  PIPELINE_MAX_BYTES, PIPELINE_MAX_REQUESTS, PIPELINE_MIN_REQUESTS, PIPELINE_SECONDS, REDIAL_INTERVAL_MS, REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS, CONNECT_TIMEOUT_MS
+  MAX_SLOW_BACKOFF_DOUBLINGS, PIPELINE_MAX_BYTES, PIPELINE_MAX_REQUESTS, PIPELINE_MIN_REQUESTS, PIPELINE_SECONDS, REDIAL_INTERVAL_MS, REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS, CONNECT_TIMEOUT_MS
 } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { AbortOptions, PeerAddress, ServedVersion, SwarmEvent, SwarmLogger, SwarmSession, SwarmSessionInit, SwarmSessionStats } from './interface.ts'
@@ -84,7 +84,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const inflightFrom = new Map<number, Set<string>>()
   const peers = new Map<string, PeerState>()
   const banned = new Set<string>()
+  /** Times each peer was dropped as stalled or too slow in this session. */
+  const strikes = new Map<string, number>()
   const backoff = new Map<string, number>()
+  const retryBackoffMs = init.retryBackoffMs ?? PEER_RETRY_BACKOFF_MS
   const dialing = new Set<string>()
   const stats: SwarmSessionStats = { bytesFromPeers: 0, chunksFromPeers: 0, byPeer: {}, duplicateBytes: 0, chunksForOrigin: 0, banned: [] }
   const controller = new AbortController()
@@ -198,7 +201,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     for (const i of [...p.inflight.keys()]) releaseInflight(p, i)
     for (let i = 0; i < n; i++) if (bitmapHas(p.have, i)) avail[i]--
     p.framed.stream.abort(new Error(reason))
-    if (!banned.has(p.id)) backoff.set(p.id, performance.now() + PEER_RETRY_BACKOFF_MS)
+    if (!banned.has(p.id)) backoff.set(p.id, performance.now() + retryBackoffMs)
     if (!closed) {
       logger.info(`swarm: ${image}@${version}: dropped peer ${p.id}: ${reason}`)
       emit({ type: 'peer.dropped', peerId: p.id, reason })
@@ -394,7 +397,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
         // NOT_SERVING: a peer of the version that has not started serving it yet (e.g. still
         // getting the manifest): asked again soon, not after the full back-off
         const notServing = first?.type === 'error' && first.code === ErrorCode.NOT_SERVING
-        backoff.set(id, performance.now() + (notServing ? REDIAL_INTERVAL_MS : PEER_RETRY_BACKOFF_MS))
+        backoff.set(id, performance.now() + (notServing ? REDIAL_INTERVAL_MS : retryBackoffMs))
         return
       }
       if (first.count !== n) throw new Error(`have-map of ${first.count} chunks, the manifest has ${n}`)
@@ -406,7 +409,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       readLoop(p).catch(err => { drop(p, describe(err)) })
     } catch (err) {
       if (!closed) logger.info(`swarm: ${image}@${version}: cannot fetch from ${id ?? dialKey}: ${describe(err)}`)
-      if (id != null) backoff.set(id, performance.now() + PEER_RETRY_BACKOFF_MS)
+      if (id != null) backoff.set(id, performance.now() + retryBackoffMs)
     } finally {
       dialing.delete(dialKey)
       if (id != null && id !== known) dialing.delete(id)
@@ -429,9 +432,22 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       if (p.inflight.size === 0) continue
       // Silence counts from the later of the last byte and the oldest request still open.
       const oldest = Math.min(...p.inflight.values())
-      if (now - Math.max(p.framed.lastByteAt, oldest) > stallTimeoutMs) { drop(p, `stalled: no data for ${stallTimeoutMs} ms`); continue }
-      if (now - oldest > requestTimeoutMs) drop(p, `too slow: a chunk took over ${requestTimeoutMs} ms`)
+      if (now - Math.max(p.framed.lastByteAt, oldest) > stallTimeoutMs) { slow(p, `stalled: no data for ${stallTimeoutMs} ms`); continue }
+      if (now - oldest > requestTimeoutMs) slow(p, `too slow: a chunk took over ${requestTimeoutMs} ms`)
     }
+  }
+
+  /**
+   * A stalled or too slow peer is dropped (its requests go to others) and tried again after a
+   * back-off that doubles each time in the session: a slow-loris peer would otherwise hold chunks
+   * (its have-map keeps them from the origin) for a timeout out of every back-off. Not banned: an
+   * honest peer can be slow for a while (its upload cap, a loaded machine).
+   */
+  function slow (p: PeerState, reason: string): void {
+    const n = (strikes.get(p.id) ?? 0) + 1
+    strikes.set(p.id, n)
+    drop(p, n > 1 ? `${reason} (${n} times)` : reason)
+    if (!banned.has(p.id)) backoff.set(p.id, performance.now() + retryBackoffMs * 2 ** Math.min(n - 1, MAX_SLOW_BACKOFF_DOUBLINGS))
   }
 
   const session: SwarmSession = {

@@ -264,6 +264,46 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
     await session.close()
   })
 
+  it('a peer that stalls again waits twice as long before it is dialled again (slow-loris bound), and is not banned', async () => {
+    const keys = await coordinatorKeys()
+    const CHUNKS = 84
+    const v = makeVersion(17, CHUNKS, 4)
+    const { swarm: stuck } = await node(keys.publicKeyRaw)
+    stuck.serve({ image: 'desk', version: 'v1', chunkCount: CHUNKS, provider: { has: () => true, read: async () => await new Promise<Uint8Array>(() => {}) } })
+    // an honest seed slow enough that the sync outlasts two back-offs of the stalled peer, yet
+    // sending a chunk well within the stall timeout (the seed itself must not look stalled)
+    const backoffMs = 3000
+    const total = v.chunks.reduce((n, c) => n + c.length, 0)
+    const { swarm: seed } = await node(keys.publicKeyRaw, { uploadBps: Math.round(total / 14) })
+    seed.serve({ image: 'desk', version: 'v1', chunkCount: CHUNKS, provider: memoryProvider(v.chunks.entries()) })
+    const { swarm: me } = await node(keys.publicKeyRaw)
+    const events: Array<SwarmEvent & { at: number }> = []
+    const got = new Map<number, Uint8Array>()
+    const session = me.createSession({
+      image: 'desk', version: 'v1', manifest: v.manifest, capability: await capabilityFor(keys.privateKey, me.peerId),
+      peers: [stuck.getMultiaddrs()[0], seed.getMultiaddrs()[0]],
+      stallTimeoutMs: 1000,
+      retryBackoffMs: backoffMs,
+      onEvent: (e) => { if (e.peerId === stuck.peerId) events.push({ ...e, at: performance.now() }) },
+      onChunk: async (i, bytes) => { got.set(i, bytes) }
+    })
+    await session.start()
+    await session.done
+    expect(got.size).toBe(CHUNKS)
+    for (const [i, bytes] of got) expect(equalBytes(bytes, v.chunks[i])).toBe(true)
+    const drops = events.filter(e => e.type === 'peer.dropped')
+    expect(drops.length, JSON.stringify(events)).toBeGreaterThanOrEqual(2)
+    expect(drops[0].type === 'peer.dropped' && drops[0].reason).toMatch(/^stalled: /)
+    expect(drops[1].type === 'peer.dropped' && drops[1].reason).toMatch(/^stalled: .*\(2 times\)$/)
+    // each reconnect after the k-th drop waited at least backoff x 2^(k-1)
+    for (let k = 0; k < drops.length; k++) {
+      const next = events.find(e => e.type === 'peer.connected' && e.at > drops[k].at)
+      if (next != null) expect(next.at - drops[k].at, `reconnect after drop ${k + 1}`).toBeGreaterThanOrEqual(backoffMs * 2 ** k - 50)
+    }
+    expect(events.filter(e => e.type === 'peer.banned')).toEqual([])
+    await session.close()
+  }, 60_000)
+
   it('caps from policy: the upload rate is held and peers over maxPeers are told BUSY', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(8, 40, 8)
