@@ -121,8 +121,11 @@ describe('LAN swarm over libp2p on 127.0.0.1', () => {
     for (const r of results) {
       expect(r.provider.held.size).toBe(120)
       for (const [i, bytes] of r.provider.held) expect(equalBytes(bytes, v.chunks[i])).toBe(true)
-      expect(r.stats.chunksFromPeers).toBeGreaterThan(40)
     }
+    // What one agent took from the origin the others took from it (claim groups of CLAIM_GROUP_CHUNKS:
+    // which agent fetches how many depends on how the groups fall on the peer ids).
+    const fromPeers = results.reduce((s, r) => s + r.stats.chunksFromPeers, 0)
+    expect(fromPeers).toBeGreaterThanOrEqual(3 * 120 - Math.floor(120 * 1.15))
     // Each chunk crossed the "WAN" about once, not three times.
     expect(originChunks).toBeGreaterThanOrEqual(120)
     expect(originChunks).toBeLessThanOrEqual(120 * 1.15)
