@@ -25,8 +25,13 @@ export interface SyncContext {
    * same block. Returns false (and counts a discarded block) on a mismatch.
    */
   offerBlock: (index: number, bytes: Uint8Array, kind: SourceKind) => boolean
-  /** Offers a whole chunk: verified against its full digest, written, marked verified. */
-  offerChunk: (chunk: number, bytes: Uint8Array, kind: SourceKind) => boolean
+  /**
+   * Offers a whole chunk: verified against its full digest, written, marked verified.
+   * `verified`: the caller already checked its length and full BLAKE3 digest against
+   * this manifest (the swarm session does, before it hands a chunk over), so it is not
+   * hashed twice.
+   */
+  offerChunk: (chunk: number, bytes: Uint8Array, kind: SourceKind, verified?: boolean) => boolean
   /** Chunks not verified yet. */
   unverifiedChunks: () => number[]
   /** Lets sources yield to the event loop and checkpoint now and then. */

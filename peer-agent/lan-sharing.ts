@@ -406,7 +406,8 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
           peers: peerAddrs,
           signal: options.signal,
           onChunk: async (i, bytes) => {
-            if (!ctx.offerChunk(i, bytes, 'peers')) throw new Error(`chunk ${i} was refused`)
+            // the session verified it against this manifest (length and full digest) before handing it over
+            if (!ctx.offerChunk(i, bytes, 'peers', true)) throw new Error(`chunk ${i} was refused`)
           },
           onEvent: (e) => {
             if (e.type === 'peer.banned') {
