@@ -33,7 +33,7 @@ export const summary = '20 agent processes syncing together + 1,000 concurrent m
 
 /** Help text. */
 export const usage = `Usage: npm run bench -- load-agents [--agents N] [--connections N] [--mib N] [--min-seconds S]
-         [--settle S] [--max-growth-mib N] [--sample-ms N] [--linger S] [--no-lan] [--json]
+         [--settle S] [--max-growth-mib N] [--sample-ms N] [--linger S] [--no-lan] [--nice] [--rate N] [--json]
 
 Starts \`trimswarm coordinator\` on 127.0.0.1, publishes a synthetic image of
 --mib MiB (default 64) as desk/v1, then at once starts --agents (default 20)
@@ -42,7 +42,11 @@ and autocannon with --connections (default 1000) connections on
 GET /v1/images/desk/versions/latest until the last agent finishes, and for
 at least --min-seconds (default 0; a long run tells a plateau from a leak).
 Agents share over the LAN (libp2p on 127.0.0.1) unless --no-lan, and linger
---linger seconds (default 10) for peers still fetching from them.
+--linger seconds (default 10) for peers still fetching from them. --nice runs
+the agents at the lowest CPU priority (as the agent daemon's "nice"), so on one
+machine they do not take the CPU of the coordinator under test; --rate N caps
+the manifest requests of all connections at N per second (default: as fast as
+answered), so the agents still get CPU.
 Prints: agents ok, wall time, request count/rate/latency/errors, the load
 average, and the coordinator's memory (RSS every --sample-ms, default 500;
 V8 heap from its /metrics) before the load, its peak, as the load ended,
@@ -64,6 +68,8 @@ export const options = {
   'sample-ms': { type: 'string' },
   linger: { type: 'string' },
   'no-lan': { type: 'boolean' },
+  nice: { type: 'boolean' },
+  rate: { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
@@ -88,6 +94,8 @@ export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, strict: true })
   const agents = Number(values.agents ?? 20)
   const connections = Number(values.connections ?? 1000)
+  const rate = Number(values.rate ?? 0)
+  if (!Number.isInteger(rate) || rate < 0) throw new Error('--rate must be a whole number of requests per second (0 = no cap)')
   const mib = Number(values.mib ?? 64)
   const sampleMs = Number(values['sample-ms'] ?? 500)
   const minSeconds = Number(values['min-seconds'] ?? 0)
@@ -119,7 +127,7 @@ export async function run (argv: string[]): Promise<number> {
       const out = join(dir, `agent-${i}`, 'desk.img')
       const t0 = performance.now()
       try {
-        await exec(process.execPath, [CLI, 'agent', 'sync', 'desk@v1', '--coordinator', url, '--token-file', tokenFile, '--data', join(dir, `agent-${i}`, 'data'), '--out', out, '--json', '--no-index', '--linger', values.linger ?? '10', ...(values['no-lan'] === true ? ['--no-lan'] : [])], { maxBuffer: 64 << 20 })
+        await exec(process.execPath, [CLI, 'agent', 'sync', 'desk@v1', '--coordinator', url, '--token-file', tokenFile, '--data', join(dir, `agent-${i}`, 'data'), '--out', out, '--json', '--no-index', '--linger', values.linger ?? '10', ...(values['no-lan'] === true ? ['--no-lan'] : []), ...(values.nice === true ? ['--nice'] : [])], { maxBuffer: 64 << 20 })
         const got = (await exec('b3sum', ['--no-names', out])).stdout.trim()
         return { ok: got === want, seconds: (performance.now() - t0) / 1000, error: got === want ? undefined : 'wrong image' }
       } catch (err) {
@@ -128,7 +136,7 @@ export async function run (argv: string[]): Promise<number> {
     })
     let instance: { stop: () => void } | undefined
     const load = new Promise<LoadResult>((resolve, reject) => {
-      instance = autocannon({ url: url + '/v1/images/desk/versions/latest', connections, duration: 3600, timeout: 30, headers: { authorization: `Bearer ${token}` } }, (err, res) => { if (err != null) reject(err); else resolve(res) })
+      instance = autocannon({ url: url + '/v1/images/desk/versions/latest', connections, duration: 3600, timeout: 30, ...(rate > 0 ? { overallRate: rate } : {}), headers: { authorization: `Bearer ${token}` } }, (err, res) => { if (err != null) reject(err); else resolve(res) })
     })
     const results = await Promise.all(agentRuns)
     const wall = (performance.now() - started) / 1000
