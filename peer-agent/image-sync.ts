@@ -183,6 +183,22 @@ async function fsyncDir (dir: string): Promise<void> {
   } catch {}
 }
 
+/**
+ * Opens a signed envelope as the version the coordinator lists: signed by the
+ * pinned key (openSignedManifest's errors), for that image and version, with
+ * that manifest CID (else KeyPinError). Wherever the envelope came from (data
+ * dir, peer, origin), this is what makes it trusted.
+ */
+export async function openListedManifest (envelope: Uint8Array, key: CryptoKey, listed: { image: string, version: string, manifestCid: string }): Promise<{ manifest: Manifest, manifestCid: string }> {
+  const { manifest, manifestBytes } = await openSignedManifest(envelope, key)
+  if (manifest.name !== listed.image || manifest.version !== listed.version) {
+    throw new KeyPinError(`got the manifest of ${manifest.name}@${manifest.version}, asked for ${listed.image}@${listed.version}`)
+  }
+  const manifestCid = manifestCidOf(manifestBytes).toString()
+  if (manifestCid !== listed.manifestCid) throw new KeyPinError(`the manifest of ${manifest.name}@${manifest.version} is ${manifestCid}, the coordinator lists ${listed.manifestCid}`)
+  return { manifest, manifestCid }
+}
+
 /** Creates image sync over a coordinator client and the agent's data dir. */
 export function createImageSync (components: ImageSyncComponents, init: ImageSyncInit): ImageSync {
   const { client, logger } = components
@@ -251,12 +267,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     }
     const fromOrigin = async (options: AbortOptions): Promise<Uint8Array> => await client.bytes('GET', api.routes.version(req.image, info.version), undefined, options)
     envelope ??= components.manifestSource != null ? await components.manifestSource(info, fromOrigin, { signal }) : await fromOrigin({ signal })
-    const { manifest: m, manifestBytes } = await openSignedManifest(envelope, pk)
-    if (m.name !== req.image || m.version !== info.version) {
-      throw new KeyPinError(`got a manifest for ${m.name}@${m.version}, asked for ${req.image}@${info.version}`)
-    }
-    const manifestCid = manifestCidOf(manifestBytes).toString()
-    if (manifestCid !== info.manifestCid) throw new KeyPinError(`the manifest of ${m.name}@${m.version} is ${manifestCid}, the coordinator lists ${info.manifestCid}`)
+    const { manifest: m, manifestCid } = await openListedManifest(envelope, pk, { image: req.image, version: info.version, manifestCid: info.manifestCid })
     const nonZero = m.blockPrefixes.length / BLOCK_PREFIX_BYTES * BLOCK_SIZE
     const baseSummary = { image: m.name, version: m.version, out, size: m.size, nonZeroBytes: nonZero, fromVersion: installed?.out === out ? installed.version : null }
 

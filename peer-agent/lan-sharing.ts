@@ -15,12 +15,10 @@ import { BLOCK_SIZE, BLOCKS_PROTOCOL } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import { api } from '../protocol/index.ts'
 import { chunkCid } from '../protocol/block-id.ts'
-import { openSignedManifest } from '../protocol/signed-manifest.ts'
-import { manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { DATA_FILES, LAN_IDLE_MS, LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_MANIFEST_POLL_MS, LAN_ORIGIN_BATCH_BYTES, LAN_PACK_LINGER_MS, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import type { ImageSyncComponents, SyncObserver } from './image-sync.ts'
+import { openListedManifest, type ImageSyncComponents, type SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { prefixKey } from './local-sources.ts'
 import { createBlockBatchSource } from './origin-sources.ts'
@@ -271,18 +269,11 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
       logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}`)
     }
     const key = await components.coordinatorKey(options)
-    /** The envelope must be the one the coordinator lists (image-sync checks it again; here a bad peer is skipped). */
-    async function check (envelope: Uint8Array): Promise<void> {
-      const { manifest, manifestBytes } = await openSignedManifest(envelope, key)
-      if (manifest.name !== image || manifest.version !== version) throw new Error(`it is the manifest of ${manifest.name}@${manifest.version}`)
-      const cid = manifestCidOf(manifestBytes).toString()
-      if (cid !== info.manifestCid) throw new Error(`its CID is ${cid}, the coordinator lists ${info.manifestCid}`)
-    }
     async function download (): Promise<Uint8Array> {
       const done = s.fetchingManifest(image, version)
       try {
         const envelope = await fromOrigin(options)
-        await check(envelope)
+        await openListedManifest(envelope, key, info) // before peers are served it; image-sync checks it again
         s.holdManifest(image, version, envelope)
         return envelope
       } finally {
@@ -309,7 +300,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
       for (const { id, answer } of answers) {
         if (answer?.status !== 'manifest') continue
         try {
-          await check(answer.envelope)
+          await openListedManifest(answer.envelope, key, info) // a bad peer is skipped and reported
         } catch (err) {
           bad.add(id)
           const reason = `sent a manifest that does not verify: ${(err as Error).message}`
