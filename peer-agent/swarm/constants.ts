@@ -13,12 +13,15 @@ export const DEFAULT_MAX_PEERS = 16
 export const DEFAULT_SESSION_PEERS = 16
 
 /**
- * Bytes requested from one peer and not yet received (pipelining): enough that
- * the serving side never runs dry between two WANTs when the receiver's event
- * loop stalls for tens of ms (2 MiB measured 1.3x more CPU per GB than 16 MiB
- * on a loaded machine), small enough not to hoard chunks on one peer.
+ * Bytes requested from one peer and not yet received (pipelining) before its
+ * delivery rate is measured, and the least its pipeline shrinks to: 1 MiB is
+ * ~1 s of a slow (1 MB/s) peer, so a slow seed is never asked for a whole
+ * small image at once and what it has not sent yet stays free for faster
+ * peers (8 MiB let one downloader queue a 2.5 MB image on a 1 MB/s seed and
+ * never trade with its neighbour). A fast peer outgrows it within
+ * RATE_WINDOW_MS (session.ts).
  */
-export const PIPELINE_BYTES = 8 * 1024 * 1024
+export const PIPELINE_BYTES = 1024 * 1024
 
 /**
  * Most bytes requested from one fast peer and not yet received: a peer's

@@ -49,7 +49,7 @@ interface PeerState {
   cancelled: Set<number>
   lastProgressAt: number
   closed: boolean
-  /** Bytes this peer may have requested and not delivered (PIPELINE_BYTES, grown with its rate). */
+  /** Bytes this peer may have requested and not delivered (PIPELINE_BYTES at first, then sized by its rate). */
   pipelineBytes: number
   /** Delivery rate estimate in bytes/s, and the bytes and start of the current measuring window. */
   rate: number
@@ -296,7 +296,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     if ((p.inflightBytes <= p.pipelineBytes / 2 && p.inflight.size <= PIPELINE_MAX_REQUESTS / 2) || p.inflight.size < PIPELINE_MIN_REQUESTS) schedulePump()
   }
 
-  // Grows a fast peer's pipeline to PIPELINE_SECONDS of what it delivers (never below PIPELINE_BYTES).
+  // Sizes a peer's pipeline to PIPELINE_SECONDS of what it delivers (PIPELINE_BYTES to PIPELINE_MAX_BYTES):
+  // a fast peer's grows, a slow one's shrinks so its requests wait about PIPELINE_SECONDS.
   function measureRate (p: PeerState, bytes: number): void {
     const now = performance.now()
     p.rateBytes += bytes
