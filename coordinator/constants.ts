@@ -55,6 +55,15 @@ export const KEEP_ALIVE_TIMEOUT_MS = 65_000
  */
 export const LISTEN_BACKLOG = 4096
 
+/**
+ * glibc mmap threshold of the `trimswarm coordinator` process (set by re-executing it, bin/reexec.ts):
+ * buffers of at least this size (zstd contexts of block batches) go back to the
+ * kernel when freed. Measured (docs/BENCHMARKS.md `## load`): 20 syncing agents and
+ * 1,000 manifest connections left RSS +126 MiB after a full GC with glibc's adaptive
+ * threshold, +29 MiB with this, at the same CPU per request.
+ */
+export const COORDINATOR_MMAP_THRESHOLD_BYTES = 1024 * 1024
+
 /** Upper bounds (seconds) of the request latency histogram in /metrics. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 

@@ -15,6 +15,7 @@ import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
 import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
 import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { reexecWith } from '../reexec.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [options]
@@ -69,17 +70,6 @@ Options
   --data DIR     the agent's data dir
   --index DIR    a folder to index (repeatable, required)
   --json         print the refresh statistics as JSON`
-
-/**
- * Re-executes this process (same pid, so signals and kill -9 reach the agent itself) with
- * AGENT_NODE_FLAGS unless they are set; TRIMSWARM_NO_REEXEC=1 turns it off.
- */
-function reexecWithAgentFlags (): void {
-  if (process.env.TRIMSWARM_NO_REEXEC === '1' || typeof process.execve !== 'function') return
-  if (AGENT_NODE_FLAGS.every(f => process.execArgv.includes(f))) return
-  const execArgv = process.execArgv.filter(a => !AGENT_NODE_FLAGS.some(f => a.startsWith(f.split('=')[0])))
-  process.execve(process.execPath, [process.execPath, ...execArgv, ...AGENT_NODE_FLAGS, ...process.argv.slice(1)], process.env)
-}
 
 /** Runs `trimswarm agent index` for these folders as a child process; its warnings go to our stderr. */
 async function buildIndexInChild (dataDir: string, folders: string[]): Promise<void> {
@@ -161,7 +151,7 @@ const sync: Command = {
     linger: { type: 'string' }
   },
   async run (args) {
-    reexecWithAgentFlags()
+    reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const target = onePositional(args, 'image (NAME or NAME@VERSION)', SYNC_USAGE)
     const at = target.indexOf('@')
     const image = at < 0 ? target : target.slice(0, at)
@@ -259,7 +249,7 @@ const index: Command = {
   usage: INDEX_USAGE,
   options: { data: { type: 'string' }, index: { type: 'string', multiple: true }, json: { type: 'boolean' } },
   async run (args) {
-    reexecWithAgentFlags()
+    reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const dataDir = requireString(args, 'data', INDEX_USAGE)
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
@@ -313,7 +303,7 @@ const run: Command = {
   usage: RUN_USAGE,
   options: { config: { type: 'string' } },
   async run (args) {
-    reexecWithAgentFlags()
+    reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const file = requireString(args, 'config', RUN_USAGE)
     const { loadDaemonConfig, createDaemon } = await import('../../peer-agent/daemon.ts')
     const config = await loadDaemonConfig(file)

@@ -2,13 +2,14 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator/config.ts'
-import { ADMIN_TOKEN_FILE, DEFAULT_LISTEN, META_DB_DIR } from '../../coordinator/constants.ts'
+import { ADMIN_TOKEN_FILE, COORDINATOR_MMAP_THRESHOLD_BYTES, DEFAULT_LISTEN, META_DB_DIR } from '../../coordinator/constants.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
 import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
 import { runFsck, type FsckReport } from '../../coordinator/fsck.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../../coordinator/logger.ts'
 import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
+import { reexecWith } from '../reexec.ts'
 
 const usage = `Usage: trimswarm coordinator --data DIR [--listen HOST:PORT] [--config FILE] [--log-level LEVEL]
        trimswarm coordinator fsck --data DIR [--repair-from IMAGE]... [--json]
@@ -87,6 +88,8 @@ const command: Command = {
     const dataDir = requireString(args, 'data', usage)
     const logLevel = args.values['log-level'] as string | undefined
     if (logLevel != null && !(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}\n\n${usage}`)
+    // a long-running server: big freed buffers go back to the kernel (re-executes once, same PID)
+    reexecWith({ glibcTunables: { 'glibc.malloc.mmap_threshold': COORDINATOR_MMAP_THRESHOLD_BYTES } })
     const configFile = args.values.config as string | undefined
     const coordinator = await (async () => {
       try {

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
+import { COORDINATOR_MMAP_THRESHOLD_BYTES } from '../../coordinator/constants.ts'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { routes } from '../../protocol/api.ts'
@@ -18,8 +19,8 @@ const CLI = new URL('../../bin/trimswarm.js', import.meta.url).pathname
 
 interface Proc { child: ChildProcess, stdout: string[], stderr: string[], exited: Promise<number | null> }
 
-function startCoordinatorProcess (args: string[]): Proc {
-  const child = spawn(process.execPath, [CLI, 'coordinator', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+function startCoordinatorProcess (args: string[], env: NodeJS.ProcessEnv = process.env): Proc {
+  const child = spawn(process.execPath, [CLI, 'coordinator', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
   const stdout: string[] = []
   const stderr: string[] = []
   child.stdout!.setEncoding('utf8').on('data', (d: string) => stdout.push(d))
@@ -149,6 +150,37 @@ describe('trimswarm coordinator as a process, with a real slapd', () => {
       await slapd.resume()
     }
     expect((await login('alice', PW.alice)).status).toBe(200)
+  })
+
+  it('runs, as the PID it was started as, with the glibc mmap threshold fixed; not when told otherwise', async () => {
+    // the process's environment as it started; glibc parses GLIBC_TUNABLES in place, turning the ':' between
+    // tunables into NULs, so the tunables after the first appear as entries of their own ("glibc.x=...")
+    const tunables = async (pid: number): Promise<string | undefined> => {
+      const entries = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0')
+      const at = entries.findIndex(v => v.startsWith('GLIBC_TUNABLES='))
+      if (at < 0) return undefined
+      let end = at + 1
+      while (end < entries.length && entries[end].startsWith('glibc.')) end++
+      return entries.slice(at, end).join(':')
+    }
+    // the re-exec keeps the PID: the process a supervisor started (and may kill -9) is the server
+    expect(await tunables(proc.child.pid!)).toBe(`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=${COORDINATOR_MMAP_THRESHOLD_BYTES}`)
+    const { GLIBC_TUNABLES: _, ...env } = process.env
+    const cases: Array<[NodeJS.ProcessEnv, string | undefined]> = [
+      [{ ...env, TRIMSWARM_NO_REEXEC: '1' }, undefined],
+      [{ ...env, GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }, `GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=${COORDINATOR_MMAP_THRESHOLD_BYTES}`],
+      [{ ...env, GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=65536' }, 'GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536']
+    ]
+    for (const [caseEnv, expected] of cases) {
+      const other = startCoordinatorProcess(['--data', join(dir.path, 'data-tuning'), '--listen', `127.0.0.1:${await freePort()}`], caseEnv)
+      try {
+        await waitFor(other, /coordinator listening on/)
+        expect(await tunables(other.child.pid!)).toBe(expected)
+      } finally {
+        other.child.kill('SIGTERM')
+        await other.exited
+      }
+    }
   })
 
   it('exits cleanly on SIGTERM and restarts on the same data without printing the token again', async () => {
