@@ -154,6 +154,15 @@ export async function startHostilePeer (init: HostilePeerInit): Promise<HostileP
     return buf
   }
 
+  /** Sends a frame's head, then filler until the stream is cut (counted in `cut`) or the peer stops. */
+  async function sendEndless (stream: Stream, head: number[]): Promise<void> {
+    stats.faults++
+    stream.send(Uint8Array.from(head))
+    const pushed = await pushForever(stream, () => stopping)
+    stats.endlessBytes += pushed
+    if (!stopping && pushed < ENDLESS_MAX_BYTES) stats.cut++
+  }
+
   async function answer (stream: Stream, send: (m: ExchangeMessage) => Promise<void>, i: number): Promise<void> {
     switch (mode) {
       case 'corrupt': {
@@ -175,11 +184,7 @@ export async function startHostilePeer (init: HostilePeerInit): Promise<HostileP
         const head: number[] = []
         pushVarint(head, Math.max(MAX_FRAME_BYTES + 1, 2 ** 31))
         head.push(MessageType.BLOCK)
-        stats.faults++
-        stream.send(Uint8Array.from(head))
-        const pushed = await pushForever(stream, () => stopping)
-        stats.endlessBytes += pushed
-        if (!stopping && pushed < ENDLESS_MAX_BYTES) stats.cut++
+        await sendEndless(stream, head)
         return
       }
       case 'endless': {
@@ -189,11 +194,7 @@ export async function startHostilePeer (init: HostilePeerInit): Promise<HostileP
         const head: number[] = []
         pushVarint(head, inner.length + MAX_BLOCK_BYTES)
         head.push(...inner)
-        stats.faults++
-        stream.send(Uint8Array.from(head))
-        const pushed = await pushForever(stream, () => stopping)
-        stats.endlessBytes += pushed
-        if (!stopping && pushed < ENDLESS_MAX_BYTES) stats.cut++
+        await sendEndless(stream, head)
         return
       }
       case 'slow-loris': {
