@@ -14,6 +14,7 @@ import { parseArgs, promisify } from 'node:util'
 import { createZstdEncoder } from '../coordinator/block-batch.ts'
 import { COORDINATOR_MMAP_THRESHOLD_BYTES, ORIGIN_MAX_CONCURRENT_BATCHES, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG } from '../coordinator/constants.ts'
 import { LAN_ORIGIN_BATCH_BYTES } from '../peer-agent/constants.ts'
+import { median } from './lib/stats.ts'
 
 const exec = promisify(execFile)
 const MiB = 1024 * 1024
@@ -85,8 +86,6 @@ async function worker (): Promise<void> {
   const result: WorkerResult = { start, peak: Math.max(peak, rssMiB()), afterGc: rssMiB() }
   process.stdout.write(JSON.stringify(result) + '\n')
 }
-
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2 }
 
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
