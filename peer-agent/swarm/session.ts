@@ -194,14 +194,15 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     }
   }
 
-  function drop (p: PeerState, reason: string): void {
+  /** Drops a peer (its requests go to others); it is dialled again after `backoffMs` unless banned. */
+  function drop (p: PeerState, reason: string, backoffMs = retryBackoffMs): void {
     if (p.closed) return
     p.closed = true
     peers.delete(p.id)
     for (const i of [...p.inflight.keys()]) releaseInflight(p, i)
     for (let i = 0; i < n; i++) if (bitmapHas(p.have, i)) avail[i]--
     p.framed.stream.abort(new Error(reason))
-    if (!banned.has(p.id)) backoff.set(p.id, performance.now() + retryBackoffMs)
+    if (!banned.has(p.id)) backoff.set(p.id, performance.now() + backoffMs)
     if (!closed) {
       logger.info(`swarm: ${image}@${version}: dropped peer ${p.id}: ${reason}`)
       emit({ type: 'peer.dropped', peerId: p.id, reason })
@@ -447,8 +448,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function slow (p: PeerState, reason: string): void {
     const n = (strikes.get(p.id) ?? 0) + 1
     strikes.set(p.id, n)
-    drop(p, n > 1 ? `${reason} (${n} times)` : reason)
-    if (!banned.has(p.id)) backoff.set(p.id, performance.now() + retryBackoffMs * 2 ** Math.min(n - 1, MAX_SLOW_BACKOFF_DOUBLINGS))
+    drop(p, n > 1 ? `${reason} (${n} times)` : reason, retryBackoffMs * 2 ** Math.min(n - 1, MAX_SLOW_BACKOFF_DOUBLINGS))
   }
 
   const session: SwarmSession = {
