@@ -22,6 +22,16 @@ export const DEFAULT_MAX_JSON_BODY_BYTES = 2 * 1024 * 1024
 /** Largest body of any request at all (a whole manifest at commit, see MAX_MANIFEST_BYTES, plus slack). */
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024 + 1024 * 1024
 
+/**
+ * A body the coordinator refuses before reading it all (too large, no token) is read on and dropped, up to this many
+ * bytes and REFUSED_BODY_MAX_MS, before the answer: a client still sending then reads the 4xx instead of a reset
+ * connection (RFC 9112 §9.6 "lingering close"). Past either bound the answer says `Connection: close`.
+ */
+export const REFUSED_BODY_MAX_BYTES = 64 * 1024 * 1024
+
+/** See REFUSED_BODY_MAX_BYTES. */
+export const REFUSED_BODY_MAX_MS = 10_000
+
 /** Login rate limit: sliding window length. */
 export const DEFAULT_LOGIN_WINDOW_SECONDS = 60
 

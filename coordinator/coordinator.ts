@@ -17,10 +17,9 @@ import { join } from 'node:path'
 import { getConnInfo } from '@hono/node-server/conninfo'
 import { createAdaptorServer, type ServerType } from '@hono/node-server'
 import { Hono, type Context, type MiddlewareHandler } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import { routePath } from 'hono/route'
 import type { KeyResponse } from '../protocol/api.ts'
-import { NotFoundError, TooLargeError } from '../protocol/errors.ts'
+import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createConsole, type AdminConsole } from './console/console.ts'
 import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
@@ -35,7 +34,7 @@ import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { ConfigError } from './errors.ts'
 import { createEventRoutes } from './event-routes.ts'
 import { createEventStore, type EventStore } from './event-store.ts'
-import { createErrorHandler, errorResponse } from './http-errors.ts'
+import { createErrorHandler } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
@@ -49,6 +48,7 @@ import { buildOpenApi } from './openapi.ts'
 import { createPolicyEngine } from './policy-engine.ts'
 import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
+import { bodyLimit } from './request-body.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createTokenStore } from './token-store.ts'
@@ -291,21 +291,17 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     // ---- app ----
     const maxJson = config.limits?.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES
     const maxBody = config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-    // the rest of the body stays unread: close the connection so the client does not reuse a socket mid-body
-    const tooLarge = (limit: number) => (c: Context) => errorResponse(c, new TooLargeError(`body is over the ${limit}-byte limit of this route`), { Connection: 'close' })
-    const jsonLimit = bodyLimit({ maxSize: maxJson, onError: tooLarge(maxJson) })
+    const jsonLimit = bodyLimit(maxJson)
     const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(signer.publicKeyRaw).toString('base64') }
     let openapi: Record<string, unknown> | undefined
 
     const inFlight = createInFlight()
     const app = new Hono<CoordinatorEnv>()
-    app.onError(createErrorHandler(logger))
-    app.notFound((c) => errorResponse(c, new NotFoundError(`no route ${c.req.method} ${c.req.path}`)))
+    const onError = createErrorHandler(logger)
+    app.onError(onError)
+    app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
     app.use('*', requestLog(logger, metrics, inFlight))
-    const bodyLimitAll = bodyLimit({ maxSize: maxBody, onError: tooLarge(maxBody) })
-    // A GET or HEAD request has no body (the Fetch Request of one is always body-less), and asking for it makes
-    // the Node adapter build a full Request per call: a tenth of the manifest route's CPU under load.
-    app.use('*', async (c, next) => { if (c.req.method === 'GET' || c.req.method === 'HEAD') await next(); else return await bodyLimitAll(c, next) })
+    app.use('*', bodyLimit(maxBody))
     for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
 
     app.get('/healthz', (c) => c.json({ ok: true }))

@@ -11,6 +11,7 @@ import {
   NotFoundError, RateLimitedError, TooLargeError, TrimswarmError, UnauthorizedError, UnavailableError, ValidationError
 } from '../protocol/errors.ts'
 import type { Logger } from './interface.ts'
+import { discardBody } from './request-body.ts'
 
 /** HTTP status of each wire error, by class name. */
 export const STATUS_OF_ERROR: Record<string, number> = {
@@ -60,21 +61,11 @@ export class RetryAfterError extends RateLimitedError {
   }
 }
 
-/**
- * Whether the request came with a body. A route that fails may not have read
- * all of it; the server then drops the connection, and a client that reuses it
- * for its next request sees "other side closed". `Connection: close` on such
- * error responses tells the client not to reuse the socket.
- */
-function hasBody (c: Context): boolean {
-  const length = c.req.header('content-length')
-  return (length != null && length !== '0') || c.req.header('transfer-encoding') != null
-}
-
 /** Builds the app's onError handler. */
-export function createErrorHandler (logger: Logger): (err: Error, c: Context) => Response {
-  return (err, c) => {
-    if (hasBody(c)) c.header('Connection', 'close')
+export function createErrorHandler (logger: Logger): (err: Error, c: Context) => Promise<Response> {
+  return async (err, c) => {
+    // the route may have failed before reading the whole body: drop the rest first (request-body.ts)
+    if (!(await discardBody(c))) c.header('Connection', 'close')
     if (err instanceof TrimswarmError && STATUS_OF_ERROR[err.name] != null) {
       const headers: Record<string, string> = err instanceof RetryAfterError ? { 'Retry-After': String(err.retryAfterSeconds) } : {}
       if (err instanceof UnavailableError) logger.warn('dependency unavailable', { path: c.req.path, error: err.message })

@@ -6,53 +6,18 @@
  * an image that does not exist).
  */
 import { createReadStream } from 'node:fs'
-import { Hono, type Context } from 'hono'
+import { Hono } from 'hono'
 import { api } from '../protocol/index.ts'
 import { parseChunkCid } from '../protocol/block-id.ts'
 import { BLOCK_STREAM_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_CHUNK_BLOCKS, BLOCK_SIZE, MAX_MANIFEST_BYTES } from '../protocol/constants.ts'
 import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
-import { TooLargeError, ValidationError } from '../protocol/errors.ts'
-import type { Schema } from '../protocol/schema.ts'
 import { assertAdmin, assertImageAccess, canAccessImage } from './access.ts'
 import { MAX_BLOCK_BATCH_REQUEST_BYTES, MAX_MISSING_REQUEST_BYTES } from './constants.ts'
 import { parseRangeHeader } from './http-range.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
+import { nameParam, readBody, readJson } from './request-body.ts'
 import { toWebStream } from './web-stream.ts'
-
-/** Reads the whole request body, refusing (413) more than `limit` bytes before reading them all. */
-async function readBody (c: Context, limit: number): Promise<Uint8Array> {
-  const declared = c.req.header('content-length')
-  if (declared != null && Number(declared) > limit) throw new TooLargeError(`body of ${declared} bytes is over the ${limit}-byte limit of this route`)
-  const body = c.req.raw.body
-  if (body == null) return new Uint8Array(0)
-  const parts: Uint8Array[] = []
-  let size = 0
-  for await (const part of body as unknown as AsyncIterable<Uint8Array>) {
-    size += part.length
-    if (size > limit) throw new TooLargeError(`body is over the ${limit}-byte limit of this route`)
-    parts.push(part)
-  }
-  const out = new Uint8Array(size)
-  let off = 0
-  for (const p of parts) { out.set(p, off); off += p.length }
-  return out
-}
-
-async function readJson<T> (c: Context, schema: Schema<T>, limit: number): Promise<T> {
-  const bytes = await readBody(c, limit)
-  let value: unknown
-  try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
-  } catch (err) {
-    throw new ValidationError(`body is not valid JSON: ${(err as Error).message}`)
-  }
-  return schema.parse(value)
-}
-
-function nameParam (c: Context, key: string): string {
-  return api.name.parse(c.req.param(key), key)
-}
 
 /** Immutable responses (an exact version's manifest, a chunk) may be cached by the client; `latest` may not. */
 function cacheHeader (version: string): string {
@@ -83,7 +48,7 @@ export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
   // ---- versions ----
   app.post('/v1/images/:name/versions', async (c) => {
     assertAdmin(c.get('principal'))
-    const image = nameParam(c, 'name')
+    const image = nameParam(c.req.param('name'), 'name')
     const bytes = await readBody(c, MAX_MANIFEST_BYTES)
     const info = await images.commitVersion(image, bytes, { signal: c.req.raw.signal })
     return c.json(info satisfies api.VersionInfo, 201)
@@ -95,15 +60,15 @@ export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
   })
 
   app.get('/v1/images/:name/versions', async (c) => {
-    const image = nameParam(c, 'name')
+    const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     return c.json(await images.listVersions(image) satisfies api.VersionList)
   })
 
   app.get('/v1/images/:name/versions/:version', async (c) => {
-    const image = nameParam(c, 'name')
+    const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
-    const version = nameParam(c, 'version')
+    const version = nameParam(c.req.param('version'), 'version')
     const { info, bytes } = await images.getEnvelope(image, version)
     const etag = `"${info.manifestCid}"`
     const headers = { 'Content-Type': MANIFEST_MEDIA_TYPE, ETag: etag, 'Cache-Control': cacheHeader(version), 'X-Trimswarm-Version': info.version }
@@ -113,21 +78,21 @@ export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
   })
 
   app.get('/v1/images/:name/versions/:version/info', async (c) => {
-    const image = nameParam(c, 'name')
+    const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
-    return c.json(await images.getInfo(image, nameParam(c, 'version')) satisfies api.VersionInfo)
+    return c.json(await images.getInfo(image, nameParam(c.req.param('version'), 'version')) satisfies api.VersionInfo)
   })
 
   app.post('/v1/images/:name/versions/:version/retire', async (c) => {
     assertAdmin(c.get('principal'))
-    return c.json(await images.retire(nameParam(c, 'name'), nameParam(c, 'version')) satisfies api.VersionInfo)
+    return c.json(await images.retire(nameParam(c.req.param('name'), 'name'), nameParam(c.req.param('version'), 'version')) satisfies api.VersionInfo)
   })
 
   // ---- origin ----
   app.post('/v1/images/:name/versions/:version/blocks', async (c) => {
-    const image = nameParam(c, 'name')
+    const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
-    const version = nameParam(c, 'version')
+    const version = nameParam(c.req.param('version'), 'version')
     const req = await readJson(c, api.BlockBatchRequest, MAX_BLOCK_BATCH_REQUEST_BYTES)
     const ranges = req.ranges as Array<[number, number]>
     const { info, stream } = await images.openBlockBatch(image, version, ranges, { signal: c.req.raw.signal })
@@ -135,9 +100,9 @@ export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
   })
 
   app.get('/v1/images/:name/versions/:version/chunks/:cid', async (c) => {
-    const image = nameParam(c, 'name')
+    const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
-    const version = nameParam(c, 'version')
+    const version = nameParam(c.req.param('version'), 'version')
     const cid = parseChunkCid(c.req.param('cid'))
     const bytes = await images.getChunk(image, version, cid, { signal: c.req.raw.signal })
     images.countServed('chunk', bytes.length)
@@ -145,9 +110,9 @@ export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
   })
 
   app.get('/v1/images/:name/versions/:version/delta/:from', async (c) => {
-    const image = nameParam(c, 'name')
+    const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
-    const pack = await images.getDeltaPack(image, nameParam(c, 'version'), nameParam(c, 'from'))
+    const pack = await images.getDeltaPack(image, nameParam(c.req.param('version'), 'version'), nameParam(c.req.param('from'), 'from'))
     const etag = `"${pack.etag}"`
     const base: Record<string, string> = { 'Content-Type': DELTA_PACK_MEDIA_TYPE, ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': 'private, max-age=31536000, immutable' }
     if (c.req.header('if-none-match') === etag) return c.body(null, 304, base)
