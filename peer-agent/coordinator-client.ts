@@ -53,6 +53,12 @@ export interface CoordinatorClient {
    * statuses other than 2xx that are not errors (e.g. 416).
    */
   stream: (method: 'GET' | 'POST', path: string, body?: unknown, options?: AbortOptions & { headers?: Record<string, string> }) => Promise<StreamedResponse>
+  /**
+   * Waits before the caller resumes a streamed body that broke off for the
+   * `failures`-th time in a row (`why` is logged), with the client's retry
+   * settings; false, without waiting, once those tries are used up.
+   */
+  backoff: (failures: number, why: string, options?: AbortOptions) => Promise<boolean>
   /** GET /v1/auth/me */
   me: (options?: AbortOptions) => Promise<api.MeResponse>
   /** POST /v1/capabilities: the signed capability bytes for image@version bound to `peerId`. */
@@ -190,12 +196,13 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     throw new CoordinatorUnreachableError(`coordinator ${base} unreachable after ${attempts} tries: ${lastError instanceof Error ? describeNetworkError(lastError) : String(lastError)}`, { cause: lastError })
   }
 
-  async function backoff (attempt: number, why: string, options: AbortOptions): Promise<void> {
-    if (attempt >= attempts) return
+  async function backoff (attempt: number, why: string, options: AbortOptions): Promise<boolean> {
+    if (attempt >= attempts) return false
     const delay = Math.min(maxMs, baseMs * 2 ** (attempt - 1))
     const jittered = delay / 2 + Math.random() * delay / 2
     components.logger.warn(`${why}; retrying in ${(jittered / 1000).toFixed(1)} s (try ${attempt + 1} of ${attempts})`)
     await sleep(jittered, undefined, { signal: options.signal })
+    return true
   }
 
   /** With auth; on 401 from a login session, logs in again once. */
@@ -252,6 +259,9 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     },
     async stream (method, path, body, options = {}) {
       return await authed(method, path, body, options, options.headers ?? {})
+    },
+    async backoff (failures, why, options = {}) {
+      return await backoff(failures, why, options)
     },
     async me (options = {}) {
       return await client.json('GET', api.routes.me, api.MeResponse, undefined, options)

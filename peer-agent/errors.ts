@@ -12,6 +12,12 @@ export class DiskFullError extends Error {
   override name = 'DiskFullError'
 }
 
+/** Whether a file-system error means the disk (or the user's quota) is full: final, never retried. */
+export function isDiskFull (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException)?.code
+  return code === 'ENOSPC' || code === 'EDQUOT'
+}
+
 /** Another agent process holds the data directory. */
 export class DataDirLockedError extends Error {
   static override name = 'DataDirLockedError'

@@ -25,7 +25,7 @@ import { hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import { DiskFullError, KeyPinError, SyncIncompleteError } from './errors.ts'
+import { DiskFullError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
@@ -622,10 +622,5 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   }
 
   return { sync, publicKey }
-}
-
-function isDiskFull (err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException)?.code
-  return code === 'ENOSPC' || code === 'EDQUOT'
 }
 

@@ -8,15 +8,15 @@ import { createReadStream } from 'node:fs'
 import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { Readable } from 'node:stream'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
 import { api } from '../protocol/index.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges, rangesFromIndices } from '../protocol/delta-pack.ts'
 import { MAX_BLOCK_BATCH_BLOCKS } from '../protocol/block-batch.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { BATCH_MAX_BLOCKS, RETRY_ATTEMPTS, RETRY_BASE_MS } from './constants.ts'
+import { BATCH_MAX_BLOCKS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { isDiskFull } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** Splits a byte stream into BLOCK_SIZE blocks. */
@@ -61,9 +61,8 @@ function unzstd (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> & 
 }
 
 /** POST .../blocks: the missing blocks, one distinct block each, in batches. */
-export function createBlockBatchSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, batchBlocks?: number, attempts?: number }): BlockSource {
+export function createBlockBatchSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, batchBlocks?: number }): BlockSource {
   const batchBlocks = Math.min(init.batchBlocks ?? BATCH_MAX_BLOCKS, MAX_BLOCK_BATCH_BLOCKS)
-  const attempts = init.attempts ?? RETRY_ATTEMPTS
   return {
     name: 'origin blocks',
     kind: 'origin',
@@ -80,11 +79,11 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
           await fetchBatch(ctx, batch, received, options)
           failures = 0
         } catch (err) {
-          if (options.signal?.aborted === true) throw err
+          // a full disk is not a broken stream: asking again cannot help
+          if (options.signal?.aborted === true || isDiskFull(err)) throw err
           // a broken stream keeps what arrived; the next round asks only for the rest
-          if (++failures >= attempts) throw err
-          components.logger.warn(`block stream from the coordinator broke (${(err as Error).message}); asking again for the ${ctx.missingCount()} blocks not received`)
-          await sleep(RETRY_BASE_MS * 2 ** (failures - 1), undefined, { signal: options.signal })
+          const why = `block stream from the coordinator broke (${(err as Error).message}); asking again for the ${ctx.missingCount()} blocks not received`
+          if (!(await components.client.backoff(++failures, why, options))) throw err
         }
       }
     }
@@ -130,8 +129,7 @@ export function deltaPackBlocks (newPrefixes: Uint8Array, oldPrefixes: Uint8Arra
 }
 
 /** The delta pack from version `from`: downloaded to `path` (resumable with Range), then applied. */
-export function createDeltaPackSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, from: string, path: string, attempts?: number }): BlockSource {
-  const attempts = init.attempts ?? RETRY_ATTEMPTS
+export function createDeltaPackSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, from: string, path: string }): BlockSource {
   const etagPath = init.path + '.etag'
   return {
     name: `delta pack from ${init.from}`,
@@ -144,10 +142,8 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
           await download(options)
           break
         } catch (err) {
-          if (options.signal?.aborted === true) throw err
-          if (++failures >= attempts) throw err
-          components.logger.warn(`delta pack download broke (${(err as Error).message}); resuming`)
-          await sleep(RETRY_BASE_MS * 2 ** (failures - 1), undefined, { signal: options.signal })
+          if (options.signal?.aborted === true || isDiskFull(err)) throw err
+          if (!(await components.client.backoff(++failures, `delta pack download broke (${(err as Error).message}); resuming`, options))) throw err
         }
       }
       await apply(ctx)
