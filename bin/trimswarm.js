@@ -7,4 +7,8 @@ if (major < 22 || (major === 22 && minor < 18)) {
   console.error(`trimswarm needs Node >= 22.18 (this is ${process.version}); run it as \`npx trimswarm\` to use the project's Node 24`)
   process.exit(1)
 }
+// V8's compile cache (and Node's cache of stripped TypeScript) in the OS temp dir, keyed by source hash: about
+// a third less start-up for every later run (docs/BENCHMARKS.md "start-up"); NODE_DISABLE_COMPILE_CACHE=1 turns it off
+const { enableCompileCache } = await import('node:module')
+enableCompileCache?.()
 await import('./main.ts')

@@ -5,13 +5,12 @@
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { hostname, platform } from 'node:os'
 import { join, resolve } from 'node:path'
 import { api } from '../protocol/index.ts'
 import { DATA_FILES, DEFAULT_SITE } from './constants.ts'
 import { createCoordinatorClient, type AgentAuth, type CoordinatorClient, type RetryOptions } from './coordinator-client.ts'
-import { DataDirLockedError } from './errors.ts'
 import { createEventQueue, type EventQueue } from './event-queue.ts'
 import { createHostIndex, type HostIndex } from './host-index.ts'
 import { createImageSync, type ImageSync, type SyncProgress, type SyncSummary } from './image-sync.ts'
@@ -67,30 +66,6 @@ export interface Agent {
 }
 
 const OS_FAMILY: Record<string, 'linux' | 'windows' | 'macos'> = { linux: 'linux', win32: 'windows', darwin: 'macos' }
-
-/** Takes the data dir lock (one agent process per data dir); returns the release function. */
-export async function lockDataDir (dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true })
-  const path = join(dataDir, 'lock')
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(path, 'wx')
-      await fh.writeFile(String(process.pid))
-      await fh.close()
-      return async () => { await rm(path, { force: true }) }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
-      let alive = false
-      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid) {
-        try { process.kill(pid, 0); alive = true } catch (e) { alive = (e as NodeJS.ErrnoException).code === 'EPERM' }
-      }
-      if (alive) throw new DataDirLockedError(`data dir ${dataDir} is in use by agent process ${pid}`)
-      await rm(path, { force: true }) // left by a process that died (kill -9)
-    }
-  }
-  throw new DataDirLockedError(`cannot lock data dir ${dataDir}`)
-}
 
 /** A stable id for this agent, kept in the data dir. */
 export async function agentIdOf (dataDir: string): Promise<string> {

@@ -7,8 +7,7 @@ import { isValidName } from '../../protocol/manifest.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 import { AGENT_NODE_FLAGS, DEFAULT_LINGER_SECONDS, NICE_PRIORITY } from '../../peer-agent/constants.ts'
 import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
-import { createAgent, lockDataDir } from '../../peer-agent/agent.ts'
-import { createHostIndex } from '../../peer-agent/host-index.ts'
+import { lockDataDir } from '../../peer-agent/data-dir-lock.ts'
 import { stderrLogger } from '../../peer-agent/interface.ts'
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
@@ -55,7 +54,8 @@ Options
   --json                 print one JSON summary on stdout:
                          {"version", "bytes": {"local", "peers", "origin"}, "seconds", ...;
                          "servedBytes": chunk bytes served to LAN peers, when LAN sharing ran}
-  --retries N            tries per coordinator request on network errors/5xx (default RETRY_ATTEMPTS)
+  --retries N            tries per coordinator request on network errors/5xx, and per broken
+                         block stream or delta pack download (default RETRY_ATTEMPTS)
   --retry-delay MS       first retry delay in ms, doubled each try (default RETRY_BASE_MS)
   --quiet                no progress output
   --verbose              log lines (sources, peers, swarm decisions) on stderr even
@@ -191,6 +191,8 @@ const sync: Command = {
     const onSignal = (): void => { abort.abort(new Error('interrupted')) }
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
+    // loaded after the re-exec, not before it as well (libp2p and the rest: most of a second of start-up)
+    const { createAgent } = await import('../../peer-agent/agent.ts')
     const agent = await createAgent({ logger, onProgress: reporter?.update }, {
       coordinator,
       auth,
@@ -254,6 +256,7 @@ const index: Command = {
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
     const release = await lockDataDir(dataDir)
+    const { createHostIndex } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
       const s = await idx.refresh()

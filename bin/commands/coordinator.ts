@@ -3,9 +3,8 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator/config.ts'
 import { ADMIN_TOKEN_FILE, COORDINATOR_MMAP_THRESHOLD_BYTES, DEFAULT_LISTEN, META_DB_DIR } from '../../coordinator/constants.ts'
-import { createCoordinator } from '../../coordinator/coordinator.ts'
 import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
-import { runFsck, type FsckReport } from '../../coordinator/fsck.ts'
+import type { FsckReport } from '../../coordinator/fsck.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../../coordinator/logger.ts'
 import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
@@ -57,6 +56,7 @@ async function fsck (args: CommandArgs): Promise<number> {
   if (!existsSync(join(dataDir, META_DB_DIR))) throw new CliError(`${dataDir} is not a coordinator data dir (no ${META_DB_DIR}/)`)
   const repairFrom = (args.values['repair-from'] as string[] | undefined) ?? []
   const json = args.values.json === true
+  const { runFsck } = await import('../../coordinator/fsck.ts')
   let report: FsckReport
   try {
     report = await runFsck({ dataDir, repairFrom, onProgress: json ? undefined : (line) => process.stderr.write(line + '\n') })
@@ -91,6 +91,8 @@ const command: Command = {
     // a long-running server: big freed buffers go back to the kernel (re-executes once, same PID)
     reexecWith({ glibcTunables: { 'glibc.malloc.mmap_threshold': COORDINATOR_MMAP_THRESHOLD_BYTES } })
     const configFile = args.values.config as string | undefined
+    // loaded after the re-exec, not before it as well
+    const { createCoordinator } = await import('../../coordinator/coordinator.ts')
     const coordinator = await (async () => {
       try {
         const config: CoordinatorConfig = configFile != null ? await loadCoordinatorConfig(configFile) : {}
@@ -108,7 +110,7 @@ const command: Command = {
     }
     process.stdout.write(`coordinator listening on ${coordinator.url}\n`)
 
-    await new Promise<void>((resolve) => {
+    const code = await new Promise<number>((resolve) => {
       let stopping = false
       const onSignal = (signal: NodeJS.Signals): void => {
         if (stopping) {
@@ -117,16 +119,16 @@ const command: Command = {
         }
         stopping = true
         process.stderr.write(`${signal}: stopping (finishing requests, flushing the database)\n`)
-        coordinator.stop().then(resolve, (err: Error) => {
+        coordinator.stop().then(() => { resolve(0) }, (err: Error) => {
           process.stderr.write(`error while stopping: ${err.message}\n`)
-          process.exitCode = 1
-          resolve()
+          resolve(1)
         })
       }
       process.on('SIGTERM', onSignal)
       process.on('SIGINT', onSignal)
     })
     process.stderr.write('coordinator stopped\n')
+    return code
   }
 }
 
