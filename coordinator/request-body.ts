@@ -23,11 +23,11 @@ function declaredLength (c: Context): number | undefined {
 }
 
 /** Reads and drops the rest of a body, within the bounds above. Whether it reached the end. */
-async function dropRest (reader: ReadableStreamDefaultReader<Uint8Array>): Promise<boolean> {
+export async function dropRest (reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes = REFUSED_BODY_MAX_BYTES, maxMs = REFUSED_BODY_MAX_MS): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<'timeout'>(resolve => { timer = setTimeout(() => { resolve('timeout') }, REFUSED_BODY_MAX_MS) })
+  const timeout = new Promise<'timeout'>(resolve => { timer = setTimeout(() => { resolve('timeout') }, maxMs) })
   try {
-    for (let dropped = 0; dropped <= REFUSED_BODY_MAX_BYTES;) {
+    for (let dropped = 0; dropped <= maxBytes;) {
       const read = await Promise.race([reader.read(), timeout])
       if (read === 'timeout') return false
       if (read.done) return true

@@ -10,6 +10,7 @@ import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { api } from '../../protocol/index.ts'
 import { DEFAULT_MAX_JSON_BODY_BYTES, REFUSED_BODY_MAX_BYTES } from '../../coordinator/constants.ts'
+import { dropRest } from '../../coordinator/request-body.ts'
 import { tempDir, type TempDir } from '../helpers/images.ts'
 import { startImageHarness, type ImageHarness } from './image-harness.ts'
 
@@ -122,5 +123,33 @@ describe('refused request bodies', () => {
     } finally {
       conn.socket.destroy()
     }
+  })
+})
+
+describe('dropRest', () => {
+  const stream = (pieces: number, pieceBytes: number, end: boolean): ReadableStream<Uint8Array> => {
+    let sent = 0
+    return new ReadableStream<Uint8Array>({
+      pull (controller) {
+        if (sent < pieces) { sent++; controller.enqueue(new Uint8Array(pieceBytes)) } else if (end) controller.close()
+        // else: never ends, like a client that stops sending mid-body
+      }
+    })
+  }
+
+  it('reads a body to its end', async () => {
+    expect(await dropRest(stream(10, 1000, true).getReader(), 1_000_000, 5000)).toBe(true)
+  })
+
+  it('gives up past its byte budget', async () => {
+    expect(await dropRest(stream(10, 1000, true).getReader(), 5000, 5000)).toBe(false)
+  })
+
+  it('gives up past its time budget on a body that stops coming, and lets go of the stream', async () => {
+    const body = stream(2, 1000, false)
+    const t0 = performance.now()
+    expect(await dropRest(body.getReader(), 1_000_000, 100)).toBe(false)
+    expect(performance.now() - t0).toBeLessThan(5000)
+    expect(body.locked).toBe(false)
   })
 })
