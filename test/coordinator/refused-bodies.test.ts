@@ -93,7 +93,12 @@ describe('refused request bodies', () => {
       const r4 = await conn.response()
       expect([r4.status, JSON.parse(r4.body).error.name, r4.headers.connection]).toEqual([401, 'UnauthorizedError', 'keep-alive'])
 
-      // the same connection still serves
+      // the same connection still serves, a chunked body within the limit too
+      const ok = Buffer.from(JSON.stringify({ group: 'desk', name: 'chunked' }))
+      conn.send(`POST ${api.routes.tokens} HTTP/1.1\r\nHost: ${host()}\r\nAuthorization: Bearer ${h.tokens.admin}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        Buffer.concat([Buffer.from(`${ok.length.toString(16)}\r\n`), ok, Buffer.from('\r\n0\r\n\r\n')]))
+      const created = await conn.response()
+      expect([created.status, typeof JSON.parse(created.body).token]).toEqual([201, 'string'])
       conn.send(`GET /healthz HTTP/1.1\r\nHost: ${host()}\r\n\r\n`)
       expect((await conn.response()).status).toBe(200)
     } finally {
