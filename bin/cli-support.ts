@@ -97,3 +97,17 @@ export function onePositional (args: CommandArgs, what: string, usage: string): 
   if (args.positionals.length !== 1) throw new UsageError(`expected one ${what}, got ${args.positionals.length}\n\n${usage}`)
   return args.positionals[0]
 }
+
+/**
+ * Resolves once everything written to stdout and stderr so far has been handed
+ * to the OS, or their reader has gone. Writes to a pipe are asynchronous on
+ * Linux: a process that exits right after writing more than the pipe holds
+ * (64 KiB) would lose the rest.
+ */
+export async function flushStdio (): Promise<void> {
+  await Promise.all([process.stdout, process.stderr].map(async (stream) => {
+    if (stream.writableLength === 0 || stream.destroyed) return
+    stream.on('error', () => {}) // a reader that left (EPIPE) is not this process's failure at exit
+    await new Promise<void>(resolve => { stream.write('', () => { resolve() }) })
+  }))
+}

@@ -1,5 +1,5 @@
 /** The `trimswarm` command table: each command is loaded only when used. */
-import { runCommand, type Command } from './cli-support.ts'
+import { flushStdio, runCommand, type Command } from './cli-support.ts'
 
 const root: Command = {
   summary: 'trimswarm',
@@ -34,7 +34,9 @@ Other
   }
 }
 
-// Exit as soon as the command is done: its own work is finished and flushed by then (stdout and stderr are
-// synchronous on Linux), while libraries may still hold timers (libp2p's address manager keeps a 1 s one
-// after stop), which cost every `agent sync` a second before it returned to its caller.
-process.exit(await runCommand(root, process.argv.slice(2), 'trimswarm'))
+// Exit as soon as the command is done and its output is out: libraries may still hold timers (libp2p's address
+// manager keeps a 1 s one after stop), which cost every `agent sync` a second before it returned to its caller.
+// Writes to a pipe are asynchronous on Linux, so what is still queued (a pipe holds 64 KiB) is flushed first.
+const code = await runCommand(root, process.argv.slice(2), 'trimswarm')
+await flushStdio()
+process.exit(code)
