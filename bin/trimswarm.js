@@ -7,8 +7,19 @@ if (major < 22 || (major === 22 && minor < 18)) {
   console.error(`trimswarm needs Node >= 22.18 (this is ${process.version}); run it as \`npx trimswarm\` to use the project's Node 24`)
   process.exit(1)
 }
-// V8's compile cache (and Node's cache of stripped TypeScript) in the OS temp dir, keyed by source hash: about
-// a third less start-up for every later run (docs/BENCHMARKS.md "start-up"); NODE_DISABLE_COMPILE_CACHE=1 turns it off
-const { enableCompileCache } = await import('node:module')
-enableCompileCache?.()
+// V8's compiled code and Node's stripped TypeScript are cached, keyed by source hash: about a third less
+// start-up for every later run (docs/BENCHMARKS.md `### startup`). The cache is the user's own
+// ($XDG_CACHE_HOME or ~/.cache, mode 0700), not the shared temp dir, where another local user could plant
+// entries that a root agent would load. NODE_COMPILE_CACHE=DIR chooses another; NODE_DISABLE_COMPILE_CACHE=1 turns it off.
+{
+  const { enableCompileCache } = await import('node:module')
+  const { mkdirSync } = await import('node:fs')
+  const { homedir } = await import('node:os')
+  const { join } = await import('node:path')
+  try {
+    const dir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'trimswarm', 'compile-cache')
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    enableCompileCache?.(dir)
+  } catch {} // no writable home: run without the cache
+}
 await import('./main.ts')
