@@ -15,8 +15,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createCoordinator } from '../coordinator/coordinator.ts'
 import { createPublishClient } from '../coordinator/publish-client.ts'
+import { startBranchCoordinator } from './lib/corpus-coordinator.ts'
 import { median } from './lib/stats.ts'
 
 const CLI = fileURLToPath(new URL('../bin/trimswarm.js', import.meta.url))
@@ -61,17 +61,8 @@ export async function run (argv: string[]): Promise<number> {
   const runs = Number(values.runs ?? 5)
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer')
   const work = await mkdtemp(join(tmpdir(), 'trimswarm-bench-startup-'))
-  const coordinator = createCoordinator({ dataDir: join(work, 'coordinator'), listen: '127.0.0.1:0', logLevel: 'error' })
-  await coordinator.start()
+  const { coordinator, tokenFile } = await startBranchCoordinator({ work })
   try {
-    const admin = async (method: string, path: string, body: unknown): Promise<any> => {
-      const res = await fetch(coordinator.url + path, { method, headers: { authorization: `Bearer ${coordinator.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
-      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`)
-      return await res.json()
-    }
-    await admin('PUT', '/v1/policies/branch', { images: ['*'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindow: null, indexFolders: {} })
-    const tokenFile = join(work, 'agent.token')
-    await writeFile(tokenFile, (await admin('POST', '/v1/tokens', { group: 'branch', name: 'bench' })).token + '\n')
     const image = Buffer.alloc(4 * MiB)
     randomBytes(2 * MiB).copy(image)
     const imagePath = join(work, 'small.img')
@@ -85,16 +76,17 @@ export async function run (argv: string[]): Promise<number> {
       { name: 'compile cache off', env: { ...env, NODE_DISABLE_COMPILE_CACHE: '1' } }
     ]
     process.stdout.write(`startup: agent sync of a 4 MiB image (2 MiB data), ${runs} runs per variant, alternating; Node ${process.version}\n`)
+    const sync = async (dir: string, runEnv: NodeJS.ProcessEnv): Promise<Timing> =>
+      await syncOnce(['small@v1', '--coordinator', coordinator.url, '--token-file', tokenFile, '--data', join(dir, 'data'), '--out', join(dir, 'out.img'), '--no-index'], runEnv)
     // one run first, not counted: fills the compile cache (as any earlier run of this version would have)
-    await syncOnce(['small@v1', '--coordinator', coordinator.url, '--token-file', tokenFile, '--data', join(work, 'warm'), '--out', join(work, 'warm.img'), '--no-index'], env)
+    await sync(join(work, 'warm'), env)
     const timings: Timing[][] = variants.map(() => [])
     for (let r = 0; r < runs; r++) {
       const order = r % 2 === 0 ? [0, 1] : [1, 0]
       for (const v of order) {
         const dir = join(work, `run-${r}-${v}`)
-        const out = join(dir, 'out.img')
-        const t = await syncOnce(['small@v1', '--coordinator', coordinator.url, '--token-file', tokenFile, '--data', join(dir, 'data'), '--out', out, '--no-index'], variants[v].env)
-        if (!(await readFile(out)).equals(image)) throw new Error(`run ${r + 1} (${variants[v].name}): the output differs from the image`)
+        const t = await sync(dir, variants[v].env)
+        if (!(await readFile(join(dir, 'out.img'))).equals(image)) throw new Error(`run ${r + 1} (${variants[v].name}): the output differs from the image`)
         timings[v].push(t)
         process.stdout.write(`  run ${r + 1}, ${variants[v].name.padEnd(18)} start-up ${t.startMs.toFixed(0).padStart(5)} ms, total ${t.totalMs.toFixed(0).padStart(5)} ms\n`)
         await rm(dir, { recursive: true, force: true })
