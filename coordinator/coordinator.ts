@@ -18,7 +18,8 @@ import { getConnInfo } from '@hono/node-server/conninfo'
 import { createAdaptorServer, type ServerType } from '@hono/node-server'
 import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { routePath } from 'hono/route'
-import type { KeyResponse } from '../protocol/api.ts'
+import type { HealthResponse, KeyResponse } from '../protocol/api.ts'
+import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createConsole, type AdminConsole } from './console/console.ts'
@@ -216,6 +217,7 @@ interface Started {
 }
 
 async function startCoordinator (init: CoordinatorInit): Promise<Started> {
+  const startedAt = performance.now()
   const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
   const logger = init.logger ?? createLogger({ level: init.logLevel ?? config.logLevel ?? 'info' })
   const listen = parseListen(init.listen ?? config.listen ?? DEFAULT_LISTEN)
@@ -304,7 +306,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.use('*', bodyLimit(maxBody))
     for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
 
-    app.get('/healthz', (c) => c.json({ ok: true }))
+    app.get('/healthz', (c) => c.json({ ok: true, version: TRIMSWARM_VERSION, uptimeSeconds: Math.floor((performance.now() - startedAt) / 1000) } satisfies HealthResponse))
     app.get('/metrics', (c) => c.text(metrics.render(flattenStats('trimswarm_image', images.stats(), processMemory())), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }))
     app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
     app.get('/v1/key', (c) => c.json(keyBody))
@@ -334,7 +336,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
         // a request whose socket was cut at the grace limit may still be running: let it finish before the database closes
         await inFlight.drained(SHUTDOWN_GRACE_MS)
       })
-      logger.info('coordinator listening', { url, dataDir, ldap: ldap != null, tls: tls != null })
+      logger.info('coordinator listening', { version: TRIMSWARM_VERSION, node: process.versions.node, url, dataDir, ldap: ldap != null, tls: tls != null })
     }
 
     return {
