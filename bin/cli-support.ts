@@ -12,10 +12,11 @@ export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-/** A failure the user can act on (missing file, bad image): printed as is, exit code 1. */
+/** A failure the user can act on (missing file, bad image): printed as is, exit code 1 (or the subclass's `exitCode`). */
 export class CliError extends Error {
   static override name = 'CliError'
   override name = 'CliError'
+  exitCode = 1
 }
 
 /** Parsed options and positionals of one command line. */
@@ -73,7 +74,7 @@ export function reportError (err: unknown, path: string): number {
   }
   if (err instanceof CliError || err instanceof TrimswarmError) {
     console.error(`${path}: ${err.message}`)
-    return 1
+    return err instanceof CliError ? err.exitCode : 1
   }
   const e = err as NodeJS.ErrnoException
   if (typeof e?.code === 'string' && typeof e.message === 'string') {

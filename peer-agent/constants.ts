@@ -61,6 +61,12 @@ export const DEFAULT_SITE = 'default'
 /** Niceness set by --nice (os.setPriority; 19 is the lowest priority on Linux). */
 export const NICE_PRIORITY = 19
 
+/**
+ * Format of the agent's data dir (DIR/data-format.json, bin/data-format.ts). Raise it, with a migration,
+ * when the layout or an encoding in the dir changes so that an older trimswarm would misread it.
+ */
+export const AGENT_DATA_FORMAT = 1
+
 /** Files under the agent's data dir. */
 export const DATA_FILES = {
   /** The pinned coordinator public key (JSON). */

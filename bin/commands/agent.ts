@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
 import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { reexecWith } from '../reexec.ts'
+import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [options]
@@ -181,6 +182,7 @@ const sync: Command = {
     const logger = stderrLogger((quiet || json) && args.values.verbose !== true)
     const reporter = quiet ? undefined : createProgressReporter(process.stderr)
 
+    await openDataDirReporting(dataDir, AGENT_DATA)
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
       // the first build of a big index is the agent's most memory-hungry step: run it in its own
       // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md)
@@ -255,6 +257,7 @@ const index: Command = {
     const dataDir = requireString(args, 'data', INDEX_USAGE)
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
+    await openDataDirReporting(dataDir, AGENT_DATA)
     const release = await lockDataDir(dataDir)
     const { createHostIndex } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
@@ -311,6 +314,7 @@ const run: Command = {
     const { loadDaemonConfig, createDaemon } = await import('../../peer-agent/daemon.ts')
     const config = await loadDaemonConfig(file)
     if (config.nice) setPriority(NICE_PRIORITY)
+    await openDataDirReporting(config.dataDir, AGENT_DATA)
     const release = await lockDataDir(config.dataDir)
     const abort = new AbortController()
     const stop = (): void => { abort.abort(new Error('stopping')) }

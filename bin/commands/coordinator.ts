@@ -9,6 +9,7 @@ import { InvalidImageError } from '../../chunker/errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../../coordinator/logger.ts'
 import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 import { reexecWith } from '../reexec.ts'
+import { COORDINATOR_DATA, openDataDirReporting } from '../data-format.ts'
 
 const usage = `Usage: trimswarm coordinator --data DIR [--listen HOST:PORT] [--config FILE] [--log-level LEVEL]
        trimswarm coordinator fsck --data DIR [--repair-from IMAGE]... [--json]
@@ -54,6 +55,7 @@ async function fsck (args: CommandArgs): Promise<number> {
   for (const k of ['listen', 'config', 'log-level']) if (args.values[k] != null) throw new UsageError(`--${k} does not apply to fsck\n\n${usage}`)
   const dataDir = requireString(args, 'data', usage)
   if (!existsSync(join(dataDir, META_DB_DIR))) throw new CliError(`${dataDir} is not a coordinator data dir (no ${META_DB_DIR}/)`)
+  await openDataDirReporting(dataDir, COORDINATOR_DATA)
   const repairFrom = (args.values['repair-from'] as string[] | undefined) ?? []
   const json = args.values.json === true
   const { runFsck } = await import('../../coordinator/fsck.ts')
@@ -91,6 +93,7 @@ const command: Command = {
     // a long-running server: big freed buffers go back to the kernel (re-executes once, same PID)
     reexecWith({ glibcTunables: { 'glibc.malloc.mmap_threshold': COORDINATOR_MMAP_THRESHOLD_BYTES } })
     const configFile = args.values.config as string | undefined
+    await openDataDirReporting(dataDir, COORDINATOR_DATA)
     // loaded after the re-exec, not before it as well
     const { createCoordinator } = await import('../../coordinator/coordinator.ts')
     const coordinator = await (async () => {

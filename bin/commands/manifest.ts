@@ -188,7 +188,7 @@ const inspectCommand: Command = {
 }
 
 /** Writes `bytes` to `path` atomically: temp file beside it, fsync, rename; no partial file on failure. */
-async function writeFileAtomic (path: string, bytes: Uint8Array): Promise<void> {
+export async function writeFileAtomic (path: string, bytes: Uint8Array): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
   try {
     const fh = await open(tmp, 'wx')
