@@ -224,3 +224,10 @@ export const MAX_SYNC_BYTES_SERIES = 10_000
 
 /** A metrics token (config metrics.tokenFile) shorter than this is refused at start: it would be guessable. */
 export const MIN_METRICS_TOKEN_CHARS = 32
+
+/**
+ * prom-client's default metrics that `promtool check metrics` refuses (gauges
+ * named `_total`); they are dropped: the same counts are in
+ * nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+ */
+export const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']

@@ -8,7 +8,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { AgentEvent } from '../protocol/api.ts'
-import { LATENCY_BUCKETS, MAX_SYNC_BYTES_SERIES } from './constants.ts'
+import { LATENCY_BUCKETS, LINT_FAILING_DEFAULT_METRICS, MAX_SYNC_BYTES_SERIES } from './constants.ts'
 import type { ImageStats } from './image-service.ts'
 
 /** Why a login failed (the `reason` label). */
@@ -89,6 +89,7 @@ function imageFamilies (registry: Registry, stats: () => ImageStats): void {
 export function createMetrics (components: MetricsComponents, init: MetricsInit): Metrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
+  for (const name of LINT_FAILING_DEFAULT_METRICS) registry.removeSingleMetric(name)
   new Gauge({ name: 'trimswarm_build_info', help: 'Always 1; labels: trimswarm version and Node.js version', labelNames: ['version', 'node'], registers: [registry] })
     .set({ version: init.version, node: process.version }, 1)
   const requests = new Counter({ name: 'trimswarm_http_requests_total', help: 'HTTP requests by method, route pattern and status', labelNames: ['method', 'route', 'status'], registers: [registry] })

@@ -1,0 +1,156 @@
+/**
+ * What an operator sees of a running `trimswarm coordinator` process (the real
+ * CLI, JSON log format): the /metrics exposition after a publish and an
+ * agent's sync passes `promtool check metrics` (Debian package prometheus)
+ * and carries the families docs/OPERATIONS.md promises; /metrics needs a
+ * token; every output line is JSON; the first start names the admin token's
+ * file and never prints the token; request lines carry a request id (also the
+ * X-Request-Id header) and the client's IP.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseCoordinatorConfig } from '../../coordinator/config.ts'
+import { createCoordinator } from '../../coordinator/coordinator.ts'
+import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
+import { promtoolCheck } from '../helpers/promtool.ts'
+import { freePort } from '../helpers/slapd.ts'
+import { CLI, OPEN_POLICY, runAgent } from '../peer-agent/harness.ts'
+
+describe('a running coordinator: metrics and logs', () => {
+  let tmp: TempDir
+  let proc: ChildProcess
+  let stdout = ''
+  let stderr = ''
+  let url: string
+  let adminToken: string
+  let metricsToken: string
+  let agentToken: string
+
+  const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
+    const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`)
+    return await res.json()
+  }
+  const scrape = async (token?: string): Promise<Response> =>
+    await fetch(url + '/metrics', { headers: token != null ? { authorization: `Bearer ${token}` } : {} })
+
+  beforeAll(async () => {
+    tmp = await tempDir('trimswarm-ops-')
+    metricsToken = randomBytes(32).toString('hex')
+    await writeFile(join(tmp.path, 'metrics.token'), metricsToken + '\n', { mode: 0o600 })
+    await writeFile(join(tmp.path, 'coordinator.json'), JSON.stringify({ metrics: { tokenFile: 'metrics.token' } }))
+    const listen = `127.0.0.1:${await freePort()}`
+    url = `http://${listen}`
+    proc = spawn(process.execPath, [CLI, 'coordinator', '--data', join(tmp.path, 'data'), '--listen', listen, '--config', join(tmp.path, 'coordinator.json'), '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    proc.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d })
+    proc.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    const until = Date.now() + 30_000
+    while (!stdout.includes('coordinator listening on')) {
+      if (proc.exitCode != null || Date.now() > until) throw new Error(`coordinator did not start: ${stdout} ${stderr}`)
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    adminToken = (await readFile(join(tmp.path, 'data', 'admin.token'), 'utf8')).trim()
+
+    // a publish and an agent's sync, so every family has values
+    await admin('PUT', '/v1/policies/branch', OPEN_POLICY)
+    agentToken = (await admin('POST', '/v1/tokens', { group: 'branch', name: 'ops-test' })).token
+    await writeFile(join(tmp.path, 'agent.token'), agentToken + '\n', { mode: 0o600 })
+    const image = await makeTestImage(tmp.path, { name: 'ws', sizeMiB: 4, seed: 161 })
+    await createPublishClient({ coordinator: url, token: adminToken }).publish(image.path, { image: 'ws', version: 'v1' })
+    const sync = await runAgent(['sync', 'ws', '--coordinator', url, '--token-file', join(tmp.path, 'agent.token'), '--data', join(tmp.path, 'agent'),
+      '--out', join(tmp.path, 'ws.img'), '--site', 'branch-1', '--no-index', '--no-lan', '--linger', '0', '--json'])
+    expect(sync.code, sync.stderr).toBe(0)
+  })
+  afterAll(async () => {
+    if (proc?.exitCode == null) {
+      proc?.kill('SIGTERM')
+      await new Promise(resolve => proc.once('close', resolve))
+    }
+    await tmp?.cleanup()
+  })
+
+  it('serves /metrics that promtool accepts, with HELP and the promised families', async () => {
+    const res = await scrape(metricsToken)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/)
+    const text = await res.text()
+    const check = await promtoolCheck(text)
+    expect(check.output).toBe('')
+    expect(check.code).toBe(0)
+
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'))
+    expect(text).toContain(`trimswarm_build_info{version="${version}",node="${process.version}"} 1`)
+    const value = (series: string): number => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+    expect(value('trimswarm_sync_bytes_total{site="branch-1",image="ws",source="origin"}')).toBeGreaterThan(0)
+    expect(value('trimswarm_sync_bytes_total{site="branch-1",image="ws",source="local"}')).toBe(0)
+    expect(value('trimswarm_origin_sent_bytes_total{kind="manifest"}')).toBeGreaterThan(0)
+    expect(value('trimswarm_origin_sent_bytes_total{kind="blocks"}') + value('trimswarm_origin_sent_bytes_total{kind="delta"}')).toBeGreaterThan(0)
+    expect(value('trimswarm_versions_committed_total')).toBe(1)
+    expect(value('trimswarm_events_total{type="sync.completed"}')).toBe(1)
+    expect(value('process_resident_memory_bytes')).toBeGreaterThan(0)
+    expect(value('nodejs_heap_size_used_bytes')).toBeGreaterThan(0)
+    // every family has HELP and TYPE, and no name carries a byte kind any more
+    const families = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map(m => m[1]))
+    for (const f of families) expect(text, f).toMatch(new RegExp(`^# HELP ${f} \\S`, 'm'))
+    expect(text).not.toMatch(/^trimswarm_image_/m)
+  })
+
+  it('refuses /metrics without a token or with a machine token (401 JSON), serves the metrics and the admin token', async () => {
+    for (const token of [undefined, agentToken, 'x'.repeat(64)]) {
+      const res = await scrape(token)
+      expect(res.status).toBe(401)
+      expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/)
+      expect((await res.json()).error.name).toBe('UnauthorizedError')
+    }
+    expect((await scrape(metricsToken)).status).toBe(200)
+    expect((await scrape(adminToken)).status).toBe(200)
+  })
+
+  it('writes only JSON lines; the first start names the admin token file, never the token', async () => {
+    const res = await fetch(url + '/healthz')
+    const requestId = res.headers.get('x-request-id')
+    expect(requestId).toMatch(/^[0-9a-f-]{36}$/)
+    await new Promise(resolve => setTimeout(resolve, 200)) // the log line is written after the response
+    expect(stdout + stderr).not.toContain(adminToken)
+    const lines = [...stdout.trim().split('\n'), ...stderr.trim().split('\n')].map(l => JSON.parse(l))
+    const first = lines.find(l => String(l.msg).startsWith('first start'))
+    expect(first.adminTokenFile).toBe(join(tmp.path, 'data', 'admin.token'))
+    const logged = lines.find(l => l.msg === 'request' && l.requestId === requestId)
+    expect(logged).toMatchObject({ method: 'GET', route: '/healthz', status: 200, ip: '127.0.0.1' })
+  })
+})
+
+describe('who may read /metrics (config metrics)', () => {
+  let tmp: TempDir
+  beforeAll(async () => { tmp = await tempDir('trimswarm-metrics-access-') })
+  afterAll(async () => { await tmp?.cleanup() })
+
+  it('is closed by default (401 JSON), open with metrics.public: true', async () => {
+    for (const [name, config, status] of [['closed', {}, 401], ['open', { metrics: { public: true } }, 200]] as const) {
+      const coord = createCoordinator({ dataDir: join(tmp.path, name), serve: false, logLevel: 'silent', config })
+      await coord.start()
+      try {
+        const res = await coord.app.request('/metrics')
+        expect(res.status).toBe(status)
+        if (status === 401) expect((await res.json()).error.name).toBe('UnauthorizedError')
+        else expect(await res.text()).toMatch(/^# HELP /)
+        expect((await coord.app.request('/metrics', { headers: { authorization: `Bearer ${coord.adminToken}` } })).status).toBe(200)
+      } finally {
+        await coord.stop()
+      }
+    }
+  })
+
+  it('refuses a metrics config that cannot be right: public with a token file, a short or missing token file', async () => {
+    expect(() => parseCoordinatorConfig({ metrics: { public: true, tokenFile: 'm.token' } })).toThrow(/exclude each other/)
+    await writeFile(join(tmp.path, 'short.token'), 'secret\n')
+    for (const [file, why] of [['short.token', /at least 32 characters/], ['missing.token', /cannot read/]] as const) {
+      const coord = createCoordinator({ dataDir: join(tmp.path, `bad-${file}`), serve: false, logLevel: 'silent', config: parseCoordinatorConfig({ metrics: { tokenFile: file } }, tmp.path) })
+      await expect(coord.start()).rejects.toThrow(why)
+    }
+  })
+})
