@@ -13,7 +13,9 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseCoordinatorConfig } from '../../coordinator/config.ts'
+import { MAX_SYNC_BYTES_SERIES } from '../../coordinator/constants.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
+import { createMetrics } from '../../coordinator/metrics.ts'
 import { createPublishClient } from '../../coordinator/publish-client.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
 import { promtoolCheck } from '../helpers/promtool.ts'
@@ -110,6 +112,42 @@ describe('a running coordinator: metrics and logs', () => {
     expect((await scrape(adminToken)).status).toBe(200)
   })
 
+  it('is scraped by a real Prometheus with the scrape config of docs/OPERATIONS.md and a bearer token file', async () => {
+    const doc = await readFile(new URL('../../docs/OPERATIONS.md', import.meta.url), 'utf8')
+    const yaml = /```yaml\n# prometheus\.yml[^\n]*\n([\s\S]*?)```/.exec(doc)?.[1]
+    expect(yaml).toBeDefined()
+    // the documented config, pointed at this coordinator (plain HTTP here) and this token file
+    const tokenFile = join(tmp.path, 'prometheus-metrics.token')
+    await writeFile(tokenFile, metricsToken + '\n')
+    const config = `global:\n  scrape_interval: 1s\n` + yaml!
+      .replace('scheme: https', 'scheme: http')
+      .replace('/etc/prometheus/trimswarm-metrics.token', tokenFile)
+      .replace("'coord.example.org:8440'", `'${new URL(url).host}'`)
+    expect(config).toContain(tokenFile)
+    await writeFile(join(tmp.path, 'prometheus.yml'), config)
+    const web = `127.0.0.1:${await freePort()}`
+    const prom = spawn('prometheus', [`--config.file=${join(tmp.path, 'prometheus.yml')}`, `--storage.tsdb.path=${join(tmp.path, 'prometheus')}`, `--web.listen-address=${web}`], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let promLog = ''
+    prom.stderr!.setEncoding('utf8').on('data', (d: string) => { promLog += d })
+    try {
+      const query = async (q: string): Promise<any[]> => {
+        const res = await fetch(`http://${web}/api/v1/query?query=${encodeURIComponent(q)}`).catch(() => undefined)
+        return res?.ok === true ? (await res.json()).data.result : []
+      }
+      const until = Date.now() + 30_000
+      let up: any[] = []
+      while ((up = await query('up{job="trimswarm-coordinator"}')).length === 0 || up[0].value[1] !== '1') {
+        if (prom.exitCode != null || Date.now() > until) throw new Error(`Prometheus did not scrape the coordinator: ${JSON.stringify(up)} ${promLog.slice(-2000)}`)
+        await new Promise(resolve => setTimeout(resolve, 250))
+      }
+      const info = await query('trimswarm_build_info')
+      expect(info[0].metric.job).toBe('trimswarm-coordinator')
+    } finally {
+      prom.kill('SIGTERM')
+      await new Promise(resolve => prom.once('close', resolve))
+    }
+  })
+
   it('writes only JSON lines; the first start names the admin token file, never the token', async () => {
     const res = await fetch(url + '/healthz')
     const requestId = res.headers.get('x-request-id')
@@ -152,5 +190,20 @@ describe('who may read /metrics (config metrics)', () => {
       const coord = createCoordinator({ dataDir: join(tmp.path, `bad-${file}`), serve: false, logLevel: 'silent', config: parseCoordinatorConfig({ metrics: { tokenFile: file } }, tmp.path) })
       await expect(coord.start()).rejects.toThrow(why)
     }
+  })
+})
+
+describe('sync byte series', () => {
+  it('counts at most 10,000 site/image pairs of sync bytes, then counts what it dropped', async () => {
+    const stats = { bytesServed: { manifest: 0, blocks: 0, chunk: 0, delta: 0 }, blockBatchRawBytes: 0, blockBatches: 0, blockBatchesFailed: 0, blockBatchesWaiting: 0, chunksUploaded: 0, bytesUploaded: 0, uploadsRejected: 0, versionsCommitted: 0, deltaPacksBuilt: 0, deltaPackBuildFailures: 0, deltaPacksPending: 0 }
+    const metrics = createMetrics({ imageStats: () => stats }, { version: 'test' })
+    expect(MAX_SYNC_BYTES_SERIES).toBe(10_000)
+    for (let i = 0; i < MAX_SYNC_BYTES_SERIES + 5; i++) metrics.syncBytes(`site-${i}`, 'ws', { local: 1, peers: 2, origin: 3 })
+    metrics.syncBytes('site-0', 'ws', { local: 1, peers: 2, origin: 3 }) // a known pair still counts
+    const text = await metrics.render()
+    expect(text.match(/^trimswarm_sync_bytes_total\{/gm)).toHaveLength(MAX_SYNC_BYTES_SERIES * 3)
+    expect(text).toContain('trimswarm_sync_bytes_total{site="site-0",image="ws",source="origin"} 6')
+    expect(text).not.toContain(`site="site-${MAX_SYNC_BYTES_SERIES}"`)
+    expect(text).toMatch(/^trimswarm_sync_bytes_dropped_total 5$/m)
   })
 })
