@@ -18,7 +18,7 @@ import { createCoordinator } from '../../coordinator/coordinator.ts'
 import { createMetrics } from '../../coordinator/metrics.ts'
 import { createPublishClient } from '../../coordinator/publish-client.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
-import { promtoolCheck } from '../helpers/promtool.ts'
+import { promtoolCheck, sampleValue } from '../helpers/promtool.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { CLI, OPEN_POLICY, runAgent } from '../peer-agent/harness.ts'
 
@@ -86,7 +86,7 @@ describe('a running coordinator: metrics and logs', () => {
 
     const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'))
     expect(text).toContain(`trimswarm_build_info{version="${version}",node="${process.version}"} 1`)
-    const value = (series: string): number => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+    const value = (series: string): number => sampleValue(text, series)
     expect(value('trimswarm_sync_bytes_total{site="branch-1",image="ws",source="origin"}')).toBeGreaterThan(0)
     expect(value('trimswarm_sync_bytes_total{site="branch-1",image="ws",source="local"}')).toBe(0)
     expect(value('trimswarm_origin_sent_bytes_total{kind="manifest"}')).toBeGreaterThan(0)

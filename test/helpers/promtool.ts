@@ -11,3 +11,9 @@ export async function promtoolCheck (text: string): Promise<{ code: number | nul
   child.stdin.end(text)
   return { code: await done, output: output.trim() }
 }
+
+/** The value of one series (`name{label="v",...}` exactly as exposed) in an exposition text; NaN when absent. */
+export function sampleValue (text: string, series: string): number {
+  const escaped = series.replace(/[{}[\]().*+?^$|\\]/g, '\\$&')
+  return Number(new RegExp(`^${escaped} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+}

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createAgentLogger, defaultAgentLogFormat } from '../../peer-agent/logger.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
-import { promtoolCheck } from '../helpers/promtool.ts'
+import { promtoolCheck, sampleValue } from '../helpers/promtool.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from './harness.ts'
 
@@ -66,7 +66,7 @@ describe('agent run --metrics-listen', () => {
     const check = await promtoolCheck(text)
     expect(check.output).toBe('')
     expect(check.code).toBe(0)
-    const value = (series: string): number => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+    const value = (series: string): number => sampleValue(text, series)
     expect(value('trimswarm_agent_syncs_total{image="ws",result="updated"}')).toBe(1)
     expect(value('trimswarm_agent_sync_bytes_total{image="ws",source="origin"}')).toBeGreaterThan(0)
     expect(value('trimswarm_agent_sync_bytes_total{image="ws",source="peers"}')).toBe(0)
