@@ -15,6 +15,7 @@ import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
 import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
 import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { consoleToJsonLines } from '../json-console.ts'
 import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
 
@@ -184,6 +185,7 @@ const sync: Command = {
     const json = args.values.json === true
     const quiet = args.values.quiet === true
     const format = logFormatOption(args, SYNC_USAGE)
+    if (format === 'json') consoleToJsonLines()
     const logger = createAgentLogger({ format, quiet: (quiet || json) && args.values.verbose !== true })
     // the progress bar is plain text: no place among JSON lines
     const reporter = quiet || format === 'json' ? undefined : createProgressReporter(process.stderr)
@@ -330,6 +332,7 @@ const run: Command = {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const file = requireString(args, 'config', RUN_USAGE)
     const format = logFormatOption(args, RUN_USAGE)
+    if (format === 'json') consoleToJsonLines()
     const metricsListen = args.values['metrics-listen'] as string | undefined
     const { loadDaemonConfig, createDaemon } = await import('../../peer-agent/daemon.ts')
     const { createDaemonMetrics, parseHostPort, startMetricsServer } = await import('../../peer-agent/daemon-metrics.ts')

@@ -8,6 +8,7 @@ import type { FsckReport } from '../../coordinator/fsck.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../../coordinator/logger.ts'
 import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
+import { consoleToJsonLines } from '../json-console.ts'
 import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
 
@@ -109,6 +110,7 @@ const command: Command = {
     const logLevel = args.values['log-level'] as string | undefined
     if (logLevel != null && !(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}\n\n${usage}`)
     const logFormat = logFormatOption(args.values['log-format'], usage)
+    if (logFormat === 'json') consoleToJsonLines()
     const say = statusWriter(logFormat)
     // a long-running server: big freed buffers go back to the kernel (re-executes once, same PID)
     reexecWith({ glibcTunables: { 'glibc.malloc.mmap_threshold': COORDINATOR_MMAP_THRESHOLD_BYTES } })

@@ -207,3 +207,27 @@ describe('sync byte series', () => {
     expect(text).toMatch(/^trimswarm_sync_bytes_dropped_total 5$/m)
   })
 })
+
+describe('JSON log format: failures too', () => {
+  let tmp: TempDir
+  beforeAll(async () => { tmp = await tempDir('trimswarm-json-fail-') })
+  afterAll(async () => { await tmp?.cleanup() })
+
+  it('ends a failed coordinator or agent start with a JSON error line, not a plain one', async () => {
+    await writeFile(join(tmp.path, 'bad.json'), JSON.stringify({ trustedProxies: ['proxy.example'] }))
+    const runs = [
+      [CLI, 'coordinator', '--data', join(tmp.path, 'data'), '--config', join(tmp.path, 'bad.json'), '--log-format', 'json'],
+      [CLI, 'agent', 'run', '--config', join(tmp.path, 'missing.json'), '--log-format', 'json']
+    ]
+    for (const args of runs) {
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d })
+      const code = await new Promise(resolve => child.once('close', resolve))
+      expect(code, out).toBe(1)
+      const lines = out.trim().split('\n').map(l => JSON.parse(l))
+      expect(lines.at(-1)).toMatchObject({ level: 'error', msg: expect.stringMatching(/proxy\.example|missing\.json/) })
+    }
+  })
+})
