@@ -24,7 +24,7 @@ export interface AuditDetails {
 /** Writes one audit line for a change made by the request in `c`. */
 export type Audit = (c: Context<CoordinatorEnv>, action: AuditAction, details: AuditDetails) => void
 
-/** An Audit writing to the coordinator's logger at level info (so `logLevel: "warn"` drops it, like other info lines). */
+/** An Audit writing to `logger` at level info (the coordinator gives it a logger that keeps info lines whatever `logLevel` says). */
 export function createAudit (logger: Logger): Audit {
   return (c, action, details) => {
     const p = c.get('principal')

@@ -220,7 +220,10 @@ interface Started {
 
 async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
-  const logger = init.logger ?? createLogger({ level: init.logLevel ?? config.logLevel ?? 'info', format: init.logFormat })
+  const level = init.logLevel ?? config.logLevel ?? 'info'
+  const logger = init.logger ?? createLogger({ level, format: init.logFormat })
+  // an audit trail is not noise: its lines are written whatever the level, unless logging is off
+  const auditLogger = init.logger ?? createLogger({ level: level === 'silent' ? 'silent' : 'info', format: init.logFormat })
   const proxies = createTrustedProxies(config.trustedProxies)
   const listen = parseListen(init.listen ?? config.listen ?? DEFAULT_LISTEN)
   let ldap
@@ -270,7 +273,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await images.start()
     cleanups.push(async () => { await images.stop() })
     const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? 'unknown' })
-    const audit = createAudit(logger)
+    const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
     const perUser = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxFailuresPerUser ?? DEFAULT_LOGIN_MAX_FAILURES_PER_USER })

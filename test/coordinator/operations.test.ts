@@ -208,6 +208,38 @@ describe('sync byte series', () => {
   })
 })
 
+describe('audit lines and the log level', () => {
+  let tmp: TempDir
+  beforeAll(async () => { tmp = await tempDir('trimswarm-audit-level-') })
+  afterAll(async () => { await tmp?.cleanup() })
+
+  it('writes audit lines even at --log-level warn, which drops the request lines', async () => {
+    const listen = `127.0.0.1:${await freePort()}`
+    const child = spawn(process.execPath, [CLI, 'coordinator', '--data', join(tmp.path, 'data'), '--listen', listen, '--log-level', 'warn', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d })
+    try {
+      const until = Date.now() + 30_000
+      while (!out.includes('coordinator listening on')) {
+        if (child.exitCode != null || Date.now() > until) throw new Error(`coordinator did not start: ${out} ${err}`)
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      const token = (await readFile(join(tmp.path, 'data', 'admin.token'), 'utf8')).trim()
+      const res = await fetch(`http://${listen}/v1/policies/branch`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(OPEN_POLICY) })
+      expect(res.status).toBe(200)
+      await new Promise(resolve => setTimeout(resolve, 200))
+    } finally {
+      child.kill('SIGTERM')
+      await new Promise(resolve => child.once('close', resolve))
+    }
+    const lines = err.trim().split('\n').map(l => JSON.parse(l))
+    expect(lines.filter(l => l.msg === 'audit')).toMatchObject([{ action: 'policy.set', target: { group: 'branch' }, before: null, after: OPEN_POLICY }])
+    expect(lines.filter(l => l.msg === 'request')).toEqual([])
+  })
+})
+
 describe('JSON log format: failures too', () => {
   let tmp: TempDir
   beforeAll(async () => { tmp = await tempDir('trimswarm-json-fail-') })
