@@ -4,8 +4,9 @@
  * (start: open DIR, create secrets on first start, listen; stop: drain
  * requests, stop background work, close the database).
  *
- * Request order: log + metrics -> global body limit -> public routes
- * (healthz, metrics, openapi, key, login) -> the admin console (`/`,
+ * Request order: log (request id, client IP) + metrics -> global body
+ * limit -> routes outside /v1 auth (healthz, openapi, key, login; metrics
+ * with its own token check) -> the admin console (`/`,
  * `/console/...`, its own cookie sessions) -> auth middleware (every other
  * /v1 route has `c.get('principal')`) -> /v1 routes -> JSON 404.
  */
@@ -82,7 +83,7 @@ export interface Coordinator {
   readonly url: string
   /** The admin token (after start). */
   readonly adminToken: string
-  /** Whether this start created the admin token (first start): the CLI prints it once. */
+  /** Whether this start created the admin token (first start): the CLI names its file (never the token). */
   readonly adminTokenCreated: boolean
   /** The Hono app (after start), for in-process `app.request()`. */
   readonly app: Hono<CoordinatorEnv>
