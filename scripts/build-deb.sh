@@ -18,8 +18,6 @@ version=$($node -p 'require("./package.json").version')
 arch=amd64
 [ "$(uname -m)" = x86_64 ] || { echo "build-deb: the bundled Node runtime is this machine's ($(uname -m)); the package is amd64 only" >&2; exit 1; }
 
-scripts/build.sh >/dev/null
-
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 chmod 0755 "$stage"
@@ -29,7 +27,7 @@ mkdir -p "$lib/bin" "$lib/node/bin" "$lib/node_modules" "$stage/usr/bin" "$stage
 
 # the program: entry script, built JavaScript, package.json ("type": "module" for dist/)
 cp bin/trimswarm.js "$lib/bin/"
-cp -r dist "$lib/dist"
+scripts/build.sh "$lib/dist"
 $node -e '
   const p = require("./package.json")
   const keep = { name: p.name, version: p.version, description: p.description, type: p.type, license: p.license, engines: p.engines, dependencies: p.dependencies }
