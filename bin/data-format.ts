@@ -102,8 +102,8 @@ export const COORDINATOR_DATA: DataFormat = { kind: 'coordinator', current: COOR
 /** The agent's data dir (agent sync/index --data, agent run's "dataDir"). */
 export const AGENT_DATA: DataFormat = { kind: 'agent', current: AGENT_DATA_FORMAT, migrations: [recordOnly] }
 
-/** openDataDir, telling the user on stderr when it migrated the dir. */
+/** openDataDir, telling the user when it migrated the dir (console.warn: a JSON line when the command logs JSON). */
 export async function openDataDirReporting (dir: string, spec: DataFormat): Promise<void> {
   const { from, to } = await openDataDir(dir, spec)
-  if (from != null && from < to) process.stderr.write(`${spec.kind} data dir ${dir}: upgraded from format ${from} to ${to}\n`)
+  if (from != null && from < to) console.warn(`${spec.kind} data dir ${dir}: upgraded from format ${from} to ${to}`)
 }

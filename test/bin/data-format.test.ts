@@ -82,9 +82,9 @@ describe('the CLI and a newer data dir', () => {
     await writeFile(join(dir, DATA_FORMAT_FILE), JSON.stringify({ format: 99 }))
     await mkdir(join(dir, 'meta'))
     const runs = [
-      ['coordinator', '--data', dir, '--listen', '127.0.0.1:0'],
+      ['coordinator', '--data', dir, '--listen', '127.0.0.1:0', '--log-format', 'text'],
       ['coordinator', 'fsck', '--data', dir],
-      ['agent', 'sync', 'ws', '--coordinator', 'http://127.0.0.1:9', '--token-file', join(dir, 'none'), '--data', dir, '--out', join(dir, 'ws.img'), '--no-index'],
+      ['agent', 'sync', 'ws', '--coordinator', 'http://127.0.0.1:9', '--token-file', join(dir, 'none'), '--data', dir, '--out', join(dir, 'ws.img'), '--no-index', '--log-format', 'text'],
       ['agent', 'index', '--data', dir, '--index', dir]
     ]
     for (const args of runs) {
