@@ -37,10 +37,11 @@ $node -e '
 npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | while read -r dir; do
   rel=${dir#"$PWD/node_modules/"}
   [ "$rel" != "$dir" ] || rel=${dir#"$(readlink -f node_modules)/"}
-  mkdir -p "$lib/node_modules/$(dirname "$rel")"
-  # nested node_modules of a package are listed on their own lines: copy each package without them
+  # nested node_modules of a package are listed on their own lines: copy each package without them;
+  # type declarations and source maps are for development, not for running
   mkdir -p "$lib/node_modules/$rel"
-  tar -C "$dir" --exclude=./node_modules -cf - . | tar -C "$lib/node_modules/$rel" -xf -
+  tar -C "$dir" --exclude=./node_modules --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.map' -cf - . |
+    tar -C "$lib/node_modules/$rel" -xf -
 done
 
 # the runtime, stripped like Debian's own binaries (124 MB -> 109 MB); native addons link against .dynsym, which stays

@@ -58,7 +58,7 @@ describe('npm package', () => {
     expect(existsSync(join(prefix, 'lib', 'node_modules', 'trimswarm', 'node_modules', 'typescript'))).toBe(false)
 
     // a coordinator from the install: level's and BLAKE3's native code load, /healthz answers
-    const coordinator = spawn('trimswarm', ['coordinator', '--data', join(dir.path, 'coord'), '--listen', '127.0.0.1:0', '--log-level', 'warn'], { cwd: dir.path, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const coordinator = spawn('trimswarm', ['coordinator', '--data', join(dir.path, 'coord'), '--listen', '127.0.0.1:0', '--log-level', 'warn', '--log-format', 'text'], { cwd: dir.path, env, stdio: ['ignore', 'pipe', 'pipe'] })
     try {
       let out = ''
       const url = await new Promise<string>((resolve, reject) => {
