@@ -12,7 +12,9 @@ import { chmod, mkdir, open, readFile } from 'node:fs/promises'
  */
 export async function loadOrCreateSecret (path: string, make: () => string | Uint8Array): Promise<{ value: Buffer, created: boolean }> {
   try {
-    return { value: await readFile(path), created: false }
+    const value = await readFile(path)
+    await chmod(path, 0o600) // written by an older coordinator, or copied back from a backup with a wider mode
+    return { value, created: false }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
@@ -34,9 +36,10 @@ export async function loadOrCreateSecret (path: string, make: () => string | Uin
   return { value: Buffer.from(value), created: true }
 }
 
-/** Creates the data dir (mode 0700) if missing. */
+/** Creates the data dir (mode 0700) if missing, and makes an existing one 0700 (created by an older coordinator, or by hand). */
 export async function ensureDir (dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
+  await chmod(dir, 0o700)
 }
 
 /** A random token with a type prefix, e.g. `tsa_...` (admin), URL-safe. */

@@ -44,8 +44,12 @@ export async function lockDataDir (dataDir: string): Promise<() => Promise<void>
     throw err
   }
   return async () => {
-    await rm(holderPath, { force: true })
-    await db.close()
+    try {
+      await rm(holderPath, { force: true })
+      await makeDataDirPrivate(dataDir) // what level created meanwhile (host index tables) with the umask's mode
+    } finally {
+      await db.close()
+    }
   }
 }
 

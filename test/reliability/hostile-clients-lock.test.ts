@@ -1,0 +1,127 @@
+/**
+ * Issue 13, attacks by other local users and by holders of a valid login
+ * (items 8, 11, 12 of the issue; item 10, CSV export, has its own test in
+ * test/coordinator/console/csv.test.ts). Real processes, a real coordinator, a
+ * real slapd where the directory is involved.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawn } from 'node:child_process'
+import { chmod, lstat, mkdir, readdir, stat, writeFile } from 'node:fs/promises'
+import { join, relative } from 'node:path'
+import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { CLI, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { createCoordinator } from '../../coordinator/coordinator.ts'
+
+let tmp: TempDir
+
+beforeAll(async () => { tmp = await tempDir('trimswarm-hostile-lock-') })
+afterAll(async () => { await tmp?.cleanup() })
+
+/** Every directory and regular file under `dir` (itself included) with its permission bits. */
+async function modes (dir: string): Promise<Array<{ path: string, kind: 'dir' | 'file', mode: string }>> {
+  const out: Array<{ path: string, kind: 'dir' | 'file', mode: string }> = []
+  const walk = async (d: string): Promise<void> => {
+    out.push({ path: relative(dir, d) || '.', kind: 'dir', mode: ((await lstat(d)).mode & 0o777).toString(8) })
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      const p = join(d, e.name)
+      if (e.isDirectory()) await walk(p)
+      else if (e.isFile()) out.push({ path: relative(dir, p), kind: 'file', mode: ((await lstat(p)).mode & 0o777).toString(8) })
+    }
+  }
+  await walk(dir)
+  return out
+}
+
+/** Entries whose mode is not private (0700 for directories, 0600 for files), optionally leaving out level's own files. */
+function notPrivate (list: Awaited<ReturnType<typeof modes>>, options: { skipLevelFiles?: boolean } = {}): string[] {
+  const level = /(^|\/)(LOG|LOG\.old|LOCK|CURRENT|MANIFEST-\d+|\d+\.(log|ldb|sst))$/
+  return list.filter(e => e.mode !== (e.kind === 'dir' ? '700' : '600') && !(options.skipLevelFiles === true && e.kind === 'file' && level.test(e.path))).map(e => `${e.path} ${e.mode}`)
+}
+
+/** `trimswarm agent ARGS` under umask 022, as a service or shell usually runs it. */
+function agentUmask022 (args: string[]): { kill: () => void, done: Promise<AgentRun> } {
+  const child = spawn('sh', ['-c', 'umask 022 && exec "$@"', 'sh', process.execPath, CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const done = new Promise<AgentRun>((resolve) => { child.on('close', (code, signal) => { resolve({ code, signal, stdout, stderr }) }) })
+  return { kill: () => { child.kill('SIGKILL') }, done }
+}
+
+describe('item 12: the agent\'s data dir is private (0700/0600), and an existing one is tightened', () => {
+  let coord: TestCoordinator
+  let base: TestImage
+  let next: TestImage
+  beforeAll(async () => {
+    base = await makeTestImage(tmp.path, { name: 'base', sizeMiB: 8, seed: 61 })
+    next = await makeUpdatedImage(tmp.path, base, { name: 'next', seed: 62 })
+    coord = await startTestCoordinator(join(tmp.path, 'files'))
+    await coord.publish('ws', 'v1', base.path)
+    await coord.publish('ws', 'v2', next.path)
+  })
+  afterAll(async () => { await coord?.stop() })
+
+  it('every directory and file the agent writes (key, swarm key, agent id, host index, checkpoint, manifests, pack, events, lock), under umask 022', async () => {
+    const data = join(tmp.path, 'agent-data')
+    const out = join(tmp.path, 'agent-out', 'ws.img')
+    const folder = join(tmp.path, 'host-folder')
+    await mkdir(folder, { recursive: true })
+    await writeFile(join(folder, 'some-file'), Buffer.alloc(64 * 1024, 7))
+    const common = ['--token-file', coord.tokenFile, '--data', data, '--out', out, '--json', '--quiet', '--retries', '2', '--retry-delay', '50', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--linger', '0']
+    const first = await agentUmask022(['sync', 'ws@v1', '--coordinator', coord.url, '--index', folder, ...common]).done
+    expect(first.code, first.stderr).toBe(0)
+    expect(notPrivate(await modes(data))).toEqual([])
+
+    // the update, killed half way: the checkpoint and the delta pack being downloaded stay behind
+    const meter = await startCountingProxy(coord.url, { rate: 256 * 1024 })
+    try {
+      const run = agentUmask022(['sync', 'ws@v2', '--coordinator', meter.url, '--no-index', ...common])
+      const deadline = Date.now() + 20_000
+      while (meter.bytes < 200_000 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+      run.kill()
+      await run.done
+    } finally {
+      await meter.close()
+    }
+    const killed = await modes(data)
+    expect(killed.map(e => e.path)).toEqual(expect.arrayContaining(['coordinator-key.json', 'swarm-key', 'agent-id', 'lock.db', 'host-index', 'partial/ws.json', 'partial/ws.manifest', 'manifests/ws/v1.manifest', 'packs/ws/v1..v2.pack', 'events.jsonl']))
+    // level's files created during the killed run get the umask's mode, inside 0700 dirs, until the next start
+    expect(notPrivate(killed, { skipLevelFiles: true })).toEqual([])
+
+    const resumed = await agentUmask022(['sync', 'ws@v2', '--coordinator', coord.url, '--no-index', ...common]).done
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(await b3sumFile(out)).toBe(await b3sumFile(next.path))
+    expect(notPrivate(await modes(data))).toEqual([])
+    // the output is the user's, not the agent's secret: its mode is the usual one
+    expect(((await stat(out)).mode & 0o777).toString(8)).toBe('644')
+  }, 120_000)
+
+  it('a data dir left world-readable by an older agent (0755/0644) is tightened at the next start', async () => {
+    const data = join(tmp.path, 'old-data')
+    const out = join(tmp.path, 'old-out', 'ws.img')
+    const common = ['--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', data, '--out', out, '--json', '--quiet', '--no-index', '--no-lan']
+    expect((await agentUmask022(['sync', 'ws@v1', ...common]).done).code).toBe(0)
+    for (const e of await modes(data)) await chmod(join(data, e.path), e.kind === 'dir' ? 0o755 : 0o644)
+    expect(notPrivate(await modes(data)).length).toBeGreaterThan(5)
+    const r = await agentUmask022(['sync', 'ws@v1', ...common]).done // already up to date: only the start tightens
+    expect(r.code, r.stderr).toBe(0)
+    expect(notPrivate(await modes(data))).toEqual([])
+  }, 60_000)
+
+  it('a coordinator data dir left 0755 (secrets 0644) is tightened on start', async () => {
+    const dir = join(tmp.path, 'coord-old')
+    const c1 = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent' })
+    await c1.start()
+    await c1.stop()
+    await chmod(dir, 0o755)
+    const secrets = (await readdir(dir, { withFileTypes: true })).filter(e => e.isFile()).map(e => e.name)
+    expect(secrets.length).toBeGreaterThanOrEqual(3)
+    for (const f of secrets) await chmod(join(dir, f), 0o644)
+    const c2 = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent' })
+    await c2.start()
+    await c2.stop()
+    expect(((await stat(dir)).mode & 0o777).toString(8)).toBe('700')
+    for (const f of secrets) expect([f, ((await stat(join(dir, f))).mode & 0o777).toString(8)]).toEqual([f, '600'])
+  })
+})
