@@ -6,16 +6,29 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawn } from 'node:child_process'
-import { chmod, lstat, mkdir, readdir, stat, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { CLI, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
 
 let tmp: TempDir
+let coord: TestCoordinator
+let base: TestImage
+let next: TestImage
 
-beforeAll(async () => { tmp = await tempDir('trimswarm-hostile-lock-') })
-afterAll(async () => { await tmp?.cleanup() })
+beforeAll(async () => {
+  tmp = await tempDir('trimswarm-hostile-lock-')
+  base = await makeTestImage(tmp.path, { name: 'base', sizeMiB: 8, seed: 61 })
+  next = await makeUpdatedImage(tmp.path, base, { name: 'next', seed: 62 })
+  coord = await startTestCoordinator(join(tmp.path, 'files'))
+  await coord.publish('ws', 'v1', base.path)
+  await coord.publish('ws', 'v2', next.path)
+})
+afterAll(async () => {
+  await coord?.stop()
+  await tmp?.cleanup()
+})
 
 /** Every directory and regular file under `dir` (itself included) with its permission bits. */
 async function modes (dir: string): Promise<Array<{ path: string, kind: 'dir' | 'file', mode: string }>> {
@@ -50,18 +63,6 @@ function agentUmask022 (args: string[]): { kill: () => void, done: Promise<Agent
 }
 
 describe('item 12: the agent\'s data dir is private (0700/0600), and an existing one is tightened', () => {
-  let coord: TestCoordinator
-  let base: TestImage
-  let next: TestImage
-  beforeAll(async () => {
-    base = await makeTestImage(tmp.path, { name: 'base', sizeMiB: 8, seed: 61 })
-    next = await makeUpdatedImage(tmp.path, base, { name: 'next', seed: 62 })
-    coord = await startTestCoordinator(join(tmp.path, 'files'))
-    await coord.publish('ws', 'v1', base.path)
-    await coord.publish('ws', 'v2', next.path)
-  })
-  afterAll(async () => { await coord?.stop() })
-
   it('every directory and file the agent writes (key, swarm key, agent id, host index, checkpoint, manifests, pack, events, lock), under umask 022', async () => {
     const data = join(tmp.path, 'agent-data')
     const out = join(tmp.path, 'agent-out', 'ws.img')
@@ -123,5 +124,27 @@ describe('item 12: the agent\'s data dir is private (0700/0600), and an existing
     await c2.stop()
     expect(((await stat(dir)).mode & 0o777).toString(8)).toBe('700')
     for (const f of secrets) expect([f, ((await stat(join(dir, f))).mode & 0o777).toString(8)]).toEqual([f, '600'])
+  })
+})
+
+describe('item 10: CSV export of what a machine token posted', () => {
+  it('an event whose error text is a formula disguised as a negative number is exported as text, never as a formula', async () => {
+    const token = (await readFile(coord.tokenFile, 'utf8')).trim()
+    const formula = "-1+cmd|' /C calc'!A0"
+    const event = { id: 'hostile-csv-1', type: 'sync.failed', time: new Date().toISOString(), agent: 'csv-attacker', site: 'default', image: 'ws', version: 'v1', error: formula }
+    const posted = await fetch(`${coord.url}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ events: [event] }) })
+    expect(posted.status, await posted.text()).toBe(200)
+    const csv = await (await fetch(`${coord.url}/console/api/events.csv`, { headers: { authorization: `Bearer ${coord.coordinator.adminToken}` } })).text()
+    const line = csv.split('\r\n').find(l => l.includes('cmd|'))
+    expect(line).toBeDefined()
+    expect(line).toContain(`"'${formula}"`)
+    // no cell of the export starts with a formula character (cells split on commas outside quotes)
+    for (const l of csv.split('\r\n')) {
+      for (const cell of l.match(/("([^"]|"")*"|[^,]*)/g) ?? []) {
+        const text = cell.startsWith('"') ? cell.slice(1, -1).replace(/""/g, '"') : cell
+        if (/^-?\d+(\.\d+)?$/.test(text)) continue // a number the coordinator wrote
+        expect(text).not.toMatch(/^[=+\-@\t\r]/)
+      }
+    }
   })
 })
