@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { ValidationError } from '../protocol/errors.ts'
-import { array, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
+import { array, boolean, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
 import { name } from '../protocol/api.ts'
 import { ConfigError } from './errors.ts'
 import { parseLdapConfig } from './ldap-authenticator.ts'
@@ -32,6 +32,7 @@ export const CoordinatorConfigSchema = object({
   logLevel: optional(enumOf(LOG_LEVELS)),
   ldap: optional(anyObject()),
   adminGroups: optional(array(string({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
+  adminGroupsByName: optional(boolean()),
   sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),

@@ -10,7 +10,10 @@ import { chmod, lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs
 import { join, relative } from 'node:path'
 import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { CLI, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
-import { createCoordinator } from '../../coordinator/coordinator.ts'
+import { Client } from 'ldapts'
+import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
+import { ConfigError } from '../../coordinator/errors.ts'
+import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../helpers/slapd.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -146,5 +149,87 @@ describe('item 10: CSV export of what a machine token posted', () => {
         expect(text).not.toMatch(/^[=+\-@\t\r]/)
       }
     }
+  })
+})
+
+describe('items 8 and 11: directory logins (real slapd)', () => {
+  let slapd: TestSlapd
+  const started: Coordinator[] = []
+  beforeAll(async () => {
+    slapd = await startTestSlapd()
+    // a group named like the admin group, elsewhere in the directory (where e.g. a helpdesk may create groups), with bob in it
+    const root = new Client({ url: slapd.url })
+    try {
+      await root.bind(`cn=admin,${slapd.baseDN}`, 'admin-password') // scripts/slapd.sh's rootdn
+      await root.add(`cn=trimswarm-admins,${slapd.usersDN}`, { objectClass: 'groupOfNames', cn: 'trimswarm-admins', member: `uid=bob,${slapd.usersDN}` })
+    } finally {
+      await root.unbind()
+    }
+  }, 60_000)
+  afterAll(async () => {
+    for (const c of started) await c.stop()
+    await slapd?.stop()
+  })
+
+  let n = 0
+  async function coordinator (config: Record<string, unknown>): Promise<Coordinator> {
+    const c = createCoordinator({ dataDir: join(tmp.path, `ldap-${++n}`), serve: false, logLevel: 'silent', config: { ldap: testLdapInit(slapd), ...config } })
+    await c.start()
+    started.push(c)
+    return c
+  }
+  async function login (c: Coordinator, user: string, password: string): Promise<{ status: number, token?: string }> {
+    const res = await c.app.request('/v1/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) })
+    const body = await res.json()
+    return { status: res.status, token: body.token }
+  }
+  async function kind (c: Coordinator, user: keyof typeof TEST_LDAP_PASSWORDS): Promise<string> {
+    const r = await login(c, user, TEST_LDAP_PASSWORDS[user])
+    expect(r.status, `${user} login`).toBe(200)
+    return (await (await c.app.request('/v1/auth/me', { headers: { authorization: `Bearer ${r.token}` } })).json()).kind
+  }
+
+  it('item 8: "bob ", " bob" and "BOB" share bob\'s failure counter', async () => {
+    const c = await coordinator({ loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } })
+    for (const spelling of ['bob ', ' bob', 'BOB']) expect((await login(c, spelling, 'wrong-password')).status, JSON.stringify(spelling)).toBe(401)
+    // the limit is reached for bob, whatever the spelling, even with the right password
+    expect((await login(c, 'bob', TEST_LDAP_PASSWORDS.bob)).status).toBe(429)
+    expect((await login(c, ' Bob ', TEST_LDAP_PASSWORDS.bob)).status).toBe(429)
+    expect((await login(c, 'alice', TEST_LDAP_PASSWORDS.alice)).status).toBe(200) // another user is not affected
+  })
+
+  it('item 8: a login name the filter maps to the same entry (a mail address) counts for the canonical name', async () => {
+    const c = await coordinator({ ldap: testLdapInit(slapd, { userFilter: '(|(uid={user})(mail={user}))' }), loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } })
+    expect((await login(c, 'carol@example.org', 'wrong-password')).status).toBe(401)
+    expect((await login(c, 'CAROL@example.org', 'wrong-password')).status).toBe(401)
+    expect((await login(c, 'carol', 'wrong-password')).status).toBe(401)
+    expect((await login(c, 'carol', TEST_LDAP_PASSWORDS.carol)).status).toBe(429)
+    expect((await login(c, 'carol@example.org', TEST_LDAP_PASSWORDS.carol)).status).toBe(429)
+  })
+
+  for (const mode of ['memberOf', 'search'] as const) {
+    it(`item 11: admin groups by full DN; a group named trimswarm-admins elsewhere does not grant admin (${mode})`, async () => {
+      const ldap = mode === 'memberOf' ? testLdapInit(slapd) : testLdapInit(slapd, { groupSource: 'search', groupSearchBase: slapd.baseDN })
+      const c = await coordinator({ ldap, adminGroups: [`CN=trimswarm-admins, OU=groups,${slapd.baseDN}`] }) // spelled differently: DNs compare as the directory does
+      expect(await kind(c, 'dave')).toBe('admin')
+      expect(await kind(c, 'bob')).toBe('user')
+    })
+  }
+
+  it('item 11: a short admin group name is refused unless the config opts in (adminGroupsByName), which then matches any group of that name', async () => {
+    const c = createCoordinator({ dataDir: join(tmp.path, 'ldap-short'), serve: false, logLevel: 'silent', config: { ldap: testLdapInit(slapd), adminGroups: ['trimswarm-admins'] } })
+    const err = await c.start().then(() => undefined, (e: Error) => e)
+    if (err == null) started.push(c)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect(err?.message).toMatch(/adminGroups\[0\]: "trimswarm-admins" is a short group name.*full DN.*adminGroupsByName/)
+    const opted = await coordinator({ adminGroups: ['trimswarm-admins'], adminGroupsByName: true })
+    expect(await kind(opted, 'dave')).toBe('admin')
+    expect(await kind(opted, 'bob')).toBe('admin') // the documented risk of the option
+  })
+
+  it('item 11: no admin groups unless configured', async () => {
+    const c = await coordinator({})
+    expect(await kind(c, 'bob')).toBe('user') // the attack: admin by the group elsewhere named trimswarm-admins (the old default)
+    expect(await kind(c, 'dave')).toBe('user')
   })
 })

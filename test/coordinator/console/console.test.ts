@@ -68,7 +68,7 @@ beforeAll(async () => {
   slapd = await startTestSlapd()
   dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
-  stack = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent', authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
+  stack = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent', authenticator, config: { adminGroups: [`cn=trimswarm-admins,${slapd.groupsDN}`], console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
   await stack.start()
 }, 60_000)
 
