@@ -4,9 +4,10 @@
  * pinned coordinator key, checkpoints and manifests of what is installed, and
  * the event queue; another local user must neither read nor replace them.
  */
-import { chmod, lstat, mkdir, opendir } from 'node:fs/promises'
+import { chmod, lstat, mkdir, opendir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from './constants.ts'
+import { DATA_FILES, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from './constants.ts'
+import { DataDirUnsafeError } from './errors.ts'
 
 /** Creates DIR (and missing parents) with mode 0700 if absent. */
 export async function mkdirPrivate (dir: string): Promise<void> {
@@ -14,35 +15,35 @@ export async function mkdirPrivate (dir: string): Promise<void> {
 }
 
 /**
- * Creates the data dir if absent and makes it and everything under it private:
- * a data dir written by an older agent (0755/0644), or files level created with
- * the umask's mode (level takes no mode), are tightened at every start.
- * Symbolic links are neither followed nor changed.
+ * Creates the data dir if absent and makes it and the agent's files in it
+ * private: a data dir written by an older agent (0755/0644), or files level
+ * created with the umask's mode (level takes no mode), are tightened at every
+ * start. Only the entries the agent writes (DATA_FILES) are changed, never
+ * other files someone keeps in the same folder, and symbolic links are neither
+ * followed nor changed. A folder other users may write to (such as /tmp) is
+ * refused: they could plant files there, and it is not the agent's to close.
  */
 export async function makeDataDirPrivate (dataDir: string): Promise<void> {
   await mkdirPrivate(dataDir)
+  const mode = (await stat(dataDir)).mode
+  if ((mode & 0o1002) !== 0) throw new DataDirUnsafeError(`data dir ${dataDir} is writable by other users (mode ${(mode & 0o7777).toString(8).padStart(4, '0')}); give the agent a folder of its own (it makes it mode 0700)`)
   await chmod(dataDir, PRIVATE_DIR_MODE)
-  await tightenTree(dataDir)
+  for (const name of Object.values(DATA_FILES)) await tighten(join(dataDir, name))
 }
 
-async function tightenTree (dir: string): Promise<void> {
-  for await (const entry of await opendir(dir)) {
-    const path = join(dir, entry.name)
-    if (entry.isDirectory()) {
-      await chmodIfNeeded(path, PRIVATE_DIR_MODE)
-      await tightenTree(path)
-    } else if (entry.isFile()) {
-      await chmodIfNeeded(path, PRIVATE_FILE_MODE)
-    }
-  }
-}
-
-/** chmod only when the mode differs (no metadata write for the usual, already private, file). */
-async function chmodIfNeeded (path: string, mode: number): Promise<void> {
+/** Makes one entry private: a directory 0700 with everything below it, a file 0600; a symlink or missing entry is left. */
+async function tighten (path: string): Promise<void> {
+  let s
   try {
-    const s = await lstat(path)
-    if ((s.mode & 0o7777) !== mode && !s.isSymbolicLink()) await chmod(path, mode)
+    s = await lstat(path)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err // removed meanwhile: nothing to tighten
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return // not written yet, or removed meanwhile
+    throw err
+  }
+  if (s.isDirectory()) {
+    if ((s.mode & 0o7777) !== PRIVATE_DIR_MODE) await chmod(path, PRIVATE_DIR_MODE)
+    for await (const entry of await opendir(path)) await tighten(join(path, entry.name))
+  } else if (s.isFile()) {
+    if ((s.mode & 0o7777) !== PRIVATE_FILE_MODE) await chmod(path, PRIVATE_FILE_MODE)
   }
 }

@@ -12,7 +12,7 @@ import { stderrLogger } from '../../peer-agent/interface.ts'
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
-import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
+import { CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
 import { CliError, EXIT_DATA_DIR_IN_USE, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { reexecWith } from '../reexec.ts'
 
@@ -91,7 +91,7 @@ async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
 /** Agent failures the user can act on become CliErrors: a message and exit code 1 (75: data dir in use), no stack trace. */
 export function agentCliError (err: unknown): unknown {
   if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
-  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof KeyPinError || err instanceof SyncIncompleteError) {
+  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError || err instanceof SyncIncompleteError) {
     return new CliError(err.message, { cause: err })
   }
   if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume', { cause: err })

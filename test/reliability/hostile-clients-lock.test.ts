@@ -108,10 +108,25 @@ describe('item 12: the agent\'s data dir is private (0700/0600), and an existing
     expect((await agentUmask022(['sync', 'ws@v1', ...common]).done).code).toBe(0)
     for (const e of await modes(data)) await chmod(join(data, e.path), e.kind === 'dir' ? 0o755 : 0o644)
     expect(notPrivate(await modes(data)).length).toBeGreaterThan(5)
+    // something that is not the agent's, kept in the same folder: left as it is
+    await mkdir(join(data, 'notes'), { mode: 0o755 })
+    await writeFile(join(data, 'notes', 'run.sh'), '#!/bin/sh\n', { mode: 0o755 })
+    await chmod(join(data, 'notes', 'run.sh'), 0o755)
     const r = await agentUmask022(['sync', 'ws@v1', ...common]).done // already up to date: only the start tightens
     expect(r.code, r.stderr).toBe(0)
-    expect(notPrivate(await modes(data))).toEqual([])
+    expect(notPrivate((await modes(data)).filter(e => !e.path.startsWith('notes')))).toEqual([])
+    expect(((await stat(join(data, 'notes', 'run.sh'))).mode & 0o777).toString(8)).toBe('755')
   }, 60_000)
+
+  it('a data dir other users may write to (mode 1777, like /tmp) is refused with one line, and left as it is', async () => {
+    const data = join(tmp.path, 'shared-data')
+    await mkdir(data)
+    await chmod(data, 0o1777)
+    const r = await agentUmask022(['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', data, '--out', join(tmp.path, 'shared-out', 'ws.img'), '--quiet', '--no-index', '--no-lan']).done
+    expect(r.code, r.stderr).toBe(1)
+    expect(r.stderr.trim().split('\n')).toEqual([`trimswarm agent sync: data dir ${data} is writable by other users (mode 1777); give the agent a folder of its own (it makes it mode 0700)`])
+    expect(((await stat(data)).mode & 0o7777).toString(8)).toBe('1777')
+  })
 
   it('a coordinator data dir left 0755 (secrets 0644) is tightened on start', async () => {
     const dir = join(tmp.path, 'coord-old')
