@@ -4,7 +4,8 @@
  * of DIR restores the same identity.
  */
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, open, readFile } from 'node:fs/promises'
+import { chmod, mkdir, open, readFile, stat } from 'node:fs/promises'
+import { ConfigError } from './errors.ts'
 
 /**
  * Returns the file's content, creating it with `make()` when absent. The file
@@ -36,9 +37,16 @@ export async function loadOrCreateSecret (path: string, make: () => string | Uin
   return { value: Buffer.from(value), created: true }
 }
 
-/** Creates the data dir (mode 0700) if missing, and makes an existing one 0700 (created by an older coordinator, or by hand). */
+/**
+ * Creates the data dir (mode 0700) if missing, and makes an existing one 0700
+ * (created by an older coordinator, or by hand). A folder other users may
+ * write to (world-writable or sticky, such as /tmp) is refused, not changed:
+ * they could plant files in it, and it is not the coordinator's to close.
+ */
 export async function ensureDir (dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
+  const mode = (await stat(dir)).mode
+  if ((mode & 0o1002) !== 0) throw new ConfigError(`data dir ${dir} is writable by other users (mode ${(mode & 0o7777).toString(8).padStart(4, '0')}); give the coordinator a folder of its own (it makes it mode 0700)`)
   await chmod(dir, 0o700)
 }
 

@@ -143,6 +143,16 @@ describe('item 12: the agent\'s data dir is private (0700/0600), and an existing
     expect(((await stat(dir)).mode & 0o777).toString(8)).toBe('700')
     for (const f of secrets) expect([f, ((await stat(join(dir, f))).mode & 0o777).toString(8)]).toEqual([f, '600'])
   })
+
+  it('a coordinator data dir other users may write to (mode 1777) is refused and left as it is', async () => {
+    const dir = join(tmp.path, 'coord-shared')
+    await mkdir(dir)
+    await chmod(dir, 0o1777)
+    const err = await createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent' }).start().then(() => undefined, (e: Error) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect(err?.message).toBe(`data dir ${dir} is writable by other users (mode 1777); give the coordinator a folder of its own (it makes it mode 0700)`)
+    expect(((await stat(dir)).mode & 0o7777).toString(8)).toBe('1777')
+  })
 })
 
 describe('item 10: CSV export of what a machine token posted', () => {
