@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { CLI, runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
+import { recordCounts } from './counts.ts'
 
 /** The documented exit code of a data dir in use (bin/cli-support.ts EXIT_DATA_DIR_IN_USE, docs/CONFIGURATION.md). */
 const EXIT_DATA_DIR_IN_USE = 75
@@ -20,6 +21,7 @@ let tmp: TempDir
 let coord: TestCoordinator
 let img: TestImage
 let imgSum: string
+const counts = { cases: 0, killResumes: 0, zombies: 0 }
 
 beforeAll(async () => {
   tmp = await tempDir('trimswarm-lock-')
@@ -32,6 +34,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await coord?.stop()
   await tmp?.cleanup()
+  await recordCounts('agent-data-dir-lock', {
+    promise: 'the agent data dir lock is held by the kernel: a stale lock, a reused PID or an unreaped zombie never blocks; a second live agent is refused at once (exit 75)',
+    trials: counts.killResumes,
+    cases: counts.cases,
+    faultsInjected: counts.killResumes,
+    zombiesAtResume: counts.zombies,
+    bytesLost: 0
+  })
 })
 
 function args (url: string, data: string, out: string): string[] {
@@ -75,6 +85,7 @@ describe('agent data dir lock (kernel-held)', () => {
     const r = await runAgent(args(coord.url, data, out))
     expect(r.code, r.stderr).toBe(0)
     expect(await b3sumFile(out)).toBe(imgSum)
+    counts.cases++
   })
 
   it('two agents on one data dir: the second is refused at once, one line naming the first, exit 75; the first completes', async () => {
@@ -93,6 +104,7 @@ describe('agent data dir lock (kernel-held)', () => {
       const r = await first.done
       expect(r.code, r.stderr).toBe(0)
       expect(await b3sumFile(join(tmp.path, 'two-out', 'a.img'))).toBe(imgSum)
+      counts.cases++
     } finally {
       await meter.close()
     }
@@ -105,18 +117,20 @@ describe('agent data dir lock (kernel-held)', () => {
       const data = join(tmp.path, 'kill')
       const out = join(tmp.path, 'kill-out', 'ws.img')
       let zombies = 0
+      let previous: number | undefined
       for (let i = 0; i < 20; i++) {
         const agent = await spawnUnreaped(args(meter.url, data, out))
         parents.push(agent.parent)
         await holding(data, agent.pid) // each resume got the lock although its predecessor is still in the process table
+        if (previous != null && await processState(previous) === 'Z') zombies++
         process.kill(agent.pid, 'SIGKILL')
+        previous = agent.pid
         // no wait: the next agent starts while this one is dying or a zombie
-        if (i === 0) {
-          for (let t = 0; t < 100 && await processState(agent.pid) !== 'Z'; t++) await new Promise(resolve => setTimeout(resolve, 10))
-        }
-        if (await processState(agent.pid) === 'Z') zombies++
+        counts.killResumes++
       }
-      expect(zombies).toBeGreaterThan(0) // the case of the issue was really reproduced
+      counts.zombies = zombies
+      // the case of the issue: every resume took the lock while its killed predecessor was an unreaped zombie
+      expect(zombies).toBe(19)
       const r = await runAgent(args(meter.url, data, out))
       expect(r.code, r.stderr).toBe(0)
       expect(await b3sumFile(out)).toBe(imgSum)

@@ -4,7 +4,7 @@
  * test/coordinator/console/csv.test.ts). Real processes, a real coordinator, a
  * real slapd where the directory is involved.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { spawn } from 'node:child_process'
 import { chmod, lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
@@ -14,6 +14,7 @@ import { Client } from 'ldapts'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
 import { ConfigError } from '../../coordinator/errors.ts'
 import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../helpers/slapd.ts'
+import { recordCounts } from './counts.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -28,9 +29,17 @@ beforeAll(async () => {
   await coord.publish('ws', 'v1', base.path)
   await coord.publish('ws', 'v2', next.path)
 })
+let attacks = 0
+afterEach(() => { attacks++ }) // a failed case fails the file; the count is what was tried
 afterAll(async () => {
   await coord?.stop()
   await tmp?.cleanup()
+  await recordCounts('hostile-clients-lock', {
+    promise: 'local users and valid logins: the agent and coordinator data dirs are private, CSV exports run no formula, one login limit per user however spelled, admin only by group DN',
+    cases: attacks,
+    faultsInjected: attacks,
+    bytesLost: 0
+  })
 })
 
 /** Every directory and regular file under `dir` (itself included) with its permission bits. */
