@@ -19,7 +19,7 @@ export interface LoginComponents {
   perUser: RateLimiter
   metrics: Metrics
   logger: Logger
-  clientIp: (c: Context) => string
+  clientIp: (c: Context<CoordinatorEnv>) => string
 }
 
 /** The public login route (mounted before the auth middleware). */
@@ -29,7 +29,7 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
   app.post('/v1/auth/login', async (c) => {
     const { user, password } = await readJson(c, LoginRequest)
     if (components.authenticator == null) {
-      metrics.inc('trimswarm_login_failures_total', { reason: 'unavailable' })
+      metrics.loginFailure('unavailable')
       throw new UnavailableError('no directory configured: user login needs an `ldap` section in the coordinator config (machine and admin tokens still work)')
     }
     const ip = clientIp(c)
@@ -37,7 +37,7 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
     // directory compares it, and the canonical name of the entry it found (an alias, a mail address)
     const userKeys = new Set([loginNameKey(user)])
     const limited = (wait: number): RetryAfterError => {
-      metrics.inc('trimswarm_login_failures_total', { reason: 'rate_limited' })
+      metrics.loginFailure('rate_limited')
       logger.warn('login rate limited', { ip, user })
       return new RetryAfterError(`too many login attempts; try again in ${wait} s`, wait)
     }
@@ -57,10 +57,10 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
       if (err instanceof RetryAfterError) throw err
       if (err instanceof UnauthorizedError) {
         for (const key of userKeys) perUser.hit(key)
-        metrics.inc('trimswarm_login_failures_total', { reason: 'bad_credentials' })
+        metrics.loginFailure('bad_credentials')
         logger.info('login refused', { ip, user })
       } else {
-        metrics.inc('trimswarm_login_failures_total', { reason: 'unavailable' })
+        metrics.loginFailure('unavailable')
       }
       if (err instanceof UnavailableError) {
         // the details name internal hosts and steps: they go to the log, not to an anonymous caller
@@ -71,7 +71,7 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
     }
     for (const key of userKeys) perUser.reset(key)
     const { token, expiresAt } = sessions.issue(who.user, who.groups, auth.isAdmin(who))
-    metrics.inc('trimswarm_logins_total')
+    metrics.login()
     logger.info('login', { ip, user: who.user, groups: who.groups })
     const body: LoginResponse = { token, expiresAt: expiresAt.toISOString(), user: who.user, groups: who.groups }
     return c.json(body)
