@@ -32,7 +32,7 @@ export async function lockDataDir (dataDir: string): Promise<() => Promise<void>
     await db.open()
   } catch (err) {
     if ((err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED') {
-      throw new DataDirLockedError(`data dir ${dataDir} is in use by ${await holderName(dataDir)}; stop it first, or give this agent another --data dir`, { cause: err })
+      throw new DataDirLockedError(`data dir ${dataDir} is in use by ${await holderName(dataDir)}; stop it first, or give this agent a data dir of its own`, { cause: err })
     }
     throw err
   }

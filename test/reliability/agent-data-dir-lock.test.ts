@@ -98,7 +98,7 @@ describe('agent data dir lock (kernel-held)', () => {
       const second = await runAgent(args(meter.url, data, join(tmp.path, 'two-out', 'b.img')))
       const seconds = (Date.now() - t0) / 1000
       expect(second.code, second.stderr).toBe(EXIT_DATA_DIR_IN_USE)
-      expect(second.stderr.trim().split('\n')).toEqual([`trimswarm agent sync: data dir ${data} is in use by agent process ${first.child.pid}; stop it first, or give this agent another --data dir`])
+      expect(second.stderr.trim().split('\n')).toEqual([`trimswarm agent sync: data dir ${data} is in use by agent process ${first.child.pid}; stop it first, or give this agent a data dir of its own`])
       expect(seconds).toBeLessThan(15) // start-up only: no waiting for the lock
       expect(await stat(join(tmp.path, 'two-out', 'b.img')).catch(() => null)).toBeNull()
       const r = await first.done
