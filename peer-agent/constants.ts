@@ -61,6 +61,12 @@ export const DEFAULT_SITE = 'default'
 /** Niceness set by --nice (os.setPriority; 19 is the lowest priority on Linux). */
 export const NICE_PRIORITY = 19
 
+/** Mode of the data dir and the directories under it (only the agent's user may enter). */
+export const PRIVATE_DIR_MODE = 0o700
+
+/** Mode of the files the agent writes in its data dir (only the agent's user may read them). */
+export const PRIVATE_FILE_MODE = 0o600
+
 /** Files under the agent's data dir. */
 export const DATA_FILES = {
   /** The pinned coordinator public key (JSON). */
@@ -77,6 +83,10 @@ export const DATA_FILES = {
   events: 'events.jsonl',
   /** Stable agent id. */
   agentId: 'agent-id',
+  /** The data dir lock: a level database whose LOCK file the kernel locks (fcntl) while an agent runs. */
+  lockDb: 'lock.db',
+  /** The PID of the agent holding the lock: information for the message of a refused second agent, never trusted. */
+  lockHolder: 'lock',
   /** The swarm node's libp2p private key (its peer id, to which capabilities are bound). */
   swarmKey: 'swarm-key'
 } as const
