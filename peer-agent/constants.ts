@@ -133,3 +133,6 @@ export const JSON_MAX_BYTES = 64 * 1024 * 1024
  * seconds later), at most this long (ms); then the LAN_IDLE_MS rule applies.
  */
 export const LAN_PACK_LINGER_MS = 20_000
+
+/** Tries to create the partial file (O_EXCL) when someone else keeps re-creating its name: past this, a clear error. */
+export const PARTIAL_CREATE_TRIES = 3

@@ -12,7 +12,7 @@ import { stderrLogger } from '../../peer-agent/interface.ts'
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
-import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
+import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError, PartialFileError, SyncIncompleteError } from '../../peer-agent/errors.ts'
 import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { reexecWith } from '../reexec.ts'
 
@@ -81,7 +81,8 @@ async function buildIndexInChild (dataDir: string, folders: string[]): Promise<v
 
 /** Agent failures the user can act on become CliErrors: a message and exit code 1, no stack trace. */
 export function agentCliError (err: unknown): unknown {
-  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirLockedError || err instanceof KeyPinError || err instanceof SyncIncompleteError) {
+  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirLockedError || err instanceof KeyPinError || err instanceof SyncIncompleteError ||
+    err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError) {
     return new CliError(err.message, { cause: err })
   }
   if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume', { cause: err })
