@@ -10,6 +10,7 @@
  */
 import * as dagCbor from '@ipld/dag-cbor'
 import { equals } from 'multiformats/bytes'
+import { signedMessage } from './signing.ts'
 import { SIGNATURE_ALGORITHM } from './constants.ts'
 import { ForbiddenError, InvalidSignatureError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
@@ -67,13 +68,6 @@ export class CapabilityMismatchError extends ForbiddenError {
 const context = new TextEncoder().encode(CAPABILITY_SIGNATURE_CONTEXT)
 const PEER_ID_PATTERN = /^[A-Za-z0-9]+$/
 
-function signedMessage (capabilityBytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  const msg = new Uint8Array(context.length + capabilityBytes.length)
-  msg.set(context)
-  msg.set(capabilityBytes, context.length)
-  return msg
-}
-
 function validateCapability (c: unknown): Capability {
   const fail = (why: string): never => { throw new InvalidCapabilityError(`invalid capability: ${why}`) }
   if (c == null || typeof c !== 'object' || Array.isArray(c)) fail('not a map')
@@ -94,7 +88,7 @@ export function encodeCapability (c: Capability): Uint8Array {
 /** Signs a capability with the coordinator's Ed25519 private key; returns the envelope bytes. */
 export async function signCapability (c: Capability, privateKey: CryptoKey): Promise<Uint8Array> {
   const capability = encodeCapability(c)
-  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(capability)))
+  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(context, capability)))
   const envelope: CapabilityEnvelope = { format: CAPABILITY_FORMAT, alg: SIGNATURE_ALGORITHM, capability, signature }
   return dagCbor.encode(envelope)
 }
@@ -151,7 +145,7 @@ export interface CapabilityExpectation {
  */
 export async function verifyCapability (bytes: Uint8Array, publicKey: CryptoKey, expect: CapabilityExpectation): Promise<Capability> {
   const { capability, capabilityBytes, signature } = decodeCapability(bytes)
-  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(capabilityBytes))
+  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(context, capabilityBytes))
   if (!ok) throw new InvalidSignatureError('capability signature does not verify against the coordinator key')
   const now = expect.now ?? Math.floor(Date.now() / 1000)
   if (now > capability.expires + CAPABILITY_CLOCK_SKEW_SECONDS) throw new ExpiredCapabilityError(`capability for ${capability.image}@${capability.version} expired at ${capability.expires} (now ${now})`)
