@@ -69,6 +69,8 @@ export const DATA_FILES = {
   hostIndex: 'host-index',
   /** Signed manifests of installed versions, per image. */
   manifests: 'manifests',
+  /** Per image (beside its manifests): the newest signed "latest" seen, below which the agent never moves unless told a version. */
+  latestSeen: 'latest-seen.json',
   /** Checkpoints of interrupted syncs, per image. */
   partial: 'partial',
   /** Downloaded (possibly partial) delta packs. */

@@ -26,7 +26,9 @@ import { hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import { DiskFullError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
+import { DiskFullError, DowngradeRefusedError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
+import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
+import { MAX_VERSION_POINTER_BYTES, openVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { identityOf, installPartialFile, openOutputForReading, openPartialFile, reopenOurs, type FileIdentity } from './partial-file.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
@@ -81,6 +83,8 @@ interface InstalledState {
   /** Device and inode of the file installed (decimal): a file put in its place by someone else is not "up to date". */
   dev?: string
   ino?: string
+  /** The version's publish sequence, when it was installed through the signed latest pointer. */
+  seq?: number
 }
 
 /** Checkpoint of a sync in progress. */
@@ -241,6 +245,25 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     return key
   }
 
+  /**
+   * The signed "latest" of `image`, verified with the pinned key and checked not
+   * to move back (version-guard.ts); the newest seen is stored in `imageDir`.
+   */
+  async function followLatest (image: string, pk: CryptoKey, imageDir: string, installed: InstalledState | undefined, options: AbortOptions): Promise<VersionPointer> {
+    const bytes = await client.bytes('GET', api.routes.latest(image), undefined, { ...options, maxBytes: MAX_VERSION_POINTER_BYTES })
+    const pointer = await openVersionPointer(bytes, pk, image)
+    const seenPath = join(imageDir, DATA_FILES.latestSeen)
+    const seen = await readJson<SeenPointer>(seenPath)
+    const refusal = downgradeOf(pointer, seen, installed)
+    if (refusal != null) throw new DowngradeRefusedError(refusal)
+    const next = newestSeen(pointer, seen)
+    if (next !== seen) {
+      await mkdir(imageDir, { recursive: true })
+      await writeFileAtomic(seenPath, JSON.stringify(next) + '\n')
+    }
+    return pointer
+  }
+
   async function sync (req: SyncRequest): Promise<SyncSummary> {
     const started = performance.now()
     const signal = req.signal
@@ -269,7 +292,11 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const known: Array<{ cid: string, path: string }> = []
     if (cp != null) known.push({ cid: cp.manifestCid, path: partialManifestPath })
     if (installed != null && installed.out === out) known.push({ cid: installed.manifestCid, path: join(imageDir, `${safeName(installed.version)}.manifest`) })
-    const info = await client.json('GET', api.routes.versionInfo(req.image, req.version ?? 'latest'), api.VersionInfo, undefined, { signal })
+    const pointer = req.version == null ? await followLatest(req.image, pk, imageDir, installed?.out === out ? installed : undefined, { signal }) : undefined
+    const info = await client.json('GET', api.routes.versionInfo(req.image, pointer?.version ?? req.version!), api.VersionInfo, undefined, { signal })
+    if (pointer != null && info.manifestCid !== pointer.manifestCid) {
+      throw new KeyPinError(`the coordinator lists manifest ${info.manifestCid} for ${req.image}@${pointer.version}, its signed latest names ${pointer.manifestCid}`)
+    }
     let envelope: Uint8Array | undefined
     for (const k of known) {
       if (k.cid !== info.manifestCid) continue
@@ -593,7 +620,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       await fsyncDir(dirname(out))
       await mkdir(imageDir, { recursive: true })
       await writeFileAtomic(join(imageDir, `${safeName(m.version)}.manifest`), envelope)
-      const state: InstalledState = { image: m.name, version: m.version, out, manifestCid, size: st.size, mtimeMs: st.mtimeMs, dev: String(st.dev), ino: String(st.ino) }
+      const state: InstalledState = { image: m.name, version: m.version, out, manifestCid, size: st.size, mtimeMs: st.mtimeMs, dev: String(st.dev), ino: String(st.ino), seq: pointer?.seq }
       await writeFileAtomic(statePath, JSON.stringify(state, null, 2) + '\n')
       if (installed != null && installed.version !== m.version) await rm(join(imageDir, `${safeName(installed.version)}.manifest`), { force: true })
       await rm(checkpointPath, { force: true })
