@@ -10,7 +10,7 @@
  * after kill -9 re-fetches nothing verified. When every chunk verifies the
  * temp file is fsynced and renamed over the output.
  */
-import { closeSync, fstatSync, fsyncSync, lstatSync, readSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, fsyncSync, readSync, writeSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
@@ -29,7 +29,7 @@ import type { CoordinatorClient } from './coordinator-client.ts'
 import { DiskFullError, DowngradeRefusedError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
 import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
 import { MAX_VERSION_POINTER_BYTES, openVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
-import { identityOf, installPartialFile, openOutputForReading, openPartialFile, reopenOurs, type FileIdentity } from './partial-file.ts'
+import { identityOf, installPartialFile, isInstalledFile, openOutputForReading, openPartialFile, reopenOurs, type FileIdentity } from './partial-file.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
@@ -187,10 +187,6 @@ async function readJson<T> (path: string): Promise<T | undefined> {
   }
 }
 
-function lstatIfAny (path: string): ReturnType<typeof lstatSync> | undefined {
-  try { return lstatSync(path) } catch { return undefined }
-}
-
 async function fsyncDir (dir: string): Promise<void> {
   try {
     const fh = await open(dir, 'r')
@@ -311,8 +307,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // already there?
     if (installed != null && installed.out === out && installed.manifestCid === manifestCid) {
-      const st = lstatIfAny(out)
-      if (st != null && st.isFile() && st.size === installed.size && st.mtimeMs === installed.mtimeMs && (installed.ino == null || (String(st.ino) === installed.ino && String(st.dev) === installed.dev))) {
+      if (isInstalledFile(out, installed)) {
         bytes.origin = client.receivedBytes - originAtStart
         return { ...baseSummary, upToDate: true, bytes, seconds: (performance.now() - started) / 1000, discardedBlocks: 0, discardedChunks: 0, chunksFetched: 0, blocksBySource, usedDeltaPack: false }
       }
@@ -615,12 +610,13 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       fsyncSync(fd)
       installPartialFile(fd, temp, out)
       const st = fstatSync(fd)
+      const { dev, ino } = identityOf(fd)
       closeSync(fd)
       fdOpen = false
       await fsyncDir(dirname(out))
       await mkdir(imageDir, { recursive: true })
       await writeFileAtomic(join(imageDir, `${safeName(m.version)}.manifest`), envelope)
-      const state: InstalledState = { image: m.name, version: m.version, out, manifestCid, size: st.size, mtimeMs: st.mtimeMs, dev: String(st.dev), ino: String(st.ino), seq: pointer?.seq }
+      const state: InstalledState = { image: m.name, version: m.version, out, manifestCid, size: st.size, mtimeMs: st.mtimeMs, dev, ino, seq: pointer?.seq }
       await writeFileAtomic(statePath, JSON.stringify(state, null, 2) + '\n')
       if (installed != null && installed.version !== m.version) await rm(join(imageDir, `${safeName(installed.version)}.manifest`), { force: true })
       await rm(checkpointPath, { force: true })

@@ -169,6 +169,20 @@ function lstatIfAny (path: string): BigIntStats | undefined {
 }
 
 /**
+ * Whether `path` itself (not through a symlink) is the file an earlier sync
+ * installed: a regular file with its size and mtime, and its device and inode
+ * when they were recorded.
+ */
+export function isInstalledFile (path: string, installed: { size: number, mtimeMs: number, dev?: string, ino?: string }): boolean {
+  let st
+  try { st = lstatSync(path) } catch { return false }
+  if (!st.isFile() || st.size !== installed.size || st.mtimeMs !== installed.mtimeMs) return false
+  if (installed.ino == null) return true
+  const id = lstatIfAny(path)
+  return id != null && id.dev.toString() === installed.dev && id.ino.toString() === installed.ino
+}
+
+/**
  * Opens the installed output for reading (self-seed) only when it is a regular
  * file, not through a symlink; undefined otherwise. Its blocks are still
  * re-hashed against the manifest, so a changed file costs only bytes.
