@@ -9,8 +9,7 @@
  * docs/PROTOCOL.md "Capabilities".
  */
 import * as dagCbor from '@ipld/dag-cbor'
-import { equals } from 'multiformats/bytes'
-import { signedMessage } from './signing.ts'
+import { decodeSignedEnvelope, signedMessage } from './signing.ts'
 import { SIGNATURE_ALGORITHM } from './constants.ts'
 import { ForbiddenError, InvalidSignatureError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
@@ -98,32 +97,15 @@ export async function signCapability (c: Capability, privateKey: CryptoKey): Pro
  * exact fields, canonical inner bytes). Throws InvalidCapabilityError.
  */
 export function decodeCapability (bytes: Uint8Array): { capability: Capability, capabilityBytes: Uint8Array, signature: Uint8Array } {
-  const fail = (why: string, cause?: unknown): never => { throw new InvalidCapabilityError(`invalid capability: ${why}`, { cause }) }
-  if (!(bytes instanceof Uint8Array)) fail('not bytes')
-  if (bytes.length > MAX_CAPABILITY_BYTES) fail(`${bytes.length} bytes, over the limit of ${MAX_CAPABILITY_BYTES}`)
-  let raw: unknown
-  try {
-    raw = dagCbor.decode(bytes)
-  } catch (err) {
-    fail(`not valid dag-cbor: ${(err as Error).message}`, err)
-  }
-  const e = raw as CapabilityEnvelope
-  if (e == null || typeof e !== 'object' || Array.isArray(e) || Object.keys(e).sort().join() !== 'alg,capability,format,signature') {
-    fail('envelope must be a map of exactly {format, alg, capability, signature}')
-  }
-  if (e.format !== CAPABILITY_FORMAT) fail(`unsupported format ${String(e.format)}`)
-  if (typeof e.alg !== 'string' || e.alg !== SIGNATURE_ALGORITHM) fail(`unsupported signature algorithm ${typeof e.alg === 'string' ? JSON.stringify(e.alg.slice(0, 40)) : typeof e.alg}`)
-  if (!(e.capability instanceof Uint8Array) || !(e.signature instanceof Uint8Array) || e.signature.length !== 64) fail('envelope fields have the wrong types')
-  let inner: unknown
-  try {
-    inner = dagCbor.decode(e.capability)
-  } catch (err) {
-    fail(`inner capability is not valid dag-cbor: ${(err as Error).message}`, err)
-  }
-  const capability = validateCapability(inner)
-  // One capability, one byte string: reject re-encodings so the signed bytes are the only form.
-  if (!equals(encodeCapability(capability), e.capability)) fail('inner capability is not canonical')
-  return { capability, capabilityBytes: e.capability, signature: e.signature }
+  const { value, innerBytes, signature } = decodeSignedEnvelope(bytes, {
+    field: 'capability',
+    format: CAPABILITY_FORMAT,
+    maxBytes: MAX_CAPABILITY_BYTES,
+    validate: validateCapability,
+    encode: encodeCapability,
+    fail: (why, cause) => { throw new InvalidCapabilityError(`invalid capability: ${why}`, { cause }) }
+  })
+  return { capability: value, capabilityBytes: innerBytes, signature }
 }
 
 /** What a verifier checks a capability against. */

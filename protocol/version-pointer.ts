@@ -9,11 +9,10 @@
  * docs/PROTOCOL.md "Signed version pointer".
  */
 import * as dagCbor from '@ipld/dag-cbor'
-import { equals } from 'multiformats/bytes'
 import { SIGNATURE_ALGORITHM } from './constants.ts'
 import { InvalidSignatureError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
-import { signedMessage } from './signing.ts'
+import { decodeSignedEnvelope, signedMessage } from './signing.ts'
 
 /** Domain separation for version-pointer signatures. */
 export const VERSION_POINTER_SIGNATURE_CONTEXT = 'trimswarm version pointer v1\n'
@@ -89,32 +88,15 @@ export async function signVersionPointer (p: VersionPointer, privateKey: CryptoK
  * exact fields, canonical inner bytes). Throws InvalidVersionPointerError.
  */
 export function decodeVersionPointer (bytes: Uint8Array): { pointer: VersionPointer, pointerBytes: Uint8Array, signature: Uint8Array } {
-  const fail = (why: string, cause?: unknown): never => { throw new InvalidVersionPointerError(`invalid version pointer: ${why}`, { cause }) }
-  if (!(bytes instanceof Uint8Array)) fail('not bytes')
-  if (bytes.length > MAX_VERSION_POINTER_BYTES) fail(`${bytes.length} bytes, over the limit of ${MAX_VERSION_POINTER_BYTES}`)
-  let raw: unknown
-  try {
-    raw = dagCbor.decode(bytes)
-  } catch (err) {
-    fail(`not valid dag-cbor: ${(err as Error).message}`, err)
-  }
-  const e = raw as PointerEnvelope
-  if (e == null || typeof e !== 'object' || Array.isArray(e) || Object.keys(e).sort().join() !== 'alg,format,pointer,signature') {
-    fail('envelope must be a map of exactly {format, alg, pointer, signature}')
-  }
-  if (e.format !== VERSION_POINTER_FORMAT) fail(`unsupported format ${String(e.format)}`)
-  if (typeof e.alg !== 'string' || e.alg !== SIGNATURE_ALGORITHM) fail(`unsupported signature algorithm ${typeof e.alg === 'string' ? JSON.stringify(e.alg.slice(0, 40)) : typeof e.alg}`)
-  if (!(e.pointer instanceof Uint8Array) || !(e.signature instanceof Uint8Array) || e.signature.length !== 64) fail('envelope fields have the wrong types')
-  let inner: unknown
-  try {
-    inner = dagCbor.decode(e.pointer)
-  } catch (err) {
-    fail(`inner pointer is not valid dag-cbor: ${(err as Error).message}`, err)
-  }
-  const pointer = validatePointer(inner)
-  // One pointer, one byte string: reject re-encodings so the signed bytes are the only form.
-  if (!equals(encodeVersionPointer(pointer), e.pointer)) fail('inner pointer is not canonical')
-  return { pointer, pointerBytes: e.pointer, signature: e.signature }
+  const { value, innerBytes, signature } = decodeSignedEnvelope(bytes, {
+    field: 'pointer',
+    format: VERSION_POINTER_FORMAT,
+    maxBytes: MAX_VERSION_POINTER_BYTES,
+    validate: validatePointer,
+    encode: encodeVersionPointer,
+    fail: (why, cause) => { throw new InvalidVersionPointerError(`invalid version pointer: ${why}`, { cause }) }
+  })
+  return { pointer: value, pointerBytes: innerBytes, signature }
 }
 
 /**
