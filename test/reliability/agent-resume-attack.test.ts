@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lstat, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { b3sumFile, makeTestImage, seededBytes, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -67,45 +67,46 @@ async function killMidSync (data: string, out: string): Promise<void> {
   expect(await verifiedInCheckpoint(data)).toBeGreaterThan(0)
 }
 
+/**
+ * Kills a sync into `name`-out/ws.img mid-way, lets `attack` do what it wants with the partial
+ * file, runs the sync again: it must succeed with a regular output file holding the published image.
+ */
+async function attackPartial (name: string, attack: (partial: string, dir: string) => Promise<void>): Promise<AgentRun> {
+  const data = join(tmp.path, `${name}-data`)
+  const dir = join(tmp.path, `${name}-out`)
+  const out = join(dir, 'ws.img')
+  await killMidSync(data, out)
+  await attack(join(dir, '.ws.img.trimswarm-partial'), dir)
+  const r = await runAgent(args(coord.url, data, out))
+  expect(r.code, r.stderr).toBe(0)
+  expect((await lstat(out)).isFile()).toBe(true)
+  expect(await b3sumFile(out)).toBe(imgSum)
+  return r
+}
+
 describe('resume against a local user who can write the output folder', () => {
   it('partial file replaced by a symlink to another file: that file is untouched, the output is a regular file with the right bytes', async () => {
-    const data = join(tmp.path, 'sym-data')
-    const dir = join(tmp.path, 'sym-out')
-    const out = join(dir, 'ws.img')
-    await killMidSync(data, out)
-    const partial = join(dir, '.ws.img.trimswarm-partial')
     // the victim: same size as the image, so a size check alone accepts it
     const victim = join(tmp.path, 'victim.bin')
     await writeFile(victim, seededBytes(5, img.size))
     const victimSum = await b3sumFile(victim)
-    await rm(partial)
-    await symlink(victim, partial)
-
-    const r = await runAgent(args(coord.url, data, out))
-    expect(r.code, r.stderr).toBe(0)
+    const r = await attackPartial('sym', async (partial) => {
+      await rm(partial)
+      await symlink(victim, partial)
+    })
     expect(await b3sumFile(victim)).toBe(victimSum)
-    expect((await lstat(out)).isFile()).toBe(true)
-    expect(await b3sumFile(out)).toBe(imgSum)
     expect(r.stderr).toMatch(/not a regular file|not the one this agent wrote/)
   })
 
   it('partial file replaced by a same-size file with bits flipped in verified chunks: the output is still the published image', async () => {
-    const data = join(tmp.path, 'flip-data')
-    const dir = join(tmp.path, 'flip-out')
-    const out = join(dir, 'ws.img')
-    await killMidSync(data, out)
-    const partial = join(dir, '.ws.img.trimswarm-partial')
-    const bytes = new Uint8Array(await readFile(partial))
-    expect(bytes.length).toBe(img.size)
-    for (let i = 0; i < bytes.length; i += 4096) bytes[i] ^= 0x5a // one byte of every block, verified or not
-    const forged = join(dir, 'forged.tmp')
-    await writeFile(forged, bytes)
-    await rename(forged, partial)
-
-    const r = await runAgent(args(coord.url, data, out))
-    expect(r.code, r.stderr).toBe(0)
-    expect((await lstat(out)).isFile()).toBe(true)
-    expect(await b3sumFile(out)).toBe(imgSum)
+    await attackPartial('flip', async (partial, dir) => {
+      const bytes = new Uint8Array(await readFile(partial))
+      expect(bytes.length).toBe(img.size)
+      for (let i = 0; i < bytes.length; i += 4096) bytes[i] ^= 0x5a // one byte of every block, verified or not
+      const forged = join(dir, 'forged.tmp')
+      await writeFile(forged, bytes)
+      await rename(forged, partial)
+    })
   })
 
   it('output moved aside and replaced by a symlink to it: the next sync does not call that up to date, nor write through it', async () => {
