@@ -9,7 +9,7 @@
  * docs/PROTOCOL.md "Capabilities".
  */
 import * as dagCbor from '@ipld/dag-cbor'
-import { decodeSignedEnvelope, signedMessage } from './signing.ts'
+import { decodeSignedEnvelope, signedMessage, signEnvelope } from './signing.ts'
 import { SIGNATURE_ALGORITHM } from './constants.ts'
 import { ForbiddenError, InvalidSignatureError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
@@ -37,13 +37,6 @@ export interface Capability {
   peer: string
   /** Unix time in seconds after which it is no longer valid. */
   expires: number
-}
-
-interface CapabilityEnvelope {
-  format: number
-  alg: string
-  capability: Uint8Array
-  signature: Uint8Array
 }
 
 /** A capability that does not decode (wrong shape, types, size or names). */
@@ -87,9 +80,7 @@ export function encodeCapability (c: Capability): Uint8Array {
 /** Signs a capability with the coordinator's Ed25519 private key; returns the envelope bytes. */
 export async function signCapability (c: Capability, privateKey: CryptoKey): Promise<Uint8Array> {
   const capability = encodeCapability(c)
-  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(context, capability)))
-  const envelope: CapabilityEnvelope = { format: CAPABILITY_FORMAT, alg: SIGNATURE_ALGORITHM, capability, signature }
-  return dagCbor.encode(envelope)
+  return await signEnvelope('capability', CAPABILITY_FORMAT, context, capability, privateKey)
 }
 
 /**

@@ -65,3 +65,9 @@ export function decodeSignedEnvelope<T> (bytes: unknown, spec: SignedEnvelopeSpe
   if (!equals(spec.encode(value), innerBytes as Uint8Array)) fail(`inner ${field} is not canonical`)
   return { value, innerBytes: innerBytes as Uint8Array, signature: signature as Uint8Array }
 }
+
+/** Signs `innerBytes` (after `context`) and wraps them as `{ format, alg, <field>, signature }` dag-cbor. */
+export async function signEnvelope (field: string, format: number, context: Uint8Array, innerBytes: Uint8Array, privateKey: CryptoKey): Promise<Uint8Array> {
+  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(context, innerBytes)))
+  return dagCbor.encode({ format, alg: SIGNATURE_ALGORITHM, [field]: innerBytes, signature })
+}

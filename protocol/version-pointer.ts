@@ -12,7 +12,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { SIGNATURE_ALGORITHM } from './constants.ts'
 import { InvalidSignatureError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
-import { decodeSignedEnvelope, signedMessage } from './signing.ts'
+import { decodeSignedEnvelope, signedMessage, signEnvelope } from './signing.ts'
 
 /** Domain separation for version-pointer signatures. */
 export const VERSION_POINTER_SIGNATURE_CONTEXT = 'trimswarm version pointer v1\n'
@@ -39,13 +39,6 @@ export interface VersionPointer {
   seq: number
   /** Unix seconds at which the coordinator signed the pointer. */
   time: number
-}
-
-interface PointerEnvelope {
-  format: number
-  alg: string
-  pointer: Uint8Array
-  signature: Uint8Array
 }
 
 /** A version pointer that does not decode (wrong shape, types, size or names). */
@@ -78,9 +71,7 @@ export function encodeVersionPointer (p: VersionPointer): Uint8Array {
 /** Signs a pointer with the coordinator's Ed25519 private key; returns the envelope bytes. */
 export async function signVersionPointer (p: VersionPointer, privateKey: CryptoKey): Promise<Uint8Array> {
   const pointer = encodeVersionPointer(p)
-  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(context, pointer)))
-  const envelope: PointerEnvelope = { format: VERSION_POINTER_FORMAT, alg: SIGNATURE_ALGORITHM, pointer, signature }
-  return dagCbor.encode(envelope)
+  return await signEnvelope('pointer', VERSION_POINTER_FORMAT, context, pointer, privateKey)
 }
 
 /**
