@@ -242,15 +242,16 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   }
 
   /**
-   * The signed "latest" of `image`, verified with the pinned key and checked not
-   * to move back (version-guard.ts); the newest seen is stored in `imageDir`.
+   * The signed "latest" of `image`, verified with the pinned key and, unless the
+   * user named a version (`explicit`), checked not to move back
+   * (version-guard.ts); the newest seen is stored in `imageDir`.
    */
-  async function followLatest (image: string, pk: CryptoKey, imageDir: string, installed: InstalledState | undefined, options: AbortOptions): Promise<VersionPointer> {
+  async function followLatest (image: string, pk: CryptoKey, imageDir: string, installed: InstalledState | undefined, explicit: boolean, options: AbortOptions): Promise<VersionPointer> {
     const bytes = await client.bytes('GET', api.routes.latest(image), undefined, { ...options, maxBytes: MAX_VERSION_POINTER_BYTES })
     const pointer = await openVersionPointer(bytes, pk, image)
     const seenPath = join(imageDir, DATA_FILES.latestSeen)
     const seen = await readJson<SeenPointer>(seenPath)
-    const refusal = downgradeOf(pointer, seen, installed)
+    const refusal = explicit ? undefined : downgradeOf(pointer, seen, installed)
     if (refusal != null) throw new DowngradeRefusedError(refusal)
     const next = newestSeen(pointer, seen)
     if (next !== seen) {
@@ -288,7 +289,16 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const known: Array<{ cid: string, path: string }> = []
     if (cp != null) known.push({ cid: cp.manifestCid, path: partialManifestPath })
     if (installed != null && installed.out === out) known.push({ cid: installed.manifestCid, path: join(imageDir, `${safeName(installed.version)}.manifest`) })
-    const pointer = req.version == null ? await followLatest(req.image, pk, imageDir, installed?.out === out ? installed : undefined, { signal }) : undefined
+    const installedHere = installed?.out === out ? installed : undefined
+    const pointer = req.version == null ? await followLatest(req.image, pk, imageDir, installedHere, false, { signal }) : undefined
+    if (req.version != null) {
+      // a named version is installed as asked; the signed latest is still learnt (best effort), so a later
+      // unnamed sync cannot be moved below what the coordinator announced by then
+      await followLatest(req.image, pk, imageDir, installedHere, true, { signal }).catch((err: Error) => {
+        if (signal?.aborted === true) throw err
+        logger.info(`the coordinator's signed latest of ${req.image} is unavailable (${err.message}); installing ${req.version} as asked`)
+      })
+    }
     const info = await client.json('GET', api.routes.versionInfo(req.image, pointer?.version ?? req.version!), api.VersionInfo, undefined, { signal })
     if (pointer != null && info.manifestCid !== pointer.manifestCid) {
       throw new KeyPinError(`the coordinator lists manifest ${info.manifestCid} for ${req.image}@${pointer.version}, its signed latest names ${pointer.manifestCid}`)

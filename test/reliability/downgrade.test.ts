@@ -133,6 +133,22 @@ describe('downgrade through the unsigned or a replayed "latest"', () => {
     }
   })
 
+  it('an agent that installed v2 by name (ws@v2, nothing seen before) is not moved back by the replay either', async () => {
+    const named = join(tmp.path, 'named-data')
+    const namedOut = join(tmp.path, 'named', 'ws.img')
+    const first = await runAgent(args(coord.url, named, namedOut, 'ws@v2'))
+    expect(first.code, first.stderr).toBe(0)
+    const mitm = await replayV1()
+    try {
+      const r = await runAgent(args(mitm.url, named, namedOut))
+      expect(r.code).not.toBe(0)
+      expect(r.stderr).toMatch(/refusing to move back/)
+      expect(await b3sumFile(namedOut)).toBe(v2Sum)
+    } finally {
+      await mitm.close()
+    }
+  })
+
   it('a retired version is never latest: the signed pointer names the newest version not retired', async () => {
     const res = await fetch(`${coord.url}/v1/images/ws/versions/v2/retire`, { method: 'POST', headers: { authorization: `Bearer ${coord.coordinator.adminToken}` } })
     expect(res.status).toBe(200)
