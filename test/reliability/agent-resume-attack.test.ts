@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lstat, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { b3sumFile, makeTestImage, seededBytes, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { recordCounts } from './counts.ts'
 import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
 
 let tmp: TempDir
@@ -32,9 +33,18 @@ beforeAll(async () => {
   if (r.code !== 0) throw new Error(r.stderr)
 })
 
+/** Attacks whose test passed: the output was the published image, the other file untouched. */
+let attacksHeld = 0
+
 afterAll(async () => {
   await coord?.stop()
   await tmp?.cleanup()
+  await recordCounts('agent-resume-attack', {
+    promise: 'a local user who can write the output folder cannot make a resumed sync write another file, install a symlink, or install a mix (kill -9, then the partial file or output replaced)',
+    trials: attacksHeld,
+    faultsInjected: attacksHeld,
+    bytesLost: 0
+  })
 })
 
 function args (url: string, data: string, out: string): string[] {
@@ -81,6 +91,7 @@ async function attackPartial (name: string, attack: (partial: string, dir: strin
   expect(r.code, r.stderr).toBe(0)
   expect((await lstat(out)).isFile()).toBe(true)
   expect(await b3sumFile(out)).toBe(imgSum)
+  attacksHeld++
   return r
 }
 
@@ -126,5 +137,6 @@ describe('resume against a local user who can write the output folder', () => {
     expect((await lstat(out)).isFile()).toBe(true)
     expect((await lstat(out)).ino).not.toBe(asideIno)
     expect(await b3sumFile(out)).toBe(imgSum)
+    attacksHeld++
   })
 })

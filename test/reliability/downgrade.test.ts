@@ -11,6 +11,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { recordCounts } from './counts.ts'
 import { runAgent, spawnAgent, startTamperingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
 import { decodeVersionPointer, signVersionPointer } from '../../protocol/version-pointer.ts'
 
@@ -42,9 +43,18 @@ beforeAll(async () => {
   await coord.publish('ws', 'v2', v2.path)
 })
 
+/** Downgrade attempts refused with v2 kept. */
+let refused = 0
+
 afterAll(async () => {
   await coord?.stop()
   await tmp?.cleanup()
+  await recordCounts('downgrade', {
+    promise: 'a man in the middle replaying or forging "latest" cannot move an agent (sync or daemon) from v2 to v1; a named version still installs',
+    cases: refused,
+    faultsInjected: refused,
+    bytesLost: 0
+  })
 })
 
 function args (url: string, data: string, out: string, image = 'ws'): string[] {
@@ -79,6 +89,7 @@ describe('downgrade through the unsigned or a replayed "latest"', () => {
       expect(r.stderr).toMatch(/latest version of ws is v1 .*older than v2.*refusing to move back.*ws@v1/)
       expect(r.stderr).not.toMatch(/\n\s+at /) // no stack trace
       expect(await b3sumFile(out())).toBe(v2Sum)
+      refused++
     } finally {
       await mitm.close()
     }
@@ -94,6 +105,7 @@ describe('downgrade through the unsigned or a replayed "latest"', () => {
       expect(r.code).not.toBe(0)
       expect(r.stderr).toMatch(/version pointer signature does not verify/)
       expect(await b3sumFile(out())).toBe(v2Sum)
+      refused++
     } finally {
       await mitm.close()
     }
@@ -113,6 +125,7 @@ describe('downgrade through the unsigned or a replayed "latest"', () => {
       await done
       expect(stderr).toMatch(/refusing to move back/)
       expect(await b3sumFile(out())).toBe(v2Sum)
+      refused++
     } finally {
       await mitm.close()
     }
@@ -144,6 +157,7 @@ describe('downgrade through the unsigned or a replayed "latest"', () => {
       expect(r.code).not.toBe(0)
       expect(r.stderr).toMatch(/refusing to move back/)
       expect(await b3sumFile(namedOut)).toBe(v2Sum)
+      refused++
     } finally {
       await mitm.close()
     }
@@ -159,6 +173,7 @@ describe('downgrade through the unsigned or a replayed "latest"', () => {
     expect(r.code).not.toBe(0)
     expect(r.stderr).toMatch(/refusing to move back/)
     expect(await b3sumFile(out())).toBe(v2Sum)
+    refused++
     // a fresh agent takes v1, the only current version
     const fresh = await runAgent(args(coord.url, join(tmp.path, 'fresh-data'), join(tmp.path, 'fresh', 'ws.img')))
     expect(fresh.code, fresh.stderr).toBe(0)
