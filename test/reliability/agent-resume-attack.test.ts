@@ -63,17 +63,18 @@ async function verifiedInCheckpoint (data: string): Promise<number> {
   }
 }
 
-/** Starts a paced sync into `out` and kills it with SIGKILL once a checkpoint vouches for some chunks. */
-async function killMidSync (data: string, out: string): Promise<void> {
+/** Starts a paced sync into `out` and stops it with `signal` (SIGKILL by default) once a checkpoint vouches for some chunks. */
+async function killMidSync (data: string, out: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   // about 8 s for the whole transfer: the first checkpoint (2 s) lands well before the end
   const meter = await startCountingProxy(coord.url, { rate: Math.round(cleanBytes / 8) })
   const { child, done } = spawnAgent(args(meter.url, data, out))
   const deadline = Date.now() + 30_000
   while (await verifiedInCheckpoint(data) === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
-  child.kill('SIGKILL')
+  child.kill(signal)
   const killed = await done
   await meter.close()
-  expect(killed.signal, `the agent finished before the kill: ${killed.stderr}`).toBe('SIGKILL')
+  if (signal === 'SIGKILL') expect(killed.signal, `the agent finished before the kill: ${killed.stderr}`).toBe('SIGKILL')
+  else expect(killed.stderr).toMatch(/interrupted/)
   expect(await verifiedInCheckpoint(data)).toBeGreaterThan(0)
 }
 
@@ -118,6 +119,25 @@ describe('resume against a local user who can write the output folder', () => {
       await writeFile(forged, bytes)
       await rename(forged, partial)
     })
+  })
+
+  it('a clean stop (SIGINT) keeps the verified bitmap: the resume trusts it, only a kill -9 makes it hash the partial file again', async () => {
+    const data = join(tmp.path, 'int-data')
+    const out = join(tmp.path, 'int-out', 'ws.img')
+    await killMidSync(data, out, 'SIGINT')
+    // --verbose: the info lines (the one saying it hashes again) go to stderr despite --json
+    const r = await runAgent([...args(coord.url, data, out), '--verbose'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).not.toMatch(/hashing every chunk of it again|starting it afresh/)
+    expect(await b3sumFile(out)).toBe(imgSum)
+    // and after kill -9 the same resume says it hashes again
+    const data2 = join(tmp.path, 'kill-data')
+    const out2 = join(tmp.path, 'kill-out', 'ws.img')
+    await killMidSync(data2, out2)
+    const r2 = await runAgent([...args(coord.url, data2, out2), '--verbose'])
+    expect(r2.code, r2.stderr).toBe(0)
+    expect(r2.stderr).toMatch(/hashing every chunk of it again/)
+    expect(await b3sumFile(out2)).toBe(imgSum)
   })
 
   it('output moved aside and replaced by a symlink to it: the next sync does not call that up to date, nor write through it', async () => {
