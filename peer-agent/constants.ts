@@ -138,3 +138,10 @@ export const LAN_PACK_LINGER_MS = 20_000
 
 /** Tries to create the partial file (O_EXCL) when someone else keeps re-creating its name: past this, a clear error. */
 export const PARTIAL_CREATE_TRIES = 3
+
+/**
+ * prom-client's default metrics that `promtool check metrics` refuses (gauges
+ * named `_total`); they are dropped: the same counts are in
+ * nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+ */
+export const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
