@@ -25,7 +25,10 @@ export const DATA_DIR_TOO_NEW_EXIT = 65
 export class DataDirTooNewError extends CliError {
   static override name = 'DataDirTooNewError'
   override name = 'DataDirTooNewError'
-  override exitCode = DATA_DIR_TOO_NEW_EXIT
+
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, { ...options, exitCode: DATA_DIR_TOO_NEW_EXIT })
+  }
 }
 
 /** One migration: brings a dir of format `from` to `from + 1`. */
@@ -90,7 +93,8 @@ export async function openDataDir (dir: string, spec: DataFormat): Promise<Opene
 }
 
 async function writeFormat (dir: string, format: number): Promise<void> {
-  await writeFileAtomic(join(dir, DATA_FORMAT_FILE), new TextEncoder().encode(JSON.stringify({ format, writtenBy: `trimswarm ${TRIMSWARM_VERSION}` }) + '\n'))
+  // 0600 like every other file of both data dirs
+  await writeFileAtomic(join(dir, DATA_FORMAT_FILE), new TextEncoder().encode(JSON.stringify({ format, writtenBy: `trimswarm ${TRIMSWARM_VERSION}` }) + '\n'), 0o600)
 }
 
 /** Format 0 (no format file) has the layout of format 1: the step only records the format. */

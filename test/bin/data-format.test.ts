@@ -8,7 +8,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync } from 'node:fs'
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -50,6 +50,8 @@ describe('openDataDir', () => {
     const dir = join(await newDir(), 'coord')
     expect(await openDataDir(dir, COORDINATOR_DATA)).toEqual({ from: undefined, to: 1 })
     expect(await formatOf(dir)).toBe(1)
+    expect((await stat(dir)).mode & 0o777).toBe(0o700)
+    expect((await stat(join(dir, DATA_FORMAT_FILE))).mode & 0o777).toBe(0o600)
     expect(await openDataDir(dir, COORDINATOR_DATA)).toEqual({ from: 1, to: 1 })
   })
 
@@ -77,7 +79,7 @@ describe('openDataDir', () => {
 })
 
 describe('the CLI and a newer data dir', () => {
-  it('coordinator, coordinator fsck, agent sync and agent index exit 65 with one line, opening nothing', async () => {
+  it('coordinator, coordinator fsck, agent sync and agent index exit 65 with one line, opening nothing but the agent\'s lock', async () => {
     const dir = await newDir()
     await writeFile(join(dir, DATA_FORMAT_FILE), JSON.stringify({ format: 99 }))
     await mkdir(join(dir, 'meta'))
@@ -92,7 +94,8 @@ describe('the CLI and a newer data dir', () => {
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(65)
       expect(r.stderr).toMatch(/^trimswarm (coordinator|agent)[a-z ]*: .* data dir of format 99; this is trimswarm .*"Roll back"\)\n$/)
     }
-    expect(readdirSync(dir).sort()).toEqual([DATA_FORMAT_FILE, 'meta'])
+    // the agent takes its data dir lock first (the check and a migration run under it): lock.db/ and lock
+    expect(readdirSync(dir).filter(n => n !== 'lock.db' && n !== 'lock').sort()).toEqual([DATA_FORMAT_FILE, 'meta'])
     expect(readdirSync(join(dir, 'meta'))).toEqual([])
   })
 })
