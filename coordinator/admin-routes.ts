@@ -1,28 +1,40 @@
-/** Admin API: machine tokens (/v1/tokens) and group policies (/v1/policies). Admin principal only. */
+/** Admin API: machine tokens (/v1/tokens), group policies (/v1/policies), the image list and storage gc (/v1/admin/*). Admin principal only. */
 import { Hono } from 'hono'
 import { Policy, TokenCreateRequest, type TokenCreateResponse } from '../protocol/api.ts'
-import type { TokenList } from '../protocol/api-admin.ts'
+import { GcRequest, type AdminImageList, type GcReport, type TokenList } from '../protocol/api-admin.ts'
 import { NotFoundError, ValidationError } from '../protocol/errors.ts'
 import { assertAdmin } from './access.ts'
+import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import type { PolicyStore } from './policy-store.ts'
 import { nameParam, readJson } from './request-body.ts'
+import type { StorageGc } from './storage-gc.ts'
 import type { TokenStore } from './token-store.ts'
 
 /** What the admin routes depend on. */
 export interface AdminComponents {
   tokens: TokenStore
   policies: PolicyStore
+  images: ImageService
+  storageGc: StorageGc
 }
 
 /** Routes of the admin API (behind the auth middleware). */
 export function createAdminRoutes (components: AdminComponents): Hono<CoordinatorEnv> {
-  const { tokens, policies } = components
+  const { tokens, policies, images, storageGc } = components
   const app = new Hono<CoordinatorEnv>()
   app.use('/v1/tokens', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/tokens/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/policies', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/policies/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+  app.use('/v1/admin/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+
+  app.get('/v1/admin/images', async (c) => c.json(await images.adminImages() satisfies AdminImageList))
+  app.post('/v1/admin/gc', async (c) => {
+    const req = await readJson(c, GcRequest)
+    // not bound to the request: a client that gives up waiting does not cut a run short (it is safe either way)
+    return c.json(await storageGc.run({ dryRun: req.dryRun === true }) satisfies GcReport)
+  })
 
   app.post('/v1/tokens', async (c) => {
     const req = await readJson(c, TokenCreateRequest)

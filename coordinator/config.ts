@@ -46,6 +46,10 @@ export const CoordinatorConfigSchema = object({
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
   images: optional(anyObject()),
+  storageGc: optional(object({
+    intervalSeconds: optional(integer({ min: 0, max: 365 * 86_400 })),
+    graceSeconds: optional(integer({ min: 0, max: 365 * 86_400 }))
+  })),
   console: optional(object({
     refreshMs: optional(integer({ min: 100, max: 3_600_000 })),
     sampleMs: optional(integer({ min: 100, max: 3_600_000 })),

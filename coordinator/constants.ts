@@ -213,3 +213,18 @@ export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
 
 /** Directory groups whose members are admins (console and admin API) when the config names none; `"adminGroups": []` turns it off. */
 export const DEFAULT_ADMIN_GROUPS: readonly string[] = ['trimswarm-admins']
+
+// --- storage gc (coordinator/storage-gc.ts) ---
+
+/**
+ * Automatic storage gc runs this often (seconds; 0 = off, run `trimswarm image gc` by hand). Daily: retiring is
+ * rare, and a day's delay before the disk shrinks costs nothing next to deleting during a busy hour.
+ */
+export const DEFAULT_GC_INTERVAL_SECONDS = 86_400
+
+/**
+ * Unused chunks stored (uploaded, or found present by a publish's missing-chunks check) less than this many seconds
+ * ago are kept: the chunks of a publish in progress are in no version until its commit. A day covers the upload of
+ * the largest image over a slow link; a coordinator restart mid-publish does not shorten it (the time is the chunk's).
+ */
+export const DEFAULT_GC_GRACE_SECONDS = 86_400

@@ -52,6 +52,7 @@ import { bodyLimit } from './request-body.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createTokenStore } from './token-store.ts'
+import { createStorageGc } from './storage-gc.ts'
 
 /** Options of createCoordinator. */
 export interface CoordinatorInit {
@@ -266,6 +267,9 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
     cleanups.push(async () => { await images.stop() })
+    const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
+    storageGc.start()
+    cleanups.push(async () => { await storageGc.stop() })
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
     const perUser = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxFailuresPerUser ?? DEFAULT_LOGIN_MAX_FAILURES_PER_USER })
@@ -302,7 +306,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
     app.use('*', requestLog(logger, metrics, inFlight))
     app.use('*', bodyLimit(maxBody))
-    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
+    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/admin/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
 
     app.get('/healthz', (c) => c.json({ ok: true }))
     app.get('/metrics', (c) => c.text(metrics.render(flattenStats('trimswarm_image', images.stats(), processMemory())), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }))
@@ -316,7 +320,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.route('/', adminConsole.app)
     app.use('/v1/*', auth.middleware)
     app.route('/', createMeRoutes())
-    app.route('/', createAdminRoutes({ tokens, policies }))
+    app.route('/', createAdminRoutes({ tokens, policies, images, storageGc }))
     app.route('/', createEventRoutes({ events, metrics }))
     app.route('/', createImageRoutes(images))
     app.route('/', createSwarmRoutes({ db, signer, logger }))
