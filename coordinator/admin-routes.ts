@@ -33,7 +33,7 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
   app.post('/v1/admin/gc', async (c) => {
     const req = await readJson(c, GcRequest)
     // not bound to the request: a client that gives up waiting does not cut a run short (it is safe either way)
-    return c.json(await storageGc.run({ dryRun: req.dryRun === true }) satisfies GcReport)
+    return c.json(await storageGc.run({ dryRun: req.dryRun }) satisfies GcReport)
   })
 
   app.post('/v1/tokens', async (c) => {

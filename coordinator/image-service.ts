@@ -225,10 +225,11 @@ function versionSublevels (db: Level<string, any>): { versions: any, envelopes: 
   }
 }
 
-/** Every stored version with its manifest (for fsck; the coordinator must be stopped). */
+/** Every stored version with its manifest, but those storage gc collected (their chunks are gone on purpose); for fsck, the coordinator must be stopped. */
 export async function * storedVersions (db: Level<string, any>): AsyncGenerator<StoredVersion> {
   const { versions, envelopes } = versionSublevels(db)
   for await (const [key, rec] of versions.iterator() as AsyncIterable<[string, VersionRecord]>) {
+    if (rec.collected === true) continue
     const envelope = await envelopes.get(key)
     if (envelope == null) throw new NotFoundError(`version ${key} has no stored manifest`)
     yield { image: rec.info.image, version: rec.info.version, manifest: decodeManifest(decodeEnvelope(envelope).manifest), incomplete: rec.incomplete === true }

@@ -83,8 +83,8 @@ export const AdminImageList = object({
 })
 export type AdminImageList = Infer<typeof AdminImageList>
 
-/** POST /v1/admin/gc: delete chunks and delta packs no live version uses; `dryRun` only counts. */
-export const GcRequest = object({ dryRun: optional(boolean()) })
+/** POST /v1/admin/gc: delete chunks and delta packs no live version uses; `dryRun: true` only counts. Required, so a stray `{}` deletes nothing. */
+export const GcRequest = object({ dryRun: boolean() })
 export type GcRequest = Infer<typeof GcRequest>
 
 /** What a storage gc found and freed. */

@@ -182,11 +182,12 @@ describe('storage gc', () => {
     expect(await storedHex(hh.dataDir)).toEqual(hexSet(v1))
   })
 
-  it('refuses a gc body with unknown fields (400); a machine token gets 403 from gc and the admin image list', async () => {
+  it('refuses a gc body with unknown fields or without dryRun (400); a machine token gets 403 from gc and the admin image list', async () => {
     h = await startImageHarness(join(dir.path, 'c4'), {}, { storageGc: { intervalSeconds: 0, graceSeconds: 0 } })
-    const bad = await h.fetch(api.routes.gc, h.tokens.admin, { method: 'POST', body: JSON.stringify({ dryRun: true, force: 1 }), headers: { 'content-type': 'application/json' } })
-    expect(bad.status).toBe(400)
-    expect((await h.fetch(api.routes.gc, h.tokens.desk, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } })).status).toBe(403)
+    for (const body of ['{}', JSON.stringify({ dryRun: true, force: 1 }), JSON.stringify({ dryRun: 'no' })]) {
+      expect((await h.fetch(api.routes.gc, h.tokens.admin, { method: 'POST', body, headers: { 'content-type': 'application/json' } })).status).toBe(400)
+    }
+    expect((await h.fetch(api.routes.gc, h.tokens.desk, { method: 'POST', body: '{"dryRun":false}', headers: { 'content-type': 'application/json' } })).status).toBe(403)
     expect((await h.fetch(api.routes.adminImages, h.tokens.desk)).status).toBe(403)
   })
 })
