@@ -78,6 +78,9 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
   const agents = components.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
   const reports = components.db.sublevel<string, Aggregate>('reports', { valueEncoding: 'json' })
   const aggregates = new Map<string, Aggregate>()
+  // Events are keyed by arrival, one millisecond each, strictly increasing: a batch (an agent's queue
+  // flushed at once) would otherwise share one time and list in id order, not newest first.
+  let lastKeyMs = 0
   // one writer at a time: aggregates are read-modify-write
   let queue: Promise<unknown> = Promise.resolve()
   const serial = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -97,6 +100,7 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
 
   return {
     async start () {
+      for await (const k of events.keys({ reverse: true, limit: 1 })) lastKeyMs = Number(k.slice(0, 15))
       aggregates.clear()
       for await (const [k, a] of reports.iterator()) aggregates.set(k, a)
     },
@@ -115,12 +119,15 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
         let accepted = 0
         let duplicates = 0
         const byType: Record<string, number> = {}
-        for (const [i, ev] of batch.entries()) {
+        // oldest first within the batch, so the newest event gets the last key
+        const order = batch.map((ev, i) => ({ ev, i })).sort((a, b) => (Date.parse(a.ev.time) || 0) - (Date.parse(b.ev.time) || 0))
+        for (const { ev, i } of order) {
           if (known[i] != null || seen.has(ev.id)) { duplicates++; continue }
           seen.add(ev.id)
           accepted++
           byType[ev.type] = (byType[ev.type] ?? 0) + 1
-          const key = timeKey(receivedMs, ev.id)
+          lastKeyMs = Math.max(receivedMs, lastKeyMs + 1)
+          const key = timeKey(lastKeyMs, ev.id)
           ops.push({ type: 'put', sublevel: events, key, value: { event: ev, receivedAt, postedBy } })
           ops.push({ type: 'put', sublevel: ids, key: ev.id, value: key })
 
@@ -129,7 +136,8 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           agentCache.set(ev.agent, rec)
           rec.site = ev.site
           rec.lastSeen = receivedAt
-          if (ev.peerId != null) rec.peerId = ev.peerId
+          // a peer.banned event names the banned peer, not the agent
+          if (ev.peerId != null && ev.type !== 'peer.banned') rec.peerId = ev.peerId
           if (ev.servedBytes != null && (rec.servedAt == null || Date.parse(ev.time) >= Date.parse(rec.servedAt))) {
             rec.servedBytes = ev.servedBytes
             rec.servedAt = ev.time
