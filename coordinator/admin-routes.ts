@@ -2,12 +2,12 @@
 import { Hono } from 'hono'
 import { Policy, TokenCreateRequest, type TokenCreateResponse } from '../protocol/api.ts'
 import { GcRequest, type AdminImageList, type GcReport, type TokenList } from '../protocol/api-admin.ts'
-import { NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { NotFoundError } from '../protocol/errors.ts'
 import { assertAdmin } from './access.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import type { PolicyStore } from './policy-store.ts'
-import { nameParam, readJson } from './request-body.ts'
+import { nameParam, readJson, tokenIdParam } from './request-body.ts'
 import type { StorageGc } from './storage-gc.ts'
 import type { TokenStore } from './token-store.ts'
 
@@ -47,9 +47,7 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
     return c.json(body)
   })
   app.delete('/v1/tokens/:id', async (c) => {
-    const id = c.req.param('id')
-    if (!/^[0-9a-f]{16}$/.test(id)) throw new ValidationError('token id must be 16 hex digits')
-    return c.json(await tokens.revoke(id))
+    return c.json(await tokens.revoke(tokenIdParam(c.req.param('id'))))
   })
 
   app.get('/v1/policies', (c) => c.json(policies.all()))

@@ -314,7 +314,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.get('/v1/key', (c) => c.json(keyBody))
     app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp }))
     // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
-    const adminConsole = createConsole({ auth, api: app, db, events, images, policies, logger }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const adminConsole = createConsole({ auth, api: app, db, events, images, policies, tokens, logger }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
     await adminConsole.start()
     cleanups.push(async () => { await adminConsole.stop() })
     app.route('/', adminConsole.app)

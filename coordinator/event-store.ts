@@ -48,6 +48,9 @@ function timeKey (ms: number, id: string): string {
   return `${String(ms).padStart(15, '0')}!${id}`
 }
 
+/** A `before` cursor: an event key (arrival ms, then a 4-digit base-36 place within that ms and the event id). */
+export const EVENT_CURSOR_PATTERN = /^\d{15}![A-Za-z0-9-]{0,72}$/
+
 function aggKey (image: string, version: string, site: string): string {
   return `${image}${SEP}${version}${SEP}${site}`
 }
@@ -78,9 +81,10 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
   const agents = components.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
   const reports = components.db.sublevel<string, Aggregate>('reports', { valueEncoding: 'json' })
   const aggregates = new Map<string, Aggregate>()
-  // Events are keyed by arrival, one millisecond each, strictly increasing: a batch (an agent's queue
-  // flushed at once) would otherwise share one time and list in id order, not newest first.
-  let lastKeyMs = 0
+  // Events are keyed by arrival time, then by their place among the events that arrived in that
+  // millisecond: a batch (an agent's queue flushed at once) shares one time and listed in id order, not newest first.
+  let lastMs = 0
+  let placeInMs = 0
   // one writer at a time: aggregates are read-modify-write
   let queue: Promise<unknown> = Promise.resolve()
   const serial = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -100,7 +104,6 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
 
   return {
     async start () {
-      for await (const k of events.keys({ reverse: true, limit: 1 })) lastKeyMs = Number(k.slice(0, 15))
       aggregates.clear()
       for await (const [k, a] of reports.iterator()) aggregates.set(k, a)
     },
@@ -126,8 +129,9 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           seen.add(ev.id)
           accepted++
           byType[ev.type] = (byType[ev.type] ?? 0) + 1
-          lastKeyMs = Math.max(receivedMs, lastKeyMs + 1)
-          const key = timeKey(lastKeyMs, ev.id)
+          if (receivedMs === lastMs) placeInMs++
+          else { lastMs = receivedMs; placeInMs = 0 }
+          const key = timeKey(receivedMs, `${placeInMs.toString(36).padStart(4, '0')}-${ev.id}`)
           ops.push({ type: 'put', sublevel: events, key, value: { event: ev, receivedAt, postedBy } })
           ops.push({ type: 'put', sublevel: ids, key: ev.id, value: key })
 

@@ -3,7 +3,7 @@
  * (createCoordinator without a socket) with a real LDAP directory (test slapd): login
  * and its refusals, CSRF, escaping, the policy form, CSV/JSON, paging.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -11,6 +11,9 @@ import type { AgentEvent } from '../../../protocol/api.ts'
 import { createCoordinator, type Coordinator } from '../../../coordinator/coordinator.ts'
 import { createLdapAuthenticator } from '../../../coordinator/ldap-authenticator.ts'
 import { createLogger } from '../../../coordinator/logger.ts'
+import { buildManifest } from '../../../chunker/build-manifest.ts'
+import { chunkCid } from '../../../protocol/block-id.ts'
+import { seededBytes } from '../../helpers/images.ts'
 import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../../helpers/slapd.ts'
 
 let slapd: TestSlapd
@@ -70,7 +73,17 @@ beforeAll(async () => {
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
   stack = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent', authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
   await stack.start()
+  // report rows count only for published versions: publish the ones the events below name
+  for (const [image, version, seed] of [['desk', 'v1', 1], ['desk', 'v2', 2], ['charted', 'v9', 3]] as const) await publishTiny(image, version, seed)
 }, 60_000)
+
+/** Publishes a 64 KiB image of seeded bytes as `image` `version`, in-process. */
+async function publishTiny (image: string, version: string, seed: number): Promise<void> {
+  const file = join(dir, `${image}-${version}.img`)
+  await writeFile(file, seededBytes(seed, 64 * 1024))
+  const built = await buildManifest(file, { name: image, version, onChunk: async (c) => { await stack.images.putChunk(chunkCid(c.digest), new Uint8Array(c.bytes)) } })
+  await stack.images.commitVersion(image, built.manifestBytes)
+}
 
 afterAll(async () => {
   await stack?.stop()
@@ -290,7 +303,7 @@ describe('data', () => {
     expect(failed.rows.every((r: { event: AgentEvent }) => r.event.type === 'sync.failed' && r.event.site === 'pagersite')).toBe(true)
     // the HTML page links to the next page with the cursor
     const html = await (await b.req('/console/events?site=pagersite&limit=100')).text()
-    expect(html).toMatch(/href="\/console\/events\?site=pagersite&amp;limit=100&amp;before=\d{15}(!|%21)ev-\d+" rel="next"/)
+    expect(html).toMatch(/href="\/console\/events\?site=pagersite&amp;limit=100&amp;before=\d{15}(!|%21)[0-9a-z]{4}-ev-\d+" rel="next"/)
     expect((await b.req('/console/api/events?before=not-a-cursor')).status).toBe(400)
   })
 
