@@ -312,7 +312,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       { label: 'latest sync', value: r => r.current },
       { label: 'error', value: r => r.error, wrap: true },
       { label: 'served to peers', value: r => r.servedBytes, text: r => r.servedBytes == null ? '' : formatBytes(r.servedBytes), numeric: true },
-      { label: 'peer id', value: r => r.peerId }
+      { label: 'peer id', value: r => r.peerId, wrap: true }
     ],
     async load (q) {
       const site = opt(q, 'site', 'site')

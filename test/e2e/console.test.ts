@@ -227,11 +227,19 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'admin console in Chromium' : `a
     // the error column wraps at 1,280 px: the whole message is on the page, nothing cut
     await page.goto(`${url}/console/events?type=sync.failed`)
     const errorCell = page.locator('#table-events tbody tr td.wrap').first()
-    const cut = await errorCell.evaluate((td: HTMLElement) => ({ text: td.textContent ?? '', overflow: td.scrollWidth > td.clientWidth + 1, style: getComputedStyle(td).whiteSpace }))
+    const cut = await errorCell.evaluate((td: HTMLElement) => {
+      const box = td.closest('.scroll') as HTMLElement
+      return { text: td.textContent ?? '', overflow: td.scrollWidth > td.clientWidth + 1, style: getComputedStyle(td).whiteSpace, right: td.getBoundingClientRect().right, boxRight: box.getBoundingClientRect().right, tableFits: box.scrollWidth <= box.clientWidth }
+    })
     expect(cut.text.length).toBeGreaterThan(0)
     expect(cut.overflow).toBe(false)
     expect(cut.style).toBe('normal')
+    // the whole table fits: the error column is not hidden past the box's edge
+    expect(cut.right).toBeLessThanOrEqual(cut.boxRight)
+    expect(cut.tableFits).toBe(true)
     await shot('10-events-errors')
+    await page.goto(`${url}/console/agents`)
+    expect(await page.locator('#table-agents .scroll').evaluate((d: HTMLElement) => d.scrollWidth <= d.clientWidth)).toBe(true)
 
     // favicon
     const icon = await fetch(`${url}/favicon.ico`)

@@ -359,3 +359,37 @@ describe('data', () => {
     expect(page).toContain('data-live-svg="/console/chart/rollout?image=charted"')
   })
 })
+
+describe('console data fixes', () => {
+  it('makes no report rows or chart versions of images or versions never published; they stay events', async () => {
+    await postEvents([
+      ev({ agent: 'ghost-1', site: 'ghosttown', image: 'nosuch', version: 'latest', type: 'sync.failed', error: 'no image nosuch' }),
+      ev({ agent: 'ghost-2', site: 'ghosttown', image: 'desk', version: '9', type: 'sync.failed', error: 'no version 9' })
+    ])
+    const b = await adminBrowser()
+    const keys = (await (await b.req('/console/api/by-image')).json()).rows.map((r: { key: string }) => r.key)
+    expect(keys).not.toContain('nosuch@latest')
+    expect(keys).not.toContain('desk@9')
+    expect(keys).toContain('desk@v1')
+    expect((await (await b.req('/console/api/rollout?image=nosuch')).json()).rows).toEqual([])
+    expect((await (await b.req('/console/api/by-site')).json()).rows.map((r: { key: string }) => r.key)).not.toContain('ghosttown')
+    await stack.console.series.sample()
+    expect(await (await b.req('/console/chart/rollout.svg?image=desk')).text()).not.toContain('>9<')
+    // still there as events
+    expect((await (await b.req('/console/api/events?site=ghosttown')).json()).rows).toHaveLength(2)
+  })
+
+  it('names rates without a unit the values do not use, lists events by arrival first, wraps errors, serves a favicon', async () => {
+    const b = await adminBrowser()
+    const policies = await (await b.req('/console/api/policies.csv')).text()
+    expect(policies.split('\r\n')[0]).toContain(',WAN cap,')
+    expect(policies.split('\r\n')[0]).not.toMatch(/B\/s/)
+    const events = await (await b.req('/console/events')).text()
+    expect(events).toMatch(/<thead><tr><th>received<\/th>/)
+    expect(events).toContain('<th class="wrap">error</th>')
+    const icon = await b.req('/favicon.ico')
+    expect(icon.status).toBe(200)
+    expect(icon.headers.get('content-type')).toBe('image/svg+xml')
+    expect(await icon.text()).toMatch(/^<svg /)
+  })
+})
