@@ -4,7 +4,7 @@ import { AdminImageList, GcReport } from '../../protocol/api-admin.ts'
 import { formatBytes, formatTime } from '../../coordinator/console/format.ts'
 import { DEFAULT_GC_GRACE_SECONDS, DEFAULT_GC_INTERVAL_SECONDS } from '../../coordinator/constants.ts'
 import { adminClientFrom, CLIENT_OPTIONS, CLIENT_USAGE } from '../admin-client.ts'
-import { UsageError, type Command } from '../cli-support.ts'
+import { formatTable, UsageError, type Command } from '../cli-support.ts'
 
 /** A gc of a large store takes a while: wait this long for its report (the run goes on server-side regardless). */
 const GC_TIMEOUT_MS = 3600_000
@@ -38,11 +38,6 @@ every ${DEFAULT_GC_INTERVAL_SECONDS / 3600} h by default (storageGc.intervalSeco
   --json                 print the JSON report
 ${CLIENT_USAGE}`
 
-function table (rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
-  return rows.map(r => r.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n'
-}
-
 const list: Command = {
   summary: 'list images and versions with their state',
   usage: listUsage,
@@ -65,7 +60,7 @@ const list: Command = {
         rows.push([img.name, v.version, v.latest ? `${v.state}, latest` : v.state, formatBytes(v.size), formatBytes(v.nonZeroBytes), String(v.chunks), v.deltaPackBytes == null ? '-' : formatBytes(v.deltaPackBytes), formatTime(v.publishedAt)])
       }
     }
-    process.stdout.write(table(rows))
+    process.stdout.write(formatTable(rows))
   }
 }
 

@@ -7,10 +7,8 @@
  * `image list`) against the real coordinator process.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { readdir, writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { api } from '../../protocol/index.ts'
 import { chunkCid, toHex } from '../../protocol/block-id.ts'
 import { openSignedManifest, importPublicKey } from '../../protocol/signed-manifest.ts'
@@ -20,40 +18,10 @@ import { ADMIN_TOKEN_FILE, BLOCKS_DIR } from '../../coordinator/constants.ts'
 import { createPublishClient } from '../../coordinator/publish-client.ts'
 import { makeTestImage, makeUpdatedImage, seededBytes, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { freePort } from '../helpers/slapd.ts'
+import { cli, startCoordinatorProcess } from '../helpers/cli-process.ts'
 
-const exec = promisify(execFile)
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'trimswarm.js')
 /** Unused chunks uploaded so the interrupted run has plenty to delete. */
 const EXTRA_CHUNKS = 1500
-
-interface Proc { child: ChildProcess, url: string, exited: Promise<unknown> }
-
-async function startCoordinatorProcess (dataDir: string, config: string, port: number): Promise<Proc> {
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', dataDir, '--config', config, '--listen', `127.0.0.1:${port}`, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise(resolve => child.on('exit', resolve))
-  let out = ''
-  let err = ''
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString() })
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /coordinator listening on (\S+)/.exec(out)
-      if (m != null) resolve(m[1])
-    })
-    void exited.then(() => reject(new Error(`coordinator exited before listening: ${err}`)))
-  })
-  return { child, url, exited }
-}
-
-async function cli (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args])
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
 
 async function storedHex (dataDir: string): Promise<Set<string>> {
   const out = new Set<string>()
@@ -77,12 +45,11 @@ describe('kill -9 during storage gc', () => {
     const dataDir = join(tmp.path, 'coord')
     const config = join(tmp.path, 'coordinator.json')
     await writeFile(config, JSON.stringify({ storageGc: { intervalSeconds: 0, graceSeconds: 0 } }))
-    let proc = await startCoordinatorProcess(dataDir, config, await freePort())
+    let proc = await startCoordinatorProcess(dataDir, await freePort(), ['--config', config])
     const tokenFile = join(dataDir, ADMIN_TOKEN_FILE)
     const client = (url: string): string[] => ['--coordinator', url, '--token-file', tokenFile]
     try {
-      const admin = (await import('node:fs/promises')).readFile(tokenFile, 'utf8')
-      const token = (await admin).trim()
+      const token = (await readFile(tokenFile, 'utf8')).trim()
       for (const [i, img] of imgs.entries()) await createPublishClient({ coordinator: proc.url, token }).publish(img.path, { image: 'desk', version: String(i + 1) })
       // the live version's chunks, read from its signed manifest
       const key = await importPublicKey(new Uint8Array(Buffer.from(api.KeyResponse.parse(await (await fetch(proc.url + api.routes.key)).json()).publicKey, 'base64')))
@@ -119,7 +86,7 @@ describe('kill -9 during storage gc', () => {
       for (const hex of live) expect(afterKill.has(hex)).toBe(true)
 
       // restart: the run again finishes the job and says what it freed
-      proc = await startCoordinatorProcess(dataDir, config, await freePort())
+      proc = await startCoordinatorProcess(dataDir, await freePort(), ['--config', config])
       const gc = await cli(['image', 'gc', '--json', ...client(proc.url)])
       expect(gc.code).toBe(0)
       const report = JSON.parse(gc.stdout)
