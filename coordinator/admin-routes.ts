@@ -4,6 +4,7 @@ import { Policy, TokenCreateRequest, type TokenCreateResponse } from '../protoco
 import { GcRequest, type AdminImageList, type GcReport, type TokenList } from '../protocol/api-admin.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { assertAdmin } from './access.ts'
+import type { Audit } from './audit.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import type { PolicyStore } from './policy-store.ts'
@@ -17,11 +18,12 @@ export interface AdminComponents {
   policies: PolicyStore
   images: ImageService
   storageGc: StorageGc
+  audit: Audit
 }
 
 /** Routes of the admin API (behind the auth middleware). */
 export function createAdminRoutes (components: AdminComponents): Hono<CoordinatorEnv> {
-  const { tokens, policies, images, storageGc } = components
+  const { tokens, policies, images, storageGc, audit } = components
   const app = new Hono<CoordinatorEnv>()
   app.use('/v1/tokens', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/tokens/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
@@ -33,12 +35,15 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
   app.post('/v1/admin/gc', async (c) => {
     const req = await readJson(c, GcRequest)
     // not bound to the request: a client that gives up waiting does not cut a run short (it is safe either way)
-    return c.json(await storageGc.run({ dryRun: req.dryRun }) satisfies GcReport)
+    const report: GcReport = await storageGc.run({ dryRun: req.dryRun })
+    if (!report.dryRun) audit(c, 'storage.gc', { target: { store: 'blocks and delta packs' }, before: null, after: report })
+    return c.json(report)
   })
 
   app.post('/v1/tokens', async (c) => {
     const req = await readJson(c, TokenCreateRequest)
     const { info, token } = await tokens.create(req.group, req.name)
+    audit(c, 'token.create', { target: { tokenId: info.id }, before: null, after: info })
     const body: TokenCreateResponse = { ...info, token }
     return c.json(body, 201)
   })
@@ -47,7 +52,11 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
     return c.json(body)
   })
   app.delete('/v1/tokens/:id', async (c) => {
-    return c.json(await tokens.revoke(tokenIdParam(c.req.param('id'))))
+    const id = tokenIdParam(c.req.param('id'))
+    const before = (await tokens.list()).find(t => t.id === id) ?? null
+    const after = await tokens.revoke(id)
+    audit(c, 'token.revoke', { target: { tokenId: id }, before, after })
+    return c.json(after)
   })
 
   app.get('/v1/policies', (c) => c.json(policies.all()))
@@ -60,12 +69,16 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
   app.put('/v1/policies/:group', async (c) => {
     const group = nameParam(c.req.param('group'), 'group')
     const policy = await readJson(c, Policy)
+    const before = policies.get(group) ?? null
     await policies.put(group, policy)
+    audit(c, 'policy.set', { target: { group }, before, after: policy })
     return c.json(policy)
   })
   app.delete('/v1/policies/:group', async (c) => {
     const group = nameParam(c.req.param('group'), 'group')
+    const before = policies.get(group) ?? null
     await policies.delete(group)
+    audit(c, 'policy.delete', { target: { group }, before, after: null })
     return c.body(null, 204)
   })
   return app

@@ -80,5 +80,11 @@ export interface ManifestSigner {
 
 /** Hono environment of every route: the auth middleware sets `principal`. */
 export interface CoordinatorEnv {
-  Variables: { principal: Principal }
+  Variables: {
+    principal: Principal
+    /** Set for every request by the request log: the id in its log line and X-Request-Id header. */
+    requestId: string
+    /** The client's IP (X-Forwarded-For only from trusted proxies, coordinator/trusted-proxies.ts). */
+    clientIp: string
+  }
 }

@@ -5,13 +5,14 @@
  * state of its own is the event index and the chart samples (level
  * sublevels `console-*`), both derived and rebuildable.
  *
- * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, tokens, logger }, { sessionTtlSeconds })`,
+ * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, tokens, logger, audit }, { sessionTtlSeconds })`,
  * `await admin.start()`, `app.route('/', admin.app)`, and `await admin.stop()` before the db closes.
  */
 import { readFileSync } from 'node:fs'
 import { Hono, type Context } from 'hono'
 import { html } from 'hono/html'
 import type { Auth } from '../auth.ts'
+import type { Audit } from '../audit.ts'
 import { DEFAULT_SESSION_TTL_SECONDS } from '../constants.ts'
 import type { EventStore } from '../event-store.ts'
 import { STATUS_OF_ERROR } from '../http-errors.ts'
@@ -49,6 +50,8 @@ export interface ConsoleComponents {
   policies: PolicyStore
   tokens: TokenStore
   logger: Logger
+  /** The audit trail (the console's changes are audited like the API's). */
+  audit: Audit
 }
 
 /** Options of createConsole (defaults in console/constants.ts). */
@@ -83,7 +86,7 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 /** Creates the console (nothing runs until start()). */
 export function createConsole (components: ConsoleComponents, init: ConsoleInit = {}): AdminConsole {
-  const { auth, images, events, policies, tokens, logger } = components
+  const { auth, images, events, policies, tokens, logger, audit } = components
   const report = publishedReport(events, images)
   const refreshMs = init.refreshMs ?? CONSOLE_REFRESH_MS
   const ttl = init.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
@@ -258,8 +261,9 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     try {
       const image = nameParam(c.req.param('image'), 'image')
       const version = nameParam(c.req.param('version'), 'version')
-      await images.retire(image, version)
-      logger.info('version retired from the console', { image, version, by: c.get('principal').user })
+      const before = await images.getInfo(image, version).catch(() => undefined)
+      const after = await images.retire(image, version)
+      audit(c, 'version.retire', { target: { image, version, via: 'console' }, before: { retired: before?.retired }, after: { retired: after.retired } })
       return c.redirect(`/console/images?retired=${encodeURIComponent(`${image} ${version}`)}`, 303)
     } catch (err) { return await errorPage(c, err) }
   })
@@ -285,7 +289,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
       }
       if (label.length > 128) return await again('Name: at most 128 characters.')
       const { info, token } = await tokens.create(group, label === '' ? undefined : label)
-      logger.info('machine token created from the console', { id: info.id, group, by: c.get('principal').user })
+      audit(c, 'token.create', { target: { tokenId: info.id, via: 'console' }, before: null, after: info })
       return await page(c, 'Token created', 'tokens', createdTokenBody(info, token))
     } catch (err) { return await errorPage(c, err) }
   })
@@ -305,8 +309,9 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
   app.post('/console/tokens/:id/revoke', async (c) => {
     try {
       const id = tokenId(c.req.param('id'))
-      const info = await tokens.revoke(id)
-      logger.info('machine token revoked from the console', { id, group: info.group, by: c.get('principal').user })
+      const before = (await tokens.list()).find(t => t.id === id) ?? null
+      const after = await tokens.revoke(id)
+      audit(c, 'token.revoke', { target: { tokenId: id, via: 'console' }, before, after })
       return c.redirect(`/console/tokens?revoked=${id}`, 303)
     } catch (err) { return await errorPage(c, err) }
   })
@@ -393,8 +398,9 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     if (policy == null) {
       return await page(c, isNew ? 'New group policy' : `Policy of ${values.group}`, 'policy', renderPolicyForm(values, errors, csrfToken(c), isNew), 400)
     }
+    const before = policies.get(values.group) ?? null
     await policies.put(values.group, policy)
-    logger.info('policy saved from the console', { group: values.group, by: c.get('principal').user })
+    audit(c, 'policy.set', { target: { group: values.group, via: 'console' }, before, after: policy })
     return c.redirect(`/console/policy?saved=${encodeURIComponent(values.group)}`, 303)
   }
   app.post('/console/policy', async (c) => await savePolicy(c, true))
