@@ -28,7 +28,8 @@ export interface PruneResult {
 /** The names among `names` to delete (pure: the rule, tested without a disk). */
 export function planPrune (names: { packs: readonly string[], manifests: readonly string[] }, keep: PruneKeep): { packs: string[], manifests: string[] } {
   return {
-    packs: names.packs.filter(n => n.endsWith('.pack') && n !== keep.pack),
+    // a pack's `.etag` sidecar (its download's validator) goes and stays with it
+    packs: names.packs.filter(n => (n.endsWith('.pack') && n !== keep.pack) || (n.endsWith('.pack.etag') && n !== `${keep.pack ?? ''}.etag`)),
     manifests: names.manifests.filter(n => n.endsWith('.manifest') && n !== keep.manifest)
   }
 }

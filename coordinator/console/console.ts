@@ -250,7 +250,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
           ['delta pack', v.deltaPackBytes == null ? 'none' : formatBytes(v.deltaPackBytes)]
         ]),
         v.state === 'live' || v.state === 'incomplete'
-          ? actionForm(`${versionHref(image, version)}/retire`, csrfToken(c), `Retire ${image} ${version}`, `Retiring stops offering ${version} as latest${v.latest ? ' (agents move back to the previous live version)' : ''}; storage gc then deletes its chunks that no live version shares, and it is no longer served.`)
+          ? actionForm(`${versionHref(image, version)}/retire`, csrfToken(c), `Retire ${image} ${version}`, `Retiring stops offering ${version} as latest${v.latest ? ' (agents already on it stay on it until a newer version is published or they are given a version by name)' : ''}; storage gc then deletes its chunks that no live version shares, and it is no longer served.`)
           : note(`This version is ${v.state}.`),
         html`<p><a href="/console/images">Back to the images</a> · <a href="/console/rollout?image=${image}">Rollout of ${image}</a></p>`
       ]

@@ -15,9 +15,9 @@ import { runAgent, startTestCoordinator, type TestCoordinator } from './harness.
 describe('planPrune', () => {
   it('deletes every pack and manifest but the installed manifest and the resumable pack; other names are left alone', () => {
     const plan = planPrune(
-      { packs: ['1..2.pack', '0..1.pack', 'notes.txt'], manifests: ['2.manifest', '1.manifest', 'installed.json'] },
+      { packs: ['1..2.pack', '1..2.pack.etag', '0..1.pack', '0..1.pack.etag', 'notes.txt'], manifests: ['2.manifest', '1.manifest', 'installed.json', 'latest-seen.json'] },
       { manifest: '2.manifest', pack: '1..2.pack' })
-    expect(plan).toEqual({ packs: ['0..1.pack'], manifests: ['1.manifest'] })
+    expect(plan).toEqual({ packs: ['0..1.pack', '0..1.pack.etag'], manifests: ['1.manifest'] })
     expect(planPrune({ packs: ['a..b.pack'], manifests: ['b.manifest'] }, {})).toEqual({ packs: ['a..b.pack'], manifests: ['b.manifest'] })
   })
 })

@@ -74,7 +74,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
   // info lines kept (not printed): the audit lines of console changes are checked
-  stack = createCoordinator({ dataDir: dir, serve: false, logger: createLogger({ level: 'info', write: (l) => { if (l.includes('"msg":"audit"')) auditLines.push(JSON.parse(l)) } }), authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
+  stack = createCoordinator({ dataDir: dir, serve: false, logger: createLogger({ level: 'info', write: (l) => { if (l.includes('"msg":"audit"')) auditLines.push(JSON.parse(l)) } }), authenticator, config: { adminGroups: [`cn=trimswarm-admins,${slapd.groupsDN}`], console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
   await stack.start()
   // report rows count only for published versions: publish the ones the events below name
   for (const [image, version, seed] of [['desk', 'v1', 1], ['desk', 'v2', 2], ['charted', 'v9', 3]] as const) await publishTiny(image, version, seed)
