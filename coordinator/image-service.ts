@@ -95,7 +95,7 @@ export interface DeltaPackFile {
 
 /** What storage gc needs to know of the stored versions. */
 export interface LiveChunks {
-  /** CID strings of every chunk a live, incomplete or not-yet-collected... version uses: everything but collected and retired versions. */
+  /** CID strings of every chunk a version that is not retired uses (live or incomplete). */
   live: Set<string>
   /** Retired versions not collected yet: their chunks are not in `live`. */
   retired: Array<{ image: string, version: string }>

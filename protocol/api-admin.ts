@@ -95,7 +95,7 @@ export const GcReport = object({
   chunks: object({
     /** Chunks in the block store. */
     scanned: integer(),
-    /** Used by a live, incomplete or not-yet-collected version. */
+    /** Used by a version that is not retired (live or incomplete). */
     live: integer(),
     /** Unused but stored within the grace period, or named by a publish in progress: kept. */
     kept: integer(),
