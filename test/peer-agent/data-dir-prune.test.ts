@@ -2,7 +2,7 @@
  * The agent prunes its data dir: after a sync (and when a sync finds the
  * image up to date) the delta packs and manifests of the image that no
  * install or resume needs are deleted and a log line says what that freed;
- * the installed manifest stays, and a planted symbolic link is removed as a
+ * the installed manifest (and the agent's other state files, e.g. latest-seen.json) stays, and a planted symbolic link is removed as a
  * link without touching its target.
  */
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
@@ -63,7 +63,7 @@ describe('agent data dir pruning', () => {
     expect(second.summary.version).toBe('v2')
     expect(second.stderr).toMatch(/data dir: removed 2 delta packs and 2 manifests of ws no longer needed \(1\.5 MiB freed\)/)
     expect(await readdir(packs)).toEqual([])
-    expect((await readdir(manifests)).sort()).toEqual(['installed.json', 'v2.manifest'])
+    expect((await readdir(manifests)).sort()).toEqual(['installed.json', 'latest-seen.json', 'v2.manifest'])
     expect(await readFile(outside, 'utf8')).toBe('keep me')
 
     // up to date: leftovers still go
@@ -73,6 +73,6 @@ describe('agent data dir pruning', () => {
     expect(third.summary.upToDate).toBe(true)
     expect(third.stderr).toMatch(/data dir: removed 1 delta pack and 0 manifests of ws no longer needed \(4 KiB freed\)/)
     expect(await readdir(packs)).toEqual([])
-    expect((await readdir(manifests)).sort()).toEqual(['installed.json', 'v2.manifest'])
+    expect((await readdir(manifests)).sort()).toEqual(['installed.json', 'latest-seen.json', 'v2.manifest'])
   })
 })
