@@ -9,14 +9,12 @@
  */
 import { mkdir, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { DATA_FORMAT_FILE } from '../protocol/constants.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { COORDINATOR_DATA_FORMAT } from '../coordinator/constants.ts'
 import { AGENT_DATA_FORMAT } from '../peer-agent/constants.ts'
 import { CliError } from './cli-support.ts'
 import { writeFileAtomic } from './commands/manifest.ts'
-
-/** The file, in the data dir, that records its format. */
-export const DATA_FORMAT_FILE = 'data-format.json'
 
 /** Exit status when a data dir is newer than this trimswarm reads (EX_DATAERR; the systemd units do not restart on it). */
 export const DATA_DIR_TOO_NEW_EXIT = 65
