@@ -10,6 +10,9 @@ import { basename } from 'node:path'
 /** A bencoded value: byte strings stay bytes (info dicts carry binary SHA-1s). */
 export type BValue = number | Uint8Array | BValue[] | { [key: string]: BValue }
 
+/** What bencode takes: a BValue, or JS strings (encoded as UTF-8) anywhere a byte string goes. */
+export type BInput = number | string | Uint8Array | BInput[] | { [key: string]: BInput }
+
 /** Malformed bencoding (a tracker's answer we cannot read). */
 export class BencodeError extends Error {
   static override name = 'BencodeError'
@@ -22,9 +25,9 @@ const MAX_DEPTH = 64
 const text = new TextEncoder()
 
 /** Bencodes a value; dictionary keys are sorted by their bytes, as BEP 3 requires (the info hash depends on it). */
-export function bencode (value: BValue | string): Uint8Array {
+export function bencode (value: BInput): Uint8Array {
   const parts: Uint8Array[] = []
-  const put = (v: BValue | string): void => {
+  const put = (v: BInput): void => {
     if (typeof v === 'string') v = text.encode(v)
     if (typeof v === 'number') {
       if (!Number.isSafeInteger(v)) throw new BencodeError(`bencode: ${v} is not an integer`)
