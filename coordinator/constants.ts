@@ -146,6 +146,26 @@ export const DEFAULT_BLOCK_STORE_VERIFY_ON_READ = true
 /** Shard directories scanned in parallel when a store opens (stale temp file sweep). */
 export const BLOCK_STORE_SCAN_CONCURRENCY = 16
 
+// --- S3 block store (coordinator/s3-block-store.ts; the config file's `blockStore.s3`) ---
+
+/** Key prefix of chunks in the bucket: `chunks/<hex digest>`. */
+export const DEFAULT_S3_KEY_PREFIX = 'chunks/'
+
+/** Signing region when the config names none; RGW and MinIO accept any region. */
+export const DEFAULT_S3_REGION = 'us-east-1'
+
+/** Tries of each S3 request (the SDK retries 5xx, throttling and network errors with backoff). */
+export const DEFAULT_S3_MAX_ATTEMPTS = 3
+
+/** TCP connect timeout to the S3 endpoint: a dead endpoint fails a request in seconds, not minutes. */
+export const DEFAULT_S3_CONNECT_TIMEOUT_MS = 5_000
+
+/** Socket idle timeout of one S3 request (a chunk is at most 4 MiB: even at 1 MB/s it moves well within this). */
+export const DEFAULT_S3_REQUEST_TIMEOUT_MS = 30_000
+
+/** Keys per ListObjectsV2 page (S3's maximum is 1000). */
+export const S3_LIST_PAGE_KEYS = 1000
+
 // --- LDAP / Active Directory (coordinator/ldap-authenticator.ts; the config file's `ldap` object) ---
 
 /** Finds the user's entry; `{user}` is the login name, escaped per RFC 4515. AD: `(sAMAccountName={user})`. */
