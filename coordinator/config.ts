@@ -33,6 +33,7 @@ export const CoordinatorConfigSchema = object({
   logLevel: optional(enumOf(LOG_LEVELS)),
   ldap: optional(anyObject()),
   adminGroups: optional(array(string({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
+  adminGroupsByName: optional(boolean()),
   sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),

@@ -231,8 +231,16 @@ export const PUBLISH_MISSING_BATCH = 10_000
  */
 export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
 
-/** Directory groups whose members are admins (console and admin API) when the config names none; `"adminGroups": []` turns it off. */
-export const DEFAULT_ADMIN_GROUPS: readonly string[] = ['trimswarm-admins']
+/**
+ * Directory groups whose members are admins (console and admin API) when the
+ * config names none: none. Admin groups are named by full DN in the config
+ * (`adminGroups`); a default group name would match any group of that name
+ * anywhere in the directory.
+ */
+export const DEFAULT_ADMIN_GROUPS: readonly string[] = []
+
+/** Whether `adminGroups` may name groups by short name (cn) as well as by DN: off unless the config opts in (`adminGroupsByName`). */
+export const DEFAULT_ADMIN_GROUPS_BY_NAME = false
 
 /**
  * At most this many (site, image) pairs in trimswarm_sync_bytes_total (3 series

@@ -267,7 +267,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     cleanups.push(async () => { await events.stop() })
     const policy = createPolicyEngine({ policies })
     const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
-    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups })
+    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups, adminGroupsByName: config.adminGroupsByName })
     const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
     const blockStore = await openBlockStore(config, dataDir, logger)

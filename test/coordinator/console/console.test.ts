@@ -71,7 +71,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
   // info lines kept (not printed): the audit lines of console changes are checked
-  stack = createCoordinator({ dataDir: dir, serve: false, logger: createLogger({ level: 'info', write: (l) => { if (l.includes('"msg":"audit"')) auditLines.push(JSON.parse(l)) } }), authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
+  stack = createCoordinator({ dataDir: dir, serve: false, logger: createLogger({ level: 'info', write: (l) => { if (l.includes('"msg":"audit"')) auditLines.push(JSON.parse(l)) } }), authenticator, config: { adminGroups: [`cn=trimswarm-admins,${slapd.groupsDN}`], console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
   await stack.start()
 }, 60_000)
 
