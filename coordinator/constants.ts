@@ -83,6 +83,12 @@ export const SIGNING_KEY_FILE = 'signing-key.pem'
 export const SESSION_SECRET_FILE = 'session.key'
 export const META_DB_DIR = 'meta'
 export const BLOCKS_DIR = 'blocks'
+/**
+ * Written in the data dir by a coordinator whose chunks live in S3 (bucket,
+ * endpoint, key prefix), so `coordinator fsck` of that dir without the config
+ * refuses instead of finding every chunk missing in DATA/blocks.
+ */
+export const S3_BLOCK_STORE_MARKER_FILE = 'block-store-s3.json'
 
 /** A new group policy's fields when `trimswarm policy set` does not give them. */
 export const DEFAULT_POLICY = {

@@ -33,7 +33,7 @@ import {
   DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
-import { openS3BlockStoreFromConfig } from './s3-block-store.ts'
+import { recordS3BlockStore } from './s3-block-store-marker.ts'
 import { ConfigError } from './errors.ts'
 import { createEventRoutes } from './event-routes.ts'
 import { createEventStore, type EventStore } from './event-store.ts'
@@ -370,7 +370,10 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
 async function openBlockStore (config: CoordinatorConfig, dataDir: string, logger: Logger): Promise<BlockStore & { close?: () => void }> {
   const s3 = config.blockStore?.s3
   if (s3 == null) return await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+  // loaded only when used: the embedded default never loads the S3 SDK
+  const { openS3BlockStoreFromConfig } = await import('./s3-block-store.ts')
   const store = await openS3BlockStoreFromConfig({ logger }, s3)
+  await recordS3BlockStore(dataDir, { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
   logger.info('block store: S3 bucket', { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
   return store
 }

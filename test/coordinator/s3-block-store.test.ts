@@ -160,6 +160,8 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
   let proc: ChildProcess | undefined
   let stdout = ''
   let stderr = ''
+  let scratch: string
+  let imagePath: string
 
   afterAll(async () => {
     if (proc != null && proc.exitCode == null) {
@@ -171,7 +173,7 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
 
   it('publishes into the bucket (none in --data) and an agent syncs a byte-identical image', async () => {
     tmp = await tempDir('trimswarm-s3-e2e-')
-    const scratch = join(tmp.path, 'scratch')
+    scratch = join(tmp.path, 'scratch')
     const listen = `127.0.0.1:${await freePort()}`
     const url = `http://${listen}`
     await deleteUnder('chunks/')
@@ -198,6 +200,7 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     const agentToken = (await admin('POST', '/v1/tokens', { group: 'branch', name: 's3-e2e' })).token
     await writeFile(join(tmp.path, 'agent.token'), agentToken + '\n', { mode: 0o600 })
     const image = await makeTestImage(tmp.path, { name: 'ws', sizeMiB: 4, seed: 171 })
+    imagePath = image.path
     await createPublishClient({ coordinator: url, token: adminToken }).publish(image.path, { image: 'ws', version: 'v1' })
 
     // The chunks are objects in the bucket, and nothing in the data dir.
@@ -210,6 +213,44 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
       '--out', out, '--no-index', '--no-lan', '--linger', '0', '--json'])
     expect(sync.code, sync.stderr).toBe(0)
     expect(Buffer.compare(await readFile(out), await readFile(image.path))).toBe(0)
+  })
+
+  it('fsck refuses the data dir without the config (its chunks are in the bucket), checks and repairs the bucket with it', async () => {
+    proc!.kill('SIGTERM')
+    await new Promise(resolve => proc!.once('close', resolve))
+    const fsck = async (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
+      try {
+        const r = await promisify(execFile)(process.execPath, [CLI, 'coordinator', 'fsck', '--data', scratch, ...args], { timeout: 120_000 })
+        return { code: 0, stdout: r.stdout, stderr: r.stderr }
+      } catch (err: any) {
+        return { code: err.code, stdout: err.stdout, stderr: err.stderr }
+      }
+    }
+    // Without the config DATA/blocks is empty: fsck must not mark every version incomplete.
+    const refused = await fsck()
+    expect(refused.code).toBe(78)
+    expect(refused.stderr).toMatch(/in S3 bucket "trimswarm" at http:\/\/127\.0\.0\.1:\d+: run fsck with --config/)
+
+    const ok = await fsck('--config', stack.configFile, '--json')
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(JSON.parse(ok.stdout)).toMatchObject({ damaged: [], incompleteVersions: 0, ok: true })
+
+    // One object damaged behind the coordinator's back: found, deleted, the version marked, then repaired.
+    const [key] = await keysUnder('chunks/')
+    const res = await raw.send(new GetObjectCommand({ Bucket: stack.s3.bucket, Key: key }))
+    const bytes = await res.Body!.transformToByteArray()
+    bytes[0] ^= 1
+    await raw.send(new PutObjectCommand({ Bucket: stack.s3.bucket, Key: key, Body: bytes }))
+    const bad = await fsck('--config', stack.configFile, '--json')
+    expect(bad.code).toBe(1)
+    const report = JSON.parse(bad.stdout)
+    expect(report.damaged.map((d: { path: string }) => d.path)).toEqual([`s3://trimswarm/${key}`])
+    expect(report.incompleteVersions).toBe(1)
+    expect(await keysUnder(key)).toEqual([])
+    const repaired = await fsck('--config', stack.configFile, '--repair-from', imagePath, '--json')
+    expect(repaired.code, repaired.stderr).toBe(0)
+    expect(JSON.parse(repaired.stdout)).toMatchObject({ repaired: [expect.any(String)], ok: true })
+    expect(await keysUnder(key)).toEqual([key])
   })
 })
 
