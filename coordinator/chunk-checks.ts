@@ -48,3 +48,21 @@ export function verifyStoredChunk (cid: CID, bytes: Uint8Array, logCorrupt: () =
     throw new HashMismatchError(`stored chunk ${cid.toString()} is corrupt (the coordinator's log says where it is stored; run trimswarm coordinator fsck)`, { cause: err })
   }
 }
+
+/**
+ * Puts of the same chunk in flight in one process share one write: returns a
+ * function that runs `write` for `key` unless a write of that key is running,
+ * in which case the caller waits for that one. The write takes no signal: it may
+ * be shared by several callers, and one aborting must not fail the others.
+ */
+export function createSharedWrites (): (key: string, write: () => Promise<void>) => Promise<void> {
+  const inflight = new Map<string, Promise<void>>()
+  return async (key, write) => {
+    let p = inflight.get(key)
+    if (p == null) {
+      p = write().finally(() => inflight.delete(key))
+      inflight.set(key, p)
+    }
+    await p
+  }
+}

@@ -17,7 +17,7 @@ import { fromHex } from 'multiformats/bytes'
 import { chunkCid } from '../protocol/block-id.ts'
 import { DIGEST_BYTES } from '../protocol/constants.ts'
 import { NotFoundError } from '../protocol/errors.ts'
-import { checkChunkForPut, chunkDigestHex as digestHex, verifyStoredChunk } from './chunk-checks.ts'
+import { checkChunkForPut, chunkDigestHex as digestHex, createSharedWrites, verifyStoredChunk } from './chunk-checks.ts'
 import {
   BLOCK_STORE_SCAN_CONCURRENCY, BLOCK_STORE_SHARD_CHARS, BLOCK_STORE_SHARD_LEVELS, BLOCK_STORE_TMP_SUFFIX,
   DEFAULT_BLOCK_STORE_VERIFY_ON_READ
@@ -130,7 +130,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
   if (swept > 0) log.warn('block store: deleted temp files left by an interrupted write', { path: root, files: swept, ms: Date.now() - started })
 
   /** Puts of the same chunk in flight in this process share one write. */
-  const inflight = new Map<string, Promise<void>>()
+  const shared = createSharedWrites()
   let tmpCounter = 0
 
   const pathOfHex = (hex: string): string => {
@@ -208,12 +208,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
       options.signal?.throwIfAborted()
       // Re-hash before anything touches the disk: a mismatch stores nothing.
       checkChunkForPut(cid, bytes)
-      let p = inflight.get(hex)
-      if (p == null) {
-        p = write(hex, bytes).finally(() => inflight.delete(hex))
-        inflight.set(hex, p)
-      }
-      await p
+      await shared(hex, async () => { await write(hex, bytes) })
     },
 
     async delete (cid, options: AbortOptions = {}) {

@@ -23,7 +23,7 @@ import type { CID } from 'multiformats/cid'
 import { chunkCid } from '../protocol/block-id.ts'
 import { BLOCK_SIZE, DIGEST_BYTES, MAX_CHUNK_BLOCKS } from '../protocol/constants.ts'
 import { HashMismatchError, NotFoundError, UnavailableError } from '../protocol/errors.ts'
-import { checkChunkForPut, chunkDigestHex, verifyStoredChunk } from './chunk-checks.ts'
+import { checkChunkForPut, chunkDigestHex, createSharedWrites, verifyStoredChunk } from './chunk-checks.ts'
 import {
   DEFAULT_BLOCK_STORE_VERIFY_ON_READ, DEFAULT_S3_CONNECT_TIMEOUT_MS, DEFAULT_S3_KEY_PREFIX, DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_REGION,
   DEFAULT_S3_REQUEST_TIMEOUT_MS, S3_LIST_PAGE_KEYS
@@ -172,7 +172,7 @@ export async function createS3BlockStore (components: S3BlockStoreComponents, in
 
   const keyOfHex = (hex: string): string => `${keyPrefix}${hex}`
   /** Puts of the same chunk in flight in this process share one upload. */
-  const inflight = new Map<string, Promise<void>>()
+  const shared = createSharedWrites()
 
   const exists = async (key: string, signal?: AbortSignal): Promise<boolean> => {
     try {
@@ -246,13 +246,9 @@ export async function createS3BlockStore (components: S3BlockStoreComponents, in
       options.signal?.throwIfAborted()
       // Re-hash before anything is sent: a mismatch stores nothing.
       checkChunkForPut(cid, bytes)
-      let p = inflight.get(hex)
-      if (p == null) {
-        // The SDK may read the body after this call returns; upload a copy the caller cannot change.
-        p = write(keyOfHex(hex), bytes.slice()).finally(() => inflight.delete(hex))
-        inflight.set(hex, p)
-      }
-      await p
+      // A copy: the caller could change its buffer while the upload (or a retry of it) reads it.
+      const own = bytes.slice()
+      await shared(hex, async () => { await write(keyOfHex(hex), own) })
     },
 
     async delete (cid, options: AbortOptions = {}) {

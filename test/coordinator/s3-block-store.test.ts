@@ -7,7 +7,7 @@
  * DIR/coordinator.json` process serving a published image to a real agent
  * from the bucket, then the stack's own restart.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -22,6 +22,7 @@ import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from '../../protocol/constants.ts'
 import { HashMismatchError, UnavailableError } from '../../protocol/errors.ts'
 import { blockStoreComplianceTests, testChunk } from './block-store-compliance.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
+import { startCoordinatorProcess, waitFor, type Proc } from '../helpers/coordinator-process.ts'
 import { startTestScaleOutStack, type TestScaleOutStack } from '../helpers/scale-out-stack.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { CLI, OPEN_POLICY, runAgent } from '../peer-agent/harness.ts'
@@ -157,16 +158,14 @@ describe('S3 block store: what S3 adds to the contract', () => {
 
 describe('a coordinator process on the stack\'s coordinator.json: chunks in the bucket, agents get identical bytes', () => {
   let tmp: TempDir
-  let proc: ChildProcess | undefined
-  let stdout = ''
-  let stderr = ''
+  let proc: Proc | undefined
   let scratch: string
   let imagePath: string
 
   afterAll(async () => {
-    if (proc != null && proc.exitCode == null) {
-      proc.kill('SIGTERM')
-      await new Promise(resolve => proc!.once('close', resolve))
+    if (proc != null && proc.child.exitCode == null) {
+      proc.child.kill('SIGTERM')
+      await proc.exited
     }
     await tmp?.cleanup()
   })
@@ -181,15 +180,9 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     await mkdir(scratch, { mode: 0o700 })
     await copyFile(join(stack.dir, 'admin.token'), join(scratch, 'admin.token'))
     const adminToken = (await readFile(join(stack.dir, 'admin.token'), 'utf8')).trim()
-    proc = spawn(process.execPath, [CLI, 'coordinator', '--config', stack.configFile, '--data', scratch, '--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'] })
-    proc.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d })
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    const until = Date.now() + 30_000
-    while (!stdout.includes('coordinator listening on')) {
-      if (proc.exitCode != null || Date.now() > until) throw new Error(`coordinator did not start: ${stdout} ${stderr}`)
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
-    expect(stdout + stderr).toContain('block store: S3 bucket')
+    proc = startCoordinatorProcess(['--config', stack.configFile, '--data', scratch, '--listen', listen])
+    await waitFor(proc, /coordinator listening on/, 30_000)
+    expect(proc.stdout.join('') + proc.stderr.join('')).toContain('block store: S3 bucket')
 
     const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
       const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
@@ -216,8 +209,8 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
   })
 
   it('fsck refuses the data dir without the config (its chunks are in the bucket), checks and repairs the bucket with it', async () => {
-    proc!.kill('SIGTERM')
-    await new Promise(resolve => proc!.once('close', resolve))
+    proc!.child.kill('SIGTERM')
+    await proc!.exited
     const fsck = async (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
       try {
         const r = await promisify(execFile)(process.execPath, [CLI, 'coordinator', 'fsck', '--data', scratch, ...args], { timeout: 120_000 })
