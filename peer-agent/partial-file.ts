@@ -14,7 +14,7 @@
  * every chunk is hashed again. The rename over the output is checked
  * afterwards against the inode of the descriptor we hold.
  */
-import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, type BigIntStats } from 'node:fs'
+import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, type BigIntStats } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { PARTIAL_CREATE_TRIES } from './constants.ts'
 import { OutputReplacedError, PartialFileError } from './errors.ts'
@@ -151,12 +151,25 @@ export function installPartialFile (fd: number, temp: string, out: string): void
   const id = identityOf(fd)
   const before = lstatIfAny(temp)
   if (before == null || !sameInode(before, id)) throw new OutputReplacedError(`the partial file ${temp} was replaced or removed by someone else before it could be installed; ${out} was left as it was`)
+  fchmodSync(fd, installedMode(out))
   renameSync(temp, out)
   const after = lstatIfAny(out)
   if (after == null || !sameInode(after, id) || !after.isFile()) {
     if (after != null && !after.isDirectory()) unlinkName(out)
     throw new OutputReplacedError(`${out} was swapped by someone else while the verified image was installed; it was removed rather than left pointing at a file this agent did not write`)
   }
+}
+
+/**
+ * The mode of the installed image: the old output's permission bits when it is a
+ * regular file (an admin's chmod survives updates), else 0644; never writable by
+ * group or others, whatever the old file allowed. The partial file is 0600 only
+ * while it is being written.
+ */
+function installedMode (out: string): number {
+  const old = lstatIfAny(out)
+  const bits = old?.isFile() === true ? Number(old.mode) & 0o777 : 0o644
+  return bits & ~0o022
 }
 
 function lstatIfAny (path: string): BigIntStats | undefined {

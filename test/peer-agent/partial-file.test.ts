@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { closeSync, writeSync } from 'node:fs'
-import { lstat, readFile, rename, symlink, writeFile } from 'node:fs/promises'
+import { chmod, lstat, readFile, rename, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identityOf, installPartialFile, openPartialFile } from '../../peer-agent/partial-file.ts'
 import { OutputReplacedError } from '../../peer-agent/errors.ts'
@@ -67,6 +67,26 @@ describe('partial file', () => {
       expect(() => installPartialFile(a.fd, p, out)).toThrow(OutputReplacedError)
       closeSync(a.fd)
       expect(await readFile(out, 'utf8')).toBe('old version')
+    } finally {
+      await t.cleanup()
+    }
+  })
+
+  it('installs the image 0644, or with the old output\'s mode less group and other write', async () => {
+    const t = await tempDir('trimswarm-partial-')
+    try {
+      const install = async (name: string, oldMode?: number): Promise<number> => {
+        const out = join(t.path, name)
+        if (oldMode != null) { await writeFile(out, 'old'); await chmod(out, oldMode) }
+        const p = join(t.path, `.${name}.trimswarm-partial`)
+        const f = openPartialFile(p, undefined, 4096)
+        installPartialFile(f.fd, p, out)
+        closeSync(f.fd)
+        return (await lstat(out)).mode & 0o777
+      }
+      expect(await install('new.img')).toBe(0o644)
+      expect(await install('private.img', 0o640)).toBe(0o640)
+      expect(await install('shared.img', 0o666)).toBe(0o644)
     } finally {
       await t.cleanup()
     }
