@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import {
-  DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client,
+  CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client,
   S3ServiceException
 } from '@aws-sdk/client-s3'
 import { fromHex } from 'multiformats/bytes'
@@ -79,6 +79,8 @@ export interface S3BlockStoreConfig {
 
 /** The largest object a chunk can be; anything bigger is never read into memory. */
 const MAX_CHUNK_BYTES = MAX_CHUNK_BLOCKS * BLOCK_SIZE
+/** User metadata (x-amz-meta-stored-at) holding the chunk's stored time, ms since the epoch (BlockStore.stat). */
+const STORED_AT_META = 'stored-at'
 const HEX_NAME = new RegExp(`^[0-9a-f]{${DIGEST_BYTES * 2}}$`)
 
 const noop = (): void => {}
@@ -184,9 +186,39 @@ export async function createS3BlockStore (components: S3BlockStoreComponents, in
     }
   }
 
+  /**
+   * Sets the object's stored time to now: a server-side copy onto itself with
+   * new metadata (S3 objects are immutable; this is how their metadata changes).
+   * Throws NotFoundError when the object is absent.
+   */
+  const touchKey = async (key: string, signal?: AbortSignal): Promise<void> => {
+    try {
+      await client.send(new CopyObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        CopySource: `${bucket}/${key}`,
+        MetadataDirective: 'REPLACE',
+        Metadata: { [STORED_AT_META]: String(Date.now()) },
+        ContentType: 'application/octet-stream'
+      }), { abortSignal: signal })
+    } catch (err) {
+      if (isNotFound(err)) throw new NotFoundError('chunk is not in the block store')
+      throw unavailable('touching a chunk', err)
+    }
+  }
+
   /** Uploads one chunk. Takes no signal: it may be shared by several callers, and one aborting must not fail the others. */
   const write = async (key: string, bytes: Uint8Array): Promise<void> => {
-    if (await exists(key)) return
+    if (await exists(key)) {
+      // a publish re-using a stored chunk claims it: storage gc's grace period counts from now
+      try {
+        await touchKey(key)
+        return
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err
+        // deleted meanwhile (storage gc): upload it again
+      }
+    }
     try {
       await client.send(new PutObjectCommand({
         Bucket: bucket,
@@ -194,7 +226,8 @@ export async function createS3BlockStore (components: S3BlockStoreComponents, in
         Body: bytes,
         ContentLength: bytes.length,
         ContentMD5: createHash('md5').update(bytes).digest('base64'),
-        ContentType: 'application/octet-stream'
+        ContentType: 'application/octet-stream',
+        Metadata: { [STORED_AT_META]: String(Date.now()) }
       }))
     } catch (err) {
       throw unavailable('storing a chunk', err)
@@ -260,6 +293,34 @@ export async function createS3BlockStore (components: S3BlockStoreComponents, in
       } catch (err) {
         if (isNotFound(err)) return
         throw unavailable('deleting a chunk', err)
+      }
+    },
+
+    async stat (cid, options: AbortOptions = {}) {
+      const key = keyOfHex(chunkDigestHex(cid))
+      options.signal?.throwIfAborted()
+      let head
+      try {
+        head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: options.signal })
+      } catch (err) {
+        if (isNotFound(err)) throw new NotFoundError(`chunk ${cid.toString()} is not in the block store`)
+        throw unavailable('checking a chunk', err)
+      }
+      // Our own millisecond stamp (the coordinator's clock, like storage gc's); the server's
+      // Last-Modified (whole seconds, another clock) only for objects written by other tools.
+      const stamped = Number(head.Metadata?.[STORED_AT_META])
+      const storedAt = Number.isFinite(stamped) && stamped > 0 ? stamped : head.LastModified?.getTime() ?? 0
+      return { bytes: head.ContentLength ?? 0, storedAt }
+    },
+
+    async touch (cid, options: AbortOptions = {}) {
+      const key = keyOfHex(chunkDigestHex(cid))
+      options.signal?.throwIfAborted()
+      try {
+        await touchKey(key, options.signal)
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new NotFoundError(`chunk ${cid.toString()} is not in the block store`)
+        throw err
       }
     },
 

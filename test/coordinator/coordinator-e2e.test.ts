@@ -4,19 +4,39 @@
  * (policy, token, publish) and by HTTP clients as alice, bob and an agent.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { COORDINATOR_MMAP_THRESHOLD_BYTES } from '../../coordinator/constants.ts'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { routes } from '../../protocol/api.ts'
 import { importPublicKey, openSignedManifest } from '../../protocol/signed-manifest.ts'
-import { startCoordinatorProcess, waitFor, type Proc } from '../helpers/coordinator-process.ts'
 import { freePort, startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS as PW, type TestSlapd } from '../helpers/slapd.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
 
 const run = promisify(execFile)
 const CLI = new URL('../../bin/trimswarm.js', import.meta.url).pathname
+
+interface Proc { child: ChildProcess, stdout: string[], stderr: string[], exited: Promise<number | null> }
+
+function startCoordinatorProcess (args: string[], env: NodeJS.ProcessEnv = process.env): Proc {
+  const child = spawn(process.execPath, [CLI, 'coordinator', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  const stdout: string[] = []
+  const stderr: string[] = []
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => stdout.push(d))
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => stderr.push(d))
+  const exited = new Promise<number | null>(resolve => child.once('exit', (code) => { resolve(code) }))
+  return { child, stdout, stderr, exited }
+}
+
+async function waitFor (p: Proc, pattern: RegExp, ms = 20_000): Promise<void> {
+  const until = Date.now() + ms
+  while (!pattern.test(p.stdout.join(''))) {
+    if (p.child.exitCode != null) throw new Error(`coordinator exited ${p.child.exitCode}: ${p.stderr.join('')}`)
+    if (Date.now() > until) throw new Error(`timed out waiting for ${pattern}: ${p.stdout.join('')} ${p.stderr.join('')}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
 
 describe('trimswarm coordinator as a process, with a real slapd', () => {
   let slapd: TestSlapd

@@ -18,14 +18,15 @@ import { parseCoordinatorConfig } from '../../coordinator/config.ts'
 import { ConfigError } from '../../coordinator/errors.ts'
 import { createPublishClient } from '../../coordinator/publish-client.ts'
 import { createS3BlockStore, type S3BlockStore, type S3BlockStoreInit } from '../../coordinator/s3-block-store.ts'
+import { S3_BLOCK_STORE_MARKER_FILE } from '../../coordinator/constants.ts'
 import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from '../../protocol/constants.ts'
 import { HashMismatchError, UnavailableError } from '../../protocol/errors.ts'
 import { blockStoreComplianceTests, testChunk } from './block-store-compliance.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
-import { startCoordinatorProcess, waitFor, type Proc } from '../helpers/coordinator-process.ts'
+import { cli, startCoordinatorProcess, type CoordinatorProcess } from '../helpers/cli-process.ts'
 import { startTestScaleOutStack, type TestScaleOutStack } from '../helpers/scale-out-stack.ts'
 import { freePort } from '../helpers/slapd.ts'
-import { CLI, OPEN_POLICY, runAgent } from '../peer-agent/harness.ts'
+import { OPEN_POLICY, runAgent } from '../peer-agent/harness.ts'
 
 let stack: TestScaleOutStack
 let raw: S3Client
@@ -158,7 +159,7 @@ describe('S3 block store: what S3 adds to the contract', () => {
 
 describe('a coordinator process on the stack\'s coordinator.json: chunks in the bucket, agents get identical bytes', () => {
   let tmp: TempDir
-  let proc: Proc | undefined
+  let proc: CoordinatorProcess | undefined
   let scratch: string
   let imagePath: string
 
@@ -173,16 +174,14 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
   it('publishes into the bucket (none in --data) and an agent syncs a byte-identical image', async () => {
     tmp = await tempDir('trimswarm-s3-e2e-')
     scratch = join(tmp.path, 'scratch')
-    const listen = `127.0.0.1:${await freePort()}`
-    const url = `http://${listen}`
+    const port = await freePort()
     await deleteUnder('chunks/')
     // The stack's admin token, shared by every coordinator on the stack (docs/OPERATIONS.md "Object storage (S3)").
     await mkdir(scratch, { mode: 0o700 })
     await copyFile(join(stack.dir, 'admin.token'), join(scratch, 'admin.token'))
     const adminToken = (await readFile(join(stack.dir, 'admin.token'), 'utf8')).trim()
-    proc = startCoordinatorProcess(['--config', stack.configFile, '--data', scratch, '--listen', listen])
-    await waitFor(proc, /coordinator listening on/, 30_000)
-    expect(proc.stdout.join('') + proc.stderr.join('')).toContain('block store: S3 bucket')
+    proc = await startCoordinatorProcess(scratch, port, ['--config', stack.configFile])
+    const url = proc.url
 
     const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
       const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
@@ -196,7 +195,8 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     imagePath = image.path
     await createPublishClient({ coordinator: url, token: adminToken }).publish(image.path, { image: 'ws', version: 'v1' })
 
-    // The chunks are objects in the bucket, and nothing in the data dir.
+    // The chunks are objects in the bucket, and nothing in the data dir, which records the bucket (for fsck).
+    expect(JSON.parse(await readFile(join(scratch, S3_BLOCK_STORE_MARKER_FILE), 'utf8'))).toMatchObject({ bucket: 'trimswarm', keyPrefix: 'chunks/' })
     const objects = await keysUnder('chunks/')
     expect(objects.length).toBeGreaterThan(10)
     expect(await readdir(join(scratch, 'blocks')).catch(() => [])).toEqual([])
@@ -211,14 +211,7 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
   it('fsck refuses the data dir without the config (its chunks are in the bucket), checks and repairs the bucket with it', async () => {
     proc!.child.kill('SIGTERM')
     await proc!.exited
-    const fsck = async (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
-      try {
-        const r = await promisify(execFile)(process.execPath, [CLI, 'coordinator', 'fsck', '--data', scratch, ...args], { timeout: 120_000 })
-        return { code: 0, stdout: r.stdout, stderr: r.stderr }
-      } catch (err: any) {
-        return { code: err.code, stdout: err.stdout, stderr: err.stderr }
-      }
-    }
+    const fsck = async (...args: string[]): ReturnType<typeof cli> => await cli(['coordinator', 'fsck', '--data', scratch, ...args])
     // Without the config DATA/blocks is empty: fsck must not mark every version incomplete.
     const refused = await fsck()
     expect(refused.code).toBe(78)
