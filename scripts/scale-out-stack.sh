@@ -27,8 +27,9 @@
 # unless STACK_OSD_GIB says otherwise; memstore would start a second faster but
 # loses every object when the OSD stops), and one radosgw. No manager: RGW and
 # the OSD work without one, and it would cost start-up time and memory.
-# Measured here (2 cores shared with other work): first `up` 22 s, `up` after
-# `down` 8 s, `down` 6 s; about 160 MB of RAM for the four daemons.
+# Measured here (2 cores shared with other work, load 12): first `up` 22-30 s,
+# `up` after `down` 8-10 s, `down` 6-7 s; about 200 MB of RAM in all, 55 MB of
+# disk (the 20 GiB BlueStore file is sparse).
 # PostgreSQL refuses to run as root; as root the script runs it as the
 # `postgres` user, so DIR must be reachable by that user (the script makes DIR
 # mode 0711: files in it stay private, 0600).
