@@ -291,28 +291,33 @@ ceph_up () {
 
 osd_up () { cephc osd dump 2>/dev/null | grep -q '^osd\.0 up '; }
 
-s3_user () { # the RGW user and its keys (made once, kept in DIR)
-  local dir="$1" c="$1/ceph" access secret_key
-  if [ ! -f "$dir/s3-access-key" ]; then
-    access=$(secret 20 | tr '[:lower:]' '[:upper:]'); secret_key=$(secret 40)
-    write_private "$dir/s3-secret" "$secret_key"
-    echo "$access" >"$dir/s3-access-key"
-  fi
-  access=$(cat "$dir/s3-access-key"); secret_key=$(head -n 1 "$dir/s3-secret")
-  if ! timeout "$CEPH_TIMEOUT_S" radosgw-admin -c "$CONF" -n client.admin user info --uid "$RGW_UID" >/dev/null 2>&1; then
-    timeout "$CEPH_TIMEOUT_S" radosgw-admin -c "$CONF" -n client.admin user create --uid "$RGW_UID" --display-name "trimswarm coordinators" \
-      --access-key "$access" --secret-key "$secret_key" >"$c/log/user-create.log" 2>&1 \
-      || { cat "$c/log/user-create.log" >&2; die "radosgw-admin user create failed"; }
-  fi
+json_field () { # first "NAME": "VALUE" of a JSON text on stdin (radosgw-admin's output)
+  sed -n "s/.*\"$1\": \"\([^\"]*\)\".*/\1/p" | head -n 1
+}
+
+s3_user () { # the RGW user; radosgw-admin makes its keys, so the secret is never on a command line
+  local dir="$1" c="$1/ceph" out access secret_key
+  (umask 077
+   timeout "$CEPH_TIMEOUT_S" radosgw-admin -c "$CONF" -n client.admin user info --uid "$RGW_UID" >"$c/user.json" 2>/dev/null \
+     || timeout "$CEPH_TIMEOUT_S" radosgw-admin -c "$CONF" -n client.admin user create --uid "$RGW_UID" --display-name "trimswarm coordinators" >"$c/user.json" 2>"$c/log/user-create.log") \
+    || { cat "$c/log/user-create.log" >&2; die "radosgw-admin user create failed"; }
+  access=$(json_field access_key <"$c/user.json")
+  secret_key=$(json_field secret_key <"$c/user.json")
+  rm -f "$c/user.json"
+  [ -n "$access" ] && [ -n "$secret_key" ] || die "radosgw-admin gave no keys for user $RGW_UID"
+  echo "$access" >"$dir/s3-access-key"
+  write_private "$dir/s3-secret" "$secret_key"
 }
 
 s3_bucket () { # PUT /BUCKET, signed with the user's keys (a second PUT by the owner is a no-op)
   local dir="$1" rgw="$2" code
+  # The keys go to curl on stdin (-K -), not on its command line where `ps` shows them.
   # curl 7.88 signs without x-amz-content-sha256, which RGW requires: send the empty body's SHA-256.
-  code=$(curl -sS -o "$dir/ceph/log/bucket-create.out" -w '%{http_code}' --max-time 30 -X PUT \
+  code=$(printf 'user = "%s:%s"\n' "$(cat "$dir/s3-access-key")" "$(head -n 1 "$dir/s3-secret")" | curl -K - -sS \
+    -o "$dir/ceph/log/bucket-create.out" -w '%{http_code}' --max-time 30 -X PUT \
     -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
-    --aws-sigv4 "aws:amz:$REGION:s3" --user "$(cat "$dir/s3-access-key"):$(head -n 1 "$dir/s3-secret")" \
-    "http://127.0.0.1:$rgw/$BUCKET") || die "creating bucket $BUCKET failed: no answer from radosgw on 127.0.0.1:$rgw"
+    --aws-sigv4 "aws:amz:$REGION:s3" "http://127.0.0.1:$rgw/$BUCKET") \
+    || die "creating bucket $BUCKET failed: no answer from radosgw on 127.0.0.1:$rgw"
   case "$code" in
     200|409) ;;
     *) cat "$dir/ceph/log/bucket-create.out" >&2; die "creating bucket $BUCKET failed: HTTP $code" ;;

@@ -9,7 +9,7 @@
  */
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
@@ -237,6 +237,35 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     expect(repaired.code, repaired.stderr).toBe(0)
     expect(JSON.parse(repaired.stdout)).toMatchObject({ repaired: [expect.any(String)], ok: true })
     expect(await keysUnder(key)).toEqual([key])
+  })
+})
+
+describe('the stack of scripts/scale-out-stack.sh', () => {
+  const exec = promisify(execFile)
+
+  it('PostgreSQL: the user of postgres.json logs in over TCP with its password file; a wrong password and the superuser over TCP are refused', async () => {
+    const pg = JSON.parse(await readFile(join(stack.dir, 'postgres.json'), 'utf8'))
+    expect(pg).toMatchObject({ host: '127.0.0.1', database: 'trimswarm', user: 'trimswarm' })
+    const psql = async (user: string, password: string): Promise<string> =>
+      (await exec('psql', ['-h', pg.host, '-p', String(pg.port), '-U', user, '-d', pg.database, '-Atc', 'select current_user'], { env: { ...process.env, PGPASSWORD: password }, timeout: 30_000 })).stdout.trim()
+    expect(await psql(pg.user, (await readFile(pg.passwordFile, 'utf8')).trim())).toBe('trimswarm')
+    await expect(psql(pg.user, 'wrong')).rejects.toThrow(/password authentication failed/)
+    await expect(psql('postgres', '')).rejects.toThrow(/no pg_hba.conf entry/)
+    expect((await stat(pg.passwordFile)).mode & 0o777).toBe(0o600)
+    expect((await stat(join(stack.dir, 's3-secret'))).mode & 0o777).toBe(0o600)
+    expect((await stat(join(stack.dir, 'admin.token'))).mode & 0o777).toBe(0o600)
+  })
+
+  it('every daemon of the stack listens on 127.0.0.1 only', async () => {
+    const pids = [
+      ...(await readFile(join(stack.dir, 'pg', 'data', 'postmaster.pid'), 'utf8')).split('\n').slice(0, 1),
+      ...await Promise.all(['mon.a', 'osd.0', 'client.rgw'].map(async n => (await readFile(join(stack.dir, 'ceph', 'run', `${n}.pid`), 'utf8')).trim()))
+    ]
+    const { stdout } = await exec('ss', ['-Htlnp'])
+    const listening = stdout.split('\n').filter(line => pids.some(pid => line.includes(`pid=${pid},`)))
+    // the monitor (2 ports), the OSD (several), radosgw and PostgreSQL at least
+    expect(listening.length).toBeGreaterThanOrEqual(5)
+    for (const line of listening) expect(line.split(/\s+/)[3]).toMatch(/^127\.0\.0\.1:\d+$/)
   })
 })
 
