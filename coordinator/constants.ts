@@ -90,6 +90,12 @@ export const BLOCKS_DIR = 'blocks'
  */
 export const S3_BLOCK_STORE_MARKER_FILE = 'block-store-s3.json'
 
+/**
+ * Format of the coordinator's data dir (DIR/data-format.json, bin/data-format.ts). Raise it, with a migration,
+ * when the layout or an encoding in the dir changes so that an older trimswarm would misread it.
+ */
+export const COORDINATOR_DATA_FORMAT = 1
+
 /** A new group policy's fields when `trimswarm policy set` does not give them. */
 export const DEFAULT_POLICY = {
   images: [] as string[],
