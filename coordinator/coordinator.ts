@@ -34,6 +34,7 @@ import {
   DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
+import { recordS3BlockStore } from './s3-block-store-marker.ts'
 import { ConfigError } from './errors.ts'
 import { createEventRoutes } from './event-routes.ts'
 import { createEventStore, type EventStore } from './event-store.ts'
@@ -41,7 +42,7 @@ import { createErrorHandler } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
-import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
+import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
@@ -272,7 +273,8 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups, adminGroupsByName: config.adminGroupsByName })
     const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
-    const blockStore = await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+    const blockStore = await openBlockStore(config, dataDir, logger)
+    cleanups.push(async () => { blockStore.close?.() })
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
     cleanups.push(async () => { await images.stop() })
@@ -368,6 +370,18 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await cleanup()
     throw err
   }
+}
+
+/** The block store the config names: an S3 bucket with `blockStore.s3`, else DATA/blocks. */
+async function openBlockStore (config: CoordinatorConfig, dataDir: string, logger: Logger): Promise<BlockStore & { close?: () => void }> {
+  const s3 = config.blockStore?.s3
+  if (s3 == null) return await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+  // loaded only when used: the embedded default never loads the S3 SDK
+  const { openS3BlockStoreFromConfig } = await import('./s3-block-store.ts')
+  const store = await openS3BlockStoreFromConfig({ logger }, s3)
+  await recordS3BlockStore(dataDir, { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
+  logger.info('block store: S3 bucket', { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
+  return store
 }
 
 async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port: number }, tls?: { cert: Buffer, key: Buffer }): Promise<ServerType> {
