@@ -4,10 +4,12 @@
  * (start: open DIR, create secrets on first start, listen; stop: drain
  * requests, stop background work, close the database).
  *
- * Request order: log + metrics -> global body limit -> public routes
- * (healthz, metrics, openapi, key, login) -> the admin console (`/`,
- * `/console/...`, its own cookie sessions) -> auth middleware (every other
- * /v1 route has `c.get('principal')`) -> /v1 routes -> JSON 404.
+ * Request order: log + metrics -> body budget lease and body limits (they
+ * read no body, request-body.ts) -> public routes (healthz, metrics,
+ * openapi, key, login) -> the admin console (`/`, `/console/...`, its own
+ * cookie sessions) -> auth middleware (every other /v1 route has
+ * `c.get('principal')`) -> /v1 routes, which check access before they read
+ * a body -> JSON 404.
  */
 import { randomBytes } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
@@ -28,7 +30,7 @@ import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './c
 import {
   ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { ConfigError } from './errors.ts'
@@ -48,7 +50,8 @@ import { buildOpenApi } from './openapi.ts'
 import { createPolicyEngine } from './policy-engine.ts'
 import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
-import { bodyLimit } from './request-body.ts'
+import { createBodyBudget } from './body-budget.ts'
+import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createTokenStore } from './token-store.ts'
@@ -292,6 +295,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const maxJson = config.limits?.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES
     const maxBody = config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
     const jsonLimit = bodyLimit(maxJson)
+    const budget = createBodyBudget({ maxBytes: config.limits?.maxBufferedBodyBytes ?? DEFAULT_MAX_BUFFERED_BODY_BYTES })
     const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(signer.publicKeyRaw).toString('base64') }
     let openapi: Record<string, unknown> | undefined
 
@@ -301,8 +305,11 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.onError(onError)
     app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
     app.use('*', requestLog(logger, metrics, inFlight))
+    app.use('*', bodyBudget(budget))
     app.use('*', bodyLimit(maxBody))
-    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
+    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/v1/capabilities', '/v1/peers', '/console/*']) app.use(p, jsonLimit)
+    // the console's forms are parsed by hono, which has no limit of its own: read them here, within maxJson and the budget
+    app.use('/console/*', bufferBody())
 
     app.get('/healthz', (c) => c.json({ ok: true }))
     app.get('/metrics', (c) => c.text(metrics.render(flattenStats('trimswarm_image', images.stats(), processMemory())), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }))

@@ -6,6 +6,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import type { EffectivePolicy } from '../protocol/api.ts'
+import type { BodyLease } from './body-budget.ts'
 
 /** Options every async call takes. */
 export interface AbortOptions {
@@ -73,7 +74,7 @@ export interface ManifestSigner {
   privateKey: CryptoKey
 }
 
-/** Hono environment of every route: the auth middleware sets `principal`. */
+/** Hono environment of every route: the auth middleware sets `principal`; request-body.ts's middlewares set the body limit and budget lease. */
 export interface CoordinatorEnv {
-  Variables: { principal: Principal }
+  Variables: { principal: Principal, bodyLimit?: number, bodyLease?: BodyLease }
 }

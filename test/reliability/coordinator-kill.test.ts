@@ -7,7 +7,7 @@
  * (TRIMSWARM_TRIALS, default 3; TRIMSWARM_SEED).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -15,32 +15,13 @@ import { ADMIN_TOKEN_FILE } from '../../coordinator/constants.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
 import { createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { freePort } from '../helpers/slapd.ts'
+import { startCoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { recordCounts } from './counts.ts'
 
 const exec = promisify(execFile)
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'trimswarm.js')
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 3)
 const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
-
-interface Proc { child: ChildProcess, url: string, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }> }
-
-/** Starts `trimswarm coordinator` as a real process and waits until it listens. */
-async function startCoordinatorProcess (dataDir: string, port: number): Promise<Proc> {
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.on('exit', (code, signal) => resolve({ code, signal })))
-  let out = ''
-  let err = ''
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString() })
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /coordinator listening on (\S+)/.exec(out)
-      if (m != null) resolve(m[1])
-    })
-    void exited.then(e => reject(new Error(`coordinator exited (${e.code ?? e.signal}) before listening: ${err}`)))
-  })
-  return { child, url, exited }
-}
 
 async function cli (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   try {
@@ -82,7 +63,7 @@ async function publish (url: string, tokenFile: string): Promise<{ code: number,
 describe(`coordinator kill -9 during publish (${TRIALS} trials, seed ${SEED})`, () => {
   it('clean reference publish', async () => {
     const data = join(tmp.path, 'clean')
-    const c = await startCoordinatorProcess(data, 0)
+    const c = await startCoordinatorProcess(data)
     try {
       const meter = await startByteMeter(c.url)
       const r = await publish(meter.url, join(data, ADMIN_TOKEN_FILE))
@@ -104,7 +85,7 @@ describe(`coordinator kill -9 during publish (${TRIALS} trials, seed ${SEED})`, 
     it(`trial ${trial}: killed at ${Math.round(killAt * 100)} % of the publish, no partial version, the retry succeeds`, async () => {
       const data = join(tmp.path, `t${trial}`)
       const port = await freePort()
-      let c = await startCoordinatorProcess(data, port)
+      let c = await startCoordinatorProcess(data, { port })
       const tokenFile = join(data, ADMIN_TOKEN_FILE)
       // about 2 s for the whole publish, so the kill lands mid-upload
       const meter = await startByteMeter(c.url, { rate: Math.round(clean.bytes / 2) })
@@ -116,7 +97,7 @@ describe(`coordinator kill -9 during publish (${TRIALS} trials, seed ${SEED})`, 
       const bytesAtKill = meter.bytes
       const first = await running
 
-      c = await startCoordinatorProcess(data, port)
+      c = await startCoordinatorProcess(data, { port })
       try {
         const token = (await readFile(tokenFile, 'utf8')).trim()
         const res = await fetch(`${c.url}/v1/images/desk/versions/1/info`, { headers: { authorization: `Bearer ${token}` } })
