@@ -234,5 +234,12 @@ export const PUBLISH_MISSING_BATCH = 10_000
  */
 export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
 
+/**
+ * A block batch stream whose client has taken no byte for this long is aborted and its slot freed: a client that
+ * asks and never reads must not hold a slot for ever. An agent reads its stream without pause (it decompresses,
+ * hashes and writes each block as it comes), so 30 s of silence is a client gone or hostile, not a slow disk.
+ */
+export const ORIGIN_BATCH_STALL_MS = 30_000
+
 /** Directory groups whose members are admins (console and admin API) when the config names none; `"adminGroups": []` turns it off. */
 export const DEFAULT_ADMIN_GROUPS: readonly string[] = ['trimswarm-admins']

@@ -9,11 +9,17 @@
  *   that makes no write progress is aborted and its slot freed.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { api } from '../../protocol/index.ts'
-import { startCoordinatorProcess, processMemory, type CoordinatorProcess } from '../helpers/coordinator-process.ts'
-import { tempDir, type TempDir } from '../helpers/images.ts'
+import { BLOCK_SIZE } from '../../protocol/constants.ts'
+import { ADMIN_TOKEN_FILE, DEFAULT_POLICY } from '../../coordinator/constants.ts'
+import { CLI, startCoordinatorProcess, processMemory, type CoordinatorProcess } from '../helpers/coordinator-process.ts'
+import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
 
 const MiB = 1024 * 1024
@@ -92,4 +98,112 @@ describe('global body budget', () => {
     const small = await chunkedPost(c.url, '/v1/images/desk/versions', 1, { authorization: `Bearer ${token}` })
     expect(small.status).toBe(400)
   })
+})
+
+/** Size of the published image: random, so its batch stream is as large as its blocks and fills any socket buffer. */
+const IMAGE_MIB = 32
+const BLOCKS = IMAGE_MIB * MiB / BLOCK_SIZE
+
+/** Publishes a random image as desk@1 and makes machine tokens for groups `a` and `b`, both given `desk`. */
+async function publishAndTokens (c: CoordinatorProcess, dataDir: string): Promise<{ a: string, b: string }> {
+  const img = join(dir.path, 'desk.img')
+  await writeFile(img, seededBytes(131, IMAGE_MIB * MiB))
+  await promisify(execFile)(process.execPath, [CLI, 'publish', img, '--image', 'desk', '--version', '1', '--coordinator', c.url, '--token-file', join(dataDir, ADMIN_TOKEN_FILE)])
+  const admin = await c.adminToken()
+  const call = async (path: string, method: string, body: unknown): Promise<any> => {
+    const res = await fetch(c.url + path, { method, body: JSON.stringify(body), headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' } })
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`)
+    return await res.json()
+  }
+  const token = async (group: string): Promise<string> => {
+    await call(api.routes.policy(group), 'PUT', { ...DEFAULT_POLICY, images: ['desk'] })
+    return (await call(api.routes.tokens, 'POST', { group })).token
+  }
+  return { a: await token('a'), b: await token('b') }
+}
+
+/** A batch request for every block, on a raw socket that never reads the answer. */
+function unreadBatch (url: string, token: string): Socket {
+  const { hostname, port } = new URL(url)
+  const body = JSON.stringify({ ranges: [[0, BLOCKS]] })
+  const socket = connect(Number(port), hostname)
+  socket.on('error', () => {})
+  socket.write(`POST ${api.routes.blocks('desk', '1')} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
+  socket.pause()
+  return socket
+}
+
+/** Milliseconds a batch of 16 blocks takes to be answered and read whole, or Infinity past `limitMs`. */
+async function timedBatch (url: string, token: string, limitMs: number): Promise<number> {
+  const t0 = performance.now()
+  try {
+    const res = await fetch(url + api.routes.blocks('desk', '1'), {
+      method: 'POST',
+      body: JSON.stringify({ ranges: [[100, 16]] }),
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      signal: AbortSignal.timeout(limitMs)
+    })
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    return performance.now() - t0
+  } catch (err) {
+    if ((err as Error).name === 'TimeoutError') return Infinity
+    throw err
+  }
+}
+
+describe('one group cannot stall the origin', () => {
+  let c: CoordinatorProcess
+  let tokens: { a: string, b: string }
+  const held: Socket[] = []
+  beforeAll(async () => {
+    const data = join(dir.path, 'fair')
+    c = await startCoordinatorProcess(data)
+    tokens = await publishAndTokens(c, data)
+  }, 120_000)
+  afterAll(async () => {
+    for (const s of held) s.destroy()
+    await c?.stop()
+  })
+
+  it("group A's batch is answered in < 5 s while group B holds 16 streams it never reads", async () => {
+    for (let i = 0; i < 16; i++) held.push(unreadBatch(c.url, tokens.b))
+    await new Promise(resolve => setTimeout(resolve, 1000)) // B's streams fill their sockets and stop
+    const ms = await timedBatch(c.url, tokens.a, 5000)
+    counts.groupBUnreadStreams = 16
+    counts.groupABatchMs = Number.isFinite(ms) ? Math.round(ms) : -1
+    expect(ms).toBeLessThan(5000)
+    // B's own next request waits for B's share: it is not answered while B's streams sit unread
+    expect(await timedBatch(c.url, tokens.b, 1000)).toBe(Infinity)
+  }, 30_000)
+})
+
+describe('a stream that makes no write progress is aborted', () => {
+  let c: CoordinatorProcess
+  let tokens: { a: string, b: string }
+  beforeAll(async () => {
+    const data = join(dir.path, 'stall')
+    // every slot to one token, so only the stall timeout can free them
+    c = await startCoordinatorProcess(data, { config: { images: { maxConcurrentBatches: 2, maxBatchesPerPrincipal: 2, maxBatchesPerGroup: 2, batchStallMs: 1000 } } })
+    tokens = await publishAndTokens(c, data)
+  }, 120_000)
+  afterAll(async () => { await c?.stop() })
+
+  it('frees the slot of a client that stopped reading and closes its connection', async () => {
+    const held = [unreadBatch(c.url, tokens.b), unreadBatch(c.url, tokens.b)]
+    const closed = held.map(async s => await new Promise<void>(resolve => s.on('close', () => resolve())))
+    try {
+      await new Promise(resolve => setTimeout(resolve, 300))
+      const ms = await timedBatch(c.url, tokens.a, 5000)
+      counts.stalledSlotFreedMs = Number.isFinite(ms) ? Math.round(ms) : -1
+      expect(ms).toBeLessThan(5000)
+      // the server dropped B's connections: reading on, B finds them closed
+      for (const s of held) s.resume()
+      await Promise.all(closed)
+      const metrics = await (await fetch(c.url + '/metrics')).text()
+      expect(Number(/^trimswarm_image_block_batches_stalled (\d+)/m.exec(metrics)?.[1])).toBe(2)
+    } finally {
+      for (const s of held) s.destroy()
+    }
+  }, 30_000)
 })
