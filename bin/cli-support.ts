@@ -12,10 +12,16 @@ export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-/** A failure the user can act on (missing file, bad image): printed as is, exit code 1. */
+/** A failure the user can act on (missing file, bad image): printed as is, exit code 1 unless it names another. */
 export class CliError extends Error {
   static override name = 'CliError'
   override name = 'CliError'
+  /** The process's exit code (a failure a script should tell apart from the others). */
+  exitCode: number
+  constructor (message: string, options?: ErrorOptions & { exitCode?: number }) {
+    super(message, options)
+    this.exitCode = options?.exitCode ?? 1
+  }
 }
 
 /** Parsed options and positionals of one command line. */
@@ -73,7 +79,7 @@ export function reportError (err: unknown, path: string): number {
   }
   if (err instanceof CliError || err instanceof TrimswarmError) {
     console.error(`${path}: ${err.message}`)
-    return 1
+    return err instanceof CliError ? err.exitCode : 1
   }
   const e = err as NodeJS.ErrnoException
   if (typeof e?.code === 'string' && typeof e.message === 'string') {

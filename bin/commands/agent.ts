@@ -12,7 +12,7 @@ import { stderrLogger } from '../../peer-agent/interface.ts'
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
-import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
+import { ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
 import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { reexecWith } from '../reexec.ts'
 
@@ -79,8 +79,12 @@ async function buildIndexInChild (dataDir: string, folders: string[]): Promise<v
   if (code !== 0) process.stderr.write(`warning: building the host index in a child process failed (exit ${code}); the sync builds it\n`)
 }
 
-/** Agent failures the user can act on become CliErrors: a message and exit code 1, no stack trace. */
+/** Exit code of a sync that stopped on chunks the coordinator cannot serve and no peer had (its admin must act). */
+export const EXIT_CHUNK_UNAVAILABLE = 3
+
+/** Agent failures the user can act on become CliErrors: a message and exit code 1 (3: chunks unavailable), no stack trace. */
 export function agentCliError (err: unknown): unknown {
+  if (err instanceof ChunkUnavailableError) return new CliError(err.message, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
   if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirLockedError || err instanceof KeyPinError || err instanceof SyncIncompleteError) {
     return new CliError(err.message, { cause: err })
   }
