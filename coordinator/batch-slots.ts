@@ -31,9 +31,13 @@ export interface BatchSlots {
   waiting: () => number
 }
 
-/** The default share of one principal or group: half the slots (at least one), so another always finds one free. */
+/**
+ * The default share of one principal or group: all slots but a quarter (at least one), which stay free for
+ * everyone else. A fleet of agents behind one token (the usual set-up) keeps most of the origin, and one token
+ * or group that never reads its streams still leaves others a slot at once.
+ */
 export function defaultShare (maxSlots: number): number {
-  return Math.max(1, Math.floor(maxSlots / 2))
+  return Math.max(1, maxSlots - Math.max(1, Math.floor(maxSlots / 4)))
 }
 
 interface Waiter {

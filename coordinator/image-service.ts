@@ -59,9 +59,9 @@ export interface ImageServiceInit {
   buildDeltaPacks?: boolean
   /** Block batch streams compressing at once; more wait their turn (default ORIGIN_MAX_CONCURRENT_BATCHES). */
   maxConcurrentBatches?: number
-  /** Most of those one principal (token or user) holds at once (default: half of maxConcurrentBatches, at least 1). */
+  /** Most of those one principal (token or user) holds at once (default: batch-slots.ts defaultShare, 6 of 8). */
   maxBatchesPerPrincipal?: number
-  /** Most of those the principals of one group hold together (default: half of maxConcurrentBatches, at least 1). */
+  /** Most of those the principals of one group hold together (default: batch-slots.ts defaultShare, 6 of 8). */
   maxBatchesPerGroup?: number
   /** A batch stream whose client takes no byte for this long is aborted and its slot freed (default ORIGIN_BATCH_STALL_MS). */
   batchStallMs?: number

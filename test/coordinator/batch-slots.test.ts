@@ -6,8 +6,8 @@ const owner = (principal: string, ...groups: string[]): { principal: string, gro
 const settled = async (p: Promise<unknown>): Promise<boolean> => await Promise.race([p.then(() => true), new Promise<boolean>(resolve => setTimeout(() => resolve(false), 10))])
 
 describe('batch slots', () => {
-  it('half the slots, at least one, is the default share', () => {
-    expect([1, 2, 3, 8].map(defaultShare)).toEqual([1, 1, 1, 4])
+  it('all slots but a quarter (at least one stays free), at least one, is the default share', () => {
+    expect([1, 2, 3, 4, 8, 16].map(defaultShare)).toEqual([1, 1, 2, 3, 6, 12])
   })
 
   it('one principal holds at most its share; another principal of another group still gets a slot', async () => {
