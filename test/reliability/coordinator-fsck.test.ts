@@ -20,7 +20,7 @@ import { createDirectoryBlockStore } from '../../coordinator/directory-block-sto
 import { storedVersions, type StoredVersion } from '../../coordinator/image-service.ts'
 import { openMetaDb } from '../../coordinator/meta-db.ts'
 import { startImageHarness, type ImageHarness } from '../coordinator/image-harness.ts'
-import { b3sumBytes, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumBytes, flipBit, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
 
 const exec = promisify(execFile)
@@ -100,12 +100,7 @@ describe('coordinator fsck: a flipped bit is never served, found, repaired or ma
     expect(good.length).toBe(victim.length)
 
     // Flip one bit in the middle of the stored file while the coordinator runs.
-    const fh = await open(victim.path, 'r+')
-    const b = Buffer.alloc(1)
-    await fh.read(b, 0, 1, victim.length >> 1)
-    b[0] ^= 0x10
-    await fh.write(b, 0, 1, victim.length >> 1)
-    await fh.close()
+    await flipBit(victim.path)
     faults++
 
     const res = await hh.fetch(api.routes.chunk('desk', '2', victim.cid), hh.tokens.desk)

@@ -8,14 +8,13 @@
  * the chunk is repaired, the next run fetches about that one chunk.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { chunkCid } from '../../protocol/block-id.ts'
 import { decodeManifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
 import { BLOCKS_DIR } from '../../coordinator/constants.ts'
 import { createDirectoryBlockStore } from '../../coordinator/directory-block-store.ts'
-import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, flipBit, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { runAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
 import { recordCounts } from './counts.ts'
 
@@ -29,12 +28,7 @@ const EXIT_CHUNK_UNAVAILABLE = 3
 
 /** Flips one bit of the stored chunk file, in its middle (again: flips it back). */
 async function flip (): Promise<void> {
-  const fh = await open(victim.path, 'r+')
-  const b = Buffer.alloc(1)
-  await fh.read(b, 0, 1, victim.length >> 1)
-  b[0] ^= 0x10
-  await fh.write(b, 0, 1, victim.length >> 1)
-  await fh.close()
+  await flipBit(victim.path)
 }
 
 function args (data: string, out: string): string[] {
