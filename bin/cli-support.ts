@@ -12,12 +12,19 @@ export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-/** A failure the user can act on (missing file, bad image): printed as is, exit code 1 unless it names another. */
+/**
+ * Exit code of a command refused because another process holds its data dir
+ * (a second agent or coordinator on the same --data): 75, EX_TEMPFAIL of
+ * sysexits.h, "try again later", so a supervisor or script can tell it from a failure.
+ */
+export const EXIT_DATA_DIR_IN_USE = 75
+
+/** A failure the user can act on (missing file, bad image): printed as is, exit code 1 unless `exitCode` says otherwise. */
 export class CliError extends Error {
   static override name = 'CliError'
   override name = 'CliError'
-  /** The process's exit code (a failure a script should tell apart from the others). */
-  exitCode: number
+  readonly exitCode: number
+
   constructor (message: string, options?: ErrorOptions & { exitCode?: number }) {
     super(message, options)
     this.exitCode = options?.exitCode ?? 1
@@ -77,9 +84,13 @@ export function reportError (err: unknown, path: string): number {
     console.error(`${path}: ${err.message}`)
     return 2
   }
-  if (err instanceof CliError || err instanceof TrimswarmError) {
+  if (err instanceof CliError) {
     console.error(`${path}: ${err.message}`)
-    return err instanceof CliError ? err.exitCode : 1
+    return err.exitCode
+  }
+  if (err instanceof TrimswarmError) {
+    console.error(`${path}: ${err.message}`)
+    return 1
   }
   const e = err as NodeJS.ErrnoException
   if (typeof e?.code === 'string' && typeof e.message === 'string') {

@@ -16,6 +16,7 @@ import { BLOCKS_DIR } from '../../coordinator/constants.ts'
 import { createDirectoryBlockStore } from '../../coordinator/directory-block-store.ts'
 import { b3sumFile, flipBit, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { runAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { sampleValue } from '../helpers/promtool.ts'
 import { recordCounts } from './counts.ts'
 
 let tmp: TempDir
@@ -77,8 +78,8 @@ describe('one corrupt chunk on the coordinator', () => {
     const stats = coord.coordinator.images.stats()
     expect(stats.corruptChunkReads).toBeGreaterThanOrEqual(1)
     expect(stats.blockBatchesFailed).toBe(0)
-    const metrics = await (await fetch(coord.url + '/metrics')).text()
-    expect(Number(/^trimswarm_image_corrupt_chunk_reads (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1)
+    const metrics = await (await fetch(coord.url + '/metrics', { headers: { authorization: `Bearer ${coord.coordinator.adminToken}` } })).text()
+    expect(sampleValue(metrics, 'trimswarm_origin_corrupt_chunk_reads_total')).toBeGreaterThanOrEqual(1)
   }, 120_000)
 
   it('after the repair, the next run fetches only about that chunk and the image is whole', async () => {

@@ -20,6 +20,7 @@ import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { ADMIN_TOKEN_FILE, DEFAULT_POLICY } from '../../coordinator/constants.ts'
 import { CLI, startCoordinatorProcess, processMemory, type CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
+import { sampleValue } from '../helpers/promtool.ts'
 import { recordCounts } from './counts.ts'
 
 const MiB = 1024 * 1024
@@ -200,8 +201,8 @@ describe('a stream that makes no write progress is aborted', () => {
       // the server dropped B's connections: reading on, B finds them closed
       for (const s of held) s.resume()
       await Promise.all(closed)
-      const metrics = await (await fetch(c.url + '/metrics')).text()
-      expect(Number(/^trimswarm_image_block_batches_stalled (\d+)/m.exec(metrics)?.[1])).toBe(2)
+      const metrics = await (await fetch(c.url + '/metrics', { headers: { authorization: `Bearer ${await c.adminToken()}` } })).text()
+      expect(sampleValue(metrics, 'trimswarm_origin_block_batches_stalled_total')).toBe(2)
     } finally {
       for (const s of held) s.destroy()
     }
