@@ -25,6 +25,7 @@ import type { BlockRange } from '../protocol/delta-pack.ts'
 import { ConflictError, HashMismatchError, InvalidManifestError, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
 import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../protocol/manifest.ts'
 import { decodeEnvelope } from '../protocol/signed-manifest.ts'
+import { signVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { hashBlocks, hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import { createBlockBatchStream, type ZstdSettings } from './block-batch.ts'
 import { createBatchSlots, defaultShare, type SlotOwner } from './batch-slots.ts'
@@ -118,6 +119,8 @@ export interface ImageService {
   getInfo: (image: string, version: string) => Promise<api.VersionInfo>
   /** The signed envelope bytes of a version (`latest` allowed) and its info. */
   getEnvelope: (image: string, version: string) => Promise<{ info: api.VersionInfo, bytes: Uint8Array }>
+  /** The signed version pointer of `latest` (protocol/version-pointer.ts): never a retired or incomplete version. */
+  getLatestPointer: (image: string) => Promise<{ info: api.VersionInfo, bytes: Uint8Array }>
   /** Marks a version retired (idempotent): it stops being `latest` or anyone's `previous`, but stays fetchable by name. */
   retire: (image: string, version: string) => Promise<api.VersionInfo>
   /** Checks a block batch and returns its zstd stream plus the resolved version. */
@@ -299,6 +302,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
   // publish order (dropped by every write to that image), and the envelope
   // bytes (one shared buffer, sent as is to every client).
   const recordCache = createLruCache<readonly VersionRecord[]>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
+  // signed once per image and latest version (a signature costs ~0.1 ms; daemons poll `latest` often)
+  const pointerCache = createLruCache<{ version: string, seq: number, bytes: Uint8Array }>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
   const envelopeCache = createLruCache<Uint8Array>({ maxEntries: ENVELOPE_CACHE_ENTRIES, maxWeight: ENVELOPE_CACHE_BYTES, weigh: b => b.byteLength })
   // Loads in progress, so a crowd arriving at a cold cache reads level once.
   const recordLoads = new Map<string, Promise<readonly VersionRecord[]>>()
@@ -664,6 +669,16 @@ export function createImageService (components: ImageServiceComponents, init: Im
     async getEnvelope (image, version) {
       const rec = await resolve(image, version)
       return { info: rec.info, bytes: await envelopeOf(image, rec.info.version) }
+    },
+
+    async getLatestPointer (image) {
+      const rec = await resolve(image, LATEST)
+      const hit = pointerCache.get(image)
+      if (hit != null && hit.version === rec.info.version && hit.seq === rec.seq) return { info: rec.info, bytes: hit.bytes }
+      const pointer: VersionPointer = { image, version: rec.info.version, manifestCid: rec.info.manifestCid, seq: rec.seq, time: Math.floor(Date.now() / 1000) }
+      const bytes = await signVersionPointer(pointer, signer.privateKey)
+      pointerCache.set(image, { version: pointer.version, seq: pointer.seq, bytes })
+      return { info: rec.info, bytes }
     },
 
     async retire (image, version) {

@@ -6,6 +6,7 @@
 import { routes, schemas } from '../protocol/api.ts'
 import { swarmRoutes, swarmSchemas } from '../protocol/swarm-api.ts'
 import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
+import { VERSION_POINTER_MEDIA_TYPE } from '../protocol/version-pointer.ts'
 import { adminSchemas } from '../protocol/api-admin.ts'
 import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/constants.ts'
 import type { JsonSchema } from '../protocol/schema.ts'
@@ -45,6 +46,7 @@ const OPERATIONS: Operation[] = [
   { method: 'get', path: routes.versions(P('image')), summary: 'Versions of an image', auth: 'any', response: 'VersionList' },
   { method: 'post', path: routes.versions(P('image')), summary: 'Commit a version: body is the unsigned manifest; every chunk must be uploaded first', auth: 'admin', request: { media: 'application/cbor' }, response: 'VersionInfo', status: 201 },
   { method: 'get', path: routes.version(P('image'), P('version')), summary: 'The signed manifest envelope; version may be `latest`', auth: 'any', response: { media: MANIFEST_MEDIA_TYPE } },
+  { method: 'get', path: routes.latest(P('image')), summary: 'The signed version pointer of the latest version (not retired): what agents install without a named version', auth: 'any', response: { media: VERSION_POINTER_MEDIA_TYPE } },
   { method: 'get', path: routes.versionInfo(P('image'), P('version')), summary: 'What the coordinator says of one version', auth: 'any', response: 'VersionInfo' },
   { method: 'post', path: routes.retire(P('image'), P('version')), summary: 'Retire a version (no longer offered as latest)', auth: 'admin', response: 'VersionInfo' },
   { method: 'post', path: routes.blocks(P('image'), P('version')), summary: 'Named blocks as one zstd stream, in request order', auth: 'any', request: 'BlockBatchRequest', response: { media: BLOCK_STREAM_MEDIA_TYPE } },

@@ -13,7 +13,10 @@ import { AGENT_LOG_FORMATS, createAgentLogger, defaultAgentLogFormat, type Agent
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
-import { ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
+import {
+  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError,
+  PartialFileError, SyncIncompleteError
+} from '../../peer-agent/errors.ts'
 import { CliError, EXIT_DATA_DIR_IN_USE, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
 import { packageVersion } from '../package-version.ts'
@@ -100,7 +103,8 @@ export const EXIT_CHUNK_UNAVAILABLE = 3
 export function agentCliError (err: unknown): unknown {
   if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
   if (err instanceof ChunkUnavailableError) return new CliError(err.message, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
-  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError || err instanceof SyncIncompleteError) {
+  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError ||
+    err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError) {
     return new CliError(err.message, { cause: err })
   }
   if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume', { cause: err })
