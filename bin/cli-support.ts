@@ -128,3 +128,9 @@ export async function flushStdio (): Promise<void> {
     await new Promise<void>(resolve => { stream.write('', () => { resolve() }) })
   }))
 }
+
+/** Rows as aligned columns (two spaces apart, no trailing blanks), one line each; the first row is the header. */
+export function formatTable (rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
+  return rows.map(r => r.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd() + '\n').join('')
+}

@@ -54,6 +54,8 @@ const OPERATIONS: Operation[] = [
   { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)', auth: 'any', response: { media: DELTA_PACK_MEDIA_TYPE } },
   { method: 'post', path: routes.chunksMissing, summary: 'Which of these chunks the coordinator lacks (asked before uploading)', auth: 'admin', request: 'MissingChunksRequest', response: 'MissingChunksResponse' },
   { method: 'put', path: routes.chunkUpload(P('cid')), summary: 'Upload one chunk; rejected unless its bytes hash to the CID', auth: 'admin', request: { media: 'application/octet-stream' }, response: null },
+  { method: 'get', path: routes.adminImages, summary: 'Every image and version with its state (live, retired, collected, incomplete), sizes and publish time', auth: 'admin', response: 'AdminImageList' },
+  { method: 'post', path: routes.gc, summary: 'Storage gc: delete chunks and delta packs no live version uses (older than the grace period, not claimed by a publish in progress); dryRun only counts', auth: 'admin', request: 'GcRequest', response: 'GcReport' },
   { method: 'post', path: routes.events, summary: 'Agents report events; idempotent by event id', auth: 'any', request: 'EventBatch', response: 'EventBatchResponse' },
   { method: 'get', path: routes.events, summary: 'Stored events, newest first, filtered and paged', auth: 'admin', response: 'EventPage', query: ['image', 'site', 'type', 'limit', 'before'] },
   { method: 'get', path: '/v1/agents', summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events', auth: 'admin', response: 'AgentList', query: ['site'] },

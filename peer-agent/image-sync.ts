@@ -36,6 +36,8 @@ import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
 import { stricterRate } from './rate-limiter.ts'
+import { pruneImageData } from './data-dir-prune.ts'
+import { formatBytes } from './progress-reporter.ts'
 
 /** Progress of a sync, for the progress bar. */
 export interface SyncProgress {
@@ -287,6 +289,16 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const statePath = join(imageDir, 'installed.json')
     const installed = await readJson<InstalledState>(statePath)
     const cp = await readJson<Checkpoint>(checkpointPath)
+    const packsDir = join(dataDir, DATA_FILES.packs, safeName(req.image))
+    /** Drops this image's packs and manifests no install or resume needs, and says what that freed. */
+    const prune = async (now: { installed?: string, resume?: string }): Promise<void> => {
+      const keep = {
+        manifest: now.installed != null ? `${safeName(now.installed)}.manifest` : undefined,
+        pack: now.installed != null && now.resume != null ? `${safeName(now.installed)}..${safeName(now.resume)}.pack` : undefined
+      }
+      const r = await pruneImageData({ packsDir, manifestsDir: imageDir }, keep)
+      if (r.packs + r.manifests > 0) logger.info(`data dir: removed ${r.packs} delta pack${r.packs === 1 ? '' : 's'} and ${r.manifests} manifest${r.manifests === 1 ? '' : 's'} of ${req.image} no longer needed (${formatBytes(r.bytes)} freed)`)
+    }
     const known: Array<{ cid: string, path: string }> = []
     if (cp != null) known.push({ cid: cp.manifestCid, path: partialManifestPath })
     if (installed != null && installed.out === out) known.push({ cid: installed.manifestCid, path: join(imageDir, `${safeName(installed.version)}.manifest`) })
@@ -319,6 +331,8 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     // already there?
     if (installed != null && installed.out === out && installed.manifestCid === manifestCid) {
       if (isInstalledFile(out, installed)) {
+        // nothing to resume: only the installed manifest stays
+        if (cp == null) await prune({ installed: installed.version })
         bytes.origin = client.receivedBytes - originAtStart
         return { ...baseSummary, upToDate: true, bytes, seconds: (performance.now() - started) / 1000, discardedBlocks: 0, discardedChunks: 0, chunksFetched: 0, blocksBySource, usedDeltaPack: false }
       }
@@ -658,6 +672,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       await rm(checkpointPath, { force: true })
       await rm(partialManifestPath, { force: true })
       if (packPath != null) await removeDeltaPack(packPath)
+      await prune({ installed: m.version })
       bytes.origin = client.receivedBytes - originAtStart
       progress()
       components.observer?.finished?.({ manifest: m, envelope, out })

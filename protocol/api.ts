@@ -43,6 +43,10 @@ export const routes = {
   chunksMissing: '/v1/chunks/missing',
   /** PUT raw bytes: uploads one chunk (admin). */
   chunkUpload: (cid: string) => `/v1/chunks/${cid}`,
+  /** GET (admin): every image and version with its state. */
+  adminImages: '/v1/admin/images',
+  /** POST GcRequest (admin): storage gc. */
+  gc: '/v1/admin/gc',
   events: '/v1/events',
   reports: '/v1/reports'
 } as const

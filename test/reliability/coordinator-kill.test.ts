@@ -7,31 +7,17 @@
  * (TRIMSWARM_TRIALS, default 3; TRIMSWARM_SEED).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { ADMIN_TOKEN_FILE } from '../../coordinator/constants.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
 import { createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { freePort } from '../helpers/slapd.ts'
-import { startCoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { recordCounts } from './counts.ts'
+import { cli, startCoordinatorProcess } from '../helpers/cli-process.ts'
 
-const exec = promisify(execFile)
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'trimswarm.js')
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 3)
 const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
-
-async function cli (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args])
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
 
 let tmp: TempDir
 let img: TestImage
@@ -63,7 +49,7 @@ async function publish (url: string, tokenFile: string): Promise<{ code: number,
 describe(`coordinator kill -9 during publish (${TRIALS} trials, seed ${SEED})`, () => {
   it('clean reference publish', async () => {
     const data = join(tmp.path, 'clean')
-    const c = await startCoordinatorProcess(data)
+    const c = await startCoordinatorProcess(data, 0)
     try {
       const meter = await startByteMeter(c.url)
       const r = await publish(meter.url, join(data, ADMIN_TOKEN_FILE))
@@ -85,7 +71,7 @@ describe(`coordinator kill -9 during publish (${TRIALS} trials, seed ${SEED})`, 
     it(`trial ${trial}: killed at ${Math.round(killAt * 100)} % of the publish, no partial version, the retry succeeds`, async () => {
       const data = join(tmp.path, `t${trial}`)
       const port = await freePort()
-      let c = await startCoordinatorProcess(data, { port })
+      let c = await startCoordinatorProcess(data, port)
       const tokenFile = join(data, ADMIN_TOKEN_FILE)
       // about 2 s for the whole publish, so the kill lands mid-upload
       const meter = await startByteMeter(c.url, { rate: Math.round(clean.bytes / 2) })
@@ -97,7 +83,7 @@ describe(`coordinator kill -9 during publish (${TRIALS} trials, seed ${SEED})`, 
       const bytesAtKill = meter.bytes
       const first = await running
 
-      c = await startCoordinatorProcess(data, { port })
+      c = await startCoordinatorProcess(data, port)
       try {
         const token = (await readFile(tokenFile, 'utf8')).trim()
         const res = await fetch(`${c.url}/v1/images/desk/versions/1/info`, { headers: { authorization: `Bearer ${token}` } })

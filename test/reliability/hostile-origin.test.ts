@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
@@ -18,12 +18,36 @@ import { promisify } from 'node:util'
 import { api } from '../../protocol/index.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { ADMIN_TOKEN_FILE, DEFAULT_POLICY } from '../../coordinator/constants.ts'
-import { CLI, startCoordinatorProcess, processMemory, type CoordinatorProcess } from '../helpers/coordinator-process.ts'
+import { CLI, processMemory, startCoordinatorProcess as startProcess, type CoordinatorProcess as Proc } from '../helpers/cli-process.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
 import { sampleValue } from '../helpers/promtool.ts'
 import { recordCounts } from './counts.ts'
 
 const MiB = 1024 * 1024
+
+/** A coordinator process of these tests: its URL, pid, admin token and stop. */
+interface CoordinatorProcess extends Proc {
+  adminToken: () => Promise<string>
+  stop: () => Promise<void>
+}
+
+/** `trimswarm coordinator` on a free port, with `config` (written beside its data dir) when given. */
+async function startCoordinatorProcess (dataDir: string, options: { config?: Record<string, unknown> } = {}): Promise<CoordinatorProcess> {
+  const extra: string[] = []
+  if (options.config != null) {
+    await writeFile(`${dataDir}.json`, JSON.stringify(options.config))
+    extra.push('--config', `${dataDir}.json`)
+  }
+  const p = await startProcess(dataDir, 0, extra)
+  return {
+    ...p,
+    adminToken: async () => (await readFile(join(dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim(),
+    stop: async () => {
+      if (p.child.exitCode == null && p.child.signalCode == null) p.child.kill('SIGTERM')
+      await p.exited
+    }
+  }
+}
 
 /** POSTs `bytes` of chunked body (no Content-Length) in 1 MiB writes, honouring backpressure; resolves to the status and body. */
 async function chunkedPost (url: string, path: string, bytes: number, headers: Record<string, string> = {}): Promise<{ status: number, body: string }> {
