@@ -107,6 +107,12 @@ export const SESSION_SECRET_FILE = 'session.key'
 export const META_DB_DIR = 'meta'
 export const BLOCKS_DIR = 'blocks'
 
+/**
+ * Format of the coordinator's data dir (DIR/data-format.json, bin/data-format.ts). Raise it, with a migration,
+ * when the layout or an encoding in the dir changes so that an older trimswarm would misread it.
+ */
+export const COORDINATOR_DATA_FORMAT = 1
+
 /** A new group policy's fields when `trimswarm policy set` does not give them. */
 export const DEFAULT_POLICY = {
   images: [] as string[],

@@ -20,7 +20,8 @@ import { getConnInfo } from '@hono/node-server/conninfo'
 import { createAdaptorServer, type ServerType } from '@hono/node-server'
 import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { routePath } from 'hono/route'
-import type { KeyResponse } from '../protocol/api.ts'
+import type { HealthResponse, KeyResponse } from '../protocol/api.ts'
+import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createAudit } from './audit.ts'
@@ -72,7 +73,7 @@ export interface CoordinatorInit {
   logger?: Logger
   logLevel?: LogLevel
   logFormat?: LogFormat
-  /** trimswarm's version for trimswarm_build_info (the CLI passes package.json's); default "unknown". */
+  /** trimswarm's version for trimswarm_build_info; default this package's (protocol/version.ts). */
   version?: string
   /** Replaces the LDAP authenticator built from config.ldap (e.g. another directory). */
   authenticator?: Authenticator
@@ -223,6 +224,7 @@ interface Started {
 }
 
 async function startCoordinator (init: CoordinatorInit): Promise<Started> {
+  const startedAt = performance.now()
   const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
   const level = init.logLevel ?? config.logLevel ?? 'info'
   const logger = init.logger ?? createLogger({ level, format: init.logFormat })
@@ -279,7 +281,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })
-    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? 'unknown' })
+    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
     const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
@@ -323,7 +325,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     // the console's forms are parsed by hono, which has no limit of its own: read them here, within maxJson and the budget
     app.use('/console/*', bufferBody())
 
-    app.get('/healthz', (c) => c.json({ ok: true }))
+    app.get('/healthz', (c) => c.json({ ok: true, version: TRIMSWARM_VERSION, uptimeSeconds: Math.floor((performance.now() - startedAt) / 1000) } satisfies HealthResponse))
     app.route('/', await createMetricsRoute({ metrics, auth }, config.metrics))
     app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
     app.get('/v1/key', (c) => c.json(keyBody))
@@ -353,7 +355,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
         // a request whose socket was cut at the grace limit may still be running: let it finish before the database closes
         await inFlight.drained(SHUTDOWN_GRACE_MS)
       })
-      logger.info('coordinator listening', { url, dataDir, ldap: ldap != null, tls: tls != null })
+      logger.info('coordinator listening', { version: TRIMSWARM_VERSION, node: process.versions.node, url, dataDir, ldap: ldap != null, tls: tls != null })
     }
 
     return {

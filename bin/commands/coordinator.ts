@@ -9,8 +9,8 @@ import { InvalidImageError } from '../../chunker/errors.ts'
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../../coordinator/logger.ts'
 import { CliError, EXIT_DATA_DIR_IN_USE, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
-import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
+import { COORDINATOR_DATA, openDataDirReporting } from '../data-format.ts'
 
 const usage = `Usage: trimswarm coordinator --data DIR [--listen HOST:PORT] [--config FILE] [--log-level LEVEL] [--log-format FORMAT]
        trimswarm coordinator fsck --data DIR [--repair-from IMAGE]... [--json]
@@ -74,6 +74,7 @@ async function fsck (args: CommandArgs): Promise<number> {
   for (const k of ['listen', 'config', 'log-level', 'log-format']) if (args.values[k] != null) throw new UsageError(`--${k} does not apply to fsck\n\n${usage}`)
   const dataDir = requireString(args, 'data', usage)
   if (!existsSync(join(dataDir, META_DB_DIR))) throw new CliError(`${dataDir} is not a coordinator data dir (no ${META_DB_DIR}/)`)
+  await openDataDirReporting(dataDir, COORDINATOR_DATA)
   const repairFrom = (args.values['repair-from'] as string[] | undefined) ?? []
   const json = args.values.json === true
   const { runFsck } = await import('../../coordinator/fsck.ts')
@@ -115,12 +116,13 @@ const command: Command = {
     // a long-running server: big freed buffers go back to the kernel (re-executes once, same PID)
     reexecWith({ glibcTunables: { 'glibc.malloc.mmap_threshold': COORDINATOR_MMAP_THRESHOLD_BYTES } })
     const configFile = args.values.config as string | undefined
+    await openDataDirReporting(dataDir, COORDINATOR_DATA)
     // loaded after the re-exec, not before it as well
     const { createCoordinator } = await import('../../coordinator/coordinator.ts')
     const coordinator = await (async () => {
       try {
         const config: CoordinatorConfig = configFile != null ? await loadCoordinatorConfig(configFile) : {}
-        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined, logFormat, version: packageVersion() })
+        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined, logFormat })
         await c.start()
         return c
       } catch (err) {
