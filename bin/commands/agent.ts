@@ -14,7 +14,7 @@ import { createProgressReporter, formatBytes } from '../../peer-agent/progress-r
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
 import {
-  CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError,
+  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError,
   PartialFileError, SyncIncompleteError
 } from '../../peer-agent/errors.ts'
 import { CliError, EXIT_DATA_DIR_IN_USE, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
@@ -97,9 +97,13 @@ async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
   }
 }
 
-/** Agent failures the user can act on become CliErrors: a message and exit code 1 (75: data dir in use), no stack trace. */
+/** Exit code of a sync that stopped on chunks the coordinator cannot serve and no peer had (its admin must act). */
+export const EXIT_CHUNK_UNAVAILABLE = 3
+
+/** Agent failures the user can act on become CliErrors: a message and exit code 1 (75: data dir in use, 3: chunks unavailable), no stack trace. */
 export function agentCliError (err: unknown): unknown {
   if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
+  if (err instanceof ChunkUnavailableError) return new CliError(err.message, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
   if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError ||
     err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError) {
     return new CliError(err.message, { cause: err })
