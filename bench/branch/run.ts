@@ -29,7 +29,7 @@ import type { Scenario } from './constants.ts'
 import { findCorpus } from '../lib/corpus.ts'
 import { makeTorrent, scrapeSeeds } from './torrent.ts'
 import { ANNOUNCE_URL, HOOK_SCRIPT, clientCommand, scrapeUrl, seedCommand, trackerCommand } from './bittorrent.ts'
-import { BT_PIECE_BYTES, BT_SEED_READY_MS, BT_ZSTD_LEVEL, BT_ZSTD_WINDOW_LOG } from './constants.ts'
+import { BT_LINGER_MAX_S, BT_PIECE_BYTES, BT_SEED_READY_MS, BT_ZSTD_LEVEL, BT_ZSTD_WINDOW_LOG } from './constants.ts'
 
 /** Note on trim rows that repeat the cold figures. */
 const SAME_AS_COLD = 'figures of cold'
@@ -498,7 +498,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     if (!pre.casync) notes.push('casync is not installed: its baseline did not run.')
     else notes.push('casync baseline: `casync make` (default chunk sizes) of both images into one store on hq, served over HTTP; clients run `casync extract` (update: `--seed=` the old image).')
     if (pre.bittorrent != null) notes.push(`BitTorrent baseline did not run: ${pre.bittorrent}.`)
-    else notes.push(`BitTorrent baseline: a private torrent (DHT, LPD and peer exchange off), opentracker (whitelisted info hash) and one aria2c seed in hq, one aria2c per client in the branch with its own listen port. They connect directly over the veth (peers must see each other's addresses), so the --wan-rtt relay is NOT in their path: the WAN is shaped the same but without the added round trip. A client is done when aria2c's --on-bt-download-complete hook has decompressed (zstd -d) the image into place; it keeps seeding for the others until all are done (at most 120 s), like trimswarm's --linger. The .torrent file reaches the clients out of band (a local file).`)
+    else notes.push(`BitTorrent baseline: a private torrent (DHT, LPD and peer exchange off), opentracker (whitelisted info hash) and one aria2c seed in hq, one aria2c per client in the branch with its own listen port. They connect directly over the veth (peers must see each other's addresses), so the --wan-rtt relay is NOT in their path: the WAN is shaped the same but without the added round trip. A client is done when aria2c's --on-bt-download-complete hook has decompressed (zstd -d) the image into place; it keeps seeding for the others until all are done (at most ${BT_LINGER_MAX_S} s), like trimswarm's --linger. The .torrent file reaches the clients out of band (a local file).`)
     notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold. An agent is done when its output file is replaced by the verified image (new inode, polled every sample); it may keep serving peers after that (--linger), which is in report.json as exitSeconds.')
 
     const results: MethodResult[] = []
