@@ -23,13 +23,13 @@ import { buildCharts } from './charts.ts'
 import { createProgress } from './progress.ts'
 import type { Progress } from './progress.ts'
 import {
-  AGENT_GROUP, COORDINATOR_PORT, DELTA_PACK_WAIT_MS, HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
+  AGENT_GROUP, BT_LINGER_MAX_S, BT_PIECE_BYTES, BT_SEED_READY_MS, BT_ZSTD_LEVEL, BT_ZSTD_WINDOW_LOG, COORDINATOR_PORT, DELTA_PACK_WAIT_MS,
+  HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
 import { findCorpus } from '../lib/corpus.ts'
 import { makeTorrent, scrapeSeeds } from './torrent.ts'
 import { ANNOUNCE_URL, HOOK_SCRIPT, clientCommand, scrapeUrl, seedCommand, trackerCommand } from './bittorrent.ts'
-import { BT_LINGER_MAX_S, BT_PIECE_BYTES, BT_SEED_READY_MS, BT_ZSTD_LEVEL, BT_ZSTD_WINDOW_LOG } from './constants.ts'
 
 /** Note on trim rows that repeat the cold figures. */
 const SAME_AS_COLD = 'figures of cold'
