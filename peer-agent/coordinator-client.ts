@@ -110,6 +110,9 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
   let limiter: RateLimiter = createRateLimiter(init.rateLimit ?? 0)
   let token: string | undefined
   let received = 0
+  // Retries are for a coordinator that answered before and went away (a restart); one that never
+  // answered is most likely a wrong URL or port, which no retry fixes: that fails at once.
+  let established = false
 
   async function getToken (force: boolean, options: AbortOptions): Promise<string> {
     if (token != null && !force) return token
@@ -175,10 +178,12 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
         })
       } catch (err) {
         if (options.signal?.aborted === true) throw err
+        if (!established && neverConnected(err)) throw new CoordinatorUnreachableError(`cannot reach the coordinator at ${base}: ${describeNetworkError(err)}`, { cause: err })
         lastError = err
         await backoff(attempt, `${method} ${path}: ${describeNetworkError(err)}`, options)
         continue
       }
+      established = true
       if (res.ok || okStatuses.includes(res.status)) {
         return { status: res.status, headers: res.headers, body: counted(res.body, options.signal) }
       }
@@ -281,6 +286,14 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     }
   }
   return client
+}
+
+/** Network errors that mean no connection was ever made: nothing listens there, or no such host. */
+const NOT_CONNECTED_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH'])
+
+function neverConnected (err: unknown): boolean {
+  const code = (err as { cause?: { code?: unknown } }).cause?.code
+  return typeof code === 'string' && NOT_CONNECTED_CODES.has(code)
 }
 
 function describeNetworkError (err: unknown): string {
