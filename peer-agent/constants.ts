@@ -69,6 +69,8 @@ export const DATA_FILES = {
   hostIndex: 'host-index',
   /** Signed manifests of installed versions, per image. */
   manifests: 'manifests',
+  /** In each image's manifests folder: the installed version and where it was written. */
+  installed: 'installed.json',
   /** Checkpoints of interrupted syncs, per image. */
   partial: 'partial',
   /** Downloaded (possibly partial) delta packs. */

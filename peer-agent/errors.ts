@@ -35,3 +35,9 @@ export class KeyPinError extends Error {
   static override name = 'KeyPinError'
   override name = 'KeyPinError'
 }
+
+/** The output path is a directory, or an existing file this agent did not install (replacing it needs --force). */
+export class OutputRefusedError extends Error {
+  static override name = 'OutputRefusedError'
+  override name = 'OutputRefusedError'
+}

@@ -12,7 +12,7 @@
  */
 import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { equals } from 'multiformats/bytes'
 import { api } from '../protocol/index.ts'
@@ -25,8 +25,9 @@ import { hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { partialPathOf } from './output-guard.ts'
 import { DiskFullError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
-import type { HostIndex } from './host-index.ts'
+import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
@@ -252,7 +253,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const partialDir = join(dataDir, DATA_FILES.partial)
     const checkpointPath = join(partialDir, `${safeName(req.image)}.json`)
     const partialManifestPath = join(partialDir, `${safeName(req.image)}.manifest`)
-    const statePath = join(imageDir, 'installed.json')
+    const statePath = join(imageDir, DATA_FILES.installed)
     const installed = await readJson<InstalledState>(statePath)
     const cp = await readJson<Checkpoint>(checkpointPath)
     const known: Array<{ cid: string, path: string }> = []
@@ -291,7 +292,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // 2. the temp file beside the output, and its checkpoint
     await mkdir(dirname(out), { recursive: true })
-    const temp = join(dirname(out), `.${basename(out)}.trimswarm-partial`)
+    const temp = partialPathOf(out)
     await mkdir(partialDir, { recursive: true })
     const nChunks = m.chunks.length
     const nBlocks = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
@@ -488,8 +489,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         if (init.refreshIndex !== false) {
           phase = 'indexing host folders'
           progress()
-          const s = await components.hostIndex.refresh({ signal })
-          logger.info(`host index: ${s.files} files (${s.hashed} hashed, ${s.removed} dropped) in ${s.seconds.toFixed(1)} s`)
+          logger.info(describeRefresh(await components.hostIndex.refresh({ signal })))
         }
         sources.push(createHostIndexSource({ index: components.hostIndex, logger }))
       }
@@ -613,7 +613,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         await rm(temp, { force: true })
         await rm(checkpointPath, { force: true })
         await rm(partialManifestPath, { force: true })
-        throw new DiskFullError(`no space left on the file system of ${out} (need up to ${nonZero} bytes of data for ${m.name}@${m.version}); the old image is intact, the partial file was removed`, { cause: err })
+        throw new DiskFullError(`no space left on the file system of ${out} (need up to ${nonZero} bytes of data for ${m.name}@${m.version}); the old image is intact, the partial file ${temp} was removed`, { cause: err })
       }
       // keep what is verified for the next run
       await writeCheckpoint().catch(() => {})
