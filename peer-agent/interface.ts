@@ -9,13 +9,29 @@ export interface AbortOptions {
 export interface AgentLogger {
   info: (msg: string) => void
   warn: (msg: string) => void
+  /**
+   * Routine events a sync recovers from by itself (a peer that left refused a dial, a stream
+   * reset, a foreign peer's capability refused, events kept for later): shown with --verbose,
+   * otherwise only counted.
+   */
+  debug?: (msg: string) => void
 }
 
-/** A logger writing `warning: ...` lines to stderr (the CLI's default). */
-export function stderrLogger (quiet = false): AgentLogger {
+/** A stderr logger that also says how many debug lines it kept back. */
+export interface CountingLogger extends AgentLogger {
+  debug: (msg: string) => void
+  /** Debug lines not shown (without `verbose`). */
+  hiddenDebug: () => number
+}
+
+/** A logger writing `warning: ...` lines to stderr (the CLI's default); debug lines only when `verbose`. */
+export function stderrLogger (quiet = false, options: { verbose?: boolean } = {}): CountingLogger {
+  let hidden = 0
   return {
     info: (msg) => { if (!quiet) process.stderr.write(msg + '\n') },
-    warn: (msg) => { process.stderr.write(`warning: ${msg}\n`) }
+    warn: (msg) => { process.stderr.write(`warning: ${msg}\n`) },
+    debug: (msg) => { if (options.verbose === true) process.stderr.write(`debug: ${msg}\n`); else hidden++ },
+    hiddenDebug: () => hidden
   }
 }
 
