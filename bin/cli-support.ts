@@ -62,7 +62,8 @@ export function exitCodeOf (err: unknown): number {
     const byName = EXIT_BY_NAME[(e as Error).name]
     if (byName != null) return byName
     const code = (e as NodeJS.ErrnoException).code
-    if (typeof code === 'string') return NETWORK_CODES.has(code) ? EXIT.unreachable : EXIT.localIo
+    if (typeof code === 'string' && NETWORK_CODES.has(code)) return EXIT.unreachable
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return EXIT.localIo // errno of a file operation (ABORT_ERR and ERR_* are not)
   }
   return EXIT.failure
 }

@@ -28,7 +28,7 @@ Options
   --concurrency N     chunk uploads in flight (default ${DEFAULT_PUBLISH_CONCURRENCY})
   --json              print a JSON summary: {"image", "version", "manifestCid",
                       "chunks", "chunksUploaded", "bytesUploaded", "nonZeroBytes",
-                      "seconds", "info": VersionInfo}
+                      "seconds", "info": the version as the coordinator stored it}
   -h, --help          this text
 
 Exit codes: 0 published, ${EXIT.usage} bad usage, ${EXIT.auth} token refused or not an admin,
