@@ -26,8 +26,8 @@ Options
 Without --json, prints a short summary (size, non-zero data, chunks, and the
 size of this image's manifest).
 
-Exit codes: 0 ok, 1 bad image (missing, unreadable, directory, empty, size not
-a multiple of 4096), 2 bad usage.`
+Exit codes: 0 ok, 1 not an image (a directory, empty, size not a multiple of
+4096), 2 bad usage, 7 image missing or unreadable; all codes: trimswarm --help.`
 
 /** Parses the --min/avg/max-blocks options (shared with `manifest build`). */
 export function chunkingFromArgs (args: CommandArgs, text: string): ChunkingInit {

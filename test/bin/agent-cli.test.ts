@@ -177,4 +177,20 @@ describe('lines of a successful sync', () => {
     expect(r.stderr).not.toMatch(/0 hashed/)
     expect(r.stdout).toMatch(/is now ws@v1 in \d+\.\d s: local .*, peers .*, origin .*\(of .* data\)\n$/)
   }, 60_000)
+
+  it('a peer that left is not a warning: its refused dial is counted in the summary, shown with --verbose', async () => {
+    const lan = (name: string): string[] => ['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', join(tmp.path, `${name}-data`),
+      '--out', join(tmp.path, name, 'ws.img'), '--no-index', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'left', '--retries', '2', '--retry-delay', '50']
+    // the first agent syncs, stays listed at the rendezvous, and exits
+    const first = await runAgent([...lan('left1'), '--linger', '0', '--json'])
+    expect(first.code, first.stderr).toBe(0)
+    const second = await runAgent([...lan('left2'), '--linger', '0'])
+    expect(second.code, second.stderr).toBe(0)
+    expect(second.stderr).not.toMatch(/ECONNREFUSED|StreamResetError/)
+    expect(second.stderr).not.toMatch(/warning/)
+    expect(second.stdout).toMatch(/; \d+ routine peer events? \(a peer that left, a reset stream; --verbose shows them\)\n$/)
+    const verbose = await runAgent([...lan('left3'), '--linger', '0', '--verbose'])
+    expect(verbose.code, verbose.stderr).toBe(0)
+    expect(verbose.stderr).toMatch(/debug: swarm: .*ECONNREFUSED/)
+  }, 90_000)
 })
