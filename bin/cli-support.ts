@@ -26,11 +26,18 @@ export const EXIT = {
   verification: 6,
   /** A local file or disk problem: missing or unreadable file, a directory where a file belongs, disk full. */
   localIo: 7,
-  /** The data dir is in use by another agent or coordinator process. */
-  locked: 8,
+  /** The data dir is in use by another agent or coordinator process: EX_TEMPFAIL of sysexits.h, "try again later". */
+  locked: 75,
   /** A bug: printed with its stack trace. */
   internal: 70
 } as const
+
+/**
+ * Exit code of a command refused because another process holds its data dir
+ * (a second agent or coordinator on the same --data), so a supervisor or script
+ * can tell it from a failure.
+ */
+export const EXIT_DATA_DIR_IN_USE = EXIT.locked
 
 /** Exit code per error name (wire errors rebuilt by errorFromWire, and the agent's own). */
 const EXIT_BY_NAME: Record<string, number> = {

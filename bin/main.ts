@@ -39,8 +39,8 @@ Exit codes
   ${EXIT.unreachable}    coordinator unreachable or unavailable (try again later)
   ${EXIT.verification}    verification failed (signature, hash, pinned key, no intact copy)
   ${EXIT.localIo}    local file problem (missing or unreadable file, output refused, disk full)
-  ${EXIT.locked}    the data dir is in use by another process
-  ${EXIT.internal}   a bug (printed with its stack trace)`,
+  ${EXIT.internal}   a bug (printed with its stack trace)
+  ${EXIT.locked}   the data dir is in use by another process (try again once it has finished)`,
   subcommands: {
     chunk: async () => (await import('./commands/chunk.ts')).default,
     manifest: async () => (await import('./commands/manifest.ts')).default,

@@ -6,12 +6,13 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { ValidationError } from '../protocol/errors.ts'
-import { array, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
+import { array, boolean, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
 import { name } from '../protocol/api.ts'
 import { ConfigError } from './errors.ts'
 import { parseLdapConfig } from './ldap-authenticator.ts'
 import { LOG_LEVELS } from './logger.ts'
 import { createSiteMap } from './sites.ts'
+import { createTrustedProxies } from './trusted-proxies.ts'
 
 /** Any JSON object, checked by its own parser later (the `ldap` section goes to parseLdapConfig). */
 function anyObject (): Schema<Record<string, unknown>> {
@@ -32,6 +33,7 @@ export const CoordinatorConfigSchema = object({
   logLevel: optional(enumOf(LOG_LEVELS)),
   ldap: optional(anyObject()),
   adminGroups: optional(array(string({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
+  adminGroupsByName: optional(boolean()),
   sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),
@@ -46,6 +48,13 @@ export const CoordinatorConfigSchema = object({
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
   images: optional(anyObject()),
+  /** Who may read GET /metrics: the admin, or the holder of the token in tokenFile; public: anyone. */
+  metrics: optional(object({
+    tokenFile: optional(string({ minLength: 1, maxLength: 4096 })),
+    public: optional(boolean())
+  })),
+  /** Reverse proxies (IPs or IP/prefix) whose X-Forwarded-For / X-Forwarded-Proto are believed. */
+  trustedProxies: optional(array(string({ minLength: 2, maxLength: 64 }), { maxItems: 1000 })),
   console: optional(object({
     refreshMs: optional(integer({ min: 100, max: 3_600_000 })),
     sampleMs: optional(integer({ min: 100, max: 3_600_000 })),
@@ -65,6 +74,9 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
     throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
   }
   createSiteMap(config.sites) // throws ConfigError on a bad subnet
+  createTrustedProxies(config.trustedProxies) // throws ConfigError on a bad entry
+  if (config.metrics?.public === true && config.metrics.tokenFile != null) throw new ConfigError('invalid coordinator config: metrics: "public": true and "tokenFile" exclude each other')
+  if (config.metrics?.tokenFile != null) config.metrics = { ...config.metrics, tokenFile: resolve(baseDir, config.metrics.tokenFile) }
   if (config.ldap != null) {
     try {
       // relative caFile / bindPasswordFile are relative to the config file, like tls paths

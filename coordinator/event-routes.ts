@@ -21,9 +21,9 @@ export function createEventRoutes (components: { events: EventStore, metrics: Me
   const app = new Hono<CoordinatorEnv>()
   app.post('/v1/events', async (c) => {
     const batch = await readJson(c, EventBatch)
-    const { accepted, duplicates, byType } = await events.add(batch.events, c.get('principal').user)
-    for (const [type, n] of Object.entries(byType)) metrics.inc('trimswarm_events_total', { type }, n)
-    if (duplicates > 0) metrics.inc('trimswarm_events_duplicate_total', {}, duplicates)
+    const { accepted, duplicates, byType, finished } = await events.add(batch.events, c.get('principal').user)
+    metrics.events(byType, duplicates)
+    for (const ev of finished) metrics.syncBytes(ev.site, ev.image, ev.bytes)
     return c.json({ accepted, duplicates })
   })
   app.get('/v1/events', async (c) => {

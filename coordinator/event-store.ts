@@ -7,6 +7,9 @@
  * also held in memory, so GET /v1/reports costs a map walk.
  */
 import type { AgentEvent, ReportRow } from '../protocol/api.ts'
+
+/** An event's bytes by source (local, peers, origin). */
+type BytesBySource = NonNullable<AgentEvent['bytes']>
 import type { AgentImageState, AgentRecord, StoredEvent } from '../protocol/api-admin.ts'
 
 export type { AgentImageState, AgentRecord }
@@ -27,7 +30,8 @@ export interface EventQuery {
 export interface EventStore {
   start: () => Promise<void>
   stop: () => Promise<void>
-  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions) => Promise<{ accepted: number, duplicates: number, byType: Record<string, number> }>
+  /** `finished`: the new (not duplicate) sync.completed / sync.failed events with bytes, counted into the reports. */
+  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions) => Promise<{ accepted: number, duplicates: number, byType: Record<string, number>, finished: Array<AgentEvent & { bytes: BytesBySource }> }>
   query: (q: EventQuery, options?: AbortOptions) => Promise<{ events: StoredEvent[], next: string | null }>
   report: (filter: { image?: string, version?: string, site?: string }) => ReportRow[]
   agents: (options?: AbortOptions) => AsyncIterable<AgentRecord>
@@ -115,6 +119,7 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
         let accepted = 0
         let duplicates = 0
         const byType: Record<string, number> = {}
+        const finished: Array<AgentEvent & { bytes: BytesBySource }> = []
         for (const [i, ev] of batch.entries()) {
           if (known[i] != null || seen.has(ev.id)) { duplicates++; continue }
           seen.add(ev.id)
@@ -159,12 +164,13 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
             a.bytes.peers += ev.bytes.peers
             a.bytes.origin += ev.bytes.origin
             touched.add(k)
+            finished.push({ ...ev, bytes: ev.bytes })
           }
         }
         for (const rec of agentCache.values()) ops.push({ type: 'put', sublevel: agents, key: rec.agent, value: rec })
         for (const k of touched) ops.push({ type: 'put', sublevel: reports, key: k, value: aggregates.get(k) })
         if (ops.length > 0) await components.db.batch(ops)
-        return { accepted, duplicates, byType }
+        return { accepted, duplicates, byType, finished }
       })
     },
     async query (q) {

@@ -33,6 +33,18 @@ export interface AuthenticatedUser {
   user: string
   /** Group names (the group entries' cn), used as policy keys. */
   groups: string[]
+  /** The full DNs of the same groups: what admin groups are matched on (a short name is not unique in a directory). */
+  groupDNs: string[]
+}
+
+/** Options of one login attempt. */
+export interface AuthenticateOptions extends AbortOptions {
+  /**
+   * Called with the canonical name of the directory entry the login name found,
+   * before its password is tried; throwing (a rate limit's RetryAfterError)
+   * ends the attempt, so every spelling of one user shares one limit.
+   */
+  admit?: (canonicalUser: string) => void
 }
 
 /**
@@ -41,7 +53,7 @@ export interface AuthenticatedUser {
  * message for both), UnavailableError when the directory cannot be reached.
  */
 export interface Authenticator {
-  authenticate: (user: string, password: string, options?: AbortOptions) => Promise<AuthenticatedUser>
+  authenticate: (user: string, password: string, options?: AuthenticateOptions) => Promise<AuthenticatedUser>
   close?: () => Promise<void>
 }
 
@@ -75,5 +87,11 @@ export interface ManifestSigner {
 
 /** Hono environment of every route: the auth middleware sets `principal`. */
 export interface CoordinatorEnv {
-  Variables: { principal: Principal }
+  Variables: {
+    principal: Principal
+    /** Set for every request by the request log: the id in its log line and X-Request-Id header. */
+    requestId: string
+    /** The client's IP (X-Forwarded-For only from trusted proxies, coordinator/trusted-proxies.ts). */
+    clientIp: string
+  }
 }

@@ -61,6 +61,12 @@ export const DEFAULT_SITE = 'default'
 /** Niceness set by --nice (os.setPriority; 19 is the lowest priority on Linux). */
 export const NICE_PRIORITY = 19
 
+/** Mode of the data dir and the directories under it (only the agent's user may enter). */
+export const PRIVATE_DIR_MODE = 0o700
+
+/** Mode of the files the agent writes in its data dir (only the agent's user may read them). */
+export const PRIVATE_FILE_MODE = 0o600
+
 /** Files under the agent's data dir. */
 export const DATA_FILES = {
   /** The pinned coordinator public key (JSON). */
@@ -79,6 +85,10 @@ export const DATA_FILES = {
   events: 'events.jsonl',
   /** Stable agent id. */
   agentId: 'agent-id',
+  /** The data dir lock: a level database whose LOCK file the kernel locks (fcntl) while an agent runs. */
+  lockDb: 'lock.db',
+  /** The PID of the agent holding the lock: information for the message of a refused second agent, never trusted. */
+  lockHolder: 'lock',
   /** The swarm node's libp2p private key (its peer id, to which capabilities are bound). */
   swarmKey: 'swarm-key'
 } as const
@@ -135,3 +145,10 @@ export const JSON_MAX_BYTES = 64 * 1024 * 1024
  * seconds later), at most this long (ms); then the LAN_IDLE_MS rule applies.
  */
 export const LAN_PACK_LINGER_MS = 20_000
+
+/**
+ * prom-client's default metrics that `promtool check metrics` refuses (gauges
+ * named `_total`); they are dropped: the same counts are in
+ * nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+ */
+export const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']

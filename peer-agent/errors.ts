@@ -24,6 +24,12 @@ export class DataDirLockedError extends Error {
   override name = 'DataDirLockedError'
 }
 
+/** The data dir is a folder other users may write to (world-writable or sticky, like /tmp): not used. */
+export class DataDirUnsafeError extends Error {
+  static override name = 'DataDirUnsafeError'
+  override name = 'DataDirUnsafeError'
+}
+
 /** Blocks or a chunk could not be obtained from any source (every copy failed verification). */
 export class SyncIncompleteError extends Error {
   static override name = 'SyncIncompleteError'

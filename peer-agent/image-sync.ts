@@ -23,7 +23,8 @@ import { chunkCid } from '../protocol/block-id.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import { hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
-import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES } from './constants.ts'
+import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES, PRIVATE_FILE_MODE } from './constants.ts'
+import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { partialPathOf } from './output-guard.ts'
 import { DiskFullError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
@@ -159,7 +160,7 @@ function safeName (s: string): string {
 
 async function writeFileAtomic (path: string, data: string | Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`
-  const fh = await open(tmp, 'w')
+  const fh = await open(tmp, 'w', PRIVATE_FILE_MODE) // only ever data dir files
   try {
     await fh.writeFile(data)
     await fh.sync()
@@ -225,7 +226,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const bytes = Uint8Array.from(Buffer.from(raw, 'base64'))
     key = await importPublicKey(bytes)
     if (pinned == null) {
-      await mkdir(dataDir, { recursive: true })
+      await mkdirPrivate(dataDir)
       await writeFileAtomic(pinPath, JSON.stringify({ url: client.url, publicKey: raw }) + '\n')
     }
     return key
@@ -238,7 +239,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const originAtStart = client.receivedBytes
     const bytes: BytesBySource = { local: 0, peers: 0, origin: 0 }
     const blocksBySource: Record<string, number> = {}
-    await mkdir(dataDir, { recursive: true })
+    await mkdirPrivate(dataDir)
 
     // policy caps: the stricter of --wan-limit and the policy's wanLimitBps
     const me = await client.me({ signal })
@@ -293,7 +294,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     // 2. the temp file beside the output, and its checkpoint
     await mkdir(dirname(out), { recursive: true })
     const temp = partialPathOf(out)
-    await mkdir(partialDir, { recursive: true })
+    await mkdirPrivate(partialDir)
     const nChunks = m.chunks.length
     const nBlocks = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
     const verified = new Uint8Array(Math.ceil(nChunks / 8))
@@ -578,7 +579,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       fdOpen = false
       await rename(temp, out)
       await fsyncDir(dirname(out))
-      await mkdir(imageDir, { recursive: true })
+      await mkdirPrivate(imageDir)
       await writeFileAtomic(join(imageDir, `${safeName(m.version)}.manifest`), envelope)
       const st = await stat(out)
       const state: InstalledState = { image: m.name, version: m.version, out, manifestCid, size: st.size, mtimeMs: st.mtimeMs }

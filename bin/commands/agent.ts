@@ -11,11 +11,14 @@ import { checkOutput, partialPathOf } from '../../peer-agent/output-guard.ts'
 import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
 import { lockDataDir } from '../../peer-agent/data-dir-lock.ts'
 import { stderrLogger } from '../../peer-agent/interface.ts'
+import { AGENT_LOG_FORMATS, createAgentLogger, defaultAgentLogFormat, type AgentLogFormat } from '../../peer-agent/logger.ts'
 import { createProgressReporter, formatBytes, plural } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join, resolve } from 'node:path'
-import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, OutputRefusedError, SyncIncompleteError } from '../../peer-agent/errors.ts'
-import { CliError, coordinatorOption, EXIT, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, KeyPinError, OutputRefusedError, SyncIncompleteError } from '../../peer-agent/errors.ts'
+import { CliError, coordinatorOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { consoleToJsonLines } from '../json-console.ts'
+import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
@@ -71,10 +74,12 @@ Options
   --verbose              log lines (sources, peers, swarm decisions) on stderr even
                          with --json or --quiet, and the routine peer events (a peer that
                          left, a reset stream) that are otherwise only counted
+  --log-format FORMAT    text or json log lines on stderr (default: json under systemd,
+                         else text); json shows no progress bar
 
 Exit codes: 0 done (or already up to date), 2 bad usage, 3 credentials refused,
 4 no such image or version, 5 coordinator unreachable, 6 verification failed,
-7 local file problem (output refused, disk full), 8 data dir in use; all codes:
+7 local file problem (output refused, disk full), 75 data dir in use; all codes:
 trimswarm --help.`
 
 const INDEX_USAGE = `Usage: trimswarm agent index --data DIR --index DIR... [--json]
@@ -95,12 +100,22 @@ async function buildIndexInChild (dataDir: string, folders: string[]): Promise<v
   if (code !== 0) process.stderr.write(`warning: building the host index in a child process failed (exit ${code}); the sync builds it\n`)
 }
 
+/** Takes the data dir lock; a data dir held by another agent is one line and exit code 75, no stack trace. */
+async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
+  try {
+    return await lockDataDir(dataDir)
+  } catch (err) {
+    throw agentCliError(err)
+  }
+}
+
 /**
  * Agent failures the user can act on become CliErrors: a message, no stack trace, the exit code of
- * the cause. `partialNote` names the partial file the failed sync leaves behind.
+ * the cause (75: data dir in use). `partialNote` names the partial file the failed sync leaves behind.
  */
 export function agentCliError (err: unknown, partialNote = ''): unknown {
-  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirLockedError || err instanceof KeyPinError || err instanceof SyncIncompleteError || err instanceof OutputRefusedError) {
+  if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
+  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError || err instanceof SyncIncompleteError || err instanceof OutputRefusedError) {
     return new CliError(err.message + partialNote, { cause: err })
   }
   if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume' + partialNote, { cause: err, exitCode: EXIT.failure })
@@ -177,7 +192,8 @@ const sync: Command = {
     'no-lan': { type: 'boolean' },
     listen: { type: 'string', multiple: true },
     'no-mdns': { type: 'boolean' },
-    linger: { type: 'string' }
+    linger: { type: 'string' },
+    'log-format': { type: 'string' }
   },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
@@ -208,17 +224,23 @@ const sync: Command = {
     if (args.values.nice === true) setPriority(NICE_PRIORITY)
     const json = args.values.json === true
     const quiet = args.values.quiet === true
-    const logger = stderrLogger((quiet || json) && args.values.verbose !== true, { verbose: args.values.verbose === true })
-    const reporter = quiet ? undefined : createProgressReporter(process.stderr)
+    const format = logFormatOption(args, SYNC_USAGE)
+    if (format === 'json') consoleToJsonLines()
+    const logger = createAgentLogger({ format, quiet: (quiet || json) && args.values.verbose !== true, verbose: args.values.verbose === true })
+    // the progress bar is plain text: no place among JSON lines
+    const reporter = quiet || format === 'json' ? undefined : createProgressReporter(process.stderr)
 
-    // before the index build and any download: a directory, or a file this agent did not install
+    // before the lock, the index build and any download: a directory, or a file this agent did not install
     await checkOutput(dataDir, out, { force })
+    let release = await lockOrRefuse(dataDir) // a second agent is refused before it does anything
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
       // the first build of a big index is the agent's most memory-hungry step: run it in its own
-      // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md)
+      // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md);
+      // the child takes the lock itself meanwhile
+      await release()
       await buildIndexInChild(dataDir, indexFolders)
+      release = await lockOrRefuse(dataDir)
     }
-    const release = await lockDataDir(dataDir)
     const abort = new AbortController()
     const onSignal = (): void => { abort.abort(new Error('interrupted')) }
     process.once('SIGINT', onSignal)
@@ -288,7 +310,7 @@ const index: Command = {
     const dataDir = requireString(args, 'data', INDEX_USAGE)
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
-    const release = await lockDataDir(dataDir)
+    const release = await lockOrRefuse(dataDir)
     const { createHostIndex, describeRefresh } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
@@ -302,7 +324,7 @@ const index: Command = {
   }
 }
 
-const RUN_USAGE = `Usage: trimswarm agent run --config FILE
+const RUN_USAGE = `Usage: trimswarm agent run --config FILE [--metrics-listen HOST:PORT] [--log-format FORMAT]
 
 The daemon: keeps every image the policy assigns to this agent current, inside
 the policy's update windows, checking every pollSeconds; runs onUpdate after each
@@ -332,32 +354,60 @@ the next start). Config (JSON; relative paths are relative to the file):
 With LAN sharing (policy lanSharing), the daemon keeps serving the images it holds
 to the agents of its site.
 
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
+                              (syncs, bytes by source, last success, errors, process);
+                              no token: use 127.0.0.1 or a management network
+  --log-format FORMAT         ${AGENT_LOG_FORMATS.join(' or ')} lines (default: json under systemd,
+                              else text)
+
 docs/OPERATIONS.md "Running agents" has a systemd unit.`
+
+/** --log-format, checked (default: peer-agent/logger.ts defaultAgentLogFormat). */
+function logFormatOption (args: CommandArgs, usage: string): AgentLogFormat {
+  const v = args.values['log-format']
+  if (v == null) return defaultAgentLogFormat()
+  if (!(AGENT_LOG_FORMATS as readonly unknown[]).includes(v)) throw new UsageError(`--log-format must be ${AGENT_LOG_FORMATS.join(' or ')}, got ${JSON.stringify(v)}\n\n${usage}`)
+  return v as AgentLogFormat
+}
 
 const run: Command = {
   summary: 'the agent daemon',
   usage: RUN_USAGE,
-  options: { config: { type: 'string' } },
+  options: { config: { type: 'string' }, 'metrics-listen': { type: 'string' }, 'log-format': { type: 'string' } },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const file = requireString(args, 'config', RUN_USAGE)
+    const format = logFormatOption(args, RUN_USAGE)
+    if (format === 'json') consoleToJsonLines()
+    const metricsListen = args.values['metrics-listen'] as string | undefined
     const { loadDaemonConfig, createDaemon } = await import('../../peer-agent/daemon.ts')
+    const { createDaemonMetrics, parseHostPort, startMetricsServer } = await import('../../peer-agent/daemon-metrics.ts')
+    if (metricsListen != null) {
+      try { parseHostPort(metricsListen) } catch (err) { throw new UsageError(`--metrics-listen: ${(err as Error).message}\n\n${RUN_USAGE}`) }
+    }
     const config = await loadDaemonConfig(file)
     if (config.nice) setPriority(NICE_PRIORITY)
-    const release = await lockDataDir(config.dataDir)
+    const release = await lockOrRefuse(config.dataDir)
     const abort = new AbortController()
     const stop = (): void => { abort.abort(new Error('stopping')) }
     process.once('SIGTERM', stop)
     process.once('SIGINT', stop)
-    const logger = stderrLogger()
+    const logger = createAgentLogger({ format })
+    const metrics = metricsListen != null ? createDaemonMetrics({ version: packageVersion() }) : undefined
+    let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined
     try {
-      const daemon = await createDaemon({ logger }, config)
+      if (metrics != null && metricsListen != null) {
+        server = await startMetricsServer(metrics, metricsListen)
+        logger.info(`metrics at ${server.url}/metrics`, { metricsUrl: `${server.url}/metrics` })
+      }
+      const daemon = await createDaemon({ logger, metrics }, config)
       logger.info(`agent daemon started: ${Object.keys(config.images).join(', ') || '(images from policy)'}; checking every ${config.pollSeconds} s`)
       await daemon.run({ signal: abort.signal })
       logger.info('agent daemon stopped')
     } catch (err) {
       throw agentCliError(err)
     } finally {
+      await server?.close()
       process.off('SIGTERM', stop)
       process.off('SIGINT', stop)
       await release()

@@ -5,13 +5,14 @@
  * state of its own is the event index and the chart samples (level
  * sublevels `console-*`), both derived and rebuildable.
  *
- * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, logger }, { sessionTtlSeconds })`,
+ * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, logger, audit }, { sessionTtlSeconds })`,
  * `await admin.start()`, `app.route('/', admin.app)`, and `await admin.stop()` before the db closes.
  */
 import { readFileSync } from 'node:fs'
 import { Hono, type Context } from 'hono'
 import { html } from 'hono/html'
 import type { Auth } from '../auth.ts'
+import type { Audit } from '../audit.ts'
 import { DEFAULT_SESSION_TTL_SECONDS } from '../constants.ts'
 import type { EventStore } from '../event-store.ts'
 import { STATUS_OF_ERROR } from '../http-errors.ts'
@@ -45,6 +46,8 @@ export interface ConsoleComponents {
   images: ImageService
   policies: PolicyStore
   logger: Logger
+  /** The audit trail (the console's changes are audited like the API's). */
+  audit: Audit
 }
 
 /** Options of createConsole (defaults in console/constants.ts). */
@@ -79,7 +82,7 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 /** Creates the console (nothing runs until start()). */
 export function createConsole (components: ConsoleComponents, init: ConsoleInit = {}): AdminConsole {
-  const { auth, images, events, policies, logger } = components
+  const { auth, images, events, policies, logger, audit } = components
   const refreshMs = init.refreshMs ?? CONSOLE_REFRESH_MS
   const ttl = init.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const index = createEventIndex({ db: components.db, logger }, { settleMs: init.indexSettleMs })
@@ -304,8 +307,9 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     if (policy == null) {
       return await page(c, isNew ? 'New group policy' : `Policy of ${values.group}`, 'policy', renderPolicyForm(values, errors, csrfToken(c), isNew), 400)
     }
+    const before = policies.get(values.group) ?? null
     await policies.put(values.group, policy)
-    logger.info('policy saved from the console', { group: values.group, by: c.get('principal').user })
+    audit(c, 'policy.set', { target: { group: values.group, via: 'console' }, before, after: policy })
     return c.redirect(`/console/policy?saved=${encodeURIComponent(values.group)}`, 303)
   }
   app.post('/console/policy', async (c) => await savePolicy(c, true))

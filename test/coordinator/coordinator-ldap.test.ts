@@ -35,8 +35,8 @@ describe('coordinator login against a real slapd', () => {
       dataDir: join(dir.path, 'c'),
       serve: false,
       logLevel: 'silent',
-      // no adminGroups: the default (DEFAULT_ADMIN_GROUPS, trimswarm-admins) applies
-      config: { ldap: testLdapInit(slapd), loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } }
+      // admin groups by full DN (a short name would match any group of that name in the directory)
+      config: { ldap: testLdapInit(slapd), adminGroups: [`cn=trimswarm-admins,${slapd.groupsDN}`], loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } }
     })
     await coord.start()
     for (const [group, images] of [['desk', ['desk']], ['lab', ['lab']]] as const) {
@@ -95,7 +95,7 @@ describe('coordinator login against a real slapd', () => {
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0)
     expect((await limited.json()).error.name).toBe('RateLimitedError')
     expect((await login('bob', PW.bob)).status).toBe(200)
-    expect(await (await call(routes.metrics)).text()).toMatch(/trimswarm_login_failures_total\{reason="rate_limited"\} 1/)
+    expect(await (await call(routes.metrics, { token: coord.adminToken })).text()).toMatch(/trimswarm_login_failures_total\{reason="rate_limited"\} 1/)
   })
 
   it('rate limits login attempts per client IP across user names, over a real socket', async () => {

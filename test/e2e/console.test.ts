@@ -57,7 +57,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'admin console in Chromium' : `a
     host = await makeHostFolder(dir.path, v1)
     v2 = await makeUpdatedImage(dir.path, v1, { name: 'v2', seed: 72 })
     const config = join(dir.path, 'coordinator.json')
-    await writeFile(config, JSON.stringify({ logLevel: 'warn', ldap: testLdapInit(slapd), adminGroups: ['trimswarm-admins'] }))
+    await writeFile(config, JSON.stringify({ logLevel: 'warn', ldap: testLdapInit(slapd), adminGroups: [`cn=trimswarm-admins,${slapd.groupsDN}`] }))
     const listen = `127.0.0.1:${await freePort()}`
     url = `http://${listen}`
     coord = spawn(process.execPath, [CLI, 'coordinator', '--data', join(dir.path, 'data'), '--listen', listen, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] })

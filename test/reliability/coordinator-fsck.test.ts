@@ -135,7 +135,7 @@ describe('coordinator fsck: a flipped bit is never served, found, repaired or ma
   it('refuses to run while the coordinator holds the data dir', async () => {
     const r = await cli(['coordinator', 'fsck', '--data', dataDir])
     checks++
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(75) // EX_TEMPFAIL: data dir in use (docs/CONFIGURATION.md)
     expect(r.stderr).toMatch(/in use by another running coordinator.*stop it/)
     expect(r.stderr).not.toMatch(/\n\s+at /)
   })
