@@ -64,7 +64,8 @@ Options
                          (default ${DEFAULT_LINGER_SECONDS} s; 0 = exit at once)
   --json                 print one JSON summary on stdout:
                          {"version", "bytes": {"local", "peers", "origin"}, "seconds", ...;
-                         "servedBytes": chunk bytes served to LAN peers, when LAN sharing ran}
+                         "servedBytes": chunk bytes served to LAN peers, when LAN sharing ran;
+                         "routinePeerEvents": peer events not shown, see --verbose}
   --retries N            tries per coordinator request on network errors/5xx, and per broken
                          block stream or delta pack download, once the coordinator has
                          answered (one that never answered fails at once) (default ${RETRY_ATTEMPTS} tries)
@@ -279,6 +280,7 @@ const sync: Command = {
           chunksFetched: summary.chunksFetched,
           usedDeltaPack: summary.usedDeltaPack,
           blocksBySource: summary.blocksBySource,
+          routinePeerEvents: logger.hiddenDebug(),
           ...(agent.lan?.servedBytes() != null ? { servedBytes: agent.lan.servedBytes() } : {})
         }) + '\n')
       } else if (summary.upToDate) {

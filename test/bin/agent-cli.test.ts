@@ -184,6 +184,7 @@ describe('lines of a successful sync', () => {
     // the first agent syncs, stays listed at the rendezvous, and exits
     const first = await runAgent([...lan('left1'), '--linger', '0', '--json'])
     expect(first.code, first.stderr).toBe(0)
+    expect(first.summary.routinePeerEvents).toBeTypeOf('number')
     const second = await runAgent([...lan('left2'), '--linger', '0'])
     expect(second.code, second.stderr).toBe(0)
     expect(second.stderr).not.toMatch(/ECONNREFUSED|StreamResetError/)
