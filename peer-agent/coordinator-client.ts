@@ -292,13 +292,15 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
 const NOT_CONNECTED_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH'])
 
 function neverConnected (err: unknown): boolean {
-  const code = (err as { cause?: { code?: unknown } }).cause?.code
-  return typeof code === 'string' && NOT_CONNECTED_CODES.has(code)
+  const cause = (err as { cause?: { code?: unknown, message?: unknown } }).cause
+  // fetch refuses ports browsers block (9, 25, 6000, ...) before dialling: no retry helps either
+  return (typeof cause?.code === 'string' && NOT_CONNECTED_CODES.has(cause.code)) || cause?.message === 'bad port'
 }
 
 function describeNetworkError (err: unknown): string {
   const e = err as Error & { cause?: { code?: string, message?: string } }
   const cause = e.cause
   if (cause?.code != null) return `${cause.code} ${cause.message ?? ''}`.trim()
+  if (typeof cause?.message === 'string' && cause.message !== '') return cause.message
   return e.message ?? String(err)
 }

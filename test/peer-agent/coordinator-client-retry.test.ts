@@ -82,6 +82,19 @@ describe('coordinator client retries', () => {
     expect(logger.warnings).toEqual([])
   })
 
+  it('a port fetch will not dial (9, discard): fails at once too', async () => {
+    for (const [url, why] of [['http://127.0.0.1:9', /: bad port$/]] as const) {
+      const logger = capture()
+      const client = createCoordinatorClient({ logger }, { url, auth: { token: 't' }, retry: { attempts: 6, baseMs: 500 } })
+      const started = performance.now()
+      const err = await client.bytes('GET', '/v1/auth/me').catch(e => e)
+      expect(performance.now() - started).toBeLessThan(3_000)
+      expect(err).toBeInstanceOf(CoordinatorUnreachableError)
+      expect(err.message).toMatch(why)
+      expect(logger.warnings).toEqual([])
+    }
+  })
+
   it('connection refused after the coordinator answered once (a restart): waits with backoff until it listens again, then succeeds', async () => {
     const port = await freePort()
     const logger = capture()
