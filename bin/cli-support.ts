@@ -54,8 +54,11 @@ const EXIT_BY_NAME: Record<string, number> = {
   InvalidCidError: EXIT.verification,
   KeyPinError: EXIT.verification,
   SyncIncompleteError: EXIT.verification,
+  DowngradeRefusedError: EXIT.verification,
   DiskFullError: EXIT.localIo,
   OutputRefusedError: EXIT.localIo,
+  OutputReplacedError: EXIT.localIo,
+  PartialFileError: EXIT.localIo,
   DataDirLockedError: EXIT.locked
 }
 
@@ -190,4 +193,10 @@ export async function flushStdio (): Promise<void> {
     stream.on('error', () => {}) // a reader that left (EPIPE) is not this process's failure at exit
     await new Promise<void>(resolve => { stream.write('', () => { resolve() }) })
   }))
+}
+
+/** Rows as aligned columns (two spaces apart, no trailing blanks), one line each; the first row is the header. */
+export function formatTable (rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
+  return rows.map(r => r.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd() + '\n').join('')
 }

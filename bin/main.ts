@@ -15,6 +15,7 @@ Coordinator (server and admin)
   coordinator --data DIR            run the coordinator
   coordinator fsck --data DIR       check stored chunks, repair from image files
   publish IMAGE --image NAME --version V --coordinator URL --token-file F
+  image list|retire|gc              versions and their state, retire, storage gc
   token create|list|revoke          machine tokens for agents
   policy set|show|list|delete       per-group policy
 Agent (branch-office client)
@@ -46,6 +47,7 @@ Exit codes
     manifest: async () => (await import('./commands/manifest.ts')).default,
     coordinator: async () => (await import('./commands/coordinator.ts')).default,
     publish: async () => (await import('./commands/publish.ts')).default,
+    image: async () => (await import('./commands/image.ts')).default,
     token: async () => (await import('./commands/token.ts')).default,
     policy: async () => (await import('./commands/policy.ts')).default,
     agent: async () => (await import('./commands/agent.ts')).default,

@@ -48,6 +48,10 @@ export const CoordinatorConfigSchema = object({
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
   images: optional(anyObject()),
+  storageGc: optional(object({
+    intervalSeconds: optional(integer({ min: 0, max: 365 * 86_400 })),
+    graceSeconds: optional(integer({ min: 0, max: 365 * 86_400 }))
+  })),
   /** Who may read GET /metrics: the admin, or the holder of the token in tokenFile; public: anyone. */
   metrics: optional(object({
     tokenFile: optional(string({ minLength: 1, maxLength: 4096 })),

@@ -152,10 +152,11 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     return s
   }
 
-  /** servedBytes for an event, only when LAN sharing ran (cumulative for this process's swarm node). */
-  function served (): { servedBytes?: number } {
+  /** The swarm node's peer id and servedBytes for an event, only when LAN sharing ran (servedBytes is cumulative for this process's swarm node). */
+  function served (): { servedBytes?: number, peerId?: string } {
     const n = lan?.servedBytes()
-    return n == null ? {} : { servedBytes: n }
+    const id = lan?.peerId
+    return { ...(n == null ? {} : { servedBytes: n }), ...(id == null ? {} : { peerId: id.slice(0, 128) }) }
   }
 
   return {

@@ -77,6 +77,8 @@ export const DATA_FILES = {
   manifests: 'manifests',
   /** In each image's manifests folder: the installed version and where it was written. */
   installed: 'installed.json',
+  /** Per image (beside its manifests): the newest signed "latest" seen, below which the agent never moves unless told a version. */
+  latestSeen: 'latest-seen.json',
   /** Checkpoints of interrupted syncs, per image. */
   partial: 'partial',
   /** Downloaded (possibly partial) delta packs. */
@@ -145,6 +147,9 @@ export const JSON_MAX_BYTES = 64 * 1024 * 1024
  * seconds later), at most this long (ms); then the LAN_IDLE_MS rule applies.
  */
 export const LAN_PACK_LINGER_MS = 20_000
+
+/** Tries to create the partial file (O_EXCL) when someone else keeps re-creating its name: past this, a clear error. */
+export const PARTIAL_CREATE_TRIES = 3
 
 /**
  * prom-client's default metrics that `promtool check metrics` refuses (gauges

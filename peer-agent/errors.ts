@@ -47,3 +47,21 @@ export class OutputRefusedError extends Error {
   static override name = 'OutputRefusedError'
   override name = 'OutputRefusedError'
 }
+
+/** The partial file cannot be made ours (a directory in its place, or someone keeps re-creating it). */
+export class PartialFileError extends Error {
+  static override name = 'PartialFileError'
+  override name = 'PartialFileError'
+}
+
+/** The output or partial file was swapped by someone else during installation; nothing of theirs is left installed. */
+export class OutputReplacedError extends Error {
+  static override name = 'OutputReplacedError'
+  override name = 'OutputReplacedError'
+}
+
+/** The coordinator's signed "latest" names an older version than this agent installed or has seen (a replay or a rollback). */
+export class DowngradeRefusedError extends Error {
+  static override name = 'DowngradeRefusedError'
+  override name = 'DowngradeRefusedError'
+}

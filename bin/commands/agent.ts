@@ -15,7 +15,10 @@ import { AGENT_LOG_FORMATS, createAgentLogger, defaultAgentLogFormat, type Agent
 import { createProgressReporter, formatBytes, plural } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join, resolve } from 'node:path'
-import { CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, KeyPinError, OutputRefusedError, SyncIncompleteError } from '../../peer-agent/errors.ts'
+import {
+  CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputRefusedError, OutputReplacedError,
+  PartialFileError, SyncIncompleteError
+} from '../../peer-agent/errors.ts'
 import { CliError, coordinatorOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
 import { packageVersion } from '../package-version.ts'
@@ -116,7 +119,9 @@ async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
  */
 export function agentCliError (err: unknown, partialNote = ''): unknown {
   if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
-  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError || err instanceof SyncIncompleteError || err instanceof OutputRefusedError) {
+  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError ||
+    err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError ||
+    err instanceof OutputRefusedError) {
     return new CliError(err.message + partialNote, { cause: err })
   }
   if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume' + partialNote, { cause: err, exitCode: EXIT.failure })

@@ -67,6 +67,8 @@ const ROWS: Record<string, Record<string, string>> = {
     'coordinator > `loginRateLimit.windowSeconds`': 'DEFAULT_LOGIN_WINDOW_SECONDS',
     'coordinator > `loginRateLimit.maxPerIp`': 'DEFAULT_LOGIN_MAX_PER_IP',
     'coordinator > `loginRateLimit.maxFailuresPerUser`': 'DEFAULT_LOGIN_MAX_FAILURES_PER_USER',
+    'coordinator > `storageGc.intervalSeconds`': 'DEFAULT_GC_INTERVAL_SECONDS',
+    'coordinator > `storageGc.graceSeconds`': 'DEFAULT_GC_GRACE_SECONDS',
     'coordinator images > `originZstd.level`': 'ORIGIN_ZSTD_LEVEL',
     'coordinator images > `originZstd.windowLog`': 'ORIGIN_ZSTD_WINDOW_LOG',
     'coordinator images > `deltaPackZstd.level`': 'DELTA_PACK_ZSTD_LEVEL',
@@ -100,7 +102,8 @@ export function spellings (name: string, value: unknown): string[] {
   ]
   for (const [suffix, list] of units) {
     if (!suffix.test(name)) continue
-    return list.filter(([, size]) => value % size === 0 || (value / size) * 4 % 1 === 0).flatMap(([unit, size]) => n(value / size).map(v => `${v} ${unit}`))
+    return list.filter(([, size]) => value % size === 0 || (value / size) * 4 % 1 === 0)
+      .flatMap(([unit, size]) => n(value / size).map(v => `${v} ${v === '1' && unit === 'days' ? 'day' : unit}`))
   }
   return n(value)
 }
