@@ -95,7 +95,7 @@ describe('exit codes', () => {
 })
 
 describe('environment', () => {
-  it('TRIMSWARM_COORDINATOR and TRIMSWARM_TOKEN_FILE stand for --coordinator and --token-file (agent sync, publish, token, policy)', async () => {
+  it('TRIMSWARM_COORDINATOR and TRIMSWARM_TOKEN_FILE stand for --coordinator and --token-file (agent sync, publish, token, policy, image)', async () => {
     const out = join(tmp.path, 'env', 'ws.img')
     const sync = await runAgent(['sync', 'ws@v1', '--data', join(tmp.path, 'env-data'), '--out', out, '--no-index', '--no-lan', '--json'],
       { TRIMSWARM_COORDINATOR: coord.url, TRIMSWARM_TOKEN_FILE: coord.tokenFile })
@@ -109,6 +109,9 @@ describe('environment', () => {
     expect(tokens.code, tokens.stderr).toBe(0)
     const policy = await cli(['policy', 'show', 'branch', '--json'], adminEnv)
     expect(policy.code, policy.stderr).toBe(0)
+    const images = await cli(['image', 'list', '--json'], adminEnv)
+    expect(images.code, images.stderr).toBe(0)
+    expect(images.stdout).toContain('envpub')
     // a flag still wins over the environment
     const flagWins = await cli(['policy', 'show', 'branch', '--coordinator', `http://127.0.0.1:${await freePort()}`], adminEnv)
     expect(flagWins.code).toBe(5)
