@@ -26,10 +26,14 @@ export const EXIT = {
   verification: 6,
   /** A local file or disk problem: missing or unreadable file, a directory where a file belongs, disk full. */
   localIo: 7,
+  /** A data dir written by a newer trimswarm (EX_DATAERR of sysexits.h; the systemd units do not restart on it). */
+  dataDirTooNew: 65,
+  /** A bug: printed with its stack trace. */
+  internal: 70,
   /** The data dir is in use by another agent or coordinator process: EX_TEMPFAIL of sysexits.h, "try again later". */
   locked: 75,
-  /** A bug: printed with its stack trace. */
-  internal: 70
+  /** coordinator fsck: a config that does not let it reach the chunks (EX_CONFIG of sysexits.h). */
+  config: 78
 } as const
 
 /**

@@ -83,6 +83,18 @@ export const SIGNING_KEY_FILE = 'signing-key.pem'
 export const SESSION_SECRET_FILE = 'session.key'
 export const META_DB_DIR = 'meta'
 export const BLOCKS_DIR = 'blocks'
+/**
+ * Written in the data dir by a coordinator whose chunks live in S3 (bucket,
+ * endpoint, key prefix), so `coordinator fsck` of that dir without the config
+ * refuses instead of finding every chunk missing in DATA/blocks.
+ */
+export const S3_BLOCK_STORE_MARKER_FILE = 'block-store-s3.json'
+
+/**
+ * Format of the coordinator's data dir (DIR/data-format.json, bin/data-format.ts). Raise it, with a migration,
+ * when the layout or an encoding in the dir changes so that an older trimswarm would misread it.
+ */
+export const COORDINATOR_DATA_FORMAT = 1
 
 /** A new group policy's fields when `trimswarm policy set` does not give them. */
 export const DEFAULT_POLICY = {
@@ -145,6 +157,26 @@ export const DEFAULT_BLOCK_STORE_VERIFY_ON_READ = true
 
 /** Shard directories scanned in parallel when a store opens (stale temp file sweep). */
 export const BLOCK_STORE_SCAN_CONCURRENCY = 16
+
+// --- S3 block store (coordinator/s3-block-store.ts; the config file's `blockStore.s3`) ---
+
+/** Key prefix of chunks in the bucket: `chunks/<hex digest>`. */
+export const DEFAULT_S3_KEY_PREFIX = 'chunks/'
+
+/** Signing region when the config names none; RGW and MinIO accept any region. */
+export const DEFAULT_S3_REGION = 'us-east-1'
+
+/** Tries of each S3 request (the SDK retries 5xx, throttling and network errors with backoff). */
+export const DEFAULT_S3_MAX_ATTEMPTS = 3
+
+/** TCP connect timeout to the S3 endpoint: a dead endpoint fails a request in seconds, not minutes. */
+export const DEFAULT_S3_CONNECT_TIMEOUT_MS = 5_000
+
+/** Socket idle timeout of one S3 request (a chunk is at most 4 MiB: even at 1 MB/s it moves well within this). */
+export const DEFAULT_S3_REQUEST_TIMEOUT_MS = 30_000
+
+/** Keys per ListObjectsV2 page (S3's maximum is 1000). */
+export const S3_LIST_PAGE_KEYS = 1000
 
 // --- LDAP / Active Directory (coordinator/ldap-authenticator.ts; the config file's `ldap` object) ---
 

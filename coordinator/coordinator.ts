@@ -19,7 +19,8 @@ import { getConnInfo } from '@hono/node-server/conninfo'
 import { createAdaptorServer, type ServerType } from '@hono/node-server'
 import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { routePath } from 'hono/route'
-import type { KeyResponse } from '../protocol/api.ts'
+import type { HealthResponse, KeyResponse } from '../protocol/api.ts'
+import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createAudit } from './audit.ts'
@@ -33,6 +34,7 @@ import {
   DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
+import { recordS3BlockStore } from './s3-block-store-marker.ts'
 import { ConfigError } from './errors.ts'
 import { createEventRoutes } from './event-routes.ts'
 import { createEventStore, type EventStore } from './event-store.ts'
@@ -40,7 +42,7 @@ import { createErrorHandler } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
-import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
+import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
@@ -70,7 +72,7 @@ export interface CoordinatorInit {
   logger?: Logger
   logLevel?: LogLevel
   logFormat?: LogFormat
-  /** trimswarm's version for trimswarm_build_info (the CLI passes package.json's); default "unknown". */
+  /** trimswarm's version for trimswarm_build_info; default this package's (protocol/version.ts). */
   version?: string
   /** Replaces the LDAP authenticator built from config.ldap (e.g. another directory). */
   authenticator?: Authenticator
@@ -221,6 +223,7 @@ interface Started {
 }
 
 async function startCoordinator (init: CoordinatorInit): Promise<Started> {
+  const startedAt = performance.now()
   const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
   const level = init.logLevel ?? config.logLevel ?? 'info'
   const logger = init.logger ?? createLogger({ level, format: init.logFormat })
@@ -270,14 +273,15 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups, adminGroupsByName: config.adminGroupsByName })
     const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
-    const blockStore = await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+    const blockStore = await openBlockStore(config, dataDir, logger)
+    cleanups.push(async () => { blockStore.close?.() })
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
     cleanups.push(async () => { await images.stop() })
     const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })
-    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? 'unknown' })
+    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
     const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
@@ -317,7 +321,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.use('*', bodyLimit(maxBody))
     for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/admin/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
 
-    app.get('/healthz', (c) => c.json({ ok: true }))
+    app.get('/healthz', (c) => c.json({ ok: true, version: TRIMSWARM_VERSION, uptimeSeconds: Math.floor((performance.now() - startedAt) / 1000) } satisfies HealthResponse))
     app.route('/', await createMetricsRoute({ metrics, auth }, config.metrics))
     app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
     app.get('/v1/key', (c) => c.json(keyBody))
@@ -347,7 +351,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
         // a request whose socket was cut at the grace limit may still be running: let it finish before the database closes
         await inFlight.drained(SHUTDOWN_GRACE_MS)
       })
-      logger.info('coordinator listening', { url, dataDir, ldap: ldap != null, tls: tls != null })
+      logger.info('coordinator listening', { version: TRIMSWARM_VERSION, node: process.versions.node, url, dataDir, ldap: ldap != null, tls: tls != null })
     }
 
     return {
@@ -366,6 +370,18 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await cleanup()
     throw err
   }
+}
+
+/** The block store the config names: an S3 bucket with `blockStore.s3`, else DATA/blocks. */
+async function openBlockStore (config: CoordinatorConfig, dataDir: string, logger: Logger): Promise<BlockStore & { close?: () => void }> {
+  const s3 = config.blockStore?.s3
+  if (s3 == null) return await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+  // loaded only when used: the embedded default never loads the S3 SDK
+  const { openS3BlockStoreFromConfig } = await import('./s3-block-store.ts')
+  const store = await openS3BlockStoreFromConfig({ logger }, s3)
+  await recordS3BlockStore(dataDir, { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
+  logger.info('block store: S3 bucket', { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
+  return store
 }
 
 async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port: number }, tls?: { cert: Buffer, key: Buffer }): Promise<ServerType> {

@@ -21,8 +21,9 @@ import {
 } from '../../peer-agent/errors.ts'
 import { CliError, coordinatorOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
-import { packageVersion } from '../package-version.ts'
+import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 import { reexecWith } from '../reexec.ts'
+import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [--force] [options]
@@ -239,6 +240,7 @@ const sync: Command = {
     // before the lock, the index build and any download: a directory, or a file this agent did not install
     await checkOutput(dataDir, out, { force })
     let release = await lockOrRefuse(dataDir) // a second agent is refused before it does anything
+    await openDataDirReporting(dataDir, AGENT_DATA) // under the lock: one migration at a time, before anything is read
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
       // the first build of a big index is the agent's most memory-hungry step: run it in its own
       // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md);
@@ -318,6 +320,7 @@ const index: Command = {
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
     const release = await lockOrRefuse(dataDir)
+    await openDataDirReporting(dataDir, AGENT_DATA)
     const { createHostIndex, describeRefresh } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
@@ -395,12 +398,13 @@ const run: Command = {
     const config = await loadDaemonConfig(file)
     if (config.nice) setPriority(NICE_PRIORITY)
     const release = await lockOrRefuse(config.dataDir)
+    await openDataDirReporting(config.dataDir, AGENT_DATA)
     const abort = new AbortController()
     const stop = (): void => { abort.abort(new Error('stopping')) }
     process.once('SIGTERM', stop)
     process.once('SIGINT', stop)
     const logger = createAgentLogger({ format })
-    const metrics = metricsListen != null ? createDaemonMetrics({ version: packageVersion() }) : undefined
+    const metrics = metricsListen != null ? createDaemonMetrics({ version: TRIMSWARM_VERSION }) : undefined
     let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined
     try {
       if (metrics != null && metricsListen != null) {

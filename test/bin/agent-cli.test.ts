@@ -90,7 +90,7 @@ describe('exit codes', () => {
 
   it('trimswarm --help documents every exit code', async () => {
     const r = await cli(['--help'])
-    for (const code of ['0', '1', '2', '3', '4', '5', '6', '7', '70', '75']) expect(r.stdout).toMatch(new RegExp(`^\\s+${code}\\s+\\S`, 'm'))
+    for (const code of ['0', '1', '2', '3', '4', '5', '6', '7', '65', '70', '75', '78']) expect(r.stdout).toMatch(new RegExp(`^\\s+${code}\\s+\\S`, 'm'))
   })
 })
 
