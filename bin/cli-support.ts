@@ -59,6 +59,7 @@ const EXIT_BY_NAME: Record<string, number> = {
   KeyPinError: EXIT.verification,
   SyncIncompleteError: EXIT.verification,
   DowngradeRefusedError: EXIT.verification,
+  ChunkUnavailableError: EXIT.verification,
   DiskFullError: EXIT.localIo,
   OutputRefusedError: EXIT.localIo,
   OutputReplacedError: EXIT.localIo,

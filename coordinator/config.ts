@@ -40,7 +40,8 @@ export const CoordinatorConfigSchema = object({
   tls: optional(object({ cert: string({ minLength: 1 }), key: string({ minLength: 1 }) })),
   limits: optional(object({
     maxJsonBodyBytes: optional(integer({ min: 1024 })),
-    maxBodyBytes: optional(integer({ min: 1024 }))
+    maxBodyBytes: optional(integer({ min: 1024 })),
+    maxBufferedBodyBytes: optional(integer({ min: 1024 * 1024 }))
   })),
   loginRateLimit: optional(object({
     windowSeconds: optional(integer({ min: 1, max: 86_400 })),

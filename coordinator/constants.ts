@@ -19,6 +19,14 @@ export const DEFAULT_EVENT_SWEEP_INTERVAL_MS = 3600_000
 /** Largest JSON body of any API route (an EventBatch of 1,000 events is ~0.5 MB). */
 export const DEFAULT_MAX_JSON_BODY_BYTES = 2 * 1024 * 1024
 
+/**
+ * Most bytes of request bodies the coordinator holds in memory at once, all
+ * requests together (503 past it). A publish uploads a few chunks at a time
+ * (a chunk is at most a few MiB) and JSON bodies are at most
+ * DEFAULT_MAX_JSON_BODY_BYTES, so normal use stays far below it.
+ */
+export const DEFAULT_MAX_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
+
 /** Largest body of any request at all (a whole manifest at commit, see MAX_MANIFEST_BYTES, plus slack). */
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024 + 1024 * 1024
 
@@ -28,6 +36,21 @@ export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024 + 1024 * 1024
  * connection (RFC 9112 §9.6 "lingering close"). Past either bound the answer says `Connection: close`.
  */
 export const REFUSED_BODY_MAX_BYTES = 64 * 1024 * 1024
+
+/**
+ * The same bound for a request refused for who sent it (401 no valid token, 403 no access): such a client has
+ * earned no lingering. 1 MiB covers every small body (JSON, a form), so a mistyped token still keeps its
+ * connection; a large body is answered at once. Dropping is streaming, but the pieces read are freed only by
+ * the next garbage collection: 4 clients each sending 48 MiB at once, dropped in full, raised the coordinator's
+ * peak RSS by ~85 MiB (Node 24; the same with a bare node:http server), with this bound by ~5 MiB.
+ */
+export const REFUSED_UNAUTHORIZED_BODY_MAX_BYTES = 1024 * 1024
+
+/**
+ * How long a connection whose request body was left unread stays open (not read from) after its answer went
+ * out, so the client reads the answer before the close resets the connection (request-body.ts closeAfterAnswer).
+ */
+export const REFUSED_BODY_LINGER_MS = 2000
 
 /** See REFUSED_BODY_MAX_BYTES. */
 export const REFUSED_BODY_MAX_MS = 10_000
@@ -242,6 +265,13 @@ export const PUBLISH_MISSING_BATCH = 10_000
  * windows whatever the number of clients.
  */
 export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
+
+/**
+ * A block batch stream whose client has taken no byte for this long is aborted and its slot freed: a client that
+ * asks and never reads must not hold a slot for ever. An agent reads its stream without pause (it decompresses,
+ * hashes and writes each block as it comes), so 30 s of silence is a client gone or hostile, not a slow disk.
+ */
+export const ORIGIN_BATCH_STALL_MS = 30_000
 
 /**
  * Directory groups whose members are admins (console and admin API) when the

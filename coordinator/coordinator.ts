@@ -4,11 +4,12 @@
  * (start: open DIR, create secrets on first start, listen; stop: drain
  * requests, stop background work, close the database).
  *
- * Request order: log (request id, client IP) + metrics -> global body
- * limit -> routes outside /v1 auth (healthz, openapi, key, login; metrics
- * with its own token check) -> the admin console (`/`,
- * `/console/...`, its own cookie sessions) -> auth middleware (every other
- * /v1 route has `c.get('principal')`) -> /v1 routes -> JSON 404.
+ * Request order: log (request id, client IP) + metrics -> body budget lease
+ * and body limits (they read no body, request-body.ts) -> routes outside /v1
+ * auth (healthz, openapi, key, login; metrics with its own token check) ->
+ * the admin console (`/`, `/console/...`, its own cookie sessions) -> auth
+ * middleware (every other /v1 route has `c.get('principal')`) -> /v1 routes,
+ * which check access before they read a body -> JSON 404.
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
@@ -31,7 +32,7 @@ import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './c
 import {
   ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { recordS3BlockStore } from './s3-block-store-marker.ts'
@@ -53,7 +54,8 @@ import { buildOpenApi } from './openapi.ts'
 import { createPolicyEngine } from './policy-engine.ts'
 import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
-import { bodyLimit } from './request-body.ts'
+import { createBodyBudget } from './body-budget.ts'
+import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createTokenStore } from './token-store.ts'
@@ -309,6 +311,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const maxJson = config.limits?.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES
     const maxBody = config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
     const jsonLimit = bodyLimit(maxJson)
+    const budget = createBodyBudget({ maxBytes: config.limits?.maxBufferedBodyBytes ?? DEFAULT_MAX_BUFFERED_BODY_BYTES })
     const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(signer.publicKeyRaw).toString('base64') }
     let openapi: Record<string, unknown> | undefined
 
@@ -318,8 +321,11 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.onError(onError)
     app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
     app.use('*', requestLog(logger, metrics, proxies, inFlight))
+    app.use('*', bodyBudget(budget))
     app.use('*', bodyLimit(maxBody))
-    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/admin/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
+    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/admin/*', '/v1/events', '/v1/capabilities', '/v1/peers', '/console/*']) app.use(p, jsonLimit)
+    // the console's forms are parsed by hono, which has no limit of its own: read them here, within maxJson and the budget
+    app.use('/console/*', bufferBody())
 
     app.get('/healthz', (c) => c.json({ ok: true, version: TRIMSWARM_VERSION, uptimeSeconds: Math.floor((performance.now() - startedAt) / 1000) } satisfies HealthResponse))
     app.route('/', await createMetricsRoute({ metrics, auth }, config.metrics))

@@ -16,7 +16,7 @@ import { createProgressReporter, formatBytes, plural } from '../../peer-agent/pr
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join, resolve } from 'node:path'
 import {
-  CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputRefusedError, OutputReplacedError,
+  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputRefusedError, OutputReplacedError,
   PartialFileError, SyncIncompleteError
 } from '../../peer-agent/errors.ts'
 import { CliError, coordinatorOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
@@ -114,12 +114,16 @@ async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
   }
 }
 
+/** Exit code of a sync that stopped on chunks the coordinator cannot serve and no peer had (its admin must act): no intact copy, a verification failure. */
+export const EXIT_CHUNK_UNAVAILABLE = EXIT.verification
+
 /**
  * Agent failures the user can act on become CliErrors: a message, no stack trace, the exit code of
- * the cause (75: data dir in use). `partialNote` names the partial file the failed sync leaves behind.
+ * the cause (75: data dir in use, 6: chunks unavailable). `partialNote` names the partial file the failed sync leaves behind.
  */
 export function agentCliError (err: unknown, partialNote = ''): unknown {
   if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
+  if (err instanceof ChunkUnavailableError) return new CliError(err.message + partialNote, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
   if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError ||
     err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError ||
     err instanceof OutputRefusedError) {
