@@ -26,7 +26,7 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
 
   app.post('/v1/tokens', async (c) => {
     const req = await readJson(c, TokenCreateRequest)
-    const { info, token } = await tokens.create(req.group, req.name)
+    const { info, token } = await tokens.create(req.group, req.name, { site: req.site })
     const body: TokenCreateResponse = { ...info, token }
     return c.json(body, 201)
   })

@@ -65,8 +65,10 @@ export function createAuth (components: AuthComponents, init: AuthInit): Auth {
       return timingSafeEqual(sha256(token), adminDigest) ? { kind: 'admin', user: 'admin', groups: [], policy: policy.admin() } : undefined
     }
     const machine = tokens.verify(token)
-    if (machine != null) return { kind: 'machine', user: machine.id, groups: [machine.group], policy: policy.effective([machine.group]) }
+    if (machine != null) return { kind: 'machine', user: machine.id, groups: [machine.group], policy: policy.effective([machine.group]), ...(machine.site != null ? { site: machine.site } : {}) }
     const claims = sessions.verify(token)
+    // a session opened with the admin token (console login) is the admin, without the raw token in the cookie
+    if (claims?.admin === true) return { kind: 'admin', user: 'admin', groups: [], policy: policy.admin() }
     if (claims != null) return userPrincipal(claims.user, claims.groups)
     return undefined
   }

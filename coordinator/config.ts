@@ -12,6 +12,7 @@ import { ConfigError } from './errors.ts'
 import { parseLdapConfig } from './ldap-authenticator.ts'
 import { LOG_LEVELS } from './logger.ts'
 import { createSiteMap } from './sites.ts'
+import { createTrustedProxies } from './trusted-proxies.ts'
 
 /** Any JSON object, checked by its own parser later (the `ldap` section goes to parseLdapConfig). */
 function anyObject (): Schema<Record<string, unknown>> {
@@ -35,6 +36,16 @@ export const CoordinatorConfigSchema = object({
   sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),
+  maxSiteHintsPerToken: optional(integer({ min: 1, max: 10_000 })),
+  trustedProxies: optional(array(string({ minLength: 2, maxLength: 50 }), { maxItems: 1000 })),
+  events: optional(object({
+    maxPerMinutePerToken: optional(integer({ min: 1000, max: 10_000_000 })),
+    clockSkewSeconds: optional(integer({ min: 0, max: 86_400 })),
+    maxAgentsPerToken: optional(integer({ min: 1, max: 10_000_000 }))
+  })),
+  swarm: optional(object({
+    maxRegistrationsPerToken: optional(integer({ min: 1, max: 10_000_000 }))
+  })),
   tls: optional(object({ cert: string({ minLength: 1 }), key: string({ minLength: 1 }) })),
   limits: optional(object({
     maxJsonBodyBytes: optional(integer({ min: 1024 })),
@@ -65,6 +76,7 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
     throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
   }
   createSiteMap(config.sites) // throws ConfigError on a bad subnet
+  createTrustedProxies(config.trustedProxies) // throws ConfigError on a bad address
   if (config.ldap != null) {
     try {
       // relative caFile / bindPasswordFile are relative to the config file, like tls paths

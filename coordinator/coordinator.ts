@@ -51,6 +51,9 @@ import { createRateLimiter } from './rate-limiter.ts'
 import { bodyLimit } from './request-body.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
+import { createSiteAssigner } from './site-assignment.ts'
+import { createSiteMap } from './sites.ts'
+import { createTrustedProxies } from './trusted-proxies.ts'
 import { createTokenStore } from './token-store.ts'
 
 /** Options of createCoordinator. */
@@ -258,7 +261,11 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await events.start()
     cleanups.push(async () => { await events.stop() })
     const policy = createPolicyEngine({ policies })
-    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
+    await sessions.start()
+    const proxies = createTrustedProxies(config.trustedProxies)
+    const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
+    await sites.start()
     const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups })
     const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
@@ -310,16 +317,16 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.get('/v1/key', (c) => c.json(keyBody))
     app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp }))
     // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
-    const adminConsole = createConsole({ auth, api: app, db, events, images, policies, logger }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const adminConsole = createConsole({ auth, sessions, proxies, api: app, db, events, images, policies, logger }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
     await adminConsole.start()
     cleanups.push(async () => { await adminConsole.stop() })
     app.route('/', adminConsole.app)
     app.use('/v1/*', auth.middleware)
     app.route('/', createMeRoutes())
     app.route('/', createAdminRoutes({ tokens, policies }))
-    app.route('/', createEventRoutes({ events, metrics }))
+    app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: proxies.clientAddress }, config.events))
     app.route('/', createImageRoutes(images))
-    app.route('/', createSwarmRoutes({ db, signer, logger }))
+    app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: proxies.clientAddress, maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
 
     // ---- listen ----
     let url = ''

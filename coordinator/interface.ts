@@ -53,6 +53,8 @@ export interface Principal {
   groups: string[]
   /** Union of the groups' policies; the admin gets every image. */
   policy: EffectivePolicy
+  /** The site the admin bound a machine token to (`token create --site`); the coordinator's answer to "where is this agent". */
+  site?: string
 }
 
 /** Structured logger (one JSON line per entry on stderr in production). */
@@ -75,5 +77,6 @@ export interface ManifestSigner {
 
 /** Hono environment of every route: the auth middleware sets `principal`. */
 export interface CoordinatorEnv {
-  Variables: { principal: Principal }
+  /** `https`: set by the console when the client reached it over HTTPS (directly or through a trusted proxy). */
+  Variables: { principal: Principal, https?: boolean }
 }

@@ -20,6 +20,7 @@ const HELP: Record<string, string> = {
   trimswarm_logins_total: 'Successful logins',
   trimswarm_events_total: 'Agent events stored, by type',
   trimswarm_events_duplicate_total: 'Agent events received again (same id) and ignored',
+  trimswarm_events_rejected_total: 'Agent events not taken, by reason (image, version, site, agents)',
   trimswarm_events_swept_total: 'Events deleted by retention'
 }
 

@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs'
 import { Hono, type Context } from 'hono'
 import { html } from 'hono/html'
-import type { Auth } from '../auth.ts'
+import { ADMIN_TOKEN_PREFIX, type Auth } from '../auth.ts'
 import { DEFAULT_SESSION_TTL_SECONDS } from '../constants.ts'
 import type { EventStore } from '../event-store.ts'
 import { STATUS_OF_ERROR } from '../http-errors.ts'
@@ -19,6 +19,8 @@ import type { ImageService } from '../image-service.ts'
 import type { CoordinatorEnv, Logger } from '../interface.ts'
 import type { MetaDb } from '../meta-db.ts'
 import type { PolicyStore } from '../policy-store.ts'
+import type { SessionTokens } from '../session-tokens.ts'
+import type { TrustedProxies } from '../trusted-proxies.ts'
 import { nameParam } from '../request-body.ts'
 import { ForbiddenError, TrimswarmError, UnauthorizedError, ValidationError } from '../../protocol/errors.ts'
 import { createCharts, windowParam } from './charts.ts'
@@ -29,12 +31,16 @@ import { chartBox, errorBody, filterForm, forbiddenBody, loginBody, selectField,
 import { formValues, parsePolicyForm, policyToForm, renderPolicyForm } from './policy-form.ts'
 import { checkParams, createTables, typeParam } from './report-queries.ts'
 import { createSeriesStore, type SeriesStore } from './series-store.ts'
-import { clearSession, csrfToken, csrfValid, principalOf, safeNext, setSession } from './session.ts'
+import { clearSession, csrfToken, csrfValid, principalOf, safeNext, sessionCookie, setSession } from './session.ts'
 import { csvOf, jsonRows, liveCells, renderTable } from './table-view.ts'
 
 /** What the console is built on (all of them the coordinator's own components). */
 export interface ConsoleComponents {
   auth: Auth
+  /** Issues the session of an admin-token login and revokes sessions at logout. */
+  sessions: SessionTokens
+  /** Whether a request came over HTTPS through a trusted proxy (Secure cookies). */
+  proxies: Pick<TrustedProxies, 'isHttps'>
   /**
    * The coordinator's root app (anything with its `fetch`): the login form posts to its
    * POST /v1/auth/login with the browser's connection, so rate limits, metrics and logs are the API's.
@@ -79,7 +85,7 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 /** Creates the console (nothing runs until start()). */
 export function createConsole (components: ConsoleComponents, init: ConsoleInit = {}): AdminConsole {
-  const { auth, images, events, policies, logger } = components
+  const { auth, sessions, images, events, policies, logger } = components
   const refreshMs = init.refreshMs ?? CONSOLE_REFRESH_MS
   const ttl = init.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const index = createEventIndex({ db: components.db, logger }, { settleMs: init.indexSettleMs })
@@ -101,6 +107,11 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     return page(c, 'Error', '', errorBody(err.message), STATUS_OF_ERROR[err.name])
   }
 
+  // Secure cookies when the browser reached us over HTTPS, also through a TLS-terminating proxy the config trusts
+  app.use('*', async (c, next) => {
+    c.set('https', components.proxies.isHttps(c))
+    await next()
+  })
   app.get('/', (c) => c.redirect('/console/images', 303))
   app.get('/console', (c) => c.redirect('/console/images', 303))
   app.get('/console/assets/console.js', (c) => c.body(js, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' }))
@@ -136,6 +147,8 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
       logger.info('console login refused: not an admin', { user: principal.user })
       return send(c, 403, shell({ title: 'Forbidden', csrf, body: forbiddenBody(principal.user, 'Your account is not in an admin group.') }))
     }
+    // the admin token itself never goes into a cookie: an admin session like a user's, revocable at logout
+    if (principal.user === 'admin' && token.startsWith(ADMIN_TOKEN_PREFIX)) token = sessions.issue('admin', [], { admin: true }).token
     setSession(c, token, ttl)
     logger.info('console login', { user: principal.user })
     return c.redirect(next, 303)
@@ -143,6 +156,9 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
   app.post('/console/logout', async (c) => {
     const form = await c.req.parseBody()
     if (!csrfValid(c, form)) return send(c, 403, shell({ title: 'Forbidden', csrf: csrfToken(c), body: errorBody('CSRF check failed: log out from the console page.') }))
+    // revoke the session server-side: a copy of the cookie stops working too (console and /v1)
+    const token = sessionCookie(c)
+    if (token != null && await sessions.revoke(token)) logger.info('console logout: session revoked', { user: auth.principalFor(token)?.user })
     clearSession(c)
     return c.redirect('/console/login', 303)
   })

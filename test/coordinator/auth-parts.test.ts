@@ -12,7 +12,7 @@ describe('session tokens', () => {
     const s = createSessionTokens({ secret: randomBytes(32), ttlSeconds: 60, now: () => now })
     const { token, expiresAt } = s.issue('alice', ['desk'])
     expect(expiresAt.getTime()).toBe(now + 60_000)
-    expect(s.verify(token)).toEqual({ user: 'alice', groups: ['desk'], expiresAt })
+    expect(s.verify(token)).toEqual({ user: 'alice', groups: ['desk'], expiresAt, admin: false })
     now += 60_000
     expect(s.verify(token)).toBeUndefined()
   })
