@@ -22,7 +22,7 @@ ${CLIENT_USAGE}`
 
 const listUsage = `Usage: trimswarm token list [--json] --coordinator URL --token-file FILE
 
-Lists machine tokens (id, group, name, created, revoked); never their secrets.
+Lists machine tokens (id, group, name, created, revoked, site); never their secrets.
 
   --json                 print JSON
 ${CLIENT_USAGE}`
@@ -70,7 +70,8 @@ const list: Command = {
       process.stdout.write('no tokens\n')
       return
     }
-    const rows = [['ID', 'GROUP', 'NAME', 'SITE', 'CREATED', 'STATE'], ...tokens.map(t => [t.id, t.group, t.name, t.site ?? '-', t.createdAt, t.revoked ? 'revoked' : 'active'])]
+    // SITE last: scripts reading the earlier columns by position keep working
+    const rows = [['ID', 'GROUP', 'NAME', 'CREATED', 'STATE', 'SITE'], ...tokens.map(t => [t.id, t.group, t.name, t.createdAt, t.revoked ? 'revoked' : 'active', t.site ?? '-'])]
     const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
     for (const r of rows) process.stdout.write(r.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd() + '\n')
   }
