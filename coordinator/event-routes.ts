@@ -2,7 +2,7 @@
 import { Hono, type Context } from 'hono'
 import { EVENT_TYPES, EventBatch, type AgentEvent, type ReportResponse, type VersionInfo } from '../protocol/api.ts'
 import type { AgentList, EventPage } from '../protocol/api-admin.ts'
-import { NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { ForbiddenError, NotFoundError, ValidationError } from '../protocol/errors.ts'
 import { assertAdmin, canAccessImage, principalKey } from './access.ts'
 import { DEFAULT_EVENT_CLOCK_SKEW_SECONDS, DEFAULT_EVENTS_PAGE, DEFAULT_MAX_AGENTS_PER_TOKEN, DEFAULT_MAX_EVENTS_PER_MINUTE, EVENT_RATE_KEYS, MAX_EVENTS_PAGE } from './constants.ts'
 import { admitEvent, type RejectReason } from './event-admission.ts'
@@ -47,7 +47,12 @@ async function lookups (batch: AgentEvent[], principal: Principal, address: stri
       }))
     }
     // only events that pass the other checks may spend one of the caller's site hints
-    if (infos.get(k) != null && !sites.has(ev.site)) sites.set(ev.site, (await c.sites.siteOf(principal, address, ev.site).catch(() => undefined))?.site)
+    if (infos.get(k) != null && !sites.has(ev.site)) {
+      sites.set(ev.site, (await c.sites.siteOf(principal, address, ev.site).catch((err: unknown) => {
+        if (err instanceof ForbiddenError) return undefined // one site too many: that event is refused, the others go on
+        throw err
+      }))?.site)
+    }
   }
   return { infos, sites }
 }

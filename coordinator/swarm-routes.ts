@@ -127,7 +127,7 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
     return (await sites.siteOf(principal, address, hint)).site
   }
 
-  /** Live registrations of `owner`; deletes the lapsed ones it meets. Stops counting at `max`. */
+  /** Live registrations of `owner`; deletes the lapsed ones it meets (and their peer ids' lapsed bindings). Stops counting at `max`. */
   const liveCount = async (owner: string, now: number, max: number): Promise<{ count: number, soonest: number }> => {
     let count = 0
     let soonest = Number.MAX_SAFE_INTEGER
@@ -138,7 +138,14 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
       soonest = Math.min(soonest, expires)
       if (count >= max) break
     }
-    if (lapsed.length > 0) await byOwner.batch(lapsed.map(key => ({ type: 'del' as const, key })))
+    if (lapsed.length > 0) {
+      // keys end in `!<peer id>` (site names cannot hold `!`)
+      const ids = [...new Set(lapsed.map(k => k.slice(k.lastIndexOf('!') + 1)))]
+      const bindings = await owners.getMany(ids)
+      const ops: any[] = lapsed.map(key => ({ type: 'del', sublevel: byOwner, key }))
+      ids.forEach((id, i) => { if (bindings[i] != null && bindings[i].by === owner && bindings[i].expires < now) ops.push({ type: 'del', sublevel: owners, key: id }) })
+      await components.db.batch(ops)
+    }
     return { count, soonest }
   }
 
