@@ -59,12 +59,9 @@ export interface TokenBucket {
   take: (key: string, n: number) => number
 }
 
-/** Options of createTokenBucket. */
-export interface TokenBucketInit {
+/** Options of createTokenBucket (`maxKeys`: least recently used dropped first; a dropped key starts full again). */
+export interface TokenBucketInit extends Pick<RateLimiterInit, 'now' | 'maxKeys'> {
   perMinute: number
-  now?: () => number
-  /** Keys remembered at most (least recently used dropped first; a dropped key starts full again). */
-  maxKeys?: number
 }
 
 /**

@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
+import { cookieHeader, keepCookies } from '../helpers/cookie-jar.ts'
 import { tempDir, type TempDir } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
 
@@ -24,16 +25,10 @@ class Browser {
   }
   async req (path: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers({ ...this.headers, ...(init.headers as Record<string, string> | undefined) })
-    if (this.cookies.size > 0) headers.set('Cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '))
+    const cookie = cookieHeader(this.cookies)
+    if (cookie != null) headers.set('Cookie', cookie)
     const res = await fetch(this.base + path, { ...init, headers, redirect: 'manual' })
-    for (const line of res.headers.getSetCookie()) {
-      this.setCookies.push(line)
-      const [pair] = line.split(';')
-      const i = pair.indexOf('=')
-      const v = pair.slice(i + 1)
-      if (v === '' || /Max-Age=0/i.test(line)) this.cookies.delete(pair.slice(0, i))
-      else this.cookies.set(pair.slice(0, i), v)
-    }
+    this.setCookies.push(...keepCookies(this.cookies, res))
     return res
   }
 
