@@ -4,6 +4,7 @@ import { Policy, TokenCreateRequest, type TokenCreateResponse } from '../protoco
 import type { TokenList } from '../protocol/api-admin.ts'
 import { NotFoundError, ValidationError } from '../protocol/errors.ts'
 import { assertAdmin } from './access.ts'
+import type { Audit } from './audit.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import type { PolicyStore } from './policy-store.ts'
 import { nameParam, readJson } from './request-body.ts'
@@ -13,11 +14,12 @@ import type { TokenStore } from './token-store.ts'
 export interface AdminComponents {
   tokens: TokenStore
   policies: PolicyStore
+  audit: Audit
 }
 
 /** Routes of the admin API (behind the auth middleware). */
 export function createAdminRoutes (components: AdminComponents): Hono<CoordinatorEnv> {
-  const { tokens, policies } = components
+  const { tokens, policies, audit } = components
   const app = new Hono<CoordinatorEnv>()
   app.use('/v1/tokens', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/tokens/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
@@ -27,6 +29,7 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
   app.post('/v1/tokens', async (c) => {
     const req = await readJson(c, TokenCreateRequest)
     const { info, token } = await tokens.create(req.group, req.name, { site: req.site })
+    audit(c, 'token.create', { target: { tokenId: info.id }, before: null, after: info })
     const body: TokenCreateResponse = { ...info, token }
     return c.json(body, 201)
   })
@@ -37,7 +40,10 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
   app.delete('/v1/tokens/:id', async (c) => {
     const id = c.req.param('id')
     if (!/^[0-9a-f]{16}$/.test(id)) throw new ValidationError('token id must be 16 hex digits')
-    return c.json(await tokens.revoke(id))
+    const before = (await tokens.list()).find(t => t.id === id) ?? null
+    const after = await tokens.revoke(id)
+    audit(c, 'token.revoke', { target: { tokenId: id }, before, after })
+    return c.json(after)
   })
 
   app.get('/v1/policies', (c) => c.json(policies.all()))
@@ -50,12 +56,16 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
   app.put('/v1/policies/:group', async (c) => {
     const group = nameParam(c.req.param('group'), 'group')
     const policy = await readJson(c, Policy)
+    const before = policies.get(group) ?? null
     await policies.put(group, policy)
+    audit(c, 'policy.set', { target: { group }, before, after: policy })
     return c.json(policy)
   })
   app.delete('/v1/policies/:group', async (c) => {
     const group = nameParam(c.req.param('group'), 'group')
+    const before = policies.get(group) ?? null
     await policies.delete(group)
+    audit(c, 'policy.delete', { target: { group }, before, after: null })
     return c.body(null, 204)
   })
   return app

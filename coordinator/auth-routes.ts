@@ -19,7 +19,7 @@ export interface LoginComponents {
   perUser: RateLimiter
   metrics: Metrics
   logger: Logger
-  clientIp: (c: Context) => string
+  clientIp: (c: Context<CoordinatorEnv>) => string
 }
 
 /** The public login route (mounted before the auth middleware). */
@@ -29,14 +29,14 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
   app.post('/v1/auth/login', async (c) => {
     const { user, password } = await readJson(c, LoginRequest)
     if (components.authenticator == null) {
-      metrics.inc('trimswarm_login_failures_total', { reason: 'unavailable' })
+      metrics.loginFailure('unavailable')
       throw new UnavailableError('no directory configured: user login needs an `ldap` section in the coordinator config (machine and admin tokens still work)')
     }
     const ip = clientIp(c)
     const userKey = user.toLowerCase()
     const wait = Math.max(perIp.retryAfter(ip), perUser.retryAfter(userKey))
     if (wait > 0) {
-      metrics.inc('trimswarm_login_failures_total', { reason: 'rate_limited' })
+      metrics.loginFailure('rate_limited')
       logger.warn('login rate limited', { ip, user })
       throw new RetryAfterError(`too many login attempts; try again in ${wait} s`, wait)
     }
@@ -47,10 +47,10 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
     } catch (err) {
       if (err instanceof UnauthorizedError) {
         perUser.hit(userKey)
-        metrics.inc('trimswarm_login_failures_total', { reason: 'bad_credentials' })
+        metrics.loginFailure('bad_credentials')
         logger.info('login refused', { ip, user })
       } else {
-        metrics.inc('trimswarm_login_failures_total', { reason: 'unavailable' })
+        metrics.loginFailure('unavailable')
       }
       if (err instanceof UnavailableError) {
         // the details name internal hosts and steps: they go to the log, not to an anonymous caller
@@ -61,7 +61,7 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
     }
     perUser.reset(userKey)
     const { token, expiresAt } = sessions.issue(who.user, who.groups)
-    metrics.inc('trimswarm_logins_total')
+    metrics.login()
     logger.info('login', { ip, user: who.user, groups: who.groups })
     const body: LoginResponse = { token, expiresAt: expiresAt.toISOString(), user: who.user, groups: who.groups }
     return c.json(body)

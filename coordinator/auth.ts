@@ -48,10 +48,24 @@ function sha256 (text: string): Buffer {
   return createHash('sha256').update(text).digest()
 }
 
+/** A check of a given secret against `expected` that takes the same time whatever the guess (digests compared). */
+export function secretMatcher (expected: string): (given: string) => boolean {
+  const digest = sha256(expected)
+  return (given) => timingSafeEqual(sha256(given), digest)
+}
+
+/** The token of an `Authorization: Bearer <token>` header; throws UnauthorizedError when absent or malformed. */
+export function bearerToken (header: string | undefined): string {
+  if (header == null) throw new UnauthorizedError('missing Authorization: Bearer <token> header')
+  const m = /^Bearer\s+(\S{1,8192})\s*$/i.exec(header)
+  if (m == null) throw new UnauthorizedError('the Authorization header must be "Bearer <token>"')
+  return m[1]
+}
+
 /** Creates the Auth of a coordinator. */
 export function createAuth (components: AuthComponents, init: AuthInit): Auth {
   // compare digests, so the comparison takes the same time whatever the length of the guess
-  const adminDigest = sha256(init.adminToken)
+  const isAdminToken = secretMatcher(init.adminToken)
   const adminGroups = new Set(init.adminGroups ?? DEFAULT_ADMIN_GROUPS)
   const { tokens, sessions, policy } = components
 
@@ -62,7 +76,7 @@ export function createAuth (components: AuthComponents, init: AuthInit): Auth {
 
   const principalFor = (token: string): Principal | undefined => {
     if (token.startsWith(ADMIN_TOKEN_PREFIX)) {
-      return timingSafeEqual(sha256(token), adminDigest) ? { kind: 'admin', user: 'admin', groups: [], policy: policy.admin() } : undefined
+      return isAdminToken(token) ? { kind: 'admin', user: 'admin', groups: [], policy: policy.admin() } : undefined
     }
     const machine = tokens.verify(token)
     if (machine != null) return { kind: 'machine', user: machine.id, groups: [machine.group], policy: policy.effective([machine.group]), ...(machine.site != null ? { site: machine.site } : {}) }
@@ -77,11 +91,7 @@ export function createAuth (components: AuthComponents, init: AuthInit): Auth {
     principalFor,
     userPrincipal,
     middleware: async (c, next) => {
-      const header = c.req.header('authorization')
-      if (header == null) throw new UnauthorizedError('missing Authorization: Bearer <token> header')
-      const m = /^Bearer\s+(\S{1,8192})\s*$/i.exec(header)
-      if (m == null) throw new UnauthorizedError('the Authorization header must be "Bearer <token>"')
-      const principal = principalFor(m[1])
+      const principal = principalFor(bearerToken(c.req.header('authorization')))
       if (principal == null) throw new UnauthorizedError(INVALID)
       c.set('principal', principal)
       await next()

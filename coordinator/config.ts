@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { ValidationError } from '../protocol/errors.ts'
-import { array, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
+import { array, boolean, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
 import { name } from '../protocol/api.ts'
 import { ConfigError } from './errors.ts'
 import { parseLdapConfig } from './ldap-authenticator.ts'
@@ -37,7 +37,6 @@ export const CoordinatorConfigSchema = object({
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),
   maxSiteHintsPerToken: optional(integer({ min: 1, max: 10_000 })),
-  trustedProxies: optional(array(string({ minLength: 2, maxLength: 50 }), { maxItems: 1000 })),
   events: optional(object({
     maxPerMinutePerToken: optional(integer({ min: 1000, max: 10_000_000 })),
     clockSkewSeconds: optional(integer({ min: 0, max: 86_400 })),
@@ -57,6 +56,13 @@ export const CoordinatorConfigSchema = object({
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
   images: optional(anyObject()),
+  /** Who may read GET /metrics: the admin, or the holder of the token in tokenFile; public: anyone. */
+  metrics: optional(object({
+    tokenFile: optional(string({ minLength: 1, maxLength: 4096 })),
+    public: optional(boolean())
+  })),
+  /** Reverse proxies (IPs or IP/prefix) whose X-Forwarded-For / X-Forwarded-Proto are believed. */
+  trustedProxies: optional(array(string({ minLength: 2, maxLength: 64 }), { maxItems: 1000 })),
   console: optional(object({
     refreshMs: optional(integer({ min: 100, max: 3_600_000 })),
     sampleMs: optional(integer({ min: 100, max: 3_600_000 })),
@@ -76,7 +82,9 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
     throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
   }
   createSiteMap(config.sites) // throws ConfigError on a bad subnet
-  createTrustedProxies(config.trustedProxies) // throws ConfigError on a bad address
+  createTrustedProxies(config.trustedProxies) // throws ConfigError on a bad entry
+  if (config.metrics?.public === true && config.metrics.tokenFile != null) throw new ConfigError('invalid coordinator config: metrics: "public": true and "tokenFile" exclude each other')
+  if (config.metrics?.tokenFile != null) config.metrics = { ...config.metrics, tokenFile: resolve(baseDir, config.metrics.tokenFile) }
   if (config.ldap != null) {
     try {
       // relative caFile / bindPasswordFile are relative to the config file, like tls paths

@@ -221,6 +221,24 @@ export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
 /** Directory groups whose members are admins (console and admin API) when the config names none; `"adminGroups": []` turns it off. */
 export const DEFAULT_ADMIN_GROUPS: readonly string[] = ['trimswarm-admins']
 
+/**
+ * At most this many (site, image) pairs in trimswarm_sync_bytes_total (3 series
+ * each, one per source), so the labels agents send cannot grow the coordinator's
+ * memory or a Prometheus server without bound; reports past it are counted in
+ * trimswarm_sync_bytes_dropped_total.
+ */
+export const MAX_SYNC_BYTES_SERIES = 10_000
+
+/** A metrics token (config metrics.tokenFile) shorter than this is refused at start: it would be guessable. */
+export const MIN_METRICS_TOKEN_CHARS = 32
+
+/**
+ * prom-client's default metrics that `promtool check metrics` refuses (gauges
+ * named `_total`); they are dropped: the same counts are in
+ * nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+ */
+export const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
+
 // ---- hostile machine tokens: events, reports, rendezvous (docs/SECURITY.md) ----
 
 /**

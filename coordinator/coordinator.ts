@@ -4,12 +4,13 @@
  * (start: open DIR, create secrets on first start, listen; stop: drain
  * requests, stop background work, close the database).
  *
- * Request order: log + metrics -> global body limit -> public routes
- * (healthz, metrics, openapi, key, login) -> the admin console (`/`,
+ * Request order: log (request id, client IP) + metrics -> global body
+ * limit -> routes outside /v1 auth (healthz, openapi, key, login; metrics
+ * with its own token check) -> the admin console (`/`,
  * `/console/...`, its own cookie sessions) -> auth middleware (every other
  * /v1 route has `c.get('principal')`) -> /v1 routes -> JSON 404.
  */
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
@@ -21,6 +22,7 @@ import { routePath } from 'hono/route'
 import type { KeyResponse } from '../protocol/api.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
+import { createAudit } from './audit.ts'
 import { createConsole, type AdminConsole } from './console/console.ts'
 import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
 import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
@@ -40,10 +42,11 @@ import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
 import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
-import { createLogger, type LogLevel } from './logger.ts'
+import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
 import { openMetaDb, type MetaDb } from './meta-db.ts'
-import { createMetrics, metricName, type Metrics } from './metrics.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
+import { createMetricsRoute } from './metrics-route.ts'
 import { buildOpenApi } from './openapi.ts'
 import { createPolicyEngine } from './policy-engine.ts'
 import { createPolicyStore, type PolicyStore } from './policy-store.ts'
@@ -53,8 +56,8 @@ import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createSiteAssigner } from './site-assignment.ts'
 import { createSiteMap } from './sites.ts'
-import { createTrustedProxies } from './trusted-proxies.ts'
 import { createTokenStore } from './token-store.ts'
+import { createTrustedProxies, type TrustedProxies } from './trusted-proxies.ts'
 
 /** Options of createCoordinator. */
 export interface CoordinatorInit {
@@ -64,9 +67,12 @@ export interface CoordinatorInit {
   listen?: string
   /** Parsed config (config.ts parseCoordinatorConfig / loadCoordinatorConfig), or a raw object to parse. */
   config?: CoordinatorConfig | Record<string, unknown>
-  /** Defaults to a JSON-lines logger on stderr at config.logLevel (or `logLevel`). */
+  /** Defaults to a logger on stderr at config.logLevel (or `logLevel`), in `logFormat` (default JSON lines). */
   logger?: Logger
   logLevel?: LogLevel
+  logFormat?: LogFormat
+  /** trimswarm's version for trimswarm_build_info (the CLI passes package.json's); default "unknown". */
+  version?: string
   /** Replaces the LDAP authenticator built from config.ldap (e.g. another directory). */
   authenticator?: Authenticator
   /** false: build the app without listening (tests use `app.request()`). Default true. */
@@ -79,7 +85,7 @@ export interface Coordinator {
   readonly url: string
   /** The admin token (after start). */
   readonly adminToken: string
-  /** Whether this start created the admin token (first start): the CLI prints it once. */
+  /** Whether this start created the admin token (first start): the CLI names its file (never the token). */
   readonly adminTokenCreated: boolean
   /** The Hono app (after start), for in-process `app.request()`. */
   readonly app: Hono<CoordinatorEnv>
@@ -97,7 +103,8 @@ export interface Coordinator {
   stop: () => Promise<void>
 }
 
-function clientIp (c: Context): string {
+/** The socket's remote address. */
+function remoteAddress (c: Context): string {
   try {
     return getConnInfo(c).remote.address ?? 'unknown'
   } catch {
@@ -105,24 +112,8 @@ function clientIp (c: Context): string {
   }
 }
 
-/** Flattens the image service's nested counters into metric names. */
-function flattenStats (prefix: string, value: unknown, out: Record<string, number>): Record<string, number> {
-  if (typeof value === 'number') out[metricName(prefix)] = value
-  else if (value != null && typeof value === 'object') for (const [k, v] of Object.entries(value)) flattenStats(`${prefix}_${metricName(k)}`, v, out)
-  return out
-}
-
-/** The process's memory as gauges (the names prom-client uses), so a load test can tell V8's heap from the rest of RSS. */
-function processMemory (): Record<string, number> {
-  const m = process.memoryUsage()
-  return {
-    process_resident_memory_bytes: m.rss,
-    nodejs_heap_size_total_bytes: m.heapTotal,
-    nodejs_heap_size_used_bytes: m.heapUsed,
-    nodejs_external_memory_bytes: m.external,
-    nodejs_array_buffers_bytes: m.arrayBuffers
-  }
-}
+/** An X-Request-Id a trusted proxy may hand on (anything else is replaced by our own). */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 /** Requests being handled, so stop() can wait for them before closing the database. */
 interface InFlight {
@@ -151,10 +142,22 @@ function createInFlight (): InFlight {
   return state
 }
 
-/** Logs one line per request and records it in the metrics; counts requests in flight. */
-function requestLog (logger: Logger, metrics: Metrics, inFlight: InFlight & { done?: () => void }): MiddlewareHandler<CoordinatorEnv> {
+/**
+ * Logs one line per request (with its request id, also sent as X-Request-Id,
+ * and the client's IP) and records it in the metrics; counts requests in flight.
+ */
+function requestLog (logger: Logger, metrics: Metrics, proxies: TrustedProxies, inFlight: InFlight & { done?: () => void }): MiddlewareHandler<CoordinatorEnv> {
   return async (c, next) => {
     const t0 = performance.now()
+    const remote = remoteAddress(c)
+    const ip = proxies.clientIp(remote, c.req.header('x-forwarded-for'))
+    const given = c.req.header('x-request-id')
+    const requestId = given != null && REQUEST_ID.test(given) && proxies.isTrusted(remote) ? given : randomUUID()
+    c.set('clientIp', ip)
+    // Secure console cookies: our own TLS, or a TLS-terminating proxy we trust saying so
+    c.set('https', new URL(c.req.url).protocol === 'https:' || proxies.forwardedHttps(remote, c.req.header('x-forwarded-proto')))
+    c.set('requestId', requestId)
+    c.header('X-Request-Id', requestId)
     inFlight.count++
     try {
       await next()
@@ -164,13 +167,15 @@ function requestLog (logger: Logger, metrics: Metrics, inFlight: InFlight & { do
     }
     // while stopping, keep-alive clients are told to go (they reconnect to the next instance)
     if (inFlight.stopping) c.header('Connection', 'close')
+    // a handler that built its own Response did not get the prepared header
+    if (!c.res.headers.has('x-request-id')) { try { c.res.headers.set('X-Request-Id', requestId) } catch { /* immutable headers */ } }
     const seconds = (performance.now() - t0) / 1000
     let route = routePath(c)
     if (route === '' || route.endsWith('*')) route = 'unmatched'
     const status = c.res.status
     metrics.request(c.req.method, route, status, seconds)
     const principal = c.get('principal')
-    logger.info('request', { method: c.req.method, route, status, ms: Math.round(seconds * 10_000) / 10, ...(principal != null ? { principal: principal.user } : {}) })
+    logger.info('request', { method: c.req.method, route, status, ms: Math.round(seconds * 10_000) / 10, requestId, ip, ...(principal != null ? { principal: principal.user } : {}) })
   }
 }
 
@@ -220,7 +225,11 @@ interface Started {
 
 async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
-  const logger = init.logger ?? createLogger({ level: init.logLevel ?? config.logLevel ?? 'info' })
+  const level = init.logLevel ?? config.logLevel ?? 'info'
+  const logger = init.logger ?? createLogger({ level, format: init.logFormat })
+  // an audit trail is not noise: its lines are written whatever the level, unless logging is off
+  const auditLogger = init.logger ?? createLogger({ level: level === 'silent' ? 'silent' : 'info', format: init.logFormat })
+  const proxies = createTrustedProxies(config.trustedProxies)
   const listen = parseListen(init.listen ?? config.listen ?? DEFAULT_LISTEN)
   let ldap
   if (config.ldap != null) {
@@ -252,7 +261,6 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
 
   try {
     // ---- components ----
-    const metrics = createMetrics()
     const tokens = createTokenStore({ db })
     const policies = createPolicyStore({ db })
     const events = createEventStore({ db })
@@ -263,7 +271,6 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const policy = createPolicyEngine({ policies })
     const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
     await sessions.start()
-    const proxies = createTrustedProxies(config.trustedProxies)
     const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
     await sites.start()
     const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups })
@@ -273,6 +280,8 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
     cleanups.push(async () => { await images.stop() })
+    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? 'unknown' })
+    const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
     const perUser = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxFailuresPerUser ?? DEFAULT_LOGIN_MAX_FAILURES_PER_USER })
@@ -283,7 +292,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
       try {
         const n = await events.sweep(new Date(Date.now() - retentionMs))
         if (n > 0) {
-          metrics.inc('trimswarm_events_swept_total', {}, n)
+          metrics.eventsSwept(n)
           logger.info('events swept', { deleted: n })
         }
       } catch (err) {
@@ -307,26 +316,26 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const onError = createErrorHandler(logger)
     app.onError(onError)
     app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
-    app.use('*', requestLog(logger, metrics, inFlight))
+    app.use('*', requestLog(logger, metrics, proxies, inFlight))
     app.use('*', bodyLimit(maxBody))
     for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
 
     app.get('/healthz', (c) => c.json({ ok: true }))
-    app.get('/metrics', (c) => c.text(metrics.render(flattenStats('trimswarm_image', images.stats(), processMemory())), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }))
+    app.route('/', await createMetricsRoute({ metrics, auth }, config.metrics))
     app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
     app.get('/v1/key', (c) => c.json(keyBody))
-    app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp }))
+    app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp: (c) => c.get('clientIp') }))
     // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
-    const adminConsole = createConsole({ auth, sessions, proxies, api: app, db, events, images, policies, logger }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const adminConsole = createConsole({ auth, sessions, api: app, db, events, images, policies, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
     await adminConsole.start()
     cleanups.push(async () => { await adminConsole.stop() })
     app.route('/', adminConsole.app)
     app.use('/v1/*', auth.middleware)
     app.route('/', createMeRoutes())
-    app.route('/', createAdminRoutes({ tokens, policies }))
-    app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: proxies.clientAddress }, config.events))
-    app.route('/', createImageRoutes(images))
-    app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: proxies.clientAddress, maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
+    app.route('/', createAdminRoutes({ tokens, policies, audit }))
+    app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: (c) => c.get('clientIp') }, config.events))
+    app.route('/', createImageRoutes(images, audit))
+    app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: (c) => c.get('clientIp'), maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
 
     // ---- listen ----
     let url = ''

@@ -23,7 +23,7 @@ export interface EventRoutesComponents {
   images: Pick<ImageService, 'getInfo'>
   sites: SiteAssigner
   /** The client's address (behind trusted proxies: the forwarded one), for the `sites` subnet map. */
-  clientAddress: (c: Context) => string
+  clientAddress: (c: Context<CoordinatorEnv>) => string
 }
 
 /** Options of createEventRoutes (config `events`; defaults in constants.ts). */
@@ -91,13 +91,13 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
       if ('event' in verdict) admitted.push(verdict.event)
       else refused[verdict.rejected] = (refused[verdict.rejected] ?? 0) + 1
     }
-    const { accepted, duplicates, rejected: overCap, byType } = admitted.length === 0
-      ? { accepted: 0, duplicates: 0, rejected: 0, byType: {} }
+    const { accepted, duplicates, rejected: overCap, byType, finished } = admitted.length === 0
+      ? { accepted: 0, duplicates: 0, rejected: 0, byType: {}, finished: [] }
       : await events.add(admitted, principal.user, { owner, maxAgents })
     if (overCap > 0) refused.agents = overCap
-    for (const [type, n] of Object.entries(byType)) metrics.inc('trimswarm_events_total', { type }, n)
-    if (duplicates > 0) metrics.inc('trimswarm_events_duplicate_total', {}, duplicates)
-    for (const [reason, n] of Object.entries(refused)) metrics.inc('trimswarm_events_rejected_total', { reason }, n)
+    metrics.events(byType, duplicates)
+    for (const ev of finished) metrics.syncBytes(ev.site, ev.image, ev.bytes)
+    for (const [reason, n] of Object.entries(refused)) metrics.eventsRejected(reason, n)
     const rejected = Object.values(refused).reduce((a, b) => a + b, 0)
     return c.json({ accepted, duplicates, ...(rejected > 0 ? { rejected, rejectedBy: refused } : {}) })
   })

@@ -15,6 +15,9 @@
  * live fleet, not everything ever sent.
  */
 import type { AgentEvent, ReportRow } from '../protocol/api.ts'
+
+/** An event's bytes by source (local, peers, origin). */
+type BytesBySource = NonNullable<AgentEvent['bytes']>
 import type { AgentImageState, AgentRecord, StoredEvent } from '../protocol/api-admin.ts'
 
 export type { AgentImageState, AgentRecord }
@@ -35,8 +38,11 @@ export interface EventQuery {
 export interface EventStore {
   start: () => Promise<void>
   stop: () => Promise<void>
-  /** With `owner`, a new agent record is refused (counted in `rejected`) once the owner has `maxAgents`. */
-  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions & AddOptions) => Promise<{ accepted: number, duplicates: number, rejected: number, byType: Record<string, number> }>
+  /**
+   * With `owner`, a new agent record is refused (counted in `rejected`) once the owner has `maxAgents`.
+   * `finished`: the new (not duplicate) sync.completed / sync.failed events with bytes, counted into the reports.
+   */
+  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions & AddOptions) => Promise<{ accepted: number, duplicates: number, rejected: number, byType: Record<string, number>, finished: Array<AgentEvent & { bytes: BytesBySource }> }>
   query: (q: EventQuery, options?: AbortOptions) => Promise<{ events: StoredEvent[], next: string | null }>
   report: (filter: { image?: string, version?: string, site?: string }) => ReportRow[]
   agents: (options?: AbortOptions) => AsyncIterable<AgentRecord>
@@ -170,6 +176,7 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
         let duplicates = 0
         let rejected = 0
         const byType: Record<string, number> = {}
+        const finished: Array<AgentEvent & { bytes: BytesBySource }> = []
         for (const [i, ev] of batch.entries()) {
           if (known[i] != null || seen.has(ev.id)) { duplicates++; continue }
           let rec = agentCache.get(ev.agent)
@@ -222,6 +229,7 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
             a.bytes.peers += ev.bytes.peers
             a.bytes.origin += ev.bytes.origin
             touched.add(k)
+            finished.push({ ...ev, bytes: ev.bytes })
           }
         }
         for (const rec of agentCache.values()) ops.push({ type: 'put', sublevel: agents, key: rec.agent, value: rec })
@@ -231,7 +239,7 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           ops.push({ type: 'put', sublevel: reports, key: k, value: a })
         }
         if (ops.length > 0) await components.db.batch(ops)
-        return { accepted, duplicates, rejected, byType }
+        return { accepted, duplicates, rejected, byType, finished }
       })
     },
     async query (q) {

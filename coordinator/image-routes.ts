@@ -12,6 +12,7 @@ import { parseChunkCid } from '../protocol/block-id.ts'
 import { BLOCK_STREAM_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_CHUNK_BLOCKS, BLOCK_SIZE, MAX_MANIFEST_BYTES } from '../protocol/constants.ts'
 import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
 import { assertAdmin, assertImageAccess, canAccessImage } from './access.ts'
+import type { Audit } from './audit.ts'
 import { MAX_BLOCK_BATCH_REQUEST_BYTES, MAX_MISSING_REQUEST_BYTES } from './constants.ts'
 import { parseRangeHeader } from './http-range.ts'
 import type { ImageService } from './image-service.ts'
@@ -25,7 +26,7 @@ function cacheHeader (version: string): string {
 }
 
 /** The image routes, to mount after the auth middleware. */
-export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
+export function createImageRoutes (images: ImageService, audit: Audit): Hono<CoordinatorEnv> {
   const app = new Hono<CoordinatorEnv>()
 
   // ---- upload (admin) ----
@@ -51,6 +52,7 @@ export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
     const image = nameParam(c.req.param('name'), 'name')
     const bytes = await readBody(c, MAX_MANIFEST_BYTES)
     const info = await images.commitVersion(image, bytes, { signal: c.req.raw.signal })
+    audit(c, 'version.publish', { target: { image, version: info.version }, before: null, after: info })
     return c.json(info satisfies api.VersionInfo, 201)
   })
 
@@ -85,7 +87,13 @@ export function createImageRoutes (images: ImageService): Hono<CoordinatorEnv> {
 
   app.post('/v1/images/:name/versions/:version/retire', async (c) => {
     assertAdmin(c.get('principal'))
-    return c.json(await images.retire(nameParam(c.req.param('name'), 'name'), nameParam(c.req.param('version'), 'version')) satisfies api.VersionInfo)
+    const image = nameParam(c.req.param('name'), 'name')
+    const version = nameParam(c.req.param('version'), 'version')
+    // retire() refuses "latest": let it say so before anything is looked up
+    const before = version === 'latest' ? undefined : await images.getInfo(image, version)
+    const after = await images.retire(image, version)
+    audit(c, 'version.retire', { target: { image, version }, before: { retired: before?.retired }, after: { retired: after.retired } })
+    return c.json(after satisfies api.VersionInfo)
   })
 
   // ---- origin ----

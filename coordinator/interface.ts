@@ -77,6 +77,13 @@ export interface ManifestSigner {
 
 /** Hono environment of every route: the auth middleware sets `principal`. */
 export interface CoordinatorEnv {
-  /** `https`: set by the console when the client reached it over HTTPS (directly or through a trusted proxy). */
-  Variables: { principal: Principal, https?: boolean }
+  Variables: {
+    principal: Principal
+    /** Set for every request by the request log: the id in its log line and X-Request-Id header. */
+    requestId: string
+    /** The client's IP (X-Forwarded-For only from trusted proxies, coordinator/trusted-proxies.ts). */
+    clientIp: string
+    /** Set by the request log: the client reached us over HTTPS (our TLS, or a trusted proxy's X-Forwarded-Proto); console cookies are then Secure. */
+    https: boolean
+  }
 }

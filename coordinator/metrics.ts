@@ -1,93 +1,136 @@
 /**
- * Prometheus metrics in the text exposition format, kept in-house: a few
- * counters and one histogram need no client library.
+ * The coordinator's Prometheus metrics, with prom-client on a registry of its
+ * own (not prom-client's global one), so several coordinators in one process
+ * (tests, benchmarks) keep their counts apart. Every family has HELP; counters
+ * end in `_total`, with the unit before it (`_bytes_total`); what kind of
+ * bytes is a label, not part of the name. docs/OPERATIONS.md `## Metrics`
+ * lists every family.
  */
-import { LATENCY_BUCKETS } from './constants.ts'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { AgentEvent } from '../protocol/api.ts'
+import { LATENCY_BUCKETS, LINT_FAILING_DEFAULT_METRICS, MAX_SYNC_BYTES_SERIES } from './constants.ts'
+import type { ImageStats } from './image-service.ts'
 
-/** Counters and the request latency histogram served at GET /metrics. */
+/** Why a login failed (the `reason` label). */
+export type LoginFailure = 'bad_credentials' | 'rate_limited' | 'unavailable'
+
+/** What the coordinator records; the exposition is rendered at scrape time. */
 export interface Metrics {
   /** Records one HTTP request; `route` is the route pattern (never the raw path, so labels stay few). */
   request: (method: string, route: string, status: number, seconds: number) => void
-  /** Adds to a named counter with labels (e.g. login failures by reason). */
-  inc: (name: string, labels?: Record<string, string>, by?: number) => void
-  /** The exposition text; `gauges` are extra values read at scrape time (e.g. the image service's stats). */
-  render: (gauges?: Record<string, number>) => string
+  login: () => void
+  loginFailure: (reason: LoginFailure) => void
+  /** Events stored (by type) and received again. */
+  events: (byType: Record<string, number>, duplicates: number) => void
+  eventsSwept: (n: number) => void
+  /** Events not taken (event-admission.ts), by reason: image, version, site, agents. */
+  eventsRejected: (reason: string, n: number) => void
+  /** A finished sync's bytes by source, from an agent's event (fields already validated). */
+  syncBytes: (site: string, image: string, bytes: NonNullable<AgentEvent['bytes']>) => void
+  /** The exposition text. */
+  render: () => Promise<string>
+  /** Content-Type of `render()`'s text. */
+  contentType: string
 }
 
-/** Help texts of the counters the coordinator uses. */
-const HELP: Record<string, string> = {
-  trimswarm_login_failures_total: 'Failed logins by reason (bad_credentials, rate_limited, unavailable)',
-  trimswarm_logins_total: 'Successful logins',
-  trimswarm_events_total: 'Agent events stored, by type',
-  trimswarm_events_duplicate_total: 'Agent events received again (same id) and ignored',
-  trimswarm_events_rejected_total: 'Agent events not taken, by reason (image, version, site, agents)',
-  trimswarm_events_swept_total: 'Events deleted by retention'
+/** What the metrics read at scrape time. */
+export interface MetricsComponents {
+  /** The image service's counters. */
+  imageStats: () => ImageStats
 }
 
-function escapeLabel (v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')
+/** Options of createMetrics. */
+export interface MetricsInit {
+  /** trimswarm's version (package.json), for trimswarm_build_info. */
+  version: string
 }
 
-function labelText (labels: Record<string, string>): string {
-  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`)
-  return parts.length === 0 ? '' : `{${parts.join(',')}}`
+/** A counter whose value is read from a running total at scrape time. */
+function counterFrom (registry: Registry, name: string, help: string, read: () => number): void {
+  // eslint-disable-next-line no-new
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect () { this.reset(); this.inc(read()) }
+  })
 }
 
-/** Prometheus metric names allow [a-zA-Z0-9_:]. */
-export function metricName (text: string): string {
-  return text.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase().replace(/[^a-z0-9_:]/g, '_')
+function gaugeFrom (registry: Registry, name: string, help: string, read: () => number): void {
+  // eslint-disable-next-line no-new
+  new Gauge({ name, help, registers: [registry], collect () { this.set(read()) } })
 }
 
-/** Creates an empty metrics registry. */
-export function createMetrics (): Metrics {
-  const requests = new Map<string, number>()
-  const histos = new Map<string, { buckets: number[], sum: number, count: number }>()
-  const counters = new Map<string, Map<string, number>>()
-  return {
-    request (method, route, status, seconds) {
-      const key = labelText({ method, route, status: String(status) })
-      requests.set(key, (requests.get(key) ?? 0) + 1)
-      const hkey = labelText({ route })
-      let h = histos.get(hkey)
-      if (h == null) {
-        h = { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 }
-        histos.set(hkey, h)
-      }
-      for (let i = 0; i < LATENCY_BUCKETS.length; i++) if (seconds <= LATENCY_BUCKETS[i]) h.buckets[i]++
-      h.sum += seconds
-      h.count++
-    },
-    inc (name, labels = {}, by = 1) {
-      let m = counters.get(name)
-      if (m == null) counters.set(name, m = new Map())
-      const key = labelText(labels)
-      m.set(key, (m.get(key) ?? 0) + by)
-    },
-    render (gauges = {}) {
-      const lines: string[] = []
-      lines.push('# HELP trimswarm_http_requests_total HTTP requests by method, route pattern and status')
-      lines.push('# TYPE trimswarm_http_requests_total counter')
-      for (const [k, v] of requests) lines.push(`trimswarm_http_requests_total${k} ${v}`)
-      lines.push('# HELP trimswarm_http_request_duration_seconds HTTP request latency by route pattern')
-      lines.push('# TYPE trimswarm_http_request_duration_seconds histogram')
-      for (const [k, h] of histos) {
-        const inner = k.slice(1, -1)
-        LATENCY_BUCKETS.forEach((le, i) => lines.push(`trimswarm_http_request_duration_seconds_bucket{${inner},le="${le}"} ${h.buckets[i]}`))
-        lines.push(`trimswarm_http_request_duration_seconds_bucket{${inner},le="+Inf"} ${h.count}`)
-        lines.push(`trimswarm_http_request_duration_seconds_sum${k} ${h.sum}`)
-        lines.push(`trimswarm_http_request_duration_seconds_count${k} ${h.count}`)
-      }
-      for (const [name, m] of counters) {
-        if (HELP[name] != null) lines.push(`# HELP ${name} ${HELP[name]}`)
-        lines.push(`# TYPE ${name} counter`)
-        for (const [k, v] of m) lines.push(`${name}${k} ${v}`)
-      }
-      for (const [name, v] of Object.entries(gauges)) {
-        if (!Number.isFinite(v)) continue
-        lines.push(`# TYPE ${name} gauge`)
-        lines.push(`${name} ${v}`)
-      }
-      return lines.join('\n') + '\n'
+/** The image service's counters as metric families. */
+function imageFamilies (registry: Registry, stats: () => ImageStats): void {
+  // eslint-disable-next-line no-new
+  new Counter({
+    name: 'trimswarm_origin_sent_bytes_total',
+    help: 'Bytes the origin sent, by kind: signed manifests, block batches (compressed, as on the wire), single chunks, delta packs',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect () {
+      this.reset()
+      for (const [kind, n] of Object.entries(stats().bytesServed)) this.inc({ kind }, n)
     }
+  })
+  counterFrom(registry, 'trimswarm_origin_block_batch_raw_bytes_total', 'Uncompressed bytes of the blocks sent in block batches (compare with trimswarm_origin_sent_bytes_total{kind="blocks"})', () => stats().blockBatchRawBytes)
+  counterFrom(registry, 'trimswarm_origin_block_batches_total', 'Block batch streams started', () => stats().blockBatches)
+  counterFrom(registry, 'trimswarm_origin_block_batches_failed_total', 'Block batch streams that ended with an error', () => stats().blockBatchesFailed)
+  gaugeFrom(registry, 'trimswarm_origin_block_batches_waiting', 'Block batch requests waiting for a compression slot', () => stats().blockBatchesWaiting)
+  counterFrom(registry, 'trimswarm_upload_chunks_total', 'Chunks stored by publishers (new ones; already stored chunks are not sent)', () => stats().chunksUploaded)
+  counterFrom(registry, 'trimswarm_upload_bytes_total', 'Bytes of chunks stored by publishers', () => stats().bytesUploaded)
+  counterFrom(registry, 'trimswarm_upload_rejected_total', 'Uploaded chunks refused (hash mismatch or invalid)', () => stats().uploadsRejected)
+  counterFrom(registry, 'trimswarm_versions_committed_total', 'Image versions published', () => stats().versionsCommitted)
+  counterFrom(registry, 'trimswarm_delta_packs_built_total', 'Delta packs built', () => stats().deltaPacksBuilt)
+  counterFrom(registry, 'trimswarm_delta_pack_build_failures_total', 'Delta pack builds that failed', () => stats().deltaPackBuildFailures)
+  gaugeFrom(registry, 'trimswarm_delta_packs_pending', 'Delta packs waiting or being built', () => stats().deltaPacksPending)
+}
+
+/** Creates the metrics of one coordinator (its own registry, process metrics included). */
+export function createMetrics (components: MetricsComponents, init: MetricsInit): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  for (const name of LINT_FAILING_DEFAULT_METRICS) registry.removeSingleMetric(name)
+  new Gauge({ name: 'trimswarm_build_info', help: 'Always 1; labels: trimswarm version and Node.js version', labelNames: ['version', 'node'], registers: [registry] })
+    .set({ version: init.version, node: process.version }, 1)
+  const requests = new Counter({ name: 'trimswarm_http_requests_total', help: 'HTTP requests by method, route pattern and status', labelNames: ['method', 'route', 'status'], registers: [registry] })
+  const latency = new Histogram({ name: 'trimswarm_http_request_duration_seconds', help: 'HTTP request latency (until the response head) by route pattern', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] })
+  const logins = new Counter({ name: 'trimswarm_logins_total', help: 'Successful logins', registers: [registry] })
+  const loginFailures = new Counter({ name: 'trimswarm_login_failures_total', help: 'Failed logins by reason (bad_credentials, rate_limited, unavailable)', labelNames: ['reason'], registers: [registry] })
+  const events = new Counter({ name: 'trimswarm_events_total', help: 'Agent events stored, by type', labelNames: ['type'], registers: [registry] })
+  const duplicates = new Counter({ name: 'trimswarm_events_duplicate_total', help: 'Agent events received again (same id) and ignored', registers: [registry] })
+  const rejected = new Counter({ name: 'trimswarm_events_rejected_total', help: 'Agent events not taken, by reason (image: not in policy, version: unknown, site: one site too many, agents: one agent too many)', labelNames: ['reason'], registers: [registry] })
+  const swept = new Counter({ name: 'trimswarm_events_swept_total', help: 'Events deleted by retention', registers: [registry] })
+  const syncBytes = new Counter({ name: 'trimswarm_sync_bytes_total', help: 'Bytes of finished syncs reported by agents, by site, image and source (local: already on the host; peers: LAN; origin: WAN)', labelNames: ['site', 'image', 'source'], registers: [registry] })
+  const syncSeriesDropped = new Counter({ name: 'trimswarm_sync_bytes_dropped_total', help: `Sync byte reports not counted in trimswarm_sync_bytes_total because it already has ${MAX_SYNC_BYTES_SERIES} (site, image) pairs`, registers: [registry] })
+  imageFamilies(registry, components.imageStats)
+  for (const reason of ['bad_credentials', 'rate_limited', 'unavailable']) loginFailures.inc({ reason }, 0)
+  // a bound on label sets, whatever agents send: each (site, image) pair is 3 series
+  const pairs = new Set<string>()
+
+  return {
+    contentType: registry.contentType,
+    request (method, route, status, seconds) {
+      requests.inc({ method, route, status: String(status) })
+      latency.observe({ route }, seconds)
+    },
+    login () { logins.inc() },
+    loginFailure (reason) { loginFailures.inc({ reason }) },
+    events (byType, dup) {
+      for (const [type, n] of Object.entries(byType)) events.inc({ type }, n)
+      if (dup > 0) duplicates.inc(dup)
+    },
+    eventsSwept (n) { swept.inc(n) },
+    eventsRejected (reason, n) { rejected.inc({ reason }, n) },
+    syncBytes (site, image, bytes) {
+      const pair = `${site}\x00${image}`
+      if (!pairs.has(pair)) {
+        if (pairs.size >= MAX_SYNC_BYTES_SERIES) { syncSeriesDropped.inc(); return }
+        pairs.add(pair)
+      }
+      for (const source of ['local', 'peers', 'origin'] as const) syncBytes.inc({ site, image, source }, bytes[source])
+    },
+    async render () { return await registry.metrics() }
   }
 }

@@ -11,7 +11,7 @@ import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/consta
 import type { JsonSchema } from '../protocol/schema.ts'
 import { STATUS_OF_ERROR } from './http-errors.ts'
 
-type Auth = 'none' | 'any' | 'admin'
+type Auth = 'none' | 'any' | 'admin' | 'metrics'
 interface Operation {
   method: 'get' | 'post' | 'put' | 'delete'
   path: string
@@ -29,7 +29,7 @@ const tpl = (path: string): string => path.replace(/__(\w+)__/g, '{$1}')
 
 const OPERATIONS: Operation[] = [
   { method: 'get', path: routes.health, summary: 'Liveness: 200 while the coordinator serves', auth: 'none', response: null },
-  { method: 'get', path: routes.metrics, summary: 'Prometheus metrics (text exposition format)', auth: 'none', response: { media: 'text/plain' } },
+  { method: 'get', path: routes.metrics, summary: 'Prometheus metrics (text exposition format): the admin token, an admin session or the metrics token (config metrics.tokenFile); no token with metrics.public', auth: 'metrics', response: { media: 'text/plain' } },
   { method: 'get', path: routes.openapi, summary: 'This document', auth: 'none', response: null },
   { method: 'get', path: routes.key, summary: 'The manifest-signing public key (pin it on first contact)', auth: 'none', response: 'KeyResponse' },
   { method: 'post', path: routes.login, summary: 'Log in with a directory (LDAP) user; returns a short-lived session token. Rate limited per user and per client IP.', auth: 'none', request: 'LoginRequest', response: 'LoginResponse' },

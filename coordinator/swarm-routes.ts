@@ -27,7 +27,6 @@ import type { MetaDb } from './meta-db.ts'
 import { nameParam, readJson } from './request-body.ts'
 import { createSiteAssigner, type SiteAssigner } from './site-assignment.ts'
 import { createSiteMap } from './sites.ts'
-import { peerAddress } from './trusted-proxies.ts'
 
 /** Lifetime of a capability: long enough for one sync (new peer connections need a valid one), short enough to lapse soon after policy changes. */
 export const DEFAULT_CAPABILITY_TTL_SECONDS = 3600
@@ -81,8 +80,8 @@ export interface SwarmRoutesComponents {
   capabilityTtlSeconds?: number
   /** Site of each caller (default: no token sites, no subnet map: the agent's hint within the per-token cap). */
   sites?: SiteAssigner
-  /** The client's address for the `sites` subnet map (default: the TCP peer). */
-  clientAddress?: (c: Context) => string
+  /** The client's address for the `sites` subnet map (default: the request log's `clientIp`). */
+  clientAddress?: (c: Context<CoordinatorEnv>) => string
   /** Live registrations per token or user (DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN). */
   maxRegistrationsPerToken?: number
 }
@@ -108,7 +107,7 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
   const { signer, logger } = components
   const ttl = components.capabilityTtlSeconds ?? DEFAULT_CAPABILITY_TTL_SECONDS
   const sites = components.sites ?? createSiteAssigner({ siteMap: createSiteMap() })
-  const clientAddress = components.clientAddress ?? peerAddress
+  const clientAddress = components.clientAddress ?? ((c: Context<CoordinatorEnv>) => c.get('clientIp') ?? '')
   const maxRegistrations = components.maxRegistrationsPerToken ?? DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN
   const peers = components.db.sublevel<string, PeerRecord>('swarm-peers', { valueEncoding: 'json' })
   const owners = components.db.sublevel<string, PeerOwner>('swarm-peer-owners', { valueEncoding: 'json' })

@@ -1,74 +1,74 @@
 /**
- * The config's `trustedProxies`: the addresses (IPs or CIDRs, IPv4 or IPv6)
- * of TLS-terminating reverse proxies in front of the coordinator. Only a
- * request whose TCP peer is one of them may say, in X-Forwarded-For and
- * X-Forwarded-Proto, who the client is and that it came over HTTPS; from any
- * other peer those headers are ignored, since any client can send them.
+ * Which reverse proxies the coordinator believes (config `trustedProxies`):
+ * the one place that decides whether `X-Forwarded-For` (and, for the
+ * console's Secure cookies, `X-Forwarded-Proto`) of a request may be taken
+ * as true. A header from any other peer is the client's own word and is
+ * ignored, so a client cannot pick the IP its log lines and rate limits use.
  */
 import { BlockList, isIP } from 'node:net'
-import type { Context } from 'hono'
-import { getConnInfo } from '@hono/node-server/conninfo'
 import { ConfigError } from './errors.ts'
 
-/** Answers for one request, given the trusted proxies. */
+/** The parsed `trustedProxies` list. */
 export interface TrustedProxies {
-  /** Whether `address` (the TCP peer) is a trusted proxy. */
-  isTrusted: (address: string) => boolean
-  /** The client's address: the TCP peer, or, behind trusted proxies, the nearest untrusted address in X-Forwarded-For. */
-  clientAddress: (c: Context) => string
-  /** Whether the client reached us over HTTPS: our own TLS, or X-Forwarded-Proto: https from a trusted proxy. */
-  isHttps: (c: Context) => boolean
+  /** Whether `addr` (the socket's remote address) is one of the configured proxies. */
+  isTrusted: (addr: string) => boolean
+  /**
+   * The client's IP: `remoteAddr` when it is not a trusted proxy; else the
+   * X-Forwarded-For hops walked from the right, skipping trusted proxies, up
+   * to the first hop that is not one (a client can prepend anything, so only
+   * what trusted proxies appended counts).
+   */
+  clientIp: (remoteAddr: string, xff: string | undefined) => string
+  /** Whether a trusted proxy at `remoteAddr` says the client came over HTTPS (`X-Forwarded-Proto: https`, its first value). */
+  forwardedHttps: (remoteAddr: string, proto: string | undefined) => boolean
 }
 
-/** The TCP peer of a request ('in-process' for app.request(), which has no socket). */
-export function peerAddress (c: Context): string {
-  try {
-    return getConnInfo(c).remote.address ?? 'unknown'
-  } catch {
-    return 'in-process'
-  }
+/** `::ffff:10.0.0.1` (an IPv4 client on a dual-stack socket) is 10.0.0.1. */
+function plain (addr: string): string {
+  const a = addr.trim()
+  return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(a) ? a.slice(7) : a
 }
 
-const bare = (ip: string): string => ip.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1')
+function familyOf (addr: string): 'ipv4' | 'ipv6' | undefined {
+  const v = isIP(addr)
+  return v === 4 ? 'ipv4' : v === 6 ? 'ipv6' : undefined
+}
 
-/** Parses `trustedProxies` (e.g. `["10.0.0.5", "192.168.1.0/24", "fd00::/8"]`); throws ConfigError on a bad entry. */
+/** Builds the matcher; throws ConfigError naming a bad entry (an IP or IP/prefix). */
 export function createTrustedProxies (list: readonly string[] = []): TrustedProxies {
   const blocks = new BlockList()
   for (const entry of list) {
-    const [ip, bitsText, extra] = entry.split('/')
-    const family = isIP(ip)
-    const max = family === 4 ? 32 : 128
-    const bits = bitsText == null ? max : Number(bitsText)
-    if (family === 0 || extra != null || !Number.isInteger(bits) || bits < 0 || bits > max || (bitsText != null && !/^\d+$/.test(bitsText))) {
-      throw new ConfigError(`trustedProxies: ${JSON.stringify(entry)} is not an IP address or CIDR like 10.0.0.5, 10.0.0.0/24 or fd00::/8`)
+    const [ip, prefix, extra] = entry.split('/')
+    const family = familyOf(plain(ip))
+    const bits = prefix == null ? undefined : Number(prefix)
+    const max = family === 'ipv4' ? 32 : 128
+    if (family == null || extra != null || (bits != null && (!/^\d{1,3}$/.test(prefix) || bits > max))) {
+      throw new ConfigError(`trustedProxies: ${JSON.stringify(entry)} is not an IP address or IP/prefix (e.g. 10.0.0.5, 10.0.0.0/8, fd00::/8)`)
     }
-    blocks.addSubnet(ip, bits, family === 4 ? 'ipv4' : 'ipv6')
+    if (bits == null) blocks.addAddress(plain(ip), family)
+    else blocks.addSubnet(plain(ip), bits, family)
   }
-  const isTrusted = (address: string): boolean => {
-    if (list.length === 0) return false
-    const ip = bare(address)
-    const family = isIP(ip)
-    return family !== 0 && blocks.check(ip, family === 4 ? 'ipv4' : 'ipv6')
+  const isTrusted = (addr: string): boolean => {
+    const a = plain(addr)
+    const family = familyOf(a)
+    return family != null && list.length > 0 && blocks.check(a, family)
   }
   return {
     isTrusted,
-    clientAddress (c) {
-      let address = bare(peerAddress(c))
-      if (!isTrusted(address)) return address
-      // right to left: each trusted proxy appended the address it saw; the first untrusted one is the client
-      const hops = (c.req.header('x-forwarded-for') ?? '').split(',').map(s => bare(s.trim())).filter(s => s !== '')
-      while (hops.length > 0 && isTrusted(address)) {
-        const hop = hops.pop() as string
-        if (isIP(hop) === 0) break
-        address = hop
+    clientIp (remoteAddr, xff) {
+      let ip = plain(remoteAddr)
+      if (xff == null || !isTrusted(ip)) return ip
+      const hops = xff.split(',').map(h => plain(h)).filter(h => h !== '')
+      while (hops.length > 0 && isTrusted(ip)) {
+        const next = hops.pop()!
+        // a hop that is not an IP is garbage from a client: keep the last proxy we trust
+        if (familyOf(next) == null) break
+        ip = next
       }
-      return address
+      return ip
     },
-    isHttps (c) {
-      if (new URL(c.req.url).protocol === 'https:') return true
-      if (!isTrusted(peerAddress(c))) return false
-      const proto = (c.req.header('x-forwarded-proto') ?? '').split(',')[0].trim().toLowerCase()
-      return proto === 'https'
+    forwardedHttps (remoteAddr, proto) {
+      return proto != null && isTrusted(remoteAddr) && proto.split(',')[0].trim().toLowerCase() === 'https'
     }
   }
 }

@@ -14,6 +14,7 @@ import { ValidationError } from '../protocol/errors.ts'
 import { createAgent, type Agent } from './agent.ts'
 import { DEFAULT_POLL_SECONDS, DEFAULT_SITE } from './constants.ts'
 import type { AgentAuth } from './coordinator-client.ts'
+import type { DaemonMetrics } from './daemon-metrics.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** The daemon's config file (JSON), parsed and checked. */
@@ -154,8 +155,8 @@ export interface Daemon {
 }
 
 /** Creates the daemon for a config. */
-export async function createDaemon (components: { logger: AgentLogger }, config: DaemonConfig): Promise<Daemon> {
-  const { logger } = components
+export async function createDaemon (components: { logger: AgentLogger, metrics?: DaemonMetrics }, config: DaemonConfig): Promise<Daemon> {
+  const { logger, metrics } = components
   const agent: Agent = await createAgent({ logger }, {
     coordinator: config.coordinator,
     auth: config.auth,
@@ -195,10 +196,12 @@ export async function createDaemon (components: { logger: AgentLogger }, config:
       options.signal?.throwIfAborted()
       try {
         const s = await agent.syncImage({ image, out, onUpdate: config.onUpdate, signal: options.signal })
-        if (!s.upToDate) logger.info(`${image}: ${out} is now ${s.version} (local ${s.bytes.local}, peers ${s.bytes.peers}, origin ${s.bytes.origin} bytes, ${s.seconds.toFixed(1)} s)`)
+        metrics?.sync(image, s.upToDate ? 'current' : 'updated', s.upToDate ? undefined : s.bytes)
+        if (!s.upToDate) logger.info(`${image}: ${out} is now ${s.version} (local ${s.bytes.local}, peers ${s.bytes.peers}, origin ${s.bytes.origin} bytes, ${s.seconds.toFixed(1)} s)`, { image, version: s.version, out, bytes: s.bytes, seconds: s.seconds })
       } catch (err) {
         if (options.signal?.aborted === true) throw err
-        logger.warn(`${image}: sync failed: ${(err as Error).message}; will retry at the next check`)
+        metrics?.sync(image, 'failed')
+        logger.warn(`${image}: sync failed: ${(err as Error).message}; will retry at the next check`, { image, error: (err as Error).message })
       }
     }
   }
@@ -213,6 +216,7 @@ export async function createDaemon (components: { logger: AgentLogger }, config:
             await checkOnce(options)
           } catch (err) {
             if (stopped()) break
+            metrics?.checkFailed()
             logger.warn(`check failed: ${(err as Error).message}; next try in ${config.pollSeconds} s`)
           }
           await agent.events.flush(options).catch(() => 0)

@@ -1,22 +1,20 @@
 /** Types shared by the agent's components. */
+import { createAgentLogger } from './logger.ts'
 
 /** Options every async call takes. */
 export interface AbortOptions {
   signal?: AbortSignal
 }
 
-/** Where the agent's components report warnings and progress lines for people. */
+/** Where the agent's components report warnings and progress: a message for people, and fields for programs (JSON lines). */
 export interface AgentLogger {
-  info: (msg: string) => void
-  warn: (msg: string) => void
+  info: (msg: string, fields?: Record<string, unknown>) => void
+  warn: (msg: string, fields?: Record<string, unknown>) => void
 }
 
-/** A logger writing `warning: ...` lines to stderr (the CLI's default). */
+/** A logger writing text lines (`warning: ...` for warnings) to stderr (the CLI's default; logger.ts has the JSON format). */
 export function stderrLogger (quiet = false): AgentLogger {
-  return {
-    info: (msg) => { if (!quiet) process.stderr.write(msg + '\n') },
-    warn: (msg) => { process.stderr.write(`warning: ${msg}\n`) }
-  }
+  return createAgentLogger({ quiet })
 }
 
 /** A logger that drops everything (tests, --json without --verbose). */

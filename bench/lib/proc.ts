@@ -70,9 +70,12 @@ export interface MemoryFigures {
 
 const mib = (bytes: number): number => Math.round(bytes / 1048576)
 
-/** One reading of the coordinator's memory (its /metrics answers even under load, just later). */
-export async function coordinatorMemory (pid: number, url: string): Promise<MemoryFigures> {
-  const text = await (await fetch(url + '/metrics')).text()
+/** One reading of the coordinator's memory (its /metrics answers even under load, just later; it needs the admin token). */
+export async function coordinatorMemory (pid: number, url: string, tokenFile: string): Promise<MemoryFigures> {
+  const token = (await readFile(tokenFile, 'utf8')).trim()
+  const res = await fetch(url + '/metrics', { headers: { authorization: `Bearer ${token}` } })
+  if (!res.ok) throw new Error(`GET /metrics: ${res.status} ${await res.text()}`)
+  const text = await res.text()
   const gauge = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
   return { rss: Math.round(await rssKiB(pid) / 1024), heapTotal: mib(gauge('nodejs_heap_size_total_bytes')), heapUsed: mib(gauge('nodejs_heap_size_used_bytes')), external: mib(gauge('nodejs_external_memory_bytes')) }
 }
@@ -85,14 +88,15 @@ export async function coordinatorMemory (pid: number, url: string): Promise<Memo
  * the heap it grew for garbage, so what RSS keeps over another such reading
  * is held, not garbage waiting for a lazy collector.
  */
-export async function memoryAfterFullGc (child: ChildProcess, url: string, diagnosticDir: string): Promise<MemoryFigures> {
+export async function memoryAfterFullGc (coordinator: CoordinatorProcess): Promise<MemoryFigures> {
+  const { child, url, diagnosticDir, tokenFile } = coordinator
   const before = new Set(await readdir(diagnosticDir))
   child.kill('SIGUSR2')
   for (let i = 0; ; i++) {
     await new Promise(resolve => setTimeout(resolve, 500))
     const fresh = (await readdir(diagnosticDir)).filter(f => f.endsWith('.heapsnapshot') && !before.has(f))
     if (fresh.length > 0) {
-      const m = await coordinatorMemory(child.pid!, url) // answered after the snapshot is complete (it blocks the event loop)
+      const m = await coordinatorMemory(child.pid!, url, tokenFile) // answered after the snapshot is complete (it blocks the event loop)
       for (const f of fresh) await rm(join(diagnosticDir, f), { force: true })
       return m
     }
@@ -138,9 +142,9 @@ export interface MemoryWatch {
  * grew for garbage.
  */
 export async function watchMemory (coordinator: CoordinatorProcess, opts: { sampleMs: number, settleSeconds: number, maxGrowthMiB: number }): Promise<MemoryWatch> {
-  const { child, url, diagnosticDir } = coordinator
+  const { child, url, tokenFile } = coordinator
   const pid = child.pid!
-  const start = await memoryAfterFullGc(child, url, diagnosticDir)
+  const start = await memoryAfterFullGc(coordinator)
   const t0 = performance.now()
   const samples: Array<[number, number]> = [[0, start.rss]]
   let peakRss = start.rss
@@ -156,12 +160,12 @@ export async function watchMemory (coordinator: CoordinatorProcess, opts: { samp
     async finish () {
       loadRunning = false
       try {
-        const afterLoad = await coordinatorMemory(pid, url)
+        const afterLoad = await coordinatorMemory(pid, url, tokenFile)
         peakRss = Math.max(peakRss, afterLoad.rss)
         await new Promise(resolve => setTimeout(resolve, opts.settleSeconds * 1000))
-        const settled = await coordinatorMemory(pid, url)
+        const settled = await coordinatorMemory(pid, url, tokenFile)
         clearInterval(timer)
-        const afterGc = await memoryAfterFullGc(child, url, diagnosticDir)
+        const afterGc = await memoryAfterFullGc(coordinator)
         const rssGrowth = afterGc.rss - start.rss
         const heapGrowth = afterGc.heapUsed - start.heapUsed
         const flat = rssGrowth <= opts.maxGrowthMiB && heapGrowth <= opts.maxGrowthMiB / 4

@@ -9,11 +9,14 @@ import { AGENT_NODE_FLAGS, DEFAULT_LINGER_SECONDS, NICE_PRIORITY } from '../../p
 import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
 import { lockDataDir } from '../../peer-agent/data-dir-lock.ts'
 import { stderrLogger } from '../../peer-agent/interface.ts'
+import { AGENT_LOG_FORMATS, createAgentLogger, defaultAgentLogFormat, type AgentLogFormat } from '../../peer-agent/logger.ts'
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
 import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
 import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { consoleToJsonLines } from '../json-console.ts'
+import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
@@ -61,7 +64,9 @@ Options
   --retry-delay MS       first retry delay in ms, doubled each try (default RETRY_BASE_MS)
   --quiet                no progress output
   --verbose              log lines (sources, peers, swarm decisions) on stderr even
-                         with --json or --quiet`
+                         with --json or --quiet
+  --log-format FORMAT    text or json log lines on stderr (default: json under systemd,
+                         else text); json shows no progress bar`
 
 const INDEX_USAGE = `Usage: trimswarm agent index --data DIR --index DIR... [--json]
 
@@ -150,7 +155,8 @@ const sync: Command = {
     'no-lan': { type: 'boolean' },
     listen: { type: 'string', multiple: true },
     'no-mdns': { type: 'boolean' },
-    linger: { type: 'string' }
+    linger: { type: 'string' },
+    'log-format': { type: 'string' }
   },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
@@ -180,8 +186,11 @@ const sync: Command = {
     if (args.values.nice === true) setPriority(NICE_PRIORITY)
     const json = args.values.json === true
     const quiet = args.values.quiet === true
-    const logger = stderrLogger((quiet || json) && args.values.verbose !== true)
-    const reporter = quiet ? undefined : createProgressReporter(process.stderr)
+    const format = logFormatOption(args, SYNC_USAGE)
+    if (format === 'json') consoleToJsonLines()
+    const logger = createAgentLogger({ format, quiet: (quiet || json) && args.values.verbose !== true })
+    // the progress bar is plain text: no place among JSON lines
+    const reporter = quiet || format === 'json' ? undefined : createProgressReporter(process.stderr)
 
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
       // the first build of a big index is the agent's most memory-hungry step: run it in its own
@@ -271,7 +280,7 @@ const index: Command = {
   }
 }
 
-const RUN_USAGE = `Usage: trimswarm agent run --config FILE
+const RUN_USAGE = `Usage: trimswarm agent run --config FILE [--metrics-listen HOST:PORT] [--log-format FORMAT]
 
 The daemon: keeps every image the policy assigns to this agent current, inside
 the policy's update windows, checking every pollSeconds; runs onUpdate after each
@@ -302,16 +311,37 @@ the next start). Config (JSON; relative paths are relative to the file):
 With LAN sharing (policy lanSharing), the daemon keeps serving the images it holds
 to the agents of its site.
 
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
+                              (syncs, bytes by source, last success, errors, process);
+                              no token: use 127.0.0.1 or a management network
+  --log-format FORMAT         ${AGENT_LOG_FORMATS.join(' or ')} lines (default: json under systemd,
+                              else text)
+
 docs/OPERATIONS.md "Running agents" has a systemd unit.`
+
+/** --log-format, checked (default: peer-agent/logger.ts defaultAgentLogFormat). */
+function logFormatOption (args: CommandArgs, usage: string): AgentLogFormat {
+  const v = args.values['log-format']
+  if (v == null) return defaultAgentLogFormat()
+  if (!(AGENT_LOG_FORMATS as readonly unknown[]).includes(v)) throw new UsageError(`--log-format must be ${AGENT_LOG_FORMATS.join(' or ')}, got ${JSON.stringify(v)}\n\n${usage}`)
+  return v as AgentLogFormat
+}
 
 const run: Command = {
   summary: 'the agent daemon',
   usage: RUN_USAGE,
-  options: { config: { type: 'string' } },
+  options: { config: { type: 'string' }, 'metrics-listen': { type: 'string' }, 'log-format': { type: 'string' } },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const file = requireString(args, 'config', RUN_USAGE)
+    const format = logFormatOption(args, RUN_USAGE)
+    if (format === 'json') consoleToJsonLines()
+    const metricsListen = args.values['metrics-listen'] as string | undefined
     const { loadDaemonConfig, createDaemon } = await import('../../peer-agent/daemon.ts')
+    const { createDaemonMetrics, parseHostPort, startMetricsServer } = await import('../../peer-agent/daemon-metrics.ts')
+    if (metricsListen != null) {
+      try { parseHostPort(metricsListen) } catch (err) { throw new UsageError(`--metrics-listen: ${(err as Error).message}\n\n${RUN_USAGE}`) }
+    }
     const config = await loadDaemonConfig(file)
     if (config.nice) setPriority(NICE_PRIORITY)
     const release = await lockDataDir(config.dataDir)
@@ -319,15 +349,22 @@ const run: Command = {
     const stop = (): void => { abort.abort(new Error('stopping')) }
     process.once('SIGTERM', stop)
     process.once('SIGINT', stop)
-    const logger = stderrLogger()
+    const logger = createAgentLogger({ format })
+    const metrics = metricsListen != null ? createDaemonMetrics({ version: packageVersion() }) : undefined
+    let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined
     try {
-      const daemon = await createDaemon({ logger }, config)
+      if (metrics != null && metricsListen != null) {
+        server = await startMetricsServer(metrics, metricsListen)
+        logger.info(`metrics at ${server.url}/metrics`, { metricsUrl: `${server.url}/metrics` })
+      }
+      const daemon = await createDaemon({ logger, metrics }, config)
       logger.info(`agent daemon started: ${Object.keys(config.images).join(', ') || '(images from policy)'}; checking every ${config.pollSeconds} s`)
       await daemon.run({ signal: abort.signal })
       logger.info('agent daemon stopped')
     } catch (err) {
       throw agentCliError(err)
     } finally {
+      await server?.close()
       process.off('SIGTERM', stop)
       process.off('SIGINT', stop)
       await release()

@@ -6,25 +6,30 @@ import { ADMIN_TOKEN_FILE, COORDINATOR_MMAP_THRESHOLD_BYTES, DEFAULT_LISTEN, MET
 import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
 import type { FsckReport } from '../../coordinator/fsck.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
-import { LOG_LEVELS, type LogLevel } from '../../coordinator/logger.ts'
+import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../../coordinator/logger.ts'
 import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
+import { consoleToJsonLines } from '../json-console.ts'
+import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
 
-const usage = `Usage: trimswarm coordinator --data DIR [--listen HOST:PORT] [--config FILE] [--log-level LEVEL]
+const usage = `Usage: trimswarm coordinator --data DIR [--listen HOST:PORT] [--config FILE] [--log-level LEVEL] [--log-format FORMAT]
        trimswarm coordinator fsck --data DIR [--repair-from IMAGE]... [--json]
 
 Runs the coordinator: the HTTP API under /v1 (auth, policy, images, origin,
 events, reports), /healthz and /metrics. Stops cleanly on SIGTERM or SIGINT.
 
 The first start creates DIR (mode 0700) with the manifest-signing key, the
-session key and the admin token, written to DIR/${ADMIN_TOKEN_FILE} (mode 0600)
-and printed once. Back up DIR to keep the coordinator's identity and data
+session key and the admin token, written to DIR/${ADMIN_TOKEN_FILE} (mode 0600);
+the output names that file but never shows the token (it would land in the
+journal). Back up DIR to keep the coordinator's identity and data
 (docs/OPERATIONS.md).
 
   --data DIR             data directory (created if missing)
   --listen HOST:PORT     where to listen (default: config "listen", else ${DEFAULT_LISTEN}); port 0 picks one
   --config FILE          JSON config: ldap, adminGroups, tls, limits, retention... (docs/CONFIGURATION.md)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default: config "logLevel", else info)
+  --log-format FORMAT    ${LOG_FORMATS.join(' or ')} lines (default: json under systemd, text on a terminal,
+                         else json)
 
 fsck (the coordinator must be stopped) re-hashes every stored chunk, deletes
 damaged ones, lists the chunks each version lacks, restores them from the
@@ -35,6 +40,21 @@ Exit status: 0 when every version is complete (after repair), 1 otherwise.
 
   --repair-from IMAGE    an image file holding the lost chunks' bytes (repeatable)
   --json                 print the report as JSON`
+
+/** --log-format, checked; its default depends on where output goes (coordinator/logger.ts defaultLogFormat). */
+function logFormatOption (value: unknown, usage: string): LogFormat {
+  if (value == null) return defaultLogFormat()
+  if (!(LOG_FORMATS as readonly unknown[]).includes(value)) throw new UsageError(`--log-format must be ${LOG_FORMATS.join(' or ')}, got ${JSON.stringify(value)}\n\n${usage}`)
+  return value as LogFormat
+}
+
+/** The CLI's own status lines (stdout: start; stderr: stop), plain in text format, log lines in JSON so nothing plain is mixed in. */
+function statusWriter (format: LogFormat): { out: (msg: string, fields?: Record<string, unknown>) => void, err: (msg: string) => void } {
+  if (format === 'text') return { out: (msg) => process.stdout.write(msg + '\n'), err: (msg) => process.stderr.write(msg + '\n') }
+  const out = createLogger({ format, write: (line) => process.stdout.write(line) })
+  const err = createLogger({ format })
+  return { out: (msg, fields) => { out.info(msg, fields) }, err: (msg) => { err.info(msg) } }
+}
 
 function printFsck (r: FsckReport): void {
   const out: string[] = [`checked ${r.chunksChecked} stored chunks: ${r.damaged.length} damaged, ${r.missing.length} needed chunks missing or damaged, ${r.repaired.length} repaired`]
@@ -51,7 +71,7 @@ function printFsck (r: FsckReport): void {
 
 async function fsck (args: CommandArgs): Promise<number> {
   if (args.positionals.length > 1) throw new UsageError(`unknown argument ${args.positionals[1]}\n\n${usage}`)
-  for (const k of ['listen', 'config', 'log-level']) if (args.values[k] != null) throw new UsageError(`--${k} does not apply to fsck\n\n${usage}`)
+  for (const k of ['listen', 'config', 'log-level', 'log-format']) if (args.values[k] != null) throw new UsageError(`--${k} does not apply to fsck\n\n${usage}`)
   const dataDir = requireString(args, 'data', usage)
   if (!existsSync(join(dataDir, META_DB_DIR))) throw new CliError(`${dataDir} is not a coordinator data dir (no ${META_DB_DIR}/)`)
   const repairFrom = (args.values['repair-from'] as string[] | undefined) ?? []
@@ -78,6 +98,7 @@ const command: Command = {
     listen: { type: 'string' },
     config: { type: 'string' },
     'log-level': { type: 'string' },
+    'log-format': { type: 'string' },
     'repair-from': { type: 'string', multiple: true },
     json: { type: 'boolean' }
   },
@@ -88,6 +109,9 @@ const command: Command = {
     const dataDir = requireString(args, 'data', usage)
     const logLevel = args.values['log-level'] as string | undefined
     if (logLevel != null && !(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}\n\n${usage}`)
+    const logFormat = logFormatOption(args.values['log-format'], usage)
+    if (logFormat === 'json') consoleToJsonLines()
+    const say = statusWriter(logFormat)
     // a long-running server: big freed buffers go back to the kernel (re-executes once, same PID)
     reexecWith({ glibcTunables: { 'glibc.malloc.mmap_threshold': COORDINATOR_MMAP_THRESHOLD_BYTES } })
     const configFile = args.values.config as string | undefined
@@ -96,7 +120,7 @@ const command: Command = {
     const coordinator = await (async () => {
       try {
         const config: CoordinatorConfig = configFile != null ? await loadCoordinatorConfig(configFile) : {}
-        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined })
+        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined, logFormat, version: packageVersion() })
         await c.start()
         return c
       } catch (err) {
@@ -106,28 +130,30 @@ const command: Command = {
     })()
 
     if (coordinator.adminTokenCreated) {
-      process.stdout.write(`first start: admin token written to ${join(dataDir, ADMIN_TOKEN_FILE)} (mode 0600); shown only now:\n${coordinator.adminToken}\n`)
+      // the token itself is never printed: under systemd, output lands in the journal
+      const file = join(dataDir, ADMIN_TOKEN_FILE)
+      say.out(`first start: admin token written to ${file} (mode 0600; readable by this user only)`, { adminTokenFile: file })
     }
-    process.stdout.write(`coordinator listening on ${coordinator.url}\n`)
+    say.out(`coordinator listening on ${coordinator.url}`, { url: coordinator.url })
 
     const code = await new Promise<number>((resolve) => {
       let stopping = false
       const onSignal = (signal: NodeJS.Signals): void => {
         if (stopping) {
-          process.stderr.write(`${signal} again: exiting without waiting\n`)
+          say.err(`${signal} again: exiting without waiting`)
           process.exit(1)
         }
         stopping = true
-        process.stderr.write(`${signal}: stopping (finishing requests, flushing the database)\n`)
+        say.err(`${signal}: stopping (finishing requests, flushing the database)`)
         coordinator.stop().then(() => { resolve(0) }, (err: Error) => {
-          process.stderr.write(`error while stopping: ${err.message}\n`)
+          say.err(`error while stopping: ${err.message}`)
           resolve(1)
         })
       }
       process.on('SIGTERM', onSignal)
       process.on('SIGINT', onSignal)
     })
-    process.stderr.write('coordinator stopped\n')
+    say.err('coordinator stopped')
     return code
   }
 }

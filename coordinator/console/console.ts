@@ -5,13 +5,14 @@
  * state of its own is the event index and the chart samples (level
  * sublevels `console-*`), both derived and rebuildable.
  *
- * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, logger }, { sessionTtlSeconds })`,
+ * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, logger, audit }, { sessionTtlSeconds })`,
  * `await admin.start()`, `app.route('/', admin.app)`, and `await admin.stop()` before the db closes.
  */
 import { readFileSync } from 'node:fs'
 import { Hono, type Context } from 'hono'
 import { html } from 'hono/html'
 import { ADMIN_TOKEN_PREFIX, type Auth } from '../auth.ts'
+import type { Audit } from '../audit.ts'
 import { DEFAULT_SESSION_TTL_SECONDS } from '../constants.ts'
 import type { EventStore } from '../event-store.ts'
 import { STATUS_OF_ERROR } from '../http-errors.ts'
@@ -20,7 +21,6 @@ import type { CoordinatorEnv, Logger } from '../interface.ts'
 import type { MetaDb } from '../meta-db.ts'
 import type { PolicyStore } from '../policy-store.ts'
 import type { SessionTokens } from '../session-tokens.ts'
-import type { TrustedProxies } from '../trusted-proxies.ts'
 import { nameParam } from '../request-body.ts'
 import { ForbiddenError, TrimswarmError, UnauthorizedError, ValidationError } from '../../protocol/errors.ts'
 import { createCharts, windowParam } from './charts.ts'
@@ -39,8 +39,6 @@ export interface ConsoleComponents {
   auth: Auth
   /** Issues the session of an admin-token login and revokes sessions at logout. */
   sessions: SessionTokens
-  /** Whether a request came over HTTPS through a trusted proxy (Secure cookies). */
-  proxies: Pick<TrustedProxies, 'isHttps'>
   /**
    * The coordinator's root app (anything with its `fetch`): the login form posts to its
    * POST /v1/auth/login with the browser's connection, so rate limits, metrics and logs are the API's.
@@ -51,6 +49,8 @@ export interface ConsoleComponents {
   images: ImageService
   policies: PolicyStore
   logger: Logger
+  /** The audit trail (the console's changes are audited like the API's). */
+  audit: Audit
 }
 
 /** Options of createConsole (defaults in console/constants.ts). */
@@ -85,7 +85,7 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 /** Creates the console (nothing runs until start()). */
 export function createConsole (components: ConsoleComponents, init: ConsoleInit = {}): AdminConsole {
-  const { auth, sessions, images, events, policies, logger } = components
+  const { auth, sessions, images, events, policies, logger, audit } = components
   const refreshMs = init.refreshMs ?? CONSOLE_REFRESH_MS
   const ttl = init.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const index = createEventIndex({ db: components.db, logger }, { settleMs: init.indexSettleMs })
@@ -107,11 +107,6 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     return page(c, 'Error', '', errorBody(err.message), STATUS_OF_ERROR[err.name])
   }
 
-  // Secure cookies when the browser reached us over HTTPS, also through a TLS-terminating proxy the config trusts
-  app.use('*', async (c, next) => {
-    c.set('https', components.proxies.isHttps(c))
-    await next()
-  })
   app.get('/', (c) => c.redirect('/console/images', 303))
   app.get('/console', (c) => c.redirect('/console/images', 303))
   app.get('/console/assets/console.js', (c) => c.body(js, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' }))
@@ -320,8 +315,9 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     if (policy == null) {
       return await page(c, isNew ? 'New group policy' : `Policy of ${values.group}`, 'policy', renderPolicyForm(values, errors, csrfToken(c), isNew), 400)
     }
+    const before = policies.get(values.group) ?? null
     await policies.put(values.group, policy)
-    logger.info('policy saved from the console', { group: values.group, by: c.get('principal').user })
+    audit(c, 'policy.set', { target: { group: values.group, via: 'console' }, before, after: policy })
     return c.redirect(`/console/policy?saved=${encodeURIComponent(values.group)}`, 303)
   }
   app.post('/console/policy', async (c) => await savePolicy(c, true))

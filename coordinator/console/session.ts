@@ -5,7 +5,7 @@
  * decided in one place (auth.principalFor: an admin session, or a user in the
  * config's `adminGroups`); logout revokes it (session-tokens.ts). Cookies are
  * HttpOnly and SameSite=Strict, and Secure when the browser came over HTTPS
- * (our TLS, or a trusted proxy's X-Forwarded-Proto: the console sets `https`). CSRF: double submit, a random token in its own cookie that every
+ * (our TLS, or a trusted proxy's X-Forwarded-Proto: the request log sets `https`). CSRF: double submit, a random token in its own cookie that every
  * form repeats in a hidden field, compared in constant time on every POST.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto'

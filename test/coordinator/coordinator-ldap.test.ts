@@ -95,7 +95,7 @@ describe('coordinator login against a real slapd', () => {
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0)
     expect((await limited.json()).error.name).toBe('RateLimitedError')
     expect((await login('bob', PW.bob)).status).toBe(200)
-    expect(await (await call(routes.metrics)).text()).toMatch(/trimswarm_login_failures_total\{reason="rate_limited"\} 1/)
+    expect(await (await call(routes.metrics, { token: coord.adminToken })).text()).toMatch(/trimswarm_login_failures_total\{reason="rate_limited"\} 1/)
   })
 
   it('rate limits login attempts per client IP across user names, over a real socket', async () => {

@@ -34,7 +34,7 @@ async function startCoordinatorProcess (dataDir: string, port: number): Promise<
   const url = await new Promise<string>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString()
-      const m = /coordinator listening on (\S+)/.exec(out)
+      const m = /coordinator listening on ([^\s"]+)/.exec(out)
       if (m != null) resolve(m[1])
     })
     void exited.then(e => reject(new Error(`coordinator exited (${e.code ?? e.signal}) before listening: ${err}`)))

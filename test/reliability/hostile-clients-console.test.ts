@@ -116,7 +116,7 @@ describe('hostile clients: console sessions', () => {
     expect(direct.setCookies.find(l => l.startsWith('trimswarm_session='))).not.toMatch(/;\s*Secure/i)
 
     // a bad entry stops the coordinator with a message
-    await expect(start('bad-proxy', { trustedProxies: ['10.0.0.0/33'] })).rejects.toThrow(/trustedProxies: "10.0.0.0\/33" is not an IP address or CIDR/)
+    await expect(start('bad-proxy', { trustedProxies: ['10.0.0.0/33'] })).rejects.toThrow(/trustedProxies: "10.0.0.0\/33" is not an IP address or IP\/prefix/)
     await recordCounts('hostile-clients-console', { promise: 'logout revokes the session everywhere and across restarts; no admin token in cookies; Secure behind trusted proxies', cases: 3, bytesLost: 0 })
   })
 })

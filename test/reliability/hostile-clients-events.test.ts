@@ -122,7 +122,7 @@ async function startCoordinatorProcess (dataDir: string): Promise<{ url: string,
   const url = await new Promise<string>((resolve, reject) => {
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString()
-      const m = /coordinator listening on (\S+)/.exec(out)
+      const m = /coordinator listening on (https?:\/\/[^\s"]+)/.exec(out)
       if (m != null) resolve(m[1])
     })
     void exited.then(() => { reject(new Error(`coordinator exited before listening: ${err}`)) })

@@ -55,6 +55,8 @@ function ev (over: Partial<AgentEvent>): AgentEvent {
   return { id: `ev-${String(seq).padStart(8, '0')}`, type: 'sync.completed', time: new Date(Date.now() + seq).toISOString(), agent: 'agent-1', site: 'paris', image: 'desk', version: 'v1', ...over }
 }
 
+const auditLines: any[] = []
+
 async function postEvents (events: AgentEvent[]): Promise<void> {
   const res = await stack.app.request('/v1/events', { method: 'POST', body: JSON.stringify({ events }), headers: { Authorization: `Bearer ${stack.adminToken}`, 'Content-Type': 'application/json' } })
   expect(res.status).toBe(200)
@@ -64,7 +66,8 @@ beforeAll(async () => {
   slapd = await startTestSlapd()
   dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
-  stack = createCoordinator({ dataDir: dir, serve: false, logLevel: 'silent', authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
+  // info lines kept (not printed): the audit lines of console changes are checked
+  stack = createCoordinator({ dataDir: dir, serve: false, logger: createLogger({ level: 'info', write: (l) => { if (l.includes('"msg":"audit"')) auditLines.push(JSON.parse(l)) } }), authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
   await stack.start()
 }, 60_000)
 
@@ -207,6 +210,7 @@ describe('policy form', () => {
     const res = await b.post('/console/policy', { group: 'desk', images: 'desk, base', wanLimit: '20mbit', lanSharing: 'on', lanUpload: '5MB/s', maxPeers: '4', windowStart: '22:00', windowEnd: '06:00', linux: '/usr\n/opt', windows: '', macos: '' })
     expect(res.status).toBe(303)
     expect(stack.policies.get('desk')).toEqual({ images: ['desk', 'base'], wanLimitBps: 2_500_000, lanSharing: true, lanUploadBps: 5_000_000, maxPeers: 4, updateWindow: { start: '22:00', end: '06:00' }, indexFolders: { linux: ['/usr', '/opt'] } })
+    expect(auditLines.at(-1)).toMatchObject({ action: 'policy.set', who: { kind: 'admin' }, target: { group: 'desk', via: 'console' }, after: stack.policies.get('desk') })
     const page = await (await b.req('/console/policy')).text()
     expect(page).toContain('20.0mbit')
     const api = await (await b.req('/console/api/policies')).json()
