@@ -13,6 +13,7 @@ Images
 Coordinator (server and admin)
   coordinator --data DIR            run the coordinator
   publish IMAGE --image NAME --version V --coordinator URL --token-file F
+  image list|retire|gc              versions and their state, retire, storage gc
   token create|list|revoke          machine tokens for agents
   policy set|show|list              per-group policy
 Agent (branch-office client)
@@ -26,6 +27,7 @@ Other
     manifest: async () => (await import('./commands/manifest.ts')).default,
     coordinator: async () => (await import('./commands/coordinator.ts')).default,
     publish: async () => (await import('./commands/publish.ts')).default,
+    image: async () => (await import('./commands/image.ts')).default,
     token: async () => (await import('./commands/token.ts')).default,
     policy: async () => (await import('./commands/policy.ts')).default,
     agent: async () => (await import('./commands/agent.ts')).default,

@@ -33,6 +33,7 @@ export const CoordinatorConfigSchema = object({
   logLevel: optional(enumOf(LOG_LEVELS)),
   ldap: optional(anyObject()),
   adminGroups: optional(array(string({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
+  adminGroupsByName: optional(boolean()),
   sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),
@@ -56,6 +57,10 @@ export const CoordinatorConfigSchema = object({
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
   images: optional(anyObject()),
+  storageGc: optional(object({
+    intervalSeconds: optional(integer({ min: 0, max: 365 * 86_400 })),
+    graceSeconds: optional(integer({ min: 0, max: 365 * 86_400 }))
+  })),
   /** Who may read GET /metrics: the admin, or the holder of the token in tokenFile; public: anyone. */
   metrics: optional(object({
     tokenFile: optional(string({ minLength: 1, maxLength: 4096 })),

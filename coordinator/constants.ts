@@ -218,8 +218,33 @@ export const PUBLISH_MISSING_BATCH = 10_000
  */
 export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
 
-/** Directory groups whose members are admins (console and admin API) when the config names none; `"adminGroups": []` turns it off. */
-export const DEFAULT_ADMIN_GROUPS: readonly string[] = ['trimswarm-admins']
+/**
+ * Directory groups whose members are admins (console and admin API) when the
+ * config names none: none. Admin groups are named by full DN in the config
+ * (`adminGroups`); a default group name would match any group of that name
+ * anywhere in the directory.
+ */
+export const DEFAULT_ADMIN_GROUPS: readonly string[] = []
+
+/** Whether `adminGroups` may name groups by short name (cn) as well as by DN: off unless the config opts in (`adminGroupsByName`). */
+export const DEFAULT_ADMIN_GROUPS_BY_NAME = false
+
+// --- storage gc (coordinator/storage-gc.ts) ---
+
+/**
+ * Automatic storage gc runs this often (seconds; 0 = off, run `trimswarm image gc` by hand). Daily: retiring is
+ * rare, and a day's delay before the disk shrinks costs nothing next to deleting during a busy hour.
+ */
+export const DEFAULT_GC_INTERVAL_SECONDS = 86_400
+
+/**
+ * Unused chunks stored (uploaded, or found present by a publish's missing-chunks check) less than this many seconds
+ * ago are kept: the chunks of a publish in progress are in no version until its commit. A day covers the upload of
+ * the largest image over a slow link; a coordinator restart mid-publish does not shorten it (the time is the chunk's).
+ */
+export const DEFAULT_GC_GRACE_SECONDS = 86_400
+
+// --- metrics ---
 
 /**
  * At most this many (site, image) pairs in trimswarm_sync_bytes_total (3 series

@@ -57,6 +57,7 @@ import { createSessionTokens } from './session-tokens.ts'
 import { createSiteAssigner } from './site-assignment.ts'
 import { createSiteMap } from './sites.ts'
 import { createTokenStore } from './token-store.ts'
+import { createStorageGc } from './storage-gc.ts'
 import { createTrustedProxies, type TrustedProxies } from './trusted-proxies.ts'
 
 /** Options of createCoordinator. */
@@ -273,13 +274,16 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await sessions.start()
     const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
     await sites.start()
-    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups })
+    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups, adminGroupsByName: config.adminGroupsByName })
     const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
     const blockStore = await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
     cleanups.push(async () => { await images.stop() })
+    const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
+    storageGc.start()
+    cleanups.push(async () => { await storageGc.stop() })
     const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? 'unknown' })
     const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
@@ -318,7 +322,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
     app.use('*', requestLog(logger, metrics, proxies, inFlight))
     app.use('*', bodyLimit(maxBody))
-    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
+    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/admin/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
 
     app.get('/healthz', (c) => c.json({ ok: true }))
     app.route('/', await createMetricsRoute({ metrics, auth }, config.metrics))
@@ -326,13 +330,13 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.get('/v1/key', (c) => c.json(keyBody))
     app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp: (c) => c.get('clientIp') }))
     // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
-    const adminConsole = createConsole({ auth, sessions, api: app, db, events, images, policies, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const adminConsole = createConsole({ auth, sessions, api: app, db, events, images, policies, tokens, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
     await adminConsole.start()
     cleanups.push(async () => { await adminConsole.stop() })
     app.route('/', adminConsole.app)
     app.use('/v1/*', auth.middleware)
     app.route('/', createMeRoutes())
-    app.route('/', createAdminRoutes({ tokens, policies, audit }))
+    app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
     app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: (c) => c.get('clientIp') }, config.events))
     app.route('/', createImageRoutes(images, audit))
     app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: (c) => c.get('clientIp'), maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))

@@ -10,7 +10,7 @@
  * One store per directory (the coordinator's data dir lock ensures it): the
  * open-time sweep would delete another live store's temp files.
  */
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { fromHex } from 'multiformats/bytes'
@@ -162,10 +162,24 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
     }
   }
 
+  const touchFile = async (file: string): Promise<void> => {
+    const now = new Date()
+    try {
+      await utimes(file, now, now)
+    } catch (err) {
+      if (isCode(err, 'ENOENT', 'ENOTDIR')) throw new NotFoundError('chunk is not in the block store')
+      throw err
+    }
+  }
+
   /** Writes one chunk. Takes no signal: it may be shared by several callers, and one aborting must not fail the others. */
   const write = async (hex: string, bytes: Uint8Array): Promise<void> => {
     const file = pathOfHex(hex)
-    if (await exists(file)) return
+    if (await exists(file)) {
+      // a publish re-using a stored chunk claims it: storage gc's grace period counts from now
+      await touchFile(file).catch((err: unknown) => { if (!(err instanceof NotFoundError)) throw err })
+      if (await exists(file)) return
+    }
     const shard = dirname(file)
     const created = await mkdir(shard, { recursive: true })
     if (created != null) {
@@ -249,6 +263,29 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
         throw err
       }
       await syncDir(dirname(file))
+    },
+
+    async stat (cid, options: AbortOptions = {}) {
+      const hex = digestHex(cid)
+      options.signal?.throwIfAborted()
+      try {
+        const st = await stat(pathOfHex(hex))
+        return { bytes: st.size, storedAt: st.mtimeMs }
+      } catch (err) {
+        if (isCode(err, 'ENOENT', 'ENOTDIR')) throw new NotFoundError(`chunk ${cid.toString()} is not in the block store`)
+        throw err
+      }
+    },
+
+    async touch (cid, options: AbortOptions = {}) {
+      const hex = digestHex(cid)
+      options.signal?.throwIfAborted()
+      try {
+        await touchFile(pathOfHex(hex))
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new NotFoundError(`chunk ${cid.toString()} is not in the block store`)
+        throw err
+      }
     },
 
     async * list (options: AbortOptions = {}) {

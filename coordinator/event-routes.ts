@@ -6,7 +6,7 @@ import { ForbiddenError, NotFoundError, ValidationError } from '../protocol/erro
 import { assertAdmin, canAccessImage, principalKey } from './access.ts'
 import { DEFAULT_EVENT_CLOCK_SKEW_SECONDS, DEFAULT_EVENTS_PAGE, DEFAULT_MAX_AGENTS_PER_TOKEN, DEFAULT_MAX_EVENTS_PER_MINUTE, EVENT_RATE_KEYS, MAX_EVENTS_PAGE } from './constants.ts'
 import { admitEvent, type RejectReason } from './event-admission.ts'
-import type { EventStore } from './event-store.ts'
+import { EVENT_CURSOR_PATTERN, type EventStore } from './event-store.ts'
 import { RetryAfterError } from './http-errors.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv, Principal } from './interface.ts'
@@ -109,7 +109,7 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     if (type != null && !(EVENT_TYPES as readonly string[]).includes(type)) throw new ValidationError(`type: must be one of ${EVENT_TYPES.join(', ')}`)
     const limit = q.limit == null ? DEFAULT_EVENTS_PAGE : Number(q.limit)
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_EVENTS_PAGE) throw new ValidationError(`limit: must be an integer between 1 and ${MAX_EVENTS_PAGE}`)
-    if (q.before != null && !/^\d{15}![A-Za-z0-9-]{0,64}$/.test(q.before)) throw new ValidationError('before: not a cursor from a previous page')
+    if (q.before != null && !EVENT_CURSOR_PATTERN.test(q.before)) throw new ValidationError('before: not a cursor from a previous page')
     const page: EventPage = await events.query({ image: nameQuery(q.image, 'image'), site: nameQuery(q.site, 'site'), type, limit, before: q.before })
     return c.json(page)
   })

@@ -129,3 +129,9 @@ export function nameParam (value: string | undefined, what: string): string {
   if (value == null) throw new ValidationError(`${what} is required`)
   return nameSchema.parse(value, what)
 }
+
+/** A machine token id from a path (16 hex digits); throws ValidationError. */
+export function tokenIdParam (value: string | undefined): string {
+  if (value == null || !/^[0-9a-f]{16}$/.test(value)) throw new ValidationError('token id must be 16 hex digits')
+  return value
+}

@@ -1,12 +1,12 @@
 /**
  * User session tokens: `tss_<payload>.<mac>`, the payload base64url JSON
- * `{ u, g, iat, exp, j, a? }`, the MAC HMAC-SHA256 with a secret kept in the data dir.
+ * `{ u, g, a?, iat, exp, j }` (`a`: an admin), the MAC HMAC-SHA256 with a secret kept in the data dir.
  * Checking one costs one HMAC and a set lookup; they expire after
  * sessionTtlSeconds (DEFAULT_SESSION_TTL_SECONDS) and carry the groups read
  * from the directory at login, while policies are applied at each request.
  * `j` is a random id, so one session can be revoked (logout) before it
- * expires; `a` marks a session opened with the admin token (the console's
- * admin-token login), so the raw admin token never sits in a cookie.
+ * expires. The console's admin-token login gets an admin session too
+ * (user `admin`, `a: true`), so the raw admin token never sits in a cookie.
  *
  * Revocations are kept until the token would have expired anyway, in memory
  * and in the metadata database (sublevel `revoked-sessions`), so a logout
@@ -23,16 +23,16 @@ import type { MetaDb } from './meta-db.ts'
 export interface SessionClaims {
   user: string
   groups: string[]
-  expiresAt: Date
-  /** Opened with the admin token. */
+  /** An admin: decided at login from the user's group DNs (Auth.isAdmin), or the console's admin-token login. */
   admin: boolean
+  expiresAt: Date
 }
 
 /** Issues, checks and revokes session tokens. */
 export interface SessionTokens {
   /** Loads the revocations from the database (a no-op without one). */
   start: () => Promise<void>
-  issue: (user: string, groups: string[], options?: { admin?: boolean }) => { token: string, expiresAt: Date }
+  issue: (user: string, groups: string[], admin?: boolean) => { token: string, expiresAt: Date }
   /** The claims, or undefined for a malformed, forged, expired or revoked token. */
   verify: (token: string) => SessionClaims | undefined
   /** Revokes a session token until it expires; false when it is not a valid session token (nothing to revoke). */
@@ -104,10 +104,10 @@ export function createSessionTokens (init: SessionTokensInit, components: { db?:
       }
       if (expired.length > 0) await revokedDb.batch(expired.map(key => ({ type: 'del' as const, key })))
     },
-    issue (user, groups, options = {}) {
+    issue (user, groups, admin = false) {
       const iat = Math.floor(now() / 1000)
       const exp = iat + init.ttlSeconds
-      const body: Payload = { u: user, g: groups, iat, exp, j: randomBytes(16).toString('base64url'), ...(options.admin === true ? { a: true } : {}) }
+      const body: Payload = { u: user, g: groups, ...(admin ? { a: true } : {}), iat, exp, j: randomBytes(16).toString('base64url') }
       const payload = Buffer.from(JSON.stringify(body)).toString('base64url')
       return { token: `${SESSION_TOKEN_PREFIX}${payload}.${mac(payload).toString('base64url')}`, expiresAt: new Date(exp * 1000) }
     },

@@ -24,6 +24,12 @@ export class DataDirLockedError extends Error {
   override name = 'DataDirLockedError'
 }
 
+/** The data dir is a folder other users may write to (world-writable or sticky, like /tmp): not used. */
+export class DataDirUnsafeError extends Error {
+  static override name = 'DataDirUnsafeError'
+  override name = 'DataDirUnsafeError'
+}
+
 /** Blocks or a chunk could not be obtained from any source (every copy failed verification). */
 export class SyncIncompleteError extends Error {
   static override name = 'SyncIncompleteError'
@@ -34,4 +40,22 @@ export class SyncIncompleteError extends Error {
 export class KeyPinError extends Error {
   static override name = 'KeyPinError'
   override name = 'KeyPinError'
+}
+
+/** The partial file cannot be made ours (a directory in its place, or someone keeps re-creating it). */
+export class PartialFileError extends Error {
+  static override name = 'PartialFileError'
+  override name = 'PartialFileError'
+}
+
+/** The output or partial file was swapped by someone else during installation; nothing of theirs is left installed. */
+export class OutputReplacedError extends Error {
+  static override name = 'OutputReplacedError'
+  override name = 'OutputReplacedError'
+}
+
+/** The coordinator's signed "latest" names an older version than this agent installed or has seen (a replay or a rollback). */
+export class DowngradeRefusedError extends Error {
+  static override name = 'DowngradeRefusedError'
+  override name = 'DowngradeRefusedError'
 }

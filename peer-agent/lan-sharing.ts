@@ -8,7 +8,7 @@
  * of a site ask each other for it and one of them (the lowest peer id of
  * those wanting it) downloads it from the origin.
  */
-import { open, type FileHandle } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BLOCK_SIZE, BLOCKS_PROTOCOL } from '../protocol/constants.ts'
@@ -155,11 +155,12 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
   }
 
   const observer: SyncObserver = {
-    started ({ manifest, envelope, tempPath, isVerified }) {
+    started ({ manifest, envelope, tempPath, openTemp, isVerified }) {
       if (!enabled || swarm == null) return
       const s = swarm
       s.holdManifest(manifest.name, manifest.version, envelope)
-      opening = open(tempPath, 'r').then(fh => {
+      // opened again only if it still is our file (not a symlink someone put in its place)
+      opening = openTemp().then(fh => {
         if (swarm !== s) { void fh.close(); return }
         const served = s.serve({ image: manifest.name, version: manifest.version, chunkCount: manifest.chunks.length, provider: fileProvider(manifest, fh, isVerified), active: true })
         current = { manifest, fh, isVerified, served, session: current?.manifest === manifest ? current.session : undefined }

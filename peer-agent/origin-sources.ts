@@ -5,7 +5,7 @@
  * after a broken stream only the blocks not yet received are asked again).
  */
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { open, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { Readable } from 'node:stream'
 import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
@@ -14,7 +14,8 @@ import { BLOCK_SIZE } from '../protocol/constants.ts'
 import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges, rangesFromIndices } from '../protocol/delta-pack.ts'
 import { MAX_BLOCK_BATCH_BLOCKS } from '../protocol/block-batch.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { BATCH_MAX_BLOCKS } from './constants.ts'
+import { BATCH_MAX_BLOCKS, PRIVATE_FILE_MODE } from './constants.ts'
+import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -135,7 +136,7 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     name: `delta pack from ${init.from}`,
     kind: 'origin',
     async fill (ctx, options) {
-      await mkdir(dirname(init.path), { recursive: true })
+      await mkdirPrivate(dirname(init.path))
       let failures = 0
       for (;;) {
         try {
@@ -173,8 +174,8 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     }
     const newTag = res.headers.get('etag')
     const append = res.status === 206
-    if (!append && newTag != null) await writeFile(etagPath, newTag)
-    const fh = await open(init.path, append ? 'a' : 'w')
+    if (!append && newTag != null) await writeFile(etagPath, newTag, { mode: PRIVATE_FILE_MODE })
+    const fh = await open(init.path, append ? 'a' : 'w', PRIVATE_FILE_MODE)
     try {
       for await (const piece of res.body) await fh.write(piece)
       await fh.sync()

@@ -30,6 +30,8 @@ export const routes = {
   versions: (image: string) => `/v1/images/${encodeURIComponent(image)}/versions`,
   /** GET: the signed manifest envelope (binary); `version` may be `latest`. */
   version: (image: string, version: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}`,
+  /** GET: the signed version pointer of the latest version (binary, protocol/version-pointer.ts): what agents install. */
+  latest: (image: string) => `/v1/images/${encodeURIComponent(image)}/latest`,
   versionInfo: (image: string, version: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/info`,
   retire: (image: string, version: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/retire`,
   /** POST BlockBatchRequest: the named blocks as one zstd stream. */
@@ -41,6 +43,10 @@ export const routes = {
   chunksMissing: '/v1/chunks/missing',
   /** PUT raw bytes: uploads one chunk (admin). */
   chunkUpload: (cid: string) => `/v1/chunks/${cid}`,
+  /** GET (admin): every image and version with its state. */
+  adminImages: '/v1/admin/images',
+  /** POST GcRequest (admin): storage gc. */
+  gc: '/v1/admin/gc',
   events: '/v1/events',
   reports: '/v1/reports'
 } as const

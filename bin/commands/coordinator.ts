@@ -7,7 +7,7 @@ import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
 import type { FsckReport } from '../../coordinator/fsck.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../../coordinator/logger.ts'
-import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
+import { CliError, EXIT_DATA_DIR_IN_USE, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
 import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
@@ -81,7 +81,7 @@ async function fsck (args: CommandArgs): Promise<number> {
   try {
     report = await runFsck({ dataDir, repairFrom, onProgress: json ? undefined : (line) => process.stderr.write(line + '\n') })
   } catch (err) {
-    if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`)
+    if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`, { exitCode: EXIT_DATA_DIR_IN_USE })
     if (err instanceof InvalidImageError) throw new CliError(`--repair-from: ${err.message}`)
     throw err
   }
@@ -124,7 +124,8 @@ const command: Command = {
         await c.start()
         return c
       } catch (err) {
-        if (err instanceof ConfigError || err instanceof DataDirLockedError) throw new CliError(err.message)
+        if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it first, or give this one another --data dir`, { exitCode: EXIT_DATA_DIR_IN_USE })
+        if (err instanceof ConfigError) throw new CliError(err.message)
         throw err
       }
     })()

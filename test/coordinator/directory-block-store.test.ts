@@ -158,7 +158,7 @@ describe('directory block store', () => {
     await expect(store.get(c.cid, { verify: true })).rejects.toBeInstanceOf(HashMismatchError)
   })
 
-  it('put does not rewrite a chunk already stored', async () => {
+  it('put does not rewrite a chunk already stored, only moves its stored time forward (for storage gc\'s grace period)', async () => {
     const store = await createDirectoryBlockStore({}, { path: dir.path })
     const c = testChunk(32)
     await store.put(c.cid, c.bytes)
@@ -166,7 +166,7 @@ describe('directory block store', () => {
     await store.put(c.cid, c.bytes)
     const after = await stat(store.pathOf(c.cid))
     expect(after.ino).toBe(before.ino)
-    expect(after.mtimeMs).toBe(before.mtimeMs)
+    expect(after.mtimeMs).toBeGreaterThanOrEqual(before.mtimeMs)
   })
 
   it.skipIf(process.getuid?.() !== 0)('on a full disk, put fails with ENOSPC, leaves no temp file and keeps stored chunks whole', async () => {

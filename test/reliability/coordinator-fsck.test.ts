@@ -5,10 +5,8 @@
  * origin refuses it and never offers it as `latest`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile } from 'node:child_process'
 import { open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { api } from '../../protocol/index.ts'
 import { chunkCid, toHex } from '../../protocol/block-id.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
@@ -21,20 +19,8 @@ import { openMetaDb } from '../../coordinator/meta-db.ts'
 import { startImageHarness, type ImageHarness } from '../coordinator/image-harness.ts'
 import { b3sumBytes, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
+import { cli } from '../helpers/cli-process.ts'
 
-const exec = promisify(execFile)
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'trimswarm.js')
-
-/** Runs the CLI as a real process; resolves to its exit code and output. */
-async function cli (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args])
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
 
 describe('coordinator fsck: a flipped bit is never served, found, repaired or marked', () => {
   let dir: TempDir
@@ -135,7 +121,7 @@ describe('coordinator fsck: a flipped bit is never served, found, repaired or ma
   it('refuses to run while the coordinator holds the data dir', async () => {
     const r = await cli(['coordinator', 'fsck', '--data', dataDir])
     checks++
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(75) // EX_TEMPFAIL: data dir in use (docs/CONFIGURATION.md)
     expect(r.stderr).toMatch(/in use by another running coordinator.*stop it/)
     expect(r.stderr).not.toMatch(/\n\s+at /)
   })
