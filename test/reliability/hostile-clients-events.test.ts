@@ -7,7 +7,6 @@
  * real (all-zero) published versions.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { DEFAULT_POLICY } from '../../coordinator/constants.ts'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
@@ -15,7 +14,7 @@ import { routes, type AgentEvent, type ReportRow } from '../../protocol/api.ts'
 import type { AgentRecord } from '../../protocol/api-admin.ts'
 import { tempDir, type TempDir } from '../helpers/images.ts'
 import { publishZeroVersion } from '../helpers/zero-version.ts'
-import { CLI } from '../peer-agent/harness.ts'
+import { startCoordinatorProcess } from '../helpers/cli-process.ts'
 import { recordCounts } from './counts.ts'
 
 const VERSION_BYTES = 1 << 20
@@ -112,24 +111,6 @@ describe('hostile clients: forged events', () => {
   })
 })
 
-/** `trimswarm coordinator` as its own process, so its RSS is the coordinator's alone (the junk is built in this one). */
-async function startCoordinatorProcess (dataDir: string): Promise<{ url: string, stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<void>(resolve => child.on('exit', () => { resolve() }))
-  let out = ''
-  let err = ''
-  child.stderr.on('data', (d: Buffer) => { err += d.toString() })
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /coordinator listening on (https?:\/\/[^\s"]+)/.exec(out)
-      if (m != null) resolve(m[1])
-    })
-    void exited.then(() => { reject(new Error(`coordinator exited before listening: ${err}`)) })
-  })
-  return { url, stop: async () => { child.kill('SIGTERM'); await exited } }
-}
-
 /** The coordinator's RSS as it reports it on /metrics. */
 async function rssOf (url: string, adminToken: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } })).text()
@@ -144,7 +125,8 @@ describe('hostile clients: unbounded report data', () => {
     const dataDir = join(tmp.path, 'coord')
     const adminToken = coord.adminToken
     await coord.stop()
-    const proc = await startCoordinatorProcess(dataDir)
+    // as its own process, so its RSS is the coordinator's alone (the junk is built in this one)
+    const proc = await startCoordinatorProcess(dataDir, 0)
     const at = async (path: string, token: string, init: RequestInit = {}): Promise<Response> =>
       await fetch(proc.url + path, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } })
     try {
@@ -191,7 +173,8 @@ describe('hostile clients: unbounded report data', () => {
         bytesLost: 0
       })
     } finally {
-      await proc.stop()
+      proc.child.kill('SIGTERM')
+      await proc.exited
     }
   }, 300_000)
 })
