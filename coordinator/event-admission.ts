@@ -1,7 +1,12 @@
 /**
  * What the coordinator takes from an agent's events, decided before the event
  * store sees them (docs/SECURITY.md, "holder of a valid machine token"):
- *   - only images the caller's policy gives, and versions that exist;
+ *   - only images the caller's policy gives, and versions that exist; except
+ *     that an agent's own `sync.failed` for an image it cannot get or a
+ *     version that does not exist (a typo, a retired name, a policy that
+ *     changed) is the admin's news: it is kept in the event log, bound to the
+ *     caller like any event and without byte counts, but changes no agent
+ *     state and no report row (`logOnly`);
  *   - the site the coordinator assigns (site-assignment.ts), not the event's;
  *   - the agent bound to the caller: the stored name is `<owner>/<name>`
  *     (owner `t:<token id>` or `u:<user>`), so a token can only move the state
@@ -43,17 +48,28 @@ export function boundAgent (owner: string, agent: string): string {
 
 const clampBytes = (n: number, max: number): number => Math.min(Math.max(0, n), max)
 
-/** The event as stored, or why it is refused. */
-export function admitEvent (ev: AgentEvent, ctx: AdmissionContext): { event: AgentEvent } | { rejected: RejectReason } {
-  if (ctx.owner == null) return { event: ev }
-  if (!ctx.canAccess(ev.image)) return { rejected: 'image' }
-  const info = ctx.infoOf(ev.image, ev.version)
-  if (info == null) return { rejected: 'version' }
+/** Whether an event is kept in the log only, whatever version it names (see the module comment). */
+export function logOnlyKind (ev: AgentEvent): boolean {
+  return ev.type === 'sync.failed'
+}
+
+/** The event as stored (`logOnly`: in the event log only), or why it is refused. */
+export function admitEvent (ev: AgentEvent, ctx: AdmissionContext): { event: AgentEvent, logOnly: boolean } | { rejected: RejectReason } {
+  if (ctx.owner == null) return { event: ev, logOnly: false }
+  const access = ctx.canAccess(ev.image)
+  const info = access ? ctx.infoOf(ev.image, ev.version) : undefined
+  if (info == null && !logOnlyKind(ev)) return { rejected: access ? 'version' : 'image' }
   const site = ctx.siteOf(ev.site)
   if (site == null) return { rejected: 'site' }
   const out: AgentEvent = { ...ev, site, agent: boundAgent(ctx.owner, ev.agent) }
   if (Date.parse(ev.time) > ctx.receivedMs + ctx.skewMs) out.time = new Date(ctx.receivedMs).toISOString()
+  if (info == null) {
+    // nothing to bound the byte counts by, and nothing they could count towards
+    delete out.bytes
+    delete out.totalBytes
+    return { event: out, logOnly: true }
+  }
   if (ev.bytes != null) out.bytes = { local: clampBytes(ev.bytes.local, info.size), peers: clampBytes(ev.bytes.peers, info.size), origin: clampBytes(ev.bytes.origin, info.size) }
   if (ev.totalBytes != null) out.totalBytes = clampBytes(ev.totalBytes, info.size)
-  return { event: out }
+  return { event: out, logOnly: false }
 }

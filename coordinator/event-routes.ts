@@ -5,7 +5,7 @@ import type { AgentList, EventPage } from '../protocol/api-admin.ts'
 import { ForbiddenError, NotFoundError, ValidationError } from '../protocol/errors.ts'
 import { assertAdmin, canAccessImage, principalKey } from './access.ts'
 import { DEFAULT_EVENT_CLOCK_SKEW_SECONDS, DEFAULT_EVENTS_PAGE, DEFAULT_MAX_AGENTS_PER_TOKEN, DEFAULT_MAX_EVENTS_PER_MINUTE, EVENT_RATE_KEYS, MAX_EVENTS_PAGE } from './constants.ts'
-import { admitEvent, type RejectReason } from './event-admission.ts'
+import { admitEvent, logOnlyKind, type RejectReason } from './event-admission.ts'
 import { EVENT_CURSOR_PATTERN, type EventStore } from './event-store.ts'
 import { RetryAfterError } from './http-errors.ts'
 import type { ImageService } from './image-service.ts'
@@ -38,16 +38,16 @@ async function lookups (batch: AgentEvent[], principal: Principal, address: stri
   const infos = new Map<string, VersionInfo | undefined>()
   const sites = new Map<string, string | undefined>()
   for (const ev of batch) {
-    if (!canAccessImage(principal, ev.image)) continue
+    const access = canAccessImage(principal, ev.image)
     const k = `${ev.image}@${ev.version}`
-    if (!infos.has(k)) {
+    if (access && !infos.has(k)) {
       infos.set(k, await c.images.getInfo(ev.image, ev.version).catch((err: unknown) => {
         if (err instanceof NotFoundError) return undefined
         throw err
       }))
     }
     // only events that pass the other checks may spend one of the caller's site hints
-    if (infos.get(k) != null && !sites.has(ev.site)) {
+    if ((infos.get(k) != null || logOnlyKind(ev)) && !sites.has(ev.site)) {
       sites.set(ev.site, (await c.sites.siteOf(principal, address, ev.site).catch((err: unknown) => {
         if (err instanceof ForbiddenError) return undefined // one site too many: that event is refused, the others go on
         throw err
@@ -85,16 +85,22 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     const { infos, sites } = owner == null ? { infos: new Map(), sites: new Map() } : await lookups(batch.events, principal, components.clientAddress(c), components)
     const ctx = { owner, receivedMs, skewMs, canAccess: (image: string) => canAccessImage(principal, image), infoOf: (image: string, version: string) => infos.get(`${image}@${version}`), siteOf: (hint: string) => sites.get(hint) }
     const admitted: AgentEvent[] = []
+    const logOnly: AgentEvent[] = []
     const refused: Partial<Record<RejectReason | 'agents', number>> = {}
     for (const ev of batch.events) {
       const verdict = admitEvent(ev, ctx)
-      if ('event' in verdict) admitted.push(verdict.event)
-      else refused[verdict.rejected] = (refused[verdict.rejected] ?? 0) + 1
+      if ('rejected' in verdict) refused[verdict.rejected] = (refused[verdict.rejected] ?? 0) + 1
+      else (verdict.logOnly ? logOnly : admitted).push(verdict.event)
     }
-    const { accepted, duplicates, rejected: overCap, byType, finished } = admitted.length === 0
-      ? { accepted: 0, duplicates: 0, rejected: 0, byType: {}, finished: [] }
-      : await events.add(admitted, principal.user, { owner, maxAgents })
-    if (overCap > 0) refused.agents = overCap
+    const none = { accepted: 0, duplicates: 0, rejected: 0, byType: {}, finished: [] }
+    const stored = admitted.length === 0 ? none : await events.add(admitted, principal.user, { owner, maxAgents })
+    const logged = logOnly.length === 0 ? none : await events.add(logOnly, principal.user, { owner, logOnly: true })
+    const accepted = stored.accepted + logged.accepted
+    const duplicates = stored.duplicates + logged.duplicates
+    const { finished } = stored
+    const byType = { ...stored.byType }
+    for (const [type, n] of Object.entries(logged.byType)) byType[type] = (byType[type] ?? 0) + n
+    if (stored.rejected > 0) refused.agents = stored.rejected
     metrics.events(byType, duplicates)
     for (const ev of finished) metrics.syncBytes(ev.site, ev.image, ev.bytes)
     for (const [reason, n] of Object.entries(refused)) metrics.eventsRejected(reason, n)

@@ -56,6 +56,8 @@ export interface AddOptions {
   owner?: string
   /** Agent records one owner may have (DEFAULT_MAX_AGENTS_PER_TOKEN). */
   maxAgents?: number
+  /** Store the events in the log only: they change no agent record and no report (event-admission.ts `logOnly`). */
+  logOnly?: boolean
 }
 
 interface Aggregate {
@@ -188,9 +190,9 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
         const order = batch.map((ev, i) => ({ ev, i })).sort((a, b) => (Date.parse(a.ev.time) || 0) - (Date.parse(b.ev.time) || 0))
         for (const { ev, i } of order) {
           if (known[i] != null || seen.has(ev.id)) { duplicates++; continue }
-          let rec = agentCache.get(ev.agent)
-          if (rec == null) {
-            rec = await agents.get(ev.agent)
+          let rec: AgentRecord | undefined
+          if (options.logOnly !== true) {
+            rec = agentCache.get(ev.agent) ?? await agents.get(ev.agent)
             if (rec == null) {
               const { owner, maxAgents } = options
               if (owner != null && maxAgents != null && (owned.get(owner) ?? 0) >= maxAgents) { rejected++; continue }
@@ -206,6 +208,7 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           const key = timeKey(receivedMs, `${placeInMs.toString(36).padStart(4, '0')}-${ev.id}`)
           ops.push({ type: 'put', sublevel: events, key, value: { event: ev, receivedAt, postedBy } })
           ops.push({ type: 'put', sublevel: ids, key: ev.id, value: key })
+          if (rec == null) continue // log only: no agent state, no report
 
           agentCache.set(ev.agent, rec)
           rec.site = ev.site

@@ -70,6 +70,19 @@ describe('hostile clients: forged events', () => {
     expect((await report()).filter(r => r.image === 'other')).toEqual([])
   })
 
+  it('an agent\'s own failure to get an image or version is kept in the event log only: no agent state, no report row', async () => {
+    const failures = [
+      ev({ agent: 'typo', type: 'sync.failed', image: 'other', error: 'forbidden', bytes: { local: 5, peers: 5, origin: 5 } }),
+      ev({ agent: 'typo', type: 'sync.failed', image: 'desk', version: 'no-such-version', error: 'not found' })
+    ]
+    expect(await (await post(tokens.a.token, failures)).json()).toMatchObject({ accepted: 2 })
+    const logged = (await (await call(`${routes.events}?type=sync.failed&limit=1000`, coord.adminToken)).json()).events.filter((e: { event: AgentEvent }) => e.event.agent === `t:${tokens.a.id}/typo`)
+    expect(logged).toHaveLength(2)
+    expect(logged.every((e: { event: AgentEvent }) => e.event.bytes == null)).toBe(true)
+    expect((await agents()).find(r => r.agent === `t:${tokens.a.id}/typo`)).toBeUndefined()
+    expect((await report()).filter(r => r.image === 'other' || r.version === 'no-such-version')).toEqual([])
+  })
+
   it('a token cannot change the state of another token\'s agent, whatever name it sends', async () => {
     expect(await (await post(tokens.a.token, [ev({ agent: 'pc1', type: 'sync.completed' })])).json()).toMatchObject({ accepted: 1 })
     // token b claims to be pc1 and reports a failure of a newer version state
