@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises'
 import type { ParseArgsOptionsConfig } from 'node:util'
 import { errorFromWire } from '../protocol/errors.ts'
 import type { Schema } from '../protocol/schema.ts'
+import { userAgent } from '../protocol/version.ts'
 import { CliError, UsageError, type CommandArgs } from './cli-support.ts'
 
 /** The options every admin command takes. */
@@ -53,7 +54,7 @@ export async function adminClientFrom (args: CommandArgs, usage: string): Promis
       try {
         res = await fetch(new URL(path, url), {
           method,
-          headers: { authorization: `Bearer ${token}`, ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}) },
+          headers: { 'user-agent': userAgent(process.versions.node), authorization: `Bearer ${token}`, ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}) },
           body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
           signal: AbortSignal.timeout(options.timeoutMs ?? 30_000)
         })

@@ -14,10 +14,10 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes } from
 import { dirname, join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { fromHex } from 'multiformats/bytes'
-import { verifyChunk } from '../chunker/blake3.ts'
-import { chunkCid, toHex } from '../protocol/block-id.ts'
-import { BLAKE3_CODE, DIGEST_BYTES, RAW_CODE } from '../protocol/constants.ts'
-import { HashMismatchError, InvalidCidError, NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { chunkCid } from '../protocol/block-id.ts'
+import { DIGEST_BYTES } from '../protocol/constants.ts'
+import { NotFoundError } from '../protocol/errors.ts'
+import { checkChunkForPut, chunkDigestHex as digestHex, createSharedWrites, verifyStoredChunk } from './chunk-checks.ts'
 import {
   BLOCK_STORE_SCAN_CONCURRENCY, BLOCK_STORE_SHARD_CHARS, BLOCK_STORE_SHARD_LEVELS, BLOCK_STORE_TMP_SUFFIX,
   DEFAULT_BLOCK_STORE_VERIFY_ON_READ
@@ -53,19 +53,6 @@ const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop 
 
 function isCode (err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException)?.code ?? '')
-}
-
-/** Hex digest of a chunk CID; throws InvalidCidError for anything but v1 / raw / BLAKE3-256. */
-function digestHex (cid: CID): string {
-  if (cid?.version !== 1 || cid.code !== RAW_CODE || cid.multihash?.code !== BLAKE3_CODE || cid.multihash.digest.length !== DIGEST_BYTES) {
-    throw new InvalidCidError(`not a trimswarm chunk CID (need v1, raw, blake3-256): ${String(cid).slice(0, 80)}`)
-  }
-  return toHex(cid.multihash.digest)
-}
-
-function isAllZero (bytes: Uint8Array): boolean {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false
-  return true
 }
 
 /** fsync a directory so a rename or create inside it is durable. */
@@ -143,7 +130,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
   if (swept > 0) log.warn('block store: deleted temp files left by an interrupted write', { path: root, files: swept, ms: Date.now() - started })
 
   /** Puts of the same chunk in flight in this process share one write. */
-  const inflight = new Map<string, Promise<void>>()
+  const shared = createSharedWrites()
   let tmpCounter = 0
 
   const pathOfHex = (hex: string): string => {
@@ -225,14 +212,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
         throw err
       }
       if (options.verify ?? verifyOnRead) {
-        try {
-          verifyChunk(bytes, cid.multihash.digest)
-        } catch (err) {
-          if (!(err instanceof HashMismatchError)) throw err
-          log.error('block store: stored chunk is corrupt', { cid: cid.toString(), path: file })
-          // the path goes to the log only: error messages reach API clients
-          throw new HashMismatchError(`stored chunk ${cid.toString()} is corrupt (the coordinator's log names the file; run trimswarm coordinator fsck)`, { cause: err })
-        }
+        verifyStoredChunk(cid, bytes, () => { log.error('block store: stored chunk is corrupt', { cid: cid.toString(), path: file }) })
       }
       return bytes
     },
@@ -240,16 +220,9 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
     async put (cid, bytes, options: AbortOptions = {}) {
       const hex = digestHex(cid)
       options.signal?.throwIfAborted()
-      if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new ValidationError(`chunk ${cid.toString()} is empty`)
-      if (isAllZero(bytes)) throw new ValidationError(`chunk ${cid.toString()} is all zeros; zero regions are never stored`)
       // Re-hash before anything touches the disk: a mismatch stores nothing.
-      verifyChunk(bytes, cid.multihash.digest)
-      let p = inflight.get(hex)
-      if (p == null) {
-        p = write(hex, bytes).finally(() => inflight.delete(hex))
-        inflight.set(hex, p)
-      }
-      await p
+      checkChunkForPut(cid, bytes)
+      await shared(hex, async () => { await write(hex, bytes) })
     },
 
     async delete (cid, options: AbortOptions = {}) {

@@ -111,7 +111,13 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     const version = nameParam(c.req.param('version'), 'version')
     const req = await readJson(c, api.BlockBatchRequest, MAX_BLOCK_BATCH_REQUEST_BYTES)
     const ranges = req.ranges as Array<[number, number]>
-    const { info, stream } = await images.openBlockBatch(image, version, ranges, { signal: c.req.raw.signal })
+    const principal = c.get('principal')
+    const { info, stream } = await images.openBlockBatch(image, version, ranges, {
+      signal: c.req.raw.signal,
+      owner: { principal: `${principal.kind}:${principal.user}`, groups: principal.groups },
+      // a stalled client's socket is full: end the connection, the stream is already released
+      onStall: () => { (c.env as { outgoing?: { destroy: () => void } } | undefined)?.outgoing?.destroy() }
+    })
     return new Response(stream, { status: 200, headers: { 'Content-Type': BLOCK_STREAM_MEDIA_TYPE, 'X-Trimswarm-Version': info.version, 'Cache-Control': 'no-store' } })
   })
 

@@ -23,14 +23,15 @@ import { chunkCid, toHex } from '../protocol/block-id.ts'
 import { checkBlockBatch } from '../protocol/block-batch.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import type { BlockRange } from '../protocol/delta-pack.ts'
-import { ConflictError, InvalidManifestError, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
+import { ConflictError, HashMismatchError, InvalidManifestError, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
 import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../protocol/manifest.ts'
 import { decodeEnvelope } from '../protocol/signed-manifest.ts'
 import { signVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { hashBlocks, hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import { createBlockBatchStream, type ZstdSettings } from './block-batch.ts'
+import { createBatchSlots, defaultShare, type SlotOwner } from './batch-slots.ts'
 import {
-  CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ENVELOPE_CACHE_BYTES, ENVELOPE_CACHE_ENTRIES,
+  CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, ORIGIN_BATCH_STALL_MS, DELTA_PACK_ZSTD_WINDOW_LOG, ENVELOPE_CACHE_BYTES, ENVELOPE_CACHE_ENTRIES,
   IMAGE_SUBLEVEL_PREFIX, MANIFEST_CACHE_SIZE, ORIGIN_MAX_CONCURRENT_BATCHES, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR,
   VERSION_RECORD_CACHE_IMAGES
 } from './constants.ts'
@@ -63,6 +64,12 @@ export interface ImageServiceInit {
   buildDeltaPacks?: boolean
   /** Block batch streams compressing at once; more wait their turn (default ORIGIN_MAX_CONCURRENT_BATCHES). */
   maxConcurrentBatches?: number
+  /** Most of those one principal (token or user) holds at once (default: batch-slots.ts defaultShare, 6 of 8). */
+  maxBatchesPerPrincipal?: number
+  /** Most of those the principals of one group hold together (default: batch-slots.ts defaultShare, 6 of 8). */
+  maxBatchesPerGroup?: number
+  /** A batch stream whose client takes no byte for this long is aborted and its slot freed (default ORIGIN_BATCH_STALL_MS). */
+  batchStallMs?: number
 }
 
 /** Plain counters for /metrics. */
@@ -75,6 +82,10 @@ export interface ImageStats {
   blockBatchesFailed: number
   /** Block batch requests waiting for a compression slot. */
   blockBatchesWaiting: number
+  /** Block batch streams aborted because their client took no byte for batchStallMs. */
+  blockBatchesStalled: number
+  /** Times a stored chunk failed its digest (or was missing) when the origin read it: refused, never served; run `coordinator fsck`. */
+  corruptChunkReads: number
   chunksUploaded: number
   bytesUploaded: number
   uploadsRejected: number
@@ -127,7 +138,7 @@ export interface ImageService {
   /** Marks a version retired (idempotent): it stops being `latest` or anyone's `previous`, but stays fetchable by name. */
   retire: (image: string, version: string) => Promise<api.VersionInfo>
   /** Checks a block batch and returns its zstd stream plus the resolved version. */
-  openBlockBatch: (image: string, version: string, ranges: BlockRange[], options?: AbortOptions) => Promise<{ info: api.VersionInfo, stream: ReadableStream<Uint8Array> }>
+  openBlockBatch: (image: string, version: string, ranges: BlockRange[], options?: BlockBatchOptions) => Promise<{ info: api.VersionInfo, stream: ReadableStream<Uint8Array> }>
   /** One chunk of a version, by CID (NotFoundError when the version does not hold it). */
   getChunk: (image: string, version: string, cid: CID, options?: AbortOptions) => Promise<Uint8Array>
   /** The delta pack from `from` to `version`; NotFoundError while not built (or `from` is not the version's previous). */
@@ -146,6 +157,14 @@ export interface ImageService {
   markCollected: (versions: ReadonlyArray<{ image: string, version: string }>) => Promise<number>
   /** Deletes the delta packs (records, then files) of retired versions; with dryRun only counts them. */
   collectPacks: (options: { dryRun: boolean }) => Promise<{ deleted: number, deletedBytes: number }>
+}
+
+/** Options of openBlockBatch. */
+export interface BlockBatchOptions extends AbortOptions {
+  /** Who asks (their share of the batch slots); default: one anonymous owner. */
+  owner?: SlotOwner
+  /** Called when the stream is aborted for making no write progress: the caller drops the connection. */
+  onStall?: () => void
 }
 
 /** What is stored per version: the public info plus the publish order. */
@@ -195,7 +214,7 @@ async function forEachLimit<T> (items: readonly T[], limit: number, fn: (item: T
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
 }
 
-const INIT_KEYS = ['originZstd', 'deltaPackZstd', 'buildDeltaPacks', 'maxConcurrentBatches']
+const INIT_KEYS = ['originZstd', 'deltaPackZstd', 'buildDeltaPacks', 'maxConcurrentBatches', 'maxBatchesPerPrincipal', 'maxBatchesPerGroup', 'batchStallMs']
 
 /** Throws ConfigError for an init the service cannot run with (checked once, at creation). */
 function checkInit (init: ImageServiceInit): void {
@@ -210,7 +229,11 @@ function checkInit (init: ImageServiceInit): void {
     if (z.windowLog !== undefined && (!Number.isInteger(z.windowLog) || (z.windowLog !== 0 && (z.windowLog < 10 || z.windowLog > 30)))) fail(`${k}.windowLog must be 0 (zstd's default) or an integer from 10 to 30`)
   }
   if (init.buildDeltaPacks !== undefined && typeof init.buildDeltaPacks !== 'boolean') fail('buildDeltaPacks must be true or false')
-  if (init.maxConcurrentBatches !== undefined && (!Number.isInteger(init.maxConcurrentBatches) || init.maxConcurrentBatches < 1)) fail('maxConcurrentBatches must be a whole number >= 1')
+  for (const k of ['maxConcurrentBatches', 'maxBatchesPerPrincipal', 'maxBatchesPerGroup'] as const) {
+    const v = init[k]
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) fail(`${k} must be a whole number >= 1`)
+  }
+  if (init.batchStallMs !== undefined && (!Number.isInteger(init.batchStallMs) || init.batchStallMs < 100)) fail('batchStallMs must be a whole number of milliseconds >= 100')
 }
 
 /** One stored version as `coordinator fsck` sees it. */
@@ -271,6 +294,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
     blockBatches: 0,
     blockBatchesFailed: 0,
     blockBatchesWaiting: 0,
+    blockBatchesStalled: 0,
+    corruptChunkReads: 0,
     chunksUploaded: 0,
     bytesUploaded: 0,
     uploadsRejected: 0,
@@ -321,37 +346,27 @@ export function createImageService (components: ImageServiceComponents, init: Im
 
   // Each batch stream holds a zstd window of up to 2^windowLog bytes (sized
   // down to the batch by the pledged size): bound how many run at once so a
-  // crowd of first installs queues instead of exhausting memory.
+  // crowd of first installs queues instead of exhausting memory, and share
+  // them so one token or group cannot hold them all (batch-slots.ts).
   const maxBatches = init.maxConcurrentBatches ?? ORIGIN_MAX_CONCURRENT_BATCHES
-  let activeBatches = 0
-  const batchWaiters: Array<() => void> = []
-  async function acquireBatchSlot (signal?: AbortSignal): Promise<() => void> {
-    while (activeBatches >= maxBatches) {
-      signal?.throwIfAborted()
-      stats.blockBatchesWaiting++
-      try {
-        await new Promise<void>((resolve, reject) => {
-          const onAbort = (): void => {
-            const i = batchWaiters.indexOf(wake)
-            if (i >= 0) batchWaiters.splice(i, 1)
-            reject(signal?.reason)
-          }
-          const wake = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
-          batchWaiters.push(wake)
-          signal?.addEventListener('abort', onAbort, { once: true })
-        })
-      } finally {
-        stats.blockBatchesWaiting--
-      }
-    }
-    activeBatches++
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      activeBatches--
-      batchWaiters.shift()?.()
-    }
+  const slots = createBatchSlots({
+    maxSlots: maxBatches,
+    maxPerPrincipal: init.maxBatchesPerPrincipal ?? defaultShare(maxBatches),
+    maxPerGroup: init.maxBatchesPerGroup ?? defaultShare(maxBatches)
+  })
+  const stallMs = init.batchStallMs ?? ORIGIN_BATCH_STALL_MS
+  const anonymous: SlotOwner = { principal: '', groups: [] }
+
+  /** A stored chunk the origin could not read (failed its digest, or gone): counted and logged with what the admin should do. */
+  function chunkUnreadable (image: string, version: string, cid: string, err: Error): void {
+    stats.corruptChunkReads++
+    logger.error('stored chunk refused: not served', {
+      image,
+      version,
+      cid,
+      error: err.message,
+      hint: 'stop the coordinator and run `trimswarm coordinator fsck --data DIR --repair-from IMAGE_FILE` to restore it from the source image (without --repair-from fsck marks the versions holding it incomplete)'
+    })
   }
 
   /** A version's record (frozen: copy it to change it). */
@@ -625,7 +640,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
       notifyIdle()
     },
 
-    stats: () => structuredClone(stats),
+    stats: () => structuredClone({ ...stats, blockBatchesWaiting: slots.waiting() }),
 
     async missingChunks (cids, options = {}) {
       // asked by a publish before it uploads: what is present now is claimed for it (kept by storage gc)
@@ -735,7 +750,9 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const rec = await resolve(image, version)
       const { manifest } = await loadManifest(rec.info)
       const blocks = checkBlockBatch(ranges, blockCount(manifest))
-      const release = await acquireBatchSlot(options.signal)
+      const owner = options.owner ?? anonymous
+      const release = await slots.acquire(owner, options.signal)
+      const unreadable = new Set<string>()
       stats.blockBatches++
       stats.blockBatchRawBytes += blocks * BLOCK_SIZE
       let stream: ReadableStream<Uint8Array>
@@ -744,6 +761,18 @@ export function createImageService (components: ImageServiceComponents, init: Im
           zstd: originZstd,
           blocks,
           signal: options.signal,
+          stallMs,
+          onStall: () => {
+            stats.blockBatchesStalled++
+            logger.warn('block batch aborted: its client took no byte', { image, version: rec.info.version, principal: owner.principal, seconds: stallMs / 1000 })
+            options.onStall?.()
+          },
+          onUnavailable: (cid, err) => {
+            // one report per chunk and stream, however many of its ranges name it
+            if (unreadable.has(cid)) return
+            unreadable.add(cid)
+            chunkUnreadable(image, rec.info.version, cid, err)
+          },
           onWireBytes: (n) => { stats.bytesServed.blocks += n },
           onDone: (err) => {
             release()
@@ -763,7 +792,12 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const rec = await resolve(image, version)
       const { cids } = await loadManifest(rec.info)
       if (!cids.has(cid.toString())) throw new NotFoundError(`version ${rec.info.version} of ${image} has no chunk ${cid.toString()}`)
-      return await blockStore.get(cid, options)
+      try {
+        return await blockStore.get(cid, options)
+      } catch (err) {
+        if (err instanceof HashMismatchError || err instanceof NotFoundError) chunkUnreadable(image, rec.info.version, cid.toString(), err)
+        throw err
+      }
     },
 
     async getDeltaPack (image, version, from) {

@@ -6,6 +6,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import type { EffectivePolicy } from '../protocol/api.ts'
+import type { BodyLease } from './body-budget.ts'
 
 /** Options every async call takes. */
 export interface AbortOptions {
@@ -92,7 +93,7 @@ export interface ManifestSigner {
   privateKey: CryptoKey
 }
 
-/** Hono environment of every route: the auth middleware sets `principal`. */
+/** Hono environment of every route: the auth middleware sets `principal`; request-body.ts's middlewares set the body limit and budget lease. */
 export interface CoordinatorEnv {
   Variables: {
     principal: Principal
@@ -102,5 +103,9 @@ export interface CoordinatorEnv {
     clientIp: string
     /** Set by the request log: the client reached us over HTTPS (our TLS, or a trusted proxy's X-Forwarded-Proto); console cookies are then Secure. */
     https: boolean
+    /** The smallest body limit of the middlewares that apply (request-body.ts bodyLimit). */
+    bodyLimit?: number
+    /** This request's share of the body budget (request-body.ts bodyBudget). */
+    bodyLease?: BodyLease
   }
 }

@@ -11,6 +11,7 @@ import { adminSchemas } from '../protocol/api-admin.ts'
 import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/constants.ts'
 import type { JsonSchema } from '../protocol/schema.ts'
 import { STATUS_OF_ERROR } from './http-errors.ts'
+import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 
 type Auth = 'none' | 'any' | 'admin' | 'metrics'
 interface Operation {
@@ -29,7 +30,7 @@ const P = (name: string): string => `__${name}__`
 const tpl = (path: string): string => path.replace(/__(\w+)__/g, '{$1}')
 
 const OPERATIONS: Operation[] = [
-  { method: 'get', path: routes.health, summary: 'Liveness: 200 while the coordinator serves', auth: 'none', response: null },
+  { method: 'get', path: routes.health, summary: 'Liveness: 200 while the coordinator serves, with its version and uptime', auth: 'none', response: 'HealthResponse' },
   { method: 'get', path: routes.metrics, summary: 'Prometheus metrics (text exposition format): the admin token, an admin session or the metrics token (config metrics.tokenFile); no token with metrics.public', auth: 'metrics', response: { media: 'text/plain' } },
   { method: 'get', path: routes.openapi, summary: 'This document', auth: 'none', response: null },
   { method: 'get', path: routes.key, summary: 'The manifest-signing public key (pin it on first contact)', auth: 'none', response: 'KeyResponse' },
@@ -106,7 +107,7 @@ export function buildOpenApi (info: { version?: string, serverUrl?: string } = {
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'trimswarm coordinator', version: info.version ?? '1', description: 'Errors are JSON `{ "error": { "name", "message" } }`; docs/PROTOCOL.md maps each name to its status.' },
+    info: { title: 'trimswarm coordinator', version: info.version ?? TRIMSWARM_VERSION, description: 'Errors are JSON `{ "error": { "name", "message" } }`; docs/PROTOCOL.md maps each name to its status.' },
     ...(info.serverUrl != null ? { servers: [{ url: info.serverUrl }] } : {}),
     security: [{ bearer: [] }],
     paths,

@@ -2,6 +2,7 @@
  * Defaults of the peer agent, applied once in each factory (`init.x ?? DEFAULT_X`).
  * docs/CONFIGURATION.md `## agent` names these constants rather than repeating them.
  */
+import { DATA_FORMAT_FILE } from '../protocol/constants.ts'
 
 /** Bytes read from a host file per read call while indexing (large reads keep syscalls and level batches few). */
 export const INDEX_READ_BYTES = 4 * 1024 * 1024
@@ -61,6 +62,12 @@ export const DEFAULT_SITE = 'default'
 /** Niceness set by --nice (os.setPriority; 19 is the lowest priority on Linux). */
 export const NICE_PRIORITY = 19
 
+/**
+ * Format of the agent's data dir (DIR/data-format.json, bin/data-format.ts). Raise it, with a migration,
+ * when the layout or an encoding in the dir changes so that an older trimswarm would misread it.
+ */
+export const AGENT_DATA_FORMAT = 1
+
 /** Mode of the data dir and the directories under it (only the agent's user may enter). */
 export const PRIVATE_DIR_MODE = 0o700
 
@@ -90,7 +97,9 @@ export const DATA_FILES = {
   /** The PID of the agent holding the lock: information for the message of a refused second agent, never trusted. */
   lockHolder: 'lock',
   /** The swarm node's libp2p private key (its peer id, to which capabilities are bound). */
-  swarmKey: 'swarm-key'
+  swarmKey: 'swarm-key',
+  /** The dir's format, written by the CLI (bin/data-format.ts) before an agent command opens the dir. */
+  dataFormat: DATA_FORMAT_FILE
 } as const
 
 /**

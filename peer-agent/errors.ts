@@ -1,4 +1,5 @@
 /** Errors of the peer agent (wire errors are in protocol/errors.ts). */
+import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
 
 /** The coordinator could not be reached (network error or 5xx) after every retry. */
 export class CoordinatorUnreachableError extends Error {
@@ -34,6 +35,20 @@ export class DataDirUnsafeError extends Error {
 export class SyncIncompleteError extends Error {
   static override name = 'SyncIncompleteError'
   override name = 'SyncIncompleteError'
+}
+
+/**
+ * Chunks of the version that the coordinator cannot serve (its stored copy is damaged or gone) and no other
+ * source had; what is verified so far is kept for the next run.
+ */
+export class ChunkUnavailableError extends Error {
+  static override name = 'ChunkUnavailableError'
+  override name = 'ChunkUnavailableError'
+}
+
+/** Whether the coordinator's answer for a chunk of a version it holds says its stored copy is damaged (422) or gone (404). */
+export function isUnavailableAtOrigin (err: unknown): boolean {
+  return err instanceof HashMismatchError || err instanceof NotFoundError
 }
 
 /** The pinned coordinator key does not match the configured one, or cannot be read. */

@@ -27,7 +27,7 @@ import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import { DiskFullError, DowngradeRefusedError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
+import { ChunkUnavailableError, DiskFullError, DowngradeRefusedError, isDiskFull, isUnavailableAtOrigin, KeyPinError, SyncIncompleteError } from './errors.ts'
 import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
 import { MAX_VERSION_POINTER_BYTES, openVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { identityOf, installPartialFile, isInstalledFile, openOutputForReading, openPartialFile, reopenOurs, type FileIdentity } from './partial-file.ts'
@@ -613,18 +613,43 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         await runSource(source)
       }
 
+      /** Chunks the origin cannot serve: the peers once more (they may hold them by now), else a message for the admin. */
+      const fromPeersOrFail = async (chunks: number[]): Promise<void> => {
+        for (const source of components.extraSources?.(m, {}) ?? []) {
+          if (chunks.every(isVerified)) break
+          await runSource(source)
+        }
+        const still = chunks.filter(ci => !isVerified(ci))
+        if (still.length === 0) return
+        await checkpoint()
+        let kept = 0
+        for (let ci = 0; ci < nChunks; ci++) if (isVerified(ci)) kept++
+        const first = `chunk ${still[0]} (${chunkCid(m.chunks[still[0]].digest).toString()})${still.length > 1 ? ` and ${still.length - 1} more` : ''}`
+        throw new ChunkUnavailableError(`${first} of ${m.name}@${m.version} is damaged on the coordinator and no peer had it: ask the coordinator's admin to run \`trimswarm coordinator fsck --repair-from IMAGE_FILE\` (its log names the chunk); the ${kept} of ${nChunks} chunks verified so far are kept, run the same command again afterwards`)
+      }
+
       // 4. chunks still incomplete or failed: fetched whole from the origin, verified
       phase = 'whole chunks'
       currentSource = undefined
+      const unavailable: number[] = []
       for (let ci = 0; ci < nChunks; ci++) {
         if (isVerified(ci)) continue
         const c = m.chunks[ci]
-        const data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal, maxBytes: c.length })
+        let data: Uint8Array
+        try {
+          data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal, maxBytes: c.length })
+        } catch (err) {
+          // the coordinator's copy is damaged or gone: fetch every other chunk still, then ask the peers for this one
+          if (!isUnavailableAtOrigin(err)) throw err
+          unavailable.push(ci)
+          continue
+        }
         if (!ctx.offerChunk(ci, data, 'origin')) {
           throw new SyncIncompleteError(`chunk ${ci} (${chunkCid(c.digest).toString()}) from the coordinator does not match the manifest: digest ${toHex(hashBytes(data))}`)
         }
         await ctx.tick()
       }
+      if (unavailable.length > 0) await fromPeersOrFail(unavailable)
       for (let ci = 0; ci < nChunks; ci++) {
         if (!isVerified(ci)) throw new SyncIncompleteError(`chunk ${ci} could not be verified from any source`)
       }

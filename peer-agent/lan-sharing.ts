@@ -18,6 +18,7 @@ import { chunkCid } from '../protocol/block-id.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { DATA_FILES, LAN_IDLE_MS, LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_MANIFEST_POLL_MS, LAN_ORIGIN_BATCH_BYTES, LAN_PACK_LINGER_MS, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { isUnavailableAtOrigin } from './errors.ts'
 import { openListedManifest, type ImageSyncComponents, type SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { prefixKey } from './local-sources.ts'
@@ -220,7 +221,15 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     for (const ci of chunks) {
       if (isVerified(ci)) continue
       const c = m.chunks[ci]
-      const data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal: options.signal, maxBytes: c.length })
+      let data: Uint8Array
+      try {
+        data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal: options.signal, maxBytes: c.length })
+      } catch (err) {
+        // the coordinator's copy is damaged or gone: a peer may have it; the sync asks again at its end
+        if (!isUnavailableAtOrigin(err)) throw err
+        logger.warn(`chunk ${ci} (${chunkCid(c.digest).toString()}): the coordinator cannot serve it (${(err as Error).message})`)
+        continue
+      }
       if (!ctx.offerChunk(ci, data, 'origin')) throw new Error(`chunk ${ci} (${chunkCid(c.digest).toString()}) from the coordinator does not match the manifest`)
     }
   }

@@ -55,6 +55,14 @@ export const routes = {
 export const KeyResponse = object({ algorithm: enumOf(['Ed25519']), publicKey: string({ maxLength: 100, description: 'raw 32-byte key, base64' }) })
 export type KeyResponse = Infer<typeof KeyResponse>
 
+/** GET /healthz: which version serves, for how long (a restart shows as a small uptime). */
+export const HealthResponse = object({
+  ok: boolean(),
+  version: string({ maxLength: 64, description: 'package version of the coordinator' }),
+  uptimeSeconds: integer({ min: 0, description: 'whole seconds since the coordinator started' })
+})
+export type HealthResponse = Infer<typeof HealthResponse>
+
 /** POST /v1/auth/login */
 export const LoginRequest = object({ user: string({ minLength: 1, maxLength: 256 }), password: string({ minLength: 1, maxLength: 1024 }) })
 export type LoginRequest = Infer<typeof LoginRequest>
@@ -194,7 +202,7 @@ export type ReportResponse = Infer<typeof ReportResponse>
 
 /** Every route's bodies, for the OpenAPI document. */
 export const schemas = {
-  KeyResponse, LoginRequest, LoginResponse, UpdateWindow, IndexFolders, Policy, EffectivePolicy, MeResponse,
+  HealthResponse, KeyResponse, LoginRequest, LoginResponse, UpdateWindow, IndexFolders, Policy, EffectivePolicy, MeResponse,
   TokenCreateRequest, TokenInfo, TokenCreateResponse, VersionInfo, VersionList, ImageList, MissingChunksRequest,
   MissingChunksResponse, BlockBatchRequest, AgentEvent, EventBatch, EventBatchResponse, ReportRow, ReportResponse,
   PolicyMap: record(name, Policy)

@@ -14,13 +14,14 @@ import { createProgressReporter, formatBytes } from '../../peer-agent/progress-r
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
 import {
-  CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError,
+  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError,
   PartialFileError, SyncIncompleteError
 } from '../../peer-agent/errors.ts'
 import { CliError, EXIT_DATA_DIR_IN_USE, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
-import { packageVersion } from '../package-version.ts'
+import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 import { reexecWith } from '../reexec.ts'
+import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [options]
@@ -98,9 +99,13 @@ async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
   }
 }
 
-/** Agent failures the user can act on become CliErrors: a message and exit code 1 (75: data dir in use), no stack trace. */
+/** Exit code of a sync that stopped on chunks the coordinator cannot serve and no peer had (its admin must act). */
+export const EXIT_CHUNK_UNAVAILABLE = 3
+
+/** Agent failures the user can act on become CliErrors: a message and exit code 1 (75: data dir in use, 3: chunks unavailable), no stack trace. */
 export function agentCliError (err: unknown): unknown {
   if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
+  if (err instanceof ChunkUnavailableError) return new CliError(err.message, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
   if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError ||
     err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError) {
     return new CliError(err.message, { cause: err })
@@ -207,6 +212,7 @@ const sync: Command = {
     const reporter = quiet || format === 'json' ? undefined : createProgressReporter(process.stderr)
 
     let release = await lockOrRefuse(dataDir) // a second agent is refused before it does anything
+    await openDataDirReporting(dataDir, AGENT_DATA) // under the lock: one migration at a time, before anything is read
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
       // the first build of a big index is the agent's most memory-hungry step: run it in its own
       // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md);
@@ -284,6 +290,7 @@ const index: Command = {
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
     const release = await lockOrRefuse(dataDir)
+    await openDataDirReporting(dataDir, AGENT_DATA)
     const { createHostIndex } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
@@ -362,12 +369,13 @@ const run: Command = {
     const config = await loadDaemonConfig(file)
     if (config.nice) setPriority(NICE_PRIORITY)
     const release = await lockOrRefuse(config.dataDir)
+    await openDataDirReporting(config.dataDir, AGENT_DATA)
     const abort = new AbortController()
     const stop = (): void => { abort.abort(new Error('stopping')) }
     process.once('SIGTERM', stop)
     process.once('SIGINT', stop)
     const logger = createAgentLogger({ format })
-    const metrics = metricsListen != null ? createDaemonMetrics({ version: packageVersion() }) : undefined
+    const metrics = metricsListen != null ? createDaemonMetrics({ version: TRIMSWARM_VERSION }) : undefined
     let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined
     try {
       if (metrics != null && metricsListen != null) {

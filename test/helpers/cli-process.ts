@@ -3,6 +3,7 @@
  * `trimswarm coordinator` process that the test may kill (kill -9 tests).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 
@@ -44,4 +45,11 @@ export async function startCoordinatorProcess (dataDir: string, port: number, ex
     void exited.then(e => reject(new Error(`coordinator exited (${e.code ?? e.signal}) before listening: ${err}`)))
   })
   return { child, url, exited }
+}
+
+/** A process's memory from /proc (Linux), in bytes: resident now (VmRSS) and its peak (VmHWM). */
+export async function processMemory (pid: number): Promise<{ rss: number, peak: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024
+  return { rss: kib('VmRSS'), peak: kib('VmHWM') }
 }
