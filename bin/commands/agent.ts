@@ -53,7 +53,9 @@ Options
                          per second), 5MB/s (megabytes), 10MiB/s, 750kbit, 1gbit (default:
                          none; the policy's cap applies too: the stricter wins)
   --nice                 run at the lowest CPU priority
-  --site NAME            site reported in events (default: "${DEFAULT_SITE}")
+  --site NAME            this agent's site (default: "${DEFAULT_SITE}"), only a hint: the
+                         coordinator uses the site of the token (token create --site)
+                         or of its sites subnet map when it has one
   --public-key KEY       the coordinator's public key (base64) instead of pinning it on
                          first contact
   --on-update CMD        shell command run after a new version is in place, with
@@ -352,7 +354,8 @@ the next start). Config (JSON; relative paths are relative to the file):
     "images": { "workspace": "/var/lib/vms/workspace.img" },
     "outDir": "/var/lib/vms",                       (optional: NAME.img for other assigned images)
     "indexFolders": ["/usr", "/etc", "/var/lib"],    (optional: default the policy's list)
-    "site": "branch-1",                             (optional, default "${DEFAULT_SITE}")
+    "site": "branch-1",                             (optional hint, default "${DEFAULT_SITE}"; the
+                                                     coordinator's site for the token wins)
     "pollSeconds": 300,                             (optional, default ${DEFAULT_POLL_SECONDS} s)
     "wanLimit": "20mbit",                           (optional; the policy's cap applies too)
     "nice": true,                                   (optional: lowest CPU priority)
