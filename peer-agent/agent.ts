@@ -17,6 +17,8 @@ import { createHostIndex, type HostIndex } from './host-index.ts'
 import { createImageSync, type ImageSync, type SyncProgress, type SyncSummary } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createLanSharing, type LanSharing } from './lan-sharing.ts'
+import { CoordinatorUnreachableError } from './errors.ts'
+import { checkOutput } from './output-guard.ts'
 
 /** Options of an agent. */
 export interface AgentInit {
@@ -50,6 +52,8 @@ export interface AgentSyncRequest extends AbortOptions {
   out: string
   /** Command run (through the shell) after a new version is in place. */
   onUpdate?: string
+  /** Replace `out` even when it is an existing file this agent did not install. */
+  force?: boolean
 }
 
 /** The agent. */
@@ -166,13 +170,15 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       const base = { image: req.image, version: req.version ?? 'latest' }
       let summary: SyncSummary
       try {
+        await checkOutput(dataDir, req.out, { force: req.force })
         const s = await syncFor()
         await events.record({ type: 'sync.started', ...base, version: safeVersion(base.version) })
         if (lan != null) {
           try {
             await lan.prepare({ signal: req.signal })
           } catch (err) {
-            if (req.signal?.aborted === true) throw err
+            // an unreachable coordinator ends the sync too: one message, not a warning first
+            if (req.signal?.aborted === true || err instanceof CoordinatorUnreachableError) throw err
             logger.warn(`swarm: LAN sharing unavailable (${(err as Error).message}); syncing from the origin`)
           }
         }

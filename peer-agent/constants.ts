@@ -82,6 +82,8 @@ export const DATA_FILES = {
   hostIndex: 'host-index',
   /** Signed manifests of installed versions, per image. */
   manifests: 'manifests',
+  /** In each image's manifests folder: the installed version and where it was written. */
+  installed: 'installed.json',
   /** Per image (beside its manifests): the newest signed "latest" seen, below which the agent never moves unless told a version. */
   latestSeen: 'latest-seen.json',
   /** Checkpoints of interrupted syncs, per image. */

@@ -114,6 +114,9 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
   let limiter: RateLimiter = createRateLimiter(init.rateLimit ?? 0)
   let token: string | undefined
   let received = 0
+  // Retries are for a coordinator that answered before and went away (a restart); one that never
+  // answered is most likely a wrong URL or port, which no retry fixes: that fails at once.
+  let established = false
 
   async function getToken (force: boolean, options: AbortOptions): Promise<string> {
     if (token != null && !force) return token
@@ -180,10 +183,12 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
         })
       } catch (err) {
         if (options.signal?.aborted === true) throw err
+        if (!established && neverConnected(err)) throw new CoordinatorUnreachableError(`cannot reach the coordinator at ${base}: ${describeNetworkError(err)}`, { cause: err })
         lastError = err
         await backoff(attempt, `${method} ${path}: ${describeNetworkError(err)}`, options)
         continue
       }
+      established = true
       if (res.ok || okStatuses.includes(res.status)) {
         return { status: res.status, headers: res.headers, body: counted(res.body, options.signal) }
       }
@@ -288,9 +293,19 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
   return client
 }
 
+/** Network errors that mean no connection was ever made: nothing listens there, or no such host. */
+const NOT_CONNECTED_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH'])
+
+function neverConnected (err: unknown): boolean {
+  const cause = (err as { cause?: { code?: unknown, message?: unknown } }).cause
+  // fetch refuses ports browsers block (9, 25, 6000, ...) before dialling: no retry helps either
+  return (typeof cause?.code === 'string' && NOT_CONNECTED_CODES.has(cause.code)) || cause?.message === 'bad port'
+}
+
 function describeNetworkError (err: unknown): string {
   const e = err as Error & { cause?: { code?: string, message?: string } }
   const cause = e.cause
   if (cause?.code != null) return `${cause.code} ${cause.message ?? ''}`.trim()
+  if (typeof cause?.message === 'string' && cause.message !== '') return cause.message
   return e.message ?? String(err)
 }

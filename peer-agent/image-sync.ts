@@ -12,7 +12,7 @@
  */
 import { closeSync, fstatSync, fsyncSync, readSync, writeSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { equals } from 'multiformats/bytes'
@@ -27,11 +27,12 @@ import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { partialPathOf } from './output-guard.ts'
 import { ChunkUnavailableError, DiskFullError, DowngradeRefusedError, isDiskFull, isUnavailableAtOrigin, KeyPinError, SyncIncompleteError } from './errors.ts'
 import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
 import { MAX_VERSION_POINTER_BYTES, openVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { identityOf, installPartialFile, isInstalledFile, openOutputForReading, openPartialFile, reopenOurs, type FileIdentity } from './partial-file.ts'
-import type { HostIndex } from './host-index.ts'
+import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
@@ -286,7 +287,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const partialDir = join(dataDir, DATA_FILES.partial)
     const checkpointPath = join(partialDir, `${safeName(req.image)}.json`)
     const partialManifestPath = join(partialDir, `${safeName(req.image)}.manifest`)
-    const statePath = join(imageDir, 'installed.json')
+    const statePath = join(imageDir, DATA_FILES.installed)
     const installed = await readJson<InstalledState>(statePath)
     const cp = await readJson<Checkpoint>(checkpointPath)
     const packsDir = join(dataDir, DATA_FILES.packs, safeName(req.image))
@@ -349,7 +350,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // 2. the temp file beside the output, and its checkpoint
     await mkdir(dirname(out), { recursive: true })
-    const temp = join(dirname(out), `.${basename(out)}.trimswarm-partial`)
+    const temp = partialPathOf(out)
     await mkdirPrivate(partialDir)
     const nChunks = m.chunks.length
     const nBlocks = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
@@ -547,8 +548,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         if (init.refreshIndex !== false) {
           phase = 'indexing host folders'
           progress()
-          const s = await components.hostIndex.refresh({ signal })
-          logger.info(`host index: ${s.files} files (${s.hashed} hashed, ${s.removed} dropped) in ${s.seconds.toFixed(1)} s`)
+          logger.info(describeRefresh(await components.hostIndex.refresh({ signal })))
         }
         sources.push(createHostIndexSource({ index: components.hostIndex, logger }))
       }
@@ -702,7 +702,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         await rm(temp, { force: true })
         await rm(checkpointPath, { force: true })
         await rm(partialManifestPath, { force: true })
-        throw new DiskFullError(`no space left on the file system of ${out} (need up to ${nonZero} bytes of data for ${m.name}@${m.version}); the old image is intact, the partial file was removed`, { cause: err })
+        throw new DiskFullError(`no space left on the file system of ${out} (need up to ${nonZero} bytes of data for ${m.name}@${m.version}); the old image is intact, the partial file ${temp} was removed`, { cause: err })
       }
       // keep what is verified for the next run
       await writeCheckpoint().catch(() => {})
