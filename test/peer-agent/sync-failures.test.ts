@@ -5,7 +5,7 @@
  * coordinator is down.
  */
 import { createServer } from 'node:net'
-import { open, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, open, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeHostFolder, makeTestImage, seededBytes, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
@@ -13,6 +13,7 @@ import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { createEventQueue } from '../../peer-agent/event-queue.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
+import { publishZeroVersion } from '../helpers/zero-version.ts'
 import { runAgent, spawnAgent, startCountingProxy, startTamperingProxy, startTestCoordinator, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
@@ -193,6 +194,9 @@ describe('agent sync, interrupted and attacked', () => {
     }
     // a token from this coordinator, then the coordinator goes down
     await c2.start()
+    // the coordinator takes events only for versions that exist (docs/SECURITY.md, forged events)
+    await mkdir(dir, { recursive: true })
+    await publishZeroVersion(c2.images, dir, 'ws', 'v1')
     await admin('PUT', '/v1/policies/branch', { images: ['*'], wanLimitBps: 0, lanSharing: true, lanUploadBps: 0, maxPeers: 8, updateWindow: null, indexFolders: {} })
     const token = (await admin('POST', '/v1/tokens', { group: 'branch' })).token as string
     await c2.stop()
