@@ -187,4 +187,7 @@ export const BACKGROUND_MIN_RTT_MS = 20
 export const BACKGROUND_PROBE_TIMEOUT_MS = 2_000
 
 /** Shortest gap between the starts of two delay probes (ms); probes run one at a time. */
-export const BACKGROUND_PROBE_INTERVAL_MS = 50
+export const BACKGROUND_PROBE_INTERVAL_MS = 100
+
+/** Probing stops once a paced transfer has taken no bytes for this long (ms), so an idle agent sends no probes. */
+export const BACKGROUND_PROBE_IDLE_MS = 1_000

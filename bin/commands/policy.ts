@@ -19,6 +19,8 @@ union: every image of any group, the most generous caps.
   --lan-sharing on|off   whether agents share blocks with LAN peers
   --lan-upload-limit R   cap on what an agent serves to peers (e.g. 50mbit, unlimited)
   --max-peers N          peers an agent exchanges with at once
+  --transfer MODE        background (default: the agent daemon's WAN transfers
+                         yield to other traffic) or foreground (full speed)
   --update-window W      HH:MM-HH:MM in the agent's local time (end before start wraps midnight), or "none" (any time)
   --index-linux A,B      folders Linux agents index for local reuse (Trim Transfer), e.g. /usr,/etc ("" = none)
   --index-windows A,B    same for Windows agents, e.g. C:\\Windows,C:\\Program Files
@@ -82,6 +84,11 @@ export function applyPolicyOptions (base: Policy, v: CommandArgs['values']): Pol
     p.maxPeers = Number(peers)
   }
   if (str('update-window') != null) p.updateWindow = parseWindow(str('update-window')!)
+  const transfer = str('transfer')
+  if (transfer != null) {
+    if (transfer !== 'background' && transfer !== 'foreground') throw new ValidationError(`--transfer must be background or foreground, not ${JSON.stringify(transfer)}`)
+    p.transfer = transfer
+  }
   for (const os of ['linux', 'windows', 'macos'] as const) {
     const folders = str(`index-${os}`)
     if (folders != null) p.indexFolders = { ...p.indexFolders, [os]: list(folders) }
@@ -99,6 +106,7 @@ export function formatPolicy (group: string, p: Policy): string {
     `  lan sharing      ${p.lanSharing ? 'on' : 'off'}`,
     `  lan upload limit ${formatRate(p.lanUploadBps)}`,
     `  max peers        ${p.maxPeers}`,
+    `  transfer         ${p.transfer ?? 'background'}`,
     `  update window    ${p.updateWindow == null ? 'any time' : `${p.updateWindow.start}-${p.updateWindow.end}`}`,
     `  index folders    ${folders.length === 0 ? '(none)' : folders.join('; ')}`
   ].join('\n')
@@ -114,6 +122,7 @@ const set: Command = {
     'lan-sharing': { type: 'string' },
     'lan-upload-limit': { type: 'string' },
     'max-peers': { type: 'string' },
+    transfer: { type: 'string' },
     'update-window': { type: 'string' },
     'index-linux': { type: 'string' },
     'index-windows': { type: 'string' },
