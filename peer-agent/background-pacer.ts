@@ -13,8 +13,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createBackgroundController, type BackgroundController } from './background-controller.ts'
-import { BACKGROUND_PROBE_IDLE_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS } from './constants.ts'
-import type { AbortOptions } from './interface.ts'
+import { BACKGROUND_PROBE_IDLE_MS, BACKGROUND_RECHECK_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS, BACKGROUND_STATUS_INTERVAL_MS } from './constants.ts'
+import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createTokenBucket, type RateLimiter } from './rate-limiter.ts'
 
 /** One round trip to the other end; resolves when the answer is in. */
@@ -30,6 +30,8 @@ export interface BackgroundPacer extends RateLimiter {
 /** Dependencies of the pacer. */
 export interface BackgroundPacerComponents {
   probe: DelayProbe
+  /** Gets a line every BACKGROUND_STATUS_INTERVAL_MS while bytes move (rate, delays): what the mode is doing. */
+  logger?: AgentLogger
 }
 
 /** Options of the pacer. */
@@ -65,17 +67,24 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
   // whether the transfer was held back by the rate since the last sample (else it is application-limited)
   let limited = false
   let waiting = 0
+  let lastStatus = -Infinity
   let loop: Promise<void> | undefined
   let stopper = new AbortController()
 
   async function probeLoop (signal: AbortSignal): Promise<void> {
-    while (!signal.aborted && performance.now() - lastTake < idleMs) {
+    // a transfer waiting on the pacer is not idle: its rate must keep following the delay
+    while (!signal.aborted && (waiting > 0 || performance.now() - lastTake < idleMs)) {
       const t0 = performance.now()
       try {
         await components.probe({ signal: AbortSignal.any([signal, AbortSignal.timeout(timeout)]) })
         const now = performance.now()
         controller.sample(now, now - t0, { appLimited: !limited && waiting === 0 })
         limited = false
+        if (now - lastStatus >= BACKGROUND_STATUS_INTERVAL_MS) {
+          lastStatus = now
+          const c = controller
+          components.logger?.info(`background: ${(c.rate / 1e6).toFixed(2)} MB/s allowed (${c.phase}), queueing delay ${c.queueDelay.toFixed(0)} ms over a base of ${c.baseDelay.toFixed(0)} ms`, { rate: Math.round(c.rate), phase: c.phase, queueDelayMs: Math.round(c.queueDelay), baseDelayMs: Math.round(c.baseDelay) })
+        }
       } catch {
         if (signal.aborted) return
         // no answer in time (or an error answer): like a lost packet, a sign to slow down
@@ -98,15 +107,18 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
     async take (bytes, options = {}) {
       lastTake = performance.now()
       ensureProbing()
-      const ms = bucket.reserve(bytes)
-      if (ms > 0) {
-        limited = true
-        waiting++
-        try {
-          await sleep(ms, undefined, { signal: options.signal })
-        } finally {
-          waiting--
+      let ms = bucket.reserve(bytes)
+      if (ms <= 0) return
+      limited = true
+      waiting++
+      try {
+        // in slices, so a rate that rises meanwhile shortens the wait (the debt was priced at the old rate)
+        while (ms > 0) {
+          await sleep(Math.min(ms, BACKGROUND_RECHECK_MS), undefined, { signal: options.signal })
+          ms = bucket.reserve(0)
         }
+      } finally {
+        waiting--
       }
     },
     async stop () {

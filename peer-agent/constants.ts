@@ -191,3 +191,9 @@ export const BACKGROUND_PROBE_INTERVAL_MS = 100
 
 /** Probing stops once a paced transfer has taken no bytes for this long (ms), so an idle agent sends no probes. */
 export const BACKGROUND_PROBE_IDLE_MS = 1_000
+
+/** Time between the background mode's status lines (rate, delays) in the agent's log, while bytes move (ms). */
+export const BACKGROUND_STATUS_INTERVAL_MS = 2_000
+
+/** Longest single sleep of a paced read before the background rate is looked at again (ms): a rate that rose meanwhile shortens the wait. */
+export const BACKGROUND_RECHECK_MS = 50

@@ -15,7 +15,7 @@ export interface RateLimiter {
 
 /** A token bucket whose rate may change between takes. */
 export interface TokenBucket {
-  /** Takes `bytes` (going into debt if need be); returns how long to wait the debt off (ms, 0 = none). */
+  /** Takes `bytes` (going into debt if need be; 0 = only refill) and returns how long to wait the debt off at the current rate (ms, 0 = none). */
   reserve: (bytes: number) => number
 }
 

@@ -2,6 +2,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterEach, describe, expect, it } from 'vitest'
+import { createBackgroundController } from '../../peer-agent/background-controller.ts'
 import { createBackgroundPacer, createHealthProbe } from '../../peer-agent/background-pacer.ts'
 
 /** Reads `seconds` of a paced transfer in 8 KiB pieces; returns bytes per second. */
@@ -36,6 +37,17 @@ describe('background pacer', () => {
     expect(slow).toBeLessThan(pacer.rate * 2 + 64 * 1024)
     expect(probes).toBeGreaterThan(10)
   })
+
+  it('keeps probing while a read waits, and a rate that rises shortens the wait', async () => {
+    const pacer = createBackgroundPacer({ probe: async () => { await sleep(5) } }, { probeIntervalMs: 20, idleMs: 200, controller: createBackgroundController({ startRate: 16 * 1024, maxRate: 4_000_000 }) })
+    stops.push(pacer.stop)
+    await pacer.take(16 * 1024) // the bucket's first 16 KiB
+    const t0 = performance.now()
+    // at the start rate this read waits 15 s; the empty path lets the rate ramp up meanwhile
+    await pacer.take(256 * 1024)
+    expect(performance.now() - t0).toBeLessThan(5_000)
+    expect(pacer.rate).toBeGreaterThan(100_000)
+  }, 20_000)
 
   it('halves the rate when a probe gets no answer in time', async () => {
     let hang = false
