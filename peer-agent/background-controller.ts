@@ -5,14 +5,15 @@
  * minimum of the last few samples) minus base delay (the minimum over ten
  * one-minute buckets); below the 60 ms target the rate grows, slowed by
  * gain = 1 / min(16, ceil(2 * target / base)); above it the rate falls
- * multiplicatively by min(qd / target - 1, 1/2) at most once per round trip;
+ * multiplicatively by min(qd / target - 1, 1/2) at most once per round trip
+ * (and not again while the queue the last cut left is still draining);
  * after the first ramp-up and then periodically it drops to the minimum for
  * two round trips so the queue drains and the base delay is measured afresh,
  * then ramps back up to where it was. Pure: time is passed in, no I/O.
  */
 import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
-  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
+  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
   BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
@@ -97,6 +98,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
   let queueDelay = 0
   let last: number | undefined
   let lastDecrease = -Infinity
+  let queueAtDecrease = 0
   // slow start climbs back to this after a slowdown; Infinity on the first ramp-up
   let ssthresh = Infinity
   let slowdownAt = Infinity
@@ -126,7 +128,11 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
 
   function decrease (now: number, rtt: number): void {
     if (now - lastDecrease < rtt) return
+    // the queue a cut leaves drains over more than one round trip (at the link rate minus ours): while it
+    // is still draining, the last cut is working and another would only empty the link
+    if (now - lastDecrease < BACKGROUND_DRAIN_RTTS * rtt && queueDelay < queueAtDecrease) return
     lastDecrease = now
+    queueAtDecrease = queueDelay
     const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), 0.5)
     rate = clamp(rate * (1 - cut))
     if (phase === 'slow-start') exitSlowStart(now, rtt)

@@ -197,3 +197,10 @@ export const BACKGROUND_STATUS_INTERVAL_MS = 2_000
 
 /** Longest single sleep of a paced read before the background rate is looked at again (ms): a rate that rose meanwhile shortens the wait. */
 export const BACKGROUND_RECHECK_MS = 50
+
+/**
+ * For this many round trips after a cut, the rate is cut again only if the queueing delay has not fallen
+ * since: a queue drains at the link rate minus ours, slower than one round trip, and cutting again each
+ * round trip while it drains took the rate to the floor (bench/background.ts: 0.45 of an idle link).
+ */
+export const BACKGROUND_DRAIN_RTTS = 4

@@ -74,6 +74,17 @@ describe('background controller', () => {
     expect(d.rate / b2).toBeCloseTo(0.75, 6)
   })
 
+  it('does not cut again while the queue the last cut left is draining, and does while it still grows', () => {
+    const c = createBackgroundController({ startRate: 1_000_000, currentFilter: 1 })
+    c.sample(0, 50)
+    c.sample(100, 170) // qd 120: cut to a half
+    const cut = c.rate
+    c.sample(300, 150) // qd 100, above the target but falling: the cut works, no second one
+    expect(c.rate).toBe(cut)
+    c.sample(500, 200) // qd 150, growing again: cut
+    expect(c.rate).toBeLessThan(cut)
+  })
+
   it('yields to foreground traffic that fills the queue and takes the link back when it ends', () => {
     const capacity = 20e6 / 8
     const c = createBackgroundController()
