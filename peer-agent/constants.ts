@@ -204,3 +204,17 @@ export const BACKGROUND_RECHECK_MS = 50
  * round trip while it drains took the rate to the floor (bench/background.ts: 0.45 of an idle link).
  */
 export const BACKGROUND_DRAIN_RTTS = 4
+
+/**
+ * Largest multiplicative cut of one decrease. LEDBAT++ (section 4.3) allows 1/2; with receiver-side pacing
+ * the sender bursts into the queue whenever our rate passes the link's, so cuts come often, and halving
+ * each time left an idle 20 mbit link 0.31 used at 20 ms RTT, a quarter 0.57 (bench/background.ts),
+ * while a foreground download beside it still got 0.89-0.91 of its speed alone.
+ */
+export const BACKGROUND_MAX_CUT = 0.25
+
+/** In congestion avoidance the rate stays within this factor of the throughput the transfer actually got over the last second. */
+export const BACKGROUND_DELIVERED_HEADROOM = 1.25
+
+/** Window over which the pacer measures the delivered throughput (ms). */
+export const BACKGROUND_DELIVERED_WINDOW_MS = 1_000

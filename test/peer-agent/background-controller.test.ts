@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createBackgroundController, ledbatGain, type BackgroundController } from '../../peer-agent/background-controller.ts'
-import { BACKGROUND_MIN_RATE, BACKGROUND_TARGET_MS } from '../../peer-agent/constants.ts'
+import { BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_TARGET_MS } from '../../peer-agent/constants.ts'
 
 /**
  * A fluid model of a bottleneck: `capacity` bytes/s, a drop-tail queue of
@@ -58,20 +58,21 @@ describe('background controller', () => {
     const c = createBackgroundController({ startRate: 1_000_000, currentFilter: 1 })
     c.sample(0, 50) // base 50 ms
     const before = c.rate
-    // delay 50 + 120 ms of queue: qd/target - 1 = 1 -> the cut is capped at one half
+    // delay 50 + 120 ms of queue: qd/target - 1 = 1 -> the cut is capped (BACKGROUND_MAX_CUT)
+    const keep = 1 - BACKGROUND_MAX_CUT
     c.sample(100, 170)
     expect(c.queueDelay).toBe(120)
-    expect(c.rate).toBeCloseTo(before / 2, 6)
+    expect(c.rate).toBeCloseTo(before * keep, 6)
     c.sample(110, 170) // 10 ms later: same round trip, no second cut
-    expect(c.rate).toBeCloseTo(before / 2, 6)
+    expect(c.rate).toBeCloseTo(before * keep, 6)
     c.sample(300, 170)
-    expect(c.rate).toBeCloseTo(before / 4, 6)
-    // a smaller excess cuts less: qd = 75 ms -> 1 - (75/60 - 1) = 0.75
+    expect(c.rate).toBeCloseTo(before * keep * keep, 6)
+    // a smaller excess cuts less: qd = 66 ms -> 1 - (66/60 - 1) = 0.9
     const d = createBackgroundController({ startRate: 1_000_000, currentFilter: 1 })
     d.sample(0, 50)
     const b2 = d.rate
-    d.sample(100, 125)
-    expect(d.rate / b2).toBeCloseTo(0.75, 6)
+    d.sample(100, 116)
+    expect(d.rate / b2).toBeCloseTo(0.9, 6)
   })
 
   it('does not cut again while the queue the last cut left is draining, and does while it still grows', () => {
@@ -132,7 +133,7 @@ describe('background controller', () => {
     expect(Math.max(...r.rates)).toBeLessThanOrEqual(cap)
     expect(r.rates.at(-1)).toBeGreaterThan(cap * 0.5)
     const d = createBackgroundController()
-    for (let t = 0; t < 30_000; t += 100) d.sample(t, t < 200 ? 20 : 400)
+    for (let t = 0; t < 30_000; t += 100) d.sample(t, t < 200 ? 20 : 400 + (t % 1000) / 10) // a queue that keeps growing
     expect(d.rate).toBe(BACKGROUND_MIN_RATE)
   })
 

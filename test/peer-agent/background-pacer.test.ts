@@ -31,7 +31,7 @@ describe('background pacer', () => {
     expect(ramped).toBeGreaterThan(200_000)
     // a queue of 200 ms builds up: the rate falls, and reads follow it
     delayMs = 220
-    await pacedRead(async (n) => { await pacer.take(n) }, 2)
+    await pacedRead(async (n) => { await pacer.take(n) }, 3)
     expect(pacer.rate).toBeLessThan(ramped / 4)
     const slow = await pacedRead(async (n) => { await pacer.take(n) }, 1)
     expect(slow).toBeLessThan(pacer.rate * 2 + 64 * 1024)
