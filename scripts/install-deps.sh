@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what trimswarm's tests and benchmarks need on a Debian machine:
 # Debian packages (slapd for LDAP tests, b3sum to check digests, prometheus for
-# promtool, which checks the /metrics output, e2fsprogs to
+# promtool, which checks the /metrics output, iputils-ping for the queueing
+# delay of the background benchmark, e2fsprogs to
 # build test images) and the npm dependencies (which pin Node 24).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd chromium prometheus; do
+for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd chromium prometheus iputils-ping; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
