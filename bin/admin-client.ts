@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises'
 import type { ParseArgsOptionsConfig } from 'node:util'
 import { errorFromWire } from '../protocol/errors.ts'
 import type { Schema } from '../protocol/schema.ts'
+import { userAgent } from '../protocol/version.ts'
 import { CliError, UsageError, type CommandArgs } from './cli-support.ts'
 
 /** The options every admin command takes. */
@@ -23,7 +24,8 @@ export const CLIENT_USAGE = `  --coordinator URL      coordinator base URL (or T
 
 /** Calls the coordinator's JSON API. */
 export interface AdminClient {
-  request: <T>(method: string, path: string, options?: { body?: unknown, schema?: Schema<T> }) => Promise<T>
+  /** `timeoutMs`: how long to wait for the answer (default 30 s). */
+  request: <T>(method: string, path: string, options?: { body?: unknown, schema?: Schema<T>, timeoutMs?: number }) => Promise<T>
 }
 
 /** Builds the client from --coordinator and --token-file; a missing option is a UsageError. */
@@ -47,14 +49,14 @@ export async function adminClientFrom (args: CommandArgs, usage: string): Promis
   }
   if (token === '') throw new CliError(`token file ${tokenFile} is empty`)
   return {
-    async request<T> (method: string, path: string, options: { body?: unknown, schema?: Schema<T> } = {}): Promise<T> {
+    async request<T> (method: string, path: string, options: { body?: unknown, schema?: Schema<T>, timeoutMs?: number } = {}): Promise<T> {
       let res: Response
       try {
         res = await fetch(new URL(path, url), {
           method,
-          headers: { authorization: `Bearer ${token}`, ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}) },
+          headers: { 'user-agent': userAgent(process.versions.node), authorization: `Bearer ${token}`, ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}) },
           body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
-          signal: AbortSignal.timeout(30_000)
+          signal: AbortSignal.timeout(options.timeoutMs ?? 30_000)
         })
       } catch (err) {
         const cause = (err as { cause?: { code?: string, message?: string } }).cause

@@ -12,10 +12,23 @@ export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-/** A failure the user can act on (missing file, bad image): printed as is, exit code 1. */
+/**
+ * Exit code of a command refused because another process holds its data dir
+ * (a second agent or coordinator on the same --data): 75, EX_TEMPFAIL of
+ * sysexits.h, "try again later", so a supervisor or script can tell it from a failure.
+ */
+export const EXIT_DATA_DIR_IN_USE = 75
+
+/** A failure the user can act on (missing file, bad image): printed as is, exit code 1 unless `exitCode` says otherwise. */
 export class CliError extends Error {
   static override name = 'CliError'
   override name = 'CliError'
+  readonly exitCode: number
+
+  constructor (message: string, options?: ErrorOptions & { exitCode?: number }) {
+    super(message, options)
+    this.exitCode = options?.exitCode ?? 1
+  }
 }
 
 /** Parsed options and positionals of one command line. */
@@ -71,7 +84,11 @@ export function reportError (err: unknown, path: string): number {
     console.error(`${path}: ${err.message}`)
     return 2
   }
-  if (err instanceof CliError || err instanceof TrimswarmError) {
+  if (err instanceof CliError) {
+    console.error(`${path}: ${err.message}`)
+    return err.exitCode
+  }
+  if (err instanceof TrimswarmError) {
     console.error(`${path}: ${err.message}`)
     return 1
   }
@@ -110,4 +127,10 @@ export async function flushStdio (): Promise<void> {
     stream.on('error', () => {}) // a reader that left (EPIPE) is not this process's failure at exit
     await new Promise<void>(resolve => { stream.write('', () => { resolve() }) })
   }))
+}
+
+/** Rows as aligned columns (two spaces apart, no trailing blanks), one line each; the first row is the header. */
+export function formatTable (rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
+  return rows.map(r => r.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd() + '\n').join('')
 }

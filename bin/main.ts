@@ -1,11 +1,13 @@
 /** The `trimswarm` command table: each command is loaded only when used. */
-import { flushStdio, runCommand, type Command } from './cli-support.ts'
+import { CliError, flushStdio, reportError, runCommand, UsageError, type Command } from './cli-support.ts'
+import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 
 const root: Command = {
   summary: 'trimswarm',
   usage: `trimswarm — peer-assisted distribution of versioned workspace images
 
 Usage: trimswarm <command> [options]   (every command takes --help)
+       trimswarm --version [--json]     (also -V)
 
 Images
   chunk IMAGE [--json]              split an image into content-addressed chunks
@@ -13,6 +15,7 @@ Images
 Coordinator (server and admin)
   coordinator --data DIR            run the coordinator
   publish IMAGE --image NAME --version V --coordinator URL --token-file F
+  image list|retire|gc              versions and their state, retire, storage gc
   token create|list|revoke          machine tokens for agents
   policy set|show|list              per-group policy
 Agent (branch-office client)
@@ -26,17 +29,41 @@ Other
     manifest: async () => (await import('./commands/manifest.ts')).default,
     coordinator: async () => (await import('./commands/coordinator.ts')).default,
     publish: async () => (await import('./commands/publish.ts')).default,
+    image: async () => (await import('./commands/image.ts')).default,
     token: async () => (await import('./commands/token.ts')).default,
     policy: async () => (await import('./commands/policy.ts')).default,
     agent: async () => (await import('./commands/agent.ts')).default,
     demo: async () => (await import('./commands/demo.ts')).default,
-    bench: async () => (await import('../bench/cli.ts')).default
+    bench: loadBench
   }
+}
+
+/**
+ * `bench` exists only in a source checkout: the shipped CLI does not carry bench/ (package.json "files", the
+ * .deb), and the path is computed so neither tsc nor the build pulls bench/ into what ships.
+ */
+async function loadBench (): Promise<Command> {
+  const benchCli = new URL('../bench/cli.ts', import.meta.url)
+  try {
+    return (await import(benchCli.href)).default
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND' || !String((err as Error).message).includes('bench')) throw err
+    throw new CliError('benchmarks come with a source checkout (npm run bench); this install has none')
+  }
+}
+
+/** `trimswarm --version`: the package version, and with --json the Node version too (for bug reports). */
+function printVersion (json: boolean): number {
+  process.stdout.write(json ? JSON.stringify({ version: TRIMSWARM_VERSION, node: process.versions.node }) + '\n' : `trimswarm ${TRIMSWARM_VERSION}\n`)
+  return 0
 }
 
 // Exit as soon as the command is done and its output is out: libraries may still hold timers (libp2p's address
 // manager keeps a 1 s one after stop), which cost every `agent sync` a second before it returned to its caller.
 // Writes to a pipe are asynchronous on Linux, so what is still queued (a pipe holds 64 KiB) is flushed first.
-const code = await runCommand(root, process.argv.slice(2), 'trimswarm')
+const argv = process.argv.slice(2)
+const code = argv[0] === '--version' || argv[0] === '-V'
+  ? (argv.length === 1 || (argv.length === 2 && argv[1] === '--json')) ? printVersion(argv[1] === '--json') : reportError(new UsageError(`--version takes only --json\n\n${root.usage}`), 'trimswarm')
+  : await runCommand(root, argv, 'trimswarm')
 await flushStdio()
 process.exit(code)

@@ -1,30 +1,44 @@
-/** Admin API: machine tokens (/v1/tokens) and group policies (/v1/policies). Admin principal only. */
+/** Admin API: machine tokens (/v1/tokens), group policies (/v1/policies), the image list and storage gc (/v1/admin/*). Admin principal only. */
 import { Hono } from 'hono'
 import { Policy, TokenCreateRequest, type TokenCreateResponse } from '../protocol/api.ts'
-import type { TokenList } from '../protocol/api-admin.ts'
-import { NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { GcRequest, type AdminImageList, type GcReport, type TokenList } from '../protocol/api-admin.ts'
+import { NotFoundError } from '../protocol/errors.ts'
 import { assertAdmin } from './access.ts'
 import type { Audit } from './audit.ts'
+import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import type { PolicyStore } from './policy-store.ts'
-import { nameParam, readJson } from './request-body.ts'
+import { nameParam, readJson, tokenIdParam } from './request-body.ts'
+import type { StorageGc } from './storage-gc.ts'
 import type { TokenStore } from './token-store.ts'
 
 /** What the admin routes depend on. */
 export interface AdminComponents {
   tokens: TokenStore
   policies: PolicyStore
+  images: ImageService
+  storageGc: StorageGc
   audit: Audit
 }
 
 /** Routes of the admin API (behind the auth middleware). */
 export function createAdminRoutes (components: AdminComponents): Hono<CoordinatorEnv> {
-  const { tokens, policies, audit } = components
+  const { tokens, policies, images, storageGc, audit } = components
   const app = new Hono<CoordinatorEnv>()
   app.use('/v1/tokens', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/tokens/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/policies', async (c, next) => { assertAdmin(c.get('principal')); await next() })
   app.use('/v1/policies/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+  app.use('/v1/admin/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+
+  app.get('/v1/admin/images', async (c) => c.json(await images.adminImages() satisfies AdminImageList))
+  app.post('/v1/admin/gc', async (c) => {
+    const req = await readJson(c, GcRequest)
+    // not bound to the request: a client that gives up waiting does not cut a run short (it is safe either way)
+    const report: GcReport = await storageGc.run({ dryRun: req.dryRun })
+    if (!report.dryRun) audit(c, 'storage.gc', { target: { store: 'blocks and delta packs' }, before: null, after: report })
+    return c.json(report)
+  })
 
   app.post('/v1/tokens', async (c) => {
     const req = await readJson(c, TokenCreateRequest)
@@ -38,8 +52,7 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
     return c.json(body)
   })
   app.delete('/v1/tokens/:id', async (c) => {
-    const id = c.req.param('id')
-    if (!/^[0-9a-f]{16}$/.test(id)) throw new ValidationError('token id must be 16 hex digits')
+    const id = tokenIdParam(c.req.param('id'))
     const before = (await tokens.list()).find(t => t.id === id) ?? null
     const after = await tokens.revoke(id)
     audit(c, 'token.revoke', { target: { tokenId: id }, before, after })

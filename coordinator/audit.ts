@@ -1,7 +1,7 @@
 /**
  * The audit trail: one log line (`msg: "audit"`) per change an admin makes —
  * policy set or deleted, machine token created or revoked, version published
- * or retired — naming who (principal and client IP), what, and the state
+ * or retired, storage gc run — naming who (principal and client IP), what, and the state
  * before and after, with the request id of the request that made it. Secrets
  * (a new token's value) never appear; a token is named by its id.
  */
@@ -9,7 +9,7 @@ import type { Context } from 'hono'
 import type { CoordinatorEnv, Logger } from './interface.ts'
 
 /** The admin changes that are audited. */
-export type AuditAction = 'policy.set' | 'policy.delete' | 'token.create' | 'token.revoke' | 'version.publish' | 'version.retire'
+export type AuditAction = 'policy.set' | 'policy.delete' | 'token.create' | 'token.revoke' | 'version.publish' | 'version.retire' | 'storage.gc'
 
 /** What one audit line says besides who made the change. */
 export interface AuditDetails {

@@ -6,7 +6,7 @@ import type { Auth } from './auth.ts'
 import { RetryAfterError } from './http-errors.ts'
 import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
 import type { Metrics } from './metrics.ts'
-import type { RateLimiter } from './rate-limiter.ts'
+import { loginNameKey, type RateLimiter } from './rate-limiter.ts'
 import { readJson } from './request-body.ts'
 import type { SessionTokens } from './session-tokens.ts'
 
@@ -33,20 +33,30 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
       throw new UnavailableError('no directory configured: user login needs an `ldap` section in the coordinator config (machine and admin tokens still work)')
     }
     const ip = clientIp(c)
-    const userKey = user.toLowerCase()
-    const wait = Math.max(perIp.retryAfter(ip), perUser.retryAfter(userKey))
-    if (wait > 0) {
+    // one failure counter per user however the name is spelled: the name as given, normalized as the
+    // directory compares it, and the canonical name of the entry it found (an alias, a mail address)
+    const userKeys = new Set([loginNameKey(user)])
+    const limited = (wait: number): RetryAfterError => {
       metrics.loginFailure('rate_limited')
       logger.warn('login rate limited', { ip, user })
-      throw new RetryAfterError(`too many login attempts; try again in ${wait} s`, wait)
+      return new RetryAfterError(`too many login attempts; try again in ${wait} s`, wait)
     }
+    const wait = Math.max(perIp.retryAfter(ip), perUser.retryAfter(loginNameKey(user)))
+    if (wait > 0) throw limited(wait)
     perIp.hit(ip)
+    const admit = (canonicalUser: string): void => {
+      const key = loginNameKey(canonicalUser)
+      userKeys.add(key)
+      const w = perUser.retryAfter(key)
+      if (w > 0) throw limited(w)
+    }
     let who
     try {
-      who = await components.authenticator.authenticate(user, password, { signal: c.req.raw.signal })
+      who = await components.authenticator.authenticate(user, password, { signal: c.req.raw.signal, admit })
     } catch (err) {
+      if (err instanceof RetryAfterError) throw err
       if (err instanceof UnauthorizedError) {
-        perUser.hit(userKey)
+        for (const key of userKeys) perUser.hit(key)
         metrics.loginFailure('bad_credentials')
         logger.info('login refused', { ip, user })
       } else {
@@ -59,8 +69,8 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
       }
       throw err
     }
-    perUser.reset(userKey)
-    const { token, expiresAt } = sessions.issue(who.user, who.groups)
+    for (const key of userKeys) perUser.reset(key)
+    const { token, expiresAt } = sessions.issue(who.user, who.groups, auth.isAdmin(who))
     metrics.login()
     logger.info('login', { ip, user: who.user, groups: who.groups })
     const body: LoginResponse = { token, expiresAt: expiresAt.toISOString(), user: who.user, groups: who.groups }

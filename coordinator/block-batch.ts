@@ -12,6 +12,7 @@ import { constants as zlibConstants, createZstdCompress, type ZstdCompress } fro
 import { chunkCid } from '../protocol/block-id.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockRange } from '../protocol/delta-pack.ts'
+import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import type { AbortOptions, BlockStore } from './interface.ts'
 import { toWebStream } from './web-stream.ts'
@@ -36,12 +37,33 @@ export function chunkIndexOfBlock (manifest: Pick<Manifest, 'chunks'>, block: nu
   return lo
 }
 
+/** Options of blockBytes. */
+export interface BlockBytesOptions extends AbortOptions {
+  /**
+   * Called for a chunk the block store cannot give (it failed its digest, or is gone); its blocks then come as
+   * zeros, the block batch format's "unavailable" (docs/PROTOCOL.md). Without it, that failure ends the stream.
+   */
+  onUnavailable?: (cid: string, err: Error) => void
+}
+
+/** A chunk's bytes from the store, or zeros when it is unreadable and the caller takes that (see BlockBytesOptions). */
+async function readChunk (blockStore: BlockStore, chunk: Manifest['chunks'][number], options: BlockBytesOptions): Promise<Uint8Array> {
+  const cid = chunkCid(chunk.digest)
+  try {
+    return await blockStore.get(cid, { signal: options.signal })
+  } catch (err) {
+    if (options.onUnavailable == null || !(err instanceof HashMismatchError || err instanceof NotFoundError)) throw err
+    options.onUnavailable(cid.toString(), err)
+    return new Uint8Array(chunk.length)
+  }
+}
+
 /**
  * The bytes of the named blocks, in range order, as pieces of whole blocks
  * (one piece per chunk a range touches). The chunk last read is kept, so
  * neighbouring ranges in one chunk read it once.
  */
-export async function * blockBytes (blockStore: BlockStore, manifest: Manifest, ranges: Iterable<BlockRange>, options: AbortOptions = {}): AsyncGenerator<Uint8Array> {
+export async function * blockBytes (blockStore: BlockStore, manifest: Manifest, ranges: Iterable<BlockRange>, options: BlockBytesOptions = {}): AsyncGenerator<Uint8Array> {
   let cachedIndex = -1
   let cached: Uint8Array = new Uint8Array(0)
   for (const [start, count] of ranges) {
@@ -52,7 +74,7 @@ export async function * blockBytes (blockStore: BlockStore, manifest: Manifest, 
       const ci = chunkIndexOfBlock(manifest, b)
       const chunk = manifest.chunks[ci]
       if (ci !== cachedIndex) {
-        cached = await blockStore.get(chunkCid(chunk.digest), { signal: options.signal })
+        cached = await readChunk(blockStore, chunk, options)
         cachedIndex = ci
       }
       const first = b - chunk.firstBlock
@@ -82,6 +104,12 @@ export interface BlockBatchStreamOptions extends AbortOptions {
   onWireBytes?: (n: number) => void
   /** Called once when the stream ends, fails or is cancelled. */
   onDone?: (err?: Error) => void
+  /** See BlockBytesOptions. */
+  onUnavailable?: (cid: string, err: Error) => void
+  /** Abort the stream when the client takes no byte for this long (see toWebStream). */
+  stallMs?: number
+  /** Called after such an abort. */
+  onStall?: () => void
 }
 
 /**
@@ -89,7 +117,7 @@ export interface BlockBatchStreamOptions extends AbortOptions {
  * response body). Cancelling it (client gone) stops reading and compressing.
  */
 export function createBlockBatchStream (blockStore: BlockStore, manifest: Manifest, ranges: readonly BlockRange[], options: BlockBatchStreamOptions): ReadableStream<Uint8Array> {
-  const source = Readable.from(blockBytes(blockStore, manifest, ranges, { signal: options.signal }), { objectMode: false, highWaterMark: 1 << 20 })
+  const source = Readable.from(blockBytes(blockStore, manifest, ranges, { signal: options.signal, onUnavailable: options.onUnavailable }), { objectMode: false, highWaterMark: 1 << 20 })
   const zstd = createZstdEncoder(options.zstd, options.blocks * BLOCK_SIZE)
   let finished = false
   const done = (err?: Error): void => {
@@ -101,6 +129,8 @@ export function createBlockBatchStream (blockStore: BlockStore, manifest: Manife
   return toWebStream(zstd, {
     onBytes: options.onWireBytes,
     onDone: done,
-    onCancel: () => { source.destroy(); zstd.destroy() }
+    onCancel: () => { source.destroy(); zstd.destroy() },
+    stallMs: options.stallMs,
+    onStall: options.onStall
   })
 }

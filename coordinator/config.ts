@@ -33,13 +33,15 @@ export const CoordinatorConfigSchema = object({
   logLevel: optional(enumOf(LOG_LEVELS)),
   ldap: optional(anyObject()),
   adminGroups: optional(array(string({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
+  adminGroupsByName: optional(boolean()),
   sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),
   tls: optional(object({ cert: string({ minLength: 1 }), key: string({ minLength: 1 }) })),
   limits: optional(object({
     maxJsonBodyBytes: optional(integer({ min: 1024 })),
-    maxBodyBytes: optional(integer({ min: 1024 }))
+    maxBodyBytes: optional(integer({ min: 1024 })),
+    maxBufferedBodyBytes: optional(integer({ min: 1024 * 1024 }))
   })),
   loginRateLimit: optional(object({
     windowSeconds: optional(integer({ min: 1, max: 86_400 })),
@@ -47,6 +49,10 @@ export const CoordinatorConfigSchema = object({
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
   images: optional(anyObject()),
+  storageGc: optional(object({
+    intervalSeconds: optional(integer({ min: 0, max: 365 * 86_400 })),
+    graceSeconds: optional(integer({ min: 0, max: 365 * 86_400 }))
+  })),
   /** Who may read GET /metrics: the admin, or the holder of the token in tokenFile; public: anyone. */
   metrics: optional(object({
     tokenFile: optional(string({ minLength: 1, maxLength: 4096 })),
@@ -54,6 +60,18 @@ export const CoordinatorConfigSchema = object({
   })),
   /** Reverse proxies (IPs or IP/prefix) whose X-Forwarded-For / X-Forwarded-Proto are believed. */
   trustedProxies: optional(array(string({ minLength: 2, maxLength: 64 }), { maxItems: 1000 })),
+  /** Where chunks live: absent = DATA/blocks (a directory); `s3` = an S3-compatible bucket (coordinator/s3-block-store.ts). */
+  blockStore: optional(object({
+    s3: object({
+      endpoint: string({ minLength: 8, maxLength: 2048, pattern: /^https?:\/\/[^\s/?#]+\/?$/ }),
+      bucket: string({ minLength: 3, maxLength: 63, pattern: /^[a-z0-9][a-z0-9.-]+[a-z0-9]$/ }),
+      region: optional(string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9-]+$/ })),
+      accessKeyId: string({ minLength: 1, maxLength: 256, pattern: /^[\x21-\x7e]+$/ }),
+      secretAccessKeyFile: string({ minLength: 1, maxLength: 4096 }),
+      forcePathStyle: optional(boolean()),
+      keyPrefix: optional(string({ maxLength: 200 }))
+    })
+  })),
   console: optional(object({
     refreshMs: optional(integer({ min: 100, max: 3_600_000 })),
     sampleMs: optional(integer({ min: 100, max: 3_600_000 })),
@@ -64,7 +82,7 @@ export const CoordinatorConfigSchema = object({
 /** A parsed configuration; every field is optional (defaults in constants.ts). */
 export type CoordinatorConfig = Infer<typeof CoordinatorConfigSchema>
 
-/** Validates a configuration object (the `ldap` section with parseLdapConfig); relative tls and ldap file paths are resolved against `baseDir`. Throws ConfigError. */
+/** Validates a configuration object (the `ldap` section with parseLdapConfig); relative tls, ldap, metrics and blockStore file paths are resolved against `baseDir`. Throws ConfigError. */
 export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): CoordinatorConfig {
   let config: CoordinatorConfig
   try {
@@ -84,6 +102,7 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
       throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
     }
   }
+  if (config.blockStore?.s3 != null) config.blockStore = { s3: { ...config.blockStore.s3, secretAccessKeyFile: resolve(baseDir, config.blockStore.s3.secretAccessKeyFile) } }
   if (config.tls != null) config.tls = { cert: resolve(baseDir, config.tls.cert), key: resolve(baseDir, config.tls.key) }
   return config
 }

@@ -19,6 +19,14 @@ export const DEFAULT_EVENT_SWEEP_INTERVAL_MS = 3600_000
 /** Largest JSON body of any API route (an EventBatch of 1,000 events is ~0.5 MB). */
 export const DEFAULT_MAX_JSON_BODY_BYTES = 2 * 1024 * 1024
 
+/**
+ * Most bytes of request bodies the coordinator holds in memory at once, all
+ * requests together (503 past it). A publish uploads a few chunks at a time
+ * (a chunk is at most a few MiB) and JSON bodies are at most
+ * DEFAULT_MAX_JSON_BODY_BYTES, so normal use stays far below it.
+ */
+export const DEFAULT_MAX_BUFFERED_BODY_BYTES = 256 * 1024 * 1024
+
 /** Largest body of any request at all (a whole manifest at commit, see MAX_MANIFEST_BYTES, plus slack). */
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024 + 1024 * 1024
 
@@ -28,6 +36,21 @@ export const DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024 + 1024 * 1024
  * connection (RFC 9112 §9.6 "lingering close"). Past either bound the answer says `Connection: close`.
  */
 export const REFUSED_BODY_MAX_BYTES = 64 * 1024 * 1024
+
+/**
+ * The same bound for a request refused for who sent it (401 no valid token, 403 no access): such a client has
+ * earned no lingering. 1 MiB covers every small body (JSON, a form), so a mistyped token still keeps its
+ * connection; a large body is answered at once. Dropping is streaming, but the pieces read are freed only by
+ * the next garbage collection: 4 clients each sending 48 MiB at once, dropped in full, raised the coordinator's
+ * peak RSS by ~85 MiB (Node 24; the same with a bare node:http server), with this bound by ~5 MiB.
+ */
+export const REFUSED_UNAUTHORIZED_BODY_MAX_BYTES = 1024 * 1024
+
+/**
+ * How long a connection whose request body was left unread stays open (not read from) after its answer went
+ * out, so the client reads the answer before the close resets the connection (request-body.ts closeAfterAnswer).
+ */
+export const REFUSED_BODY_LINGER_MS = 2000
 
 /** See REFUSED_BODY_MAX_BYTES. */
 export const REFUSED_BODY_MAX_MS = 10_000
@@ -83,6 +106,18 @@ export const SIGNING_KEY_FILE = 'signing-key.pem'
 export const SESSION_SECRET_FILE = 'session.key'
 export const META_DB_DIR = 'meta'
 export const BLOCKS_DIR = 'blocks'
+/**
+ * Written in the data dir by a coordinator whose chunks live in S3 (bucket,
+ * endpoint, key prefix), so `coordinator fsck` of that dir without the config
+ * refuses instead of finding every chunk missing in DATA/blocks.
+ */
+export const S3_BLOCK_STORE_MARKER_FILE = 'block-store-s3.json'
+
+/**
+ * Format of the coordinator's data dir (DIR/data-format.json, bin/data-format.ts). Raise it, with a migration,
+ * when the layout or an encoding in the dir changes so that an older trimswarm would misread it.
+ */
+export const COORDINATOR_DATA_FORMAT = 1
 
 /** A new group policy's fields when `trimswarm policy set` does not give them. */
 export const DEFAULT_POLICY = {
@@ -145,6 +180,26 @@ export const DEFAULT_BLOCK_STORE_VERIFY_ON_READ = true
 
 /** Shard directories scanned in parallel when a store opens (stale temp file sweep). */
 export const BLOCK_STORE_SCAN_CONCURRENCY = 16
+
+// --- S3 block store (coordinator/s3-block-store.ts; the config file's `blockStore.s3`) ---
+
+/** Key prefix of chunks in the bucket: `chunks/<hex digest>`. */
+export const DEFAULT_S3_KEY_PREFIX = 'chunks/'
+
+/** Signing region when the config names none; RGW and MinIO accept any region. */
+export const DEFAULT_S3_REGION = 'us-east-1'
+
+/** Tries of each S3 request (the SDK retries 5xx, throttling and network errors with backoff). */
+export const DEFAULT_S3_MAX_ATTEMPTS = 3
+
+/** TCP connect timeout to the S3 endpoint: a dead endpoint fails a request in seconds, not minutes. */
+export const DEFAULT_S3_CONNECT_TIMEOUT_MS = 5_000
+
+/** Socket idle timeout of one S3 request (a chunk is at most 4 MiB: even at 1 MB/s it moves well within this). */
+export const DEFAULT_S3_REQUEST_TIMEOUT_MS = 30_000
+
+/** Keys per ListObjectsV2 page (S3's maximum is 1000). */
+export const S3_LIST_PAGE_KEYS = 1000
 
 // --- LDAP / Active Directory (coordinator/ldap-authenticator.ts; the config file's `ldap` object) ---
 
@@ -211,8 +266,40 @@ export const PUBLISH_MISSING_BATCH = 10_000
  */
 export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
 
-/** Directory groups whose members are admins (console and admin API) when the config names none; `"adminGroups": []` turns it off. */
-export const DEFAULT_ADMIN_GROUPS: readonly string[] = ['trimswarm-admins']
+/**
+ * A block batch stream whose client has taken no byte for this long is aborted and its slot freed: a client that
+ * asks and never reads must not hold a slot for ever. An agent reads its stream without pause (it decompresses,
+ * hashes and writes each block as it comes), so 30 s of silence is a client gone or hostile, not a slow disk.
+ */
+export const ORIGIN_BATCH_STALL_MS = 30_000
+
+/**
+ * Directory groups whose members are admins (console and admin API) when the
+ * config names none: none. Admin groups are named by full DN in the config
+ * (`adminGroups`); a default group name would match any group of that name
+ * anywhere in the directory.
+ */
+export const DEFAULT_ADMIN_GROUPS: readonly string[] = []
+
+/** Whether `adminGroups` may name groups by short name (cn) as well as by DN: off unless the config opts in (`adminGroupsByName`). */
+export const DEFAULT_ADMIN_GROUPS_BY_NAME = false
+
+// --- storage gc (coordinator/storage-gc.ts) ---
+
+/**
+ * Automatic storage gc runs this often (seconds; 0 = off, run `trimswarm image gc` by hand). Daily: retiring is
+ * rare, and a day's delay before the disk shrinks costs nothing next to deleting during a busy hour.
+ */
+export const DEFAULT_GC_INTERVAL_SECONDS = 86_400
+
+/**
+ * Unused chunks stored (uploaded, or found present by a publish's missing-chunks check) less than this many seconds
+ * ago are kept: the chunks of a publish in progress are in no version until its commit. A day covers the upload of
+ * the largest image over a slow link; a coordinator restart mid-publish does not shorten it (the time is the chunk's).
+ */
+export const DEFAULT_GC_GRACE_SECONDS = 86_400
+
+// --- metrics ---
 
 /**
  * At most this many (site, image) pairs in trimswarm_sync_bytes_total (3 series

@@ -4,11 +4,12 @@
  * (start: open DIR, create secrets on first start, listen; stop: drain
  * requests, stop background work, close the database).
  *
- * Request order: log (request id, client IP) + metrics -> global body
- * limit -> routes outside /v1 auth (healthz, openapi, key, login; metrics
- * with its own token check) -> the admin console (`/`,
- * `/console/...`, its own cookie sessions) -> auth middleware (every other
- * /v1 route has `c.get('principal')`) -> /v1 routes -> JSON 404.
+ * Request order: log (request id, client IP) + metrics -> body budget lease
+ * and body limits (they read no body, request-body.ts) -> routes outside /v1
+ * auth (healthz, openapi, key, login; metrics with its own token check) ->
+ * the admin console (`/`, `/console/...`, its own cookie sessions) -> auth
+ * middleware (every other /v1 route has `c.get('principal')`) -> /v1 routes,
+ * which check access before they read a body -> JSON 404.
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
@@ -19,7 +20,8 @@ import { getConnInfo } from '@hono/node-server/conninfo'
 import { createAdaptorServer, type ServerType } from '@hono/node-server'
 import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { routePath } from 'hono/route'
-import type { KeyResponse } from '../protocol/api.ts'
+import type { HealthResponse, KeyResponse } from '../protocol/api.ts'
+import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createAudit } from './audit.ts'
@@ -30,9 +32,10 @@ import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './c
 import {
   ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
+import { recordS3BlockStore } from './s3-block-store-marker.ts'
 import { ConfigError } from './errors.ts'
 import { createEventRoutes } from './event-routes.ts'
 import { createEventStore, type EventStore } from './event-store.ts'
@@ -40,7 +43,7 @@ import { createErrorHandler } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
-import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
+import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
@@ -51,10 +54,12 @@ import { buildOpenApi } from './openapi.ts'
 import { createPolicyEngine } from './policy-engine.ts'
 import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
-import { bodyLimit } from './request-body.ts'
+import { createBodyBudget } from './body-budget.ts'
+import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createTokenStore } from './token-store.ts'
+import { createStorageGc } from './storage-gc.ts'
 import { createTrustedProxies, type TrustedProxies } from './trusted-proxies.ts'
 
 /** Options of createCoordinator. */
@@ -69,7 +74,7 @@ export interface CoordinatorInit {
   logger?: Logger
   logLevel?: LogLevel
   logFormat?: LogFormat
-  /** trimswarm's version for trimswarm_build_info (the CLI passes package.json's); default "unknown". */
+  /** trimswarm's version for trimswarm_build_info; default this package's (protocol/version.ts). */
   version?: string
   /** Replaces the LDAP authenticator built from config.ldap (e.g. another directory). */
   authenticator?: Authenticator
@@ -220,6 +225,7 @@ interface Started {
 }
 
 async function startCoordinator (init: CoordinatorInit): Promise<Started> {
+  const startedAt = performance.now()
   const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
   const level = init.logLevel ?? config.logLevel ?? 'info'
   const logger = init.logger ?? createLogger({ level, format: init.logFormat })
@@ -266,14 +272,18 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     cleanups.push(async () => { await events.stop() })
     const policy = createPolicyEngine({ policies })
     const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
-    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups })
+    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups, adminGroupsByName: config.adminGroupsByName })
     const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
-    const blockStore = await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+    const blockStore = await openBlockStore(config, dataDir, logger)
+    cleanups.push(async () => { blockStore.close?.() })
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
     cleanups.push(async () => { await images.stop() })
-    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? 'unknown' })
+    const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
+    storageGc.start()
+    cleanups.push(async () => { await storageGc.stop() })
+    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
     const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
@@ -301,6 +311,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const maxJson = config.limits?.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES
     const maxBody = config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
     const jsonLimit = bodyLimit(maxJson)
+    const budget = createBodyBudget({ maxBytes: config.limits?.maxBufferedBodyBytes ?? DEFAULT_MAX_BUFFERED_BODY_BYTES })
     const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(signer.publicKeyRaw).toString('base64') }
     let openapi: Record<string, unknown> | undefined
 
@@ -310,22 +321,25 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.onError(onError)
     app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
     app.use('*', requestLog(logger, metrics, proxies, inFlight))
+    app.use('*', bodyBudget(budget))
     app.use('*', bodyLimit(maxBody))
-    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/events', '/console/*']) app.use(p, jsonLimit)
+    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/admin/*', '/v1/events', '/v1/capabilities', '/v1/peers', '/console/*']) app.use(p, jsonLimit)
+    // the console's forms are parsed by hono, which has no limit of its own: read them here, within maxJson and the budget
+    app.use('/console/*', bufferBody())
 
-    app.get('/healthz', (c) => c.json({ ok: true }))
+    app.get('/healthz', (c) => c.json({ ok: true, version: TRIMSWARM_VERSION, uptimeSeconds: Math.floor((performance.now() - startedAt) / 1000) } satisfies HealthResponse))
     app.route('/', await createMetricsRoute({ metrics, auth }, config.metrics))
     app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
     app.get('/v1/key', (c) => c.json(keyBody))
     app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp: (c) => c.get('clientIp') }))
     // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
-    const adminConsole = createConsole({ auth, api: app, db, events, images, policies, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const adminConsole = createConsole({ auth, api: app, db, events, images, policies, tokens, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
     await adminConsole.start()
     cleanups.push(async () => { await adminConsole.stop() })
     app.route('/', adminConsole.app)
     app.use('/v1/*', auth.middleware)
     app.route('/', createMeRoutes())
-    app.route('/', createAdminRoutes({ tokens, policies, audit }))
+    app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
     app.route('/', createEventRoutes({ events, metrics }))
     app.route('/', createImageRoutes(images, audit))
     app.route('/', createSwarmRoutes({ db, signer, logger }))
@@ -343,7 +357,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
         // a request whose socket was cut at the grace limit may still be running: let it finish before the database closes
         await inFlight.drained(SHUTDOWN_GRACE_MS)
       })
-      logger.info('coordinator listening', { url, dataDir, ldap: ldap != null, tls: tls != null })
+      logger.info('coordinator listening', { version: TRIMSWARM_VERSION, node: process.versions.node, url, dataDir, ldap: ldap != null, tls: tls != null })
     }
 
     return {
@@ -362,6 +376,18 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await cleanup()
     throw err
   }
+}
+
+/** The block store the config names: an S3 bucket with `blockStore.s3`, else DATA/blocks. */
+async function openBlockStore (config: CoordinatorConfig, dataDir: string, logger: Logger): Promise<BlockStore & { close?: () => void }> {
+  const s3 = config.blockStore?.s3
+  if (s3 == null) return await createDirectoryBlockStore({ logger }, { path: join(dataDir, BLOCKS_DIR) })
+  // loaded only when used: the embedded default never loads the S3 SDK
+  const { openS3BlockStoreFromConfig } = await import('./s3-block-store.ts')
+  const store = await openS3BlockStoreFromConfig({ logger }, s3)
+  await recordS3BlockStore(dataDir, { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
+  logger.info('block store: S3 bucket', { endpoint: s3.endpoint, bucket: store.bucket, keyPrefix: store.keyPrefix })
+  return store
 }
 
 async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port: number }, tls?: { cert: Buffer, key: Buffer }): Promise<ServerType> {

@@ -10,14 +10,14 @@
  * One store per directory (the coordinator's data dir lock ensures it): the
  * open-time sweep would delete another live store's temp files.
  */
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { fromHex } from 'multiformats/bytes'
-import { verifyChunk } from '../chunker/blake3.ts'
-import { chunkCid, toHex } from '../protocol/block-id.ts'
-import { BLAKE3_CODE, DIGEST_BYTES, RAW_CODE } from '../protocol/constants.ts'
-import { HashMismatchError, InvalidCidError, NotFoundError, ValidationError } from '../protocol/errors.ts'
+import { chunkCid } from '../protocol/block-id.ts'
+import { DIGEST_BYTES } from '../protocol/constants.ts'
+import { NotFoundError } from '../protocol/errors.ts'
+import { checkChunkForPut, chunkDigestHex as digestHex, createSharedWrites, verifyStoredChunk } from './chunk-checks.ts'
 import {
   BLOCK_STORE_SCAN_CONCURRENCY, BLOCK_STORE_SHARD_CHARS, BLOCK_STORE_SHARD_LEVELS, BLOCK_STORE_TMP_SUFFIX,
   DEFAULT_BLOCK_STORE_VERIFY_ON_READ
@@ -53,19 +53,6 @@ const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop 
 
 function isCode (err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException)?.code ?? '')
-}
-
-/** Hex digest of a chunk CID; throws InvalidCidError for anything but v1 / raw / BLAKE3-256. */
-function digestHex (cid: CID): string {
-  if (cid?.version !== 1 || cid.code !== RAW_CODE || cid.multihash?.code !== BLAKE3_CODE || cid.multihash.digest.length !== DIGEST_BYTES) {
-    throw new InvalidCidError(`not a trimswarm chunk CID (need v1, raw, blake3-256): ${String(cid).slice(0, 80)}`)
-  }
-  return toHex(cid.multihash.digest)
-}
-
-function isAllZero (bytes: Uint8Array): boolean {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false
-  return true
 }
 
 /** fsync a directory so a rename or create inside it is durable. */
@@ -143,7 +130,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
   if (swept > 0) log.warn('block store: deleted temp files left by an interrupted write', { path: root, files: swept, ms: Date.now() - started })
 
   /** Puts of the same chunk in flight in this process share one write. */
-  const inflight = new Map<string, Promise<void>>()
+  const shared = createSharedWrites()
   let tmpCounter = 0
 
   const pathOfHex = (hex: string): string => {
@@ -162,10 +149,24 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
     }
   }
 
+  const touchFile = async (file: string): Promise<void> => {
+    const now = new Date()
+    try {
+      await utimes(file, now, now)
+    } catch (err) {
+      if (isCode(err, 'ENOENT', 'ENOTDIR')) throw new NotFoundError('chunk is not in the block store')
+      throw err
+    }
+  }
+
   /** Writes one chunk. Takes no signal: it may be shared by several callers, and one aborting must not fail the others. */
   const write = async (hex: string, bytes: Uint8Array): Promise<void> => {
     const file = pathOfHex(hex)
-    if (await exists(file)) return
+    if (await exists(file)) {
+      // a publish re-using a stored chunk claims it: storage gc's grace period counts from now
+      await touchFile(file).catch((err: unknown) => { if (!(err instanceof NotFoundError)) throw err })
+      if (await exists(file)) return
+    }
     const shard = dirname(file)
     const created = await mkdir(shard, { recursive: true })
     if (created != null) {
@@ -211,14 +212,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
         throw err
       }
       if (options.verify ?? verifyOnRead) {
-        try {
-          verifyChunk(bytes, cid.multihash.digest)
-        } catch (err) {
-          if (!(err instanceof HashMismatchError)) throw err
-          log.error('block store: stored chunk is corrupt', { cid: cid.toString(), path: file })
-          // the path goes to the log only: error messages reach API clients
-          throw new HashMismatchError(`stored chunk ${cid.toString()} is corrupt (the coordinator's log names the file; run trimswarm coordinator fsck)`, { cause: err })
-        }
+        verifyStoredChunk(cid, bytes, () => { log.error('block store: stored chunk is corrupt', { cid: cid.toString(), path: file }) })
       }
       return bytes
     },
@@ -226,16 +220,9 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
     async put (cid, bytes, options: AbortOptions = {}) {
       const hex = digestHex(cid)
       options.signal?.throwIfAborted()
-      if (!(bytes instanceof Uint8Array) || bytes.length === 0) throw new ValidationError(`chunk ${cid.toString()} is empty`)
-      if (isAllZero(bytes)) throw new ValidationError(`chunk ${cid.toString()} is all zeros; zero regions are never stored`)
       // Re-hash before anything touches the disk: a mismatch stores nothing.
-      verifyChunk(bytes, cid.multihash.digest)
-      let p = inflight.get(hex)
-      if (p == null) {
-        p = write(hex, bytes).finally(() => inflight.delete(hex))
-        inflight.set(hex, p)
-      }
-      await p
+      checkChunkForPut(cid, bytes)
+      await shared(hex, async () => { await write(hex, bytes) })
     },
 
     async delete (cid, options: AbortOptions = {}) {
@@ -249,6 +236,29 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
         throw err
       }
       await syncDir(dirname(file))
+    },
+
+    async stat (cid, options: AbortOptions = {}) {
+      const hex = digestHex(cid)
+      options.signal?.throwIfAborted()
+      try {
+        const st = await stat(pathOfHex(hex))
+        return { bytes: st.size, storedAt: st.mtimeMs }
+      } catch (err) {
+        if (isCode(err, 'ENOENT', 'ENOTDIR')) throw new NotFoundError(`chunk ${cid.toString()} is not in the block store`)
+        throw err
+      }
+    },
+
+    async touch (cid, options: AbortOptions = {}) {
+      const hex = digestHex(cid)
+      options.signal?.throwIfAborted()
+      try {
+        await touchFile(pathOfHex(hex))
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new NotFoundError(`chunk ${cid.toString()} is not in the block store`)
+        throw err
+      }
     },
 
     async * list (options: AbortOptions = {}) {

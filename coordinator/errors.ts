@@ -11,3 +11,9 @@ export class DataDirLockedError extends Error {
   static override name = 'DataDirLockedError'
   override name = 'DataDirLockedError'
 }
+
+/** A response stream's client took no byte for the allowed time; the stream was aborted (web-stream.ts). */
+export class StreamStalledError extends Error {
+  static override name = 'StreamStalledError'
+  override name = 'StreamStalledError'
+}

@@ -5,7 +5,7 @@ import type { AgentList, EventPage } from '../protocol/api-admin.ts'
 import { ValidationError } from '../protocol/errors.ts'
 import { assertAdmin } from './access.ts'
 import { DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE } from './constants.ts'
-import type { EventStore } from './event-store.ts'
+import { EVENT_CURSOR_PATTERN, type EventStore } from './event-store.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import type { Metrics } from './metrics.ts'
 import { nameParam, readJson } from './request-body.ts'
@@ -34,7 +34,7 @@ export function createEventRoutes (components: { events: EventStore, metrics: Me
     if (type != null && !(EVENT_TYPES as readonly string[]).includes(type)) throw new ValidationError(`type: must be one of ${EVENT_TYPES.join(', ')}`)
     const limit = q.limit == null ? DEFAULT_EVENTS_PAGE : Number(q.limit)
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_EVENTS_PAGE) throw new ValidationError(`limit: must be an integer between 1 and ${MAX_EVENTS_PAGE}`)
-    if (q.before != null && !/^\d{15}![A-Za-z0-9-]{0,64}$/.test(q.before)) throw new ValidationError('before: not a cursor from a previous page')
+    if (q.before != null && !EVENT_CURSOR_PATTERN.test(q.before)) throw new ValidationError('before: not a cursor from a previous page')
     const page: EventPage = await events.query({ image: nameQuery(q.image, 'image'), site: nameQuery(q.site, 'site'), type, limit, before: q.before })
     return c.json(page)
   })

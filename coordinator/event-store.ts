@@ -52,6 +52,9 @@ function timeKey (ms: number, id: string): string {
   return `${String(ms).padStart(15, '0')}!${id}`
 }
 
+/** A `before` cursor: an event key (arrival ms, then a 4-digit base-36 place within that ms and the event id). */
+export const EVENT_CURSOR_PATTERN = /^\d{15}![A-Za-z0-9-]{0,72}$/
+
 function aggKey (image: string, version: string, site: string): string {
   return `${image}${SEP}${version}${SEP}${site}`
 }
@@ -82,6 +85,10 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
   const agents = components.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
   const reports = components.db.sublevel<string, Aggregate>('reports', { valueEncoding: 'json' })
   const aggregates = new Map<string, Aggregate>()
+  // Events are keyed by arrival time, then by their place among the events that arrived in that
+  // millisecond: a batch (an agent's queue flushed at once) shares one time and listed in id order, not newest first.
+  let lastMs = 0
+  let placeInMs = 0
   // one writer at a time: aggregates are read-modify-write
   let queue: Promise<unknown> = Promise.resolve()
   const serial = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -120,12 +127,16 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
         let duplicates = 0
         const byType: Record<string, number> = {}
         const finished: Array<AgentEvent & { bytes: BytesBySource }> = []
-        for (const [i, ev] of batch.entries()) {
+        // oldest first within the batch, so the newest event gets the last key
+        const order = batch.map((ev, i) => ({ ev, i })).sort((a, b) => (Date.parse(a.ev.time) || 0) - (Date.parse(b.ev.time) || 0))
+        for (const { ev, i } of order) {
           if (known[i] != null || seen.has(ev.id)) { duplicates++; continue }
           seen.add(ev.id)
           accepted++
           byType[ev.type] = (byType[ev.type] ?? 0) + 1
-          const key = timeKey(receivedMs, ev.id)
+          if (receivedMs === lastMs) placeInMs++
+          else { lastMs = receivedMs; placeInMs = 0 }
+          const key = timeKey(receivedMs, `${placeInMs.toString(36).padStart(4, '0')}-${ev.id}`)
           ops.push({ type: 'put', sublevel: events, key, value: { event: ev, receivedAt, postedBy } })
           ops.push({ type: 'put', sublevel: ids, key: ev.id, value: key })
 
@@ -134,7 +145,8 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           agentCache.set(ev.agent, rec)
           rec.site = ev.site
           rec.lastSeen = receivedAt
-          if (ev.peerId != null) rec.peerId = ev.peerId
+          // a peer.banned event names the banned peer, not the agent
+          if (ev.peerId != null && ev.type !== 'peer.banned') rec.peerId = ev.peerId
           if (ev.servedBytes != null && (rec.servedAt == null || Date.parse(ev.time) >= Date.parse(rec.servedAt))) {
             rec.servedBytes = ev.servedBytes
             rec.servedAt = ev.time

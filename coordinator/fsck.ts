@@ -7,12 +7,15 @@
  * advertises them (setVersionIncomplete). A version repaired later is unmarked.
  */
 import { join } from 'node:path'
-import { rm } from 'node:fs/promises'
+import type { CID } from 'multiformats/cid'
 import { scanImage } from '../chunker/image-scan.ts'
 import { chunkCid, toHex } from '../protocol/block-id.ts'
 import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
 import { BLOCKS_DIR } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
+import { ConfigError } from './errors.ts'
+import type { BlockStore } from './interface.ts'
+import { readS3BlockStoreMarker } from './s3-block-store-marker.ts'
 import { setVersionIncomplete, storedVersions } from './image-service.ts'
 import { openMetaDb } from './meta-db.ts'
 
@@ -25,6 +28,11 @@ export interface FsckInit {
   /** Called with one line of progress per step. */
   onProgress?: (line: string) => void
   signal?: AbortSignal
+  /**
+   * The store to check when it is not DATA/blocks (the S3 store of the config's
+   * blockStore.s3), with `locate` naming where a chunk lives for the report.
+   */
+  blockStore?: { store: BlockStore, locate: (cid: CID) => string }
 }
 
 /** What fsck found and did, per version. */
@@ -42,7 +50,7 @@ export interface FsckVersionReport {
 /** The whole fsck report (`--json` prints it). */
 export interface FsckReport {
   chunksChecked: number
-  /** Stored chunks whose bytes no longer hash to their name (deleted by fsck: they can never be served). */
+  /** Stored chunks whose bytes no longer hash to their name (deleted by fsck: they can never be served); path: the file or object key. */
   damaged: Array<{ cid: string, path: string }>
   /** Chunks some version needs that are not stored (damaged ones included, after their deletion). */
   missing: string[]
@@ -54,6 +62,19 @@ export interface FsckReport {
   ok: boolean
 }
 
+/**
+ * The store fsck checks: the one given, else DATA/blocks. A data dir whose
+ * coordinator keeps its chunks in S3 is refused without that store: DATA/blocks
+ * is empty there, and every version would be marked incomplete.
+ */
+async function openStore (init: FsckInit): Promise<{ store: BlockStore, locate: (cid: CID) => string }> {
+  if (init.blockStore != null) return init.blockStore
+  const s3 = await readS3BlockStoreMarker(init.dataDir)
+  if (s3 != null) throw new ConfigError(`the chunks of ${init.dataDir} are in S3 bucket "${s3.bucket}" at ${s3.endpoint}: run fsck with --config naming that bucket (blockStore.s3)`)
+  const store = await createDirectoryBlockStore({}, { path: join(init.dataDir, BLOCKS_DIR), verifyOnRead: true })
+  return { store, locate: (cid) => store.pathOf(cid) }
+}
+
 /** Runs fsck over `init.dataDir` (see the module comment). */
 export async function runFsck (init: FsckInit): Promise<FsckReport> {
   const progress = init.onProgress ?? (() => {})
@@ -61,11 +82,12 @@ export async function runFsck (init: FsckInit): Promise<FsckReport> {
   // The meta db's lock is the coordinator's: opening it first refuses a running coordinator's dir.
   const db = await openMetaDb(init.dataDir)
   try {
-    const store = await createDirectoryBlockStore({}, { path: join(init.dataDir, BLOCKS_DIR), verifyOnRead: true })
+    const { store, locate } = await openStore(init)
 
     // 1. Re-hash every stored chunk.
     const stored = new Set<string>()
     const damaged: FsckReport['damaged'] = []
+    const damagedCids: CID[] = []
     let checked = 0
     for await (const cid of store.list({ signal })) {
       checked++
@@ -74,12 +96,13 @@ export async function runFsck (init: FsckInit): Promise<FsckReport> {
         stored.add(cid.toString())
       } catch (err) {
         if (!(err instanceof HashMismatchError) && !(err instanceof NotFoundError)) throw err
-        damaged.push({ cid: cid.toString(), path: store.pathOf(cid) })
+        damaged.push({ cid: cid.toString(), path: locate(cid) })
+        damagedCids.push(cid)
       }
     }
     progress(`checked ${checked} stored chunks: ${damaged.length} damaged`)
-    // A damaged file is useless and would block a repair's put (which skips existing files).
-    for (const d of damaged) await rm(d.path, { force: true })
+    // A damaged chunk is useless and would block a repair's put (which skips existing chunks).
+    for (const cid of damagedCids) await store.delete(cid, { signal })
 
     // 2. What each version needs.
     const versions = []

@@ -11,7 +11,8 @@ import {
   NotFoundError, RateLimitedError, TooLargeError, TrimswarmError, UnauthorizedError, UnavailableError, ValidationError
 } from '../protocol/errors.ts'
 import type { Logger } from './interface.ts'
-import { discardBody } from './request-body.ts'
+import { REFUSED_BODY_MAX_BYTES, REFUSED_UNAUTHORIZED_BODY_MAX_BYTES } from './constants.ts'
+import { closeAfterAnswer, discardBody } from './request-body.ts'
 
 /** HTTP status of each wire error, by class name. */
 export const STATUS_OF_ERROR: Record<string, number> = {
@@ -64,8 +65,10 @@ export class RetryAfterError extends RateLimitedError {
 /** Builds the app's onError handler. */
 export function createErrorHandler (logger: Logger): (err: Error, c: Context) => Promise<Response> {
   return async (err, c) => {
-    // the route may have failed before reading the whole body: drop the rest first (request-body.ts)
-    if (!(await discardBody(c))) c.header('Connection', 'close')
+    // the route may have failed before reading the whole body: drop the rest first (request-body.ts); a caller
+    // refused for who it is gets a short lingering only
+    const refusedCaller = err instanceof UnauthorizedError || err instanceof ForbiddenError
+    if (!(await discardBody(c, refusedCaller ? REFUSED_UNAUTHORIZED_BODY_MAX_BYTES : REFUSED_BODY_MAX_BYTES))) closeAfterAnswer(c)
     if (err instanceof TrimswarmError && STATUS_OF_ERROR[err.name] != null) {
       const headers: Record<string, string> = err instanceof RetryAfterError ? { 'Retry-After': String(err.retryAfterSeconds) } : {}
       if (err instanceof UnavailableError) logger.warn('dependency unavailable', { path: c.req.path, error: err.message })

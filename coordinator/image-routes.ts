@@ -11,6 +11,7 @@ import { api } from '../protocol/index.ts'
 import { parseChunkCid } from '../protocol/block-id.ts'
 import { BLOCK_STREAM_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_CHUNK_BLOCKS, BLOCK_SIZE, MAX_MANIFEST_BYTES } from '../protocol/constants.ts'
 import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
+import { VERSION_POINTER_MEDIA_TYPE } from '../protocol/version-pointer.ts'
 import { assertAdmin, assertImageAccess, canAccessImage } from './access.ts'
 import type { Audit } from './audit.ts'
 import { MAX_BLOCK_BATCH_REQUEST_BYTES, MAX_MISSING_REQUEST_BYTES } from './constants.ts'
@@ -85,6 +86,13 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     return c.json(await images.getInfo(image, nameParam(c.req.param('version'), 'version')) satisfies api.VersionInfo)
   })
 
+  app.get('/v1/images/:name/latest', async (c) => {
+    const image = nameParam(c.req.param('name'), 'name')
+    assertImageAccess(c.get('principal'), image)
+    const { info, bytes } = await images.getLatestPointer(image)
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'Content-Type': VERSION_POINTER_MEDIA_TYPE, 'Cache-Control': 'no-cache', 'X-Trimswarm-Version': info.version })
+  })
+
   app.post('/v1/images/:name/versions/:version/retire', async (c) => {
     assertAdmin(c.get('principal'))
     const image = nameParam(c.req.param('name'), 'name')
@@ -103,7 +111,13 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     const version = nameParam(c.req.param('version'), 'version')
     const req = await readJson(c, api.BlockBatchRequest, MAX_BLOCK_BATCH_REQUEST_BYTES)
     const ranges = req.ranges as Array<[number, number]>
-    const { info, stream } = await images.openBlockBatch(image, version, ranges, { signal: c.req.raw.signal })
+    const principal = c.get('principal')
+    const { info, stream } = await images.openBlockBatch(image, version, ranges, {
+      signal: c.req.raw.signal,
+      owner: { principal: `${principal.kind}:${principal.user}`, groups: principal.groups },
+      // a stalled client's socket is full: end the connection, the stream is already released
+      onStall: () => { (c.env as { outgoing?: { destroy: () => void } } | undefined)?.outgoing?.destroy() }
+    })
     return new Response(stream, { status: 200, headers: { 'Content-Type': BLOCK_STREAM_MEDIA_TYPE, 'X-Trimswarm-Version': info.version, 'Cache-Control': 'no-store' } })
   })
 

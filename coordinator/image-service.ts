@@ -13,22 +13,25 @@
  * Delta pack files: DATA/PACKS_DIR/<image>/<version>/from-<from>.pack
  */
 import type { Level } from 'level'
-import { stat } from 'node:fs/promises'
+import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { equals } from 'multiformats/bytes'
 import { api } from '../protocol/index.ts'
+import type { AdminImageList, AdminVersion } from '../protocol/api-admin.ts'
 import { chunkCid, toHex } from '../protocol/block-id.ts'
 import { checkBlockBatch } from '../protocol/block-batch.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import type { BlockRange } from '../protocol/delta-pack.ts'
-import { ConflictError, InvalidManifestError, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
+import { ConflictError, HashMismatchError, InvalidManifestError, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
 import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../protocol/manifest.ts'
 import { decodeEnvelope } from '../protocol/signed-manifest.ts'
+import { signVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { hashBlocks, hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import { createBlockBatchStream, type ZstdSettings } from './block-batch.ts'
+import { createBatchSlots, defaultShare, type SlotOwner } from './batch-slots.ts'
 import {
-  CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ENVELOPE_CACHE_BYTES, ENVELOPE_CACHE_ENTRIES,
+  CHUNK_CHECK_CONCURRENCY, DELTA_PACK_ZSTD_LEVEL, ORIGIN_BATCH_STALL_MS, DELTA_PACK_ZSTD_WINDOW_LOG, ENVELOPE_CACHE_BYTES, ENVELOPE_CACHE_ENTRIES,
   IMAGE_SUBLEVEL_PREFIX, MANIFEST_CACHE_SIZE, ORIGIN_MAX_CONCURRENT_BATCHES, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, PACKS_DIR,
   VERSION_RECORD_CACHE_IMAGES
 } from './constants.ts'
@@ -36,6 +39,7 @@ import { ConfigError } from './errors.ts'
 import { countReusedBlocks, digestSet, planDeltaPack, writeDeltaPack } from './delta-pack-builder.ts'
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
+import { createChunkGuard, type ChunkGuard } from './chunk-guard.ts'
 
 /** What the image service needs from the server (D1's createCoordinator passes these). */
 export interface ImageServiceComponents {
@@ -46,6 +50,8 @@ export interface ImageServiceComponents {
   logger: Logger
   /** The coordinator's data dir (delta packs go under PACKS_DIR). */
   dataDir: string
+  /** Shared with storage gc (default: a new one; get it back as `service.guard`). */
+  guard?: ChunkGuard
 }
 
 /** Tunables (defaults in coordinator/constants.ts). */
@@ -58,6 +64,12 @@ export interface ImageServiceInit {
   buildDeltaPacks?: boolean
   /** Block batch streams compressing at once; more wait their turn (default ORIGIN_MAX_CONCURRENT_BATCHES). */
   maxConcurrentBatches?: number
+  /** Most of those one principal (token or user) holds at once (default: batch-slots.ts defaultShare, 6 of 8). */
+  maxBatchesPerPrincipal?: number
+  /** Most of those the principals of one group hold together (default: batch-slots.ts defaultShare, 6 of 8). */
+  maxBatchesPerGroup?: number
+  /** A batch stream whose client takes no byte for this long is aborted and its slot freed (default ORIGIN_BATCH_STALL_MS). */
+  batchStallMs?: number
 }
 
 /** Plain counters for /metrics. */
@@ -70,6 +82,10 @@ export interface ImageStats {
   blockBatchesFailed: number
   /** Block batch requests waiting for a compression slot. */
   blockBatchesWaiting: number
+  /** Block batch streams aborted because their client took no byte for batchStallMs. */
+  blockBatchesStalled: number
+  /** Times a stored chunk failed its digest (or was missing) when the origin read it: refused, never served; run `coordinator fsck`. */
+  corruptChunkReads: number
   chunksUploaded: number
   bytesUploaded: number
   uploadsRejected: number
@@ -88,8 +104,18 @@ export interface DeltaPackFile {
   blocks: number
 }
 
+/** What storage gc needs to know of the stored versions. */
+export interface LiveChunks {
+  /** CID strings of every chunk a version that is not retired uses (live or incomplete). */
+  live: Set<string>
+  /** Retired versions not collected yet: their chunks are not in `live`. */
+  retired: Array<{ image: string, version: string }>
+}
+
 /** The image service (see the module comment). */
 export interface ImageService {
+  /** Claims of a publish in progress, which storage gc respects. */
+  readonly guard: ChunkGuard
   start: () => Promise<void>
   stop: () => Promise<void>
   stats: () => ImageStats
@@ -107,10 +133,12 @@ export interface ImageService {
   getInfo: (image: string, version: string) => Promise<api.VersionInfo>
   /** The signed envelope bytes of a version (`latest` allowed) and its info. */
   getEnvelope: (image: string, version: string) => Promise<{ info: api.VersionInfo, bytes: Uint8Array }>
+  /** The signed version pointer of `latest` (protocol/version-pointer.ts): never a retired or incomplete version. */
+  getLatestPointer: (image: string) => Promise<{ info: api.VersionInfo, bytes: Uint8Array }>
   /** Marks a version retired (idempotent): it stops being `latest` or anyone's `previous`, but stays fetchable by name. */
   retire: (image: string, version: string) => Promise<api.VersionInfo>
   /** Checks a block batch and returns its zstd stream plus the resolved version. */
-  openBlockBatch: (image: string, version: string, ranges: BlockRange[], options?: AbortOptions) => Promise<{ info: api.VersionInfo, stream: ReadableStream<Uint8Array> }>
+  openBlockBatch: (image: string, version: string, ranges: BlockRange[], options?: BlockBatchOptions) => Promise<{ info: api.VersionInfo, stream: ReadableStream<Uint8Array> }>
   /** One chunk of a version, by CID (NotFoundError when the version does not hold it). */
   getChunk: (image: string, version: string, cid: CID, options?: AbortOptions) => Promise<Uint8Array>
   /** The delta pack from `from` to `version`; NotFoundError while not built (or `from` is not the version's previous). */
@@ -121,6 +149,22 @@ export interface ImageService {
   whenIdle: () => Promise<void>
   /** Queues a (re)build of a version's delta pack from its previous version. */
   rebuildDeltaPack: (image: string, version: string) => Promise<void>
+  /** Every image and version with its state (admin list). */
+  adminImages: () => Promise<AdminImageList>
+  /** The chunks in use, for storage gc (reads every live version's manifest). */
+  liveChunks: (options?: AbortOptions) => Promise<LiveChunks>
+  /** Marks retired versions collected (no longer served): storage gc calls it before it deletes their chunks. */
+  markCollected: (versions: ReadonlyArray<{ image: string, version: string }>) => Promise<number>
+  /** Deletes the delta packs (records, then files) of retired versions; with dryRun only counts them. */
+  collectPacks: (options: { dryRun: boolean }) => Promise<{ deleted: number, deletedBytes: number }>
+}
+
+/** Options of openBlockBatch. */
+export interface BlockBatchOptions extends AbortOptions {
+  /** Who asks (their share of the batch slots); default: one anonymous owner. */
+  owner?: SlotOwner
+  /** Called when the stream is aborted for making no write progress: the caller drops the connection. */
+  onStall?: () => void
 }
 
 /** What is stored per version: the public info plus the publish order. */
@@ -129,6 +173,8 @@ interface VersionRecord {
   seq: number
   /** Set by `coordinator fsck` when chunks of the version are damaged or missing: never served nor `latest`. */
   incomplete?: boolean
+  /** Set by storage gc on a retired version before it deletes its chunks: never served again. */
+  collected?: boolean
 }
 
 interface PackRecord {
@@ -168,7 +214,7 @@ async function forEachLimit<T> (items: readonly T[], limit: number, fn: (item: T
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
 }
 
-const INIT_KEYS = ['originZstd', 'deltaPackZstd', 'buildDeltaPacks', 'maxConcurrentBatches']
+const INIT_KEYS = ['originZstd', 'deltaPackZstd', 'buildDeltaPacks', 'maxConcurrentBatches', 'maxBatchesPerPrincipal', 'maxBatchesPerGroup', 'batchStallMs']
 
 /** Throws ConfigError for an init the service cannot run with (checked once, at creation). */
 function checkInit (init: ImageServiceInit): void {
@@ -183,7 +229,11 @@ function checkInit (init: ImageServiceInit): void {
     if (z.windowLog !== undefined && (!Number.isInteger(z.windowLog) || (z.windowLog !== 0 && (z.windowLog < 10 || z.windowLog > 30)))) fail(`${k}.windowLog must be 0 (zstd's default) or an integer from 10 to 30`)
   }
   if (init.buildDeltaPacks !== undefined && typeof init.buildDeltaPacks !== 'boolean') fail('buildDeltaPacks must be true or false')
-  if (init.maxConcurrentBatches !== undefined && (!Number.isInteger(init.maxConcurrentBatches) || init.maxConcurrentBatches < 1)) fail('maxConcurrentBatches must be a whole number >= 1')
+  for (const k of ['maxConcurrentBatches', 'maxBatchesPerPrincipal', 'maxBatchesPerGroup'] as const) {
+    const v = init[k]
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) fail(`${k} must be a whole number >= 1`)
+  }
+  if (init.batchStallMs !== undefined && (!Number.isInteger(init.batchStallMs) || init.batchStallMs < 100)) fail('batchStallMs must be a whole number of milliseconds >= 100')
 }
 
 /** One stored version as `coordinator fsck` sees it. */
@@ -201,10 +251,11 @@ function versionSublevels (db: Level<string, any>): { versions: any, envelopes: 
   }
 }
 
-/** Every stored version with its manifest (for fsck; the coordinator must be stopped). */
+/** Every stored version with its manifest, but those storage gc collected (their chunks are gone on purpose); for fsck, the coordinator must be stopped. */
 export async function * storedVersions (db: Level<string, any>): AsyncGenerator<StoredVersion> {
   const { versions, envelopes } = versionSublevels(db)
   for await (const [key, rec] of versions.iterator() as AsyncIterable<[string, VersionRecord]>) {
+    if (rec.collected === true) continue
     const envelope = await envelopes.get(key)
     if (envelope == null) throw new NotFoundError(`version ${key} has no stored manifest`)
     yield { image: rec.info.image, version: rec.info.version, manifest: decodeManifest(decodeEnvelope(envelope).manifest), incomplete: rec.incomplete === true }
@@ -227,6 +278,7 @@ export async function setVersionIncomplete (db: Level<string, any>, image: strin
 export function createImageService (components: ImageServiceComponents, init: ImageServiceInit = {}): ImageService {
   checkInit(init)
   const { db, blockStore, signer, logger, dataDir } = components
+  const guard = components.guard ?? createChunkGuard()
   const originZstd: ZstdSettings = { level: init.originZstd?.level ?? ORIGIN_ZSTD_LEVEL, windowLog: init.originZstd?.windowLog ?? ORIGIN_ZSTD_WINDOW_LOG }
   const packZstd: ZstdSettings = { level: init.deltaPackZstd?.level ?? DELTA_PACK_ZSTD_LEVEL, windowLog: init.deltaPackZstd?.windowLog ?? DELTA_PACK_ZSTD_WINDOW_LOG }
   const buildPacks = init.buildDeltaPacks ?? true
@@ -242,6 +294,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
     blockBatches: 0,
     blockBatchesFailed: 0,
     blockBatchesWaiting: 0,
+    blockBatchesStalled: 0,
+    corruptChunkReads: 0,
     chunksUploaded: 0,
     bytesUploaded: 0,
     uploadsRejected: 0,
@@ -274,6 +328,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
   // publish order (dropped by every write to that image), and the envelope
   // bytes (one shared buffer, sent as is to every client).
   const recordCache = createLruCache<readonly VersionRecord[]>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
+  // signed once per image and latest version (a signature costs ~0.1 ms; daemons poll `latest` often)
+  const pointerCache = createLruCache<{ version: string, seq: number, bytes: Uint8Array }>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
   const envelopeCache = createLruCache<Uint8Array>({ maxEntries: ENVELOPE_CACHE_ENTRIES, maxWeight: ENVELOPE_CACHE_BYTES, weigh: b => b.byteLength })
   // Loads in progress, so a crowd arriving at a cold cache reads level once.
   const recordLoads = new Map<string, Promise<readonly VersionRecord[]>>()
@@ -290,37 +346,27 @@ export function createImageService (components: ImageServiceComponents, init: Im
 
   // Each batch stream holds a zstd window of up to 2^windowLog bytes (sized
   // down to the batch by the pledged size): bound how many run at once so a
-  // crowd of first installs queues instead of exhausting memory.
+  // crowd of first installs queues instead of exhausting memory, and share
+  // them so one token or group cannot hold them all (batch-slots.ts).
   const maxBatches = init.maxConcurrentBatches ?? ORIGIN_MAX_CONCURRENT_BATCHES
-  let activeBatches = 0
-  const batchWaiters: Array<() => void> = []
-  async function acquireBatchSlot (signal?: AbortSignal): Promise<() => void> {
-    while (activeBatches >= maxBatches) {
-      signal?.throwIfAborted()
-      stats.blockBatchesWaiting++
-      try {
-        await new Promise<void>((resolve, reject) => {
-          const onAbort = (): void => {
-            const i = batchWaiters.indexOf(wake)
-            if (i >= 0) batchWaiters.splice(i, 1)
-            reject(signal?.reason)
-          }
-          const wake = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
-          batchWaiters.push(wake)
-          signal?.addEventListener('abort', onAbort, { once: true })
-        })
-      } finally {
-        stats.blockBatchesWaiting--
-      }
-    }
-    activeBatches++
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      activeBatches--
-      batchWaiters.shift()?.()
-    }
+  const slots = createBatchSlots({
+    maxSlots: maxBatches,
+    maxPerPrincipal: init.maxBatchesPerPrincipal ?? defaultShare(maxBatches),
+    maxPerGroup: init.maxBatchesPerGroup ?? defaultShare(maxBatches)
+  })
+  const stallMs = init.batchStallMs ?? ORIGIN_BATCH_STALL_MS
+  const anonymous: SlotOwner = { principal: '', groups: [] }
+
+  /** A stored chunk the origin could not read (failed its digest, or gone): counted and logged with what the admin should do. */
+  function chunkUnreadable (image: string, version: string, cid: string, err: Error): void {
+    stats.corruptChunkReads++
+    logger.error('stored chunk refused: not served', {
+      image,
+      version,
+      cid,
+      error: err.message,
+      hint: 'stop the coordinator and run `trimswarm coordinator fsck --data DIR --repair-from IMAGE_FILE` to restore it from the source image (without --repair-from fsck marks the versions holding it incomplete)'
+    })
   }
 
   /** A version's record (frozen: copy it to change it). */
@@ -391,6 +437,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
     const rec = await getRecord(image, version)
     if (rec == null) throw new NotFoundError(`image ${image} has no version ${version}`)
     // fsck found chunks of it damaged or missing: serving it would only make agents fail later.
+    if (rec.collected === true) throw new NotFoundError(`image ${image} version ${version} was retired and its data deleted by storage gc`)
     if (rec.incomplete === true) throw new UnavailableError(`image ${image} version ${version} is incomplete on this coordinator (damaged or missing chunks; see coordinator fsck)`)
     return rec
   }
@@ -459,7 +506,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
   async function buildOne (image: string, version: string, signal: AbortSignal): Promise<void> {
     const rec = await getRecord(image, version)
     const from = rec?.info.previous
-    if (rec == null || from == null) return
+    // a retired version's pack is of no use, and storage gc may have taken its chunks
+    if (rec == null || from == null || rec.info.retired) return
     const key = versionKey(image, version)
     const [digests, prevDigests] = await Promise.all([digestsDb.get(key), digestsDb.get(versionKey(image, from))])
     if (digests == null || prevDigests == null) throw new NotFoundError(`block digests of ${image} ${version} or ${from} are missing`)
@@ -497,15 +545,88 @@ export function createImageService (components: ImageServiceComponents, init: Im
     return undefined
   }
 
+  /** The rest of commitVersion, while its chunks are claimed against storage gc. */
+  async function commitChecked (image: string, manifestBytes: Uint8Array, manifest: Manifest, cids: CID[], options: AbortOptions): Promise<api.VersionInfo> {
+    const key = versionKey(image, manifest.version)
+    const missing = await service.missingChunks(cids, options)
+    if (missing.length > 0) {
+      throw new ConflictError(`${missing.length} of ${cids.length} chunks are not uploaded yet (first: ${missing.slice(0, 3).join(', ')})`)
+    }
+    const digests = new Uint8Array(blockCount(manifest) * DIGEST_BYTES)
+    await forEachLimit(manifest.chunks, CHUNK_CHECK_CONCURRENCY, async (chunk, i) => {
+      options.signal?.throwIfAborted()
+      const bytes = await blockStore.get(cids[i], { ...options, verify: true })
+      if (bytes.length !== chunk.length) throw new InvalidManifestError(`chunk ${i} is ${chunk.length} bytes in the manifest, ${bytes.length} stored`)
+      const blockDigests = hashBlocks(bytes)
+      digests.set(blockDigests, chunk.firstBlock * DIGEST_BYTES)
+      for (let b = 0; b < chunk.length / BLOCK_SIZE; b++) {
+        const d = blockDigests.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES)
+        const index = chunk.firstBlock + b
+        if (!equals(d.subarray(0, BLOCK_PREFIX_BYTES), manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))) {
+          throw new InvalidManifestError(`block ${index} (in chunk ${i}) has digest ${toHex(d)}, the manifest's prefix does not match`)
+        }
+        if (equals(d, ZERO_BLOCK_DIGEST)) throw new InvalidManifestError(`block ${index} is all zero; zero blocks are holes, never part of a chunk`)
+      }
+    })
+    const envelope = await signer.sign(manifestBytes)
+    const manifestCid = manifestCidOf(manifestBytes).toString()
+
+    return await serialised(async () => {
+      if (await getRecord(image, manifest.version) != null) throw new ConflictError(`image ${image} already has version ${manifest.version} (versions are immutable)`)
+      const previous = latestOf(await imageRecords(image))
+      let reused: number | null = null
+      if (previous != null) {
+        const prevDigests = await digestsDb.get(versionKey(image, previous.info.version))
+        if (prevDigests != null) {
+          const n = blockCount(manifest)
+          reused = n === 0 ? 100 : Math.round(countReusedBlocks(digests, digestSet(prevDigests)) / n * 10000) / 100
+        }
+      }
+      const seq = ((await meta.get('seq')) ?? 0) + 1
+      const info: api.VersionInfo = {
+        image,
+        version: manifest.version,
+        manifestCid,
+        size: manifest.size,
+        nonZeroBytes: nonZeroBytes(manifest),
+        chunks: manifest.chunks.length,
+        blocks: blockCount(manifest),
+        publishedAt: new Date().toISOString(),
+        retired: false,
+        previous: previous?.info.version ?? null,
+        deltaPackBytes: null,
+        reusedFromPreviousPercent: reused
+      }
+      // One batch: an interrupted commit leaves no version, a finished one leaves all of it.
+      try {
+        await db.batch([
+          { type: 'put', sublevel: versions, key, value: { info, seq } },
+          { type: 'put', sublevel: envelopes, key, value: envelope },
+          { type: 'put', sublevel: digestsDb, key, value: digests },
+          { type: 'put', sublevel: meta, key: 'seq', value: seq }
+        ] as any)
+      } finally {
+        // `latest` moves for the very next request
+        invalidate(image)
+      }
+      stats.versionsCommitted++
+      logger.info('version committed', { image, version: manifest.version, previous: info.previous, chunks: info.chunks, reusedFromPreviousPercent: reused })
+      if (info.previous != null) enqueue(image, manifest.version)
+      return info
+    })
+  }
+
   // ---- the service ----
   const service: ImageService = {
+    guard,
+
     async start () {
       if (!stopped) return
       stopped = false
       buildAbort = new AbortController()
       // Rebuild packs lost to a crash mid-build or deleted by an operator.
       for await (const rec of versions.values()) {
-        if (rec.info.previous != null && await packReady(rec.info.image, rec.info.version, rec.info.previous) == null) enqueue(rec.info.image, rec.info.version)
+        if (rec.info.previous != null && !rec.info.retired && await packReady(rec.info.image, rec.info.version, rec.info.previous) == null) enqueue(rec.info.image, rec.info.version)
       }
       pump()
     },
@@ -519,18 +640,27 @@ export function createImageService (components: ImageServiceComponents, init: Im
       notifyIdle()
     },
 
-    stats: () => structuredClone(stats),
+    stats: () => structuredClone({ ...stats, blockBatchesWaiting: slots.waiting() }),
 
     async missingChunks (cids, options = {}) {
+      // asked by a publish before it uploads: what is present now is claimed for it (kept by storage gc)
+      await guard.claim(cids.map(c => c.toString()))
       const present = new Array<boolean>(cids.length)
       await forEachLimit(cids, CHUNK_CHECK_CONCURRENCY, async (cid, i) => {
         options.signal?.throwIfAborted()
-        present[i] = await blockStore.has(cid, options)
+        try {
+          await blockStore.touch(cid, options)
+          present[i] = true
+        } catch (err) {
+          if (!(err instanceof NotFoundError)) throw err
+          present[i] = false
+        }
       })
       return cids.filter((_, i) => !present[i])
     },
 
     async putChunk (cid, bytes, options = {}) {
+      await guard.claim([cid.toString()])
       try {
         await blockStore.put(cid, bytes, options)
       } catch (err) {
@@ -546,78 +676,17 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const manifest = decodeManifest(manifestBytes)
       if (manifest.name !== image) throw new ValidationError(`manifest is for image ${manifest.name}, not ${image}`)
       if (manifest.version === LATEST) throw new ValidationError(`"${LATEST}" is reserved and cannot be a version name`)
-      const key = versionKey(image, manifest.version)
       if (await getRecord(image, manifest.version) != null) throw new ConflictError(`image ${image} already has version ${manifest.version} (versions are immutable)`)
 
       // Every chunk present, and every block prefix true to the stored bytes:
       // a manifest whose prefixes lie would make clients reuse wrong local blocks.
       const cids = manifest.chunks.map(c => chunkCid(c.digest))
-      const missing = await service.missingChunks(cids, options)
-      if (missing.length > 0) {
-        throw new ConflictError(`${missing.length} of ${cids.length} chunks are not uploaded yet (first: ${missing.slice(0, 3).join(', ')})`)
+      const release = guard.committing(cids.map(c => c.toString()))
+      try {
+        return await commitChecked(image, manifestBytes, manifest, cids, options)
+      } finally {
+        release()
       }
-      const digests = new Uint8Array(blockCount(manifest) * DIGEST_BYTES)
-      await forEachLimit(manifest.chunks, CHUNK_CHECK_CONCURRENCY, async (chunk, i) => {
-        options.signal?.throwIfAborted()
-        const bytes = await blockStore.get(cids[i], { ...options, verify: true })
-        if (bytes.length !== chunk.length) throw new InvalidManifestError(`chunk ${i} is ${chunk.length} bytes in the manifest, ${bytes.length} stored`)
-        const blockDigests = hashBlocks(bytes)
-        digests.set(blockDigests, chunk.firstBlock * DIGEST_BYTES)
-        for (let b = 0; b < chunk.length / BLOCK_SIZE; b++) {
-          const d = blockDigests.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES)
-          const index = chunk.firstBlock + b
-          if (!equals(d.subarray(0, BLOCK_PREFIX_BYTES), manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))) {
-            throw new InvalidManifestError(`block ${index} (in chunk ${i}) has digest ${toHex(d)}, the manifest's prefix does not match`)
-          }
-          if (equals(d, ZERO_BLOCK_DIGEST)) throw new InvalidManifestError(`block ${index} is all zero; zero blocks are holes, never part of a chunk`)
-        }
-      })
-      const envelope = await signer.sign(manifestBytes)
-      const manifestCid = manifestCidOf(manifestBytes).toString()
-
-      return await serialised(async () => {
-        if (await getRecord(image, manifest.version) != null) throw new ConflictError(`image ${image} already has version ${manifest.version} (versions are immutable)`)
-        const previous = latestOf(await imageRecords(image))
-        let reused: number | null = null
-        if (previous != null) {
-          const prevDigests = await digestsDb.get(versionKey(image, previous.info.version))
-          if (prevDigests != null) {
-            const n = blockCount(manifest)
-            reused = n === 0 ? 100 : Math.round(countReusedBlocks(digests, digestSet(prevDigests)) / n * 10000) / 100
-          }
-        }
-        const seq = ((await meta.get('seq')) ?? 0) + 1
-        const info: api.VersionInfo = {
-          image,
-          version: manifest.version,
-          manifestCid,
-          size: manifest.size,
-          nonZeroBytes: nonZeroBytes(manifest),
-          chunks: manifest.chunks.length,
-          blocks: blockCount(manifest),
-          publishedAt: new Date().toISOString(),
-          retired: false,
-          previous: previous?.info.version ?? null,
-          deltaPackBytes: null,
-          reusedFromPreviousPercent: reused
-        }
-        // One batch: an interrupted commit leaves no version, a finished one leaves all of it.
-        try {
-          await db.batch([
-            { type: 'put', sublevel: versions, key, value: { info, seq } },
-            { type: 'put', sublevel: envelopes, key, value: envelope },
-            { type: 'put', sublevel: digestsDb, key, value: digests },
-            { type: 'put', sublevel: meta, key: 'seq', value: seq }
-          ] as any)
-        } finally {
-          // `latest` moves for the very next request
-          invalidate(image)
-        }
-        stats.versionsCommitted++
-        logger.info('version committed', { image, version: manifest.version, previous: info.previous, chunks: info.chunks, reusedFromPreviousPercent: reused })
-        if (info.previous != null) enqueue(image, manifest.version)
-        return info
-      })
     },
 
     async listImages (filter) {
@@ -651,6 +720,16 @@ export function createImageService (components: ImageServiceComponents, init: Im
       return { info: rec.info, bytes: await envelopeOf(image, rec.info.version) }
     },
 
+    async getLatestPointer (image) {
+      const rec = await resolve(image, LATEST)
+      const hit = pointerCache.get(image)
+      if (hit != null && hit.version === rec.info.version && hit.seq === rec.seq) return { info: rec.info, bytes: hit.bytes }
+      const pointer: VersionPointer = { image, version: rec.info.version, manifestCid: rec.info.manifestCid, seq: rec.seq, time: Math.floor(Date.now() / 1000) }
+      const bytes = await signVersionPointer(pointer, signer.privateKey)
+      pointerCache.set(image, { version: pointer.version, seq: pointer.seq, bytes })
+      return { info: rec.info, bytes }
+    },
+
     async retire (image, version) {
       if (version === LATEST) throw new ValidationError('name the version to retire, not "latest"')
       return await serialised(async () => {
@@ -671,7 +750,9 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const rec = await resolve(image, version)
       const { manifest } = await loadManifest(rec.info)
       const blocks = checkBlockBatch(ranges, blockCount(manifest))
-      const release = await acquireBatchSlot(options.signal)
+      const owner = options.owner ?? anonymous
+      const release = await slots.acquire(owner, options.signal)
+      const unreadable = new Set<string>()
       stats.blockBatches++
       stats.blockBatchRawBytes += blocks * BLOCK_SIZE
       let stream: ReadableStream<Uint8Array>
@@ -680,6 +761,18 @@ export function createImageService (components: ImageServiceComponents, init: Im
           zstd: originZstd,
           blocks,
           signal: options.signal,
+          stallMs,
+          onStall: () => {
+            stats.blockBatchesStalled++
+            logger.warn('block batch aborted: its client took no byte', { image, version: rec.info.version, principal: owner.principal, seconds: stallMs / 1000 })
+            options.onStall?.()
+          },
+          onUnavailable: (cid, err) => {
+            // one report per chunk and stream, however many of its ranges name it
+            if (unreadable.has(cid)) return
+            unreadable.add(cid)
+            chunkUnreadable(image, rec.info.version, cid, err)
+          },
           onWireBytes: (n) => { stats.bytesServed.blocks += n },
           onDone: (err) => {
             release()
@@ -699,7 +792,12 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const rec = await resolve(image, version)
       const { cids } = await loadManifest(rec.info)
       if (!cids.has(cid.toString())) throw new NotFoundError(`version ${rec.info.version} of ${image} has no chunk ${cid.toString()}`)
-      return await blockStore.get(cid, options)
+      try {
+        return await blockStore.get(cid, options)
+      } catch (err) {
+        if (err instanceof HashMismatchError || err instanceof NotFoundError) chunkUnreadable(image, rec.info.version, cid.toString(), err)
+        throw err
+      }
     },
 
     async getDeltaPack (image, version, from) {
@@ -724,7 +822,109 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const rec = await resolve(image, version)
       if (rec.info.previous == null) throw new NotFoundError(`version ${rec.info.version} of ${image} has no previous version`)
       enqueue(image, rec.info.version)
+    },
+
+    async adminImages () {
+      const byImage = new Map<string, VersionRecord[]>()
+      for await (const rec of versions.values() as AsyncIterable<VersionRecord>) {
+        let list = byImage.get(rec.info.image)
+        if (list == null) byImage.set(rec.info.image, list = [])
+        list.push(rec)
+      }
+      const images = [...byImage.entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([name, recs]) => {
+        recs.sort((a, b) => a.seq - b.seq)
+        const latest = latestOf(recs)?.info.version ?? null
+        return { name, latest, versions: recs.map(r => adminVersion(r, latest)) }
+      })
+      return { images }
+    },
+
+    async liveChunks (options = {}) {
+      const live = new Set<string>()
+      const retired: LiveChunks['retired'] = []
+      for await (const [key, rec] of versions.iterator() as AsyncIterable<[string, VersionRecord]>) {
+        options.signal?.throwIfAborted()
+        if (rec.collected === true) continue
+        if (rec.info.retired) {
+          retired.push({ image: rec.info.image, version: rec.info.version })
+          continue
+        }
+        const envelope = await envelopes.get(key)
+        if (envelope == null) throw new NotFoundError(`version ${key} has no stored manifest`)
+        for (const c of decodeManifest(decodeEnvelope(envelope).manifest).chunks) live.add(chunkCid(c.digest).toString())
+      }
+      return { live, retired }
+    },
+
+    async markCollected (list) {
+      return await serialised(async () => {
+        let n = 0
+        for (const { image, version } of list) {
+          const rec = await getRecord(image, version)
+          if (rec == null || !rec.info.retired || rec.collected === true) continue
+          try {
+            await versions.put(versionKey(image, version), { ...rec, collected: true })
+          } finally {
+            invalidate(image)
+          }
+          manifestCache.delete(versionKey(image, version))
+          n++
+        }
+        return n
+      })
+    },
+
+    async collectPacks ({ dryRun }) {
+      let deleted = 0
+      let deletedBytes = 0
+      // records first: a crash between leaves files without records, which the directory pass below deletes on the next run
+      const stale: string[] = []
+      for await (const [key, pack] of packs.iterator() as AsyncIterable<[string, PackRecord]>) {
+        const [image, version] = key.split('/')
+        const rec = await getRecord(image, version)
+        if (rec != null && !rec.info.retired) continue
+        stale.push(key)
+        deleted++
+        deletedBytes += pack.bytes
+      }
+      if (dryRun) return { deleted, deletedBytes }
+      if (stale.length > 0) await db.batch(stale.map(key => ({ type: 'del', sublevel: packs, key })) as any)
+      for (const image of await dirNames(join(dataDir, PACKS_DIR))) {
+        for (const version of await dirNames(join(dataDir, PACKS_DIR, image))) {
+          const rec = await getRecord(image, version)
+          if (rec != null && !rec.info.retired) continue
+          await rm(join(dataDir, PACKS_DIR, image, version), { recursive: true, force: true })
+        }
+      }
+      return { deleted, deletedBytes }
     }
   }
   return service
+}
+
+/** A version record as the admin list shows it. */
+function adminVersion (rec: VersionRecord, latest: string | null): AdminVersion {
+  const { info } = rec
+  const state = rec.collected === true ? 'collected' : info.retired ? 'retired' : rec.incomplete === true ? 'incomplete' : 'live'
+  return {
+    version: info.version,
+    state,
+    latest: info.version === latest,
+    publishedAt: info.publishedAt,
+    size: info.size,
+    nonZeroBytes: info.nonZeroBytes,
+    chunks: info.chunks,
+    previous: info.previous,
+    deltaPackBytes: info.deltaPackBytes
+  }
+}
+
+/** Sub-directory names of `dir` (none when it is missing). */
+async function dirNames (dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter(d => d.isDirectory()).map(d => d.name)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
 }

@@ -6,6 +6,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import type { EffectivePolicy } from '../protocol/api.ts'
+import type { BodyLease } from './body-budget.ts'
 
 /** Options every async call takes. */
 export interface AbortOptions {
@@ -20,11 +21,16 @@ export interface BlockStore {
   has: (cid: CID, options?: AbortOptions) => Promise<boolean>
   /** The chunk's bytes; with `verify`, re-hashes and throws HashMismatchError on corruption. Throws NotFoundError when absent. */
   get: (cid: CID, options?: AbortOptions & { verify?: boolean }) => Promise<Uint8Array>
-  /** Stores atomically (temp file, fsync, rename); a no-op when already present. Throws HashMismatchError, ValidationError (zero chunk). */
+  /** Stores atomically (temp file, fsync, rename); when already present, only refreshes its stored time (as `touch`). Throws HashMismatchError, ValidationError (zero chunk). */
   put: (cid: CID, bytes: Uint8Array, options?: AbortOptions) => Promise<void>
+  /** Removes the chunk durably; a no-op when absent. */
   delete: (cid: CID, options?: AbortOptions) => Promise<void>
   /** Every stored CID (for fsck and garbage collection). */
   list: (options?: AbortOptions) => AsyncIterable<CID>
+  /** Size and stored time (ms since the epoch: last put or touch) of a chunk; storage gc keeps chunks younger than its grace period. Throws NotFoundError when absent. */
+  stat: (cid: CID, options?: AbortOptions) => Promise<{ bytes: number, storedAt: number }>
+  /** Sets the chunk's stored time to now (a publish that finds a chunk already stored claims it, so gc's grace period counts from here). Throws NotFoundError when absent. */
+  touch: (cid: CID, options?: AbortOptions) => Promise<void>
 }
 
 /** Who a directory says a user is. */
@@ -33,6 +39,18 @@ export interface AuthenticatedUser {
   user: string
   /** Group names (the group entries' cn), used as policy keys. */
   groups: string[]
+  /** The full DNs of the same groups: what admin groups are matched on (a short name is not unique in a directory). */
+  groupDNs: string[]
+}
+
+/** Options of one login attempt. */
+export interface AuthenticateOptions extends AbortOptions {
+  /**
+   * Called with the canonical name of the directory entry the login name found,
+   * before its password is tried; throwing (a rate limit's RetryAfterError)
+   * ends the attempt, so every spelling of one user shares one limit.
+   */
+  admit?: (canonicalUser: string) => void
 }
 
 /**
@@ -41,7 +59,7 @@ export interface AuthenticatedUser {
  * message for both), UnavailableError when the directory cannot be reached.
  */
 export interface Authenticator {
-  authenticate: (user: string, password: string, options?: AbortOptions) => Promise<AuthenticatedUser>
+  authenticate: (user: string, password: string, options?: AuthenticateOptions) => Promise<AuthenticatedUser>
   close?: () => Promise<void>
 }
 
@@ -73,7 +91,7 @@ export interface ManifestSigner {
   privateKey: CryptoKey
 }
 
-/** Hono environment of every route: the auth middleware sets `principal`. */
+/** Hono environment of every route: the auth middleware sets `principal`; request-body.ts's middlewares set the body limit and budget lease. */
 export interface CoordinatorEnv {
   Variables: {
     principal: Principal
@@ -81,5 +99,9 @@ export interface CoordinatorEnv {
     requestId: string
     /** The client's IP (X-Forwarded-For only from trusted proxies, coordinator/trusted-proxies.ts). */
     clientIp: string
+    /** The smallest body limit of the middlewares that apply (request-body.ts bodyLimit). */
+    bodyLimit?: number
+    /** This request's share of the body budget (request-body.ts bodyBudget). */
+    bodyLease?: BodyLease
   }
 }

@@ -17,7 +17,7 @@ import {
   DEFAULT_LDAP_MEMBER_OF_ATTRIBUTE, DEFAULT_LDAP_TIMEOUT_MS, DEFAULT_LDAP_USER_FILTER, DEFAULT_LDAP_USER_NAME_ATTRIBUTE,
   MAX_LDAP_PASSWORD_LENGTH, MAX_LDAP_USER_LENGTH
 } from './constants.ts'
-import type { AbortOptions, AuthenticatedUser, Authenticator, Logger } from './interface.ts'
+import type { AuthenticatedUser, AuthenticateOptions, Authenticator, Logger } from './interface.ts'
 
 /** The one message for an unknown user and a wrong password, so a caller cannot tell which. */
 export const BAD_CREDENTIALS_MESSAGE = 'wrong user name or password'
@@ -165,7 +165,7 @@ export function createLdapAuthenticator (components: LdapAuthenticatorComponents
     return (await readFile(cfg.bindPasswordFile as string, 'utf8')).replace(/\r?\n$/, '')
   }
 
-  async function attempt (client: Client, tls: ConnectionOptions, user: string, password: string): Promise<AuthenticatedUser> {
+  async function attempt (client: Client, tls: ConnectionOptions, user: string, password: string, admit?: (canonicalUser: string) => void): Promise<AuthenticatedUser> {
     if (startTLS) {
       try {
         await client.startTLS(tls)
@@ -202,6 +202,8 @@ export function createLdapAuthenticator (components: LdapAuthenticatorComponents
       throw new UnauthorizedError(BAD_CREDENTIALS_MESSAGE)
     }
     const entry = entries[0]
+    const canonical = firstString(entry[userNameAttribute]) ?? user
+    admit?.(canonical) // before the password is tried: a limited user costs the directory no bind
 
     try {
       await client.bind(entry.dn, password)
@@ -212,11 +214,12 @@ export function createLdapAuthenticator (components: LdapAuthenticatorComponents
       }
       throw unavailable('user bind', err)
     }
-    const canonical = firstString(entry[userNameAttribute]) ?? user
 
     let groups: string[]
+    let groupDNs: string[]
     if (groupSource === 'memberOf') {
-      groups = strings(entry[memberOfAttribute]).map(firstRdnValue)
+      groupDNs = strings(entry[memberOfAttribute])
+      groups = groupDNs.map(firstRdnValue)
     } else {
       try {
         // Back to the service account: a user may not be allowed to read group entries.
@@ -228,17 +231,19 @@ export function createLdapAuthenticator (components: LdapAuthenticatorComponents
           timeLimit: Math.ceil(timeout / 1000)
         })
         groups = searchEntries.flatMap(e => strings(e[groupNameAttribute]))
+        groupDNs = searchEntries.map(e => e.dn)
       } catch (err) {
         throw unavailable('group search', err)
       }
     }
     groups = [...new Set(groups.filter(g => g !== ''))].sort()
-    log?.debug('ldap login', { user: canonical, groups })
-    return { user: canonical, groups }
+    groupDNs = [...new Set(groupDNs.filter(g => g !== ''))].sort()
+    log?.debug('ldap login', { user: canonical, groups, groupDNs })
+    return { user: canonical, groups, groupDNs }
   }
 
   return {
-    async authenticate (user: string, password: string, options: AbortOptions = {}): Promise<AuthenticatedUser> {
+    async authenticate (user: string, password: string, options: AuthenticateOptions = {}): Promise<AuthenticatedUser> {
       options.signal?.throwIfAborted()
       // An empty password would be an "unauthenticated bind" (RFC 4513 5.1.2), which many servers accept as success.
       if (typeof user !== 'string' || typeof password !== 'string' || user === '' || password === '' ||
@@ -260,7 +265,7 @@ export function createLdapAuthenticator (components: LdapAuthenticatorComponents
       })
       aborted.catch(() => {})
       try {
-        return await Promise.race([attempt(client, tls, user, password), aborted])
+        return await Promise.race([attempt(client, tls, user, password, options.admit), aborted])
       } finally {
         if (onAbort != null) options.signal?.removeEventListener('abort', onAbort)
         // Not awaited past a hung server: unbind destroys the socket once the request is written.

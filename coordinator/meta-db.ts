@@ -18,7 +18,7 @@ export async function openMetaDb (dataDir: string): Promise<MetaDb> {
     await db.open()
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause
-    if (cause?.code === 'LEVEL_LOCKED') throw new DataDirLockedError(`${dataDir} is in use by another running coordinator`, { cause: err })
+    if (cause?.code === 'LEVEL_LOCKED') throw new DataDirLockedError(`data dir ${dataDir} is in use by another running coordinator process (the lock on ${join(dataDir, META_DB_DIR, 'LOCK')} is held)`, { cause: err })
     throw err
   }
   return db

@@ -6,10 +6,12 @@
 import { routes, schemas } from '../protocol/api.ts'
 import { swarmRoutes, swarmSchemas } from '../protocol/swarm-api.ts'
 import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
+import { VERSION_POINTER_MEDIA_TYPE } from '../protocol/version-pointer.ts'
 import { adminSchemas } from '../protocol/api-admin.ts'
 import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/constants.ts'
 import type { JsonSchema } from '../protocol/schema.ts'
 import { STATUS_OF_ERROR } from './http-errors.ts'
+import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 
 type Auth = 'none' | 'any' | 'admin' | 'metrics'
 interface Operation {
@@ -28,7 +30,7 @@ const P = (name: string): string => `__${name}__`
 const tpl = (path: string): string => path.replace(/__(\w+)__/g, '{$1}')
 
 const OPERATIONS: Operation[] = [
-  { method: 'get', path: routes.health, summary: 'Liveness: 200 while the coordinator serves', auth: 'none', response: null },
+  { method: 'get', path: routes.health, summary: 'Liveness: 200 while the coordinator serves, with its version and uptime', auth: 'none', response: 'HealthResponse' },
   { method: 'get', path: routes.metrics, summary: 'Prometheus metrics (text exposition format): the admin token, an admin session or the metrics token (config metrics.tokenFile); no token with metrics.public', auth: 'metrics', response: { media: 'text/plain' } },
   { method: 'get', path: routes.openapi, summary: 'This document', auth: 'none', response: null },
   { method: 'get', path: routes.key, summary: 'The manifest-signing public key (pin it on first contact)', auth: 'none', response: 'KeyResponse' },
@@ -45,6 +47,7 @@ const OPERATIONS: Operation[] = [
   { method: 'get', path: routes.versions(P('image')), summary: 'Versions of an image', auth: 'any', response: 'VersionList' },
   { method: 'post', path: routes.versions(P('image')), summary: 'Commit a version: body is the unsigned manifest; every chunk must be uploaded first', auth: 'admin', request: { media: 'application/cbor' }, response: 'VersionInfo', status: 201 },
   { method: 'get', path: routes.version(P('image'), P('version')), summary: 'The signed manifest envelope; version may be `latest`', auth: 'any', response: { media: MANIFEST_MEDIA_TYPE } },
+  { method: 'get', path: routes.latest(P('image')), summary: 'The signed version pointer of the latest version (not retired): what agents install without a named version', auth: 'any', response: { media: VERSION_POINTER_MEDIA_TYPE } },
   { method: 'get', path: routes.versionInfo(P('image'), P('version')), summary: 'What the coordinator says of one version', auth: 'any', response: 'VersionInfo' },
   { method: 'post', path: routes.retire(P('image'), P('version')), summary: 'Retire a version (no longer offered as latest)', auth: 'admin', response: 'VersionInfo' },
   { method: 'post', path: routes.blocks(P('image'), P('version')), summary: 'Named blocks as one zstd stream, in request order', auth: 'any', request: 'BlockBatchRequest', response: { media: BLOCK_STREAM_MEDIA_TYPE } },
@@ -52,6 +55,8 @@ const OPERATIONS: Operation[] = [
   { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)', auth: 'any', response: { media: DELTA_PACK_MEDIA_TYPE } },
   { method: 'post', path: routes.chunksMissing, summary: 'Which of these chunks the coordinator lacks (asked before uploading)', auth: 'admin', request: 'MissingChunksRequest', response: 'MissingChunksResponse' },
   { method: 'put', path: routes.chunkUpload(P('cid')), summary: 'Upload one chunk; rejected unless its bytes hash to the CID', auth: 'admin', request: { media: 'application/octet-stream' }, response: null },
+  { method: 'get', path: routes.adminImages, summary: 'Every image and version with its state (live, retired, collected, incomplete), sizes and publish time', auth: 'admin', response: 'AdminImageList' },
+  { method: 'post', path: routes.gc, summary: 'Storage gc: delete chunks and delta packs no live version uses (older than the grace period, not claimed by a publish in progress); dryRun only counts', auth: 'admin', request: 'GcRequest', response: 'GcReport' },
   { method: 'post', path: routes.events, summary: 'Agents report events; idempotent by event id', auth: 'any', request: 'EventBatch', response: 'EventBatchResponse' },
   { method: 'get', path: routes.events, summary: 'Stored events, newest first, filtered and paged', auth: 'admin', response: 'EventPage', query: ['image', 'site', 'type', 'limit', 'before'] },
   { method: 'get', path: '/v1/agents', summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events', auth: 'admin', response: 'AgentList', query: ['site'] },
@@ -102,7 +107,7 @@ export function buildOpenApi (info: { version?: string, serverUrl?: string } = {
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'trimswarm coordinator', version: info.version ?? '1', description: 'Errors are JSON `{ "error": { "name", "message" } }`; docs/PROTOCOL.md maps each name to its status.' },
+    info: { title: 'trimswarm coordinator', version: info.version ?? TRIMSWARM_VERSION, description: 'Errors are JSON `{ "error": { "name", "message" } }`; docs/PROTOCOL.md maps each name to its status.' },
     ...(info.serverUrl != null ? { servers: [{ url: info.serverUrl }] } : {}),
     security: [{ bearer: [] }],
     paths,

@@ -10,6 +10,7 @@ import { chunkCid } from '../protocol/block-id.ts'
 import { errorFromWire, UnavailableError, ValidationError } from '../protocol/errors.ts'
 import { isValidName, nonZeroBytes } from '../protocol/manifest.ts'
 import { api } from '../protocol/index.ts'
+import { userAgent } from '../protocol/version.ts'
 import { buildManifest } from '../chunker/build-manifest.ts'
 import { DEFAULT_PUBLISH_CONCURRENCY, PUBLISH_MISSING_BATCH } from './constants.ts'
 import type { AbortOptions } from './interface.ts'
@@ -76,7 +77,7 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
       res = await fetch(url, {
         method,
         body: body as BodyInit | undefined,
-        headers: { authorization: `Bearer ${init.token}`, ...(contentType != null ? { 'content-type': contentType } : {}) },
+        headers: { 'user-agent': userAgent(process.versions.node), authorization: `Bearer ${init.token}`, ...(contentType != null ? { 'content-type': contentType } : {}) },
         signal
       })
     } catch (err) {

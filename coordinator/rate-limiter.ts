@@ -4,6 +4,16 @@
  * is limited when its oldest remembered hit is still inside the window.
  */
 
+/**
+ * The per-user login limit's key for a login name: as a directory compares
+ * names (RFC 4518 string preparation, LDAP's caseIgnoreMatch for uid, cn and
+ * sAMAccountName): Unicode NFKC, case folded, leading and trailing spaces
+ * dropped, inner runs of spaces as one. "bob ", " bob" and "BOB" are one key.
+ */
+export function loginNameKey (name: string): string {
+  return name.normalize('NFKC').toLowerCase().trim().replace(/\s+/g, ' ')
+}
+
 /** Counts hits per key over a sliding window. */
 export interface RateLimiter {
   /** Seconds until `key` may try again, or 0 when it is under the limit. */

@@ -4,7 +4,8 @@
  * of DIR restores the same identity.
  */
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, open, readFile } from 'node:fs/promises'
+import { chmod, mkdir, open, readFile, stat } from 'node:fs/promises'
+import { ConfigError } from './errors.ts'
 
 /**
  * Returns the file's content, creating it with `make()` when absent. The file
@@ -12,7 +13,9 @@ import { chmod, mkdir, open, readFile } from 'node:fs/promises'
  */
 export async function loadOrCreateSecret (path: string, make: () => string | Uint8Array): Promise<{ value: Buffer, created: boolean }> {
   try {
-    return { value: await readFile(path), created: false }
+    const value = await readFile(path)
+    await chmod(path, 0o600) // written by an older coordinator, or copied back from a backup with a wider mode
+    return { value, created: false }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
@@ -34,9 +37,17 @@ export async function loadOrCreateSecret (path: string, make: () => string | Uin
   return { value: Buffer.from(value), created: true }
 }
 
-/** Creates the data dir (mode 0700) if missing. */
+/**
+ * Creates the data dir (mode 0700) if missing, and makes an existing one 0700
+ * (created by an older coordinator, or by hand). A folder other users may
+ * write to (world-writable or sticky, such as /tmp) is refused, not changed:
+ * they could plant files in it, and it is not the coordinator's to close.
+ */
 export async function ensureDir (dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
+  const mode = (await stat(dir)).mode
+  if ((mode & 0o1002) !== 0) throw new ConfigError(`data dir ${dir} is writable by other users (mode ${(mode & 0o7777).toString(8).padStart(4, '0')}); give the coordinator a folder of its own (it makes it mode 0700)`)
+  await chmod(dir, 0o700)
 }
 
 /** A random token with a type prefix, e.g. `tsa_...` (admin), URL-safe. */

@@ -1,6 +1,6 @@
 /**
  * User session tokens: `tss_<payload>.<mac>`, the payload base64url JSON
- * `{ u, g, iat, exp }`, the MAC HMAC-SHA256 with a secret kept in the data dir.
+ * `{ u, g, a?, iat, exp }` (`a`: an admin), the MAC HMAC-SHA256 with a secret kept in the data dir.
  * Stateless, so checking one costs one HMAC; they expire after
  * sessionTtlSeconds (DEFAULT_SESSION_TTL_SECONDS) and carry the groups read
  * from the directory at login, while policies are applied at each request.
@@ -11,12 +11,14 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 export interface SessionClaims {
   user: string
   groups: string[]
+  /** An admin, decided at login from the user's group DNs (Auth.isAdmin). */
+  admin: boolean
   expiresAt: Date
 }
 
 /** Issues and checks session tokens. */
 export interface SessionTokens {
-  issue: (user: string, groups: string[]) => { token: string, expiresAt: Date }
+  issue: (user: string, groups: string[], admin?: boolean) => { token: string, expiresAt: Date }
   /** The claims, or undefined for a malformed, forged or expired token. */
   verify: (token: string) => SessionClaims | undefined
 }
@@ -37,10 +39,10 @@ export function createSessionTokens (init: SessionTokensInit): SessionTokens {
   const now = init.now ?? Date.now
   const mac = (payload: string): Buffer => createHmac('sha256', init.secret).update(payload).digest()
   return {
-    issue (user, groups) {
+    issue (user, groups, admin = false) {
       const iat = Math.floor(now() / 1000)
       const exp = iat + init.ttlSeconds
-      const payload = Buffer.from(JSON.stringify({ u: user, g: groups, iat, exp })).toString('base64url')
+      const payload = Buffer.from(JSON.stringify({ u: user, g: groups, ...(admin ? { a: true } : {}), iat, exp })).toString('base64url')
       return { token: `${SESSION_TOKEN_PREFIX}${payload}.${mac(payload).toString('base64url')}`, expiresAt: new Date(exp * 1000) }
     },
     verify (token) {
@@ -50,7 +52,7 @@ export function createSessionTokens (init: SessionTokensInit): SessionTokens {
       const given = Buffer.from(sig, 'base64url')
       const expected = mac(payload)
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined
-      let claims: { u?: unknown, g?: unknown, exp?: unknown }
+      let claims: { u?: unknown, g?: unknown, a?: unknown, exp?: unknown }
       try {
         claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'))
       } catch {
@@ -58,7 +60,7 @@ export function createSessionTokens (init: SessionTokensInit): SessionTokens {
       }
       if (typeof claims.u !== 'string' || !Array.isArray(claims.g) || !claims.g.every(g => typeof g === 'string') || typeof claims.exp !== 'number') return undefined
       if (claims.exp * 1000 <= now()) return undefined
-      return { user: claims.u, groups: claims.g, expiresAt: new Date(claims.exp * 1000) }
+      return { user: claims.u, groups: claims.g, admin: claims.a === true, expiresAt: new Date(claims.exp * 1000) }
     }
   }
 }

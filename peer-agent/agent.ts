@@ -5,11 +5,12 @@
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { hostname, platform } from 'node:os'
 import { join, resolve } from 'node:path'
 import { api } from '../protocol/index.ts'
-import { DATA_FILES, DEFAULT_SITE } from './constants.ts'
+import { DATA_FILES, DEFAULT_SITE, PRIVATE_FILE_MODE } from './constants.ts'
+import { mkdirPrivate } from './private-files.ts'
 import { createCoordinatorClient, type AgentAuth, type CoordinatorClient, type RetryOptions } from './coordinator-client.ts'
 import { createEventQueue, type EventQueue } from './event-queue.ts'
 import { createHostIndex, type HostIndex } from './host-index.ts'
@@ -77,8 +78,8 @@ export async function agentIdOf (dataDir: string): Promise<string> {
     if (id !== '') return id
   } catch {}
   const id = `${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 60)}-${randomUUID().slice(0, 8)}`
-  await mkdir(dataDir, { recursive: true })
-  await writeFile(path, id + '\n')
+  await mkdirPrivate(dataDir)
+  await writeFile(path, id + '\n', { mode: PRIVATE_FILE_MODE })
   return id
 }
 
@@ -103,7 +104,7 @@ export async function runHook (command: string, env: { image: string, version: s
 export async function createAgent (components: AgentComponents, init: AgentInit): Promise<Agent> {
   const { logger } = components
   const dataDir = resolve(init.dataDir)
-  await mkdir(dataDir, { recursive: true })
+  await mkdirPrivate(dataDir)
   const agentId = await agentIdOf(dataDir)
   const client = createCoordinatorClient({ logger }, { url: init.coordinator, auth: init.auth, retry: init.retry })
   const eventClient = createCoordinatorClient({ logger }, { url: init.coordinator, auth: init.auth, retry: init.eventRetry ?? { attempts: 2, baseMs: 250 } })
@@ -149,10 +150,11 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     return s
   }
 
-  /** servedBytes for an event, only when LAN sharing ran (cumulative for this process's swarm node). */
-  function served (): { servedBytes?: number } {
+  /** The swarm node's peer id and servedBytes for an event, only when LAN sharing ran (servedBytes is cumulative for this process's swarm node). */
+  function served (): { servedBytes?: number, peerId?: string } {
     const n = lan?.servedBytes()
-    return n == null ? {} : { servedBytes: n }
+    const id = lan?.peerId
+    return { ...(n == null ? {} : { servedBytes: n }), ...(id == null ? {} : { peerId: id.slice(0, 128) }) }
   }
 
   return {

@@ -2,6 +2,7 @@
  * Defaults of the peer agent, applied once in each factory (`init.x ?? DEFAULT_X`).
  * docs/CONFIGURATION.md `## agent` names these constants rather than repeating them.
  */
+import { DATA_FORMAT_FILE } from '../protocol/constants.ts'
 
 /** Bytes read from a host file per read call while indexing (large reads keep syscalls and level batches few). */
 export const INDEX_READ_BYTES = 4 * 1024 * 1024
@@ -61,6 +62,18 @@ export const DEFAULT_SITE = 'default'
 /** Niceness set by --nice (os.setPriority; 19 is the lowest priority on Linux). */
 export const NICE_PRIORITY = 19
 
+/**
+ * Format of the agent's data dir (DIR/data-format.json, bin/data-format.ts). Raise it, with a migration,
+ * when the layout or an encoding in the dir changes so that an older trimswarm would misread it.
+ */
+export const AGENT_DATA_FORMAT = 1
+
+/** Mode of the data dir and the directories under it (only the agent's user may enter). */
+export const PRIVATE_DIR_MODE = 0o700
+
+/** Mode of the files the agent writes in its data dir (only the agent's user may read them). */
+export const PRIVATE_FILE_MODE = 0o600
+
 /** Files under the agent's data dir. */
 export const DATA_FILES = {
   /** The pinned coordinator public key (JSON). */
@@ -69,6 +82,8 @@ export const DATA_FILES = {
   hostIndex: 'host-index',
   /** Signed manifests of installed versions, per image. */
   manifests: 'manifests',
+  /** Per image (beside its manifests): the newest signed "latest" seen, below which the agent never moves unless told a version. */
+  latestSeen: 'latest-seen.json',
   /** Checkpoints of interrupted syncs, per image. */
   partial: 'partial',
   /** Downloaded (possibly partial) delta packs. */
@@ -77,8 +92,14 @@ export const DATA_FILES = {
   events: 'events.jsonl',
   /** Stable agent id. */
   agentId: 'agent-id',
+  /** The data dir lock: a level database whose LOCK file the kernel locks (fcntl) while an agent runs. */
+  lockDb: 'lock.db',
+  /** The PID of the agent holding the lock: information for the message of a refused second agent, never trusted. */
+  lockHolder: 'lock',
   /** The swarm node's libp2p private key (its peer id, to which capabilities are bound). */
-  swarmKey: 'swarm-key'
+  swarmKey: 'swarm-key',
+  /** The dir's format, written by the CLI (bin/data-format.ts) before an agent command opens the dir. */
+  dataFormat: DATA_FORMAT_FILE
 } as const
 
 /**
@@ -133,6 +154,9 @@ export const JSON_MAX_BYTES = 64 * 1024 * 1024
  * seconds later), at most this long (ms); then the LAN_IDLE_MS rule applies.
  */
 export const LAN_PACK_LINGER_MS = 20_000
+
+/** Tries to create the partial file (O_EXCL) when someone else keeps re-creating its name: past this, a clear error. */
+export const PARTIAL_CREATE_TRIES = 3
 
 /**
  * prom-client's default metrics that `promtool check metrics` refuses (gauges

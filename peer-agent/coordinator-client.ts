@@ -13,11 +13,15 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { api } from '../protocol/index.ts'
 import { errorFromWire, TrimswarmError, UnauthorizedError } from '../protocol/errors.ts'
 import type { Schema } from '../protocol/schema.ts'
+import { userAgent } from '../protocol/version.ts'
 import { CapabilityResponse, PeerList, PeerRegistrationResponse, swarmRoutes, type CapabilityRequest, type PeerRegistration } from '../protocol/swarm-api.ts'
 import { JSON_MAX_BYTES, RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.ts'
 import { CoordinatorUnreachableError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createRateLimiter, type RateLimiter } from './rate-limiter.ts'
+
+/** Sent with every request, so the coordinator's logs and an operator's proxy show which agent version asks. */
+const USER_AGENT = userAgent(process.versions.node)
 
 /** How the agent proves who it is. */
 export type AgentAuth = { tokenFile: string } | { user: string, passwordFile: string } | { token: string }
@@ -168,6 +172,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
         res = await fetch(base + path, {
           method,
           headers: {
+            'user-agent': USER_AGENT,
             ...(auth != null ? { authorization: `Bearer ${auth}` } : {}),
             ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
             ...headers

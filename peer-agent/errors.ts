@@ -1,4 +1,5 @@
 /** Errors of the peer agent (wire errors are in protocol/errors.ts). */
+import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
 
 /** The coordinator could not be reached (network error or 5xx) after every retry. */
 export class CoordinatorUnreachableError extends Error {
@@ -24,14 +25,52 @@ export class DataDirLockedError extends Error {
   override name = 'DataDirLockedError'
 }
 
+/** The data dir is a folder other users may write to (world-writable or sticky, like /tmp): not used. */
+export class DataDirUnsafeError extends Error {
+  static override name = 'DataDirUnsafeError'
+  override name = 'DataDirUnsafeError'
+}
+
 /** Blocks or a chunk could not be obtained from any source (every copy failed verification). */
 export class SyncIncompleteError extends Error {
   static override name = 'SyncIncompleteError'
   override name = 'SyncIncompleteError'
 }
 
+/**
+ * Chunks of the version that the coordinator cannot serve (its stored copy is damaged or gone) and no other
+ * source had; what is verified so far is kept for the next run.
+ */
+export class ChunkUnavailableError extends Error {
+  static override name = 'ChunkUnavailableError'
+  override name = 'ChunkUnavailableError'
+}
+
+/** Whether the coordinator's answer for a chunk of a version it holds says its stored copy is damaged (422) or gone (404). */
+export function isUnavailableAtOrigin (err: unknown): boolean {
+  return err instanceof HashMismatchError || err instanceof NotFoundError
+}
+
 /** The pinned coordinator key does not match the configured one, or cannot be read. */
 export class KeyPinError extends Error {
   static override name = 'KeyPinError'
   override name = 'KeyPinError'
+}
+
+/** The partial file cannot be made ours (a directory in its place, or someone keeps re-creating it). */
+export class PartialFileError extends Error {
+  static override name = 'PartialFileError'
+  override name = 'PartialFileError'
+}
+
+/** The output or partial file was swapped by someone else during installation; nothing of theirs is left installed. */
+export class OutputReplacedError extends Error {
+  static override name = 'OutputReplacedError'
+  override name = 'OutputReplacedError'
+}
+
+/** The coordinator's signed "latest" names an older version than this agent installed or has seen (a replay or a rollback). */
+export class DowngradeRefusedError extends Error {
+  static override name = 'DowngradeRefusedError'
+  override name = 'DowngradeRefusedError'
 }

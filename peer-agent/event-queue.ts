@@ -6,10 +6,11 @@
  * after a lost response is counted once (the coordinator reports duplicates).
  */
 import { randomUUID } from 'node:crypto'
-import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { appendFile, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { api } from '../protocol/index.ts'
-import { EVENTS_BATCH_MAX } from './constants.ts'
+import { EVENTS_BATCH_MAX, PRIVATE_FILE_MODE } from './constants.ts'
+import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
@@ -84,7 +85,7 @@ export function createEventQueue (components: EventQueueComponents, init: EventQ
       const sentIds = new Set(events.slice(0, sent).map(e => e.id))
       const rest = now.filter(e => !sentIds.has(e.id))
       const tmp = `${init.path}.tmp-${process.pid}`
-      await writeFile(tmp, rest.map(e => JSON.stringify(e) + '\n').join(''))
+      await writeFile(tmp, rest.map(e => JSON.stringify(e) + '\n').join(''), { mode: PRIVATE_FILE_MODE })
       await rename(tmp, init.path)
     }
     return sent
@@ -99,8 +100,8 @@ export function createEventQueue (components: EventQueueComponents, init: EventQ
         agent: init.agent,
         site: event.site ?? init.site
       })
-      await mkdir(dirname(init.path), { recursive: true })
-      await appendFile(init.path, JSON.stringify(full) + '\n')
+      await mkdirPrivate(dirname(init.path))
+      await appendFile(init.path, JSON.stringify(full) + '\n', { mode: PRIVATE_FILE_MODE })
       return full
     },
     async flush (options = {}) {

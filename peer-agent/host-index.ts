@@ -20,6 +20,7 @@ import { hashBlocks } from '../chunker/blake3.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES } from './constants.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
+import { mkdirPrivate } from './private-files.ts'
 
 /** Where a candidate copy of a block may be on this host. */
 export interface BlockLocation {
@@ -223,6 +224,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
     folders,
     async open () {
       if (opened) return
+      await mkdirPrivate(init.dbPath) // level creates its files with the umask's mode: the dir keeps them private
       await db.open()
       await loadTable()
       opened = true

@@ -10,10 +10,11 @@
  * after kill -9 re-fetches nothing verified. When every chunk verifies the
  * temp file is fsynced and renamed over the output.
  */
-import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs'
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { closeSync, fstatSync, fsyncSync, readSync, writeSync } from 'node:fs'
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
+import type { FileHandle } from 'node:fs/promises'
 import { equals } from 'multiformats/bytes'
 import { api } from '../protocol/index.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../protocol/constants.ts'
@@ -23,15 +24,21 @@ import { chunkCid } from '../protocol/block-id.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import { hashBytes, manifestCidOf } from '../chunker/blake3.ts'
 import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
-import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES } from './constants.ts'
+import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES, PRIVATE_FILE_MODE } from './constants.ts'
+import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import { DiskFullError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
+import { ChunkUnavailableError, DiskFullError, DowngradeRefusedError, isDiskFull, isUnavailableAtOrigin, KeyPinError, SyncIncompleteError } from './errors.ts'
+import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
+import { MAX_VERSION_POINTER_BYTES, openVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
+import { identityOf, installPartialFile, isInstalledFile, openOutputForReading, openPartialFile, reopenOurs, type FileIdentity } from './partial-file.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
 import { createBackgroundPacer, createHealthProbe } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
+import { pruneImageData } from './data-dir-prune.ts'
+import { formatBytes } from './progress-reporter.ts'
 
 /** Progress of a sync, for the progress bar. */
 export interface SyncProgress {
@@ -77,6 +84,11 @@ interface InstalledState {
   manifestCid: string
   size: number
   mtimeMs: number
+  /** Device and inode of the file installed (decimal): a file put in its place by someone else is not "up to date". */
+  dev?: string
+  ino?: string
+  /** The version's publish sequence, when it was installed through the signed latest pointer. */
+  seq?: number
 }
 
 /** Checkpoint of a sync in progress. */
@@ -87,6 +99,8 @@ interface Checkpoint {
   temp: string
   /** Bitmap of verified chunks, base64. */
   verified: string
+  /** The partial file this checkpoint vouches for; absent: none created yet (nothing is trusted). */
+  file?: FileIdentity
 }
 
 /**
@@ -95,7 +109,7 @@ interface Checkpoint {
  */
 export interface SyncObserver {
   /** The temp file exists (sized, sparse); `isVerified(chunk)` tells what may be served from it. */
-  started?: (info: { manifest: Manifest, envelope: Uint8Array, tempPath: string, isVerified: (chunk: number) => boolean }) => void
+  started?: (info: { manifest: Manifest, envelope: Uint8Array, tempPath: string, openTemp: () => Promise<FileHandle>, isVerified: (chunk: number) => boolean }) => void
   /** A chunk of the temp file was verified against its digest. */
   chunkVerified?: (chunk: number) => void
   /** The version is in place at `out`. */
@@ -165,7 +179,7 @@ function safeName (s: string): string {
 
 async function writeFileAtomic (path: string, data: string | Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`
-  const fh = await open(tmp, 'w')
+  const fh = await open(tmp, 'w', PRIVATE_FILE_MODE) // only ever data dir files
   try {
     await fh.writeFile(data)
     await fh.sync()
@@ -231,7 +245,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const bytes = Uint8Array.from(Buffer.from(raw, 'base64'))
     key = await importPublicKey(bytes)
     if (pinned == null) {
-      await mkdir(dataDir, { recursive: true })
+      await mkdirPrivate(dataDir)
       await writeFileAtomic(pinPath, JSON.stringify({ url: client.url, publicKey: raw }) + '\n')
     }
     return key
@@ -241,6 +255,26 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   function transferMode (policy: api.EffectivePolicy): api.TransferMode {
     const asked = init.transfer ?? 'foreground'
     return asked === 'policy' ? policy.transfer ?? 'background' : asked
+  }
+
+  /**
+   * The signed "latest" of `image`, verified with the pinned key and, unless the
+   * user named a version (`explicit`), checked not to move back
+   * (version-guard.ts); the newest seen is stored in `imageDir`.
+   */
+  async function followLatest (image: string, pk: CryptoKey, imageDir: string, installed: InstalledState | undefined, explicit: boolean, options: AbortOptions): Promise<VersionPointer> {
+    const bytes = await client.bytes('GET', api.routes.latest(image), undefined, { ...options, maxBytes: MAX_VERSION_POINTER_BYTES })
+    const pointer = await openVersionPointer(bytes, pk, image)
+    const seenPath = join(imageDir, DATA_FILES.latestSeen)
+    const seen = await readJson<SeenPointer>(seenPath)
+    const refusal = explicit ? undefined : downgradeOf(pointer, seen, installed)
+    if (refusal != null) throw new DowngradeRefusedError(refusal)
+    const next = newestSeen(pointer, seen)
+    if (next !== seen) {
+      await mkdir(imageDir, { recursive: true })
+      await writeFileAtomic(seenPath, JSON.stringify(next) + '\n')
+    }
+    return pointer
   }
 
   async function sync (req: SyncRequest): Promise<SyncSummary> {
@@ -259,7 +293,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const originAtStart = client.receivedBytes
     const bytes: BytesBySource = { local: 0, peers: 0, origin: 0 }
     const blocksBySource: Record<string, number> = {}
-    await mkdir(dataDir, { recursive: true })
+    await mkdirPrivate(dataDir)
 
     // policy caps: the stricter of --wan-limit and the policy's wanLimitBps
     const me = await client.me({ signal })
@@ -285,10 +319,33 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const statePath = join(imageDir, 'installed.json')
     const installed = await readJson<InstalledState>(statePath)
     const cp = await readJson<Checkpoint>(checkpointPath)
+    const packsDir = join(dataDir, DATA_FILES.packs, safeName(req.image))
+    /** Drops this image's packs and manifests no install or resume needs, and says what that freed. */
+    const prune = async (now: { installed?: string, resume?: string }): Promise<void> => {
+      const keep = {
+        manifest: now.installed != null ? `${safeName(now.installed)}.manifest` : undefined,
+        pack: now.installed != null && now.resume != null ? `${safeName(now.installed)}..${safeName(now.resume)}.pack` : undefined
+      }
+      const r = await pruneImageData({ packsDir, manifestsDir: imageDir }, keep)
+      if (r.packs + r.manifests > 0) logger.info(`data dir: removed ${r.packs} delta pack${r.packs === 1 ? '' : 's'} and ${r.manifests} manifest${r.manifests === 1 ? '' : 's'} of ${req.image} no longer needed (${formatBytes(r.bytes)} freed)`)
+    }
     const known: Array<{ cid: string, path: string }> = []
     if (cp != null) known.push({ cid: cp.manifestCid, path: partialManifestPath })
     if (installed != null && installed.out === out) known.push({ cid: installed.manifestCid, path: join(imageDir, `${safeName(installed.version)}.manifest`) })
-    const info = await client.json('GET', api.routes.versionInfo(req.image, req.version ?? 'latest'), api.VersionInfo, undefined, { signal })
+    const installedHere = installed?.out === out ? installed : undefined
+    const pointer = req.version == null ? await followLatest(req.image, pk, imageDir, installedHere, false, { signal }) : undefined
+    if (req.version != null) {
+      // a named version is installed as asked; the signed latest is still learnt (best effort), so a later
+      // unnamed sync cannot be moved below what the coordinator announced by then
+      await followLatest(req.image, pk, imageDir, installedHere, true, { signal }).catch((err: Error) => {
+        if (signal?.aborted === true) throw err
+        logger.info(`the coordinator's signed latest of ${req.image} is unavailable (${err.message}); installing ${req.version} as asked`)
+      })
+    }
+    const info = await client.json('GET', api.routes.versionInfo(req.image, pointer?.version ?? req.version!), api.VersionInfo, undefined, { signal })
+    if (pointer != null && info.manifestCid !== pointer.manifestCid) {
+      throw new KeyPinError(`the coordinator lists manifest ${info.manifestCid} for ${req.image}@${pointer.version}, its signed latest names ${pointer.manifestCid}`)
+    }
     let envelope: Uint8Array | undefined
     for (const k of known) {
       if (k.cid !== info.manifestCid) continue
@@ -303,8 +360,9 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // already there?
     if (installed != null && installed.out === out && installed.manifestCid === manifestCid) {
-      const st = await stat(out).catch(() => undefined)
-      if (st != null && st.size === installed.size && st.mtimeMs === installed.mtimeMs) {
+      if (isInstalledFile(out, installed)) {
+        // nothing to resume: only the installed manifest stays
+        if (cp == null) await prune({ installed: installed.version })
         bytes.origin = client.receivedBytes - originAtStart
         return { ...baseSummary, upToDate: true, bytes, seconds: (performance.now() - started) / 1000, discardedBlocks: 0, discardedChunks: 0, chunksFetched: 0, blocksBySource, usedDeltaPack: false }
       }
@@ -322,32 +380,31 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     // 2. the temp file beside the output, and its checkpoint
     await mkdir(dirname(out), { recursive: true })
     const temp = join(dirname(out), `.${basename(out)}.trimswarm-partial`)
-    await mkdir(partialDir, { recursive: true })
+    await mkdirPrivate(partialDir)
     const nChunks = m.chunks.length
     const nBlocks = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
     const verified = new Uint8Array(Math.ceil(nChunks / 8))
-    let resuming = false
-    if (cp != null && cp.manifestCid === manifestCid && cp.temp === temp && await stat(temp).then(s => s.size === m.size, () => false)) {
-      verified.set(Buffer.from(cp.verified, 'base64').subarray(0, verified.length))
-      resuming = true
-    } else {
-      // a temp of another version may hold data where this one has holes: start it afresh
-      await rm(temp, { force: true })
-      if (cp != null && cp.temp !== temp) await rm(cp.temp, { force: true })
-    }
+    // the partial file of an earlier run counts only when it is provably the one we wrote (never a symlink)
+    const sameRun = cp != null && cp.manifestCid === manifestCid && cp.temp === temp
+    if (cp != null && cp.temp !== temp) await rm(cp.temp, { force: true }) // rm unlinks a symlink, never its target
+    const partial = openPartialFile(temp, sameRun ? cp.file : undefined, m.size)
+    if (partial.reason != null) logger.warn(partial.reason)
+    const fd = partial.fd
+    let fileId = identityOf(fd)
+    if (partial.state === 'trusted') verified.set(Buffer.from(cp!.verified, 'base64').subarray(0, verified.length))
+    else if (partial.state === 'rehash') logger.info(`the partial file ${temp} changed after its last checkpoint: hashing every chunk of it again`)
+    const resuming = partial.state !== 'fresh'
     const isVerified = (c: number): boolean => (verified[c >> 3] & (1 << (c & 7))) !== 0
     const writeCheckpoint = async (): Promise<void> => {
-      const c: Checkpoint = { image: m.name, version: m.version, manifestCid, temp, verified: Buffer.from(verified).toString('base64') }
+      const c: Checkpoint = { image: m.name, version: m.version, manifestCid, temp, verified: Buffer.from(verified).toString('base64'), file: fileId }
       await writeFileAtomic(checkpointPath, JSON.stringify(c))
     }
-    // the checkpoint names this manifest before any byte is written, so a later run can trust the temp's layout
-    await writeFileAtomic(partialManifestPath, envelope)
-    await writeCheckpoint()
-    const fd = openSync(temp, resuming ? 'r+' : 'w+')
     let fdOpen = true
     const packPath = oldManifest != null ? join(dataDir, DATA_FILES.packs, safeName(m.name), `${safeName(oldManifest.version)}..${safeName(m.version)}.pack`) : undefined
     try {
-      ftruncateSync(fd, m.size)
+      // the checkpoint names this manifest before any byte is written, so a later run can trust the temp's layout
+      await writeFileAtomic(partialManifestPath, envelope)
+      await writeCheckpoint()
 
       // per-block state
       const offsets = blockOffsets(m)
@@ -500,19 +557,21 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         if (!dirty) return
         dirty = false
         fsyncSync(fd) // data first, then the bitmap that vouches for it
+        fileId = identityOf(fd) // its ctime now: a later change (by anyone) makes the next run hash again
         await writeCheckpoint()
         let n = 0
         for (let ci = 0; ci < nChunks; ci++) if (isVerified(ci)) n++
         init.onCheckpoint?.(n)
       }
 
-      components.observer?.started?.({ manifest: m, envelope, tempPath: temp, isVerified })
+      components.observer?.started?.({ manifest: m, envelope, tempPath: temp, openTemp: async () => await reopenOurs(temp, fileId), isVerified })
 
       // 3. sources in order
       const sources: BlockSource[] = []
-      if (resuming) sources.push(createResumeSource({ tempPath: temp }))
-      if (oldManifest != null) {
-        if (await stat(out).then(s => s.isFile(), () => false)) sources.push(createSelfSeedSource({ path: out, manifest: oldManifest }))
+      if (resuming) sources.push(createResumeSource({ fd }))
+      const outFd = oldManifest != null ? openOutputForReading(out) : undefined
+      if (outFd != null) {
+        sources.push({ ...createSelfSeedSource({ fd: outFd, manifest: oldManifest! }), close: async () => { closeSync(outFd) } })
       }
       if (components.hostIndex != null) {
         if (init.refreshIndex !== false) {
@@ -584,18 +643,43 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         await runSource(source)
       }
 
+      /** Chunks the origin cannot serve: the peers once more (they may hold them by now), else a message for the admin. */
+      const fromPeersOrFail = async (chunks: number[]): Promise<void> => {
+        for (const source of components.extraSources?.(m, {}) ?? []) {
+          if (chunks.every(isVerified)) break
+          await runSource(source)
+        }
+        const still = chunks.filter(ci => !isVerified(ci))
+        if (still.length === 0) return
+        await checkpoint()
+        let kept = 0
+        for (let ci = 0; ci < nChunks; ci++) if (isVerified(ci)) kept++
+        const first = `chunk ${still[0]} (${chunkCid(m.chunks[still[0]].digest).toString()})${still.length > 1 ? ` and ${still.length - 1} more` : ''}`
+        throw new ChunkUnavailableError(`${first} of ${m.name}@${m.version} is damaged on the coordinator and no peer had it: ask the coordinator's admin to run \`trimswarm coordinator fsck --repair-from IMAGE_FILE\` (its log names the chunk); the ${kept} of ${nChunks} chunks verified so far are kept, run the same command again afterwards`)
+      }
+
       // 4. chunks still incomplete or failed: fetched whole from the origin, verified
       phase = 'whole chunks'
       currentSource = undefined
+      const unavailable: number[] = []
       for (let ci = 0; ci < nChunks; ci++) {
         if (isVerified(ci)) continue
         const c = m.chunks[ci]
-        const data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal, maxBytes: c.length })
+        let data: Uint8Array
+        try {
+          data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal, maxBytes: c.length })
+        } catch (err) {
+          // the coordinator's copy is damaged or gone: fetch every other chunk still, then ask the peers for this one
+          if (!isUnavailableAtOrigin(err)) throw err
+          unavailable.push(ci)
+          continue
+        }
         if (!ctx.offerChunk(ci, data, 'origin')) {
           throw new SyncIncompleteError(`chunk ${ci} (${chunkCid(c.digest).toString()}) from the coordinator does not match the manifest: digest ${toHex(hashBytes(data))}`)
         }
         await ctx.tick()
       }
+      if (unavailable.length > 0) await fromPeersOrFail(unavailable)
       for (let ci = 0; ci < nChunks; ci++) {
         if (!isVerified(ci)) throw new SyncIncompleteError(`chunk ${ci} could not be verified from any source`)
       }
@@ -604,19 +688,21 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       phase = 'finishing'
       progress()
       fsyncSync(fd)
+      installPartialFile(fd, temp, out)
+      const st = fstatSync(fd)
+      const { dev, ino } = identityOf(fd)
       closeSync(fd)
       fdOpen = false
-      await rename(temp, out)
       await fsyncDir(dirname(out))
-      await mkdir(imageDir, { recursive: true })
+      await mkdirPrivate(imageDir)
       await writeFileAtomic(join(imageDir, `${safeName(m.version)}.manifest`), envelope)
-      const st = await stat(out)
-      const state: InstalledState = { image: m.name, version: m.version, out, manifestCid, size: st.size, mtimeMs: st.mtimeMs }
+      const state: InstalledState = { image: m.name, version: m.version, out, manifestCid, size: st.size, mtimeMs: st.mtimeMs, dev, ino, seq: pointer?.seq }
       await writeFileAtomic(statePath, JSON.stringify(state, null, 2) + '\n')
       if (installed != null && installed.version !== m.version) await rm(join(imageDir, `${safeName(installed.version)}.manifest`), { force: true })
       await rm(checkpointPath, { force: true })
       await rm(partialManifestPath, { force: true })
       if (packPath != null) await removeDeltaPack(packPath)
+      await prune({ installed: m.version })
       bytes.origin = client.receivedBytes - originAtStart
       progress()
       components.observer?.finished?.({ manifest: m, envelope, out })
@@ -634,7 +720,10 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     } catch (err) {
       components.observer?.stopped?.()
       if (fdOpen) {
-        try { fsyncSync(fd) } catch {}
+        try {
+          fsyncSync(fd)
+          fileId = identityOf(fd)
+        } catch {}
         closeSync(fd)
         fdOpen = false
       }

@@ -8,7 +8,7 @@
  * of a site ask each other for it and one of them (the lowest peer id of
  * those wanting it) downloads it from the origin.
  */
-import { open, type FileHandle } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BLOCK_SIZE, BLOCKS_PROTOCOL } from '../protocol/constants.ts'
@@ -18,6 +18,7 @@ import { chunkCid } from '../protocol/block-id.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { DATA_FILES, LAN_IDLE_MS, LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_MANIFEST_POLL_MS, LAN_ORIGIN_BATCH_BYTES, LAN_PACK_LINGER_MS, LAN_ORIGIN_MIN_ROUNDS, LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { isUnavailableAtOrigin } from './errors.ts'
 import { openListedManifest, type ImageSyncComponents, type SyncObserver } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { prefixKey } from './local-sources.ts'
@@ -155,11 +156,12 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
   }
 
   const observer: SyncObserver = {
-    started ({ manifest, envelope, tempPath, isVerified }) {
+    started ({ manifest, envelope, tempPath, openTemp, isVerified }) {
       if (!enabled || swarm == null) return
       const s = swarm
       s.holdManifest(manifest.name, manifest.version, envelope)
-      opening = open(tempPath, 'r').then(fh => {
+      // opened again only if it still is our file (not a symlink someone put in its place)
+      opening = openTemp().then(fh => {
         if (swarm !== s) { void fh.close(); return }
         const served = s.serve({ image: manifest.name, version: manifest.version, chunkCount: manifest.chunks.length, provider: fileProvider(manifest, fh, isVerified), active: true })
         current = { manifest, fh, isVerified, served, session: current?.manifest === manifest ? current.session : undefined }
@@ -219,7 +221,15 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     for (const ci of chunks) {
       if (isVerified(ci)) continue
       const c = m.chunks[ci]
-      const data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal: options.signal, maxBytes: c.length })
+      let data: Uint8Array
+      try {
+        data = await client.bytes('GET', api.routes.chunk(m.name, m.version, chunkCid(c.digest).toString()), undefined, { signal: options.signal, maxBytes: c.length })
+      } catch (err) {
+        // the coordinator's copy is damaged or gone: a peer may have it; the sync asks again at its end
+        if (!isUnavailableAtOrigin(err)) throw err
+        logger.warn(`chunk ${ci} (${chunkCid(c.digest).toString()}): the coordinator cannot serve it (${(err as Error).message})`)
+        continue
+      }
       if (!ctx.offerChunk(ci, data, 'origin')) throw new Error(`chunk ${ci} (${chunkCid(c.digest).toString()}) from the coordinator does not match the manifest`)
     }
   }

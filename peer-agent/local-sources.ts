@@ -13,6 +13,18 @@ import { OPEN_FILES_MAX } from './constants.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AgentLogger } from './interface.ts'
 
+/** Reads BLOCK_SIZE bytes of `fd` at `offset` into `buf`, zero-padded past EOF; the number of bytes read. */
+export function readBlockAt (fd: number, offset: number, buf: Uint8Array): number {
+  let n = 0
+  while (n < BLOCK_SIZE) {
+    const r = readSync(fd, buf, n, BLOCK_SIZE - n, offset + n)
+    if (r === 0) break
+    n += r
+  }
+  buf.fill(0, n, BLOCK_SIZE)
+  return n
+}
+
 /** Reads blocks from files by path, keeping a bounded set of descriptors open. */
 export class FileReader {
   private readonly fds = new Map<string, number>()
@@ -32,14 +44,7 @@ export class FileReader {
         fd = openSync(path, 'r')
         this.fds.set(path, fd)
       }
-      let n = 0
-      while (n < BLOCK_SIZE) {
-        const r = readSync(fd, buf, n, BLOCK_SIZE - n, offset + n)
-        if (r === 0) break
-        n += r
-      }
-      buf.fill(0, n, BLOCK_SIZE)
-      return n > 0
+      return readBlockAt(fd, offset, buf) > 0
     } catch {
       return false
     }
@@ -70,50 +75,48 @@ export function blockOffsets (m: Manifest): Float64Array {
 /**
  * Resume: the blocks an interrupted run already wrote into the temp file, at
  * their own positions. Reads each unverified chunk whole and re-hashes it.
+ * Reads the descriptor the sync holds (opened without following a symlink and
+ * checked to be our file), never the path again.
  */
-export function createResumeSource (init: { tempPath: string }): BlockSource {
+export function createResumeSource (init: { fd: number }): BlockSource {
   return {
     name: 'partial file',
     kind: 'local',
     async fill (ctx: SyncContext) {
       const m = ctx.manifest
-      const fd = openSync(init.tempPath, 'r')
-      try {
-        let buf = new Uint8Array(0)
-        let digests = new Uint8Array(0)
-        for (const ci of ctx.unverifiedChunks()) {
-          const c = m.chunks[ci]
-          if (buf.length < c.length) {
-            buf = new Uint8Array(c.length)
-            digests = new Uint8Array(c.length / BLOCK_SIZE * DIGEST_BYTES)
-          }
-          const view = buf.subarray(0, c.length)
-          const n = readSync(fd, view, 0, c.length, c.offset)
-          if (n < c.length) view.fill(0, n)
-          hashBlocks(view, digests)
-          const len = c.length / BLOCK_SIZE
-          for (let k = 0; k < len; k++) {
-            const index = c.firstBlock + k
-            if (!ctx.isMissing(index)) continue
-            let same = true
-            const p = index * BLOCK_PREFIX_BYTES
-            for (let b = 0; b < BLOCK_PREFIX_BYTES; b++) {
-              if (digests[k * DIGEST_BYTES + b] !== m.blockPrefixes[p + b]) { same = false; break }
-            }
-            // only offer matches: a block not written yet is not a bad block
-            if (same) ctx.offerBlock(index, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
-          }
-          await ctx.tick()
+      const fd = init.fd
+      let buf = new Uint8Array(0)
+      let digests = new Uint8Array(0)
+      for (const ci of ctx.unverifiedChunks()) {
+        const c = m.chunks[ci]
+        if (buf.length < c.length) {
+          buf = new Uint8Array(c.length)
+          digests = new Uint8Array(c.length / BLOCK_SIZE * DIGEST_BYTES)
         }
-      } finally {
-        closeSync(fd)
+        const view = buf.subarray(0, c.length)
+        const n = readSync(fd, view, 0, c.length, c.offset)
+        if (n < c.length) view.fill(0, n)
+        hashBlocks(view, digests)
+        const len = c.length / BLOCK_SIZE
+        for (let k = 0; k < len; k++) {
+          const index = c.firstBlock + k
+          if (!ctx.isMissing(index)) continue
+          let same = true
+          const p = index * BLOCK_PREFIX_BYTES
+          for (let b = 0; b < BLOCK_PREFIX_BYTES; b++) {
+            if (digests[k * DIGEST_BYTES + b] !== m.blockPrefixes[p + b]) { same = false; break }
+          }
+          // only offer matches: a block not written yet is not a bad block
+          if (same) ctx.offerBlock(index, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
+        }
+        await ctx.tick()
       }
     }
   }
 }
 
-/** Self-seed: blocks of the older version at the output path, found through that version's manifest. */
-export function createSelfSeedSource (init: { path: string, manifest: Manifest }): BlockSource {
+/** Self-seed: blocks of the older version at the output (open as `fd`, not through a symlink), found through that version's manifest. */
+export function createSelfSeedSource (init: { fd: number, manifest: Manifest }): BlockSource {
   return {
     name: `older version ${init.manifest.version}`,
     kind: 'local',
@@ -132,17 +135,12 @@ export function createSelfSeedSource (init: { path: string, manifest: Manifest }
         if (at != null) wants.push([at, index])
       }
       wants.sort((a, b) => a[0] - b[0]) // read the old file front to back
-      const reader = new FileReader(1)
       const buf = new Uint8Array(BLOCK_SIZE)
-      try {
-        let n = 0
-        for (const [at, index] of wants) {
-          if (!ctx.isMissing(index)) continue
-          if (reader.readBlock(init.path, at, buf)) ctx.offerBlock(index, buf, 'local')
-          if (++n % 1024 === 0) await ctx.tick()
-        }
-      } finally {
-        reader.close()
+      let n = 0
+      for (const [at, index] of wants) {
+        if (!ctx.isMissing(index)) continue
+        if (readBlockAt(init.fd, at, buf) > 0) ctx.offerBlock(index, buf, 'local')
+        if (++n % 1024 === 0) await ctx.tick()
       }
     }
   }

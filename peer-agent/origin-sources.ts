@@ -5,16 +5,17 @@
  * after a broken stream only the blocks not yet received are asked again).
  */
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { open, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { Readable } from 'node:stream'
 import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
 import { api } from '../protocol/index.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges, rangesFromIndices } from '../protocol/delta-pack.ts'
-import { MAX_BLOCK_BATCH_BLOCKS } from '../protocol/block-batch.ts'
+import { isUnavailableBlock, MAX_BLOCK_BATCH_BLOCKS } from '../protocol/block-batch.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { BATCH_MAX_BLOCKS } from './constants.ts'
+import { BATCH_MAX_BLOCKS, PRIVATE_FILE_MODE } from './constants.ts'
+import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -94,12 +95,16 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
     const res = await components.client.stream('POST', api.routes.blocks(init.image, init.version), { ranges } satisfies api.BlockBatchRequest, options)
     let i = 0
     let bad = 0
+    let unavailable = 0
     const stream = unzstd(res.body)
     try {
       for await (const block of blocksOf(stream)) {
         if (i >= batch.length) throw new Error('block stream holds more blocks than asked for')
         received.add(batch[i])
-        if (!ctx.offerBlock(batch[i], block, 'origin')) bad++
+        if (!ctx.offerBlock(batch[i], block, 'origin')) {
+          if (isUnavailableBlock(block)) unavailable++
+          else bad++
+        }
         i++
         if (i % 256 === 0) await ctx.tick()
       }
@@ -109,6 +114,7 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
     if (i < batch.length) throw new Error(`block stream ended after ${i} of ${batch.length} blocks`)
     // blocks that failed verification stay missing; their chunks are fetched whole later
     if (bad > 0) components.logger.warn(`${bad} blocks from the coordinator failed verification (discarded)`)
+    if (unavailable > 0) components.logger.warn(`the coordinator cannot serve ${unavailable} blocks (its stored copy of their chunk is damaged); they are asked from other sources`)
   }
 }
 
@@ -135,7 +141,7 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     name: `delta pack from ${init.from}`,
     kind: 'origin',
     async fill (ctx, options) {
-      await mkdir(dirname(init.path), { recursive: true })
+      await mkdirPrivate(dirname(init.path))
       let failures = 0
       for (;;) {
         try {
@@ -173,8 +179,8 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     }
     const newTag = res.headers.get('etag')
     const append = res.status === 206
-    if (!append && newTag != null) await writeFile(etagPath, newTag)
-    const fh = await open(init.path, append ? 'a' : 'w')
+    if (!append && newTag != null) await writeFile(etagPath, newTag, { mode: PRIVATE_FILE_MODE })
+    const fh = await open(init.path, append ? 'a' : 'w', PRIVATE_FILE_MODE)
     try {
       for await (const piece of res.body) await fh.write(piece)
       await fh.sync()

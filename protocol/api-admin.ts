@@ -1,10 +1,11 @@
 /**
- * Admin API bodies that complete protocol/api.ts: the token list and the
- * event page (GET /v1/tokens, GET /v1/events), shared by the coordinator,
+ * Admin API bodies that complete protocol/api.ts: the token list, the
+ * event page, the admin image list and storage gc (GET /v1/tokens,
+ * GET /v1/events, GET /v1/admin/images, POST /v1/admin/gc), shared by the coordinator,
  * the CLI and the admin console.
  */
 import { AgentEvent, TokenInfo } from './api.ts'
-import { array, enumOf, integer, nullable, object, optional, record, string, type Infer } from './schema.ts'
+import { array, boolean, enumOf, integer, nullable, number, object, optional, record, string, type Infer } from './schema.ts'
 
 const isoTime = string({ maxLength: 40, pattern: /^\d{4}-\d{2}-\d{2}T[0-9:.]+Z$/ })
 
@@ -49,5 +50,63 @@ export type AgentRecord = Infer<typeof AgentRecord>
 export const AgentList = object({ agents: array(AgentRecord, { maxItems: 10_000_000 }) })
 export type AgentList = Infer<typeof AgentList>
 
+
+const versionName = string({ minLength: 1, maxLength: 128 })
+
+/**
+ * State of one stored version: `live` (served; its chunks are kept), `retired`
+ * (no longer `latest`; its chunks go at the next storage gc), `collected`
+ * (retired and its unshared chunks deleted: no longer served), `incomplete`
+ * (coordinator fsck found chunks damaged or missing: never served).
+ */
+export const VERSION_STATES = ['live', 'retired', 'collected', 'incomplete'] as const
+
+/** One version in GET /v1/admin/images. */
+export const AdminVersion = object({
+  version: versionName,
+  state: enumOf(VERSION_STATES),
+  latest: boolean(),
+  publishedAt: isoTime,
+  /** Image size (bytes, zero regions included). */
+  size: integer(),
+  /** Bytes of non-zero data (what the chunks hold). */
+  nonZeroBytes: integer(),
+  chunks: integer(),
+  previous: nullable(versionName),
+  deltaPackBytes: nullable(integer())
+})
+export type AdminVersion = Infer<typeof AdminVersion>
+
+/** GET /v1/admin/images: every image and every version with its state (admin). */
+export const AdminImageList = object({
+  images: array(object({ name: versionName, latest: nullable(versionName), versions: array(AdminVersion, { maxItems: 100_000 }) }), { maxItems: 100_000 })
+})
+export type AdminImageList = Infer<typeof AdminImageList>
+
+/** POST /v1/admin/gc: delete chunks and delta packs no live version uses; `dryRun: true` only counts. Required, so a stray `{}` deletes nothing. */
+export const GcRequest = object({ dryRun: boolean() })
+export type GcRequest = Infer<typeof GcRequest>
+
+/** What a storage gc found and freed. */
+export const GcReport = object({
+  dryRun: boolean(),
+  /** Retired versions whose data this run released (now `collected`). */
+  versionsCollected: integer(),
+  chunks: object({
+    /** Chunks in the block store. */
+    scanned: integer(),
+    /** Used by a version that is not retired (live or incomplete). */
+    live: integer(),
+    /** Unused but stored within the grace period, or named by a publish in progress: kept. */
+    kept: integer(),
+    /** Deleted (with dryRun: would be deleted). */
+    deleted: integer(),
+    deletedBytes: integer()
+  }),
+  packs: object({ deleted: integer(), deletedBytes: integer() }),
+  seconds: number({ min: 0 })
+})
+export type GcReport = Infer<typeof GcReport>
+
 /** Admin bodies, for the OpenAPI document. */
-export const adminSchemas = { TokenList, StoredEvent, EventPage, AgentImageState, AgentRecord, AgentList }
+export const adminSchemas = { TokenList, StoredEvent, EventPage, AgentImageState, AgentRecord, AgentList, AdminVersion, AdminImageList, GcRequest, GcReport }

@@ -30,6 +30,8 @@ export const routes = {
   versions: (image: string) => `/v1/images/${encodeURIComponent(image)}/versions`,
   /** GET: the signed manifest envelope (binary); `version` may be `latest`. */
   version: (image: string, version: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}`,
+  /** GET: the signed version pointer of the latest version (binary, protocol/version-pointer.ts): what agents install. */
+  latest: (image: string) => `/v1/images/${encodeURIComponent(image)}/latest`,
   versionInfo: (image: string, version: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/info`,
   retire: (image: string, version: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/retire`,
   /** POST BlockBatchRequest: the named blocks as one zstd stream. */
@@ -41,6 +43,10 @@ export const routes = {
   chunksMissing: '/v1/chunks/missing',
   /** PUT raw bytes: uploads one chunk (admin). */
   chunkUpload: (cid: string) => `/v1/chunks/${cid}`,
+  /** GET (admin): every image and version with its state. */
+  adminImages: '/v1/admin/images',
+  /** POST GcRequest (admin): storage gc. */
+  gc: '/v1/admin/gc',
   events: '/v1/events',
   reports: '/v1/reports'
 } as const
@@ -48,6 +54,14 @@ export const routes = {
 /** GET /v1/key: the coordinator's manifest-signing public key. */
 export const KeyResponse = object({ algorithm: enumOf(['Ed25519']), publicKey: string({ maxLength: 100, description: 'raw 32-byte key, base64' }) })
 export type KeyResponse = Infer<typeof KeyResponse>
+
+/** GET /healthz: which version serves, for how long (a restart shows as a small uptime). */
+export const HealthResponse = object({
+  ok: boolean(),
+  version: string({ maxLength: 64, description: 'package version of the coordinator' }),
+  uptimeSeconds: integer({ min: 0, description: 'whole seconds since the coordinator started' })
+})
+export type HealthResponse = Infer<typeof HealthResponse>
 
 /** POST /v1/auth/login */
 export const LoginRequest = object({ user: string({ minLength: 1, maxLength: 256 }), password: string({ minLength: 1, maxLength: 1024 }) })
@@ -193,7 +207,7 @@ export type ReportResponse = Infer<typeof ReportResponse>
 
 /** Every route's bodies, for the OpenAPI document. */
 export const schemas = {
-  KeyResponse, LoginRequest, LoginResponse, UpdateWindow, IndexFolders, Policy, EffectivePolicy, MeResponse,
+  HealthResponse, KeyResponse, LoginRequest, LoginResponse, UpdateWindow, IndexFolders, Policy, EffectivePolicy, MeResponse,
   TokenCreateRequest, TokenInfo, TokenCreateResponse, VersionInfo, VersionList, ImageList, MissingChunksRequest,
   MissingChunksResponse, BlockBatchRequest, AgentEvent, EventBatch, EventBatchResponse, ReportRow, ReportResponse,
   PolicyMap: record(name, Policy)

@@ -2,7 +2,8 @@
  * POST /v1/images/:name/versions/:version/blocks: limits and the pure check
  * of a BlockBatchRequest, shared by the coordinator (which enforces them) and
  * the agent (which splits its requests to fit). Response: one zstd stream of
- * the named blocks' bytes, BLOCK_SIZE each, in request order (docs/PROTOCOL.md).
+ * the named blocks' bytes, BLOCK_SIZE each, in request order (docs/PROTOCOL.md);
+ * a block the coordinator cannot serve comes as BLOCK_SIZE zero bytes.
  */
 import { ValidationError, TooLargeError } from './errors.ts'
 import type { BlockRange } from './delta-pack.ts'
@@ -33,4 +34,16 @@ export function checkBlockBatch (ranges: readonly BlockRange[], blockCount: numb
     if (total > MAX_BLOCK_BATCH_BLOCKS) throw new TooLargeError(`a block batch may name at most ${MAX_BLOCK_BATCH_BLOCKS} blocks; split the request`)
   }
   return total
+}
+
+/**
+ * Whether a block of a batch stream is the coordinator's "unavailable" (its
+ * stored chunk failed its digest or is gone): BLOCK_SIZE zero bytes. Never a
+ * real block: a version's non-zero blocks are never all zero (the coordinator
+ * refuses such a manifest at commit). Check it only for a block that failed
+ * verification, so the normal path pays nothing.
+ */
+export function isUnavailableBlock (block: Uint8Array): boolean {
+  for (let i = 0; i < block.length; i++) if (block[i] !== 0) return false
+  return true
 }

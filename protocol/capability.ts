@@ -9,7 +9,7 @@
  * docs/PROTOCOL.md "Capabilities".
  */
 import * as dagCbor from '@ipld/dag-cbor'
-import { equals } from 'multiformats/bytes'
+import { decodeSignedEnvelope, signedMessage, signEnvelope } from './signing.ts'
 import { SIGNATURE_ALGORITHM } from './constants.ts'
 import { ForbiddenError, InvalidSignatureError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
@@ -39,13 +39,6 @@ export interface Capability {
   expires: number
 }
 
-interface CapabilityEnvelope {
-  format: number
-  alg: string
-  capability: Uint8Array
-  signature: Uint8Array
-}
-
 /** A capability that does not decode (wrong shape, types, size or names). */
 export class InvalidCapabilityError extends ValidationError {
   static override name = 'InvalidCapabilityError'
@@ -67,13 +60,6 @@ export class CapabilityMismatchError extends ForbiddenError {
 const context = new TextEncoder().encode(CAPABILITY_SIGNATURE_CONTEXT)
 const PEER_ID_PATTERN = /^[A-Za-z0-9]+$/
 
-function signedMessage (capabilityBytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  const msg = new Uint8Array(context.length + capabilityBytes.length)
-  msg.set(context)
-  msg.set(capabilityBytes, context.length)
-  return msg
-}
-
 function validateCapability (c: unknown): Capability {
   const fail = (why: string): never => { throw new InvalidCapabilityError(`invalid capability: ${why}`) }
   if (c == null || typeof c !== 'object' || Array.isArray(c)) fail('not a map')
@@ -94,9 +80,7 @@ export function encodeCapability (c: Capability): Uint8Array {
 /** Signs a capability with the coordinator's Ed25519 private key; returns the envelope bytes. */
 export async function signCapability (c: Capability, privateKey: CryptoKey): Promise<Uint8Array> {
   const capability = encodeCapability(c)
-  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(capability)))
-  const envelope: CapabilityEnvelope = { format: CAPABILITY_FORMAT, alg: SIGNATURE_ALGORITHM, capability, signature }
-  return dagCbor.encode(envelope)
+  return await signEnvelope('capability', CAPABILITY_FORMAT, context, capability, privateKey)
 }
 
 /**
@@ -104,32 +88,15 @@ export async function signCapability (c: Capability, privateKey: CryptoKey): Pro
  * exact fields, canonical inner bytes). Throws InvalidCapabilityError.
  */
 export function decodeCapability (bytes: Uint8Array): { capability: Capability, capabilityBytes: Uint8Array, signature: Uint8Array } {
-  const fail = (why: string, cause?: unknown): never => { throw new InvalidCapabilityError(`invalid capability: ${why}`, { cause }) }
-  if (!(bytes instanceof Uint8Array)) fail('not bytes')
-  if (bytes.length > MAX_CAPABILITY_BYTES) fail(`${bytes.length} bytes, over the limit of ${MAX_CAPABILITY_BYTES}`)
-  let raw: unknown
-  try {
-    raw = dagCbor.decode(bytes)
-  } catch (err) {
-    fail(`not valid dag-cbor: ${(err as Error).message}`, err)
-  }
-  const e = raw as CapabilityEnvelope
-  if (e == null || typeof e !== 'object' || Array.isArray(e) || Object.keys(e).sort().join() !== 'alg,capability,format,signature') {
-    fail('envelope must be a map of exactly {format, alg, capability, signature}')
-  }
-  if (e.format !== CAPABILITY_FORMAT) fail(`unsupported format ${String(e.format)}`)
-  if (typeof e.alg !== 'string' || e.alg !== SIGNATURE_ALGORITHM) fail(`unsupported signature algorithm ${typeof e.alg === 'string' ? JSON.stringify(e.alg.slice(0, 40)) : typeof e.alg}`)
-  if (!(e.capability instanceof Uint8Array) || !(e.signature instanceof Uint8Array) || e.signature.length !== 64) fail('envelope fields have the wrong types')
-  let inner: unknown
-  try {
-    inner = dagCbor.decode(e.capability)
-  } catch (err) {
-    fail(`inner capability is not valid dag-cbor: ${(err as Error).message}`, err)
-  }
-  const capability = validateCapability(inner)
-  // One capability, one byte string: reject re-encodings so the signed bytes are the only form.
-  if (!equals(encodeCapability(capability), e.capability)) fail('inner capability is not canonical')
-  return { capability, capabilityBytes: e.capability, signature: e.signature }
+  const { value, innerBytes, signature } = decodeSignedEnvelope(bytes, {
+    field: 'capability',
+    format: CAPABILITY_FORMAT,
+    maxBytes: MAX_CAPABILITY_BYTES,
+    validate: validateCapability,
+    encode: encodeCapability,
+    fail: (why, cause) => { throw new InvalidCapabilityError(`invalid capability: ${why}`, { cause }) }
+  })
+  return { capability: value, capabilityBytes: innerBytes, signature }
 }
 
 /** What a verifier checks a capability against. */
@@ -151,7 +118,7 @@ export interface CapabilityExpectation {
  */
 export async function verifyCapability (bytes: Uint8Array, publicKey: CryptoKey, expect: CapabilityExpectation): Promise<Capability> {
   const { capability, capabilityBytes, signature } = decodeCapability(bytes)
-  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(capabilityBytes))
+  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(context, capabilityBytes))
   if (!ok) throw new InvalidSignatureError('capability signature does not verify against the coordinator key')
   const now = expect.now ?? Math.floor(Date.now() / 1000)
   if (now > capability.expires + CAPABILITY_CLOCK_SKEW_SECONDS) throw new ExpiredCapabilityError(`capability for ${capability.image}@${capability.version} expired at ${capability.expires} (now ${now})`)

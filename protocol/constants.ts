@@ -63,3 +63,9 @@ export const MANIFEST_MEDIA_TYPE = 'application/vnd.trimswarm.manifest+cbor'
 
 /** Media type of a block batch or delta pack body. */
 export const BLOCK_STREAM_MEDIA_TYPE = 'application/vnd.trimswarm.blocks+zstd'
+
+/**
+ * The file in the coordinator's and the agent's data dirs that records the dir's format
+ * (`{"format": N, "writtenBy"}`; bin/data-format.ts checks it before a command opens the dir).
+ */
+export const DATA_FORMAT_FILE = 'data-format.json'

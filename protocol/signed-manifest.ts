@@ -7,6 +7,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { ENVELOPE_FORMAT, MANIFEST_SIGNATURE_CONTEXT, MAX_MANIFEST_BYTES, SIGNATURE_ALGORITHM } from './constants.ts'
 import { InvalidManifestError, InvalidSignatureError } from './errors.ts'
 import { decodeManifest, type Manifest } from './manifest.ts'
+import { signedMessage } from './signing.ts'
 
 /** A verified manifest and the exact bytes that were signed. */
 export interface OpenedManifest {
@@ -23,13 +24,6 @@ interface Envelope {
 
 const context = new TextEncoder().encode(MANIFEST_SIGNATURE_CONTEXT)
 
-function signedMessage (manifestBytes: Uint8Array): Uint8Array {
-  const msg = new Uint8Array(context.length + manifestBytes.length)
-  msg.set(context)
-  msg.set(manifestBytes, context.length)
-  return msg
-}
-
 /** Imports a raw 32-byte Ed25519 public key for verification. */
 export async function importPublicKey (raw: Uint8Array): Promise<CryptoKey> {
   if (raw.length !== 32) throw new InvalidSignatureError(`an Ed25519 public key has 32 bytes, got ${raw.length}`)
@@ -39,7 +33,7 @@ export async function importPublicKey (raw: Uint8Array): Promise<CryptoKey> {
 /** Signs manifest bytes (as produced by encodeManifest) and returns the envelope bytes. */
 export async function signManifest (manifestBytes: Uint8Array, privateKey: CryptoKey): Promise<Uint8Array> {
   decodeManifest(manifestBytes) // never sign something that does not decode
-  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(manifestBytes) as Uint8Array<ArrayBuffer>))
+  const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(context, manifestBytes) as Uint8Array<ArrayBuffer>))
   const envelope: Envelope = { format: ENVELOPE_FORMAT, alg: SIGNATURE_ALGORITHM, manifest: manifestBytes, signature }
   return dagCbor.encode(envelope)
 }
@@ -69,7 +63,7 @@ export function decodeEnvelope (bytes: Uint8Array): Envelope {
 /** Verifies an envelope against the trusted public key and decodes the manifest inside. */
 export async function openSignedManifest (bytes: Uint8Array, publicKey: CryptoKey): Promise<OpenedManifest> {
   const e = decodeEnvelope(bytes)
-  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, e.signature as Uint8Array<ArrayBuffer>, signedMessage(e.manifest) as Uint8Array<ArrayBuffer>)
+  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, e.signature as Uint8Array<ArrayBuffer>, signedMessage(context, e.manifest) as Uint8Array<ArrayBuffer>)
   if (!ok) throw new InvalidSignatureError('manifest signature does not verify against the coordinator key (tampered, or signed by another key)')
   return { manifest: decodeManifest(e.manifest), manifestBytes: e.manifest }
 }

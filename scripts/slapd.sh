@@ -34,10 +34,15 @@ die () { echo "slapd.sh: $*" >&2; exit 1; }
 usage () { die "usage: $0 start DIR PORT [--tls TLSPORT] [--ldif FILE] | stop DIR"; }
 
 running_pid () { # prints the pid of DIR's slapd if it is alive
-  local pidfile="$1/slapd.pid" pid
+  # The pid file alone is not proof: after a reboot or a kill -9 its pid may
+  # belong to another process, which stop would then kill and start would
+  # wait for. It is DIR's slapd only if that process runs DIR/slapd.conf.
+  local pidfile="$1/slapd.pid" pid abs
   [ -s "$pidfile" ] || return 1
   pid=$(cat "$pidfile")
-  kill -0 "$pid" 2>/dev/null || return 1
+  case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+  abs=$(cd "$1" && pwd) || return 1
+  tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qxF "$abs/slapd.conf" || return 1
   echo "$pid"
 }
 

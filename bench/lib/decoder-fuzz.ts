@@ -21,6 +21,7 @@ import { createManifest, decodeManifest, encodeManifest } from '../../protocol/m
 import { decodeManifestAnswer, decodeManifestRequest, encodeManifestAnswer, encodeManifestRequest, readFrameLength } from '../../protocol/manifest-exchange.ts'
 import { parseRate } from '../../protocol/rate.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
+import { decodeVersionPointer, encodeVersionPointer, InvalidVersionPointerError, VERSION_POINTER_FORMAT } from '../../protocol/version-pointer.ts'
 import * as api from '../../protocol/api.ts'
 import * as apiAdmin from '../../protocol/api-admin.ts'
 import * as swarmApi from '../../protocol/swarm-api.ts'
@@ -142,6 +143,8 @@ export function fuzzTargets (): FuzzTarget[] {
   const envelope = dagCbor.encode({ format: 1, alg: 'Ed25519', manifest: manifests[1], signature: seq(64, 9) })
   const cap = encodeCapability({ image: 'desk', version: '2024.1', peer: '12D3KooWDd2b9SqVsbDrCm2EiaoFGT5xSHwPEfhVgzLwffCG3taE', expires: 1_800_000_600 })
   const capEnvelope = dagCbor.encode({ format: CAPABILITY_FORMAT, alg: 'Ed25519', capability: cap, signature: seq(64, 7) })
+  const pointer = encodeVersionPointer({ image: 'desk', version: '2024.2', manifestCid: 'bafyr4idvmfgu6b2x7777rk4xnvki7sfcfhw3rbxrgjkjbvuvoqswb2u6iy', seq: 42, time: 1_800_000_000 })
+  const pointerEnvelope = dagCbor.encode({ format: VERSION_POINTER_FORMAT, alg: 'Ed25519', pointer, signature: seq(64, 5) })
   const packHeader = encodeDeltaPackHeader({ name: 'desk', version: '2', from: '1', ranges: [[0, 3], [10, 1], [100, 64]], blocks: 68 })
   const targets: FuzzTarget[] = [
     {
@@ -160,6 +163,7 @@ export function fuzzTargets (): FuzzTarget[] {
     { name: 'signed manifest envelope', allowed: [InvalidManifestError, InvalidSignatureError], input: bytesAround([envelope], 4096), decode: (b) => decodeEnvelope(b as Uint8Array) },
     { name: 'delta-pack header', allowed: [InvalidManifestError], input: bytesAround([packHeader]), decode: (b) => decodeDeltaPackHeader(b as Uint8Array) },
     { name: 'capability', allowed: [InvalidCapabilityError], input: fc.oneof(bytesAround([capEnvelope]), bytesAround([cap])), decode: (b) => decodeCapability(b as Uint8Array) },
+    { name: 'version pointer', allowed: [InvalidVersionPointerError], input: fc.oneof(bytesAround([pointerEnvelope]), bytesAround([pointer])), decode: (b) => decodeVersionPointer(b as Uint8Array) },
     { name: 'block-exchange message', allowed: [MalformedMessageError, MessageTooLargeError], input: bytesAround(validMessages(), 5000), decode: (b) => decodeMessage(b as Uint8Array) },
     { name: 'manifest-exchange request', allowed: [MalformedMessageError, MessageTooLargeError], input: bytesAround([unframe(encodeManifestRequest(capEnvelope))]), decode: (b) => decodeManifestRequest(b as Uint8Array) },
     {

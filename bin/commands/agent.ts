@@ -13,11 +13,15 @@ import { AGENT_LOG_FORMATS, createAgentLogger, defaultAgentLogFormat, type Agent
 import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { join } from 'node:path'
-import { CoordinatorUnreachableError, DataDirLockedError, DiskFullError, KeyPinError, SyncIncompleteError } from '../../peer-agent/errors.ts'
-import { CliError, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import {
+  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError,
+  PartialFileError, SyncIncompleteError
+} from '../../peer-agent/errors.ts'
+import { CliError, EXIT_DATA_DIR_IN_USE, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
-import { packageVersion } from '../package-version.ts'
+import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 import { reexecWith } from '../reexec.ts'
+import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [options]
@@ -88,9 +92,24 @@ async function buildIndexInChild (dataDir: string, folders: string[]): Promise<v
   if (code !== 0) process.stderr.write(`warning: building the host index in a child process failed (exit ${code}); the sync builds it\n`)
 }
 
-/** Agent failures the user can act on become CliErrors: a message and exit code 1, no stack trace. */
+/** Takes the data dir lock; a data dir held by another agent is one line and exit code 75, no stack trace. */
+async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
+  try {
+    return await lockDataDir(dataDir)
+  } catch (err) {
+    throw agentCliError(err)
+  }
+}
+
+/** Exit code of a sync that stopped on chunks the coordinator cannot serve and no peer had (its admin must act). */
+export const EXIT_CHUNK_UNAVAILABLE = 3
+
+/** Agent failures the user can act on become CliErrors: a message and exit code 1 (75: data dir in use, 3: chunks unavailable), no stack trace. */
 export function agentCliError (err: unknown): unknown {
-  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirLockedError || err instanceof KeyPinError || err instanceof SyncIncompleteError) {
+  if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
+  if (err instanceof ChunkUnavailableError) return new CliError(err.message, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
+  if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError ||
+    err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError) {
     return new CliError(err.message, { cause: err })
   }
   if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume', { cause: err })
@@ -198,12 +217,16 @@ const sync: Command = {
     // the progress bar is plain text: no place among JSON lines
     const reporter = quiet || format === 'json' ? undefined : createProgressReporter(process.stderr)
 
+    let release = await lockOrRefuse(dataDir) // a second agent is refused before it does anything
+    await openDataDirReporting(dataDir, AGENT_DATA) // under the lock: one migration at a time, before anything is read
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
       // the first build of a big index is the agent's most memory-hungry step: run it in its own
-      // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md)
+      // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md);
+      // the child takes the lock itself meanwhile
+      await release()
       await buildIndexInChild(dataDir, indexFolders)
+      release = await lockOrRefuse(dataDir)
     }
-    const release = await lockDataDir(dataDir)
     const abort = new AbortController()
     const onSignal = (): void => { abort.abort(new Error('interrupted')) }
     process.once('SIGINT', onSignal)
@@ -273,7 +296,8 @@ const index: Command = {
     const dataDir = requireString(args, 'data', INDEX_USAGE)
     const folders = args.values.index as string[] | undefined
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
-    const release = await lockDataDir(dataDir)
+    const release = await lockOrRefuse(dataDir)
+    await openDataDirReporting(dataDir, AGENT_DATA)
     const { createHostIndex } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
@@ -363,13 +387,14 @@ const run: Command = {
     const config = await loadDaemonConfig(file)
     config.transfer = transferOption(args, RUN_USAGE) ?? config.transfer
     if (config.nice) setPriority(NICE_PRIORITY)
-    const release = await lockDataDir(config.dataDir)
+    const release = await lockOrRefuse(config.dataDir)
+    await openDataDirReporting(config.dataDir, AGENT_DATA)
     const abort = new AbortController()
     const stop = (): void => { abort.abort(new Error('stopping')) }
     process.once('SIGTERM', stop)
     process.once('SIGINT', stop)
     const logger = createAgentLogger({ format })
-    const metrics = metricsListen != null ? createDaemonMetrics({ version: packageVersion() }) : undefined
+    const metrics = metricsListen != null ? createDaemonMetrics({ version: TRIMSWARM_VERSION }) : undefined
     let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined
     try {
       if (metrics != null && metricsListen != null) {

@@ -5,15 +5,16 @@ import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator
 import { ADMIN_TOKEN_FILE, COORDINATOR_MMAP_THRESHOLD_BYTES, DEFAULT_LISTEN, META_DB_DIR } from '../../coordinator/constants.ts'
 import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
 import type { FsckReport } from '../../coordinator/fsck.ts'
+import type { S3BlockStore } from '../../coordinator/s3-block-store.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../../coordinator/logger.ts'
-import { CliError, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
+import { CliError, EXIT_DATA_DIR_IN_USE, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
-import { packageVersion } from '../package-version.ts'
 import { reexecWith } from '../reexec.ts'
+import { COORDINATOR_DATA, openDataDirReporting } from '../data-format.ts'
 
 const usage = `Usage: trimswarm coordinator --data DIR [--listen HOST:PORT] [--config FILE] [--log-level LEVEL] [--log-format FORMAT]
-       trimswarm coordinator fsck --data DIR [--repair-from IMAGE]... [--json]
+       trimswarm coordinator fsck --data DIR [--config FILE] [--repair-from IMAGE]... [--json]
 
 Runs the coordinator: the HTTP API under /v1 (auth, policy, images, origin,
 events, reports), /healthz and /metrics. Stops cleanly on SIGTERM or SIGINT.
@@ -36,8 +37,10 @@ damaged ones, lists the chunks each version lacks, restores them from the
 --repair-from image files (re-chunked; every chunk re-hashed), and marks the
 versions still incomplete: the origin then refuses them (503) and never makes
 one "latest". A later fsck that finds a version whole again unmarks it.
-Exit status: 0 when every version is complete (after repair), 1 otherwise.
+Exit status: 0 when every version is complete (after repair), 1 otherwise,
+78 when the chunks are in an S3 bucket the config does not name or cannot reach.
 
+  --config FILE          the coordinator's config, when its chunks are in S3 (blockStore.s3)
   --repair-from IMAGE    an image file holding the lost chunks' bytes (repeatable)
   --json                 print the report as JSON`
 
@@ -69,21 +72,38 @@ function printFsck (r: FsckReport): void {
   process.stdout.write(out.join('\n') + '\n')
 }
 
+/** fsck's exit code for a config that does not let it reach the chunks: 78, EX_CONFIG of sysexits.h (1 means "incomplete versions"). */
+const EXIT_FSCK_CONFIG = 78
+
 async function fsck (args: CommandArgs): Promise<number> {
   if (args.positionals.length > 1) throw new UsageError(`unknown argument ${args.positionals[1]}\n\n${usage}`)
-  for (const k of ['listen', 'config', 'log-level', 'log-format']) if (args.values[k] != null) throw new UsageError(`--${k} does not apply to fsck\n\n${usage}`)
+  for (const k of ['listen', 'log-level', 'log-format']) if (args.values[k] != null) throw new UsageError(`--${k} does not apply to fsck\n\n${usage}`)
   const dataDir = requireString(args, 'data', usage)
   if (!existsSync(join(dataDir, META_DB_DIR))) throw new CliError(`${dataDir} is not a coordinator data dir (no ${META_DB_DIR}/)`)
+  await openDataDirReporting(dataDir, COORDINATOR_DATA)
   const repairFrom = (args.values['repair-from'] as string[] | undefined) ?? []
   const json = args.values.json === true
   const { runFsck } = await import('../../coordinator/fsck.ts')
   let report: FsckReport
+  let s3: S3BlockStore | undefined
   try {
-    report = await runFsck({ dataDir, repairFrom, onProgress: json ? undefined : (line) => process.stderr.write(line + '\n') })
+    const configFile = args.values.config as string | undefined
+    const s3Config = configFile != null ? (await loadCoordinatorConfig(configFile)).blockStore?.s3 : undefined
+    if (s3Config != null) s3 = await (await import('../../coordinator/s3-block-store.ts')).openS3BlockStoreFromConfig({}, s3Config)
+    const store = s3
+    report = await runFsck({
+      dataDir,
+      repairFrom,
+      onProgress: json ? undefined : (line) => process.stderr.write(line + '\n'),
+      blockStore: store != null ? { store, locate: (cid) => `s3://${store.bucket}/${store.keyOf(cid)}` } : undefined
+    })
   } catch (err) {
-    if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`)
+    if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`, { exitCode: EXIT_DATA_DIR_IN_USE })
     if (err instanceof InvalidImageError) throw new CliError(`--repair-from: ${err.message}`)
+    if (err instanceof ConfigError) throw new CliError(err.message, { exitCode: EXIT_FSCK_CONFIG })
     throw err
+  } finally {
+    s3?.close()
   }
   if (json) process.stdout.write(JSON.stringify(report, null, 2) + '\n')
   else printFsck(report)
@@ -115,16 +135,18 @@ const command: Command = {
     // a long-running server: big freed buffers go back to the kernel (re-executes once, same PID)
     reexecWith({ glibcTunables: { 'glibc.malloc.mmap_threshold': COORDINATOR_MMAP_THRESHOLD_BYTES } })
     const configFile = args.values.config as string | undefined
+    await openDataDirReporting(dataDir, COORDINATOR_DATA)
     // loaded after the re-exec, not before it as well
     const { createCoordinator } = await import('../../coordinator/coordinator.ts')
     const coordinator = await (async () => {
       try {
         const config: CoordinatorConfig = configFile != null ? await loadCoordinatorConfig(configFile) : {}
-        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined, logFormat, version: packageVersion() })
+        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined, logFormat })
         await c.start()
         return c
       } catch (err) {
-        if (err instanceof ConfigError || err instanceof DataDirLockedError) throw new CliError(err.message)
+        if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it first, or give this one another --data dir`, { exitCode: EXIT_DATA_DIR_IN_USE })
+        if (err instanceof ConfigError) throw new CliError(err.message)
         throw err
       }
     })()

@@ -15,7 +15,8 @@ import { hashBytes } from '../../chunker/blake3.ts'
 import { toHex } from '../../protocol/block-id.ts'
 import { CliError, UsageError, type Command } from '../cli-support.ts'
 
-const cli = resolve(import.meta.dirname, '..', 'trimswarm.js')
+// the entry script that runs this command: bin/trimswarm.js in a checkout and in an install alike
+const cli = resolve(process.argv[1])
 
 const usage = `Usage: trimswarm demo [--dir DIR] [--keep] [--host-folder DIR] [--mib N]
 

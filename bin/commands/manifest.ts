@@ -187,11 +187,11 @@ const inspectCommand: Command = {
   }
 }
 
-/** Writes `bytes` to `path` atomically: temp file beside it, fsync, rename; no partial file on failure. */
-async function writeFileAtomic (path: string, bytes: Uint8Array): Promise<void> {
+/** Writes `bytes` to `path` atomically: temp file beside it (created with `mode`), fsync, rename; no partial file on failure. */
+export async function writeFileAtomic (path: string, bytes: Uint8Array, mode = 0o666): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
   try {
-    const fh = await open(tmp, 'wx')
+    const fh = await open(tmp, 'wx', mode)
     try {
       await fh.writeFile(bytes)
       await fh.sync()

@@ -2,7 +2,7 @@
 import { TokenCreateResponse, TokenInfo, routes } from '../../protocol/api.ts'
 import { TokenList } from '../../protocol/api-admin.ts'
 import { adminClientFrom, CLIENT_OPTIONS, CLIENT_USAGE } from '../admin-client.ts'
-import { onePositional, requireString, UsageError, type Command } from '../cli-support.ts'
+import { formatTable, onePositional, requireString, UsageError, type Command } from '../cli-support.ts'
 
 const createUsage = `Usage: trimswarm token create --group GROUP [--name NAME] [--json] --coordinator URL --token-file FILE
 
@@ -64,8 +64,7 @@ const list: Command = {
       return
     }
     const rows = [['ID', 'GROUP', 'NAME', 'CREATED', 'STATE'], ...tokens.map(t => [t.id, t.group, t.name, t.createdAt, t.revoked ? 'revoked' : 'active'])]
-    const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
-    for (const r of rows) process.stdout.write(r.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd() + '\n')
+    process.stdout.write(formatTable(rows))
   }
 }
 

@@ -5,7 +5,7 @@
  * state of its own is the event index and the chart samples (level
  * sublevels `console-*`), both derived and rebuildable.
  *
- * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, logger, audit }, { sessionTtlSeconds })`,
+ * Mount: `const admin = createConsole({ auth, api: app, db, events, images, policies, tokens, logger, audit }, { sessionTtlSeconds })`,
  * `await admin.start()`, `app.route('/', admin.app)`, and `await admin.stop()` before the db closes.
  */
 import { readFileSync } from 'node:fs'
@@ -20,15 +20,18 @@ import type { ImageService } from '../image-service.ts'
 import type { CoordinatorEnv, Logger } from '../interface.ts'
 import type { MetaDb } from '../meta-db.ts'
 import type { PolicyStore } from '../policy-store.ts'
-import { nameParam } from '../request-body.ts'
-import { ForbiddenError, TrimswarmError, UnauthorizedError, ValidationError } from '../../protocol/errors.ts'
+import { nameParam, tokenIdParam as tokenId } from '../request-body.ts'
+import type { TokenStore } from '../token-store.ts'
+import { ForbiddenError, NotFoundError, TrimswarmError, UnauthorizedError, ValidationError } from '../../protocol/errors.ts'
+import { name as nameSchema } from '../../protocol/api.ts'
 import { createCharts, windowParam } from './charts.ts'
 import { CONSOLE_REFRESH_MS } from './constants.ts'
 import { createEventIndex, type EventIndex } from './event-index.ts'
 import { shell, type Body, type Markup } from './layout.ts'
-import { chartBox, errorBody, filterForm, forbiddenBody, loginBody, selectField, typeField, windowField } from './pages.ts'
+import { formatBytes, formatTime } from './format.ts'
+import { actionForm, chartBox, createdTokenBody, detailList, errorBody, filterForm, forbiddenBody, loginBody, selectField, tokenForm, typeField, windowField } from './pages.ts'
 import { formValues, parsePolicyForm, policyToForm, renderPolicyForm } from './policy-form.ts'
-import { checkParams, createTables, typeParam } from './report-queries.ts'
+import { checkParams, createTables, publishedReport, typeParam, versionHref } from './report-queries.ts'
 import { createSeriesStore, type SeriesStore } from './series-store.ts'
 import { clearSession, csrfToken, csrfValid, principalOf, safeNext, setSession } from './session.ts'
 import { csvOf, jsonRows, liveCells, renderTable } from './table-view.ts'
@@ -45,6 +48,7 @@ export interface ConsoleComponents {
   events: EventStore
   images: ImageService
   policies: PolicyStore
+  tokens: TokenStore
   logger: Logger
   /** The audit trail (the console's changes are audited like the API's). */
   audit: Audit
@@ -82,15 +86,17 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 /** Creates the console (nothing runs until start()). */
 export function createConsole (components: ConsoleComponents, init: ConsoleInit = {}): AdminConsole {
-  const { auth, images, events, policies, logger, audit } = components
+  const { auth, images, events, policies, tokens, logger, audit } = components
+  const report = publishedReport(events, images)
   const refreshMs = init.refreshMs ?? CONSOLE_REFRESH_MS
   const ttl = init.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
   const index = createEventIndex({ db: components.db, logger }, { settleMs: init.indexSettleMs })
-  const series = createSeriesStore({ db: components.db, events, logger }, { sampleMs: init.sampleMs })
-  const tables = createTables({ db: components.db, events, images, policies, index })
+  const series = createSeriesStore({ db: components.db, events: { report }, logger }, { sampleMs: init.sampleMs })
+  const tables = createTables({ db: components.db, events, images, policies, tokens, index })
   const charts = createCharts({ series })
   const js = readFileSync(new URL('console.js', ASSETS), 'utf8')
   const css = readFileSync(new URL('console.css', ASSETS), 'utf8')
+  const favicon = readFileSync(new URL('favicon.svg', ASSETS), 'utf8')
 
   const app = new Hono<CoordinatorEnv>()
   const send = (c: Context, status: number, page: Markup): Response | Promise<Response> => {
@@ -107,6 +113,8 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
   app.get('/', (c) => c.redirect('/console/images', 303))
   app.get('/console', (c) => c.redirect('/console/images', 303))
   app.get('/console/assets/console.js', (c) => c.body(js, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' }))
+  // browsers ask for /favicon.ico whatever the page says; an SVG serves both
+  app.get('/favicon.ico', (c) => c.body(favicon, 200, { 'Content-Type': 'image/svg+xml', 'Cache-Control': 'public, max-age=86400', 'X-Content-Type-Options': 'nosniff' }))
   app.get('/console/assets/console.css', (c) => c.body(css, 200, { 'Content-Type': 'text/css; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' }))
 
   // ---- login / logout ----
@@ -206,7 +214,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
 
   // ---- pages ----
   const imageNames = async (): Promise<string[]> => (await images.listImages(() => true)).images.map(i => i.name)
-  const siteNames = (): string[] => [...new Set(events.report({}).map(r => r.site))].sort()
+  const siteNames = async (): Promise<string[]> => [...new Set((await report({})).map(r => r.site))].sort()
   const qs = (q: Record<string, string | undefined>): string => {
     const p = new URLSearchParams()
     for (const [k, v] of Object.entries(q)) if (v != null && v !== '') p.set(k, v)
@@ -221,7 +229,90 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
 
   app.get('/console/images', async (c) => {
     try {
-      return await page(c, 'Images', 'images', await show('versions', {}, '/console/images'))
+      const retired = c.req.query('retired')
+      return await page(c, 'Images', 'images', [retired != null ? note(`Retired ${retired}. Storage gc (trimswarm image gc, or the daily sweep) frees its chunks that no live version shares.`) : '', await show('versions', {}, '/console/images')])
+    } catch (err) { return await errorPage(c, err) }
+  })
+  app.get('/console/images/:image/:version', async (c) => {
+    try {
+      const image = nameParam(c.req.param('image'), 'image')
+      const version = nameParam(c.req.param('version'), 'version')
+      const v = (await images.adminImages()).images.find(i => i.name === image)?.versions.find(x => x.version === version)
+      if (v == null) throw new NotFoundError(`image ${image} has no version ${version}`)
+      const body = [
+        detailList([
+          ['state', v.latest ? `${v.state}, latest` : v.state],
+          ['published', formatTime(v.publishedAt)],
+          ['size', formatBytes(v.size)],
+          ['non-zero data', formatBytes(v.nonZeroBytes)],
+          ['chunks', String(v.chunks)],
+          ['previous version', v.previous ?? 'none'],
+          ['delta pack', v.deltaPackBytes == null ? 'none' : formatBytes(v.deltaPackBytes)]
+        ]),
+        v.state === 'live' || v.state === 'incomplete'
+          ? actionForm(`${versionHref(image, version)}/retire`, csrfToken(c), `Retire ${image} ${version}`, `Retiring stops offering ${version} as latest${v.latest ? ' (agents already on it stay on it until a newer version is published or they are given a version by name)' : ''}; storage gc then deletes its chunks that no live version shares, and it is no longer served.`)
+          : note(`This version is ${v.state}.`),
+        html`<p><a href="/console/images">Back to the images</a> · <a href="/console/rollout?image=${image}">Rollout of ${image}</a></p>`
+      ]
+      return await page(c, `${image} ${version}`, 'images', body)
+    } catch (err) { return await errorPage(c, err) }
+  })
+  app.post('/console/images/:image/:version/retire', async (c) => {
+    try {
+      const image = nameParam(c.req.param('image'), 'image')
+      const version = nameParam(c.req.param('version'), 'version')
+      const before = await images.getInfo(image, version).catch(() => undefined)
+      const after = await images.retire(image, version)
+      audit(c, 'version.retire', { target: { image, version, via: 'console' }, before: { retired: before?.retired }, after: { retired: after.retired } })
+      return c.redirect(`/console/images?retired=${encodeURIComponent(`${image} ${version}`)}`, 303)
+    } catch (err) { return await errorPage(c, err) }
+  })
+
+  // ---- machine tokens ----
+  const groupNames = (): string[] => Object.keys(policies.all()).sort()
+  app.get('/console/tokens', async (c) => {
+    try {
+      const revoked = c.req.query('revoked')
+      return await page(c, 'Tokens', 'tokens', [revoked != null ? note(`Revoked token ${revoked}: agents using it get 401 from their next request.`) : '', await show('tokens', {}, '/console/tokens'), tokenForm(csrfToken(c), groupNames())])
+    } catch (err) { return await errorPage(c, err) }
+  })
+  app.post('/console/tokens', async (c) => {
+    try {
+      const form = await c.req.parseBody()
+      const group = typeof form.group === 'string' ? form.group.trim() : ''
+      const label = typeof form.name === 'string' ? form.name.trim() : ''
+      const again = async (message: string): Promise<Response> => await page(c, 'Tokens', 'tokens', [await show('tokens', {}, '/console/tokens'), tokenForm(csrfToken(c), groupNames(), { group, name: label }, message)], 400)
+      try {
+        nameSchema.parse(group, 'group')
+      } catch {
+        return await again('Group: letters, digits and . _ + - only (up to 128), starting with a letter or digit.')
+      }
+      if (label.length > 128) return await again('Name: at most 128 characters.')
+      const { info, token } = await tokens.create(group, label === '' ? undefined : label)
+      audit(c, 'token.create', { target: { tokenId: info.id, via: 'console' }, before: null, after: info })
+      return await page(c, 'Token created', 'tokens', createdTokenBody(info, token))
+    } catch (err) { return await errorPage(c, err) }
+  })
+  app.get('/console/tokens/:id', async (c) => {
+    try {
+      const id = tokenId(c.req.param('id'))
+      const t = (await tokens.list()).find(x => x.id === id)
+      if (t == null) throw new NotFoundError(`no token ${id}`)
+      const body = [
+        detailList([['group', t.group], ['name (site)', t.name], ['created', formatTime(t.createdAt)], ['state', t.revoked ? 'revoked' : 'active']]),
+        t.revoked ? note('This token is revoked.') : actionForm(`/console/tokens/${id}/revoke`, csrfToken(c), `Revoke token ${id}`, 'Agents using this token get 401 from their next request. This cannot be undone: give them a new token.'),
+        html`<p><a href="/console/tokens">Back to the tokens</a></p>`
+      ]
+      return await page(c, `Token ${id}`, 'tokens', body)
+    } catch (err) { return await errorPage(c, err) }
+  })
+  app.post('/console/tokens/:id/revoke', async (c) => {
+    try {
+      const id = tokenId(c.req.param('id'))
+      const before = (await tokens.list()).find(t => t.id === id) ?? null
+      const after = await tokens.revoke(id)
+      audit(c, 'token.revoke', { target: { tokenId: id, via: 'console' }, before, after })
+      return c.redirect(`/console/tokens?revoked=${id}`, 303)
     } catch (err) { return await errorPage(c, err) }
   })
 
@@ -250,7 +341,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
       const image = q.image != null && q.image !== '' ? nameParam(q.image, 'image') : undefined
       const site = q.site != null && q.site !== '' ? nameParam(q.site, 'site') : undefined
       const w = windowParam(q)
-      const form = filterForm('/console/bandwidth', [selectField('Image', 'image', await imageNames(), image), selectField('Site', 'site', siteNames(), site), windowField(w.name)])
+      const form = filterForm('/console/bandwidth', [selectField('Image', 'image', await imageNames(), image), selectField('Site', 'site', await siteNames(), site), windowField(w.name)])
       const chartQ = { ...(image != null ? { image } : {}), ...(site != null && image == null ? { site } : {}), ...(q.window != null ? { window: q.window } : {}) }
       const body = [
         form,
@@ -268,7 +359,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     try {
       const q = c.req.query()
       checkParams(tables.agents, q)
-      const form = filterForm('/console/agents', [selectField('Site', 'site', siteNames(), q.site), selectField('Image', 'image', await imageNames(), q.image)])
+      const form = filterForm('/console/agents', [selectField('Site', 'site', await siteNames(), q.site), selectField('Image', 'image', await imageNames(), q.image)])
       return await page(c, 'Agents', 'agents', [form, await show('agents', q, '/console/agents')])
     } catch (err) { return await errorPage(c, err) }
   })
@@ -278,7 +369,7 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
       const q = c.req.query()
       checkParams(tables.events, q)
       typeParam(q)
-      const form = filterForm('/console/events', [selectField('Image', 'image', await imageNames(), q.image), selectField('Site', 'site', siteNames(), q.site), typeField(q.type)])
+      const form = filterForm('/console/events', [selectField('Image', 'image', await imageNames(), q.image), selectField('Site', 'site', await siteNames(), q.site), typeField(q.type)])
       return await page(c, 'Events', 'events', [form, await show('events', q, '/console/events')])
     } catch (err) { return await errorPage(c, err) }
   })

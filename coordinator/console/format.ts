@@ -27,11 +27,19 @@ export function savedPercent (b: { local: number, peers: number, origin: number 
   return total === 0 ? 0 : Math.round((b.local + b.peers) * 1000 / total) / 10
 }
 
-/** One CSV field (RFC 4180): quoted when it holds a comma, quote or line break; cells that a spreadsheet would run as a formula get a leading quote. */
+/**
+ * One CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
+ * A text cell that a spreadsheet would evaluate (leading =, +, -, @, tab or CR)
+ * gets a leading quote and is quoted, whatever follows: `-1+cmd|' /C calc'!A0`
+ * looks like a negative number but is a formula. Only numbers the code itself
+ * writes (typeof number/bigint, e.g. -5) stay as they are.
+ */
 export function csvField (v: unknown): string {
   let s = v == null ? '' : String(v)
-  if (/^[=+\-@\t\r]/.test(s) && !/^-?\d/.test(s)) s = `'${s}`
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s
+  const fromCode = typeof v === 'number' || typeof v === 'bigint'
+  if (!fromCode && /^[=+\-@\t\r]/.test(s)) s = `"'${s.replace(/"/g, '""')}"`
+  else if (/[",\r\n]/.test(s)) s = `"${s.replace(/"/g, '""')}"`
+  return s
 }
 
 /** Escapes text for HTML/XML content and quoted attribute values. */

@@ -11,6 +11,7 @@ export const NAV = [
   ['bandwidth', 'Bandwidth'],
   ['agents', 'Agents'],
   ['policy', 'Policy'],
+  ['tokens', 'Tokens'],
   ['events', 'Events']
 ] as const
 
@@ -38,6 +39,7 @@ export function shell (p: ShellInit): Markup {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${p.title} · trimswarm</title>
+<link rel="icon" href="/favicon.ico" type="image/svg+xml">
 <link rel="stylesheet" href="/console/assets/console.css">
 <script src="/console/assets/console.js" defer></script>
 </head>

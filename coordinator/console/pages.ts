@@ -56,3 +56,34 @@ export function forbiddenBody (user: string, message: string): Markup {
 export function errorBody (message: string): Markup {
   return html`<p class="form-error" role="alert">${message}</p><p><a href="/console/images">Back to the console</a></p>`
 }
+
+/** A one-field POST form: a button that changes something, with the CSRF token; `confirm` is shown beside it. */
+export function actionForm (action: string, csrf: string, label: string, confirm: string): Markup {
+  return html`<form class="action" method="post" action="${action}">${csrfField(csrf)}<p class="note">${confirm}</p><button type="submit" class="danger">${label}</button></form>`
+}
+
+/** Label/value rows of one record. */
+export function detailList (rows: Array<[string, string]>): Markup {
+  return html`<dl class="details">${rows.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>`
+}
+
+/** The new machine token form. */
+export function tokenForm (csrf: string, groups: string[], values: { group?: string, name?: string } = {}, error?: string): Markup {
+  return html`<form class="policy token" method="post" action="/console/tokens">
+${csrfField(csrf)}
+<h2>New machine token</h2>
+${error != null ? html`<p class="form-error" role="alert">${error}</p>` : ''}
+<label>Group (its policy applies to the agents) <input name="group" list="token-groups" required value="${values.group ?? ''}" placeholder="e.g. branch"></label>
+<datalist id="token-groups">${groups.map(g => html`<option value="${g}">`)}</datalist>
+<label>Name, e.g. the site (optional) <input name="name" maxlength="128" value="${values.name ?? ''}" placeholder="e.g. paris"></label>
+<button type="submit">Create token</button>
+</form>`
+}
+
+/** The page body after creating a token: the secret, shown this once. */
+export function createdTokenBody (info: { id: string, group: string, name: string }, token: string): Markup {
+  return html`<p class="form-ok" role="status">Created token ${info.id} for group ${info.group}${info.name !== '' ? ` (${info.name})` : ''}.</p>
+<p><strong>Copy it now: it is shown only this once</strong> (the coordinator keeps only its SHA-256). Give it to the agents, e.g. in their <code>--token-file</code>.</p>
+<pre class="secret" id="new-token">${token}</pre>
+<p><a href="/console/tokens">Back to the tokens</a></p>`
+}

@@ -4,15 +4,16 @@
  * store, the console's event index). One definition serves the HTML page, the
  * live refresh, the JSON API and the CSV export, so they always agree.
  */
-import { EVENT_TYPES, type Policy, type ReportRow, type VersionInfo } from '../../protocol/api.ts'
+import { EVENT_TYPES, type Policy, type ReportRow, type TokenInfo, type VersionInfo } from '../../protocol/api.ts'
 import type { StoredEvent } from '../../protocol/api-admin.ts'
 import { NotFoundError, ValidationError } from '../../protocol/errors.ts'
 import { formatRate } from '../../protocol/rate.ts'
-import type { AgentRecord, EventStore } from '../event-store.ts'
+import { EVENT_CURSOR_PATTERN, type AgentRecord, type EventStore } from '../event-store.ts'
 import type { ImageService } from '../image-service.ts'
 import type { MetaDb } from '../meta-db.ts'
 import type { PolicyStore } from '../policy-store.ts'
 import { nameParam } from '../request-body.ts'
+import type { TokenStore } from '../token-store.ts'
 import { CONSOLE_MAX_PAGE_ROWS, CONSOLE_PAGE_ROWS, MAX_SCAN_PER_PAGE, ROLLOUT_FAILURES_ROWS } from './constants.ts'
 import type { EventIndex } from './event-index.ts'
 import { formatBytes, formatPercent, formatTime, savedPercent } from './format.ts'
@@ -24,6 +25,8 @@ export interface Column<R> {
   text?: (r: R) => string
   href?: (r: R) => string | undefined
   numeric?: boolean
+  /** Long text (errors): wraps instead of being cut. */
+  wrap?: boolean
 }
 
 /** Rows of one table page; `next` is the cursor of the following page. */
@@ -54,7 +57,25 @@ export interface QueryComponents {
   events: EventStore
   images: ImageService
   policies: PolicyStore
+  tokens: TokenStore
   index: EventIndex
+}
+
+/** Report rows of the event store, filtered. */
+export type ReportSource = (filter: { image?: string, version?: string, site?: string }) => Promise<ReportRow[]>
+
+/**
+ * The event store's report without rows for versions the coordinator never
+ * published: an agent asked for an image that does not exist ("nosuch@latest")
+ * or a version it does not have ("9"). Such syncs stay visible as events and
+ * on the agents page, but they are no rollout or bandwidth of any image.
+ */
+export function publishedReport (events: Pick<EventStore, 'report'>, images: Pick<ImageService, 'adminImages'>): ReportSource {
+  return async (filter) => {
+    const known = new Set<string>()
+    for (const img of (await images.adminImages()).images) for (const v of img.versions) known.add(`${img.name}\x00${v.version}`)
+    return events.report(filter).filter(r => known.has(`${r.image}\x00${r.version}`))
+  }
 }
 
 /** A version row of the images table. */
@@ -130,7 +151,7 @@ function cursorParam (q: Record<string, string>, k: string, pattern: RegExp): st
   return v
 }
 
-const EVENT_CURSOR = /^\d{15}![A-Za-z0-9-]{0,64}$/
+const EVENT_CURSOR = EVENT_CURSOR_PATTERN
 const AGENT_CURSOR = /^[^\x00]{1,128}$/
 
 /** Sums report rows by a key. */
@@ -162,8 +183,12 @@ const countColumns = <R extends { clients: number, inProgress: number, failed: n
 ]
 
 const rolloutHref = (image: string): string => `/console/rollout?image=${encodeURIComponent(image)}`
+/** The page of one version (details and the retire action). */
+export const versionHref = (image: string, version: string): string => `/console/images/${encodeURIComponent(image)}/${encodeURIComponent(version)}`
+// Events list newest first by arrival at the coordinator (its clock; agents' clocks may be off and
+// their queues send late), so that time comes first; the agent's own time of the event follows.
 const eventColumns: Array<Column<StoredEvent>> = [
-  { label: 'time', value: r => r.event.time, text: r => formatTime(r.event.time) },
+  { label: 'received', value: r => r.receivedAt, text: r => formatTime(r.receivedAt) },
   { label: 'type', value: r => r.event.type },
   { label: 'agent', value: r => r.event.agent },
   { label: 'site', value: r => r.event.site },
@@ -174,19 +199,21 @@ const eventColumns: Array<Column<StoredEvent>> = [
   { label: 'LAN peer bytes', value: r => r.event.bytes?.peers ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.peers), numeric: true },
   { label: 'WAN origin bytes', value: r => r.event.bytes?.origin ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.origin), numeric: true },
   { label: 'seconds', value: r => r.event.seconds ?? null, text: r => r.event.seconds == null ? '' : r.event.seconds.toFixed(1), numeric: true },
-  { label: 'error', value: r => r.event.error ?? null },
-  { label: 'received', value: r => r.receivedAt, text: r => formatTime(r.receivedAt) }
+  { label: 'error', value: r => r.event.error ?? null, wrap: true },
+  { label: 'agent time', value: r => r.event.time, text: r => formatTime(r.event.time) }
 ]
+const eventColumn = (label: string): Column<StoredEvent> => eventColumns.find(c => c.label === label) as Column<StoredEvent>
 
 /** Builds every table of the console over the stores. */
 export function createTables (c: QueryComponents): Record<string, TableDef> {
+  const report = publishedReport(c.events, c.images)
   const versions: TableDef<VersionRow> = {
     id: 'versions',
     title: 'Image versions',
     params: ['image'],
     columns: [
       { label: 'image', value: r => r.image, href: r => rolloutHref(r.image) },
-      { label: 'version', value: r => r.version },
+      { label: 'version', value: r => r.version, href: r => versionHref(r.image, r.version) },
       { label: 'latest', value: r => r.latest, text: r => r.latest ? 'latest' : '' },
       { label: 'published', value: r => r.publishedAt, text: r => formatTime(r.publishedAt) },
       { label: 'size', value: r => r.size, text: r => formatBytes(r.size), numeric: true },
@@ -221,7 +248,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       ...bytesColumns<ReportRow>()
     ],
     async load (q) {
-      return { rows: c.events.report({ image: opt(q, 'image', 'image'), version: opt(q, 'version', 'version'), site: opt(q, 'site', 'site') }), next: null }
+      return { rows: await report({ image: opt(q, 'image', 'image'), version: opt(q, 'version', 'version'), site: opt(q, 'site', 'site') }), next: null }
     }
   }
 
@@ -230,7 +257,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     title: 'Recent failed syncs',
     params: ['image', 'limit', 'before'],
     cursor: 'before',
-    columns: [eventColumns[0], eventColumns[2], eventColumns[3], eventColumns[4], eventColumns[5], eventColumns[11]],
+    columns: ['received', 'agent', 'site', 'image', 'version', 'error'].map(eventColumn),
     async load (q) {
       await c.index.refresh()
       const page = await c.index.query({ image: opt(q, 'image', 'image'), type: 'sync.failed' }, { limit: limitParam(q, ROLLOUT_FAILURES_ROWS), before: cursorParam(q, 'before', EVENT_CURSOR) })
@@ -244,7 +271,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     params: ['image'],
     columns: [{ label: 'site', value: r => r.key }, ...countColumns<TotalsRow>(), ...bytesColumns<TotalsRow>()],
     async load (q) {
-      return { rows: totalsBy(c.events.report({ image: opt(q, 'image', 'image') }), r => r.site), next: null }
+      return { rows: totalsBy(await report({ image: opt(q, 'image', 'image') }), r => r.site), next: null }
     }
   }
 
@@ -257,7 +284,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       const image = opt(q, 'image', 'image')
       const site = opt(q, 'site', 'site')
       const scope = [image != null ? `image ${image}` : '', site != null ? `site ${site}` : ''].filter(x => x !== '').join(', ')
-      return { rows: totalsBy(c.events.report({ image, site }), () => scope === '' ? 'all images and sites' : scope), next: null }
+      return { rows: totalsBy(await report({ image, site }), () => scope === '' ? 'all images and sites' : scope), next: null }
     }
   }
 
@@ -267,7 +294,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     params: ['site'],
     columns: [{ label: 'image@version', value: r => r.key }, ...countColumns<TotalsRow>(), ...bytesColumns<TotalsRow>()],
     async load (q) {
-      return { rows: totalsBy(c.events.report({ site: opt(q, 'site', 'site') }), r => `${r.image}@${r.version}`), next: null }
+      return { rows: totalsBy(await report({ site: opt(q, 'site', 'site') }), r => `${r.image}@${r.version}`), next: null }
     }
   }
 
@@ -283,9 +310,9 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       { label: 'last seen', value: r => r.lastSeen, text: r => formatTime(r.lastSeen) },
       { label: 'version held', value: r => r.holds },
       { label: 'latest sync', value: r => r.current },
-      { label: 'error', value: r => r.error },
+      { label: 'error', value: r => r.error, wrap: true },
       { label: 'served to peers', value: r => r.servedBytes, text: r => r.servedBytes == null ? '' : formatBytes(r.servedBytes), numeric: true },
-      { label: 'peer id', value: r => r.peerId }
+      { label: 'peer id', value: r => r.peerId, wrap: true }
     ],
     async load (q) {
       const site = opt(q, 'site', 'site')
@@ -354,9 +381,10 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     columns: [
       { label: 'group', value: r => r.group, href: r => `/console/policy/${encodeURIComponent(r.group)}` },
       { label: 'images', value: r => r.images.join(' ') },
-      { label: 'WAN cap (B/s)', value: r => r.wanLimitBps, text: r => formatRate(r.wanLimitBps), numeric: true },
+      // the values read as rates with their unit ("20 mbit"); the JSON and CSV keep bytes per second
+      { label: 'WAN cap', value: r => r.wanLimitBps, text: r => formatRate(r.wanLimitBps), numeric: true },
       { label: 'LAN sharing', value: r => r.lanSharing, text: r => r.lanSharing ? 'yes' : 'no' },
-      { label: 'LAN upload cap (B/s)', value: r => r.lanUploadBps, text: r => formatRate(r.lanUploadBps), numeric: true },
+      { label: 'LAN upload cap', value: r => r.lanUploadBps, text: r => formatRate(r.lanUploadBps), numeric: true },
       { label: 'max peers', value: r => r.maxPeers, numeric: true },
       { label: 'update window', value: r => r.updateWindow == null ? null : `${r.updateWindow.start}-${r.updateWindow.end}`, text: r => r.updateWindow == null ? 'any time' : `${r.updateWindow.start}-${r.updateWindow.end}` },
       { label: 'index folders', value: r => Object.entries(r.indexFolders).map(([os, f]) => `${os}: ${(f ?? []).join(', ')}`).join('; ') }
@@ -366,7 +394,24 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     }
   }
 
-  return Object.fromEntries([versions, rollout, failures, totals, bySite, byImage, agents, events, policies].map(t => [t.id, t]))
+  const tokens: TableDef<TokenInfo> = {
+    id: 'tokens',
+    title: 'Machine tokens',
+    params: [],
+    columns: [
+      { label: 'id', value: r => r.id, href: r => `/console/tokens/${encodeURIComponent(r.id)}` },
+      { label: 'group', value: r => r.group, href: r => `/console/policy/${encodeURIComponent(r.group)}` },
+      { label: 'name (site)', value: r => r.name },
+      { label: 'created', value: r => r.createdAt, text: r => formatTime(r.createdAt) },
+      { label: 'state', value: r => r.revoked ? 'revoked' : 'active' }
+    ],
+    async load () {
+      // newest first: the token just created is on top
+      return { rows: (await c.tokens.list()).sort((a, b) => b.createdAt.localeCompare(a.createdAt) || a.id.localeCompare(b.id)), next: null }
+    }
+  }
+
+  return Object.fromEntries([versions, rollout, failures, totals, bySite, byImage, agents, events, policies, tokens].map(t => [t.id, t]))
 }
 
 /** Checks a table's query parameters (unknown ones are a 400, like the API's). */

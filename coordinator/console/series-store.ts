@@ -1,6 +1,6 @@
 /**
- * Time series for the charts, from samples of the event store's report
- * (EventStore.report(), an in-memory walk of its aggregates): every
+ * Time series for the charts, from samples of the event store's report of
+ * published versions (an in-memory walk of its aggregates): every
  * SERIES_SAMPLE_MS, if the report changed, one sample with cumulative bytes by
  * source per image, per site and in total, and clients / in progress / failed
  * per image version. A chart point at time t reads the latest sample at or
@@ -9,7 +9,6 @@
  * samples. History starts when the console first runs on a data dir.
  */
 import type { ReportRow } from '../../protocol/api.ts'
-import type { EventStore } from '../event-store.ts'
 import type { Logger } from '../interface.ts'
 import type { MetaDb } from '../meta-db.ts'
 import { SERIES_COARSE_MS, SERIES_FINE_KEEP_MS, SERIES_SAMPLE_MS } from './constants.ts'
@@ -59,7 +58,7 @@ export function sampleOf (rows: ReportRow[], t: number): Sample {
 }
 
 /** Creates the series store in the metadata database (sublevels `console-series-fine` and `-coarse`). */
-export function createSeriesStore (components: { db: MetaDb, events: Pick<EventStore, 'report'>, logger?: Logger }, init: SeriesStoreInit = {}): SeriesStore {
+export function createSeriesStore (components: { db: MetaDb, events: { report: (filter: Record<string, never>) => ReportRow[] | Promise<ReportRow[]> }, logger?: Logger }, init: SeriesStoreInit = {}): SeriesStore {
   const { db, events, logger } = components
   const now = init.now ?? Date.now
   const sampleMs = init.sampleMs ?? SERIES_SAMPLE_MS
@@ -74,7 +73,7 @@ export function createSeriesStore (components: { db: MetaDb, events: Pick<EventS
   const takeSample = async (minAgeMs: number): Promise<void> => {
     const t = now()
     if (last != null && t - last.t < minAgeMs) return
-    const s = sampleOf(events.report({}), t)
+    const s = sampleOf(await events.report({}), t)
     const text = JSON.stringify({ ...s, t: 0 })
     if (last != null && last.text === text) return
     const ops: any[] = [{ type: 'put', sublevel: fine, key: key(t), value: s }]

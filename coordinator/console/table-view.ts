@@ -43,9 +43,15 @@ export function csvOf<R> (table: TableDef<R>, rows: R[]): string {
   return out.join('\r\n') + '\r\n'
 }
 
+/** The class attribute of a column's cells (the live refresh copies the header's class to each cell). */
+function cellClass (col: { numeric?: boolean, wrap?: boolean }): string {
+  const names = [col.numeric === true ? 'num' : '', col.wrap === true ? 'wrap' : ''].filter(x => x !== '')
+  return names.length === 0 ? '' : ` class="${names.join(' ')}"`
+}
+
 /** The rows as HTML, built as one string (a page can hold thousands of cells; every text is escaped here). */
 function bodyRows<R> (table: TableDef<R>, cells: LiveCell[][]): string {
-  const open = table.columns.map(col => col.numeric === true ? '<td class="num">' : '<td>')
+  const open = table.columns.map(col => `<td${cellClass(col)}>`)
   let out = ''
   for (const row of cells) {
     out += '<tr>'
@@ -72,7 +78,7 @@ export function renderTable<R> (table: TableDef<R>, result: TableResult<R>, q: R
 <div class="table-head"><h2>${table.title}</h2>
 <span class="exports"><a href="/console/api/${table.id}.csv${tableQuery(table, q, table.cursor != null && paged ? { [table.cursor]: q[table.cursor] } : {})}" download>CSV</a> · <a href="/console/api/${table.id}${tableQuery(table, q, table.cursor != null && paged ? { [table.cursor]: q[table.cursor] } : {})}">JSON</a></span></div>
 <div class="scroll"><table${live !== '' ? html` data-live="${live}"` : ''}>
-<thead><tr>${table.columns.map(col => html`<th${col.numeric === true ? raw(' class="num"') : ''}>${col.label}</th>`)}</tr></thead>
+<thead><tr>${table.columns.map(col => html`<th${raw(cellClass(col))}>${col.label}</th>`)}</tr></thead>
 <tbody>${cells.length === 0
   ? html`<tr class="empty"><td colspan="${table.columns.length}">nothing yet</td></tr>`
   : raw(bodyRows(table, cells))}</tbody>

@@ -1,7 +1,9 @@
 /** The swarm node's libp2p identity, kept in the agent's data dir so its peer id survives restarts. */
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { PRIVATE_FILE_MODE } from '../constants.ts'
+import { mkdirPrivate } from '../private-files.ts'
 
 /** Reads the protobuf-encoded private key at `file`, or creates an Ed25519 one there (mode 0600, atomic). */
 export async function loadOrCreatePeerKey (file: string): Promise<Uint8Array> {
@@ -13,9 +15,9 @@ export async function loadOrCreatePeerKey (file: string): Promise<Uint8Array> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot use the swarm key ${file}: ${(err as Error).message}`, { cause: err })
   }
   const bytes = privateKeyToProtobuf(await generateKeyPair('Ed25519'))
-  await mkdir(dirname(file), { recursive: true })
+  await mkdirPrivate(dirname(file))
   const tmp = `${file}.tmp-${process.pid}`
-  await writeFile(tmp, bytes, { mode: 0o600 })
+  await writeFile(tmp, bytes, { mode: PRIVATE_FILE_MODE })
   await rename(tmp, file)
   return bytes
 }

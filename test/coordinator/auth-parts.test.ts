@@ -12,7 +12,8 @@ describe('session tokens', () => {
     const s = createSessionTokens({ secret: randomBytes(32), ttlSeconds: 60, now: () => now })
     const { token, expiresAt } = s.issue('alice', ['desk'])
     expect(expiresAt.getTime()).toBe(now + 60_000)
-    expect(s.verify(token)).toEqual({ user: 'alice', groups: ['desk'], expiresAt })
+    expect(s.verify(token)).toEqual({ user: 'alice', groups: ['desk'], admin: false, expiresAt })
+    expect(s.verify(s.issue('dave', ['trimswarm-admins'], true).token)).toMatchObject({ user: 'dave', admin: true })
     now += 60_000
     expect(s.verify(token)).toBeUndefined()
   })
@@ -56,7 +57,7 @@ describe('rate limiter', () => {
 describe('config', () => {
   it('accepts every documented field and resolves tls paths against the file', () => {
     const c = parseCoordinatorConfig({
-      listen: '0.0.0.0:8440', logLevel: 'warn', ldap: { url: 'ldap://x:389', bindDN: 'cn=svc', bindPasswordFile: 'ldap.pw', userSearchBase: 'ou=people' }, adminGroups: ['trimswarm-admins'],
+      listen: '0.0.0.0:8440', logLevel: 'warn', ldap: { url: 'ldap://x:389', bindDN: 'cn=svc', bindPasswordFile: 'ldap.pw', userSearchBase: 'ou=people' }, adminGroups: ['cn=trimswarm-admins,ou=groups,dc=example,dc=org'], adminGroupsByName: false,
       sessionTtlSeconds: 3600, eventRetentionDays: 30, sites: { '10.1.0.0/16': 'paris', '10.1.2.0/24': 'paris-lab' },
       tls: { cert: 'cert.pem', key: '/abs/key.pem' }, limits: { maxJsonBodyBytes: 65536, maxBodyBytes: 1 << 20 },
       loginRateLimit: { windowSeconds: 60, maxPerIp: 10, maxFailuresPerUser: 5 }, images: {}

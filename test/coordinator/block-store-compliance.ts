@@ -147,6 +147,26 @@ export function blockStoreComplianceTests (name: string, createHarness: () => Pr
       expect(await store.get(a.cid, { verify: true })).toEqual(a.bytes)
     })
 
+    it('stat gives size and stored time; touch and a repeated put move the stored time forward; both throw NotFoundError when absent', async () => {
+      const a = testChunk(11, 3)
+      const before = Date.now()
+      await store.put(a.cid, a.bytes)
+      const first = await store.stat(a.cid)
+      expect(first.bytes).toBe(a.bytes.length)
+      expect(first.storedAt).toBeGreaterThanOrEqual(before - 2000)
+      expect(first.storedAt).toBeLessThanOrEqual(Date.now() + 2000)
+      await new Promise(resolve => setTimeout(resolve, 30))
+      await store.touch(a.cid)
+      const touched = await store.stat(a.cid)
+      expect(touched.storedAt).toBeGreaterThan(first.storedAt)
+      await new Promise(resolve => setTimeout(resolve, 30))
+      await store.put(a.cid, a.bytes)
+      expect((await store.stat(a.cid)).storedAt).toBeGreaterThan(touched.storedAt)
+      await store.delete(a.cid)
+      await expect(store.stat(a.cid)).rejects.toBeInstanceOf(NotFoundError)
+      await expect(store.touch(a.cid)).rejects.toBeInstanceOf(NotFoundError)
+    })
+
     it('list yields every stored CID exactly once', async () => {
       const chunks = Array.from({ length: 40 }, (_, i) => testChunk(100 + i, 1 + (i % 3)))
       for (const c of chunks) await store.put(c.cid, c.bytes)

@@ -5,6 +5,7 @@
  * in a temp dir.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { readFileSync } from 'node:fs'
 import { stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { routes, type AgentEvent, type Policy } from '../../protocol/api.ts'
@@ -15,6 +16,9 @@ import { createCoordinator, type Coordinator } from '../../coordinator/coordinat
 import { DataDirLockedError } from '../../coordinator/errors.ts'
 import { createManifestSigner } from '../../coordinator/manifest-signer.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
+
+/** package.json's version, read here rather than from protocol/version.ts so a stale constant fails. */
+const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version
 
 const deskPolicy: Policy = { ...DEFAULT_POLICY, images: ['desk'], wanLimitBps: 2_500_000 }
 
@@ -50,8 +54,11 @@ describe('coordinator API (in-process)', () => {
     expect((await stat(dataDir)).mode & 0o777).toBe(0o700)
   })
 
-  it('answers /healthz and /v1/key without a token', async () => {
-    expect(await (await req('/healthz')).json()).toEqual({ ok: true })
+  it('answers /healthz (with the package version and its uptime) and /v1/key without a token', async () => {
+    const health = await (await req('/healthz')).json()
+    expect(health).toEqual({ ok: true, version: PACKAGE_VERSION, uptimeSeconds: expect.any(Number) })
+    expect(health.uptimeSeconds).toBeGreaterThanOrEqual(0)
+    expect(health.uptimeSeconds).toBeLessThan(600)
     const key = await (await req(routes.key)).json()
     expect(key.algorithm).toBe('Ed25519')
     expect(Buffer.from(key.publicKey, 'base64')).toEqual(Buffer.from(coord.publicKey))
@@ -187,6 +194,7 @@ describe('coordinator API (in-process)', () => {
   it('serves an OpenAPI 3.1 document covering every route, with resolvable schema refs', async () => {
     const doc = await (await req(routes.openapi)).json()
     expect(doc.openapi).toBe('3.1.0')
+    expect(doc.info.version).toBe(PACKAGE_VERSION)
     const paths = Object.keys(doc.paths)
     for (const p of ['/healthz', '/metrics', '/v1/key', '/v1/auth/login', '/v1/auth/me', '/v1/tokens', '/v1/tokens/{id}', '/v1/policies/{group}', '/v1/images/{image}/versions/{version}', '/v1/images/{image}/versions/{version}/blocks', '/v1/chunks/missing', '/v1/events', '/v1/reports']) {
       expect(paths, p).toContain(p)

@@ -35,8 +35,8 @@ describe('coordinator login against a real slapd', () => {
       dataDir: join(dir.path, 'c'),
       serve: false,
       logLevel: 'silent',
-      // no adminGroups: the default (DEFAULT_ADMIN_GROUPS, trimswarm-admins) applies
-      config: { ldap: testLdapInit(slapd), loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } }
+      // admin groups by full DN (a short name would match any group of that name in the directory)
+      config: { ldap: testLdapInit(slapd), adminGroups: [`cn=trimswarm-admins,${slapd.groupsDN}`], loginRateLimit: { maxFailuresPerUser: 3, maxPerIp: 1000 } }
     })
     await coord.start()
     for (const [group, images] of [['desk', ['desk']], ['lab', ['lab']]] as const) {

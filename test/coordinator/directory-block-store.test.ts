@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
-import { open, readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises'
+import { readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { CID } from 'multiformats/cid'
@@ -10,23 +10,8 @@ import { BLOCK_STORE_TMP_SUFFIX } from '../../coordinator/constants.ts'
 import type { Logger } from '../../coordinator/interface.ts'
 import { toHex } from '../../protocol/block-id.ts'
 import { HashMismatchError, NotFoundError } from '../../protocol/errors.ts'
-import { b3sumFile, tempDir, type TempDir } from '../helpers/images.ts'
+import { b3sumFile, flipBit, tempDir, type TempDir } from '../helpers/images.ts'
 import { blockStoreComplianceTests, testChunk } from './block-store-compliance.ts'
-
-/** Flips one bit in the middle of a file, in place. */
-async function flipBit (file: string): Promise<void> {
-  const fh = await open(file, 'r+')
-  try {
-    const { size } = await fh.stat()
-    const pos = Math.floor(size / 2)
-    const b = Buffer.alloc(1)
-    await fh.read(b, 0, 1, pos)
-    b[0] ^= 0x10
-    await fh.write(b, 0, 1, pos)
-  } finally {
-    await fh.close()
-  }
-}
 
 /** Every file under `dir`, relative, with forward slashes. */
 async function allFiles (dir: string): Promise<string[]> {
@@ -158,7 +143,7 @@ describe('directory block store', () => {
     await expect(store.get(c.cid, { verify: true })).rejects.toBeInstanceOf(HashMismatchError)
   })
 
-  it('put does not rewrite a chunk already stored', async () => {
+  it('put does not rewrite a chunk already stored, only moves its stored time forward (for storage gc\'s grace period)', async () => {
     const store = await createDirectoryBlockStore({}, { path: dir.path })
     const c = testChunk(32)
     await store.put(c.cid, c.bytes)
@@ -166,7 +151,7 @@ describe('directory block store', () => {
     await store.put(c.cid, c.bytes)
     const after = await stat(store.pathOf(c.cid))
     expect(after.ino).toBe(before.ino)
-    expect(after.mtimeMs).toBe(before.mtimeMs)
+    expect(after.mtimeMs).toBeGreaterThanOrEqual(before.mtimeMs)
   })
 
   it.skipIf(process.getuid?.() !== 0)('on a full disk, put fails with ENOSPC, leaves no temp file and keeps stored chunks whole', async () => {

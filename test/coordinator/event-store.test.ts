@@ -33,6 +33,29 @@ describe('event store', () => {
     expect((await store.query({ limit: 10 })).events).toHaveLength(2)
   })
 
+  it('lists a batch newest first (by event time, not by id), and later batches above it, even within one millisecond', async () => {
+    // ids in the opposite order of the times: a key by arrival time plus id would list the oldest first
+    await store.add([
+      ev({ id: 'zzzzzzzz-1', time: '2026-11-25T10:00:01.000Z', type: 'sync.started' }),
+      ev({ id: 'mmmmmmmm-2', time: '2026-11-25T10:00:02.000Z', type: 'sync.progress' }),
+      ev({ id: 'aaaaaaaa-3', time: '2026-11-25T10:00:03.000Z', type: 'sync.completed' })
+    ], 'tok')
+    await store.add([ev({ id: 'aaaaaaaa-0', time: '2026-11-25T10:00:04.000Z', type: 'sync.started', agent: 'pc2' })], 'tok') // same `now`
+    const page = await store.query({ limit: 10 })
+    expect(page.events.map(e => e.event.id)).toEqual(['aaaaaaaa-0', 'aaaaaaaa-3', 'mmmmmmmm-2', 'zzzzzzzz-1'])
+    // paging goes on below the last key without repeating or skipping
+    const first = await store.query({ limit: 2 })
+    const second = await store.query({ limit: 2, before: first.next ?? undefined })
+    expect([...first.events, ...second.events].map(e => e.event.id)).toEqual(page.events.map(e => e.event.id))
+  })
+
+  it('records the agent\'s own peer id from its sync events, never the peer id a peer.banned event names', async () => {
+    await store.add([ev({ type: 'sync.completed', peerId: '12D3KooWAgentOwnId' })], 'tok')
+    await store.add([ev({ type: 'peer.banned', time: '2026-11-25T10:01:00.000Z', peerId: '12D3KooWBannedPeer', error: 'bad chunk' })], 'tok')
+    const rec = (await db.sublevel<string, any>('agents', { valueEncoding: 'json' }).get('pc1'))
+    expect(rec.peerId).toBe('12D3KooWAgentOwnId')
+  })
+
   it('keeps per image/version/site counts from each agent\'s latest state', async () => {
     await store.add([
       ev({ agent: 'pc1', type: 'sync.started', time: '2026-11-25T10:00:00.000Z' }),

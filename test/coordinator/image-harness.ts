@@ -31,8 +31,8 @@ export interface ImageHarness {
 }
 
 /** Starts a coordinator with its data under `dataDir`. */
-export async function startImageHarness (dataDir: string, images: ImageServiceInit = {}): Promise<ImageHarness> {
-  const coordinator = createCoordinator({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', config: { images } })
+export async function startImageHarness (dataDir: string, images: ImageServiceInit = {}, config: Record<string, unknown> = {}): Promise<ImageHarness> {
+  const coordinator = createCoordinator({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', config: { ...config, images } })
   await coordinator.start()
   const url = coordinator.url
   const call = async (path: string, token: string, init: RequestInit = {}): Promise<Response> => {

@@ -10,6 +10,7 @@ import { BLOCK_SIZE, DIGEST_BYTES, MANIFEST_MEDIA_TYPE } from '../../protocol/co
 import { decodeDeltaPackHeader, indicesOfRanges } from '../../protocol/delta-pack.ts'
 import { blockCount, createManifest, encodeManifest, type Manifest } from '../../protocol/manifest.ts'
 import { importPublicKey, openSignedManifest } from '../../protocol/signed-manifest.ts'
+import { openVersionPointer, VERSION_POINTER_MEDIA_TYPE } from '../../protocol/version-pointer.ts'
 import { createPublishClient } from '../../coordinator/publish-client.ts'
 import { makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage, type UpdatedImage } from '../helpers/images.ts'
 import { startImageHarness, type HarnessTokens, type ImageHarness } from './image-harness.ts'
@@ -238,6 +239,11 @@ describe('images, origin and delta packs over HTTP', () => {
     expect(list.latest).toBe('1-again')
     expect((await h.fetch(api.routes.version('desk', 'latest'), TOKENS.desk)).headers.get('x-trimswarm-version')).toBe('1-again')
     expect((await h.fetch(api.routes.version('desk', '2'), TOKENS.desk)).status).toBe(200)
+    // the signed pointer follows: it names the newest version not retired, signed by the coordinator's key
+    const pointer = await h.fetch(api.routes.latest('desk'), TOKENS.desk)
+    expect(pointer.headers.get('content-type')).toBe(VERSION_POINTER_MEDIA_TYPE)
+    const key = await importPublicKey(Uint8Array.from(Buffer.from(api.KeyResponse.parse(await (await h.fetch(api.routes.key, TOKENS.desk)).json()).publicKey, 'base64')))
+    expect((await openVersionPointer(new Uint8Array(await pointer.arrayBuffer()), key, 'desk')).version).toBe('1-again')
     const images = api.ImageList.parse(await (await h.fetch(api.routes.images, TOKENS.desk)).json())
     expect(images.images).toEqual([{ name: 'desk', latest: '1-again', versions: 3 }])
     expect(api.ImageList.parse(await (await h.fetch(api.routes.images, TOKENS.other)).json()).images).toEqual([])
@@ -249,6 +255,7 @@ describe('images, origin and delta packs over HTTP', () => {
       [api.routes.versions('desk')],
       [api.routes.version('desk', '1')],
       [api.routes.version('desk', 'latest')],
+      [api.routes.latest('desk')],
       [api.routes.versionInfo('desk', '1')],
       [api.routes.blocks('desk', '1'), { method: 'POST', body: JSON.stringify({ ranges: [[0, 1]] }) }],
       [api.routes.chunk('desk', '2', cid)],

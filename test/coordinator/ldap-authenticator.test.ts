@@ -43,7 +43,7 @@ describe('LDAP authenticator against a real slapd', () => {
         ? { ...base, groupSource: 'memberOf' }
         : { ...base, groupSource: 'search', groupSearchBase: slapd.groupsDN })
       for (const [user, groups] of FIXTURE_GROUPS) {
-        expect(await auth.authenticate(user, PW[user as keyof typeof PW])).toEqual({ user, groups })
+        expect(await auth.authenticate(user, PW[user as keyof typeof PW])).toEqual({ user, groups, groupDNs: groups.map(g => `cn=${g},${slapd.groupsDN}`) })
       }
     })
   }
@@ -74,17 +74,17 @@ describe('LDAP authenticator against a real slapd', () => {
     }
     // A real name with parentheses still works (escaped in the user filter and, for the group search, in {dn}).
     const search = createLdapAuthenticator({}, { ...base, groupSource: 'search', groupSearchBase: slapd.groupsDN })
-    expect(await search.authenticate('eve(ext)', PW['eve(ext)'])).toEqual({ user: 'eve(ext)', groups: ['contractors'] })
+    expect(await search.authenticate('eve(ext)', PW['eve(ext)'])).toMatchObject({ user: 'eve(ext)', groups: ['contractors'] })
   })
 
   it('returns the directory\'s spelling of the user name', async () => {
     const auth = createLdapAuthenticator({}, base)
-    expect(await auth.authenticate('ALICE', PW.alice)).toEqual({ user: 'alice', groups: ['desk'] })
+    expect(await auth.authenticate('ALICE', PW.alice)).toMatchObject({ user: 'alice', groups: ['desk'] })
   })
 
   it('uses a configured user filter (log in by mail address)', async () => {
     const auth = createLdapAuthenticator({}, { ...base, userFilter: '(&(objectClass=inetOrgPerson)(mail={user}))' })
-    expect(await auth.authenticate('carol@example.org', PW.carol)).toEqual({ user: 'carol', groups: ['desk', 'lab'] })
+    expect(await auth.authenticate('carol@example.org', PW.carol)).toMatchObject({ user: 'carol', groups: ['desk', 'lab'] })
     expect(await refusal(auth, 'carol', PW.carol)).toBeInstanceOf(UnauthorizedError)
   })
 
@@ -93,7 +93,7 @@ describe('LDAP authenticator against a real slapd', () => {
     await writeFile(file, `${slapd.bindPassword}\n`)
     await chmod(file, 0o600)
     const auth = createLdapAuthenticator({}, { ...base, bindPassword: undefined, bindPasswordFile: file })
-    expect(await auth.authenticate('bob', PW.bob)).toEqual({ user: 'bob', groups: ['lab'] })
+    expect(await auth.authenticate('bob', PW.bob)).toMatchObject({ user: 'bob', groups: ['lab'] })
   })
 
   it('reports a refused service account bind as unavailable, not as the user\'s fault', async () => {
@@ -106,7 +106,7 @@ describe('LDAP authenticator against a real slapd', () => {
   describe('TLS', () => {
     it('LDAPS with the test CA', async () => {
       const auth = createLdapAuthenticator({}, { ...base, url: slapd.ldapsUrl as string, caFile: slapd.caFile })
-      expect(await auth.authenticate('carol', PW.carol)).toEqual({ user: 'carol', groups: ['desk', 'lab'] })
+      expect(await auth.authenticate('carol', PW.carol)).toEqual({ user: 'carol', groups: ['desk', 'lab'], groupDNs: [`cn=desk,${slapd.groupsDN}`, `cn=lab,${slapd.groupsDN}`] })
       expect(await refusal(auth, 'carol', PW.alice)).toBeInstanceOf(UnauthorizedError)
     })
 
@@ -119,7 +119,7 @@ describe('LDAP authenticator against a real slapd', () => {
 
     it('StartTLS with the test CA, and no StartTLS to an unverifiable server', async () => {
       const auth = createLdapAuthenticator({}, { ...base, startTLS: true, caFile: slapd.caFile, groupSource: 'search', groupSearchBase: slapd.groupsDN })
-      expect(await auth.authenticate('dave', PW.dave)).toEqual({ user: 'dave', groups: ['trimswarm-admins'] })
+      expect(await auth.authenticate('dave', PW.dave)).toEqual({ user: 'dave', groups: ['trimswarm-admins'], groupDNs: [`cn=trimswarm-admins,${slapd.groupsDN}`] })
       // Proves the upgrade really happens: without the CA the handshake fails.
       const untrusted = createLdapAuthenticator({}, { ...base, startTLS: true })
       const err = await refusal(untrusted, 'dave', PW.dave)
@@ -156,7 +156,7 @@ describe('LDAP authenticator against a real slapd', () => {
       } finally {
         process.kill(pid, 'SIGCONT')
       }
-      expect(await auth.authenticate('alice', PW.alice)).toEqual({ user: 'alice', groups: ['desk'] })
+      expect(await auth.authenticate('alice', PW.alice)).toMatchObject({ user: 'alice', groups: ['desk'] })
     })
 
     it('slapd stopped: UnavailableError; started again: the same authenticator works', async () => {
@@ -170,7 +170,7 @@ describe('LDAP authenticator against a real slapd', () => {
       } finally {
         await slapd.resume()
       }
-      expect(await auth.authenticate('bob', PW.bob)).toEqual({ user: 'bob', groups: ['lab'] })
+      expect(await auth.authenticate('bob', PW.bob)).toMatchObject({ user: 'bob', groups: ['lab'] })
       expect(await refusal(auth, 'bob', PW.alice)).toBeInstanceOf(UnauthorizedError)
     })
   })

@@ -195,7 +195,7 @@ describe('who may read /metrics (config metrics)', () => {
 
 describe('sync byte series', () => {
   it('counts at most 10,000 site/image pairs of sync bytes, then counts what it dropped', async () => {
-    const stats = { bytesServed: { manifest: 0, blocks: 0, chunk: 0, delta: 0 }, blockBatchRawBytes: 0, blockBatches: 0, blockBatchesFailed: 0, blockBatchesWaiting: 0, chunksUploaded: 0, bytesUploaded: 0, uploadsRejected: 0, versionsCommitted: 0, deltaPacksBuilt: 0, deltaPackBuildFailures: 0, deltaPacksPending: 0 }
+    const stats = { bytesServed: { manifest: 0, blocks: 0, chunk: 0, delta: 0 }, blockBatchRawBytes: 0, blockBatches: 0, blockBatchesFailed: 0, blockBatchesWaiting: 0, blockBatchesStalled: 0, corruptChunkReads: 0, chunksUploaded: 0, bytesUploaded: 0, uploadsRejected: 0, versionsCommitted: 0, deltaPacksBuilt: 0, deltaPackBuildFailures: 0, deltaPacksPending: 0 }
     const metrics = createMetrics({ imageStats: () => stats }, { version: 'test' })
     expect(MAX_SYNC_BYTES_SERIES).toBe(10_000)
     for (let i = 0; i < MAX_SYNC_BYTES_SERIES + 5; i++) metrics.syncBytes(`site-${i}`, 'ws', { local: 1, peers: 2, origin: 3 })

@@ -8,7 +8,7 @@
  * image bytes on the same machine.
  */
 import { execFile } from 'node:child_process'
-import { copyFile, mkdir, mkdtemp, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, open, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
@@ -412,5 +412,19 @@ export async function b3sumBytes (bytes: Uint8Array): Promise<string> {
     return await b3sumFile(p)
   } finally {
     await dir.cleanup()
+  }
+}
+
+/** Flips one bit (0x10) in the middle of a file, in place; flipping it again restores the file. */
+export async function flipBit (path: string): Promise<void> {
+  const fh = await open(path, 'r+')
+  try {
+    const pos = Math.floor((await fh.stat()).size / 2)
+    const b = Buffer.alloc(1)
+    await fh.read(b, 0, 1, pos)
+    b[0] ^= 0x10
+    await fh.write(b, 0, 1, pos)
+  } finally {
+    await fh.close()
   }
 }

@@ -5,10 +5,9 @@
  * origin refuses it and never offers it as `latest`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile } from 'node:child_process'
 import { open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
+import { zstdDecompressSync } from 'node:zlib'
 import { api } from '../../protocol/index.ts'
 import { chunkCid, toHex } from '../../protocol/block-id.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
@@ -19,22 +18,10 @@ import { createDirectoryBlockStore } from '../../coordinator/directory-block-sto
 import { storedVersions, type StoredVersion } from '../../coordinator/image-service.ts'
 import { openMetaDb } from '../../coordinator/meta-db.ts'
 import { startImageHarness, type ImageHarness } from '../coordinator/image-harness.ts'
-import { b3sumBytes, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumBytes, flipBit, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
+import { cli } from '../helpers/cli-process.ts'
 
-const exec = promisify(execFile)
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'trimswarm.js')
-
-/** Runs the CLI as a real process; resolves to its exit code and output. */
-async function cli (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args])
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
 
 describe('coordinator fsck: a flipped bit is never served, found, repaired or marked', () => {
   let dir: TempDir
@@ -91,7 +78,7 @@ describe('coordinator fsck: a flipped bit is never served, found, repaired or ma
     })
   })
 
-  it('never serves the damaged chunk: the chunk GET and a block batch over it fail, with no bad bytes', async () => {
+  it('never serves the damaged chunk: the chunk GET fails, a block batch over it carries zeros (unavailable) for its blocks, no bad bytes', async () => {
     const hh = h!
     const goodChunk = await hh.fetch(api.routes.chunk('desk', '2', victim.cid), hh.tokens.desk)
     expect(goodChunk.status).toBe(200)
@@ -99,12 +86,7 @@ describe('coordinator fsck: a flipped bit is never served, found, repaired or ma
     expect(good.length).toBe(victim.length)
 
     // Flip one bit in the middle of the stored file while the coordinator runs.
-    const fh = await open(victim.path, 'r+')
-    const b = Buffer.alloc(1)
-    await fh.read(b, 0, 1, victim.length >> 1)
-    b[0] ^= 0x10
-    await fh.write(b, 0, 1, victim.length >> 1)
-    await fh.close()
+    await flipBit(victim.path)
     faults++
 
     const res = await hh.fetch(api.routes.chunk('desk', '2', victim.cid), hh.tokens.desk)
@@ -113,29 +95,28 @@ describe('coordinator fsck: a flipped bit is never served, found, repaired or ma
     const body = await res.json()
     expect(body.error.name).toBe('HashMismatchError')
 
-    // The batch route either refuses or breaks the stream: a client never gets a whole, wrong stream.
+    // The batch stream carries the block before it and marks the damaged chunk's blocks unavailable (all zeros).
     const firstBlock = await blockIndexOf(hh, victim.cid)
+    const blocks = victim.length / BLOCK_SIZE
+    const start = firstBlock > 0 ? firstBlock - 1 : firstBlock
     const batch = await hh.fetch(api.routes.blocks('desk', '2'), hh.tokens.desk, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ ranges: [[firstBlock, victim.length / BLOCK_SIZE]] })
+      body: JSON.stringify({ ranges: [[start, firstBlock - start + blocks]] })
     })
     checks++
-    let failed = !batch.ok
-    if (batch.ok) {
-      try {
-        await batch.arrayBuffer()
-      } catch {
-        failed = true
-      }
-    }
-    expect(failed).toBe(true)
+    expect(batch.status).toBe(200)
+    const raw = new Uint8Array(zstdDecompressSync(new Uint8Array(await batch.arrayBuffer())))
+    expect(raw.length).toBe((firstBlock - start + blocks) * BLOCK_SIZE)
+    expect(raw.subarray((firstBlock - start) * BLOCK_SIZE).every(b => b === 0)).toBe(true)
+    if (firstBlock > start) expect(raw.subarray(0, BLOCK_SIZE).some(b => b !== 0)).toBe(true)
+    expect(hh.images.stats().corruptChunkReads).toBe(2)
   })
 
   it('refuses to run while the coordinator holds the data dir', async () => {
     const r = await cli(['coordinator', 'fsck', '--data', dataDir])
     checks++
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(75) // EX_TEMPFAIL: data dir in use (docs/CONFIGURATION.md)
     expect(r.stderr).toMatch(/in use by another running coordinator.*stop it/)
     expect(r.stderr).not.toMatch(/\n\s+at /)
   })

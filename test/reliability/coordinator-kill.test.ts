@@ -7,50 +7,17 @@
  * (TRIMSWARM_TRIALS, default 3; TRIMSWARM_SEED).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { ADMIN_TOKEN_FILE } from '../../coordinator/constants.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
 import { createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { recordCounts } from './counts.ts'
+import { cli, startCoordinatorProcess } from '../helpers/cli-process.ts'
 
-const exec = promisify(execFile)
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'trimswarm.js')
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 3)
 const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
-
-interface Proc { child: ChildProcess, url: string, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }> }
-
-/** Starts `trimswarm coordinator` as a real process and waits until it listens. */
-async function startCoordinatorProcess (dataDir: string, port: number): Promise<Proc> {
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.on('exit', (code, signal) => resolve({ code, signal })))
-  let out = ''
-  let err = ''
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString() })
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /coordinator listening on ([^\s"]+)/.exec(out)
-      if (m != null) resolve(m[1])
-    })
-    void exited.then(e => reject(new Error(`coordinator exited (${e.code ?? e.signal}) before listening: ${err}`)))
-  })
-  return { child, url, exited }
-}
-
-async function cli (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args])
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
 
 let tmp: TempDir
 let img: TestImage

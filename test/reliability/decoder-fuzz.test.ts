@@ -1,6 +1,6 @@
 /**
  * Promise: every decoder in protocol/ (manifest, envelope, delta-pack header,
- * capability, block-exchange messages, CID and rate text, block batch ranges,
+ * capability, version pointer, block-exchange messages, CID and rate text, block batch ranges,
  * every API schema) either decodes or throws the error class it documents,
  * never anything else. Small counts here (TRIMSWARM_FUZZ_CASES, default
  * 1,000 per decoder); `npm run bench -- fuzz` runs >= 100,000 per decoder.
@@ -13,7 +13,7 @@ const CASES = Number(process.env.TRIMSWARM_FUZZ_CASES ?? 1000)
 const SEED = Number(process.env.TRIMSWARM_FUZZ_SEED ?? 20261125)
 const targets = fuzzTargets()
 const results: FuzzResult[] = []
-const BINARY = ['manifest', 'signed manifest envelope', 'delta-pack header', 'capability', 'block-exchange message']
+const BINARY = ['manifest', 'signed manifest envelope', 'delta-pack header', 'capability', 'version pointer', 'block-exchange message']
 
 describe('protocol decoders under fuzz: decode or throw the documented error', () => {
   afterAll(async () => {
@@ -29,7 +29,7 @@ describe('protocol decoders under fuzz: decode or throw the documented error', (
 
   it('covers the byte decoders and every API schema', () => {
     const names = targets.map(t => t.name)
-    for (const n of ['manifest', 'signed manifest envelope', 'delta-pack header', 'capability', 'block-exchange message']) expect(names).toContain(n)
+    for (const n of ['manifest', 'signed manifest envelope', 'delta-pack header', 'capability', 'version pointer', 'block-exchange message']) expect(names).toContain(n)
     expect(names.filter(n => n.startsWith('schema ')).length).toBeGreaterThanOrEqual(20)
   })
 

@@ -3,7 +3,7 @@
  * (createCoordinator without a socket) with a real LDAP directory (test slapd): login
  * and its refusals, CSRF, escaping, the policy form, CSV/JSON, paging.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -11,6 +11,9 @@ import type { AgentEvent } from '../../../protocol/api.ts'
 import { createCoordinator, type Coordinator } from '../../../coordinator/coordinator.ts'
 import { createLdapAuthenticator } from '../../../coordinator/ldap-authenticator.ts'
 import { createLogger } from '../../../coordinator/logger.ts'
+import { buildManifest } from '../../../chunker/build-manifest.ts'
+import { chunkCid } from '../../../protocol/block-id.ts'
+import { seededBytes } from '../../helpers/images.ts'
 import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../../helpers/slapd.ts'
 
 let slapd: TestSlapd
@@ -71,9 +74,19 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'trimswarm-console-'))
   const authenticator = createLdapAuthenticator({ logger: createLogger({ level: 'silent' }) }, testLdapInit(slapd))
   // info lines kept (not printed): the audit lines of console changes are checked
-  stack = createCoordinator({ dataDir: dir, serve: false, logger: createLogger({ level: 'info', write: (l) => { if (l.includes('"msg":"audit"')) auditLines.push(JSON.parse(l)) } }), authenticator, config: { console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
+  stack = createCoordinator({ dataDir: dir, serve: false, logger: createLogger({ level: 'info', write: (l) => { if (l.includes('"msg":"audit"')) auditLines.push(JSON.parse(l)) } }), authenticator, config: { adminGroups: [`cn=trimswarm-admins,${slapd.groupsDN}`], console: { sampleMs: 200, indexSettleMs: 0 }, images: { buildDeltaPacks: false } } })
   await stack.start()
+  // report rows count only for published versions: publish the ones the events below name
+  for (const [image, version, seed] of [['desk', 'v1', 1], ['desk', 'v2', 2], ['charted', 'v9', 3]] as const) await publishTiny(image, version, seed)
 }, 60_000)
+
+/** Publishes a 64 KiB image of seeded bytes as `image` `version`, in-process. */
+async function publishTiny (image: string, version: string, seed: number): Promise<void> {
+  const file = join(dir, `${image}-${version}.img`)
+  await writeFile(file, seededBytes(seed, 64 * 1024))
+  const built = await buildManifest(file, { name: image, version, onChunk: async (c) => { await stack.images.putChunk(chunkCid(c.digest), new Uint8Array(c.bytes)) } })
+  await stack.images.commitVersion(image, built.manifestBytes)
+}
 
 afterAll(async () => {
   await stack?.stop()
@@ -294,7 +307,7 @@ describe('data', () => {
     expect(failed.rows.every((r: { event: AgentEvent }) => r.event.type === 'sync.failed' && r.event.site === 'pagersite')).toBe(true)
     // the HTML page links to the next page with the cursor
     const html = await (await b.req('/console/events?site=pagersite&limit=100')).text()
-    expect(html).toMatch(/href="\/console\/events\?site=pagersite&amp;limit=100&amp;before=\d{15}(!|%21)ev-\d+" rel="next"/)
+    expect(html).toMatch(/href="\/console\/events\?site=pagersite&amp;limit=100&amp;before=\d{15}(!|%21)[0-9a-z]{4}-ev-\d+" rel="next"/)
     expect((await b.req('/console/api/events?before=not-a-cursor')).status).toBe(400)
   })
 
@@ -348,5 +361,39 @@ describe('data', () => {
     const page = await (await b.req('/console/rollout?image=charted')).text()
     expect(page).toContain('origin unreachable: ECONNREFUSED')
     expect(page).toContain('data-live-svg="/console/chart/rollout?image=charted"')
+  })
+})
+
+describe('console data fixes', () => {
+  it('makes no report rows or chart versions of images or versions never published; they stay events', async () => {
+    await postEvents([
+      ev({ agent: 'ghost-1', site: 'ghosttown', image: 'nosuch', version: 'latest', type: 'sync.failed', error: 'no image nosuch' }),
+      ev({ agent: 'ghost-2', site: 'ghosttown', image: 'desk', version: '9', type: 'sync.failed', error: 'no version 9' })
+    ])
+    const b = await adminBrowser()
+    const keys = (await (await b.req('/console/api/by-image')).json()).rows.map((r: { key: string }) => r.key)
+    expect(keys).not.toContain('nosuch@latest')
+    expect(keys).not.toContain('desk@9')
+    expect(keys).toContain('desk@v1')
+    expect((await (await b.req('/console/api/rollout?image=nosuch')).json()).rows).toEqual([])
+    expect((await (await b.req('/console/api/by-site')).json()).rows.map((r: { key: string }) => r.key)).not.toContain('ghosttown')
+    await stack.console.series.sample()
+    expect(await (await b.req('/console/chart/rollout.svg?image=desk')).text()).not.toContain('>9<')
+    // still there as events
+    expect((await (await b.req('/console/api/events?site=ghosttown')).json()).rows).toHaveLength(2)
+  })
+
+  it('names rates without a unit the values do not use, lists events by arrival first, wraps errors, serves a favicon', async () => {
+    const b = await adminBrowser()
+    const policies = await (await b.req('/console/api/policies.csv')).text()
+    expect(policies.split('\r\n')[0]).toContain(',WAN cap,')
+    expect(policies.split('\r\n')[0]).not.toMatch(/B\/s/)
+    const events = await (await b.req('/console/events')).text()
+    expect(events).toMatch(/<thead><tr><th>received<\/th>/)
+    expect(events).toContain('<th class="wrap">error</th>')
+    const icon = await b.req('/favicon.ico')
+    expect(icon.status).toBe(200)
+    expect(icon.headers.get('content-type')).toBe('image/svg+xml')
+    expect(await icon.text()).toMatch(/^<svg /)
   })
 })

@@ -1,0 +1,208 @@
+/**
+ * The partial file beside the output, and its installation over the output,
+ * safe against a local user who can write the output folder (docs/SECURITY.md
+ * "Local user with write access to the output folder").
+ *
+ * Such a user can replace any name in that folder at any moment (a symlink to
+ * another file, a file of their own, a FIFO) but cannot write into a 0600 file
+ * we own. So the agent never opens those names following a symlink
+ * (O_NOFOLLOW), creates the partial file itself (O_CREAT|O_EXCL, mode 0600),
+ * and trusts a partial file of an earlier run only when it is provably that
+ * same file: same device, inode, birth time and owner, recorded in the
+ * checkpoint. Its verified-chunk bitmap is trusted only when the file was not
+ * changed after the checkpoint (same ctime, which no user can set); otherwise
+ * every chunk is hashed again. The rename over the output is checked
+ * afterwards against the inode of the descriptor we hold.
+ */
+import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, type BigIntStats } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
+import { PARTIAL_CREATE_TRIES } from './constants.ts'
+import { OutputReplacedError, PartialFileError } from './errors.ts'
+
+const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants
+
+/** What proves a file is the one this agent created (JSON-safe: 64-bit numbers as decimal strings). */
+export interface FileIdentity {
+  dev: string
+  ino: string
+  /** Birth time, ns (statx; 0 where the file system has none). */
+  birth: string
+  uid: number
+  /** Change time at the last checkpoint, ns: unchanged means nobody wrote the file since. */
+  ctime: string
+}
+
+/** How a partial file was opened: `trusted` keeps the checkpoint's bitmap, `rehash` keeps the bytes but verifies every chunk again, `fresh` is a new empty file. */
+export type PartialState = 'trusted' | 'rehash' | 'fresh'
+
+/** An open partial file. */
+export interface PartialFile {
+  fd: number
+  state: PartialState
+  /** Why an earlier partial file was not trusted (for the log), when it was not. */
+  reason?: string
+}
+
+/** The identity of an open file, from its descriptor. */
+export function identityOf (fd: number): FileIdentity {
+  const st = fstatSync(fd, { bigint: true })
+  return { dev: st.dev.toString(), ino: st.ino.toString(), birth: st.birthtimeNs.toString(), uid: Number(st.uid), ctime: st.ctimeNs.toString() }
+}
+
+function sameInode (st: BigIntStats, id: FileIdentity): boolean {
+  return st.dev.toString() === id.dev && st.ino.toString() === id.ino
+}
+
+/** Why `st` is not the file `id` names (a file we created, ours alone, regular), or undefined when it is. */
+function notOurs (st: BigIntStats, id: FileIdentity): string | undefined {
+  if (!st.isFile()) return 'it is not a regular file'
+  if (!sameInode(st, id) || st.birthtimeNs.toString() !== id.birth) return 'it was replaced by another file'
+  if (Number(st.uid) !== id.uid || (Number(st.mode) & 0o022) !== 0) return 'its owner or permissions changed'
+  if (st.nlink !== 1n) return 'it has other hard links'
+  return undefined
+}
+
+/** Opens `path` without following a symlink or blocking on a FIFO; undefined when there is nothing (or no regular file) to open. */
+function openNoFollow (path: string, flags: number): number | undefined {
+  try {
+    return openSync(path, flags | O_NOFOLLOW | O_NONBLOCK)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    // ELOOP: a symlink; ENXIO: a FIFO without reader; ENOENT: nothing there
+    if (code === 'ELOOP' || code === 'ENXIO' || code === 'ENOENT' || code === 'EISDIR') return undefined
+    throw err
+  }
+}
+
+/** Removes whatever `path` names (a file, a symlink: never what it points to); ignores nothing-there. */
+function unlinkName (path: string): void {
+  try {
+    unlinkSync(path)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return
+    if (code === 'EISDIR' || code === 'EPERM') throw new PartialFileError(`${path} is a directory, not a partial file of ours; remove it and run again`, { cause: err })
+    throw err
+  }
+}
+
+/** Creates the partial file afresh (mode 0600, never through a symlink), sized `size`. */
+function createFresh (path: string, size: number): number {
+  for (let i = 0; i < PARTIAL_CREATE_TRIES; i++) {
+    unlinkName(path)
+    let fd: number
+    try {
+      fd = openSync(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
+    } catch (err) {
+      // someone made the name again between our unlink and create: try again, a bounded number of times
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue
+      throw err
+    }
+    try {
+      ftruncateSync(fd, size)
+    } catch (err) {
+      closeSync(fd)
+      throw err
+    }
+    return fd
+  }
+  throw new PartialFileError(`${path} was created again by someone else each of ${PARTIAL_CREATE_TRIES} times it was removed; another user is writing the output folder`)
+}
+
+/**
+ * Opens the partial file at `path` for an image of `size` bytes: the earlier
+ * run's file when `recorded` proves it is ours (`trusted` when unchanged since
+ * the checkpoint, else `rehash`), otherwise a fresh file (`fresh`).
+ */
+export function openPartialFile (path: string, recorded: FileIdentity | undefined, size: number): PartialFile {
+  if (recorded != null) {
+    const fd = openNoFollow(path, O_RDWR)
+    if (fd != null) {
+      const st = fstatSync(fd, { bigint: true })
+      let reason = notOurs(st, recorded)
+      if (reason == null && st.size !== BigInt(size)) reason = `it is ${st.size} bytes, not ${size}`
+      if (reason == null) return { fd, state: st.ctimeNs.toString() === recorded.ctime ? 'trusted' : 'rehash' }
+      closeSync(fd)
+      return { fd: createFresh(path, size), state: 'fresh', reason: `the partial file ${path} is not the one this agent wrote (${reason}); starting it afresh` }
+    }
+    return { fd: createFresh(path, size), state: 'fresh', reason: `the partial file ${path} is gone or is not a regular file (a symlink?); starting it afresh` }
+  }
+  return { fd: createFresh(path, size), state: 'fresh' }
+}
+
+/** Opens our file at `path` again, read-only (to serve it to peers), only when it still is the file `id` names. */
+export async function reopenOurs (path: string, id: FileIdentity): Promise<FileHandle> {
+  const fh = await open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
+  const reason = notOurs(await fh.stat({ bigint: true }), id)
+  if (reason != null) {
+    await fh.close()
+    throw new PartialFileError(`${path} is not the file this agent wrote (${reason})`)
+  }
+  return fh
+}
+
+/**
+ * Renames the partial file (open as `fd`) over `out`, then checks that `out` is
+ * that very file. If someone swapped the name between our checks and the
+ * rename, what landed at `out` is theirs: it is removed (never followed) and
+ * OutputReplacedError thrown, so the output is never a file we did not write.
+ */
+export function installPartialFile (fd: number, temp: string, out: string): void {
+  const id = identityOf(fd)
+  const before = lstatIfAny(temp)
+  if (before == null || !sameInode(before, id)) throw new OutputReplacedError(`the partial file ${temp} was replaced or removed by someone else before it could be installed; ${out} was left as it was`)
+  fchmodSync(fd, installedMode(out))
+  renameSync(temp, out)
+  const after = lstatIfAny(out)
+  if (after == null || !sameInode(after, id) || !after.isFile()) {
+    if (after != null && !after.isDirectory()) unlinkName(out)
+    throw new OutputReplacedError(`${out} was swapped by someone else while the verified image was installed; it was removed rather than left pointing at a file this agent did not write`)
+  }
+}
+
+/**
+ * The mode of the installed image: the old output's permission bits when it is a
+ * regular file (an admin's chmod survives updates), else 0644; never writable by
+ * group or others, whatever the old file allowed. The partial file is 0600 only
+ * while it is being written.
+ */
+function installedMode (out: string): number {
+  const old = lstatIfAny(out)
+  const bits = old?.isFile() === true ? Number(old.mode) & 0o777 : 0o644
+  return bits & ~0o022
+}
+
+function lstatIfAny (path: string): BigIntStats | undefined {
+  try {
+    return lstatSync(path, { bigint: true })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+/**
+ * Whether `path` itself (not through a symlink) is the file an earlier sync
+ * installed: a regular file with its size and mtime, and its device and inode
+ * when they were recorded.
+ */
+export function isInstalledFile (path: string, installed: { size: number, mtimeMs: number, dev?: string, ino?: string }): boolean {
+  let st
+  try { st = lstatSync(path) } catch { return false }
+  if (!st.isFile() || st.size !== installed.size || st.mtimeMs !== installed.mtimeMs) return false
+  if (installed.ino == null) return true
+  const id = lstatIfAny(path)
+  return id != null && id.dev.toString() === installed.dev && id.ino.toString() === installed.ino
+}
+
+/**
+ * Opens the installed output for reading (self-seed) only when it is a regular
+ * file, not through a symlink; undefined otherwise. Its blocks are still
+ * re-hashed against the manifest, so a changed file costs only bytes.
+ */
+export function openOutputForReading (path: string): number | undefined {
+  const fd = openNoFollow(path, O_RDONLY)
+  if (fd == null) return undefined
+  if (!fstatSync(fd).isFile()) { closeSync(fd); return undefined }
+  return fd
+}
