@@ -13,7 +13,7 @@
  */
 import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
-  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DELIVERED_HEADROOM, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
+  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
   BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
@@ -33,12 +33,8 @@ export interface BackgroundController {
    * One delay sample (a round trip or a one-way delay, ms) taken at `now` (ms).
    * `appLimited`: the transfer did not use its rate since the last sample, so
    * a quiet link says nothing about a higher rate and the rate is not raised.
-   * `delivered`: bytes per second the transfer actually got lately; in
-   * congestion avoidance the rate stays within BACKGROUND_DELIVERED_HEADROOM
-   * of it (a rate the network does not deliver is not one we have tested,
-   * RFC 7661's reasoning for a congestion window).
    */
-  sample: (now: number, delayMs: number, options?: { appLimited?: boolean, delivered?: number }) => void
+  sample: (now: number, delayMs: number, options?: { appLimited?: boolean }) => void
   /** A probe got no answer in time: treated like a loss, the rate is halved. */
   lost: (now: number) => void
 }
@@ -188,9 +184,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
         if (rate >= ssthresh || rate >= maxRate) exitSlowStart(now, rtt)
         return
       }
-      rate = rate * (1 + gain * (1 - queueDelay / target) * BACKGROUND_AVOIDANCE_GROWTH * rtts)
-      if (options.delivered != null) rate = Math.min(rate, Math.max(BACKGROUND_START_RATE, options.delivered * BACKGROUND_DELIVERED_HEADROOM))
-      rate = clamp(rate)
+      rate = clamp(rate * (1 + gain * (1 - queueDelay / target) * BACKGROUND_AVOIDANCE_GROWTH * rtts))
     },
     lost (now) {
       rate = clamp(rate / 2)

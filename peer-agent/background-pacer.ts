@@ -13,7 +13,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createBackgroundController, type BackgroundController } from './background-controller.ts'
-import { BACKGROUND_DELIVERED_WINDOW_MS, BACKGROUND_PROBE_IDLE_MS, BACKGROUND_RECHECK_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS, BACKGROUND_STATUS_INTERVAL_MS } from './constants.ts'
+import { BACKGROUND_PROBE_IDLE_MS, BACKGROUND_RECHECK_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS, BACKGROUND_STATUS_INTERVAL_MS } from './constants.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createTokenBucket, type RateLimiter } from './rate-limiter.ts'
 
@@ -68,18 +68,6 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
   let limited = false
   let waiting = 0
   let lastStatus = -Infinity
-  // bytes taken per BACKGROUND_DELIVERED_WINDOW_MS, the last full window and the current one
-  let windowStart = performance.now()
-  let windowBytes = 0
-  let lastWindowRate: number | undefined
-  function delivered (now: number): number | undefined {
-    if (now - windowStart >= BACKGROUND_DELIVERED_WINDOW_MS) {
-      lastWindowRate = windowBytes / ((now - windowStart) / 1000)
-      windowStart = now
-      windowBytes = 0
-    }
-    return lastWindowRate
-  }
   let loop: Promise<void> | undefined
   let stopper = new AbortController()
 
@@ -90,7 +78,7 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
       try {
         await components.probe({ signal: AbortSignal.any([signal, AbortSignal.timeout(timeout)]) })
         const now = performance.now()
-        controller.sample(now, now - t0, { appLimited: !limited && waiting === 0, delivered: delivered(now) })
+        controller.sample(now, now - t0, { appLimited: !limited && waiting === 0 })
         limited = false
         if (now - lastStatus >= BACKGROUND_STATUS_INTERVAL_MS) {
           lastStatus = now
@@ -118,7 +106,6 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
     get rate () { return controller.rate },
     async take (bytes, options = {}) {
       lastTake = performance.now()
-      windowBytes += bytes
       ensureProbing()
       let ms = bucket.reserve(bytes)
       if (ms <= 0) return

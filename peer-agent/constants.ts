@@ -236,9 +236,3 @@ export const BACKGROUND_DRAIN_RTTS = 4
  * while a foreground download beside it still got 0.89-0.91 of its speed alone.
  */
 export const BACKGROUND_MAX_CUT = 0.25
-
-/** In congestion avoidance the rate stays within this factor of the throughput the transfer actually got over the last second. */
-export const BACKGROUND_DELIVERED_HEADROOM = 1.25
-
-/** Window over which the pacer measures the delivered throughput (ms). */
-export const BACKGROUND_DELIVERED_WINDOW_MS = 1_000
