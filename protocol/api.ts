@@ -119,12 +119,13 @@ export const MeResponse = object({ kind: enumOf(['user', 'machine', 'admin']), u
 export type MeResponse = Infer<typeof MeResponse>
 
 /** POST /v1/tokens — a machine (agent) token for a group. */
-export const TokenCreateRequest = object({ group: name, name: optional(string({ maxLength: 128 })) })
+/** `site`: binds the token's agents to that site (rendezvous and reports); without it the config's `sites` map or the agent's hint decides. */
+export const TokenCreateRequest = object({ group: name, name: optional(string({ maxLength: 128 })), site: optional(name) })
 export type TokenCreateRequest = Infer<typeof TokenCreateRequest>
-export const TokenInfo = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), createdAt: isoTime, revoked: boolean() })
+export const TokenInfo = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), site: optional(name), createdAt: isoTime, revoked: boolean() })
 export type TokenInfo = Infer<typeof TokenInfo>
 /** The secret appears only in the create response; the coordinator keeps a hash. */
-export const TokenCreateResponse = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), createdAt: isoTime, revoked: boolean(), token: string({ maxLength: 256 }) })
+export const TokenCreateResponse = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), site: optional(name), createdAt: isoTime, revoked: boolean(), token: string({ maxLength: 256 }) })
 export type TokenCreateResponse = Infer<typeof TokenCreateResponse>
 
 /** What the coordinator says of one image version. */
@@ -188,7 +189,13 @@ export const AgentEvent = object({
 export type AgentEvent = Infer<typeof AgentEvent>
 export const EventBatch = object({ events: array(AgentEvent, { minItems: 1, maxItems: 1000 }) })
 export type EventBatch = Infer<typeof EventBatch>
-export const EventBatchResponse = object({ accepted: integer(), duplicates: integer() })
+/** `rejected`: events the coordinator did not take (image not in policy, unknown version, site refused, agent cap), by reason in `rejectedBy`; not worth sending again. */
+export const EventBatchResponse = object({
+  accepted: integer(),
+  duplicates: integer(),
+  rejected: optional(integer()),
+  rejectedBy: optional(object({ image: optional(integer()), version: optional(integer()), site: optional(integer()), agents: optional(integer()) }))
+})
 
 /** GET /v1/reports?image=&version=&site= — one row per image, version and site. */
 export const ReportRow = object({

@@ -49,7 +49,9 @@ Options
                          others' traffic raises it (default: foreground, full speed)
   --foreground           full speed (the default of agent sync)
   --nice                 run at the lowest CPU priority
-  --site NAME            site reported in events (default: DEFAULT_SITE)
+  --site NAME            this agent's site (default: default), only a hint: the
+                         coordinator uses the site of the token (token create --site)
+                         or of its sites subnet map when it has one
   --public-key KEY       the coordinator's public key (base64) instead of pinning it on
                          first contact
   --on-update CMD        shell command run after a new version is in place, with
@@ -325,7 +327,8 @@ the next start). Config (JSON; relative paths are relative to the file):
     "images": { "workspace": "/var/lib/vms/workspace.img" },
     "outDir": "/var/lib/vms",                       (optional: NAME.img for other assigned images)
     "indexFolders": ["/usr", "/etc", "/var/lib"],    (optional: default the policy's list)
-    "site": "branch-1",                             (optional, default DEFAULT_SITE)
+    "site": "branch-1",                             (optional hint, default "default"; the
+                                                     coordinator's site for the token wins)
     "pollSeconds": 300,                             (optional, default DEFAULT_POLL_SECONDS)
     "wanLimit": "20mbit",                           (optional; the policy's cap applies too)
     "transfer": "background",                       (optional: background or foreground; default

@@ -15,6 +15,7 @@ import { buildManifest } from '../../../chunker/build-manifest.ts'
 import { chunkCid } from '../../../protocol/block-id.ts'
 import { seededBytes } from '../../helpers/images.ts'
 import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../../helpers/slapd.ts'
+import { cookieHeader, keepCookies } from '../../helpers/cookie-jar.ts'
 
 let slapd: TestSlapd
 let dir: string
@@ -25,15 +26,10 @@ class Browser {
   cookies = new Map<string, string>()
   async req (path: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers)
-    if (this.cookies.size > 0) headers.set('Cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '))
+    const cookie = cookieHeader(this.cookies)
+    if (cookie != null) headers.set('Cookie', cookie)
     const res = await stack.app.request(`http://console.test${path}`, { ...init, headers })
-    for (const line of res.headers.getSetCookie()) {
-      const [pair] = line.split(';')
-      const i = pair.indexOf('=')
-      const v = pair.slice(i + 1)
-      if (v === '' || /Max-Age=0/i.test(line)) this.cookies.delete(pair.slice(0, i))
-      else this.cookies.set(pair.slice(0, i), v)
-    }
+    keepCookies(this.cookies, res)
     return res
   }
 
