@@ -14,7 +14,7 @@ import { mkdirPrivate } from './private-files.ts'
 import { createCoordinatorClient, type AgentAuth, type CoordinatorClient, type RetryOptions } from './coordinator-client.ts'
 import { createEventQueue, type EventQueue } from './event-queue.ts'
 import { createHostIndex, type HostIndex } from './host-index.ts'
-import { createImageSync, type ImageSync, type SyncProgress, type SyncSummary } from './image-sync.ts'
+import { createImageSync, type ImageSync, type ImageSyncInit, type SyncProgress, type SyncSummary } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createLanSharing, type LanSharing } from './lan-sharing.ts'
 import { CoordinatorUnreachableError } from './errors.ts'
@@ -29,6 +29,8 @@ export interface AgentInit {
   indexFolders?: string[]
   /** Origin bytes per second (0 = none); the policy's cap applies too. */
   wanLimit?: number
+  /** WAN transfer mode (image-sync.ts ImageSyncInit.transfer); default foreground. */
+  transfer?: ImageSyncInit['transfer']
   site?: string
   /** Coordinator public key (base64), instead of pinning on first contact. */
   publicKey?: string
@@ -146,7 +148,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     const key = 'default'
     let s = imageSyncs.get(key)
     if (s == null) {
-      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit })
+      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit, transfer: init.transfer })
       imageSyncs.set(key, s)
     }
     return s

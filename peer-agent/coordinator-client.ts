@@ -47,6 +47,8 @@ export interface CoordinatorClient {
   readonly receivedBytes: number
   /** Limits origin bytes per second from now on (0 = none). */
   setRateLimit: (bytesPerSecond: number) => void
+  /** Paces origin bytes with `limiter` from now on (background mode's pacer). */
+  setLimiter: (limiter: RateLimiter) => void
   /** GET/POST JSON, validated with `schema`; a body that breaks off is asked again. */
   json: <T>(method: 'GET' | 'POST', path: string, schema: Schema<T>, body?: unknown, options?: AbortOptions) => Promise<T>
   /** A binary GET/POST whose whole body is returned (manifests, chunks); a body that breaks off is asked again. */
@@ -254,6 +256,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     url: base,
     get receivedBytes () { return received },
     setRateLimit (bps) { limiter = createRateLimiter(bps) },
+    setLimiter (l) { limiter = l },
     async json (method, path, schema, body, options = {}) {
       const bytes = await whole(method, path, body, options, { accept: 'application/json' }, JSON_MAX_BYTES)
       let parsed: unknown

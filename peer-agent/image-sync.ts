@@ -36,6 +36,7 @@ import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
+import { createBackgroundPacer, createHealthProbe } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
 import { pruneImageData } from './data-dir-prune.ts'
 import { formatBytes } from './progress-reporter.ts'
@@ -145,6 +146,12 @@ export interface ImageSyncInit {
   publicKey?: string
   /** --wan-limit in bytes per second (0 = none); the policy's cap applies too, whichever is stricter. */
   wanLimit?: number
+  /**
+   * How origin bytes cross the WAN: `foreground` (default) at full speed,
+   * `background` paced to yield to other traffic (background-pacer.ts), or
+   * `policy`: the policy's transfer field (background when it names none).
+   */
+  transfer?: api.TransferMode | 'policy'
   checkpointIntervalMs?: number
   /** Refresh the host index before using it (default true). */
   refreshIndex?: boolean
@@ -245,6 +252,12 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     return key
   }
 
+  /** The mode a sync runs in: the caller's, else the policy's (background when it names none). */
+  function transferMode (policy: api.EffectivePolicy): api.TransferMode {
+    const asked = init.transfer ?? 'foreground'
+    return asked === 'policy' ? policy.transfer ?? 'background' : asked
+  }
+
   /**
    * The signed "latest" of `image`, verified with the pinned key and, unless the
    * user named a version (`explicit`), checked not to move back
@@ -266,6 +279,15 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   }
 
   async function sync (req: SyncRequest): Promise<SyncSummary> {
+    const pacing = { stop: async (): Promise<void> => {} }
+    try {
+      return await syncPaced(req, pacing)
+    } finally {
+      await pacing.stop()
+    }
+  }
+
+  async function syncPaced (req: SyncRequest, pacing: { stop: () => Promise<void> }): Promise<SyncSummary> {
     const started = performance.now()
     const signal = req.signal
     const out = resolve(req.out)
@@ -276,7 +298,15 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // policy caps: the stricter of --wan-limit and the policy's wanLimitBps
     const me = await client.me({ signal })
-    client.setRateLimit(stricterRate(init.wanLimit ?? 0, me.policy.wanLimitBps))
+    const cap = stricterRate(init.wanLimit ?? 0, me.policy.wanLimitBps)
+    if (transferMode(me.policy) === 'background') {
+      // yields to other traffic on the WAN; the caps still bound it
+      const pacer = createBackgroundPacer({ probe: createHealthProbe(client.url), logger }, { maxRate: cap })
+      client.setLimiter(pacer)
+      pacing.stop = pacer.stop
+    } else {
+      client.setRateLimit(cap)
+    }
 
     // 1. the manifest, verified before anything is written
     const pk = await publicKey({ signal })

@@ -77,6 +77,14 @@ export type UpdateWindow = Infer<typeof UpdateWindow>
 export const IndexFolders = object({ linux: optional(array(folder, { maxItems: 100 })), windows: optional(array(folder, { maxItems: 100 })), macos: optional(array(folder, { maxItems: 100 })) })
 export type IndexFolders = Infer<typeof IndexFolders>
 
+/**
+ * How an agent's daemon moves bytes over the WAN: `background` yields to other
+ * traffic (a delay-based scavenger rate, docs/ARCHITECTURE.md "Background mode"),
+ * `foreground` takes the link like any download.
+ */
+export const TransferMode = enumOf(['background', 'foreground'])
+export type TransferMode = Infer<typeof TransferMode>
+
 /** PUT /v1/policies/:group — policy of one group. Rates in bytes per second, 0 = no cap. */
 export const Policy = object({
   images: array(string({ minLength: 1, maxLength: 128, pattern: /^(\*|[A-Za-z0-9][A-Za-z0-9._+-]{0,127})$/ }), { maxItems: 1000 }),
@@ -85,7 +93,9 @@ export const Policy = object({
   lanUploadBps: integer(),
   maxPeers: integer({ min: 0, max: 1000 }),
   updateWindow: nullable(UpdateWindow),
-  indexFolders: IndexFolders
+  indexFolders: IndexFolders,
+  /** The daemon's transfer mode; absent = background. */
+  transfer: optional(TransferMode)
 })
 export type Policy = Infer<typeof Policy>
 
@@ -98,7 +108,9 @@ export const EffectivePolicy = object({
   lanUploadBps: integer(),
   maxPeers: integer(),
   updateWindows: array(UpdateWindow, { maxItems: 10_000 }),
-  indexFolders: object({ linux: array(folder, { maxItems: 10_000 }), windows: array(folder, { maxItems: 10_000 }), macos: array(folder, { maxItems: 10_000 }) })
+  indexFolders: object({ linux: array(folder, { maxItems: 10_000 }), windows: array(folder, { maxItems: 10_000 }), macos: array(folder, { maxItems: 10_000 }) }),
+  /** The daemon's transfer mode (optional on the wire: a coordinator from before it sends none, which means background). */
+  transfer: optional(TransferMode)
 })
 export type EffectivePolicy = Infer<typeof EffectivePolicy>
 

@@ -52,6 +52,10 @@ Options
   --wan-limit RATE       cap on bytes from the coordinator, with its unit: 20mbit (megabits
                          per second), 5MB/s (megabytes), 10MiB/s, 750kbit, 1gbit (default:
                          none; the policy's cap applies too: the stricter wins)
+  --background           yield the WAN to other traffic: origin bytes are paced to keep
+                         the queueing delay they add under 60 ms, and slow down when
+                         others' traffic raises it (default: foreground, full speed)
+  --foreground           full speed (the default of agent sync)
   --nice                 run at the lowest CPU priority
   --site NAME            this agent's site (default: "${DEFAULT_SITE}"), only a hint: the
                          coordinator uses the site of the token (token create --site)
@@ -197,6 +201,8 @@ const sync: Command = {
     'no-index': { type: 'boolean' },
     'wan-limit': { type: 'string' },
     nice: { type: 'boolean' },
+    background: { type: 'boolean' },
+    foreground: { type: 'boolean' },
     site: { type: 'string' },
     'on-update': { type: 'string' },
     json: { type: 'boolean' },
@@ -234,6 +240,8 @@ const sync: Command = {
     const baseMs = intOption(args, 'retry-delay', SYNC_USAGE)
     const listen = lanListen(args, SYNC_USAGE)
     const linger = intOption(args, 'linger', SYNC_USAGE) ?? DEFAULT_LINGER_SECONDS
+    // a sync someone waits for runs at full speed unless told otherwise
+    const transfer = transferOption(args, SYNC_USAGE) ?? 'foreground'
     if (args.values.nice === true) setPriority(NICE_PRIORITY)
     const json = args.values.json === true
     const quiet = args.values.quiet === true
@@ -267,6 +275,7 @@ const sync: Command = {
       dataDir,
       indexFolders,
       wanLimit,
+      transfer,
       site,
       publicKey: args.values['public-key'] as string | undefined,
       retry: { attempts, baseMs },
@@ -358,6 +367,8 @@ the next start). Config (JSON; relative paths are relative to the file):
                                                      coordinator's site for the token wins)
     "pollSeconds": 300,                             (optional, default ${DEFAULT_POLL_SECONDS} s)
     "wanLimit": "20mbit",                           (optional; the policy's cap applies too)
+    "transfer": "background",                       (optional: background or foreground; default
+                                                     the policy's transfer, else background)
     "nice": true,                                   (optional: lowest CPU priority)
     "onUpdate": "systemctl restart workspace-vm",   (optional hook)
     "publicKey": "BASE64",                          (optional: instead of pinning on first contact)
@@ -376,8 +387,18 @@ to the agents of its site.
                               no token: use 127.0.0.1 or a management network
   --log-format FORMAT         ${AGENT_LOG_FORMATS.join(' or ')} lines (default: json under systemd,
                               else text)
+  --foreground                WAN transfers at full speed, whatever the config and policy say
+  --background                WAN transfers yield to other traffic (the default)
 
 docs/OPERATIONS.md "Running agents" has a systemd unit.`
+
+/** --background / --foreground, checked (undefined: neither given). */
+function transferOption (args: CommandArgs, usage: string): 'background' | 'foreground' | undefined {
+  const bg = args.values.background === true
+  const fg = args.values.foreground === true
+  if (bg && fg) throw new UsageError(`--background and --foreground exclude each other\n\n${usage}`)
+  return bg ? 'background' : fg ? 'foreground' : undefined
+}
 
 /** --log-format, checked (default: peer-agent/logger.ts defaultAgentLogFormat). */
 function logFormatOption (args: CommandArgs, usage: string): AgentLogFormat {
@@ -390,7 +411,7 @@ function logFormatOption (args: CommandArgs, usage: string): AgentLogFormat {
 const run: Command = {
   summary: 'the agent daemon',
   usage: RUN_USAGE,
-  options: { config: { type: 'string' }, 'metrics-listen': { type: 'string' }, 'log-format': { type: 'string' } },
+  options: { config: { type: 'string' }, 'metrics-listen': { type: 'string' }, 'log-format': { type: 'string' }, foreground: { type: 'boolean' }, background: { type: 'boolean' } },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const file = requireString(args, 'config', RUN_USAGE)
@@ -403,6 +424,7 @@ const run: Command = {
       try { parseHostPort(metricsListen) } catch (err) { throw new UsageError(`--metrics-listen: ${(err as Error).message}\n\n${RUN_USAGE}`) }
     }
     const config = await loadDaemonConfig(file)
+    config.transfer = transferOption(args, RUN_USAGE) ?? config.transfer
     if (config.nice) setPriority(NICE_PRIORITY)
     const release = await lockOrRefuse(config.dataDir)
     await openDataDirReporting(config.dataDir, AGENT_DATA)

@@ -220,9 +220,9 @@ describe('policy form', () => {
 
   it('saves a valid form and reads it back', async () => {
     const b = await adminBrowser()
-    const res = await b.post('/console/policy', { group: 'desk', images: 'desk, base', wanLimit: '20mbit', lanSharing: 'on', lanUpload: '5MB/s', maxPeers: '4', windowStart: '22:00', windowEnd: '06:00', linux: '/usr\n/opt', windows: '', macos: '' })
+    const res = await b.post('/console/policy', { group: 'desk', images: 'desk, base', wanLimit: '20mbit', lanSharing: 'on', lanUpload: '5MB/s', maxPeers: '4', transfer: 'foreground', windowStart: '22:00', windowEnd: '06:00', linux: '/usr\n/opt', windows: '', macos: '' })
     expect(res.status).toBe(303)
-    expect(stack.policies.get('desk')).toEqual({ images: ['desk', 'base'], wanLimitBps: 2_500_000, lanSharing: true, lanUploadBps: 5_000_000, maxPeers: 4, updateWindow: { start: '22:00', end: '06:00' }, indexFolders: { linux: ['/usr', '/opt'] } })
+    expect(stack.policies.get('desk')).toEqual({ images: ['desk', 'base'], wanLimitBps: 2_500_000, lanSharing: true, lanUploadBps: 5_000_000, maxPeers: 4, transfer: 'foreground', updateWindow: { start: '22:00', end: '06:00' }, indexFolders: { linux: ['/usr', '/opt'] } })
     expect(auditLines.at(-1)).toMatchObject({ action: 'policy.set', who: { kind: 'admin' }, target: { group: 'desk', via: 'console' }, after: stack.policies.get('desk') })
     const page = await (await b.req('/console/policy')).text()
     expect(page).toContain('20 mbit')
