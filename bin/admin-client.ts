@@ -9,7 +9,7 @@ import type { ParseArgsOptionsConfig } from 'node:util'
 import { errorFromWire } from '../protocol/errors.ts'
 import type { Schema } from '../protocol/schema.ts'
 import { userAgent } from '../protocol/version.ts'
-import { CliError, UsageError, type CommandArgs } from './cli-support.ts'
+import { CliError, coordinatorOption, EXIT, tokenFileOption, UsageError, type CommandArgs } from './cli-support.ts'
 
 /** The options every admin command takes. */
 export const CLIENT_OPTIONS: ParseArgsOptionsConfig = {
@@ -30,10 +30,9 @@ export interface AdminClient {
 
 /** Builds the client from --coordinator and --token-file; a missing option is a UsageError. */
 export async function adminClientFrom (args: CommandArgs, usage: string): Promise<AdminClient> {
-  const base = (args.values.coordinator as string | undefined) ?? process.env.TRIMSWARM_COORDINATOR
-  const tokenFile = (args.values['token-file'] as string | undefined) ?? process.env.TRIMSWARM_TOKEN_FILE
-  if (base == null || base === '') throw new UsageError(`--coordinator URL is required\n\n${usage}`)
-  if (tokenFile == null || tokenFile === '') throw new UsageError(`--token-file FILE is required\n\n${usage}`)
+  const base = coordinatorOption(args, usage)
+  const tokenFile = tokenFileOption(args)
+  if (tokenFile == null) throw new UsageError(`--token-file FILE (or TRIMSWARM_TOKEN_FILE) is required\n\n${usage}`)
   let url: URL
   try {
     url = new URL(base)
@@ -45,9 +44,9 @@ export async function adminClientFrom (args: CommandArgs, usage: string): Promis
   try {
     token = (await readFile(tokenFile, 'utf8')).trim()
   } catch (err) {
-    throw new CliError(`cannot read token file ${tokenFile}: ${(err as Error).message}`)
+    throw new CliError(`cannot read token file ${tokenFile}: ${(err as Error).message}`, { cause: err })
   }
-  if (token === '') throw new CliError(`token file ${tokenFile} is empty`)
+  if (token === '') throw new CliError(`token file ${tokenFile} is empty`, { exitCode: EXIT.auth })
   return {
     async request<T> (method: string, path: string, options: { body?: unknown, schema?: Schema<T>, timeoutMs?: number } = {}): Promise<T> {
       let res: Response
@@ -60,7 +59,7 @@ export async function adminClientFrom (args: CommandArgs, usage: string): Promis
         })
       } catch (err) {
         const cause = (err as { cause?: { code?: string, message?: string } }).cause
-        throw new CliError(`cannot reach the coordinator at ${url.origin}: ${cause?.code ?? cause?.message ?? (err as Error).message}`)
+        throw new CliError(`cannot reach the coordinator at ${url.origin}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err, exitCode: EXIT.unreachable })
       }
       const text = await res.text()
       let body: unknown

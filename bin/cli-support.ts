@@ -6,28 +6,97 @@
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { TrimswarmError } from '../protocol/errors.ts'
 
+/**
+ * Exit codes of every trimswarm command, one per kind of failure a script may handle
+ * differently (docs/OPERATIONS.md "Exit codes", `trimswarm --help`).
+ */
+export const EXIT = {
+  ok: 0,
+  /** Any other failure (a version that exists already, input the coordinator refused, fsck found versions incomplete). */
+  failure: 1,
+  /** The command was called wrongly (unknown option, missing argument, bad value). */
+  usage: 2,
+  /** The token or password was refused, or the caller lacks the right (not an admin, image not in the policy). */
+  auth: 3,
+  /** The image, version, token or policy does not exist. */
+  notFound: 4,
+  /** The coordinator cannot be reached or is unavailable: trying again later may work. */
+  unreachable: 5,
+  /** Data failed verification: a signature, a hash, the pinned coordinator key, blocks no source had intact. */
+  verification: 6,
+  /** A local file or disk problem: missing or unreadable file, a directory where a file belongs, disk full. */
+  localIo: 7,
+  /** A data dir written by a newer trimswarm (EX_DATAERR of sysexits.h; the systemd units do not restart on it). */
+  dataDirTooNew: 65,
+  /** A bug: printed with its stack trace. */
+  internal: 70,
+  /** The data dir is in use by another agent or coordinator process: EX_TEMPFAIL of sysexits.h, "try again later". */
+  locked: 75,
+  /** coordinator fsck: a config that does not let it reach the chunks (EX_CONFIG of sysexits.h). */
+  config: 78
+} as const
+
+/**
+ * Exit code of a command refused because another process holds its data dir
+ * (a second agent or coordinator on the same --data), so a supervisor or script
+ * can tell it from a failure.
+ */
+export const EXIT_DATA_DIR_IN_USE = EXIT.locked
+
+/** Exit code per error name (wire errors rebuilt by errorFromWire, and the agent's own). */
+const EXIT_BY_NAME: Record<string, number> = {
+  UsageError: EXIT.usage,
+  UnauthorizedError: EXIT.auth,
+  ForbiddenError: EXIT.auth,
+  NotFoundError: EXIT.notFound,
+  CoordinatorUnreachableError: EXIT.unreachable,
+  UnavailableError: EXIT.unreachable,
+  RateLimitedError: EXIT.unreachable,
+  InvalidSignatureError: EXIT.verification,
+  HashMismatchError: EXIT.verification,
+  InvalidManifestError: EXIT.verification,
+  InvalidCidError: EXIT.verification,
+  KeyPinError: EXIT.verification,
+  SyncIncompleteError: EXIT.verification,
+  DowngradeRefusedError: EXIT.verification,
+  ChunkUnavailableError: EXIT.verification,
+  DiskFullError: EXIT.localIo,
+  OutputRefusedError: EXIT.localIo,
+  OutputReplacedError: EXIT.localIo,
+  PartialFileError: EXIT.localIo,
+  DataDirLockedError: EXIT.locked
+}
+
+/** Error codes of a network failure (Node and undici): the coordinator is unreachable, not a local problem. */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/** The exit code of an error: its own, or that of the first error in its cause chain with one; else 1. */
+export function exitCodeOf (err: unknown): number {
+  for (let e = err, depth = 0; e != null && depth < 10; e = (e as Error).cause, depth++) {
+    if (e instanceof CliError && e.exitCode != null) return e.exitCode
+    const byName = EXIT_BY_NAME[(e as Error).name]
+    if (byName != null) return byName
+    const code = (e as NodeJS.ErrnoException).code
+    if (typeof code === 'string' && NETWORK_CODES.has(code)) return EXIT.unreachable
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return EXIT.localIo // errno of a file operation (ABORT_ERR and ERR_* are not)
+  }
+  return EXIT.failure
+}
+
 /** A mistake in how the command was called: printed with the usage, exit code 2. */
 export class UsageError extends Error {
   static override name = 'UsageError'
   override name = 'UsageError'
 }
 
-/**
- * Exit code of a command refused because another process holds its data dir
- * (a second agent or coordinator on the same --data): 75, EX_TEMPFAIL of
- * sysexits.h, "try again later", so a supervisor or script can tell it from a failure.
- */
-export const EXIT_DATA_DIR_IN_USE = 75
-
-/** A failure the user can act on (missing file, bad image): printed as is, exit code 1 unless `exitCode` says otherwise. */
+/** A failure the user can act on (missing file, bad image): printed as is; exit code `exitCode`, else that of its cause, else 1. */
 export class CliError extends Error {
   static override name = 'CliError'
   override name = 'CliError'
-  readonly exitCode: number
-
+  readonly exitCode?: number
   constructor (message: string, options?: ErrorOptions & { exitCode?: number }) {
     super(message, options)
-    this.exitCode = options?.exitCode ?? 1
+    this.exitCode = options?.exitCode
   }
 }
 
@@ -80,26 +149,28 @@ export async function runCommand (cmd: Command, argv: string[], path: string): P
 /** Prints an error for people and returns its exit code. */
 export function reportError (err: unknown, path: string): number {
   if (process.env.TRIMSWARM_DEBUG === '1') console.error(err)
-  if (err instanceof UsageError) {
-    console.error(`${path}: ${err.message}`)
-    return 2
-  }
-  if (err instanceof CliError) {
-    console.error(`${path}: ${err.message}`)
-    return err.exitCode
-  }
-  if (err instanceof TrimswarmError) {
-    console.error(`${path}: ${err.message}`)
-    return 1
-  }
   const e = err as NodeJS.ErrnoException
-  if (typeof e?.code === 'string' && typeof e.message === 'string') {
-    // file system and network errors are the user's to fix: no stack trace
+  if (err instanceof UsageError || err instanceof CliError || err instanceof TrimswarmError || EXIT_BY_NAME[e?.name] != null ||
+    (typeof e?.code === 'string' && typeof e.message === 'string')) {
+    // user mistakes, refusals, file system and network errors are the user's to act on: no stack trace
     console.error(`${path}: ${e.message}`)
-    return 1
+    return exitCodeOf(err)
   }
   console.error(`${path}: unexpected error: ${(err as Error)?.stack ?? String(err)}`)
-  return 70
+  return EXIT.internal
+}
+
+/** --coordinator, else TRIMSWARM_COORDINATOR; a UsageError when neither is set. */
+export function coordinatorOption (args: CommandArgs, usage: string): string {
+  const v = (args.values.coordinator as string | undefined) ?? process.env.TRIMSWARM_COORDINATOR
+  if (v == null || v === '') throw new UsageError(`--coordinator URL (or TRIMSWARM_COORDINATOR) is required\n\n${usage}`)
+  return v
+}
+
+/** --token-file, else TRIMSWARM_TOKEN_FILE; undefined when neither is set. */
+export function tokenFileOption (args: CommandArgs): string | undefined {
+  const v = (args.values['token-file'] as string | undefined) ?? process.env.TRIMSWARM_TOKEN_FILE
+  return v == null || v === '' ? undefined : v
 }
 
 /** A required string option, or a UsageError naming it. */

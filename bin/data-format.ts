@@ -12,12 +12,12 @@ import { join } from 'node:path'
 import { DATA_FORMAT_FILE } from '../protocol/constants.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { COORDINATOR_DATA_FORMAT } from '../coordinator/constants.ts'
-import { AGENT_DATA_FORMAT } from '../peer-agent/constants.ts'
-import { CliError } from './cli-support.ts'
+import { AGENT_DATA_FORMAT, DATA_FILES } from '../peer-agent/constants.ts'
+import { CliError, EXIT } from './cli-support.ts'
 import { writeFileAtomic } from './commands/manifest.ts'
 
 /** Exit status when a data dir is newer than this trimswarm reads (EX_DATAERR; the systemd units do not restart on it). */
-export const DATA_DIR_TOO_NEW_EXIT = 65
+export const DATA_DIR_TOO_NEW_EXIT = EXIT.dataDirTooNew
 
 /** A data dir written by a newer trimswarm: this one cannot read it. */
 export class DataDirTooNewError extends CliError {
@@ -38,6 +38,8 @@ export interface DataFormat {
   kind: string
   current: number
   migrations: readonly Migration[]
+  /** Entries the lock taken before the format check creates: a dir holding only these is new, not format 0. */
+  lockEntries?: readonly string[]
 }
 
 /** What `openDataDir` found and did. */
@@ -75,7 +77,8 @@ export async function openDataDir (dir: string, spec: DataFormat): Promise<Opene
   if (spec.migrations.length !== spec.current) throw new Error(`${spec.kind} data format ${spec.current} needs ${spec.current} migrations, has ${spec.migrations.length}`)
   const entries = await readdir(dir).catch((err: NodeJS.ErrnoException) => { if (err.code === 'ENOENT') return undefined; throw err })
   const found = await readFormat(dir, spec.kind)
-  const from = found?.format ?? (entries == null || entries.length === 0 ? undefined : 0)
+  const content = entries?.filter(e => !(spec.lockEntries ?? []).includes(e))
+  const from = found?.format ?? (content == null || content.length === 0 ? undefined : 0)
   if (from != null && from > spec.current) {
     throw new DataDirTooNewError(`${dir} is a ${spec.kind} data dir of format ${from}${found?.writtenBy != null ? ` (written by ${found.writtenBy})` : ''}; ` +
       `this is trimswarm ${TRIMSWARM_VERSION}, which reads format ${spec.current} at most: install that version or newer again, ` +
@@ -102,7 +105,7 @@ const recordOnly: Migration = async () => {}
 export const COORDINATOR_DATA: DataFormat = { kind: 'coordinator', current: COORDINATOR_DATA_FORMAT, migrations: [recordOnly] }
 
 /** The agent's data dir (agent sync/index --data, agent run's "dataDir"). */
-export const AGENT_DATA: DataFormat = { kind: 'agent', current: AGENT_DATA_FORMAT, migrations: [recordOnly] }
+export const AGENT_DATA: DataFormat = { kind: 'agent', current: AGENT_DATA_FORMAT, migrations: [recordOnly], lockEntries: [DATA_FILES.lockDb, DATA_FILES.lockHolder] }
 
 /** openDataDir, telling the user when it migrated the dir (console.warn: a JSON line when the command logs JSON). */
 export async function openDataDirReporting (dir: string, spec: DataFormat): Promise<void> {

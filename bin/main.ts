@@ -1,5 +1,5 @@
 /** The `trimswarm` command table: each command is loaded only when used. */
-import { CliError, flushStdio, reportError, runCommand, UsageError, type Command } from './cli-support.ts'
+import { CliError, EXIT, flushStdio, reportError, runCommand, UsageError, type Command } from './cli-support.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 
 const root: Command = {
@@ -12,18 +12,40 @@ Usage: trimswarm <command> [options]   (every command takes --help)
 Images
   chunk IMAGE [--json]              split an image into content-addressed chunks
   manifest inspect FILE [--json]    show a (signed) manifest
+  manifest build IMAGE ...          build an unsigned manifest from an image
 Coordinator (server and admin)
   coordinator --data DIR            run the coordinator
+  coordinator fsck --data DIR       check stored chunks, repair from image files
   publish IMAGE --image NAME --version V --coordinator URL --token-file F
   image list|retire|gc              versions and their state, retire, storage gc
   token create|list|revoke          machine tokens for agents
-  policy set|show|list              per-group policy
+  policy set|show|list|delete       per-group policy
 Agent (branch-office client)
   agent sync NAME[@VERSION] ...     bring a local image file to a version
+  agent index --data DIR ...        build or refresh the host index
   agent run --config FILE           keep assigned images current, serve peers
 Other
   demo                              coordinator + agents on 127.0.0.1, end to end
-  bench ...                         benchmarks (also: npm run bench)`,
+  bench ...                         benchmarks (also: npm run bench)
+
+Environment
+  TRIMSWARM_COORDINATOR             the coordinator URL, where --coordinator is not given
+  TRIMSWARM_TOKEN_FILE              the token file, where --token-file is not given
+  TRIMSWARM_DEBUG=1                 print stack traces of errors
+
+Exit codes
+  ${EXIT.ok}    done
+  ${EXIT.failure}    failed (a version that exists already, input refused, interrupted, ...)
+  ${EXIT.usage}    bad usage (unknown option, missing argument, bad value)
+  ${EXIT.auth}    credentials refused, or no right to do this
+  ${EXIT.notFound}    no such image, version, token or policy
+  ${EXIT.unreachable}    coordinator unreachable or unavailable (try again later)
+  ${EXIT.verification}    verification failed (signature, hash, pinned key, no intact copy)
+  ${EXIT.localIo}    local file problem (missing or unreadable file, output refused, disk full)
+  ${EXIT.dataDirTooNew}   the data dir was written by a newer trimswarm
+  ${EXIT.internal}   a bug (printed with its stack trace)
+  ${EXIT.locked}   the data dir is in use by another process (try again once it has finished)
+  ${EXIT.config}   coordinator fsck: the config does not let it reach the chunks`,
   subcommands: {
     chunk: async () => (await import('./commands/chunk.ts')).default,
     manifest: async () => (await import('./commands/manifest.ts')).default,

@@ -16,3 +16,16 @@ export function assertImageAccess (principal: Principal, image: string): void {
 export function assertAdmin (principal: Principal): void {
   if (principal.kind !== 'admin') throw new ForbiddenError('this needs the admin token')
 }
+
+/**
+ * The caller's stable identity, for state that must stay the caller's own (agent records, site hints,
+ * peer registrations): the machine token's id, the user's name, or the admin. Kinds are prefixed so a
+ * user cannot be named like a token.
+ */
+export function principalKey (principal: Principal): string {
+  switch (principal.kind) {
+    case 'machine': return `t:${principal.user}`
+    case 'user': return `u:${principal.user}`
+    case 'admin': return 'admin'
+  }
+}

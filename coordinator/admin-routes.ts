@@ -42,7 +42,7 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
 
   app.post('/v1/tokens', async (c) => {
     const req = await readJson(c, TokenCreateRequest)
-    const { info, token } = await tokens.create(req.group, req.name)
+    const { info, token } = await tokens.create(req.group, req.name, { site: req.site })
     audit(c, 'token.create', { target: { tokenId: info.id }, before: null, after: info })
     const body: TokenCreateResponse = { ...info, token }
     return c.json(body, 201)

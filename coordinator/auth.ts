@@ -112,8 +112,9 @@ export function createAuth (components: AuthComponents, init: AuthInit): Auth {
       return isAdminToken(token) ? { kind: 'admin', user: 'admin', groups: [], policy: policy.admin() } : undefined
     }
     const machine = tokens.verify(token)
-    if (machine != null) return { kind: 'machine', user: machine.id, groups: [machine.group], policy: policy.effective([machine.group]) }
+    if (machine != null) return { kind: 'machine', user: machine.id, groups: [machine.group], policy: policy.effective([machine.group]), ...(machine.site != null ? { site: machine.site } : {}) }
     const claims = sessions.verify(token)
+    // `admin`: decided at login (admin groups), or a session of the console's admin-token login
     if (claims != null) return userPrincipal(claims.user, claims.groups, claims.admin)
     return undefined
   }

@@ -37,6 +37,15 @@ export const CoordinatorConfigSchema = object({
   sessionTtlSeconds: optional(integer({ min: 60, max: 30 * 24 * 3600 })),
   eventRetentionDays: optional(integer({ min: 1, max: 36_500 })),
   sites: optional(record(string({ minLength: 7, maxLength: 18, pattern: /^[0-9./]+$/ }), name, { maxEntries: 100_000 })),
+  maxSiteHintsPerToken: optional(integer({ min: 1, max: 10_000 })),
+  events: optional(object({
+    maxPerMinutePerToken: optional(integer({ min: 1000, max: 10_000_000 })),
+    clockSkewSeconds: optional(integer({ min: 0, max: 86_400 })),
+    maxAgentsPerToken: optional(integer({ min: 1, max: 10_000_000 }))
+  })),
+  swarm: optional(object({
+    maxRegistrationsPerToken: optional(integer({ min: 1, max: 10_000_000 }))
+  })),
   tls: optional(object({ cert: string({ minLength: 1 }), key: string({ minLength: 1 }) })),
   limits: optional(object({
     maxJsonBodyBytes: optional(integer({ min: 1024 })),

@@ -10,6 +10,13 @@ export const DEFAULT_LISTEN = '127.0.0.1:8440'
 /** Lifetime of a user session token from POST /v1/auth/login: a work day, so a console or CLI session survives lunch. */
 export const DEFAULT_SESSION_TTL_SECONDS = 8 * 3600
 
+/**
+ * Logged-out sessions remembered one by one until they expire (about 100 bytes each in memory and in the db);
+ * past it every session issued so far is revoked at once. 10,000 logouts within one session lifetime is far
+ * more than any console sees, so the mass revocation only happens under a flood of logins and logouts.
+ */
+export const DEFAULT_MAX_REVOKED_SESSIONS = 10_000
+
 /** Events older than this many days are deleted (aggregated reports are kept). */
 export const DEFAULT_EVENT_RETENTION_DAYS = 90
 
@@ -318,3 +325,31 @@ export const MIN_METRICS_TOKEN_CHARS = 32
  * nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
  */
 export const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
+
+// ---- hostile machine tokens: events, reports, rendezvous (docs/SECURITY.md) ----
+
+/**
+ * Distinct sites one token (or user) may name itself when the coordinator has no site for it (no
+ * `token create --site`, no `sites` subnet matching its address): enough for a laptop that moves between
+ * a few branches, few enough that one token cannot fill the reports with invented sites.
+ */
+export const DEFAULT_MAX_SITE_HINTS_PER_TOKEN = 16
+
+/** An event time later than the coordinator's clock plus this is replaced by the time it arrived (5 min: NTP-less laptops drift seconds, not minutes). */
+export const DEFAULT_EVENT_CLOCK_SKEW_SECONDS = 300
+
+/**
+ * Events one token (or user) may post per minute before POST /v1/events answers 429. An agent sends a few
+ * per sync plus one progress event every few seconds; 20,000 leaves room for a few hundred agents sharing
+ * one site token, while 160 batches of 1,000 junk events are cut off after 20.
+ */
+export const DEFAULT_MAX_EVENTS_PER_MINUTE = 20_000
+
+/** Distinct agents (agent names) one token or user may report as; each keeps one record. Shared site tokens: a big branch. */
+export const DEFAULT_MAX_AGENTS_PER_TOKEN = 5_000
+
+/** Live rendezvous registrations one token (or user) may hold at once (one per agent machine and site). */
+export const DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN = 1_000
+
+/** Event rate limiters remembered at most (least recently used dropped first): memory stays bounded however many principals post. */
+export const EVENT_RATE_KEYS = 100_000

@@ -58,6 +58,8 @@ import { createBodyBudget } from './body-budget.ts'
 import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
+import { createSiteAssigner } from './site-assignment.ts'
+import { createSiteMap } from './sites.ts'
 import { createTokenStore } from './token-store.ts'
 import { createStorageGc } from './storage-gc.ts'
 import { createTrustedProxies, type TrustedProxies } from './trusted-proxies.ts'
@@ -157,6 +159,8 @@ function requestLog (logger: Logger, metrics: Metrics, proxies: TrustedProxies, 
     const given = c.req.header('x-request-id')
     const requestId = given != null && REQUEST_ID.test(given) && proxies.isTrusted(remote) ? given : randomUUID()
     c.set('clientIp', ip)
+    // Secure console cookies: our own TLS, or a TLS-terminating proxy we trust saying so
+    c.set('https', new URL(c.req.url).protocol === 'https:' || proxies.forwardedHttps(remote, c.req.header('x-forwarded-proto')))
     c.set('requestId', requestId)
     c.header('X-Request-Id', requestId)
     inFlight.count++
@@ -271,7 +275,10 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await events.start()
     cleanups.push(async () => { await events.stop() })
     const policy = createPolicyEngine({ policies })
-    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
+    await sessions.start()
+    const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
+    await sites.start()
     const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups, adminGroupsByName: config.adminGroupsByName })
     const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
@@ -333,16 +340,16 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.get('/v1/key', (c) => c.json(keyBody))
     app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp: (c) => c.get('clientIp') }))
     // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
-    const adminConsole = createConsole({ auth, api: app, db, events, images, policies, tokens, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
+    const adminConsole = createConsole({ auth, sessions, api: app, db, events, images, policies, tokens, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
     await adminConsole.start()
     cleanups.push(async () => { await adminConsole.stop() })
     app.route('/', adminConsole.app)
     app.use('/v1/*', auth.middleware)
     app.route('/', createMeRoutes())
     app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
-    app.route('/', createEventRoutes({ events, metrics }))
+    app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: (c) => c.get('clientIp') }, config.events))
     app.route('/', createImageRoutes(images, audit))
-    app.route('/', createSwarmRoutes({ db, signer, logger }))
+    app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: (c) => c.get('clientIp'), maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
 
     // ---- listen ----
     let url = ''

@@ -5,6 +5,14 @@
  * scanning events: every write updates the agent's latest state per image
  * (`agents`) and per (image, version, site) aggregates (`reports`), which are
  * also held in memory, so GET /v1/reports costs a map walk.
+ *
+ * What it is given has been admitted by the events route (event-admission.ts:
+ * images the caller may get, versions that exist, known sites, bound agent
+ * names, clamped times and byte counts). It bounds what is left: at most
+ * `maxAgents` agent records per owner (token or user), and retention (sweep)
+ * also drops agent records not seen since the cutoff and aggregates that
+ * count no agent and were last changed before it, so memory follows the
+ * live fleet, not everything ever sent.
  */
 import type { AgentEvent, ReportRow } from '../protocol/api.ts'
 
@@ -30,13 +38,26 @@ export interface EventQuery {
 export interface EventStore {
   start: () => Promise<void>
   stop: () => Promise<void>
-  /** `finished`: the new (not duplicate) sync.completed / sync.failed events with bytes, counted into the reports. */
-  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions) => Promise<{ accepted: number, duplicates: number, byType: Record<string, number>, finished: Array<AgentEvent & { bytes: BytesBySource }> }>
+  /**
+   * With `owner`, a new agent record is refused (counted in `rejected`) once the owner has `maxAgents`.
+   * `finished`: the new (not duplicate) sync.completed / sync.failed events with bytes, counted into the reports.
+   */
+  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions & AddOptions) => Promise<{ accepted: number, duplicates: number, rejected: number, byType: Record<string, number>, finished: Array<AgentEvent & { bytes: BytesBySource }> }>
   query: (q: EventQuery, options?: AbortOptions) => Promise<{ events: StoredEvent[], next: string | null }>
   report: (filter: { image?: string, version?: string, site?: string }) => ReportRow[]
   agents: (options?: AbortOptions) => AsyncIterable<AgentRecord>
-  /** Deletes events that arrived before `cutoff`; returns how many. */
+  /** Deletes events that arrived before `cutoff`, agents last seen before it and aggregates idle since then that count no agent; returns how many events. */
   sweep: (cutoff: Date, options?: AbortOptions) => Promise<number>
+}
+
+/** Who posts a batch, for the per-owner cap on agent records. */
+export interface AddOptions {
+  /** The principal key (access.ts principalKey) the batch's agents belong to; absent for the admin. */
+  owner?: string
+  /** Agent records one owner may have (DEFAULT_MAX_AGENTS_PER_TOKEN). */
+  maxAgents?: number
+  /** Store the events in the log only: they change no agent record and no report (event-admission.ts `logOnly`). */
+  logOnly?: boolean
 }
 
 interface Aggregate {
@@ -44,6 +65,8 @@ interface Aggregate {
   inProgress: number
   failed: number
   bytes: { local: number, peers: number, origin: number }
+  /** Last change (ms since the epoch); absent in stores written before retention covered aggregates. */
+  updated?: number
 }
 
 const SEP = '\x00' // not allowed in names (protocol/schema.ts rejects NUL), so keys cannot collide
@@ -85,6 +108,8 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
   const agents = components.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
   const reports = components.db.sublevel<string, Aggregate>('reports', { valueEncoding: 'json' })
   const aggregates = new Map<string, Aggregate>()
+  /** Agent records per owner, for the cap. */
+  const owned = new Map<string, number>()
   // Events are keyed by arrival time, then by their place among the events that arrived in that
   // millisecond: a batch (an agent's queue flushed at once) shares one time and listed in id order, not newest first.
   let lastMs = 0
@@ -106,15 +131,48 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
     return a
   }
 
+  /** Drops agents not seen since `cutoff` (their counts leave the aggregates), then idle empty aggregates. */
+  const sweepAgents = async (cutoff: Date): Promise<void> => {
+    const iso = cutoff.toISOString()
+    const touched = new Set<string>()
+    let ops: any[] = []
+    const flush = async (): Promise<void> => {
+      for (const k of touched) ops.push({ type: 'put', sublevel: reports, key: k, value: aggregates.get(k) })
+      touched.clear()
+      if (ops.length > 0) await components.db.batch(ops)
+      ops = []
+    }
+    for await (const [key, rec] of agents.iterator()) {
+      if (Date.parse(rec.lastSeen) >= Date.parse(iso)) continue
+      for (const [image, state] of Object.entries(rec.images)) {
+        for (const [k, f] of contributions(image, state)) { agg(k)[f]--; touched.add(k) }
+      }
+      if (rec.owner != null) owned.set(rec.owner, Math.max(0, (owned.get(rec.owner) ?? 1) - 1))
+      ops.push({ type: 'del', sublevel: agents, key })
+      if (ops.length >= 1000) await flush()
+    }
+    await flush()
+    for (const [k, a] of aggregates) {
+      if (a.clients > 0 || a.inProgress > 0 || a.failed > 0 || (a.updated ?? 0) >= cutoff.getTime()) continue
+      aggregates.delete(k)
+      ops.push({ type: 'del', sublevel: reports, key: k })
+      if (ops.length >= 1000) await flush()
+    }
+    await flush()
+  }
+
   return {
     async start () {
       aggregates.clear()
-      for await (const [k, a] of reports.iterator()) aggregates.set(k, a)
+      owned.clear()
+      const t = now()
+      for await (const [k, a] of reports.iterator()) aggregates.set(k, { ...a, updated: a.updated ?? t })
+      for await (const rec of agents.values()) if (rec.owner != null) owned.set(rec.owner, (owned.get(rec.owner) ?? 0) + 1)
     },
     async stop () {
       await queue
     },
-    async add (batch, postedBy) {
+    async add (batch, postedBy, options = {}) {
       return await serial(async () => {
         const receivedMs = now()
         const receivedAt = new Date(receivedMs).toISOString()
@@ -125,12 +183,23 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
         const ops: any[] = []
         let accepted = 0
         let duplicates = 0
+        let rejected = 0
         const byType: Record<string, number> = {}
         const finished: Array<AgentEvent & { bytes: BytesBySource }> = []
         // oldest first within the batch, so the newest event gets the last key
         const order = batch.map((ev, i) => ({ ev, i })).sort((a, b) => (Date.parse(a.ev.time) || 0) - (Date.parse(b.ev.time) || 0))
         for (const { ev, i } of order) {
           if (known[i] != null || seen.has(ev.id)) { duplicates++; continue }
+          let rec: AgentRecord | undefined
+          if (options.logOnly !== true) {
+            rec = agentCache.get(ev.agent) ?? await agents.get(ev.agent)
+            if (rec == null) {
+              const { owner, maxAgents } = options
+              if (owner != null && maxAgents != null && (owned.get(owner) ?? 0) >= maxAgents) { rejected++; continue }
+              rec = { agent: ev.agent, site: ev.site, lastSeen: receivedAt, images: {}, ...(owner != null ? { owner } : {}) }
+              if (owner != null) owned.set(owner, (owned.get(owner) ?? 0) + 1)
+            }
+          }
           seen.add(ev.id)
           accepted++
           byType[ev.type] = (byType[ev.type] ?? 0) + 1
@@ -139,9 +208,8 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           const key = timeKey(receivedMs, `${placeInMs.toString(36).padStart(4, '0')}-${ev.id}`)
           ops.push({ type: 'put', sublevel: events, key, value: { event: ev, receivedAt, postedBy } })
           ops.push({ type: 'put', sublevel: ids, key: ev.id, value: key })
+          if (rec == null) continue // log only: no agent state, no report
 
-          let rec = agentCache.get(ev.agent)
-          if (rec == null) rec = (await agents.get(ev.agent)) ?? { agent: ev.agent, site: ev.site, lastSeen: receivedAt, images: {} }
           agentCache.set(ev.agent, rec)
           rec.site = ev.site
           rec.lastSeen = receivedAt
@@ -180,9 +248,13 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           }
         }
         for (const rec of agentCache.values()) ops.push({ type: 'put', sublevel: agents, key: rec.agent, value: rec })
-        for (const k of touched) ops.push({ type: 'put', sublevel: reports, key: k, value: aggregates.get(k) })
+        for (const k of touched) {
+          const a = agg(k)
+          a.updated = receivedMs
+          ops.push({ type: 'put', sublevel: reports, key: k, value: a })
+        }
         if (ops.length > 0) await components.db.batch(ops)
-        return { accepted, duplicates, byType, finished }
+        return { accepted, duplicates, rejected, byType, finished }
       })
     },
     async query (q) {
@@ -224,10 +296,12 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
           for await (const [key, stored] of events.iterator({ lt, limit: 1000 })) {
             ops.push({ type: 'del', sublevel: events, key }, { type: 'del', sublevel: ids, key: stored.event.id })
           }
-          if (ops.length === 0) return deleted
+          if (ops.length === 0) break
           await components.db.batch(ops)
           deleted += ops.length / 2
         }
+        await sweepAgents(cutoff)
+        return deleted
       })
     }
   }

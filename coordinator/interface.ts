@@ -71,6 +71,8 @@ export interface Principal {
   groups: string[]
   /** Union of the groups' policies; the admin gets every image. */
   policy: EffectivePolicy
+  /** The site the admin bound a machine token to (`token create --site`); the coordinator's answer to "where is this agent". */
+  site?: string
 }
 
 /** Structured logger (one JSON line per entry on stderr in production). */
@@ -99,6 +101,8 @@ export interface CoordinatorEnv {
     requestId: string
     /** The client's IP (X-Forwarded-For only from trusted proxies, coordinator/trusted-proxies.ts). */
     clientIp: string
+    /** Set by the request log: the client reached us over HTTPS (our TLS, or a trusted proxy's X-Forwarded-Proto); console cookies are then Secure. */
+    https: boolean
     /** The smallest body limit of the middlewares that apply (request-body.ts bodyLimit). */
     bodyLimit?: number
     /** This request's share of the body budget (request-body.ts bodyBudget). */

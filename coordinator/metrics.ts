@@ -23,6 +23,8 @@ export interface Metrics {
   /** Events stored (by type) and received again. */
   events: (byType: Record<string, number>, duplicates: number) => void
   eventsSwept: (n: number) => void
+  /** Events not taken (event-admission.ts), by reason: image, version, site, agents. */
+  eventsRejected: (reason: string, n: number) => void
   /** A finished sync's bytes by source, from an agent's event (fields already validated). */
   syncBytes: (site: string, image: string, bytes: NonNullable<AgentEvent['bytes']>) => void
   /** The exposition text. */
@@ -100,6 +102,7 @@ export function createMetrics (components: MetricsComponents, init: MetricsInit)
   const loginFailures = new Counter({ name: 'trimswarm_login_failures_total', help: 'Failed logins by reason (bad_credentials, rate_limited, unavailable)', labelNames: ['reason'], registers: [registry] })
   const events = new Counter({ name: 'trimswarm_events_total', help: 'Agent events stored, by type', labelNames: ['type'], registers: [registry] })
   const duplicates = new Counter({ name: 'trimswarm_events_duplicate_total', help: 'Agent events received again (same id) and ignored', registers: [registry] })
+  const rejected = new Counter({ name: 'trimswarm_events_rejected_total', help: 'Agent events not taken, by reason (image: not in policy, version: unknown, site: one site too many, agents: one agent too many)', labelNames: ['reason'], registers: [registry] })
   const swept = new Counter({ name: 'trimswarm_events_swept_total', help: 'Events deleted by retention', registers: [registry] })
   const syncBytes = new Counter({ name: 'trimswarm_sync_bytes_total', help: 'Bytes of finished syncs reported by agents, by site, image and source (local: already on the host; peers: LAN; origin: WAN)', labelNames: ['site', 'image', 'source'], registers: [registry] })
   const syncSeriesDropped = new Counter({ name: 'trimswarm_sync_bytes_dropped_total', help: `Sync byte reports not counted in trimswarm_sync_bytes_total because it already has ${MAX_SYNC_BYTES_SERIES} (site, image) pairs`, registers: [registry] })
@@ -121,6 +124,7 @@ export function createMetrics (components: MetricsComponents, init: MetricsInit)
       if (dup > 0) duplicates.inc(dup)
     },
     eventsSwept (n) { swept.inc(n) },
+    eventsRejected (reason, n) { rejected.inc({ reason }, n) },
     syncBytes (site, image, bytes) {
       const pair = `${site}\x00${image}`
       if (!pairs.has(pair)) {

@@ -37,7 +37,8 @@ export function unionPolicies (entries: Array<[group: string, policy: Policy]>):
     lanUploadBps: 0,
     maxPeers: 0,
     updateWindows: [],
-    indexFolders: { linux: [], windows: [], macos: [] }
+    indexFolders: { linux: [], windows: [], macos: [] },
+    transfer: 'background'
   }
   entries.forEach(([, p], i) => {
     for (const img of p.images) images.add(img)
@@ -45,6 +46,8 @@ export function unionPolicies (entries: Array<[group: string, policy: Policy]>):
     out.lanUploadBps = i === 0 ? p.lanUploadBps : generousCap(out.lanUploadBps, p.lanUploadBps)
     out.lanSharing ||= p.lanSharing
     out.maxPeers = Math.max(out.maxPeers, p.maxPeers)
+    // foreground is the more generous mode: any group that grants it grants it
+    if (p.transfer === 'foreground') out.transfer = 'foreground'
     // no window means "any time", which is more generous than every window
     if (p.updateWindow == null) anyTime = true
     else windows.set(`${p.updateWindow.start}-${p.updateWindow.end}`, p.updateWindow)

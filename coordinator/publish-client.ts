@@ -7,7 +7,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises'
 import { chunkCid } from '../protocol/block-id.ts'
-import { errorFromWire, UnavailableError, ValidationError } from '../protocol/errors.ts'
+import { ConflictError, errorFromWire, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
 import { isValidName, nonZeroBytes } from '../protocol/manifest.ts'
 import { api } from '../protocol/index.ts'
 import { userAgent } from '../protocol/version.ts'
@@ -95,12 +95,30 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
     return res
   }
 
+  /**
+   * What would refuse the commit, asked before the image is scanned (minutes for a big one):
+   * the names, admin rights (an empty missing-chunks query needs the admin token and costs
+   * nothing), and whether the version exists already (versions are immutable).
+   */
+  async function preflight (image: string, version: string, signal?: AbortSignal): Promise<void> {
+    if (!isValidName(image)) throw new ValidationError(`bad image name ${JSON.stringify(image)} (letters, digits, . _ + -; at most 128)`)
+    if (!isValidName(version)) throw new ValidationError(`bad version ${JSON.stringify(version)} (letters, digits, . _ + -; at most 128)`)
+    if (version === 'latest') throw new ValidationError('"latest" is reserved and cannot be a version name')
+    await request('POST', api.routes.chunksMissing, JSON.stringify({ cids: [] }), 'application/json', signal)
+    try {
+      await request('GET', api.routes.versionInfo(image, version), undefined, undefined, signal)
+    } catch (err) {
+      if (err instanceof NotFoundError) return
+      throw err
+    }
+    throw new ConflictError(`${image} version ${version} exists already; versions are immutable: publish under a new version name`)
+  }
+
   return {
     async publish (imagePath, options) {
       const { image, version, signal } = options
-      if (!isValidName(image)) throw new ValidationError(`bad image name ${JSON.stringify(image)} (letters, digits, . _ + -; at most 128)`)
-      if (!isValidName(version)) throw new ValidationError(`bad version ${JSON.stringify(version)} (letters, digits, . _ + -; at most 128)`)
       const started = performance.now()
+      await preflight(image, version, signal)
       const { manifest, manifestBytes } = await buildManifest(imagePath, { name: image, version, signal })
       options.onProgress?.({ phase: 'scanned', chunks: manifest.chunks.length, bytes: nonZeroBytes(manifest) })
 

@@ -4,16 +4,29 @@
  * middleware: every route reads `c.get('principal')`. Registrations are soft
  * state with a TTL (SWARM_PEER_TTL_SECONDS), kept in the metadata database so
  * a coordinator restart does not empty the sites.
+ *
+ * Against a hostile token holder (docs/SECURITY.md): the site is the one the
+ * coordinator assigns (site-assignment.ts), not the request's; a peer id is
+ * bound to the token (or user) that registered it until its registration
+ * lapses, so nobody else can renew or overwrite it; a token holds at most
+ * `maxRegistrationsPerToken` live registrations; a listing shows only peers
+ * of images the caller's policy gives (image-less ones only to the
+ * registrant's groups) and takes registrants in turn, so one token's
+ * registrations cannot push everyone else's off the list.
  */
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import { multiaddr } from '@multiformats/multiaddr'
 import { signCapability } from '../protocol/capability.ts'
-import { ForbiddenError, ValidationError } from '../protocol/errors.ts'
+import { ConflictError, ForbiddenError, ValidationError } from '../protocol/errors.ts'
 import { CapabilityRequest, PeerRegistration, swarmRoutes, type CapabilityResponse, type PeerEntry, type PeerList, type PeerRegistrationResponse } from '../protocol/swarm-api.ts'
-import { assertImageAccess } from './access.ts'
+import { assertImageAccess, canAccessImage, principalKey } from './access.ts'
+import { DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN } from './constants.ts'
+import { RetryAfterError } from './http-errors.ts'
 import type { CoordinatorEnv, Logger, ManifestSigner, Principal } from './interface.ts'
 import type { MetaDb } from './meta-db.ts'
 import { nameParam, readJson } from './request-body.ts'
+import { createSiteAssigner, type SiteAssigner } from './site-assignment.ts'
+import { createSiteMap } from './sites.ts'
 
 /** Lifetime of a capability: long enough for one sync (new peer connections need a valid one), short enough to lapse soon after policy changes. */
 export const DEFAULT_CAPABILITY_TTL_SECONDS = 3600
@@ -30,8 +43,16 @@ interface PeerRecord {
   image?: string
   version?: string
   expires: number
-  /** Who registered it (for the log; not returned to other agents). */
+  /** Who registered it (principal key): only they may renew it; not returned to other agents. */
   by: string
+  /** The registrant's groups: a registration without an image is listed only to callers sharing one. */
+  groups?: string[]
+}
+
+/** Who holds a peer id (sublevel `swarm-peer-owners`): the registrant's principal key until its last registration lapses. */
+interface PeerOwner {
+  by: string
+  expires: number
 }
 
 function assertLanSharing (principal: Principal): void {
@@ -51,13 +72,81 @@ function checkMultiaddrs (peerId: string, addrs: string[]): void {
   }
 }
 
+/** What the swarm routes use besides the database and signer. */
+export interface SwarmRoutesComponents {
+  db: MetaDb
+  signer: Pick<ManifestSigner, 'privateKey'>
+  logger: Logger
+  capabilityTtlSeconds?: number
+  /** Site of each caller (default: no token sites, no subnet map: the agent's hint within the per-token cap). */
+  sites?: SiteAssigner
+  /** The client's address for the `sites` subnet map (default: the request log's `clientIp`). */
+  clientAddress?: (c: Context<CoordinatorEnv>) => string
+  /** Live registrations per token or user (DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN). */
+  maxRegistrationsPerToken?: number
+}
+
+/** Live registrations for one listing, registrants taken in turn (freshest first within each). */
+export function fairList (live: Array<{ by: string, expires: number }>, max: number): number[] {
+  const byOwner = new Map<string, number[]>()
+  live.forEach((r, i) => { let l = byOwner.get(r.by); if (l == null) { l = []; byOwner.set(r.by, l) } l.push(i) })
+  const queues = [...byOwner.values()].map(l => l.sort((a, b) => live[b].expires - live[a].expires))
+  const out: number[] = []
+  for (let round = 0; out.length < max; round++) {
+    let any = false
+    for (const q of queues) {
+      if (round < q.length && out.length < max) { out.push(q[round]); any = true }
+    }
+    if (!any) break
+  }
+  return out
+}
+
 /** The swarm routes, to mount behind the auth middleware. */
-export function createSwarmRoutes (components: { db: MetaDb, signer: Pick<ManifestSigner, 'privateKey'>, logger: Logger, capabilityTtlSeconds?: number }): Hono<CoordinatorEnv> {
+export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<CoordinatorEnv> {
   const { signer, logger } = components
   const ttl = components.capabilityTtlSeconds ?? DEFAULT_CAPABILITY_TTL_SECONDS
+  const sites = components.sites ?? createSiteAssigner({ siteMap: createSiteMap() })
+  const clientAddress = components.clientAddress ?? ((c: Context<CoordinatorEnv>) => c.get('clientIp') ?? '')
+  const maxRegistrations = components.maxRegistrationsPerToken ?? DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN
   const peers = components.db.sublevel<string, PeerRecord>('swarm-peers', { valueEncoding: 'json' })
+  const owners = components.db.sublevel<string, PeerOwner>('swarm-peer-owners', { valueEncoding: 'json' })
+  /** `<principal key>\x00<site>!<peer id>` -> expiry, to count a token's live registrations. */
+  const byOwner = components.db.sublevel<string, number>('swarm-peers-by', { valueEncoding: 'json' })
   const app = new Hono<CoordinatorEnv>()
   const nowSeconds = (): number => Math.floor(Date.now() / 1000)
+
+  /** The caller's site: the coordinator's, else the one it names (required then). */
+  const siteFor = async (c: Context<CoordinatorEnv>, hint: string | undefined): Promise<string> => {
+    const principal = c.get('principal')
+    const address = clientAddress(c)
+    const assigned = sites.assigned(principal, address)
+    if (assigned != null) return assigned
+    if (hint == null) throw new ValidationError('site: required (the coordinator has no site for this token: the admin can set one with token create --site or the config\'s "sites")')
+    return (await sites.siteOf(principal, address, hint)).site
+  }
+
+  /** Live registrations of `owner`; deletes the lapsed ones it meets (and their peer ids' lapsed bindings). Stops counting at `max`. */
+  const liveCount = async (owner: string, now: number, max: number): Promise<{ count: number, soonest: number }> => {
+    let count = 0
+    let soonest = Number.MAX_SAFE_INTEGER
+    const lapsed: string[] = []
+    for await (const [key, expires] of byOwner.iterator({ gt: `${owner}\x00`, lt: `${owner}\x00\xff` })) {
+      if (expires < now) { lapsed.push(key); continue }
+      count++
+      soonest = Math.min(soonest, expires)
+      if (count >= max) break
+    }
+    if (lapsed.length > 0) {
+      // keys end in `!<peer id>` (site names cannot hold `!`)
+      const ids = [...new Set(lapsed.map(k => k.slice(k.lastIndexOf('!') + 1)))]
+      const bindings = await owners.getMany(ids)
+      const ops: any[] = lapsed.map(key => ({ type: 'del', sublevel: byOwner, key }))
+      ids.forEach((id, i) => { if (bindings[i] != null && bindings[i].by === owner && bindings[i].expires < now) ops.push({ type: 'del', sublevel: owners, key: id }) })
+      await components.db.batch(ops)
+    }
+    return { count, soonest }
+  }
 
   app.post(swarmRoutes.capabilities, async (c) => {
     const principal = c.get('principal')
@@ -71,6 +160,14 @@ export function createSwarmRoutes (components: { db: MetaDb, signer: Pick<Manife
     return c.json(body)
   })
 
+  // one registration at a time: the owner check and the cap are read-modify-write
+  let queue: Promise<unknown> = Promise.resolve()
+  const serial = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = queue.then(fn, fn)
+    queue = run.catch(() => {})
+    return await run
+  }
+
   app.post(swarmRoutes.peers, async (c) => {
     const principal = c.get('principal')
     const reg = await readJson(c, PeerRegistration)
@@ -78,9 +175,31 @@ export function createSwarmRoutes (components: { db: MetaDb, signer: Pick<Manife
     if (reg.image != null) assertImageAccess(principal, reg.image)
     if ((reg.image == null) !== (reg.version == null)) throw new ValidationError('image and version go together')
     checkMultiaddrs(reg.peerId, reg.multiaddrs)
-    const expires = nowSeconds() + SWARM_PEER_TTL_SECONDS
-    await peers.put(`${reg.site}!${reg.peerId}`, { peerId: reg.peerId, multiaddrs: reg.multiaddrs, image: reg.image, version: reg.version, expires, by: principal.user })
-    const body: PeerRegistrationResponse = { expires, ttlSeconds: SWARM_PEER_TTL_SECONDS }
+    const site = await siteFor(c, reg.site)
+    const owner = principalKey(principal)
+    const body = await serial(async (): Promise<PeerRegistrationResponse> => {
+      const now = nowSeconds()
+      const held = await owners.get(reg.peerId)
+      if (held != null && held.expires >= now && held.by !== owner) {
+        logger.warn('peer registration refused: peer id held by another token', { user: principal.user, peer: reg.peerId })
+        throw new ConflictError(`peer id ${reg.peerId} is registered by another token or user until ${new Date(held.expires * 1000).toISOString()}; only its registrant can renew it`)
+      }
+      const indexKey = `${owner}\x00${site}!${reg.peerId}`
+      if ((await byOwner.get(indexKey) ?? 0) < now) {
+        const { count, soonest } = await liveCount(owner, now, maxRegistrations)
+        if (count >= maxRegistrations) {
+          const wait = Math.max(1, soonest - now)
+          throw new RetryAfterError(`${principal.user} already has ${count} live peer registrations, the most one token or user may hold; try again in ${wait} s`, wait)
+        }
+      }
+      const expires = now + SWARM_PEER_TTL_SECONDS
+      await components.db.batch([
+        { type: 'put', sublevel: peers, key: `${site}!${reg.peerId}`, value: { peerId: reg.peerId, multiaddrs: reg.multiaddrs, image: reg.image, version: reg.version, expires, by: owner, groups: principal.groups } },
+        { type: 'put', sublevel: owners, key: reg.peerId, value: { by: owner, expires: Math.max(expires, held?.by === owner ? held.expires : 0) } },
+        { type: 'put', sublevel: byOwner, key: indexKey, value: expires }
+      ] as any)
+      return { expires, ttlSeconds: SWARM_PEER_TTL_SECONDS, site }
+    })
     return c.json(body)
   })
 
@@ -88,24 +207,26 @@ export function createSwarmRoutes (components: { db: MetaDb, signer: Pick<Manife
     const principal = c.get('principal')
     const q = c.req.query()
     for (const k of Object.keys(q)) if (!['site', 'image', 'version'].includes(k)) throw new ValidationError(`${k}: unknown query parameter`)
-    const site = nameParam(q.site, 'site')
+    const hint = q.site == null || q.site === '' ? undefined : nameParam(q.site, 'site')
     const image = q.image == null || q.image === '' ? undefined : nameParam(q.image, 'image')
     const version = q.version == null || q.version === '' ? undefined : nameParam(q.version, 'version')
     assertLanSharing(principal)
     if (image != null) assertImageAccess(principal, image)
+    const site = await siteFor(c, hint)
     const now = nowSeconds()
     const live: PeerRecord[] = []
     const expired: string[] = []
     for await (const [key, rec] of peers.iterator({ gt: `${site}!`, lt: `${site}!\xff` })) {
       if (rec.expires < now) { expired.push(key); continue }
+      if (!visibleTo(principal, rec)) continue
       // Peers registered without an image may hold any version; others must match what was asked.
       if (rec.image != null && image != null && (rec.image !== image || (version != null && rec.version !== version))) continue
       live.push(rec)
     }
     if (expired.length > 0) await peers.batch(expired.map(key => ({ type: 'del' as const, key })))
-    live.sort((a, b) => b.expires - a.expires)
     const body: PeerList = {
-      peers: live.slice(0, SWARM_PEERS_LISTED).map((r): PeerEntry => ({
+      site,
+      peers: fairList(live, SWARM_PEERS_LISTED).map(i => live[i]).map((r): PeerEntry => ({
         peerId: r.peerId, multiaddrs: r.multiaddrs, expires: r.expires, ...(r.image != null ? { image: r.image, version: r.version } : {})
       }))
     }
@@ -113,4 +234,11 @@ export function createSwarmRoutes (components: { db: MetaDb, signer: Pick<Manife
   })
 
   return app
+}
+
+/** Whether a registration may be shown to the caller: images its policy gives; image-less ones to the registrant's groups. */
+function visibleTo (principal: Principal, rec: PeerRecord): boolean {
+  if (principal.kind === 'admin') return true
+  if (rec.image != null) return canAccessImage(principal, rec.image)
+  return rec.groups?.some(g => principal.groups.includes(g)) === true
 }

@@ -21,7 +21,8 @@ interface TokenRecord extends TokenInfo {
 /** Creates, lists, revokes and checks machine tokens. */
 export interface TokenStore {
   start: () => Promise<void>
-  create: (group: string, name: string | undefined, options?: AbortOptions) => Promise<{ info: TokenInfo, token: string }>
+  /** `site`: the site the token's agents are at (absent: the config's `sites` map or the agent's hint decides). */
+  create: (group: string, name: string | undefined, options?: AbortOptions & { site?: string }) => Promise<{ info: TokenInfo, token: string }>
   list: (options?: AbortOptions) => Promise<TokenInfo[]>
   /** Marks the token revoked; throws NotFoundError for an unknown id. */
   revoke: (id: string, options?: AbortOptions) => Promise<TokenInfo>
@@ -34,7 +35,7 @@ function sha256 (text: string): Buffer {
 }
 
 function publicInfo (r: TokenRecord): TokenInfo {
-  return { id: r.id, group: r.group, name: r.name, createdAt: r.createdAt, revoked: r.revoked }
+  return { id: r.id, group: r.group, name: r.name, ...(r.site != null ? { site: r.site } : {}), createdAt: r.createdAt, revoked: r.revoked }
 }
 
 /** A TokenStore in the `tokens` sublevel of the metadata database. */
@@ -46,10 +47,10 @@ export function createTokenStore (components: { db: MetaDb }): TokenStore {
       byId.clear()
       for await (const [id, r] of db.iterator()) byId.set(id, r)
     },
-    async create (group, name) {
+    async create (group, name, options = {}) {
       const id = randomBytes(8).toString('hex')
       const token = `${MACHINE_TOKEN_PREFIX}${id}_${randomBytes(32).toString('base64url')}`
-      const record: TokenRecord = { id, group, name: name ?? '', createdAt: new Date().toISOString(), revoked: false, hash: sha256(token).toString('hex') }
+      const record: TokenRecord = { id, group, name: name ?? '', ...(options.site != null ? { site: options.site } : {}), createdAt: new Date().toISOString(), revoked: false, hash: sha256(token).toString('hex') }
       await db.put(id, record)
       byId.set(id, record)
       return { info: publicInfo(record), token }

@@ -19,6 +19,8 @@ export interface TrustedProxies {
    * what trusted proxies appended counts).
    */
   clientIp: (remoteAddr: string, xff: string | undefined) => string
+  /** Whether a trusted proxy at `remoteAddr` says the client came over HTTPS (`X-Forwarded-Proto: https`, its first value). */
+  forwardedHttps: (remoteAddr: string, proto: string | undefined) => boolean
 }
 
 /** `::ffff:10.0.0.1` (an IPv4 client on a dual-stack socket) is 10.0.0.1. */
@@ -64,6 +66,9 @@ export function createTrustedProxies (list: readonly string[] = []): TrustedProx
         ip = next
       }
       return ip
+    },
+    forwardedHttps (remoteAddr, proto) {
+      return proto != null && isTrusted(remoteAddr) && proto.split(',')[0].trim().toLowerCase() === 'https'
     }
   }
 }

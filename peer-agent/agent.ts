@@ -14,9 +14,11 @@ import { mkdirPrivate } from './private-files.ts'
 import { createCoordinatorClient, type AgentAuth, type CoordinatorClient, type RetryOptions } from './coordinator-client.ts'
 import { createEventQueue, type EventQueue } from './event-queue.ts'
 import { createHostIndex, type HostIndex } from './host-index.ts'
-import { createImageSync, type ImageSync, type SyncProgress, type SyncSummary } from './image-sync.ts'
+import { createImageSync, type ImageSync, type ImageSyncInit, type SyncProgress, type SyncSummary } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createLanSharing, type LanSharing } from './lan-sharing.ts'
+import { CoordinatorUnreachableError } from './errors.ts'
+import { checkOutput } from './output-guard.ts'
 
 /** Options of an agent. */
 export interface AgentInit {
@@ -27,6 +29,8 @@ export interface AgentInit {
   indexFolders?: string[]
   /** Origin bytes per second (0 = none); the policy's cap applies too. */
   wanLimit?: number
+  /** WAN transfer mode (image-sync.ts ImageSyncInit.transfer); default foreground. */
+  transfer?: ImageSyncInit['transfer']
   site?: string
   /** Coordinator public key (base64), instead of pinning on first contact. */
   publicKey?: string
@@ -50,6 +54,8 @@ export interface AgentSyncRequest extends AbortOptions {
   out: string
   /** Command run (through the shell) after a new version is in place. */
   onUpdate?: string
+  /** Replace `out` even when it is an existing file this agent did not install. */
+  force?: boolean
 }
 
 /** The agent. */
@@ -142,7 +148,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     const key = 'default'
     let s = imageSyncs.get(key)
     if (s == null) {
-      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit })
+      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit, transfer: init.transfer })
       imageSyncs.set(key, s)
     }
     return s
@@ -166,13 +172,15 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       const base = { image: req.image, version: req.version ?? 'latest' }
       let summary: SyncSummary
       try {
+        await checkOutput(dataDir, req.out, { force: req.force })
         const s = await syncFor()
         await events.record({ type: 'sync.started', ...base, version: safeVersion(base.version) })
         if (lan != null) {
           try {
             await lan.prepare({ signal: req.signal })
           } catch (err) {
-            if (req.signal?.aborted === true) throw err
+            // an unreachable coordinator ends the sync too: one message, not a warning first
+            if (req.signal?.aborted === true || err instanceof CoordinatorUnreachableError) throw err
             logger.warn(`swarm: LAN sharing unavailable (${(err as Error).message}); syncing from the origin`)
           }
         }

@@ -82,6 +82,8 @@ export const DATA_FILES = {
   hostIndex: 'host-index',
   /** Signed manifests of installed versions, per image. */
   manifests: 'manifests',
+  /** In each image's manifests folder: the installed version and where it was written. */
+  installed: 'installed.json',
   /** Per image (beside its manifests): the newest signed "latest" seen, below which the agent never moves unless told a version. */
   latestSeen: 'latest-seen.json',
   /** Checkpoints of interrupted syncs, per image. */
@@ -164,3 +166,75 @@ export const PARTIAL_CREATE_TRIES = 3
  * nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
  */
 export const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
+
+// --- background mode (peer-agent/background-controller.ts), LEDBAT++: draft-irtf-iccrg-ledbat-plus-plus ---
+
+/** Queueing delay background transfers aim to add at most (ms); LEDBAT++ section 4 lowers RFC 6817's 100 ms to 60 ms. */
+export const BACKGROUND_TARGET_MS = 60
+
+/** Base delay = the minimum over this many one-minute buckets (RFC 6817 BASE_HISTORY: 10). */
+export const BACKGROUND_BASE_HISTORY = 10
+
+/** Width of one base-delay bucket (ms), RFC 6817's one minute. */
+export const BACKGROUND_BASE_BUCKET_MS = 60_000
+
+/** Current delay = the minimum of the last this-many samples, so one delayed probe does not read as a queue (RFC 6817 CURRENT_FILTER). */
+export const BACKGROUND_CURRENT_FILTER = 4
+
+/** Rate background transfers start at and never fall below (bytes/s): 16 KiB/s keeps a transfer alive and measuring. */
+export const BACKGROUND_MIN_RATE = 16 * 1024
+
+/** Rate a background transfer starts its first ramp-up at (bytes/s). */
+export const BACKGROUND_START_RATE = 64 * 1024
+
+/** Multiplicative decrease constant (LEDBAT++ section 4.3: W -= W * min(C * (qd/target - 1), 1/2), C = 1). */
+export const BACKGROUND_DECREASE_CONSTANT = 1
+
+/** Largest gain divisor of LEDBAT++'s slowed ramp-up, gain = 1 / min(16, ceil(2 * target / base)) (section 4.1). */
+export const BACKGROUND_GAIN_DIVISOR_MAX = 16
+
+/**
+ * Congestion avoidance grows the rate by gain * (1 - qd/target) times this fraction of itself per
+ * round trip. (LEDBAT's one packet per RTT takes minutes to refill 20 mbit at 300 ms RTT after a
+ * foreground download ends; a fraction of the rate refills it in a few seconds and still stops at the target.)
+ */
+export const BACKGROUND_AVOIDANCE_GROWTH = 0.125
+
+/** The periodic slowdown keeps the rate at the minimum this many round trips (LEDBAT++ section 4.4: 2). */
+export const BACKGROUND_SLOWDOWN_RTTS = 2
+
+/** The next slowdown starts this many times the last one's duration (slowdown + ramp back) after it ended (LEDBAT++: 9, ~10 % of the time). */
+export const BACKGROUND_SLOWDOWN_INTERVAL_FACTOR = 9
+
+/** Shortest time the controller treats as a round trip (ms): on a LAN the RTT is below a timer tick. */
+export const BACKGROUND_MIN_RTT_MS = 20
+
+/** A delay probe that takes longer than this counts as a loss: the rate is halved (ms). */
+export const BACKGROUND_PROBE_TIMEOUT_MS = 2_000
+
+/** Shortest gap between the starts of two delay probes (ms); probes run one at a time. */
+export const BACKGROUND_PROBE_INTERVAL_MS = 100
+
+/** Probing stops once a paced transfer has taken no bytes for this long (ms), so an idle agent sends no probes. */
+export const BACKGROUND_PROBE_IDLE_MS = 1_000
+
+/** Time between the background mode's status lines (rate, delays) in the agent's log, while bytes move (ms). */
+export const BACKGROUND_STATUS_INTERVAL_MS = 2_000
+
+/** Longest single sleep of a paced read before the background rate is looked at again (ms): a rate that rose meanwhile shortens the wait. */
+export const BACKGROUND_RECHECK_MS = 50
+
+/**
+ * For this many round trips after a cut, the rate is cut again only if the queueing delay has not fallen
+ * since: a queue drains at the link rate minus ours, slower than one round trip, and cutting again each
+ * round trip while it drains took the rate to the floor (bench/background.ts: 0.45 of an idle link).
+ */
+export const BACKGROUND_DRAIN_RTTS = 4
+
+/**
+ * Largest multiplicative cut of one decrease. LEDBAT++ (section 4.3) allows 1/2; with receiver-side pacing
+ * the sender bursts into the queue whenever our rate passes the link's, so cuts come often, and halving
+ * each time left an idle 20 mbit link 0.31 used at 20 ms RTT, a quarter 0.57 (bench/background.ts),
+ * while a foreground download beside it still got 0.89-0.91 of its speed alone.
+ */
+export const BACKGROUND_MAX_CUT = 0.25

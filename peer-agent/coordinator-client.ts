@@ -47,6 +47,8 @@ export interface CoordinatorClient {
   readonly receivedBytes: number
   /** Limits origin bytes per second from now on (0 = none). */
   setRateLimit: (bytesPerSecond: number) => void
+  /** Paces origin bytes with `limiter` from now on (background mode's pacer). */
+  setLimiter: (limiter: RateLimiter) => void
   /** GET/POST JSON, validated with `schema`; a body that breaks off is asked again. */
   json: <T>(method: 'GET' | 'POST', path: string, schema: Schema<T>, body?: unknown, options?: AbortOptions) => Promise<T>
   /** A binary GET/POST whose whole body is returned (manifests, chunks); a body that breaks off is asked again. */
@@ -114,6 +116,9 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
   let limiter: RateLimiter = createRateLimiter(init.rateLimit ?? 0)
   let token: string | undefined
   let received = 0
+  // Retries are for a coordinator that answered before and went away (a restart); one that never
+  // answered is most likely a wrong URL or port, which no retry fixes: that fails at once.
+  let established = false
 
   async function getToken (force: boolean, options: AbortOptions): Promise<string> {
     if (token != null && !force) return token
@@ -180,10 +185,12 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
         })
       } catch (err) {
         if (options.signal?.aborted === true) throw err
+        if (!established && neverConnected(err)) throw new CoordinatorUnreachableError(`cannot reach the coordinator at ${base}: ${describeNetworkError(err)}`, { cause: err })
         lastError = err
         await backoff(attempt, `${method} ${path}: ${describeNetworkError(err)}`, options)
         continue
       }
+      established = true
       if (res.ok || okStatuses.includes(res.status)) {
         return { status: res.status, headers: res.headers, body: counted(res.body, options.signal) }
       }
@@ -249,6 +256,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     url: base,
     get receivedBytes () { return received },
     setRateLimit (bps) { limiter = createRateLimiter(bps) },
+    setLimiter (l) { limiter = l },
     async json (method, path, schema, body, options = {}) {
       const bytes = await whole(method, path, body, options, { accept: 'application/json' }, JSON_MAX_BYTES)
       let parsed: unknown
@@ -288,9 +296,19 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
   return client
 }
 
+/** Network errors that mean no connection was ever made: nothing listens there, or no such host. */
+const NOT_CONNECTED_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH'])
+
+function neverConnected (err: unknown): boolean {
+  const cause = (err as { cause?: { code?: unknown, message?: unknown } }).cause
+  // fetch refuses ports browsers block (9, 25, 6000, ...) before dialling: no retry helps either
+  return (typeof cause?.code === 'string' && NOT_CONNECTED_CODES.has(cause.code)) || cause?.message === 'bad port'
+}
+
 function describeNetworkError (err: unknown): string {
   const e = err as Error & { cause?: { code?: string, message?: string } }
   const cause = e.cause
   if (cause?.code != null) return `${cause.code} ${cause.message ?? ''}`.trim()
+  if (typeof cause?.message === 'string' && cause.message !== '') return cause.message
   return e.message ?? String(err)
 }

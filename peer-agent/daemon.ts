@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { isValidName } from '../protocol/manifest.ts'
 import { parseRate } from '../protocol/rate.ts'
-import type { UpdateWindow } from '../protocol/api.ts'
+import type { TransferMode, UpdateWindow } from '../protocol/api.ts'
 import { ValidationError } from '../protocol/errors.ts'
 import { createAgent, type Agent } from './agent.ts'
 import { DEFAULT_POLL_SECONDS, DEFAULT_SITE } from './constants.ts'
@@ -32,6 +32,8 @@ export interface DaemonConfig {
   pollSeconds: number
   /** Bytes per second (0 = none). */
   wanLimit: number
+  /** WAN transfer mode; unset = the policy's (background when it names none). */
+  transfer?: TransferMode
   nice: boolean
   onUpdate?: string
   publicKey?: string
@@ -43,7 +45,7 @@ export interface DaemonConfig {
   mdns: boolean
 }
 
-const FIELDS = ['coordinator', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site', 'pollSeconds', 'wanLimit', 'nice', 'onUpdate', 'publicKey', 'lanSharing', 'listen', 'mdns']
+const FIELDS = ['coordinator', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site', 'pollSeconds', 'wanLimit', 'transfer', 'nice', 'onUpdate', 'publicKey', 'lanSharing', 'listen', 'mdns']
 
 /** Parses a daemon config object; relative paths are resolved against `baseDir` (the config file's folder). */
 export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig {
@@ -93,6 +95,7 @@ export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig 
     else if (typeof c.wanLimit === 'string') wanLimit = parseRate(c.wanLimit)
     else fail('"wanLimit" must be a rate like "20mbit" or bytes per second')
   }
+  if (c.transfer != null && c.transfer !== 'background' && c.transfer !== 'foreground') fail('"transfer" must be "background" or "foreground"')
   if (c.nice != null && typeof c.nice !== 'boolean') fail('"nice" must be true or false')
   if (c.lanSharing != null && typeof c.lanSharing !== 'boolean') fail('"lanSharing" must be true or false')
   if (c.mdns != null && typeof c.mdns !== 'boolean') fail('"mdns" must be true or false')
@@ -107,6 +110,7 @@ export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig 
     site,
     pollSeconds: pollSeconds as number,
     wanLimit,
+    transfer: c.transfer as TransferMode | undefined,
     nice: c.nice === true,
     onUpdate: str('onUpdate', false),
     publicKey: str('publicKey', false),
@@ -163,6 +167,8 @@ export async function createDaemon (components: { logger: AgentLogger, metrics?:
     dataDir: config.dataDir,
     indexFolders: config.indexFolders,
     wanLimit: config.wanLimit,
+    // the daemon runs unattended: background unless the config or the policy says foreground
+    transfer: config.transfer ?? 'policy',
     site: config.site,
     publicKey: config.publicKey,
     lan: { enabled: config.lanSharing, listen: config.listen, mdns: config.mdns }

@@ -57,6 +57,12 @@ export class KeyPinError extends Error {
   override name = 'KeyPinError'
 }
 
+/** The output path is a directory, or an existing file this agent did not install (replacing it needs --force). */
+export class OutputRefusedError extends Error {
+  static override name = 'OutputRefusedError'
+  override name = 'OutputRefusedError'
+}
+
 /** The partial file cannot be made ours (a directory in its place, or someone keeps re-creating it). */
 export class PartialFileError extends Error {
   static override name = 'PartialFileError'

@@ -12,6 +12,7 @@ import { api } from '../protocol/index.ts'
 import { EVENTS_BATCH_MAX, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { CoordinatorUnreachableError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** An event before the queue stamps it. */
@@ -74,7 +75,9 @@ export function createEventQueue (components: EventQueueComponents, init: EventQ
       try {
         await components.client.json('POST', api.routes.events, api.EventBatchResponse, { events: batch } satisfies api.EventBatch, options)
       } catch (err) {
-        components.logger.warn(`events: ${events.length - sent} kept for later (${(err as Error).message})`)
+        // they go out with the next sync or check; an unreachable coordinator is reported by the sync itself
+        const log = err instanceof CoordinatorUnreachableError ? components.logger.debug : components.logger.warn
+        log?.(`events: ${events.length - sent} kept for later (${(err as Error).message})`)
         break
       }
       sent += batch.length

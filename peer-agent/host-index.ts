@@ -21,6 +21,7 @@ import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/consta
 import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES } from './constants.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { mkdirPrivate } from './private-files.ts'
+import { formatBytes, plural } from './progress-reporter.ts'
 
 /** Where a candidate copy of a block may be on this host. */
 export interface BlockLocation {
@@ -41,6 +42,17 @@ export interface RefreshStats {
   blocks: number
   warnings: number
   seconds: number
+}
+
+/**
+ * One line for people on a refresh: what it found, not just counters ("0 hashed" right after a
+ * build in another process read as if nothing had been indexed).
+ */
+export function describeRefresh (s: RefreshStats): string {
+  const took = `${s.seconds.toFixed(1)} s`
+  const warnings = s.warnings > 0 ? `, ${plural(s.warnings, 'warning')}` : ''
+  if (s.hashed === 0 && s.removed === 0) return `host index: ${plural(s.files, 'file')}, all unchanged since the last build (checked in ${took}${warnings})`
+  return `host index: ${plural(s.files, 'file')}: ${s.hashed} new or changed hashed (${formatBytes(s.bytesHashed)}, ${plural(s.blocks, 'block')}), ${s.unchanged} unchanged, ${s.removed} dropped, in ${took}${warnings}`
 }
 
 /** The host index of one agent. */

@@ -12,7 +12,7 @@
  */
 import { closeSync, fstatSync, fsyncSync, readSync, writeSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
-import { basename, dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { equals } from 'multiformats/bytes'
@@ -27,14 +27,16 @@ import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import { BATCH_COMPRESSION_PENALTY, CHECKPOINT_INTERVAL_MS, DATA_FILES, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { partialPathOf } from './output-guard.ts'
 import { ChunkUnavailableError, DiskFullError, DowngradeRefusedError, isDiskFull, isUnavailableAtOrigin, KeyPinError, SyncIncompleteError } from './errors.ts'
 import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
 import { MAX_VERSION_POINTER_BYTES, openVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { identityOf, installPartialFile, isInstalledFile, openOutputForReading, openPartialFile, reopenOurs, type FileIdentity } from './partial-file.ts'
-import type { HostIndex } from './host-index.ts'
+import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
+import { createBackgroundPacer, createHealthProbe } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
 import { pruneImageData } from './data-dir-prune.ts'
 import { formatBytes } from './progress-reporter.ts'
@@ -144,6 +146,12 @@ export interface ImageSyncInit {
   publicKey?: string
   /** --wan-limit in bytes per second (0 = none); the policy's cap applies too, whichever is stricter. */
   wanLimit?: number
+  /**
+   * How origin bytes cross the WAN: `foreground` (default) at full speed,
+   * `background` paced to yield to other traffic (background-pacer.ts), or
+   * `policy`: the policy's transfer field (background when it names none).
+   */
+  transfer?: api.TransferMode | 'policy'
   checkpointIntervalMs?: number
   /** Refresh the host index before using it (default true). */
   refreshIndex?: boolean
@@ -244,6 +252,12 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     return key
   }
 
+  /** The mode a sync runs in: the caller's, else the policy's (background when it names none). */
+  function transferMode (policy: api.EffectivePolicy): api.TransferMode {
+    const asked = init.transfer ?? 'foreground'
+    return asked === 'policy' ? policy.transfer ?? 'background' : asked
+  }
+
   /**
    * The signed "latest" of `image`, verified with the pinned key and, unless the
    * user named a version (`explicit`), checked not to move back
@@ -265,6 +279,15 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   }
 
   async function sync (req: SyncRequest): Promise<SyncSummary> {
+    const pacing = { stop: async (): Promise<void> => {} }
+    try {
+      return await syncPaced(req, pacing)
+    } finally {
+      await pacing.stop()
+    }
+  }
+
+  async function syncPaced (req: SyncRequest, pacing: { stop: () => Promise<void> }): Promise<SyncSummary> {
     const started = performance.now()
     const signal = req.signal
     const out = resolve(req.out)
@@ -275,7 +298,15 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // policy caps: the stricter of --wan-limit and the policy's wanLimitBps
     const me = await client.me({ signal })
-    client.setRateLimit(stricterRate(init.wanLimit ?? 0, me.policy.wanLimitBps))
+    const cap = stricterRate(init.wanLimit ?? 0, me.policy.wanLimitBps)
+    if (transferMode(me.policy) === 'background') {
+      // yields to other traffic on the WAN; the caps still bound it
+      const pacer = createBackgroundPacer({ probe: createHealthProbe(client.url), logger }, { maxRate: cap })
+      client.setLimiter(pacer)
+      pacing.stop = pacer.stop
+    } else {
+      client.setRateLimit(cap)
+    }
 
     // 1. the manifest, verified before anything is written
     const pk = await publicKey({ signal })
@@ -286,7 +317,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const partialDir = join(dataDir, DATA_FILES.partial)
     const checkpointPath = join(partialDir, `${safeName(req.image)}.json`)
     const partialManifestPath = join(partialDir, `${safeName(req.image)}.manifest`)
-    const statePath = join(imageDir, 'installed.json')
+    const statePath = join(imageDir, DATA_FILES.installed)
     const installed = await readJson<InstalledState>(statePath)
     const cp = await readJson<Checkpoint>(checkpointPath)
     const packsDir = join(dataDir, DATA_FILES.packs, safeName(req.image))
@@ -349,7 +380,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
 
     // 2. the temp file beside the output, and its checkpoint
     await mkdir(dirname(out), { recursive: true })
-    const temp = join(dirname(out), `.${basename(out)}.trimswarm-partial`)
+    const temp = partialPathOf(out)
     await mkdirPrivate(partialDir)
     const nChunks = m.chunks.length
     const nBlocks = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
@@ -547,8 +578,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         if (init.refreshIndex !== false) {
           phase = 'indexing host folders'
           progress()
-          const s = await components.hostIndex.refresh({ signal })
-          logger.info(`host index: ${s.files} files (${s.hashed} hashed, ${s.removed} dropped) in ${s.seconds.toFixed(1)} s`)
+          logger.info(describeRefresh(await components.hostIndex.refresh({ signal })))
         }
         sources.push(createHostIndexSource({ index: components.hostIndex, logger }))
       }
@@ -702,7 +732,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         await rm(temp, { force: true })
         await rm(checkpointPath, { force: true })
         await rm(partialManifestPath, { force: true })
-        throw new DiskFullError(`no space left on the file system of ${out} (need up to ${nonZero} bytes of data for ${m.name}@${m.version}); the old image is intact, the partial file was removed`, { cause: err })
+        throw new DiskFullError(`no space left on the file system of ${out} (need up to ${nonZero} bytes of data for ${m.name}@${m.version}); the old image is intact, the partial file ${temp} was removed`, { cause: err })
       }
       // keep what is verified for the next run
       await writeCheckpoint().catch(() => {})

@@ -23,6 +23,7 @@ import { openListedManifest, type ImageSyncComponents, type SyncObserver } from 
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { prefixKey } from './local-sources.ts'
 import { createBlockBatchSource } from './origin-sources.ts'
+import { plural } from './progress-reporter.ts'
 import { createRendezvous, createSwarm, loadOrCreatePeerKey, type ChunkProvider, type Rendezvous, type ServedVersion, type Swarm, type SwarmSession } from './swarm/index.ts'
 
 /** What LAN sharing uses. */
@@ -461,7 +462,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
           }
           for (const id of session.peers()) sessionPeers.add(id)
           const st = session.stats()
-          logger.info(`swarm: ${image}@${version}: ${st.chunksFromPeers} chunks from ${Object.keys(st.byPeer).length} peers, ${st.chunksForOrigin} from the origin`)
+          logger.info(`swarm: ${image}@${version}: ${plural(st.chunksFromPeers, 'chunk')} from ${plural(Object.keys(st.byPeer).length, 'peer')}, ${st.chunksForOrigin} from the origin`)
         } finally {
           await session.close()
           if (c.session === session) c.session = undefined

@@ -4,7 +4,7 @@
  * the journal and log shippers. The coordinator has its own (the two sides
  * share only protocol/).
  */
-import type { AgentLogger } from './interface.ts'
+import type { CountingLogger } from './interface.ts'
 
 /** Line formats of `--log-format`. */
 export const AGENT_LOG_FORMATS = ['text', 'json'] as const
@@ -16,6 +16,8 @@ export interface AgentLoggerInit {
   format?: AgentLogFormat
   /** Drop info lines (warnings still go out). */
   quiet?: boolean
+  /** Write debug lines (routine peer events); without it they are only counted. */
+  verbose?: boolean
   /** Where lines go; defaults to process.stderr. */
   write?: (line: string) => void
 }
@@ -34,7 +36,7 @@ function textValue (v: unknown): string {
   return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s)
 }
 
-function line (format: AgentLogFormat, level: 'info' | 'warn', msg: string, fields: Record<string, unknown> = {}): string {
+function line (format: AgentLogFormat, level: 'debug' | 'info' | 'warn', msg: string, fields: Record<string, unknown> = {}): string {
   if (format === 'json') {
     try {
       return JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })
@@ -43,15 +45,18 @@ function line (format: AgentLogFormat, level: 'info' | 'warn', msg: string, fiel
     }
   }
   const rest = Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) => ` ${k}=${textValue(v)}`).join('')
-  return `${level === 'warn' ? 'warning: ' : ''}${msg}${rest}`
+  return `${level === 'warn' ? 'warning: ' : level === 'debug' ? 'debug: ' : ''}${msg}${rest}`
 }
 
-/** A logger writing one line per entry in `format`. */
-export function createAgentLogger (init: AgentLoggerInit = {}): AgentLogger {
+/** A logger writing one line per entry in `format`; debug lines only when `verbose`, otherwise counted. */
+export function createAgentLogger (init: AgentLoggerInit = {}): CountingLogger {
   const format = init.format ?? 'text'
   const write = init.write ?? ((text: string) => { process.stderr.write(text) })
+  let hidden = 0
   return {
     info: (msg, fields) => { if (init.quiet !== true) write(line(format, 'info', msg, fields) + '\n') },
-    warn: (msg, fields) => { write(line(format, 'warn', msg, fields) + '\n') }
+    warn: (msg, fields) => { write(line(format, 'warn', msg, fields) + '\n') },
+    debug: (msg, fields) => { if (init.verbose === true) write(line(format, 'debug', msg, fields) + '\n'); else hidden++ },
+    hiddenDebug: () => hidden
   }
 }

@@ -21,6 +21,11 @@ export function formatBytes (n: number): string {
   return `${n} B`
 }
 
+/** A count with its noun, singular for one: "1 peer", "176 chunks". */
+export function plural (n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`
+}
+
 function formatSeconds (s: number): string {
   if (!Number.isFinite(s) || s < 0) return '--:--'
   const m = Math.floor(s / 60)

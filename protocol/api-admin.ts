@@ -42,7 +42,9 @@ export const AgentRecord = object({
   /** The newest (by event time) servedBytes the agent reported: chunk bytes it served to LAN peers since its process started. */
   servedBytes: optional(integer()),
   /** Event time of that report (an older event re-sent later does not replace it). */
-  servedAt: optional(isoTime)
+  servedAt: optional(isoTime),
+  /** Who reports as this agent: `t:<token id>` or `u:<user>` (absent when the admin posted). Only that owner's events change the record. */
+  owner: optional(string({ maxLength: 300 }))
 })
 export type AgentRecord = Infer<typeof AgentRecord>
 

@@ -77,6 +77,14 @@ export type UpdateWindow = Infer<typeof UpdateWindow>
 export const IndexFolders = object({ linux: optional(array(folder, { maxItems: 100 })), windows: optional(array(folder, { maxItems: 100 })), macos: optional(array(folder, { maxItems: 100 })) })
 export type IndexFolders = Infer<typeof IndexFolders>
 
+/**
+ * How an agent's daemon moves bytes over the WAN: `background` yields to other
+ * traffic (a delay-based scavenger rate, docs/ARCHITECTURE.md "Background mode"),
+ * `foreground` takes the link like any download.
+ */
+export const TransferMode = enumOf(['background', 'foreground'])
+export type TransferMode = Infer<typeof TransferMode>
+
 /** PUT /v1/policies/:group — policy of one group. Rates in bytes per second, 0 = no cap. */
 export const Policy = object({
   images: array(string({ minLength: 1, maxLength: 128, pattern: /^(\*|[A-Za-z0-9][A-Za-z0-9._+-]{0,127})$/ }), { maxItems: 1000 }),
@@ -85,7 +93,9 @@ export const Policy = object({
   lanUploadBps: integer(),
   maxPeers: integer({ min: 0, max: 1000 }),
   updateWindow: nullable(UpdateWindow),
-  indexFolders: IndexFolders
+  indexFolders: IndexFolders,
+  /** The daemon's transfer mode; absent = background. */
+  transfer: optional(TransferMode)
 })
 export type Policy = Infer<typeof Policy>
 
@@ -98,7 +108,9 @@ export const EffectivePolicy = object({
   lanUploadBps: integer(),
   maxPeers: integer(),
   updateWindows: array(UpdateWindow, { maxItems: 10_000 }),
-  indexFolders: object({ linux: array(folder, { maxItems: 10_000 }), windows: array(folder, { maxItems: 10_000 }), macos: array(folder, { maxItems: 10_000 }) })
+  indexFolders: object({ linux: array(folder, { maxItems: 10_000 }), windows: array(folder, { maxItems: 10_000 }), macos: array(folder, { maxItems: 10_000 }) }),
+  /** The daemon's transfer mode (optional on the wire: a coordinator from before it sends none, which means background). */
+  transfer: optional(TransferMode)
 })
 export type EffectivePolicy = Infer<typeof EffectivePolicy>
 
@@ -107,12 +119,13 @@ export const MeResponse = object({ kind: enumOf(['user', 'machine', 'admin']), u
 export type MeResponse = Infer<typeof MeResponse>
 
 /** POST /v1/tokens — a machine (agent) token for a group. */
-export const TokenCreateRequest = object({ group: name, name: optional(string({ maxLength: 128 })) })
+/** `site`: binds the token's agents to that site (rendezvous and reports); without it the config's `sites` map or the agent's hint decides. */
+export const TokenCreateRequest = object({ group: name, name: optional(string({ maxLength: 128 })), site: optional(name) })
 export type TokenCreateRequest = Infer<typeof TokenCreateRequest>
-export const TokenInfo = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), createdAt: isoTime, revoked: boolean() })
+export const TokenInfo = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), site: optional(name), createdAt: isoTime, revoked: boolean() })
 export type TokenInfo = Infer<typeof TokenInfo>
 /** The secret appears only in the create response; the coordinator keeps a hash. */
-export const TokenCreateResponse = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), createdAt: isoTime, revoked: boolean(), token: string({ maxLength: 256 }) })
+export const TokenCreateResponse = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), site: optional(name), createdAt: isoTime, revoked: boolean(), token: string({ maxLength: 256 }) })
 export type TokenCreateResponse = Infer<typeof TokenCreateResponse>
 
 /** What the coordinator says of one image version. */
@@ -176,7 +189,13 @@ export const AgentEvent = object({
 export type AgentEvent = Infer<typeof AgentEvent>
 export const EventBatch = object({ events: array(AgentEvent, { minItems: 1, maxItems: 1000 }) })
 export type EventBatch = Infer<typeof EventBatch>
-export const EventBatchResponse = object({ accepted: integer(), duplicates: integer() })
+/** `rejected`: events the coordinator did not take (image not in policy, unknown version, site refused, agent cap), by reason in `rejectedBy`; not worth sending again. */
+export const EventBatchResponse = object({
+  accepted: integer(),
+  duplicates: integer(),
+  rejected: optional(integer()),
+  rejectedBy: optional(object({ image: optional(integer()), version: optional(integer()), site: optional(integer()), agents: optional(integer()) }))
+})
 
 /** GET /v1/reports?image=&version=&site= — one row per image, version and site. */
 export const ReportRow = object({

@@ -27,11 +27,15 @@ export type CapabilityRequest = Infer<typeof CapabilityRequest>
 export const CapabilityResponse = object({ capability: string({ maxLength: 2048, description: 'capability envelope bytes, base64' }), expires: integer() })
 export type CapabilityResponse = Infer<typeof CapabilityResponse>
 
-/** POST /v1/peers — (re-)registers a peer of a site for SWARM_PEER_TTL_SECONDS; agents re-register before it lapses. */
+/**
+ * POST /v1/peers — (re-)registers a peer of a site for SWARM_PEER_TTL_SECONDS; agents re-register before it lapses.
+ * `site` is only a hint: the coordinator's own site for the caller (token site, `sites` subnet map) wins; the
+ * response says which site was used. A peer id is renewed only by the token (or user) that registered it.
+ */
 export const PeerRegistration = object({
   peerId: peerIdText,
   multiaddrs: array(multiaddrText, { minItems: 1, maxItems: 16 }),
-  site: name,
+  site: optional(name),
   image: optional(name),
   version: optional(name)
 })
@@ -48,11 +52,11 @@ export const PeerEntry = object({
 export type PeerEntry = Infer<typeof PeerEntry>
 
 /** POST /v1/peers response: the registration's expiry and the TTL to re-register within. */
-export const PeerRegistrationResponse = object({ expires: integer(), ttlSeconds: integer() })
+export const PeerRegistrationResponse = object({ expires: integer(), ttlSeconds: integer(), site: optional(name) })
 export type PeerRegistrationResponse = Infer<typeof PeerRegistrationResponse>
 
-/** GET /v1/peers?site=&image=&version= */
-export const PeerList = object({ peers: array(PeerEntry, { maxItems: 10_000 }) })
+/** GET /v1/peers?site=&image=&version= — the peers of the caller's site (`site` as for POST), of images its policy gives. */
+export const PeerList = object({ site: optional(name), peers: array(PeerEntry, { maxItems: 10_000 }) })
 export type PeerList = Infer<typeof PeerList>
 
 /** Swarm bodies, for the OpenAPI document. */

@@ -2,6 +2,7 @@
 # Installs what trimswarm's tests and benchmarks need on a Debian machine:
 # Debian packages (slapd for LDAP tests, b3sum to check digests, prometheus for
 # promtool, which checks the /metrics output, e2fsprogs to build test images;
+# iputils-ping for the queueing delay of the background benchmark;
 # debootstrap, systemd (systemd-analyze) and binutils (strip) to build the .deb
 # and test it on a fresh Debian 12; curl, PostgreSQL and Ceph's monitor, OSD and
 # RADOS Gateway for scripts/scale-out-stack.sh: 99 packages, 64 MB download,
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd chromium prometheus debootstrap systemd binutils curl postgresql ceph-mon ceph-osd radosgw ceph-common aria2 opentracker; do
+for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd chromium prometheus debootstrap systemd binutils curl postgresql ceph-mon ceph-osd radosgw ceph-common iputils-ping aria2 opentracker; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -53,6 +53,8 @@ export interface NetworkInit {
   wanRate: number
   wanRttMs: number
   lanRate: number
+  /** Longest queue of the WAN's tbf, ms (its `latency`); default 200. */
+  queueMs?: number
 }
 
 /** Names of the namespaces and interfaces of run `id` (veth names must fit IFNAMSIZ, 15 characters). */
@@ -79,7 +81,7 @@ export function removeStaleNamespaces (): string[] {
   try { list = ip(['netns', 'list']) } catch { return [] }
   const removed: string[] = []
   for (const line of list.split('\n')) {
-    const m = /^(ts-(?:hq|br)-(\d+))\b/.exec(line.trim())
+    const m = /^(ts-(?:hq|br|rt)-(\d+))\b/.exec(line.trim())
     if (m == null) continue
     const pid = Number(m[2])
     if (pid === process.pid || isAlive(pid)) continue
@@ -117,7 +119,7 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
       ip(['-n', ns, 'link', 'set', 'dev', dev, 'gso_max_size', '1500', 'gso_max_segs', '1'])
       ip(['-n', ns, 'link', 'set', dev, 'up'])
       // Egress shaping on each end = both directions of the WAN.
-      tc(['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', tcRate(init.wanRate), 'burst', String(tbfBurst(init.wanRate, 1500)), 'latency', '200ms'])
+      tc(['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', tcRate(init.wanRate), 'burst', String(tbfBurst(init.wanRate, 1500)), 'latency', `${init.queueMs ?? 200}ms`])
     }
     if (init.lanRate > 0) {
       // Every agent lives in the branch namespace, so agent-to-agent traffic is on its loopback (MTU 65536).
@@ -164,11 +166,7 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
     branch: wrap(n.branch),
     backendPort: async (frontPort) => frontPort + BACKEND_PORT_OFFSET,
     async startWan (services) {
-      const relay = pm.spawn('wan relay', 'ip', ['netns', 'exec', n.hq, process.execPath, new URL('./relay.ts', import.meta.url).pathname,
-        '--delay-ms', String(init.wanRttMs / 2),
-        ...services.flatMap(s => ['--map', `${HQ_ADDRESS}:${s.frontPort}=127.0.0.1:${s.backendPort}`])])
-      await waitReady(relay.onLine, relay.exited, 'wan relay', relay.stderr)
-      return services.map(s => `${HQ_ADDRESS}:${s.frontPort}`)
+      return await startRelayIn(pm, { netns: n.hq, host: HQ_ADDRESS, rttMs: init.wanRttMs, services })
     },
     sample: () => {
       const wan = readIface(n.hq, n.hqVeth)
@@ -178,6 +176,18 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
     lanMeasured: true,
     teardown
   }
+}
+
+/**
+ * Starts bench/branch/relay.ts in namespace `netns`: `host:frontPort` -> `127.0.0.1:backendPort`, holding
+ * every byte half of `rttMs` in each direction; resolves to the front addresses once it listens.
+ */
+export async function startRelayIn (pm: ProcessManager, init: { netns: string, host: string, rttMs: number, services: Array<{ frontPort: number, backendPort: number }> }): Promise<string[]> {
+  const relay = pm.spawn('wan relay', 'ip', ['netns', 'exec', init.netns, process.execPath, new URL('./relay.ts', import.meta.url).pathname,
+    '--delay-ms', String(init.rttMs / 2),
+    ...init.services.flatMap(s => ['--map', `${init.host}:${s.frontPort}=127.0.0.1:${s.backendPort}`])])
+  await waitReady(relay.onLine, relay.exited, 'wan relay', relay.stderr)
+  return init.services.map(s => `${init.host}:${s.frontPort}`)
 }
 
 /** Resolves when a child prints a line starting with "ready"; rejects if it exits first or takes too long. */

@@ -5,70 +5,93 @@ import { setPriority } from 'node:os'
 import { parseRate } from '../../protocol/rate.ts'
 import { isValidName } from '../../protocol/manifest.ts'
 import { multiaddr } from '@multiformats/multiaddr'
-import { AGENT_NODE_FLAGS, DEFAULT_LINGER_SECONDS, NICE_PRIORITY } from '../../peer-agent/constants.ts'
+import { AGENT_NODE_FLAGS, DEFAULT_LINGER_SECONDS, DEFAULT_POLL_SECONDS, DEFAULT_SITE, NICE_PRIORITY, RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from '../../peer-agent/constants.ts'
+import { DEFAULT_LISTEN } from '../../peer-agent/swarm/constants.ts'
+import { checkOutput, partialPathOf } from '../../peer-agent/output-guard.ts'
 import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
 import { lockDataDir } from '../../peer-agent/data-dir-lock.ts'
 import { stderrLogger } from '../../peer-agent/interface.ts'
 import { AGENT_LOG_FORMATS, createAgentLogger, defaultAgentLogFormat, type AgentLogFormat } from '../../peer-agent/logger.ts'
-import { createProgressReporter, formatBytes } from '../../peer-agent/progress-reporter.ts'
+import { createProgressReporter, formatBytes, plural } from '../../peer-agent/progress-reporter.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import {
-  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputReplacedError,
+  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputRefusedError, OutputReplacedError,
   PartialFileError, SyncIncompleteError
 } from '../../peer-agent/errors.ts'
-import { CliError, EXIT_DATA_DIR_IN_USE, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { CliError, coordinatorOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
 import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 import { reexecWith } from '../reexec.ts'
 import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
-                            --data DIR --out PATH [options]
+                            --data DIR --out PATH [--force] [options]
 
 Brings PATH to exactly image NAME at VERSION (the latest version the policy allows
 when no version is given), then exits. Blocks come from the partial file of an
 interrupted run, the older version at PATH, the host index (--index folders, or the
 policy's list), and the coordinator for the rest; every block is verified.
-PATH is replaced atomically only when the whole image verifies.
+PATH is replaced atomically only when the whole image verifies; until then the
+blocks go to a partial file beside it (.NAME.trimswarm-partial), kept for the
+next run when the sync fails. An existing PATH this agent did not install is
+left alone unless --force is given; a directory is refused.
 
 Options
-  --coordinator URL      coordinator base URL (http:// or https://)
-  --token-file F         file holding a machine token (trimswarm token create)
+  --coordinator URL      coordinator base URL (http:// or https://; or TRIMSWARM_COORDINATOR)
+  --token-file F         file holding a machine token (trimswarm token create; or
+                         TRIMSWARM_TOKEN_FILE when --user is not given)
   --user U               user name to log in with (LDAP), with --password-file
   --password-file F      file holding the user's password
   --data DIR             the agent's data dir (pinned key, host index, checkpoints, events)
   --out PATH             the image file to bring to the version
+  --force                replace PATH even when it is a file this agent did not install
   --index DIR            a folder to index for Trim Transfer (repeatable; default: the
                          policy's folders for this OS; --no-index to use none)
   --no-index             do not use the host index
-  --wan-limit RATE       cap on bytes from the coordinator, e.g. 20mbit, 5MB/s (the
-                         policy's cap applies too: the stricter wins)
+  --wan-limit RATE       cap on bytes from the coordinator, with its unit: 20mbit (megabits
+                         per second), 5MB/s (megabytes), 10MiB/s, 750kbit, 1gbit (default:
+                         none; the policy's cap applies too: the stricter wins)
+  --background           yield the WAN to other traffic: origin bytes are paced to keep
+                         the queueing delay they add under 60 ms, and slow down when
+                         others' traffic raises it (default: foreground, full speed)
+  --foreground           full speed (the default of agent sync)
   --nice                 run at the lowest CPU priority
-  --site NAME            site reported in events (default: DEFAULT_SITE)
+  --site NAME            this agent's site (default: "${DEFAULT_SITE}"), only a hint: the
+                         coordinator uses the site of the token (token create --site)
+                         or of its sites subnet map when it has one
   --public-key KEY       the coordinator's public key (base64) instead of pinning it on
                          first contact
   --on-update CMD        shell command run after a new version is in place, with
                          TRIMSWARM_IMAGE, TRIMSWARM_VERSION, TRIMSWARM_PATH set
   --no-lan               no LAN sharing even when the policy allows it (lanSharing)
-  --listen MULTIADDR     swarm listen address (repeatable; default /ip4/0.0.0.0/tcp/0:
+  --listen MULTIADDR     swarm listen address (repeatable; default ${DEFAULT_LISTEN}:
                          all interfaces, random port), e.g. /ip4/10.0.0.5/tcp/4100
   --no-mdns              no multicast DNS discovery (peers come from the coordinator
                          rendezvous for --site and the private DHT)
   --linger SECONDS       after the sync, keep serving peers until none has been
                          fetching from us for a moment, at most this long
-                         (default DEFAULT_LINGER_SECONDS; 0 = exit at once)
+                         (default ${DEFAULT_LINGER_SECONDS} s; 0 = exit at once)
   --json                 print one JSON summary on stdout:
                          {"version", "bytes": {"local", "peers", "origin"}, "seconds", ...;
-                         "servedBytes": chunk bytes served to LAN peers, when LAN sharing ran}
+                         "servedBytes": chunk bytes served to LAN peers, when LAN sharing ran;
+                         "routinePeerEvents": peer events not shown, see --verbose}
   --retries N            tries per coordinator request on network errors/5xx, and per broken
-                         block stream or delta pack download (default RETRY_ATTEMPTS)
-  --retry-delay MS       first retry delay in ms, doubled each try (default RETRY_BASE_MS)
+                         block stream or delta pack download, once the coordinator has
+                         answered (one that never answered fails at once) (default ${RETRY_ATTEMPTS} tries)
+  --retry-delay MS       first retry delay in ms, doubled each try up to ${RETRY_MAX_MS / 1000} s
+                         (default ${RETRY_BASE_MS} ms)
   --quiet                no progress output
   --verbose              log lines (sources, peers, swarm decisions) on stderr even
-                         with --json or --quiet
+                         with --json or --quiet, and the routine peer events (a peer that
+                         left, a reset stream) that are otherwise only counted
   --log-format FORMAT    text or json log lines on stderr (default: json under systemd,
-                         else text); json shows no progress bar`
+                         else text); json shows no progress bar
+
+Exit codes: 0 done (or already up to date), 2 bad usage, 3 credentials refused,
+4 no such image or version, 5 coordinator unreachable, 6 verification failed,
+7 local file problem (output refused, disk full), 75 data dir in use; all codes:
+trimswarm --help.`
 
 const INDEX_USAGE = `Usage: trimswarm agent index --data DIR --index DIR... [--json]
 
@@ -97,19 +120,30 @@ async function lockOrRefuse (dataDir: string): Promise<() => Promise<void>> {
   }
 }
 
-/** Exit code of a sync that stopped on chunks the coordinator cannot serve and no peer had (its admin must act). */
-export const EXIT_CHUNK_UNAVAILABLE = 3
+/** Exit code of a sync that stopped on chunks the coordinator cannot serve and no peer had (its admin must act): no intact copy, a verification failure. */
+export const EXIT_CHUNK_UNAVAILABLE = EXIT.verification
 
-/** Agent failures the user can act on become CliErrors: a message and exit code 1 (75: data dir in use, 3: chunks unavailable), no stack trace. */
-export function agentCliError (err: unknown): unknown {
+/**
+ * Agent failures the user can act on become CliErrors: a message, no stack trace, the exit code of
+ * the cause (75: data dir in use, 6: chunks unavailable). `partialNote` names the partial file the failed sync leaves behind.
+ */
+export function agentCliError (err: unknown, partialNote = ''): unknown {
   if (err instanceof DataDirLockedError) return new CliError(err.message, { cause: err, exitCode: EXIT_DATA_DIR_IN_USE })
-  if (err instanceof ChunkUnavailableError) return new CliError(err.message, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
+  if (err instanceof ChunkUnavailableError) return new CliError(err.message + partialNote, { cause: err, exitCode: EXIT_CHUNK_UNAVAILABLE })
   if (err instanceof CoordinatorUnreachableError || err instanceof DiskFullError || err instanceof DataDirUnsafeError || err instanceof KeyPinError ||
-    err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError) {
-    return new CliError(err.message, { cause: err })
+    err instanceof SyncIncompleteError || err instanceof PartialFileError || err instanceof OutputReplacedError || err instanceof DowngradeRefusedError ||
+    err instanceof OutputRefusedError) {
+    return new CliError(err.message + partialNote, { cause: err })
   }
-  if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume', { cause: err })
+  if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume' + partialNote, { cause: err, exitCode: EXIT.failure })
+  if (partialNote !== '' && err instanceof Error) err.message += partialNote
   return err
+}
+
+/** "; partial file P kept ..." when a failed sync left one at `out`, else "". */
+function partialNote (out: string): string {
+  const partial = partialPathOf(resolve(out))
+  return existsSync(partial) ? `; the partial file ${partial} is kept: run the same command to resume, or delete it` : ''
 }
 
 const authOptions = {
@@ -133,7 +167,9 @@ export function authFromArgs (args: CommandArgs, usage: string): AgentAuth {
     return { tokenFile }
   }
   if (typeof user === 'string' && typeof passwordFile === 'string') return { user, passwordFile }
-  throw new UsageError(`authentication needed: --token-file F, or --user U with --password-file F\n\n${usage}`)
+  const envTokenFile = tokenFileOption(args)
+  if (envTokenFile != null && user == null && passwordFile == null) return { tokenFile: envTokenFile }
+  throw new UsageError(`authentication needed: --token-file F (or TRIMSWARM_TOKEN_FILE), or --user U with --password-file F\n\n${usage}`)
 }
 
 function intOption (args: CommandArgs, name: string, usage: string): number | undefined {
@@ -160,10 +196,13 @@ const sync: Command = {
   options: {
     ...authOptions,
     out: { type: 'string' },
+    force: { type: 'boolean' },
     index: { type: 'string', multiple: true },
     'no-index': { type: 'boolean' },
     'wan-limit': { type: 'string' },
     nice: { type: 'boolean' },
+    background: { type: 'boolean' },
+    foreground: { type: 'boolean' },
     site: { type: 'string' },
     'on-update': { type: 'string' },
     json: { type: 'boolean' },
@@ -183,9 +222,10 @@ const sync: Command = {
     const version = at < 0 ? undefined : target.slice(at + 1)
     if (!isValidName(image)) throw new UsageError(`bad image name ${JSON.stringify(image)}\n\n${SYNC_USAGE}`)
     if (version != null && !isValidName(version)) throw new UsageError(`bad version ${JSON.stringify(version)}\n\n${SYNC_USAGE}`)
-    const coordinator = requireString(args, 'coordinator', SYNC_USAGE)
+    const coordinator = coordinatorOption(args, SYNC_USAGE)
     const dataDir = requireString(args, 'data', SYNC_USAGE)
     const out = requireString(args, 'out', SYNC_USAGE)
+    const force = args.values.force === true
     const auth = authFromArgs(args, SYNC_USAGE)
     let wanLimit = 0
     if (typeof args.values['wan-limit'] === 'string') {
@@ -200,15 +240,19 @@ const sync: Command = {
     const baseMs = intOption(args, 'retry-delay', SYNC_USAGE)
     const listen = lanListen(args, SYNC_USAGE)
     const linger = intOption(args, 'linger', SYNC_USAGE) ?? DEFAULT_LINGER_SECONDS
+    // a sync someone waits for runs at full speed unless told otherwise
+    const transfer = transferOption(args, SYNC_USAGE) ?? 'foreground'
     if (args.values.nice === true) setPriority(NICE_PRIORITY)
     const json = args.values.json === true
     const quiet = args.values.quiet === true
     const format = logFormatOption(args, SYNC_USAGE)
     if (format === 'json') consoleToJsonLines()
-    const logger = createAgentLogger({ format, quiet: (quiet || json) && args.values.verbose !== true })
+    const logger = createAgentLogger({ format, quiet: (quiet || json) && args.values.verbose !== true, verbose: args.values.verbose === true })
     // the progress bar is plain text: no place among JSON lines
     const reporter = quiet || format === 'json' ? undefined : createProgressReporter(process.stderr)
 
+    // before the lock, the index build and any download: a directory, or a file this agent did not install
+    await checkOutput(dataDir, out, { force })
     let release = await lockOrRefuse(dataDir) // a second agent is refused before it does anything
     await openDataDirReporting(dataDir, AGENT_DATA) // under the lock: one migration at a time, before anything is read
     if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
@@ -231,13 +275,14 @@ const sync: Command = {
       dataDir,
       indexFolders,
       wanLimit,
+      transfer,
       site,
       publicKey: args.values['public-key'] as string | undefined,
       retry: { attempts, baseMs },
       lan: { enabled: args.values['no-lan'] !== true, listen, mdns: args.values['no-mdns'] !== true }
     })
     try {
-      const summary = await agent.syncImage({ image, version, out, signal: abort.signal, onUpdate: args.values['on-update'] as string | undefined })
+      const summary = await agent.syncImage({ image, version, out, force, signal: abort.signal, onUpdate: args.values['on-update'] as string | undefined })
       reporter?.done()
       // peers that started with us may still be fetching chunks only we hold
       await agent.lan?.linger(linger * 1000, { signal: abort.signal })
@@ -257,6 +302,7 @@ const sync: Command = {
           chunksFetched: summary.chunksFetched,
           usedDeltaPack: summary.usedDeltaPack,
           blocksBySource: summary.blocksBySource,
+          routinePeerEvents: logger.hiddenDebug(),
           ...(agent.lan?.servedBytes() != null ? { servedBytes: agent.lan.servedBytes() } : {})
         }) + '\n')
       } else if (summary.upToDate) {
@@ -264,10 +310,11 @@ const sync: Command = {
       } else {
         const b = summary.bytes
         process.stdout.write(`${summary.out} is now ${summary.image}@${summary.version} in ${summary.seconds.toFixed(1)} s: local ${formatBytes(b.local)}, peers ${formatBytes(b.peers)}, origin ${formatBytes(b.origin)} (of ${formatBytes(summary.nonZeroBytes)} data)` +
-          (summary.discardedBlocks + summary.discardedChunks > 0 ? `; discarded ${summary.discardedBlocks} blocks and ${summary.discardedChunks} chunks that failed verification` : '') + '\n')
+          (summary.discardedBlocks + summary.discardedChunks > 0 ? `; discarded ${plural(summary.discardedBlocks, 'block')} and ${plural(summary.discardedChunks, 'chunk')} that failed verification` : '') +
+          (logger.hiddenDebug() > 0 ? `; ${plural(logger.hiddenDebug(), 'routine peer event')} (a peer that left, a reset stream; --verbose shows them)` : '') + '\n')
       }
     } catch (err) {
-      throw agentCliError(err)
+      throw agentCliError(err, partialNote(out))
     } finally {
       reporter?.done()
       process.off('SIGINT', onSignal)
@@ -289,12 +336,12 @@ const index: Command = {
     if (folders == null || folders.length === 0) throw new UsageError(`--index is required\n\n${INDEX_USAGE}`)
     const release = await lockOrRefuse(dataDir)
     await openDataDirReporting(dataDir, AGENT_DATA)
-    const { createHostIndex } = await import('../../peer-agent/host-index.ts')
+    const { createHostIndex, describeRefresh } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
       const s = await idx.refresh()
       if (args.values.json === true) process.stdout.write(JSON.stringify(s) + '\n')
-      else process.stdout.write(`indexed ${s.files} files in ${s.seconds.toFixed(1)} s: ${s.hashed} hashed (${formatBytes(s.bytesHashed)}, ${s.blocks} blocks), ${s.unchanged} unchanged, ${s.removed} dropped, ${s.warnings} warnings\n`)
+      else process.stdout.write(describeRefresh(s) + '\n')
     } finally {
       await idx.close()
       await release()
@@ -316,9 +363,12 @@ the next start). Config (JSON; relative paths are relative to the file):
     "images": { "workspace": "/var/lib/vms/workspace.img" },
     "outDir": "/var/lib/vms",                       (optional: NAME.img for other assigned images)
     "indexFolders": ["/usr", "/etc", "/var/lib"],    (optional: default the policy's list)
-    "site": "branch-1",                             (optional, default DEFAULT_SITE)
-    "pollSeconds": 300,                             (optional, default DEFAULT_POLL_SECONDS)
+    "site": "branch-1",                             (optional hint, default "${DEFAULT_SITE}"; the
+                                                     coordinator's site for the token wins)
+    "pollSeconds": 300,                             (optional, default ${DEFAULT_POLL_SECONDS} s)
     "wanLimit": "20mbit",                           (optional; the policy's cap applies too)
+    "transfer": "background",                       (optional: background or foreground; default
+                                                     the policy's transfer, else background)
     "nice": true,                                   (optional: lowest CPU priority)
     "onUpdate": "systemctl restart workspace-vm",   (optional hook)
     "publicKey": "BASE64",                          (optional: instead of pinning on first contact)
@@ -337,8 +387,18 @@ to the agents of its site.
                               no token: use 127.0.0.1 or a management network
   --log-format FORMAT         ${AGENT_LOG_FORMATS.join(' or ')} lines (default: json under systemd,
                               else text)
+  --foreground                WAN transfers at full speed, whatever the config and policy say
+  --background                WAN transfers yield to other traffic (the default)
 
 docs/OPERATIONS.md "Running agents" has a systemd unit.`
+
+/** --background / --foreground, checked (undefined: neither given). */
+function transferOption (args: CommandArgs, usage: string): 'background' | 'foreground' | undefined {
+  const bg = args.values.background === true
+  const fg = args.values.foreground === true
+  if (bg && fg) throw new UsageError(`--background and --foreground exclude each other\n\n${usage}`)
+  return bg ? 'background' : fg ? 'foreground' : undefined
+}
 
 /** --log-format, checked (default: peer-agent/logger.ts defaultAgentLogFormat). */
 function logFormatOption (args: CommandArgs, usage: string): AgentLogFormat {
@@ -351,7 +411,7 @@ function logFormatOption (args: CommandArgs, usage: string): AgentLogFormat {
 const run: Command = {
   summary: 'the agent daemon',
   usage: RUN_USAGE,
-  options: { config: { type: 'string' }, 'metrics-listen': { type: 'string' }, 'log-format': { type: 'string' } },
+  options: { config: { type: 'string' }, 'metrics-listen': { type: 'string' }, 'log-format': { type: 'string' }, foreground: { type: 'boolean' }, background: { type: 'boolean' } },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const file = requireString(args, 'config', RUN_USAGE)
@@ -364,6 +424,7 @@ const run: Command = {
       try { parseHostPort(metricsListen) } catch (err) { throw new UsageError(`--metrics-listen: ${(err as Error).message}\n\n${RUN_USAGE}`) }
     }
     const config = await loadDaemonConfig(file)
+    config.transfer = transferOption(args, RUN_USAGE) ?? config.transfer
     if (config.nice) setPriority(NICE_PRIORITY)
     const release = await lockOrRefuse(config.dataDir)
     await openDataDirReporting(config.dataDir, AGENT_DATA)

@@ -1,5 +1,6 @@
 /** `trimswarm chunk IMAGE`: split an image into content-addressed chunks and list them. */
 import { buildManifest, checkImage, chunkCidText, InvalidChunkingError, InvalidImageError, resolveChunking, scanImage, type ChunkingInit } from '../../chunker/index.ts'
+import { DEFAULT_AVG_BLOCKS, DEFAULT_MAX_BLOCKS, DEFAULT_MIN_BLOCKS } from '../../chunker/constants.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { CliError, onePositional, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 
@@ -18,16 +19,15 @@ Options
   --avg-blocks N    a cut is taken with probability 1/N per block past the
                     minimum (a power of two)
   --max-blocks N    a chunk is cut after N blocks
-                    (defaults: DEFAULT_MIN_BLOCKS / DEFAULT_AVG_BLOCKS /
-                    DEFAULT_MAX_BLOCKS in chunker/constants.ts, see
-                    docs/ARCHITECTURE.md "Chunk size")
+                    (defaults: ${DEFAULT_MIN_BLOCKS} / ${DEFAULT_AVG_BLOCKS} / ${DEFAULT_MAX_BLOCKS} blocks, i.e.
+                    ${DEFAULT_MIN_BLOCKS * BLOCK_SIZE / 1024} / ${DEFAULT_AVG_BLOCKS * BLOCK_SIZE / 1024} / ${DEFAULT_MAX_BLOCKS * BLOCK_SIZE / 1024} KiB; see docs/ARCHITECTURE.md "Chunk size")
   -h, --help        this text
 
 Without --json, prints a short summary (size, non-zero data, chunks, and the
 size of this image's manifest).
 
-Exit codes: 0 ok, 1 bad image (missing, unreadable, directory, empty, size not
-a multiple of 4096), 2 bad usage.`
+Exit codes: 0 ok, 1 not an image (a directory, empty, size not a multiple of
+4096), 2 bad usage, 7 image missing or unreadable; all codes: trimswarm --help.`
 
 /** Parses the --min/avg/max-blocks options (shared with `manifest build`). */
 export function chunkingFromArgs (args: CommandArgs, text: string): ChunkingInit {

@@ -8,7 +8,7 @@ import type { FsckReport } from '../../coordinator/fsck.ts'
 import type { S3BlockStore } from '../../coordinator/s3-block-store.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../../coordinator/logger.ts'
-import { CliError, EXIT_DATA_DIR_IN_USE, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
+import { CliError, EXIT, EXIT_DATA_DIR_IN_USE, requireString, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
 import { reexecWith } from '../reexec.ts'
 import { COORDINATOR_DATA, openDataDirReporting } from '../data-format.ts'
@@ -73,7 +73,7 @@ function printFsck (r: FsckReport): void {
 }
 
 /** fsck's exit code for a config that does not let it reach the chunks: 78, EX_CONFIG of sysexits.h (1 means "incomplete versions"). */
-const EXIT_FSCK_CONFIG = 78
+const EXIT_FSCK_CONFIG = EXIT.config
 
 async function fsck (args: CommandArgs): Promise<number> {
   if (args.positionals.length > 1) throw new UsageError(`unknown argument ${args.positionals[1]}\n\n${usage}`)

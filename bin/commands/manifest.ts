@@ -28,7 +28,8 @@ Options
                block prefixes counted, not listed)
   -h, --help   this text
 
-Exit codes: 0 ok, 1 unreadable, invalid or unverifiable manifest, 2 bad usage.`
+Exit codes: 0 ok, 2 bad usage, 6 invalid or unverifiable manifest, 7 file missing
+or unreadable, 1 other failures; all codes: trimswarm --help.`
 
 const buildUsage = `Usage: trimswarm manifest build IMAGE --image NAME --version V --out FILE
                                [--min-blocks N] [--avg-blocks N] [--max-blocks N]
@@ -38,7 +39,8 @@ docs/PROTOCOL.md "Manifest") to FILE, atomically: a temporary file beside it
 is written, fsynced and renamed, so FILE is either absent/old or complete.
 Prints the manifest's CID. The chunking options are those of \`trimswarm chunk\`.
 
-Exit codes: 0 ok, 1 bad image or file system error, 2 bad usage.`
+Exit codes: 0 ok, 1 not an image (size not a multiple of 4096, empty, a directory),
+2 bad usage, 7 a file missing or unreadable, or no folder to write to.`
 
 const usage = `Usage: trimswarm manifest <command>
 
@@ -55,7 +57,7 @@ async function readManifestFile (path: string): Promise<Uint8Array> {
     st = await stat(path)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    throw new CliError(code === 'ENOENT' ? `${path} does not exist` : `cannot read ${path}: ${(err as Error).message}`)
+    throw new CliError(code === 'ENOENT' ? `${path} does not exist` : `cannot read ${path}: ${(err as Error).message}`, { cause: err })
   }
   if (st.isDirectory()) throw new CliError(`${path} is a directory, not a manifest file`)
   if (st.size === 0) throw new CliError(`${path} is empty, not a manifest`)
@@ -233,7 +235,7 @@ const buildCommand: Command = {
       if (!st.isDirectory()) throw new CliError(`cannot write ${out}: ${dirname(out)} is not a directory`)
     } catch (err) {
       if (err instanceof CliError) throw err
-      throw new CliError(`cannot write ${out}: ${dirname(out)} does not exist`)
+      throw new CliError(`cannot write ${out}: ${dirname(out)} does not exist`, { cause: err })
     }
     let built
     try {

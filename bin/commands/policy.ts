@@ -10,17 +10,21 @@ import { onePositional, UsageError, type CommandArgs, type Command } from '../cl
 const setUsage = `Usage: trimswarm policy set GROUP [options] --coordinator URL --token-file FILE
 
 Sets the policy of a directory group (or of the group of machine tokens).
-Options not given keep their current value (or the default for a new policy:
-coordinator/constants.ts DEFAULT_POLICY). A user in several groups gets the
-union: every image of any group, the most generous caps.
+Options not given keep their current value, or for a new policy the default
+shown below. A user in several groups gets the union: every image of any
+group, the most generous caps.
 
-  --images A,B           images the group may get (* = every image; "" = none)
-  --wan-limit RATE       cap on bytes from the coordinator per agent, e.g. 20mbit, 5MB/s, unlimited
-  --lan-sharing on|off   whether agents share blocks with LAN peers
-  --lan-upload-limit R   cap on what an agent serves to peers (e.g. 50mbit, unlimited)
-  --max-peers N          peers an agent exchanges with at once
-  --update-window W      HH:MM-HH:MM in the agent's local time (end before start wraps midnight), or "none" (any time)
-  --index-linux A,B      folders Linux agents index for local reuse (Trim Transfer), e.g. /usr,/etc ("" = none)
+  --images A,B           images the group may get (* = every image; "" = none; default: none)
+  --wan-limit RATE       cap on bytes from the coordinator per agent, with its unit: 20mbit
+                         (megabits per second), 5MB/s (megabytes), or unlimited (default: ${formatRate(DEFAULT_POLICY.wanLimitBps)})
+  --lan-sharing on|off   whether agents share blocks with LAN peers (default: ${DEFAULT_POLICY.lanSharing ? 'on' : 'off'})
+  --lan-upload-limit R   cap on what an agent serves to peers, e.g. 50mbit (default: ${formatRate(DEFAULT_POLICY.lanUploadBps)})
+  --max-peers N          peers an agent exchanges with at once (default: ${DEFAULT_POLICY.maxPeers})
+  --transfer MODE        background (the agent daemon's WAN transfers yield to other
+                         traffic) or foreground (full speed) (default: background)
+  --update-window W      HH:MM-HH:MM in the agent's local time (end before start wraps midnight),
+                         or "none" (default: none, any time)
+  --index-linux A,B      folders Linux agents index for local reuse (Trim Transfer), e.g. /usr,/etc ("" = none; default: none)
   --index-windows A,B    same for Windows agents, e.g. C:\\Windows,C:\\Program Files
   --index-macos A,B      same for macOS agents
   --json                 print the stored policy as JSON
@@ -82,6 +86,11 @@ export function applyPolicyOptions (base: Policy, v: CommandArgs['values']): Pol
     p.maxPeers = Number(peers)
   }
   if (str('update-window') != null) p.updateWindow = parseWindow(str('update-window')!)
+  const transfer = str('transfer')
+  if (transfer != null) {
+    if (transfer !== 'background' && transfer !== 'foreground') throw new ValidationError(`--transfer must be background or foreground, not ${JSON.stringify(transfer)}`)
+    p.transfer = transfer
+  }
   for (const os of ['linux', 'windows', 'macos'] as const) {
     const folders = str(`index-${os}`)
     if (folders != null) p.indexFolders = { ...p.indexFolders, [os]: list(folders) }
@@ -99,6 +108,7 @@ export function formatPolicy (group: string, p: Policy): string {
     `  lan sharing      ${p.lanSharing ? 'on' : 'off'}`,
     `  lan upload limit ${formatRate(p.lanUploadBps)}`,
     `  max peers        ${p.maxPeers}`,
+    `  transfer         ${p.transfer ?? 'background'}`,
     `  update window    ${p.updateWindow == null ? 'any time' : `${p.updateWindow.start}-${p.updateWindow.end}`}`,
     `  index folders    ${folders.length === 0 ? '(none)' : folders.join('; ')}`
   ].join('\n')
@@ -114,6 +124,7 @@ const set: Command = {
     'lan-sharing': { type: 'string' },
     'lan-upload-limit': { type: 'string' },
     'max-peers': { type: 'string' },
+    transfer: { type: 'string' },
     'update-window': { type: 'string' },
     'index-linux': { type: 'string' },
     'index-windows': { type: 'string' },

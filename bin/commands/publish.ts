@@ -3,11 +3,14 @@ import { readFile } from 'node:fs/promises'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { ValidationError } from '../../protocol/errors.ts'
 import { createPublishClient, type PublishProgress } from '../../coordinator/publish-client.ts'
-import { CliError, onePositional, requireString, UsageError, type Command } from '../cli-support.ts'
+import { DEFAULT_PUBLISH_CONCURRENCY } from '../../coordinator/constants.ts'
+import { CliError, coordinatorOption, EXIT, onePositional, requireString, tokenFileOption, UsageError, type Command } from '../cli-support.ts'
 
 const usage = `Usage: trimswarm publish IMAGE --image NAME --version V --coordinator URL --token-file FILE [--json]
 
-Publishes a raw disk image as version V of image NAME. Scans the image once
+Publishes a raw disk image as version V of image NAME. First checks what
+would refuse the commit (names, admin rights, a version that exists already),
+then scans the image once
 (BLAKE3 per 4 KiB block, content-defined chunks), asks the coordinator which
 chunks it lacks, uploads only those (a few in parallel, re-read from IMAGE),
 then commits the manifest; the coordinator checks every chunk and block
@@ -19,17 +22,18 @@ nothing; a new version uploads only chunks no earlier version had.
 Options
   --image NAME        image name (letters, digits, . _ + -)
   --version V         version name; versions are immutable ("latest" is reserved)
-  --coordinator URL   e.g. http://127.0.0.1:8440
-  --token-file FILE   file holding the admin token (DIR/admin.token on the coordinator)
-  --concurrency N     chunk uploads in flight (default DEFAULT_PUBLISH_CONCURRENCY
-                      in coordinator/constants.ts)
+  --coordinator URL   e.g. http://127.0.0.1:8440 (or TRIMSWARM_COORDINATOR)
+  --token-file FILE   file holding the admin token (DIR/admin.token on the coordinator;
+                      or TRIMSWARM_TOKEN_FILE)
+  --concurrency N     chunk uploads in flight (default ${DEFAULT_PUBLISH_CONCURRENCY})
   --json              print a JSON summary: {"image", "version", "manifestCid",
                       "chunks", "chunksUploaded", "bytesUploaded", "nonZeroBytes",
-                      "seconds", "info": VersionInfo}
+                      "seconds", "info": the version as the coordinator stored it}
   -h, --help          this text
 
-Exit codes: 0 published, 1 failed (bad image, coordinator unreachable, token
-refused, version exists, ...), 2 bad usage.`
+Exit codes: 0 published, ${EXIT.usage} bad usage, ${EXIT.auth} token refused or not an admin,
+${EXIT.unreachable} coordinator unreachable, ${EXIT.localIo} image unreadable, ${EXIT.failure} other failures (a bad
+image, the version exists); all codes: trimswarm --help.`
 
 function mib (n: number): string {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`
@@ -50,8 +54,9 @@ const command: Command = {
     const path = onePositional(args, 'IMAGE', usage)
     const image = requireString(args, 'image', usage)
     const version = requireString(args, 'version', usage)
-    const coordinator = requireString(args, 'coordinator', usage)
-    const tokenFile = requireString(args, 'token-file', usage)
+    const coordinator = coordinatorOption(args, usage)
+    const tokenFile = tokenFileOption(args)
+    if (tokenFile == null) throw new UsageError(`--token-file FILE (or TRIMSWARM_TOKEN_FILE) is required\n\n${usage}`)
     let concurrency: number | undefined
     if (args.values.concurrency !== undefined) {
       const v = String(args.values.concurrency)
@@ -63,9 +68,9 @@ const command: Command = {
     try {
       token = (await readFile(tokenFile, 'utf8')).trim()
     } catch (err) {
-      throw new CliError(`cannot read the token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+      throw new CliError(`cannot read the token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
     }
-    if (token === '') throw new CliError(`the token file ${tokenFile} is empty`)
+    if (token === '') throw new CliError(`the token file ${tokenFile} is empty`, { exitCode: EXIT.auth })
     const say = (line: string): void => { if (!json) process.stderr.write(line + '\n') }
     let toUpload = 0
     let shownTenth = 0

@@ -2,9 +2,10 @@
 import { TokenCreateResponse, TokenInfo, routes } from '../../protocol/api.ts'
 import { TokenList } from '../../protocol/api-admin.ts'
 import { adminClientFrom, CLIENT_OPTIONS, CLIENT_USAGE } from '../admin-client.ts'
+import { isValidName } from '../../protocol/manifest.ts'
 import { formatTable, onePositional, requireString, UsageError, type Command } from '../cli-support.ts'
 
-const createUsage = `Usage: trimswarm token create --group GROUP [--name NAME] [--json] --coordinator URL --token-file FILE
+const createUsage = `Usage: trimswarm token create --group GROUP [--name NAME] [--site SITE] [--json] --coordinator URL --token-file FILE
 
 Creates a machine token for agents of GROUP (policy applies per group: see
 \`trimswarm policy\`). The token is printed once; the coordinator keeps only
@@ -12,12 +13,16 @@ its SHA-256. Give it to the agents (e.g. their --token-file).
 
   --group GROUP          the group whose policy the token gets
   --name NAME            a label for \`token list\` (e.g. the site)
+  --site SITE            the site of the token's agents: the coordinator puts
+                         them in this site's rendezvous and reports, whatever
+                         site an agent names (default: the config's \`sites\`
+                         subnet map, else the agent's --site)
   --json                 print the whole JSON response
 ${CLIENT_USAGE}`
 
 const listUsage = `Usage: trimswarm token list [--json] --coordinator URL --token-file FILE
 
-Lists machine tokens (id, group, name, created, revoked); never their secrets.
+Lists machine tokens (id, group, name, created, revoked, site); never their secrets.
 
   --json                 print JSON
 ${CLIENT_USAGE}`
@@ -31,17 +36,19 @@ ${CLIENT_USAGE}`
 const create: Command = {
   summary: 'create a machine token for a group',
   usage: createUsage,
-  options: { ...CLIENT_OPTIONS, group: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' } },
+  options: { ...CLIENT_OPTIONS, group: { type: 'string' }, name: { type: 'string' }, site: { type: 'string' }, json: { type: 'boolean' } },
   async run (args) {
     if (args.positionals.length > 0) throw new UsageError(`unexpected argument ${args.positionals[0]}\n\n${createUsage}`)
     const group = requireString(args, 'group', createUsage)
     const name = args.values.name as string | undefined
+    const site = args.values.site as string | undefined
+    if (site != null && !isValidName(site)) throw new UsageError(`bad --site ${JSON.stringify(site)}: use letters, digits and . _ + - (up to 128)\n\n${createUsage}`)
     const client = await adminClientFrom(args, createUsage)
-    const res = await client.request('POST', routes.tokens, { body: { group, ...(name != null ? { name } : {}) }, schema: TokenCreateResponse })
+    const res = await client.request('POST', routes.tokens, { body: { group, ...(name != null ? { name } : {}), ...(site != null ? { site } : {}) }, schema: TokenCreateResponse })
     if (args.values.json === true) {
       process.stdout.write(JSON.stringify(res, null, 2) + '\n')
     } else {
-      process.stderr.write(`created token ${res.id} for group ${res.group}; it is shown only this once:\n`)
+      process.stderr.write(`created token ${res.id} for group ${res.group}${res.site != null ? ` at site ${res.site}` : ''}; it is shown only this once:\n`)
       process.stdout.write(res.token + '\n')
     }
   }
@@ -63,7 +70,8 @@ const list: Command = {
       process.stdout.write('no tokens\n')
       return
     }
-    const rows = [['ID', 'GROUP', 'NAME', 'CREATED', 'STATE'], ...tokens.map(t => [t.id, t.group, t.name, t.createdAt, t.revoked ? 'revoked' : 'active'])]
+    // SITE last: scripts reading the earlier columns by position keep working
+    const rows = [['ID', 'GROUP', 'NAME', 'CREATED', 'STATE', 'SITE'], ...tokens.map(t => [t.id, t.group, t.name, t.createdAt, t.revoked ? 'revoked' : 'active', t.site ?? '-'])]
     process.stdout.write(formatTable(rows))
   }
 }
@@ -86,7 +94,7 @@ const command: Command = {
 
 Machine tokens let agents call the coordinator as members of one group.
 
-  create --group G [--name N]   create a token (printed once)
+  create --group G [--name N] [--site S]   create a token (printed once)
   list                          list tokens
   revoke ID                     revoke a token at once`,
   subcommands: {

@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs'
 import { Hono, type Context } from 'hono'
 import { html } from 'hono/html'
-import type { Auth } from '../auth.ts'
+import { ADMIN_TOKEN_PREFIX, type Auth } from '../auth.ts'
 import type { Audit } from '../audit.ts'
 import { DEFAULT_SESSION_TTL_SECONDS } from '../constants.ts'
 import type { EventStore } from '../event-store.ts'
@@ -20,6 +20,7 @@ import type { ImageService } from '../image-service.ts'
 import type { CoordinatorEnv, Logger } from '../interface.ts'
 import type { MetaDb } from '../meta-db.ts'
 import type { PolicyStore } from '../policy-store.ts'
+import type { SessionTokens } from '../session-tokens.ts'
 import { nameParam, tokenIdParam as tokenId } from '../request-body.ts'
 import type { TokenStore } from '../token-store.ts'
 import { ForbiddenError, NotFoundError, TrimswarmError, UnauthorizedError, ValidationError } from '../../protocol/errors.ts'
@@ -33,12 +34,14 @@ import { actionForm, chartBox, createdTokenBody, detailList, errorBody, filterFo
 import { formValues, parsePolicyForm, policyToForm, renderPolicyForm } from './policy-form.ts'
 import { checkParams, createTables, publishedReport, typeParam, versionHref } from './report-queries.ts'
 import { createSeriesStore, type SeriesStore } from './series-store.ts'
-import { clearSession, csrfToken, csrfValid, principalOf, safeNext, setSession } from './session.ts'
+import { clearSession, csrfToken, csrfValid, principalOf, safeNext, sessionCookie, setSession } from './session.ts'
 import { csvOf, jsonRows, liveCells, renderTable } from './table-view.ts'
 
 /** What the console is built on (all of them the coordinator's own components). */
 export interface ConsoleComponents {
   auth: Auth
+  /** Issues the session of an admin-token login and revokes sessions at logout. */
+  sessions: SessionTokens
   /**
    * The coordinator's root app (anything with its `fetch`): the login form posts to its
    * POST /v1/auth/login with the browser's connection, so rate limits, metrics and logs are the API's.
@@ -86,7 +89,7 @@ const SECURITY_HEADERS: Record<string, string> = {
 
 /** Creates the console (nothing runs until start()). */
 export function createConsole (components: ConsoleComponents, init: ConsoleInit = {}): AdminConsole {
-  const { auth, images, events, policies, tokens, logger, audit } = components
+  const { auth, sessions, images, events, policies, tokens, logger, audit } = components
   const report = publishedReport(events, images)
   const refreshMs = init.refreshMs ?? CONSOLE_REFRESH_MS
   const ttl = init.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
@@ -147,6 +150,8 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
       logger.info('console login refused: not an admin', { user: principal.user })
       return send(c, 403, shell({ title: 'Forbidden', csrf, body: forbiddenBody(principal.user, 'Your account is not in an admin group.') }))
     }
+    // the admin token itself never goes into a cookie: an admin session like a user's, revocable at logout
+    if (principal.user === 'admin' && token.startsWith(ADMIN_TOKEN_PREFIX)) token = sessions.issue('admin', [], true).token
     setSession(c, token, ttl)
     logger.info('console login', { user: principal.user })
     return c.redirect(next, 303)
@@ -154,6 +159,9 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
   app.post('/console/logout', async (c) => {
     const form = await c.req.parseBody()
     if (!csrfValid(c, form)) return send(c, 403, shell({ title: 'Forbidden', csrf: csrfToken(c), body: errorBody('CSRF check failed: log out from the console page.') }))
+    // revoke the session server-side: a copy of the cookie stops working too (console and /v1)
+    const token = sessionCookie(c)
+    if (token != null && await sessions.revoke(token)) logger.info('console logout: session revoked', { user: auth.principalFor(token)?.user })
     clearSession(c)
     return c.redirect('/console/login', 303)
   })

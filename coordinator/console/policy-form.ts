@@ -5,7 +5,7 @@
  * (protocol/api.ts Policy), so the console can save nothing the API would refuse.
  */
 import { html } from 'hono/html'
-import { name as nameSchema, Policy } from '../../protocol/api.ts'
+import { name as nameSchema, Policy, type TransferMode } from '../../protocol/api.ts'
 import { formatRate, parseRate } from '../../protocol/rate.ts'
 import { DEFAULT_POLICY } from '../constants.ts'
 import { csrfField, type Markup } from './layout.ts'
@@ -18,6 +18,7 @@ export interface PolicyFormValues {
   lanSharing: boolean
   lanUpload: string
   maxPeers: string
+  transfer: TransferMode
   windowStart: string
   windowEnd: string
   linux: string
@@ -40,6 +41,7 @@ export function policyToForm (group: string, p: Policy | undefined): PolicyFormV
     lanSharing: q.lanSharing,
     lanUpload: formatRate(q.lanUploadBps),
     maxPeers: String(q.maxPeers),
+    transfer: q.transfer ?? 'background',
     windowStart: q.updateWindow?.start ?? '',
     windowEnd: q.updateWindow?.end ?? '',
     linux: (q.indexFolders.linux ?? []).join('\n'),
@@ -58,6 +60,8 @@ export function formValues (form: Record<string, unknown>): PolicyFormValues {
     lanSharing: form.lanSharing === 'on',
     lanUpload: s('lanUpload'),
     maxPeers: s('maxPeers'),
+    // anything but foreground (or nothing) is the default, background
+    transfer: s('transfer') === 'foreground' ? 'foreground' : 'background',
     windowStart: s('windowStart').trim(),
     windowEnd: s('windowEnd').trim(),
     linux: s('linux'),
@@ -91,6 +95,7 @@ export function parsePolicyForm (v: PolicyFormValues): { policy?: Policy, errors
     lanSharing: v.lanSharing,
     lanUploadBps,
     maxPeers,
+    transfer: v.transfer,
     updateWindow: v.windowStart === '' ? null : { start: v.windowStart, end: v.windowEnd },
     indexFolders: Object.fromEntries((['linux', 'windows', 'macos'] as const).map(os => [os, lines(v[os])]).filter(([, f]) => f.length > 0))
   }
@@ -118,6 +123,7 @@ ${err(errors, 'form')}
 <label class="check"><input type="checkbox" name="lanSharing" ${v.lanSharing ? 'checked' : ''}> LAN peer sharing allowed</label>
 <label>LAN upload cap per agent <input name="lanUpload" value="${v.lanUpload}" placeholder="unlimited" aria-invalid="${invalid('lanUpload')}"></label>${err(errors, 'lanUpload')}
 <label>Max peers <input name="maxPeers" value="${v.maxPeers}" inputmode="numeric" aria-invalid="${invalid('maxPeers')}"></label>${err(errors, 'maxPeers')}
+<label>Agent daemon's WAN transfers <select name="transfer"><option value="background" ${v.transfer === 'background' ? 'selected' : ''}>background (yield to other traffic)</option><option value="foreground" ${v.transfer === 'foreground' ? 'selected' : ''}>foreground (full speed)</option></select></label>
 <fieldset><legend>Update window (agent local time; empty = any time)</legend>
 <label>Start <input name="windowStart" value="${v.windowStart}" placeholder="22:00" aria-invalid="${invalid('windowStart')}"></label>
 <label>End <input name="windowEnd" value="${v.windowEnd}" placeholder="06:00" aria-invalid="${invalid('windowEnd')}"></label>

@@ -190,7 +190,8 @@ export const versionHref = (image: string, version: string): string => `/console
 const eventColumns: Array<Column<StoredEvent>> = [
   { label: 'received', value: r => r.receivedAt, text: r => formatTime(r.receivedAt) },
   { label: 'type', value: r => r.event.type },
-  { label: 'agent', value: r => r.event.agent },
+  // agents are named `t:<token id>/<name>` (bound to their token): long, so they wrap
+  { label: 'agent', value: r => r.event.agent, wrap: true },
   { label: 'site', value: r => r.event.site },
   { label: 'image', value: r => r.event.image, href: r => rolloutHref(r.event.image) },
   { label: 'version', value: r => r.event.version },
@@ -305,7 +306,7 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
     params: ['site', 'image', 'limit', 'after'],
     cursor: 'after',
     columns: [
-      { label: 'agent', value: r => r.agent },
+      { label: 'agent', value: r => r.agent, wrap: true },
       { label: 'site', value: r => r.site },
       { label: 'last seen', value: r => r.lastSeen, text: r => formatTime(r.lastSeen) },
       { label: 'version held', value: r => r.holds },

@@ -1,10 +1,11 @@
 /**
- * Console sessions and CSRF. The session cookie holds a bearer token the
- * coordinator's Auth already understands (a user session token from login, or
- * the admin token), so who is an admin is decided in one place
- * (auth.principalFor: the admin token, or a user in the config's
- * `adminGroups`). Cookies are HttpOnly and SameSite=Strict (Secure over
- * HTTPS). CSRF: double submit, a random token in its own cookie that every
+ * Console sessions and CSRF. The session cookie holds a session token the
+ * coordinator's Auth already understands (from a user login, or issued for an
+ * admin-token login: never the admin token itself), so who is an admin is
+ * decided in one place (auth.principalFor: an admin session, or a user in the
+ * config's `adminGroups`); logout revokes it (session-tokens.ts). Cookies are
+ * HttpOnly and SameSite=Strict, and Secure when the browser came over HTTPS
+ * (our TLS, or a trusted proxy's X-Forwarded-Proto: the request log sets `https`). CSRF: double submit, a random token in its own cookie that every
  * form repeats in a hidden field, compared in constant time on every POST.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto'
@@ -14,7 +15,13 @@ import type { Auth } from '../auth.ts'
 import type { Principal } from '../interface.ts'
 import { CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE } from './constants.ts'
 
-const secure = (c: Context): boolean => new URL(c.req.url).protocol === 'https:'
+const secure = (c: Context): boolean => c.get('https') === true || new URL(c.req.url).protocol === 'https:'
+
+/** The token in the session cookie, if any. */
+export function sessionCookie (c: Context): string | undefined {
+  const token = getCookie(c, SESSION_COOKIE)
+  return token == null || token === '' ? undefined : token
+}
 
 /** The principal of the request: from the session cookie, or an `Authorization: Bearer` header (scripts using the console's JSON API). */
 export function principalOf (c: Context, auth: Auth): Principal | undefined {

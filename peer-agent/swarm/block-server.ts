@@ -6,7 +6,7 @@
  */
 import type { Connection, Stream } from '@libp2p/interface'
 import { bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage } from '../../protocol/block-exchange.ts'
-import { verifyCapability, type Capability } from '../../protocol/capability.ts'
+import { CapabilityMismatchError, ExpiredCapabilityError, verifyCapability, type Capability } from '../../protocol/capability.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
 import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, MAX_QUEUED_WANTS, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
@@ -113,7 +113,9 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       try {
         cap = await verifyCapability(hello.capability, components.coordinatorKey, { peer: remote })
       } catch (err) {
-        logger.warn(`swarm: refused peer ${remote}: ${describe(err)}`)
+        // a forged or garbled capability is worth a warning; one of another update is routine
+        const log = isForeignCapability(err) ? (logger.debug ?? (() => {})) : logger.warn
+        log(`swarm: refused peer ${remote}: ${describe(err)}`)
         await refuse(framed, ErrorCode.UNAUTHORIZED, 'capability refused')
         return
       }
@@ -177,7 +179,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
         }
       })()
       writer.catch(err => {
-        if (!closed && !stopping) logger.warn(`swarm: serving ${remote} failed: ${describe(err)}`)
+        if (!closed && !stopping) peerLog(logger, err, 'warn')(`swarm: serving ${remote} failed: ${describe(err)}`)
         closed = true
         stream.abort(err as Error)
       })
@@ -193,7 +195,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
             logger.warn(`swarm: closing stream from ${remote}: ${describe(err)}`)
             await refuse(framed, ErrorCode.PROTOCOL, describe(err))
           } else {
-            logger.info(`swarm: stream from ${remote} ended: ${describe(err)}`)
+            peerLog(logger, err, 'info')(`swarm: stream from ${remote} ended: ${describe(err)}`)
           }
           break
         }
@@ -230,7 +232,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       await writer.catch(() => {})
       await stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => { stream.abort(new Error('closed')) })
     } catch (err) {
-      if (!stopping) logger.warn(`swarm: stream from ${remote} failed: ${describe(err)}`)
+      if (!stopping) peerLog(logger, err, 'warn')(`swarm: stream from ${remote} failed: ${describe(err)}`)
       stream.abort(err as Error)
     } finally {
       open.delete(stream)
@@ -311,6 +313,38 @@ export function createBlockServer (components: BlockServerComponents, init: { up
 }
 
 /** One line for a log: the error class and message. */
+/** Error names of a peer that went away mid-stream (it stopped, its sync ended). */
+const GONE_NAMES = new Set(['StreamResetError', 'StreamStateError', 'StreamClosedError', 'ConnectionClosedError', 'ConnectionClosingError', 'AbortError'])
+
+/** Network codes of a peer that is not there any more (it left after its sync). */
+const GONE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH'])
+
+/**
+ * Whether an error only says a peer went away (a reset stream, a dial refused): routine on a LAN
+ * where agents stop after their sync, so it is logged at debug level and counted, not warned about.
+ */
+export function isPeerGone (err: unknown, depth = 0): boolean {
+  if (err == null || typeof err !== 'object' || depth > 5) return false
+  const e = err as { name?: string, code?: string, errors?: unknown[], cause?: unknown, message?: string }
+  if (GONE_NAMES.has(e.name ?? '') || GONE_CODES.has(e.code ?? '')) return true
+  if (Array.isArray(e.errors) && e.errors.length > 0) return e.errors.every(x => isPeerGone(x, depth + 1))
+  if (e.cause != null) return isPeerGone(e.cause, depth + 1)
+  return /\bECONNREFUSED\b/.test(e.message ?? '')
+}
+
+/**
+ * A capability of a peer that is not ours to serve but not forged either: signed by our
+ * coordinator for another image or version, or expired (a peer of another update, a late one).
+ */
+export function isForeignCapability (err: unknown): boolean {
+  return err instanceof CapabilityMismatchError || err instanceof ExpiredCapabilityError
+}
+
+/** The logger call for a peer failure: debug when the peer only went away, else `fallback`. */
+export function peerLog (logger: SwarmLogger, err: unknown, fallback: 'info' | 'warn'): (msg: string) => void {
+  return isPeerGone(err) ? (logger.debug ?? (() => {})) : logger[fallback]
+}
+
 export function describe (err: unknown): string {
   if (err instanceof MessageTooLargeError || err instanceof MalformedMessageError) return `${err.name}: ${err.message}`
   if (err instanceof Error) return `${err.name}: ${err.message}`

@@ -12,6 +12,8 @@ export interface AbortOptions {
 export interface SwarmLogger {
   info: (msg: string) => void
   warn: (msg: string) => void
+  /** Routine peer events (a peer that left, a reset stream, a capability of another update): shown only when asked for. */
+  debug?: (msg: string) => void
 }
 
 /**

@@ -41,13 +41,20 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
   const { swarm, logger } = components
   let timer: ReturnType<typeof setTimeout> | undefined
   let stopped = false
+  /** The site the coordinator put us in, once it said so and it differs from ours (said once: it only changes with the admin's config). */
+  let toldSite: string | undefined
 
   async function refreshOnce (options: { signal?: AbortSignal }): Promise<string[]> {
     const multiaddrs = (init.multiaddrs ?? swarm.getMultiaddrs()).filter(a => !a.includes('/0.0.0.0/') && !a.includes('/::/')).slice(0, 16)
     let ttl = 60
     if (multiaddrs.length > 0) {
       const reg: PeerRegistration = { peerId: swarm.peerId, multiaddrs, site: init.site, ...(init.image != null ? { image: init.image, version: init.version } : {}) }
-      ttl = (await components.register(reg, options)).ttlSeconds
+      const answer = await components.register(reg, options)
+      ttl = answer.ttlSeconds
+      if (answer.site != null && answer.site !== init.site && answer.site !== toldSite) {
+        toldSite = answer.site
+        logger.info(`swarm: the coordinator puts this agent in site ${answer.site} (its token's or its subnet's), not ${init.site}`)
+      }
     }
     const list = await components.listPeers({ site: init.site, image: init.image, version: init.version }, options)
     const addrs: string[] = []

@@ -13,7 +13,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { verifyChunk } from '../../chunker/blake3.ts'
 import { bitmapHas, claimOwner, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
-import { describe, type BlockServer } from './block-server.ts'
+import { describe, peerLog, type BlockServer } from './block-server.ts'
 import {
   DEFAULT_SESSION_PEERS, ENDGAME_DUPLICATES, HELLO_TIMEOUT_MS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, PIPELINE_BYTES,
   MAX_SLOW_BACKOFF_DOUBLINGS, PIPELINE_MAX_BYTES, PIPELINE_MAX_REQUESTS, PIPELINE_MIN_REQUESTS, PIPELINE_SECONDS, REDIAL_INTERVAL_MS, REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS, CONNECT_TIMEOUT_MS
@@ -331,7 +331,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       try {
         m = await p.framed.next()
       } catch (err) {
-        if (!p.closed) logger.warn(`swarm: closing stream to ${p.id}: ${describe(err)}`)
+        if (!p.closed) peerLog(logger, err, 'warn')(`swarm: closing stream to ${p.id}: ${describe(err)}`)
         drop(p, describe(err))
         return
       }
@@ -410,7 +410,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       emit({ type: 'peer.connected', peerId: id })
       readLoop(p).catch(err => { drop(p, describe(err)) })
     } catch (err) {
-      if (!closed) logger.info(`swarm: ${image}@${version}: cannot fetch from ${id ?? dialKey}: ${describe(err)}`)
+      if (!closed) peerLog(logger, err, 'info')(`swarm: ${image}@${version}: cannot fetch from ${id ?? dialKey}: ${describe(err)}`)
       if (id != null) backoff.set(id, performance.now() + retryBackoffMs)
     } finally {
       dialing.delete(dialKey)

@@ -19,7 +19,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
-import { createBlockServer, describe } from './block-server.ts'
+import { createBlockServer, describe, peerLog } from './block-server.ts'
 import { DEFAULT_LISTEN, DEFAULT_MAX_PEERS, DHT_KEY_PREFIX, STREAM_IDLE_TIMEOUT_MS } from './constants.ts'
 import type { PeerAddress, Swarm, SwarmComponents, SwarmInit, SwarmLogger } from './interface.ts'
 import { createManifestExchange } from './manifest-exchange.ts'
@@ -67,7 +67,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
   // Dial what mDNS finds (libp2p only stores it).
   node.addEventListener('peer:discovery', (evt) => {
     if (!running) return
-    node.dial(evt.detail.id).catch(err => { logger.info(`swarm: cannot dial discovered peer ${evt.detail.id.toString()}: ${describe(err)}`) })
+    node.dial(evt.detail.id).catch(err => { peerLog(logger, err, 'info')(`swarm: cannot dial discovered peer ${evt.detail.id.toString()}: ${describe(err)}`) })
   })
 
   async function addPeers (addrs: string[], options: { signal?: AbortSignal } = {}): Promise<number> {
@@ -80,7 +80,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     }))
     let ok = 0
     results.forEach((r, k) => {
-      if (r.status === 'fulfilled') { if (r.value) ok++ } else logger.info(`swarm: cannot dial ${addrs[k]}: ${describe(r.reason)}`)
+      if (r.status === 'fulfilled') { if (r.value) ok++ } else peerLog(logger, r.reason, 'info')(`swarm: cannot dial ${addrs[k]}: ${describe(r.reason)}`)
     })
     return ok
   }

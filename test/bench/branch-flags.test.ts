@@ -39,7 +39,7 @@ describe('branch flags', () => {
     [['--wan', 'fast'], /--wan: cannot parse rate/],
     [['--wan', '0'], /--wan must be a finite rate/],
     [['--wan', 'unlimited'], /--wan must be a finite rate/],
-    [['--lan', '12 parsecs'], /--lan: cannot parse rate/],
+    [['--lan', '12 parsecs'], /--lan: unknown rate unit/],
     [['--agents', '0'], /--agents must be an integer from 1/],
     [['--agents', String(MAX_AGENTS + 1)], /--agents must be an integer/],
     [['--agents', '2.5'], /--agents must be an integer/],

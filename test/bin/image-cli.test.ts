@@ -43,7 +43,7 @@ describe('trimswarm image', () => {
     }
     const noUrl = await cli(['image', 'gc', '--token-file', join(dir.path, 'admin.token')])
     expect(noUrl.code).toBe(2)
-    expect(noUrl.stderr).toMatch(/--coordinator URL is required/)
+    expect(noUrl.stderr).toMatch(/--coordinator URL \(or TRIMSWARM_COORDINATOR\) is required/)
   })
 
   it('passes on the coordinator\'s refusals as one line: unknown version, latest, a machine token', async () => {

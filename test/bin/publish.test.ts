@@ -65,6 +65,26 @@ describe('trimswarm publish', () => {
     expect(Number(m![2])).toBeLessThan(Number(m![1]))
   })
 
+  it('checks names, admin rights and an existing version before it reads the image (preflight)', async () => {
+    // the image path does not exist: a publish that scanned first would fail on it (exit 7) instead
+    const missing = join(dir.path, 'never-scanned.img')
+    const bogus = join(dir.path, 'bogus2.token')
+    await writeFile(bogus, 'tsa_nope\n')
+    const [dup, notAdmin, badToken, latest, ok] = await Promise.all([
+      publish([missing, '--image', 'desk', '--version', '1', ...common()]),
+      publish([missing, '--image', 'desk', '--version', '9', '--coordinator', h.url, '--token-file', userFile]),
+      publish([missing, '--image', 'desk', '--version', '9', '--coordinator', h.url, '--token-file', bogus]),
+      publish([missing, '--image', 'desk', '--version', 'latest', ...common()]),
+      publish([missing, '--image', 'desk', '--version', 'fresh', ...common()])
+    ])
+    expect([dup.code, notAdmin.code, badToken.code, latest.code], [dup, notAdmin, badToken, latest].map(r => r.stderr).join('')).toEqual([1, 3, 3, 1])
+    expect(dup.stderr).toMatch(/desk version 1 exists already; versions are immutable/)
+    expect(latest.stderr).toMatch(/"latest" is reserved/)
+    // only a publish the coordinator would take gets to the image
+    expect(ok.code).toBe(7)
+    expect(ok.stderr).toMatch(/never-scanned\.img/)
+  })
+
   it('fails clearly: existing version, unreachable coordinator, refused token, bad image, bad usage', async () => {
     const bogus = join(dir.path, 'bogus.token')
     await writeFile(bogus, 'tsa_nope\n')
@@ -78,19 +98,20 @@ describe('trimswarm publish', () => {
       publish([v1.path, '--image', 'desk', ...common()])
     ])
     expect(dup.code).toBe(1)
-    expect(dup.stderr).toMatch(/already has version 1/)
-    expect(down.code).toBe(1)
+    expect(dup.stderr).toMatch(/desk version 1 exists already/)
+    expect(down.code).toBe(5)
     expect(down.stderr).toMatch(/cannot reach the coordinator/)
-    expect(notAdmin.code).toBe(1)
+    expect(notAdmin.code).toBe(3)
     expect(notAdmin.stderr).toMatch(/HTTP 403/)
-    expect(badToken.code).toBe(1)
+    expect(badToken.code).toBe(3)
     expect(badToken.stderr).toMatch(/HTTP 401/)
-    expect(noImage.code).toBe(1)
+    expect(noImage.code).toBe(7)
     expect(noImage.stderr).toMatch(/does not exist/)
     expect(usage.code).toBe(2)
     expect(usage.stderr).toMatch(/--version is required/)
 
     for (const r of [dup, down, notAdmin, badToken, noImage, usage]) expect(r.stderr).not.toMatch(/\n\s+at /)
+    for (const r of [dup, down, notAdmin, badToken, noImage, usage]) expect(r.stderr).not.toMatch(/scanned/)
     const list = await (await h.fetch('/v1/images/desk/versions', h.tokens.admin)).json()
     expect(list.versions.map((v: { version: string }) => v.version)).toEqual(['1', '1b', '2'])
   })

@@ -123,15 +123,15 @@ describe('trimswarm chunk --json', () => {
 
 describe.concurrent('trimswarm chunk: bad input', () => {
   it.each([
-    ['missing', () => join(tmp.path, 'nope.img'), /image .*nope\.img does not exist/],
-    ['a directory', () => tmp.path, /is a directory/],
-    ['empty', () => { const p = join(tmp.path, 'empty.img'); writeFileSync(p, ''); return p }, /is empty/],
-    ['not whole blocks', () => { const p = join(tmp.path, 'odd.img'); writeFileSync(p, new Uint8Array(BLOCK_SIZE + 1)); return p }, /4097 bytes, not a multiple of the 4096-byte block size/]
-  ])('%s image: exit 1 and a clear message', async (_what, make, message) => {
-    expectFailure(await cli(['chunk', make(), '--json']), 1, message)
+    ['missing', () => join(tmp.path, 'nope.img'), /image .*nope\.img does not exist/, 7],
+    ['a directory', () => tmp.path, /is a directory/, 1],
+    ['empty', () => { const p = join(tmp.path, 'empty.img'); writeFileSync(p, ''); return p }, /is empty/, 1],
+    ['not whole blocks', () => { const p = join(tmp.path, 'odd.img'); writeFileSync(p, new Uint8Array(BLOCK_SIZE + 1)); return p }, /4097 bytes, not a multiple of the 4096-byte block size/, 1]
+  ])('%s image: a clear message and its exit code (7: a file that cannot be read, 1: not an image)', async (_what, make, message, code) => {
+    expectFailure(await cli(['chunk', make(), '--json']), code, message)
   })
 
-  it('an unreadable image: exit 1, permission denied', async (ctx) => {
+  it('an unreadable image: exit 7 (local file problem), permission denied', async (ctx) => {
     const asRoot = process.getuid?.() === 0
     if (asRoot) {
       // root reads any file: run the CLI as nobody, which needs the checkout and Node readable by nobody
@@ -151,7 +151,7 @@ describe.concurrent('trimswarm chunk: bad input', () => {
       chmodSync(tmp.path, 0o755)
       chmodSync(dir, 0o755)
     }
-    expectFailure(await cli(['chunk', p], asRoot ? { uid: 65534, gid: 65534 } : {}), 1, /locked\.img is not readable \(permission denied\)/)
+    expectFailure(await cli(['chunk', p], asRoot ? { uid: 65534, gid: 65534 } : {}), 7, /locked\.img is not readable \(permission denied\)/)
   })
 
   it.each([
@@ -210,25 +210,25 @@ describe('trimswarm manifest build / inspect', () => {
     const unverified = await cli(['manifest', 'inspect', signed, '--json'])
     expect(JSON.parse(unverified.stdout)).toMatchObject({ kind: 'signed', verified: false, name: 'ws-linux' })
 
-    expectFailure(await cli(['manifest', 'inspect', signed, '--key', join(tmp.path, 'other.raw')]), 1, /signature does not verify/)
+    expectFailure(await cli(['manifest', 'inspect', signed, '--key', join(tmp.path, 'other.raw')]), 6, /signature does not verify/)
     expectFailure(await cli(['manifest', 'inspect', signed, '--key', join(tmp.path, 'bad.key')]), 1, /must hold a raw 32-byte Ed25519 public key/)
     expectFailure(await cli(['manifest', 'inspect', out, '--key', join(tmp.path, 'key.raw')]), 1, /bare \(unsigned\) manifest/)
 
     const tampered = Buffer.from(envelope)
     tampered[tampered.length - 100] ^= 0x01 // inside the signed manifest bytes
     writeFileSync(join(tmp.path, 'tampered.manifest'), tampered)
-    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'tampered.manifest'), '--key', join(tmp.path, 'key.raw')]), 1, /signature does not verify/)
+    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'tampered.manifest'), '--key', join(tmp.path, 'key.raw')]), 6, /signature does not verify/)
     writeFileSync(join(tmp.path, 'truncated.manifest'), envelope.subarray(0, envelope.length - 10))
-    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'truncated.manifest')]), 1, /truncated or corrupt/)
+    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'truncated.manifest')]), 6, /truncated or corrupt/)
   })
 
   it('inspect refuses a truncated, empty or missing file', async () => {
     const bytes = readFileSync(out)
     writeFileSync(join(tmp.path, 'cut.manifest'), bytes.subarray(0, 200))
-    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'cut.manifest')]), 1, /truncated or corrupt/)
+    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'cut.manifest')]), 6, /truncated or corrupt/)
     writeFileSync(join(tmp.path, 'empty.manifest'), '')
     expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'empty.manifest')]), 1, /is empty/)
-    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'none.manifest')]), 1, /does not exist/)
+    expectFailure(await cli(['manifest', 'inspect', join(tmp.path, 'none.manifest')]), 7, /does not exist/)
   })
 
   it('build with bad input writes nothing, not even a temp file', async () => {
@@ -238,7 +238,7 @@ describe('trimswarm manifest build / inspect', () => {
     expectFailure(await cli(['manifest', 'build', join(tmp.path, 'odd.img'), '--image', 'a', '--version', '1', '--out', target]), 1, /not a multiple of the 4096-byte block size/)
     expectFailure(await cli(['manifest', 'build', ext4, '--image', 'a/b', '--version', '1', '--out', target]), 1, /bad image name/)
     expectFailure(await cli(['manifest', 'build', ext4, '--version', '1', '--out', target]), 2, /--image is required/)
-    expectFailure(await cli(['manifest', 'build', ext4, '--image', 'a', '--version', '1', '--out', join(tmp.path, 'no', 'such', 'dir', 'm')]), 1, /does not exist/)
+    expectFailure(await cli(['manifest', 'build', ext4, '--image', 'a', '--version', '1', '--out', join(tmp.path, 'no', 'such', 'dir', 'm')]), 7, /does not exist/)
     expect(existsSync(target)).toBe(false)
     expect(readdirSync(dir)).toEqual([])
   })

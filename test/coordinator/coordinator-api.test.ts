@@ -16,6 +16,7 @@ import { createCoordinator, type Coordinator } from '../../coordinator/coordinat
 import { DataDirLockedError } from '../../coordinator/errors.ts'
 import { createManifestSigner } from '../../coordinator/manifest-signer.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
+import { publishZeroVersion } from '../helpers/zero-version.ts'
 
 /** package.json's version, read here rather than from protocol/version.ts so a stale constant fails. */
 const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version
@@ -153,6 +154,7 @@ describe('coordinator API (in-process)', () => {
   })
 
   it('takes event batches idempotently and reports per image, version and site', async () => {
+    await publishZeroVersion(coord.images, dir.path, 'desk', 'v1')
     const t = await (await req(routes.tokens, json('POST', { group: 'desk' }, coord.adminToken))).json()
     const events: AgentEvent[] = [
       { id: 'e-0001-started', type: 'sync.started', time: '2026-11-25T10:00:00.000Z', agent: 'pc1', site: 'paris', image: 'desk', version: 'v1' },
@@ -185,7 +187,7 @@ describe('coordinator API (in-process)', () => {
     expect((await req(`${routes.events}?type=sync.exploded`, { token: coord.adminToken })).status).toBe(400)
 
     const agents = await (await req('/v1/agents?site=paris', { token: coord.adminToken })).json()
-    expect(agents.agents).toEqual([expect.objectContaining({ agent: 'pc1', site: 'paris', images: { desk: expect.objectContaining({ completed: { version: 'v1', site: 'paris', time: '2026-11-25T10:01:00.000Z' } }) } })])
+    expect(agents.agents).toEqual([expect.objectContaining({ agent: `t:${t.id}/pc1`, owner: `t:${t.id}`, site: 'paris', images: { desk: expect.objectContaining({ completed: { version: 'v1', site: 'paris', time: '2026-11-25T10:01:00.000Z' } }) } })])
     expect((await (await req('/v1/agents', { token: coord.adminToken })).json()).agents).toHaveLength(2)
     expect((await req('/v1/agents', { token: t.token })).status).toBe(403)
     expect((await req(`${routes.events}?limit=0`, { token: coord.adminToken })).status).toBe(400)

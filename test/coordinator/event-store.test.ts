@@ -124,4 +124,37 @@ describe('event store', () => {
     expect((await store.query({ limit: 10 })).events.map(e => e.event.agent)).toEqual(['pc4', 'pc3'])
     expect(store.report({}).length).toBeGreaterThan(0) // reports outlive raw events
   })
+
+  it('retention also drops agents not seen since the cutoff and aggregates that count no agent and are idle', async () => {
+    now = Date.parse('2026-11-25T12:00:00Z')
+    await store.add([ev({ agent: 'gone', site: 'old-site', type: 'sync.completed', bytes: { local: 1, peers: 0, origin: 0 } })], 'tok')
+    await store.add([ev({ agent: 'gone-too', site: 'old-site', type: 'sync.failed', bytes: { local: 0, peers: 0, origin: 5 } })], 'tok')
+    now = Date.parse('2026-12-25T12:00:00Z')
+    await store.add([ev({ agent: 'live', site: 'new-site', type: 'sync.completed', time: '2026-12-25T11:00:00.000Z' })], 'tok')
+    expect(store.report({}).map(r => r.site).sort()).toEqual(['new-site', 'old-site'])
+    await store.sweep(new Date('2026-12-01T00:00:00Z'))
+    // the old agents left (and their counts with them), so old-site's row counts nobody and has not changed since: gone
+    expect(store.report({}).map(r => r.site)).toEqual(['new-site'])
+    const agents: string[] = []
+    for await (const a of store.agents()) agents.push(a.agent)
+    expect(agents).toEqual(['live'])
+    // and it stays gone across a restart
+    await store.stop()
+    store = createEventStore({ db }, { now: () => now })
+    await store.start()
+    expect(store.report({}).map(r => r.site)).toEqual(['new-site'])
+  })
+
+  it('caps the agent records of one owner; known agents keep reporting', async () => {
+    const owner = 't:abc'
+    const first = await store.add([ev({ agent: 't:abc/a1' }), ev({ agent: 't:abc/a2' })], 'abc', { owner, maxAgents: 2 })
+    expect(first).toMatchObject({ accepted: 2, rejected: 0 })
+    expect(await store.add([ev({ agent: 't:abc/a3' }), ev({ agent: 't:abc/a1', type: 'sync.completed' })], 'abc', { owner, maxAgents: 2 })).toMatchObject({ accepted: 1, rejected: 1 })
+    // another owner has its own budget, and the count survives a restart
+    expect(await store.add([ev({ agent: 't:xyz/a1' })], 'xyz', { owner: 't:xyz', maxAgents: 2 })).toMatchObject({ accepted: 1 })
+    await store.stop()
+    store = createEventStore({ db }, { now: () => now })
+    await store.start()
+    expect(await store.add([ev({ agent: 't:abc/a4' })], 'abc', { owner, maxAgents: 2 })).toMatchObject({ accepted: 0, rejected: 1 })
+  })
 })

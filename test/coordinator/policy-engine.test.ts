@@ -28,6 +28,13 @@ describe('policy engine', () => {
     expect(p.indexFolders).toEqual({ linux: ['/usr', '/etc'], windows: ['C:\\Windows'], macos: [] })
   })
 
+  it('transfer: background unless a group grants foreground (the more generous mode)', () => {
+    expect(unionPolicies([]).transfer).toBe('background')
+    expect(unionPolicies([['a', base]]).transfer).toBe('background')
+    expect(unionPolicies([['a', { ...base, transfer: 'background' }]]).transfer).toBe('background')
+    expect(unionPolicies([['a', { ...base, transfer: 'background' }], ['b', { ...base, transfer: 'foreground' }]]).transfer).toBe('foreground')
+  })
+
   it('treats 0 (no cap) and no update window as the most generous', () => {
     const capped: Policy = { ...base, wanLimitBps: 1000, lanUploadBps: 1000, updateWindow: { start: '01:00', end: '02:00' } }
     const free: Policy = { ...base, wanLimitBps: 0, lanUploadBps: 0, updateWindow: null }

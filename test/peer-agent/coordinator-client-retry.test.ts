@@ -53,16 +53,52 @@ async function until (cond: () => boolean, ms = 10_000): Promise<void> {
 
 const BODY = seededBytes(7, 100_000)
 
-afterEach(async () => {
+async function closeServers (): Promise<void> {
   for (const s of servers) { s.closeAllConnections(); await new Promise(resolve => s.close(resolve)) }
   servers = []
-})
+}
+
+afterEach(closeServers)
+
+/** A client that has had one answer from a coordinator on `port`, which is then stopped (a restart begins). */
+async function establishedClient (port: number, logger: AgentLogger, retry: { attempts: number, baseMs: number, maxMs?: number }): Promise<ReturnType<typeof createCoordinatorClient>> {
+  await serve((req, res) => { res.writeHead(200); res.end('ok') }, port)
+  const client = createCoordinatorClient({ logger }, { url: `http://127.0.0.1:${port}`, auth: { token: 't' }, retry })
+  await client.bytes('GET', '/v1/auth/me')
+  await closeServers()
+  return client
+}
 
 describe('coordinator client retries', () => {
-  it('connection refused: waits with backoff until the coordinator listens again, then succeeds', async () => {
+  it('first contact refused (wrong URL or port): fails at once with one message, no retries', async () => {
     const port = await freePort()
     const logger = capture()
-    const client = createCoordinatorClient({ logger }, { url: `http://127.0.0.1:${port}`, auth: { token: 't' }, retry: { attempts: 6, baseMs: 40, maxMs: 400 } })
+    const client = createCoordinatorClient({ logger }, { url: `http://127.0.0.1:${port}`, auth: { token: 't' }, retry: { attempts: 6, baseMs: 500 } })
+    const started = performance.now()
+    const err = await client.bytes('GET', '/v1/auth/me').catch(e => e)
+    expect(performance.now() - started).toBeLessThan(1_000)
+    expect(err).toBeInstanceOf(CoordinatorUnreachableError)
+    expect(err.message).toMatch(new RegExp(`^cannot reach the coordinator at http://127.0.0.1:${port}: ECONNREFUSED`))
+    expect(logger.warnings).toEqual([])
+  })
+
+  it('a port fetch will not dial (9, discard): fails at once too', async () => {
+    for (const [url, why] of [['http://127.0.0.1:9', /: bad port$/]] as const) {
+      const logger = capture()
+      const client = createCoordinatorClient({ logger }, { url, auth: { token: 't' }, retry: { attempts: 6, baseMs: 500 } })
+      const started = performance.now()
+      const err = await client.bytes('GET', '/v1/auth/me').catch(e => e)
+      expect(performance.now() - started).toBeLessThan(3_000)
+      expect(err).toBeInstanceOf(CoordinatorUnreachableError)
+      expect(err.message).toMatch(why)
+      expect(logger.warnings).toEqual([])
+    }
+  })
+
+  it('connection refused after the coordinator answered once (a restart): waits with backoff until it listens again, then succeeds', async () => {
+    const port = await freePort()
+    const logger = capture()
+    const client = await establishedClient(port, logger, { attempts: 6, baseMs: 40, maxMs: 400 })
     const pending = client.bytes('GET', '/v1/images/ws/versions/v1/manifest')
     // the coordinator comes back only after the client has been refused twice
     await until(() => logger.warnings.length >= 2)
@@ -141,7 +177,7 @@ describe('coordinator client retries', () => {
   it('stops waiting at once when its AbortSignal fires', async () => {
     const port = await freePort()
     const logger = capture()
-    const client = createCoordinatorClient({ logger }, { url: `http://127.0.0.1:${port}`, auth: { token: 't' }, retry: { attempts: 6, baseMs: 60_000 } })
+    const client = await establishedClient(port, logger, { attempts: 6, baseMs: 60_000 })
     const ac = new AbortController()
     const started = performance.now()
     const pending = client.bytes('GET', '/v1/auth/me', undefined, { signal: ac.signal }).catch(e => e)

@@ -39,6 +39,14 @@ describe('daemon config', () => {
     expect(() => parseDaemonConfig({ ...ok, images: { '../x': 'a' } }, '/')).toThrow(/bad image name/)
     expect(() => parseDaemonConfig({ ...ok, wanLimit: 'fast' }, '/')).toThrow(/rate/)
     expect(() => parseDaemonConfig({ ...ok, pollSeconds: 0 }, '/')).toThrow(/pollSeconds/)
+    expect(() => parseDaemonConfig({ ...ok, transfer: 'fast' }, '/')).toThrow(/"transfer" must be "background" or "foreground"/)
+  })
+
+  it('takes a transfer mode; none leaves it to the policy (background when it names none)', () => {
+    const ok = { coordinator: 'http://x', tokenFile: 't', dataDir: 'd' }
+    expect(parseDaemonConfig(ok, '/').transfer).toBeUndefined()
+    expect(parseDaemonConfig({ ...ok, transfer: 'foreground' }, '/').transfer).toBe('foreground')
+    expect(parseDaemonConfig({ ...ok, transfer: 'background' }, '/').transfer).toBe('background')
   })
 
   it('checks update windows in local time, wrapping past midnight', () => {

@@ -37,10 +37,11 @@ describe('agent sync on a full disk', () => {
     mounted = true
     const out = join(mnt, 'ws.img')
     await writeFile(out, 'the old image\n')
-    const args = ['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', join(tmp.path, 'data'), '--out', out, '--no-index', '--retries', '2', '--retry-delay', '50']
+    const args = ['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', join(tmp.path, 'data'), '--out', out, '--no-index', '--retries', '2', '--retry-delay', '50', '--force']
     const r = await runAgent(args)
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(7)
     expect(r.stderr).toMatch(/no space left.*old image is intact/)
+    expect(r.stderr).toContain(`the partial file ${join(mnt, '.ws.img.trimswarm-partial')} was removed`)
     expect(r.stderr).not.toMatch(/\n\s+at /)
     expect(r.stderr).not.toMatch(/asking again|resuming/) // a full disk is final: no stream is asked for again
     expect(await readFile(out, 'utf8')).toBe('the old image\n')

@@ -38,7 +38,7 @@ describe('agent sync with a directory user', () => {
 
     // an image the policy does not give her: a clear refusal, nothing written
     const denied = await runAgent(['sync', 'lab@v1', ...base, '--out', join(tmp.path, 'a-out', 'lab.img')])
-    expect(denied.code).toBe(1)
+    expect(denied.code).toBe(3)
     expect(denied.stderr).toMatch(/lab/)
     expect(denied.stderr).not.toMatch(/\n\s+at /)
   })
@@ -47,7 +47,7 @@ describe('agent sync with a directory user', () => {
     const pw = join(tmp.path, 'wrong.pw')
     await writeFile(pw, 'not-her-password\n')
     const r = await runAgent(['sync', 'desk@v1', '--coordinator', coord.url, '--user', 'alice', '--password-file', pw, '--data', join(tmp.path, 'b'), '--out', join(tmp.path, 'b-out', 'desk.img'), '--no-index', '--retries', '3', '--retry-delay', '50'])
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(3)
     expect(r.stderr).not.toMatch(/retrying/)
     expect(r.stderr).toMatch(/password|credentials|unauthori[sz]ed/i)
   })

@@ -110,6 +110,21 @@ describe('agent sync', () => {
     }
   })
 
+  it('--background paces origin bytes from delay probes, under the --wan-limit cap; --background with --foreground is a usage error', async () => {
+    const cap = 250_000 // bytes per second
+    const data = join(tmp.path, 'bg-data')
+    const out = join(tmp.path, 'bg', 'ws.img')
+    const r = await runAgent(['sync', 'ws@v1', ...common(data, out), '--no-index', '--no-lan', '--background', '--wan-limit', '2mbit', '--verbose'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await b3sumFile(out)).toBe(baseSum)
+    // the status line of the pacer: it probed the coordinator and set a rate
+    expect(r.stderr).toMatch(/background: [\d.]+ MB\/s allowed \((slow-start|avoidance|slowdown)\), queueing delay \d+ ms over a base of \d+ ms/)
+    expect(r.summary.seconds).toBeGreaterThan(r.summary.bytes.origin / cap - 0.5)
+    const both = await runAgent(['sync', 'ws@v1', ...common(data, out), '--background', '--foreground'])
+    expect(both.code).toBe(2)
+    expect(both.stderr).toMatch(/--background and --foreground exclude each other/)
+  })
+
   it('tells an observer (the swarm) about the temp file, each verified chunk and the finished file', async () => {
     const client = createCoordinatorClient({ logger: silentLogger }, { url: coord.url, auth: { tokenFile: coord.tokenFile } })
     const seen: string[] = []

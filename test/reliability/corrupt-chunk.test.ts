@@ -4,7 +4,7 @@
  * carries every other block and marks the damaged chunk's blocks unavailable;
  * the coordinator logs the chunk with an fsck hint and counts it; the agent,
  * with no peer to take it from, ends with one line naming the chunk and what
- * the admin should do, exit code 3, and keeps every chunk it verified: once
+ * the admin should do, exit code 6, and keeps every chunk it verified: once
  * the chunk is repaired, the next run fetches about that one chunk.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -25,7 +25,7 @@ let img: TestImage
 let victim: { index: number, cid: string, length: number, path: string }
 const counts: Record<string, number> = {}
 /** The agent's exit code for chunks the coordinator cannot serve (bin/commands/agent.ts, docs/CONFIGURATION.md). */
-const EXIT_CHUNK_UNAVAILABLE = 3
+const EXIT_CHUNK_UNAVAILABLE = 6
 
 /** Flips one bit of the stored chunk file, in its middle (again: flips it back). */
 async function flip (): Promise<void> {
@@ -54,7 +54,7 @@ afterAll(async () => {
   await coord?.stop()
   await tmp?.cleanup()
   await recordCounts('corrupt-chunk', {
-    promise: 'one flipped byte in a stored chunk: every other block is served, the chunk is refused and reported, the agent ends with one line and exit 3, keeping what it verified',
+    promise: 'one flipped byte in a stored chunk: every other block is served, the chunk is refused and reported, the agent ends with one line and exit 6, keeping what it verified',
     faultsInjected: 1,
     bytesLost: 0,
     ...counts
@@ -65,7 +65,7 @@ describe('one corrupt chunk on the coordinator', () => {
   const data = (): string => join(tmp.path, 'agent-data')
   const out = (): string => join(tmp.path, 'out', 'ws.img')
 
-  it('the agent gets every other chunk and ends with one line naming the chunk and fsck, exit 3, no stack trace', async () => {
+  it('the agent gets every other chunk and ends with one line naming the chunk and fsck, exit 6, no stack trace', async () => {
     await flip()
     const r = await runAgent(args(data(), out()))
     expect(r.code, r.stderr).toBe(EXIT_CHUNK_UNAVAILABLE)

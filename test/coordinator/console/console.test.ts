@@ -15,6 +15,7 @@ import { buildManifest } from '../../../chunker/build-manifest.ts'
 import { chunkCid } from '../../../protocol/block-id.ts'
 import { seededBytes } from '../../helpers/images.ts'
 import { startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../../helpers/slapd.ts'
+import { cookieHeader, keepCookies } from '../../helpers/cookie-jar.ts'
 
 let slapd: TestSlapd
 let dir: string
@@ -25,15 +26,10 @@ class Browser {
   cookies = new Map<string, string>()
   async req (path: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers)
-    if (this.cookies.size > 0) headers.set('Cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '))
+    const cookie = cookieHeader(this.cookies)
+    if (cookie != null) headers.set('Cookie', cookie)
     const res = await stack.app.request(`http://console.test${path}`, { ...init, headers })
-    for (const line of res.headers.getSetCookie()) {
-      const [pair] = line.split(';')
-      const i = pair.indexOf('=')
-      const v = pair.slice(i + 1)
-      if (v === '' || /Max-Age=0/i.test(line)) this.cookies.delete(pair.slice(0, i))
-      else this.cookies.set(pair.slice(0, i), v)
-    }
+    keepCookies(this.cookies, res)
     return res
   }
 
@@ -224,12 +220,12 @@ describe('policy form', () => {
 
   it('saves a valid form and reads it back', async () => {
     const b = await adminBrowser()
-    const res = await b.post('/console/policy', { group: 'desk', images: 'desk, base', wanLimit: '20mbit', lanSharing: 'on', lanUpload: '5MB/s', maxPeers: '4', windowStart: '22:00', windowEnd: '06:00', linux: '/usr\n/opt', windows: '', macos: '' })
+    const res = await b.post('/console/policy', { group: 'desk', images: 'desk, base', wanLimit: '20mbit', lanSharing: 'on', lanUpload: '5MB/s', maxPeers: '4', transfer: 'foreground', windowStart: '22:00', windowEnd: '06:00', linux: '/usr\n/opt', windows: '', macos: '' })
     expect(res.status).toBe(303)
-    expect(stack.policies.get('desk')).toEqual({ images: ['desk', 'base'], wanLimitBps: 2_500_000, lanSharing: true, lanUploadBps: 5_000_000, maxPeers: 4, updateWindow: { start: '22:00', end: '06:00' }, indexFolders: { linux: ['/usr', '/opt'] } })
+    expect(stack.policies.get('desk')).toEqual({ images: ['desk', 'base'], wanLimitBps: 2_500_000, lanSharing: true, lanUploadBps: 5_000_000, maxPeers: 4, transfer: 'foreground', updateWindow: { start: '22:00', end: '06:00' }, indexFolders: { linux: ['/usr', '/opt'] } })
     expect(auditLines.at(-1)).toMatchObject({ action: 'policy.set', who: { kind: 'admin' }, target: { group: 'desk', via: 'console' }, after: stack.policies.get('desk') })
     const page = await (await b.req('/console/policy')).text()
-    expect(page).toContain('20.0mbit')
+    expect(page).toContain('20 mbit')
     const api = await (await b.req('/console/api/policies')).json()
     expect(api.rows.find((r: { group: string }) => r.group === 'desk').maxPeers).toBe(4)
   })

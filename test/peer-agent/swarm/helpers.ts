@@ -73,12 +73,13 @@ export interface TestLog {
   lines: string[]
   info: (msg: string) => void
   warn: (msg: string) => void
+  debug: (msg: string) => void
 }
 
 /** A collecting logger. */
 export function testLog (): TestLog {
   const lines: string[] = []
-  return { lines, info: (m) => { lines.push(m) }, warn: (m) => { lines.push(`warning: ${m}`) } }
+  return { lines, info: (m) => { lines.push(m) }, warn: (m) => { lines.push(`warning: ${m}`) }, debug: (m) => { lines.push(`debug: ${m}`) } }
 }
 
 /** A swarm node on 127.0.0.1 (random port, no mDNS: multicast is off on loopback; no DHT unless asked). */

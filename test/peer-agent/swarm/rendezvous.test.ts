@@ -91,4 +91,27 @@ describe('rendezvous through the coordinator routes, and the node identity', () 
     writeFileSync(file, 'not a key')
     await expect(loadOrCreatePeerKey(file)).rejects.toThrow(/cannot use the swarm key/)
   })
+
+  it('a token bound to a site: the coordinator\'s site wins over --site, and the agent says so once', async () => {
+    const bound = new Hono<CoordinatorEnv>()
+    bound.use(async (c, next) => { c.set('principal', { ...principal, user: 'tok-paris', site: 'paris' }); await next() })
+    bound.route('/', createSwarmRoutes({ db, signer: { privateKey: keys.privateKey }, logger: quiet }))
+    bound.onError(createErrorHandler(quiet))
+    const call = async (path: string, init?: RequestInit): Promise<unknown> => await (await bound.request(path, init)).json()
+    const node = (await startNode(keys.publicKeyRaw)).swarm
+    nodes.push(node)
+    const log = testLog()
+    const r = createRendezvous({
+      swarm: node,
+      logger: log,
+      register: async (body) => PeerRegistrationResponse.parse(await call('/v1/peers', { method: 'POST', body: JSON.stringify(body) })),
+      listPeers: async (q) => PeerList.parse(await call(`/v1/peers?site=${q.site}`))
+    }, { site: 'lyon', image: 'desk', version: 'v1' })
+    await r.refresh()
+    await r.refresh()
+    r.stop()
+    expect(log.lines.filter(l => l.includes('puts this agent in site paris'))).toHaveLength(1)
+    const paris = PeerList.parse(await json('/v1/peers?site=paris&image=desk&version=v1')).peers.map(p => p.peerId)
+    expect(paris).toContain(node.peerId)
+  })
 })

@@ -1,0 +1,198 @@
+/**
+ * The rate controller of background mode: delay samples in, a byte rate out.
+ * A rate-based reading of LEDBAT (RFC 6817) as LEDBAT++ amends it
+ * (draft-irtf-iccrg-ledbat-plus-plus): queueing delay = current delay (the
+ * minimum of the last few samples) minus base delay (the minimum over ten
+ * one-minute buckets); below the 60 ms target the rate grows, slowed by
+ * gain = 1 / min(16, ceil(2 * target / base)); above it the rate falls
+ * multiplicatively by min(qd / target - 1, 1/2) at most once per round trip
+ * (and not again while the queue the last cut left is still draining);
+ * after the first ramp-up and then periodically it drops to the minimum for
+ * two round trips so the queue drains and the base delay is measured afresh,
+ * then ramps back up to where it was. Pure: time is passed in, no I/O.
+ */
+import {
+  BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
+  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
+  BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
+} from './constants.ts'
+
+/** What the controller is doing now. */
+export type BackgroundPhase = 'slow-start' | 'avoidance' | 'slowdown'
+
+/** A delay-based scavenger rate controller. */
+export interface BackgroundController {
+  /** Bytes per second the transfer may use now. */
+  readonly rate: number
+  readonly phase: BackgroundPhase
+  /** Base delay (ms), Infinity before the first sample. */
+  readonly baseDelay: number
+  /** Last queueing delay estimate (ms). */
+  readonly queueDelay: number
+  /**
+   * One delay sample (a round trip or a one-way delay, ms) taken at `now` (ms).
+   * `appLimited`: the transfer did not use its rate since the last sample, so
+   * a quiet link says nothing about a higher rate and the rate is not raised.
+   */
+  sample: (now: number, delayMs: number, options?: { appLimited?: boolean }) => void
+  /** A probe got no answer in time: treated like a loss, the rate is halved. */
+  lost: (now: number) => void
+}
+
+/** Options of the controller. */
+export interface BackgroundControllerInit {
+  /** Queueing delay to stay under (ms). */
+  targetMs?: number
+  /** Upper cap in bytes per second (--wan-limit, the policy's cap; 0 = none). */
+  maxRate?: number
+  minRate?: number
+  startRate?: number
+  /** Samples the current-delay filter takes the minimum of. */
+  currentFilter?: number
+  baseHistory?: number
+  baseBucketMs?: number
+}
+
+/** The base delay: minimum per bucket of time, over the last `history` buckets (RFC 6817 section 3.4.2). */
+interface BaseDelayFilter {
+  add: (now: number, delay: number) => void
+  readonly value: number
+}
+
+function createBaseDelayFilter (history: number, bucketMs: number): BaseDelayFilter {
+  const buckets: Array<{ start: number, min: number }> = []
+  return {
+    add (now, delay) {
+      const last = buckets.at(-1)
+      if (last == null || now - last.start >= bucketMs) {
+        buckets.push({ start: now, min: delay })
+        if (buckets.length > history) buckets.shift()
+      } else {
+        last.min = Math.min(last.min, delay)
+      }
+    },
+    get value () {
+      let min = Infinity
+      for (const b of buckets) min = Math.min(min, b.min)
+      return min
+    }
+  }
+}
+
+/** LEDBAT++ gain: slower ramp-up where the base delay is short compared with the target (section 4.1). */
+export function ledbatGain (targetMs: number, baseMs: number): number {
+  const divisor = Math.min(BACKGROUND_GAIN_DIVISOR_MAX, Math.ceil(2 * targetMs / Math.max(baseMs, 1)))
+  return 1 / Math.max(1, divisor)
+}
+
+/** Creates a controller; `now` of the first sample starts its clock. */
+export function createBackgroundController (init: BackgroundControllerInit = {}): BackgroundController {
+  const target = init.targetMs ?? BACKGROUND_TARGET_MS
+  const maxRate = (init.maxRate ?? 0) > 0 ? init.maxRate! : Infinity
+  const minRate = Math.min(init.minRate ?? BACKGROUND_MIN_RATE, maxRate)
+  const base = createBaseDelayFilter(init.baseHistory ?? BACKGROUND_BASE_HISTORY, init.baseBucketMs ?? BACKGROUND_BASE_BUCKET_MS)
+  const filterSize = Math.max(1, init.currentFilter ?? BACKGROUND_CURRENT_FILTER)
+  const recent: number[] = []
+  let rate = clamp(init.startRate ?? BACKGROUND_START_RATE)
+  let phase: BackgroundPhase = 'slow-start'
+  let queueDelay = 0
+  let last: number | undefined
+  let lastDecrease = -Infinity
+  let queueAtDecrease = 0
+  // slow start climbs back to this after a slowdown; Infinity on the first ramp-up
+  let ssthresh = Infinity
+  let slowdownAt = Infinity
+  let slowdownStart = 0
+  let slowdownEnd = 0
+  let rampedOnce = false
+
+  function clamp (r: number): number {
+    return Math.min(maxRate, Math.max(minRate, r))
+  }
+
+  function rttOf (current: number): number {
+    return Math.max(BACKGROUND_MIN_RTT_MS, current)
+  }
+
+  function exitSlowStart (now: number, rtt: number): void {
+    phase = 'avoidance'
+    if (!rampedOnce) {
+      rampedOnce = true
+      slowdownAt = now + 2 * rtt
+    } else {
+      // next slowdown 9x the last one's length later (slowdown + ramp back), so it costs ~10 %
+      slowdownAt = now + BACKGROUND_SLOWDOWN_INTERVAL_FACTOR * Math.max(now - slowdownStart, rtt)
+    }
+    ssthresh = Infinity
+  }
+
+  function decrease (now: number, rtt: number): void {
+    if (now - lastDecrease < rtt) return
+    // the queue a cut leaves drains over more than one round trip (at the link rate minus ours): while it
+    // is still draining, the last cut is working and another would only empty the link
+    if (now - lastDecrease < BACKGROUND_DRAIN_RTTS * rtt && queueDelay < queueAtDecrease) return
+    lastDecrease = now
+    queueAtDecrease = queueDelay
+    const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), BACKGROUND_MAX_CUT)
+    rate = clamp(rate * (1 - cut))
+    if (phase === 'slow-start') exitSlowStart(now, rtt)
+  }
+
+  return {
+    get rate () { return rate },
+    get phase () { return phase },
+    get baseDelay () { return base.value },
+    get queueDelay () { return queueDelay },
+    sample (now, delayMs, options = {}) {
+      if (!Number.isFinite(delayMs) || delayMs < 0) return
+      base.add(now, delayMs)
+      recent.push(delayMs)
+      if (recent.length > filterSize) recent.shift()
+      const current = Math.min(...recent)
+      const baseDelay = base.value
+      queueDelay = Math.max(0, current - baseDelay)
+      const rtt = rttOf(current)
+      const dt = last == null ? 0 : Math.min(now - last, 4 * rtt)
+      last = now
+      if (phase === 'slowdown') {
+        if (now >= slowdownEnd) {
+          // ramp back to where the rate was (LEDBAT++ section 4.4)
+          phase = 'slow-start'
+          rate = clamp(Math.max(rate, BACKGROUND_START_RATE))
+        }
+        return
+      }
+      if (phase === 'avoidance' && now >= slowdownAt) {
+        ssthresh = rate
+        slowdownStart = now
+        slowdownEnd = now + BACKGROUND_SLOWDOWN_RTTS * rtt
+        phase = 'slowdown'
+        rate = minRate
+        return
+      }
+      if (queueDelay > target) {
+        decrease(now, rtt)
+        return
+      }
+      if (options.appLimited === true || dt === 0) return
+      // the gain slows the ramp-up of short round trips, which take more steps per second; steps are at
+      // most one per BACKGROUND_MIN_RTT_MS here, so a shorter base needs no further slowing (measured: an
+      // idle link with a 2 ms base got 0.09 used at gain 1/16)
+      const gain = ledbatGain(target, Math.max(baseDelay, BACKGROUND_MIN_RTT_MS))
+      const rtts = dt / rtt
+      if (phase === 'slow-start') {
+        if (queueDelay > 0.75 * target) { exitSlowStart(now, rtt); return }
+        // x(1 + gain) per round trip, as TCP slow start doubles per round trip
+        rate = clamp(Math.min(rate * (1 + gain) ** rtts, ssthresh))
+        if (rate >= ssthresh || rate >= maxRate) exitSlowStart(now, rtt)
+        return
+      }
+      rate = clamp(rate * (1 + gain * (1 - queueDelay / target) * BACKGROUND_AVOIDANCE_GROWTH * rtts))
+    },
+    lost (now) {
+      rate = clamp(rate / 2)
+      lastDecrease = now
+      if (phase === 'slow-start') exitSlowStart(now, rttOf(base.value === Infinity ? 0 : base.value))
+    }
+  }
+}

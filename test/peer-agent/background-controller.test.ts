@@ -1,0 +1,180 @@
+import { describe, expect, it } from 'vitest'
+import { createBackgroundController, ledbatGain, type BackgroundController } from '../../peer-agent/background-controller.ts'
+import { BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_TARGET_MS } from '../../peer-agent/constants.ts'
+
+/**
+ * A fluid model of a bottleneck: `capacity` bytes/s, a drop-tail queue of
+ * `queueMs` worth of bytes, `baseMs` of round trip, and optional foreground
+ * traffic arriving at `foreground` bytes/s. Each step the controller's rate
+ * flows in, the link drains, and a delay sample (base + queue) goes back.
+ */
+function simulate (c: BackgroundController, init: { capacity: number, baseMs: number, queueMs: number, seconds: number, foreground?: (t: number) => number, startMs?: number, stepMs?: number }): { delays: number[], rates: number[], shares: number[], end: number } {
+  const step = init.stepMs ?? 20
+  const qmax = init.capacity * init.queueMs / 1000
+  let q = 0
+  const delays: number[] = []
+  const rates: number[] = []
+  const shares: number[] = []
+  let t = init.startMs ?? 0
+  const end = t + init.seconds * 1000
+  for (; t < end; t += step) {
+    const fg = init.foreground?.(t) ?? 0
+    const inflow = (c.rate + fg) * step / 1000
+    const out = init.capacity * step / 1000
+    q = Math.min(qmax, Math.max(0, q + inflow - out))
+    // when the link is full, each flow gets its share of what leaves it
+    const served = Math.min(inflow, out + q)
+    shares.push(inflow === 0 ? 0 : served * (c.rate * step / 1000) / inflow / (step / 1000) / init.capacity)
+    const delay = init.baseMs + q / init.capacity * 1000
+    delays.push(delay - init.baseMs)
+    rates.push(c.rate)
+    c.sample(t, delay)
+  }
+  return { delays, rates, shares, end: t }
+}
+
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
+
+describe('background controller', () => {
+  it('ramps up to the link on an idle link and keeps the queue under the target', () => {
+    const capacity = 20e6 / 8
+    const c = createBackgroundController()
+    const r = simulate(c, { capacity, baseMs: 40, queueMs: 300, seconds: 60 })
+    // after the ramp-up (first 10 s), the transfer uses most of the link
+    const settled = r.rates.slice(500)
+    expect(mean(settled.map(x => Math.min(x, capacity))) / capacity).toBeGreaterThan(0.7)
+    expect(mean(r.delays.slice(500))).toBeLessThan(BACKGROUND_TARGET_MS)
+  })
+
+  it('ramps up with a 300 ms base round trip too', () => {
+    const capacity = 20e6 / 8
+    const c = createBackgroundController()
+    const r = simulate(c, { capacity, baseMs: 300, queueMs: 300, seconds: 60, stepMs: 100 })
+    expect(mean(r.rates.slice(100).map(x => Math.min(x, capacity))) / capacity).toBeGreaterThan(0.7)
+  })
+
+  it('backs off multiplicatively when queueing delay rises above the target, at most once per round trip', () => {
+    // filter of 1 sample, so each sample's queue shows at once (the filter has its own test)
+    const c = createBackgroundController({ startRate: 1_000_000, currentFilter: 1 })
+    c.sample(0, 50) // base 50 ms
+    const before = c.rate
+    // delay 50 + 120 ms of queue: qd/target - 1 = 1 -> the cut is capped (BACKGROUND_MAX_CUT)
+    const keep = 1 - BACKGROUND_MAX_CUT
+    c.sample(100, 170)
+    expect(c.queueDelay).toBe(120)
+    expect(c.rate).toBeCloseTo(before * keep, 6)
+    c.sample(110, 170) // 10 ms later: same round trip, no second cut
+    expect(c.rate).toBeCloseTo(before * keep, 6)
+    c.sample(300, 170)
+    expect(c.rate).toBeCloseTo(before * keep * keep, 6)
+    // a smaller excess cuts less: qd = 66 ms -> 1 - (66/60 - 1) = 0.9
+    const d = createBackgroundController({ startRate: 1_000_000, currentFilter: 1 })
+    d.sample(0, 50)
+    const b2 = d.rate
+    d.sample(100, 116)
+    expect(d.rate / b2).toBeCloseTo(0.9, 6)
+  })
+
+  it('does not cut again while the queue the last cut left is draining, and does while it still grows', () => {
+    const c = createBackgroundController({ startRate: 1_000_000, currentFilter: 1 })
+    c.sample(0, 50)
+    c.sample(100, 170) // qd 120: cut to a half
+    const cut = c.rate
+    c.sample(300, 150) // qd 100, above the target but falling: the cut works, no second one
+    expect(c.rate).toBe(cut)
+    c.sample(500, 200) // qd 150, growing again: cut
+    expect(c.rate).toBeLessThan(cut)
+  })
+
+  it('yields to foreground traffic that fills the queue and takes the link back when it ends', () => {
+    const capacity = 20e6 / 8
+    const c = createBackgroundController()
+    // a foreground flow that keeps sending at the link rate from 20 s to 40 s (a TCP download filling the queue)
+    const fg = (t: number): number => t >= 20_000 && t < 40_000 ? capacity : 0
+    const r = simulate(c, { capacity, baseMs: 40, queueMs: 300, seconds: 70, foreground: fg })
+    const during = r.rates.slice(1250, 2000) // 25 s .. 40 s
+    expect(mean(during) / capacity).toBeLessThan(0.1)
+    const after = r.rates.slice(3000) // 60 s .. 70 s
+    expect(mean(after.map(x => Math.min(x, capacity))) / capacity).toBeGreaterThan(0.7)
+  })
+
+  it('tracks the base delay as the minimum over the last ten one-minute buckets', () => {
+    const c = createBackgroundController()
+    c.sample(0, 80)
+    c.sample(1_000, 30)
+    c.sample(2_000, 90)
+    expect(c.baseDelay).toBe(30)
+    // the route changes: every sample is 100 ms from minute 1 on; the old 30 ms minimum stays for 10 buckets
+    let t = 60_000
+    for (; t < 9 * 60_000; t += 1_000) c.sample(t, 100)
+    expect(c.baseDelay).toBe(30)
+    for (; t < 12 * 60_000; t += 1_000) c.sample(t, 100)
+    expect(c.baseDelay).toBe(100)
+  })
+
+  it('does not read single delayed samples as a queue (minimum filter over recent samples)', () => {
+    const c = createBackgroundController({ startRate: 500_000 })
+    let spikes = 0
+    for (let t = 0; t < 20_000; t += 50) {
+      // every 4th sample is 200 ms late (jitter), the rest see an empty queue
+      const spike = (t / 50) % 4 === 3
+      if (spike) spikes++
+      c.sample(t, spike ? 250 : 50 + Math.random() * 5)
+    }
+    expect(spikes).toBeGreaterThan(50)
+    expect(c.queueDelay).toBeLessThan(10)
+    expect(c.rate).toBeGreaterThan(500_000)
+  })
+
+  it('never goes above the cap (--wan-limit) nor below the minimum', () => {
+    const cap = 300_000
+    const c = createBackgroundController({ maxRate: cap })
+    const r = simulate(c, { capacity: 20e6 / 8, baseMs: 30, queueMs: 300, seconds: 30 })
+    expect(Math.max(...r.rates)).toBeLessThanOrEqual(cap)
+    expect(r.rates.at(-1)).toBeGreaterThan(cap * 0.5)
+    const d = createBackgroundController()
+    for (let t = 0; t < 30_000; t += 100) d.sample(t, t < 200 ? 20 : 400 + (t % 1000) / 10) // a queue that keeps growing
+    expect(d.rate).toBe(BACKGROUND_MIN_RATE)
+  })
+
+  it('slows down periodically to re-measure the base delay, about a tenth of the time', () => {
+    const capacity = 20e6 / 8
+    const c = createBackgroundController()
+    const phases: string[] = []
+    let t = 0
+    let q = 0
+    for (; t < 120_000; t += 20) {
+      q = Math.min(capacity * 0.3, Math.max(0, q + (c.rate - capacity) * 0.02))
+      c.sample(t, 40 + q / capacity * 1000)
+      phases.push(c.phase)
+    }
+    const slow = phases.filter(p => p === 'slowdown').length
+    expect(slow).toBeGreaterThan(0)
+    expect(slow / phases.length).toBeLessThan(0.15)
+    // more than one slowdown happened (they recur)
+    let starts = 0
+    for (let i = 1; i < phases.length; i++) if (phases[i] === 'slowdown' && phases[i - 1] !== 'slowdown') starts++
+    expect(starts).toBeGreaterThan(1)
+  })
+
+  it('halves the rate when a probe is lost', () => {
+    const c = createBackgroundController({ startRate: 800_000 })
+    c.sample(0, 40)
+    c.lost(10)
+    expect(c.rate).toBe(400_000)
+  })
+
+  it('does not raise the rate while the transfer does not use it (application-limited)', () => {
+    const c = createBackgroundController({ startRate: 100_000 })
+    for (let t = 0; t < 5_000; t += 100) c.sample(t, 40, { appLimited: true })
+    expect(c.rate).toBe(100_000)
+    for (let t = 5_000; t < 5_500; t += 100) c.sample(t, 40)
+    expect(c.rate).toBeGreaterThan(100_000)
+  })
+
+  it('slows the ramp-up where the base delay is short (LEDBAT++ gain)', () => {
+    expect(ledbatGain(60, 300)).toBe(1)
+    expect(ledbatGain(60, 40)).toBe(1 / 3)
+    expect(ledbatGain(60, 1)).toBe(1 / 16)
+  })
+})
