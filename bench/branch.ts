@@ -12,7 +12,7 @@ import {
 } from './branch/constants.ts'
 
 /** One line for the list of benchmarks. */
-export const summary = 'branch office: WAN bytes and time for N clients behind a shaped link; trimswarm vs HTTP and casync'
+export const summary = 'branch office: WAN bytes and time for N clients behind a shaped link; trimswarm vs HTTP, casync and BitTorrent'
 
 /** Help text. */
 export const usage = `Usage: npm run bench -- branch [--agents N] [--wan RATE] [--wan-rtt MS] [--lan RATE]
@@ -24,7 +24,8 @@ and namespace "branch" (N clients, one process each) joined by a veth pair, the
 WAN, shaped with tc tbf in both directions; a small relay in hq adds the round
 trip (netem is not available here). Then, per scenario, every method with all
 clients at once: a whole-image zstd download over HTTP, casync extract (if
-installed), and trimswarm agent sync. WAN bytes are read from the veth's
+installed), BitTorrent (aria2c clients, one aria2c seed and opentracker in hq,
+if installed) and trimswarm agent sync. WAN bytes are read from the veth's
 interface counters. Everything started is stopped and removed on exit, Ctrl-C
 and SIGTERM.
 
@@ -43,7 +44,7 @@ Options
                     build them with ../shared/corpus/make-images.sh)
   --out DIR         where report.md, report.json and the SVG charts go (default ${DEFAULT_OUT_DIR})
   --index DIR       host folder indexed in the trim scenario (repeatable)
-  --methods LIST    subset of http,casync,trimswarm (default all)
+  --methods LIST    subset of http,casync,bittorrent,trimswarm (default all)
   --proxy           no namespaces (e.g. not root): a shaping relay on 127.0.0.1 instead
   --keep            keep the work folder (coordinator and agent data) for inspection
   --rerender DIR    only rebuild DIR/report.md and the charts from DIR/report.json

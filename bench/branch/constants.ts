@@ -61,3 +61,20 @@ export const ACCOUNTING_TOLERANCE = 0.05
 
 /** How long the update scenario waits for the coordinator's background delta pack build, ms. */
 export const DELTA_PACK_WAIT_MS = 15 * 60_000
+
+/** BitTorrent baseline: zstd level of the image it shares (compressed once, as a torrent publisher would, with --long). */
+export const BT_ZSTD_LEVEL = 19
+/** zstd --long window (2^27 = 128 MiB: the decoder's default limit, so clients need no extra memory flag). */
+export const BT_ZSTD_WINDOW_LOG = 27
+/** Piece size of the torrent (1 MiB, what torrent makers pick for files of tens of MB). */
+export const BT_PIECE_BYTES = 1024 * 1024
+/** opentracker's port in hq (HTTP announce/scrape). */
+export const TRACKER_PORT = 6969
+/** The hq seed's listen port. */
+export const SEED_PORT = 6881
+/** Client i (from 0) listens on CLIENT_PORT_BASE + i: the clients share the branch namespace. */
+export const CLIENT_PORT_BASE = 6891
+/** How long a BitTorrent client that is done keeps seeding for the others at most, s (like trimswarm's --linger). */
+export const BT_LINGER_MAX_S = 120
+/** How long the hq seed may take to appear at the tracker, ms. */
+export const BT_SEED_READY_MS = 60_000

@@ -36,11 +36,11 @@ export interface BranchConfig {
   rerender?: string
 }
 
-/** The three ways a branch gets an image. */
-export type Method = 'http' | 'casync' | 'trimswarm'
+/** The ways a branch gets an image. */
+export type Method = 'http' | 'casync' | 'bittorrent' | 'trimswarm'
 
 /** All methods in report order. */
-export const METHODS: readonly Method[] = ['http', 'casync', 'trimswarm']
+export const METHODS: readonly Method[] = ['http', 'casync', 'bittorrent', 'trimswarm']
 
 /** A user mistake on the command line: printed without a stack, exit code 2. */
 export class BranchUsageError extends Error {

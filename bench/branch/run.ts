@@ -5,7 +5,7 @@
  * Everything is driven through public CLIs as separate processes.
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, cpSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, cpSync } from 'node:fs'
 import { cpus, hostname, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseRate } from '../../protocol/rate.ts'
@@ -23,16 +23,21 @@ import { buildCharts } from './charts.ts'
 import { createProgress } from './progress.ts'
 import type { Progress } from './progress.ts'
 import {
-  AGENT_GROUP, COORDINATOR_PORT, DELTA_PACK_WAIT_MS, HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
+  AGENT_GROUP, BT_LINGER_MAX_S, BT_PIECE_BYTES, BT_SEED_READY_MS, BT_ZSTD_LEVEL, BT_ZSTD_WINDOW_LOG, COORDINATOR_PORT, DELTA_PACK_WAIT_MS,
+  HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
 import { findCorpus } from '../lib/corpus.ts'
+import { makeTorrent, scrapeSeeds } from './torrent.ts'
+import { ANNOUNCE_URL, HOOK_SCRIPT, clientCommand, scrapeUrl, seedCommand, trackerCommand } from './bittorrent.ts'
 
 /** Note on trim rows that repeat the cold figures. */
 const SAME_AS_COLD = 'figures of cold'
 
 const REPO = resolve(import.meta.dirname, '..', '..')
 const TRIMSWARM = join(REPO, 'bin', 'trimswarm.js')
+/** Where the BitTorrent baseline keeps its zstd -19 images between runs. */
+const BT_CACHE_DIR = join(REPO, '.cache', 'branch-bittorrent')
 
 
 function hasTool (name: string): boolean {
@@ -54,7 +59,7 @@ export function findImages (dir: string | undefined): string {
 }
 
 /** Checks everything a run needs before anything is started or configured. */
-export function preflight (config: BranchConfig): { images: string, casync: boolean } {
+export function preflight (config: BranchConfig): { images: string, casync: boolean, bittorrent: string | null } {
   if (!config.proxy && process.getuid?.() !== 0) {
     throw new BranchUsageError('not root: network namespaces, veth and tc need root. Run as root for the real shaped network, or add --proxy to use the 127.0.0.1 shaping proxy instead (less realistic; the report says so).')
   }
@@ -62,7 +67,10 @@ export function preflight (config: BranchConfig): { images: string, casync: bool
   const needed = ['curl', 'zstd', 'b3sum', ...(config.proxy ? [] : ['ip', 'tc'])]
   const missing = needed.filter(t => !hasTool(t))
   if (missing.length > 0) throw new BranchUsageError(`missing tools: ${missing.join(', ')} (install them and run again)`)
-  return { images, casync: hasTool('casync') }
+  // BitTorrent peers connect to each other directly, which only the namespaces can carry and count.
+  const btMissing = ['aria2c', 'opentracker'].filter(t => !hasTool(t))
+  const bittorrent = config.proxy ? 'needs the network namespaces (peers connect directly; the --proxy relay cannot carry them)' : btMissing.length > 0 ? `${btMissing.join(' and ')} not installed` : null
+  return { images, casync: hasTool('casync'), bittorrent }
 }
 
 interface Ctx {
@@ -79,6 +87,8 @@ interface Ctx {
   agentToken: string
   expected: Record<'base' | 'next', string>
   notes: string[]
+  /** The BitTorrent baseline's torrents (made in prepareArtifacts) and whether its tracker and seed run. */
+  bt: { dir: string, torrents: Partial<Record<'base' | 'next', { file: string, infoHash: string }>>, started: boolean }
 }
 
 async function b3 (file: string): Promise<string> {
@@ -195,6 +205,57 @@ async function runCasync (ctx: Ctx, scenario: Scenario): Promise<MethodResult> {
     async (i, _c, ok) => ({ verified: ok && await verifyAndRemove(outs[i], ctx.expected[image], true) }))
 }
 
+/** Starts opentracker and the seed in hq (once), and waits until the tracker lists the seed for every torrent. */
+async function startBittorrent (ctx: Ctx): Promise<void> {
+  if (ctx.bt.started) return
+  ctx.bt.started = true
+  const torrents = Object.values(ctx.bt.torrents)
+  // opentracker reads its whitelist after chroot and setuid(nobody): a relative name inside the chroot works both before and after.
+  const chroot = join(ctx.work, 'tracker')
+  mkdirSync(chroot, { recursive: true, mode: 0o755 })
+  writeFileSync(join(chroot, 'whitelist'), torrents.map(t => t.infoHash).join('\n') + '\n', { mode: 0o644 })
+  const tracker = ctx.pm.spawn('opentracker', ...ctx.net.hq(...trackerCommand(chroot, 'whitelist')), { cwd: chroot })
+  const seed = ctx.pm.spawn('bittorrent seed', ...ctx.net.hq(...seedCommand(ctx.bt.dir, torrents.map(t => t.file))))
+  const scrape = join(ctx.work, 'scrape.out')
+  const deadline = Date.now() + BT_SEED_READY_MS
+  for (const t of torrents) {
+    for (;;) {
+      let seeds = 0
+      try {
+        await ctx.pm.run('scrape', ...ctx.net.hq('curl', ['-sS', '--fail', '-o', scrape, scrapeUrl(t.infoHash)]))
+        seeds = scrapeSeeds(readFileSync(scrape), t.infoHash)
+      } catch { /* tracker not listening yet */ }
+      if (seeds > 0) break
+      for (const [name, c] of [['opentracker', tracker], ['seed', seed]] as const) {
+        if (ctx.pm.live().includes(c)) continue
+        throw new Error(`BitTorrent ${name} exited: ${c.stderr().slice(-800)}`)
+      }
+      if (Date.now() > deadline) throw new Error(`the BitTorrent seed did not appear at the tracker within ${BT_SEED_READY_MS / 1000} s: ${seed.stderr().slice(-800)}`)
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
+  }
+}
+
+async function runBittorrent (ctx: Ctx, scenario: Scenario): Promise<MethodResult> {
+  const image = scenario === 'update' ? 'next' : 'base'
+  const torrent = ctx.bt.torrents[image]
+  if (torrent == null) throw new Error(`no torrent was made for ${image}.img`)
+  await startBittorrent(ctx)
+  const hook = join(ctx.work, 'bt-hook.sh')
+  writeFileSync(hook, HOOK_SCRIPT, { mode: 0o755 })
+  const dirs = Array.from({ length: ctx.config.agents }, (_, i) => join(ctx.work, 'clients', scenario, 'bittorrent', `c-${i + 1}`))
+  for (const d of dirs) mkdirSync(d, { recursive: true })
+  const outs = dirs.map(d => join(d, 'out.img'))
+  return await measure(ctx, scenario, 'bittorrent', dirs.map((_, i) => clientCommand(i, torrent.file, hook, dirs)),
+    async (i, _c, ok) => {
+      let error: string | undefined
+      if (!ok) { try { error = readFileSync(join(dirs[i], 'aria2.log'), 'utf8').slice(-500) } catch { /* no log */ } }
+      const verified = ok && await verifyAndRemove(outs[i], ctx.expected[image], true)
+      rmSync(dirs[i], { recursive: true, force: true })
+      return { verified, ...(error != null ? { error } : {}) }
+    }, outs)
+}
+
 function agentDirs (ctx: Ctx, set: string): Array<{ data: string, out: string }> {
   return Array.from({ length: ctx.config.agents }, (_, i) => ({
     data: join(ctx.work, 'agents', set, `data-${i + 1}`),
@@ -280,7 +341,7 @@ function notRun (scenario: Scenario, method: Method, note: string): MethodResult
   return { scenario, method, ran: false, note, clients: [], wanDown: 0, wanUp: 0, wanDownPackets: 0, wanUpPackets: 0, lan: 0, local: null, firstDoneSeconds: null, allDoneSeconds: null, throughput: [] }
 }
 
-async function prepareArtifacts (ctx: Ctx, casync: boolean): Promise<void> {
+async function prepareArtifacts (ctx: Ctx, casync: boolean, bittorrent: boolean): Promise<void> {
   const www = join(ctx.work, 'www')
   mkdirSync(www, { recursive: true })
   const jobs: Array<Promise<unknown>> = []
@@ -290,6 +351,27 @@ async function prepareArtifacts (ctx: Ctx, casync: boolean): Promise<void> {
     jobs.push(b3(img).then(h => { ctx.expected[name] = h }))
   }
   await Promise.all(jobs)
+  if (bittorrent) {
+    // Compressed once, as a torrent publisher would; the update needs next.img, cold and trim base.img.
+    const names = [...new Set(ctx.config.scenarios.map(s => s === 'update' ? 'next' : 'base'))]
+    mkdirSync(ctx.bt.dir, { recursive: true })
+    for (const name of names) {
+      const zst = join(ctx.bt.dir, `${name}.img.zst`)
+      // zstd -19 of an 800 MB image takes minutes on a loaded machine: kept in .cache by the image's BLAKE3, so reruns skip it.
+      const cached = join(BT_CACHE_DIR, `${ctx.expected[name]}-zstd${BT_ZSTD_LEVEL}-long${BT_ZSTD_WINDOW_LOG}.img.zst`)
+      if (!existsSync(cached)) {
+        mkdirSync(BT_CACHE_DIR, { recursive: true })
+        await ctx.pm.run(`zstd -${BT_ZSTD_LEVEL} ${name}`, 'zstd', [`-${BT_ZSTD_LEVEL}`, `--long=${BT_ZSTD_WINDOW_LOG}`, '-T0', '-q', '-f', join(ctx.images, `${name}.img`), '-o', `${cached}.tmp`])
+        renameSync(`${cached}.tmp`, cached)
+      }
+      copyFileSync(cached, zst)
+      const t = makeTorrent(zst, { announce: ANNOUNCE_URL, pieceLength: BT_PIECE_BYTES })
+      const file = join(ctx.work, `${name}.torrent`)
+      writeFileSync(file, t.bytes)
+      ctx.bt.torrents[name] = { file, infoHash: t.infoHash }
+      ctx.notes.push(`BitTorrent: ${name}.img compressed with \`zstd -${BT_ZSTD_LEVEL} --long=${BT_ZSTD_WINDOW_LOG}\` to ${formatBytes(t.length)}, ${t.pieces} pieces of ${BT_PIECE_BYTES / 1024 / 1024} MiB, info hash ${t.infoHash}.`)
+    }
+  }
   if (casync) {
     for (const name of ['base', 'next']) {
       await ctx.pm.run(`casync make ${name}`, 'casync', ['make', `--store=${join(www, 'default.castr')}`, join(www, `${name}.caibx`), join(ctx.images, `${name}.img`)])
@@ -390,9 +472,10 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     }
     work = mkdtempSync(join(tmpdir(), 'trimswarm-branch-'))
     const notes: string[] = []
-    const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes }
-    progress.line(`preparing: zstd -${HTTP_ZSTD_LEVEL} of both images${pre.casync ? ', casync make of both' : ''}, b3sum (work folder ${work})`)
-    await prepareArtifacts(ctx, pre.casync && config.methods.includes('casync'))
+    const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes, bt: { dir: join(work, 'bt'), torrents: {}, started: false } }
+    const bittorrent = pre.bittorrent == null && config.methods.includes('bittorrent')
+    progress.line(`preparing: zstd -${HTTP_ZSTD_LEVEL} of both images${pre.casync ? ', casync make of both' : ''}${bittorrent ? `, zstd -${BT_ZSTD_LEVEL} --long and a torrent of each image BitTorrent needs` : ''}, b3sum (work folder ${work})`)
+    await prepareArtifacts(ctx, pre.casync && config.methods.includes('casync'), bittorrent)
     net = config.proxy
       ? await createProxyNetwork({ id: process.pid, wanRate: config.wanRate, wanRttMs: config.wanRttMs, lanRate: config.lanRate })
       : await createNetnsNetwork(pm, { id: process.pid, wanRate: config.wanRate, wanRttMs: config.wanRttMs, lanRate: config.lanRate })
@@ -414,6 +497,8 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     notes.push(`Plain HTTP baseline: each client runs \`curl | zstd -d\` of the whole image compressed with \`zstd -${HTTP_ZSTD_LEVEL}\`, served by bench/branch/serve.ts in hq.`)
     if (!pre.casync) notes.push('casync is not installed: its baseline did not run.')
     else notes.push('casync baseline: `casync make` (default chunk sizes) of both images into one store on hq, served over HTTP; clients run `casync extract` (update: `--seed=` the old image).')
+    if (pre.bittorrent != null) notes.push(`BitTorrent baseline did not run: ${pre.bittorrent}.`)
+    else notes.push(`BitTorrent baseline: a private torrent (DHT, LPD and peer exchange off), opentracker (whitelisted info hash) and one aria2c seed in hq, one aria2c per client in the branch with its own listen port. They connect directly over the veth (peers must see each other's addresses), so the --wan-rtt relay is NOT in their path: the WAN is shaped the same but without the added round trip. A client is done when aria2c's --on-bt-download-complete hook has decompressed (zstd -d) the image into place; it keeps seeding for the others until all are done (at most ${BT_LINGER_MAX_S} s), like trimswarm's --linger. The .torrent file reaches the clients out of band (a local file).`)
     notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold. An agent is done when its output file is replaced by the verified image (new inode, polled every sample); it may keep serving peers after that (--linger), which is in report.json as exitSeconds.')
 
     const results: MethodResult[] = []
@@ -422,12 +507,14 @@ export async function runBranch (config: BranchConfig): Promise<number> {
       for (const method of config.methods) {
         let r: MethodResult
         if (method === 'casync' && !pre.casync) r = notRun(scenario, method, 'casync not installed')
+        else if (method === 'bittorrent' && pre.bittorrent != null) r = notRun(scenario, method, pre.bittorrent)
         else if (scenario === 'trim' && method !== 'trimswarm' && ran.has(`cold/${method}`)) {
           // Neither baseline can use host folders, so trim is the same transfer as cold: reuse, do not re-download.
           const cold = results.find(x => x.scenario === 'cold' && x.method === method)
           r = { ...(cold as MethodResult), scenario, note: SAME_AS_COLD }
         } else if (method === 'http') r = await runHttp(ctx, scenario)
         else if (method === 'casync') r = await runCasync(ctx, scenario)
+        else if (method === 'bittorrent') r = await runBittorrent(ctx, scenario)
         else r = await runTrimswarm(ctx, scenario, ran.has('cold/trimswarm'))
         results.push(r)
         if (r.ran && r.note == null) ran.add(`${scenario}/${method}`)

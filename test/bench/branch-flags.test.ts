@@ -9,7 +9,7 @@ describe('branch flags', () => {
     const c = parse([])
     expect(c.agents).toBe(DEFAULT_AGENTS)
     expect(c.scenarios).toEqual(['cold', 'update', 'trim'])
-    expect(c.methods).toEqual(['http', 'casync', 'trimswarm'])
+    expect(c.methods).toEqual(['http', 'casync', 'bittorrent', 'trimswarm'])
     expect(c.wanRate).toBeGreaterThan(0)
     expect(c.wanRttMs).toBe(DEFAULT_WAN_RTT_MS)
     expect(c.lanRate).toBe(0)

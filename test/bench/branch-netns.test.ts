@@ -141,8 +141,9 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
       }
       expect(report.mode).toBe('netns')
       const casync = existsSync('/usr/bin/casync')
+      const bittorrent = existsSync('/usr/bin/aria2c') && existsSync('/usr/bin/opentracker')
       for (const scenario of ['cold', 'update', 'trim']) {
-        for (const method of ['http', ...(casync ? ['casync'] : []), 'trimswarm']) {
+        for (const method of ['http', ...(casync ? ['casync'] : []), ...(bittorrent ? ['bittorrent'] : []), 'trimswarm']) {
           const row = report.results.find(x => x.scenario === scenario && x.method === method)
           expect(row?.ran, `${scenario}/${method}`).toBe(true)
           expect(row?.wan).toBeGreaterThan(0)

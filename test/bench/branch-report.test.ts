@@ -89,6 +89,15 @@ describe('branch report', () => {
     expect(json.results[2].accounting).toMatchObject({ ok: true })
   })
 
+  it('a BitTorrent row: WAN saved against HTTP, its LAN bytes, no accounting check (it reports nothing itself)', () => {
+    const bt = result({ method: 'bittorrent', wanDown: 50_000_000, wanUp: 500_000, lan: 150_000_000, firstDoneSeconds: 6, allDoneSeconds: 8 })
+    const lines = resultTable([http, bt, ts]).split('\n')
+    expect(lines[3]).toBe('| cold | bittorrent | 50.5 MB | 150.0 MB | n/a | 6.0 s | 8.0 s | 50.0 % | 2/2 |')
+    expect(accountingCheck(bt)).toBeNull()
+    const json = JSON.parse(renderJson({ date: 'd', machine: 'm', mode: 'netns', notes: [], config: { agents: 2, wan: '100mbit', wanRttMs: 0, lan: '0', images: '/x', scenarios: ['cold'] }, results: [http, bt] })) as { results: Array<{ method: string, wan: number, wanSavedPercent: number }> }
+    expect(json.results[1]).toMatchObject({ method: 'bittorrent', wan: 50_500_000, wanSavedPercent: 50 })
+  })
+
   it('formats bytes in decimal units', () => {
     expect(formatBytes(0)).toBe('0 B')
     expect(formatBytes(1500)).toBe('1.5 kB')

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
-import { dotChart, escapeXml, lineChart, niceMax, stackedBarChart } from '../../bench/branch/svg.ts'
+import { PALETTE, dotChart, escapeXml, lineChart, niceMax, stackedBarChart } from '../../bench/branch/svg.ts'
 import { buildCharts } from '../../bench/branch/charts.ts'
 import type { BranchReport } from '../../bench/branch/report.ts'
 
@@ -54,5 +54,25 @@ describe('branch SVG charts', () => {
     const charts = buildCharts(report, 12_500_000)
     expect([...charts.keys()]).toEqual(['bytes-by-source.svg', 'completion-times.svg', 'wan-throughput-cold.svg', 'wan-throughput-update.svg'])
     for (const svg of charts.values()) expect(parsesAsXml(svg)).toBe(true)
+  })
+
+  it('BitTorrent rows appear in every chart, with their own series colour', () => {
+    const r = (method: 'http' | 'bittorrent' | 'trimswarm', seconds: number) => ({
+      scenario: 'cold', method, ran: true, clients: [{ client: 1, seconds, ok: true, verified: true }], wanDown: 1e6, wanUp: 1e4,
+      wanDownPackets: 0, wanUpPackets: 0, lan: 5e6, local: null, firstDoneSeconds: seconds, allDoneSeconds: seconds, throughput: [{ t: 0.25, bps: 8e6 }]
+    })
+    const report: BranchReport = {
+      date: 'd', machine: 'm', mode: 'netns', notes: [],
+      config: { agents: 1, wan: '100mbit', wanRttMs: 0, lan: '0', images: '/x', scenarios: ['cold'] },
+      results: [r('http', 3), r('bittorrent', 5), r('trimswarm', 7)]
+    }
+    const charts = buildCharts(report, 12_500_000)
+    expect(charts.get('bytes-by-source.svg')).toContain('cold / bittorrent')
+    const dots = charts.get('completion-times.svg') ?? ''
+    expect(dots).toContain('>bittorrent<')
+    // Each method its own colour: http, casync, bittorrent, trimswarm in METHODS order.
+    expect(dots).toContain(PALETTE[2])
+    expect(dots).toContain(PALETTE[3])
+    expect(charts.get('wan-throughput-cold.svg')).toContain('>bittorrent<')
   })
 })
