@@ -201,7 +201,7 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     expect(objects.length).toBeGreaterThan(10)
     expect(await readdir(join(scratch, 'blocks')).catch(() => [])).toEqual([])
 
-    const out = join(tmp.path, 'ws.img')
+    const out = join(tmp.path, 'synced.img') // not the image file itself (ws.img): the agent never replaces a file it did not install
     const sync = await runAgent(['sync', 'ws', '--coordinator', url, '--token-file', join(tmp.path, 'agent.token'), '--data', join(tmp.path, 'agent'),
       '--out', out, '--no-index', '--no-lan', '--linger', '0', '--json'])
     expect(sync.code, sync.stderr).toBe(0)
