@@ -27,3 +27,9 @@ fi
 if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm install --no-audit --no-fund
 fi
+# `npx trimswarm` in a checkout makes npm link the checkout into its npx cache the first time
+# it runs in that folder, and that one install checks package.json's `engines` (Node >= 22)
+# against the Node npm itself runs on: an older system Node prints EBADENGINE warnings there,
+# although the checkout's own Node 24 (`node` devDependency) is what runs trimswarm. Make that
+# first call here, once, so no later `npx trimswarm` call prints them.
+PATH="$PATH" npx --yes trimswarm --version >/dev/null 2>&1 || true

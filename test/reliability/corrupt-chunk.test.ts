@@ -80,6 +80,7 @@ describe('one corrupt chunk on the coordinator', () => {
     expect(stats.blockBatchesFailed).toBe(0)
     const metrics = await (await fetch(coord.url + '/metrics', { headers: { authorization: `Bearer ${coord.coordinator.adminToken}` } })).text()
     expect(sampleValue(metrics, 'trimswarm_origin_corrupt_chunk_reads_total')).toBeGreaterThanOrEqual(1)
+    counts.cases = (counts.cases ?? 0) + 1
   }, 120_000)
 
   it('after the repair, the next run fetches only about that chunk and the image is whole', async () => {
@@ -91,5 +92,6 @@ describe('one corrupt chunk on the coordinator', () => {
     counts.victimChunkBytes = victim.length
     // the chunk (compressed or whole) plus login and manifest: nothing verified before is fetched again
     expect(r.summary.bytes.origin).toBeLessThan(victim.length + 256 * 1024)
+    counts.cases = (counts.cases ?? 0) + 1
   }, 120_000)
 })
