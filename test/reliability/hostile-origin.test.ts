@@ -8,7 +8,7 @@
  *   hold at most their token's and group's share of the slots, and a stream
  *   that makes no write progress is aborted and its slot freed.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
@@ -75,6 +75,8 @@ let dir: TempDir
 const counts: Record<string, number> = {}
 
 beforeAll(async () => { dir = await tempDir('trimswarm-hostile-origin-') })
+// each attack run is a case of the reliability counts (test/reliability/summary.test.ts)
+afterEach(() => { counts.cases = (counts.cases ?? 0) + 1 })
 afterAll(async () => {
   await dir?.cleanup()
   await recordCounts('hostile-origin', {
