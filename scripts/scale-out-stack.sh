@@ -62,10 +62,15 @@ alive () { # whether the pid in file $1 is a running process
 port_free () { ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 
 TAKEN=''
+# Ports are picked below the kernel's ephemeral range (ip_local_port_range), which the kernel never hands out
+# for listen(0) or connect: radosgw binds its port ~10 s after it is picked, and a port from the ephemeral
+# range could meanwhile become a test's or a client's (seen in a CI rehearsal: "failed to bind ... in use").
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 pick_port () { # sets variable $1 to a TCP port nobody listens on now and not picked before
-  local p i
+  local p i span=$((EPHEMERAL_LOW - 10000))
+  [ "$span" -gt 1000 ] || span=20000
   for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % span))
     case " $TAKEN " in *" $p "*) continue ;; esac
     if port_free "$p"; then TAKEN="$TAKEN $p"; printf -v "$1" '%s' "$p"; return 0; fi
   done

@@ -64,7 +64,7 @@ describe('a running coordinator: metrics and logs', () => {
     const image = await makeTestImage(tmp.path, { name: 'ws', sizeMiB: 4, seed: 161 })
     await createPublishClient({ coordinator: url, token: adminToken }).publish(image.path, { image: 'ws', version: 'v1' })
     const sync = await runAgent(['sync', 'ws', '--coordinator', url, '--token-file', join(tmp.path, 'agent.token'), '--data', join(tmp.path, 'agent'),
-      '--out', join(tmp.path, 'ws.img'), '--site', 'branch-1', '--no-index', '--no-lan', '--linger', '0', '--json'])
+      '--out', join(tmp.path, 'synced.img'), '--site', 'branch-1', '--no-index', '--no-lan', '--linger', '0', '--json'])
     expect(sync.code, sync.stderr).toBe(0)
   })
   afterAll(async () => {
