@@ -9,6 +9,7 @@ import { ValidationError } from '../protocol/errors.ts'
 import { array, boolean, enumOf, integer, object, optional, record, string, type Infer, type Schema } from '../protocol/schema.ts'
 import { name } from '../protocol/api.ts'
 import { ConfigError } from './errors.ts'
+import type { ImageServiceInit } from './image-service.ts'
 import { parseLdapConfig } from './ldap-authenticator.ts'
 import { LOG_LEVELS } from './logger.ts'
 import { createSiteMap } from './sites.ts'
@@ -24,6 +25,32 @@ function anyObject (): Schema<Record<string, unknown>> {
     }
   }
 }
+
+/** A zstd window: 0 (zstd's default for the level) or 2^10 to 2^30 bytes. */
+function windowLog (): Schema<number> {
+  const base = integer({ min: 0, max: 30 })
+  return {
+    json: { anyOf: [{ const: 0 }, { type: 'integer', minimum: 10, maximum: 30 }] },
+    parse (v, path = '') {
+      const n = base.parse(v, path)
+      if (n !== 0 && n < 10) throw new ValidationError(`${path}: must be 0 (zstd's default) or an integer from 10 to 30`)
+      return n
+    }
+  }
+}
+
+const zstd = object({ level: optional(integer({ min: 1, max: 22 })), windowLog: optional(windowLog()) })
+
+/** The `images` section: the image service's settings (ImageServiceInit, defaults in constants.ts). */
+const images = object({
+  originZstd: optional(zstd),
+  deltaPackZstd: optional(zstd),
+  buildDeltaPacks: optional(boolean()),
+  maxConcurrentBatches: optional(integer({ min: 1 })),
+  maxBatchesPerPrincipal: optional(integer({ min: 1 })),
+  maxBatchesPerGroup: optional(integer({ min: 1 })),
+  batchStallMs: optional(integer({ min: 100 }))
+}) satisfies Schema<ImageServiceInit>
 
 const listen = string({ minLength: 3, maxLength: 300, pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|[0-9a-fA-F:.]+):\d{1,5}$/ })
 
@@ -57,7 +84,7 @@ export const CoordinatorConfigSchema = object({
     maxPerIp: optional(integer({ min: 1 })),
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
-  images: optional(anyObject()),
+  images: optional(images),
   storageGc: optional(object({
     intervalSeconds: optional(integer({ min: 0, max: 365 * 86_400 })),
     graceSeconds: optional(integer({ min: 0, max: 365 * 86_400 }))

@@ -340,7 +340,7 @@ describe('image service settings', () => {
         [{ originZstd: { level: 40 } }, /originZstd.level/],
         [{ deltaPackZstd: { windowLog: 5 } }, /deltaPackZstd.windowLog/],
         [{ maxConcurrentBatches: 0 }, /maxConcurrentBatches/],
-        [{ originLevel: 3 }, /unknown setting "originLevel"/]
+        [{ originLevel: 3 }, /images\.originLevel: unknown field/]
       ] as const) {
         const c = createCoordinator({ dataDir: join(dir.path, 'c'), listen: '127.0.0.1:0', logLevel: 'silent', config: { images } })
         await expect(c.start()).rejects.toThrow(why)
