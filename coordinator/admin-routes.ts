@@ -8,6 +8,7 @@ import type { Audit } from './audit.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import type { PolicyStore } from './policy-store.ts'
+import { ADMIN_PATTERNS, ROUTES } from './routes.ts'
 import { nameParam, readJson, tokenIdParam } from './request-body.ts'
 import type { StorageGc } from './storage-gc.ts'
 import type { TokenStore } from './token-store.ts'
@@ -25,14 +26,11 @@ export interface AdminComponents {
 export function createAdminRoutes (components: AdminComponents): Hono<CoordinatorEnv> {
   const { tokens, policies, images, storageGc, audit } = components
   const app = new Hono<CoordinatorEnv>()
-  app.use('/v1/tokens', async (c, next) => { assertAdmin(c.get('principal')); await next() })
-  app.use('/v1/tokens/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
-  app.use('/v1/policies', async (c, next) => { assertAdmin(c.get('principal')); await next() })
-  app.use('/v1/policies/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
-  app.use('/v1/admin/*', async (c, next) => { assertAdmin(c.get('principal')); await next() })
+  // every path under these is the admin's, routes to come included
+  for (const pattern of ADMIN_PATTERNS) app.use(pattern, async (c, next) => { assertAdmin(c.get('principal')); await next() })
 
-  app.get('/v1/admin/images', async (c) => c.json(await images.adminImages() satisfies AdminImageList))
-  app.post('/v1/admin/gc', async (c) => {
+  app.get(ROUTES.adminImages.path, async (c) => c.json(await images.adminImages() satisfies AdminImageList))
+  app.post(ROUTES.gc.path, async (c) => {
     const req = await readJson(c, GcRequest)
     // not bound to the request: a client that gives up waiting does not cut a run short (it is safe either way)
     const report: GcReport = await storageGc.run({ dryRun: req.dryRun })
@@ -40,18 +38,18 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
     return c.json(report)
   })
 
-  app.post('/v1/tokens', async (c) => {
+  app.post(ROUTES.tokenCreate.path, async (c) => {
     const req = await readJson(c, TokenCreateRequest)
     const { info, token } = await tokens.create(req.group, req.name, { site: req.site })
     audit(c, 'token.create', { target: { tokenId: info.id }, before: null, after: info })
     const body: TokenCreateResponse = { ...info, token }
     return c.json(body, 201)
   })
-  app.get('/v1/tokens', async (c) => {
+  app.get(ROUTES.tokenList.path, async (c) => {
     const body: TokenList = { tokens: await tokens.list() }
     return c.json(body)
   })
-  app.delete('/v1/tokens/:id', async (c) => {
+  app.delete(ROUTES.tokenRevoke.path, async (c) => {
     const id = tokenIdParam(c.req.param('id'))
     const before = (await tokens.list()).find(t => t.id === id) ?? null
     const after = await tokens.revoke(id)
@@ -59,14 +57,14 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
     return c.json(after)
   })
 
-  app.get('/v1/policies', (c) => c.json(policies.all()))
-  app.get('/v1/policies/:group', (c) => {
+  app.get(ROUTES.policyList.path, (c) => c.json(policies.all()))
+  app.get(ROUTES.policyGet.path, (c) => {
     const group = nameParam(c.req.param('group'), 'group')
     const p = policies.get(group)
     if (p == null) throw new NotFoundError(`no policy for group ${group}`)
     return c.json(p)
   })
-  app.put('/v1/policies/:group', async (c) => {
+  app.put(ROUTES.policyPut.path, async (c) => {
     const group = nameParam(c.req.param('group'), 'group')
     const policy = await readJson(c, Policy)
     const before = policies.get(group) ?? null
@@ -74,7 +72,7 @@ export function createAdminRoutes (components: AdminComponents): Hono<Coordinato
     audit(c, 'policy.set', { target: { group }, before, after: policy })
     return c.json(policy)
   })
-  app.delete('/v1/policies/:group', async (c) => {
+  app.delete(ROUTES.policyDelete.path, async (c) => {
     const group = nameParam(c.req.param('group'), 'group')
     const before = policies.get(group) ?? null
     await policies.delete(group)

@@ -8,6 +8,7 @@ import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
 import type { Metrics } from './metrics.ts'
 import { loginNameKey, type RateLimiter } from './rate-limiter.ts'
 import { readJson } from './request-body.ts'
+import { ROUTES } from './routes.ts'
 import type { SessionTokens } from './session-tokens.ts'
 
 /** What the login route depends on. */
@@ -26,7 +27,7 @@ export interface LoginComponents {
 export function createLoginRoutes (components: LoginComponents): Hono<CoordinatorEnv> {
   const { sessions, auth, perIp, perUser, metrics, logger, clientIp } = components
   const app = new Hono<CoordinatorEnv>()
-  app.post('/v1/auth/login', async (c) => {
+  app.post(ROUTES.login.path, async (c) => {
     const { user, password } = await readJson(c, LoginRequest)
     if (components.authenticator == null) {
       metrics.loginFailure('unavailable')
@@ -82,7 +83,7 @@ export function createLoginRoutes (components: LoginComponents): Hono<Coordinato
 /** GET /v1/auth/me (behind the auth middleware). */
 export function createMeRoutes (): Hono<CoordinatorEnv> {
   const app = new Hono<CoordinatorEnv>()
-  app.get('/v1/auth/me', (c) => {
+  app.get(ROUTES.me.path, (c) => {
     const p = c.get('principal')
     const body: MeResponse = { kind: p.kind, user: p.user, groups: p.groups, policy: p.policy }
     return c.json(body)

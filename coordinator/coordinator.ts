@@ -3,28 +3,18 @@
  * the directory authenticator and the image service, with its lifecycle
  * (start: open DIR, create secrets on first start, listen; stop: drain
  * requests, stop background work, close the database).
- *
- * Request order: log (request id, client IP) + metrics -> body budget lease
- * and body limits (they read no body, request-body.ts) -> routes outside /v1
- * auth (healthz, openapi, key, login; metrics with its own token check) ->
- * the admin console (`/`, `/console/...`, its own cookie sessions) -> auth
- * middleware (every other /v1 route has `c.get('principal')`) -> /v1 routes,
- * which check access before they read a body -> JSON 404.
+ * The request order is at startCoordinator; the routes are in routes.ts.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
-import { createServer as createHttpsServer } from 'node:https'
+import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { getConnInfo } from '@hono/node-server/conninfo'
-import { createAdaptorServer, type ServerType } from '@hono/node-server'
-import { Hono, type Context, type MiddlewareHandler } from 'hono'
-import { routePath } from 'hono/route'
+import { Hono, type Context } from 'hono'
 import type { HealthResponse, KeyResponse } from '../protocol/api.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
-import { createAudit } from './audit.ts'
+import { createAudit, type Audit } from './audit.ts'
 import { createConsole, type AdminConsole } from './console/console.ts'
 import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
 import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
@@ -32,7 +22,7 @@ import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './c
 import {
   ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { recordS3BlockStore } from './s3-block-store-marker.ts'
@@ -40,11 +30,12 @@ import { ConfigError } from './errors.ts'
 import { createEventRoutes } from './event-routes.ts'
 import { createEventStore, type EventStore } from './event-store.ts'
 import { createErrorHandler } from './http-errors.ts'
+import { closeServer, listenOn } from './http-server.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
-import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
-import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
+import type { Authenticator, BlockStore, CoordinatorEnv, Logger, ManifestSigner } from './interface.ts'
+import { createLdapAuthenticator, parseLdapConfig, type LdapInit } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
 import { openMetaDb, type MetaDb } from './meta-db.ts'
@@ -56,6 +47,8 @@ import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
 import { createBodyBudget } from './body-budget.ts'
 import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
+import { createInFlight, requestLog, type InFlight } from './request-log.ts'
+import { API_PATTERN, CONSOLE_PREFIX, jsonLimitedRoutes, ROUTES } from './routes.ts'
 import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createSiteAssigner } from './site-assignment.ts'
@@ -108,82 +101,6 @@ export interface Coordinator {
   stop: () => Promise<void>
 }
 
-/** The socket's remote address. */
-function remoteAddress (c: Context): string {
-  try {
-    return getConnInfo(c).remote.address ?? 'unknown'
-  } catch {
-    return 'in-process' // app.request() has no socket
-  }
-}
-
-/** An X-Request-Id a trusted proxy may hand on (anything else is replaced by our own). */
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-
-/** Requests being handled, so stop() can wait for them before closing the database. */
-interface InFlight {
-  count: number
-  stopping: boolean
-  /** Resolves when no request is in flight (or after `ms`). */
-  drained: (ms: number) => Promise<void>
-}
-
-function createInFlight (): InFlight {
-  let waiters: Array<() => void> = []
-  const state: InFlight & { done: () => void } = {
-    count: 0,
-    stopping: false,
-    done () {
-      if (state.count === 0) { for (const w of waiters) w(); waiters = [] }
-    },
-    async drained (ms) {
-      if (state.count === 0) return
-      await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, ms)
-        waiters.push(() => { clearTimeout(timer); resolve() })
-      })
-    }
-  }
-  return state
-}
-
-/**
- * Logs one line per request (with its request id, also sent as X-Request-Id,
- * and the client's IP) and records it in the metrics; counts requests in flight.
- */
-function requestLog (logger: Logger, metrics: Metrics, proxies: TrustedProxies, inFlight: InFlight & { done?: () => void }): MiddlewareHandler<CoordinatorEnv> {
-  return async (c, next) => {
-    const t0 = performance.now()
-    const remote = remoteAddress(c)
-    const ip = proxies.clientIp(remote, c.req.header('x-forwarded-for'))
-    const given = c.req.header('x-request-id')
-    const requestId = given != null && REQUEST_ID.test(given) && proxies.isTrusted(remote) ? given : randomUUID()
-    c.set('clientIp', ip)
-    // Secure console cookies: our own TLS, or a TLS-terminating proxy we trust saying so
-    c.set('https', new URL(c.req.url).protocol === 'https:' || proxies.forwardedHttps(remote, c.req.header('x-forwarded-proto')))
-    c.set('requestId', requestId)
-    c.header('X-Request-Id', requestId)
-    inFlight.count++
-    try {
-      await next()
-    } finally {
-      inFlight.count--
-      inFlight.done?.()
-    }
-    // while stopping, keep-alive clients are told to go (they reconnect to the next instance)
-    if (inFlight.stopping) c.header('Connection', 'close')
-    // a handler that built its own Response did not get the prepared header
-    if (!c.res.headers.has('x-request-id')) { try { c.res.headers.set('X-Request-Id', requestId) } catch { /* immutable headers */ } }
-    const seconds = (performance.now() - t0) / 1000
-    let route = routePath(c)
-    if (route === '' || route.endsWith('*')) route = 'unmatched'
-    const status = c.res.status
-    metrics.request(c.req.method, route, status, seconds)
-    const principal = c.get('principal')
-    logger.info('request', { method: c.req.method, route, status, ms: Math.round(seconds * 10_000) / 10, requestId, ip, ...(principal != null ? { principal: principal.user } : {}) })
-  }
-}
-
 /** Creates a coordinator; nothing touches the disk until start(). */
 export function createCoordinator (init: CoordinatorInit): Coordinator {
   let state: Started | undefined
@@ -228,16 +145,25 @@ interface Started {
   close: () => Promise<void>
 }
 
-async function startCoordinator (init: CoordinatorInit): Promise<Started> {
-  const startedAt = performance.now()
+/** What the config and init settle before anything touches the disk. */
+interface Settings {
+  config: CoordinatorConfig
+  logger: Logger
+  auditLogger: Logger
+  proxies: TrustedProxies
+  listen: { host: string, port: number }
+  ldap?: LdapInit
+  tls?: { cert: Buffer, key: Buffer }
+}
+
+async function loadSettings (init: CoordinatorInit): Promise<Settings> {
   const config: CoordinatorConfig = init.config == null ? {} : parseCoordinatorConfig(init.config)
   const level = init.logLevel ?? config.logLevel ?? 'info'
   const logger = init.logger ?? createLogger({ level, format: init.logFormat })
   // an audit trail is not noise: its lines are written whatever the level, unless logging is off
   const auditLogger = init.logger ?? createLogger({ level: level === 'silent' ? 'silent' : 'info', format: init.logFormat })
-  const proxies = createTrustedProxies(config.trustedProxies)
   const listen = parseListen(init.listen ?? config.listen ?? DEFAULT_LISTEN)
-  let ldap
+  let ldap: LdapInit | undefined
   if (config.ldap != null) {
     try {
       ldap = parseLdapConfig(config.ldap)
@@ -245,142 +171,233 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
       throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
     }
   }
-  const tls = config.tls != null
-    ? { cert: await readFile(config.tls.cert).catch((err: Error) => { throw new ConfigError(`tls.cert: ${err.message}`) }), key: await readFile(config.tls.key).catch((err: Error) => { throw new ConfigError(`tls.key: ${err.message}`) }) }
-    : undefined
+  const readPem = async (what: string, file: string): Promise<Buffer> =>
+    await readFile(file).catch((err: Error) => { throw new ConfigError(`${what}: ${err.message}`) })
+  const tls = config.tls != null ? { cert: await readPem('tls.cert', config.tls.cert), key: await readPem('tls.key', config.tls.key) } : undefined
+  return { config, logger, auditLogger, proxies: createTrustedProxies(config.trustedProxies), listen, ldap, tls }
+}
 
-  // ---- data dir and secrets ----
-  const dataDir = init.dataDir
+/** What the data dir holds. */
+interface DataDir {
+  admin: { token: string, created: boolean }
+  sessionSecret: Buffer
+  signer: ManifestSigner
+  db: MetaDb
+}
+
+/** The data dir's secrets (created on first start), signing key and metadata db. */
+async function openDataDir (dataDir: string): Promise<DataDir> {
   await ensureDir(dataDir)
   const admin = await loadOrCreateSecret(join(dataDir, ADMIN_TOKEN_FILE), () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
-  const adminToken = admin.value.toString('utf8').trim()
-  if (!adminToken.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
-  const sessionSecret = await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))
+  const token = admin.value.toString('utf8').trim()
+  if (!token.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
+  const sessionSecret = (await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))).value
   const signer = await createManifestSigner(dataDir)
-  const db: MetaDb = await openMetaDb(dataDir)
-  const cleanups: Array<() => Promise<void>> = [async () => { await db.close() }]
-  const cleanup = async (): Promise<void> => {
-    for (const fn of cleanups.reverse()) {
-      try { await fn() } catch (err) { logger.error('error while stopping', { error: (err as Error).message }) }
-    }
-  }
+  return { admin: { token, created: admin.created }, sessionSecret, signer, db: await openMetaDb(dataDir) }
+}
 
-  try {
-    // ---- components ----
-    const tokens = createTokenStore({ db })
-    const policies = createPolicyStore({ db })
-    const events = createEventStore({ db })
-    await tokens.start()
-    await policies.start()
-    await events.start()
-    cleanups.push(async () => { await events.stop() })
-    const policy = createPolicyEngine({ policies })
-    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
-    await sessions.start()
-    const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
-    await sites.start()
-    const auth = createAuth({ tokens, sessions, policy }, { adminToken, adminGroups: config.adminGroups, adminGroupsByName: config.adminGroupsByName })
-    const authenticator = init.authenticator ?? (ldap != null ? createLdapAuthenticator({ logger }, ldap) : undefined)
-    if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
-    const blockStore = await openBlockStore(config, dataDir, logger)
-    cleanups.push(async () => { blockStore.close?.() })
-    const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
-    await images.start()
-    cleanups.push(async () => { await images.stop() })
-    const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
-    storageGc.start()
-    cleanups.push(async () => { await storageGc.stop() })
-    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
-    const audit = createAudit(auditLogger)
-    const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
-    const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
-    const perUser = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxFailuresPerUser ?? DEFAULT_LOGIN_MAX_FAILURES_PER_USER })
+/** Stop steps, run last-added first; a failing step is logged and the rest still run. */
+interface Cleanups {
+  add: (fn: () => Promise<void>) => void
+  run: () => Promise<void>
+}
 
-    // ---- event retention ----
-    const retentionMs = (config.eventRetentionDays ?? DEFAULT_EVENT_RETENTION_DAYS) * 86_400_000
-    const sweep = async (): Promise<void> => {
-      try {
-        const n = await events.sweep(new Date(Date.now() - retentionMs))
-        if (n > 0) {
-          metrics.eventsSwept(n)
-          logger.info('events swept', { deleted: n })
-        }
-      } catch (err) {
-        logger.error('event sweep failed', { error: (err as Error).message })
+function createCleanups (logger: Logger): Cleanups {
+  const steps: Array<() => Promise<void>> = []
+  return {
+    add: (fn) => { steps.push(fn) },
+    async run () {
+      for (const fn of steps.reverse()) {
+        try { await fn() } catch (err) { logger.error('error while stopping', { error: (err as Error).message }) }
       }
     }
-    const sweeping = sweep()
-    const timer = setInterval(() => { void sweep() }, DEFAULT_EVENT_SWEEP_INTERVAL_MS)
-    timer.unref()
-    cleanups.push(async () => { clearInterval(timer); await sweeping })
+  }
+}
 
-    // ---- app ----
-    const maxJson = config.limits?.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES
-    const maxBody = config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-    const jsonLimit = bodyLimit(maxJson)
-    const budget = createBodyBudget({ maxBytes: config.limits?.maxBufferedBodyBytes ?? DEFAULT_MAX_BUFFERED_BODY_BYTES })
-    const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(signer.publicKeyRaw).toString('base64') }
-    let openapi: Record<string, unknown> | undefined
+/** The metadata stores, policy, sessions, site hints and auth. */
+async function startStores (settings: Settings, dir: DataDir, cleanups: Cleanups) {
+  const { config } = settings
+  const { db, admin } = dir
+  const tokens = createTokenStore({ db })
+  const policies = createPolicyStore({ db })
+  const events = createEventStore({ db })
+  await tokens.start()
+  await policies.start()
+  await events.start()
+  cleanups.add(async () => { await events.stop() })
+  const policy = createPolicyEngine({ policies })
+  const sessions = createSessionTokens({ secret: dir.sessionSecret, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
+  await sessions.start()
+  const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
+  await sites.start()
+  const { adminGroups, adminGroupsByName } = config
+  const auth = createAuth({ tokens, sessions, policy }, { adminToken: admin.token, adminGroups, adminGroupsByName })
+  return { tokens, policies, events, sessions, sites, auth }
+}
 
+/** The block store, the image service and storage gc, started. */
+async function startImages (settings: Settings, dir: DataDir, dataDir: string, cleanups: Cleanups) {
+  const { config, logger } = settings
+  const blockStore = await openBlockStore(config, dataDir, logger)
+  cleanups.add(async () => { blockStore.close?.() })
+  const images = createImageService({ db: dir.db, blockStore, signer: dir.signer, logger, dataDir }, config.images ?? {})
+  await images.start()
+  cleanups.add(async () => { await images.stop() })
+  const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
+  storageGc.start()
+  cleanups.add(async () => { await storageGc.stop() })
+  return { images, storageGc }
+}
+
+/** Deletes events past the retention now and every DEFAULT_EVENT_SWEEP_INTERVAL_MS. */
+function startEventSweep (events: EventStore, metrics: Metrics, logger: Logger, retentionDays: number, cleanups: Cleanups): void {
+  const retentionMs = retentionDays * 86_400_000
+  const sweep = async (): Promise<void> => {
+    try {
+      const n = await events.sweep(new Date(Date.now() - retentionMs))
+      if (n > 0) {
+        metrics.eventsSwept(n)
+        logger.info('events swept', { deleted: n })
+      }
+    } catch (err) {
+      logger.error('event sweep failed', { error: (err as Error).message })
+    }
+  }
+  const sweeping = sweep()
+  const timer = setInterval(() => { void sweep() }, DEFAULT_EVENT_SWEEP_INTERVAL_MS)
+  timer.unref()
+  cleanups.add(async () => { clearInterval(timer); await sweeping })
+}
+
+type Stores = Awaited<ReturnType<typeof startStores>>
+type ImageParts = Awaited<ReturnType<typeof startImages>>
+
+/** What the app is built from. */
+interface AppParts extends Stores, ImageParts {
+  settings: Settings
+  dir: DataDir
+  metrics: Metrics
+  audit: Audit
+  authenticator?: Authenticator
+  inFlight: InFlight
+  startedAt: number
+}
+
+/** The middlewares every request passes (request log, body budget and limits), in order. */
+function useRequestMiddleware (app: Hono<CoordinatorEnv>, parts: AppParts): void {
+  const { config, logger, proxies } = parts.settings
+  const onError = createErrorHandler(logger)
+  app.onError(onError)
+  app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
+  app.use('*', requestLog(logger, parts.metrics, proxies, parts.inFlight))
+  app.use('*', bodyBudget(createBodyBudget({ maxBytes: config.limits?.maxBufferedBodyBytes ?? DEFAULT_MAX_BUFFERED_BODY_BYTES })))
+  app.use('*', bodyLimit(config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES))
+  const jsonLimit = bodyLimit(config.limits?.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES)
+  for (const route of jsonLimitedRoutes()) app.on(route.method, route.path, jsonLimit)
+  app.use(`${CONSOLE_PREFIX}/*`, jsonLimit)
+  // the console's forms are parsed by hono, which has no limit of its own: read them here, within maxJson and the budget
+  app.use(`${CONSOLE_PREFIX}/*`, bufferBody())
+}
+
+/** The routes that need no token (health, OpenAPI, key, login; metrics has its own check). */
+async function useOpenRoutes (app: Hono<CoordinatorEnv>, parts: AppParts): Promise<void> {
+  const { config, logger } = parts.settings
+  const keyBody: KeyResponse = { algorithm: 'Ed25519', publicKey: Buffer.from(parts.dir.signer.publicKeyRaw).toString('base64') }
+  let openapi: Record<string, unknown> | undefined
+  const uptimeSeconds = (): number => Math.floor((performance.now() - parts.startedAt) / 1000)
+  app.get(ROUTES.health.path, (c) => c.json({ ok: true, version: TRIMSWARM_VERSION, uptimeSeconds: uptimeSeconds() } satisfies HealthResponse))
+  app.route('/', await createMetricsRoute({ metrics: parts.metrics, auth: parts.auth }, config.metrics))
+  app.get(ROUTES.openapi.path, (c) => c.json(openapi ??= buildOpenApi()))
+  app.get(ROUTES.key.path, (c) => c.json(keyBody))
+  const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
+  const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
+  const perUser = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxFailuresPerUser ?? DEFAULT_LOGIN_MAX_FAILURES_PER_USER })
+  const { authenticator, sessions, auth, metrics } = parts
+  app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp: (c) => c.get('clientIp') }))
+}
+
+/** The admin console (`/`, CONSOLE_PREFIX, its own cookie sessions), started. */
+async function useConsole (app: Hono<CoordinatorEnv>, parts: AppParts, cleanups: Cleanups): Promise<AdminConsole> {
+  const { config, logger } = parts.settings
+  const { auth, sessions, events, images, policies, tokens, audit } = parts
+  // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
+  const ttl = config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS
+  const components = { auth, sessions, api: app, db: parts.dir.db, events, images, policies, tokens, logger, audit }
+  const adminConsole = createConsole(components, { ...config.console, sessionTtlSeconds: ttl })
+  await adminConsole.start()
+  cleanups.add(async () => { await adminConsole.stop() })
+  app.route('/', adminConsole.app)
+  return adminConsole
+}
+
+/** The API behind the auth middleware. */
+function useApiRoutes (app: Hono<CoordinatorEnv>, parts: AppParts): void {
+  const { config, logger } = parts.settings
+  const { tokens, policies, images, storageGc, audit, events, metrics, sites } = parts
+  const clientAddress = (c: Context<CoordinatorEnv>): string => c.get('clientIp')
+  app.use(API_PATTERN, parts.auth.middleware)
+  app.route('/', createMeRoutes())
+  app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
+  app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress }, config.events))
+  app.route('/', createImageRoutes(images, audit))
+  const swarm = { db: parts.dir.db, signer: parts.dir.signer, logger, sites, clientAddress, maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }
+  app.route('/', createSwarmRoutes(swarm))
+}
+
+/** Listens; the URL it listens on. The close waits for requests in flight before the database closes. */
+async function serve (app: Hono<CoordinatorEnv>, settings: Settings, inFlight: InFlight, cleanups: Cleanups, dataDir: string): Promise<string> {
+  const { listen, tls, logger } = settings
+  const server = await listenOn(app, listen, tls)
+  const addr = server.address() as AddressInfo
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+  const url = `${tls != null ? 'https' : 'http'}://${host}:${addr.port}`
+  cleanups.add(async () => {
+    inFlight.stopping = true
+    await closeServer(server)
+    // a request whose socket was cut at the grace limit may still be running: let it finish before the database closes
+    await inFlight.drained(SHUTDOWN_GRACE_MS)
+  })
+  logger.info('coordinator listening', { version: TRIMSWARM_VERSION, node: process.versions.node, url, dataDir, ldap: settings.ldap != null, tls: tls != null })
+  return url
+}
+
+/**
+ * Request order: log (request id, client IP) + metrics -> body budget lease
+ * and body limits (they read no body, request-body.ts) -> routes outside /v1
+ * auth (healthz, openapi, key, login; metrics with its own token check) ->
+ * the admin console (`/`, `/console/...`, its own cookie sessions) -> auth
+ * middleware (every other /v1 route has `c.get('principal')`) -> /v1 routes,
+ * which check access before they read a body -> JSON 404.
+ */
+async function startCoordinator (init: CoordinatorInit): Promise<Started> {
+  const startedAt = performance.now()
+  const settings = await loadSettings(init)
+  const { config, logger } = settings
+  const dataDir = init.dataDir
+  const dir = await openDataDir(dataDir)
+  const cleanups = createCleanups(logger)
+  cleanups.add(async () => { await dir.db.close() })
+  try {
+    const stores = await startStores(settings, dir, cleanups)
+    const authenticator = init.authenticator ?? (settings.ldap != null ? createLdapAuthenticator({ logger }, settings.ldap) : undefined)
+    if (authenticator?.close != null) cleanups.add(async () => { await authenticator.close?.() })
+    const imageParts = await startImages(settings, dir, dataDir, cleanups)
+    const metrics = createMetrics({ imageStats: imageParts.images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
+    startEventSweep(stores.events, metrics, logger, config.eventRetentionDays ?? DEFAULT_EVENT_RETENTION_DAYS, cleanups)
     const inFlight = createInFlight()
+    const parts: AppParts = { ...stores, ...imageParts, settings, dir, metrics, audit: createAudit(settings.auditLogger), authenticator, inFlight, startedAt }
     const app = new Hono<CoordinatorEnv>()
-    const onError = createErrorHandler(logger)
-    app.onError(onError)
-    app.notFound(async (c) => await onError(new NotFoundError(`no route ${c.req.method} ${c.req.path}`), c))
-    app.use('*', requestLog(logger, metrics, proxies, inFlight))
-    app.use('*', bodyBudget(budget))
-    app.use('*', bodyLimit(maxBody))
-    for (const p of ['/v1/auth/*', '/v1/tokens', '/v1/tokens/*', '/v1/policies', '/v1/policies/*', '/v1/admin/*', '/v1/events', '/v1/capabilities', '/v1/peers', '/console/*']) app.use(p, jsonLimit)
-    // the console's forms are parsed by hono, which has no limit of its own: read them here, within maxJson and the budget
-    app.use('/console/*', bufferBody())
-
-    app.get('/healthz', (c) => c.json({ ok: true, version: TRIMSWARM_VERSION, uptimeSeconds: Math.floor((performance.now() - startedAt) / 1000) } satisfies HealthResponse))
-    app.route('/', await createMetricsRoute({ metrics, auth }, config.metrics))
-    app.get('/v1/openapi.json', (c) => c.json(openapi ??= buildOpenApi()))
-    app.get('/v1/key', (c) => c.json(keyBody))
-    app.route('/', createLoginRoutes({ authenticator, sessions, auth, perIp, perUser, metrics, logger, clientIp: (c) => c.get('clientIp') }))
-    // the console's login form posts to POST /v1/auth/login through `api`, so rate limits, metrics and logs are the API's
-    const adminConsole = createConsole({ auth, sessions, api: app, db, events, images, policies, tokens, logger, audit }, { ...config.console, sessionTtlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS })
-    await adminConsole.start()
-    cleanups.push(async () => { await adminConsole.stop() })
-    app.route('/', adminConsole.app)
-    app.use('/v1/*', auth.middleware)
-    app.route('/', createMeRoutes())
-    app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
-    app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: (c) => c.get('clientIp') }, config.events))
-    app.route('/', createImageRoutes(images, audit))
-    app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: (c) => c.get('clientIp'), maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
-
-    // ---- listen ----
-    let url = ''
-    if (init.serve !== false) {
-      const server = await listenOn(app, listen, tls)
-      const addr = server.address() as AddressInfo
-      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
-      url = `${tls != null ? 'https' : 'http'}://${host}:${addr.port}`
-      cleanups.push(async () => {
-        inFlight.stopping = true
-        await closeServer(server)
-        // a request whose socket was cut at the grace limit may still be running: let it finish before the database closes
-        await inFlight.drained(SHUTDOWN_GRACE_MS)
-      })
-      logger.info('coordinator listening', { version: TRIMSWARM_VERSION, node: process.versions.node, url, dataDir, ldap: ldap != null, tls: tls != null })
-    }
-
-    return {
-      url,
-      adminToken,
-      adminTokenCreated: admin.created,
-      app,
-      publicKey: signer.publicKeyRaw,
-      images,
-      events,
-      policies,
-      console: adminConsole,
-      close: cleanup
-    }
+    useRequestMiddleware(app, parts)
+    await useOpenRoutes(app, parts)
+    const adminConsole = await useConsole(app, parts, cleanups)
+    useApiRoutes(app, parts)
+    const url = init.serve !== false ? await serve(app, settings, inFlight, cleanups, dataDir) : ''
+    const { images, events, policies } = parts
+    const adminToken = dir.admin.token
+    const adminTokenCreated = dir.admin.created
+    return { url, adminToken, adminTokenCreated, app, publicKey: dir.signer.publicKeyRaw, images, events, policies, console: adminConsole, close: cleanups.run }
   } catch (err) {
-    await cleanup()
+    await cleanups.run()
     throw err
   }
 }
@@ -397,34 +414,3 @@ async function openBlockStore (config: CoordinatorConfig, dataDir: string, logge
   return store
 }
 
-async function listenOn (app: Hono<CoordinatorEnv>, listen: { host: string, port: number }, tls?: { cert: Buffer, key: Buffer }): Promise<ServerType> {
-  return await new Promise((resolve, reject) => {
-    const options = tls != null
-      ? { fetch: app.fetch, hostname: listen.host, port: listen.port, createServer: createHttpsServer, serverOptions: { cert: tls.cert, key: tls.key } }
-      : { fetch: app.fetch, hostname: listen.host, port: listen.port }
-    const server = createAdaptorServer(options)
-    const http = server as import('node:http').Server
-    http.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS
-    http.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1000 // must exceed keepAliveTimeout (Node docs)
-    const onError = (err: NodeJS.ErrnoException): void => {
-      reject(err.code === 'EADDRINUSE'
-        ? new ConfigError(`cannot listen on ${listen.host}:${listen.port}: address in use`, { cause: err })
-        : err)
-    }
-    server.once('error', onError)
-    http.listen({ host: listen.host, port: listen.port, backlog: LISTEN_BACKLOG }, () => {
-      server.off('error', onError)
-      resolve(server)
-    })
-  })
-}
-
-/** Stops accepting, lets in-flight requests finish (up to SHUTDOWN_GRACE_MS), then closes what is left. */
-async function closeServer (server: ServerType): Promise<void> {
-  const s = server as import('node:http').Server
-  const closed = new Promise<void>(resolve => { s.close(() => { resolve() }) })
-  s.closeIdleConnections?.()
-  const timer = setTimeout(() => { s.closeAllConnections?.() }, SHUTDOWN_GRACE_MS)
-  await closed
-  clearTimeout(timer)
-}

@@ -13,6 +13,7 @@ import type { CoordinatorEnv, Principal } from './interface.ts'
 import type { Metrics } from './metrics.ts'
 import { createTokenBucket } from './rate-limiter.ts'
 import { nameParam, readJson } from './request-body.ts'
+import { ROUTES } from './routes.ts'
 import type { SiteAssigner } from './site-assignment.ts'
 
 /** What the event routes use. */
@@ -70,7 +71,7 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
   const maxAgents = init.maxAgentsPerToken ?? DEFAULT_MAX_AGENTS_PER_TOKEN
   const rate = createTokenBucket({ perMinute: maxPerMinute, maxKeys: EVENT_RATE_KEYS })
   const app = new Hono<CoordinatorEnv>()
-  app.post('/v1/events', async (c) => {
+  app.post(ROUTES.eventsPost.path, async (c) => {
     const principal = c.get('principal')
     const owner = principal.kind === 'admin' ? undefined : principalKey(principal)
     const limit = (n: number): void => {
@@ -107,7 +108,7 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     const rejected = Object.values(refused).reduce((a, b) => a + b, 0)
     return c.json({ accepted, duplicates, ...(rejected > 0 ? { rejected, rejectedBy: refused } : {}) })
   })
-  app.get('/v1/events', async (c) => {
+  app.get(ROUTES.eventsGet.path, async (c) => {
     assertAdmin(c.get('principal'))
     const q = c.req.query()
     for (const k of Object.keys(q)) if (!['image', 'site', 'type', 'limit', 'before'].includes(k)) throw new ValidationError(`${k}: unknown query parameter`)
@@ -119,7 +120,7 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     const page: EventPage = await events.query({ image: nameQuery(q.image, 'image'), site: nameQuery(q.site, 'site'), type, limit, before: q.before })
     return c.json(page)
   })
-  app.get('/v1/agents', async (c) => {
+  app.get(ROUTES.agents.path, async (c) => {
     assertAdmin(c.get('principal'))
     const q = c.req.query()
     for (const k of Object.keys(q)) if (k !== 'site') throw new ValidationError(`${k}: unknown query parameter`)
@@ -128,7 +129,7 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     for await (const a of events.agents({ signal: c.req.raw.signal })) if (site == null || a.site === site) body.agents.push(a)
     return c.json(body)
   })
-  app.get('/v1/reports', (c) => {
+  app.get(ROUTES.reports.path, (c) => {
     assertAdmin(c.get('principal'))
     const q = c.req.query()
     for (const k of Object.keys(q)) if (!['image', 'version', 'site'].includes(k)) throw new ValidationError(`${k}: unknown query parameter`)

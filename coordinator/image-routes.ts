@@ -14,16 +14,19 @@ import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
 import { VERSION_POINTER_MEDIA_TYPE } from '../protocol/version-pointer.ts'
 import { assertAdmin, assertImageAccess, canAccessImage } from './access.ts'
 import type { Audit } from './audit.ts'
-import { MAX_BLOCK_BATCH_REQUEST_BYTES, MAX_MISSING_REQUEST_BYTES } from './constants.ts'
 import { parseRangeHeader } from './http-range.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
-import { nameParam, readBody, readJson } from './request-body.ts'
+import { cidParam, nameParam, readBody, readJson } from './request-body.ts'
+import { ROUTES } from './routes.ts'
 import { toWebStream } from './web-stream.ts'
+
+/** Cache-Control of what never changes under its URL (an exact version's manifest, a chunk, a delta pack). */
+const IMMUTABLE = 'private, max-age=31536000, immutable'
 
 /** Immutable responses (an exact version's manifest, a chunk) may be cached by the client; `latest` may not. */
 function cacheHeader (version: string): string {
-  return version === 'latest' ? 'no-cache' : 'private, max-age=31536000, immutable'
+  return version === 'latest' ? 'no-cache' : IMMUTABLE
 }
 
 /** The image routes, to mount after the auth middleware. */
@@ -31,24 +34,24 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
   const app = new Hono<CoordinatorEnv>()
 
   // ---- upload (admin) ----
-  app.post(api.routes.chunksMissing, async (c) => {
+  app.post(ROUTES.chunksMissing.path, async (c) => {
     assertAdmin(c.get('principal'))
-    const req = await readJson(c, api.MissingChunksRequest, MAX_MISSING_REQUEST_BYTES)
+    const req = await readJson(c, api.MissingChunksRequest, ROUTES.chunksMissing.maxBytes)
     const cids = req.cids.map(text => parseChunkCid(text))
     const missing = await images.missingChunks(cids, { signal: c.req.raw.signal })
     return c.json({ missing: missing.map(cid => cid.toString()) } satisfies api.MissingChunksResponse)
   })
 
-  app.put('/v1/chunks/:cid', async (c) => {
+  app.put(ROUTES.chunkUpload.path, async (c) => {
     assertAdmin(c.get('principal'))
-    const cid = parseChunkCid(c.req.param('cid'))
+    const cid = cidParam(c.req.param('cid'))
     const bytes = await readBody(c, MAX_CHUNK_BLOCKS * BLOCK_SIZE)
     await images.putChunk(cid, bytes, { signal: c.req.raw.signal })
     return c.body(null, 204)
   })
 
   // ---- versions ----
-  app.post('/v1/images/:name/versions', async (c) => {
+  app.post(ROUTES.versionCommit.path, async (c) => {
     assertAdmin(c.get('principal'))
     const image = nameParam(c.req.param('name'), 'name')
     const bytes = await readBody(c, MAX_MANIFEST_BYTES)
@@ -57,18 +60,18 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     return c.json(info satisfies api.VersionInfo, 201)
   })
 
-  app.get(api.routes.images, async (c) => {
+  app.get(ROUTES.images.path, async (c) => {
     const principal = c.get('principal')
     return c.json(await images.listImages(image => canAccessImage(principal, image)) satisfies api.ImageList)
   })
 
-  app.get('/v1/images/:name/versions', async (c) => {
+  app.get(ROUTES.versionList.path, async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     return c.json(await images.listVersions(image) satisfies api.VersionList)
   })
 
-  app.get('/v1/images/:name/versions/:version', async (c) => {
+  app.get(ROUTES.manifest.path, async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     const version = nameParam(c.req.param('version'), 'version')
@@ -80,20 +83,21 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, headers)
   })
 
-  app.get('/v1/images/:name/versions/:version/info', async (c) => {
+  app.get(ROUTES.versionInfo.path, async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     return c.json(await images.getInfo(image, nameParam(c.req.param('version'), 'version')) satisfies api.VersionInfo)
   })
 
-  app.get('/v1/images/:name/latest', async (c) => {
+  app.get(ROUTES.latest.path, async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     const { info, bytes } = await images.getLatestPointer(image)
-    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'Content-Type': VERSION_POINTER_MEDIA_TYPE, 'Cache-Control': 'no-cache', 'X-Trimswarm-Version': info.version })
+    const headers = { 'Content-Type': VERSION_POINTER_MEDIA_TYPE, 'Cache-Control': 'no-cache', 'X-Trimswarm-Version': info.version }
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, headers)
   })
 
-  app.post('/v1/images/:name/versions/:version/retire', async (c) => {
+  app.post(ROUTES.retire.path, async (c) => {
     assertAdmin(c.get('principal'))
     const image = nameParam(c.req.param('name'), 'name')
     const version = nameParam(c.req.param('version'), 'version')
@@ -105,11 +109,11 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
   })
 
   // ---- origin ----
-  app.post('/v1/images/:name/versions/:version/blocks', async (c) => {
+  app.post(ROUTES.blocks.path, async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     const version = nameParam(c.req.param('version'), 'version')
-    const req = await readJson(c, api.BlockBatchRequest, MAX_BLOCK_BATCH_REQUEST_BYTES)
+    const req = await readJson(c, api.BlockBatchRequest, ROUTES.blocks.maxBytes)
     const ranges = req.ranges as Array<[number, number]>
     const principal = c.get('principal')
     const { info, stream } = await images.openBlockBatch(image, version, ranges, {
@@ -118,25 +122,27 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
       // a stalled client's socket is full: end the connection, the stream is already released
       onStall: () => { (c.env as { outgoing?: { destroy: () => void } } | undefined)?.outgoing?.destroy() }
     })
-    return new Response(stream, { status: 200, headers: { 'Content-Type': BLOCK_STREAM_MEDIA_TYPE, 'X-Trimswarm-Version': info.version, 'Cache-Control': 'no-store' } })
+    const headers = { 'Content-Type': BLOCK_STREAM_MEDIA_TYPE, 'X-Trimswarm-Version': info.version, 'Cache-Control': 'no-store' }
+    return new Response(stream, { status: 200, headers })
   })
 
-  app.get('/v1/images/:name/versions/:version/chunks/:cid', async (c) => {
+  app.get(ROUTES.chunk.path, async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     const version = nameParam(c.req.param('version'), 'version')
-    const cid = parseChunkCid(c.req.param('cid'))
+    const cid = cidParam(c.req.param('cid'))
     const bytes = await images.getChunk(image, version, cid, { signal: c.req.raw.signal })
     images.countServed('chunk', bytes.length)
-    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'Content-Type': 'application/octet-stream', ETag: `"${cid.toString()}"`, 'Cache-Control': 'private, max-age=31536000, immutable' })
+    const headers = { 'Content-Type': 'application/octet-stream', ETag: `"${cid.toString()}"`, 'Cache-Control': IMMUTABLE }
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, headers)
   })
 
-  app.get('/v1/images/:name/versions/:version/delta/:from', async (c) => {
+  app.get(ROUTES.delta.path, async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
     const pack = await images.getDeltaPack(image, nameParam(c.req.param('version'), 'version'), nameParam(c.req.param('from'), 'from'))
     const etag = `"${pack.etag}"`
-    const base: Record<string, string> = { 'Content-Type': DELTA_PACK_MEDIA_TYPE, ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': 'private, max-age=31536000, immutable' }
+    const base: Record<string, string> = { 'Content-Type': DELTA_PACK_MEDIA_TYPE, ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': IMMUTABLE }
     if (c.req.header('if-none-match') === etag) return c.body(null, 304, base)
     // If-Range: resume only when the client's copy is of this very file, else send it whole.
     const ifRange = c.req.header('if-range')

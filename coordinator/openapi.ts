@@ -11,6 +11,7 @@ import { adminSchemas } from '../protocol/api-admin.ts'
 import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/constants.ts'
 import type { JsonSchema } from '../protocol/schema.ts'
 import { STATUS_OF_ERROR } from './http-errors.ts'
+import { ROUTES } from './routes.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 
 type Auth = 'none' | 'any' | 'admin' | 'metrics'
@@ -59,7 +60,7 @@ const OPERATIONS: Operation[] = [
   { method: 'post', path: routes.gc, summary: 'Storage gc: delete chunks and delta packs no live version uses (older than the grace period, not claimed by a publish in progress); dryRun only counts', auth: 'admin', request: 'GcRequest', response: 'GcReport' },
   { method: 'post', path: routes.events, summary: 'Agents report events; idempotent by event id', auth: 'any', request: 'EventBatch', response: 'EventBatchResponse' },
   { method: 'get', path: routes.events, summary: 'Stored events, newest first, filtered and paged', auth: 'admin', response: 'EventPage', query: ['image', 'site', 'type', 'limit', 'before'] },
-  { method: 'get', path: '/v1/agents', summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events', auth: 'admin', response: 'AgentList', query: ['site'] },
+  { method: 'get', path: ROUTES.agents.path, summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events', auth: 'admin', response: 'AgentList', query: ['site'] },
   { method: 'post', path: swarmRoutes.capabilities, summary: 'A short-lived capability for an image version, bound to the caller\'s libp2p peer id (policy must allow the image and LAN sharing)', auth: 'any', request: 'CapabilityRequest', response: 'CapabilityResponse' },
   { method: 'post', path: swarmRoutes.peers, summary: 'Register this agent\'s multiaddrs and site for LAN rendezvous (expires unless renewed)', auth: 'any', request: 'PeerRegistration', response: 'PeerRegistrationResponse' },
   { method: 'get', path: swarmRoutes.peers, summary: 'Live peers of a site (optionally working on one image version)', auth: 'any', response: 'PeerList', query: ['site', 'image', 'version'] },

@@ -16,9 +16,11 @@
  * every byte it holds counts against the coordinator's one BodyBudget.
  */
 import type { IncomingMessage } from 'node:http'
+import type { CID } from 'multiformats/cid'
 import type { Context, MiddlewareHandler } from 'hono'
 import { TooLargeError, UnavailableError, ValidationError } from '../protocol/errors.ts'
 import { name as nameSchema } from '../protocol/api.ts'
+import { parseChunkCid } from '../protocol/block-id.ts'
 import type { Schema } from '../protocol/schema.ts'
 import type { BodyBudget } from './body-budget.ts'
 import { formatBytes } from './console/format.ts'
@@ -47,7 +49,9 @@ function declaredWithin (c: Context, limit: number): number | undefined {
 }
 
 /** Reads and drops the rest of a body, within the bounds above. Whether it reached the end. */
-export async function dropRest (reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes = REFUSED_BODY_MAX_BYTES, maxMs = REFUSED_BODY_MAX_MS): Promise<boolean> {
+export async function dropRest (
+  reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes = REFUSED_BODY_MAX_BYTES, maxMs = REFUSED_BODY_MAX_MS
+): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<'timeout'>(resolve => { timer = setTimeout(() => { resolve('timeout') }, maxMs) })
   try {
@@ -162,7 +166,8 @@ export async function readBody (c: Context, limit: number): Promise<Uint8Array> 
     }
     if (lease != null && !lease.take(value.length)) {
       await dropRest(reader)
-      throw new UnavailableError(`the coordinator already holds its limit of ${formatBytes(lease.maxBytes)} of request bodies in memory; try again in a few seconds`)
+      const held = formatBytes(lease.maxBytes)
+      throw new UnavailableError(`the coordinator already holds its limit of ${held} of request bodies in memory; try again in a few seconds`)
     }
     parts.push(value)
   }
@@ -236,6 +241,12 @@ export function bufferBody (): MiddlewareHandler<CoordinatorEnv> {
 export function nameParam (value: string | undefined, what: string): string {
   if (value == null) throw new ValidationError(`${what} is required`)
   return nameSchema.parse(value, what)
+}
+
+/** A chunk CID from a path; throws ValidationError (InvalidCidError for one that is not a trimswarm chunk CID). */
+export function cidParam (value: string | undefined): CID {
+  if (value == null) throw new ValidationError('cid is required')
+  return parseChunkCid(value)
 }
 
 /** A machine token id from a path (16 hex digits); throws ValidationError. */
