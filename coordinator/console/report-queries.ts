@@ -4,19 +4,20 @@
  * store, the console's event index). One definition serves the HTML page, the
  * live refresh, the JSON API and the CSV export, so they always agree.
  */
-import { EVENT_TYPES, type Policy, type ReportRow, type TokenInfo, type VersionInfo } from '../../protocol/api.ts'
+import type { Policy, ReportRow, TokenInfo, VersionInfo } from '../../protocol/api.ts'
 import type { StoredEvent } from '../../protocol/api-admin.ts'
 import { NotFoundError, ValidationError } from '../../protocol/errors.ts'
 import { formatRate } from '../../protocol/rate.ts'
-import { EVENT_CURSOR_PATTERN, type AgentRecord, type EventStore } from '../event-store.ts'
+import type { EventStore } from '../event-store.ts'
 import type { ImageService } from '../image-service.ts'
 import type { MetaDb } from '../meta-db.ts'
 import type { PolicyStore } from '../policy-store.ts'
-import { nameParam } from '../request-body.ts'
 import type { TokenStore } from '../token-store.ts'
-import { CONSOLE_MAX_PAGE_ROWS, CONSOLE_PAGE_ROWS, MAX_SCAN_PER_PAGE, ROLLOUT_FAILURES_ROWS } from './constants.ts'
+import { agentsTable } from './agents-table.ts'
+import { ROLLOUT_FAILURES_ROWS } from './constants.ts'
 import type { EventIndex } from './event-index.ts'
 import { formatBytes, formatPercent, formatTime, savedPercent } from './format.ts'
+import { cursorParam, EVENT_CURSOR, limitParam, opt, typeParam } from './table-params.ts'
 
 /** One column: its raw value (JSON, CSV), how it reads on the page, and an optional link. */
 export interface Column<R> {
@@ -91,68 +92,9 @@ export interface TotalsRow {
   wanSavedPercent: number
 }
 
-/** An agent flattened for the agents table. */
-export interface AgentRow {
-  agent: string
-  site: string
-  lastSeen: string
-  peerId: string | null
-  /** Chunk bytes the agent's swarm node served to LAN peers, as last reported (null: never reported). */
-  servedBytes: number | null
-  /** image@version of each completed image. */
-  holds: string
-  /** The latest sync of the filtered image (or of any image): "status image@version". */
-  current: string
-  error: string | null
-}
-
-/** An agent's record as a table row; with `image`, only that image's state. */
-function agentRow (rec: AgentRecord, image: string | undefined): AgentRow {
-  const states = Object.entries(rec.images).filter(([img]) => image == null || img === image)
-  const holds = states.filter(([, s]) => s.completed != null).map(([img, s]) => `${img}@${s.completed?.version ?? ''}`).join(' ')
-  const cur = states.map(([img, s]) => ({ img, s: s.current })).filter(x => x.s != null).sort((a, b) => (b.s?.time ?? '').localeCompare(a.s?.time ?? ''))[0]
-  return {
-    agent: rec.agent,
-    site: rec.site,
-    lastSeen: rec.lastSeen,
-    peerId: rec.peerId ?? null,
-    servedBytes: rec.servedBytes ?? null,
-    holds,
-    current: cur?.s == null ? '' : `${cur.s.status} ${cur.img}@${cur.s.version}`,
-    error: cur?.s?.status === 'failed' ? cur.s.error ?? null : null
-  }
-}
-
 /** A group's policy for the policy table. */
 export type PolicyRow = Policy & { group: string }
 
-const opt = (q: Record<string, string>, k: string, what: string): string | undefined => q[k] == null || q[k] === '' ? undefined : nameParam(q[k], what)
-
-/** Validates `?limit=`. */
-export function limitParam (q: Record<string, string>, dflt = CONSOLE_PAGE_ROWS): number {
-  if (q.limit == null || q.limit === '') return dflt
-  const n = Number(q.limit)
-  if (!Number.isSafeInteger(n) || n < 1 || n > CONSOLE_MAX_PAGE_ROWS) throw new ValidationError(`limit: must be an integer between 1 and ${CONSOLE_MAX_PAGE_ROWS}`)
-  return n
-}
-
-/** Validates `?type=` (an event type). */
-export function typeParam (q: Record<string, string>): string | undefined {
-  const t = q.type
-  if (t == null || t === '') return undefined
-  if (!(EVENT_TYPES as readonly string[]).includes(t)) throw new ValidationError(`type: must be one of ${EVENT_TYPES.join(', ')}`)
-  return t
-}
-
-function cursorParam (q: Record<string, string>, k: string, pattern: RegExp): string | undefined {
-  const v = q[k]
-  if (v == null || v === '') return undefined
-  if (!pattern.test(v)) throw new ValidationError(`${k}: not a cursor from a previous page`)
-  return v
-}
-
-const EVENT_CURSOR = EVENT_CURSOR_PATTERN
-const AGENT_CURSOR = /^[^\x00]{1,128}$/
 
 /** Sums report rows by a key. */
 export function totalsBy (rows: ReportRow[], keyOf: (r: ReportRow) => string): TotalsRow[] {
@@ -206,9 +148,9 @@ const eventColumns: Array<Column<StoredEvent>> = [
 const eventColumn = (label: string): Column<StoredEvent> => eventColumns.find(c => c.label === label) as Column<StoredEvent>
 
 /** Builds every table of the console over the stores. */
-export function createTables (c: QueryComponents): Record<string, TableDef> {
-  const report = publishedReport(c.events, c.images)
-  const versions: TableDef<VersionRow> = {
+/** Every version of every image (or of `?image=`), newest first. */
+function versionsTable (c: QueryComponents): TableDef<VersionRow> {
+  return {
     id: 'versions',
     title: 'Image versions',
     params: ['image'],
@@ -236,8 +178,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows, next: null }
     }
   }
+}
 
-  const rollout: TableDef<ReportRow> = {
+/** Clients by image, version and site, with bytes by source. */
+function rolloutTable (report: ReportSource): TableDef<ReportRow> {
+  return {
     id: 'rollout',
     title: 'Clients by version and site',
     params: ['image', 'version', 'site'],
@@ -252,8 +197,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: await report({ image: opt(q, 'image', 'image'), version: opt(q, 'version', 'version'), site: opt(q, 'site', 'site') }), next: null }
     }
   }
+}
 
-  const failures: TableDef<StoredEvent> = {
+/** The latest failed syncs (from the event index). */
+function failuresTable (c: QueryComponents): TableDef<StoredEvent> {
+  return {
     id: 'failures',
     title: 'Recent failed syncs',
     params: ['image', 'limit', 'before'],
@@ -265,8 +213,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: page.events, next: page.next, partial: page.partial }
     }
   }
+}
 
-  const bySite: TableDef<TotalsRow> = {
+/** Report totals by site. */
+function bySiteTable (report: ReportSource): TableDef<TotalsRow> {
+  return {
     id: 'by-site',
     title: 'Bandwidth by site',
     params: ['image'],
@@ -275,8 +226,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: totalsBy(await report({ image: opt(q, 'image', 'image') }), r => r.site), next: null }
     }
   }
+}
 
-  const totals: TableDef<TotalsRow> = {
+/** Report totals of the whole scope. */
+function totalsTable (report: ReportSource): TableDef<TotalsRow> {
+  return {
     id: 'totals',
     title: 'All syncs so far',
     params: ['image', 'site'],
@@ -288,8 +242,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: totalsBy(await report({ image, site }), () => scope === '' ? 'all images and sites' : scope), next: null }
     }
   }
+}
 
-  const byImage: TableDef<TotalsRow> = {
+/** Report totals by image version. */
+function byImageTable (report: ReportSource): TableDef<TotalsRow> {
+  return {
     id: 'by-image',
     title: 'Bandwidth by image version',
     params: ['site'],
@@ -298,70 +255,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: totalsBy(await report({ site: opt(q, 'site', 'site') }), r => `${r.image}@${r.version}`), next: null }
     }
   }
+}
 
-  const agentsSub = c.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
-  const agents: TableDef<AgentRow> = {
-    id: 'agents',
-    title: 'Agents',
-    params: ['site', 'image', 'limit', 'after'],
-    cursor: 'after',
-    columns: [
-      { label: 'agent', value: r => r.agent, wrap: true },
-      { label: 'site', value: r => r.site },
-      { label: 'last seen', value: r => r.lastSeen, text: r => formatTime(r.lastSeen) },
-      { label: 'version held', value: r => r.holds },
-      { label: 'latest sync', value: r => r.current },
-      { label: 'error', value: r => r.error, wrap: true },
-      { label: 'served to peers', value: r => r.servedBytes, text: r => r.servedBytes == null ? '' : formatBytes(r.servedBytes), numeric: true },
-      { label: 'peer id', value: r => r.peerId, wrap: true }
-    ],
-    async load (q) {
-      const site = opt(q, 'site', 'site')
-      const image = opt(q, 'image', 'image')
-      const limit = limitParam(q)
-      const after = cursorParam(q, 'after', AGENT_CURSOR)
-      const rows: AgentRow[] = []
-      let scanned = 0
-      let last: string | undefined
-      let more = false
-      const add = (rec: AgentRecord): void => {
-        if (site != null && rec.site !== site) return
-        if (image != null && rec.images[image] == null) return
-        rows.push(agentRow(rec, image))
-      }
-      if (site == null && image == null) {
-        // records are keyed by agent name: a page is a range read from the cursor
-        for await (const [name, rec] of agentsSub.iterator({ ...(after != null ? { gt: after } : {}), limit: limit + 1 })) {
-          if (rows.length === limit) { more = true; break }
-          last = name
-          add(rec)
-        }
-      } else {
-        // filtered: the agent index names the candidates (a site filter is the narrower one)
-        await c.index.refresh()
-        const dim = site != null ? { site } : { image: image as string }
-        let cursor = after
-        while (rows.length < limit && scanned < MAX_SCAN_PER_PAGE) {
-          const names = await c.index.agentsBy(dim, { limit: Math.min(1000, limit + 1), after: cursor })
-          if (names.length === 0) break
-          const recs = await agentsSub.getMany(names)
-          for (const [i, rec] of recs.entries()) {
-            if (rows.length === limit) { more = true; break }
-            scanned++
-            last = names[i]
-            if (rec != null) add(rec)
-          }
-          if (more) break
-          cursor = names[names.length - 1]
-        }
-        if (!more && rows.length === limit) more = (await c.index.agentsBy(dim, { limit: 1, after: last })).length > 0
-        if (scanned >= MAX_SCAN_PER_PAGE && rows.length < limit) more = true
-      }
-      return { rows, next: more && last != null ? last : null, partial: more && rows.length < limit }
-    }
-  }
-
-  const events: TableDef<StoredEvent> = {
+/** Stored events, filtered and paged (from the event index). */
+function eventsTable (c: QueryComponents): TableDef<StoredEvent> {
+  return {
     id: 'events',
     title: 'Events',
     params: ['image', 'site', 'type', 'limit', 'before'],
@@ -374,8 +272,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: page.events, next: page.next, partial: page.partial }
     }
   }
+}
 
-  const policies: TableDef<PolicyRow> = {
+/** The group policies. */
+function policiesTable (c: QueryComponents): TableDef<PolicyRow> {
+  return {
     id: 'policies',
     title: 'Group policies',
     params: [],
@@ -394,8 +295,11 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: Object.entries(c.policies.all()).map(([group, p]) => ({ group, ...p })), next: null }
     }
   }
+}
 
-  const tokens: TableDef<TokenInfo> = {
+/** The machine tokens, newest first. */
+function tokensTable (c: QueryComponents): TableDef<TokenInfo> {
+  return {
     id: 'tokens',
     title: 'Machine tokens',
     params: [],
@@ -411,8 +315,16 @@ export function createTables (c: QueryComponents): Record<string, TableDef> {
       return { rows: (await c.tokens.list()).sort((a, b) => b.createdAt.localeCompare(a.createdAt) || a.id.localeCompare(b.id)), next: null }
     }
   }
+}
 
-  return Object.fromEntries([versions, rollout, failures, totals, bySite, byImage, agents, events, policies, tokens].map(t => [t.id, t]))
+/** Every table of the console, by id. */
+export function createTables (c: QueryComponents): Record<string, TableDef> {
+  const report = publishedReport(c.events, c.images)
+  const tables: TableDef[] = [
+    versionsTable(c), rolloutTable(report), failuresTable(c), totalsTable(report), bySiteTable(report), byImageTable(report),
+    agentsTable(c), eventsTable(c), policiesTable(c), tokensTable(c)
+  ]
+  return Object.fromEntries(tables.map(t => [t.id, t]))
 }
 
 /** Checks a table's query parameters (unknown ones are a 400, like the API's). */
