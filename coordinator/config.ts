@@ -118,7 +118,10 @@ export const CoordinatorConfigSchema = object({
 /** A parsed configuration; every field is optional (defaults in constants.ts). */
 export type CoordinatorConfig = Infer<typeof CoordinatorConfigSchema>
 
-/** Validates a configuration object (the `ldap` section with parseLdapConfig); relative tls, ldap, metrics and blockStore file paths are resolved against `baseDir`. Throws ConfigError. */
+/**
+ * Validates a configuration object (the `ldap` section with parseLdapConfig); relative tls, ldap, metrics and
+ * blockStore file paths are resolved against `baseDir`. Throws ConfigError.
+ */
 export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): CoordinatorConfig {
   let config: CoordinatorConfig
   try {
@@ -128,7 +131,9 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
   }
   createSiteMap(config.sites) // throws ConfigError on a bad subnet
   createTrustedProxies(config.trustedProxies) // throws ConfigError on a bad entry
-  if (config.metrics?.public === true && config.metrics.tokenFile != null) throw new ConfigError('invalid coordinator config: metrics: "public": true and "tokenFile" exclude each other')
+  if (config.metrics?.public === true && config.metrics.tokenFile != null) {
+    throw new ConfigError('invalid coordinator config: metrics: "public": true and "tokenFile" exclude each other')
+  }
   if (config.metrics?.tokenFile != null) config.metrics = { ...config.metrics, tokenFile: resolve(baseDir, config.metrics.tokenFile) }
   if (config.ldap != null) {
     try {
@@ -138,7 +143,8 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
       throw new ConfigError(`invalid coordinator config: ${(err as Error).message}`, { cause: err })
     }
   }
-  if (config.blockStore?.s3 != null) config.blockStore = { s3: { ...config.blockStore.s3, secretAccessKeyFile: resolve(baseDir, config.blockStore.s3.secretAccessKeyFile) } }
+  const s3 = config.blockStore?.s3
+  if (s3 != null) config.blockStore = { s3: { ...s3, secretAccessKeyFile: resolve(baseDir, s3.secretAccessKeyFile) } }
   if (config.tls != null) config.tls = { cert: resolve(baseDir, config.tls.cert), key: resolve(baseDir, config.tls.key) }
   return config
 }

@@ -27,8 +27,8 @@ import { createLruCache } from './lru-cache.ts'
 import { createOrigin, type BlockBatchOptions } from './origin.ts'
 import { createVersionCache } from './version-cache.ts'
 import { createVersionCommit } from './version-commit.ts'
-import { adminVersion, groupByImage, imageList, LATEST, latestOf, pickServable } from './version-records.ts'
-import { createVersionStore, storedManifest, type VersionRecord } from './version-store.ts'
+import { adminImageList, groupByImage, imageList, LATEST, latestOf, pickServable } from './version-records.ts'
+import { createVersionStore, storedManifest, type VersionRecord, type VersionStore } from './version-store.ts'
 import { createWriteLock } from './write-lock.ts'
 
 export type { BlockBatchOptions } from './origin.ts'
@@ -131,7 +131,8 @@ export interface ImageService {
   /** Marks a version retired (idempotent): it stops being `latest` or anyone's `previous`, but stays fetchable by name. */
   retire: (image: string, version: string) => Promise<api.VersionInfo>
   /** Checks a block batch and returns its zstd stream plus the resolved version. */
-  openBlockBatch: (image: string, version: string, ranges: BlockRange[], options?: BlockBatchOptions) => Promise<{ info: api.VersionInfo, stream: ReadableStream<Uint8Array> }>
+  openBlockBatch: (image: string, version: string, ranges: BlockRange[], options?: BlockBatchOptions) =>
+    Promise<{ info: api.VersionInfo, stream: ReadableStream<Uint8Array> }>
   /** One chunk of a version, by CID (NotFoundError when the version does not hold it). */
   getChunk: (image: string, version: string, cid: CID, options?: AbortOptions) => Promise<Uint8Array>
   /** The delta pack from `from` to `version`; NotFoundError while not built (or `from` is not the version's previous). */
@@ -179,19 +180,11 @@ export function createImageService (components: ImageServiceComponents, init: Im
     build: init.buildDeltaPacks ?? true
   })
   const origin = createOrigin({ blockStore, logger }, { ...init, zstd: zstdSettings(init.originZstd, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG) })
-  const publish = createVersionCommit({
-    store,
-    cache,
-    blockStore,
-    signer,
-    logger,
-    guard,
-    writeLock,
-    onCommitted: (info) => {
-      counts.versionsCommitted++
-      if (info.previous != null) packs.enqueue(info.image, info.version)
-    }
-  })
+  const onCommitted = (info: api.VersionInfo): void => {
+    counts.versionsCommitted++
+    if (info.previous != null) packs.enqueue(info.image, info.version)
+  }
+  const publish = createVersionCommit({ store, cache, blockStore, signer, logger, guard, writeLock, onCommitted })
   // signed once per image and latest version (a signature costs ~0.1 ms; daemons poll `latest` often)
   const pointerCache = createLruCache<{ version: string, seq: number, bytes: Uint8Array }>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
   let started = false
@@ -204,7 +197,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
   }
 
   /** Sets a flag on version records under the write lock; how many changed. */
-  async function updateRecords (list: ReadonlyArray<{ image: string, version: string }>, change: (rec: VersionRecord) => VersionRecord | undefined): Promise<number> {
+  type Change = (rec: VersionRecord) => VersionRecord | undefined
+  async function updateRecords (list: ReadonlyArray<{ image: string, version: string }>, change: Change): Promise<number> {
     return await writeLock(async () => {
       let n = 0
       for (const { image, version } of list) {
@@ -304,7 +298,9 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const rec = await resolve(image, version)
       api.name.parse(from, 'from')
       const what = `${image} from ${from} to ${rec.info.version}`
-      if (rec.info.previous !== from) throw new NotFoundError(`no delta pack of ${what} (packs exist from the previous version, ${rec.info.previous ?? 'none'})`)
+      if (rec.info.previous !== from) {
+        throw new NotFoundError(`no delta pack of ${what} (packs exist from the previous version, ${rec.info.previous ?? 'none'})`)
+      }
       const ref = { image, version: rec.info.version, from }
       const pack = await packs.ready(ref)
       if (pack == null) throw new NotFoundError(`the delta pack of ${what} is not built yet`)
@@ -319,25 +315,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
       if (rec.info.previous == null) throw new NotFoundError(`version ${rec.info.version} of ${image} has no previous version`)
       packs.enqueue(image, rec.info.version)
     },
-    async adminImages () {
-      const images = (await allGrouped()).map(([name, recs]) => {
-        const latest = latestOf(recs)?.info.version ?? null
-        return { name, latest, versions: recs.map(r => adminVersion(r, latest)) }
-      })
-      return { images }
-    },
-    async liveChunks (options = {}) {
-      const live = new Set<string>()
-      const retired: LiveChunks['retired'] = []
-      for await (const rec of store.allRecords()) {
-        options.signal?.throwIfAborted()
-        if (rec.collected === true) continue
-        const { image, version } = rec.info
-        if (rec.info.retired) retired.push({ image, version })
-        else for (const cid of (await storedManifestCids(image, version))) live.add(cid)
-      }
-      return { live, retired }
-    },
+    adminImages: async () => adminImageList(await allGrouped()),
+    liveChunks: async (options) => await liveChunksOf(store, options),
     async markCollected (list) {
       const n = await updateRecords(list, rec => !rec.info.retired || rec.collected === true ? undefined : { ...rec, collected: true })
       for (const { image, version } of list) cache.forgetManifest(image, version)
@@ -346,10 +325,19 @@ export function createImageService (components: ImageServiceComponents, init: Im
     collectPacks: async (options) => await packs.collect(options)
   }
 
-  /** The chunk CIDs of a stored version, read from storage (not cached: storage gc reads every version once). */
-  async function storedManifestCids (image: string, version: string): Promise<string[]> {
-    return (await storedManifest(store, image, version)).chunks.map(c => chunkCid(c.digest).toString())
-  }
-
   return service
+}
+
+/** The chunks in use (every live version's manifest, read from storage: storage gc reads each once) and the retired versions. */
+async function liveChunksOf (store: VersionStore, options: AbortOptions = {}): Promise<LiveChunks> {
+  const live = new Set<string>()
+  const retired: LiveChunks['retired'] = []
+  for await (const rec of store.allRecords()) {
+    options.signal?.throwIfAborted()
+    if (rec.collected === true) continue
+    const { image, version } = rec.info
+    if (rec.info.retired) retired.push({ image, version })
+    else for (const c of (await storedManifest(store, image, version)).chunks) live.add(chunkCid(c.digest).toString())
+  }
+  return { live, retired }
 }

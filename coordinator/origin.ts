@@ -92,7 +92,8 @@ export function createOrigin (components: { blockStore: BlockStore, logger: Logg
     return {
       onStall: () => {
         counts.blockBatchesStalled++
-        logger.warn('block batch aborted: its client took no byte', { image: info.image, version: info.version, principal: owner.principal, seconds: stallMs / 1000 })
+        const { image, version } = info
+        logger.warn('block batch aborted: its client took no byte', { image, version, principal: owner.principal, seconds: stallMs / 1000 })
         options.onStall?.()
       },
       onUnavailable: (cid: string, err: Error) => {
@@ -119,7 +120,8 @@ export function createOrigin (components: { blockStore: BlockStore, logger: Logg
       counts.blockBatches++
       counts.blockBatchRawBytes += blocks * BLOCK_SIZE
       try {
-        return createBlockBatchStream(blockStore, manifest, ranges, { zstd: init.zstd, blocks, signal: options.signal, stallMs, ...streamEvents(info, owner, release, options) })
+        const events = streamEvents(info, owner, release, options)
+        return createBlockBatchStream(blockStore, manifest, ranges, { zstd: init.zstd, blocks, signal: options.signal, stallMs, ...events })
       } catch (err) {
         release()
         throw err

@@ -88,7 +88,8 @@ export interface VersionCache {
 export function createVersionCache (components: { store: VersionStore }): VersionCache {
   const { store } = components
   const records = createReadThrough(createLruCache<readonly VersionRecord[]>({ maxEntries: VERSION_RECORD_CACHE_IMAGES }))
-  const envelopes = createReadThrough(createLruCache<Uint8Array>({ maxEntries: ENVELOPE_CACHE_ENTRIES, maxWeight: ENVELOPE_CACHE_BYTES, weigh: b => b.byteLength }))
+  const envelopeLru = createLruCache<Uint8Array>({ maxEntries: ENVELOPE_CACHE_ENTRIES, maxWeight: ENVELOPE_CACHE_BYTES, weigh: b => b.byteLength })
+  const envelopes = createReadThrough(envelopeLru)
   const manifests = createReadThrough(createLruCache<CachedManifest>({ maxEntries: MANIFEST_CACHE_SIZE }))
 
   const readRecords = async (image: string): Promise<readonly VersionRecord[]> => {

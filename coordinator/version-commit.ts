@@ -93,6 +93,11 @@ export interface VersionCommit {
 export function createVersionCommit (components: VersionCommitComponents): VersionCommit {
   const { store, cache, blockStore, signer, logger, guard, writeLock } = components
 
+  /** Versions are immutable: ConflictError when `image` has `version` already. */
+  async function assertNew (image: string, version: string): Promise<void> {
+    if (await cache.record(image, version) != null) throw new ConflictError(`image ${image} already has version ${version} (versions are immutable)`)
+  }
+
   async function missingChunks (cids: CID[], options: AbortOptions = {}): Promise<CID[]> {
     // asked by a publish before it uploads: what is present now is claimed for it (kept by storage gc)
     await guard.claim(cids.map(c => c.toString()))
@@ -127,7 +132,7 @@ export function createVersionCommit (components: VersionCommitComponents): Versi
   /** Stores the checked, signed version after the image's latest, under the write lock. */
   async function storeVersion (image: string, manifest: Manifest, manifestCid: string, envelope: Uint8Array, digests: Uint8Array): Promise<api.VersionInfo> {
     return await writeLock(async () => {
-      if (await cache.record(image, manifest.version) != null) throw new ConflictError(`image ${image} already has version ${manifest.version} (versions are immutable)`)
+      await assertNew(image, manifest.version)
       const previous = latestOf(await cache.records(image))
       const prevDigests = previous == null ? undefined : await store.digests(image, previous.info.version)
       const reused = prevDigests == null ? null : reusedPercent(digests, prevDigests, blockCount(manifest))
@@ -152,7 +157,7 @@ export function createVersionCommit (components: VersionCommitComponents): Versi
       const manifest = decodeManifest(manifestBytes)
       if (manifest.name !== image) throw new ValidationError(`manifest is for image ${manifest.name}, not ${image}`)
       if (manifest.version === LATEST) throw new ValidationError(`"${LATEST}" is reserved and cannot be a version name`)
-      if (await cache.record(image, manifest.version) != null) throw new ConflictError(`image ${image} already has version ${manifest.version} (versions are immutable)`)
+      await assertNew(image, manifest.version)
       const cids = manifest.chunks.map(c => chunkCid(c.digest))
       // claimed against storage gc from the check of the chunks to the stored version
       const release = guard.committing(cids.map(c => c.toString()))

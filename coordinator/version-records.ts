@@ -3,7 +3,7 @@
  * `latest` is, whether a named version may be served, and the listings.
  */
 import type { api } from '../protocol/index.ts'
-import type { AdminVersion } from '../protocol/api-admin.ts'
+import type { AdminImageList, AdminVersion } from '../protocol/api-admin.ts'
 import { NotFoundError, UnavailableError } from '../protocol/errors.ts'
 import type { VersionRecord } from './version-store.ts'
 
@@ -27,7 +27,9 @@ export function pickServable (image: string, version: string, records: readonly 
   if (rec == null) throw new NotFoundError(`image ${image} has no version ${version}`)
   if (rec.collected === true) throw new NotFoundError(`image ${image} version ${version} was retired and its data deleted by storage gc`)
   // fsck found chunks of it damaged or missing: serving it would only make agents fail later.
-  if (rec.incomplete === true) throw new UnavailableError(`image ${image} version ${version} is incomplete on this coordinator (damaged or missing chunks; see coordinator fsck)`)
+  if (rec.incomplete === true) {
+    throw new UnavailableError(`image ${image} version ${version} is incomplete on this coordinator (damaged or missing chunks; see coordinator fsck)`)
+  }
   return rec
 }
 
@@ -47,6 +49,16 @@ export function groupByImage (records: Iterable<VersionRecord>): Array<[string, 
 /** The public image list (GET /v1/images) of grouped records. */
 export function imageList (grouped: Array<[string, VersionRecord[]]>): api.ImageList {
   return { images: grouped.map(([name, recs]) => ({ name, latest: latestOf(recs)?.info.version ?? null, versions: recs.length })) }
+}
+
+/** The admin's image list (GET /v1/admin/images) of grouped records: every version with its state. */
+export function adminImageList (grouped: Array<[string, VersionRecord[]]>): AdminImageList {
+  return {
+    images: grouped.map(([name, recs]) => {
+      const latest = latestOf(recs)?.info.version ?? null
+      return { name, latest, versions: recs.map(r => adminVersion(r, latest)) }
+    })
+  }
 }
 
 /** A version record as the admin list shows it. */
