@@ -114,7 +114,9 @@ export function agentsTable (c: { db: MetaDb, index: EventIndex }): TableDef<Age
       { label: 'peer id', value: r => r.peerId, wrap: true }
     ],
     async load (q) {
-      const query: AgentQuery = { site: opt(q, 'site', 'site'), image: opt(q, 'image', 'image'), limit: limitParam(q), after: cursorParam(q, 'after', AGENT_CURSOR) }
+      const query: AgentQuery = {
+        site: opt(q, 'site', 'site'), image: opt(q, 'image', 'image'), limit: limitParam(q), after: cursorParam(q, 'after', AGENT_CURSOR)
+      }
       return query.site == null && query.image == null ? await pageByName(agents, query) : await pageByIndex(agents, c.index, query)
     }
   }

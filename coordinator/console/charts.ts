@@ -43,7 +43,11 @@ export function createCharts (components: { series: SeriesStore, now?: () => num
       const w = windowParam(q)
       await series.sample(1000)
       const { times, at } = await samples(series, w.ms, now())
-      const pick = (s: Sample | undefined): Bytes3 => s == null ? [0, 0, 0] : image != null ? s.images[image]?.bytes ?? [0, 0, 0] : site != null ? s.sites[site] ?? [0, 0, 0] : s.total
+      const pick = (s: Sample | undefined): Bytes3 => {
+        if (s == null) return [0, 0, 0]
+        if (image != null) return s.images[image]?.bytes ?? [0, 0, 0]
+        return site != null ? s.sites[site] ?? [0, 0, 0] : s.total
+      }
       const values: number[][] = [[], [], []]
       const sum = { local: 0, peers: 0, origin: 0 }
       for (let i = 1; i < times.length; i++) {

@@ -28,6 +28,12 @@ import type { SeriesStore } from './series-store.ts'
 import { csrfToken } from './session.ts'
 import type { ConsoleComponents } from './console.ts'
 
+/** What the retire button says before it acts. */
+function retireNote (version: string, latest: boolean): string {
+  const stays = latest ? ' (agents already on it stay on it until a newer version is published or they are given a version by name)' : ''
+  return `Retiring stops offering ${version} as latest${stays}; storage gc then deletes its chunks that no live version shares, and it is no longer served.`
+}
+
 /** What the console's route groups share. */
 export interface ConsoleContext {
   components: ConsoleComponents
@@ -64,7 +70,9 @@ export function useImagePages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): 
   app.get('/console/images', async (c) => {
     try {
       const retired = c.req.query('retired')
-      return await page(c, 'Images', 'images', [retired != null ? note(`Retired ${retired}. Storage gc (trimswarm image gc, or the daily sweep) frees its chunks that no live version shares.`) : '', await show('versions', {}, '/console/images')])
+      const freed = 'Storage gc (trimswarm image gc, or the daily sweep) frees its chunks that no live version shares.'
+      const done = retired != null ? note(`Retired ${retired}. ${freed}`) : ''
+      return await page(c, 'Images', 'images', [done, await show('versions', {}, '/console/images')])
     } catch (err) { return await errorPage(c, err) }
   })
   app.get('/console/images/:image/:version', async (c) => {
@@ -84,7 +92,7 @@ export function useImagePages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): 
           ['delta pack', v.deltaPackBytes == null ? 'none' : formatBytes(v.deltaPackBytes)]
         ]),
         v.state === 'live' || v.state === 'incomplete'
-          ? actionForm(`${versionHref(image, version)}/retire`, csrfToken(c), `Retire ${image} ${version}`, `Retiring stops offering ${version} as latest${v.latest ? ' (agents already on it stay on it until a newer version is published or they are given a version by name)' : ''}; storage gc then deletes its chunks that no live version shares, and it is no longer served.`)
+          ? actionForm(`${versionHref(image, version)}/retire`, csrfToken(c), `Retire ${image} ${version}`, retireNote(version, v.latest))
           : note(`This version is ${v.state}.`),
         html`<p><a href="/console/images">Back to the images</a> · <a href="/console/rollout?image=${image}">Rollout of ${image}</a></p>`
       ]
@@ -111,7 +119,8 @@ export function useTokenPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): 
   app.get('/console/tokens', async (c) => {
     try {
       const revoked = c.req.query('revoked')
-      return await page(c, 'Tokens', 'tokens', [revoked != null ? note(`Revoked token ${revoked}: agents using it get 401 from their next request.`) : '', await show('tokens', {}, '/console/tokens'), tokenForm(csrfToken(c), groupNames())])
+      const done = revoked != null ? note(`Revoked token ${revoked}: agents using it get 401 from their next request.`) : ''
+      return await page(c, 'Tokens', 'tokens', [done, await show('tokens', {}, '/console/tokens'), tokenForm(csrfToken(c), groupNames())])
     } catch (err) { return await errorPage(c, err) }
   })
   app.post('/console/tokens', async (c) => {
@@ -119,7 +128,10 @@ export function useTokenPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): 
       const form = await c.req.parseBody()
       const group = typeof form.group === 'string' ? form.group.trim() : ''
       const label = typeof form.name === 'string' ? form.name.trim() : ''
-      const again = async (message: string): Promise<Response> => await page(c, 'Tokens', 'tokens', [await show('tokens', {}, '/console/tokens'), tokenForm(csrfToken(c), groupNames(), { group, name: label }, message)], 400)
+      const again = async (message: string): Promise<Response> =>
+        await page(c, 'Tokens', 'tokens', [
+          await show('tokens', {}, '/console/tokens'), tokenForm(csrfToken(c), groupNames(), { group, name: label }, message)
+        ], 400)
       try {
         nameSchema.parse(group, 'group')
       } catch {
@@ -138,7 +150,10 @@ export function useTokenPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): 
       if (t == null) throw new NotFoundError(`no token ${id}`)
       const body = [
         detailList([['group', t.group], ['name (site)', t.name], ['created', formatTime(t.createdAt)], ['state', t.revoked ? 'revoked' : 'active']]),
-        t.revoked ? note('This token is revoked.') : actionForm(`/console/tokens/${id}/revoke`, csrfToken(c), `Revoke token ${id}`, 'Agents using this token get 401 from their next request. This cannot be undone: give them a new token.'),
+        t.revoked
+          ? note('This token is revoked.')
+          : actionForm(`/console/tokens/${id}/revoke`, csrfToken(c), `Revoke token ${id}`,
+            'Agents using this token get 401 from their next request. This cannot be undone: give them a new token.'),
         html`<p><a href="/console/tokens">Back to the tokens</a></p>`
       ]
       return await page(c, `Token ${id}`, 'tokens', body)
@@ -164,7 +179,8 @@ export function useReportPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext):
       const names = await imageNames()
       const image = q.image != null && q.image !== '' ? nameParam(q.image, 'image') : names[0]
       const w = windowParam(q)
-      const form = filterForm('/console/rollout', [selectField('Image', 'image', names, image, names.length === 0 ? 'no images yet' : 'choose'), windowField(w.name)])
+      const imageField = selectField('Image', 'image', names, image, names.length === 0 ? 'no images yet' : 'choose')
+      const form = filterForm('/console/rollout', [imageField, windowField(w.name)])
       if (image == null) return await page(c, 'Rollout', 'rollout', [form, note('No image has been published yet.')])
       const chartSrc = `/console/chart/rollout${qs({ image, window: q.window })}`
       const body = [
@@ -183,8 +199,11 @@ export function useReportPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext):
       const image = q.image != null && q.image !== '' ? nameParam(q.image, 'image') : undefined
       const site = q.site != null && q.site !== '' ? nameParam(q.site, 'site') : undefined
       const w = windowParam(q)
-      const form = filterForm('/console/bandwidth', [selectField('Image', 'image', await imageNames(), image), selectField('Site', 'site', await siteNames(), site), windowField(w.name)])
-      const chartQ = { ...(image != null ? { image } : {}), ...(site != null && image == null ? { site } : {}), ...(q.window != null ? { window: q.window } : {}) }
+      const fields = [selectField('Image', 'image', await imageNames(), image), selectField('Site', 'site', await siteNames(), site), windowField(w.name)]
+      const form = filterForm('/console/bandwidth', fields)
+      const chartQ = {
+        ...(image != null ? { image } : {}), ...(site != null && image == null ? { site } : {}), ...(q.window != null ? { window: q.window } : {})
+      }
       const body = [
         form,
         image != null && site != null ? note('The chart shows the image; choose only a site to chart a site.') : '',
@@ -201,7 +220,8 @@ export function useReportPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext):
     try {
       const q = c.req.query()
       checkParams(tables.agents, q)
-      const form = filterForm('/console/agents', [selectField('Site', 'site', await siteNames(), q.site), selectField('Image', 'image', await imageNames(), q.image)])
+      const fields = [selectField('Site', 'site', await siteNames(), q.site), selectField('Image', 'image', await imageNames(), q.image)]
+      const form = filterForm('/console/agents', fields)
       return await page(c, 'Agents', 'agents', [form, await show('agents', q, '/console/agents')])
     } catch (err) { return await errorPage(c, err) }
   })
@@ -211,7 +231,8 @@ export function useReportPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext):
       const q = c.req.query()
       checkParams(tables.events, q)
       typeParam(q)
-      const form = filterForm('/console/events', [selectField('Image', 'image', await imageNames(), q.image), selectField('Site', 'site', await siteNames(), q.site), typeField(q.type)])
+      const fields = [selectField('Image', 'image', await imageNames(), q.image), selectField('Site', 'site', await siteNames(), q.site), typeField(q.type)]
+      const form = filterForm('/console/events', fields)
       return await page(c, 'Events', 'events', [form, await show('events', q, '/console/events')])
     } catch (err) { return await errorPage(c, err) }
   })
@@ -223,7 +244,8 @@ export function usePolicyPages (app: Hono<CoordinatorEnv>, ctx: ConsoleContext):
   app.get('/console/policy', async (c) => {
     try {
       const saved = c.req.query('saved')
-      const body = [saved != null ? note(`Saved the policy of ${saved}.`) : '', await show('policies', {}, '/console/policy'), html`<p><a class="button" href="/console/policy/new">New group policy</a></p>`]
+      const done = saved != null ? note(`Saved the policy of ${saved}.`) : ''
+      const body = [done, await show('policies', {}, '/console/policy'), html`<p><a class="button" href="/console/policy/new">New group policy</a></p>`]
       return await page(c, 'Policy', 'policy', body)
     } catch (err) { return await errorPage(c, err) }
   })

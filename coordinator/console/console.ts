@@ -77,8 +77,10 @@ export interface AdminConsole {
 
 const ASSETS = new URL('./assets/', import.meta.url)
 const API_PREFIXES = ['/console/api/', '/console/live/', '/console/chart/']
+const SVG_HEADERS = { 'Content-Type': 'image/svg+xml; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' }
 const SECURITY_HEADERS: Record<string, string> = {
-  'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'X-Content-Type-Options': 'nosniff',
   'Referrer-Policy': 'same-origin',
   'Cache-Control': 'no-store'
@@ -124,7 +126,10 @@ export function createConsole (components: ConsoleComponents, init: ConsoleInit 
     return renderTable(t, await t.load(own), own, pagePath)
   }
 
-  const ctx: ConsoleContext = { components, auth, sessions, images, events, policies, tokens, logger, audit, report, refreshMs, ttl, index, series, tables, charts, js, css, favicon, send, page, errorPage, imageNames, siteNames, qs, show }
+  const ctx: ConsoleContext = {
+    components, auth, sessions, images, events, policies, tokens, logger, audit, report, refreshMs, ttl,
+    index, series, tables, charts, js, css, favicon, send, page, errorPage, imageNames, siteNames, qs, show
+  }
   useSessionRoutes(app, ctx)
   useDataRoutes(app, ctx)
   useImagePages(app, ctx)
@@ -152,10 +157,12 @@ function useSessionRoutes (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): void
   const { components, auth, sessions, images, logger, ttl, js, css, favicon, send, page } = ctx
   app.get('/', (c) => c.redirect('/console/images', 303))
   app.get('/console', (c) => c.redirect('/console/images', 303))
-  app.get('/console/assets/console.js', (c) => c.body(js, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' }))
+  const asset = (type: string, cache = 'no-cache'): Record<string, string> =>
+    ({ 'Content-Type': type, 'Cache-Control': cache, 'X-Content-Type-Options': 'nosniff' })
+  app.get('/console/assets/console.js', (c) => c.body(js, 200, asset('text/javascript; charset=utf-8')))
   // browsers ask for /favicon.ico whatever the page says; an SVG serves both
-  app.get('/favicon.ico', (c) => c.body(favicon, 200, { 'Content-Type': 'image/svg+xml', 'Cache-Control': 'public, max-age=86400', 'X-Content-Type-Options': 'nosniff' }))
-  app.get('/console/assets/console.css', (c) => c.body(css, 200, { 'Content-Type': 'text/css; charset=utf-8', 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' }))
+  app.get('/favicon.ico', (c) => c.body(favicon, 200, asset('image/svg+xml', 'public, max-age=86400')))
+  app.get('/console/assets/console.css', (c) => c.body(css, 200, asset('text/css; charset=utf-8')))
 
   // ---- login / logout ----
   app.get('/console/login', (c) => send(c, 200, shell({ title: 'Log in', csrf: csrfToken(c), body: loginBody(csrfToken(c), safeNext(c.req.query('next'))) })))
@@ -163,7 +170,8 @@ function useSessionRoutes (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): void
     const form = await c.req.parseBody()
     const csrf = csrfToken(c)
     const next = safeNext(typeof form.next === 'string' ? form.next : undefined)
-    const fail = (status: number, message: string): Response | Promise<Response> => send(c, status, shell({ title: 'Log in', csrf, body: loginBody(csrf, next, message) }))
+    const fail = (status: number, message: string): Response | Promise<Response> =>
+      send(c, status, shell({ title: 'Log in', csrf, body: loginBody(csrf, next, message) }))
     if (!csrfValid(c, form)) return fail(403, 'The form expired or did not come from this console (CSRF check failed). Please try again.')
     const str = (k: string): string => typeof form[k] === 'string' ? form[k] : ''
     let token = str('token').trim()
@@ -195,7 +203,9 @@ function useSessionRoutes (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): void
   })
   app.post('/console/logout', async (c) => {
     const form = await c.req.parseBody()
-    if (!csrfValid(c, form)) return send(c, 403, shell({ title: 'Forbidden', csrf: csrfToken(c), body: errorBody('CSRF check failed: log out from the console page.') }))
+    if (!csrfValid(c, form)) {
+      return send(c, 403, shell({ title: 'Forbidden', csrf: csrfToken(c), body: errorBody('CSRF check failed: log out from the console page.') }))
+    }
     // revoke the session server-side: a copy of the cookie stops working too (console and /v1)
     const token = sessionCookie(c)
     if (token != null && await sessions.revoke(token)) logger.info('console logout: session revoked', { user: auth.principalFor(token)?.user })
@@ -224,7 +234,10 @@ function useSessionRoutes (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): void
   // every POST below carries the CSRF token
   app.post('/console/*', async (c, next) => {
     const form = await c.req.parseBody()
-    if (!csrfValid(c, form)) return page(c, 'Forbidden', '', errorBody('The form expired or did not come from this console (CSRF check failed): nothing was changed. Reload the page and try again.'), 403)
+    if (!csrfValid(c, form)) {
+      const why = 'The form expired or did not come from this console (CSRF check failed): nothing was changed. Reload the page and try again.'
+      return page(c, 'Forbidden', '', errorBody(why), 403)
+    }
     await next()
   })
 }
@@ -242,7 +255,10 @@ function useDataRoutes (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): void {
     const q = c.req.query()
     checkParams(table, q)
     const result = await table.load(q)
-    if (csv) return c.body(csvOf(table, result.rows), 200, { 'Content-Type': 'text/csv; charset=utf-8', 'Content-Disposition': `attachment; filename="trimswarm-${id}.csv"`, 'Cache-Control': 'no-store' })
+    const csvHeaders = {
+      'Content-Type': 'text/csv; charset=utf-8', 'Content-Disposition': `attachment; filename="trimswarm-${id}.csv"`, 'Cache-Control': 'no-store'
+    }
+    if (csv) return c.body(csvOf(table, result.rows), 200, csvHeaders)
     return c.json({ rows: jsonRows(table, result.rows), next: result.next, partial: result.partial === true })
   })
   app.get('/console/live/:table', async (c) => {
@@ -258,6 +274,6 @@ function useDataRoutes (app: Hono<CoordinatorEnv>, ctx: ConsoleContext): void {
     if (chart == null) throw new ValidationError('no such chart')
     const q = c.req.query()
     for (const k of Object.keys(q)) if (!chart.params.includes(k)) throw new ValidationError(`${k}: unknown query parameter`)
-    return c.body(await chart.render(q), 200, { 'Content-Type': 'image/svg+xml; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' })
+    return c.body(await chart.render(q), 200, SVG_HEADERS)
   })
 }

@@ -68,7 +68,10 @@ const INDEX_VERSION = '3'
 
 /** The dimension keys one event is indexed under. */
 function dimsOf (ev: StoredEvent['event']): string[] {
-  return [`i${SEP}${ev.image}`, `s${SEP}${ev.site}`, `t${SEP}${ev.type}`, `it${SEP}${ev.image}${SEP}${ev.type}`, `is${SEP}${ev.image}${SEP}${ev.site}`, `st${SEP}${ev.site}${SEP}${ev.type}`]
+  return [
+    `i${SEP}${ev.image}`, `s${SEP}${ev.site}`, `t${SEP}${ev.type}`,
+    `it${SEP}${ev.image}${SEP}${ev.type}`, `is${SEP}${ev.image}${SEP}${ev.site}`, `st${SEP}${ev.site}${SEP}${ev.type}`
+  ]
 }
 
 /** The most selective index for a filter (a pair before a single dimension; site is usually the narrowest), or undefined without a filter. */

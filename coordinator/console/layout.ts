@@ -31,6 +31,12 @@ export interface ShellInit {
   body: Body
 }
 
+/** Who is logged in, with the log-out button. */
+function whoForm (csrf: string, user: string): Markup {
+  const csrfInput = html`<input type="hidden" name="${CSRF_FIELD}" value="${csrf}">`
+  return html`<form class="who" method="post" action="/console/logout">${csrfInput}<span>${user}</span> <button type="submit">Log out</button></form>`
+}
+
 /** A whole HTML page. */
 export function shell (p: ShellInit): Markup {
   return html`<!doctype html>
@@ -48,7 +54,7 @@ export function shell (p: ShellInit): Markup {
 <a class="brand" href="/console/images">trimswarm</a>
 ${p.principal != null
   ? html`<nav>${NAV.map(([id, label]) => html`<a href="/console/${id}"${p.active === id ? raw(' class="active" aria-current="page"') : ''}>${label}</a>`)}</nav>
-<form class="who" method="post" action="/console/logout"><input type="hidden" name="${CSRF_FIELD}" value="${p.csrf}"><span>${p.principal.user}</span> <button type="submit">Log out</button></form>`
+${whoForm(p.csrf, p.principal.user)}`
   : ''}
 </header>
 <main>

@@ -16,7 +16,8 @@ export function filterForm (action: string, fields: Markup[]): Markup {
 
 /** A select of names with an "all" choice. */
 export function selectField (label: string, name: string, choices: string[], value: string | undefined, all = 'all'): Markup {
-  return html`<label>${label} <select name="${name}"><option value="">${all}</option>${choices.map(c => html`<option value="${c}"${c === value ? raw(' selected') : ''}>${c}</option>`)}</select></label>`
+  const options = choices.map(c => html`<option value="${c}"${c === value ? raw(' selected') : ''}>${c}</option>`)
+  return html`<label>${label} <select name="${name}"><option value="">${all}</option>${options}</select></label>`
 }
 
 /** The chart window select. */
@@ -45,10 +46,13 @@ ${csrfField(csrf)}
 <p class="note">Directory users in an admin group (the coordinator config's <code>adminGroups</code>) or the holder of the admin token (DIR/admin.token).</p>`
 }
 
+const ADMINS_ONLY = html`The console is for administrators: users of the coordinator's <code>adminGroups</code>, or the admin token.`
+const KEPT_HASHED = html`(the coordinator keeps only its SHA-256). Give it to the agents, e.g. in their <code>--token-file</code>.`
+
 /** The 403 page body. */
 export function forbiddenBody (user: string, message: string): Markup {
   return html`<p class="form-error" role="alert">${message}</p>
-<p>You are logged in as <strong>${user}</strong>. The console is for administrators: users of the coordinator's <code>adminGroups</code>, or the admin token.</p>
+<p>You are logged in as <strong>${user}</strong>. ${ADMINS_ONLY}</p>
 <p><a href="/console/login">Log in as someone else</a></p>`
 }
 
@@ -59,7 +63,8 @@ export function errorBody (message: string): Markup {
 
 /** A one-field POST form: a button that changes something, with the CSRF token; `confirm` is shown beside it. */
 export function actionForm (action: string, csrf: string, label: string, confirm: string): Markup {
-  return html`<form class="action" method="post" action="${action}">${csrfField(csrf)}<p class="note">${confirm}</p><button type="submit" class="danger">${label}</button></form>`
+  const button = html`<button type="submit" class="danger">${label}</button>`
+  return html`<form class="action" method="post" action="${action}">${csrfField(csrf)}<p class="note">${confirm}</p>${button}</form>`
 }
 
 /** Label/value rows of one record. */
@@ -69,11 +74,12 @@ export function detailList (rows: Array<[string, string]>): Markup {
 
 /** The new machine token form. */
 export function tokenForm (csrf: string, groups: string[], values: { group?: string, name?: string } = {}, error?: string): Markup {
+  const groupInput = html`<input name="group" list="token-groups" required value="${values.group ?? ''}" placeholder="e.g. branch">`
   return html`<form class="policy token" method="post" action="/console/tokens">
 ${csrfField(csrf)}
 <h2>New machine token</h2>
 ${error != null ? html`<p class="form-error" role="alert">${error}</p>` : ''}
-<label>Group (its policy applies to the agents) <input name="group" list="token-groups" required value="${values.group ?? ''}" placeholder="e.g. branch"></label>
+<label>Group (its policy applies to the agents) ${groupInput}</label>
 <datalist id="token-groups">${groups.map(g => html`<option value="${g}">`)}</datalist>
 <label>Name, e.g. the site (optional) <input name="name" maxlength="128" value="${values.name ?? ''}" placeholder="e.g. paris"></label>
 <button type="submit">Create token</button>
@@ -83,7 +89,7 @@ ${error != null ? html`<p class="form-error" role="alert">${error}</p>` : ''}
 /** The page body after creating a token: the secret, shown this once. */
 export function createdTokenBody (info: { id: string, group: string, name: string }, token: string): Markup {
   return html`<p class="form-ok" role="status">Created token ${info.id} for group ${info.group}${info.name !== '' ? ` (${info.name})` : ''}.</p>
-<p><strong>Copy it now: it is shown only this once</strong> (the coordinator keeps only its SHA-256). Give it to the agents, e.g. in their <code>--token-file</code>.</p>
+<p><strong>Copy it now: it is shown only this once</strong> ${KEPT_HASHED}</p>
 <pre class="secret" id="new-token">${token}</pre>
 <p><a href="/console/tokens">Back to the tokens</a></p>`
 }

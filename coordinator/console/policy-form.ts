@@ -114,16 +114,22 @@ function err (errors: FormErrors, k: keyof FormErrors): Markup | string {
 export function renderPolicyForm (v: PolicyFormValues, errors: FormErrors, csrf: string, isNew: boolean): Markup {
   const action = isNew ? '/console/policy' : `/console/policy/${encodeURIComponent(v.group)}`
   const invalid = (k: keyof FormErrors): string => errors[k] != null ? 'true' : 'false'
+  const imagesInput = html`<textarea name="images" rows="3" aria-invalid="${invalid('images')}">${v.images}</textarea>`
+  const wanInput = html`<input name="wanLimit" value="${v.wanLimit}" placeholder="20mbit, 5MB/s or unlimited" aria-invalid="${invalid('wanLimit')}">`
+  const lanInput = html`<input name="lanUpload" value="${v.lanUpload}" placeholder="unlimited" aria-invalid="${invalid('lanUpload')}">`
+  const selected = (t: string): string => v.transfer === t ? 'selected' : ''
+  const background = html`<option value="background" ${selected('background')}>background (yield to other traffic)</option>`
+  const transferOptions = html`${background}<option value="foreground" ${selected('foreground')}>foreground (full speed)</option>`
   return html`<form class="policy" method="post" action="${action}" novalidate>
 ${csrfField(csrf)}
 ${err(errors, 'form')}
 <label>Group <input name="group" value="${v.group}" ${isNew ? '' : 'readonly'} aria-invalid="${invalid('group')}" required></label>${err(errors, 'group')}
-<label>Images (one per line, * for all) <textarea name="images" rows="3" aria-invalid="${invalid('images')}">${v.images}</textarea></label>${err(errors, 'images')}
-<label>WAN cap per agent <input name="wanLimit" value="${v.wanLimit}" placeholder="20mbit, 5MB/s or unlimited" aria-invalid="${invalid('wanLimit')}"></label>${err(errors, 'wanLimit')}
+<label>Images (one per line, * for all) ${imagesInput}</label>${err(errors, 'images')}
+<label>WAN cap per agent ${wanInput}</label>${err(errors, 'wanLimit')}
 <label class="check"><input type="checkbox" name="lanSharing" ${v.lanSharing ? 'checked' : ''}> LAN peer sharing allowed</label>
-<label>LAN upload cap per agent <input name="lanUpload" value="${v.lanUpload}" placeholder="unlimited" aria-invalid="${invalid('lanUpload')}"></label>${err(errors, 'lanUpload')}
+<label>LAN upload cap per agent ${lanInput}</label>${err(errors, 'lanUpload')}
 <label>Max peers <input name="maxPeers" value="${v.maxPeers}" inputmode="numeric" aria-invalid="${invalid('maxPeers')}"></label>${err(errors, 'maxPeers')}
-<label>Agent daemon's WAN transfers <select name="transfer"><option value="background" ${v.transfer === 'background' ? 'selected' : ''}>background (yield to other traffic)</option><option value="foreground" ${v.transfer === 'foreground' ? 'selected' : ''}>foreground (full speed)</option></select></label>
+<label>Agent daemon's WAN transfers <select name="transfer">${transferOptions}</select></label>
 <fieldset><legend>Update window (agent local time; empty = any time)</legend>
 <label>Start <input name="windowStart" value="${v.windowStart}" placeholder="22:00" aria-invalid="${invalid('windowStart')}"></label>
 <label>End <input name="windowEnd" value="${v.windowEnd}" placeholder="06:00" aria-invalid="${invalid('windowEnd')}"></label>

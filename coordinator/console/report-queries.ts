@@ -129,6 +129,14 @@ const rolloutHref = (image: string): string => `/console/rollout?image=${encodeU
 export const versionHref = (image: string, version: string): string => `/console/images/${encodeURIComponent(image)}/${encodeURIComponent(version)}`
 // Events list newest first by arrival at the coordinator (its clock; agents' clocks may be off and
 // their queues send late), so that time comes first; the agent's own time of the event follows.
+/** A column of the bytes one event reports from one source. */
+function eventBytesColumn (label: string, source: 'peers' | 'origin'): Column<StoredEvent> {
+  return { label, value: r => r.event.bytes?.[source] ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes[source]), numeric: true }
+}
+
+/** A policy's update window as "start-end"; undefined for any time. */
+const windowText = (p: Policy): string | undefined => p.updateWindow == null ? undefined : `${p.updateWindow.start}-${p.updateWindow.end}`
+
 const eventColumns: Array<Column<StoredEvent>> = [
   { label: 'received', value: r => r.receivedAt, text: r => formatTime(r.receivedAt) },
   { label: 'type', value: r => r.event.type },
@@ -139,8 +147,8 @@ const eventColumns: Array<Column<StoredEvent>> = [
   { label: 'version', value: r => r.event.version },
   { label: 'from version', value: r => r.event.fromVersion ?? null },
   { label: 'local bytes', value: r => r.event.bytes?.local ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.local), numeric: true },
-  { label: 'LAN peer bytes', value: r => r.event.bytes?.peers ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.peers), numeric: true },
-  { label: 'WAN origin bytes', value: r => r.event.bytes?.origin ?? null, text: r => r.event.bytes == null ? '' : formatBytes(r.event.bytes.origin), numeric: true },
+  eventBytesColumn('LAN peer bytes', 'peers'),
+  eventBytesColumn('WAN origin bytes', 'origin'),
   { label: 'seconds', value: r => r.event.seconds ?? null, text: r => r.event.seconds == null ? '' : r.event.seconds.toFixed(1), numeric: true },
   { label: 'error', value: r => r.event.error ?? null, wrap: true },
   { label: 'agent time', value: r => r.event.time, text: r => formatTime(r.event.time) }
@@ -162,7 +170,12 @@ function versionsTable (c: QueryComponents): TableDef<VersionRow> {
       { label: 'size', value: r => r.size, text: r => formatBytes(r.size), numeric: true },
       { label: 'non-zero data', value: r => r.nonZeroBytes, text: r => formatBytes(r.nonZeroBytes), numeric: true },
       { label: 'chunks', value: r => r.chunks, numeric: true },
-      { label: 'reused from previous %', value: r => r.reusedFromPreviousPercent, text: r => r.previous == null ? '' : `${formatPercent(r.reusedFromPreviousPercent)} of ${r.previous}`, numeric: true },
+      {
+        label: 'reused from previous %',
+        value: r => r.reusedFromPreviousPercent,
+        text: r => r.previous == null ? '' : `${formatPercent(r.reusedFromPreviousPercent)} of ${r.previous}`,
+        numeric: true
+      },
       { label: 'delta pack', value: r => r.deltaPackBytes, text: r => r.deltaPackBytes == null ? '' : formatBytes(r.deltaPackBytes), numeric: true },
       { label: 'retired', value: r => r.retired, text: r => r.retired ? 'retired' : '' }
     ],
@@ -209,7 +222,8 @@ function failuresTable (c: QueryComponents): TableDef<StoredEvent> {
     columns: ['received', 'agent', 'site', 'image', 'version', 'error'].map(eventColumn),
     async load (q) {
       await c.index.refresh()
-      const page = await c.index.query({ image: opt(q, 'image', 'image'), type: 'sync.failed' }, { limit: limitParam(q, ROLLOUT_FAILURES_ROWS), before: cursorParam(q, 'before', EVENT_CURSOR) })
+      const paging = { limit: limitParam(q, ROLLOUT_FAILURES_ROWS), before: cursorParam(q, 'before', EVENT_CURSOR) }
+      const page = await c.index.query({ image: opt(q, 'image', 'image'), type: 'sync.failed' }, paging)
       return { rows: page.events, next: page.next, partial: page.partial }
     }
   }
@@ -288,7 +302,7 @@ function policiesTable (c: QueryComponents): TableDef<PolicyRow> {
       { label: 'LAN sharing', value: r => r.lanSharing, text: r => r.lanSharing ? 'yes' : 'no' },
       { label: 'LAN upload cap', value: r => r.lanUploadBps, text: r => formatRate(r.lanUploadBps), numeric: true },
       { label: 'max peers', value: r => r.maxPeers, numeric: true },
-      { label: 'update window', value: r => r.updateWindow == null ? null : `${r.updateWindow.start}-${r.updateWindow.end}`, text: r => r.updateWindow == null ? 'any time' : `${r.updateWindow.start}-${r.updateWindow.end}` },
+      { label: 'update window', value: r => windowText(r) ?? null, text: r => windowText(r) ?? 'any time' },
       { label: 'index folders', value: r => Object.entries(r.indexFolders).map(([os, f]) => `${os}: ${(f ?? []).join(', ')}`).join('; ') }
     ],
     async load () {

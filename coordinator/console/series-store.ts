@@ -57,8 +57,15 @@ export function sampleOf (rows: ReportRow[], t: number): Sample {
   return s
 }
 
+/** What the series store reads: the report it samples. */
+export interface SeriesStoreComponents {
+  db: MetaDb
+  events: { report: (filter: Record<string, never>) => ReportRow[] | Promise<ReportRow[]> }
+  logger?: Logger
+}
+
 /** Creates the series store in the metadata database (sublevels `console-series-fine` and `-coarse`). */
-export function createSeriesStore (components: { db: MetaDb, events: { report: (filter: Record<string, never>) => ReportRow[] | Promise<ReportRow[]> }, logger?: Logger }, init: SeriesStoreInit = {}): SeriesStore {
+export function createSeriesStore (components: SeriesStoreComponents, init: SeriesStoreInit = {}): SeriesStore {
   const { db, events, logger } = components
   const now = init.now ?? Date.now
   const sampleMs = init.sampleMs ?? SERIES_SAMPLE_MS

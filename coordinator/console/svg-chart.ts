@@ -87,7 +87,8 @@ export function renderChart (spec: ChartSpec): string {
   const span = n > 1 ? spec.times[n - 1] - spec.times[0] : 0
   for (const i of n > 1 ? [0, Math.floor((n - 1) / 2), n - 1] : []) {
     const anchor = i === 0 ? 'start' : i === n - 1 ? 'end' : 'middle'
-    out.push(`<text x="${x(i).toFixed(1)}" y="${H - PAD.bottom + 16}" text-anchor="${anchor}" class="axis">${escapeXml(timeLabel(spec.times[i], span))} UTC</text>`)
+    const label = escapeXml(timeLabel(spec.times[i], span))
+    out.push(`<text x="${x(i).toFixed(1)}" y="${H - PAD.bottom + 16}" text-anchor="${anchor}" class="axis">${label} UTC</text>`)
   }
   if (spec.kind === 'bars') {
     const bw = Math.max(1, plotW / Math.max(n, 1) * 0.8)
@@ -98,23 +99,28 @@ export function renderChart (spec: ChartSpec): string {
         if (v <= 0) continue
         const y0 = y(base)
         const y1 = y(base + v)
-        out.push(`<rect x="${(x(i) - bw / 2).toFixed(1)}" y="${y1.toFixed(1)}" width="${bw.toFixed(1)}" height="${Math.max(0.5, y0 - y1).toFixed(1)}" fill="${colors[si]}"><title>${escapeXml(`${s.name}: ${yLabel(v, spec.unit)}`)}</title></rect>`)
+        const box = `x="${(x(i) - bw / 2).toFixed(1)}" y="${y1.toFixed(1)}" width="${bw.toFixed(1)}" height="${Math.max(0.5, y0 - y1).toFixed(1)}"`
+        out.push(`<rect ${box} fill="${colors[si]}"><title>${escapeXml(`${s.name}: ${yLabel(v, spec.unit)}`)}</title></rect>`)
         base += v
       }
     }
   } else {
     for (const [si, s] of spec.series.entries()) {
       // steps: a count holds until the next sample; earlier series drawn wider so an equal later one does not hide them
-      const pts = s.values.map((v, i) => i === 0 ? `${x(i).toFixed(1)},${y(v).toFixed(1)}` : `${x(i).toFixed(1)},${y(s.values[i - 1]).toFixed(1)} ${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
+      const at = (i: number, v: number): string => `${x(i).toFixed(1)},${y(v).toFixed(1)}`
+      const pts = s.values.map((v, i) => i === 0 ? at(i, v) : `${at(i, s.values[i - 1])} ${at(i, v)}`).join(' ')
       const width = Math.max(2, 6 - si * 1.5)
-      out.push(`<polyline points="${pts}" fill="none" stroke="${colors[si]}" stroke-width="${width}"${s.dashed === true ? ' stroke-dasharray="6 4"' : ''} stroke-linejoin="round"><title>${escapeXml(s.name)}</title></polyline>`)
+      const dash = s.dashed === true ? ' stroke-dasharray="6 4"' : ''
+      const line = `points="${pts}" fill="none" stroke="${colors[si]}" stroke-width="${width}"${dash} stroke-linejoin="round"`
+      out.push(`<polyline ${line}><title>${escapeXml(s.name)}</title></polyline>`)
     }
   }
   // legend
   let lx = PAD.left
   for (const [si, s] of spec.series.entries()) {
     const label = s.name.length > 40 ? s.name.slice(0, 39) + '…' : s.name
-    out.push(`<rect x="${lx}" y="${H - 16}" width="10" height="10" fill="${colors[si]}"/><text x="${lx + 14}" y="${H - 7}" class="legend">${escapeXml(label)}</text>`)
+    out.push(`<rect x="${lx}" y="${H - 16}" width="10" height="10" fill="${colors[si]}"/>`)
+    out.push(`<text x="${lx + 14}" y="${H - 7}" class="legend">${escapeXml(label)}</text>`)
     lx += 24 + label.length * 7
   }
   if (spec.series.every(s => s.values.every(v => v === 0))) {

@@ -12,7 +12,9 @@ export const opt = (q: Record<string, string>, k: string, what: string): string 
 export function limitParam (q: Record<string, string>, dflt = CONSOLE_PAGE_ROWS): number {
   if (q.limit == null || q.limit === '') return dflt
   const n = Number(q.limit)
-  if (!Number.isSafeInteger(n) || n < 1 || n > CONSOLE_MAX_PAGE_ROWS) throw new ValidationError(`limit: must be an integer between 1 and ${CONSOLE_MAX_PAGE_ROWS}`)
+  if (!Number.isSafeInteger(n) || n < 1 || n > CONSOLE_MAX_PAGE_ROWS) {
+    throw new ValidationError(`limit: must be an integer between 1 and ${CONSOLE_MAX_PAGE_ROWS}`)
+  }
   return n
 }
 

@@ -74,9 +74,15 @@ export function renderTable<R> (table: TableDef<R>, result: TableResult<R>, q: R
   const live = paged ? '' : `/console/live/${table.id}${qs}`
   const cells = liveCells(table, result.rows)
   const nextHref = result.next == null || table.cursor == null ? undefined : `${pagePath}${tableQuery(table, q, { [table.cursor]: result.next })}`
+  // the exports are of the page shown
+  const exportQs = tableQuery(table, q, table.cursor != null && paged ? { [table.cursor]: q[table.cursor] } : {})
+  const first = html`<a href="${pagePath}${tableQuery(table, q)}">First page</a>`
+  const pager = nextHref != null
+    ? html`<p class="pager">${paged ? html`${first} · ` : ''}<a href="${nextHref}" rel="next">Next page →</a></p>`
+    : paged ? html`<p class="pager">${first}</p>` : ''
   return html`<section class="table" id="table-${table.id}">
 <div class="table-head"><h2>${table.title}</h2>
-<span class="exports"><a href="/console/api/${table.id}.csv${tableQuery(table, q, table.cursor != null && paged ? { [table.cursor]: q[table.cursor] } : {})}" download>CSV</a> · <a href="/console/api/${table.id}${tableQuery(table, q, table.cursor != null && paged ? { [table.cursor]: q[table.cursor] } : {})}">JSON</a></span></div>
+<span class="exports"><a href="/console/api/${table.id}.csv${exportQs}" download>CSV</a> · <a href="/console/api/${table.id}${exportQs}">JSON</a></span></div>
 <div class="scroll"><table${live !== '' ? html` data-live="${live}"` : ''}>
 <thead><tr>${table.columns.map(col => html`<th${raw(cellClass(col))}>${col.label}</th>`)}</tr></thead>
 <tbody>${cells.length === 0
@@ -84,6 +90,6 @@ export function renderTable<R> (table: TableDef<R>, result: TableResult<R>, q: R
   : raw(bodyRows(table, cells))}</tbody>
 </table></div>
 ${result.partial === true ? html`<p class="note">Stopped after examining many entries without filling the page; older matches may follow.</p>` : ''}
-${nextHref != null ? html`<p class="pager">${paged ? html`<a href="${pagePath}${tableQuery(table, q)}">First page</a> · ` : ''}<a href="${nextHref}" rel="next">Next page →</a></p>` : paged ? html`<p class="pager"><a href="${pagePath}${tableQuery(table, q)}">First page</a></p>` : ''}
+${pager}
 </section>`
 }
