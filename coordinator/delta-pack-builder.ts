@@ -8,7 +8,7 @@
  * fsynced and renamed, so a reader never sees half a pack.
  */
 import { Blake3Hasher } from '@napi-rs/blake-hash'
-import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { Readable } from 'node:stream'
 import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
@@ -16,6 +16,7 @@ import { countRangeBlocks, encodeDeltaPackHeader, rangesFromIndices, type BlockR
 import type { Manifest } from '../protocol/manifest.ts'
 import { blockBytes, createZstdEncoder, type ZstdSettings } from './block-batch.ts'
 import type { AbortOptions, BlockStore } from './interface.ts'
+import { writeAtomic } from '../utils/atomic-write.ts'
 
 /** The set of block digests in `digests` (32 bytes each, concatenated), as map keys. */
 export function digestSet (digests: Uint8Array): Set<string> {
@@ -66,17 +67,15 @@ export interface WriteDeltaPackOptions extends AbortOptions {
   zstd: ZstdSettings
 }
 
-/** Writes the pack file atomically (temp file, fsync, rename, fsync of the directory). */
+/** Writes the pack file atomically (utils/atomic-write.ts: temp file, fsync, rename, fsync of the directory). */
 export async function writeDeltaPack (blockStore: BlockStore, options: WriteDeltaPackOptions): Promise<BuiltDeltaPack> {
   const { manifest, ranges, path } = options
   const blocks = countRangeBlocks(ranges)
   const header = encodeDeltaPackHeader({ name: manifest.name, version: manifest.version, from: options.from, ranges, blocks })
   await mkdir(dirname(path), { recursive: true })
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`
   const hasher = new Blake3Hasher()
   let bytes = 0
-  const fh = await open(tmp, 'wx', 0o644)
-  try {
+  await writeAtomic(path, async (fh) => {
     await fh.write(header)
     hasher.update(header)
     bytes += header.length
@@ -91,15 +90,6 @@ export async function writeDeltaPack (blockStore: BlockStore, options: WriteDelt
       await fh.write(piece)
       bytes += piece.length
     }
-    await fh.sync()
-    await fh.close()
-  } catch (err) {
-    await fh.close().catch(() => {})
-    await rm(tmp, { force: true })
-    throw err
-  }
-  await rename(tmp, path)
-  const dir = await open(dirname(path), 'r')
-  try { await dir.sync() } finally { await dir.close() }
+  }, { mode: 0o644, signal: options.signal })
   return { bytes, blocks, etag: hasher.digest('hex').slice(0, 32) }
 }

@@ -21,10 +21,10 @@ import { signVersionPointer } from '../protocol/version-pointer.ts'
 import type { ZstdSettings } from './block-batch.ts'
 import { createChunkGuard, type ChunkGuard } from './chunk-guard.ts'
 import { DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, VERSION_RECORD_CACHE_IMAGES } from './constants.ts'
-import { createDeltaPacks } from './delta-packs.ts'
+import { createDeltaPacks, type DeltaPackStats } from './delta-packs.ts'
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
-import { createOrigin, type BlockBatchOptions } from './origin.ts'
+import { createOrigin, type BlockBatchOptions, type OriginStats } from './origin.ts'
 import { createVersionCache } from './version-cache.ts'
 import { createVersionCommit } from './version-commit.ts'
 import { adminImageList, groupByImage, imageList, LATEST, latestOf, pickServable } from './version-records.ts'
@@ -65,28 +65,18 @@ export interface ImageServiceInit {
   batchStallMs?: number
 }
 
-/** Plain counters for /metrics. */
-export interface ImageStats {
-  /** Bytes sent, by kind: signed manifests, block batches (compressed, as on the wire), raw chunks, delta packs. */
-  bytesServed: { manifest: number, blocks: number, chunk: number, delta: number }
-  /** Uncompressed bytes of the blocks sent in batches (blocks * BLOCK_SIZE), to compare with `bytesServed.blocks`. */
-  blockBatchRawBytes: number
-  blockBatches: number
-  blockBatchesFailed: number
-  /** Block batch requests waiting for a compression slot. */
-  blockBatchesWaiting: number
-  /** Block batch streams aborted because their client took no byte for batchStallMs. */
-  blockBatchesStalled: number
-  /** Times a stored chunk failed its digest (or was missing) when the origin read it: refused, never served; run `coordinator fsck`. */
-  corruptChunkReads: number
+/** Upload and commit counters (the rest of ImageStats comes from the origin and the delta packs). */
+interface PublishCounts {
   chunksUploaded: number
   bytesUploaded: number
   uploadsRejected: number
   versionsCommitted: number
-  deltaPacksBuilt: number
-  deltaPackBuildFailures: number
-  /** Delta packs waiting or being built. */
-  deltaPacksPending: number
+}
+
+/** Plain counters for /metrics. */
+export interface ImageStats extends PublishCounts, Omit<OriginStats, 'blockBytesServed'>, DeltaPackStats {
+  /** Bytes sent, by kind: signed manifests, block batches (compressed, as on the wire), raw chunks, delta packs. */
+  bytesServed: { manifest: number, blocks: number, chunk: number, delta: number }
 }
 
 /** A delta pack ready to serve. */
@@ -156,14 +146,6 @@ export interface ImageService {
 /** Options of zstd with the defaults filled in. */
 function zstdSettings (given: Partial<ZstdSettings> | undefined, level: number, windowLog: number): ZstdSettings {
   return { level: given?.level ?? level, windowLog: given?.windowLog ?? windowLog }
-}
-
-/** Upload and commit counters (the rest of ImageStats comes from the origin and the delta packs). */
-interface PublishCounts {
-  chunksUploaded: number
-  bytesUploaded: number
-  uploadsRejected: number
-  versionsCommitted: number
 }
 
 /** Creates the image service; call start() to run the background delta pack builder. `init` is validated by config.ts. */

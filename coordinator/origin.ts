@@ -33,14 +33,19 @@ export interface OriginInit {
   batchStallMs?: number
 }
 
-/** Counters for /metrics (see ImageStats). */
+/** Counters for /metrics (part of ImageStats). */
 export interface OriginStats {
+  /** Uncompressed bytes of the blocks sent in batches (blocks * BLOCK_SIZE), to compare with the bytes on the wire. */
   blockBatchRawBytes: number
   blockBatches: number
   blockBatchesFailed: number
+  /** Block batch requests waiting for a compression slot. */
   blockBatchesWaiting: number
+  /** Block batch streams aborted because their client took no byte for batchStallMs. */
   blockBatchesStalled: number
+  /** Times a stored chunk failed its digest (or was missing) when the origin read it: refused, never served; run `coordinator fsck`. */
   corruptChunkReads: number
+  /** Block batch bytes on the wire (compressed). */
   blockBytesServed: number
 }
 

@@ -20,7 +20,7 @@ import type { VersionCache } from './version-cache.ts'
 import { LATEST, latestOf } from './version-records.ts'
 import type { VersionStore } from './version-store.ts'
 import type { WriteLock } from './write-lock.ts'
-import { forEachLimit } from './for-each-limit.ts'
+import { forEachLimit } from '../utils/worker-pool.ts'
 
 const ZERO_BLOCK_DIGEST = hashBytes(new Uint8Array(BLOCK_SIZE))
 
