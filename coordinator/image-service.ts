@@ -45,6 +45,8 @@ export interface ImageServiceComponents {
   dataDir: string
   /** Shared with storage gc (default: a new one; get it back as `service.guard`). */
   guard?: ChunkGuard
+  /** Where versions are kept (default: level sublevels of `db`, version-store.ts); another backend plugs in here. */
+  versions?: VersionStore
 }
 
 /** Tunables (defaults in coordinator/constants.ts). */
@@ -152,7 +154,7 @@ function zstdSettings (given: Partial<ZstdSettings> | undefined, level: number, 
 export function createImageService (components: ImageServiceComponents, init: ImageServiceInit = {}): ImageService {
   const { db, blockStore, signer, logger, dataDir } = components
   const guard = components.guard ?? createChunkGuard()
-  const store = createVersionStore({ db })
+  const store = components.versions ?? createVersionStore({ db })
   const cache = createVersionCache({ store })
   const writeLock = createWriteLock()
   const counts: PublishCounts = { chunksUploaded: 0, bytesUploaded: 0, uploadsRejected: 0, versionsCommitted: 0 }
