@@ -180,6 +180,15 @@ export function createImageService (components: ImageServiceComponents, init: Im
     return pickServable(image, version, await cache.records(image))
   }
 
+  /** Replaces a version record; the image's cached records are dropped even when the write fails. */
+  async function putRecord (next: VersionRecord): Promise<void> {
+    try {
+      await store.putRecord(next)
+    } finally {
+      cache.invalidate(next.info.image)
+    }
+  }
+
   /** Sets a flag on version records under the write lock; how many changed. */
   type Change = (rec: VersionRecord) => VersionRecord | undefined
   async function updateRecords (list: ReadonlyArray<{ image: string, version: string }>, change: Change): Promise<number> {
@@ -189,11 +198,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
         const rec = await cache.record(image, version)
         const next = rec == null ? undefined : change(rec)
         if (next == null) continue
-        try {
-          await store.putRecord(next)
-        } finally {
-          cache.invalidate(image)
-        }
+        await putRecord(next)
         n++
       }
       return n
@@ -261,11 +266,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
         const rec = await resolve(image, version)
         if (rec.info.retired) return rec.info
         const next: VersionRecord = { ...rec, info: { ...rec.info, retired: true } }
-        try {
-          await store.putRecord(next)
-        } finally {
-          cache.invalidate(image)
-        }
+        await putRecord(next)
         logger.info('version retired', { image, version })
         return next.info
       })
