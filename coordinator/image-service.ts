@@ -12,7 +12,7 @@
  *   img-meta      `seq` -> last publish sequence number
  * Delta pack files: DATA/PACKS_DIR/<image>/<version>/from-<from>.pack
  */
-import type { Level } from 'level'
+import type { MetaDb } from './meta-db.ts'
 import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
@@ -44,7 +44,7 @@ import { createChunkGuard, type ChunkGuard } from './chunk-guard.ts'
 /** What the image service needs from the server (D1's createCoordinator passes these). */
 export interface ImageServiceComponents {
   /** The root level db; the service creates its own `img-*` sublevels. */
-  db: Level<string, any>
+  db: MetaDb
   blockStore: BlockStore
   signer: ManifestSigner
   logger: Logger
@@ -118,6 +118,8 @@ export interface ImageService {
   readonly guard: ChunkGuard
   start: () => Promise<void>
   stop: () => Promise<void>
+  /** Drops the cached version records and `latest` pointers (a shared store: other coordinators publish and retire). */
+  refresh: () => void
   stats: () => ImageStats
   /** The CIDs among `cids` that the block store lacks, in the given order. */
   missingChunks: (cids: CID[], options?: AbortOptions) => Promise<CID[]>
@@ -244,7 +246,7 @@ export interface StoredVersion {
   incomplete: boolean
 }
 
-function versionSublevels (db: Level<string, any>): { versions: any, envelopes: any } {
+function versionSublevels (db: MetaDb): { versions: any, envelopes: any } {
   return {
     versions: db.sublevel<string, VersionRecord>(`${IMAGE_SUBLEVEL_PREFIX}-versions`, { valueEncoding: 'json' }),
     envelopes: db.sublevel<string, Uint8Array>(`${IMAGE_SUBLEVEL_PREFIX}-envelopes`, { valueEncoding: 'view' })
@@ -252,7 +254,7 @@ function versionSublevels (db: Level<string, any>): { versions: any, envelopes: 
 }
 
 /** Every stored version with its manifest, but those storage gc collected (their chunks are gone on purpose); for fsck, the coordinator must be stopped. */
-export async function * storedVersions (db: Level<string, any>): AsyncGenerator<StoredVersion> {
+export async function * storedVersions (db: MetaDb): AsyncGenerator<StoredVersion> {
   const { versions, envelopes } = versionSublevels(db)
   for await (const [key, rec] of versions.iterator() as AsyncIterable<[string, VersionRecord]>) {
     if (rec.collected === true) continue
@@ -263,7 +265,7 @@ export async function * storedVersions (db: Level<string, any>): AsyncGenerator<
 }
 
 /** Marks a version incomplete (never served nor `latest`) or complete again; for fsck, with the coordinator stopped. */
-export async function setVersionIncomplete (db: Level<string, any>, image: string, version: string, incomplete: boolean): Promise<void> {
+export async function setVersionIncomplete (db: MetaDb, image: string, version: string, incomplete: boolean): Promise<void> {
   const { versions } = versionSublevels(db)
   const key = versionKey(image, version)
   const rec: VersionRecord | undefined = await versions.get(key)
@@ -308,9 +310,13 @@ export function createImageService (components: ImageServiceComponents, init: Im
   // Commits, retirements and pack records of one coordinator are serialised:
   // publish order (seq, previous) and the duplicate-version check need it, and
   // they are rare next to reads.
+  // With a shared store (several coordinators) they hold the store's `images` lock and read records afresh.
   let writeChain: Promise<unknown> = Promise.resolve()
   const serialised = async <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = writeChain.then(fn, fn)
+    const run = db.lock('images', async () => {
+      if (db.shared) invalidateAll()
+      return await fn()
+    })
     writeChain = run.catch(() => {})
     return await run
   }
@@ -336,6 +342,13 @@ export function createImageService (components: ImageServiceComponents, init: Im
   const envelopeLoads = new Map<string, Promise<Uint8Array>>()
   // Bumped by every write: a load that started before a write must not cache what it read.
   let generation = 0
+
+  /** Drops every cached version record: other coordinators may have written (a cached `latest` pointer is checked against the records). */
+  function invalidateAll (): void {
+    generation++
+    recordCache.clear()
+    recordLoads.clear()
+  }
 
   /** Drops the cached records of `image`; call after every write to its version records. */
   function invalidate (image: string): void {
@@ -630,6 +643,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
       }
       pump()
     },
+
+    refresh: invalidateAll,
 
     async stop () {
       stopped = true

@@ -88,14 +88,16 @@ async function fsck (args: CommandArgs): Promise<number> {
   let s3: S3BlockStore | undefined
   try {
     const configFile = args.values.config as string | undefined
-    const s3Config = configFile != null ? (await loadCoordinatorConfig(configFile)).blockStore?.s3 : undefined
+    const config = configFile != null ? await loadCoordinatorConfig(configFile) : undefined
+    const s3Config = config?.blockStore?.s3
     if (s3Config != null) s3 = await (await import('../../coordinator/s3-block-store.ts')).openS3BlockStoreFromConfig({}, s3Config)
     const store = s3
     report = await runFsck({
       dataDir,
       repairFrom,
       onProgress: json ? undefined : (line) => process.stderr.write(line + '\n'),
-      blockStore: store != null ? { store, locate: (cid) => `s3://${store.bucket}/${store.keyOf(cid)}` } : undefined
+      blockStore: store != null ? { store, locate: (cid) => `s3://${store.bucket}/${store.keyOf(cid)}` } : undefined,
+      postgres: config?.metadata?.postgres
     })
   } catch (err) {
     if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`, { exitCode: EXIT_DATA_DIR_IN_USE })

@@ -1,0 +1,221 @@
+/**
+ * The metadata stores: the compliance suite on level (a temp dir) and on
+ * PostgreSQL (scripts/scale-out-stack.sh, started once for this file, as an
+ * operator would), PostgreSQL's migrations, leases raced by two stores, the
+ * config section, and two coordinators on the whole stack (PostgreSQL + RGW)
+ * serving the same images, tokens and reports.
+ */
+import { randomBytes } from 'node:crypto'
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createCoordinator, type Coordinator } from '../../../coordinator/coordinator.ts'
+import { loadCoordinatorConfig, parseCoordinatorConfig } from '../../../coordinator/config.ts'
+import { ConfigError } from '../../../coordinator/errors.ts'
+import { openMetaStore } from '../../../coordinator/meta-db.ts'
+import { MetaStoreUnavailableError, SchemaTooNewError } from '../../../coordinator/meta-store/errors.ts'
+import type { MetaDb } from '../../../coordinator/meta-store/interface.ts'
+import { createLeases } from '../../../coordinator/meta-store/leases.ts'
+import { openLevelMetaDb } from '../../../coordinator/meta-store/level-meta-db.ts'
+import { MIGRATIONS, pendingMigrations } from '../../../coordinator/meta-store/migrations.ts'
+import { openPgMetaDb, type PgMetaDb, type PgMetaDbInit } from '../../../coordinator/meta-store/pg-meta-db.ts'
+import { createPublishClient } from '../../../coordinator/publish-client.ts'
+import { ADMIN_TOKEN_FILE, SESSION_SECRET_FILE, SIGNING_KEY_FILE } from '../../../coordinator/constants.ts'
+import { makeTestImage, tempDir, type TempDir } from '../../helpers/images.ts'
+import { startTestScaleOutStack, type TestScaleOutStack } from '../../helpers/scale-out-stack.ts'
+import { OPEN_POLICY, runAgent } from '../../peer-agent/harness.ts'
+import { metaStoreComplianceTests } from './meta-store-compliance.ts'
+
+let tmp: TempDir
+let stack: TestScaleOutStack
+let pgInit: PgMetaDbInit
+let levelDb: MetaDb
+let pgDb: PgMetaDb
+
+beforeAll(async () => {
+  tmp = await tempDir('trimswarm-meta-store-')
+  levelDb = await openLevelMetaDb(join(tmp.path, 'level'))
+  stack = await startTestScaleOutStack()
+  const conf = JSON.parse(await readFile(join(stack.dir, 'postgres.json'), 'utf8'))
+  pgInit = { host: conf.host, port: conf.port, database: conf.database, user: conf.user, password: (await readFile(conf.passwordFile, 'utf8')).trim() }
+  pgDb = await openPgMetaDb(pgInit)
+}, 300_000)
+
+afterAll(async () => {
+  await levelDb?.close()
+  await pgDb?.close()
+  await stack?.stop()
+  await tmp?.cleanup()
+}, 120_000)
+
+metaStoreComplianceTests('level', () => levelDb)
+metaStoreComplianceTests('PostgreSQL', () => pgDb)
+
+describe('PostgreSQL store', () => {
+  it('applies each migration once, under a lock, when coordinators start together', async () => {
+    // the database already holds the schema (beforeAll): three more starts at once apply nothing again
+    const dbs = await Promise.all([1, 2, 3].map(async () => await openPgMetaDb(pgInit)))
+    await Promise.all(dbs.map(async d => { await d.close() }))
+    const rows = (await pgDb.pool.query<{ version: number, name: string }>('SELECT version, name FROM schema_migrations ORDER BY version')).rows
+    expect(rows).toEqual(MIGRATIONS.map(m => ({ version: m.version, name: m.name })))
+    const index = (await pgDb.pool.query<{ indexdef: string }>("SELECT indexdef FROM pg_indexes WHERE tablename = 'meta_kv'")).rows.map(r => r.indexdef)
+    expect(index.join('\n')).toMatch(/btree \(space, key\)/)
+  })
+
+  it('a new migration is applied by the next start and recorded; a database with a newer schema is refused', async () => {
+    const extra = [...MIGRATIONS, { version: MIGRATIONS.length + 1, name: 'test_extra', sql: 'CREATE TABLE test_extra_migration (x integer)' }]
+    const db = await openPgMetaDb({ ...pgInit, migrations: extra })
+    await db.close()
+    const versions = (await pgDb.pool.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')).rows.map(r => r.version)
+    expect(versions).toEqual(extra.map(m => m.version))
+    // this coordinator's code (MIGRATIONS) now meets a newer schema
+    await expect(openPgMetaDb(pgInit)).rejects.toThrow(SchemaTooNewError)
+    await expect(openPgMetaDb(pgInit)).rejects.toThrow(/schema version 2, this coordinator knows up to 1: a newer coordinator upgraded it/)
+    await pgDb.pool.query('DROP TABLE test_extra_migration')
+    await pgDb.pool.query('DELETE FROM schema_migrations WHERE version = $1', [extra.length])
+    expect(() => pendingMigrations(MIGRATIONS, [1, 7])).toThrow(SchemaTooNewError)
+  })
+
+  it('a wrong password or a closed port is one clear error, not a hang', async () => {
+    await expect(openPgMetaDb({ ...pgInit, password: 'wrong' })).rejects.toThrow(MetaStoreUnavailableError)
+    await expect(openPgMetaDb({ ...pgInit, password: 'wrong' })).rejects.toThrow(/cannot use the metadata database \(PostgreSQL trimswarm@127\.0\.0\.1:\d+\/trimswarm\): password authentication failed/)
+    const started = Date.now()
+    await expect(openPgMetaDb({ ...pgInit, port: 1 })).rejects.toThrow(/ECONNREFUSED/)
+    expect(Date.now() - started).toBeLessThan(5000)
+  })
+
+  it('the lock excludes holders in different coordinators (two pools on one database)', async () => {
+    const other = await openPgMetaDb(pgInit)
+    try {
+      const space = `lock2-${randomBytes(4).toString('hex')}`
+      const s = pgDb.sublevel<string, number>(space)
+      const s2 = other.sublevel<string, number>(space)
+      const bump = async (db: MetaDb, space: typeof s): Promise<void> => {
+        await db.lock('two-coordinators', async () => {
+          const n = (await space.get('n')) ?? 0
+          await new Promise(resolve => setTimeout(resolve, 3))
+          await space.put('n', n + 1)
+        })
+      }
+      await Promise.all(Array.from({ length: 30 }, async (_, i) => { await (i % 2 === 0 ? bump(pgDb, s) : bump(other, s2)) }))
+      expect(await s.get('n')).toBe(30)
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('two coordinators racing for the same delta pack build it once; a dead holder\'s lease is taken over', async () => {
+    const other = await openPgMetaDb(pgInit)
+    try {
+      const name = `pack:img/v2/from-v1-${randomBytes(4).toString('hex')}`
+      const packs = pgDb.sublevel<string, { builtBy: string }>('test-packs')
+      const builds: string[] = []
+      const coordinator = (db: MetaDb, id: string): Promise<unknown> => {
+        const leases = createLeases({ db }, { holder: id, ttlMs: 2000, renewMs: 300 })
+        const space = db.sublevel<string, { builtBy: string }>('test-packs')
+        return leases.runExclusive(name, async () => {
+          builds.push(id)
+          await new Promise(resolve => setTimeout(resolve, 1500)) // longer than several renewals
+          await space.put(name, { builtBy: id })
+        }, { done: async () => (await space.get(name)) != null, pollMs: 100 })
+      }
+      const outcomes = await Promise.all([coordinator(pgDb, 'a'), coordinator(other, 'b'), coordinator(pgDb, 'c'), coordinator(other, 'd')])
+      expect(builds).toHaveLength(1)
+      expect(outcomes.filter(o => (o as { ran: boolean }).ran)).toHaveLength(1)
+      expect((await packs.get(name))?.builtBy).toBe(builds[0])
+
+      // a holder that dies (never renews nor releases): the work is taken over once its lease expires
+      const name2 = `${name}-takeover`
+      const dead = createLeases({ db: other }, { holder: 'dead', ttlMs: 1000 })
+      expect(await dead.tryAcquire(name2)).toBe(true)
+      const started = Date.now()
+      const live = createLeases({ db: pgDb }, { holder: 'live', ttlMs: 1000, renewMs: 300 })
+      const outcome = await live.runExclusive(name2, async () => 'built', { done: async () => false, pollMs: 100 })
+      expect(outcome).toEqual({ ran: true, value: 'built' })
+      expect(Date.now() - started).toBeGreaterThan(700)
+    } finally {
+      await other.close()
+    }
+  })
+})
+
+describe('config: metadata.postgres', () => {
+  const base = { host: 'db.example', database: 'trimswarm', user: 'trimswarm', passwordFile: 'pg-password' }
+
+  it('is validated with clear errors; relative files are relative to the config file', () => {
+    expect(parseCoordinatorConfig({ metadata: { postgres: base } }, '/etc/trimswarm').metadata?.postgres).toEqual({ ...base, passwordFile: '/etc/trimswarm/pg-password' })
+    expect(parseCoordinatorConfig({ metadata: { postgres: { ...base, caFile: 'ca.pem', ssl: true, port: 6432 } } }, '/etc/t').metadata?.postgres).toMatchObject({ caFile: '/etc/t/ca.pem', port: 6432 })
+    expect(() => parseCoordinatorConfig({ metadata: { postgres: { ...base, password: 'inline' } } })).toThrow(/invalid coordinator config: metadata\.postgres: unknown field password|password/)
+    expect(() => parseCoordinatorConfig({ metadata: { postgres: { ...base, port: 70000 } } })).toThrow(/metadata\.postgres\.port/)
+    expect(() => parseCoordinatorConfig({ metadata: { postgres: { host: 'h', database: 'd', user: 'u' } } })).toThrow(/passwordFile/)
+    expect(() => parseCoordinatorConfig({ metadata: { mysql: {} } })).toThrow(/mysql/)
+    expect(() => parseCoordinatorConfig({ metadata: { postgres: { ...base, database: 'x; drop' } } })).toThrow(/metadata\.postgres\.database/)
+  })
+
+  it('a missing or empty password file stops the start with a ConfigError naming it', async () => {
+    const dir = join(tmp.path, 'cfg')
+    await mkdir(dir, { recursive: true })
+    const postgres = { ...base, passwordFile: join(dir, 'none') }
+    await expect(openMetaStore({ dataDir: join(dir, 'data'), postgres })).rejects.toThrow(ConfigError)
+    await expect(openMetaStore({ dataDir: join(dir, 'data'), postgres })).rejects.toThrow(`metadata.postgres.passwordFile: cannot read ${join(dir, 'none')}`)
+    await writeFile(join(dir, 'empty'), '\n')
+    await expect(openMetaStore({ dataDir: join(dir, 'data'), postgres: { ...postgres, passwordFile: join(dir, 'empty') } })).rejects.toThrow(/is empty/)
+  })
+})
+
+describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)', () => {
+  const started: Coordinator[] = []
+  afterAll(async () => { for (const c of started) await c.stop() })
+
+  /** A coordinator with its own scratch dir, sharing the stack's admin token and (until signingKeyFile exists) a copy of the first's keys. */
+  const start = async (name: string, keysFrom?: string): Promise<{ c: Coordinator, dir: string }> => {
+    const dir = join(tmp.path, name)
+    await mkdir(dir, { recursive: true, mode: 0o700 })
+    await copyFile(join(stack.dir, 'admin.token'), join(dir, ADMIN_TOKEN_FILE))
+    if (keysFrom != null) for (const f of [SIGNING_KEY_FILE, SESSION_SECRET_FILE]) await copyFile(join(keysFrom, f), join(dir, f))
+    const c = createCoordinator({ dataDir: dir, listen: '127.0.0.1:0', logLevel: 'error', config: await loadCoordinatorConfig(stack.configFile) })
+    await c.start()
+    started.push(c)
+    return { c, dir }
+  }
+
+  it('publish via one, sync via the other; a token revoked on one is refused by the other; both report the same events', async () => {
+    const one = await start('coord-1')
+    const two = await start('coord-2', one.dir)
+    const adminToken = one.c.adminToken
+    expect(two.c.adminToken).toBe(adminToken)
+    const call = async (c: Coordinator, method: string, path: string, token = adminToken, body?: unknown): Promise<Response> =>
+      await fetch(c.url + path, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
+    const json = async (res: Response): Promise<any> => { if (!res.ok) throw new Error(`${res.status} ${await res.text()}`); return await res.json() }
+
+    await json(await call(one.c, 'PUT', '/v1/policies/branch', adminToken, OPEN_POLICY))
+    const agent = await json(await call(one.c, 'POST', '/v1/tokens', adminToken, { group: 'branch', name: 'pg-e2e' }))
+    await writeFile(join(tmp.path, 'agent.token'), agent.token + '\n', { mode: 0o600 })
+    const image = await makeTestImage(tmp.path, { name: 'pgws', sizeMiB: 4, seed: 1717 })
+    await createPublishClient({ coordinator: one.c.url, token: adminToken }).publish(image.path, { image: 'pgws', version: 'v1' })
+
+    // the other coordinator knows the version, the policy and the token (within the refresh time)
+    await expect.poll(async () => (await call(two.c, 'GET', '/v1/images/pgws/versions/latest/info', agent.token)).status, { timeout: 5000, interval: 200 }).toBe(200)
+    const out = join(tmp.path, 'pg-synced.img')
+    const sync = await runAgent(['sync', 'pgws', '--coordinator', two.c.url, '--token-file', join(tmp.path, 'agent.token'), '--data', join(tmp.path, 'agent'),
+      '--out', out, '--no-index', '--no-lan', '--linger', '0', '--json'])
+    expect(sync.code, sync.stderr).toBe(0)
+    expect(Buffer.compare(await readFile(out), await readFile(image.path))).toBe(0)
+
+    // the agent's events went to the second coordinator; reports and the event log agree on both
+    const report = async (c: Coordinator): Promise<unknown> => (await json(await call(c, 'GET', '/v1/reports?image=pgws'))).rows
+    await expect.poll(async () => JSON.stringify(await report(two.c)), { timeout: 5000, interval: 200 }).toMatch(/"clients":1/)
+    await expect.poll(async () => JSON.stringify(await report(one.c)), { timeout: 5000, interval: 200 }).toBe(JSON.stringify(await report(two.c)))
+    const events = async (c: Coordinator): Promise<string[]> => (await json(await call(c, 'GET', '/v1/events?image=pgws&limit=100'))).events.map((e: any) => `${e.event.type}:${e.event.id}`)
+    expect((await events(one.c)).length).toBeGreaterThanOrEqual(2)
+    expect(await events(one.c)).toEqual(await events(two.c))
+
+    // a token revoked on one coordinator is refused by the other within the refresh time
+    expect((await call(two.c, 'GET', '/v1/images', agent.token)).status).toBe(200)
+    await json(await call(one.c, 'DELETE', `/v1/tokens/${agent.id as string}`))
+    const revokedAt = Date.now()
+    await expect.poll(async () => (await call(two.c, 'GET', '/v1/images', agent.token)).status, { timeout: 5000, interval: 100 }).toBe(401)
+    expect(Date.now() - revokedAt).toBeLessThan(3000)
+  })
+})
