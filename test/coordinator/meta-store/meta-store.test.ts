@@ -180,7 +180,7 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
     return { c, dir }
   }
 
-  it('publish via one, sync via the other; a token revoked on one is refused by the other; both report the same events', async () => {
+  it('publish via one, sync via the other; both report the same events, counted from both; a token revoked on one is refused by the other', async () => {
     const one = await start('coord-1')
     const two = await start('coord-2', one.dir)
     const adminToken = one.c.adminToken
@@ -210,6 +210,18 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
     const events = async (c: Coordinator): Promise<string[]> => (await json(await call(c, 'GET', '/v1/events?image=pgws&limit=100'))).events.map((e: any) => `${e.event.type}:${e.event.id}`)
     expect((await events(one.c)).length).toBeGreaterThanOrEqual(2)
     expect(await events(one.c)).toEqual(await events(two.c))
+
+    // events posted to both at once (each coordinator changes the same aggregate): no update is lost
+    const [row] = await report(two.c) as Array<{ site: string, clients: number, bytes: { origin: number } }>
+    const n = 12
+    const posted = await Promise.all(Array.from({ length: n }, async (_, i) => await json(await call(i % 2 === 0 ? one.c : two.c, 'POST', '/v1/events', agent.token, {
+      events: [{ id: `pgevent-${i}-${randomBytes(4).toString('hex')}`, type: 'sync.completed', time: new Date().toISOString(), agent: `branch-pc-${i}`, site: row.site, image: 'pgws', version: 'v1', bytes: { local: 0, peers: 0, origin: 1000 } }]
+    }))))
+    expect(posted.map(p => p.accepted)).toEqual(Array(n).fill(1))
+    const want = { clients: row.clients + n, origin: row.bytes.origin + n * 1000 }
+    for (const c of [one.c, two.c]) {
+      await expect.poll(async () => { const [r] = await report(c) as Array<typeof row>; return { clients: r.clients, origin: r.bytes.origin } }, { timeout: 5000, interval: 200 }).toEqual(want)
+    }
 
     // a token revoked on one coordinator is refused by the other within the refresh time
     expect((await call(two.c, 'GET', '/v1/images', agent.token)).status).toBe(200)
