@@ -40,6 +40,7 @@ import { countReusedBlocks, digestSet, planDeltaPack, writeDeltaPack } from './d
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
 import { createChunkGuard, type ChunkGuard } from './chunk-guard.ts'
+import { createLeases } from './meta-store/leases.ts'
 
 /** What the image service needs from the server (D1's createCoordinator passes these). */
 export interface ImageServiceComponents {
@@ -312,6 +313,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
   // they are rare next to reads.
   // With a shared store (several coordinators) they hold the store's `images` lock and read records afresh.
   let writeChain: Promise<unknown> = Promise.resolve()
+  const leases = createLeases({ db })
   const serialised = async <T>(fn: () => Promise<T>): Promise<T> => {
     const run = db.lock('images', async () => {
       if (db.shared) invalidateAll()
@@ -521,10 +523,19 @@ export function createImageService (components: ImageServiceComponents, init: Im
     const from = rec?.info.previous
     // a retired version's pack is of no use, and storage gc may have taken its chunks
     if (rec == null || from == null || rec.info.retired) return
+    if (!db.shared) { await buildPack(rec.info, from, signal); return }
+    // several coordinators on one store: one builds under a lease (meta-store/leases.ts), the others find its record
+    const packKey = `${versionKey(image, version)}/${from}`
+    await leases.runExclusive(`delta-pack:${packKey}`, async (lost) => { await buildPack(rec.info, from, AbortSignal.any([signal, lost])) },
+      { done: async () => await packs.get(packKey) != null, signal })
+  }
+
+  async function buildPack (info: api.VersionInfo, from: string, signal: AbortSignal): Promise<void> {
+    const { image, version } = info
     const key = versionKey(image, version)
     const [digests, prevDigests] = await Promise.all([digestsDb.get(key), digestsDb.get(versionKey(image, from))])
     if (digests == null || prevDigests == null) throw new NotFoundError(`block digests of ${image} ${version} or ${from} are missing`)
-    const { manifest } = await loadManifest(rec.info)
+    const { manifest } = await loadManifest(info)
     const ranges = planDeltaPack(digests, digestSet(prevDigests))
     const started = performance.now()
     const path = packPath(image, version, from)

@@ -165,6 +165,7 @@ describe('config: metadata.postgres', () => {
 })
 
 describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)', () => {
+  /** The coordinators started, in order (the tests below share them). */
   const started: Coordinator[] = []
   afterAll(async () => { for (const c of started) await c.stop() })
 
@@ -229,5 +230,21 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
     const revokedAt = Date.now()
     await expect.poll(async () => (await call(two.c, 'GET', '/v1/images', agent.token)).status, { timeout: 5000, interval: 100 }).toBe(401)
     expect(Date.now() - revokedAt).toBeLessThan(3000)
+  })
+
+  it('a version published on one is built into a delta pack once, though both coordinators are asked to build it', async () => {
+    const [one, two] = started
+    const image = await makeTestImage(tmp.path, { name: 'pgws2', sizeMiB: 4, seed: 1718 })
+    await createPublishClient({ coordinator: one.url, token: one.adminToken }).publish(image.path, { image: 'pgws', version: 'v2' })
+    // the first is building it now (every publish queues its pack); the second is asked too, at once
+    two.images.refresh()
+    await two.images.rebuildDeltaPack('pgws', 'v2')
+    await Promise.all([one.images.whenIdle(), two.images.whenIdle()])
+    const built = [one, two].map(c => c.images.stats().deltaPacksBuilt)
+    expect(built[0] + built[1]).toBe(1)
+    expect(one.images.stats().deltaPackBuildFailures + two.images.stats().deltaPackBuildFailures).toBe(0)
+    for (const c of [one, two]) {
+      await expect.poll(async () => (await (await fetch(`${c.url}/v1/images/pgws/versions/v2/info`, { headers: { authorization: `Bearer ${c.adminToken}` } })).json()).deltaPackBytes, { timeout: 5000, interval: 200 }).toBeGreaterThan(0)
+    }
   })
 })
