@@ -22,6 +22,7 @@ import { MIGRATIONS, pendingMigrations } from '../../../coordinator/meta-store/m
 import { openPgMetaDb, type PgMetaDb, type PgMetaDbInit } from '../../../coordinator/meta-store/pg-meta-db.ts'
 import { createPublishClient } from '../../../coordinator/publish-client.ts'
 import { ADMIN_TOKEN_FILE, SESSION_SECRET_FILE, SIGNING_KEY_FILE } from '../../../coordinator/constants.ts'
+import { cli } from '../../helpers/cli-process.ts'
 import { makeTestImage, tempDir, type TempDir } from '../../helpers/images.ts'
 import { startTestScaleOutStack, type TestScaleOutStack } from '../../helpers/scale-out-stack.ts'
 import { OPEN_POLICY, runAgent } from '../../peer-agent/harness.ts'
@@ -161,6 +162,23 @@ describe('config: metadata.postgres', () => {
     await expect(openMetaStore({ dataDir: join(dir, 'data'), postgres })).rejects.toThrow(`metadata.postgres.passwordFile: cannot read ${join(dir, 'none')}`)
     await writeFile(join(dir, 'empty'), '\n')
     await expect(openMetaStore({ dataDir: join(dir, 'data'), postgres: { ...postgres, passwordFile: join(dir, 'empty') } })).rejects.toThrow(/is empty/)
+  })
+})
+
+describe('trimswarm coordinator with metadata.postgres', () => {
+  it('an unreachable database stops the start with one line and exit code 5; a wrong password likewise', async () => {
+    const dir = join(tmp.path, 'cli')
+    await mkdir(dir, { recursive: true })
+    await writeFile(join(dir, 'pw'), 'secret\n', { mode: 0o600 })
+    const closed = { metadata: { postgres: { host: '127.0.0.1', port: 1, database: 'trimswarm', user: 'trimswarm', passwordFile: 'pw' } } }
+    await writeFile(join(dir, 'closed.json'), JSON.stringify(closed))
+    await writeFile(join(dir, 'wrong.json'), JSON.stringify({ metadata: { postgres: { ...closed.metadata.postgres, port: pgInit.port } } }))
+    for (const [config, message] of [['closed.json', /cannot use the metadata database \(PostgreSQL trimswarm@127\.0\.0\.1:1\/trimswarm\): connect ECONNREFUSED/], ['wrong.json', /password authentication failed for user "trimswarm"/]] as const) {
+      const r = await cli(['coordinator', '--data', join(dir, `data-${config}`), '--config', join(dir, config), '--log-format', 'text'])
+      expect(r.code, r.stderr).toBe(5)
+      expect(r.stderr).toMatch(message)
+      expect(r.stderr).not.toMatch(/\n\s+at /)
+    }
   })
 })
 
