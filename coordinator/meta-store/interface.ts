@@ -72,7 +72,8 @@ export interface MetaDb extends MetaDbKind {
    * Runs `fn` while holding the lock `name` against every other holder of it:
    * in this process (level) or in any coordinator on the same database (PostgreSQL,
    * a session advisory lock, released when `fn` settles or the connection dies).
-   * For read-modify-write of shared records; `fn` must not take the same lock again.
+   * For read-modify-write of shared records; `fn` must not take a lock itself
+   * (PostgreSQL bounds how many locks are held at once, so nested locks could wait on each other).
    */
   lock: <T>(name: string, fn: () => Promise<T>) => Promise<T>
   close: () => Promise<void>

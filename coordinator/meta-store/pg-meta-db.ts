@@ -12,7 +12,7 @@ import { PG_CONNECT_TIMEOUT_MS, PG_ITERATOR_PAGE, PG_MAX_CONNECTIONS, PG_STATEME
 import type { Logger } from '../interface.ts'
 import { MetaStoreUnavailableError } from './errors.ts'
 import type { MetaBatchOp, MetaDb, MetaIterator, MetaRange, MetaSpace, MetaSpaceOp, MetaValueEncoding } from './interface.ts'
-import { createKeyedMutex } from './keyed-mutex.ts'
+import { createKeyedMutex, createSemaphore } from './keyed-mutex.ts'
 import { checkMigrations, MIGRATIONS, pendingMigrations, type Migration } from './migrations.ts'
 
 /** How to reach the database (the config's `metadata.postgres`, password read from its file). */
@@ -115,7 +115,7 @@ export async function openPgMetaDb (init: PgMetaDbInit, components: { logger?: L
     if ((err as Error).name === 'SchemaTooNewError') throw err
     throw new MetaStoreUnavailableError(`cannot use the metadata database (${where}): ${(err as Error).message}`, { cause: err })
   }
-  return createPgMetaDb(pool)
+  return createPgMetaDb(pool, init.maxConnections ?? PG_MAX_CONNECTIONS)
 }
 
 async function migrate (pool: pg.Pool, migrations: readonly Migration[], logger?: Logger): Promise<void> {
@@ -151,8 +151,11 @@ async function migrate (pool: pg.Pool, migrations: readonly Migration[], logger?
 }
 
 /** The store over a pool whose database is migrated. */
-function createPgMetaDb (pool: pg.Pool): PgMetaDb {
+function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
   const mutex = createKeyedMutex()
+  // Each held lock keeps a connection and its function needs others: at most half the pool holds locks,
+  // so locked sections under different names can never take every connection and wait on each other.
+  const lockSlots = createSemaphore(Math.max(1, Math.floor(maxConnections / 2)))
 
   async function * scan<V> (space: string, decode: (b: Buffer) => V, range: MetaRange): AsyncGenerator<[string, V]> {
     let remaining = range.limit == null || range.limit < 0 ? Infinity : range.limit
@@ -251,7 +254,7 @@ function createPgMetaDb (pool: pg.Pool): PgMetaDb {
     },
     async lock (name, fn) {
       // one waiter per name per process: waiters blocked in PostgreSQL would each hold a pool connection that `fn` needs
-      return await mutex.run(name, async () => {
+      return await mutex.run(name, async () => await lockSlots.run(async () => {
         const client = await pool.connect()
         let broken: Error | undefined
         try {
@@ -265,7 +268,7 @@ function createPgMetaDb (pool: pg.Pool): PgMetaDb {
           // a connection whose unlock failed is destroyed, which releases the lock in the server
           client.release(broken)
         }
-      })
+      }))
     },
     async close () {
       await pool.end()

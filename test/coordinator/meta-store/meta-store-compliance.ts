@@ -161,6 +161,19 @@ export function metaStoreComplianceTests (name: string, db: () => MetaDb): void 
       expect(await db().lock(name, async () => 'free again')).toBe('free again')
     })
 
+    it('many locks of different names held at once all complete (their functions still get connections)', async () => {
+      const s = db().sublevel<string, number>(fresh('locks'), { valueEncoding: 'json' })
+      const n = 40
+      await Promise.all(Array.from({ length: n }, async (_, i) => {
+        await db().lock(`${fresh('many')}-${i}`, async () => {
+          const v = (await s.get(`k${i}`)) ?? 0
+          await new Promise(resolve => setTimeout(resolve, 20))
+          await s.batch([{ type: 'put', key: `k${i}`, value: v + 1 }])
+        })
+      }))
+      expect((await s.getMany(Array.from({ length: n }, (_, i) => `k${i}`))).every(v => v === 1)).toBe(true)
+    }, 20_000)
+
     it('leases: one holder at a time, renewal by the holder only, takeover after expiry', async () => {
       let t = 1_000_000
       const now = (): number => t
