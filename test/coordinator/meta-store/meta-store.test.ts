@@ -21,6 +21,7 @@ import { openLevelMetaDb } from '../../../coordinator/meta-store/level-meta-db.t
 import { MIGRATIONS, pendingMigrations } from '../../../coordinator/meta-store/migrations.ts'
 import { openPgMetaDb, type PgMetaDb, type PgMetaDbInit } from '../../../coordinator/meta-store/pg-meta-db.ts'
 import { createPublishClient } from '../../../coordinator/publish-client.ts'
+import { createSessionTokens } from '../../../coordinator/session-tokens.ts'
 import { ADMIN_TOKEN_FILE, SESSION_SECRET_FILE, SIGNING_KEY_FILE } from '../../../coordinator/constants.ts'
 import { cli } from '../../helpers/cli-process.ts'
 import { makeTestImage, tempDir, type TempDir } from '../../helpers/images.ts'
@@ -102,6 +103,39 @@ describe('PostgreSQL store', () => {
       await Promise.all(Array.from({ length: 30 }, async (_, i) => { await (i % 2 === 0 ? bump(pgDb, s) : bump(other, s2)) }))
       expect(await s.get('n')).toBe(30)
     } finally {
+      await other.close()
+    }
+  })
+
+  it('a session revoked (logout) through one coordinator is refused by another once it reloads; overflow revokes everything before it on both', async () => {
+    const other = await openPgMetaDb(pgInit)
+    try {
+      const secret = randomBytes(32)
+      let t = Date.now()
+      const a = createSessionTokens({ secret, ttlSeconds: 3600, maxRevoked: 2, now: () => t }, { db: pgDb })
+      const b = createSessionTokens({ secret, ttlSeconds: 3600, maxRevoked: 2, now: () => t }, { db: other })
+      await a.start()
+      await b.start()
+      const s1 = a.issue('alice', ['desk'])
+      expect(b.verify(s1.token)?.user).toBe('alice')
+      expect(await a.revoke(s1.token)).toBe(true)
+      expect(a.verify(s1.token)).toBeUndefined()
+      await b.refresh()
+      expect(b.verify(s1.token)).toBeUndefined()
+      // a full list revokes every session issued before now, on both
+      const s2 = b.issue('bob', ['desk'])
+      const s3 = b.issue('carol', ['desk'])
+      t += 2000
+      expect(await a.revoke(s2.token)).toBe(true)
+      expect(await a.revoke(s3.token)).toBe(true) // the list is full: everything issued before this second is revoked
+      await b.refresh()
+      expect(b.verify(s2.token)).toBeUndefined()
+      expect(b.verify(s3.token)).toBeUndefined()
+      t += 1000
+      expect(b.verify(b.issue('dave', ['desk']).token)?.user).toBe('dave')
+    } finally {
+      // the coordinators of the tests below share this database: leave them no revocations
+      await pgDb.pool.query("DELETE FROM meta_kv WHERE space IN ('revoked-sessions', 'revoked-sessions-meta')")
       await other.close()
     }
   })
