@@ -10,6 +10,7 @@
 import pg from 'pg'
 import { PG_CONNECT_TIMEOUT_MS, PG_ITERATOR_PAGE, PG_MAX_CONNECTIONS, PG_STATEMENT_TIMEOUT_MS } from './constants.ts'
 import type { Logger } from '../interface.ts'
+import { UnavailableError } from '../../protocol/errors.ts'
 import { MetaStoreUnavailableError } from './errors.ts'
 import type { MetaBatchOp, MetaDb, MetaIterator, MetaRange, MetaSpace, MetaSpaceOp, MetaValueEncoding } from './interface.ts'
 import { createKeyedMutex, createSemaphore } from './keyed-mutex.ts'
@@ -84,6 +85,28 @@ export function lastOpPerKey (ops: Array<{ type: 'put' | 'del', space: string, k
   return { puts, dels }
 }
 
+// errors that mean the database cannot be reached now (not a bad query): Node's network codes,
+// SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, cannot connect now), 53300 (too many connections)
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
+const UNAVAILABLE_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/
+
+/** Whether a pg error says the database is unreachable or going away (a request may be retried later). */
+export function isUnavailable (err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  if (typeof code === 'string' && (NETWORK_CODES.has(code) || code.startsWith('08') || ['57P01', '57P02', '57P03', '53300'].includes(code))) return true
+  return UNAVAILABLE_MESSAGES.test((err as Error).message ?? '')
+}
+
+/** Runs a database call; an unreachable database becomes UnavailableError (HTTP 503, agents retry). */
+async function guarded<T> (fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (err) {
+    if (isUnavailable(err)) throw new UnavailableError(`the metadata database is unavailable: ${(err as Error).message}`, { cause: err })
+    throw err
+  }
+}
+
 function toIterator<T> (gen: AsyncGenerator<T>): MetaIterator<T> {
   return {
     [Symbol.asyncIterator]: () => gen,
@@ -156,6 +179,7 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
   // Each held lock keeps a connection and its function needs others: at most half the pool holds locks,
   // so locked sections under different names can never take every connection and wait on each other.
   const lockSlots = createSemaphore(Math.max(1, Math.floor(maxConnections / 2)))
+  const query = async <R extends pg.QueryResultRow = any>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> => await guarded(async () => await pool.query<R>(text, values))
 
   async function * scan<V> (space: string, decode: (b: Buffer) => V, range: MetaRange): AsyncGenerator<[string, V]> {
     let remaining = range.limit == null || range.limit < 0 ? Infinity : range.limit
@@ -163,7 +187,7 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
     while (remaining > 0) {
       const { where, params } = rangeSql(range, after)
       const n = Math.min(PG_ITERATOR_PAGE, remaining)
-      const res = await pool.query<{ key: Buffer, value: Buffer }>(
+      const res = await query<{ key: Buffer, value: Buffer }>(
         `SELECT key, value FROM meta_kv WHERE space = $1${where} ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${n}`,
         [space, ...params])
       for (const row of res.rows) {
@@ -179,10 +203,10 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
   async function write (ops: Array<{ type: 'put' | 'del', space: string, key: string, value?: Buffer }>): Promise<void> {
     if (ops.length === 0) return
     const { puts, dels } = lastOpPerKey(ops)
-    const client = await pool.connect()
+    const client = await guarded(async () => await pool.connect())
     let broken: Error | undefined
     try {
-      await client.query('BEGIN')
+      await guarded(async () => await client.query('BEGIN')).catch((err: Error) => { broken = err; throw err })
       try {
         if (dels.length > 0) {
           await client.query('DELETE FROM meta_kv m USING unnest($1::text[], $2::bytea[]) AS d(space, key) WHERE m.space = d.space AND m.key = d.key',
@@ -195,6 +219,10 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
         await client.query('COMMIT')
       } catch (err) {
         await client.query('ROLLBACK').catch((e: Error) => { broken = e })
+        if (isUnavailable(err)) {
+          broken = err as Error
+          throw new UnavailableError(`the metadata database is unavailable: ${(err as Error).message}`, { cause: err })
+        }
         throw err
       }
     } finally {
@@ -208,20 +236,20 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       spaceName: name,
       encode,
       async get (key) {
-        const res = await pool.query<{ value: Buffer }>('SELECT value FROM meta_kv WHERE space = $1 AND key = $2', [name, keyBytes(key)])
+        const res = await query<{ value: Buffer }>('SELECT value FROM meta_kv WHERE space = $1 AND key = $2', [name, keyBytes(key)])
         return res.rows.length === 0 ? undefined : decode(res.rows[0].value)
       },
       async getMany (keys) {
         if (keys.length === 0) return []
-        const res = await pool.query<{ key: Buffer, value: Buffer }>('SELECT key, value FROM meta_kv WHERE space = $1 AND key = ANY($2::bytea[])', [name, keys.map(keyBytes)])
+        const res = await query<{ key: Buffer, value: Buffer }>('SELECT key, value FROM meta_kv WHERE space = $1 AND key = ANY($2::bytea[])', [name, keys.map(keyBytes)])
         const found = new Map(res.rows.map(r => [r.key.toString('utf8'), r.value]))
         return keys.map(k => { const v = found.get(k); return v == null ? undefined : decode(v) })
       },
       async put (key, value) {
-        await pool.query('INSERT INTO meta_kv (space, key, value) VALUES ($1, $2, $3) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value', [name, keyBytes(key), encode(value)])
+        await query('INSERT INTO meta_kv (space, key, value) VALUES ($1, $2, $3) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value', [name, keyBytes(key), encode(value)])
       },
       async del (key) {
-        await pool.query('DELETE FROM meta_kv WHERE space = $1 AND key = $2', [name, keyBytes(key)])
+        await query('DELETE FROM meta_kv WHERE space = $1 AND key = $2', [name, keyBytes(key)])
       },
       async batch (ops: Array<MetaSpaceOp<V>>) {
         await write(ops.map(op => op.type === 'put' ? { type: 'put', space: name, key: op.key, value: encode(op.value) } : { type: 'del', space: name, key: op.key }))
@@ -232,10 +260,10 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       async clear (range = {}) {
         const { where, params } = rangeSql({ ...range, reverse: false })
         if (range.limit != null && range.limit >= 0) {
-          await pool.query(`DELETE FROM meta_kv WHERE space = $1 AND key IN (SELECT key FROM meta_kv WHERE space = $1${where} ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${Math.floor(range.limit)})`, [name, ...params])
+          await query(`DELETE FROM meta_kv WHERE space = $1 AND key IN (SELECT key FROM meta_kv WHERE space = $1${where} ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${Math.floor(range.limit)})`, [name, ...params])
           return
         }
-        await pool.query(`DELETE FROM meta_kv WHERE space = $1${where}`, [name, ...params])
+        await query(`DELETE FROM meta_kv WHERE space = $1${where}`, [name, ...params])
       }
     }
     return self
@@ -255,10 +283,10 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
     async lock (name, fn) {
       // one waiter per name per process: waiters blocked in PostgreSQL would each hold a pool connection that `fn` needs
       return await mutex.run(name, async () => await lockSlots.run(async () => {
-        const client = await pool.connect()
+        const client = await guarded(async () => await pool.connect())
         let broken: Error | undefined
         try {
-          await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [LOCK_PREFIX + name])
+          await guarded(async () => await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [LOCK_PREFIX + name])).catch((err: Error) => { broken = err; throw err })
           try {
             return await fn()
           } finally {

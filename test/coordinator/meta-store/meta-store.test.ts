@@ -5,10 +5,11 @@
  * config section, and two coordinators on the whole stack (PostgreSQL + RGW)
  * serving the same images, tokens and reports.
  */
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import pg from 'pg'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createCoordinator, type Coordinator } from '../../../coordinator/coordinator.ts'
 import { loadCoordinatorConfig, parseCoordinatorConfig } from '../../../coordinator/config.ts'
@@ -29,6 +30,7 @@ import { startTestScaleOutStack, type TestScaleOutStack } from '../../helpers/sc
 import { OPEN_POLICY, runAgent } from '../../peer-agent/harness.ts'
 import { metaStoreComplianceTests } from './meta-store-compliance.ts'
 
+const exec = promisify(execFile)
 let tmp: TempDir
 let stack: TestScaleOutStack
 let pgInit: PgMetaDbInit
@@ -298,5 +300,29 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
     for (const c of [one, two]) {
       await expect.poll(async () => (await (await fetch(`${c.url}/v1/images/pgws/versions/v2/info`, { headers: { authorization: `Bearer ${c.adminToken}` } })).json()).deltaPackBytes, { timeout: 5000, interval: 200 }).toBeGreaterThan(0)
     }
+  })
+
+  it('PostgreSQL stopped: requests that need it answer 503 JSON (agents retry), the coordinators keep running and recover when it is back', async () => {
+    const [one, two] = started
+    const events = async (c: Coordinator): Promise<Response> => await fetch(`${c.url}/v1/events?limit=1`, { headers: { authorization: `Bearer ${c.adminToken}` } })
+    expect((await events(one)).status).toBe(200)
+    const pgData = join(stack.dir, 'pg', 'data')
+    const pgCtl = async (...args: string[]): Promise<void> => {
+      const bin = (await exec('sh', ['-c', 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1'])).stdout.trim()
+      const cmd = [`${bin}/pg_ctl`, '-D', pgData, ...args]
+      if (process.getuid?.() === 0) await exec('runuser', ['-u', 'postgres', '--', ...cmd], { timeout: 60_000 })
+      else await exec(cmd[0], cmd.slice(1), { timeout: 60_000 })
+    }
+    await pgCtl('-m', 'fast', '-w', 'stop')
+    try {
+      for (const c of [one, two]) {
+        const res = await events(c)
+        expect(res.status).toBe(503)
+        expect((await res.json()).error.name).toBe('UnavailableError')
+      }
+    } finally {
+      await exec(new URL('../../../scripts/scale-out-stack.sh', import.meta.url).pathname, ['up', stack.dir], { timeout: 120_000 })
+    }
+    for (const c of [one, two]) await expect.poll(async () => (await events(c)).status, { timeout: 15_000, interval: 250 }).toBe(200)
   })
 })
