@@ -48,7 +48,7 @@ import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.t
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
 import { openMetaStore, type MetaDb } from './meta-db.ts'
-import { startSharedRefresh } from './meta-store/shared-refresh.ts'
+import { sharedMirrors, startSharedRefresh } from './meta-store/shared-refresh.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createMetricsRoute } from './metrics-route.ts'
 import { buildOpenApi } from './openapi.ts'
@@ -289,7 +289,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await images.start()
     cleanups.push(async () => { await images.stop() })
     if (db.shared) {
-      const refresh = startSharedRefresh({ logger }, [{ name: 'machine tokens', refresh: tokens.refresh }, { name: 'policies', refresh: policies.refresh }, { name: 'session revocations', refresh: sessions.refresh }, { name: 'reports', refresh: events.refresh }, { name: 'version records', refresh: images.refresh }])
+      const refresh = startSharedRefresh({ logger }, sharedMirrors(db, { tokens, policies, sessions, events, images }))
       cleanups.push(async () => { await refresh.stop() })
     }
     const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})

@@ -76,5 +76,10 @@ export interface MetaDb extends MetaDbKind {
    * (PostgreSQL bounds how many locks are held at once, so nested locks could wait on each other).
    */
   lock: <T>(name: string, fn: () => Promise<T>) => Promise<T>
+  /**
+   * A value that changes whenever any of these spaces is written (in any coordinator);
+   * absent on level (one process: nothing to notice). Read it before reloading what it covers.
+   */
+  generations?: (spaces: string[]) => Promise<string>
   close: () => Promise<void>
 }

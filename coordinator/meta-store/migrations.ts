@@ -29,6 +29,16 @@ export const MIGRATIONS: readonly Migration[] = [
   value bytea NOT NULL,
   PRIMARY KEY (space, key)
 )`
+  },
+  {
+    version: 2,
+    name: 'meta_space_gen',
+    // A counter per space, bumped in the transaction of every write to it: a coordinator reloads
+    // an in-memory mirror (tokens, policies, reports) only when its spaces' counters moved.
+    sql: `CREATE TABLE meta_space_gen (
+  space text COLLATE "C" PRIMARY KEY,
+  gen bigint NOT NULL
+)`
   }
 ]
 

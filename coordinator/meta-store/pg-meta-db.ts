@@ -200,22 +200,17 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
     }
   }
 
-  async function write (ops: Array<{ type: 'put' | 'del', space: string, key: string, value?: Buffer }>): Promise<void> {
-    if (ops.length === 0) return
-    const { puts, dels } = lastOpPerKey(ops)
+  /** Runs `fn` in one transaction that also bumps the generation of `spaces`. */
+  async function transaction (spaces: string[], fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
     const client = await guarded(async () => await pool.connect())
     let broken: Error | undefined
     try {
       await guarded(async () => await client.query('BEGIN')).catch((err: Error) => { broken = err; throw err })
       try {
-        if (dels.length > 0) {
-          await client.query('DELETE FROM meta_kv m USING unnest($1::text[], $2::bytea[]) AS d(space, key) WHERE m.space = d.space AND m.key = d.key',
-            [dels.map(d => d.space), dels.map(d => keyBytes(d.key))])
-        }
-        if (puts.length > 0) {
-          await client.query('INSERT INTO meta_kv (space, key, value) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value',
-            [puts.map(p => p.space), puts.map(p => keyBytes(p.key)), puts.map(p => p.value)])
-        }
+        await fn(client)
+        // sorted: two transactions bumping the same spaces lock their rows in one order (no deadlock)
+        await client.query('INSERT INTO meta_space_gen (space, gen) SELECT s, 1 FROM unnest($1::text[]) AS s ON CONFLICT (space) DO UPDATE SET gen = meta_space_gen.gen + 1',
+          [[...new Set(spaces)].sort()])
         await client.query('COMMIT')
       } catch (err) {
         await client.query('ROLLBACK').catch((e: Error) => { broken = e })
@@ -228,6 +223,21 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
     } finally {
       client.release(broken)
     }
+  }
+
+  async function write (ops: Array<{ type: 'put' | 'del', space: string, key: string, value?: Buffer }>): Promise<void> {
+    if (ops.length === 0) return
+    const { puts, dels } = lastOpPerKey(ops)
+    await transaction(ops.map(op => op.space), async (client) => {
+      if (dels.length > 0) {
+        await client.query('DELETE FROM meta_kv m USING unnest($1::text[], $2::bytea[]) AS d(space, key) WHERE m.space = d.space AND m.key = d.key',
+          [dels.map(d => d.space), dels.map(d => keyBytes(d.key))])
+      }
+      if (puts.length > 0) {
+        await client.query('INSERT INTO meta_kv (space, key, value) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value',
+          [puts.map(p => p.space), puts.map(p => keyBytes(p.key)), puts.map(p => p.value)])
+      }
+    })
   }
 
   function space<V> (name: string, encoding: MetaValueEncoding): Space<V> {
@@ -246,10 +256,10 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
         return keys.map(k => { const v = found.get(k); return v == null ? undefined : decode(v) })
       },
       async put (key, value) {
-        await query('INSERT INTO meta_kv (space, key, value) VALUES ($1, $2, $3) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value', [name, keyBytes(key), encode(value)])
+        await write([{ type: 'put', space: name, key, value: encode(value) }])
       },
       async del (key) {
-        await query('DELETE FROM meta_kv WHERE space = $1 AND key = $2', [name, keyBytes(key)])
+        await write([{ type: 'del', space: name, key }])
       },
       async batch (ops: Array<MetaSpaceOp<V>>) {
         await write(ops.map(op => op.type === 'put' ? { type: 'put', space: name, key: op.key, value: encode(op.value) } : { type: 'del', space: name, key: op.key }))
@@ -259,11 +269,10 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       values: (range = {}) => toIterator((async function * () { for await (const [, v] of scan(name, decode, range)) yield v })()),
       async clear (range = {}) {
         const { where, params } = rangeSql({ ...range, reverse: false })
-        if (range.limit != null && range.limit >= 0) {
-          await query(`DELETE FROM meta_kv WHERE space = $1 AND key IN (SELECT key FROM meta_kv WHERE space = $1${where} ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${Math.floor(range.limit)})`, [name, ...params])
-          return
-        }
-        await query(`DELETE FROM meta_kv WHERE space = $1${where}`, [name, ...params])
+        const sql = range.limit != null && range.limit >= 0
+          ? `DELETE FROM meta_kv WHERE space = $1 AND key IN (SELECT key FROM meta_kv WHERE space = $1${where} ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${Math.floor(range.limit)})`
+          : `DELETE FROM meta_kv WHERE space = $1${where}`
+        await transaction([name], async (client) => { await client.query(sql, [name, ...params]) })
       }
     }
     return self
@@ -297,6 +306,10 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
           client.release(broken)
         }
       }))
+    },
+    async generations (spaces) {
+      const res = await query<{ g: string | null }>("SELECT string_agg(space || ':' || gen, ',' ORDER BY space) AS g FROM meta_space_gen WHERE space = ANY($1::text[])", [spaces])
+      return res.rows[0]?.g ?? ''
     },
     async close () {
       await pool.end()

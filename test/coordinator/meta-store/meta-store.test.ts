@@ -18,6 +18,7 @@ import { openMetaStore } from '../../../coordinator/meta-db.ts'
 import { MetaStoreUnavailableError, SchemaTooNewError } from '../../../coordinator/meta-store/errors.ts'
 import type { MetaDb } from '../../../coordinator/meta-store/interface.ts'
 import { createLeases } from '../../../coordinator/meta-store/leases.ts'
+import { whenChanged } from '../../../coordinator/meta-store/shared-refresh.ts'
 import { openLevelMetaDb } from '../../../coordinator/meta-store/level-meta-db.ts'
 import { MIGRATIONS, pendingMigrations } from '../../../coordinator/meta-store/migrations.ts'
 import { openPgMetaDb, type PgMetaDb, type PgMetaDbInit } from '../../../coordinator/meta-store/pg-meta-db.ts'
@@ -75,10 +76,50 @@ describe('PostgreSQL store', () => {
     expect(versions).toEqual(extra.map(m => m.version))
     // this coordinator's code (MIGRATIONS) now meets a newer schema
     await expect(openPgMetaDb(pgInit)).rejects.toThrow(SchemaTooNewError)
-    await expect(openPgMetaDb(pgInit)).rejects.toThrow(/schema version 2, this coordinator knows up to 1: a newer coordinator upgraded it/)
+    await expect(openPgMetaDb(pgInit)).rejects.toThrow(`schema version ${extra.length}, this coordinator knows up to ${MIGRATIONS.length}: a newer coordinator upgraded it`)
     await pgDb.pool.query('DROP TABLE test_extra_migration')
     await pgDb.pool.query('DELETE FROM schema_migrations WHERE version = $1', [extra.length])
-    expect(() => pendingMigrations(MIGRATIONS, [1, 7])).toThrow(SchemaTooNewError)
+    expect(() => pendingMigrations(MIGRATIONS, [1, 70])).toThrow(SchemaTooNewError)
+  })
+
+  it('generations move with every write to a space (put, del, batch, clear) in any coordinator, not with writes to others; a mirror reloads only then', async () => {
+    const other = await openPgMetaDb(pgInit)
+    try {
+      const [a, b] = ['a', 'b'].map(x => `gen-${x}-${randomBytes(4).toString('hex')}`)
+      const sa = pgDb.sublevel<string, number>(a)
+      const sb = pgDb.sublevel<string, number>(b)
+      const gen = async (): Promise<string> => await pgDb.generations!([a])
+      const seen = [await gen()]
+      const moved = async (): Promise<boolean> => { const g = await gen(); const m = g !== seen.at(-1); seen.push(g); return m }
+      await sa.put('k', 1)
+      expect(await moved()).toBe(true)
+      await sb.put('k', 1)
+      await pgDb.batch([{ type: 'put', sublevel: sb, key: 'j', value: 2 }])
+      expect(await moved()).toBe(false)
+      await sa.del('k')
+      expect(await moved()).toBe(true)
+      await pgDb.batch([{ type: 'put', sublevel: sb, key: 'x', value: 1 }, { type: 'put', sublevel: sa, key: 'x', value: 1 }])
+      expect(await moved()).toBe(true)
+      await sa.clear({ gte: 'x' })
+      expect(await moved()).toBe(true)
+
+      let loads = 0
+      const refresh = whenChanged(pgDb, [a], () => { loads++ })
+      await refresh()
+      await refresh()
+      expect(loads).toBe(1)
+      await other.sublevel<string, number>(a).put('from-another-coordinator', 1)
+      await refresh()
+      expect(loads).toBe(2)
+      // level has no generations: every tick reloads (and level is never shared, so none runs)
+      let levelLoads = 0
+      const levelRefresh = whenChanged(levelDb, ['tokens'], () => { levelLoads++ })
+      await levelRefresh()
+      await levelRefresh()
+      expect(levelLoads).toBe(2)
+    } finally {
+      await other.close()
+    }
   })
 
   it('a wrong password or a closed port is one clear error, not a hang', async () => {
