@@ -14,7 +14,7 @@ import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { COORDINATOR_DATA_FORMAT } from '../coordinator/constants.ts'
 import { AGENT_DATA_FORMAT, DATA_FILES } from '../peer-agent/constants.ts'
 import { CliError, EXIT } from './cli-support.ts'
-import { writeFileAtomic } from './commands/manifest.ts'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 
 /** Exit status when a data dir is newer than this trimswarm reads (EX_DATAERR; the systemd units do not restart on it). */
 export const DATA_DIR_TOO_NEW_EXIT = EXIT.dataDirTooNew
@@ -95,7 +95,12 @@ export async function openDataDir (dir: string, spec: DataFormat): Promise<Opene
 
 async function writeFormat (dir: string, format: number): Promise<void> {
   // 0600 like every other file of both data dirs
-  await writeFileAtomic(join(dir, DATA_FORMAT_FILE), new TextEncoder().encode(JSON.stringify({ format, writtenBy: `trimswarm ${TRIMSWARM_VERSION}` }) + '\n'), 0o600)
+  const file = join(dir, DATA_FORMAT_FILE)
+  try {
+    await writeFileAtomic(file, JSON.stringify({ format, writtenBy: `trimswarm ${TRIMSWARM_VERSION}` }) + '\n', { mode: 0o600 })
+  } catch (err) {
+    throw new CliError(`cannot write ${file}: ${(err as Error).message}`, { cause: err })
+  }
 }
 
 /** Format 0 (no format file) has the layout of format 1: the step only records the format. */

@@ -8,10 +8,10 @@ import type { CID } from 'multiformats/cid'
 import type { EffectivePolicy } from '../protocol/api.ts'
 import type { BodyLease } from './body-budget.ts'
 
-/** Options every async call takes. */
-export interface AbortOptions {
-  signal?: AbortSignal
-}
+import type { AbortOptions } from '../utils/interface.ts'
+
+/** Options every async call takes, and the structured logger (one of each for every side, in utils/). */
+export type { AbortOptions, Logger } from '../utils/interface.ts'
 
 /**
  * Content-addressed storage of chunks (an IPLD "block" is one of our chunks).
@@ -73,14 +73,6 @@ export interface Principal {
   policy: EffectivePolicy
   /** The site the admin bound a machine token to (`token create --site`); the coordinator's answer to "where is this agent". */
   site?: string
-}
-
-/** Structured logger (one JSON line per entry on stderr in production). */
-export interface Logger {
-  debug: (msg: string, fields?: Record<string, unknown>) => void
-  info: (msg: string, fields?: Record<string, unknown>) => void
-  warn: (msg: string, fields?: Record<string, unknown>) => void
-  error: (msg: string, fields?: Record<string, unknown>) => void
 }
 
 /** Signs manifests with the coordinator's Ed25519 key (created on first start under DIR). */
