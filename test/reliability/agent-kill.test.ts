@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { b3sumFile, createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
 import { recordCounts } from './counts.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { DEFAULT_MAX_BLOCKS } from '../../chunker/constants.ts'
@@ -64,7 +65,7 @@ function args (url: string, data: string, out: string): string[] {
 
 describe(`agent kill -9 at seeded random moments (${TRIALS} trials, seed ${SEED})`, () => {
   it('clean reference run', async () => {
-    const meter = await startCountingProxy(coord.url)
+    const meter = await startByteMeter(coord.url)
     const out = join(tmp.path, 'clean', 'ws.img')
     const r = await runAgent(args(meter.url, join(tmp.path, 'clean-data'), out))
     expect(r.code, r.stderr).toBe(0)
@@ -81,7 +82,7 @@ describe(`agent kill -9 at seeded random moments (${TRIALS} trials, seed ${SEED}
     it(`trial ${trial}: killed at ${Math.round(killAt * 100)} % of the transfer, the restart completes`, async () => {
       expect(cleanBytes).toBeGreaterThan(0)
       // about 2 s for a whole transfer, so the kill lands mid-stream
-      const meter = await startCountingProxy(coord.url, { rate: Math.round(cleanBytes / 2) })
+      const meter = await startByteMeter(coord.url, { rate: Math.round(cleanBytes / 2) })
       const data = join(tmp.path, `t${trial}`)
       const out = join(tmp.path, `t${trial}-out`, 'ws.img')
       const { child, done } = spawnAgent(args(meter.url, data, out))

@@ -11,7 +11,8 @@ import { lstat, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/p
 import { join } from 'node:path'
 import { b3sumFile, makeTestImage, seededBytes, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
-import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { runAgent, spawnAgent, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -26,7 +27,7 @@ beforeAll(async () => {
   coord = await startTestCoordinator(tmp.path)
   await coord.publish('ws', 'v1', img.path)
   // a clean run's WAN bytes, to pace the killed run
-  const meter = await startCountingProxy(coord.url)
+  const meter = await startByteMeter(coord.url)
   const r = await runAgent(args(meter.url, join(tmp.path, 'clean-data'), join(tmp.path, 'clean', 'ws.img')))
   cleanBytes = meter.bytes
   await meter.close()
@@ -66,7 +67,7 @@ async function verifiedInCheckpoint (data: string): Promise<number> {
 /** Starts a paced sync into `out` and stops it with `signal` (SIGKILL by default) once a checkpoint vouches for some chunks. */
 async function killMidSync (data: string, out: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   // about 8 s for the whole transfer: the first checkpoint (2 s) lands well before the end
-  const meter = await startCountingProxy(coord.url, { rate: Math.round(cleanBytes / 8) })
+  const meter = await startByteMeter(coord.url, { rate: Math.round(cleanBytes / 8) })
   const { child, done } = spawnAgent(args(meter.url, data, out))
   const deadline = Date.now() + 30_000
   while (await verifiedInCheckpoint(data) === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))

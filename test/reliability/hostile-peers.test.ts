@@ -31,7 +31,8 @@ import { frameStream } from '../../peer-agent/swarm/framed-stream.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { fetchManifest, probe, requestCapability, startHostilePeer, startPlainNode, type HostileMode, type HostilePeer } from '../helpers/hostile-peer.ts'
-import { OPEN_POLICY, runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { OPEN_POLICY, runAgent, spawnAgent, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { recordCounts } from './counts.ts'
 
@@ -76,7 +77,7 @@ beforeAll(async () => {
   noImageTokenFile = join(tmp.path, 'elsewhere.token')
   await writeFile(noImageTokenFile, noImageToken + '\n', { mode: 0o600 })
   // one agent alone, no LAN: the WAN reference
-  const meter = await startCountingProxy(coord.url)
+  const meter = await startByteMeter(coord.url)
   const r = await runAgent(['sync', 'ws@v1', ...agentArgs(meter.url, 'alone', 'alone'), '--no-lan'])
   expect(r.code, r.stderr).toBe(0)
   aloneBytes = meter.down
@@ -201,7 +202,7 @@ describe('hostile peers against real agent processes (coordinator rendezvous, on
     it.concurrent(`${mode}: every honest agent finishes with the exact image, the hostile peer is ${EXPECT[mode].banned ? 'banned and reported' : 'dropped'}`, async () => {
       const site = `h-${mode}`
       const hostile: HostilePeer = await startHostilePeer({ mode, manifest, imagePath: img.path })
-      const meter = await startCountingProxy(coord.url)
+      const meter = await startByteMeter(coord.url)
       let runs: AgentRun[]
       let wan = 0
       const t0 = performance.now()
