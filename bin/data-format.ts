@@ -74,7 +74,9 @@ async function readFormat (dir: string, kind: string): Promise<{ format: number,
  * a newer one throws DataDirTooNewError and is left untouched.
  */
 export async function openDataDir (dir: string, spec: DataFormat): Promise<OpenedDataDir> {
-  if (spec.migrations.length !== spec.current) throw new Error(`${spec.kind} data format ${spec.current} needs ${spec.current} migrations, has ${spec.migrations.length}`)
+  if (spec.migrations.length !== spec.current) {
+    throw new Error(`${spec.kind} data format ${spec.current} needs ${spec.current} migrations, has ${spec.migrations.length}`)
+  }
   const entries = await readdir(dir).catch((err: NodeJS.ErrnoException) => { if (err.code === 'ENOENT') return undefined; throw err })
   const found = await readFormat(dir, spec.kind)
   const content = entries?.filter(e => !(spec.lockEntries ?? []).includes(e))
@@ -110,7 +112,8 @@ const recordOnly: Migration = async () => {}
 export const COORDINATOR_DATA: DataFormat = { kind: 'coordinator', current: COORDINATOR_DATA_FORMAT, migrations: [recordOnly] }
 
 /** The agent's data dir (agent sync/index --data, agent run's "dataDir"). */
-export const AGENT_DATA: DataFormat = { kind: 'agent', current: AGENT_DATA_FORMAT, migrations: [recordOnly], lockEntries: [DATA_FILES.lockDb, DATA_FILES.lockHolder] }
+export const AGENT_DATA: DataFormat = { kind: 'agent', current: AGENT_DATA_FORMAT,
+  migrations: [recordOnly], lockEntries: [DATA_FILES.lockDb, DATA_FILES.lockHolder] }
 
 /** openDataDir, telling the user when it migrated the dir (console.warn: a JSON line when the command logs JSON). */
 export async function openDataDirReporting (dir: string, spec: DataFormat): Promise<void> {

@@ -21,15 +21,24 @@ export interface BlockStore {
   has: (cid: CID, options?: AbortOptions) => Promise<boolean>
   /** The chunk's bytes; with `verify`, re-hashes and throws HashMismatchError on corruption. Throws NotFoundError when absent. */
   get: (cid: CID, options?: AbortOptions & { verify?: boolean }) => Promise<Uint8Array>
-  /** Stores atomically (temp file, fsync, rename); when already present, only refreshes its stored time (as `touch`). Throws HashMismatchError, ValidationError (zero chunk). */
+  /**
+   * Stores atomically (temp file, fsync, rename); when already present, only refreshes its stored time (as `touch`).
+   * Throws HashMismatchError, ValidationError (zero chunk).
+   */
   put: (cid: CID, bytes: Uint8Array, options?: AbortOptions) => Promise<void>
   /** Removes the chunk durably; a no-op when absent. */
   delete: (cid: CID, options?: AbortOptions) => Promise<void>
   /** Every stored CID (for fsck and garbage collection). */
   list: (options?: AbortOptions) => AsyncIterable<CID>
-  /** Size and stored time (ms since the epoch: last put or touch) of a chunk; storage gc keeps chunks younger than its grace period. Throws NotFoundError when absent. */
+  /**
+   * Size and stored time (ms since the epoch: last put or touch) of a chunk; storage gc keeps chunks younger than its
+   * grace period. Throws NotFoundError when absent.
+   */
   stat: (cid: CID, options?: AbortOptions) => Promise<{ bytes: number, storedAt: number }>
-  /** Sets the chunk's stored time to now (a publish that finds a chunk already stored claims it, so gc's grace period counts from here). Throws NotFoundError when absent. */
+  /**
+   * Sets the chunk's stored time to now (a publish that finds a chunk already stored claims it, so gc's grace period
+   * counts from here). Throws NotFoundError when absent.
+   */
   touch: (cid: CID, options?: AbortOptions) => Promise<void>
 }
 

@@ -46,7 +46,10 @@ export async function loadOrCreateSecret (path: string, make: () => string | Uin
 export async function ensureDir (dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
   const mode = (await stat(dir)).mode
-  if ((mode & 0o1002) !== 0) throw new ConfigError(`data dir ${dir} is writable by other users (mode ${(mode & 0o7777).toString(8).padStart(4, '0')}); give the coordinator a folder of its own (it makes it mode 0700)`)
+  if ((mode & 0o1002) !== 0) {
+    throw new ConfigError(`data dir ${dir} is writable by other users (mode ${(mode & 0o7777).toString(8).padStart(4, '0')});` +
+      ` give the coordinator a folder of its own (it makes it mode 0700)`)
+  }
   await chmod(dir, 0o700)
 }
 

@@ -54,7 +54,8 @@ export function describeRefresh (s: RefreshStats): string {
   const took = `${s.seconds.toFixed(1)} s`
   const warnings = s.warnings > 0 ? `, ${plural(s.warnings, 'warning')}` : ''
   if (s.hashed === 0 && s.removed === 0) return `host index: ${plural(s.files, 'file')}, all unchanged since the last build (checked in ${took}${warnings})`
-  return `host index: ${plural(s.files, 'file')}: ${s.hashed} new or changed hashed (${formatBytes(s.bytesHashed)}, ${plural(s.blocks, 'block')}), ${s.unchanged} unchanged, ${s.removed} dropped, in ${took}${warnings}`
+  return `host index: ${plural(s.files, 'file')}: ${s.hashed} new or changed hashed (${formatBytes(s.bytesHashed)}, ${plural(s.blocks, 'block')})` +
+    `, ${s.unchanged} unchanged, ${s.removed} dropped, in ${took}${warnings}`
 }
 
 /** The host index of one agent. */

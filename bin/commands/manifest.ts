@@ -182,7 +182,8 @@ const inspectCommand: Command = {
       `version    ${m.version}`,
       `size       ${m.size} bytes (${MiB(m.size)}), block size ${m.blockSize}`,
       `non-zero   ${nz} bytes (${MiB(nz)}, ${(100 * nz / m.size).toFixed(1)} %) in ${blockCount(m)} blocks`,
-      `chunks     ${m.chunks.length}${m.chunks.length > 0 ? `, mean ${(nz / m.chunks.length / 1024).toFixed(1)} KiB` : ''} (cut with min/avg/max ${m.chunking.minBlocks}/${m.chunking.avgBlocks}/${m.chunking.maxBlocks} blocks)`,
+      `chunks     ${m.chunks.length}${m.chunks.length > 0 ? `, mean ${(nz / m.chunks.length / 1024).toFixed(1)} KiB` : ''}` +
+        ` (cut with min/avg/max ${m.chunking.minBlocks}/${m.chunking.avgBlocks}/${m.chunking.maxBlocks} blocks)`,
       `encoded    ${r.manifestBytes.length} bytes${nz > 0 ? ` (${(100 * r.manifestBytes.length / nz).toFixed(3)} % of non-zero data)` : ''}`
     ].join('\n'))
     return 0
