@@ -407,4 +407,4 @@ export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDec
 }
 
 // The have-map bit operations and the claim rule live in claim-rule.ts (pure, shared by server and session).
-export { bitmapHas, bitmapSet, CLAIM_GROUP_CHUNKS, claimOwner, claimScore } from './claim-rule.ts'
+export { bitmapClear, bitmapHas, bitmapSet, CLAIM_GROUP_CHUNKS, claimOwner, claimScore } from './claim-rule.ts'
