@@ -56,14 +56,19 @@ function isCode (err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException)?.code ?? '')
 }
 
-/** Sub-directory names of `path` that look like shards, sorted; none when `path` is missing. */
-async function shardNames (path: string): Promise<string[]> {
+/** Names of the entries of directory `path`; none when it is missing (removed meanwhile) or not a directory. */
+async function namesIn (path: string): Promise<string[]> {
   try {
-    return (await readdir(path)).filter(n => SHARD_NAME.test(n)).sort()
+    return await readdir(path)
   } catch (err) {
     if (isCode(err, 'ENOENT', 'ENOTDIR')) return []
     throw err
   }
+}
+
+/** Sub-directory names of `path` that look like shards, sorted; none when `path` is missing. */
+async function shardNames (path: string): Promise<string[]> {
+  return (await namesIn(path)).filter(n => SHARD_NAME.test(n)).sort()
 }
 
 /** Every leaf shard directory under `root`, in sorted order. */
@@ -85,14 +90,7 @@ async function sweepTempFiles (root: string): Promise<number> {
   const shards: string[] = []
   for await (const shard of leafShards(root)) shards.push(shard)
   await forEachLimit(shards, BLOCK_STORE_SCAN_CONCURRENCY, async (shard) => {
-    let names: string[]
-    try {
-      names = await readdir(shard)
-    } catch (err) {
-      if (isCode(err, 'ENOENT', 'ENOTDIR')) return
-      throw err
-    }
-    for (const n of names) {
+    for (const n of await namesIn(shard)) {
       if (!n.endsWith(BLOCK_STORE_TMP_SUFFIX)) continue
       await rm(join(shard, n), { force: true })
       removed++
@@ -236,13 +234,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
 
     async * list (options: AbortOptions = {}) {
       for await (const shard of leafShards(root, options.signal)) {
-        let names: string[]
-        try {
-          names = await readdir(shard)
-        } catch (err) {
-          if (isCode(err, 'ENOENT', 'ENOTDIR')) continue
-          throw err
-        }
+        const names = await namesIn(shard)
         const prefix = shard.slice(root.length).split(/[\\/]/).join('')
         for (const n of names.sort()) {
           // Temp files and anything else that is not a chunk in its right shard are not chunks.

@@ -11,6 +11,7 @@ import { createCoordinator, type Coordinator } from '../../coordinator/coordinat
 import { createPublishClient } from '../../coordinator/publish-client.ts'
 import type { Policy } from '../../protocol/api.ts'
 import { CLI, spawnNode, type CliResult } from '../helpers/cli-process.ts'
+import { b3sumFile, makeTestImage, tempDir, type MakeTestImageOptions, type TempDir, type TestImage } from '../helpers/images.ts'
 
 /** Path of the CLI entry point. */
 export { CLI }
@@ -66,6 +67,24 @@ export async function startTestCoordinator (dir: string, options: { listen?: str
     },
     async stop () { await coordinator.stop() }
   }
+}
+
+/** A temp dir, a test image in it, its b3sum, and a coordinator (under the temp dir) serving it as ws@v1. */
+export interface PublishedTestImage {
+  tmp: TempDir
+  img: TestImage
+  imgSum: string
+  coord: TestCoordinator
+}
+
+/** The set-up most agent tests start from (their beforeAll): makeTestImage(`image`) in a fresh temp dir, published as ws@v1. */
+export async function startPublishedTestImage (prefix: string, image: MakeTestImageOptions): Promise<PublishedTestImage> {
+  const tmp = await tempDir(prefix)
+  const img = await makeTestImage(tmp.path, image)
+  const imgSum = await b3sumFile(img.path)
+  const coord = await startTestCoordinator(tmp.path)
+  await coord.publish('ws', 'v1', img.path)
+  return { tmp, img, imgSum, coord }
 }
 
 /** The result of one agent process. */

@@ -8,14 +8,14 @@ import { createServer } from 'node:net'
 import { mkdir, open, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { b3sumFile, makeHostFolder, makeTestImage, seededBytes, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, makeHostFolder, seededBytes, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
 import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { createEventQueue } from '../../peer-agent/event-queue.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
 import { publishZeroVersion } from '../helpers/zero-version.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
-import { runAgent, spawnAgent, startTamperingProxy, startTestCoordinator, type TestCoordinator } from './harness.ts'
+import { runAgent, spawnAgent, startPublishedTestImage, startTamperingProxy, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -24,12 +24,8 @@ let host: HostFolder
 let imgSum: string
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-agent-bad-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 21 })
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-agent-bad-', { name: 'img', sizeMiB: 8, seed: 21 }))
   host = await makeHostFolder(tmp.path, img)
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
 })
 
 afterAll(async () => {

@@ -9,9 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, type TempDir, type TestImage } from '../helpers/images.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
-import { CLI, runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { CLI, runAgent, spawnAgent, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { recordCounts } from './counts.ts'
 
@@ -25,11 +25,7 @@ let imgSum: string
 const counts = { cases: 0, killResumes: 0, zombies: 0 }
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-lock-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 47 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-lock-', { name: 'img', sizeMiB: 8, seed: 47 }))
 })
 
 afterAll(async () => {

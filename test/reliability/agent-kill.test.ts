@@ -9,9 +9,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { b3sumFile, createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, createPrng, type TempDir, type TestImage } from '../helpers/images.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
-import { runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { runAgent, spawnAgent, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { recordCounts } from './counts.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { DEFAULT_MAX_BLOCKS } from '../../chunker/constants.ts'
@@ -36,11 +36,7 @@ let cleanBytes = 0
 const trials: Array<{ trial: number, killAt: number, bytesAtKill: number, total: number, ratio: number }> = []
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-agent-kill-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 31 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-agent-kill-', { name: 'img', sizeMiB: 8, seed: 31 }))
 })
 
 afterAll(async () => {

@@ -9,10 +9,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lstat, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { b3sumFile, makeTestImage, seededBytes, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, seededBytes, type TempDir, type TestImage } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
-import { runAgent, spawnAgent, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { runAgent, spawnAgent, type AgentRun, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -21,11 +21,7 @@ let imgSum: string
 let cleanBytes = 0
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-resume-attack-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 47 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-resume-attack-', { name: 'img', sizeMiB: 8, seed: 47 }))
   // a clean run's WAN bytes, to pace the killed run
   const meter = await startByteMeter(coord.url)
   const r = await runAgent(args(meter.url, join(tmp.path, 'clean-data'), join(tmp.path, 'clean', 'ws.img')))

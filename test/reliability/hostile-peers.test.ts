@@ -29,10 +29,10 @@ import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
 import { createManifestSigner } from '../../coordinator/manifest-signer.ts'
 import { frameStream } from '../../peer-agent/swarm/framed-stream.ts'
 import { multiaddr } from '@multiformats/multiaddr'
-import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, type TempDir, type TestImage } from '../helpers/images.ts'
 import { fetchManifest, probe, requestCapability, startHostilePeer, startPlainNode, type HostileMode, type HostilePeer } from '../helpers/hostile-peer.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
-import { OPEN_POLICY, runAgent, spawnAgent, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { OPEN_POLICY, runAgent, spawnAgent, type AgentRun, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { recordCounts } from './counts.ts'
 
@@ -64,11 +64,7 @@ async function admin (method: string, path: string, body?: unknown): Promise<any
 }
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-hostile-peers-')
-  img = await makeTestImage(tmp.path, { name: 'ws', sizeMiB: 8, files: 20, seed: 61, dataKiB: 3 * 1024 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-hostile-peers-', { name: 'ws', sizeMiB: 8, files: 20, seed: 61, dataKiB: 3 * 1024 }))
   token = (await readFile(coord.tokenFile, 'utf8')).trim()
   manifest = await fetchManifest(coord.url, token, 'ws', 'v1')
   // a group whose policy does not give the image (LAN sharing on)
