@@ -65,8 +65,13 @@ export async function bench (args: string[], options: RunOptions = {}): Promise<
   return await runNode([BENCH, ...args], options)
 }
 
-/** A running `trimswarm coordinator` process. */
-export interface CoordinatorProcess { child: ChildProcess, url: string, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }> }
+/** A running `trimswarm coordinator` process; `stderr()` is what it has written there so far. */
+export interface CoordinatorProcess {
+  child: ChildProcess
+  url: string
+  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  stderr: () => string
+}
 
 /** Starts `trimswarm coordinator --data DIR --listen 127.0.0.1:PORT --log-level error ...extra` and waits until it listens. */
 export async function startCoordinatorProcess (dataDir: string, port: number, extra: string[] = []): Promise<CoordinatorProcess> {
@@ -83,7 +88,7 @@ export async function startCoordinatorProcess (dataDir: string, port: number, ex
     })
     void exited.then(e => reject(new Error(`coordinator exited (${e.code ?? e.signal}) before listening: ${err}`)))
   })
-  return { child, url, exited }
+  return { child, url, exited, stderr: () => err }
 }
 
 /** A process's memory from /proc (Linux), in bytes: resident now (VmRSS) and its peak (VmHWM). */

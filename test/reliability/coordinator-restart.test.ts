@@ -19,7 +19,6 @@
  * then either (the block-batch source retries whole rounds on top, while peers serve).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -31,7 +30,7 @@ import { b3sumFile, createPrng, makeTestImage, tempDir, type TempDir, type TestI
 import { freePort } from '../helpers/slapd.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
 import { CLI, OPEN_POLICY, spawnAgent, type AgentRun } from '../peer-agent/harness.ts'
-import { cliOk } from '../helpers/cli-process.ts'
+import { cliOk, startCoordinatorProcess, type CoordinatorProcess } from '../helpers/cli-process.ts'
 import { recordCounts } from './counts.ts'
 
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 2)
@@ -59,32 +58,13 @@ const LEFT_PEERS = /warning: peers: .*continuing with the next source|not fetchi
 /** The paced link makes a swarm sync last about this long, so the outage lands mid-sync. */
 const SYNC_SECONDS = 4
 
-interface CoordinatorProc { child: ChildProcess, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>, stderr: () => string }
-
-/** Starts `trimswarm coordinator` as a real process on `port` and waits until it listens. */
-async function startCoordinatorProcess (dataDir: string, port: number): Promise<CoordinatorProc> {
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.on('exit', (code, signal) => resolve({ code, signal })))
-  let out = ''
-  let err = ''
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString() })
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('coordinator listening on')) resolve()
-    })
-    void exited.then(e => reject(new Error(`coordinator exited (${e.code ?? e.signal}) before listening: ${err}`)))
-  })
-  return { child, exited, stderr: () => err }
-}
-
 let tmp: TempDir
 let img: TestImage
 let imgSum: string
 let dataDir: string
 let port: number
 let url: string
-let coord: CoordinatorProc | undefined
+let coord: CoordinatorProcess | undefined
 let agentTokenFile: string
 /** WAN bytes (coordinator -> agents) of one agent syncing alone, and of AGENTS syncing together. */
 let aloneBytes = 0
