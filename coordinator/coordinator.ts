@@ -48,7 +48,7 @@ import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.t
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
 import { openMetaStore, type MetaDb } from './meta-db.ts'
-import { sharedMirrors, startSharedRefresh } from './meta-store/shared-refresh.ts'
+import { startMirrorRefresh } from './meta-store/shared-refresh.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createMetricsRoute } from './metrics-route.ts'
 import { buildOpenApi } from './openapi.ts'
@@ -287,11 +287,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     cleanups.push(async () => { blockStore.close?.() })
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
-    cleanups.push(async () => { await images.stop() })
-    if (db.shared) {
-      const refresh = startSharedRefresh({ logger }, sharedMirrors(db, { tokens, policies, sessions, events, images }))
-      cleanups.push(async () => { await refresh.stop() })
-    }
+    cleanups.push(async () => { await images.stop() }, startMirrorRefresh(db, { logger, tokens, policies, sessions, events, images }))
     const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })

@@ -119,7 +119,6 @@ export interface ImageService {
   readonly guard: ChunkGuard
   start: () => Promise<void>
   stop: () => Promise<void>
-  /** Drops the cached version records and `latest` pointers (a shared store: other coordinators publish and retire). */
   refresh: () => void
   stats: () => ImageStats
   /** The CIDs among `cids` that the block store lacks, in the given order. */
@@ -308,20 +307,9 @@ export function createImageService (components: ImageServiceComponents, init: Im
     deltaPacksPending: 0
   }
 
-  // Commits, retirements and pack records of one coordinator are serialised:
-  // publish order (seq, previous) and the duplicate-version check need it, and
-  // they are rare next to reads.
-  // With a shared store (several coordinators) they hold the store's `images` lock and read records afresh.
-  let writeChain: Promise<unknown> = Promise.resolve()
-  const leases = createLeases({ db })
-  const serialised = async <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = db.lock('images', async () => {
-      if (db.shared) invalidateAll()
-      return await fn()
-    })
-    writeChain = run.catch(() => {})
-    return await run
-  }
+  // Commits, retirements and pack records are serialised (in every coordinator sharing the store, reading records
+  // afresh): publish order (seq, previous) and the duplicate-version check need it, and they are rare next to reads.
+  const serialised = async <T>(fn: () => Promise<T>): Promise<T> => await db.lock('images', async () => { if (db.shared) service.refresh(); return await fn() })
 
   const manifestCache = new Map<string, CachedManifest>()
 
@@ -344,13 +332,6 @@ export function createImageService (components: ImageServiceComponents, init: Im
   const envelopeLoads = new Map<string, Promise<Uint8Array>>()
   // Bumped by every write: a load that started before a write must not cache what it read.
   let generation = 0
-
-  /** Drops every cached version record: other coordinators may have written (a cached `latest` pointer is checked against the records). */
-  function invalidateAll (): void {
-    generation++
-    recordCache.clear()
-    recordLoads.clear()
-  }
 
   /** Drops the cached records of `image`; call after every write to its version records. */
   function invalidate (image: string): void {
@@ -504,7 +485,9 @@ export function createImageService (components: ImageServiceComponents, init: Im
     const job = queue.shift()!
     running = true
     stats.deltaPacksPending = queue.length + 1
-    building = buildOne(job.image, job.version, buildAbort.signal)
+    // several coordinators on one store: one builds under a lease (meta-store/leases.ts), the others find the version's pack recorded
+    building = createLeases({ db }).runExclusive(`delta-pack:${job.image}/${job.version}`, async (lost) => { await buildOne(job.image, job.version, lost) },
+      { done: async () => (await versions.get(versionKey(job.image, job.version)))?.info.deltaPackBytes != null, signal: buildAbort.signal }).then(() => {})
       .catch((err: Error) => {
         if (buildAbort.signal.aborted) return
         stats.deltaPackBuildFailures++
@@ -523,19 +506,10 @@ export function createImageService (components: ImageServiceComponents, init: Im
     const from = rec?.info.previous
     // a retired version's pack is of no use, and storage gc may have taken its chunks
     if (rec == null || from == null || rec.info.retired) return
-    if (!db.shared) { await buildPack(rec.info, from, signal); return }
-    // several coordinators on one store: one builds under a lease (meta-store/leases.ts), the others find its record
-    const packKey = `${versionKey(image, version)}/${from}`
-    await leases.runExclusive(`delta-pack:${packKey}`, async (lost) => { await buildPack(rec.info, from, AbortSignal.any([signal, lost])) },
-      { done: async () => await packs.get(packKey) != null, signal })
-  }
-
-  async function buildPack (info: api.VersionInfo, from: string, signal: AbortSignal): Promise<void> {
-    const { image, version } = info
     const key = versionKey(image, version)
     const [digests, prevDigests] = await Promise.all([digestsDb.get(key), digestsDb.get(versionKey(image, from))])
     if (digests == null || prevDigests == null) throw new NotFoundError(`block digests of ${image} ${version} or ${from} are missing`)
-    const { manifest } = await loadManifest(info)
+    const { manifest } = await loadManifest(rec.info)
     const ranges = planDeltaPack(digests, digestSet(prevDigests))
     const started = performance.now()
     const path = packPath(image, version, from)
@@ -655,8 +629,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
       pump()
     },
 
-    refresh: invalidateAll,
-
+    // drops the cached version records: with a shared store other coordinators publish and retire (a cached pointer is checked against them)
+    refresh () { generation++; recordCache.clear(); recordLoads.clear() },
     async stop () {
       stopped = true
       queue.length = 0

@@ -23,7 +23,9 @@ export async function openMetaDb (dataDir: string): Promise<MetaDb> {
 /**
  * The store the config names: PostgreSQL with `postgres`, else DIR/meta. With
  * PostgreSQL, DIR/meta is still opened (and stays empty) as the data dir's lock:
- * two coordinators must not share one scratch dir either. Throws ConfigError (unreadable password file), MetaStoreUnavailableError, SchemaTooNewError, DataDirLockedError. */
+ * two coordinators must not share one scratch dir either. Throws ConfigError (unreadable password file),
+ * MetaStoreUnavailableError, SchemaTooNewError, DataDirLockedError.
+ */
 export async function openMetaStore (init: { dataDir: string, postgres?: PostgresConfig }, components: { logger?: Logger } = {}): Promise<MetaDb> {
   const pgc = init.postgres
   if (pgc == null) return await openLevelMetaDb(init.dataDir)
@@ -54,5 +56,6 @@ async function openPg (pgc: PostgresConfig, password: string, components: { logg
       throw new ConfigError(`metadata.postgres.caFile: cannot read ${pgc.caFile}: ${(err as Error).message}`, { cause: err })
     }
   }
-  return await openPgMetaDb({ host: pgc.host, port: pgc.port ?? 5432, database: pgc.database, user: pgc.user, password, ssl, maxConnections: pgc.maxConnections }, components)
+  const { host, port, database, user, maxConnections } = pgc
+  return await openPgMetaDb({ host, port: port ?? 5432, database, user, password, ssl, maxConnections }, components)
 }

@@ -22,6 +22,14 @@ export interface LeaseRecord {
 /** What runExclusive did. */
 export type LeaseOutcome<T> = { ran: true, value: T } | { ran: false }
 
+/** Options of runExclusive. */
+export interface ExclusiveOptions {
+  /** Whether the work exists already (done by this or another holder). */
+  done: () => Promise<boolean>
+  pollMs?: number
+  signal?: AbortSignal
+}
+
 /** Takes, renews and releases named leases for one holder (one coordinator process). */
 export interface Leases {
   /** This process's holder id (random per process). */
@@ -36,8 +44,10 @@ export interface Leases {
    * Runs `fn` once among all holders: returns `{ ran: false }` as soon as `done()`
    * says the work exists; else takes the lease (renewed while `fn` runs) and runs
    * `fn`, or waits while another holder's lease is live, checking every `pollMs`.
+   * `fn`'s signal aborts with `options.signal` or when the lease is lost. On a store
+   * that is not shared (level: one process) `fn` runs at once, without `done()`.
    */
-  runExclusive: <T>(name: string, fn: (signal: AbortSignal) => Promise<T>, options: { done: () => Promise<boolean>, pollMs?: number, signal?: AbortSignal }) => Promise<LeaseOutcome<T>>
+  runExclusive: <T>(name: string, fn: (signal: AbortSignal) => Promise<T>, options: ExclusiveOptions) => Promise<LeaseOutcome<T>>
 }
 
 /** Options of createLeases. */
@@ -86,6 +96,7 @@ export function createLeases (components: { db: MetaDb }, init: LeasesInit = {})
       })
     },
     async runExclusive (name, fn, options) {
+      if (!db.shared) return { ran: true, value: await fn(options.signal ?? new AbortController().signal) }
       const pollMs = options.pollMs ?? Math.max(100, Math.floor(renewMs / 4))
       for (;;) {
         options.signal?.throwIfAborted()

@@ -27,7 +27,10 @@ export async function openLevelMetaDb (dataDir: string): Promise<LevelMetaDb> {
     await db.open()
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause
-    if (cause?.code === 'LEVEL_LOCKED') throw new DataDirLockedError(`data dir ${dataDir} is in use by another running coordinator process (the lock on ${join(dataDir, META_DB_DIR, 'LOCK')} is held)`, { cause: err })
+    const lock = join(dataDir, META_DB_DIR, 'LOCK')
+    if (cause?.code === 'LEVEL_LOCKED') {
+      throw new DataDirLockedError(`data dir ${dataDir} is in use by another running coordinator process (the lock on ${lock} is held)`, { cause: err })
+    }
     throw err
   }
   return db

@@ -53,7 +53,10 @@ export function checkMigrations (list: readonly Migration[]): void {
 export function pendingMigrations (list: readonly Migration[], applied: readonly number[]): Migration[] {
   const known = new Set(list.map(m => m.version))
   const unknown = applied.filter(v => !known.has(v))
-  if (unknown.length > 0) throw new SchemaTooNewError(`the metadata database has schema version ${Math.max(...unknown)}, this coordinator knows up to ${list.length}: a newer coordinator upgraded it (run that version, or restore the database from before the upgrade)`)
+  if (unknown.length > 0) {
+    throw new SchemaTooNewError(`the metadata database has schema version ${Math.max(...unknown)}, this coordinator knows up to ${list.length}: ` +
+      'a newer coordinator upgraded it (run that version, or restore the database from before the upgrade)')
+  }
   const done = new Set(applied)
   return list.filter(m => !done.has(m.version))
 }

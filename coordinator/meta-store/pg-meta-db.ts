@@ -72,9 +72,12 @@ export function rangeSql (range: MetaRange, after?: string): { where: string, pa
   return { where: parts.map(p => ` AND ${p}`).join(''), params }
 }
 
+/** One row write: `value` for a put. */
+export interface RowOp { type: 'put' | 'del', space: string, key: string, value?: Buffer }
+
 /** Collapses ops to the last one per (space, key), as applying them in order would leave it. */
-export function lastOpPerKey (ops: Array<{ type: 'put' | 'del', space: string, key: string, value?: Buffer }>): { puts: Array<{ space: string, key: string, value: Buffer }>, dels: Array<{ space: string, key: string }> } {
-  const last = new Map<string, (typeof ops)[number]>()
+export function lastOpPerKey (ops: RowOp[]): { puts: Array<{ space: string, key: string, value: Buffer }>, dels: Array<{ space: string, key: string }> } {
+  const last = new Map<string, RowOp>()
   for (const op of ops) last.set(`${op.space}\x00${op.key}`, op)
   const puts: Array<{ space: string, key: string, value: Buffer }> = []
   const dels: Array<{ space: string, key: string }> = []
@@ -148,7 +151,8 @@ async function migrate (pool: pg.Pool, migrations: readonly Migration[], logger?
   try {
     await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [MIGRATION_LOCK])
     try {
-      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
+      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations ' +
+        '(version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
       const applied = (await client.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map(r => r.version)
       for (const m of pendingMigrations(migrations, applied)) {
         await client.query('BEGIN')
@@ -179,7 +183,8 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
   // Each held lock keeps a connection and its function needs others: at most half the pool holds locks,
   // so locked sections under different names can never take every connection and wait on each other.
   const lockSlots = createSemaphore(Math.max(1, Math.floor(maxConnections / 2)))
-  const query = async <R extends pg.QueryResultRow = any>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> => await guarded(async () => await pool.query<R>(text, values))
+  const query = async <R extends pg.QueryResultRow = any>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> =>
+    await guarded(async () => await pool.query<R>(text, values))
 
   async function * scan<V> (space: string, decode: (b: Buffer) => V, range: MetaRange): AsyncGenerator<[string, V]> {
     let remaining = range.limit == null || range.limit < 0 ? Infinity : range.limit
@@ -209,7 +214,8 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       try {
         await fn(client)
         // sorted: two transactions bumping the same spaces lock their rows in one order (no deadlock)
-        await client.query('INSERT INTO meta_space_gen (space, gen) SELECT s, 1 FROM unnest($1::text[]) AS s ON CONFLICT (space) DO UPDATE SET gen = meta_space_gen.gen + 1',
+        await client.query('INSERT INTO meta_space_gen (space, gen) SELECT s, 1 FROM unnest($1::text[]) AS s ' +
+          'ON CONFLICT (space) DO UPDATE SET gen = meta_space_gen.gen + 1',
           [[...new Set(spaces)].sort()])
         await client.query('COMMIT')
       } catch (err) {
@@ -234,7 +240,8 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
           [dels.map(d => d.space), dels.map(d => keyBytes(d.key))])
       }
       if (puts.length > 0) {
-        await client.query('INSERT INTO meta_kv (space, key, value) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value',
+        await client.query('INSERT INTO meta_kv (space, key, value) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) ' +
+          'ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value',
           [puts.map(p => p.space), puts.map(p => keyBytes(p.key)), puts.map(p => p.value)])
       }
     })
@@ -251,7 +258,8 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       },
       async getMany (keys) {
         if (keys.length === 0) return []
-        const res = await query<{ key: Buffer, value: Buffer }>('SELECT key, value FROM meta_kv WHERE space = $1 AND key = ANY($2::bytea[])', [name, keys.map(keyBytes)])
+        const res = await query<{ key: Buffer, value: Buffer }>('SELECT key, value FROM meta_kv WHERE space = $1 AND key = ANY($2::bytea[])',
+          [name, keys.map(keyBytes)])
         const found = new Map(res.rows.map(r => [r.key.toString('utf8'), r.value]))
         return keys.map(k => { const v = found.get(k); return v == null ? undefined : decode(v) })
       },
@@ -262,7 +270,9 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
         await write([{ type: 'del', space: name, key }])
       },
       async batch (ops: Array<MetaSpaceOp<V>>) {
-        await write(ops.map(op => op.type === 'put' ? { type: 'put', space: name, key: op.key, value: encode(op.value) } : { type: 'del', space: name, key: op.key }))
+        await write(ops.map(op => op.type === 'put'
+          ? { type: 'put', space: name, key: op.key, value: encode(op.value) }
+          : { type: 'del', space: name, key: op.key }))
       },
       iterator: (range = {}) => toIterator(scan(name, decode, range)),
       keys: (range = {}) => toIterator((async function * () { for await (const [k] of scan(name, b => b, range)) yield k })()),
@@ -270,7 +280,8 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       async clear (range = {}) {
         const { where, params } = rangeSql({ ...range, reverse: false })
         const sql = range.limit != null && range.limit >= 0
-          ? `DELETE FROM meta_kv WHERE space = $1 AND key IN (SELECT key FROM meta_kv WHERE space = $1${where} ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${Math.floor(range.limit)})`
+          ? `DELETE FROM meta_kv WHERE space = $1 AND key IN (SELECT key FROM meta_kv WHERE space = $1${where} ` +
+            `ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${Math.floor(range.limit)})`
           : `DELETE FROM meta_kv WHERE space = $1${where}`
         await transaction([name], async (client) => { await client.query(sql, [name, ...params]) })
       }
@@ -281,12 +292,15 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
   return {
     shared: true,
     pool,
-    sublevel: <K extends string = string, V = any>(name: string, options: { valueEncoding?: MetaValueEncoding } = {}) => space<V>(name, options.valueEncoding ?? 'json'),
+    sublevel: <K extends string = string, V = any>(name: string, options: { valueEncoding?: MetaValueEncoding } = {}) =>
+      space<V>(name, options.valueEncoding ?? 'json'),
     async batch (ops: MetaBatchOp[]) {
       await write(ops.map(op => {
         const s = op.sublevel as Space<unknown>
         if (typeof s?.spaceName !== 'string') throw new TypeError('a batch op names no space of this database')
-        return op.type === 'put' ? { type: 'put', space: s.spaceName, key: op.key, value: s.encode(op.value) } : { type: 'del', space: s.spaceName, key: op.key }
+        return op.type === 'put'
+          ? { type: 'put', space: s.spaceName, key: op.key, value: s.encode(op.value) }
+          : { type: 'del', space: s.spaceName, key: op.key }
       }))
     },
     async lock (name, fn) {
@@ -295,7 +309,8 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
         const client = await guarded(async () => await pool.connect())
         let broken: Error | undefined
         try {
-          await guarded(async () => await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [LOCK_PREFIX + name])).catch((err: Error) => { broken = err; throw err })
+          await guarded(async () => await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [LOCK_PREFIX + name]))
+            .catch((err: Error) => { broken = err; throw err })
           try {
             return await fn()
           } finally {
@@ -308,7 +323,8 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       }))
     },
     async generations (spaces) {
-      const res = await query<{ g: string | null }>("SELECT string_agg(space || ':' || gen, ',' ORDER BY space) AS g FROM meta_space_gen WHERE space = ANY($1::text[])", [spaces])
+      const res = await query<{ g: string | null }>(
+        "SELECT string_agg(space || ':' || gen, ',' ORDER BY space) AS g FROM meta_space_gen WHERE space = ANY($1::text[])", [spaces])
       return res.rows[0]?.g ?? ''
     },
     async close () {

@@ -70,7 +70,7 @@ export function startSharedRefresh (components: { logger: Logger }, targets: Ref
 }
 
 /** The coordinator's mirrors of shared state, each with the spaces it reads. */
-export function sharedMirrors (db: MetaDb, c: { tokens: Refreshable, policies: Refreshable, sessions: Refreshable, events: Refreshable, images: Refreshable }): RefreshTarget[] {
+export function sharedMirrors (db: MetaDb, c: Record<'tokens' | 'policies' | 'sessions' | 'events' | 'images', Refreshable>): RefreshTarget[] {
   return [
     { name: 'machine tokens', refresh: whenChanged(db, ['tokens'], c.tokens.refresh) },
     { name: 'policies', refresh: whenChanged(db, ['policies'], c.policies.refresh) },
@@ -78,6 +78,13 @@ export function sharedMirrors (db: MetaDb, c: { tokens: Refreshable, policies: R
     { name: 'reports', refresh: whenChanged(db, ['reports'], c.events.refresh) },
     { name: 'version records', refresh: whenChanged(db, [`${IMAGE_SUBLEVEL_PREFIX}-versions`], c.images.refresh) }
   ]
+}
+
+/** With a shared store, starts reloading the coordinator's mirrors (sharedMirrors); returns what stops it (a no-op on level). */
+export function startMirrorRefresh (db: MetaDb, c: Parameters<typeof sharedMirrors>[1] & { logger: Logger }): () => Promise<void> {
+  if (!db.shared) return async () => {}
+  const refresh = startSharedRefresh({ logger: c.logger }, sharedMirrors(db, c))
+  return refresh.stop
 }
 
 /** Something with an in-memory mirror to reload. */
