@@ -9,6 +9,7 @@ import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/consta
 import type { Manifest } from '../protocol/manifest.ts'
 import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
+import { blockOffsets, matchesPrefix, prefixKey } from './sync-ledger.ts'
 import { OPEN_FILES_MAX } from './constants.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AgentLogger } from './interface.ts'
@@ -56,21 +57,8 @@ export class FileReader {
   }
 }
 
-/** Key of an 8-byte prefix, for maps. */
-export function prefixKey (prefixes: Uint8Array, index: number): bigint {
-  return new DataView(prefixes.buffer, prefixes.byteOffset + index * BLOCK_PREFIX_BYTES, BLOCK_PREFIX_BYTES).getBigUint64(0)
-}
-
-/** Image byte offset of every non-zero block of a manifest. */
-export function blockOffsets (m: Manifest): Float64Array {
-  const n = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
-  const out = new Float64Array(n)
-  for (const c of m.chunks) {
-    const len = c.length / BLOCK_SIZE
-    for (let k = 0; k < len; k++) out[c.firstBlock + k] = c.offset + k * BLOCK_SIZE
-  }
-  return out
-}
+// the swarm's code finds the prefix key here (its one definition is the ledger's)
+export { prefixKey } from './sync-ledger.ts'
 
 /**
  * Resume: the blocks an interrupted run already wrote into the temp file, at
@@ -100,14 +88,10 @@ export function createResumeSource (init: { fd: number }): BlockSource {
         const len = c.length / BLOCK_SIZE
         for (let k = 0; k < len; k++) {
           const index = c.firstBlock + k
-          if (!ctx.isMissing(index)) continue
-          let same = true
-          const p = index * BLOCK_PREFIX_BYTES
-          for (let b = 0; b < BLOCK_PREFIX_BYTES; b++) {
-            if (digests[k * DIGEST_BYTES + b] !== m.blockPrefixes[p + b]) { same = false; break }
-          }
           // only offer matches: a block not written yet is not a bad block
-          if (same) ctx.offerBlock(index, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
+          if (ctx.isMissing(index) && matchesPrefix(m, index, digests.subarray(k * DIGEST_BYTES))) {
+            ctx.offerBlock(index, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
+          }
         }
         await ctx.tick()
       }

@@ -14,8 +14,9 @@
  * every chunk is hashed again. The rename over the output is checked
  * afterwards against the inode of the descriptor we hold.
  */
-import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, type BigIntStats } from 'node:fs'
+import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync, type BigIntStats } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { PARTIAL_CREATE_TRIES } from './constants.ts'
 import { OutputReplacedError, PartialFileError } from './errors.ts'
 
@@ -205,4 +206,97 @@ export function openOutputForReading (path: string): number | undefined {
   if (fd == null) return undefined
   if (!fstatSync(fd).isFile()) { closeSync(fd); return undefined }
   return fd
+}
+
+/** What an installed image is on disk (recorded to tell later whether it is still the file installed). */
+export interface InstalledFile {
+  size: number
+  mtimeMs: number
+  dev: string
+  ino: string
+}
+
+/**
+ * The partial file of a sync, open: the thin I/O under the sync ledger. Writes
+ * and reads go to the descriptor (never the path again); `sync` makes the bytes
+ * durable before a checkpoint vouches for them.
+ */
+export interface PartialImage extends PartialFile {
+  readonly path: string
+  /** The file's identity as of the last `sync` (what a checkpoint records). */
+  identity: () => FileIdentity
+  /** Writes all of `bytes` at image offset `position`. */
+  write: (bytes: Uint8Array, position: number) => void
+  /** Reads `length` bytes at `offset` (zeros past the end); the view is valid until the next read. */
+  read: (offset: number, length: number) => Uint8Array
+  /** fsync, then the identity as of now (its ctime: a later change by anyone makes the next run hash again). */
+  sync: () => void
+  /**
+   * Installs the file over `out` (installPartialFile), fsyncs the folder, closes it;
+   * returns what the installed record needs.
+   */
+  install: (out: string) => Promise<InstalledFile>
+  /** Syncs what it can (so the next run's checkpoint may trust it) and closes; idempotent. */
+  close: () => void
+}
+
+/** Opens the partial file at `path` (openPartialFile) as the sync's I/O. */
+export function openPartialImage (path: string, recorded: FileIdentity | undefined, size: number): PartialImage {
+  const opened = openPartialFile(path, recorded, size)
+  const { fd } = opened
+  let id = identityOf(fd)
+  let isOpen = true
+  let buffer = new Uint8Array(0)
+  return {
+    ...opened,
+    path,
+    identity: () => id,
+    write (bytes, position) {
+      let written = 0
+      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, position + written)
+    },
+    read (offset, length) {
+      if (buffer.length < length) buffer = new Uint8Array(length)
+      const view = buffer.subarray(0, length)
+      let got = 0
+      while (got < length) {
+        const n = readSync(fd, view, got, length - got, offset + got)
+        if (n === 0) break
+        got += n
+      }
+      view.fill(0, got)
+      return view
+    },
+    sync () {
+      fsyncSync(fd) // data first, then the bitmap that vouches for it
+      id = identityOf(fd)
+    },
+    async install (out) {
+      fsyncSync(fd)
+      installPartialFile(fd, path, out)
+      const st = fstatSync(fd)
+      const { dev, ino } = identityOf(fd)
+      closeSync(fd)
+      isOpen = false
+      await fsyncDir(dirname(out))
+      return { size: st.size, mtimeMs: st.mtimeMs, dev, ino }
+    },
+    close () {
+      if (!isOpen) return
+      isOpen = false
+      try {
+        fsyncSync(fd)
+        id = identityOf(fd)
+      } catch {}
+      closeSync(fd)
+    }
+  }
+}
+
+/** fsyncs a folder (a rename in it made durable); best effort: not every file system allows it. */
+async function fsyncDir (dir: string): Promise<void> {
+  try {
+    const fh = await open(dir, 'r')
+    try { await fh.sync() } finally { await fh.close() }
+  } catch {}
 }
