@@ -75,6 +75,8 @@ export function deltaPackCost (input: DeltaPackCostInput): DeltaPackCost {
 /** The delta pack as a block source; `used()` tells whether it was applied. */
 export interface DeltaPackSource extends BlockSource {
   used: () => boolean
+  /** Removes the downloaded pack (the sync finished). */
+  remove: () => Promise<void>
 }
 
 /** What a delta pack source needs to know. */
@@ -101,6 +103,7 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     name: `delta pack from ${from}`,
     kind: 'origin',
     used: () => used,
+    remove: async () => { await removeDeltaPack(init.path) },
     async fill (ctx, options) {
       if (!(await pays(ctx, options))) {
         await removeDeltaPack(init.path)

@@ -16,28 +16,28 @@ import { mkdir, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
 import { api } from '../protocol/index.ts'
-import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../protocol/constants.ts'
 import { chunkCid } from '../protocol/block-id.ts'
-import { importPublicKey } from '../protocol/signed-manifest.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import type { BlockSource } from './block-source.ts'
-import { CHECKPOINT_INTERVAL_MS, DATA_FILES } from './constants.ts'
+import { CHECKPOINT_INTERVAL_MS } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { partialPathOf } from './output-guard.ts'
-import { ChunkUnavailableError, DiskFullError, isDiskFull, KeyPinError, SyncIncompleteError } from './errors.ts'
+import { ChunkUnavailableError, DiskFullError, isDiskFull, SyncIncompleteError } from './errors.ts'
 import { isInstalledFile, openOutputForReading, openPartialImage, reopenOurs, type PartialImage } from './partial-file.ts'
 import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { createHostIndexSource, createResumeSource, createSelfSeedSource } from './local-sources.ts'
 import { createBlockBatchSource, fetchChunkFromOrigin } from './origin-sources.ts'
-import { createDeltaPackSource, removeDeltaPack, type DeltaPackSource } from './delta-pack-source.ts'
+import { createDeltaPackSource, type DeltaPackSource } from './delta-pack-source.ts'
 import { createBackgroundPacer, createHealthProbe } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
-import { createSyncLedger, type SyncLedger } from './sync-ledger.ts'
+import { createSyncLedger, nonZeroBytesOf, type SyncLedger } from './sync-ledger.ts'
 import { createSyncContext, type DrivenSyncContext } from './sync-context.ts'
-import { dropPartialRecords, imageRecordsOf, pruneRecords, readJson, recordInstalled, writeFileAtomic, type Checkpoint, type ImageRecords, type InstalledState } from './sync-records.ts'
-import { installedManifest, resolveTarget, type SyncTarget } from './sync-target.ts'
+import {
+  dropPartialRecords, imageRecordsOf, pruneRecords, readJson, recordInstalled, writeFileAtomic, type Checkpoint, type ImageRecords, type InstalledState
+} from './sync-records.ts'
+import { createKeyPin, installedManifest, resolveTarget, type SyncTarget } from './sync-target.ts'
 
 export { openListedManifest } from './sync-target.ts'
 
@@ -183,31 +183,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   const { client, logger } = components
   const dataDir = resolve(init.dataDir)
   const checkpointIntervalMs = init.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS
-  let key: CryptoKey | undefined
-
-  async function publicKey (options: AbortOptions = {}): Promise<CryptoKey> {
-    if (key != null) return key
-    const pinPath = join(dataDir, DATA_FILES.key)
-    const pinned = await readJson<{ url: string, publicKey: string }>(pinPath)
-    let raw: string
-    if (init.publicKey != null) {
-      raw = init.publicKey
-      if (pinned != null && pinned.publicKey !== raw) {
-        throw new KeyPinError(`the configured coordinator key differs from the one pinned in ${pinPath}; remove that file if the coordinator's key was changed on purpose`)
-      }
-    } else if (pinned != null) {
-      raw = pinned.publicKey
-    } else {
-      raw = (await client.json('GET', api.routes.key, api.KeyResponse, undefined, options)).publicKey
-      logger.info(`pinned coordinator key ${raw} in ${pinPath}`)
-    }
-    key = await importPublicKey(Uint8Array.from(Buffer.from(raw, 'base64')))
-    if (pinned == null) {
-      await mkdirPrivate(dataDir)
-      await writeFileAtomic(pinPath, JSON.stringify({ url: client.url, publicKey: raw }) + '\n')
-    }
-    return key
-  }
+  const publicKey = createKeyPin({ client, logger }, { dataDir, configured: init.publicKey })
 
   /**
    * The policy's caps (the stricter of --wan-limit and its wanLimitBps) and transfer mode:
@@ -254,7 +230,8 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       // nothing to resume: only the installed manifest stays
       if (checkpoint == null) await pruneRecords(records, logger, { installed: installedHere.version })
       const summary = baseSummary(target.manifest, out, installedHere)
-      return { ...summary, upToDate: true, bytes: { local: 0, peers: 0, origin: client.receivedBytes - originAtStart }, seconds: (performance.now() - started) / 1000 }
+      const bytes = { local: 0, peers: 0, origin: client.receivedBytes - originAtStart }
+      return { ...summary, upToDate: true, bytes, seconds: (performance.now() - started) / 1000 }
     }
     const oldManifest = await installedManifest(records, installedHere, key, logger)
     const partial = await openPartial(out, target, records, checkpoint)
@@ -302,20 +279,19 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const trusted = job.partial.state === 'trusted' && checkpoint != null ? Buffer.from(checkpoint.verified, 'base64') : undefined
     const ledger = createSyncLedger(job.target.manifest, trusted)
     const { manifest } = job.target
-    const totalBytes = manifest.blockPrefixes.length / BLOCK_PREFIX_BYTES * BLOCK_SIZE
+    const totalBytes = nonZeroBytesOf(manifest)
     const ctx = createSyncContext({
       ledger,
       partial: job.partial,
       logger,
       originBytes: () => client.receivedBytes - job.originAtStart,
       onProgress: (p) => components.onProgress?.({ image: manifest.name, version: manifest.version, totalBytes, ...p }),
-      onChunkVerified: components.observer?.chunkVerified,
+      onChunkVerified: (chunk) => components.observer?.chunkVerified?.(chunk),
       onCheckpoint: init.onCheckpoint
     }, { checkpointPath: job.records.checkpoint, manifestCid: job.target.manifestCid, checkpointIntervalMs, signal: job.req.signal })
-    const packPath = job.oldManifest != null ? job.records.packOf(job.oldManifest.version, manifest.version) : undefined
-    const deltaPack = job.oldManifest != null && packPath != null
-      ? createDeltaPackSource({ client, logger }, { image: manifest.name, version: manifest.version, from: job.oldManifest, path: packPath })
-      : undefined
+    const from = job.oldManifest
+    const path = from != null ? job.records.packOf(from.version, manifest.version) : ''
+    const deltaPack = from != null ? createDeltaPackSource({ client, logger }, { image: manifest.name, version: manifest.version, from, path }) : undefined
     return { ...job, ledger, ctx, deltaPack }
   }
 
@@ -419,20 +395,17 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const state: InstalledState = { image: manifest.name, version: manifest.version, out, manifestCid: target.manifestCid, ...file, seq: target.pointer?.seq }
     await recordInstalled(records, target.envelope, state, job.installed)
     await dropPartialRecords(records)
-    if (job.deltaPack != null) await removeDeltaPack(records.packOf(job.oldManifest!.version, manifest.version))
+    await job.deltaPack?.remove()
     await pruneRecords(records, logger, { installed: manifest.version })
     ctx.progress()
     components.observer?.finished?.({ manifest, envelope: target.envelope, out })
-    const { tally } = ledger
+    const { bytes, ...counts } = ledger.tally
     return {
       ...baseSummary(manifest, out, job.installedHere),
+      ...counts,
       upToDate: false,
-      bytes: { ...tally.bytes, origin: client.receivedBytes - job.originAtStart },
+      bytes: { ...bytes, origin: client.receivedBytes - job.originAtStart },
       seconds: (performance.now() - job.started) / 1000,
-      discardedBlocks: tally.discardedBlocks,
-      discardedChunks: tally.discardedChunks,
-      chunksFetched: tally.chunksFetched,
-      blocksBySource: tally.blocksBySource,
       usedDeltaPack: job.deltaPack?.used() ?? false
     }
   }
@@ -446,8 +419,8 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       await rm(job.partial.path, { force: true })
       await dropPartialRecords(job.records)
       const { manifest } = job.target
-      const need = manifest.blockPrefixes.length / BLOCK_PREFIX_BYTES * BLOCK_SIZE
-      throw new DiskFullError(`no space left on the file system of ${job.out} (need up to ${need} bytes of data for ${manifest.name}@${manifest.version}); ` +
+      const need = `${nonZeroBytesOf(manifest)} bytes of data for ${manifest.name}@${manifest.version}`
+      throw new DiskFullError(`no space left on the file system of ${job.out} (need up to ${need}); ` +
         `the old image is intact, the partial file ${job.partial.path} was removed`, { cause: err })
     }
     await job.ctx.writeCheckpoint().catch(() => {})
@@ -464,7 +437,7 @@ function baseSummary (manifest: Manifest, out: string, installedHere: InstalledS
     version: manifest.version,
     out,
     size: manifest.size,
-    nonZeroBytes: manifest.blockPrefixes.length / BLOCK_PREFIX_BYTES * BLOCK_SIZE,
+    nonZeroBytes: nonZeroBytesOf(manifest),
     fromVersion: installedHere?.version ?? null,
     discardedBlocks: 0,
     discardedChunks: 0,

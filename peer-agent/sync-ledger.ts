@@ -74,6 +74,11 @@ export function prefixKey (prefixes: Uint8Array, index: number): bigint {
   return new DataView(prefixes.buffer, prefixes.byteOffset + index * BLOCK_PREFIX_BYTES, BLOCK_PREFIX_BYTES).getBigUint64(0)
 }
 
+/** The non-zero bytes of a manifest's image (what a sync has to place). */
+export function nonZeroBytesOf (manifest: Manifest): number {
+  return manifest.blockPrefixes.length / BLOCK_PREFIX_BYTES * BLOCK_SIZE
+}
+
 /** Image byte offset of every non-zero block of a manifest. */
 export function blockOffsets (manifest: Manifest): Float64Array {
   const offsets = new Float64Array(manifest.blockPrefixes.length / BLOCK_PREFIX_BYTES)

@@ -111,7 +111,7 @@ export async function dropPartialRecords (records: ImageRecords): Promise<void> 
 }
 
 /** Records an installed version: its signed manifest, then the record naming it; the previous version's manifest goes. */
-export async function recordInstalled (records: ImageRecords, envelope: Uint8Array, state: InstalledState, previous: InstalledState | undefined): Promise<void> {
+export async function recordInstalled (records: ImageRecords, envelope: Uint8Array, state: InstalledState, previous?: InstalledState): Promise<void> {
   await mkdirPrivate(records.imageDir)
   await writeFileAtomic(records.manifestOf(state.version), envelope)
   await writeFileAtomic(records.installed, JSON.stringify(state, null, 2) + '\n')

@@ -4,14 +4,16 @@
  * version-guard.ts), the version's info, and its signed manifest from the data
  * dir, a LAN peer or the origin, opened with the pinned key.
  */
-import { readFile } from 'node:fs/promises'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { api } from '../protocol/index.ts'
 import type { Manifest } from '../protocol/manifest.ts'
-import { openSignedManifest } from '../protocol/signed-manifest.ts'
+import { importPublicKey, openSignedManifest } from '../protocol/signed-manifest.ts'
 import { MAX_VERSION_POINTER_BYTES, openVersionPointer, type VersionPointer } from '../protocol/version-pointer.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
+import { DATA_FILES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
+import { mkdirPrivate } from './private-files.ts'
 import { DowngradeRefusedError, KeyPinError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { readJson, writeFileAtomic, type Checkpoint, type ImageRecords, type InstalledState } from './sync-records.ts'
@@ -23,7 +25,11 @@ import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
  * that manifest CID (else KeyPinError). Wherever the envelope came from (data
  * dir, peer, origin), this is what makes it trusted.
  */
-export async function openListedManifest (envelope: Uint8Array, key: CryptoKey, listed: { image: string, version: string, manifestCid: string }): Promise<{ manifest: Manifest, manifestCid: string }> {
+export async function openListedManifest (
+  envelope: Uint8Array,
+  key: CryptoKey,
+  listed: { image: string, version: string, manifestCid: string }
+): Promise<{ manifest: Manifest, manifestCid: string }> {
   const { manifest, manifestBytes } = await openSignedManifest(envelope, key)
   if (manifest.name !== listed.image || manifest.version !== listed.version) {
     throw new KeyPinError(`got the manifest of ${manifest.name}@${manifest.version}, asked for ${listed.image}@${listed.version}`)
@@ -33,6 +39,43 @@ export async function openListedManifest (envelope: Uint8Array, key: CryptoKey, 
     throw new KeyPinError(`the manifest of ${manifest.name}@${manifest.version} is ${manifestCid}, the coordinator lists ${listed.manifestCid}`)
   }
   return { manifest, manifestCid }
+}
+
+/**
+ * The coordinator's key: the configured one, else the one pinned in the data dir, else
+ * GET /v1/key on first contact, pinned from then on. A configured key that differs from
+ * the pinned one is refused (KeyPinError).
+ */
+export function createKeyPin (
+  components: { client: CoordinatorClient, logger: AgentLogger },
+  init: { dataDir: string, configured?: string }
+): (options?: AbortOptions) => Promise<CryptoKey> {
+  const { client, logger } = components
+  const pinPath = join(init.dataDir, DATA_FILES.key)
+  let key: CryptoKey | undefined
+  return async (options = {}) => {
+    if (key != null) return key
+    const pinned = await readJson<{ url: string, publicKey: string }>(pinPath)
+    let raw: string
+    if (init.configured != null) {
+      raw = init.configured
+      if (pinned != null && pinned.publicKey !== raw) {
+        throw new KeyPinError(`the configured coordinator key differs from the one pinned in ${pinPath}; ` +
+          'remove that file if the coordinator\'s key was changed on purpose')
+      }
+    } else if (pinned != null) {
+      raw = pinned.publicKey
+    } else {
+      raw = (await client.json('GET', api.routes.key, api.KeyResponse, undefined, options)).publicKey
+      logger.info(`pinned coordinator key ${raw} in ${pinPath}`)
+    }
+    key = await importPublicKey(Uint8Array.from(Buffer.from(raw, 'base64')))
+    if (pinned == null) {
+      await mkdirPrivate(init.dataDir)
+      await writeFileAtomic(pinPath, JSON.stringify({ url: client.url, publicKey: raw }) + '\n')
+    }
+    return key
+  }
 }
 
 /** What the target resolution needs. */
@@ -108,7 +151,8 @@ export async function resolveTarget (components: TargetComponents, req: TargetRe
   const { version, pointer } = await chooseVersion(components, req, options)
   const info = await client.json('GET', api.routes.versionInfo(req.image, version), api.VersionInfo, undefined, options)
   if (pointer != null && info.manifestCid !== pointer.manifestCid) {
-    throw new KeyPinError(`the coordinator lists manifest ${info.manifestCid} for ${req.image}@${pointer.version}, its signed latest names ${pointer.manifestCid}`)
+    const listed = `the coordinator lists manifest ${info.manifestCid} for ${req.image}@${pointer.version}`
+    throw new KeyPinError(`${listed}, its signed latest names ${pointer.manifestCid}`)
   }
   let envelope = await heldEnvelope(req, info.manifestCid)
   const fromOrigin = async (o: AbortOptions): Promise<Uint8Array> => await client.bytes('GET', api.routes.version(req.image, info.version), undefined, o)
@@ -131,7 +175,12 @@ async function heldEnvelope (req: TargetRequest, cid: string): Promise<Uint8Arra
 }
 
 /** The manifest of the installed version (to self-seed from it), when its stored copy still opens with the key. */
-export async function installedManifest (records: ImageRecords, installedHere: InstalledState | undefined, key: CryptoKey, logger: AgentLogger): Promise<Manifest | undefined> {
+export async function installedManifest (
+  records: ImageRecords,
+  installedHere: InstalledState | undefined,
+  key: CryptoKey,
+  logger: AgentLogger
+): Promise<Manifest | undefined> {
   if (installedHere == null) return undefined
   try {
     return (await openSignedManifest(await readFile(records.manifestOf(installedHere.version)), key)).manifest
