@@ -138,7 +138,8 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       logger,
       coordinatorKey: async (options) => await (await syncFor()).publicKey(options),
       onBanned: (b) => {
-        events.record({ type: 'peer.banned', image: b.image, version: b.version, peerId: b.peerId.slice(0, 128), error: b.reason.slice(0, 2000) }).catch(() => {})
+        const event = { type: 'peer.banned' as const, image: b.image, version: b.version, peerId: b.peerId.slice(0, 128), error: b.reason.slice(0, 2000) }
+        events.record(event).catch(() => {})
       }
     }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns })
 
@@ -148,7 +149,9 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     const key = 'default'
     let s = imageSyncs.get(key)
     if (s == null) {
-      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit, transfer: init.transfer })
+      const peers = { extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }
+      const options = { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit, transfer: init.transfer }
+      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, ...peers }, options)
       imageSyncs.set(key, s)
     }
     return s

@@ -362,7 +362,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const unavailable: number[] = []
     for (const chunk of ledger.unverifiedChunks()) {
       // the coordinator's copy is damaged or gone: fetch every other chunk still, then ask the peers for this one
-      if (!(await fetchChunkFromOrigin(client, ctx, chunk, { signal: job.req.signal }))) unavailable.push(chunk)
+      if ((await fetchChunkFromOrigin(client, ctx, chunk, { signal: job.req.signal })) !== true) unavailable.push(chunk)
       await ctx.tick()
     }
     if (unavailable.length > 0) await fromPeersOrFail(job, unavailable)

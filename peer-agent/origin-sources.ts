@@ -78,17 +78,17 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
 
 /**
  * Fetches chunk `chunk` of the sync's version whole from the origin (GET .../chunks/CID)
- * and offers it. False when the coordinator's copy is damaged or gone (a peer may have
- * it); SyncIncompleteError when what it sends does not match the manifest.
+ * and offers it: true once placed; the coordinator's answer when its copy is damaged or
+ * gone (a peer may have it); SyncIncompleteError when what it sends does not match the manifest.
  */
-export async function fetchChunkFromOrigin (client: CoordinatorClient, ctx: SyncContext, chunk: number, options: AbortOptions): Promise<boolean> {
+export async function fetchChunkFromOrigin (client: CoordinatorClient, ctx: SyncContext, chunk: number, options: AbortOptions): Promise<true | Error> {
   const { name, version, chunks } = ctx.manifest
   const cid = chunkCid(chunks[chunk].digest).toString()
   let bytes: Uint8Array
   try {
     bytes = await client.bytes('GET', api.routes.chunk(name, version, cid), undefined, { signal: options.signal, maxBytes: chunks[chunk].length })
   } catch (err) {
-    if (isUnavailableAtOrigin(err)) return false
+    if (isUnavailableAtOrigin(err)) return err as Error
     throw err
   }
   if (!ctx.offerChunk(chunk, bytes, 'origin')) {
