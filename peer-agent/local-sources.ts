@@ -144,7 +144,8 @@ export function createHostIndexSource (components: { index: HostIndex, logger: A
         for (let i = 0; i < missing.length; i += LOOKUP_BATCH) {
           options.signal?.throwIfAborted()
           const slice = missing.slice(i, i + LOOKUP_BATCH)
-          const found = await components.index.lookupMany(slice.map(index => ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES)))
+          const prefixes = slice.map(index => ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))
+          const found = await components.index.lookupMany(prefixes)
           for (let j = 0; j < slice.length; j++) {
             const index = slice[j]
             for (const loc of found[j]) {

@@ -18,7 +18,10 @@ import { isDiskFull, isUnavailableAtOrigin, SyncIncompleteError } from './errors
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** POST .../blocks: the missing blocks, one distinct block each, in batches. */
-export function createBlockBatchSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, batchBlocks?: number }): BlockSource {
+export function createBlockBatchSource (
+  components: { client: CoordinatorClient, logger: AgentLogger },
+  init: { image: string, version: string, batchBlocks?: number }
+): BlockSource {
   const batchBlocks = Math.min(init.batchBlocks ?? BATCH_MAX_BLOCKS, MAX_BLOCK_BATCH_BLOCKS)
   return {
     name: 'origin blocks',
@@ -71,7 +74,8 @@ export function createBlockBatchSource (components: { client: CoordinatorClient,
     // blocks that failed verification stay missing; their chunks are fetched whole later
     if (bad > 0) components.logger.warn(`${bad} blocks from the coordinator failed verification (discarded)`)
     if (unavailable > 0) {
-      components.logger.warn(`the coordinator cannot serve ${unavailable} blocks (its stored copy of their chunk is damaged); they are asked from other sources`)
+      components.logger.warn(`the coordinator cannot serve ${unavailable} blocks (its stored copy of their chunk is damaged); ` +
+        'they are asked from other sources')
     }
   }
 }

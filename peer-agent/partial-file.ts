@@ -14,7 +14,9 @@
  * every chunk is hashed again. The rename over the output is checked
  * afterwards against the inode of the descriptor we hold.
  */
-import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync, type BigIntStats } from 'node:fs'
+import {
+  closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync, type BigIntStats
+} from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { PARTIAL_CREATE_TRIES } from './constants.ts'
@@ -33,7 +35,10 @@ export interface FileIdentity {
   ctime: string
 }
 
-/** How a partial file was opened: `trusted` keeps the checkpoint's bitmap, `rehash` keeps the bytes but verifies every chunk again, `fresh` is a new empty file. */
+/**
+ * How a partial file was opened: `trusted` keeps the checkpoint's bitmap, `rehash` keeps the
+ * bytes but verifies every chunk again, `fresh` is a new empty file.
+ */
 export type PartialState = 'trusted' | 'rehash' | 'fresh'
 
 /** An open partial file. */
@@ -82,7 +87,9 @@ function unlinkName (path: string): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'ENOENT') return
-    if (code === 'EISDIR' || code === 'EPERM') throw new PartialFileError(`${path} is a directory, not a partial file of ours; remove it and run again`, { cause: err })
+    if (code === 'EISDIR' || code === 'EPERM') {
+      throw new PartialFileError(`${path} is a directory, not a partial file of ours; remove it and run again`, { cause: err })
+    }
     throw err
   }
 }
@@ -107,7 +114,8 @@ function createFresh (path: string, size: number): number {
     }
     return fd
   }
-  throw new PartialFileError(`${path} was created again by someone else each of ${PARTIAL_CREATE_TRIES} times it was removed; another user is writing the output folder`)
+  throw new PartialFileError(`${path} was created again by someone else each of ${PARTIAL_CREATE_TRIES} times it was removed; ` +
+    'another user is writing the output folder')
 }
 
 /**
@@ -151,13 +159,16 @@ export async function reopenOurs (path: string, id: FileIdentity): Promise<FileH
 export function installPartialFile (fd: number, temp: string, out: string): void {
   const id = identityOf(fd)
   const before = lstatIfAny(temp)
-  if (before == null || !sameInode(before, id)) throw new OutputReplacedError(`the partial file ${temp} was replaced or removed by someone else before it could be installed; ${out} was left as it was`)
+  if (before == null || !sameInode(before, id)) {
+    throw new OutputReplacedError(`the partial file ${temp} was replaced or removed by someone else before it could be installed; ${out} was left as it was`)
+  }
   fchmodSync(fd, installedMode(out))
   renameSync(temp, out)
   const after = lstatIfAny(out)
   if (after == null || !sameInode(after, id) || !after.isFile()) {
     if (after != null && !after.isDirectory()) unlinkName(out)
-    throw new OutputReplacedError(`${out} was swapped by someone else while the verified image was installed; it was removed rather than left pointing at a file this agent did not write`)
+    throw new OutputReplacedError(`${out} was swapped by someone else while the verified image was installed; ` +
+      'it was removed rather than left pointing at a file this agent did not write')
   }
 }
 
