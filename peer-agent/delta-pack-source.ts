@@ -7,6 +7,7 @@
 import { createReadStream } from 'node:fs'
 import { open, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { readFull } from '../utils/read-full.ts'
 import { api } from '../protocol/index.ts'
 import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges } from '../protocol/delta-pack.ts'
 import type { Manifest } from '../protocol/manifest.ts'
@@ -206,11 +207,11 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
 /** The header of an open delta pack file (its length is known only once its start is read). */
 async function readHeader (fh: Awaited<ReturnType<typeof open>>): Promise<ReturnType<typeof decodeDeltaPackHeader>> {
   let head = new Uint8Array(64 * 1024)
-  let { bytesRead } = await fh.read(head, 0, head.length, 0)
+  let bytesRead = await readFull(fh, head, 0)
   const length = deltaPackHeaderLength(head.subarray(0, bytesRead))
   if (length != null && length > bytesRead) {
     head = new Uint8Array(length)
-    bytesRead = (await fh.read(head, 0, length, 0)).bytesRead
+    bytesRead = await readFull(fh, head, 0)
   }
   return decodeDeltaPackHeader(head.subarray(0, bytesRead))
 }

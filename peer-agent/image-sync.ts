@@ -35,7 +35,7 @@ import { stricterRate } from './rate-limiter.ts'
 import { createSyncLedger, nonZeroBytesOf, type SyncLedger } from './sync-ledger.ts'
 import { createSyncContext, type DrivenSyncContext } from './sync-context.ts'
 import {
-  dropPartialRecords, imageRecordsOf, pruneRecords, readJson, recordInstalled, writeFileAtomic, type Checkpoint, type ImageRecords, type InstalledState
+  dropPartialRecords, imageRecordsOf, pruneRecords, readJson, recordInstalled, writeRecord, type Checkpoint, type ImageRecords, type InstalledState
 } from './sync-records.ts'
 import { createKeyPin, installedManifest, resolveTarget, type SyncTarget } from './sync-target.ts'
 
@@ -238,7 +238,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const job = startJob({ req, out, records, target, installed, installedHere, oldManifest, partial, started, originAtStart }, checkpoint)
     try {
       // the checkpoint names this manifest before any byte is written, so a later run can trust the partial file's layout
-      await writeFileAtomic(records.partialManifest, target.envelope)
+      await writeRecord(records.partialManifest, target.envelope)
       await job.ctx.writeCheckpoint()
       components.observer?.started?.({
         manifest: target.manifest,

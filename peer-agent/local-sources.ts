@@ -4,7 +4,8 @@
  * its stored manifest) and the host index (Trim Transfer). Every block read is
  * offered to the sync, which re-hashes it against the manifest's prefix.
  */
-import { closeSync, openSync, readSync } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
+import { readFullSync } from '../utils/read-full.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import { hashBlocks } from '../chunker/blake3.ts'
@@ -16,14 +17,9 @@ import type { AgentLogger } from './interface.ts'
 
 /** Reads BLOCK_SIZE bytes of `fd` at `offset` into `buf`, zero-padded past EOF; the number of bytes read. */
 export function readBlockAt (fd: number, offset: number, buf: Uint8Array): number {
-  let n = 0
-  while (n < BLOCK_SIZE) {
-    const r = readSync(fd, buf, n, BLOCK_SIZE - n, offset + n)
-    if (r === 0) break
-    n += r
-  }
-  buf.fill(0, n, BLOCK_SIZE)
-  return n
+  const read = readFullSync(fd, buf.subarray(0, BLOCK_SIZE), offset)
+  buf.fill(0, read, BLOCK_SIZE)
+  return read
 }
 
 /** Reads blocks from files by path, keeping a bounded set of descriptors open. */
@@ -82,8 +78,7 @@ export function createResumeSource (init: { fd: number }): BlockSource {
           digests = new Uint8Array(c.length / BLOCK_SIZE * DIGEST_BYTES)
         }
         const view = buf.subarray(0, c.length)
-        const n = readSync(fd, view, 0, c.length, c.offset)
-        if (n < c.length) view.fill(0, n)
+        view.fill(0, readFullSync(fd, view, c.offset))
         hashBlocks(view, digests)
         const len = c.length / BLOCK_SIZE
         for (let k = 0; k < len; k++) {

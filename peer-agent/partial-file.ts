@@ -15,10 +15,12 @@
  * afterwards against the inode of the descriptor we hold.
  */
 import {
-  closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync, type BigIntStats
+  closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, writeSync, type BigIntStats
 } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { syncDir } from '../utils/atomic-write.ts'
+import { readFullSync } from '../utils/read-full.ts'
 import { PARTIAL_CREATE_TRIES } from './constants.ts'
 import { OutputReplacedError, PartialFileError } from './errors.ts'
 
@@ -269,13 +271,7 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
     read (offset, length) {
       if (buffer.length < length) buffer = new Uint8Array(length)
       const view = buffer.subarray(0, length)
-      let got = 0
-      while (got < length) {
-        const n = readSync(fd, view, got, length - got, offset + got)
-        if (n === 0) break
-        got += n
-      }
-      view.fill(0, got)
+      view.fill(0, readFullSync(fd, view, offset))
       return view
     },
     sync () {
@@ -289,7 +285,8 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
       const { dev, ino } = identityOf(fd)
       closeSync(fd)
       isOpen = false
-      await fsyncDir(dirname(out))
+      // best effort: the image is in place; a folder that cannot be opened or fsynced must not fail the sync now
+      await syncDir(dirname(out)).catch(() => {})
       return { size: st.size, mtimeMs: st.mtimeMs, dev, ino }
     },
     close () {
@@ -302,12 +299,4 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
       closeSync(fd)
     }
   }
-}
-
-/** fsyncs a folder (a rename in it made durable); best effort: not every file system allows it. */
-async function fsyncDir (dir: string): Promise<void> {
-  try {
-    const fh = await open(dir, 'r')
-    try { await fh.sync() } finally { await fh.close() }
-  } catch {}
 }

@@ -13,7 +13,7 @@ import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import type { AgentLogger } from './interface.ts'
 import type { PartialImage } from './partial-file.ts'
 import { matchesPrefix, type SyncLedger } from './sync-ledger.ts'
-import { writeFileAtomic, type Checkpoint } from './sync-records.ts'
+import { writeRecord, type Checkpoint } from './sync-records.ts'
 
 /** What the sync context reports to (image-sync.ts wires these to its components). */
 export interface SyncContextComponents {
@@ -91,7 +91,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       verified: Buffer.from(ledger.verifiedBitmap).toString('base64'),
       file: partial.identity()
     }
-    await writeFileAtomic(init.checkpointPath, JSON.stringify(record))
+    await writeRecord(init.checkpointPath, JSON.stringify(record))
   }
 
   async function checkpoint (): Promise<void> {

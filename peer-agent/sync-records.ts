@@ -4,8 +4,9 @@
  * checkpoint and manifest of a sync in progress, downloaded delta packs. File
  * names and formats live here; the sync decides when to write them.
  */
-import { open, readFile, rename, rm } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 import { DATA_FILES, PRIVATE_FILE_MODE } from './constants.ts'
 import { pruneImageData } from './data-dir-prune.ts'
 import type { FileIdentity } from './partial-file.ts'
@@ -91,17 +92,9 @@ export async function readJson<T> (path: string): Promise<T | undefined> {
   }
 }
 
-/** Writes a data dir file whole or not at all (temp, fsync, rename). */
-export async function writeFileAtomic (path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`
-  const fh = await open(tmp, 'w', PRIVATE_FILE_MODE) // only ever data dir files
-  try {
-    await fh.writeFile(data)
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, path)
+/** Writes a data dir file whole or not at all (utils/atomic-write.ts), readable by the agent's user only. */
+export async function writeRecord (path: string, data: string | Uint8Array): Promise<void> {
+  await writeFileAtomic(path, data, { mode: PRIVATE_FILE_MODE })
 }
 
 /** Drops the checkpoint and manifest of a sync in progress (it finished, or its partial file is gone). */
@@ -113,8 +106,8 @@ export async function dropPartialRecords (records: ImageRecords): Promise<void> 
 /** Records an installed version: its signed manifest, then the record naming it; the previous version's manifest goes. */
 export async function recordInstalled (records: ImageRecords, envelope: Uint8Array, state: InstalledState, previous?: InstalledState): Promise<void> {
   await mkdirPrivate(records.imageDir)
-  await writeFileAtomic(records.manifestOf(state.version), envelope)
-  await writeFileAtomic(records.installed, JSON.stringify(state, null, 2) + '\n')
+  await writeRecord(records.manifestOf(state.version), envelope)
+  await writeRecord(records.installed, JSON.stringify(state, null, 2) + '\n')
   if (previous != null && previous.version !== state.version) await rm(records.manifestOf(previous.version), { force: true })
 }
 

@@ -16,7 +16,7 @@ import type { CoordinatorClient } from './coordinator-client.ts'
 import { mkdirPrivate } from './private-files.ts'
 import { DowngradeRefusedError, KeyPinError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
-import { readJson, writeFileAtomic, type Checkpoint, type ImageRecords, type InstalledState } from './sync-records.ts'
+import { readJson, writeRecord, type Checkpoint, type ImageRecords, type InstalledState } from './sync-records.ts'
 import { downgradeOf, newestSeen, type SeenPointer } from './version-guard.ts'
 
 /**
@@ -72,7 +72,7 @@ export function createKeyPin (
     key = await importPublicKey(Uint8Array.from(Buffer.from(raw, 'base64')))
     if (pinned == null) {
       await mkdirPrivate(init.dataDir)
-      await writeFileAtomic(pinPath, JSON.stringify({ url: client.url, publicKey: raw }) + '\n')
+      await writeRecord(pinPath, JSON.stringify({ url: client.url, publicKey: raw }) + '\n')
     }
     return key
   }
@@ -120,7 +120,7 @@ async function followLatest (client: CoordinatorClient, req: TargetRequest, expl
   const next = newestSeen(pointer, seen)
   if (next !== seen) {
     await mkdir(req.records.imageDir, { recursive: true })
-    await writeFileAtomic(req.records.latestSeen, JSON.stringify(next) + '\n')
+    await writeRecord(req.records.latestSeen, JSON.stringify(next) + '\n')
   }
   return pointer
 }
