@@ -5,9 +5,10 @@
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { hostname, platform } from 'node:os'
 import { join, resolve } from 'node:path'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 import { api } from '../protocol/index.ts'
 import { DATA_FILES, DEFAULT_SITE, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
@@ -83,7 +84,7 @@ export async function agentIdOf (dataDir: string): Promise<string> {
   } catch {}
   const id = `${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 60)}-${randomUUID().slice(0, 8)}`
   await mkdirPrivate(dataDir)
-  await writeFile(path, id + '\n', { mode: PRIVATE_FILE_MODE })
+  await writeFileAtomic(path, id + '\n', { mode: PRIVATE_FILE_MODE }) // a crash never leaves a torn id
   return id
 }
 

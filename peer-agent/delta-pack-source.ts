@@ -5,8 +5,9 @@
  * If-Range), and its application (every block offered like any other).
  */
 import { createReadStream } from 'node:fs'
-import { open, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { open, readFile, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 import { readFull } from '../utils/read-full.ts'
 import { api } from '../protocol/index.ts'
 import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges } from '../protocol/delta-pack.ts'
@@ -164,7 +165,7 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     }
     const newTag = res.headers.get('etag')
     const append = res.status === 206
-    if (!append && newTag != null) await writeFile(etagPath, newTag, { mode: PRIVATE_FILE_MODE })
+    if (!append && newTag != null) await writeFileAtomic(etagPath, newTag, { mode: PRIVATE_FILE_MODE })
     const fh = await open(init.path, append ? 'a' : 'w', PRIVATE_FILE_MODE)
     try {
       for await (const piece of res.body) await fh.write(piece)
