@@ -413,16 +413,16 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   /** A sync that stopped: what is verified is kept for the next run, except on a full disk, which must not stay full because of us. */
   async function abandon (job: SyncJob, err: unknown): Promise<never> {
     components.observer?.stopped?.()
-    job.partial.close()
     if (isDiskFull(err)) {
       // the old image is untouched; the partial file and its records go
-      await rm(job.partial.path, { force: true })
+      await job.partial.discard()
       await dropPartialRecords(job.records)
       const { manifest } = job.target
       const need = `${nonZeroBytesOf(manifest)} bytes of data for ${manifest.name}@${manifest.version}`
       throw new DiskFullError(`no space left on the file system of ${job.out} (need up to ${need}); ` +
         `the old image is intact, the partial file ${job.partial.path} was removed`, { cause: err })
     }
+    job.partial.close()
     await job.ctx.writeCheckpoint().catch(() => {})
     throw err
   }

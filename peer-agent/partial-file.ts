@@ -17,7 +17,7 @@
 import {
   closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, writeSync, type BigIntStats
 } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
+import { open, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { syncDir } from '../utils/atomic-write.ts'
 import { readFullSync } from '../utils/read-full.ts'
@@ -251,6 +251,8 @@ export interface PartialImage extends PartialFile {
   install: (out: string) => Promise<InstalledFile>
   /** Syncs what it can (so the next run's checkpoint may trust it) and closes; idempotent. */
   close: () => void
+  /** Closes and removes the file (a full disk must not stay full because of us); the name is unlinked, never followed. */
+  discard: () => Promise<void>
 }
 
 /** Opens the partial file at `path` (openPartialFile) as the sync's I/O. */
@@ -289,14 +291,20 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
       await syncDir(dirname(out)).catch(() => {})
       return { size: st.size, mtimeMs: st.mtimeMs, dev, ino }
     },
-    close () {
-      if (!isOpen) return
-      isOpen = false
-      try {
-        fsyncSync(fd)
-        id = identityOf(fd)
-      } catch {}
-      closeSync(fd)
+    close,
+    async discard () {
+      close()
+      await rm(path, { force: true })
     }
+  }
+
+  function close (): void {
+    if (!isOpen) return
+    isOpen = false
+    try {
+      fsyncSync(fd)
+      id = identityOf(fd)
+    } catch {}
+    closeSync(fd)
   }
 }
