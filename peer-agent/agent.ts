@@ -138,8 +138,9 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       client,
       logger,
       coordinatorKey: async (options) => await (await syncFor()).publicKey(options),
-      onBanned: (b) => {
-        const event = { type: 'peer.banned' as const, image: b.image, version: b.version, peerId: b.peerId.slice(0, 128), error: b.reason.slice(0, 2000) }
+      onBanned: (ban) => {
+        const { image, version } = ban
+        const event = { type: 'peer.banned' as const, image, version, peerId: ban.peerId.slice(0, 128), error: ban.reason.slice(0, 2000) }
         events.record(event).catch(() => {})
       }
     }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns })
@@ -148,21 +149,21 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
   async function syncFor (): Promise<ImageSync> {
     const idx = await hostIndex()
     const key = 'default'
-    let s = imageSyncs.get(key)
-    if (s == null) {
+    let imageSync = imageSyncs.get(key)
+    if (imageSync == null) {
       const peers = { extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }
       const options = { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit, transfer: init.transfer }
-      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, ...peers }, options)
-      imageSyncs.set(key, s)
+      imageSync = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, ...peers }, options)
+      imageSyncs.set(key, imageSync)
     }
-    return s
+    return imageSync
   }
 
   /** The swarm node's peer id and servedBytes for an event, only when LAN sharing ran (servedBytes is cumulative for this process's swarm node). */
   function served (): { servedBytes?: number, peerId?: string } {
-    const n = lan?.servedBytes()
+    const servedBytes = lan?.servedBytes()
     const id = lan?.peerId
-    return { ...(n == null ? {} : { servedBytes: n }), ...(id == null ? {} : { peerId: id.slice(0, 128) }) }
+    return { ...(servedBytes == null ? {} : { servedBytes }), ...(id == null ? {} : { peerId: id.slice(0, 128) }) }
   }
 
   return {
@@ -177,7 +178,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       let summary: SyncSummary
       try {
         await checkOutput(dataDir, req.out, { force: req.force })
-        const s = await syncFor()
+        const imageSync = await syncFor()
         await events.record({ type: 'sync.started', ...base, version: safeVersion(base.version) })
         if (lan != null) {
           try {
@@ -188,7 +189,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
             logger.warn(`swarm: LAN sharing unavailable (${(err as Error).message}); syncing from the origin`)
           }
         }
-        summary = await s.sync({ image: req.image, version: req.version, out: req.out, signal: req.signal })
+        summary = await imageSync.sync({ image: req.image, version: req.version, out: req.out, signal: req.signal })
       } catch (err) {
         await events.record({
           type: 'sync.failed',

@@ -67,25 +67,24 @@ export function createResumeSource (init: { fd: number }): BlockSource {
     name: 'partial file',
     kind: 'local',
     async fill (ctx: SyncContext) {
-      const m = ctx.manifest
-      const fd = init.fd
-      let buf = new Uint8Array(0)
+      const manifest = ctx.manifest
+      let buffer = new Uint8Array(0)
       let digests = new Uint8Array(0)
-      for (const ci of ctx.unverifiedChunks()) {
-        const c = m.chunks[ci]
-        if (buf.length < c.length) {
-          buf = new Uint8Array(c.length)
-          digests = new Uint8Array(c.length / BLOCK_SIZE * DIGEST_BYTES)
+      for (const chunkIndex of ctx.unverifiedChunks()) {
+        const chunk = manifest.chunks[chunkIndex]
+        if (buffer.length < chunk.length) {
+          buffer = new Uint8Array(chunk.length)
+          digests = new Uint8Array(chunk.length / BLOCK_SIZE * DIGEST_BYTES)
         }
-        const view = buf.subarray(0, c.length)
-        view.fill(0, readFullSync(fd, view, c.offset))
+        const view = buffer.subarray(0, chunk.length)
+        view.fill(0, readFullSync(init.fd, view, chunk.offset))
         hashBlocks(view, digests)
-        const len = c.length / BLOCK_SIZE
-        for (let k = 0; k < len; k++) {
-          const index = c.firstBlock + k
+        const blocks = chunk.length / BLOCK_SIZE
+        for (let k = 0; k < blocks; k++) {
+          const block = chunk.firstBlock + k
           // only offer matches: a block not written yet is not a bad block
-          if (ctx.isMissing(index) && matchesPrefix(m, index, digests.subarray(k * DIGEST_BYTES))) {
-            ctx.offerBlock(index, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
+          if (ctx.isMissing(block) && matchesPrefix(manifest, block, digests.subarray(k * DIGEST_BYTES))) {
+            ctx.offerBlock(block, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
           }
         }
         await ctx.tick()
@@ -103,10 +102,9 @@ export function createSelfSeedSource (init: { fd: number, manifest: Manifest }):
       const old = init.manifest
       const oldOffsets = blockOffsets(old)
       const where = new Map<bigint, number>()
-      const nOld = oldOffsets.length
-      for (let i = 0; i < nOld; i++) {
-        const k = prefixKey(old.blockPrefixes, i)
-        if (!where.has(k)) where.set(k, oldOffsets[i])
+      for (let block = 0; block < oldOffsets.length; block++) {
+        const key = prefixKey(old.blockPrefixes, block)
+        if (!where.has(key)) where.set(key, oldOffsets[block])
       }
       const wants: Array<[number, number]> = []
       for (const index of ctx.missing()) {
@@ -114,12 +112,12 @@ export function createSelfSeedSource (init: { fd: number, manifest: Manifest }):
         if (at != null) wants.push([at, index])
       }
       wants.sort((a, b) => a[0] - b[0]) // read the old file front to back
-      const buf = new Uint8Array(BLOCK_SIZE)
-      let n = 0
+      const buffer = new Uint8Array(BLOCK_SIZE)
+      let read = 0
       for (const [at, index] of wants) {
         if (!ctx.isMissing(index)) continue
-        if (readBlockAt(init.fd, at, buf) > 0) ctx.offerBlock(index, buf, 'local')
-        if (++n % 1024 === 0) await ctx.tick()
+        if (readBlockAt(init.fd, at, buffer) > 0) ctx.offerBlock(index, buffer, 'local')
+        if (++read % 1024 === 0) await ctx.tick()
       }
     }
   }

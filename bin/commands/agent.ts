@@ -252,9 +252,8 @@ const index: Command = {
     const { createHostIndex, describeRefresh } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
-      const s = await idx.refresh()
-      if (args.values.json === true) process.stdout.write(JSON.stringify(s) + '\n')
-      else process.stdout.write(describeRefresh(s) + '\n')
+      const stats = await idx.refresh()
+      process.stdout.write((args.values.json === true ? JSON.stringify(stats) : describeRefresh(stats)) + '\n')
     } finally {
       await idx.close()
       await release()
