@@ -13,7 +13,7 @@
  */
 import { closeSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
 import { api } from '../protocol/index.ts'
 import { chunkCid } from '../protocol/block-id.ts'
