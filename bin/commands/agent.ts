@@ -21,7 +21,7 @@ import { CliError, EXIT, EXIT_DATA_DIR_IN_USE, UsageError, requireString, type C
 import { consoleToJsonLines } from '../json-console.ts'
 import { reexecWith } from '../reexec.ts'
 import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
-import { logFormatOption, parseSyncArgs, syncSummaryJson, syncSummaryLine, transferOption } from './agent-support.ts'
+import { logFormatOption, parseSyncArgs, syncSummaryJson, syncSummaryLine, transferOption } from '../agent-support.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [--force] [options]

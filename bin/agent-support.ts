@@ -1,14 +1,14 @@
-/** Option parsing and output of the `trimswarm agent` commands (bin/commands/agent.ts). */
+/** Option parsing and output of the `trimswarm agent` commands (bin/commands/agent.ts; not itself a command: every file in bin/commands/ is one). */
 import { multiaddr } from '@multiformats/multiaddr'
-import { isValidName } from '../../protocol/manifest.ts'
-import { parseRate } from '../../protocol/rate.ts'
-import { DEFAULT_LINGER_SECONDS } from '../../peer-agent/constants.ts'
-import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
-import type { AgentInit, AgentSyncRequest } from '../../peer-agent/agent.ts'
-import type { SyncSummary } from '../../peer-agent/image-sync.ts'
-import { AGENT_LOG_FORMATS, defaultAgentLogFormat, type AgentLogFormat } from '../../peer-agent/logger.ts'
-import { formatBytes, plural } from '../../peer-agent/progress-reporter.ts'
-import { coordinatorOption, onePositional, requireString, tokenFileOption, UsageError, type CommandArgs } from '../cli-support.ts'
+import { isValidName } from '../protocol/manifest.ts'
+import { parseRate } from '../protocol/rate.ts'
+import { DEFAULT_LINGER_SECONDS } from '../peer-agent/constants.ts'
+import type { AgentAuth } from '../peer-agent/coordinator-client.ts'
+import type { AgentInit, AgentSyncRequest } from '../peer-agent/agent.ts'
+import type { SyncSummary } from '../peer-agent/image-sync.ts'
+import { AGENT_LOG_FORMATS, defaultAgentLogFormat, type AgentLogFormat } from '../peer-agent/logger.ts'
+import { formatBytes, plural } from '../peer-agent/progress-reporter.ts'
+import { coordinatorOption, onePositional, requireString, tokenFileOption, UsageError, type CommandArgs } from './cli-support.ts'
 
 /** The --token-file / --user + --password-file pair, checked. */
 export function authFromArgs (args: CommandArgs, usage: string): AgentAuth {
