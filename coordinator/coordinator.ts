@@ -38,7 +38,8 @@ import type { Authenticator, BlockStore, CoordinatorEnv, Logger, ManifestSigner 
 import { createLdapAuthenticator, parseLdapConfig, type LdapInit } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
-import { openMetaDb, type MetaDb } from './meta-db.ts'
+import { openMetaStore, type MetaDb } from './meta-db.ts'
+import { startMirrorRefresh } from './meta-store/shared-refresh.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createMetricsRoute } from './metrics-route.ts'
 import { buildOpenApi } from './openapi.ts'
@@ -179,6 +180,7 @@ async function loadSettings (init: CoordinatorInit): Promise<Settings> {
 
 /** What the data dir holds. */
 interface DataDir {
+  path: string
   admin: { token: string, created: boolean }
   sessionSecret: Buffer
   signer: ManifestSigner
@@ -186,14 +188,15 @@ interface DataDir {
 }
 
 /** The data dir's secrets (created on first start), signing key and metadata db. */
-async function openDataDir (dataDir: string): Promise<DataDir> {
+async function openDataDir (dataDir: string, settings: Settings): Promise<DataDir> {
   await ensureDir(dataDir)
   const admin = await loadOrCreateSecret(join(dataDir, ADMIN_TOKEN_FILE), () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
   const token = admin.value.toString('utf8').trim()
   if (!token.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
   const sessionSecret = (await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))).value
   const signer = await createManifestSigner(dataDir)
-  return { admin: { token, created: admin.created }, sessionSecret, signer, db: await openMetaDb(dataDir) }
+  const db = await openMetaStore({ dataDir, postgres: settings.config.metadata?.postgres }, { logger: settings.logger })
+  return { path: dataDir, admin: { token, created: admin.created }, sessionSecret, signer, db }
 }
 
 /** Stop steps, run last-added first; a failing step is logged and the rest still run. */
@@ -236,13 +239,17 @@ async function startStores (settings: Settings, dir: DataDir, cleanups: Cleanups
 }
 
 /** The block store, the image service and storage gc, started. */
-async function startImages (settings: Settings, dir: DataDir, dataDir: string, cleanups: Cleanups) {
+async function startImages (settings: Settings, dir: DataDir, stores: Stores, cleanups: Cleanups) {
   const { config, logger } = settings
+  const dataDir = dir.path
   const blockStore = await openBlockStore(config, dataDir, logger)
   cleanups.add(async () => { blockStore.close?.() })
   const images = createImageService({ db: dir.db, blockStore, signer: dir.signer, logger, dataDir }, config.images ?? {})
   await images.start()
   cleanups.add(async () => { await images.stop() })
+  // several coordinators on one store: reload what the others wrote
+  const { tokens, policies, sessions, events } = stores
+  cleanups.add(startMirrorRefresh(dir.db, { logger, tokens, policies, sessions, events, images }))
   const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
   storageGc.start()
   cleanups.add(async () => { await storageGc.stop() })
@@ -374,14 +381,14 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   const settings = await loadSettings(init)
   const { config, logger } = settings
   const dataDir = init.dataDir
-  const dir = await openDataDir(dataDir)
+  const dir = await openDataDir(dataDir, settings)
   const cleanups = createCleanups(logger)
   cleanups.add(async () => { await dir.db.close() })
   try {
     const stores = await startStores(settings, dir, cleanups)
     const authenticator = init.authenticator ?? (settings.ldap != null ? createLdapAuthenticator({ logger }, settings.ldap) : undefined)
     if (authenticator?.close != null) cleanups.add(async () => { await authenticator.close?.() })
-    const imageParts = await startImages(settings, dir, dataDir, cleanups)
+    const imageParts = await startImages(settings, dir, stores, cleanups)
     const metrics = createMetrics({ imageStats: imageParts.images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
     startEventSweep(stores.events, metrics, logger, config.eventRetentionDays ?? DEFAULT_EVENT_RETENTION_DAYS, cleanups)
     const inFlight = createInFlight()

@@ -15,6 +15,8 @@ import type { BlockStore, Logger } from './interface.ts'
 import type { VersionCache } from './version-cache.ts'
 import type { PackRecord, PackRef, VersionStore } from './version-store.ts'
 import type { WriteLock } from './write-lock.ts'
+import type { MetaDb } from './meta-db.ts'
+import { createLeases } from './meta-store/leases.ts'
 
 /** What the delta packs need. */
 export interface DeltaPacksComponents {
@@ -25,6 +27,8 @@ export interface DeltaPacksComponents {
   /** The image service's write lock: pack records are written under it. */
   writeLock: WriteLock
   dataDir: string
+  /** The metadata store: with several coordinators on it, one builds a pack under its lease. */
+  db: MetaDb
 }
 
 /** Settings of the delta packs. */
@@ -92,8 +96,17 @@ export function createDeltaPacks (components: DeltaPacksComponents, init: DeltaP
     logger.info('delta pack built', { image, version, from, blocks: built.blocks, bytes: built.bytes, seconds: Math.round(seconds * 10) / 10 })
   }
 
+  /** Whether a version's pack is recorded (read afresh: another coordinator may have built it). */
+  async function packRecorded ({ image, version }: BuildJob): Promise<boolean> {
+    return (await store.imageRecords(image)).find(r => r.info.version === version)?.info.deltaPackBytes != null
+  }
+
   const queue = createBuildQueue({
-    run: build,
+    // several coordinators on one store: one builds under a lease (meta-store/leases.ts), the others find the version's pack recorded
+    run: async (job, signal) => {
+      await createLeases({ db: components.db }).runExclusive(`delta-pack:${job.image}/${job.version}`, async (lost) => { await build(job, lost) },
+        { done: async () => await packRecorded(job), signal })
+    },
     onError: (job, err) => {
       counts.failures++
       logger.error('delta pack build failed', { image: job.image, version: job.version, error: err.message })

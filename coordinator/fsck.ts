@@ -17,7 +17,8 @@ import { ConfigError } from './errors.ts'
 import type { BlockStore } from './interface.ts'
 import { readS3BlockStoreMarker } from './s3-block-store-marker.ts'
 import { setVersionIncomplete, storedVersions } from './image-service.ts'
-import { openMetaDb } from './meta-db.ts'
+import { openMetaStore } from './meta-db.ts'
+import type { PostgresConfig } from './meta-store/postgres-config.ts'
 
 /** Options of one fsck run. */
 export interface FsckInit {
@@ -33,6 +34,8 @@ export interface FsckInit {
    * blockStore.s3), with `locate` naming where a chunk lives for the report.
    */
   blockStore?: { store: BlockStore, locate: (cid: CID) => string }
+  /** The config's metadata.postgres, when the coordinators keep their metadata there (every coordinator on it must be stopped). */
+  postgres?: PostgresConfig
 }
 
 /** What fsck found and did, per version. */
@@ -70,7 +73,10 @@ export interface FsckReport {
 async function openStore (init: FsckInit): Promise<{ store: BlockStore, locate: (cid: CID) => string }> {
   if (init.blockStore != null) return init.blockStore
   const s3 = await readS3BlockStoreMarker(init.dataDir)
-  if (s3 != null) throw new ConfigError(`the chunks of ${init.dataDir} are in S3 bucket "${s3.bucket}" at ${s3.endpoint}: run fsck with --config naming that bucket (blockStore.s3)`)
+  if (s3 != null) {
+    throw new ConfigError(`the chunks of ${init.dataDir} are in S3 bucket "${s3.bucket}" at ${s3.endpoint}` +
+      `: run fsck with --config naming that bucket (blockStore.s3)`)
+  }
   const store = await createDirectoryBlockStore({}, { path: join(init.dataDir, BLOCKS_DIR), verifyOnRead: true })
   return { store, locate: (cid) => store.pathOf(cid) }
 }
@@ -80,7 +86,7 @@ export async function runFsck (init: FsckInit): Promise<FsckReport> {
   const progress = init.onProgress ?? (() => {})
   const signal = init.signal
   // The meta db's lock is the coordinator's: opening it first refuses a running coordinator's dir.
-  const db = await openMetaDb(init.dataDir)
+  const db = await openMetaStore({ dataDir: init.dataDir, postgres: init.postgres })
   try {
     const { store, locate } = await openStore(init)
 
@@ -138,7 +144,9 @@ export async function runFsck (init: FsckInit): Promise<FsckReport> {
     // 4. Per version: complete or not, and its mark.
     const reports: FsckVersionReport[] = []
     for (const v of versions) {
-      const missing = [...new Set(v.manifest.chunks.map(c => toHex(c.digest)))].filter(hex => missingHex.has(hex)).map(hex => chunkCid(needed.get(hex)!).toString())
+      const missing = [...new Set(v.manifest.chunks.map(c => toHex(c.digest)))]
+        .filter(hex => missingHex.has(hex))
+        .map(hex => chunkCid(needed.get(hex)!).toString())
       const complete = missing.length === 0
       const markChanged = v.incomplete === complete
       if (markChanged) await setVersionIncomplete(db, v.image, v.version, !complete)

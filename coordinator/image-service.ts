@@ -10,7 +10,6 @@
  *   delta-packs.ts      background delta pack builds (build-queue.ts) and their files
  *   write-lock.ts       writes one at a time
  */
-import type { Level } from 'level'
 import type { CID } from 'multiformats/cid'
 import { api } from '../protocol/index.ts'
 import type { AdminImageList } from '../protocol/api-admin.ts'
@@ -23,6 +22,7 @@ import { createChunkGuard, type ChunkGuard } from './chunk-guard.ts'
 import { DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG, VERSION_RECORD_CACHE_IMAGES } from './constants.ts'
 import { createDeltaPacks, type DeltaPackStats } from './delta-packs.ts'
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
+import type { MetaDb } from './meta-db.ts'
 import { createLruCache } from './lru-cache.ts'
 import { createOrigin, type BlockBatchOptions, type OriginStats } from './origin.ts'
 import { createVersionCache } from './version-cache.ts'
@@ -37,7 +37,7 @@ export { setVersionIncomplete, storedVersions, type StoredVersion } from './vers
 /** What the image service needs from the server (D1's createCoordinator passes these). */
 export interface ImageServiceComponents {
   /** The root level db; the service creates its own `img-*` sublevels. */
-  db: Level<string, any>
+  db: MetaDb
   blockStore: BlockStore
   signer: ManifestSigner
   logger: Logger
@@ -103,6 +103,8 @@ export interface ImageService {
   readonly guard: ChunkGuard
   start: () => Promise<void>
   stop: () => Promise<void>
+  /** Drops the cached version records (the shared-store refresh calls it when other coordinators wrote). */
+  refresh: () => void
   stats: () => ImageStats
   /** The CIDs among `cids` that the block store lacks, in the given order. */
   missingChunks: (cids: CID[], options?: AbortOptions) => Promise<CID[]>
@@ -156,10 +158,10 @@ export function createImageService (components: ImageServiceComponents, init: Im
   const guard = components.guard ?? createChunkGuard()
   const store = components.versions ?? createVersionStore({ db })
   const cache = createVersionCache({ store })
-  const writeLock = createWriteLock()
+  const writeLock = createWriteLock(db, () => { cache.refresh() })
   const counts: PublishCounts = { chunksUploaded: 0, bytesUploaded: 0, uploadsRejected: 0, versionsCommitted: 0 }
   const served = { manifest: 0, chunk: 0, delta: 0 }
-  const packs = createDeltaPacks({ store, cache, blockStore, logger, writeLock, dataDir }, {
+  const packs = createDeltaPacks({ db, store, cache, blockStore, logger, writeLock, dataDir }, {
     zstd: zstdSettings(init.deltaPackZstd, DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG),
     build: init.buildDeltaPacks ?? true
   })
@@ -218,6 +220,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
       started = true
       await packs.start()
     },
+    // drops the cached version records: with a shared store other coordinators publish and retire (a cached pointer is checked against them)
+    refresh () { cache.refresh() },
     async stop () {
       started = false
       await packs.stop()

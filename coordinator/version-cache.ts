@@ -30,6 +30,8 @@ export interface ReadThrough<V> {
   get: (key: string, load: () => Promise<V>) => Promise<V>
   /** Drops `key`, and keeps any load of it in progress from being cached. */
   invalidate: (key: string) => void
+  /** Drops every key, and keeps every load in progress from being cached. */
+  clear: () => void
 }
 
 /** A read-through cache over `cache` (see ReadThrough). */
@@ -58,6 +60,11 @@ export function createReadThrough<V> (cache: LruCache<V>): ReadThrough<V> {
       generation++
       cache.delete(key)
       loads.delete(key)
+    },
+    clear () {
+      generation++
+      cache.clear()
+      loads.clear()
     }
   }
 }
@@ -80,6 +87,8 @@ export interface VersionCache {
   manifest: (info: api.VersionInfo) => Promise<CachedManifest>
   /** Drops the records of `image`; call after every write to its version records. */
   invalidate: (image: string) => void
+  /** Drops every image's records: with a shared store other coordinators publish and retire. */
+  refresh: () => void
   /** Drops a version's decoded manifest (storage gc collected it). */
   forgetManifest: (image: string, version: string) => void
 }
@@ -115,6 +124,7 @@ export function createVersionCache (components: { store: VersionStore }): Versio
       })
     },
     invalidate: (image) => { records.invalidate(image) },
+    refresh: () => { records.clear() },
     forgetManifest: (image, version) => { manifests.invalidate(versionKey(image, version)) }
   }
   return cache

@@ -11,12 +11,12 @@
  *   img-packs     `${image}/${version}/${from}` -> PackRecord (json)
  *   img-meta      `seq` -> last publish sequence number
  */
-import type { Level } from 'level'
 import type { api } from '../protocol/index.ts'
 import { NotFoundError } from '../protocol/errors.ts'
 import { decodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { decodeEnvelope } from '../protocol/signed-manifest.ts'
 import { IMAGE_SUBLEVEL_PREFIX } from './constants.ts'
+import type { MetaDb } from './meta-db.ts'
 
 /** What is stored per version: the public info plus the publish order. */
 export interface VersionRecord {
@@ -88,7 +88,7 @@ function packKey (ref: PackRef): string {
 }
 
 /** The version storage in the coordinator's level database (layout in the module comment). */
-export function createVersionStore (components: { db: Level<string, any> }): VersionStore {
+export function createVersionStore (components: { db: MetaDb }): VersionStore {
   const { db } = components
   const versions = db.sublevel<string, VersionRecord>(`${IMAGE_SUBLEVEL_PREFIX}-versions`, { valueEncoding: 'json' })
   const envelopes = db.sublevel<string, Uint8Array>(`${IMAGE_SUBLEVEL_PREFIX}-envelopes`, { valueEncoding: 'view' })
@@ -155,7 +155,7 @@ export async function storedManifest (store: VersionStore, image: string, versio
 }
 
 /** Every stored version with its manifest, but those storage gc collected (their chunks are gone on purpose); for fsck, the coordinator must be stopped. */
-export async function * storedVersions (db: Level<string, any>): AsyncGenerator<StoredVersion> {
+export async function * storedVersions (db: MetaDb): AsyncGenerator<StoredVersion> {
   const store = createVersionStore({ db })
   for await (const rec of store.allRecords()) {
     if (rec.collected === true) continue
@@ -165,7 +165,7 @@ export async function * storedVersions (db: Level<string, any>): AsyncGenerator<
 }
 
 /** Marks a version incomplete (never served nor `latest`) or complete again; for fsck, with the coordinator stopped. */
-export async function setVersionIncomplete (db: Level<string, any>, image: string, version: string, incomplete: boolean): Promise<void> {
+export async function setVersionIncomplete (db: MetaDb, image: string, version: string, incomplete: boolean): Promise<void> {
   const store = createVersionStore({ db })
   const rec = (await store.imageRecords(image)).find(r => r.info.version === version)
   if (rec == null) throw new NotFoundError(`image ${image} has no version ${version}`)

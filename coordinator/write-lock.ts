@@ -1,19 +1,19 @@
 /**
- * Runs async functions one after another, in call order: the image service's
- * writes (commits, retirements, pack records) go through one, because publish
- * order (seq, previous) and the duplicate-version check need it, and they are
- * rare next to reads.
+ * The image service's writes (commits, retirements, pack records) run one at
+ * a time, in every coordinator sharing the metadata store: publish order (seq,
+ * previous) and the duplicate-version check need it, and they are rare next to
+ * reads. The lock is the store's (meta-store: in-process for level, an
+ * advisory lock for PostgreSQL).
  */
+import type { MetaDb } from './meta-db.ts'
 
-/** Runs `fn` once every function passed before it has settled; its result or failure is the caller's alone. */
+/** Runs `fn` once every write before it has settled; its result or failure is the caller's alone. */
 export type WriteLock = <T>(fn: () => Promise<T>) => Promise<T>
 
-/** Creates a lock with nothing queued. */
-export function createWriteLock (): WriteLock {
-  let chain: Promise<unknown> = Promise.resolve()
-  return async <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = chain.then(fn, fn)
-    chain = run.catch(() => {})
-    return await run
-  }
+/** The images lock of `db`; with a shared store, `refresh` (drop cached records) runs first so the write reads them afresh. */
+export function createWriteLock (db: Pick<MetaDb, 'lock' | 'shared'>, refresh: () => void): WriteLock {
+  return async <T>(fn: () => Promise<T>): Promise<T> => await db.lock('images', async () => {
+    if (db.shared) refresh()
+    return await fn()
+  })
 }

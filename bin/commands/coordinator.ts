@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator/config.ts'
 import { ADMIN_TOKEN_FILE, COORDINATOR_MMAP_THRESHOLD_BYTES, DEFAULT_LISTEN, META_DB_DIR } from '../../coordinator/constants.ts'
 import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
+import { MetaStoreUnavailableError, SchemaTooNewError } from '../../coordinator/meta-store/errors.ts'
 import type { FsckReport } from '../../coordinator/fsck.ts'
 import type { S3BlockStore } from '../../coordinator/s3-block-store.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
@@ -47,7 +48,9 @@ Exit status: 0 when every version is complete (after repair), 1 otherwise,
 /** --log-format, checked; its default depends on where output goes (coordinator/logger.ts defaultLogFormat). */
 function logFormatOption (value: unknown, usage: string): LogFormat {
   if (value == null) return defaultLogFormat()
-  if (!(LOG_FORMATS as readonly unknown[]).includes(value)) throw new UsageError(`--log-format must be ${LOG_FORMATS.join(' or ')}, got ${JSON.stringify(value)}\n\n${usage}`)
+  if (!(LOG_FORMATS as readonly unknown[]).includes(value)) {
+    throw new UsageError(`--log-format must be ${LOG_FORMATS.join(' or ')}, got ${JSON.stringify(value)}\n\n${usage}`)
+  }
   return value as LogFormat
 }
 
@@ -60,7 +63,8 @@ function statusWriter (format: LogFormat): { out: (msg: string, fields?: Record<
 }
 
 function printFsck (r: FsckReport): void {
-  const out: string[] = [`checked ${r.chunksChecked} stored chunks: ${r.damaged.length} damaged, ${r.missing.length} needed chunks missing or damaged, ${r.repaired.length} repaired`]
+  const out: string[] = [`checked ${r.chunksChecked} stored chunks: ${r.damaged.length} damaged, ${r.missing.length} needed chunks missing or damaged` +
+    `, ${r.repaired.length} repaired`]
   for (const d of r.damaged) out.push(`damaged: ${d.cid} (${d.path}, deleted)`)
   for (const v of r.versions) {
     const mark = v.markChanged ? (v.complete ? ' (unmarked: served again)' : ' (marked incomplete: not served)') : ''
@@ -88,17 +92,20 @@ async function fsck (args: CommandArgs): Promise<number> {
   let s3: S3BlockStore | undefined
   try {
     const configFile = args.values.config as string | undefined
-    const s3Config = configFile != null ? (await loadCoordinatorConfig(configFile)).blockStore?.s3 : undefined
+    const config = configFile != null ? await loadCoordinatorConfig(configFile) : undefined
+    const s3Config = config?.blockStore?.s3
     if (s3Config != null) s3 = await (await import('../../coordinator/s3-block-store.ts')).openS3BlockStoreFromConfig({}, s3Config)
     const store = s3
     report = await runFsck({
       dataDir,
       repairFrom,
       onProgress: json ? undefined : (line) => process.stderr.write(line + '\n'),
-      blockStore: store != null ? { store, locate: (cid) => `s3://${store.bucket}/${store.keyOf(cid)}` } : undefined
+      blockStore: store != null ? { store, locate: (cid) => `s3://${store.bucket}/${store.keyOf(cid)}` } : undefined,
+      postgres: config?.metadata?.postgres
     })
   } catch (err) {
     if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`, { exitCode: EXIT_DATA_DIR_IN_USE })
+    metaStoreFailure(err)
     if (err instanceof InvalidImageError) throw new CliError(`--repair-from: ${err.message}`)
     if (err instanceof ConfigError) throw new CliError(err.message, { exitCode: EXIT_FSCK_CONFIG })
     throw err
@@ -128,7 +135,9 @@ const command: Command = {
     if (args.positionals.length > 0) throw new UsageError(`unknown argument ${args.positionals[0]}\n\n${usage}`)
     const dataDir = requireString(args, 'data', usage)
     const logLevel = args.values['log-level'] as string | undefined
-    if (logLevel != null && !(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}\n\n${usage}`)
+    if (logLevel != null && !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+      throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}\n\n${usage}`)
+    }
     const logFormat = logFormatOption(args.values['log-format'], usage)
     if (logFormat === 'json') consoleToJsonLines()
     const say = statusWriter(logFormat)
@@ -141,11 +150,15 @@ const command: Command = {
     const coordinator = await (async () => {
       try {
         const config: CoordinatorConfig = configFile != null ? await loadCoordinatorConfig(configFile) : {}
-        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined, logFormat })
+        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined,
+          config, logLevel: logLevel as LogLevel | undefined, logFormat })
         await c.start()
         return c
       } catch (err) {
-        if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it first, or give this one another --data dir`, { exitCode: EXIT_DATA_DIR_IN_USE })
+        if (err instanceof DataDirLockedError) {
+          throw new CliError(`${err.message}: stop it first, or give this one another --data dir`, { exitCode: EXIT_DATA_DIR_IN_USE })
+        }
+        metaStoreFailure(err)
         if (err instanceof ConfigError) throw new CliError(err.message)
         throw err
       }
@@ -181,3 +194,9 @@ const command: Command = {
 }
 
 export default command
+
+/** The shared metadata database (metadata.postgres) unreachable, or upgraded by a newer coordinator: one line and its exit code. */
+function metaStoreFailure (err: unknown): void {
+  if (err instanceof MetaStoreUnavailableError) throw new CliError(err.message, { exitCode: EXIT.unreachable })
+  if (err instanceof SchemaTooNewError) throw new CliError(err.message, { exitCode: EXIT.dataDirTooNew })
+}

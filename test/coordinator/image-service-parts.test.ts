@@ -18,6 +18,8 @@ import { checkChunkBlocks, reusedPercent } from '../../coordinator/version-commi
 import { adminVersion, groupByImage, imageList, latestOf, pickServable } from '../../coordinator/version-records.ts'
 import type { VersionRecord } from '../../coordinator/version-store.ts'
 import { createWriteLock } from '../../coordinator/write-lock.ts'
+import { openMetaDb } from '../../coordinator/meta-db.ts'
+import { tempDir } from '../helpers/images.ts'
 
 function rec (image: string, version: string, seq: number, flags: { retired?: boolean, incomplete?: boolean, collected?: boolean } = {}): VersionRecord {
   const info = { image, version, retired: flags.retired ?? false, previous: null, deltaPackBytes: null } as unknown as api.VersionInfo
@@ -120,16 +122,25 @@ describe('createBuildQueue', () => {
 })
 
 describe('createWriteLock', () => {
-  it('runs functions one after another in call order; a failure is its caller\'s alone', async () => {
-    const lock = createWriteLock()
-    const order: string[] = []
-    const slow = lock(async () => { await new Promise(resolve => setTimeout(resolve, 10)); order.push('slow') })
-    const bad = lock(async () => { order.push('bad'); throw new Error('no') })
-    const fast = lock(async () => { order.push('fast'); return 7 })
-    await slow
-    await expect(bad).rejects.toThrow('no')
-    expect(await fast).toBe(7)
-    expect(order).toEqual(['slow', 'bad', 'fast'])
+  it('runs writes one after another in call order on the store\'s lock; a failure is its caller\'s alone; no refresh on an unshared store', async () => {
+    const dir = await tempDir()
+    const db = await openMetaDb(dir.path)
+    try {
+      let refreshed = 0
+      const lock = createWriteLock(db, () => { refreshed++ })
+      const order: string[] = []
+      const slow = lock(async () => { await new Promise(resolve => setTimeout(resolve, 10)); order.push('slow') })
+      const bad = lock(async () => { order.push('bad'); throw new Error('no') })
+      const fast = lock(async () => { order.push('fast'); return 7 })
+      await slow
+      await expect(bad).rejects.toThrow('no')
+      expect(await fast).toBe(7)
+      expect(order).toEqual(['slow', 'bad', 'fast'])
+      expect(refreshed).toBe(0)
+    } finally {
+      await db.close()
+      await dir.cleanup()
+    }
   })
 })
 
