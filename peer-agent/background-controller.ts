@@ -13,7 +13,7 @@
  */
 import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
-  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
+  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
   BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
@@ -33,8 +33,12 @@ export interface BackgroundController {
    * One delay sample (a round trip or a one-way delay, ms) taken at `now` (ms).
    * `appLimited`: the transfer did not use its rate since the last sample, so
    * a quiet link says nothing about a higher rate and the rate is not raised.
+   * `delivered`: bytes per second that arrived lately (sender-side pacing, where
+   * nothing holds reads back): a cut starts from it when the rate is above it,
+   * so a rate the path never carried is not cut from (its excess is a queue),
+   * and is LEDBAT++'s up to a half (BACKGROUND_MAX_CUT_SENDER_PACED), not a quarter.
    */
-  sample: (now: number, delayMs: number, options?: { appLimited?: boolean }) => void
+  sample: (now: number, delayMs: number, options?: { appLimited?: boolean, delivered?: number }) => void
   /** A probe got no answer in time: treated like a loss, the rate is halved. */
   lost: (now: number) => void
 }
@@ -126,15 +130,15 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
     ssthresh = Infinity
   }
 
-  function decrease (now: number, rtt: number): void {
+  function decrease (now: number, rtt: number, delivered: number | undefined): void {
     if (now - lastDecrease < rtt) return
     // the queue a cut leaves drains over more than one round trip (at the link rate minus ours): while it
     // is still draining, the last cut is working and another would only empty the link
     if (now - lastDecrease < BACKGROUND_DRAIN_RTTS * rtt && queueDelay < queueAtDecrease) return
     lastDecrease = now
     queueAtDecrease = queueDelay
-    const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), BACKGROUND_MAX_CUT)
-    rate = clamp(rate * (1 - cut))
+    const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), delivered == null ? BACKGROUND_MAX_CUT : BACKGROUND_MAX_CUT_SENDER_PACED)
+    rate = clamp(Math.min(rate, delivered ?? Infinity) * (1 - cut))
     if (phase === 'slow-start') exitSlowStart(now, rtt)
   }
 
@@ -171,7 +175,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
         return
       }
       if (queueDelay > target) {
-        decrease(now, rtt)
+        decrease(now, rtt, options.delivered)
         return
       }
       if (options.appLimited === true || dt === 0) return
