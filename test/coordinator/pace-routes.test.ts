@@ -110,7 +110,7 @@ describe('sender-side pacing of origin streams', () => {
 
   it('answers bad pace input with 400 and a JSON error, before opening a stream', async () => {
     const before = h.images.stats().blockBatches
-    for (const headers of [{ [PACE_SESSION_HEADER]: SESSION }, { [PACE_SESSION_HEADER]: 'x', [PACE_RATE_HEADER]: '100' }, { [PACE_SESSION_HEADER]: SESSION, [PACE_RATE_HEADER]: 'fast' }]) {
+    for (const headers of [{ [PACE_SESSION_HEADER]: SESSION } as Record<string, string>, { [PACE_SESSION_HEADER]: 'x', [PACE_RATE_HEADER]: '100' }, { [PACE_SESSION_HEADER]: SESSION, [PACE_RATE_HEADER]: 'fast' }]) {
       const res = await blocks(headers)
       expect(res.status).toBe(400)
       expect(JSON.stringify(await res.json())).toMatch(/x-trimswarm-pace/)
