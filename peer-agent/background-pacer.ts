@@ -65,6 +65,8 @@ export interface BackgroundPacerInit {
   idleMs?: number
   /** Controller options (tests). */
   controller?: BackgroundController
+  /** What the status lines name (default "background"). */
+  label?: string
 }
 
 /**
@@ -184,7 +186,7 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
         if (now - lastStatus >= BACKGROUND_STATUS_INTERVAL_MS) {
           lastStatus = now
           const c = controller
-          components.logger?.info(`background: ${(c.rate / 1e6).toFixed(2)} MB/s allowed (${c.phase}, ${senderPaced ? 'sender' : 'reader'}-paced), queueing delay ${c.queueDelay.toFixed(0)} ms over a base of ${c.baseDelay.toFixed(0)} ms`, { rate: Math.round(c.rate), phase: c.phase, queueDelayMs: Math.round(c.queueDelay), baseDelayMs: Math.round(c.baseDelay) })
+          components.logger?.info(`${init.label ?? 'background'}: ${(c.rate / 1e6).toFixed(2)} MB/s allowed (${c.phase}, ${senderPaced ? 'sender' : 'reader'}-paced), queueing delay ${c.queueDelay.toFixed(0)} ms over a base of ${c.baseDelay.toFixed(0)} ms`, { rate: Math.round(c.rate), phase: c.phase, queueDelayMs: Math.round(c.queueDelay), baseDelayMs: Math.round(c.baseDelay) })
         }
       } catch {
         if (signal.aborted) return
@@ -238,5 +240,39 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
       stopper.abort()
       await loop
     }
+  }
+}
+
+/** One round trip to a LAN peer (libp2p ping over the connection to it); resolves when the answer is in. */
+export type PeerPing = (peer: string, options: AbortOptions) => Promise<void>
+
+/** Background pacing of LAN uploads: sends wait for the rate; the round trip timed is to the peer served last. */
+export interface UploadPacer {
+  readonly rate: number
+  /** Resolves once `bytes` to `peer` (a peer id) fit the rate. */
+  take: (bytes: number, options: { peer: string, signal?: AbortSignal }) => Promise<void>
+  stop: () => Promise<void>
+}
+
+/**
+ * The background controller on LAN uploads (the block server's sends; the policy's LAN upload cap still applies
+ * apart): the uploader is the sender, so the pacer's token bucket paces the sends themselves. Delay: a libp2p ping
+ * to the peer the last bytes went to, over the same connection, so it waits behind what our sends queue anywhere
+ * on the way, our socket buffer included.
+ */
+export function createUploadPacer (components: { ping: PeerPing, logger?: AgentLogger }, init: BackgroundPacerInit = {}): UploadPacer {
+  let peer: string | undefined
+  const pacer = createBackgroundPacer({
+    // take() names the peer before the first probe can start
+    probe: async (options) => { if (peer != null) await components.ping(peer, options) },
+    logger: components.logger
+  }, { label: 'background LAN uploads', ...init })
+  return {
+    get rate () { return pacer.rate },
+    async take (bytes, options) {
+      peer = options.peer
+      await pacer.take(bytes, options)
+    },
+    stop: pacer.stop
   }
 }

@@ -151,7 +151,8 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     const caps = { uploadBps: me.policy.lanUploadBps, maxPeers: me.policy.maxPeers }
     if (swarm != null) { swarm.setCaps(caps); return true }
     const privateKey = await loadOrCreatePeerKey(join(init.dataDir, DATA_FILES.swarmKey))
-    swarm = await createSwarm({ logger }, { coordinatorKey: await components.coordinatorKey(options), privateKey, listen: init.listen, mdns: init.mdns ?? true, ...caps })
+    // uploads yield to the user's traffic unless the policy says foreground (as the daemon's WAN transfers)
+    swarm = await createSwarm({ logger }, { coordinatorKey: await components.coordinatorKey(options), privateKey, listen: init.listen, mdns: init.mdns ?? true, ...caps, backgroundUploads: me.policy.transfer !== 'foreground' })
     logger.info(`swarm: peer ${swarm.peerId} listening on ${swarm.getMultiaddrs().join(' ')}`)
     return true
   }

@@ -2,7 +2,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createBackgroundController } from '../../peer-agent/background-controller.ts'
-import { createBackgroundPacer, createConnectProbe } from '../../peer-agent/background-pacer.ts'
+import { createBackgroundPacer, createConnectProbe, createUploadPacer } from '../../peer-agent/background-pacer.ts'
 import { PACE_RATE_HEADER, PACE_SESSION_HEADER, PACE_SESSION_PATTERN } from '../../protocol/pace.ts'
 
 /** Reads `seconds` of a paced transfer in 8 KiB pieces; returns bytes per second. */
@@ -136,4 +136,24 @@ describe('background pacer', () => {
     const rate = await pacedRead(async (n) => { await pacer.take(n) }, 1.5)
     expect(rate).toBeLessThan(256 * 1024 * 1.25)
   })
+
+describe('background pacer of LAN uploads', () => {
+  it('pings the peer the last bytes went to, paces the sends, and slows down when that round trip grows', async () => {
+    const pinged: string[] = []
+    let delayMs = 2
+    const pacer = createUploadPacer({ ping: async (peer) => { pinged.push(peer); await sleep(delayMs) } }, { probeIntervalMs: 20, maxRate: 4_000_000 })
+    stops.push(pacer.stop)
+    await pacedRead(async (n) => { await pacer.take(n, { peer: 'peer-a' }) }, 0.5)
+    await pacedRead(async (n) => { await pacer.take(n, { peer: 'peer-b' }) }, 1)
+    expect(pinged).toContain('peer-a')
+    expect(pinged.at(-1)).toBe('peer-b')
+    const ramped = pacer.rate
+    expect(ramped).toBeGreaterThan(200_000)
+    // the sends queue up somewhere on the way to peer-b: 200 ms more round trip
+    delayMs = 202
+    const slow = await pacedRead(async (n) => { await pacer.take(n, { peer: 'peer-b' }) }, 5)
+    expect(pacer.rate).toBeLessThan(ramped / 2)
+    expect(slow).toBeLessThan(ramped)
+  }, 20_000)
+})
 })
