@@ -22,7 +22,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { PACE_RATE_HEADER, PACE_ROUTE, PACE_SESSION_HEADER, PaceUpdateResponse, type PaceUpdate } from '../protocol/pace.ts'
 import { createBackgroundController, type BackgroundController } from './background-controller.ts'
 import { BACKGROUND_PROBE_IDLE_MS, BACKGROUND_RECHECK_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS, BACKGROUND_STATUS_INTERVAL_MS, BACKGROUND_DELIVERY_WINDOW_MS, BACKGROUND_PATH_LIMITED_SHARE } from './constants.ts'
-import type { AbortOptions, AgentLogger } from './interface.ts'
+import type { AbortOptions } from '../utils/interface.ts'
+import type { AgentLogger } from './interface.ts'
 import { createTokenBucket, type RateLimiter } from './rate-limiter.ts'
 
 /** One round trip to the other end; resolves when the answer is in. */

@@ -237,6 +237,13 @@ export const BACKGROUND_DELIVERY_WINDOW_MS = 500
 export const BACKGROUND_PATH_LIMITED_SHARE = 0.9
 
 /**
+ * With sender-side pacing, the rate grows to at most this many times the delivered rate: slow start multiplies it
+ * by up to 1.85 per probe, faster than the 500 ms delivery window shows a path that stopped keeping up (measured at
+ * 40 ms RTT: 4.24 MB/s asked of a 2.5 MB/s link for 2 s, whose backlog then held the queue for seconds).
+ */
+export const BACKGROUND_DELIVERY_HEADROOM = 1.5
+
+/**
  * For this many round trips after a cut, the rate is cut again only if the queueing delay has not fallen
  * since: a queue drains at the link rate minus ours, slower than one round trip, and cutting again each
  * round trip while it drains took the rate to the floor (bench/background.ts: 0.45 of an idle link).

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createBackgroundController, ledbatGain, type BackgroundController } from '../../peer-agent/background-controller.ts'
-import { BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED, BACKGROUND_MIN_RATE, BACKGROUND_TARGET_MS } from '../../peer-agent/constants.ts'
+import { BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED, BACKGROUND_MIN_RATE, BACKGROUND_TARGET_MS } from '../../peer-agent/constants.ts'
 
 /**
  * A fluid model of a bottleneck: `capacity` bytes/s, a drop-tail queue of
@@ -183,6 +183,20 @@ describe('background controller', () => {
     d.sample(0, 50, { delivered: 3_000_000 })
     d.sample(100, 200, { delivered: 3_000_000 })
     expect(d.rate).toBeCloseTo(1_000_000 * (1 - BACKGROUND_MAX_CUT_SENDER_PACED), 6)
+  })
+
+  it('with sender pacing, grows to at most a little above what arrives', () => {
+    // a 300 ms base: slow start would multiply the rate by 2 per 300 ms sample
+    const c = createBackgroundController({ startRate: 1_000_000 })
+    c.sample(0, 300, { delivered: 1_000_000 })
+    c.sample(300, 300, { delivered: 400_000 })
+    expect(c.rate).toBe(1_000_000) // never lowered for it
+    c.sample(600, 300, { delivered: 1_000_000 })
+    expect(c.rate).toBeCloseTo(1_000_000 * BACKGROUND_DELIVERY_HEADROOM, 6)
+    const free = createBackgroundController({ startRate: 1_000_000 })
+    free.sample(0, 300)
+    free.sample(300, 300)
+    expect(free.rate).toBeGreaterThan(1_900_000)
   })
 
   it('with sender pacing (delivered rates fed back), uses an idle link, keeps the queue under the target, and yields', () => {
