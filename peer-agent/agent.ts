@@ -140,7 +140,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       onBanned: (b) => {
         events.record({ type: 'peer.banned', image: b.image, version: b.version, peerId: b.peerId.slice(0, 128), error: b.reason.slice(0, 2000) }).catch(() => {})
       }
-    }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns })
+    }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns, transfer: init.transfer })
 
   const imageSyncs = new Map<string, ImageSync>()
   async function syncFor (): Promise<ImageSync> {

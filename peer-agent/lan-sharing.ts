@@ -44,6 +44,8 @@ export interface LanSharingInit {
   listen?: string[]
   /** mDNS discovery (--no-mdns turns it off). */
   mdns?: boolean
+  /** The agent's transfer mode (image-sync.ts ImageSyncInit.transfer): background uploads yield to other traffic; default foreground. */
+  transfer?: 'background' | 'foreground' | 'policy'
 }
 
 /** LAN sharing of one agent. */
@@ -151,8 +153,9 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     const caps = { uploadBps: me.policy.lanUploadBps, maxPeers: me.policy.maxPeers }
     if (swarm != null) { swarm.setCaps(caps); return true }
     const privateKey = await loadOrCreatePeerKey(join(init.dataDir, DATA_FILES.swarmKey))
-    // uploads yield to the user's traffic unless the policy says foreground (as the daemon's WAN transfers)
-    swarm = await createSwarm({ logger }, { coordinatorKey: await components.coordinatorKey(options), privateKey, listen: init.listen, mdns: init.mdns ?? true, ...caps, backgroundUploads: me.policy.transfer !== 'foreground' })
+    // uploads in the agent's transfer mode, as its WAN transfers: the daemon's default, background, yields to the user's traffic
+    const transfer = init.transfer === 'policy' ? me.policy.transfer ?? 'background' : init.transfer ?? 'foreground'
+    swarm = await createSwarm({ logger }, { coordinatorKey: await components.coordinatorKey(options), privateKey, listen: init.listen, mdns: init.mdns ?? true, ...caps, backgroundUploads: transfer === 'background' })
     logger.info(`swarm: peer ${swarm.peerId} listening on ${swarm.getMultiaddrs().join(' ')}`)
     return true
   }
