@@ -54,7 +54,8 @@ Options
                          none; the policy's cap applies too: the stricter wins)
   --background           yield the WAN to other traffic: origin bytes are paced to keep
                          the queueing delay they add under 60 ms, and slow down when
-                         others' traffic raises it (default: foreground, full speed)
+                         others' traffic raises it; uploads to LAN peers yield too
+                         (default: foreground, full speed)
   --foreground           full speed (the default of agent sync)
   --nice                 run at the lowest CPU priority
   --site NAME            this agent's site (default: "${DEFAULT_SITE}"), only a hint: the
