@@ -152,8 +152,11 @@ export function requestPace (registry: PaceRegistry, owner: string, header: (nam
   return asked == null ? undefined : registry.pace(owner, asked.session, asked.rate)
 }
 
+/** A response body: streamed, or whole. */
+type ResponseBytes = ReadableStream<Uint8Array> | Uint8Array
+
 /** `body` at `pace`'s rate when there is one; the header that tells the client its pace was applied, and at which rate. */
-export function pacedBody (body: ReadableStream<Uint8Array> | Uint8Array, pace: Pace | undefined): { body: ReadableStream<Uint8Array> | Uint8Array, headers: Record<string, string> } {
+export function pacedBody (body: ResponseBytes, pace: Pace | undefined): { body: ResponseBytes, headers: Record<string, string> } {
   if (pace == null) return { body, headers: {} }
   const stream = body instanceof Uint8Array ? new Blob([body as Uint8Array<ArrayBuffer>]).stream() : body
   return { body: pacedStream(stream, pace), headers: { [PACE_RATE_HEADER]: String(pace.rate) } }

@@ -110,6 +110,18 @@ export function createPaceUpdater (url: string, authorization: (options: AbortOp
   }
 }
 
+/**
+ * The pacer of a sync's origin transfers: sender-side pacing by `coordinator` (at its URL, with its credentials),
+ * delay from TCP handshakes with it.
+ */
+export function createCoordinatorPacer (
+  components: { coordinator: { url: string, authorization: (options: AbortOptions) => Promise<string> }, logger?: AgentLogger },
+  init: BackgroundPacerInit = {}
+): BackgroundPacer {
+  const { url, authorization } = components.coordinator
+  return createBackgroundPacer({ probe: createConnectProbe(url), paceUpdate: createPaceUpdater(url, authorization), logger: components.logger }, init)
+}
+
 /** Bytes per second that arrived, and that the rate allowed, over about the last `windowMs`, as of each call of measure(). */
 interface DeliveryMeter {
   add: (bytes: number) => void

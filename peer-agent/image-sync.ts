@@ -36,7 +36,7 @@ import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
-import { createBackgroundPacer, createConnectProbe, createPaceUpdater } from './background-pacer.ts'
+import { createCoordinatorPacer } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
 import { pruneImageData } from './data-dir-prune.ts'
 import { formatBytes } from './progress-reporter.ts'
@@ -301,7 +301,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const cap = stricterRate(init.wanLimit ?? 0, me.policy.wanLimitBps)
     if (transferMode(me.policy) === 'background') {
       // yields to other traffic on the WAN; the caps still bound it
-      const pacer = createBackgroundPacer({ probe: createConnectProbe(client.url), paceUpdate: createPaceUpdater(client.url, client.authorization), logger }, { maxRate: cap })
+      const pacer = createCoordinatorPacer({ coordinator: client, logger }, { maxRate: cap })
       client.setLimiter(pacer)
       pacing.stop = pacer.stop
     } else {

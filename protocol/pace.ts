@@ -60,6 +60,8 @@ export function parsePaceHeaders (session: string | undefined, rate: string | un
   if (session == null || rate == null) throw new ValidationError(`${PACE_SESSION_HEADER} and ${PACE_RATE_HEADER} go together: one was sent without the other`)
   if (!PACE_SESSION_PATTERN.test(session)) throw new ValidationError(`${PACE_SESSION_HEADER} must be 16 to 64 characters of A-Z a-z 0-9 _ -`)
   const text = rate.trim()
-  if (!/^\d+$/.test(text) || text.length > RATE_MAX_DIGITS) throw new ValidationError(`${PACE_RATE_HEADER} must be a whole number of bytes per second, got ${JSON.stringify(rate.slice(0, 40))}`)
+  if (!/^\d+$/.test(text) || text.length > RATE_MAX_DIGITS) {
+    throw new ValidationError(`${PACE_RATE_HEADER} must be a whole number of bytes per second, got ${JSON.stringify(rate.slice(0, 40))}`)
+  }
   return { session, rate: clampPaceRate(Number(text)) }
 }

@@ -20,7 +20,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
-import { createUploadPacer } from '../background-pacer.ts'
+import { createUploadPacer, type PeerPing } from '../background-pacer.ts'
 import { createBlockServer, describe, peerLog } from './block-server.ts'
 import { DEFAULT_LISTEN, DEFAULT_MAX_PEERS, DHT_KEY_PREFIX, STREAM_IDLE_TIMEOUT_MS } from './constants.ts'
 import type { PeerAddress, Swarm, SwarmComponents, SwarmInit, SwarmLogger } from './interface.ts'
@@ -62,7 +62,8 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     services,
     start: false
   })
-  const uploadPacer = init.backgroundUploads === true ? createUploadPacer({ ping: async (peer, options) => { await (node.services as { ping: Ping }).ping.ping(peerIdFromString(peer), options) }, logger }) : undefined
+  const pingPeer: PeerPing = async (peer, options) => { await (node.services as { ping: Ping }).ping.ping(peerIdFromString(peer), options) }
+  const uploadPacer = init.backgroundUploads === true ? createUploadPacer({ ping: pingPeer, logger }) : undefined
   const server = createBlockServer({ coordinatorKey, logger, uploadPacer }, { uploadBps: init.uploadBps, maxPeers: init.maxPeers })
   const manifests = createManifestExchange({ libp2p: node, coordinatorKey, logger })
   let running = false
