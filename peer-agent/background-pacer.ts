@@ -3,8 +3,9 @@
  * controller sets from round-trip probes.
  *
  * Sender-side pacing (protocol/pace.ts): origin requests name a pace session
- * and the rate (requestHeaders), and each probe is a POST /v1/pace that tells
- * the coordinator the session's current rate, timed: the coordinator writes
+ * and the rate (requestHeaders), and each probe round sends a POST /v1/pace
+ * with the session's current rate, then times the round trip (a TCP
+ * handshake, createConnectProbe): the coordinator writes
  * our streams at that rate, so its bytes leave evenly and the agent reads
  * them at once. Receiver-side pacing, reading a body only as fast as the rate
  * allows so that TCP's receive window throttles the sender, is the fallback
