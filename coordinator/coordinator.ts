@@ -43,6 +43,8 @@ import { createErrorHandler } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
 import { createImageService, type ImageService } from './image-service.ts'
+import { createSegmentRoutes } from './segment-routes.ts'
+import { createSegmentService, imageStatsWithSegments, withLiveSegments, type SegmentService } from './segment-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
@@ -98,6 +100,8 @@ export interface Coordinator {
   readonly publicKey: Uint8Array
   /** The image service (after start), for tests and benchmarks (`whenIdle`). */
   readonly images: ImageService
+  /** The segment service (after start), for tests and benchmarks (`whenIdle`, `stats`). */
+  readonly segments: SegmentService
   /** The event store (after start), for benchmarks that fill it. */
   readonly events: EventStore
   /** The policy store (after start). */
@@ -199,6 +203,7 @@ export function createCoordinator (init: CoordinatorInit): Coordinator {
     get app () { return need(s => s.app) },
     get publicKey () { return need(s => s.publicKey) },
     get images () { return need(s => s.images) },
+    get segments () { return need(s => s.segments) },
     get events () { return need(s => s.events) },
     get policies () { return need(s => s.policies) },
     get console () { return need(s => s.console) },
@@ -222,6 +227,7 @@ interface Started {
   app: Hono<CoordinatorEnv>
   publicKey: Uint8Array
   images: ImageService
+  segments: SegmentService
   events: EventStore
   policies: PolicyStore
   console: AdminConsole
@@ -284,13 +290,17 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
     const blockStore = await openBlockStore(config, dataDir, logger)
     cleanups.push(async () => { blockStore.close?.() })
-    const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
+    let segments: SegmentService | undefined
+    const images = createImageService({ db, blockStore, signer, logger, dataDir, onCommitted: (info) => { segments?.enqueue(info) } }, config.images ?? {})
     await images.start()
     cleanups.push(async () => { await images.stop() })
-    const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
+    segments = createSegmentService({ db, blockStore, images, logger }, config.segments ?? {})
+    await segments.start()
+    cleanups.push(async () => { await segments?.stop() })
+    const storageGc = createStorageGc({ blockStore, images: withLiveSegments(images, segments), logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })
-    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
+    const metrics = createMetrics({ imageStats: imageStatsWithSegments(images, segments) }, { version: init.version ?? TRIMSWARM_VERSION })
     const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
@@ -349,6 +359,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
     app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: (c) => c.get('clientIp') }, config.events))
     app.route('/', createImageRoutes(images, audit))
+    app.route('/', createSegmentRoutes(segments))
     app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: (c) => c.get('clientIp'), maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
 
     // ---- listen ----
@@ -374,6 +385,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
       app,
       publicKey: signer.publicKeyRaw,
       images,
+      segments,
       events,
       policies,
       console: adminConsole,

@@ -238,3 +238,18 @@ export const BACKGROUND_DRAIN_RTTS = 4
  * while a foreground download beside it still got 0.89-0.91 of its speed alone.
  */
 export const BACKGROUND_MAX_CUT = 0.25
+
+/**
+ * The segment cost rule (segment-plan.ts): a compressed segment is taken whole
+ * when its bytes are at most the blocks still missing from it x its bytes per
+ * block x this factor, i.e. when at least 1 / factor of its blocks are missing
+ * (80 % at 1.25). Below that the missing blocks go into a block batch, which
+ * the coordinator compresses per request (level 9, 128 MiB window: about as
+ * small per block as a level-19 4 MiB segment, docs/BENCHMARKS.md `## origin
+ * segments`) but which costs it CPU; the factor buys that CPU back with at most
+ * 20 % extra bytes on the segments taken.
+ */
+export const SEGMENT_BATCH_PENALTY = 1.25
+
+/** Segment downloads in flight at once (each streamed and decoded as it arrives): hides the round trip between them. */
+export const SEGMENT_PARALLEL_FETCHES = 3

@@ -36,6 +36,7 @@ import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
+import { createSegmentSource } from './segment-source.ts'
 import { createBackgroundPacer, createHealthProbe } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
 import { pruneImageData } from './data-dir-prune.ts'
@@ -615,6 +616,8 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
           }
         })
       }
+      // compressed segments where a client lacks most of one (every segment for a cold client), then batches for the rest
+      originSources.push(createSegmentSource({ client, logger }, { image: m.name, version: m.version }))
       originSources.push(createBlockBatchSource({ client, logger }, { image: m.name, version: m.version }))
 
       const runSource = async (source: BlockSource): Promise<void> => {

@@ -1,0 +1,301 @@
+/**
+ * Compressed segments of each version (issue 19, protocol/segments.ts): built
+ * in the background after a commit (like the delta pack), each segment one
+ * zstd frame stored through the block store under the CID of its compressed
+ * bytes (so the S3 store holds them too and storage gc sees them), and served
+ * as files: a cold client costs the coordinator a read, not a compression.
+ *
+ * Storage: level sublevel SEGMENT_SUBLEVEL `${image}/${version}` -> SegmentTable (json).
+ */
+import type { Level } from 'level'
+import { promisify } from 'node:util'
+import { constants as zlibConstants, zstdCompress } from 'node:zlib'
+import type { api } from '../protocol/index.ts'
+import { parseChunkCid } from '../protocol/block-id.ts'
+import { BLOCK_SIZE } from '../protocol/constants.ts'
+import { rangesFromIndices } from '../protocol/delta-pack.ts'
+import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
+import { decodeManifest, type Manifest } from '../protocol/manifest.ts'
+import { distinctBlocks, MAX_SEGMENT_BYTES, SEGMENT_BLOCKS, segmentsOf, type SegmentTable } from '../protocol/segments.ts'
+import { decodeEnvelope } from '../protocol/signed-manifest.ts'
+import { chunkCidOf } from '../chunker/blake3.ts'
+import { blockBytes } from './block-batch.ts'
+import { SEGMENT_CACHE_BYTES, SEGMENT_SUBLEVEL, SEGMENT_ZSTD_LEVEL, VERSION_RECORD_CACHE_IMAGES } from './constants.ts'
+import { ConfigError } from './errors.ts'
+import type { ImageService, ImageStats } from './image-service.ts'
+import type { AbortOptions, BlockStore, Logger } from './interface.ts'
+import { createLruCache } from './lru-cache.ts'
+
+const compress = promisify(zstdCompress)
+
+/** What the segment service needs. */
+export interface SegmentServiceComponents {
+  db: Level<string, any>
+  blockStore: BlockStore
+  /** Resolves versions (latest, retired, collected, incomplete) and gives their manifests. */
+  images: Pick<ImageService, 'getInfo' | 'getEnvelope' | 'adminImages'>
+  logger: Logger
+}
+
+/** Tunables (defaults in coordinator/constants.ts and protocol/segments.ts). */
+export interface SegmentServiceInit {
+  /** Build segments after commits and at start (default true). */
+  build?: boolean
+  /** zstd level of the segments (default SEGMENT_ZSTD_LEVEL, 19). */
+  zstdLevel?: number
+  /** Segment files kept in memory (bytes; default SEGMENT_CACHE_BYTES, 64 MiB). */
+  cacheBytes?: number
+  /** Blocks per segment (default SEGMENT_BLOCKS; tests use fewer). */
+  segmentBlocks?: number
+}
+
+/** Counters for /metrics and the benchmarks. */
+export interface SegmentStats {
+  /** Compressed segment bytes sent (as on the wire, ranges included). */
+  bytesServed: number
+  /** Segment responses with a body (200 or 206). */
+  segmentsServed: number
+  /** Answers 304 Not Modified. */
+  notModified: number
+  segmentsBuilt: number
+  buildFailures: number
+  /** Versions waiting or being built. */
+  pending: number
+}
+
+/** One segment ready to send. */
+export interface SegmentFile {
+  bytes: Uint8Array
+  cid: string
+}
+
+/** The segment service (see the module comment). */
+export interface SegmentService {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  /** Queues a build of a version's segments (after its commit). */
+  enqueue: (info: api.VersionInfo) => void
+  /** Resolves when no build is waiting or running (tests, benchmarks). */
+  whenIdle: () => Promise<void>
+  /** The version's segment table (`latest` allowed); NotFoundError while not built. */
+  table: (image: string, version: string) => Promise<SegmentTable>
+  /** Segment `index` of the version; NotFoundError past the last one. */
+  segment: (image: string, version: string, index: number, options?: AbortOptions) => Promise<SegmentFile>
+  /** CIDs of the segments of every version that is not retired (storage gc keeps them). */
+  liveCids: () => Promise<Set<string>>
+  stats: () => SegmentStats
+  /** Counts what the routes sent. */
+  countServed: (kind: 'body' | 'notModified', bytes: number) => void
+}
+
+/** Throws ConfigError for an init the service cannot run with. */
+function checkInit (init: SegmentServiceInit): void {
+  const fail = (why: string): never => { throw new ConfigError(`images: ${why}`) }
+  if (init.build !== undefined && typeof init.build !== 'boolean') fail('segment build must be true or false')
+  if (init.zstdLevel !== undefined && (!Number.isInteger(init.zstdLevel) || init.zstdLevel < 1 || init.zstdLevel > 22)) fail('segmentZstdLevel must be an integer from 1 to 22')
+  if (init.cacheBytes !== undefined && (!Number.isSafeInteger(init.cacheBytes) || init.cacheBytes < 0)) fail('segment cache must be a whole number of bytes >= 0')
+  if (init.segmentBlocks !== undefined && (!Number.isInteger(init.segmentBlocks) || init.segmentBlocks < 1 || init.segmentBlocks > SEGMENT_BLOCKS)) fail(`segment blocks must be from 1 to ${SEGMENT_BLOCKS}`)
+}
+
+/** Compresses the named blocks of a manifest as one zstd frame (the whole segment is in memory: at most 4 MiB). */
+export async function buildSegment (blockStore: BlockStore, manifest: Manifest, indices: Uint32Array, level: number, options: AbortOptions = {}): Promise<Uint8Array> {
+  const raw = Buffer.allocUnsafe(indices.length * BLOCK_SIZE)
+  let at = 0
+  for await (const piece of blockBytes(blockStore, manifest, rangesFromIndices(indices), options)) {
+    raw.set(piece, at)
+    at += piece.length
+  }
+  const frame = await compress(raw, { params: { [zlibConstants.ZSTD_c_compressionLevel]: level, [zlibConstants.ZSTD_c_checksumFlag]: 1 } })
+  if (frame.length > MAX_SEGMENT_BYTES) throw new Error(`segment of ${indices.length} blocks compressed to ${frame.length} bytes, more than ${MAX_SEGMENT_BYTES}`)
+  return new Uint8Array(frame.buffer, frame.byteOffset, frame.length)
+}
+
+/** Creates the segment service; call start() to build what is missing. */
+export function createSegmentService (components: SegmentServiceComponents, init: SegmentServiceInit = {}): SegmentService {
+  checkInit(init)
+  const { db, blockStore, images, logger } = components
+  const buildOn = init.build ?? true
+  const level = init.zstdLevel ?? SEGMENT_ZSTD_LEVEL
+  const segmentBlocks = init.segmentBlocks ?? SEGMENT_BLOCKS
+  const tables = db.sublevel<string, SegmentTable>(SEGMENT_SUBLEVEL, { valueEncoding: 'json' })
+  // tables never change once written: cache them; segment files too (bounded by bytes)
+  const tableCache = createLruCache<SegmentTable>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
+  const fileCache = createLruCache<Uint8Array>({ maxEntries: 4096, maxWeight: init.cacheBytes ?? SEGMENT_CACHE_BYTES, weigh: b => b.byteLength })
+  const loads = new Map<string, Promise<Uint8Array>>()
+  const stats: SegmentStats = { bytesServed: 0, segmentsServed: 0, notModified: 0, segmentsBuilt: 0, buildFailures: 0, pending: 0 }
+
+  const queue: api.VersionInfo[] = []
+  let running = false
+  let stopped = true
+  let abort = new AbortController()
+  let building: Promise<void> = Promise.resolve()
+  const idleWaiters: Array<() => void> = []
+  const key = (image: string, version: string): string => `${image}/${version}`
+
+  function notifyIdle (): void {
+    if (queue.length > 0 || running) return
+    for (const w of idleWaiters.splice(0)) w()
+  }
+
+  function pump (): void {
+    if (running || stopped || queue.length === 0) return
+    const info = queue.shift()!
+    running = true
+    stats.pending = queue.length + 1
+    building = buildVersion(info, abort.signal)
+      .catch((err: Error) => {
+        if (abort.signal.aborted) return
+        stats.buildFailures++
+        logger.error('segment build failed', { image: info.image, version: info.version, error: err.message })
+      })
+      .finally(() => {
+        running = false
+        stats.pending = queue.length
+        notifyIdle()
+        pump()
+      })
+  }
+
+  async function storedTable (image: string, version: string): Promise<SegmentTable | undefined> {
+    const k = key(image, version)
+    const hit = tableCache.get(k)
+    if (hit != null) return hit
+    const t = await tables.get(k)
+    if (t != null) tableCache.set(k, t)
+    return t
+  }
+
+  async function buildVersion (info: api.VersionInfo, signal: AbortSignal): Promise<void> {
+    if (await storedTable(info.image, info.version) != null) return
+    const started = performance.now()
+    const { bytes } = await images.getEnvelope(info.image, info.version)
+    const manifest = decodeManifest(decodeEnvelope(bytes).manifest)
+    const entries: SegmentTable['segments'] = []
+    let raw = 0
+    for (const indices of segmentsOf(distinctBlocks(manifest.blockPrefixes), segmentBlocks)) {
+      signal.throwIfAborted()
+      const frame = await buildSegment(blockStore, manifest, indices, level, { signal })
+      const cid = chunkCidOf(frame)
+      await blockStore.put(cid, frame, { signal })
+      entries.push({ cid: cid.toString(), bytes: frame.length, blocks: indices.length })
+      raw += indices.length * BLOCK_SIZE
+    }
+    const table: SegmentTable = { image: info.image, version: info.version, manifestCid: info.manifestCid, segmentBlocks, segments: entries }
+    await tables.put(key(info.image, info.version), table)
+    stats.segmentsBuilt += entries.length
+    const compressed = entries.reduce((s, e) => s + e.bytes, 0)
+    logger.info('segments built', { image: info.image, version: info.version, segments: entries.length, rawBytes: raw, bytes: compressed, seconds: Math.round((performance.now() - started) / 100) / 10 })
+  }
+
+  async function readFile (cidText: string, options: AbortOptions): Promise<Uint8Array> {
+    const hit = fileCache.get(cidText)
+    if (hit != null) return hit
+    let pending = loads.get(cidText)
+    if (pending == null) {
+      // one read for a crowd arriving together; the store re-hashes it (verify on read)
+      const load = blockStore.get(parseChunkCid(cidText), { signal: options.signal })
+        .then(bytes => { fileCache.set(cidText, bytes); return bytes })
+        .finally(() => { loads.delete(cidText) })
+      loads.set(cidText, pending = load)
+    }
+    return await pending
+  }
+
+  return {
+    async start () {
+      if (!stopped) return
+      stopped = false
+      abort = new AbortController()
+      if (!buildOn) return
+      const { images: list } = await images.adminImages()
+      for (const img of list) {
+        for (const v of img.versions) {
+          if (v.state !== 'live' || await storedTable(img.name, v.version) != null) continue
+          this.enqueue(await images.getInfo(img.name, v.version))
+        }
+      }
+    },
+
+    async stop () {
+      stopped = true
+      queue.length = 0
+      abort.abort()
+      await building
+      stats.pending = 0
+      notifyIdle()
+    },
+
+    enqueue (info) {
+      if (!buildOn || queue.some(q => q.image === info.image && q.version === info.version)) return
+      queue.push(info)
+      stats.pending = queue.length + (running ? 1 : 0)
+      pump()
+    },
+
+    async whenIdle () {
+      if (queue.length === 0 && !running) return
+      await new Promise<void>(resolve => idleWaiters.push(resolve))
+    },
+
+    async table (image, version) {
+      const info = await images.getInfo(image, version)
+      const t = await storedTable(image, info.version)
+      if (t == null) throw new NotFoundError(`the segments of ${image} ${info.version} are not built yet`)
+      return t
+    },
+
+    async segment (image, version, index, options = {}) {
+      const t = await this.table(image, version)
+      const entry = t.segments[index]
+      if (entry == null) throw new NotFoundError(`${image} ${t.version} has ${t.segments.length} segments, no segment ${index}`)
+      try {
+        return { bytes: await readFile(entry.cid, options), cid: entry.cid }
+      } catch (err) {
+        if (err instanceof HashMismatchError || err instanceof NotFoundError) {
+          logger.error('stored segment refused: not served', { image, version: t.version, segment: index, cid: entry.cid, error: err.message, hint: 'the segments are rebuilt from the chunks when their table is deleted; run `trimswarm coordinator fsck`' })
+        }
+        throw err
+      }
+    },
+
+    async liveCids () {
+      const live = new Set<string>()
+      for await (const t of tables.values() as AsyncIterable<SegmentTable>) {
+        // retired or collected: not live; incomplete (fsck) or any other state: kept
+        let keep: boolean
+        try { keep = !(await images.getInfo(t.image, t.version)).retired } catch (err) { keep = !(err instanceof NotFoundError) }
+        if (keep) for (const s of t.segments) live.add(s.cid)
+      }
+      return live
+    },
+
+    stats: () => ({ ...stats }),
+
+    countServed (kind, bytes) {
+      if (kind === 'notModified') { stats.notModified++; return }
+      stats.segmentsServed++
+      stats.bytesServed += bytes
+    }
+  }
+}
+
+/** The image service as storage gc sees it: the segments of live versions count as live chunks. */
+export function withLiveSegments (images: ImageService, segments: SegmentService): ImageService {
+  return {
+    ...images,
+    liveChunks: async (options) => {
+      const found = await images.liveChunks(options)
+      for (const cid of await segments.liveCids()) found.live.add(cid)
+      return found
+    }
+  }
+}
+
+/** Image stats with the segment bytes as one more kind of `bytesServed` (trimswarm_origin_sent_bytes_total{kind="segment"}). */
+export function imageStatsWithSegments (images: ImageService, segments: SegmentService): () => ImageStats {
+  return () => {
+    const s = images.stats()
+    const bytesServed = { ...s.bytesServed, segment: segments.stats().bytesServed }
+    return { ...s, bytesServed }
+  }
+}
