@@ -21,7 +21,7 @@ import { isDiskFull } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** Splits a byte stream into BLOCK_SIZE blocks. */
-export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const buf = new Uint8Array(BLOCK_SIZE)
   let fill = 0
   for await (const piece of stream) {
@@ -50,7 +50,7 @@ export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGener
  * long-distance matching). The decoder holds a window of up to the frame's size, so
  * callers close it as soon as they are done instead of waiting for GC (peak RSS).
  */
-export function unzstd (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> & { close: () => void } {
+function unzstd (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> & { close: () => void } {
   const z = createZstdDecompress({ params: { [zlibConstants.ZSTD_d_windowLogMax]: 31 } })
   const src = Readable.from(input, { objectMode: false })
   src.on('error', (err) => z.destroy(err))

@@ -8,17 +8,24 @@
  * is left to the block batch source that runs next.
  */
 import { NotFoundError } from '../protocol/errors.ts'
-import { checkSegmentTable, distinctBlocks, MAX_SEGMENT_BYTES, SegmentTable, segmentRoutes, segmentsOf } from '../protocol/segments.ts'
+import { checkSegmentTable, distinctBlocks, SegmentTable, segmentRoutes, segmentsOf } from '../protocol/segments.ts'
 import { isUnavailableBlock } from '../protocol/block-batch.ts'
 import { encodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
+import { promisify } from 'node:util'
+import { constants as zlibConstants, zstdDecompress } from 'node:zlib'
+import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull, SegmentMismatchError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
-import { blocksOf, unzstd } from './origin-sources.ts'
 import { planSegments } from './segment-plan.ts'
+
+const decompress = promisify(zstdDecompress)
+
+/** Largest zstd window a segment may ask for: 2^23 (8 MiB) covers a 4 MiB frame at any level. */
+const SEGMENT_WINDOW_LOG_MAX = 23
 
 /** What the segment source needs to know of the sync. */
 export interface SegmentSourceInit {
@@ -45,7 +52,7 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
     async fill (ctx, options) {
       const table = await fetchTable(ctx, options)
       if (table == null) return
-      const segments = segmentsOf(distinctBlocks(ctx.manifest.blockPrefixes), table.segmentBlocks)
+      const segments = segmentsOf(distinctOf(ctx.manifest), table.segmentBlocks)
       // blocks a segment already delivered are not asked of segments again (one that failed
       // verification goes to the batches, which read the coordinator's chunks)
       const received = new Uint8Array(segments.length)
@@ -85,7 +92,7 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
       logger.info(`the coordinator has no segments of ${init.image}@${init.version} (${err.message}); asking for block batches`)
       return undefined
     }
-    const distinct = distinctBlocks(ctx.manifest.blockPrefixes).length
+    const distinct = distinctOf(ctx.manifest).length
     const wrong = checkSegmentTable(table, { image: init.image, version: init.version, manifestCid: cidOfManifest(ctx.manifest), distinctBlocks: distinct })
     if (wrong != null) {
       logger.warn(`${wrong}; not using segments`)
@@ -94,37 +101,52 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
     return table
   }
 
-  /** Streams segment `i`, decoding as it arrives; every block is offered (verified by the sync). */
+  /**
+   * Downloads segment `i` whole (at most the table's size, itself at most 4 MiB), decodes it in one
+   * call on libuv's pool (output bounded by the segment's block count: no decompression bomb), and
+   * offers every block (verified by the sync). One decode per segment instead of a stream of 16 KiB
+   * pieces is what keeps the agent's CPU per block low (docs/BENCHMARKS.md `## origin segments`).
+   */
   async function fetchSegment (ctx: SyncContext, i: number, indices: Uint32Array, bytes: number, options: AbortOptions): Promise<void> {
     const res = await client.stream('GET', segmentRoutes.segment(init.image, init.version, i), undefined, options)
+    const frame = new Uint8Array(bytes)
     let wire = 0
-    const limited = async function * (): AsyncGenerator<Uint8Array> {
-      for await (const piece of res.body) {
-        wire += piece.length
-        // the table said how big it is; a longer body is refused before it is decoded further
-        if (wire > bytes || wire > MAX_SEGMENT_BYTES) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} is longer than the ${bytes} bytes its table lists`)
-        yield piece
-      }
+    for await (const piece of res.body) {
+      // the table said how big it is; a longer body is refused before anything is decoded
+      if (wire + piece.length > bytes) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} is longer than the ${bytes} bytes its table lists`)
+      frame.set(piece, wire)
+      wire += piece.length
     }
-    const stream = unzstd(limited())
-    let n = 0
-    let bad = 0
+    // a broken connection throws above; a body that ends cleanly but short is not the segment the table lists
+    if (wire < bytes) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} is ${wire} bytes, its table lists ${bytes}`)
+    let raw: Uint8Array
     try {
-      for await (const block of blocksOf(stream)) {
-        if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} holds more than its ${indices.length} blocks`)
-        const index = indices[n++]
-        if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-        if (n % 256 === 0) await ctx.tick()
-      }
-    } finally {
-      stream.close()
+      raw = await decompress(frame, { maxOutputLength: indices.length * BLOCK_SIZE, chunkSize: indices.length * BLOCK_SIZE, params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX } })
+    } catch (err) {
+      throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
     }
-    if (n < indices.length) throw new Error(`segment ${i} ended after ${n} of ${indices.length} blocks`)
+    if (raw.length !== indices.length * BLOCK_SIZE) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} decodes to ${raw.length} bytes, not its ${indices.length} blocks`)
+    let bad = 0
+    for (let n = 0; n < indices.length; n++) {
+      const index = indices[n]
+      if (!ctx.isMissing(index)) continue
+      const block = raw.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE)
+      if (!ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
+      if (n % 256 === 255) await ctx.tick()
+    }
     if (bad > 0) logger.warn(`${bad} blocks of segment ${i} from the coordinator failed verification (discarded; asked again in a block batch)`)
   }
 }
 
 const manifestCids = new WeakMap<Manifest, string>()
+const distincts = new WeakMap<Manifest, Uint32Array>()
+
+/** The manifest's distinct blocks, computed once per manifest (LAN sharing asks in every claim round). */
+function distinctOf (m: Manifest): Uint32Array {
+  let d = distincts.get(m)
+  if (d == null) distincts.set(m, d = distinctBlocks(m.blockPrefixes))
+  return d
+}
 
 /** The CID of a verified manifest (re-encoded once per manifest: the encoding is canonical, so it is the CID that was verified). */
 function cidOfManifest (m: Manifest): string {

@@ -68,13 +68,25 @@ export type SegmentTable = Infer<typeof SegmentTable>
 export function distinctBlocks (blockPrefixes: Uint8Array): Uint32Array {
   const n = blockPrefixes.length / BLOCK_PREFIX_BYTES
   const view = new DataView(blockPrefixes.buffer, blockPrefixes.byteOffset, blockPrefixes.byteLength)
-  const seen = new Set<bigint>()
+  // an open-addressing set of the prefixes as two 32-bit halves: no BigInt per block (a Set<bigint>
+  // of base.img's 50k prefixes cost the agent ~0.2 s of CPU per call)
+  let cap = 16
+  while (cap < n * 2) cap *= 2
+  const mask = cap - 1
+  const his = new Uint32Array(cap)
+  const los = new Uint32Array(cap)
+  const used = new Uint8Array(cap)
   const out = new Uint32Array(n)
   let k = 0
   for (let i = 0; i < n; i++) {
-    const key = view.getBigUint64(i * BLOCK_PREFIX_BYTES)
-    if (seen.has(key)) continue
-    seen.add(key)
+    const hi = view.getUint32(i * BLOCK_PREFIX_BYTES)
+    const lo = view.getUint32(i * BLOCK_PREFIX_BYTES + 4)
+    let slot = (Math.imul(hi ^ Math.imul(lo, 0x9e3779b1), 0x85ebca6b) >>> 0) & mask
+    while (used[slot] === 1 && (his[slot] !== hi || los[slot] !== lo)) slot = (slot + 1) & mask
+    if (used[slot] === 1) continue
+    used[slot] = 1
+    his[slot] = hi
+    los[slot] = lo
     out[k++] = i
   }
   return out.slice(0, k)

@@ -39,7 +39,8 @@ function args (data: string, out: string): string[] {
 beforeAll(async () => {
   tmp = await tempDir('trimswarm-corrupt-chunk-')
   img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 51 })
-  coord = await startTestCoordinator(tmp.path)
+  // no segments: they hold their own copy of the blocks (built before the flip), so a cold agent would never read the damaged chunk
+  coord = await startTestCoordinator(tmp.path, { config: { segments: { build: false } } })
   await coord.publish('ws', 'v1', img.path)
   const { bytes } = await coord.coordinator.images.getEnvelope('ws', 'v1')
   const m = decodeManifest(decodeEnvelope(bytes).manifest)
