@@ -21,6 +21,7 @@ import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull, SegmentMismatchError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { planSegments } from './segment-plan.ts'
+import { forEachLimit } from '../utils/worker-pool.ts'
 
 const decompress = promisify(zstdDecompress)
 
@@ -62,10 +63,10 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
         const take = planSegments(costs, init.penalty ?? SEGMENT_BATCH_PENALTY)
         if (take.length === 0) return
         try {
-          await forEachParallel(take, init.parallel ?? SEGMENT_PARALLEL_FETCHES, async (i) => {
+          await forEachLimit(take, init.parallel ?? SEGMENT_PARALLEL_FETCHES, async (i) => {
             await fetchSegment(ctx, i, segments[i], table.segments[i].bytes, options)
             received[i] = 1
-          })
+          }, options)
           failures = 0
         } catch (err) {
           if (options.signal?.aborted === true || isDiskFull(err)) throw err
@@ -159,22 +160,4 @@ function countWanted (ctx: SyncContext, indices: Uint32Array, wanted?: (index: n
   let n = 0
   for (const i of indices) if (ctx.isMissing(i) && (wanted == null || wanted(i))) n++
   return n
-}
-
-/** Runs `fn` over items with at most `limit` in flight; the first failure is thrown once all have settled. */
-async function forEachParallel<T> (items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  let failure: unknown
-  const worker = async (): Promise<void> => {
-    while (next < items.length && failure == null) {
-      const item = items[next++]
-      try {
-        await fn(item)
-      } catch (err) {
-        failure ??= err
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  if (failure != null) throw failure
 }

@@ -14,8 +14,8 @@ import { decodeManifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
 import { BLOCKS_DIR } from '../../coordinator/constants.ts'
 import { createDirectoryBlockStore } from '../../coordinator/directory-block-store.ts'
-import { b3sumFile, flipBit, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { runAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { b3sumFile, flipBit, type TempDir, type TestImage } from '../helpers/images.ts'
+import { runAgent, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { sampleValue } from '../helpers/promtool.ts'
 import { recordCounts } from './counts.ts'
 
@@ -37,11 +37,8 @@ function args (data: string, out: string): string[] {
 }
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-corrupt-chunk-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 51 })
   // no segments: they hold their own copy of the blocks (built before the flip), so a cold agent would never read the damaged chunk
-  coord = await startTestCoordinator(tmp.path, { config: { segments: { build: false } } })
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, coord } = await startPublishedTestImage('trimswarm-corrupt-chunk-', { name: 'img', sizeMiB: 8, seed: 51 }, { segments: { build: false } }))
   const { bytes } = await coord.coordinator.images.getEnvelope('ws', 'v1')
   const m = decodeManifest(decodeEnvelope(bytes).manifest)
   const index = m.chunks.length >> 1
