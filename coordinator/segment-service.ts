@@ -25,6 +25,7 @@ import { ConfigError } from './errors.ts'
 import type { ImageService, ImageStats } from './image-service.ts'
 import type { AbortOptions, BlockStore, Logger } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
+import { createBuildQueue } from './build-queue.ts'
 
 const compress = promisify(zstdCompress)
 
@@ -124,37 +125,15 @@ export function createSegmentService (components: SegmentServiceComponents, init
   const loads = new Map<string, Promise<Uint8Array>>()
   const stats: SegmentStats = { bytesServed: 0, segmentsServed: 0, notModified: 0, segmentsBuilt: 0, buildFailures: 0, pending: 0 }
 
-  const queue: api.VersionInfo[] = []
-  let running = false
-  let stopped = true
-  let abort = new AbortController()
-  let building: Promise<void> = Promise.resolve()
-  const idleWaiters: Array<() => void> = []
+  const builds = createBuildQueue<api.VersionInfo>({
+    key: (info) => key(info.image, info.version),
+    run: buildVersion,
+    onError: (info, err) => {
+      stats.buildFailures++
+      logger.error('segment build failed', { image: info.image, version: info.version, error: err.message })
+    }
+  })
   const key = (image: string, version: string): string => `${image}/${version}`
-
-  function notifyIdle (): void {
-    if (queue.length > 0 || running) return
-    for (const w of idleWaiters.splice(0)) w()
-  }
-
-  function pump (): void {
-    if (running || stopped || queue.length === 0) return
-    const info = queue.shift()!
-    running = true
-    stats.pending = queue.length + 1
-    building = buildVersion(info, abort.signal)
-      .catch((err: Error) => {
-        if (abort.signal.aborted) return
-        stats.buildFailures++
-        logger.error('segment build failed', { image: info.image, version: info.version, error: err.message })
-      })
-      .finally(() => {
-        running = false
-        stats.pending = queue.length
-        notifyIdle()
-        pump()
-      })
-  }
 
   async function storedTable (image: string, version: string): Promise<SegmentTable | undefined> {
     const k = key(image, version)
@@ -203,9 +182,7 @@ export function createSegmentService (components: SegmentServiceComponents, init
 
   return {
     async start () {
-      if (!stopped) return
-      stopped = false
-      abort = new AbortController()
+      builds.start()
       if (!buildOn) return
       const { images: list } = await images.adminImages()
       for (const img of list) {
@@ -216,26 +193,13 @@ export function createSegmentService (components: SegmentServiceComponents, init
       }
     },
 
-    async stop () {
-      stopped = true
-      queue.length = 0
-      abort.abort()
-      await building
-      stats.pending = 0
-      notifyIdle()
-    },
+    stop: async () => { await builds.stop() },
 
     enqueue (info) {
-      if (!buildOn || queue.some(q => q.image === info.image && q.version === info.version)) return
-      queue.push(info)
-      stats.pending = queue.length + (running ? 1 : 0)
-      pump()
+      if (buildOn) builds.enqueue(info)
     },
 
-    async whenIdle () {
-      if (queue.length === 0 && !running) return
-      await new Promise<void>(resolve => idleWaiters.push(resolve))
-    },
+    whenIdle: async () => { await builds.whenIdle() },
 
     async table (image, version) {
       const info = await images.getInfo(image, version)
@@ -269,7 +233,7 @@ export function createSegmentService (components: SegmentServiceComponents, init
       return live
     },
 
-    stats: () => ({ ...stats }),
+    stats: () => ({ ...stats, pending: builds.pending() }),
 
     countServed (kind, bytes) {
       if (kind === 'notModified') { stats.notModified++; return }
