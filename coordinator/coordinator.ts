@@ -42,9 +42,9 @@ import { createEventStore, type EventStore } from './event-store.ts'
 import { createErrorHandler } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
-import { createImageService, type ImageService } from './image-service.ts'
+import type { ImageService } from './image-service.ts'
 import { createSegmentRoutes } from './segment-routes.ts'
-import { createSegmentService, imageStatsWithSegments, withLiveSegments, type SegmentService } from './segment-service.ts'
+import { startImageServices, type SegmentService } from './segment-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
@@ -290,17 +290,11 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
     const blockStore = await openBlockStore(config, dataDir, logger)
     cleanups.push(async () => { blockStore.close?.() })
-    let segments: SegmentService | undefined
-    const images = createImageService({ db, blockStore, signer, logger, dataDir, onCommitted: (info) => { segments?.enqueue(info) } }, config.images ?? {})
-    await images.start()
-    cleanups.push(async () => { await images.stop() })
-    segments = createSegmentService({ db, blockStore, images, logger }, config.segments ?? {})
-    await segments.start()
-    cleanups.push(async () => { await segments?.stop() })
-    const storageGc = createStorageGc({ blockStore, images: withLiveSegments(images, segments), logger }, config.storageGc ?? {})
+    const { images, segments } = await startImageServices({ db, blockStore, signer, logger, dataDir }, config, cleanups)
+    const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })
-    const metrics = createMetrics({ imageStats: imageStatsWithSegments(images, segments) }, { version: init.version ?? TRIMSWARM_VERSION })
+    const metrics = createMetrics({ imageStats: images.stats }, { version: init.version ?? TRIMSWARM_VERSION })
     const audit = createAudit(auditLogger)
     const windowMs = (config.loginRateLimit?.windowSeconds ?? DEFAULT_LOGIN_WINDOW_SECONDS) * 1000
     const perIp = createRateLimiter({ windowMs, max: config.loginRateLimit?.maxPerIp ?? DEFAULT_LOGIN_MAX_PER_IP })
@@ -358,8 +352,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.route('/', createMeRoutes())
     app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
     app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: (c) => c.get('clientIp') }, config.events))
-    app.route('/', createImageRoutes(images, audit))
-    app.route('/', createSegmentRoutes(segments))
+    app.route('/', createImageRoutes(images, audit)).route('/', createSegmentRoutes(segments))
     app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: (c) => c.get('clientIp'), maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
 
     // ---- listen ----

@@ -52,8 +52,6 @@ export interface ImageServiceComponents {
   dataDir: string
   /** Shared with storage gc (default: a new one; get it back as `service.guard`). */
   guard?: ChunkGuard
-  /** Called after each commit (the segment builder queues the version). */
-  onCommitted?: (info: api.VersionInfo) => void
 }
 
 /** Tunables (defaults in coordinator/constants.ts). */
@@ -614,7 +612,6 @@ export function createImageService (components: ImageServiceComponents, init: Im
       stats.versionsCommitted++
       logger.info('version committed', { image, version: manifest.version, previous: info.previous, chunks: info.chunks, reusedFromPreviousPercent: reused })
       if (info.previous != null) enqueue(image, manifest.version)
-      components.onCommitted?.(info)
       return info
     })
   }

@@ -20,7 +20,9 @@ function cacheHeader (version: string): string {
 }
 
 function indexParam (text: string | undefined): number {
-  if (text == null || !/^(0|[1-9]\d{0,9})$/.test(text) || Number(text) >= MAX_SEGMENTS) throw new ValidationError(`segment index must be a whole number below ${MAX_SEGMENTS}, got ${JSON.stringify(String(text).slice(0, 20))}`)
+  if (text == null || !/^(0|[1-9]\d{0,9})$/.test(text) || Number(text) >= MAX_SEGMENTS) {
+    throw new ValidationError(`segment index must be a whole number below ${MAX_SEGMENTS}, got ${JSON.stringify(String(text).slice(0, 20))}`)
+  }
   return Number(text)
 }
 
@@ -49,7 +51,8 @@ export function createSegmentRoutes (segments: SegmentService): Hono<Coordinator
     const size = file.bytes.length
     const etag = `"${file.cid}"`
     const base: Record<string, string> = { 'Content-Type': SEGMENT_MEDIA_TYPE, ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': cacheHeader(version) }
-    const answer = conditionalAnswer({ ifNoneMatch: c.req.header('if-none-match'), ifRange: c.req.header('if-range'), range: c.req.header('range') }, etag, size)
+    const conditions = { ifNoneMatch: c.req.header('if-none-match'), ifRange: c.req.header('if-range'), range: c.req.header('range') }
+    const answer = conditionalAnswer(conditions, etag, size)
     if (answer.status === 304) {
       segments.countServed('notModified', 0)
       return c.body(null, 304, base)

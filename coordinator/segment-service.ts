@@ -22,7 +22,7 @@ import { chunkCidOf } from '../chunker/blake3.ts'
 import { blockBytes } from './block-batch.ts'
 import { SEGMENT_CACHE_BYTES, SEGMENT_SUBLEVEL, SEGMENT_ZSTD_LEVEL, VERSION_RECORD_CACHE_IMAGES } from './constants.ts'
 import { ConfigError } from './errors.ts'
-import type { ImageService, ImageStats } from './image-service.ts'
+import { createImageService, type ImageService, type ImageServiceComponents, type ImageServiceInit } from './image-service.ts'
 import type { AbortOptions, BlockStore, Logger } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
 import { createBuildQueue } from './build-queue.ts'
@@ -92,14 +92,17 @@ export interface SegmentService {
 /** Throws ConfigError for an init the service cannot run with. */
 function checkInit (init: SegmentServiceInit): void {
   const fail = (why: string): never => { throw new ConfigError(`images: ${why}`) }
-  if (init.build !== undefined && typeof init.build !== 'boolean') fail('segment build must be true or false')
-  if (init.zstdLevel !== undefined && (!Number.isInteger(init.zstdLevel) || init.zstdLevel < 1 || init.zstdLevel > 22)) fail('segmentZstdLevel must be an integer from 1 to 22')
-  if (init.cacheBytes !== undefined && (!Number.isSafeInteger(init.cacheBytes) || init.cacheBytes < 0)) fail('segment cache must be a whole number of bytes >= 0')
-  if (init.segmentBlocks !== undefined && (!Number.isInteger(init.segmentBlocks) || init.segmentBlocks < 1 || init.segmentBlocks > SEGMENT_BLOCKS)) fail(`segment blocks must be from 1 to ${SEGMENT_BLOCKS}`)
+  if (init.build !== undefined && typeof init.build !== 'boolean') fail('segments.build must be true or false')
+  const intIn = (v: number | undefined, min: number, max: number): boolean => v === undefined || (Number.isSafeInteger(v) && v >= min && v <= max)
+  if (!intIn(init.zstdLevel, 1, 22)) fail('segments.zstdLevel must be an integer from 1 to 22')
+  if (!intIn(init.cacheBytes, 0, Number.MAX_SAFE_INTEGER)) fail('segments.cacheBytes must be a whole number of bytes >= 0')
+  if (!intIn(init.segmentBlocks, 1, SEGMENT_BLOCKS)) fail(`segments.segmentBlocks must be from 1 to ${SEGMENT_BLOCKS}`)
 }
 
 /** Compresses the named blocks of a manifest as one zstd frame (the whole segment is in memory: at most 4 MiB). */
-export async function buildSegment (blockStore: BlockStore, manifest: Manifest, indices: Uint32Array, level: number, options: AbortOptions = {}): Promise<Uint8Array> {
+export async function buildSegment (
+  blockStore: BlockStore, manifest: Manifest, indices: Uint32Array, level: number, options: AbortOptions = {}
+): Promise<Uint8Array> {
   const raw = Buffer.allocUnsafe(indices.length * BLOCK_SIZE)
   let at = 0
   for await (const piece of blockBytes(blockStore, manifest, rangesFromIndices(indices), options)) {
@@ -107,7 +110,9 @@ export async function buildSegment (blockStore: BlockStore, manifest: Manifest, 
     at += piece.length
   }
   const frame = await compress(raw, { params: { [zlibConstants.ZSTD_c_compressionLevel]: level, [zlibConstants.ZSTD_c_checksumFlag]: 1 } })
-  if (frame.length > MAX_SEGMENT_BYTES) throw new Error(`segment of ${indices.length} blocks compressed to ${frame.length} bytes, more than ${MAX_SEGMENT_BYTES}`)
+  if (frame.length > MAX_SEGMENT_BYTES) {
+    throw new Error(`segment of ${indices.length} blocks compressed to ${frame.length} bytes, more than ${MAX_SEGMENT_BYTES}`)
+  }
   return new Uint8Array(frame.buffer, frame.byteOffset, frame.length)
 }
 
@@ -163,7 +168,8 @@ export function createSegmentService (components: SegmentServiceComponents, init
     await tables.put(key(info.image, info.version), table)
     stats.segmentsBuilt += entries.length
     const compressed = entries.reduce((s, e) => s + e.bytes, 0)
-    logger.info('segments built', { image: info.image, version: info.version, segments: entries.length, rawBytes: raw, bytes: compressed, seconds: Math.round((performance.now() - started) / 100) / 10 })
+    const seconds = Math.round((performance.now() - started) / 100) / 10
+    logger.info('segments built', { image: info.image, version: info.version, segments: entries.length, rawBytes: raw, bytes: compressed, seconds })
   }
 
   async function readFile (cidText: string, options: AbortOptions): Promise<Uint8Array> {
@@ -216,7 +222,9 @@ export function createSegmentService (components: SegmentServiceComponents, init
         return { bytes: await readFile(entry.cid, options), cid: entry.cid }
       } catch (err) {
         if (err instanceof HashMismatchError || err instanceof NotFoundError) {
-          logger.error('stored segment refused: not served', { image, version: t.version, segment: index, cid: entry.cid, error: err.message, hint: 'the segments are rebuilt from the chunks when their table is deleted; run `trimswarm coordinator fsck`' })
+          logger.error('stored segment refused: not served', {
+            image, version: t.version, segment: index, cid: entry.cid, error: err.message, hint: 'run `trimswarm coordinator fsck`'
+          })
         }
         throw err
       }
@@ -243,23 +251,42 @@ export function createSegmentService (components: SegmentServiceComponents, init
   }
 }
 
-/** The image service as storage gc sees it: the segments of live versions count as live chunks. */
-export function withLiveSegments (images: ImageService, segments: SegmentService): ImageService {
-  return {
-    ...images,
+/**
+ * Creates and starts the image service and the segment service over it, and
+ * registers their stops in `cleanups`. The image service returned is the
+ * coordinator's view of both: a commit queues the version's segment build,
+ * storage gc counts the segments of live versions as live chunks, and the
+ * stats count segment bytes as one more kind of origin bytes
+ * (trimswarm_origin_sent_bytes_total{kind="segment"}).
+ */
+export async function startImageServices (
+  components: ImageServiceComponents,
+  config: { images?: ImageServiceInit, segments?: SegmentServiceInit },
+  cleanups: Array<() => Promise<void>>
+): Promise<{ images: ImageService, segments: SegmentService }> {
+  const base = createImageService(components, config.images ?? {})
+  await base.start()
+  cleanups.push(async () => { await base.stop() })
+  const { db, blockStore, logger } = components
+  const segments = createSegmentService({ db, blockStore, images: base, logger }, config.segments ?? {})
+  await segments.start()
+  cleanups.push(async () => { await segments.stop() })
+  const images: ImageService = {
+    ...base,
+    commitVersion: async (image, bytes, options) => {
+      const info = await base.commitVersion(image, bytes, options)
+      segments.enqueue(info)
+      return info
+    },
     liveChunks: async (options) => {
-      const found = await images.liveChunks(options)
+      const found = await base.liveChunks(options)
       for (const cid of await segments.liveCids()) found.live.add(cid)
       return found
+    },
+    stats: () => {
+      const s = base.stats()
+      return { ...s, bytesServed: { ...s.bytesServed, segment: segments.stats().bytesServed } }
     }
   }
-}
-
-/** Image stats with the segment bytes as one more kind of `bytesServed` (trimswarm_origin_sent_bytes_total{kind="segment"}). */
-export function imageStatsWithSegments (images: ImageService, segments: SegmentService): () => ImageStats {
-  return () => {
-    const s = images.stats()
-    const bytesServed = { ...s.bytesServed, segment: segments.stats().bytesServed }
-    return { ...s, bytesServed }
-  }
+  return { images, segments }
 }

@@ -78,7 +78,10 @@ export class DowngradeRefusedError extends Error {
   override name = 'DowngradeRefusedError'
 }
 
-/** The coordinator's segment table or a segment does not fit the verified manifest (wrong version, counts, or length): segments are not used, block batches are. */
+/**
+ * The coordinator's segment table or a segment does not fit the verified manifest (wrong version,
+ * counts, or length): segments are not used, block batches are.
+ */
 export class SegmentMismatchError extends Error {
   static override name = 'SegmentMismatchError'
   override name = 'SegmentMismatchError'

@@ -36,8 +36,6 @@ import { describeRefresh, type HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { blockOffsets, createHostIndexSource, createResumeSource, createSelfSeedSource, prefixKey } from './local-sources.ts'
 import { createBlockBatchSource, createDeltaPackSource, deltaPackBlocks, removeDeltaPack } from './origin-sources.ts'
-import { createSegmentSource } from './segment-source.ts'
-import { createCoalescedWriter } from './coalesced-writes.ts'
 import { createBackgroundPacer, createHealthProbe } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
 import { pruneImageData } from './data-dir-prune.ts'
@@ -449,10 +447,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         let n = 0
         while (n < data.length) n += writeSync(fd, data, n, data.length - n, pos + n)
       }
-      // blocks in a row go out as one write; flushed before the file is read back or fsynced
-      const writer = createCoalescedWriter(pwrite)
       const readChunk = (ci: number): Uint8Array => {
-        writer.flush()
         const c = m.chunks[ci]
         if (chunkBuf.length < c.length) chunkBuf = new Uint8Array(c.length)
         const view = chunkBuf.subarray(0, c.length)
@@ -488,7 +483,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         groups.delete(k)
         for (const i of g) {
           if (have[i] === 1) continue
-          writer.write(data, offsets[i])
+          pwrite(data, offsets[i])
           have[i] = 1
           doneBytes += BLOCK_SIZE
           blocksBySource[source] = (blocksBySource[source] ?? 0) + 1
@@ -529,8 +524,6 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
             discardedChunks++
             return false
           }
-          // marked verified below, so the swarm may read it at once: on disk now
-          writer.flush()
           pwrite(data, c.offset)
           const len = c.length / BLOCK_SIZE
           if (kind === 'peers') bytes.peers += c.length
@@ -564,7 +557,6 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         lastCheckpoint = performance.now()
         if (!dirty) return
         dirty = false
-        writer.flush()
         fsyncSync(fd) // data first, then the bitmap that vouches for it
         fileId = identityOf(fd) // its ctime now: a later change (by anyone) makes the next run hash again
         await writeCheckpoint()
@@ -623,8 +615,6 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
           }
         })
       }
-      // compressed segments where a client lacks most of one (every segment for a cold client), then batches for the rest
-      originSources.push(createSegmentSource({ client, logger }, { image: m.name, version: m.version }))
       originSources.push(createBlockBatchSource({ client, logger }, { image: m.name, version: m.version }))
 
       const runSource = async (source: BlockSource): Promise<void> => {
@@ -697,7 +687,6 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       // 5. in place: fsync, rename over the output, remember the manifest for next time
       phase = 'finishing'
       progress()
-      writer.flush()
       fsyncSync(fd)
       installPartialFile(fd, temp, out)
       const st = fstatSync(fd)

@@ -23,7 +23,6 @@ import { openListedManifest, type ImageSyncComponents, type SyncObserver } from 
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { prefixKey } from './local-sources.ts'
 import { createBlockBatchSource } from './origin-sources.ts'
-import { createSegmentSource } from './segment-source.ts'
 import { plural } from './progress-reporter.ts'
 import { createRendezvous, createSwarm, loadOrCreatePeerKey, type ChunkProvider, type Rendezvous, type ServedVersion, type Swarm, type SwarmSession } from './swarm/index.ts'
 
@@ -212,9 +211,6 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
       }
     }
     if (blocks.length > 0) {
-      // segments the claimed blocks make up most of (every one for an agent alone), then a batch for the rest
-      const claimed = new Set(blocks)
-      await createSegmentSource({ client, logger }, { image: m.name, version: m.version, wanted: b => claimed.has(b) }).fill(ctx, options)
       const sub: SyncContext = {
         ...ctx,
         missing: () => blocks.filter(b => ctx.isMissing(b)),

@@ -18,6 +18,7 @@ import { BATCH_MAX_BLOCKS, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull } from './errors.ts'
+import { createSegmentSource } from './segment-source.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** Splits a byte stream into BLOCK_SIZE blocks. */
@@ -61,13 +62,18 @@ function unzstd (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> & 
   }
 }
 
-/** POST .../blocks: the missing blocks, one distinct block each, in batches. */
+/**
+ * The origin's blocks: first the precomputed segments the cost rule picks (segment-source.ts: every one
+ * for a cold client, none from a coordinator without segments), then POST .../blocks for the rest, one
+ * distinct block each, in batches.
+ */
 export function createBlockBatchSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: { image: string, version: string, batchBlocks?: number }): BlockSource {
   const batchBlocks = Math.min(init.batchBlocks ?? BATCH_MAX_BLOCKS, MAX_BLOCK_BATCH_BLOCKS)
   return {
     name: 'origin blocks',
     kind: 'origin',
     async fill (ctx, options) {
+      await createSegmentSource(components, init).fill(ctx, options)
       let failures = 0
       // blocks the origin already sent: one that failed verification is not asked again
       // here (its chunk is fetched whole and verified by digest instead)

@@ -36,17 +36,12 @@ export interface SegmentSourceInit {
   penalty?: number
   /** Downloads in flight (default SEGMENT_PARALLEL_FETCHES). */
   parallel?: number
-  /**
-   * Which missing blocks this source is asked for (default: every missing block). LAN sharing
-   * passes the blocks of the chunks the claim rule gave this agent: the cost rule counts only
-   * those, while a segment taken still fills every missing block it holds.
-   */
-  wanted?: (index: number) => boolean
 }
 
 /** Creates the segment source; it gives nothing (and the batches do the work) when the coordinator has no segments for the version. */
 export function createSegmentSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: SegmentSourceInit): BlockSource {
   const { client, logger } = components
+  const name = `${init.image}@${init.version}`
   return {
     name: 'origin segments',
     kind: 'origin',
@@ -57,9 +52,14 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
       // blocks a segment already delivered are not asked of segments again (one that failed
       // verification goes to the batches, which read the coordinator's chunks)
       const received = new Uint8Array(segments.length)
+      // what this fill is asked for: every missing block, or (LAN sharing) those of the chunks the claim
+      // rule gave this agent; the cost rule counts only these, a segment taken fills every missing block it holds
+      const wanted = new Set(ctx.missing())
       let failures = 0
       for (;;) {
-        const costs = segments.map((idx, i) => ({ bytes: table.segments[i].bytes, blocks: idx.length, needed: received[i] === 1 ? 0 : countWanted(ctx, idx, init.wanted) }))
+        const costs = segments.map((idx, i) => ({
+          bytes: table.segments[i].bytes, blocks: idx.length, needed: received[i] === 1 ? 0 : countWanted(ctx, idx, wanted)
+        }))
         const take = planSegments(costs, init.penalty ?? SEGMENT_BATCH_PENALTY)
         if (take.length === 0) return
         try {
@@ -114,19 +114,22 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
     let wire = 0
     for await (const piece of res.body) {
       // the table said how big it is; a longer body is refused before anything is decoded
-      if (wire + piece.length > bytes) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} is longer than the ${bytes} bytes its table lists`)
+      if (wire + piece.length > bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is longer than the ${bytes} bytes its table lists`)
       frame.set(piece, wire)
       wire += piece.length
     }
     // a broken connection throws above; a body that ends cleanly but short is not the segment the table lists
-    if (wire < bytes) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} is ${wire} bytes, its table lists ${bytes}`)
+    if (wire < bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is ${wire} bytes, its table lists ${bytes}`)
     let raw: Uint8Array
     try {
-      raw = await decompress(frame, { maxOutputLength: indices.length * BLOCK_SIZE, chunkSize: indices.length * BLOCK_SIZE, params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX } })
+      const size = indices.length * BLOCK_SIZE
+      raw = await decompress(frame, { maxOutputLength: size, chunkSize: size, params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX } })
     } catch (err) {
-      throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
+      throw new SegmentMismatchError(`segment ${i} of ${name} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
     }
-    if (raw.length !== indices.length * BLOCK_SIZE) throw new SegmentMismatchError(`segment ${i} of ${init.image}@${init.version} decodes to ${raw.length} bytes, not its ${indices.length} blocks`)
+    if (raw.length !== indices.length * BLOCK_SIZE) {
+      throw new SegmentMismatchError(`segment ${i} of ${name} decodes to ${raw.length} bytes, not its ${indices.length} blocks`)
+    }
     let bad = 0
     for (let n = 0; n < indices.length; n++) {
       const index = indices[n]
@@ -156,8 +159,8 @@ function cidOfManifest (m: Manifest): string {
   return cid
 }
 
-function countWanted (ctx: SyncContext, indices: Uint32Array, wanted?: (index: number) => boolean): number {
+function countWanted (ctx: SyncContext, indices: Uint32Array, wanted: Set<number>): number {
   let n = 0
-  for (const i of indices) if (ctx.isMissing(i) && (wanted == null || wanted(i))) n++
+  for (const i of indices) if (wanted.has(i) && ctx.isMissing(i)) n++
   return n
 }

@@ -37,7 +37,7 @@ export const segmentRoutes = {
   /** GET: the version's SegmentTable (JSON); 404 while not built. */
   table: (image: string, version: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/segments`,
   /** GET (Range, If-None-Match, If-Range supported): segment `index`, one zstd frame. */
-  segment: (image: string, version: string, index: number) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/segments/${index}`
+  segment: (image: string, version: string, index: number) => `${segmentRoutes.table(image, version)}/${index}`
 }
 
 const cidText = string({ minLength: 10, maxLength: 100, pattern: /^[a-z0-9]+$/ })
@@ -104,13 +104,17 @@ export function segmentsOf (distinct: Uint32Array, segmentBlocks: number = SEGME
  * manifest, and block counts that cut its distinct blocks exactly as
  * `segmentsOf` does. Returns what is wrong, or undefined when it fits.
  */
-export function checkSegmentTable (table: SegmentTable, expect: { image: string, version: string, manifestCid: string, distinctBlocks: number }): string | undefined {
+export function checkSegmentTable (
+  table: SegmentTable, expect: { image: string, version: string, manifestCid: string, distinctBlocks: number }
+): string | undefined {
   if (table.image !== expect.image || table.version !== expect.version || table.manifestCid !== expect.manifestCid) {
     return `segment table is for ${table.image}@${table.version} (${table.manifestCid}), not ${expect.image}@${expect.version} (${expect.manifestCid})`
   }
   const n = table.segments.length
   const want = Math.ceil(expect.distinctBlocks / table.segmentBlocks)
-  if (n !== want) return `segment table lists ${n} segments, the manifest's ${expect.distinctBlocks} distinct blocks make ${want} of ${table.segmentBlocks} blocks`
+  if (n !== want) {
+    return `segment table lists ${n} segments, the manifest's ${expect.distinctBlocks} distinct blocks make ${want} of ${table.segmentBlocks} blocks`
+  }
   for (let i = 0; i < n; i++) {
     const blocks = i < n - 1 ? table.segmentBlocks : expect.distinctBlocks - (n - 1) * table.segmentBlocks
     if (table.segments[i].blocks !== blocks) return `segment ${i} lists ${table.segments[i].blocks} blocks, expected ${blocks}`
