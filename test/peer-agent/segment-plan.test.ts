@@ -25,6 +25,6 @@ describe('planSegments', () => {
   })
 
   it('bytes per block only scale both sides: the rule depends on the share missing, not on how well a segment compressed', () => {
-    expect(planSegments([{ bytes: 10, blocks: 100, needed: 85 }, { bytes: 4_000_000, blocks: 100, needed: 85 }])).toEqual([0, 1])
+    expect(planSegments([{ bytes: 10, blocks: 100, needed: 95 }, { bytes: 4_000_000, blocks: 100, needed: 95 }])).toEqual([0, 1])
   })
 })
