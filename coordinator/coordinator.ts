@@ -49,7 +49,8 @@ import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interf
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
 import { createManifestSigner } from './manifest-signer.ts'
-import { openMetaDb, type MetaDb } from './meta-db.ts'
+import { openMetaStore, type MetaDb } from './meta-db.ts'
+import { startMirrorRefresh } from './meta-store/shared-refresh.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createMetricsRoute } from './metrics-route.ts'
 import { buildOpenApi } from './openapi.ts'
@@ -263,7 +264,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   if (!adminToken.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
   const sessionSecret = await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))
   const signer = await createManifestSigner(dataDir)
-  const db: MetaDb = await openMetaDb(dataDir)
+  const db: MetaDb = await openMetaStore({ dataDir, postgres: config.metadata?.postgres }, { logger })
   const cleanups: Array<() => Promise<void>> = [async () => { await db.close() }]
   const cleanup = async (): Promise<void> => {
     for (const fn of cleanups.reverse()) {
@@ -291,6 +292,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const blockStore = await openBlockStore(config, dataDir, logger)
     cleanups.push(async () => { blockStore.close?.() })
     const { images, segments } = await startImageServices({ db, blockStore, signer, logger, dataDir }, config, cleanups)
+    cleanups.push(startMirrorRefresh(db, { logger, tokens, policies, sessions, events, images }))
     const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })

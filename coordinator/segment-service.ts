@@ -7,7 +7,6 @@
  *
  * Storage: level sublevel SEGMENT_SUBLEVEL `${image}/${version}` -> SegmentTable (json).
  */
-import type { Level } from 'level'
 import { promisify } from 'node:util'
 import { constants as zlibConstants, zstdCompress } from 'node:zlib'
 import type { api } from '../protocol/index.ts'
@@ -26,12 +25,13 @@ import { createImageService, type ImageService, type ImageServiceComponents, typ
 import type { AbortOptions, BlockStore, Logger } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
 import { createBuildQueue } from './build-queue.ts'
+import type { MetaDb } from './meta-db.ts'
 
 const compress = promisify(zstdCompress)
 
 /** What the segment service needs. */
 export interface SegmentServiceComponents {
-  db: Level<string, any>
+  db: MetaDb
   blockStore: BlockStore
   /** Resolves versions (latest, retired, collected, incomplete) and gives their manifests. */
   images: Pick<ImageService, 'getInfo' | 'getEnvelope' | 'adminImages'>
