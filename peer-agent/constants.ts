@@ -269,6 +269,7 @@ export const BACKGROUND_MAX_CUT = 0.25
  * yielded too slowly: a download beside the sync got 0.75 of its speed alone at 20 ms RTT (bench/background.ts).
  */
 export const BACKGROUND_MAX_CUT_SENDER_PACED = 0.5
+
 /**
  * The segment cost rule (segment-plan.ts): a compressed segment is taken whole
  * when its bytes are at most the blocks still missing from it x its bytes per
