@@ -1,63 +1,57 @@
 /**
- * A background job queue that runs one job at a time, in order, each queued
- * once (a job already waiting is not queued again): the delta pack builder's
- * schedule. Jobs wait while the queue is stopped; stop() aborts the running one.
+ * A background build queue: jobs run one at a time (each a long, CPU-heavy
+ * build such as a version's segments), a job already queued is not queued
+ * twice, `stop()` aborts the running job and waits for it, and `whenIdle()`
+ * resolves when nothing is queued or running (tests, benchmarks).
  */
 
-/** One version whose delta pack is to be built. */
-export interface BuildJob {
-  image: string
-  version: string
+/** What a build queue runs. */
+export interface BuildQueueInit<J> {
+  /** Two jobs with the same key are the same job. */
+  key: (job: J) => string
+  run: (job: J, signal: AbortSignal) => Promise<void>
+  /** A job that failed (not one aborted by stop). */
+  onError: (job: J, err: Error) => void
 }
 
-/** What the queue runs. */
-export interface BuildQueueComponents {
-  /** Runs one job; `signal` aborts when the queue stops. */
-  run: (job: BuildJob, signal: AbortSignal) => Promise<void>
-  /** A job that failed (not called for one aborted by stop). */
-  onError: (job: BuildJob, err: Error) => void
-}
-
-/** The queue. */
-export interface BuildQueue {
+/** A background build queue (see the module comment). */
+export interface BuildQueue<J> {
+  /** Starts running queued jobs (after stop(), again). */
   start: () => void
-  /** Drops the waiting jobs, aborts the running one and waits for it to end. */
+  /** Drops the queue, aborts the running job and waits for it. */
   stop: () => Promise<void>
-  enqueue: (job: BuildJob) => void
+  enqueue: (job: J) => void
+  whenIdle: () => Promise<void>
   /** Jobs waiting or running. */
   pending: () => number
-  /** Resolves when no job is waiting or running. */
-  whenIdle: () => Promise<void>
 }
 
-/** Creates a stopped queue. */
-export function createBuildQueue (components: BuildQueueComponents): BuildQueue {
-  const queue: BuildJob[] = []
+/** Creates a stopped build queue; call start(). */
+export function createBuildQueue<J> (init: BuildQueueInit<J>): BuildQueue<J> {
+  const queue: J[] = []
   let running = false
   let stopped = true
-  let current: Promise<void> = Promise.resolve()
   let abort = new AbortController()
+  let current: Promise<void> = Promise.resolve()
   const idleWaiters: Array<() => void> = []
 
   const notifyIdle = (): void => {
     if (queue.length > 0 || running) return
     for (const w of idleWaiters.splice(0)) w()
   }
-
   const pump = (): void => {
     if (running || stopped || queue.length === 0) return
     const job = queue.shift()!
-    const { signal } = abort
     running = true
-    current = components.run(job, signal)
-      .catch((err: Error) => { if (!signal.aborted) components.onError(job, err) })
+    const signal = abort.signal
+    current = init.run(job, signal)
+      .catch((err: Error) => { if (!signal.aborted) init.onError(job, err) })
       .finally(() => {
         running = false
         notifyIdle()
         pump()
       })
   }
-
   return {
     start () {
       if (!stopped) return
@@ -73,14 +67,15 @@ export function createBuildQueue (components: BuildQueueComponents): BuildQueue 
       notifyIdle()
     },
     enqueue (job) {
-      if (queue.some(q => q.image === job.image && q.version === job.version)) return
+      const k = init.key(job)
+      if (queue.some(q => init.key(q) === k)) return
       queue.push(job)
       pump()
     },
-    pending: () => queue.length + (running ? 1 : 0),
     async whenIdle () {
       if (queue.length === 0 && !running) return
       await new Promise<void>(resolve => idleWaiters.push(resolve))
-    }
+    },
+    pending: () => queue.length + (running ? 1 : 0)
   }
 }

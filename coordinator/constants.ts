@@ -280,6 +280,23 @@ export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
  */
 export const ORIGIN_BATCH_STALL_MS = 30_000
 
+// --- sender-side pacing of origin streams (coordinator/pace.ts, protocol/pace.ts) ---
+
+/** Largest piece a paced stream hands the HTTP writer at once (bytes): one wait at the 16 KiB/s floor is 1 s. */
+export const PACE_SLICE_BYTES = 16 * 1024
+
+/** Depth of a pace session's token bucket in seconds of its rate (at least one slice): shallow, so bytes leave evenly, not in bursts. */
+export const PACE_BURST_SECONDS = 0.02
+
+/** A pace session not named by a request for this long is forgotten (ms); its streams keep their last rate. */
+export const PACE_IDLE_MS = 60_000
+
+/** Pace sessions one principal holds at once (the least recently used is dropped): an agent uses one per sync. */
+export const PACE_MAX_SESSIONS_PER_OWNER = 8
+
+/** Principals with pace sessions at once (the least recently used is dropped): bounds the registry's memory. */
+export const PACE_MAX_OWNERS = 10_000
+
 /**
  * Directory groups whose members are admins (console and admin API) when the
  * config names none: none. Admin groups are named by full DN in the config
@@ -353,3 +370,17 @@ export const DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN = 1_000
 
 /** Event rate limiters remembered at most (least recently used dropped first): memory stays bounded however many principals post. */
 export const EVENT_RATE_KEYS = 100_000
+
+/**
+ * zstd level of the compressed segments built at publish (issue 19): every cold
+ * client downloads the same files, so they are compressed once, slowly and well.
+ * Measured on base.img's 186 MiB of distinct blocks in 4 MiB frames (docs/BENCHMARKS.md
+ * `## origin segments`): level 9 55.5 MB, 15 54.8 MB, 19 50.4 MB (~1.4 CPU-s per MiB).
+ */
+export const SEGMENT_ZSTD_LEVEL = 19
+
+/** Segment files kept in memory once read (bytes), so a crowd of cold clients reads each from the block store once. */
+export const SEGMENT_CACHE_BYTES = 64 * 1024 * 1024
+
+/** Level sublevel of the segment tables. */
+export const SEGMENT_SUBLEVEL = 'img-segments'

@@ -33,7 +33,9 @@ import { createErrorHandler } from './http-errors.ts'
 import { closeServer, listenOn } from './http-server.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
-import { createImageService, type ImageService } from './image-service.ts'
+import type { ImageService } from './image-service.ts'
+import { createSegmentRoutes } from './segment-routes.ts'
+import { startImageServices, type SegmentService } from './segment-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger, ManifestSigner } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig, type LdapInit } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
@@ -92,6 +94,8 @@ export interface Coordinator {
   readonly publicKey: Uint8Array
   /** The image service (after start), for tests and benchmarks (`whenIdle`). */
   readonly images: ImageService
+  /** The segment service (after start), for tests and benchmarks (`whenIdle`, `stats`). */
+  readonly segments: SegmentService
   /** The event store (after start), for benchmarks that fill it. */
   readonly events: EventStore
   /** The policy store (after start). */
@@ -117,6 +121,7 @@ export function createCoordinator (init: CoordinatorInit): Coordinator {
     get app () { return need(s => s.app) },
     get publicKey () { return need(s => s.publicKey) },
     get images () { return need(s => s.images) },
+    get segments () { return need(s => s.segments) },
     get events () { return need(s => s.events) },
     get policies () { return need(s => s.policies) },
     get console () { return need(s => s.console) },
@@ -140,6 +145,7 @@ interface Started {
   app: Hono<CoordinatorEnv>
   publicKey: Uint8Array
   images: ImageService
+  segments: SegmentService
   events: EventStore
   policies: PolicyStore
   console: AdminConsole
@@ -201,6 +207,8 @@ async function openDataDir (dataDir: string, settings: Settings): Promise<DataDi
 
 /** Stop steps, run last-added first; a failing step is logged and the rest still run. */
 interface Cleanups {
+  /** The steps, in the order added (startImageServices pushes its own). */
+  steps: Array<() => Promise<void>>
   add: (fn: () => Promise<void>) => void
   run: () => Promise<void>
 }
@@ -208,6 +216,7 @@ interface Cleanups {
 function createCleanups (logger: Logger): Cleanups {
   const steps: Array<() => Promise<void>> = []
   return {
+    steps,
     add: (fn) => { steps.push(fn) },
     async run () {
       for (const fn of steps.reverse()) {
@@ -244,16 +253,14 @@ async function startImages (settings: Settings, dir: DataDir, stores: Stores, cl
   const dataDir = dir.path
   const blockStore = await openBlockStore(config, dataDir, logger)
   cleanups.add(async () => { blockStore.close?.() })
-  const images = createImageService({ db: dir.db, blockStore, signer: dir.signer, logger, dataDir }, config.images ?? {})
-  await images.start()
-  cleanups.add(async () => { await images.stop() })
+  const { images, segments } = await startImageServices({ db: dir.db, blockStore, signer: dir.signer, logger, dataDir }, config, cleanups.steps)
   // several coordinators on one store: reload what the others wrote
   const { tokens, policies, sessions, events } = stores
   cleanups.add(startMirrorRefresh(dir.db, { logger, tokens, policies, sessions, events, images }))
   const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
   storageGc.start()
   cleanups.add(async () => { await storageGc.stop() })
-  return { images, storageGc }
+  return { images, segments, storageGc }
 }
 
 /** Deletes events past the retention now and every DEFAULT_EVENT_SWEEP_INTERVAL_MS. */
@@ -346,7 +353,7 @@ function useApiRoutes (app: Hono<CoordinatorEnv>, parts: AppParts): void {
   app.route('/', createMeRoutes())
   app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
   app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress }, config.events))
-  app.route('/', createImageRoutes(images, audit))
+  app.route('/', createImageRoutes(images, audit)).route('/', createSegmentRoutes(parts.segments))
   const swarm = { db: parts.dir.db, signer: parts.dir.signer, logger, sites, clientAddress, maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }
   app.route('/', createSwarmRoutes(swarm))
 }
@@ -399,10 +406,10 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const adminConsole = await useConsole(app, parts, cleanups)
     useApiRoutes(app, parts)
     const url = init.serve !== false ? await serve(app, settings, inFlight, cleanups, dataDir) : ''
-    const { images, events, policies } = parts
+    const { images, segments, events, policies } = parts
     const adminToken = dir.admin.token
     const adminTokenCreated = dir.admin.created
-    return { url, adminToken, adminTokenCreated, app, publicKey: dir.signer.publicKeyRaw, images, events, policies, console: adminConsole, close: cleanups.run }
+    return { url, adminToken, adminTokenCreated, app, publicKey: dir.signer.publicKeyRaw, images, segments, events, policies, console: adminConsole, close: cleanups.run }
   } catch (err) {
     await cleanups.run()
     throw err

@@ -8,7 +8,7 @@ import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { NotFoundError } from '../protocol/errors.ts'
 import type { ZstdSettings } from './block-batch.ts'
-import { createBuildQueue, type BuildJob } from './build-queue.ts'
+import { createBuildQueue } from './build-queue.ts'
 import { PACKS_DIR } from './constants.ts'
 import { digestSet, planDeltaPack, writeDeltaPack } from './delta-pack-builder.ts'
 import type { BlockStore, Logger } from './interface.ts'
@@ -17,6 +17,12 @@ import type { PackRecord, PackRef, VersionStore } from './version-store.ts'
 import type { WriteLock } from './write-lock.ts'
 import type { MetaDb } from './meta-db.ts'
 import { createLeases } from './meta-store/leases.ts'
+
+/** One version whose delta pack is to be built (from its previous version). */
+interface BuildJob {
+  image: string
+  version: string
+}
 
 /** What the delta packs need. */
 export interface DeltaPacksComponents {
@@ -101,7 +107,8 @@ export function createDeltaPacks (components: DeltaPacksComponents, init: DeltaP
     return (await store.imageRecords(image)).find(r => r.info.version === version)?.info.deltaPackBytes != null
   }
 
-  const queue = createBuildQueue({
+  const queue = createBuildQueue<BuildJob>({
+    key: (job) => `${job.image}/${job.version}`,
     // several coordinators on one store: one builds under a lease (meta-store/leases.ts), the others find the version's pack recorded
     run: async (job, signal) => {
       await createLeases({ db: components.db }).runExclusive(`delta-pack:${job.image}/${job.version}`, async (lost) => { await build(job, lost) },

@@ -8,6 +8,7 @@
 import { routes } from '../protocol/api.ts'
 import { API_PREFIX } from '../protocol/constants.ts'
 import { swarmRoutes } from '../protocol/swarm-api.ts'
+import { PACE_ROUTE } from '../protocol/pace.ts'
 import { MAX_BLOCK_BATCH_REQUEST_BYTES, MAX_MISSING_REQUEST_BYTES } from './constants.ts'
 
 /**
@@ -68,6 +69,9 @@ export const ROUTES = {
   blocks: r('POST', routePattern(routes.blocks, 'name', 'version'), 'json', MAX_BLOCK_BATCH_REQUEST_BYTES),
   chunk: r('GET', routePattern(routes.chunk, 'name', 'version', 'cid')),
   delta: r('GET', routePattern(routes.delta, 'name', 'version', 'from')),
+  segmentList: r('GET', `${version}/segments`),
+  segment: r('GET', `${version}/segments/:index`),
+  pace: r('POST', PACE_ROUTE, 'json', 1024),
   eventsPost: r('POST', routes.events, 'json'),
   eventsGet: r('GET', routes.events),
   agents: r('GET', `${API_PREFIX}/agents`),

@@ -1,7 +1,7 @@
 /**
  * The pure parts of the image service (coordinator/image-service.ts and the
  * modules behind it): which version `latest` is and what may be served, the
- * listings, the read-through cache, the build queue, the commit's block
+ * listings, the read-through cache, the write lock, the commit's block
  * checks, and the `images` section of the config.
  */
 import { describe, expect, it } from 'vitest'
@@ -10,7 +10,6 @@ import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../../protocol/con
 import { InvalidManifestError, NotFoundError, UnavailableError } from '../../protocol/errors.ts'
 import type { Manifest } from '../../protocol/manifest.ts'
 import { hashBlocks, hashBytes } from '../../chunker/blake3.ts'
-import { createBuildQueue, type BuildJob } from '../../coordinator/build-queue.ts'
 import { parseCoordinatorConfig } from '../../coordinator/config.ts'
 import { createLruCache } from '../../coordinator/lru-cache.ts'
 import { createReadThrough } from '../../coordinator/version-cache.ts'
@@ -76,48 +75,6 @@ describe('createReadThrough', () => {
     const rt = createReadThrough(createLruCache<string>({ maxEntries: 4 }))
     await expect(rt.get('k', async () => { throw new NotFoundError('gone') })).rejects.toThrow(NotFoundError)
     expect(await rt.get('k', async () => 'back')).toBe('back')
-  })
-})
-
-describe('createBuildQueue', () => {
-  it('runs jobs one at a time in order, each queued once, only while started, and reports failures', async () => {
-    const ran: string[] = []
-    const failed: string[] = []
-    let active = 0
-    const q = createBuildQueue({
-      run: async (job: BuildJob) => {
-        expect(++active).toBe(1)
-        await new Promise(resolve => setTimeout(resolve, 2))
-        active--
-        ran.push(job.version)
-        if (job.version === 'bad') throw new Error('boom')
-      },
-      onError: (job) => { failed.push(job.version) }
-    })
-    for (const version of ['v1', 'bad', 'v1', 'v2']) q.enqueue({ image: 'a', version })
-    expect(q.pending()).toBe(3) // stopped: nothing runs, the duplicate was dropped
-    q.start()
-    await q.whenIdle()
-    expect(ran).toEqual(['v1', 'bad', 'v2'])
-    expect(failed).toEqual(['bad'])
-    expect(q.pending()).toBe(0)
-    await q.stop()
-  })
-
-  it('stop aborts the running job, drops the waiting ones and does not count the abort as a failure', async () => {
-    const failed: string[] = []
-    const q = createBuildQueue({
-      run: async (_job, signal) => { await new Promise((_resolve, reject) => { signal.addEventListener('abort', () => { reject(new Error('aborted')) }) }) },
-      onError: (job) => { failed.push(job.version) }
-    })
-    q.start()
-    q.enqueue({ image: 'a', version: 'v1' })
-    q.enqueue({ image: 'a', version: 'v2' })
-    expect(q.pending()).toBe(2)
-    await q.stop()
-    expect(q.pending()).toBe(0)
-    expect(failed).toEqual([])
-    await q.whenIdle()
   })
 })
 
