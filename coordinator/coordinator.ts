@@ -409,7 +409,8 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     const { images, segments, events, policies } = parts
     const adminToken = dir.admin.token
     const adminTokenCreated = dir.admin.created
-    return { url, adminToken, adminTokenCreated, app, publicKey: dir.signer.publicKeyRaw, images, segments, events, policies, console: adminConsole, close: cleanups.run }
+    const publicKey = dir.signer.publicKeyRaw
+    return { url, adminToken, adminTokenCreated, app, publicKey, images, segments, events, policies, console: adminConsole, close: cleanups.run }
   } catch (err) {
     await cleanups.run()
     throw err

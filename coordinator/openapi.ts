@@ -13,6 +13,7 @@ import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/consta
 import type { JsonSchema } from '../protocol/schema.ts'
 import { STATUS_OF_ERROR } from './http-errors.ts'
 import { ROUTES } from './routes.ts'
+import { SEGMENT_MEDIA_TYPE, SegmentTable } from '../protocol/segments.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 
 type Auth = 'none' | 'any' | 'admin' | 'metrics'
@@ -74,6 +75,10 @@ const OPERATIONS: Operation[] = [
     auth: 'any', response: { media: 'application/octet-stream' } },
   { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)',
     auth: 'any', response: { media: DELTA_PACK_MEDIA_TYPE } },
+  { method: 'get', path: ROUTES.segmentList.path.replace(/:(\w+)/g, (_m, n: string) => P(n === 'name' ? 'image' : n)),
+    summary: 'The version\'s precomputed compressed segments (which blocks each holds, its size and ETag)', auth: 'any', response: 'SegmentTable' },
+  { method: 'get', path: ROUTES.segment.path.replace(/:(\w+)/g, (_m, n: string) => P(n === 'name' ? 'image' : n)),
+    summary: 'One compressed segment (HTTP Range supported)', auth: 'any', response: { media: SEGMENT_MEDIA_TYPE } },
   { method: 'post', path: routes.chunksMissing, summary: 'Which of these chunks the coordinator lacks (asked before uploading)',
     auth: 'admin', request: 'MissingChunksRequest', response: 'MissingChunksResponse' },
   { method: 'put', path: routes.chunkUpload(P('cid')), summary: 'Upload one chunk; rejected unless its bytes hash to the CID',
@@ -118,7 +123,7 @@ function content (x: string | { media: string }): Record<string, unknown> {
 
 /** Builds the OpenAPI document. */
 export function buildOpenApi (info: { version?: string, serverUrl?: string } = {}): Record<string, unknown> {
-  const all: Record<string, { json: JsonSchema }> = { ...schemas, ...adminSchemas, ...swarmSchemas, PaceUpdate, PaceUpdateResponse }
+  const all: Record<string, { json: JsonSchema }> = { ...schemas, ...adminSchemas, ...swarmSchemas, PaceUpdate, PaceUpdateResponse, SegmentTable }
   const paths: Record<string, Record<string, unknown>> = {}
   const errorRef = { description: 'error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }
   for (const op of OPERATIONS) {
