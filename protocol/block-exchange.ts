@@ -407,6 +407,11 @@ export function bitmapSet (bitmap: Uint8Array, index: number): void {
   bitmap[index >> 3] |= 1 << (index & 7)
 }
 
+/** Clears bit `index` of a have-map. */
+export function bitmapClear (bitmap: Uint8Array, index: number): void {
+  bitmap[index >> 3] &= ~(1 << (index & 7))
+}
+
 /**
  * The claim score of `peerId` for claim group `index` (rendezvous hashing):
  * among the peers syncing the same version, the one with the highest score
