@@ -40,8 +40,8 @@ function peerIds (addrs: readonly string[], exclude: (id: string) => boolean): s
 /** The signed manifest of the joined version: from a peer of the site, or from the origin when this agent is the one to download it. */
 export async function fetchSiteManifest (components: SiteManifestComponents, init: SiteManifestInit, options: AbortOptions): Promise<Uint8Array> {
   const { logger, coordinatorKey } = components
-  const { swarm: s, joined: j, info } = init
-  const { image, version } = j
+  const { swarm: s, joined, info } = init
+  const { image, version } = joined
   async function download (): Promise<Uint8Array> {
     const done = s.fetchingManifest(image, version)
     try {
@@ -55,10 +55,10 @@ export async function fetchSiteManifest (components: SiteManifestComponents, ini
   }
   /** Asks every listed peer once; the first envelope that verifies, else what each said. */
   async function askRound (bad: Set<string>): Promise<Uint8Array | ManifestAnswerStatus[]> {
-    const ids = peerIds(j.peerAddrs, id => id === s.peerId || bad.has(id))
+    const ids = peerIds(joined.peerAddrs, id => id === s.peerId || bad.has(id))
     const answers = await Promise.all(ids.map(async id => {
       try {
-        return { id, answer: await s.askManifest(id, j.capability, options) }
+        return { id, answer: await s.askManifest(id, joined.capability, options) }
       } catch (err) {
         logger.info(`swarm: cannot ask ${id} for the manifest of ${image}@${version}: ${(err as Error).message}`)
         return { id, answer: undefined }
@@ -97,9 +97,9 @@ export async function fetchSiteManifest (components: SiteManifestComponents, ini
       // agents that start together may not all be registered yet: look once more before downloading
       if (!refreshed) {
         refreshed = true
-        const before = new Set(peerIds(j.peerAddrs, () => false))
-        j.peerAddrs = await j.rendezvous.refresh(options).catch(() => j.peerAddrs)
-        if (peerIds(j.peerAddrs, id => before.has(id)).length > 0) continue
+        const before = new Set(peerIds(joined.peerAddrs, () => false))
+        joined.peerAddrs = await joined.rendezvous.refresh(options).catch(() => joined.peerAddrs)
+        if (peerIds(joined.peerAddrs, id => before.has(id)).length > 0) continue
       }
       logger.info(`swarm: ${image}@${version}: this agent downloads the manifest for site ${init.site}`)
       return await download()

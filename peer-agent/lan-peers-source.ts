@@ -81,17 +81,17 @@ async function fetchClaimed (
  * with nobody else (the origin's delta pack), or with this agent as the site's pack leader.
  */
 async function listPeers (
-  components: PeersSourceComponents, node: Swarm, j: Joined, update: boolean, site: string, options: AbortOptions
+  components: PeersSourceComponents, node: Swarm, joined: Joined, update: boolean, site: string, options: AbortOptions
 ): Promise<{ addrs: string[], packLeader?: string } | undefined> {
   const { logger } = components
-  let addrs = await refreshPeers(j, logger, options)
+  let addrs = await refreshPeers(joined, logger, options)
   // a delta pack pays only once per site: with peers it would be pulled whole by each. Agents
   // that start together register within moments: look once more, so all see the same list.
   if (update) {
     await sleep(LAN_PACK_WAIT_MS, undefined, { signal: options.signal })
-    addrs = j.peerAddrs = await j.rendezvous.refresh(options).catch(() => [])
+    addrs = joined.peerAddrs = await joined.rendezvous.refresh(options).catch(() => [])
     if (addrs.length === 0) {
-      logger.info(`swarm: no peer of site ${site} on ${j.image}@${j.version}; using the origin's delta pack`)
+      logger.info(`swarm: no peer of site ${site} on ${joined.image}@${joined.version}; using the origin's delta pack`)
       return undefined
     }
   }
@@ -103,7 +103,7 @@ async function listPeers (
   // it is not connected or makes no progress for LAN_LEADER_STALL_MS.
   const packLeader = siteLeader(node.peerId, idsOf(addrs))
   if (packLeader !== node.peerId) return { addrs, packLeader }
-  logger.info(`swarm: ${j.image}@${j.version}: this agent takes the delta pack for site ${site}`)
+  logger.info(`swarm: ${joined.image}@${joined.version}: this agent takes the delta pack for site ${site}`)
   components.tookPack(new Set(idsOf(addrs)))
   return undefined
 }
