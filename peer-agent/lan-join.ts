@@ -3,8 +3,9 @@
  * /v1/capabilities) and the site's rendezvous, kept for the whole sync (manifest, then blocks)
  * and renewed when the capability nears its expiry.
  */
+import type { AbortOptions } from '../utils/interface.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import type { AbortOptions, AgentLogger } from './interface.ts'
+import type { AgentLogger } from './interface.ts'
 import { createRendezvous, type Rendezvous, type Swarm } from './swarm/index.ts'
 
 /** A capability this close to expiry (seconds) is asked for again. */

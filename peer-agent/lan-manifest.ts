@@ -4,9 +4,10 @@
  * the origin itself only when the election (lan-plan.ts `manifestStep`) says this agent is the one.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { AbortOptions } from '../utils/interface.ts'
 import { LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_MANIFEST_POLL_MS } from './constants.ts'
 import { openListedManifest } from './image-sync.ts'
-import type { AbortOptions, AgentLogger } from './interface.ts'
+import type { AgentLogger } from './interface.ts'
 import type { Joined } from './lan-join.ts'
 import { manifestStep, type ManifestAnswerStatus, type ManifestElection } from './lan-plan.ts'
 import { peerIdOf, type Swarm } from './swarm/index.ts'

@@ -13,11 +13,13 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BLOCKS_PROTOCOL } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
+import type { AbortOptions } from '../utils/interface.ts'
+import { readFull } from '../utils/read-full.ts'
 import type { BlockSource } from './block-source.ts'
 import { DATA_FILES, LAN_IDLE_MS, LAN_PACK_LINGER_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import type { ImageSyncComponents, SyncObserver } from './image-sync.ts'
-import type { AbortOptions, AgentLogger } from './interface.ts'
+import type { AgentLogger } from './interface.ts'
 import { createVersionJoiner, refreshPeers } from './lan-join.ts'
 import { fetchSiteManifest } from './lan-manifest.ts'
 import { createPeersSource, type PeersSourceComponents, type ServedSync } from './lan-peers-source.ts'
@@ -69,12 +71,7 @@ function fileProvider (manifest: Manifest, fh: FileHandle, has: (i: number) => b
     async read (i) {
       const chunk = manifest.chunks[i]
       const buf = new Uint8Array(chunk.length)
-      let filled = 0
-      while (filled < chunk.length) {
-        const { bytesRead } = await fh.read(buf, filled, chunk.length - filled, chunk.offset + filled)
-        if (bytesRead === 0) break
-        filled += bytesRead
-      }
+      await readFull(fh, buf, chunk.offset)
       return buf
     }
   }
