@@ -143,7 +143,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
         const event = { type: 'peer.banned' as const, image, version, peerId: ban.peerId.slice(0, 128), error: ban.reason.slice(0, 2000) }
         events.record(event).catch(() => {})
       }
-    }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns })
+    }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns, transfer: init.transfer })
 
   const imageSyncs = new Map<string, ImageSync>()
   async function syncFor (): Promise<ImageSync> {

@@ -47,8 +47,10 @@ export interface CoordinatorClient {
   readonly receivedBytes: number
   /** Limits origin bytes per second from now on (0 = none). */
   setRateLimit: (bytesPerSecond: number) => void
-  /** Paces origin bytes with `limiter` from now on (background mode's pacer). */
-  setLimiter: (limiter: RateLimiter) => void
+  /** Paces origin bytes with `limiter` from now on (background mode's pacer; its requestHeaders go on every request). */
+  setLimiter: (limiter: RateLimiter & { requestHeaders?: () => Record<string, string> }) => void
+  /** The Authorization header value of this client's requests (background mode's pace updates, sent apart from the client's retries). */
+  authorization: (options?: AbortOptions) => Promise<string>
   /** GET/POST JSON, validated with `schema`; a body that breaks off is asked again. */
   json: <T>(method: 'GET' | 'POST', path: string, schema: Schema<T>, body?: unknown, options?: AbortOptions) => Promise<T>
   /** A binary GET/POST whose whole body is returned (manifests, chunks); a body that breaks off is asked again. */
@@ -113,7 +115,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
   const attempts = Math.max(1, init.retry?.attempts ?? RETRY_ATTEMPTS)
   const baseMs = init.retry?.baseMs ?? RETRY_BASE_MS
   const maxMs = init.retry?.maxMs ?? RETRY_MAX_MS
-  let limiter: RateLimiter = createRateLimiter(init.rateLimit ?? 0)
+  let limiter: RateLimiter & { requestHeaders?: () => Record<string, string> } = createRateLimiter(init.rateLimit ?? 0)
   let token: string | undefined
   let received = 0
   // Retries are for a coordinator that answered before and went away (a restart); one that never
@@ -178,6 +180,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
             'user-agent': USER_AGENT,
             ...(auth != null ? { authorization: `Bearer ${auth}` } : {}),
             ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...limiter.requestHeaders?.(),
             ...headers
           },
           body: body !== undefined ? JSON.stringify(body) : undefined,
@@ -257,6 +260,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     get receivedBytes () { return received },
     setRateLimit (bps) { limiter = createRateLimiter(bps) },
     setLimiter (l) { limiter = l },
+    async authorization (options = {}) { return `Bearer ${await getToken(false, options)}` },
     async json (method, path, schema, body, options = {}) {
       const bytes = await whole(method, path, body, options, { accept: 'application/json' }, JSON_MAX_BYTES)
       let parsed: unknown

@@ -30,7 +30,7 @@ import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { createHostIndexSource, createResumeSource, createSelfSeedSource } from './local-sources.ts'
 import { createBlockBatchSource, fetchChunkFromOrigin } from './origin-sources.ts'
 import { createDeltaPackSource, type DeltaPackSource } from './delta-pack-source.ts'
-import { createBackgroundPacer, createHealthProbe } from './background-pacer.ts'
+import { createCoordinatorPacer } from './background-pacer.ts'
 import { stricterRate } from './rate-limiter.ts'
 import { createSyncLedger, nonZeroBytesOf, type SyncLedger } from './sync-ledger.ts'
 import { createSyncContext, type DrivenSyncContext } from './sync-context.ts'
@@ -198,7 +198,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       client.setRateLimit(cap)
       return async () => {}
     }
-    const pacer = createBackgroundPacer({ probe: createHealthProbe(client.url), logger }, { maxRate: cap })
+    const pacer = createCoordinatorPacer({ coordinator: client, logger }, { maxRate: cap })
     client.setLimiter(pacer)
     return pacer.stop
   }

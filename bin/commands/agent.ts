@@ -50,8 +50,8 @@ Options
   --wan-limit RATE       cap on bytes from the coordinator, with its unit: 20mbit (megabits
                          per second), 5MB/s (megabytes), 10MiB/s, 750kbit, 1gbit (default:
                          none; the policy's cap applies too: the stricter wins)
-  --background           yield the WAN to other traffic: origin bytes are paced to keep
-                         the queueing delay they add under 60 ms, and slow down when
+  --background           yield the WAN and LAN uploads to other traffic: bytes are paced
+                         to keep the queueing delay they add under 60 ms, slower when
                          others' traffic raises it (default: foreground, full speed)
   --foreground           full speed (the default of agent sync)
   --nice                 run at the lowest CPU priority

@@ -9,6 +9,7 @@ import {
   bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage
 } from '../../protocol/block-exchange.ts'
 import { verifyCapability, type Capability } from '../../protocol/capability.ts'
+import type { UploadPacer } from '../background-pacer.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
 import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
@@ -59,6 +60,8 @@ export interface BlockServer {
 export interface BlockServerComponents {
   coordinatorKey: CryptoKey
   logger: SwarmLogger
+  /** Background mode's pacer of uploads (peer-agent/background-pacer.ts), beside the upload cap. */
+  uploadPacer?: UploadPacer
 }
 
 const versionKey = (image: string, version: string): string => `${image}@${version}`
@@ -150,7 +153,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
    * Answers the upload's queue until it closes, in writes of up to WRITE_BATCH_BYTES: one chunk
    * per write would make every chunk its own muxer frame and leave a small noise message per chunk.
    */
-  async function writeBlocks (up: Upload, entry: Served, framed: FramedStream, key: string): Promise<void> {
+  async function writeBlocks (up: Upload, entry: Served, framed: FramedStream, remote: string, key: string): Promise<void> {
     while (!up.closed) {
       if (up.queue.length === 0) {
         await new Promise<void>(resolve => { up.wake = resolve })
@@ -166,6 +169,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
         const bytes = await entry.init.provider.read(index)
         const before = performance.now()
         await limiter.take(bytes.length)
+        await components.uploadPacer?.take(bytes.length, { peer: remote })
         batch.push({ type: 'block', index, bytes })
         bytesInBatch += bytes.length
         // Under the upload cap, send what is paced at once instead of holding it back.
@@ -218,7 +222,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
     try {
       sendHave(entry, sub)
       for (const listener of listenersByKey.get(key) ?? []) listener(remote)
-      const writer = writeBlocks(up, entry, framed, key)
+      const writer = writeBlocks(up, entry, framed, remote, key)
       writer.catch(err => {
         if (!up.closed && !stopping) peerLog(logger, err, 'warn')(`swarm: serving ${remote} failed: ${describeError(err)}`)
         up.closed = true
