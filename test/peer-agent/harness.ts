@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
-import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { createPublishClient } from '../../client/publish-client.ts'
 import type { Policy } from '../../protocol/api.ts'
 
 /** Path of the CLI entry point. */

@@ -1,0 +1,46 @@
+/** Types of the coordinator HTTP client. */
+
+/** Options every async call takes. */
+export interface AbortOptions {
+  signal?: AbortSignal
+}
+
+/** Where the client reports retries and failovers. */
+export interface ClientLogger {
+  warn: (msg: string, fields?: Record<string, unknown>) => void
+  debug?: (msg: string, fields?: Record<string, unknown>) => void
+}
+
+/** Paces response bytes (the agent's WAN limit); `take` resolves once `bytes` may be read. */
+export interface BytePacer {
+  take: (bytes: number, options?: AbortOptions) => Promise<void>
+}
+
+/** Retry settings for network errors and 5xx. */
+export interface RetryOptions {
+  /** Rounds over the coordinator list (default 1). */
+  attempts?: number
+  baseMs?: number
+  maxMs?: number
+}
+
+/** A response whose body is streamed through the byte counter and pacer. */
+export interface StreamedResponse {
+  status: number
+  headers: Headers
+  body: AsyncIterable<Uint8Array>
+}
+
+/** One request. */
+export interface RequestOptions extends AbortOptions {
+  /** JSON value (sent as application/json), or raw bytes / text sent with `contentType`. */
+  body?: unknown
+  contentType?: string
+  headers?: Record<string, string>
+  /** Sent as `authorization: Bearer TOKEN`. */
+  token?: string
+  /** Statuses other than 2xx that are not errors (e.g. 304, 416). */
+  okStatuses?: number[]
+  /** Gives up on one coordinator after this long (a network error: the next one is asked). */
+  timeoutMs?: number
+}
