@@ -19,8 +19,9 @@ import {
   ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputRefusedError, OutputReplacedError,
   PartialFileError, SyncIncompleteError
 } from '../../peer-agent/errors.ts'
-import { CliError, coordinatorOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { CliError, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
+import { coordinatorUrlsOption } from '../admin-client.ts'
 import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 import { reexecWith } from '../reexec.ts'
 import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
@@ -38,7 +39,10 @@ next run when the sync fails. An existing PATH this agent did not install is
 left alone unless --force is given; a directory is refused.
 
 Options
-  --coordinator URL      coordinator base URL (http:// or https://; or TRIMSWARM_COORDINATOR)
+  --coordinator URL      coordinator base URL (http:// or https://; or TRIMSWARM_COORDINATOR,
+                         URLs separated by commas); repeatable: coordinators serving the same
+                         key and images, the next asked when one is down (a sync continues
+                         there, keeping what it verified)
   --token-file F         file holding a machine token (trimswarm token create; or
                          TRIMSWARM_TOKEN_FILE when --user is not given)
   --user U               user name to log in with (LDAP), with --password-file
@@ -147,7 +151,7 @@ function partialNote (out: string): string {
 }
 
 const authOptions = {
-  coordinator: { type: 'string' },
+  coordinator: { type: 'string', multiple: true },
   'token-file': { type: 'string' },
   user: { type: 'string' },
   'password-file': { type: 'string' },
@@ -222,7 +226,7 @@ const sync: Command = {
     const version = at < 0 ? undefined : target.slice(at + 1)
     if (!isValidName(image)) throw new UsageError(`bad image name ${JSON.stringify(image)}\n\n${SYNC_USAGE}`)
     if (version != null && !isValidName(version)) throw new UsageError(`bad version ${JSON.stringify(version)}\n\n${SYNC_USAGE}`)
-    const coordinator = coordinatorOption(args, SYNC_USAGE)
+    const coordinator = coordinatorUrlsOption(args, SYNC_USAGE)
     const dataDir = requireString(args, 'data', SYNC_USAGE)
     const out = requireString(args, 'out', SYNC_USAGE)
     const force = args.values.force === true
@@ -358,6 +362,8 @@ the next start). Config (JSON; relative paths are relative to the file):
 
   {
     "coordinator": "https://coordinator.example:8440",
+                                                    (or "coordinators": [URL, ...]: the next
+                                                     is asked when one is down)
     "tokenFile": "/etc/trimswarm/agent.token",      (or "user" + "passwordFile")
     "dataDir": "/var/lib/trimswarm",
     "images": { "workspace": "/var/lib/vms/workspace.img" },
