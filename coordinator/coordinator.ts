@@ -92,6 +92,8 @@ export interface Coordinator {
   readonly adminToken: string
   /** Whether this start created the admin token (first start): the CLI names its file (never the token). */
   readonly adminTokenCreated: boolean
+  /** The file holding the admin token (DATA/admin.token, or the config's adminTokenFile). */
+  readonly adminTokenFile: string
   /** The Hono app (after start), for in-process `app.request()`. */
   readonly app: Hono<CoordinatorEnv>
   /** Raw Ed25519 manifest-signing public key (after start). */
@@ -196,6 +198,7 @@ export function createCoordinator (init: CoordinatorInit): Coordinator {
     get url () { return need(s => s.url) },
     get adminToken () { return need(s => s.adminToken) },
     get adminTokenCreated () { return need(s => s.adminTokenCreated) },
+    get adminTokenFile () { return need(s => s.adminTokenFile) },
     get app () { return need(s => s.app) },
     get publicKey () { return need(s => s.publicKey) },
     get images () { return need(s => s.images) },
@@ -219,6 +222,7 @@ interface Started {
   url: string
   adminToken: string
   adminTokenCreated: boolean
+  adminTokenFile: string
   app: Hono<CoordinatorEnv>
   publicKey: Uint8Array
   images: ImageService
@@ -252,11 +256,13 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   // ---- data dir and secrets ----
   const dataDir = init.dataDir
   await ensureDir(dataDir)
-  const admin = await loadOrCreateSecret(join(dataDir, ADMIN_TOKEN_FILE), () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
+  // key files named in the config are shared by several coordinators (docs/OPERATIONS.md "Failover")
+  const adminTokenFile = config.adminTokenFile ?? join(dataDir, ADMIN_TOKEN_FILE)
+  const admin = await loadOrCreateSecret(adminTokenFile, () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
   const adminToken = admin.value.toString('utf8').trim()
-  if (!adminToken.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
-  const sessionSecret = await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))
-  const signer = await createManifestSigner(dataDir)
+  if (!adminToken.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${adminTokenFile} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
+  const sessionSecret = await loadOrCreateSecret(config.sessionKeyFile ?? join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))
+  const signer = await createManifestSigner(dataDir, config.signingKeyFile)
   const db: MetaDb = await openMetaDb(dataDir)
   const cleanups: Array<() => Promise<void>> = [async () => { await db.close() }]
   const cleanup = async (): Promise<void> => {
@@ -371,6 +377,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
       url,
       adminToken,
       adminTokenCreated: admin.created,
+      adminTokenFile,
       app,
       publicKey: signer.publicKeyRaw,
       images,
