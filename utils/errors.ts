@@ -1,0 +1,7 @@
+/** Errors of the Node-side helpers; the subsystems re-export the ones they throw through these helpers. */
+
+/** The data dir is held by another running process (data-dir-lock.ts); the caller says which kind. */
+export class DataDirLockedError extends Error {
+  static override name = 'DataDirLockedError'
+  override name = 'DataDirLockedError'
+}

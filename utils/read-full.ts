@@ -1,0 +1,33 @@
+/**
+ * Reading a whole range of a file: a single read(2) may return fewer bytes
+ * than asked for (signals, network and FUSE file systems, a file growing or
+ * shrinking), so every reader that needs N bytes loops until it has them or
+ * reaches the end of the file.
+ */
+import { readSync } from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
+
+/** Fills `buf` from `fh` at file offset `position`; returns the bytes read, fewer than `buf.length` only at end of file. */
+export async function readFull (fh: FileHandle, buf: Uint8Array, position: number): Promise<number> {
+  let done = 0
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done)
+    if (bytesRead === 0) break
+    done += bytesRead
+  }
+  return done
+}
+
+/**
+ * readFull on a file descriptor, synchronously: for hot loops over
+ * page-cached files, where a FileHandle round trip costs more than the read.
+ */
+export function readFullSync (fd: number, buf: Uint8Array, position: number): number {
+  let done = 0
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, position + done)
+    if (n === 0) break
+    done += n
+  }
+  return done
+}
