@@ -1,15 +1,10 @@
 /** Types of the coordinator HTTP client. */
+import type { AbortOptions, Logger } from '../utils/interface.ts'
 
-/** Options every async call takes. */
-export interface AbortOptions {
-  signal?: AbortSignal
-}
+export type { AbortOptions }
 
-/** Where the client reports retries and failovers. */
-export interface ClientLogger {
-  warn: (msg: string, fields?: Record<string, unknown>) => void
-  debug?: (msg: string, fields?: Record<string, unknown>) => void
-}
+/** Where the client reports retries and failovers: warnings only. */
+export type ClientLogger = Pick<Logger, 'warn'>
 
 /** Paces response bytes (the agent's WAN limit); `take` resolves once `bytes` may be read. */
 export interface BytePacer {

@@ -13,7 +13,9 @@ import { api } from '../protocol/index.ts'
 import { buildManifest } from '../chunker/build-manifest.ts'
 import { DEFAULT_PUBLISH_CONCURRENCY, PUBLISH_MISSING_BATCH } from './constants.ts'
 import { createCoordinatorHttp, type CoordinatorHttp } from './coordinator-http.ts'
-import type { AbortOptions } from './interface.ts'
+import type { AbortOptions } from '../utils/interface.ts'
+import { readFull } from '../utils/read-full.ts'
+import { forEachLimit } from '../utils/worker-pool.ts'
 
 /** Where and as whom to publish. */
 export interface PublishClientInit {
@@ -112,25 +114,17 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
       let fh: FileHandle | undefined
       try {
         fh = await open(imagePath, 'r')
-        let next = 0
-        let failed = false
-        const worker = async (): Promise<void> => {
-          while (next < missing.length && !failed) {
-            const cid = missing[next++]
-            const where = byCid.get(cid)
-            if (where == null) throw new ValidationError(`the coordinator asked for chunk ${cid}, which this image does not have`)
-            const bytes = new Uint8Array(where.length)
-            const { bytesRead } = await fh!.read(bytes, 0, where.length, where.offset)
-            if (bytesRead !== where.length) throw new ValidationError(`image ${imagePath} changed while publishing (short read at ${where.offset})`)
-            await http.bytes('PUT', api.routes.chunkUpload(cid), { body: bytes, contentType: 'application/octet-stream', token, signal })
-            uploaded++
-            bytesUploaded += bytes.length
-            options.onProgress?.({ phase: 'uploaded', chunks: uploaded, bytes: bytesUploaded })
-          }
-        }
-        await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, async () => {
-          try { await worker() } catch (err) { failed = true; throw err }
-        }))
+        const image = fh
+        await forEachLimit(missing, concurrency, async (cid) => {
+          const where = byCid.get(cid)
+          if (where == null) throw new ValidationError(`the coordinator asked for chunk ${cid}, which this image does not have`)
+          const bytes = new Uint8Array(where.length)
+          if (await readFull(image, bytes, where.offset) !== where.length) throw new ValidationError(`image ${imagePath} changed while publishing (short read at ${where.offset})`)
+          await http.bytes('PUT', api.routes.chunkUpload(cid), { body: bytes, contentType: 'application/octet-stream', token, signal })
+          uploaded++
+          bytesUploaded += bytes.length
+          options.onProgress?.({ phase: 'uploaded', chunks: uploaded, bytes: bytesUploaded })
+        }, { signal })
       } finally {
         await fh?.close()
       }

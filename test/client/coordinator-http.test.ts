@@ -76,14 +76,14 @@ describe('coordinator HTTP client', () => {
   it('every coordinator down and none ever answered: one message naming each, at once', async () => {
     const [p1, p2] = [await freePort(), await freePort()]
     const http = createCoordinatorHttp({ logger: capture() }, { urls: [`http://127.0.0.1:${p1}`, `http://127.0.0.1:${p2}/`], retry: { attempts: 6, baseMs: 60_000 }, failoverDelayMs: 1 })
-    const err = await http.json('GET', '/v1/key', undefined).catch(e => e)
+    const err = (await http.json('GET', '/v1/key', undefined).catch((e: unknown) => e)) as Error
     expect(err).toBeInstanceOf(CoordinatorUnreachableError)
     expect(err.message).toMatch(new RegExp(`^cannot reach the coordinator at http://127.0.0.1:${p1}: ECONNREFUSED.*; http://127.0.0.1:${p2}: ECONNREFUSED`))
   })
 
   it('asked once (the admin commands, publish): a proxy\'s 502 page is a CoordinatorHttpError with its status', async () => {
     const a = await serve((req, res) => { res.writeHead(502, { 'content-type': 'text/html' }); res.end('<html>bad gateway</html>') })
-    const err = await createCoordinatorHttp({}, { urls: [a.url] }).json('POST', '/v1/tokens', undefined, { body: { group: 'g' } }).catch(e => e)
+    const err = (await createCoordinatorHttp({}, { urls: [a.url] }).json('POST', '/v1/tokens', undefined, { body: { group: 'g' } }).catch((e: unknown) => e)) as Error
     expect(err).toBeInstanceOf(CoordinatorHttpError)
     expect(err.message).toBe('POST /v1/tokens: HTTP 502')
     expect(httpDetailsOf(err)?.status).toBe(502)
