@@ -74,4 +74,24 @@ describe('events across a lost acknowledgement', () => {
     expect(stored.filter((id: string) => id === e1.id)).toHaveLength(1)
     expect(stored.filter((id: string) => id === e2.id)).toHaveLength(1)
   })
+
+  it('events recorded while a flush rewrites the queue are kept, none lost', async () => {
+    const token = coord.coordinator.adminToken
+    const client = createCoordinatorClient({ logger: silentLogger }, { url: coord.url, auth: { token }, retry: { attempts: 2, baseMs: 10 } })
+    const queue = createEventQueue({ client, logger: silentLogger }, { path: join(tmp.path, 'agent-race', 'events.jsonl'), agent: 'agent-race', site: 'hq' })
+    const ids = new Set<string>()
+    const record = async (): Promise<void> => { ids.add((await queue.record({ type: 'sync.started', image: 'ws', version: 'v1' })).id) }
+    await record()
+    // one event after another while flushes re-read and rewrite the file
+    let recording = true
+    const recorder = (async () => { while (recording) await record() })()
+    for (let round = 0; round < 30; round++) await queue.flush()
+    recording = false
+    await recorder
+    while ((await queue.pending()).length > 0) await queue.flush()
+    const res = await fetch(`${coord.url}/v1/events?limit=1000`, { headers: { authorization: `Bearer ${token}` } })
+    const stored = new Set((await res.json()).events.map((e: { event: { id: string } }) => e.event.id))
+    const lost = [...ids].filter(id => !stored.has(id))
+    expect(lost).toEqual([])
+  })
 })
