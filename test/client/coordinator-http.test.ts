@@ -13,6 +13,7 @@ import { CoordinatorHttpError, CoordinatorUnreachableError, CoordinatorUrlError,
 import { parseDaemonConfig } from '../../peer-agent/daemon.ts'
 import { NotFoundError } from '../../protocol/errors.ts'
 import { freePort } from '../helpers/slapd.ts'
+import { cli } from '../helpers/cli-process.ts'
 
 let servers: Server[] = []
 
@@ -102,5 +103,13 @@ describe('coordinator HTTP client', () => {
     expect(() => parseDaemonConfig({ ...base, coordinator: 'http://a', coordinators: ['http://b'] }, '/')).toThrow(/either "coordinator" or a "coordinators" list/)
     expect(() => parseDaemonConfig({ ...base, coordinators: [] }, '/')).toThrow(/list of URLs/)
     expect(() => parseDaemonConfig(base, '/')).toThrow(/either "coordinator" or a "coordinators" list/)
+  })
+})
+
+describe('the CLI and the client', () => {
+  it('agent sync checks every --coordinator before it does anything: a bad one is a usage error (exit 2, one line naming it)', async () => {
+    const r = await cli(['agent', 'sync', 'ws', '--coordinator', 'http://127.0.0.1:8440', '--coordinator', 'ftp://backup', '--token-file', '/nonexistent', '--data', '/nonexistent-data', '--out', '/nonexistent-out/ws.img'])
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr.split('\n')[0]).toBe('trimswarm agent sync: --coordinator: coordinator URL "ftp://backup" is not an http:// or https:// URL (e.g. http://127.0.0.1:8440)')
   })
 })
