@@ -47,10 +47,11 @@ export interface BackgroundPacerInit {
 }
 
 /** A probe that times GET /healthz at `url` (the coordinator). */
-export function createHealthProbe (url: string): DelayProbe {
-  const target = url.replace(/\/+$/, '') + '/healthz'
+export function createHealthProbe (url: string | (() => string)): DelayProbe {
+  // a getter follows the agent's coordinator client to the coordinator it fails over to
+  const baseOf = typeof url === 'string' ? () => url : url
   return async (options) => {
-    const res = await fetch(target, { signal: options.signal })
+    const res = await fetch(baseOf().replace(/\/+$/, '') + '/healthz', { signal: options.signal })
     await res.arrayBuffer()
     if (!res.ok) throw new Error(`GET /healthz: HTTP ${res.status}`)
   }

@@ -301,7 +301,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const cap = stricterRate(init.wanLimit ?? 0, me.policy.wanLimitBps)
     if (transferMode(me.policy) === 'background') {
       // yields to other traffic on the WAN; the caps still bound it
-      const pacer = createBackgroundPacer({ probe: createHealthProbe(client.url), logger }, { maxRate: cap })
+      const pacer = createBackgroundPacer({ probe: createHealthProbe(() => client.url), logger }, { maxRate: cap })
       client.setLimiter(pacer)
       pacing.stop = pacer.stop
     } else {

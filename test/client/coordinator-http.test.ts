@@ -11,6 +11,9 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createCoordinatorHttp, parseCoordinatorUrls } from '../../client/coordinator-http.ts'
 import { CoordinatorHttpError, CoordinatorUnreachableError, CoordinatorUrlError, httpDetailsOf } from '../../client/errors.ts'
 import { parseDaemonConfig } from '../../peer-agent/daemon.ts'
+import { createHealthProbe } from '../../peer-agent/background-pacer.ts'
+import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
+import { silentLogger } from '../../peer-agent/interface.ts'
 import { NotFoundError } from '../../protocol/errors.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { cli } from '../helpers/cli-process.ts'
@@ -103,6 +106,18 @@ describe('coordinator HTTP client', () => {
     expect(() => parseDaemonConfig({ ...base, coordinator: 'http://a', coordinators: ['http://b'] }, '/')).toThrow(/either "coordinator" or a "coordinators" list/)
     expect(() => parseDaemonConfig({ ...base, coordinators: [] }, '/')).toThrow(/list of URLs/)
     expect(() => parseDaemonConfig(base, '/')).toThrow(/either "coordinator" or a "coordinators" list/)
+  })
+})
+
+describe('the agent after a failover', () => {
+  it('the background pacer\'s delay probe follows the client to the coordinator it failed over to', async () => {
+    const a = await serve((req, res) => { res.writeHead(503); res.end() })
+    const b = await serve((req, res) => ok(res))
+    const client = createCoordinatorClient({ logger: silentLogger }, { url: [a.url, b.url], auth: { token: 't' }, retry: { attempts: 2, baseMs: 10 } })
+    await client.json('GET', '/v1/auth/me', { parse: (v: unknown) => v, json: {} })
+    const probe = createHealthProbe(() => client.url)
+    await probe({})
+    expect(b.requests.at(-1)).toMatch(/^GET \/healthz /)
   })
 })
 
