@@ -150,7 +150,8 @@ export function createCoordinatorHttp (components: CoordinatorHttpComponents, in
         }
       }
       if (!established && allRefused) break
-      if (!(await backoff(round, `${method} ${path}: ${[...failures.values()].join('; ')}`, options))) break
+      const what = urls.length === 1 ? [...failures.values()] : [...failures].map(([url, why]) => `${url}: ${why}`)
+      if (!(await backoff(round, `${method} ${path}: ${what.join('; ')}`, options))) break
     }
     // one try of one coordinator that answered (the admin commands, publish): its own answer says most
     if (attempts === 1 && urls.length === 1 && last?.answered === true) throw last.error
