@@ -17,7 +17,6 @@ export const summary = 'branch office: WAN bytes and time for N clients behind a
 /** Help text. */
 export const usage = `Usage: npm run bench -- branch [--agents N] [--wan RATE] [--wan-rtt MS] [--lan RATE]
                               [--scenario cold|update|trim|all] [--images DIR] [--out DIR]
-       (or: trimswarm bench branch ...)
 
 Builds a real network as root: namespace "hq" (coordinator, plain HTTP server)
 and namespace "branch" (N clients, one process each) joined by a veth pair, the

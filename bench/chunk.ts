@@ -16,6 +16,7 @@ import { parseChunkCid, toHex } from '../protocol/block-id.ts'
 import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { median } from './lib/stats.ts'
 import { findCorpus } from './lib/corpus.ts'
+import { readFull } from '../utils/read-full.ts'
 
 const exec = promisify(execFile)
 const CLI = join(import.meta.dirname, '..', 'bin', 'trimswarm.js')
@@ -125,8 +126,7 @@ async function verify (image: string, dir: string): Promise<void> {
     const isZero = (b: Uint8Array): boolean => Buffer.compare(b, zero) === 0
     const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
       const b = new Uint8Array(length)
-      const { bytesRead } = await fh.read(b, 0, length, offset)
-      if (bytesRead !== length) throw new Error(`short read at ${offset}`)
+      if (await readFull(fh, b, offset) !== length) throw new Error(`short read at ${offset}`)
       return b
     }
     for (let i = 0; i < list.chunks.length; i += 256) {

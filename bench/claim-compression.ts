@@ -7,7 +7,7 @@
  * total with one stream of all chunks (one agent alone). Figures:
  * docs/BENCHMARKS.md "swarm-corpus".
  */
-import { openSync, readSync, closeSync } from 'node:fs'
+import { openSync, closeSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { constants as zc, zstdCompressSync } from 'node:zlib'
@@ -15,6 +15,7 @@ import { buildManifest } from '../chunker/index.ts'
 import { claimScore } from '../protocol/block-exchange.ts'
 import { ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG } from '../coordinator/constants.ts'
 import { findCorpus } from './lib/corpus.ts'
+import { readFullSync } from '../utils/read-full.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'origin bytes of N agents splitting a download by claim group and round, vs one stream (offline)'
@@ -54,7 +55,7 @@ export async function run (argv: string[]): Promise<number> {
   const fd = openSync(image, 'r')
   const chunks = manifest.chunks.map(c => {
     const b = Buffer.alloc(c.length)
-    readSync(fd, b, 0, c.length, c.offset)
+    if (readFullSync(fd, b, c.offset) < c.length) throw new Error(`${image} changed while being read`)
     return b
   })
   closeSync(fd)

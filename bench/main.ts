@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- NAME [args]`: runs bench/NAME.ts, a module exporting
  * `run(argv)` (and `summary`). Benchmarks are found by file name, so adding
- * one is adding a file; `trimswarm bench` (bench/cli.ts) uses the same table.
+ * one is adding a file. Not a `trimswarm` command: the shipped CLI carries no
+ * benchmarks (they need a checkout, its corpus and devDependencies).
  */
 import { readdirSync } from 'node:fs'
 import type { ParseArgsOptionsConfig } from 'node:util'
@@ -12,7 +13,7 @@ export interface BenchModule {
   summary: string
   /** Full help text. */
   usage: string
-  /** Its options (node:util parseArgs config), so `trimswarm bench NAME` can check them the same way. */
+  /** Its options (node:util parseArgs config). */
   options: ParseArgsOptionsConfig
   /** Runs the benchmark with its own arguments; resolves to an exit code. */
   run: (argv: string[]) => Promise<number | undefined | void>
@@ -39,7 +40,7 @@ export async function loadBench (name: string): Promise<BenchModule | undefined>
 
 /** Usage text listing every benchmark. */
 export async function benchUsage (): Promise<string> {
-  const lines = ['Usage: npm run bench -- NAME [args]   (or: trimswarm bench NAME [args]; NAME --help for its options)', '', 'Benchmarks:']
+  const lines = ['Usage: npm run bench -- NAME [args]   (NAME --help for its options)', '', 'Benchmarks:']
   for (const name of benchNames()) {
     let summary: string
     try {

@@ -15,6 +15,7 @@ import { createZstdEncoder } from '../coordinator/block-batch.ts'
 import { DELTA_PACK_ZSTD_LEVEL, DELTA_PACK_ZSTD_WINDOW_LOG, ORIGIN_ZSTD_LEVEL, ORIGIN_ZSTD_WINDOW_LOG } from '../coordinator/constants.ts'
 import { BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { findCorpus } from './lib/corpus.ts'
+import { readFull } from '../utils/read-full.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'zstd levels/windows on the blocks a client misses (block batches and delta packs)'
@@ -64,7 +65,7 @@ async function eachPiece (path: string, onBlocks: (bytes: Buffer, digests: Uint8
   const fh = await open(path, 'r')
   try {
     for (let pos = 0; ; pos += READ) {
-      const { bytesRead } = await fh.read(buf, 0, READ, pos)
+      const bytesRead = await readFull(fh, buf, pos)
       if (bytesRead === 0) break
       const whole = Math.ceil(bytesRead / BLOCK_SIZE) * BLOCK_SIZE
       buf.fill(0, bytesRead, whole)

@@ -14,7 +14,7 @@ import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 import { COORDINATOR_DATA_FORMAT } from '../coordinator/constants.ts'
 import { AGENT_DATA_FORMAT, DATA_FILES } from '../peer-agent/constants.ts'
 import { CliError, EXIT } from './cli-support.ts'
-import { writeFileAtomic } from './commands/manifest.ts'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 
 /** Exit status when a data dir is newer than this trimswarm reads (EX_DATAERR; the systemd units do not restart on it). */
 export const DATA_DIR_TOO_NEW_EXIT = EXIT.dataDirTooNew
@@ -74,7 +74,9 @@ async function readFormat (dir: string, kind: string): Promise<{ format: number,
  * a newer one throws DataDirTooNewError and is left untouched.
  */
 export async function openDataDir (dir: string, spec: DataFormat): Promise<OpenedDataDir> {
-  if (spec.migrations.length !== spec.current) throw new Error(`${spec.kind} data format ${spec.current} needs ${spec.current} migrations, has ${spec.migrations.length}`)
+  if (spec.migrations.length !== spec.current) {
+    throw new Error(`${spec.kind} data format ${spec.current} needs ${spec.current} migrations, has ${spec.migrations.length}`)
+  }
   const entries = await readdir(dir).catch((err: NodeJS.ErrnoException) => { if (err.code === 'ENOENT') return undefined; throw err })
   const found = await readFormat(dir, spec.kind)
   const content = entries?.filter(e => !(spec.lockEntries ?? []).includes(e))
@@ -95,7 +97,12 @@ export async function openDataDir (dir: string, spec: DataFormat): Promise<Opene
 
 async function writeFormat (dir: string, format: number): Promise<void> {
   // 0600 like every other file of both data dirs
-  await writeFileAtomic(join(dir, DATA_FORMAT_FILE), new TextEncoder().encode(JSON.stringify({ format, writtenBy: `trimswarm ${TRIMSWARM_VERSION}` }) + '\n'), 0o600)
+  const file = join(dir, DATA_FORMAT_FILE)
+  try {
+    await writeFileAtomic(file, JSON.stringify({ format, writtenBy: `trimswarm ${TRIMSWARM_VERSION}` }) + '\n', { mode: 0o600 })
+  } catch (err) {
+    throw new CliError(`cannot write ${file}: ${(err as Error).message}`, { cause: err })
+  }
 }
 
 /** Format 0 (no format file) has the layout of format 1: the step only records the format. */
@@ -105,7 +112,8 @@ const recordOnly: Migration = async () => {}
 export const COORDINATOR_DATA: DataFormat = { kind: 'coordinator', current: COORDINATOR_DATA_FORMAT, migrations: [recordOnly] }
 
 /** The agent's data dir (agent sync/index --data, agent run's "dataDir"). */
-export const AGENT_DATA: DataFormat = { kind: 'agent', current: AGENT_DATA_FORMAT, migrations: [recordOnly], lockEntries: [DATA_FILES.lockDb, DATA_FILES.lockHolder] }
+export const AGENT_DATA: DataFormat = { kind: 'agent', current: AGENT_DATA_FORMAT,
+  migrations: [recordOnly], lockEntries: [DATA_FILES.lockDb, DATA_FILES.lockHolder] }
 
 /** openDataDir, telling the user when it migrated the dir (console.warn: a JSON line when the command logs JSON). */
 export async function openDataDirReporting (dir: string, spec: DataFormat): Promise<void> {

@@ -1,5 +1,5 @@
 /** The `trimswarm` command table: each command is loaded only when used. */
-import { CliError, EXIT, flushStdio, reportError, runCommand, UsageError, type Command } from './cli-support.ts'
+import { EXIT, flushStdio, reportError, runCommand, UsageError, type Command } from './cli-support.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
 
 const root: Command = {
@@ -26,7 +26,7 @@ Agent (branch-office client)
   agent run --config FILE           keep assigned images current, serve peers
 Other
   demo                              coordinator + agents on 127.0.0.1, end to end
-  bench ...                         benchmarks (also: npm run bench)
+  (benchmarks: npm run bench, in a source checkout)
 
 Environment
   TRIMSWARM_COORDINATOR             the coordinator URL, where --coordinator is not given
@@ -55,22 +55,7 @@ Exit codes
     token: async () => (await import('./commands/token.ts')).default,
     policy: async () => (await import('./commands/policy.ts')).default,
     agent: async () => (await import('./commands/agent.ts')).default,
-    demo: async () => (await import('./commands/demo.ts')).default,
-    bench: loadBench
-  }
-}
-
-/**
- * `bench` exists only in a source checkout: the shipped CLI does not carry bench/ (package.json "files", the
- * .deb), and the path is computed so neither tsc nor the build pulls bench/ into what ships.
- */
-async function loadBench (): Promise<Command> {
-  const benchCli = new URL('../bench/cli.ts', import.meta.url)
-  try {
-    return (await import(benchCli.href)).default
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND' || !String((err as Error).message).includes('bench')) throw err
-    throw new CliError('benchmarks come with a source checkout (npm run bench); this install has none')
+    demo: async () => (await import('./commands/demo.ts')).default
   }
 }
 
@@ -85,7 +70,8 @@ function printVersion (json: boolean): number {
 // Writes to a pipe are asynchronous on Linux, so what is still queued (a pipe holds 64 KiB) is flushed first.
 const argv = process.argv.slice(2)
 const code = argv[0] === '--version' || argv[0] === '-V'
-  ? (argv.length === 1 || (argv.length === 2 && argv[1] === '--json')) ? printVersion(argv[1] === '--json') : reportError(new UsageError(`--version takes only --json\n\n${root.usage}`), 'trimswarm')
+  ? (argv.length === 1 || (argv.length === 2 && argv[1] === '--json')) ? printVersion(argv[1] === '--json')
+      : reportError(new UsageError(`--version takes only --json\n\n${root.usage}`), 'trimswarm')
   : await runCommand(root, argv, 'trimswarm')
 await flushStdio()
 process.exit(code)

@@ -27,7 +27,9 @@ export function resolveChunking (init: ChunkingInit = {}): ChunkingParams {
     maxBlocks: init.maxBlocks ?? DEFAULT_MAX_BLOCKS
   }
   for (const [k, v] of Object.entries(p)) {
-    if (!Number.isSafeInteger(v) || v < 1 || v > MAX_CHUNK_BLOCKS) throw new InvalidChunkingError(`${k} must be an integer from 1 to ${MAX_CHUNK_BLOCKS}, got ${v}`)
+    if (!Number.isSafeInteger(v) || v < 1 || v > MAX_CHUNK_BLOCKS) {
+      throw new InvalidChunkingError(`${k} must be an integer from 1 to ${MAX_CHUNK_BLOCKS}, got ${v}`)
+    }
   }
   if ((p.avgBlocks & (p.avgBlocks - 1)) !== 0) throw new InvalidChunkingError(`avgBlocks must be a power of two (the cut mask is avg - 1), got ${p.avgBlocks}`)
   if (p.minBlocks > p.avgBlocks || p.avgBlocks > p.maxBlocks) {

@@ -47,8 +47,12 @@ export interface BuiltManifest {
 export async function buildManifest (path: string, init: BuildManifestInit): Promise<BuiltManifest> {
   const started = performance.now()
   // Fail on bad names or parameters before reading gigabytes.
-  if (!isValidName(init.name)) throw new ValidationError(`bad image name ${JSON.stringify(init.name)}: use letters, digits and . _ + - (up to 128, not starting with a symbol)`)
-  if (!isValidName(init.version)) throw new ValidationError(`bad version ${JSON.stringify(init.version)}: use letters, digits and . _ + - (up to 128, not starting with a symbol)`)
+  if (!isValidName(init.name)) {
+    throw new ValidationError(`bad image name ${JSON.stringify(init.name)}: use letters, digits and . _ + - (up to 128, not starting with a symbol)`)
+  }
+  if (!isValidName(init.version)) {
+    throw new ValidationError(`bad version ${JSON.stringify(init.version)}: use letters, digits and . _ + - (up to 128, not starting with a symbol)`)
+  }
   const chunking = resolveChunking(init.chunking)
   const { size } = await checkImage(path)
   // Columns in growable typed arrays rather than one object per chunk: long-lived
@@ -89,7 +93,8 @@ export async function buildManifest (path: string, init: BuildManifestInit): Pro
 }
 
 /** Chunk offsets, lengths and digests in growable typed arrays. */
-function createColumns (initial: number): { push: (offset: number, length: number, digest: Uint8Array) => void, toChunks: () => Array<{ offset: number, length: number, digest: Uint8Array }> } {
+function createColumns (initial: number): { push: (offset: number, length: number, digest: Uint8Array) => void,
+  toChunks: () => Array<{ offset: number, length: number, digest: Uint8Array }> } {
   let offsets = new Float64Array(initial)
   let lengths = new Uint32Array(initial)
   let digests = new Uint8Array(initial * DIGEST_BYTES)

@@ -10,6 +10,7 @@ import { hashBlocks, hashBytes } from './blake3.ts'
 import { createBlockChunker, type ChunkingInit } from './block-chunker.ts'
 import { DEFAULT_READ_BUFFER_BYTES } from './constants.ts'
 import { InvalidImageError } from './errors.ts'
+import { readFull } from '../utils/read-full.ts'
 
 /** Options of a scan. */
 export interface ScanInit extends ChunkingInit {
@@ -66,17 +67,6 @@ function imageError (path: string, err: unknown): InvalidImageError {
   return new InvalidImageError(`image ${path} ${why}`, { cause: err })
 }
 
-/** Fills `buf[start, start + length)` from the file at `position`; returns bytes read (less only at end of file). */
-async function readFully (fh: FileHandle, buf: Uint8Array, start: number, length: number, position: number): Promise<number> {
-  let done = 0
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, start + done, length - done, position + done)
-    if (bytesRead === 0) break
-    done += bytesRead
-  }
-  return done
-}
-
 /**
  * Scans the image at `path` and yields its chunks in order. Zero regions are
  * left out: the offsets show them. Throws InvalidImageError for a bad image.
@@ -107,7 +97,7 @@ export async function * scanImage (path: string, init: ScanInit = {}): AsyncGene
       const want = Math.min(readBytes, size - pos)
       let got: number
       try {
-        got = await readFully(fh, buf, carried * BLOCK_SIZE, want, pos)
+        got = await readFull(fh, buf.subarray(carried * BLOCK_SIZE, carried * BLOCK_SIZE + want), pos)
       } catch (err) {
         throw imageError(path, err)
       }

@@ -6,7 +6,7 @@ import type { Auth } from './auth.ts'
 import { RetryAfterError } from './http-errors.ts'
 import type { Authenticator, CoordinatorEnv, Logger } from './interface.ts'
 import type { Metrics } from './metrics.ts'
-import { loginNameKey, type RateLimiter } from './rate-limiter.ts'
+import { loginNameKey, type AttemptLimiter } from './rate-limiter.ts'
 import { readJson } from './request-body.ts'
 import type { SessionTokens } from './session-tokens.ts'
 
@@ -15,8 +15,8 @@ export interface LoginComponents {
   authenticator?: Authenticator
   sessions: SessionTokens
   auth: Auth
-  perIp: RateLimiter
-  perUser: RateLimiter
+  perIp: AttemptLimiter
+  perUser: AttemptLimiter
   metrics: Metrics
   logger: Logger
   clientIp: (c: Context<CoordinatorEnv>) => string

@@ -72,7 +72,9 @@ function adminGroupMatcher (groups: readonly string[], byName: boolean): (who: P
   groups.forEach((g, i) => {
     if (g.includes('=')) dns.add(normalizeDn(g))
     else if (byName) names.add(g)
-    else throw new ConfigError(`adminGroups[${i}]: ${JSON.stringify(g)} is a short group name, which any group of that name anywhere in the directory would match; give the group's full DN (e.g. "cn=${g},ou=groups,dc=example,dc=org"), or set "adminGroupsByName": true to accept short names`)
+    else throw new ConfigError(`adminGroups[${i}]: ${JSON.stringify(g)} is a short group name, ` +
+      'which any group of that name anywhere in the directory would match' +
+      `; give the group's full DN (e.g. "cn=${g},ou=groups,dc=example,dc=org"), or set "adminGroupsByName": true to accept short names`)
   })
   return who => who.groupDNs.some(dn => dns.has(normalizeDn(dn))) || who.groups.some(g => names.has(g))
 }
@@ -112,7 +114,10 @@ export function createAuth (components: AuthComponents, init: AuthInit): Auth {
       return isAdminToken(token) ? { kind: 'admin', user: 'admin', groups: [], policy: policy.admin() } : undefined
     }
     const machine = tokens.verify(token)
-    if (machine != null) return { kind: 'machine', user: machine.id, groups: [machine.group], policy: policy.effective([machine.group]), ...(machine.site != null ? { site: machine.site } : {}) }
+    if (machine != null) {
+      return { kind: 'machine', user: machine.id, groups: [machine.group],
+        policy: policy.effective([machine.group]), ...(machine.site != null ? { site: machine.site } : {}) }
+    }
     const claims = sessions.verify(token)
     // `admin`: decided at login (admin groups), or a session of the console's admin-token login
     if (claims != null) return userPrincipal(claims.user, claims.groups, claims.admin)

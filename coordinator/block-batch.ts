@@ -63,7 +63,8 @@ async function readChunk (blockStore: BlockStore, chunk: Manifest['chunks'][numb
  * (one piece per chunk a range touches). The chunk last read is kept, so
  * neighbouring ranges in one chunk read it once.
  */
-export async function * blockBytes (blockStore: BlockStore, manifest: Manifest, ranges: Iterable<BlockRange>, options: BlockBytesOptions = {}): AsyncGenerator<Uint8Array> {
+export async function * blockBytes (blockStore: BlockStore, manifest: Manifest, ranges: Iterable<BlockRange>,
+  options: BlockBytesOptions = {}): AsyncGenerator<Uint8Array> {
   let cachedIndex = -1
   let cached: Uint8Array = new Uint8Array(0)
   for (const [start, count] of ranges) {
@@ -116,8 +117,10 @@ export interface BlockBatchStreamOptions extends AbortOptions {
  * The named blocks as one zstd stream, as a web ReadableStream (an HTTP
  * response body). Cancelling it (client gone) stops reading and compressing.
  */
-export function createBlockBatchStream (blockStore: BlockStore, manifest: Manifest, ranges: readonly BlockRange[], options: BlockBatchStreamOptions): ReadableStream<Uint8Array> {
-  const source = Readable.from(blockBytes(blockStore, manifest, ranges, { signal: options.signal, onUnavailable: options.onUnavailable }), { objectMode: false, highWaterMark: 1 << 20 })
+export function createBlockBatchStream (blockStore: BlockStore, manifest: Manifest, ranges: readonly BlockRange[],
+  options: BlockBatchStreamOptions): ReadableStream<Uint8Array> {
+  const source = Readable.from(blockBytes(blockStore, manifest, ranges, { signal: options.signal, onUnavailable: options.onUnavailable }),
+    { objectMode: false, highWaterMark: 1 << 20 })
   const zstd = createZstdEncoder(options.zstd, options.blocks * BLOCK_SIZE)
   let finished = false
   const done = (err?: Error): void => {

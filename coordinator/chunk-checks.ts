@@ -45,7 +45,8 @@ export function verifyStoredChunk (cid: CID, bytes: Uint8Array, logCorrupt: () =
   } catch (err) {
     if (!(err instanceof HashMismatchError)) throw err
     logCorrupt()
-    throw new HashMismatchError(`stored chunk ${cid.toString()} is corrupt (the coordinator's log says where it is stored; run trimswarm coordinator fsck)`, { cause: err })
+    throw new HashMismatchError(`stored chunk ${cid.toString()} is corrupt` +
+      ` (the coordinator's log says where it is stored; run trimswarm coordinator fsck)`, { cause: err })
   }
 }
 

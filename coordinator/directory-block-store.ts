@@ -3,14 +3,15 @@
  * its BLAKE3 digest (so `b3sum FILE` prints the file's own name), under two
  * levels of shard directories taken from that hex: `ab/cd/abcd…`.
  *
- * A chunk appears whole or not at all: it is written to a temp file in its
- * shard, fsynced, renamed over its final name, and the shard directory is
- * fsynced so the rename survives a power cut. A crash leaves at most a temp
- * file, which `list` and `get` never see and the next open deletes.
+ * A chunk appears whole or not at all: it is written atomically
+ * (utils/atomic-write.ts: a temp file in its shard, fsynced, renamed over its
+ * final name, the shard directory fsynced so the rename survives a power cut).
+ * A crash leaves at most a temp file (`*.tmp`), which `list` and `get` never
+ * see and the next open deletes.
  * One store per directory (the coordinator's data dir lock ensures it): the
  * open-time sweep would delete another live store's temp files.
  */
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, stat, unlink, utimes } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { fromHex } from 'multiformats/bytes'
@@ -23,6 +24,9 @@ import {
   DEFAULT_BLOCK_STORE_VERIFY_ON_READ
 } from './constants.ts'
 import type { AbortOptions, BlockStore, Logger } from './interface.ts'
+import { syncDir, writeFileAtomic } from '../utils/atomic-write.ts'
+import { silentLogger } from '../utils/logger.ts'
+import { forEachLimit } from '../utils/worker-pool.ts'
 
 /** What the directory store depends on. */
 export interface DirectoryBlockStoreComponents {
@@ -48,31 +52,23 @@ export interface DirectoryBlockStore extends BlockStore {
 const HEX_NAME = new RegExp(`^[0-9a-f]{${DIGEST_BYTES * 2}}$`)
 const SHARD_NAME = new RegExp(`^[0-9a-f]{${BLOCK_STORE_SHARD_CHARS}}$`)
 
-const noop = (): void => {}
-const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop }
-
 function isCode (err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException)?.code ?? '')
 }
 
-/** fsync a directory so a rename or create inside it is durable. */
-async function syncDir (path: string): Promise<void> {
-  const fh = await open(path, 'r')
+/** Names of the entries of directory `path`; none when it is missing (removed meanwhile) or not a directory. */
+async function namesIn (path: string): Promise<string[]> {
   try {
-    await fh.sync()
-  } finally {
-    await fh.close()
+    return await readdir(path)
+  } catch (err) {
+    if (isCode(err, 'ENOENT', 'ENOTDIR')) return []
+    throw err
   }
 }
 
 /** Sub-directory names of `path` that look like shards, sorted; none when `path` is missing. */
 async function shardNames (path: string): Promise<string[]> {
-  try {
-    return (await readdir(path)).filter(n => SHARD_NAME.test(n)).sort()
-  } catch (err) {
-    if (isCode(err, 'ENOENT', 'ENOTDIR')) return []
-    throw err
-  }
+  return (await namesIn(path)).filter(n => SHARD_NAME.test(n)).sort()
 }
 
 /** Every leaf shard directory under `root`, in sorted order. */
@@ -91,25 +87,15 @@ async function * leafShards (root: string, signal?: AbortSignal): AsyncGenerator
 /** Deletes temp files a crash left in the shards; returns how many. */
 async function sweepTempFiles (root: string): Promise<number> {
   let removed = 0
-  const queue: string[] = []
-  for await (const shard of leafShards(root)) queue.push(shard)
-  const worker = async (): Promise<void> => {
-    for (let shard = queue.pop(); shard != null; shard = queue.pop()) {
-      let names: string[]
-      try {
-        names = await readdir(shard)
-      } catch (err) {
-        if (isCode(err, 'ENOENT', 'ENOTDIR')) continue
-        throw err
-      }
-      for (const n of names) {
-        if (!n.endsWith(BLOCK_STORE_TMP_SUFFIX)) continue
-        await rm(join(shard, n), { force: true })
-        removed++
-      }
+  const shards: string[] = []
+  for await (const shard of leafShards(root)) shards.push(shard)
+  await forEachLimit(shards, BLOCK_STORE_SCAN_CONCURRENCY, async (shard) => {
+    for (const n of await namesIn(shard)) {
+      if (!n.endsWith(BLOCK_STORE_TMP_SUFFIX)) continue
+      await rm(join(shard, n), { force: true })
+      removed++
     }
-  }
-  await Promise.all(Array.from({ length: BLOCK_STORE_SCAN_CONCURRENCY }, worker))
+  })
   return removed
 }
 
@@ -131,7 +117,6 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
 
   /** Puts of the same chunk in flight in this process share one write. */
   const shared = createSharedWrites()
-  let tmpCounter = 0
 
   const pathOfHex = (hex: string): string => {
     const parts: string[] = [root]
@@ -173,21 +158,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
       // New shard directories must be durable too, or the chunk's rename could vanish with them.
       for (let d = shard; d.length > root.length && d.length >= created.length; d = dirname(d)) await syncDir(dirname(d))
     }
-    const tmp = `${file}.${process.pid}.${++tmpCounter}${BLOCK_STORE_TMP_SUFFIX}`
-    const fh = await open(tmp, 'wx')
-    try {
-      try {
-        await fh.writeFile(bytes)
-        await fh.sync()
-      } finally {
-        await fh.close()
-      }
-      await rename(tmp, file)
-    } catch (err) {
-      await rm(tmp, { force: true })
-      throw err
-    }
-    await syncDir(shard)
+    await writeFileAtomic(file, bytes) // its temp file ends in BLOCK_STORE_TMP_SUFFIX, which the open-time sweep deletes
   }
 
   const store: DirectoryBlockStore = {
@@ -263,13 +234,7 @@ export async function createDirectoryBlockStore (components: DirectoryBlockStore
 
     async * list (options: AbortOptions = {}) {
       for await (const shard of leafShards(root, options.signal)) {
-        let names: string[]
-        try {
-          names = await readdir(shard)
-        } catch (err) {
-          if (isCode(err, 'ENOENT', 'ENOTDIR')) continue
-          throw err
-        }
+        const names = await namesIn(shard)
         const prefix = shard.slice(root.length).split(/[\\/]/).join('')
         for (const n of names.sort()) {
           // Temp files and anything else that is not a chunk in its right shard are not chunks.

@@ -6,11 +6,8 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
-/** The data dir is held by another running coordinator (level's lock). */
-export class DataDirLockedError extends Error {
-  static override name = 'DataDirLockedError'
-  override name = 'DataDirLockedError'
-}
+/** The data dir is held by another running coordinator (level's lock); one class for both sides, in utils/. */
+export { DataDirLockedError } from '../utils/errors.ts'
 
 /** A response stream's client took no byte for the allowed time; the stream was aborted (web-stream.ts). */
 export class StreamStalledError extends Error {

@@ -69,7 +69,10 @@ export function admitEvent (ev: AgentEvent, ctx: AdmissionContext): { event: Age
     delete out.totalBytes
     return { event: out, logOnly: true }
   }
-  if (ev.bytes != null) out.bytes = { local: clampBytes(ev.bytes.local, info.size), peers: clampBytes(ev.bytes.peers, info.size), origin: clampBytes(ev.bytes.origin, info.size) }
+  if (ev.bytes != null) {
+    out.bytes = { local: clampBytes(ev.bytes.local, info.size),
+      peers: clampBytes(ev.bytes.peers, info.size), origin: clampBytes(ev.bytes.origin, info.size) }
+  }
   if (ev.totalBytes != null) out.totalBytes = clampBytes(ev.totalBytes, info.size)
   return { event: out, logOnly: false }
 }

@@ -4,14 +4,15 @@ import { EVENT_TYPES, EventBatch, type AgentEvent, type ReportResponse, type Ver
 import type { AgentList, EventPage } from '../protocol/api-admin.ts'
 import { ForbiddenError, NotFoundError, ValidationError } from '../protocol/errors.ts'
 import { assertAdmin, canAccessImage, principalKey } from './access.ts'
-import { DEFAULT_EVENT_CLOCK_SKEW_SECONDS, DEFAULT_EVENTS_PAGE, DEFAULT_MAX_AGENTS_PER_TOKEN, DEFAULT_MAX_EVENTS_PER_MINUTE, EVENT_RATE_KEYS, MAX_EVENTS_PAGE } from './constants.ts'
+import { DEFAULT_EVENT_CLOCK_SKEW_SECONDS, DEFAULT_EVENTS_PAGE, DEFAULT_MAX_AGENTS_PER_TOKEN,
+  DEFAULT_MAX_EVENTS_PER_MINUTE, EVENT_RATE_KEYS, MAX_EVENTS_PAGE } from './constants.ts'
 import { admitEvent, logOnlyKind, type RejectReason } from './event-admission.ts'
 import { EVENT_CURSOR_PATTERN, type EventStore } from './event-store.ts'
 import { RetryAfterError } from './http-errors.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv, Principal } from './interface.ts'
 import type { Metrics } from './metrics.ts'
-import { createTokenBucket } from './rate-limiter.ts'
+import { createKeyedTokenBucket } from './rate-limiter.ts'
 import { nameParam, readJson } from './request-body.ts'
 import type { SiteAssigner } from './site-assignment.ts'
 
@@ -34,7 +35,9 @@ export interface EventRoutesInit {
 }
 
 /** Looks up every version and site hint a batch names, once each, for admitEvent. */
-async function lookups (batch: AgentEvent[], principal: Principal, address: string, c: Pick<EventRoutesComponents, 'images' | 'sites'>): Promise<{ infos: Map<string, VersionInfo | undefined>, sites: Map<string, string | undefined> }> {
+async function lookups (batch: AgentEvent[], principal: Principal, address: string,
+  c: Pick<EventRoutesComponents, 'images' | 'sites'>):
+  Promise<{ infos: Map<string, VersionInfo | undefined>, sites: Map<string, string | undefined> }> {
   const infos = new Map<string, VersionInfo | undefined>()
   const sites = new Map<string, string | undefined>()
   for (const ev of batch) {
@@ -68,7 +71,7 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
   const maxPerMinute = init.maxPerMinutePerToken ?? DEFAULT_MAX_EVENTS_PER_MINUTE
   const skewMs = (init.clockSkewSeconds ?? DEFAULT_EVENT_CLOCK_SKEW_SECONDS) * 1000
   const maxAgents = init.maxAgentsPerToken ?? DEFAULT_MAX_AGENTS_PER_TOKEN
-  const rate = createTokenBucket({ perMinute: maxPerMinute, maxKeys: EVENT_RATE_KEYS })
+  const rate = createKeyedTokenBucket({ perMinute: maxPerMinute, maxKeys: EVENT_RATE_KEYS })
   const app = new Hono<CoordinatorEnv>()
   app.post('/v1/events', async (c) => {
     const principal = c.get('principal')
@@ -82,8 +85,11 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     const batch = await readJson(c, EventBatch)
     limit(batch.events.length - 1)
     const receivedMs = Date.now()
-    const { infos, sites } = owner == null ? { infos: new Map(), sites: new Map() } : await lookups(batch.events, principal, components.clientAddress(c), components)
-    const ctx = { owner, receivedMs, skewMs, canAccess: (image: string) => canAccessImage(principal, image), infoOf: (image: string, version: string) => infos.get(`${image}@${version}`), siteOf: (hint: string) => sites.get(hint) }
+    const { infos, sites } = owner == null ? { infos: new Map(), sites: new Map() }
+        : await lookups(batch.events, principal, components.clientAddress(c), components)
+    const ctx = { owner, receivedMs, skewMs, canAccess: (image: string) => canAccessImage(principal, image),
+      infoOf: (image: string, version: string) => infos.get(`${image}@${version}`),
+      siteOf: (hint: string) => sites.get(hint) }
     const admitted: AgentEvent[] = []
     const logOnly: AgentEvent[] = []
     const refused: Partial<Record<RejectReason | 'agents', number>> = {}
@@ -114,7 +120,9 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     const type = q.type === '' ? undefined : q.type
     if (type != null && !(EVENT_TYPES as readonly string[]).includes(type)) throw new ValidationError(`type: must be one of ${EVENT_TYPES.join(', ')}`)
     const limit = q.limit == null ? DEFAULT_EVENTS_PAGE : Number(q.limit)
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_EVENTS_PAGE) throw new ValidationError(`limit: must be an integer between 1 and ${MAX_EVENTS_PAGE}`)
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_EVENTS_PAGE) {
+      throw new ValidationError(`limit: must be an integer between 1 and ${MAX_EVENTS_PAGE}`)
+    }
     if (q.before != null && !EVENT_CURSOR_PATTERN.test(q.before)) throw new ValidationError('before: not a cursor from a previous page')
     const page: EventPage = await events.query({ image: nameQuery(q.image, 'image'), site: nameQuery(q.site, 'site'), type, limit, before: q.before })
     return c.json(page)
@@ -132,7 +140,8 @@ export function createEventRoutes (components: EventRoutesComponents, init: Even
     assertAdmin(c.get('principal'))
     const q = c.req.query()
     for (const k of Object.keys(q)) if (!['image', 'version', 'site'].includes(k)) throw new ValidationError(`${k}: unknown query parameter`)
-    const body: ReportResponse = { rows: events.report({ image: nameQuery(q.image, 'image'), version: nameQuery(q.version, 'version'), site: nameQuery(q.site, 'site') }) }
+    const body: ReportResponse = { rows: events.report({ image: nameQuery(q.image, 'image'),
+      version: nameQuery(q.version, 'version'), site: nameQuery(q.site, 'site') }) }
     return c.json(body)
   })
   return app

@@ -70,7 +70,10 @@ export interface FsckReport {
 async function openStore (init: FsckInit): Promise<{ store: BlockStore, locate: (cid: CID) => string }> {
   if (init.blockStore != null) return init.blockStore
   const s3 = await readS3BlockStoreMarker(init.dataDir)
-  if (s3 != null) throw new ConfigError(`the chunks of ${init.dataDir} are in S3 bucket "${s3.bucket}" at ${s3.endpoint}: run fsck with --config naming that bucket (blockStore.s3)`)
+  if (s3 != null) {
+    throw new ConfigError(`the chunks of ${init.dataDir} are in S3 bucket "${s3.bucket}" at ${s3.endpoint}` +
+      `: run fsck with --config naming that bucket (blockStore.s3)`)
+  }
   const store = await createDirectoryBlockStore({}, { path: join(init.dataDir, BLOCKS_DIR), verifyOnRead: true })
   return { store, locate: (cid) => store.pathOf(cid) }
 }
@@ -138,7 +141,9 @@ export async function runFsck (init: FsckInit): Promise<FsckReport> {
     // 4. Per version: complete or not, and its mark.
     const reports: FsckVersionReport[] = []
     for (const v of versions) {
-      const missing = [...new Set(v.manifest.chunks.map(c => toHex(c.digest)))].filter(hex => missingHex.has(hex)).map(hex => chunkCid(needed.get(hex)!).toString())
+      const missing = [...new Set(v.manifest.chunks.map(c => toHex(c.digest)))]
+        .filter(hex => missingHex.has(hex))
+        .map(hex => chunkCid(needed.get(hex)!).toString())
       const complete = missing.length === 0
       const markChanged = v.incomplete === complete
       if (markChanged) await setVersionIncomplete(db, v.image, v.version, !complete)

@@ -8,10 +8,10 @@ import type { CID } from 'multiformats/cid'
 import type { EffectivePolicy } from '../protocol/api.ts'
 import type { BodyLease } from './body-budget.ts'
 
-/** Options every async call takes. */
-export interface AbortOptions {
-  signal?: AbortSignal
-}
+import type { AbortOptions } from '../utils/interface.ts'
+
+/** Options every async call takes, and the structured logger (one of each for every side, in utils/). */
+export type { AbortOptions, Logger } from '../utils/interface.ts'
 
 /**
  * Content-addressed storage of chunks (an IPLD "block" is one of our chunks).
@@ -21,15 +21,24 @@ export interface BlockStore {
   has: (cid: CID, options?: AbortOptions) => Promise<boolean>
   /** The chunk's bytes; with `verify`, re-hashes and throws HashMismatchError on corruption. Throws NotFoundError when absent. */
   get: (cid: CID, options?: AbortOptions & { verify?: boolean }) => Promise<Uint8Array>
-  /** Stores atomically (temp file, fsync, rename); when already present, only refreshes its stored time (as `touch`). Throws HashMismatchError, ValidationError (zero chunk). */
+  /**
+   * Stores atomically (temp file, fsync, rename); when already present, only refreshes its stored time (as `touch`).
+   * Throws HashMismatchError, ValidationError (zero chunk).
+   */
   put: (cid: CID, bytes: Uint8Array, options?: AbortOptions) => Promise<void>
   /** Removes the chunk durably; a no-op when absent. */
   delete: (cid: CID, options?: AbortOptions) => Promise<void>
   /** Every stored CID (for fsck and garbage collection). */
   list: (options?: AbortOptions) => AsyncIterable<CID>
-  /** Size and stored time (ms since the epoch: last put or touch) of a chunk; storage gc keeps chunks younger than its grace period. Throws NotFoundError when absent. */
+  /**
+   * Size and stored time (ms since the epoch: last put or touch) of a chunk; storage gc keeps chunks younger than its
+   * grace period. Throws NotFoundError when absent.
+   */
   stat: (cid: CID, options?: AbortOptions) => Promise<{ bytes: number, storedAt: number }>
-  /** Sets the chunk's stored time to now (a publish that finds a chunk already stored claims it, so gc's grace period counts from here). Throws NotFoundError when absent. */
+  /**
+   * Sets the chunk's stored time to now (a publish that finds a chunk already stored claims it, so gc's grace period
+   * counts from here). Throws NotFoundError when absent.
+   */
   touch: (cid: CID, options?: AbortOptions) => Promise<void>
 }
 
@@ -73,14 +82,6 @@ export interface Principal {
   policy: EffectivePolicy
   /** The site the admin bound a machine token to (`token create --site`); the coordinator's answer to "where is this agent". */
   site?: string
-}
-
-/** Structured logger (one JSON line per entry on stderr in production). */
-export interface Logger {
-  debug: (msg: string, fields?: Record<string, unknown>) => void
-  info: (msg: string, fields?: Record<string, unknown>) => void
-  warn: (msg: string, fields?: Record<string, unknown>) => void
-  error: (msg: string, fields?: Record<string, unknown>) => void
 }
 
 /** Signs manifests with the coordinator's Ed25519 key (created on first start under DIR). */

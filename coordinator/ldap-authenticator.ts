@@ -68,7 +68,9 @@ export function parseLdapConfig (json: unknown, opts: { path?: string, baseDir?:
   if ((init.bindPassword == null) === (init.bindPasswordFile == null)) bad('bindPassword', 'give exactly one of bindPassword and bindPasswordFile')
   if (init.url.startsWith('ldaps:') && init.startTLS === true) bad('startTLS', 'StartTLS is for ldap:// URLs; ldaps:// is already encrypted')
   if (init.userFilter != null && !init.userFilter.includes('{user}')) bad('userFilter', 'must contain {user}')
-  if ((init.groupSource ?? DEFAULT_LDAP_GROUP_SOURCE) === 'search' && init.groupSearchBase == null) bad('groupSearchBase', 'is required when groupSource is "search"')
+  if ((init.groupSource ?? DEFAULT_LDAP_GROUP_SOURCE) === 'search' && init.groupSearchBase == null) {
+    bad('groupSearchBase', 'is required when groupSource is "search"')
+  }
   if (init.groupFilter != null && !init.groupFilter.includes('{dn}') && !init.groupFilter.includes('{user}')) bad('groupFilter', 'must contain {dn} or {user}')
   return init
 }
@@ -165,7 +167,8 @@ export function createLdapAuthenticator (components: LdapAuthenticatorComponents
     return (await readFile(cfg.bindPasswordFile as string, 'utf8')).replace(/\r?\n$/, '')
   }
 
-  async function attempt (client: Client, tls: ConnectionOptions, user: string, password: string, admit?: (canonicalUser: string) => void): Promise<AuthenticatedUser> {
+  async function attempt (client: Client, tls: ConnectionOptions, user: string, password: string,
+    admit?: (canonicalUser: string) => void): Promise<AuthenticatedUser> {
     if (startTLS) {
       try {
         await client.startTLS(tls)

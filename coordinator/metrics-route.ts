@@ -31,13 +31,15 @@ async function loadMetricsToken (file: string): Promise<string> {
     throw new ConfigError(`metrics.tokenFile: cannot read ${file}: ${(err as Error).message}`, { cause: err })
   }
   if (token.length < MIN_METRICS_TOKEN_CHARS || /\s/.test(token)) {
-    throw new ConfigError(`metrics.tokenFile: ${file} must hold one token of at least ${MIN_METRICS_TOKEN_CHARS} characters without spaces (e.g. openssl rand -hex 32)`)
+    throw new ConfigError(`metrics.tokenFile: ${file} must hold one token of at least ${MIN_METRICS_TOKEN_CHARS} characters` +
+      ` without spaces (e.g. openssl rand -hex 32)`)
   }
   return token
 }
 
 /** The /metrics route; reads the token file once, at start. */
-export async function createMetricsRoute (components: { metrics: Metrics, auth: Pick<Auth, 'principalFor'> }, access: MetricsAccess = {}): Promise<Hono<CoordinatorEnv>> {
+export async function createMetricsRoute (components: { metrics: Metrics, auth: Pick<Auth, 'principalFor'> },
+  access: MetricsAccess = {}): Promise<Hono<CoordinatorEnv>> {
   const { metrics, auth } = components
   const isMetricsToken = access.tokenFile != null ? secretMatcher(await loadMetricsToken(access.tokenFile)) : undefined
   const app = new Hono<CoordinatorEnv>()

@@ -74,13 +74,20 @@ function imageFamilies (registry: Registry, stats: () => ImageStats): void {
       for (const [kind, n] of Object.entries(stats().bytesServed)) this.inc({ kind }, n)
     }
   })
-  counterFrom(registry, 'trimswarm_origin_block_batch_raw_bytes_total', 'Uncompressed bytes of the blocks sent in block batches (compare with trimswarm_origin_sent_bytes_total{kind="blocks"})', () => stats().blockBatchRawBytes)
+  counterFrom(registry, 'trimswarm_origin_block_batch_raw_bytes_total',
+    'Uncompressed bytes of the blocks sent in block batches (compare with trimswarm_origin_sent_bytes_total{kind="blocks"})',
+    () => stats().blockBatchRawBytes)
   counterFrom(registry, 'trimswarm_origin_block_batches_total', 'Block batch streams started', () => stats().blockBatches)
   counterFrom(registry, 'trimswarm_origin_block_batches_failed_total', 'Block batch streams that ended with an error', () => stats().blockBatchesFailed)
   gaugeFrom(registry, 'trimswarm_origin_block_batches_waiting', 'Block batch requests waiting for a compression slot', () => stats().blockBatchesWaiting)
-  counterFrom(registry, 'trimswarm_origin_block_batches_stalled_total', 'Block batch streams aborted because their client took no byte for images.batchStallMs (slot freed, connection closed)', () => stats().blockBatchesStalled)
-  counterFrom(registry, 'trimswarm_origin_corrupt_chunk_reads_total', 'Reads of a stored chunk that failed its digest or was gone: refused, never served (run coordinator fsck)', () => stats().corruptChunkReads)
-  counterFrom(registry, 'trimswarm_upload_chunks_total', 'Chunks stored by publishers (new ones; already stored chunks are not sent)', () => stats().chunksUploaded)
+  counterFrom(registry, 'trimswarm_origin_block_batches_stalled_total',
+    'Block batch streams aborted because their client took no byte for images.batchStallMs (slot freed, connection closed)',
+    () => stats().blockBatchesStalled)
+  counterFrom(registry, 'trimswarm_origin_corrupt_chunk_reads_total',
+    'Reads of a stored chunk that failed its digest or was gone: refused, never served (run coordinator fsck)',
+    () => stats().corruptChunkReads)
+  counterFrom(registry, 'trimswarm_upload_chunks_total', 'Chunks stored by publishers (new ones; already stored chunks are not sent)',
+    () => stats().chunksUploaded)
   counterFrom(registry, 'trimswarm_upload_bytes_total', 'Bytes of chunks stored by publishers', () => stats().bytesUploaded)
   counterFrom(registry, 'trimswarm_upload_rejected_total', 'Uploaded chunks refused (hash mismatch or invalid)', () => stats().uploadsRejected)
   counterFrom(registry, 'trimswarm_versions_committed_total', 'Image versions published', () => stats().versionsCommitted)
@@ -94,18 +101,28 @@ export function createMetrics (components: MetricsComponents, init: MetricsInit)
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
   for (const name of LINT_FAILING_DEFAULT_METRICS) registry.removeSingleMetric(name)
-  new Gauge({ name: 'trimswarm_build_info', help: 'Always 1; labels: trimswarm version and Node.js version', labelNames: ['version', 'node'], registers: [registry] })
+  new Gauge({ name: 'trimswarm_build_info', help: 'Always 1; labels: trimswarm version and Node.js version',
+    labelNames: ['version', 'node'], registers: [registry] })
     .set({ version: init.version, node: process.version }, 1)
-  const requests = new Counter({ name: 'trimswarm_http_requests_total', help: 'HTTP requests by method, route pattern and status', labelNames: ['method', 'route', 'status'], registers: [registry] })
-  const latency = new Histogram({ name: 'trimswarm_http_request_duration_seconds', help: 'HTTP request latency (until the response head) by route pattern', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] })
+  const requests = new Counter({ name: 'trimswarm_http_requests_total', help: 'HTTP requests by method, route pattern and status',
+    labelNames: ['method', 'route', 'status'], registers: [registry] })
+  const latency = new Histogram({ name: 'trimswarm_http_request_duration_seconds', help: 'HTTP request latency (until the response head) by route pattern',
+    labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] })
   const logins = new Counter({ name: 'trimswarm_logins_total', help: 'Successful logins', registers: [registry] })
-  const loginFailures = new Counter({ name: 'trimswarm_login_failures_total', help: 'Failed logins by reason (bad_credentials, rate_limited, unavailable)', labelNames: ['reason'], registers: [registry] })
+  const loginFailures = new Counter({ name: 'trimswarm_login_failures_total', help: 'Failed logins by reason (bad_credentials, rate_limited, unavailable)',
+    labelNames: ['reason'], registers: [registry] })
   const events = new Counter({ name: 'trimswarm_events_total', help: 'Agent events stored, by type', labelNames: ['type'], registers: [registry] })
   const duplicates = new Counter({ name: 'trimswarm_events_duplicate_total', help: 'Agent events received again (same id) and ignored', registers: [registry] })
-  const rejected = new Counter({ name: 'trimswarm_events_rejected_total', help: 'Agent events not taken, by reason (image: not in policy, version: unknown, site: one site too many, agents: one agent too many)', labelNames: ['reason'], registers: [registry] })
+  const rejected = new Counter({ name: 'trimswarm_events_rejected_total',
+    help: 'Agent events not taken, by reason (image: not in policy, version: unknown, site: one site too many, agents: one agent too many)',
+    labelNames: ['reason'], registers: [registry] })
   const swept = new Counter({ name: 'trimswarm_events_swept_total', help: 'Events deleted by retention', registers: [registry] })
-  const syncBytes = new Counter({ name: 'trimswarm_sync_bytes_total', help: 'Bytes of finished syncs reported by agents, by site, image and source (local: already on the host; peers: LAN; origin: WAN)', labelNames: ['site', 'image', 'source'], registers: [registry] })
-  const syncSeriesDropped = new Counter({ name: 'trimswarm_sync_bytes_dropped_total', help: `Sync byte reports not counted in trimswarm_sync_bytes_total because it already has ${MAX_SYNC_BYTES_SERIES} (site, image) pairs`, registers: [registry] })
+  const syncBytes = new Counter({ name: 'trimswarm_sync_bytes_total',
+    help: 'Bytes of finished syncs reported by agents, by site, image and source (local: already on the host; peers: LAN; origin: WAN)',
+    labelNames: ['site', 'image', 'source'], registers: [registry] })
+  const syncSeriesDropped = new Counter({ name: 'trimswarm_sync_bytes_dropped_total',
+    help: `Sync byte reports not counted in trimswarm_sync_bytes_total because it already has ${MAX_SYNC_BYTES_SERIES} (site, image) pairs`,
+    registers: [registry] })
   imageFamilies(registry, components.imageStats)
   for (const reason of ['bad_credentials', 'rate_limited', 'unavailable']) loginFailures.inc({ reason }, 0)
   // a bound on label sets, whatever agents send: each (site, image) pair is 3 series

@@ -30,13 +30,21 @@ const P = (name: string): string => `__${name}__`
 const tpl = (path: string): string => path.replace(/__(\w+)__/g, '{$1}')
 
 const OPERATIONS: Operation[] = [
-  { method: 'get', path: routes.health, summary: 'Liveness: 200 while the coordinator serves, with its version and uptime', auth: 'none', response: 'HealthResponse' },
-  { method: 'get', path: routes.metrics, summary: 'Prometheus metrics (text exposition format): the admin token, an admin session or the metrics token (config metrics.tokenFile); no token with metrics.public', auth: 'metrics', response: { media: 'text/plain' } },
+  { method: 'get', path: routes.health, summary: 'Liveness: 200 while the coordinator serves, with its version and uptime',
+    auth: 'none', response: 'HealthResponse' },
+  { method: 'get', path: routes.metrics,
+    summary: 'Prometheus metrics (text exposition format): the admin token, an admin session or the metrics token ' +
+      '(config metrics.tokenFile); no token with metrics.public',
+    auth: 'metrics', response: { media: 'text/plain' } },
   { method: 'get', path: routes.openapi, summary: 'This document', auth: 'none', response: null },
   { method: 'get', path: routes.key, summary: 'The manifest-signing public key (pin it on first contact)', auth: 'none', response: 'KeyResponse' },
-  { method: 'post', path: routes.login, summary: 'Log in with a directory (LDAP) user; returns a short-lived session token. Rate limited per user and per client IP.', auth: 'none', request: 'LoginRequest', response: 'LoginResponse' },
-  { method: 'get', path: routes.me, summary: 'Who the token belongs to and the policy in force (union of the groups\' policies)', auth: 'any', response: 'MeResponse' },
-  { method: 'post', path: routes.tokens, summary: 'Create a machine (agent) token for a group; the secret is in this response only', auth: 'admin', request: 'TokenCreateRequest', response: 'TokenCreateResponse', status: 201 },
+  { method: 'post', path: routes.login,
+    summary: 'Log in with a directory (LDAP) user; returns a short-lived session token. Rate limited per user and per client IP.',
+    auth: 'none', request: 'LoginRequest', response: 'LoginResponse' },
+  { method: 'get', path: routes.me, summary: 'Who the token belongs to and the policy in force (union of the groups\' policies)',
+    auth: 'any', response: 'MeResponse' },
+  { method: 'post', path: routes.tokens, summary: 'Create a machine (agent) token for a group; the secret is in this response only',
+    auth: 'admin', request: 'TokenCreateRequest', response: 'TokenCreateResponse', status: 201 },
   { method: 'get', path: routes.tokens, summary: 'List machine tokens (never their secrets)', auth: 'admin', response: 'TokenList' },
   { method: 'delete', path: routes.token(P('id')), summary: 'Revoke a machine token (effective at once)', auth: 'admin', response: 'TokenInfo' },
   { method: 'get', path: routes.policies, summary: 'Every group policy, by group', auth: 'admin', response: 'PolicyMap' },
@@ -45,32 +53,56 @@ const OPERATIONS: Operation[] = [
   { method: 'delete', path: routes.policy(P('group')), summary: 'Delete one group\'s policy', auth: 'admin', response: null, status: 204 },
   { method: 'get', path: routes.images, summary: 'Images the caller\'s policy gives it', auth: 'any', response: 'ImageList' },
   { method: 'get', path: routes.versions(P('image')), summary: 'Versions of an image', auth: 'any', response: 'VersionList' },
-  { method: 'post', path: routes.versions(P('image')), summary: 'Commit a version: body is the unsigned manifest; every chunk must be uploaded first', auth: 'admin', request: { media: 'application/cbor' }, response: 'VersionInfo', status: 201 },
-  { method: 'get', path: routes.version(P('image'), P('version')), summary: 'The signed manifest envelope; version may be `latest`', auth: 'any', response: { media: MANIFEST_MEDIA_TYPE } },
-  { method: 'get', path: routes.latest(P('image')), summary: 'The signed version pointer of the latest version (not retired): what agents install without a named version', auth: 'any', response: { media: VERSION_POINTER_MEDIA_TYPE } },
-  { method: 'get', path: routes.versionInfo(P('image'), P('version')), summary: 'What the coordinator says of one version', auth: 'any', response: 'VersionInfo' },
-  { method: 'post', path: routes.retire(P('image'), P('version')), summary: 'Retire a version (no longer offered as latest)', auth: 'admin', response: 'VersionInfo' },
-  { method: 'post', path: routes.blocks(P('image'), P('version')), summary: 'Named blocks as one zstd stream, in request order', auth: 'any', request: 'BlockBatchRequest', response: { media: BLOCK_STREAM_MEDIA_TYPE } },
-  { method: 'get', path: routes.chunk(P('image'), P('version'), P('cid')), summary: 'One chunk\'s raw bytes', auth: 'any', response: { media: 'application/octet-stream' } },
-  { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)', auth: 'any', response: { media: DELTA_PACK_MEDIA_TYPE } },
-  { method: 'post', path: routes.chunksMissing, summary: 'Which of these chunks the coordinator lacks (asked before uploading)', auth: 'admin', request: 'MissingChunksRequest', response: 'MissingChunksResponse' },
-  { method: 'put', path: routes.chunkUpload(P('cid')), summary: 'Upload one chunk; rejected unless its bytes hash to the CID', auth: 'admin', request: { media: 'application/octet-stream' }, response: null },
-  { method: 'get', path: routes.adminImages, summary: 'Every image and version with its state (live, retired, collected, incomplete), sizes and publish time', auth: 'admin', response: 'AdminImageList' },
-  { method: 'post', path: routes.gc, summary: 'Storage gc: delete chunks and delta packs no live version uses (older than the grace period, not claimed by a publish in progress); dryRun only counts', auth: 'admin', request: 'GcRequest', response: 'GcReport' },
-  { method: 'post', path: routes.events, summary: 'Agents report events; idempotent by event id', auth: 'any', request: 'EventBatch', response: 'EventBatchResponse' },
-  { method: 'get', path: routes.events, summary: 'Stored events, newest first, filtered and paged', auth: 'admin', response: 'EventPage', query: ['image', 'site', 'type', 'limit', 'before'] },
-  { method: 'get', path: '/v1/agents', summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events', auth: 'admin', response: 'AgentList', query: ['site'] },
-  { method: 'post', path: swarmRoutes.capabilities, summary: 'A short-lived capability for an image version, bound to the caller\'s libp2p peer id (policy must allow the image and LAN sharing)', auth: 'any', request: 'CapabilityRequest', response: 'CapabilityResponse' },
-  { method: 'post', path: swarmRoutes.peers, summary: 'Register this agent\'s multiaddrs and site for LAN rendezvous (expires unless renewed)', auth: 'any', request: 'PeerRegistration', response: 'PeerRegistrationResponse' },
-  { method: 'get', path: swarmRoutes.peers, summary: 'Live peers of a site (optionally working on one image version)', auth: 'any', response: 'PeerList', query: ['site', 'image', 'version'] },
-  { method: 'get', path: routes.reports, summary: 'Per image, version and site: clients, in progress, failed, bytes by source, WAN saved', auth: 'admin', response: 'ReportResponse', query: ['image', 'version', 'site'] }
+  { method: 'post', path: routes.versions(P('image')), summary: 'Commit a version: body is the unsigned manifest; every chunk must be uploaded first',
+    auth: 'admin', request: { media: 'application/cbor' }, response: 'VersionInfo', status: 201 },
+  { method: 'get', path: routes.version(P('image'), P('version')), summary: 'The signed manifest envelope; version may be `latest`',
+    auth: 'any', response: { media: MANIFEST_MEDIA_TYPE } },
+  { method: 'get', path: routes.latest(P('image')),
+    summary: 'The signed version pointer of the latest version (not retired): what agents install without a named version',
+    auth: 'any', response: { media: VERSION_POINTER_MEDIA_TYPE } },
+  { method: 'get', path: routes.versionInfo(P('image'), P('version')), summary: 'What the coordinator says of one version',
+    auth: 'any', response: 'VersionInfo' },
+  { method: 'post', path: routes.retire(P('image'), P('version')), summary: 'Retire a version (no longer offered as latest)',
+    auth: 'admin', response: 'VersionInfo' },
+  { method: 'post', path: routes.blocks(P('image'), P('version')), summary: 'Named blocks as one zstd stream, in request order',
+    auth: 'any', request: 'BlockBatchRequest', response: { media: BLOCK_STREAM_MEDIA_TYPE } },
+  { method: 'get', path: routes.chunk(P('image'), P('version'), P('cid')), summary: 'One chunk\'s raw bytes',
+    auth: 'any', response: { media: 'application/octet-stream' } },
+  { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)',
+    auth: 'any', response: { media: DELTA_PACK_MEDIA_TYPE } },
+  { method: 'post', path: routes.chunksMissing, summary: 'Which of these chunks the coordinator lacks (asked before uploading)',
+    auth: 'admin', request: 'MissingChunksRequest', response: 'MissingChunksResponse' },
+  { method: 'put', path: routes.chunkUpload(P('cid')), summary: 'Upload one chunk; rejected unless its bytes hash to the CID',
+    auth: 'admin', request: { media: 'application/octet-stream' }, response: null },
+  { method: 'get', path: routes.adminImages, summary: 'Every image and version with its state (live, retired, collected, incomplete), sizes and publish time',
+    auth: 'admin', response: 'AdminImageList' },
+  { method: 'post', path: routes.gc,
+    summary: 'Storage gc: delete chunks and delta packs no live version uses (older than the grace period, ' +
+      'not claimed by a publish in progress); dryRun only counts',
+    auth: 'admin', request: 'GcRequest', response: 'GcReport' },
+  { method: 'post', path: routes.events, summary: 'Agents report events; idempotent by event id',
+    auth: 'any', request: 'EventBatch', response: 'EventBatchResponse' },
+  { method: 'get', path: routes.events, summary: 'Stored events, newest first, filtered and paged',
+    auth: 'admin', response: 'EventPage', query: ['image', 'site', 'type', 'limit', 'before'] },
+  { method: 'get', path: '/v1/agents', summary: 'What the coordinator knows of each agent (site, last seen, peer id, sync state per image), from its events',
+    auth: 'admin', response: 'AgentList', query: ['site'] },
+  { method: 'post', path: swarmRoutes.capabilities,
+    summary: 'A short-lived capability for an image version, bound to the caller\'s libp2p peer id (policy must allow the image and LAN sharing)',
+    auth: 'any', request: 'CapabilityRequest', response: 'CapabilityResponse' },
+  { method: 'post', path: swarmRoutes.peers, summary: 'Register this agent\'s multiaddrs and site for LAN rendezvous (expires unless renewed)',
+    auth: 'any', request: 'PeerRegistration', response: 'PeerRegistrationResponse' },
+  { method: 'get', path: swarmRoutes.peers, summary: 'Live peers of a site (optionally working on one image version)',
+    auth: 'any', response: 'PeerList', query: ['site', 'image', 'version'] },
+  { method: 'get', path: routes.reports, summary: 'Per image, version and site: clients, in progress, failed, bytes by source, WAN saved',
+    auth: 'admin', response: 'ReportResponse', query: ['image', 'version', 'site'] }
 ]
 
 const ERROR_BODY = {
   type: 'object',
   required: ['error'],
   additionalProperties: false,
-  properties: { error: { type: 'object', required: ['name', 'message'], additionalProperties: false, properties: { name: { type: 'string', enum: Object.keys(STATUS_OF_ERROR) }, message: { type: 'string' } } } }
+  properties: { error: { type: 'object', required: ['name', 'message'], additionalProperties: false,
+    properties: { name: { type: 'string', enum: Object.keys(STATUS_OF_ERROR) }, message: { type: 'string' } } } }
 }
 
 function content (x: string | { media: string }): Record<string, unknown> {
@@ -107,12 +139,14 @@ export function buildOpenApi (info: { version?: string, serverUrl?: string } = {
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'trimswarm coordinator', version: info.version ?? TRIMSWARM_VERSION, description: 'Errors are JSON `{ "error": { "name", "message" } }`; docs/PROTOCOL.md maps each name to its status.' },
+    info: { title: 'trimswarm coordinator', version: info.version ?? TRIMSWARM_VERSION,
+      description: 'Errors are JSON `{ "error": { "name", "message" } }`; docs/PROTOCOL.md maps each name to its status.' },
     ...(info.serverUrl != null ? { servers: [{ url: info.serverUrl }] } : {}),
     security: [{ bearer: [] }],
     paths,
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'admin token (tsa_), machine token (tsm_) or session token (tss_) from /v1/auth/login' } },
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer',
+        description: 'admin token (tsa_), machine token (tsm_) or session token (tss_) from /v1/auth/login' } },
       schemas: { ...Object.fromEntries(Object.entries(all).map(([k, s]) => [k, s.json])), Error: ERROR_BODY }
     }
   }

@@ -1,5 +1,5 @@
 /**
- * A sliding-window counter per key (login attempts per client IP, failures
+ * A sliding-window counter of attempts per key (login attempts per client IP, failures
  * per user): remembers the times of the last `max` hits of each key, so a key
  * is limited when its oldest remembered hit is still inside the window.
  */
@@ -14,16 +14,20 @@ export function loginNameKey (name: string): string {
   return name.normalize('NFKC').toLowerCase().trim().replace(/\s+/g, ' ')
 }
 
-/** Counts hits per key over a sliding window. */
-export interface RateLimiter {
+/**
+ * Counts attempts per key over a sliding window (logins per client IP, failures
+ * per user). Not a byte-rate limiter: that is the agent's token bucket
+ * (peer-agent/rate-limiter.ts).
+ */
+export interface AttemptLimiter {
   /** Seconds until `key` may try again, or 0 when it is under the limit. */
   retryAfter: (key: string) => number
   hit: (key: string) => void
   reset: (key: string) => void
 }
 
-/** Options of createRateLimiter. */
-export interface RateLimiterInit {
+/** Options of createAttemptLimiter. */
+export interface AttemptLimiterInit {
   windowMs: number
   max: number
   now?: () => number
@@ -31,8 +35,8 @@ export interface RateLimiterInit {
   maxKeys?: number
 }
 
-/** A RateLimiter kept in memory. */
-export function createRateLimiter (init: RateLimiterInit): RateLimiter {
+/** An AttemptLimiter kept in memory. */
+export function createAttemptLimiter (init: AttemptLimiterInit): AttemptLimiter {
   const now = init.now ?? Date.now
   const maxKeys = init.maxKeys ?? 100_000
   const hits = new Map<string, number[]>()
@@ -64,13 +68,13 @@ export function createRateLimiter (init: RateLimiterInit): RateLimiter {
 }
 
 /** A token bucket per key: `take(key, n)` spends n of up to `perMinute`, refilled evenly over a minute. */
-export interface TokenBucket {
+export interface KeyedTokenBucket {
   /** Spends `n` and returns 0, or spends nothing and returns the seconds until `n` are available. */
   take: (key: string, n: number) => number
 }
 
-/** Options of createTokenBucket (`maxKeys`: least recently used dropped first; a dropped key starts full again). */
-export interface TokenBucketInit extends Pick<RateLimiterInit, 'now' | 'maxKeys'> {
+/** Options of createKeyedTokenBucket (`maxKeys`: least recently used dropped first; a dropped key starts full again). */
+export interface KeyedTokenBucketInit extends Pick<AttemptLimiterInit, 'now' | 'maxKeys'> {
   perMinute: number
 }
 
@@ -78,7 +82,7 @@ export interface TokenBucketInit extends Pick<RateLimiterInit, 'now' | 'maxKeys'
  * Token buckets kept in memory: one number pair per key whatever the rate, where the sliding window above
  * would keep `max` timestamps per key (20,000 events a minute per token would be 160 KB each).
  */
-export function createTokenBucket (init: TokenBucketInit): TokenBucket {
+export function createKeyedTokenBucket (init: KeyedTokenBucketInit): KeyedTokenBucket {
   const now = init.now ?? Date.now
   const maxKeys = init.maxKeys ?? 100_000
   const perMs = init.perMinute / 60_000
@@ -97,3 +101,8 @@ export function createTokenBucket (init: TokenBucketInit): TokenBucket {
     }
   }
 }
+
+/** @deprecated the old name of AttemptLimiter, kept until coordinator.ts (another branch's file this session) is moved over. */
+export type RateLimiter = AttemptLimiter
+/** @deprecated the old name of createAttemptLimiter, kept until coordinator.ts (another branch's file this session) is moved over. */
+export const createRateLimiter = createAttemptLimiter

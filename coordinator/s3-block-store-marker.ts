@@ -3,9 +3,10 @@
  * bucket holds its chunks), kept apart from s3-block-store.ts so reading it
  * (coordinator fsck) does not load the S3 SDK.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { S3_BLOCK_STORE_MARKER_FILE } from './constants.ts'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 
 /** Where a data dir's chunks are, as recorded by recordS3BlockStore. */
 export interface S3BlockStoreMarker {
@@ -17,8 +18,7 @@ export interface S3BlockStoreMarker {
 /** Records in the data dir that its chunks live in this bucket (see S3_BLOCK_STORE_MARKER_FILE). */
 export async function recordS3BlockStore (dataDir: string, marker: S3BlockStoreMarker): Promise<void> {
   const file = join(dataDir, S3_BLOCK_STORE_MARKER_FILE)
-  await writeFile(`${file}.tmp`, JSON.stringify(marker) + '\n', { mode: 0o600 })
-  await rename(`${file}.tmp`, file)
+  await writeFileAtomic(file, JSON.stringify(marker) + '\n', { mode: 0o600 })
 }
 
 /** The bucket a data dir's chunks live in, or undefined when they are in DATA/blocks. */

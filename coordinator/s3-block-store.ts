@@ -125,7 +125,8 @@ async function readBounded (body: AsyncIterable<Uint8Array>, max: number, tooLar
 /** Validates the key prefix: object-key characters only, so a prefix can never reach outside its own namespace by an odd encoding. */
 function checkKeyPrefix (prefix: string): string {
   if (!/^[A-Za-z0-9._/-]{0,200}$/.test(prefix) || prefix.startsWith('/') || prefix.includes('//') || prefix.split('/').some(p => p === '..' || p === '.')) {
-    throw new ConfigError(`blockStore.s3.keyPrefix ${JSON.stringify(prefix)} must be up to 200 characters of letters, digits, ".", "_", "-" and "/" (no leading "/", no "." or ".." segments)`)
+    throw new ConfigError(`blockStore.s3.keyPrefix ${JSON.stringify(prefix)} must be up to 200 characters of letters, digits, ".", "_", "-" and "/"` +
+      ` (no leading "/", no "." or ".." segments)`)
   }
   return prefix
 }
@@ -253,7 +254,8 @@ export async function createS3BlockStore (components: S3BlockStoreComponents, in
       options.signal?.throwIfAborted()
       const corrupt = (): HashMismatchError => {
         log.error('block store: stored chunk is corrupt', { cid: cid.toString(), bucket, key })
-        return new HashMismatchError(`stored chunk ${cid.toString()} is corrupt: larger than the largest chunk, ${MAX_CHUNK_BYTES / 1024 / 1024} MiB (the coordinator's log says where it is stored; run trimswarm coordinator fsck)`)
+        return new HashMismatchError(`stored chunk ${cid.toString()} is corrupt: larger than the largest chunk, ${MAX_CHUNK_BYTES / 1024 / 1024} MiB` +
+          ` (the coordinator's log says where it is stored; run trimswarm coordinator fsck)`)
       }
       let bytes: Uint8Array
       try {
@@ -330,7 +332,8 @@ export async function createS3BlockStore (components: S3BlockStoreComponents, in
         options.signal?.throwIfAborted()
         let page
         try {
-          page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: keyPrefix, ContinuationToken: token, MaxKeys: S3_LIST_PAGE_KEYS }), { abortSignal: options.signal })
+          page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: keyPrefix, ContinuationToken: token, MaxKeys: S3_LIST_PAGE_KEYS }),
+            { abortSignal: options.signal })
         } catch (err) {
           throw unavailable('listing chunks', err)
         }

@@ -23,7 +23,9 @@ export function createSiteMap (sites: Record<string, string> = {}): SiteMap {
     const [ip, bitsText] = cidr.split('/')
     const base = ipv4ToInt(ip)
     const bits = bitsText == null ? 32 : Number(bitsText)
-    if (base == null || !Number.isInteger(bits) || bits < 0 || bits > 32) throw new ConfigError(`sites: ${JSON.stringify(cidr)} is not an IPv4 subnet like 10.1.0.0/16`)
+    if (base == null || !Number.isInteger(bits) || bits < 0 || bits > 32) {
+      throw new ConfigError(`sites: ${JSON.stringify(cidr)} is not an IPv4 subnet like 10.1.0.0/16`)
+    }
     const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0
     subnets.push({ base: (base & mask) >>> 0, mask, bits, site })
   }

@@ -42,7 +42,9 @@ export interface StorageGc {
 }
 
 /** What to do with one stored chunk (pure, so the rules are tested without a store). */
-export function chunkVerdict (cid: string, storedAt: number | undefined, ctx: { live: ReadonlySet<string>, claimed: (cid: string) => boolean, cutoff: number }): 'live' | 'kept' | 'delete' {
+export function chunkVerdict (cid: string, storedAt: number | undefined,
+  ctx: { live: ReadonlySet<string>, claimed: (cid: string) => boolean, cutoff: number }
+): 'live' | 'kept' | 'delete' {
   if (ctx.live.has(cid)) return 'live'
   if (ctx.claimed(cid)) return 'kept'
   // unknown age (vanished meanwhile) or newer than the cutoff: keep
@@ -70,7 +72,8 @@ export function createStorageGc (components: StorageGcComponents, init: StorageG
   async function runOnce (dryRun: boolean, signal?: AbortSignal): Promise<GcReport> {
     const started = performance.now()
     const watch = images.guard.begin()
-    const report: GcReport = { dryRun, versionsCollected: 0, chunks: { scanned: 0, live: 0, kept: 0, deleted: 0, deletedBytes: 0 }, packs: { deleted: 0, deletedBytes: 0 }, seconds: 0 }
+    const report: GcReport = { dryRun, versionsCollected: 0, chunks: { scanned: 0, live: 0, kept: 0, deleted: 0, deletedBytes: 0 },
+      packs: { deleted: 0, deletedBytes: 0 }, seconds: 0 }
     try {
       const { live, retired } = await images.liveChunks({ signal })
       report.versionsCollected = dryRun ? retired.length : await images.markCollected(retired)
@@ -103,7 +106,8 @@ export function createStorageGc (components: StorageGcComponents, init: StorageG
       watch.end()
     }
     report.seconds = Math.round((performance.now() - started) / 100) / 10
-    logger.info(dryRun ? 'storage gc dry run' : 'storage gc', { ...report.chunks, versionsCollected: report.versionsCollected, packsDeleted: report.packs.deleted, packBytesDeleted: report.packs.deletedBytes, seconds: report.seconds })
+    logger.info(dryRun ? 'storage gc dry run' : 'storage gc', { ...report.chunks, versionsCollected: report.versionsCollected,
+      packsDeleted: report.packs.deleted, packBytesDeleted: report.packs.deletedBytes, seconds: report.seconds })
     return report
   }
 

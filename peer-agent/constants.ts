@@ -28,7 +28,10 @@ export const RETRY_BASE_MS = 500
 /** Longest delay between two tries of one request. */
 export const RETRY_MAX_MS = 30_000
 
-/** Blocks named in one POST .../blocks request (64 MiB of data): big enough for zstd to find cross-block redundancy, small enough to lose little on interruption. */
+/**
+ * Blocks named in one POST .../blocks request (64 MiB of data): big enough for zstd to find cross-block redundancy,
+ * small enough to lose little on interruption.
+ */
 export const BATCH_MAX_BLOCKS = 16_384
 
 /**
@@ -132,7 +135,10 @@ export const LAN_WAIT_MS = 500
 /** `agent sync --linger`: stop serving once no peer has had a block stream open with us for this long (ms). */
 export const LAN_IDLE_MS = 500
 
-/** `agent sync --linger` default: the longest an agent keeps serving after its sync while peers still fetch from it (seconds); it stops after LAN_IDLE_MS without any. */
+/**
+ * `agent sync --linger` default: the longest an agent keeps serving after its sync while peers still fetch from it
+ * (seconds); it stops after LAN_IDLE_MS without any.
+ */
 export const DEFAULT_LINGER_SECONDS = 120
 
 /** While it waits for the signed manifest from a peer of its site, an agent asks its peers again after this long (ms). */

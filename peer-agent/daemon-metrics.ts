@@ -29,12 +29,21 @@ export function createDaemonMetrics (init: { version: string }): DaemonMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
   for (const name of LINT_FAILING_DEFAULT_METRICS) registry.removeSingleMetric(name)
-  new Gauge({ name: 'trimswarm_build_info', help: 'Always 1; labels: trimswarm version and Node.js version', labelNames: ['version', 'node'], registers: [registry] })
+  new Gauge({ name: 'trimswarm_build_info', help: 'Always 1; labels: trimswarm version and Node.js version',
+    labelNames: ['version', 'node'], registers: [registry] })
     .set({ version: init.version, node: process.version }, 1)
-  const syncs = new Counter({ name: 'trimswarm_agent_syncs_total', help: 'Syncs by image and result (updated: a new version installed; current: already up to date; failed)', labelNames: ['image', 'result'], registers: [registry] })
-  const bytes = new Counter({ name: 'trimswarm_agent_sync_bytes_total', help: 'Bytes of installed versions by image and source (local: already on this host; peers: LAN; origin: WAN)', labelNames: ['image', 'source'], registers: [registry] })
-  const lastSuccess = new Gauge({ name: 'trimswarm_agent_last_success_timestamp_seconds', help: 'Unix time of the last sync of the image that ended up to date (updated or current)', labelNames: ['image'], registers: [registry] })
-  const errors = new Counter({ name: 'trimswarm_agent_errors_total', help: 'Failures by stage (sync: one image\'s sync; check: a round that could not ask the coordinator)', labelNames: ['stage'], registers: [registry] })
+  const syncs = new Counter({ name: 'trimswarm_agent_syncs_total',
+    help: 'Syncs by image and result (updated: a new version installed; current: already up to date; failed)',
+    labelNames: ['image', 'result'], registers: [registry] })
+  const bytes = new Counter({ name: 'trimswarm_agent_sync_bytes_total',
+    help: 'Bytes of installed versions by image and source (local: already on this host; peers: LAN; origin: WAN)',
+    labelNames: ['image', 'source'], registers: [registry] })
+  const lastSuccess = new Gauge({ name: 'trimswarm_agent_last_success_timestamp_seconds',
+    help: 'Unix time of the last sync of the image that ended up to date (updated or current)',
+    labelNames: ['image'], registers: [registry] })
+  const errors = new Counter({ name: 'trimswarm_agent_errors_total',
+    help: 'Failures by stage (sync: one image\'s sync; check: a round that could not ask the coordinator)',
+    labelNames: ['stage'], registers: [registry] })
   errors.inc({ stage: 'sync' }, 0)
   errors.inc({ stage: 'check' }, 0)
   return {
@@ -70,12 +79,14 @@ export async function startMetricsServer (metrics: DaemonMetrics, listen: string
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0]
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
-      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { name: 'NotFoundError', message: 'only GET /metrics is served here' } }))
+      res.writeHead(404, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: { name: 'NotFoundError', message: 'only GET /metrics is served here' } }))
       return
     }
     metrics.render().then(
       text => { res.writeHead(200, { 'content-type': metrics.contentType }).end(req.method === 'HEAD' ? undefined : text) },
-      (err: Error) => { res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { name: 'TrimswarmError', message: err.message } })) }
+      (err: Error) => { res.writeHead(500, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: { name: 'TrimswarmError', message: err.message } })) }
     )
   })
   await new Promise<void>((resolve, reject) => {

@@ -16,11 +16,8 @@ export function isDiskFull (err: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT'
 }
 
-/** Another agent process holds the data directory. */
-export class DataDirLockedError extends Error {
-  static override name = 'DataDirLockedError'
-  override name = 'DataDirLockedError'
-}
+/** Another agent process holds the data directory; one class for both sides, in utils/. */
+export { DataDirLockedError } from '../utils/errors.ts'
 
 /** The data dir is a folder other users may write to (world-writable or sticky, like /tmp): not used. */
 export class DataDirUnsafeError extends Error {

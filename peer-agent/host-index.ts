@@ -12,7 +12,7 @@
  * A file's entries, its entry list and its record are written in one batch, so
  * a crash leaves either the old or the new state of that file.
  */
-import { closeSync, lstatSync, openSync, readdirSync, readSync, type Stats } from 'node:fs'
+import { closeSync, lstatSync, openSync, readdirSync, type Stats } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { Level } from 'level'
@@ -22,6 +22,8 @@ import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_REA
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { mkdirPrivate } from './private-files.ts'
 import { formatBytes, plural } from './progress-reporter.ts'
+import { readFullSync } from '../utils/read-full.ts'
+import { forEachLimit } from '../utils/worker-pool.ts'
 
 /** Where a candidate copy of a block may be on this host. */
 export interface BlockLocation {
@@ -52,7 +54,8 @@ export function describeRefresh (s: RefreshStats): string {
   const took = `${s.seconds.toFixed(1)} s`
   const warnings = s.warnings > 0 ? `, ${plural(s.warnings, 'warning')}` : ''
   if (s.hashed === 0 && s.removed === 0) return `host index: ${plural(s.files, 'file')}, all unchanged since the last build (checked in ${took}${warnings})`
-  return `host index: ${plural(s.files, 'file')}: ${s.hashed} new or changed hashed (${formatBytes(s.bytesHashed)}, ${plural(s.blocks, 'block')}), ${s.unchanged} unchanged, ${s.removed} dropped, in ${took}${warnings}`
+  return `host index: ${plural(s.files, 'file')}: ${s.hashed} new or changed hashed (${formatBytes(s.bytesHashed)}, ${plural(s.blocks, 'block')})` +
+    `, ${s.unchanged} unchanged, ${s.removed} dropped, in ${took}${warnings}`
 }
 
 /** The host index of one agent. */
@@ -138,6 +141,63 @@ function compareBytes (a: Uint8Array, b: Uint8Array): number {
 }
 const BLOCK_KEY_BYTES = 1 + BLOCK_PREFIX_BYTES + 8
 const LIST_ENTRY_BYTES = BLOCK_PREFIX_BYTES + 4
+
+/** One file's non-zero blocks as index entries: `count` block keys and entry-list entries, and the bytes read. */
+interface HashedFile { keys: Uint8Array, listBytes: Uint8Array, count: number, bytes: number }
+
+/**
+ * Reads and hashes the file at `path` (about `size` bytes; it may change while
+ * being read: what was read is indexed) into the block keys of file `id`,
+ * zero blocks left out. `scratch` is the caller's read buffer and digest space.
+ */
+function hashFileBlocks (path: string, size: number, id: number, scratch: { buf: Uint8Array, digests: Uint8Array }): HashedFile {
+  const { buf, digests } = scratch
+  // one buffer per file for all its keys and its entry list: per-block allocations
+  // (1.4M small buffers for /usr) bloated RSS through malloc, not the JS heap
+  const maxBlocks = Math.ceil(size / BLOCK_SIZE) + 1
+  let keys = new Uint8Array(maxBlocks * BLOCK_KEY_BYTES)
+  let listBytes = new Uint8Array(maxBlocks * LIST_ENTRY_BYTES)
+  let count = 0
+  let pos = 0
+  // sync reads: on page-cached trees the FileHandle round trips cost more than the reads (profiled)
+  const fd = openSync(path, 'r')
+  try {
+    for (;;) {
+      const bytesRead = readFullSync(fd, buf, pos)
+      if (bytesRead === 0) break
+      const padded = Math.ceil(bytesRead / BLOCK_SIZE) * BLOCK_SIZE
+      buf.fill(0, bytesRead, padded)
+      const nBlocks = padded / BLOCK_SIZE
+      hashBlocks(buf.subarray(0, padded), digests)
+      const firstBlock = pos / BLOCK_SIZE
+      if ((count + nBlocks) * BLOCK_KEY_BYTES > keys.length) {
+        // the file grew while being read
+        const k2 = new Uint8Array((count + nBlocks) * 2 * BLOCK_KEY_BYTES); k2.set(keys); keys = k2
+        const l2 = new Uint8Array((count + nBlocks) * 2 * LIST_ENTRY_BYTES); l2.set(listBytes); listBytes = l2
+      }
+      const kdv = new DataView(keys.buffer)
+      const ldv = new DataView(listBytes.buffer)
+      for (let b = 0; b < nBlocks; b++) {
+        const at = b * DIGEST_BYTES
+        if (isZeroPrefix(digests, at)) continue
+        const k = count * BLOCK_KEY_BYTES
+        keys[k] = TAG_BLOCK
+        keys.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), k + 1)
+        kdv.setUint32(k + 1 + BLOCK_PREFIX_BYTES, id)
+        kdv.setUint32(k + 5 + BLOCK_PREFIX_BYTES, firstBlock + b)
+        const l = count * LIST_ENTRY_BYTES
+        listBytes.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), l)
+        ldv.setUint32(l + BLOCK_PREFIX_BYTES, firstBlock + b)
+        count++
+      }
+      pos += bytesRead
+      if (bytesRead < buf.length) break // end of file (readFullSync reads short only there)
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return { keys, listBytes, count, bytes: pos }
+}
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
@@ -290,86 +350,38 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       }
       await flush()
 
-      // hash new and changed files, INDEX_CONCURRENCY at a time
-      let next = 0
+      // hash new and changed files, INDEX_CONCURRENCY at a time, with one read buffer per worker
       let sinceYield = 0
-      const worker = async (): Promise<void> => {
-        const buf = new Uint8Array(readBytes)
-        const digests = new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES)
-        while (next < todo.length) {
-          options.signal?.throwIfAborted()
-          const item = todo[next++]
-          const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
-          const id = item.oldId ?? nextId++
-          // one buffer per file for all its keys and its entry list: per-block allocations
-          // (1.4M small buffers for /usr) bloated RSS through malloc, not the JS heap
-          const maxBlocks = Math.ceil(item.st.size / BLOCK_SIZE) + 1
-          let keys = new Uint8Array(maxBlocks * BLOCK_KEY_BYTES)
-          let listBytes = new Uint8Array(maxBlocks * LIST_ENTRY_BYTES)
-          let count = 0
-          let fd: number | undefined
-          try {
-            // sync reads: on page-cached trees the FileHandle round trips cost more than the reads (profiled)
-            fd = openSync(item.path, 'r')
-            let pos = 0
-            for (;;) {
-              const bytesRead = readSync(fd, buf, 0, buf.length, pos)
-              if (bytesRead === 0) break
-              const padded = Math.ceil(bytesRead / BLOCK_SIZE) * BLOCK_SIZE
-              buf.fill(0, bytesRead, padded)
-              const nBlocks = padded / BLOCK_SIZE
-              hashBlocks(buf.subarray(0, padded), digests)
-              const firstBlock = pos / BLOCK_SIZE
-              if ((count + nBlocks) * BLOCK_KEY_BYTES > keys.length) {
-                // the file grew while being read
-                const k2 = new Uint8Array((count + nBlocks) * 2 * BLOCK_KEY_BYTES); k2.set(keys); keys = k2
-                const l2 = new Uint8Array((count + nBlocks) * 2 * LIST_ENTRY_BYTES); l2.set(listBytes); listBytes = l2
-              }
-              const kdv = new DataView(keys.buffer)
-              const ldv = new DataView(listBytes.buffer)
-              for (let b = 0; b < nBlocks; b++) {
-                const at = b * DIGEST_BYTES
-                if (isZeroPrefix(digests, at)) continue
-                const k = count * BLOCK_KEY_BYTES
-                keys[k] = TAG_BLOCK
-                keys.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), k + 1)
-                kdv.setUint32(k + 1 + BLOCK_PREFIX_BYTES, id)
-                kdv.setUint32(k + 5 + BLOCK_PREFIX_BYTES, firstBlock + b)
-                const l = count * LIST_ENTRY_BYTES
-                listBytes.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), l)
-                ldv.setUint32(l + BLOCK_PREFIX_BYTES, firstBlock + b)
-                count++
-              }
-              pos += bytesRead
-              if (bytesRead < buf.length && pos >= item.st.size) break
-            }
-            stats.bytesHashed += pos
-            // the file changed while being read: index what we read, the next refresh sees the new mtime
-            const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
-            for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
-            ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
-            ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
-            byId.set(id, rec)
-            byPath.set(item.path, id)
-            stats.hashed++
-            stats.blocks += count
-          } catch (err) {
-            stats.warnings++
-            logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
-            if (item.oldId != null) {
-              byId.delete(item.oldId)
-              byPath.delete(item.path)
-            }
-          } finally {
-            if (fd != null) closeSync(fd)
+      const scratch: Array<{ buf: Uint8Array, digests: Uint8Array }> = []
+      await forEachLimit(todo, concurrency, async (item, _i, worker) => {
+        scratch[worker] ??= { buf: new Uint8Array(readBytes), digests: new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES) }
+        const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
+        const id = item.oldId ?? nextId++
+        try {
+          const { keys, listBytes, count, bytes } = hashFileBlocks(item.path, item.st.size, id, scratch[worker])
+          stats.bytesHashed += bytes
+          // the file changed while being read: index what we read, the next refresh sees the new mtime
+          const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
+          for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
+          ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
+          ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
+          byId.set(id, rec)
+          byPath.set(item.path, id)
+          stats.hashed++
+          stats.blocks += count
+        } catch (err) {
+          stats.warnings++
+          logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
+          if (item.oldId != null) {
+            byId.delete(item.oldId)
+            byPath.delete(item.path)
           }
-          for (const op of ops) pending.push(op)
-          if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
-          else if (++sinceYield >= 256) { sinceYield = 0; await yieldLoop() }
-          options.onProgress?.(stats)
         }
-      }
-      await Promise.all(Array.from({ length: concurrency }, async () => await worker()))
+        for (const op of ops) pending.push(op)
+        if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+        else if (++sinceYield >= 256) { sinceYield = 0; await yieldLoop() }
+        options.onProgress?.(stats)
+      }, options)
       const idBytes = new Uint8Array(4)
       new DataView(idBytes.buffer).setUint32(0, nextId)
       pending.push({ type: 'put', key: NEXT_ID_KEY, value: idBytes })

@@ -43,5 +43,6 @@ export async function checkOutput (dataDir: string, out: string, options: { forc
   if (st.isDirectory()) throw new OutputRefusedError(`the output ${path} is a directory; name the image file to write, e.g. ${join(path, 'IMAGE.img')}`)
   if (options.force === true) return
   if ((await installedOutputs(dataDir)).has(path)) return
-  throw new OutputRefusedError(`the output ${path} exists and was not installed by this agent (data dir ${resolve(dataDir)}); refusing to replace it: choose another path, or give --force to replace it`)
+  throw new OutputRefusedError(`the output ${path} exists and was not installed by this agent (data dir ${resolve(dataDir)});` +
+    ` refusing to replace it: choose another path, or give --force to replace it`)
 }

@@ -26,7 +26,10 @@ export async function mkdirPrivate (dir: string): Promise<void> {
 export async function makeDataDirPrivate (dataDir: string): Promise<void> {
   await mkdirPrivate(dataDir)
   const mode = (await stat(dataDir)).mode
-  if ((mode & 0o1002) !== 0) throw new DataDirUnsafeError(`data dir ${dataDir} is writable by other users (mode ${(mode & 0o7777).toString(8).padStart(4, '0')}); give the agent a folder of its own (it makes it mode 0700)`)
+  if ((mode & 0o1002) !== 0) {
+    throw new DataDirUnsafeError(`data dir ${dataDir} is writable by other users (mode ${(mode & 0o7777).toString(8).padStart(4, '0')});` +
+      ` give the agent a folder of its own (it makes it mode 0700)`)
+  }
   await chmod(dataDir, PRIVATE_DIR_MODE)
   for (const name of Object.values(DATA_FILES)) await tighten(join(dataDir, name))
 }

@@ -31,8 +31,10 @@ export function downgradeOf (pointer: VersionPointer, seen: SeenPointer | undefi
   if (seen != null) floors.push({ version: seen.version, seq: seen.seq, what: `announced as latest at ${new Date(seen.time * 1000).toISOString()}` })
   const floor = floors.sort((a, b) => b.seq - a.seq)[0]
   if (floor == null || pointer.seq >= floor.seq) return undefined
-  return `the coordinator's signed latest version of ${pointer.image} is ${pointer.version} (published #${pointer.seq}), older than ${floor.version} (published #${floor.seq}, ${floor.what}); ` +
-    `refusing to move back (a replayed or rewritten answer, or a version retired on the coordinator); to install ${pointer.version} on purpose, name it: ${pointer.image}@${pointer.version}`
+  return `the coordinator's signed latest version of ${pointer.image} is ${pointer.version} (published #${pointer.seq})` +
+    `, older than ${floor.version} (published #${floor.seq}, ${floor.what}); ` +
+    `refusing to move back (a replayed or rewritten answer, or a version retired on the coordinator)` +
+      `; to install ${pointer.version} on purpose, name it: ${pointer.image}@${pointer.version}`
 }
 
 /** The seen pointer to store after `pointer` was accepted (unchanged when it is not newer). */

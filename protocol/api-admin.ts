@@ -28,7 +28,9 @@ export const AgentImageState = object({
   /** The latest completed sync: the version the agent holds. */
   completed: optional(object({ version: stateName, site: stateName, time: isoTime })),
   /** The latest sync event of any kind. */
-  current: optional(object({ version: stateName, site: stateName, status: enumOf(['in-progress', 'completed', 'failed'] as const), time: isoTime, error: optional(string({ maxLength: 2000 })) }))
+  current: optional(object({ version: stateName, site: stateName,
+    status: enumOf(['in-progress', 'completed', 'failed'] as const), time: isoTime,
+    error: optional(string({ maxLength: 2000 })) }))
 })
 export type AgentImageState = Infer<typeof AgentImageState>
 

@@ -39,7 +39,9 @@ export const routes = {
   /** GET: one chunk's raw bytes. */
   chunk: (image: string, version: string, cid: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/chunks/${cid}`,
   /** GET (Range supported): the precomputed delta pack from `from` to `version`. */
-  delta: (image: string, version: string, from: string) => `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/delta/${encodeURIComponent(from)}`,
+  delta: (image: string, version: string, from: string) =>
+    `/v1/images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}` +
+    `/delta/${encodeURIComponent(from)}`,
   chunksMissing: '/v1/chunks/missing',
   /** PUT raw bytes: uploads one chunk (admin). */
   chunkUpload: (cid: string) => `/v1/chunks/${cid}`,
@@ -66,7 +68,8 @@ export type HealthResponse = Infer<typeof HealthResponse>
 /** POST /v1/auth/login */
 export const LoginRequest = object({ user: string({ minLength: 1, maxLength: 256 }), password: string({ minLength: 1, maxLength: 1024 }) })
 export type LoginRequest = Infer<typeof LoginRequest>
-export const LoginResponse = object({ token: string({ maxLength: 8192 }), expiresAt: isoTime, user: string({ maxLength: 256 }), groups: array(string({ maxLength: 1024 }), { maxItems: 10_000 }) })
+export const LoginResponse = object({ token: string({ maxLength: 8192 }), expiresAt: isoTime,
+  user: string({ maxLength: 256 }), groups: array(string({ maxLength: 1024 }), { maxItems: 10_000 }) })
 export type LoginResponse = Infer<typeof LoginResponse>
 
 /** An update window in the agent's local time; end before start wraps past midnight. */
@@ -74,7 +77,9 @@ export const UpdateWindow = object({ start: hhmm, end: hhmm })
 export type UpdateWindow = Infer<typeof UpdateWindow>
 
 /** Folders agents index for Trim Transfer, per OS family. */
-export const IndexFolders = object({ linux: optional(array(folder, { maxItems: 100 })), windows: optional(array(folder, { maxItems: 100 })), macos: optional(array(folder, { maxItems: 100 })) })
+export const IndexFolders = object({ linux: optional(array(folder, { maxItems: 100 })),
+  windows: optional(array(folder, { maxItems: 100 })),
+  macos: optional(array(folder, { maxItems: 100 })) })
 export type IndexFolders = Infer<typeof IndexFolders>
 
 /**
@@ -108,24 +113,29 @@ export const EffectivePolicy = object({
   lanUploadBps: integer(),
   maxPeers: integer(),
   updateWindows: array(UpdateWindow, { maxItems: 10_000 }),
-  indexFolders: object({ linux: array(folder, { maxItems: 10_000 }), windows: array(folder, { maxItems: 10_000 }), macos: array(folder, { maxItems: 10_000 }) }),
+  indexFolders: object({ linux: array(folder, { maxItems: 10_000 }),
+    windows: array(folder, { maxItems: 10_000 }),
+    macos: array(folder, { maxItems: 10_000 }) }),
   /** The daemon's transfer mode (optional on the wire: a coordinator from before it sends none, which means background). */
   transfer: optional(TransferMode)
 })
 export type EffectivePolicy = Infer<typeof EffectivePolicy>
 
 /** GET /v1/auth/me */
-export const MeResponse = object({ kind: enumOf(['user', 'machine', 'admin']), user: string({ maxLength: 256 }), groups: array(string({ maxLength: 1024 }), { maxItems: 10_000 }), policy: EffectivePolicy })
+export const MeResponse = object({ kind: enumOf(['user', 'machine', 'admin']), user: string({ maxLength: 256 }),
+  groups: array(string({ maxLength: 1024 }), { maxItems: 10_000 }), policy: EffectivePolicy })
 export type MeResponse = Infer<typeof MeResponse>
 
 /** POST /v1/tokens — a machine (agent) token for a group. */
 /** `site`: binds the token's agents to that site (rendezvous and reports); without it the config's `sites` map or the agent's hint decides. */
 export const TokenCreateRequest = object({ group: name, name: optional(string({ maxLength: 128 })), site: optional(name) })
 export type TokenCreateRequest = Infer<typeof TokenCreateRequest>
-export const TokenInfo = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), site: optional(name), createdAt: isoTime, revoked: boolean() })
+export const TokenInfo = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }),
+  site: optional(name), createdAt: isoTime, revoked: boolean() })
 export type TokenInfo = Infer<typeof TokenInfo>
 /** The secret appears only in the create response; the coordinator keeps a hash. */
-export const TokenCreateResponse = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }), site: optional(name), createdAt: isoTime, revoked: boolean(), token: string({ maxLength: 256 }) })
+export const TokenCreateResponse = object({ id: string({ maxLength: 64 }), group: name, name: string({ maxLength: 128 }),
+  site: optional(name), createdAt: isoTime, revoked: boolean(), token: string({ maxLength: 256 }) })
 export type TokenCreateResponse = Infer<typeof TokenCreateResponse>
 
 /** What the coordinator says of one image version. */
@@ -189,7 +199,10 @@ export const AgentEvent = object({
 export type AgentEvent = Infer<typeof AgentEvent>
 export const EventBatch = object({ events: array(AgentEvent, { minItems: 1, maxItems: 1000 }) })
 export type EventBatch = Infer<typeof EventBatch>
-/** `rejected`: events the coordinator did not take (image not in policy, unknown version, site refused, agent cap), by reason in `rejectedBy`; not worth sending again. */
+/**
+ * `rejected`: events the coordinator did not take (image not in policy, unknown version, site refused, agent cap), by
+ * reason in `rejectedBy`; not worth sending again.
+ */
 export const EventBatchResponse = object({
   accepted: integer(),
   duplicates: integer(),

@@ -28,8 +28,12 @@ export function checkBlockBatch (ranges: readonly BlockRange[], blockCount: numb
   if (ranges.length > MAX_BLOCK_BATCH_RANGES) throw new TooLargeError(`a block batch may hold at most ${MAX_BLOCK_BATCH_RANGES} ranges, got ${ranges.length}`)
   let total = 0
   for (const [i, [start, count]] of ranges.entries()) {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < 0 || count < 1) throw new ValidationError(`ranges[${i}]: must be [start >= 0, count >= 1]`)
-    if (start + count > blockCount) throw new ValidationError(`ranges[${i}]: blocks ${start}..${start + count - 1} are past the manifest's ${blockCount} non-zero blocks`)
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < 0 || count < 1) {
+      throw new ValidationError(`ranges[${i}]: must be [start >= 0, count >= 1]`)
+    }
+    if (start + count > blockCount) {
+      throw new ValidationError(`ranges[${i}]: blocks ${start}..${start + count - 1} are past the manifest's ${blockCount} non-zero blocks`)
+    }
     total += count
     if (total > MAX_BLOCK_BATCH_BLOCKS) throw new TooLargeError(`a block batch may name at most ${MAX_BLOCK_BATCH_BLOCKS} blocks; split the request`)
   }

@@ -108,7 +108,8 @@ export class MessageTooLargeError extends TooLargeError {
   override name = 'MessageTooLargeError'
 }
 
-const LIST_TYPES: Record<string, number> = { 'have-update': MessageType.HAVE_UPDATE, want: MessageType.WANT, cancel: MessageType.CANCEL, 'dont-have': MessageType.DONT_HAVE }
+const LIST_TYPES: Record<string, number> = { 'have-update': MessageType.HAVE_UPDATE, want: MessageType.WANT,
+  cancel: MessageType.CANCEL, 'dont-have': MessageType.DONT_HAVE }
 const LIST_NAMES: Record<number, 'have-update' | 'want' | 'cancel' | 'dont-have'> = {
   [MessageType.HAVE_UPDATE]: 'have-update', [MessageType.WANT]: 'want', [MessageType.CANCEL]: 'cancel', [MessageType.DONT_HAVE]: 'dont-have'
 }
@@ -149,7 +150,9 @@ export function encodeMessage (m: ExchangeMessage): Uint8Array[] {
       return [encodeFrame(MessageType.HAVE, body)]
     }
     case 'have-update': case 'want': case 'cancel': case 'dont-have': {
-      if (m.indices.length < 1 || m.indices.length > MAX_INDICES_PER_MESSAGE) throw new MalformedMessageError(`${m.type} needs 1 to ${MAX_INDICES_PER_MESSAGE} indices`)
+      if (m.indices.length < 1 || m.indices.length > MAX_INDICES_PER_MESSAGE) {
+        throw new MalformedMessageError(`${m.type} needs 1 to ${MAX_INDICES_PER_MESSAGE} indices`)
+      }
       const body: number[] = []
       for (const i of m.indices) { checkIndex(i); pushVarint(body, i) }
       return [encodeFrame(LIST_TYPES[m.type], body)]
@@ -197,7 +200,9 @@ function readIndexList (body: Uint8Array, pos: number, what: string): number[] {
     checkIndex(v)
     out.push(v)
   }
-  if (out.length < 1 || out.length > MAX_INDICES_PER_MESSAGE) throw new MalformedMessageError(`${what} needs 1 to ${MAX_INDICES_PER_MESSAGE} indices, got ${out.length}`)
+  if (out.length < 1 || out.length > MAX_INDICES_PER_MESSAGE) {
+    throw new MalformedMessageError(`${what} needs 1 to ${MAX_INDICES_PER_MESSAGE} indices, got ${out.length}`)
+  }
   return out
 }
 
@@ -246,7 +251,9 @@ export function decodeMessage (frameBody: Uint8Array): ExchangeMessage {
       }
       checkIndex(index)
       const bytes = body.subarray(pos)
-      if (bytes.length < 1 || bytes.length % BLOCK_SIZE !== 0) throw new MalformedMessageError(`BLOCK of ${bytes.length} bytes is not a positive multiple of ${BLOCK_SIZE}`)
+      if (bytes.length < 1 || bytes.length % BLOCK_SIZE !== 0) {
+        throw new MalformedMessageError(`BLOCK of ${bytes.length} bytes is not a positive multiple of ${BLOCK_SIZE}`)
+      }
       return { type: 'block', index, bytes }
     }
     default: { // ERROR
@@ -322,7 +329,9 @@ export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDec
     try {
       [len, pos] = readVarint(head, 0)
     } catch (err) {
-      if (head.length > VARINT_MAX || /minimal/.test((err as Error).message)) throw new MalformedMessageError(`bad frame length: ${(err as Error).message}`, { cause: err })
+      if (head.length > VARINT_MAX || /minimal/.test((err as Error).message)) {
+        throw new MalformedMessageError(`bad frame length: ${(err as Error).message}`, { cause: err })
+      }
       return undefined // length prefix not complete yet (or never: checked once more bytes arrive)
     }
     if (len === 0) throw new MalformedMessageError('empty frame')
@@ -397,59 +406,5 @@ export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDec
   }
 }
 
-/** A have-map: which chunk indices of one version a peer holds. */
-export function bitmapHas (bitmap: Uint8Array, index: number): boolean {
-  return (bitmap[index >> 3] & (1 << (index & 7))) !== 0
-}
-
-/** Sets bit `index` of a have-map. */
-export function bitmapSet (bitmap: Uint8Array, index: number): void {
-  bitmap[index >> 3] |= 1 << (index & 7)
-}
-
-/**
- * The claim score of `peerId` for claim group `index` (rendezvous hashing):
- * among the peers syncing the same version, the one with the highest score
- * fetches the group's chunks from the origin. Every agent computes the same numbers: FNV-1a
- * (32-bit) over the UTF-8 peer id, then over the 4 little-endian bytes of the
- * index, then the murmur3 32-bit finaliser. docs/ARCHITECTURE.md "Swarm".
- */
-export function claimScore (index: number, peerId: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < peerId.length; i++) {
-    h ^= peerId.charCodeAt(i) & 0xff
-    h = Math.imul(h, 0x01000193)
-  }
-  for (let k = 0; k < 4; k++) {
-    h ^= (index >>> (8 * k)) & 0xff
-    h = Math.imul(h, 0x01000193)
-  }
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
-}
-
-/**
- * Chunks claimed together: chunk `i` belongs to claim group `floor(i /
- * CLAIM_GROUP_CHUNKS)`, and a group has one owner. Each agent then fetches runs
- * of neighbouring chunks, which zstd compresses nearly as well as one agent's
- * whole download; owners per chunk scatter every agent's share across the
- * image and cost 1.12x the bytes on base.img with 6 agents (docs/BENCHMARKS.md
- * "swarm-corpus"). 64 chunks are about 5 MB at the chunker's default sizes.
- */
-export const CLAIM_GROUP_CHUNKS = 64
-
-/** The peer (of `peerIds`) that claims chunk `index` (by its claim group); ties broken by the smaller id. */
-export function claimOwner (index: number, peerIds: readonly string[]): string | undefined {
-  const group = Math.floor(index / CLAIM_GROUP_CHUNKS)
-  let best: string | undefined
-  let bestScore = -1
-  for (const p of peerIds) {
-    const s = claimScore(group, p)
-    if (s > bestScore || (s === bestScore && best != null && p < best)) { best = p; bestScore = s }
-  }
-  return best
-}
+// The have-map bit operations and the claim rule live in claim-rule.ts (pure, shared by server and session).
+export { bitmapClear, bitmapHas, bitmapSet, CLAIM_GROUP_CHUNKS, claimOwner, claimScore } from './claim-rule.ts'

@@ -121,7 +121,9 @@ export async function verifyCapability (bytes: Uint8Array, publicKey: CryptoKey,
   const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(context, capabilityBytes))
   if (!ok) throw new InvalidSignatureError('capability signature does not verify against the coordinator key')
   const now = expect.now ?? Math.floor(Date.now() / 1000)
-  if (now > capability.expires + CAPABILITY_CLOCK_SKEW_SECONDS) throw new ExpiredCapabilityError(`capability for ${capability.image}@${capability.version} expired at ${capability.expires} (now ${now})`)
+  if (now > capability.expires + CAPABILITY_CLOCK_SKEW_SECONDS) {
+    throw new ExpiredCapabilityError(`capability for ${capability.image}@${capability.version} expired at ${capability.expires} (now ${now})`)
+  }
   if (capability.peer !== expect.peer) throw new CapabilityMismatchError(`capability is bound to peer ${capability.peer}, presented by ${expect.peer}`)
   if ((expect.image != null && capability.image !== expect.image) || (expect.version != null && capability.version !== expect.version)) {
     throw new CapabilityMismatchError(`capability is for ${capability.image}@${capability.version}, not ${String(expect.image)}@${String(expect.version)}`)

@@ -51,7 +51,9 @@ export type ManifestAnswer =
 
 /** Encodes the request frame (length prefix included). */
 export function encodeManifestRequest (capability: Uint8Array): Uint8Array {
-  if (capability.length === 0 || capability.length > MAX_CAPABILITY_BYTES) throw new MessageTooLargeError(`capability of ${capability.length} bytes (1 to ${MAX_CAPABILITY_BYTES})`)
+  if (capability.length === 0 || capability.length > MAX_CAPABILITY_BYTES) {
+    throw new MessageTooLargeError(`capability of ${capability.length} bytes (1 to ${MAX_CAPABILITY_BYTES})`)
+  }
   return encodeFrame(MANIFEST_REQUEST_TYPE, capability)
 }
 
@@ -67,7 +69,9 @@ export function decodeManifestRequest (body: Uint8Array): Uint8Array {
 export function encodeManifestAnswer (a: ManifestAnswer): Uint8Array {
   switch (a.status) {
     case 'manifest':
-      if (a.envelope.length === 0 || a.envelope.length > MAX_ENVELOPE_BYTES) throw new MessageTooLargeError(`envelope of ${a.envelope.length} bytes (1 to ${MAX_ENVELOPE_BYTES})`)
+      if (a.envelope.length === 0 || a.envelope.length > MAX_ENVELOPE_BYTES) {
+        throw new MessageTooLargeError(`envelope of ${a.envelope.length} bytes (1 to ${MAX_ENVELOPE_BYTES})`)
+      }
       return encodeFrame(ManifestStatus.MANIFEST, a.envelope)
     case 'fetching': return encodeFrame(ManifestStatus.FETCHING, new Uint8Array(0))
     case 'not-held': return encodeFrame(ManifestStatus.NOT_HELD, new Uint8Array(0))

@@ -115,7 +115,8 @@ export function validateManifest (m: Manifest): void {
   if (m.blockSize !== BLOCK_SIZE) fail(`block size must be ${BLOCK_SIZE}, got ${m.blockSize}`)
   if (!Number.isSafeInteger(m.size) || m.size <= 0 || m.size % m.blockSize !== 0) fail(`size ${m.size} is not a positive multiple of ${m.blockSize}`)
   const { minBlocks, avgBlocks, maxBlocks } = m.chunking
-  if (![minBlocks, avgBlocks, maxBlocks].every(n => Number.isSafeInteger(n) && n >= 1 && n <= MAX_CHUNK_BLOCKS) || minBlocks > avgBlocks || avgBlocks > maxBlocks) {
+  if (![minBlocks, avgBlocks, maxBlocks].every(n => Number.isSafeInteger(n) && n >= 1 && n <= MAX_CHUNK_BLOCKS)
+    || minBlocks > avgBlocks || avgBlocks > maxBlocks) {
     fail('chunking parameters out of range')
   }
   let end = 0
@@ -130,7 +131,9 @@ export function validateManifest (m: Manifest): void {
     blocks += c.length / m.blockSize
   }
   if (end > m.size) fail(`chunks end at ${end}, past the image size ${m.size}`)
-  if (m.blockPrefixes.length !== blocks * BLOCK_PREFIX_BYTES) fail(`block prefixes cover ${m.blockPrefixes.length / BLOCK_PREFIX_BYTES} blocks, chunks hold ${blocks}`)
+  if (m.blockPrefixes.length !== blocks * BLOCK_PREFIX_BYTES) {
+    fail(`block prefixes cover ${m.blockPrefixes.length / BLOCK_PREFIX_BYTES} blocks, chunks hold ${blocks}`)
+  }
 }
 
 /** Deterministic dag-cbor bytes of a manifest. */
@@ -177,7 +180,9 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
     if (!(e[f] instanceof Uint8Array)) throw new InvalidManifestError(`manifest field ${f} must be bytes`)
   }
   const ch = e.chunking
-  if (ch == null || typeof ch !== 'object' || Object.keys(ch).sort().join() !== 'avg,max,min') throw new InvalidManifestError('manifest field chunking must be {min, avg, max}')
+  if (ch == null || typeof ch !== 'object' || Object.keys(ch).sort().join() !== 'avg,max,min') {
+    throw new InvalidManifestError('manifest field chunking must be {min, avg, max}')
+  }
   if (typeof e.name !== 'string' || typeof e.version !== 'string' || typeof e.size !== 'number' || typeof e.blockSize !== 'number') {
     throw new InvalidManifestError('manifest name, version, size or blockSize has the wrong type')
   }

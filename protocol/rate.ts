@@ -35,7 +35,8 @@ export function parseRate (text: string): number {
   if (m == null) throw new ValidationError(`cannot parse rate ${JSON.stringify(text)}: use ${EXAMPLES}`)
   const [, number, rawUnit] = m
   if (rawUnit === '') {
-    throw new ValidationError(`rate ${JSON.stringify(text)} has no unit: write ${number}mbit for megabits or ${number}MB/s for megabytes per second (or unlimited)`)
+    throw new ValidationError(`rate ${JSON.stringify(text)} has no unit: write ${number}mbit ` +
+      `for megabits or ${number}MB/s for megabytes per second (or unlimited)`)
   }
   const perUnit = UNITS[rawUnit]
   if (perUnit == null) throw new ValidationError(`unknown rate unit ${JSON.stringify(rawUnit)} in ${JSON.stringify(text)}: ${unitHint(number, rawUnit)}`)
@@ -51,7 +52,8 @@ function unitHint (number: string, unit: string): string {
   if (prefix == null) return `units are case-exact: ${RATE_UNITS.join(', ')} (${EXAMPLES})`
   const p = prefix.toLowerCase()
   const bytePrefix = p === 'k' ? 'K' : p.toUpperCase()
-  return `write ${number}${p}bit for ${p === 'k' ? 'kilo' : p === 'm' ? 'mega' : 'giga'}bits or ${number}${bytePrefix}B/s for ${p === 'k' ? 'kilo' : p === 'm' ? 'mega' : 'giga'}bytes per second (units are case-exact)`
+  return `write ${number}${p}bit for ${p === 'k' ? 'kilo' : p === 'm' ? 'mega' : 'giga'}bits ` +
+    `or ${number}${bytePrefix}B/s for ${p === 'k' ? 'kilo' : p === 'm' ? 'mega' : 'giga'}bytes per second (units are case-exact)`
 }
 
 const BIT_UNITS: Array<[string, number]> = [['gbit', 1e9], ['mbit', 1e6], ['kbit', 1e3], ['bit', 1]]

@@ -34,7 +34,9 @@ export function string (opts: { minLength?: number, maxLength?: number, pattern?
   const maxLength = opts.maxLength ?? 4096
   const minLength = opts.minLength ?? 0
   return {
-    json: { type: 'string', minLength, maxLength, ...(opts.pattern != null ? { pattern: opts.pattern.source } : {}), ...(opts.description != null ? { description: opts.description } : {}) },
+    json: { type: 'string', minLength, maxLength,
+      ...(opts.pattern != null ? { pattern: opts.pattern.source } : {}),
+      ...(opts.description != null ? { description: opts.description } : {}) },
     parse (v, path = '') {
       if (typeof v !== 'string') fail(path, 'must be a string')
       if (v.length > maxLength) fail(path, `must be at most ${maxLength} characters`)

@@ -63,7 +63,9 @@ export function decodeEnvelope (bytes: Uint8Array): Envelope {
 /** Verifies an envelope against the trusted public key and decodes the manifest inside. */
 export async function openSignedManifest (bytes: Uint8Array, publicKey: CryptoKey): Promise<OpenedManifest> {
   const e = decodeEnvelope(bytes)
-  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, e.signature as Uint8Array<ArrayBuffer>, signedMessage(context, e.manifest) as Uint8Array<ArrayBuffer>)
+  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey,
+    e.signature as Uint8Array<ArrayBuffer>,
+    signedMessage(context, e.manifest) as Uint8Array<ArrayBuffer>)
   if (!ok) throw new InvalidSignatureError('manifest signature does not verify against the coordinator key (tampered, or signed by another key)')
   return { manifest: decodeManifest(e.manifest), manifestBytes: e.manifest }
 }

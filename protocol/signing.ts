@@ -50,7 +50,9 @@ export function decodeSignedEnvelope<T> (bytes: unknown, spec: SignedEnvelopeSpe
     fail(`envelope must be a map of exactly {format, alg, ${field}, signature}`)
   }
   if (e.format !== spec.format) fail(`unsupported format ${String(e.format)}`)
-  if (typeof e.alg !== 'string' || e.alg !== SIGNATURE_ALGORITHM) fail(`unsupported signature algorithm ${typeof e.alg === 'string' ? JSON.stringify(e.alg.slice(0, 40)) : typeof e.alg}`)
+  if (typeof e.alg !== 'string' || e.alg !== SIGNATURE_ALGORITHM) {
+    fail(`unsupported signature algorithm ${typeof e.alg === 'string' ? JSON.stringify(e.alg.slice(0, 40)) : typeof e.alg}`)
+  }
   const innerBytes = e[field]
   const signature = e.signature
   if (!(innerBytes instanceof Uint8Array) || !(signature instanceof Uint8Array) || signature.length !== 64) fail('envelope fields have the wrong types')

@@ -11,7 +11,7 @@
  * crash leftovers matches the `.tmp` suffix.
  */
 import { randomBytes } from 'node:crypto'
-import { open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { link, open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { AbortOptions } from './interface.ts'
 
@@ -19,6 +19,12 @@ import type { AbortOptions } from './interface.ts'
 export interface AtomicWriteOptions extends AbortOptions {
   /** Mode of the new file (the umask applies); default 0o666. The replaced file's mode is not kept. */
   mode?: number
+  /**
+   * Create `path` only if it is absent (link(2) instead of rename(2)): when it exists, throws an
+   * error with code EEXIST and leaves it as it is. For files written once (secrets, keys) that
+   * two processes starting at once must not both write.
+   */
+  exclusive?: boolean
 }
 
 /** File-system answers to fsync on a directory that mean "not supported here", not "failed". */
@@ -47,7 +53,12 @@ export async function writeAtomic<T> (path: string, fill: (fh: FileHandle) => Pr
       await fh.close()
     }
     options.signal?.throwIfAborted()
-    await rename(tmp, path)
+    if (options.exclusive === true) {
+      await link(tmp, path)
+      await rm(tmp)
+    } else {
+      await rename(tmp, path)
+    }
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => {}) // the first failure is the one to report
     throw err

@@ -48,7 +48,7 @@ export class BranchUsageError extends Error {
   override name = 'BranchUsageError'
 }
 
-/** node:util parseArgs option table (also used by `trimswarm bench branch`). */
+/** node:util parseArgs option table. */
 export const options = {
   agents: { type: 'string' },
   wan: { type: 'string' },

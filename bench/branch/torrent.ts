@@ -4,8 +4,9 @@
  * benchmark needs no torrent-making package; encode/decode are pure.
  */
 import { createHash } from 'node:crypto'
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { closeSync, fstatSync, openSync } from 'node:fs'
 import { basename } from 'node:path'
+import { readFullSync } from '../../utils/read-full.ts'
 
 /** A bencoded value: byte strings stay bytes (info dicts carry binary SHA-1s). */
 export type BValue = number | Uint8Array | BValue[] | { [key: string]: BValue }
@@ -129,12 +130,7 @@ export function makeTorrent (file: string, init: { announce: string, pieceLength
     const hashes: Buffer[] = []
     for (let offset = 0; offset < length; offset += init.pieceLength) {
       const want = Math.min(init.pieceLength, length - offset)
-      let got = 0
-      while (got < want) {
-        const n = readSync(fd, buf, got, want - got, offset + got)
-        if (n === 0) throw new Error(`${file} shrank while making its torrent`)
-        got += n
-      }
+      if (readFullSync(fd, buf.subarray(0, want), offset) < want) throw new Error(`${file} shrank while making its torrent`)
       hashes.push(createHash('sha1').update(buf.subarray(0, want)).digest())
     }
     const info = { length, name: init.name ?? basename(file), 'piece length': init.pieceLength, pieces: Buffer.concat(hashes), private: 1 }

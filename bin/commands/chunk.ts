@@ -1,5 +1,6 @@
 /** `trimswarm chunk IMAGE`: split an image into content-addressed chunks and list them. */
-import { buildManifest, checkImage, chunkCidText, InvalidChunkingError, InvalidImageError, resolveChunking, scanImage, type ChunkingInit } from '../../chunker/index.ts'
+import { buildManifest, checkImage, chunkCidText, InvalidChunkingError, InvalidImageError,
+  resolveChunking, scanImage, type ChunkingInit } from '../../chunker/index.ts'
 import { DEFAULT_AVG_BLOCKS, DEFAULT_MAX_BLOCKS, DEFAULT_MIN_BLOCKS } from '../../chunker/constants.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { CliError, onePositional, UsageError, type Command, type CommandArgs } from '../cli-support.ts'
@@ -20,7 +21,8 @@ Options
                     minimum (a power of two)
   --max-blocks N    a chunk is cut after N blocks
                     (defaults: ${DEFAULT_MIN_BLOCKS} / ${DEFAULT_AVG_BLOCKS} / ${DEFAULT_MAX_BLOCKS} blocks, i.e.
-                    ${DEFAULT_MIN_BLOCKS * BLOCK_SIZE / 1024} / ${DEFAULT_AVG_BLOCKS * BLOCK_SIZE / 1024} / ${DEFAULT_MAX_BLOCKS * BLOCK_SIZE / 1024} KiB; see docs/ARCHITECTURE.md "Chunk size")
+                    ${DEFAULT_MIN_BLOCKS * BLOCK_SIZE / 1024} / ${DEFAULT_AVG_BLOCKS * BLOCK_SIZE / 1024} / ${DEFAULT_MAX_BLOCKS * BLOCK_SIZE / 1024} KiB;
+                    see docs/ARCHITECTURE.md "Chunk size")
   -h, --help        this text
 
 Without --json, prints a short summary (size, non-zero data, chunks, and the
@@ -153,9 +155,12 @@ const command: Command = {
       console.log([
         `image      ${image}`,
         `size       ${stats.size} bytes (${mib(stats.size)}), ${stats.size / BLOCK_SIZE} blocks of ${BLOCK_SIZE}`,
-        `non-zero   ${stats.nonZeroBytes} bytes (${mib(stats.nonZeroBytes)}, ${(100 * stats.nonZeroBytes / stats.size).toFixed(1)} %) in ${stats.blocks} blocks`,
-        `chunks     ${stats.chunks}, mean ${stats.chunks > 0 ? (stats.nonZeroBytes / stats.chunks / 1024).toFixed(1) : '0'} KiB (min/avg/max ${p.minBlocks}/${p.avgBlocks}/${p.maxBlocks} blocks)`,
-        `manifest   ${manifestBytes.length} bytes (${stats.nonZeroBytes > 0 ? (100 * manifestBytes.length / stats.nonZeroBytes).toFixed(3) : '0'} % of non-zero data)`,
+        `non-zero   ${stats.nonZeroBytes} bytes (${mib(stats.nonZeroBytes)}, ${(100 * stats.nonZeroBytes / stats.size).toFixed(1)} %)` +
+          ` in ${stats.blocks} blocks`,
+        `chunks     ${stats.chunks}, mean ${stats.chunks > 0 ? (stats.nonZeroBytes / stats.chunks / 1024).toFixed(1) : '0'} KiB` +
+          ` (min/avg/max ${p.minBlocks}/${p.avgBlocks}/${p.maxBlocks} blocks)`,
+        `manifest   ${manifestBytes.length} bytes (${stats.nonZeroBytes > 0 ? (100 * manifestBytes.length / stats.nonZeroBytes).toFixed(3) : '0'}` +
+          ` % of non-zero data)`,
         `time       ${stats.seconds.toFixed(2)} s (${mib(stats.size / Math.max(stats.seconds, 1e-9))}/s)`
       ].join('\n'))
       return 0

@@ -47,7 +47,9 @@ Exit status: 0 when every version is complete (after repair), 1 otherwise,
 /** --log-format, checked; its default depends on where output goes (coordinator/logger.ts defaultLogFormat). */
 function logFormatOption (value: unknown, usage: string): LogFormat {
   if (value == null) return defaultLogFormat()
-  if (!(LOG_FORMATS as readonly unknown[]).includes(value)) throw new UsageError(`--log-format must be ${LOG_FORMATS.join(' or ')}, got ${JSON.stringify(value)}\n\n${usage}`)
+  if (!(LOG_FORMATS as readonly unknown[]).includes(value)) {
+    throw new UsageError(`--log-format must be ${LOG_FORMATS.join(' or ')}, got ${JSON.stringify(value)}\n\n${usage}`)
+  }
   return value as LogFormat
 }
 
@@ -60,7 +62,8 @@ function statusWriter (format: LogFormat): { out: (msg: string, fields?: Record<
 }
 
 function printFsck (r: FsckReport): void {
-  const out: string[] = [`checked ${r.chunksChecked} stored chunks: ${r.damaged.length} damaged, ${r.missing.length} needed chunks missing or damaged, ${r.repaired.length} repaired`]
+  const out: string[] = [`checked ${r.chunksChecked} stored chunks: ${r.damaged.length} damaged, ${r.missing.length} needed chunks missing or damaged` +
+    `, ${r.repaired.length} repaired`]
   for (const d of r.damaged) out.push(`damaged: ${d.cid} (${d.path}, deleted)`)
   for (const v of r.versions) {
     const mark = v.markChanged ? (v.complete ? ' (unmarked: served again)' : ' (marked incomplete: not served)') : ''
@@ -128,7 +131,9 @@ const command: Command = {
     if (args.positionals.length > 0) throw new UsageError(`unknown argument ${args.positionals[0]}\n\n${usage}`)
     const dataDir = requireString(args, 'data', usage)
     const logLevel = args.values['log-level'] as string | undefined
-    if (logLevel != null && !(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}\n\n${usage}`)
+    if (logLevel != null && !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+      throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}\n\n${usage}`)
+    }
     const logFormat = logFormatOption(args.values['log-format'], usage)
     if (logFormat === 'json') consoleToJsonLines()
     const say = statusWriter(logFormat)
@@ -141,11 +146,14 @@ const command: Command = {
     const coordinator = await (async () => {
       try {
         const config: CoordinatorConfig = configFile != null ? await loadCoordinatorConfig(configFile) : {}
-        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined, config, logLevel: logLevel as LogLevel | undefined, logFormat })
+        const c = createCoordinator({ dataDir, listen: args.values.listen as string | undefined,
+          config, logLevel: logLevel as LogLevel | undefined, logFormat })
         await c.start()
         return c
       } catch (err) {
-        if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it first, or give this one another --data dir`, { exitCode: EXIT_DATA_DIR_IN_USE })
+        if (err instanceof DataDirLockedError) {
+          throw new CliError(`${err.message}: stop it first, or give this one another --data dir`, { exitCode: EXIT_DATA_DIR_IN_USE })
+        }
         if (err instanceof ConfigError) throw new CliError(err.message)
         throw err
       }

@@ -134,7 +134,8 @@ function table (rows: Row[], imageBytes: Map<string, number>): string {
   const body = rows.map(r => {
     const nonZero = imageBytes.get(r.summary.version) ?? 0
     const saved = nonZero > 0 ? `${(100 * (1 - r.summary.bytes.origin / nonZero)).toFixed(1)} %` : '-'
-    return [r.agent, r.step, r.summary.version, mib(r.summary.bytes.local), mib(r.summary.bytes.peers), mib(r.summary.bytes.origin), saved, r.summary.seconds.toFixed(1), r.verified ? 'yes' : 'NO']
+    return [r.agent, r.step, r.summary.version, mib(r.summary.bytes.local),
+      mib(r.summary.bytes.peers), mib(r.summary.bytes.origin), saved, r.summary.seconds.toFixed(1), r.verified ? 'yes' : 'NO']
   })
   const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => b[i].length)))
   const line = (cells: string[]): string => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
@@ -168,7 +169,8 @@ const command: Command = {
       // 1. coordinator
       const port = await freePort()
       const url = `http://127.0.0.1:${port}`
-      coordinator = spawn(process.execPath, [cli, 'coordinator', '--data', join(dir, 'coordinator'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] })
+      coordinator = spawn(process.execPath, [cli, 'coordinator', '--data', join(dir, 'coordinator'), '--listen', `127.0.0.1:${port}`,
+        '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] })
       await waitHealthy(url, coordinator)
       const admin = ['--coordinator', url, '--token-file', join(dir, 'coordinator', 'admin.token')]
       say(`coordinator on ${url}, data in ${join(dir, 'coordinator')}`)
@@ -177,33 +179,18 @@ const command: Command = {
       await writeFile(join(dir, 'agent.token'), token.token + '\n', { mode: 0o600 })
 
       // 2. image versions: host files (found locally by Trim Transfer) + fresh data (only the origin has it)
-      const budget = hostMiB * 1048576
-      const v1Tree = join(dir, 'tree-1')
-      await copyHostFiles(hostFolder, join(v1Tree, 'usr', 'bin'), 0, budget)
-      await mkdir(join(v1Tree, 'srv'), { recursive: true })
-      await writeFile(join(v1Tree, 'srv', 'app-data-1.bin'), randomBytes(6 * 1048576))
-      const v2Tree = join(dir, 'tree-2')
-      await copyHostFiles(hostFolder, join(v2Tree, 'usr', 'bin'), 0, budget + budget / 4)
-      await mkdir(join(v2Tree, 'srv'), { recursive: true })
-      await copyFile(join(v1Tree, 'srv', 'app-data-1.bin'), join(v2Tree, 'srv', 'app-data-1.bin'))
-      await writeFile(join(v2Tree, 'srv', 'app-data-2.bin'), randomBytes(4 * 1048576))
-      const imageMiB = Math.ceil(hostMiB * 1.25 * 1.3) + 32
-      const images = [join(dir, 'demo-1.img'), join(dir, 'demo-2.img')]
-      await mkfs(v1Tree, images[0], imageMiB)
-      await mkfs(v2Tree, images[1], imageMiB)
-      await rm(v1Tree, { recursive: true, force: true })
-      await rm(v2Tree, { recursive: true, force: true })
-
+      const images = await buildDemoImages(dir, hostFolder, hostMiB)
       const imageBytes = new Map<string, number>()
       const digests = new Map<string, string>()
-      for (const [i, image] of images.entries()) {
-        const version = String(i + 1)
-        const p = JSON.parse(await run(['publish', image, '--image', 'demo', '--version', version, '--json', ...admin])) as { nonZeroBytes: number, chunksUploaded: number, chunks: number, bytesUploaded: number }
+      const publish = async (version: string, image: string): Promise<PublishJson> => {
+        const p = JSON.parse(await run(['publish', image, '--image', 'demo', '--version', version, '--json', ...admin])) as PublishJson
         imageBytes.set(version, p.nonZeroBytes)
         digests.set(version, await fileDigest(image))
-        say(`published demo@${version}: ${mib(p.nonZeroBytes)} MiB of non-zero data, uploaded ${p.chunksUploaded} of ${p.chunks} chunks (${mib(p.bytesUploaded)} MiB)`)
-        if (i === 0) break // version 2 is published after the first syncs
+        return p
       }
+      const p1 = await publish('1', images[0]) // version 2 is published after the first syncs
+      say(`published demo@1: ${mib(p1.nonZeroBytes)} MiB of non-zero data` +
+        `, uploaded ${p1.chunksUploaded} of ${p1.chunks} chunks (${mib(p1.bytesUploaded)} MiB)`)
 
       // 3. agents
       const rows: Row[] = []
@@ -219,9 +206,7 @@ const command: Command = {
         sync('cold', 'first install', '1', ['--no-index']),
         sync('trim', 'first install', '1', ['--index', hostFolder])
       ])
-      const p2 = JSON.parse(await run(['publish', images[1], '--image', 'demo', '--version', '2', '--json', ...admin])) as { nonZeroBytes: number, chunksUploaded: number, chunks: number, bytesUploaded: number }
-      imageBytes.set('2', p2.nonZeroBytes)
-      digests.set('2', await fileDigest(images[1]))
+      const p2 = await publish('2', images[1])
       say(`published demo@2: uploaded ${p2.chunksUploaded} of ${p2.chunks} chunks (${mib(p2.bytesUploaded)} MiB): only what version 1 lacked`)
       await Promise.all([
         sync('cold', 'update', '2', ['--no-index']),
@@ -244,6 +229,33 @@ const command: Command = {
       else process.stderr.write(`demo: kept ${dir}\n`)
     }
   }
+}
+
+/** What `publish --json` prints, of what the demo shows. */
+interface PublishJson { nonZeroBytes: number, chunksUploaded: number, chunks: number, bytesUploaded: number }
+
+/**
+ * Builds the demo's two ext4 images under `dir`: version 1 holds about `hostMiB` MiB of files from
+ * `hostFolder` and 6 MiB of fresh data; version 2 a quarter more host files, the same data and 4 MiB more.
+ */
+async function buildDemoImages (dir: string, hostFolder: string, hostMiB: number): Promise<string[]> {
+  const budget = hostMiB * 1048576
+  const v1Tree = join(dir, 'tree-1')
+  await copyHostFiles(hostFolder, join(v1Tree, 'usr', 'bin'), 0, budget)
+  await mkdir(join(v1Tree, 'srv'), { recursive: true })
+  await writeFile(join(v1Tree, 'srv', 'app-data-1.bin'), randomBytes(6 * 1048576))
+  const v2Tree = join(dir, 'tree-2')
+  await copyHostFiles(hostFolder, join(v2Tree, 'usr', 'bin'), 0, budget + budget / 4)
+  await mkdir(join(v2Tree, 'srv'), { recursive: true })
+  await copyFile(join(v1Tree, 'srv', 'app-data-1.bin'), join(v2Tree, 'srv', 'app-data-1.bin'))
+  await writeFile(join(v2Tree, 'srv', 'app-data-2.bin'), randomBytes(4 * 1048576))
+  const imageMiB = Math.ceil(hostMiB * 1.25 * 1.3) + 32
+  const images = [join(dir, 'demo-1.img'), join(dir, 'demo-2.img')]
+  await mkfs(v1Tree, images[0], imageMiB)
+  await mkfs(v2Tree, images[1], imageMiB)
+  await rm(v1Tree, { recursive: true, force: true })
+  await rm(v2Tree, { recursive: true, force: true })
+  return images
 }
 
 /** BLAKE3 of a whole file, by the same hash the images are verified with. */

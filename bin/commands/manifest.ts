@@ -1,7 +1,6 @@
 /** `trimswarm manifest inspect|build`: look into a (signed) manifest, or build one from an image. */
-import { randomBytes } from 'node:crypto'
-import { open, readFile, rename, rm, stat } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { readFile, stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import * as dagCbor from '@ipld/dag-cbor'
 import { buildManifest, chunkCidText, manifestCidOf } from '../../chunker/index.ts'
 import { toHex } from '../../protocol/block-id.ts'
@@ -11,6 +10,7 @@ import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../../p
 import { decodeEnvelope, importPublicKey, openSignedManifest } from '../../protocol/signed-manifest.ts'
 import { CliError, onePositional, requireString, type Command } from '../cli-support.ts'
 import { asCliError, chunkingFromArgs, createOutputBuffer, untilReaderLeaves } from './chunk.ts'
+import { writeFileAtomic } from '../../utils/atomic-write.ts'
 
 const inspectUsage = `Usage: trimswarm manifest inspect FILE [--json] [--key FILE]
 
@@ -182,34 +182,12 @@ const inspectCommand: Command = {
       `version    ${m.version}`,
       `size       ${m.size} bytes (${MiB(m.size)}), block size ${m.blockSize}`,
       `non-zero   ${nz} bytes (${MiB(nz)}, ${(100 * nz / m.size).toFixed(1)} %) in ${blockCount(m)} blocks`,
-      `chunks     ${m.chunks.length}${m.chunks.length > 0 ? `, mean ${(nz / m.chunks.length / 1024).toFixed(1)} KiB` : ''} (cut with min/avg/max ${m.chunking.minBlocks}/${m.chunking.avgBlocks}/${m.chunking.maxBlocks} blocks)`,
+      `chunks     ${m.chunks.length}${m.chunks.length > 0 ? `, mean ${(nz / m.chunks.length / 1024).toFixed(1)} KiB` : ''}` +
+        ` (cut with min/avg/max ${m.chunking.minBlocks}/${m.chunking.avgBlocks}/${m.chunking.maxBlocks} blocks)`,
       `encoded    ${r.manifestBytes.length} bytes${nz > 0 ? ` (${(100 * r.manifestBytes.length / nz).toFixed(3)} % of non-zero data)` : ''}`
     ].join('\n'))
     return 0
   }
-}
-
-/** Writes `bytes` to `path` atomically: temp file beside it (created with `mode`), fsync, rename; no partial file on failure. */
-export async function writeFileAtomic (path: string, bytes: Uint8Array, mode = 0o666): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
-  try {
-    const fh = await open(tmp, 'wx', mode)
-    try {
-      await fh.writeFile(bytes)
-      await fh.sync()
-    } finally {
-      await fh.close()
-    }
-    await rename(tmp, path)
-  } catch (err) {
-    await rm(tmp, { force: true })
-    throw new CliError(`cannot write ${path}: ${(err as Error).message}`, { cause: err })
-  }
-  // Make the rename itself durable.
-  try {
-    const dh = await open(dirname(path), 'r')
-    try { await dh.sync() } finally { await dh.close() }
-  } catch {}
 }
 
 const buildCommand: Command = {
@@ -243,7 +221,11 @@ const buildCommand: Command = {
     } catch (err) {
       throw asCliError(err)
     }
-    await writeFileAtomic(out, built.manifestBytes)
+    try {
+      await writeFileAtomic(out, built.manifestBytes)
+    } catch (err) {
+      throw new CliError(`cannot write ${out}: ${(err as Error).message}`, { cause: err })
+    }
     const { stats } = built
     console.log(`${out}: ${built.manifestBytes.length} bytes, ${stats.chunks} chunks, ${stats.blocks} non-zero blocks, cid ${built.cid.toString()}`)
     return 0

@@ -4,27 +4,13 @@
  * environment, `agent sync --out` refusing to replace what it did not install, a wrong
  * coordinator URL failing at once, and the lines a successful sync prints.
  */
-import { execFile } from 'node:child_process'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeHostFolder, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { cli } from '../helpers/cli-process.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { CLI, runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
-
-const exec = promisify(execFile)
-
-/** Runs `trimswarm ...args` with `env` added; resolves to its exit code and output. */
-async function cli (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } })
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -102,18 +88,18 @@ describe('environment', () => {
     expect(sync.code, sync.stderr).toBe(0)
     expect(await b3sumFile(out)).toBe(baseSum)
     const adminEnv = { TRIMSWARM_COORDINATOR: coord.url, TRIMSWARM_TOKEN_FILE: adminTokenFile }
-    const pub = await cli(['publish', base.path, '--image', 'envpub', '--version', '1', '--json'], adminEnv)
+    const pub = await cli(['publish', base.path, '--image', 'envpub', '--version', '1', '--json'], { env: adminEnv })
     expect(pub.code, pub.stderr).toBe(0)
     expect(JSON.parse(pub.stdout)).toMatchObject({ image: 'envpub', version: '1' })
-    const tokens = await cli(['token', 'list', '--json'], adminEnv)
+    const tokens = await cli(['token', 'list', '--json'], { env: adminEnv })
     expect(tokens.code, tokens.stderr).toBe(0)
-    const policy = await cli(['policy', 'show', 'branch', '--json'], adminEnv)
+    const policy = await cli(['policy', 'show', 'branch', '--json'], { env: adminEnv })
     expect(policy.code, policy.stderr).toBe(0)
-    const images = await cli(['image', 'list', '--json'], adminEnv)
+    const images = await cli(['image', 'list', '--json'], { env: adminEnv })
     expect(images.code, images.stderr).toBe(0)
     expect(images.stdout).toContain('envpub')
     // a flag still wins over the environment
-    const flagWins = await cli(['policy', 'show', 'branch', '--coordinator', `http://127.0.0.1:${await freePort()}`], adminEnv)
+    const flagWins = await cli(['policy', 'show', 'branch', '--coordinator', `http://127.0.0.1:${await freePort()}`], { env: adminEnv })
     expect(flagWins.code).toBe(5)
     // and without either, the usage error names both
     const neither = await runAgent(['sync', 'ws@v1', '--data', join(tmp.path, 'env2-data'), '--out', join(tmp.path, 'env2', 'ws.img')], { TRIMSWARM_COORDINATOR: '', TRIMSWARM_TOKEN_FILE: '' })

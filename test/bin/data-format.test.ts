@@ -16,6 +16,7 @@ import { AGENT_DATA, COORDINATOR_DATA, DataDirTooNewError, openDataDir } from '.
 import { DATA_FORMAT_FILE } from '../../protocol/constants.ts'
 import { CliError } from '../../bin/cli-support.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
+import { runNode, type CliResult } from '../helpers/cli-process.ts'
 import { freePort } from '../helpers/slapd.ts'
 
 const ROOT = join(import.meta.dirname, '..', '..')
@@ -24,14 +25,9 @@ const CLI = join(ROOT, 'bin', 'trimswarm.js')
 const PREVIOUS_BUILD = 'd8ef0edb201e20acc65a3210e85bfad6526be363'
 const exec = promisify(execFile)
 
-async function cli (entry: string, args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [entry, ...args], { cwd: ROOT })
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
+/** Runs the CLI at `entry` (this checkout's, or an older build's) from the checkout's root. */
+async function cli (entry: string, args: string[]): Promise<CliResult> {
+  return await runNode([entry, ...args], { cwd: ROOT })
 }
 
 async function formatOf (dir: string): Promise<number> {

@@ -3,7 +3,6 @@
  * real processes (`node bin/trimswarm.js`), real files, and `b3sum` as the
  * judge of every chunk CID.
  */
-import { spawn } from 'node:child_process'
 import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
@@ -12,24 +11,9 @@ import { toHex } from '../../protocol/block-id.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { signManifest } from '../../protocol/signed-manifest.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
+import { bench, cli, CLI, runNode, spawnNode, type CliResult as Run } from '../helpers/cli-process.ts'
 import { b3sumMany } from './helpers.ts'
 import { buildImage } from './synthetic-image.ts'
-
-const CLI = join(import.meta.dirname, '../../bin/trimswarm.js')
-
-interface Run { code: number | null, stdout: string, stderr: string }
-
-async function cli (args: string[], opts: { uid?: number, gid?: number } = {}): Promise<Run> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    child.on('error', reject)
-    child.on('close', code => { resolve({ code, stdout, stderr }) })
-  })
-}
 
 /** A user mistake: the given exit code, a message naming the problem, no stack trace. */
 function expectFailure (r: Run, code: number, message: RegExp): void {
@@ -105,13 +89,11 @@ describe('trimswarm chunk --json', () => {
   })
 
   it('stops quietly (exit 0, no error) when the reader closes the pipe early', async () => {
-    const child = spawn(process.execPath, [CLI, 'chunk', ext4, '--json', '--max-blocks', '1', '--min-blocks', '1', '--avg-blocks', '1'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stderr = ''
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    child.stdout.once('data', () => { child.stdout.destroy() })
-    const code = await new Promise(resolve => child.on('close', resolve))
-    expect(stderr).toBe('')
-    expect(code).toBe(0)
+    const { child, done } = spawnNode([CLI, 'chunk', ext4, '--json', '--max-blocks', '1', '--min-blocks', '1', '--avg-blocks', '1'])
+    child.stdout!.once('data', () => { child.stdout!.destroy() })
+    const r = await done
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(0)
   })
 
   it('--help explains the command', async () => {
@@ -135,12 +117,8 @@ describe.concurrent('trimswarm chunk: bad input', () => {
     const asRoot = process.getuid?.() === 0
     if (asRoot) {
       // root reads any file: run the CLI as nobody, which needs the checkout and Node readable by nobody
-      const probe = await new Promise<number | null>(resolve => {
-        const c = spawn(process.execPath, ['-e', `require('node:fs').accessSync(${JSON.stringify(CLI)}, 4)`], { stdio: 'ignore', uid: 65534, gid: 65534 })
-        c.on('error', () => { resolve(-1) })
-        c.on('close', resolve)
-      })
-      if (probe !== 0) ctx.skip('running as root and user nobody cannot reach the checkout or Node, so no user here lacks read access')
+      const probe = await runNode(['-e', `require('node:fs').accessSync(${JSON.stringify(CLI)}, 4)`], { uid: 65534, gid: 65534 }).catch(() => undefined)
+      if (probe?.code !== 0) ctx.skip('running as root and user nobody cannot reach the checkout or Node, so no user here lacks read access')
     }
     const dir = join(tmp.path, 'locked')
     mkdirSync(dir)
@@ -244,20 +222,25 @@ describe('trimswarm manifest build / inspect', () => {
   })
 })
 
-describe('trimswarm bench (same dispatcher as npm run bench)', () => {
+describe('benchmarks: npm run bench only, not a trimswarm command', () => {
+  it('the shipped CLI has no bench command', async () => {
+    expectFailure(await cli(['bench', 'hash']), 2, /unknown command "trimswarm bench"/)
+  })
+
   it('lists the benchmarks and refuses an unknown one with the list', async () => {
-    const help = await cli(['bench', '--help'])
+    const help = await bench(['--help'])
     expect(help.code).toBe(0)
-    expect(help.stdout).toMatch(/^Benchmarks: .*\bchunk\b.*\bhash\b/m)
-    const chunkHelp = await cli(['bench', 'chunk', '--help'])
+    expect(help.stdout).toMatch(/^ {2}chunk +\S/m)
+    expect(help.stdout).toMatch(/^ {2}hash +\S/m)
+    const chunkHelp = await bench(['chunk', '--help'])
     expect(chunkHelp.stdout).toMatch(/Usage: npm run bench -- chunk \[--image PATH\]/)
-    expectFailure(await cli(['bench', 'no-such-bench']), 2, /unknown command "trimswarm bench no-such-bench"[\s\S]*chunk/)
+    expectFailure(await bench(['no-such-bench']), 2, /unknown benchmark "no-such-bench"; known: .*chunk/)
   })
 
   it('runs a benchmark, and reports its failure without a stack', async () => {
-    const hash = await cli(['bench', 'hash', '--mib', '8', '--runs', '1'])
+    const hash = await bench(['hash', '--mib', '8', '--runs', '1'])
     expect(hash.code, hash.stderr).toBe(0)
     expect(hash.stdout).toMatch(/hashBlocks, 4 KiB blocks, 8 MiB per call +\d+ MiB\/s/)
-    expectFailure(await cli(['bench', 'hash', '--mib', 'x']), 1, /--mib must be an integer/)
+    expectFailure(await bench(['hash', '--mib', 'x']), 1, /--mib must be an integer/)
   })
 })

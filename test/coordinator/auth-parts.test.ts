@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
-import { createRateLimiter } from '../../coordinator/rate-limiter.ts'
+import { createAttemptLimiter } from '../../coordinator/rate-limiter.ts'
 import { createSessionTokens } from '../../coordinator/session-tokens.ts'
 import { createSiteMap } from '../../coordinator/sites.ts'
 import { parseCoordinatorConfig, parseListen } from '../../coordinator/config.ts'
@@ -36,7 +36,7 @@ describe('session tokens', () => {
 describe('rate limiter', () => {
   it('limits after max hits in the window and frees the key as the window slides', () => {
     let now = 0
-    const r = createRateLimiter({ windowMs: 10_000, max: 3, now: () => now })
+    const r = createAttemptLimiter({ windowMs: 10_000, max: 3, now: () => now })
     for (let i = 0; i < 3; i++) { expect(r.retryAfter('k')).toBe(0); r.hit('k'); now += 1000 }
     expect(r.retryAfter('k')).toBe(7) // the first hit (at 0 s) leaves the window at 10 s; now is 3 s
     expect(r.retryAfter('other')).toBe(0)
@@ -47,7 +47,7 @@ describe('rate limiter', () => {
   })
 
   it('forgets the least recently hit keys beyond maxKeys', () => {
-    const r = createRateLimiter({ windowMs: 60_000, max: 1, maxKeys: 2 })
+    const r = createAttemptLimiter({ windowMs: 60_000, max: 1, maxKeys: 2 })
     r.hit('a'); r.hit('b'); r.hit('c')
     expect(r.retryAfter('a')).toBe(0)
     expect(r.retryAfter('c')).toBeGreaterThan(0)

@@ -4,18 +4,16 @@
  * (policy, token, publish) and by HTTP clients as alice, bob and an agent.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { COORDINATOR_MMAP_THRESHOLD_BYTES } from '../../coordinator/constants.ts'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { routes } from '../../protocol/api.ts'
 import { importPublicKey, openSignedManifest } from '../../protocol/signed-manifest.ts'
 import { freePort, startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS as PW, type TestSlapd } from '../helpers/slapd.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
+import { CLI, cli as runCli, type CliResult } from '../helpers/cli-process.ts'
 
-const run = promisify(execFile)
-const CLI = new URL('../../bin/trimswarm.js', import.meta.url).pathname
 
 interface Proc { child: ChildProcess, stdout: string[], stderr: string[], exited: Promise<number | null> }
 
@@ -47,14 +45,7 @@ describe('trimswarm coordinator as a process, with a real slapd', () => {
   let configFile: string
   let adminTokenFile: string
   let listen: string
-  const cli = async (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
-    try {
-      const { stdout, stderr } = await run(process.execPath, [CLI, ...args, '--coordinator', url, '--token-file', adminTokenFile], { timeout: 60_000 })
-      return { code: 0, stdout, stderr }
-    } catch (err: any) {
-      return { code: err.code, stdout: err.stdout, stderr: err.stderr }
-    }
-  }
+  const cli = async (...args: string[]): Promise<CliResult> => await runCli([...args, '--coordinator', url, '--token-file', adminTokenFile], { timeout: 60_000 })
   const get = async (path: string, token?: string, init: RequestInit = {}): Promise<Response> =>
     await fetch(url + path, { ...init, headers: { ...(init.headers as Record<string, string>), ...(token != null ? { authorization: `Bearer ${token}` } : {}) } })
   const login = async (user: string, password: string): Promise<Response> =>

@@ -7,6 +7,7 @@ import type { CID } from 'multiformats/cid'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createDirectoryBlockStore } from '../../coordinator/directory-block-store.ts'
 import { BLOCK_STORE_TMP_SUFFIX } from '../../coordinator/constants.ts'
+import { atomicTempPath } from '../../utils/atomic-write.ts'
 import type { Logger } from '../../coordinator/interface.ts'
 import { toHex } from '../../protocol/block-id.ts'
 import { HashMismatchError, NotFoundError } from '../../protocol/errors.ts'
@@ -73,13 +74,13 @@ describe('directory block store', () => {
     const kept = testChunk(10)
     const lost = testChunk(11)
     await store.put(kept.cid, kept.bytes)
-    // What a crash between write and rename leaves: the complete bytes under a temp name, next to where they belong.
+    // What a crash between write and rename leaves: the complete bytes under the temp name the store's atomic write uses.
     const lostFile = store.pathOf(lost.cid)
     await mkdir(join(lostFile, '..'), { recursive: true })
-    const tmp = `${lostFile}.4242.1${BLOCK_STORE_TMP_SUFFIX}`
+    const tmp = atomicTempPath(lostFile)
     await writeFile(tmp, lost.bytes)
     // ... and a half-written one in the kept chunk's shard.
-    const tmp2 = `${store.pathOf(kept.cid)}.4242.2${BLOCK_STORE_TMP_SUFFIX}`
+    const tmp2 = atomicTempPath(store.pathOf(kept.cid))
     await writeFile(tmp2, kept.bytes.subarray(0, 100))
 
     expect(await collect(store.list())).toEqual([kept.cid.toString()])

@@ -6,20 +6,18 @@
  * host folder for Trim Transfer) and watches the rollout and bandwidth pages
  * update by themselves (no reload). Screenshots go to test-artifacts/console/.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { freePort, startTestSlapd, testLdapInit, TEST_LDAP_PASSWORDS, type TestSlapd } from '../helpers/slapd.ts'
 import { makeHostFolder, makeTestImage, makeUpdatedImage, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
+import { CLI, cliOk } from '../helpers/cli-process.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
-const CLI = new URL('../../bin/trimswarm.js', import.meta.url).pathname
 const ARTIFACTS = new URL('../../test-artifacts/console/', import.meta.url).pathname
-const run = promisify(execFile)
 
 const HAVE_CHROMIUM = existsSync(CHROMIUM)
 
@@ -37,10 +35,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'admin console in Chromium' : `a
   let v2: TestImage
   let host: HostFolder
 
-  const cli = async (...args: string[]): Promise<string> => {
-    const { stdout } = await run(process.execPath, [CLI, ...args], { timeout: 60_000 })
-    return stdout
-  }
+  const cli = async (...args: string[]): Promise<string> => await cliOk(args, { timeout: 60_000 })
   const shot = async (name: string): Promise<void> => { await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true }) }
   const agent = async (name: string, site: string, version: string, extra: string[]): Promise<any> => {
     const out = await cli('agent', 'sync', `desk@${version}`, '--coordinator', url, '--token-file', join(dir.path, 'agent.token'),

@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, describe, expect, it } from 'vitest'
+import { runNode, type CliResult } from '../helpers/cli-process.ts'
 import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 
@@ -18,14 +19,8 @@ const ROOT = join(import.meta.dirname, '..', '..')
 const CLI = join(ROOT, 'bin', 'trimswarm.js')
 const PACKAGE_VERSION: string = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version
 
-async function run (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, args, { cwd: ROOT })
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
+async function run (args: string[]): Promise<CliResult> {
+  return await runNode(args, { cwd: ROOT })
 }
 
 describe('version', () => {

@@ -7,8 +7,8 @@ import { execFileSync } from 'node:child_process'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { runAgent, startTestCoordinator, type TestCoordinator } from './harness.ts'
+import { b3sumFile, type TempDir, type TestImage } from '../helpers/images.ts'
+import { runAgent, type TestCoordinator, startPublishedTestImage } from './harness.ts'
 
 const canMount = process.getuid?.() === 0
 let tmp: TempDir
@@ -18,10 +18,7 @@ let mnt: string
 let mounted = false
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-agent-full-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 51 }) // about 2 MiB of data: more than the 1 MiB disk
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, coord } = await startPublishedTestImage('trimswarm-agent-full-', { name: 'img', sizeMiB: 8, seed: 51 })) // about 2 MiB of data: more than the 1 MiB disk
   mnt = join(tmp.path, 'small-disk')
   await mkdir(mnt)
 })

@@ -4,16 +4,17 @@
  * token for a group, and that group's policy. Agents run as real processes
  * (`node bin/trimswarm.js agent sync ...`) against its URL.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
 import { createPublishClient } from '../../client/publish-client.ts'
 import type { Policy } from '../../protocol/api.ts'
+import { CLI, spawnNode, type CliResult } from '../helpers/cli-process.ts'
+import { b3sumFile, makeTestImage, tempDir, type MakeTestImageOptions, type TempDir, type TestImage } from '../helpers/images.ts'
 
 /** Path of the CLI entry point. */
-export const CLI = fileURLToPath(new URL('../../bin/trimswarm.js', import.meta.url))
+export { CLI }
 
 /** A running coordinator with one agent group. */
 export interface TestCoordinator {
@@ -68,40 +69,47 @@ export async function startTestCoordinator (dir: string, options: { listen?: str
   }
 }
 
+/** A temp dir, a test image in it, its b3sum, and a coordinator (under the temp dir) serving it as ws@v1. */
+export interface PublishedTestImage {
+  tmp: TempDir
+  img: TestImage
+  imgSum: string
+  coord: TestCoordinator
+}
+
+/** The set-up most agent tests start from (their beforeAll): makeTestImage(`image`) in a fresh temp dir, published as ws@v1. */
+export async function startPublishedTestImage (prefix: string, image: MakeTestImageOptions): Promise<PublishedTestImage> {
+  const tmp = await tempDir(prefix)
+  const img = await makeTestImage(tmp.path, image)
+  const imgSum = await b3sumFile(img.path)
+  const coord = await startTestCoordinator(tmp.path)
+  await coord.publish('ws', 'v1', img.path)
+  return { tmp, img, imgSum, coord }
+}
+
 /** The result of one agent process. */
-export interface AgentRun {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
+export interface AgentRun extends CliResult {
   /** The parsed --json summary, when the run printed one. */
   summary?: any
 }
 
 /** Starts `trimswarm agent ...` as a child process. */
 export function spawnAgent (args: string[], env: Record<string, string> = {}): { child: ChildProcess, done: Promise<AgentRun> } {
-  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
-  let stdout = ''
-  let stderr = ''
-  child.stdout!.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
-  const done = new Promise<AgentRun>((resolve) => {
-    child.on('close', (code, signal) => {
+  const { child, done } = spawnNode([CLI, 'agent', ...args], { env })
+  return {
+    child,
+    done: done.then((r) => {
       let summary: any
-      try { summary = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') } catch {}
-      resolve({ code, signal, stdout, stderr, summary })
+      try { summary = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '') } catch {}
+      return { ...r, summary }
     })
-  })
-  return { child, done }
+  }
 }
 
 /** Runs `trimswarm agent ...` to completion. */
 export async function runAgent (args: string[], env: Record<string, string> = {}): Promise<AgentRun> {
   return await spawnAgent(args, env).done
 }
-
-/** The byte meter in front of the coordinator (bench/lib/byte-meter.ts), as the issue's own meter. */
-export { startByteMeter as startCountingProxy } from '../../bench/lib/byte-meter.ts'
 
 /** An HTTP proxy to `target` that lets a test rewrite response bodies (a man in the middle). */
 export async function startTamperingProxy (target: string, tamper: (path: string, body: Uint8Array) => Uint8Array): Promise<{ url: string, close: () => Promise<void> }> {

@@ -8,7 +8,8 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage, type UpdatedImage } from '../helpers/images.ts'
-import { OPEN_POLICY, runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from './harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { OPEN_POLICY, runAgent, spawnAgent, startTestCoordinator, type AgentRun, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -63,7 +64,7 @@ describe('agent sync with LAN sharing', () => {
 
   it('agents that start together pull each byte over the WAN about once, and update together the same way', async () => {
     // one agent alone (no LAN): the reference for the WAN bytes
-    const alone = await startCountingProxy(coord.url)
+    const alone = await startByteMeter(coord.url)
     const ref = await runAgent(['sync', 'ws@v1', ...args(alone.url, coord.tokenFile, 'alone'), '--no-lan'])
     expect(ref.code, ref.stderr).toBe(0)
     const aloneBase = alone.down
@@ -72,7 +73,7 @@ describe('agent sync with LAN sharing', () => {
     const aloneNext = alone.down - aloneBase
     await alone.close()
 
-    const meter = await startCountingProxy(coord.url)
+    const meter = await startByteMeter(coord.url)
     const names = ['p1', 'p2', 'p3', 'p4']
     const runAll = async (version: string): Promise<AgentRun[]> => {
       const procs = names.map(n => spawnAgent(['sync', `ws@${version}`, ...args(meter.url, coord.tokenFile, n), ...lanArgs]))

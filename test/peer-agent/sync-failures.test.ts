@@ -8,13 +8,14 @@ import { createServer } from 'node:net'
 import { mkdir, open, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { b3sumFile, makeHostFolder, makeTestImage, seededBytes, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, makeHostFolder, seededBytes, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
 import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { createEventQueue } from '../../peer-agent/event-queue.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
 import { publishZeroVersion } from '../helpers/zero-version.ts'
-import { runAgent, spawnAgent, startCountingProxy, startTamperingProxy, startTestCoordinator, type TestCoordinator } from './harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { runAgent, spawnAgent, startPublishedTestImage, startTamperingProxy, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -23,12 +24,8 @@ let host: HostFolder
 let imgSum: string
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-agent-bad-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 21 })
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-agent-bad-', { name: 'img', sizeMiB: 8, seed: 21 }))
   host = await makeHostFolder(tmp.path, img)
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
 })
 
 afterAll(async () => {
@@ -51,7 +48,7 @@ async function freePort (): Promise<number> {
 describe('agent sync, interrupted and attacked', () => {
   it('resumes after kill -9 without fetching verified data again', async () => {
     // a clean run through a byte meter: the reference
-    const clean = await startCountingProxy(coord.url)
+    const clean = await startByteMeter(coord.url)
     const r0 = await runAgent([...args(clean.url, join(tmp.path, 'k0'), join(tmp.path, 'k0-out', 'ws.img')), '--no-index'])
     expect(r0.code, r0.stderr).toBe(0)
     const cleanBytes = clean.bytes
@@ -59,7 +56,7 @@ describe('agent sync, interrupted and attacked', () => {
 
     // the same sync, slowed down, killed mid-transfer, then restarted
     // a slow link (about 4 s for the whole transfer) so the kill lands mid-stream
-    const meter = await startCountingProxy(coord.url, { rate: Math.max(20_000, Math.round(cleanBytes / 4)) })
+    const meter = await startByteMeter(coord.url, { rate: Math.max(20_000, Math.round(cleanBytes / 4)) })
     const data = join(tmp.path, 'k1')
     const out = join(tmp.path, 'k1-out', 'ws.img')
     const { child, done } = spawnAgent([...args(meter.url, data, out), '--no-index'])

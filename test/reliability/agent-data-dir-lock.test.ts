@@ -9,8 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { CLI, runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { b3sumFile, type TempDir, type TestImage } from '../helpers/images.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { CLI, runAgent, spawnAgent, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { recordCounts } from './counts.ts'
 
@@ -24,11 +25,7 @@ let imgSum: string
 const counts = { cases: 0, killResumes: 0, zombies: 0 }
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-lock-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 47 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-lock-', { name: 'img', sizeMiB: 8, seed: 47 }))
 })
 
 afterAll(async () => {
@@ -89,7 +86,7 @@ describe('agent data dir lock (kernel-held)', () => {
   })
 
   it('two agents on one data dir: the second is refused at once, one line naming the first, exit 75; the first completes', async () => {
-    const meter = await startCountingProxy(coord.url, { rate: 256 * 1024 }) // the first runs for several seconds
+    const meter = await startByteMeter(coord.url, { rate: 256 * 1024 }) // the first runs for several seconds
     try {
       const data = join(tmp.path, 'two')
       const first = spawnAgent(args(meter.url, data, join(tmp.path, 'two-out', 'a.img')))
@@ -111,7 +108,7 @@ describe('agent data dir lock (kernel-held)', () => {
   })
 
   it('kill -9, then an immediate resume while the killed agent is still an unreaped zombie, 20 times; the last run completes', async () => {
-    const meter = await startCountingProxy(coord.url, { rate: 2 * 1024 * 1024 })
+    const meter = await startByteMeter(coord.url, { rate: 2 * 1024 * 1024 })
     const parents: ChildProcess[] = []
     try {
       const data = join(tmp.path, 'kill')

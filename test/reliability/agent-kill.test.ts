@@ -9,8 +9,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { b3sumFile, createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { b3sumFile, createPrng, type TempDir, type TestImage } from '../helpers/images.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { runAgent, spawnAgent, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { recordCounts } from './counts.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { DEFAULT_MAX_BLOCKS } from '../../chunker/constants.ts'
@@ -35,11 +36,7 @@ let cleanBytes = 0
 const trials: Array<{ trial: number, killAt: number, bytesAtKill: number, total: number, ratio: number }> = []
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-agent-kill-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 31 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-agent-kill-', { name: 'img', sizeMiB: 8, seed: 31 }))
 })
 
 afterAll(async () => {
@@ -64,7 +61,7 @@ function args (url: string, data: string, out: string): string[] {
 
 describe(`agent kill -9 at seeded random moments (${TRIALS} trials, seed ${SEED})`, () => {
   it('clean reference run', async () => {
-    const meter = await startCountingProxy(coord.url)
+    const meter = await startByteMeter(coord.url)
     const out = join(tmp.path, 'clean', 'ws.img')
     const r = await runAgent(args(meter.url, join(tmp.path, 'clean-data'), out))
     expect(r.code, r.stderr).toBe(0)
@@ -81,7 +78,7 @@ describe(`agent kill -9 at seeded random moments (${TRIALS} trials, seed ${SEED}
     it(`trial ${trial}: killed at ${Math.round(killAt * 100)} % of the transfer, the restart completes`, async () => {
       expect(cleanBytes).toBeGreaterThan(0)
       // about 2 s for a whole transfer, so the kill lands mid-stream
-      const meter = await startCountingProxy(coord.url, { rate: Math.round(cleanBytes / 2) })
+      const meter = await startByteMeter(coord.url, { rate: Math.round(cleanBytes / 2) })
       const data = join(tmp.path, `t${trial}`)
       const out = join(tmp.path, `t${trial}-out`, 'ws.img')
       const { child, done } = spawnAgent(args(meter.url, data, out))

@@ -9,9 +9,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lstat, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { b3sumFile, makeTestImage, seededBytes, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, seededBytes, type TempDir, type TestImage } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
-import { runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { runAgent, spawnAgent, type AgentRun, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -20,13 +21,9 @@ let imgSum: string
 let cleanBytes = 0
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-resume-attack-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 47 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-resume-attack-', { name: 'img', sizeMiB: 8, seed: 47 }))
   // a clean run's WAN bytes, to pace the killed run
-  const meter = await startCountingProxy(coord.url)
+  const meter = await startByteMeter(coord.url)
   const r = await runAgent(args(meter.url, join(tmp.path, 'clean-data'), join(tmp.path, 'clean', 'ws.img')))
   cleanBytes = meter.bytes
   await meter.close()
@@ -66,7 +63,7 @@ async function verifiedInCheckpoint (data: string): Promise<number> {
 /** Starts a paced sync into `out` and stops it with `signal` (SIGKILL by default) once a checkpoint vouches for some chunks. */
 async function killMidSync (data: string, out: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   // about 8 s for the whole transfer: the first checkpoint (2 s) lands well before the end
-  const meter = await startCountingProxy(coord.url, { rate: Math.round(cleanBytes / 8) })
+  const meter = await startByteMeter(coord.url, { rate: Math.round(cleanBytes / 8) })
   const { child, done } = spawnAgent(args(meter.url, data, out))
   const deadline = Date.now() + 30_000
   while (await verifiedInCheckpoint(data) === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))

@@ -14,7 +14,7 @@ import { startByteMeter } from '../../bench/lib/byte-meter.ts'
 import { createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { recordCounts } from './counts.ts'
-import { cli, startCoordinatorProcess } from '../helpers/cli-process.ts'
+import { cli, startCoordinatorProcess, type CliResult } from '../helpers/cli-process.ts'
 
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 3)
 const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
@@ -42,7 +42,7 @@ afterAll(async () => {
 })
 
 /** Publishes through `url`; resolves to the CLI result. */
-async function publish (url: string, tokenFile: string): Promise<{ code: number, stdout: string, stderr: string }> {
+async function publish (url: string, tokenFile: string): Promise<CliResult> {
   return await cli(['publish', img.path, '--image', 'desk', '--version', '1', '--coordinator', url, '--token-file', tokenFile, '--json'])
 }
 

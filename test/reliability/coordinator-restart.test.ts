@@ -19,21 +19,20 @@
  * then either (the block-batch source retries whole rounds on top, while peers serve).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { promisify } from 'node:util'
 import { ADMIN_TOKEN_FILE } from '../../coordinator/constants.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { DEFAULT_MAX_BLOCKS } from '../../chunker/constants.ts'
 import { RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from '../../peer-agent/constants.ts'
 import { b3sumFile, createPrng, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { freePort } from '../helpers/slapd.ts'
-import { CLI, OPEN_POLICY, spawnAgent, startCountingProxy, type AgentRun } from '../peer-agent/harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { CLI, OPEN_POLICY, spawnAgent, type AgentRun } from '../peer-agent/harness.ts'
+import { cliOk, startCoordinatorProcess, type CoordinatorProcess } from '../helpers/cli-process.ts'
 import { recordCounts } from './counts.ts'
 
-const exec = promisify(execFile)
 const TRIALS = Number(process.env.TRIMSWARM_TRIALS ?? 2)
 const SEED = Number(process.env.TRIMSWARM_SEED ?? 8)
 /** Agents of the site, started together. */
@@ -59,32 +58,13 @@ const LEFT_PEERS = /warning: peers: .*continuing with the next source|not fetchi
 /** The paced link makes a swarm sync last about this long, so the outage lands mid-sync. */
 const SYNC_SECONDS = 4
 
-interface CoordinatorProc { child: ChildProcess, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>, stderr: () => string }
-
-/** Starts `trimswarm coordinator` as a real process on `port` and waits until it listens. */
-async function startCoordinatorProcess (dataDir: string, port: number): Promise<CoordinatorProc> {
-  const child = spawn(process.execPath, [CLI, 'coordinator', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.on('exit', (code, signal) => resolve({ code, signal })))
-  let out = ''
-  let err = ''
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString() })
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('coordinator listening on')) resolve()
-    })
-    void exited.then(e => reject(new Error(`coordinator exited (${e.code ?? e.signal}) before listening: ${err}`)))
-  })
-  return { child, exited, stderr: () => err }
-}
-
 let tmp: TempDir
 let img: TestImage
 let imgSum: string
 let dataDir: string
 let port: number
 let url: string
-let coord: CoordinatorProc | undefined
+let coord: CoordinatorProcess | undefined
 let agentTokenFile: string
 /** WAN bytes (coordinator -> agents) of one agent syncing alone, and of AGENTS syncing together. */
 let aloneBytes = 0
@@ -110,7 +90,7 @@ beforeAll(async () => {
   const token = await admin('POST', '/v1/tokens', { group: 'branch', name: 'restart-agent' })
   agentTokenFile = join(tmp.path, 'agent.token')
   await writeFile(agentTokenFile, token.token + '\n', { mode: 0o600 })
-  await exec(process.execPath, [CLI, 'publish', img.path, '--image', 'ws', '--version', 'v1', '--coordinator', url, '--token-file', join(dataDir, ADMIN_TOKEN_FILE)])
+  await cliOk(['publish', img.path, '--image', 'ws', '--version', 'v1', '--coordinator', url, '--token-file', join(dataDir, ADMIN_TOKEN_FILE)])
 }, 120_000)
 
 afterAll(async () => {
@@ -152,7 +132,7 @@ async function expectWholeOrAbsent (out: string): Promise<boolean> {
 
 describe(`coordinator restart during a swarm sync (${TRIALS} trials, ${AGENTS} agents, seed ${SEED})`, () => {
   it('clean reference runs: one agent alone, then the site together', async () => {
-    const alone = await startCountingProxy(url)
+    const alone = await startByteMeter(url)
     const dir = join(tmp.path, 'clean')
     const ref = await spawnAgent(agentArgs(alone.url, dir, 'alone', false)).done
     expect(ref.code, ref.stderr).toBe(0)
@@ -160,7 +140,7 @@ describe(`coordinator restart during a swarm sync (${TRIALS} trials, ${AGENTS} a
     aloneBytes = alone.down
     await alone.close()
 
-    const meter = await startCountingProxy(url)
+    const meter = await startByteMeter(url)
     const runs = await Promise.all(Array.from({ length: AGENTS }, (_, i) => spawnAgent(agentArgs(meter.url, dir, `a${i}`, true)).done))
     for (const r of runs) expect(r.code, r.stderr).toBe(0)
     for (let i = 0; i < AGENTS; i++) expect(await b3sumFile(join(dir, `a${i}`, 'ws.img'))).toBe(imgSum)
@@ -183,7 +163,7 @@ describe(`coordinator restart during a swarm sync (${TRIALS} trials, ${AGENTS} a
       expect(swarmBytes).toBeGreaterThan(0)
       const dir = join(tmp.path, `t${trial}`)
       // the site's WAN link, paced so the swarm sync lasts at least SYNC_SECONDS (the site pulls each byte at least once)
-      const meter = await startCountingProxy(url, { rate: Math.round(aloneBytes / SYNC_SECONDS) })
+      const meter = await startByteMeter(url, { rate: Math.round(aloneBytes / SYNC_SECONDS) })
       const names = Array.from({ length: AGENTS }, (_, i) => `a${i}`)
       const procs = names.map(n => spawnAgent(agentArgs(meter.url, dir, n, true)))
       let running = AGENTS

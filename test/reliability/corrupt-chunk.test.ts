@@ -14,8 +14,8 @@ import { decodeManifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
 import { BLOCKS_DIR } from '../../coordinator/constants.ts'
 import { createDirectoryBlockStore } from '../../coordinator/directory-block-store.ts'
-import { b3sumFile, flipBit, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { runAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { b3sumFile, flipBit, type TempDir, type TestImage } from '../helpers/images.ts'
+import { runAgent, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { sampleValue } from '../helpers/promtool.ts'
 import { recordCounts } from './counts.ts'
 
@@ -37,10 +37,7 @@ function args (data: string, out: string): string[] {
 }
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-corrupt-chunk-')
-  img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 51 })
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, coord } = await startPublishedTestImage('trimswarm-corrupt-chunk-', { name: 'img', sizeMiB: 8, seed: 51 }))
   const { bytes } = await coord.coordinator.images.getEnvelope('ws', 'v1')
   const m = decodeManifest(decodeEnvelope(bytes).manifest)
   const index = m.chunks.length >> 1

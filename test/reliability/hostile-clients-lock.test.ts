@@ -9,7 +9,8 @@ import { spawn } from 'node:child_process'
 import { chmod, lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
-import { CLI, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { CLI, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
 import { Client } from 'ldapts'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
 import { ConfigError } from '../../coordinator/errors.ts'
@@ -87,7 +88,7 @@ describe('item 12: the agent\'s data dir is private (0700/0600), and an existing
     expect(notPrivate(await modes(data))).toEqual([])
 
     // the update, killed half way: the checkpoint and the delta pack being downloaded stay behind
-    const meter = await startCountingProxy(coord.url, { rate: 256 * 1024 })
+    const meter = await startByteMeter(coord.url, { rate: 256 * 1024 })
     try {
       const run = agentUmask022(['sync', 'ws@v2', '--coordinator', meter.url, '--no-index', ...common])
       const deadline = Date.now() + 20_000

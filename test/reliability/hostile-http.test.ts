@@ -6,20 +6,17 @@
  * reach the server exactly as written (`..`, `%00`, no URL normalisation).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile } from 'node:child_process'
 import { request } from 'node:http'
 import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { chunkCid } from '../../protocol/block-id.ts'
 import { BLOCKS_DIR, DEFAULT_MAX_BODY_BYTES, MAX_BLOCK_BATCH_REQUEST_BYTES } from '../../coordinator/constants.ts'
 import { hashBytes } from '../../chunker/blake3.ts'
 import { startImageHarness, type ImageHarness } from '../coordinator/image-harness.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
+import { cli } from '../helpers/cli-process.ts'
 import { recordCounts } from './counts.ts'
 
-const exec = promisify(execFile)
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'trimswarm.js')
 
 interface Route { method: string, path: string, bodyTypes: string[], params: string[], query: string[], secured: boolean }
 interface Answer { status: number, contentType: string, body: string }
@@ -174,7 +171,8 @@ describe('hostile input on every route of the OpenAPI document: 4xx with a JSON 
     h = await startImageHarness(join(dir.path, 'coord'), { buildDeltaPacks: false })
     const tokenFile = join(dir.path, 'admin.token')
     await writeFile(tokenFile, h.tokens.admin + '\n')
-    const r = await exec(process.execPath, [CLI, 'publish', img.path, '--image', 'desk', '--version', '1', '--coordinator', h.url, '--token-file', tokenFile])
+    const r = await cli(['publish', img.path, '--image', 'desk', '--version', '1', '--coordinator', h.url, '--token-file', tokenFile])
+    expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).not.toMatch(/error/i)
     const doc = await (await fetch(h.url + '/v1/openapi.json')).json()
     for (const [path, ops] of Object.entries<Record<string, any>>(doc.paths)) {

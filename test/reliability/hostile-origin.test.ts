@@ -9,16 +9,14 @@
  *   that makes no write progress is aborted and its slot freed.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { execFile } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { api } from '../../protocol/index.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { ADMIN_TOKEN_FILE, DEFAULT_POLICY } from '../../coordinator/constants.ts'
-import { CLI, processMemory, startCoordinatorProcess as startProcess, type CoordinatorProcess as Proc } from '../helpers/cli-process.ts'
+import { cliOk, processMemory, startCoordinatorProcess as startProcess, type CoordinatorProcess as Proc } from '../helpers/cli-process.ts'
 import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
 import { sampleValue } from '../helpers/promtool.ts'
 import { recordCounts } from './counts.ts'
@@ -135,7 +133,7 @@ const BLOCKS = IMAGE_MIB * MiB / BLOCK_SIZE
 async function publishAndTokens (c: CoordinatorProcess, dataDir: string): Promise<{ a: string, b: string }> {
   const img = join(dir.path, 'desk.img')
   await writeFile(img, seededBytes(131, IMAGE_MIB * MiB))
-  await promisify(execFile)(process.execPath, [CLI, 'publish', img, '--image', 'desk', '--version', '1', '--coordinator', c.url, '--token-file', join(dataDir, ADMIN_TOKEN_FILE)])
+  await cliOk(['publish', img, '--image', 'desk', '--version', '1', '--coordinator', c.url, '--token-file', join(dataDir, ADMIN_TOKEN_FILE)])
   const admin = await c.adminToken()
   const call = async (path: string, method: string, body: unknown): Promise<any> => {
     const res = await fetch(c.url + path, { method, body: JSON.stringify(body), headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' } })

@@ -29,9 +29,10 @@ import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
 import { createManifestSigner } from '../../coordinator/manifest-signer.ts'
 import { frameStream } from '../../peer-agent/swarm/framed-stream.ts'
 import { multiaddr } from '@multiformats/multiaddr'
-import { b3sumFile, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
+import { b3sumFile, type TempDir, type TestImage } from '../helpers/images.ts'
 import { fetchManifest, probe, requestCapability, startHostilePeer, startPlainNode, type HostileMode, type HostilePeer } from '../helpers/hostile-peer.ts'
-import { OPEN_POLICY, runAgent, spawnAgent, startCountingProxy, startTestCoordinator, type AgentRun, type TestCoordinator } from '../peer-agent/harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { OPEN_POLICY, runAgent, spawnAgent, type AgentRun, type TestCoordinator, startPublishedTestImage } from '../peer-agent/harness.ts'
 import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { recordCounts } from './counts.ts'
 
@@ -63,11 +64,7 @@ async function admin (method: string, path: string, body?: unknown): Promise<any
 }
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-hostile-peers-')
-  img = await makeTestImage(tmp.path, { name: 'ws', sizeMiB: 8, files: 20, seed: 61, dataKiB: 3 * 1024 })
-  imgSum = await b3sumFile(img.path)
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-hostile-peers-', { name: 'ws', sizeMiB: 8, files: 20, seed: 61, dataKiB: 3 * 1024 }))
   token = (await readFile(coord.tokenFile, 'utf8')).trim()
   manifest = await fetchManifest(coord.url, token, 'ws', 'v1')
   // a group whose policy does not give the image (LAN sharing on)
@@ -76,7 +73,7 @@ beforeAll(async () => {
   noImageTokenFile = join(tmp.path, 'elsewhere.token')
   await writeFile(noImageTokenFile, noImageToken + '\n', { mode: 0o600 })
   // one agent alone, no LAN: the WAN reference
-  const meter = await startCountingProxy(coord.url)
+  const meter = await startByteMeter(coord.url)
   const r = await runAgent(['sync', 'ws@v1', ...agentArgs(meter.url, 'alone', 'alone'), '--no-lan'])
   expect(r.code, r.stderr).toBe(0)
   aloneBytes = meter.down
@@ -201,7 +198,7 @@ describe('hostile peers against real agent processes (coordinator rendezvous, on
     it.concurrent(`${mode}: every honest agent finishes with the exact image, the hostile peer is ${EXPECT[mode].banned ? 'banned and reported' : 'dropped'}`, async () => {
       const site = `h-${mode}`
       const hostile: HostilePeer = await startHostilePeer({ mode, manifest, imagePath: img.path })
-      const meter = await startCountingProxy(coord.url)
+      const meter = await startByteMeter(coord.url)
       let runs: AgentRun[]
       let wan = 0
       const t0 = performance.now()

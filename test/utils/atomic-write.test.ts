@@ -107,3 +107,25 @@ describe('syncDir', () => {
     await expect(syncDir(join(tmp.path, 'missing'))).rejects.toThrow(/ENOENT/)
   })
 })
+
+describe('writeFileAtomic, exclusive', () => {
+  it('creates an absent file whole, and refuses (EEXIST) to touch an existing one, leaving no temp file', async () => {
+    const file = join(tmp.path, 'secret')
+    await writeFileAtomic(file, 'first', { mode: 0o600, exclusive: true })
+    expect(await readFile(file, 'utf8')).toBe('first')
+    expect((await stat(file)).mode & 0o777).toBe(0o600)
+    await expect(writeFileAtomic(file, 'second', { exclusive: true })).rejects.toMatchObject({ code: 'EEXIST' })
+    expect(await readFile(file, 'utf8')).toBe('first')
+    expect(await readdir(tmp.path)).toEqual(['secret'])
+  })
+
+  it('of two writers at once, exactly one creates the file and the other gets EEXIST', async () => {
+    const file = join(tmp.path, 'raced')
+    const results = await Promise.allSettled(['a', 'b'].map(async v => { await writeFileAtomic(file, v, { exclusive: true }); return v }))
+    const won = results.filter(r => r.status === 'fulfilled').map(r => (r as PromiseFulfilledResult<string>).value)
+    expect(won.length).toBe(1)
+    expect(await readFile(file, 'utf8')).toBe(won[0])
+    expect(results.find(r => r.status === 'rejected')).toMatchObject({ reason: { code: 'EEXIST' } })
+    expect(await readdir(tmp.path)).toEqual(['raced'])
+  })
+})
