@@ -11,7 +11,7 @@
  * middleware (every other /v1 route has `c.get('principal')`) -> /v1 routes,
  * which check access before they read a body -> JSON 404.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
@@ -26,13 +26,13 @@ import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createAudit } from './audit.ts'
 import { createConsole, type AdminConsole } from './console/console.ts'
-import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
+import { createAuth } from './auth.ts'
 import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
 import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './config.ts'
 import {
-  ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
+  BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { recordS3BlockStore } from './s3-block-store-marker.ts'
@@ -46,7 +46,6 @@ import { createImageService, type ImageService } from './image-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
-import { createManifestSigner } from './manifest-signer.ts'
 import { openMetaDb, type MetaDb } from './meta-db.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createMetricsRoute } from './metrics-route.ts'
@@ -56,7 +55,8 @@ import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
 import { createBodyBudget } from './body-budget.ts'
 import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
-import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
+import { ensureDir } from './secret-files.ts'
+import { loadCoordinatorSecrets } from './coordinator-secrets.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createSiteAssigner } from './site-assignment.ts'
 import { createSiteMap } from './sites.ts'
@@ -256,13 +256,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   // ---- data dir and secrets ----
   const dataDir = init.dataDir
   await ensureDir(dataDir)
-  // key files named in the config are shared by several coordinators (docs/OPERATIONS.md "Failover")
-  const adminTokenFile = config.adminTokenFile ?? join(dataDir, ADMIN_TOKEN_FILE)
-  const admin = await loadOrCreateSecret(adminTokenFile, () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
-  const adminToken = admin.value.toString('utf8').trim()
-  if (!adminToken.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${adminTokenFile} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
-  const sessionSecret = await loadOrCreateSecret(config.sessionKeyFile ?? join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))
-  const signer = await createManifestSigner(dataDir, config.signingKeyFile)
+  const { adminToken, adminTokenCreated, adminTokenFile, sessionSecret, signer } = await loadCoordinatorSecrets(dataDir, config)
   const db: MetaDb = await openMetaDb(dataDir)
   const cleanups: Array<() => Promise<void>> = [async () => { await db.close() }]
   const cleanup = async (): Promise<void> => {
@@ -281,7 +275,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await events.start()
     cleanups.push(async () => { await events.stop() })
     const policy = createPolicyEngine({ policies })
-    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
+    const sessions = createSessionTokens({ secret: sessionSecret, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
     await sessions.start()
     const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
     await sites.start()
@@ -376,7 +370,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     return {
       url,
       adminToken,
-      adminTokenCreated: admin.created,
+      adminTokenCreated,
       adminTokenFile,
       app,
       publicKey: signer.publicKeyRaw,
