@@ -6,8 +6,7 @@
  */
 import type { ParseArgsOptionsConfig } from 'node:util'
 import type { Schema } from '../protocol/schema.ts'
-import { createCoordinatorHttp, parseCoordinatorUrls } from '../client/coordinator-http.ts'
-import { CoordinatorUrlError } from '../client/errors.ts'
+import { createCoordinatorHttp } from '../client/coordinator-http.ts'
 import { readSecretFile } from '../client/secret-file.ts'
 import { coordinatorOption, tokenFileOption, UsageError, type CommandArgs } from './cli-support.ts'
 
@@ -31,33 +30,11 @@ export interface AdminClient {
   request: <T>(method: string, path: string, options?: { body?: unknown, schema?: Schema<T>, timeoutMs?: number }) => Promise<T>
 }
 
-/**
- * The agent's --coordinator URL, repeatable (several coordinators serving the same key and
- * images: the next is asked when one is down), else TRIMSWARM_COORDINATOR (URLs separated by
- * commas); checked, a bad or missing one is a UsageError.
- */
-export function coordinatorUrlsOption (args: CommandArgs, usage: string): string[] {
-  const given = args.values.coordinator as string[] | undefined
-  const urls = given ?? (process.env.TRIMSWARM_COORDINATOR ?? '').split(',').map(u => u.trim()).filter(u => u !== '')
-  if (urls.length === 0) throw new UsageError(`--coordinator URL (or TRIMSWARM_COORDINATOR) is required\n\n${usage}`)
-  return checkedUrls(urls, usage)
-}
-
-function checkedUrls (urls: string[], usage: string): string[] {
-  try {
-    return parseCoordinatorUrls(urls)
-  } catch (err) {
-    if (err instanceof CoordinatorUrlError) throw new UsageError(`--coordinator: ${err.message}\n\n${usage}`)
-    throw err
-  }
-}
-
 /** --coordinator (checked) and the token of --token-file; a missing or bad option is a UsageError. */
 export async function adminTarget (args: CommandArgs, usage: string): Promise<{ coordinator: string, token: string }> {
   const coordinator = coordinatorOption(args, usage)
   const tokenFile = tokenFileOption(args)
   if (tokenFile == null) throw new UsageError(`--token-file FILE (or TRIMSWARM_TOKEN_FILE) is required\n\n${usage}`)
-  checkedUrls([coordinator], usage)
   return { coordinator, token: await readSecretFile(tokenFile, 'token') }
 }
 

@@ -19,9 +19,8 @@ import {
   ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputRefusedError, OutputReplacedError,
   PartialFileError, SyncIncompleteError
 } from '../../peer-agent/errors.ts'
-import { CliError, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { CliError, coordinatorUrlsOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
-import { coordinatorUrlsOption } from '../admin-client.ts'
 import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 import { reexecWith } from '../reexec.ts'
 import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
@@ -39,10 +38,7 @@ next run when the sync fails. An existing PATH this agent did not install is
 left alone unless --force is given; a directory is refused.
 
 Options
-  --coordinator URL      coordinator base URL (http:// or https://; or TRIMSWARM_COORDINATOR,
-                         URLs separated by commas); repeatable: coordinators serving the same
-                         key and images, the next asked when one is down (a sync continues
-                         there, keeping what it verified)
+  --coordinator URL      coordinator base URL (http(s)://; or TRIMSWARM_COORDINATOR); repeatable: the next when one is down
   --token-file F         file holding a machine token (trimswarm token create; or
                          TRIMSWARM_TOKEN_FILE when --user is not given)
   --user U               user name to log in with (LDAP), with --password-file
@@ -361,9 +357,7 @@ new version; stops cleanly on SIGTERM or SIGINT (an interrupted sync resumes at
 the next start). Config (JSON; relative paths are relative to the file):
 
   {
-    "coordinator": "https://coordinator.example:8440",
-                                                    (or "coordinators": [URL, ...]: the next
-                                                     is asked when one is down)
+    "coordinator": "https://coordinator.example:8440",  (or "coordinators": [URL, ...]: failover)
     "tokenFile": "/etc/trimswarm/agent.token",      (or "user" + "passwordFile")
     "dataDir": "/var/lib/trimswarm",
     "images": { "workspace": "/var/lib/vms/workspace.img" },
