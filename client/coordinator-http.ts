@@ -108,7 +108,8 @@ export function createCoordinatorHttp (components: CoordinatorHttpComponents, in
 
   /** One try against one coordinator: the response, or why it failed (a 4xx is thrown). */
   async function tryOnce (base: string, method: string, path: string, options: RequestOptions): Promise<StreamedResponse | Failure> {
-    const signal = options.timeoutMs != null ? AbortSignal.any([AbortSignal.timeout(options.timeoutMs), ...(options.signal != null ? [options.signal] : [])]) : options.signal
+    const signals = [...(options.timeoutMs != null ? [AbortSignal.timeout(options.timeoutMs)] : []), ...(options.signal != null ? [options.signal] : [])]
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
     let res: Response
     try {
       res = await fetch(base + path, { method, headers: headersOf(options), body: bodyOf(options.body), signal })

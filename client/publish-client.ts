@@ -104,7 +104,8 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
       const all = [...byCid.keys()]
       const missing: string[] = []
       for (let i = 0; i < all.length; i += PUBLISH_MISSING_BATCH) {
-        const res = await http.json('POST', api.routes.chunksMissing, api.MissingChunksResponse, { body: { cids: all.slice(i, i + PUBLISH_MISSING_BATCH) }, token, signal })
+        const body = { cids: all.slice(i, i + PUBLISH_MISSING_BATCH) }
+        const res = await http.json('POST', api.routes.chunksMissing, api.MissingChunksResponse, { body, token, signal })
         missing.push(...res.missing)
       }
       options.onProgress?.({ phase: 'missing', missing: missing.length })
@@ -119,7 +120,9 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
           const where = byCid.get(cid)
           if (where == null) throw new ValidationError(`the coordinator asked for chunk ${cid}, which this image does not have`)
           const bytes = new Uint8Array(where.length)
-          if (await readFull(image, bytes, where.offset) !== where.length) throw new ValidationError(`image ${imagePath} changed while publishing (short read at ${where.offset})`)
+          if (await readFull(image, bytes, where.offset) !== where.length) {
+            throw new ValidationError(`image ${imagePath} changed while publishing (short read at ${where.offset})`)
+          }
           await http.bytes('PUT', api.routes.chunkUpload(cid), { body: bytes, contentType: 'application/octet-stream', token, signal })
           uploaded++
           bytesUploaded += bytes.length

@@ -65,7 +65,8 @@ export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig 
     return v == null ? undefined : resolve(baseDir, v)
   }
   const list = c.coordinators
-  if (list != null && (!Array.isArray(list) || list.length === 0 || list.some(u => typeof u !== 'string' || u === ''))) fail('"coordinators" must be a list of URLs')
+  const badList = list != null && (!Array.isArray(list) || list.length === 0 || list.some(u => typeof u !== 'string' || u === ''))
+  if (badList) fail('"coordinators" must be a list of URLs')
   if ((list == null) === (c.coordinator == null)) fail('give either "coordinator" or a "coordinators" list')
   const coordinator = (list as string[] | undefined) ?? [str('coordinator', true)!]
   const tokenFile = path('tokenFile', false)
