@@ -12,18 +12,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { createEventQueue } from '../../peer-agent/event-queue.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
-import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
-import { startTestCoordinator, type TestCoordinator } from './harness.ts'
+import type { TempDir } from '../helpers/images.ts'
+import { startPublishedTestImage, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
 let proxy: Server
 
 beforeAll(async () => {
-  tmp = await tempDir('trimswarm-event-ack-')
-  const img = await makeTestImage(tmp.path, { name: 'img', sizeMiB: 8, seed: 5 })
-  coord = await startTestCoordinator(tmp.path)
-  await coord.publish('ws', 'v1', img.path)
+  ({ tmp, coord } = await startPublishedTestImage('trimswarm-event-ack-', { name: 'img', sizeMiB: 8, seed: 5 }))
 })
 
 afterAll(async () => {
