@@ -11,6 +11,7 @@ import { name } from '../protocol/api.ts'
 import { ConfigError } from './errors.ts'
 import { parseLdapConfig } from './ldap-authenticator.ts'
 import { LOG_LEVELS } from './logger.ts'
+import { MetadataConfigSchema, resolvePostgresPaths } from './meta-store/postgres-config.ts'
 import { createSiteMap } from './sites.ts'
 import { createTrustedProxies } from './trusted-proxies.ts'
 
@@ -85,6 +86,8 @@ export const CoordinatorConfigSchema = object({
       keyPrefix: optional(string({ maxLength: 200 }))
     })
   })),
+  /** Where metadata lives: absent = level under DATA/meta; `postgres` = a database several coordinators share (coordinator/meta-store/). */
+  metadata: optional(MetadataConfigSchema),
   console: optional(object({
     refreshMs: optional(integer({ min: 100, max: 3_600_000 })),
     sampleMs: optional(integer({ min: 100, max: 3_600_000 })),
@@ -116,6 +119,7 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
     }
   }
   if (config.blockStore?.s3 != null) config.blockStore = { s3: { ...config.blockStore.s3, secretAccessKeyFile: resolve(baseDir, config.blockStore.s3.secretAccessKeyFile) } }
+  if (config.metadata?.postgres != null) config.metadata = { postgres: resolvePostgresPaths(config.metadata.postgres, baseDir) }
   if (config.tls != null) config.tls = { cert: resolve(baseDir, config.tls.cert), key: resolve(baseDir, config.tls.key) }
   for (const k of ['signingKeyFile', 'sessionKeyFile', 'adminTokenFile'] as const) if (config[k] != null) config[k] = resolve(baseDir, config[k])
   return config

@@ -46,7 +46,8 @@ import { createImageService, type ImageService } from './image-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
-import { openMetaDb, type MetaDb } from './meta-db.ts'
+import { openMetaStore, type MetaDb } from './meta-db.ts'
+import { startMirrorRefresh } from './meta-store/shared-refresh.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createMetricsRoute } from './metrics-route.ts'
 import { buildOpenApi } from './openapi.ts'
@@ -257,7 +258,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   const dataDir = init.dataDir
   await ensureDir(dataDir)
   const { adminToken, adminTokenCreated, adminTokenFile, sessionSecret, signer } = await loadCoordinatorSecrets(dataDir, config)
-  const db: MetaDb = await openMetaDb(dataDir)
+  const db: MetaDb = await openMetaStore({ dataDir, postgres: config.metadata?.postgres }, { logger })
   const cleanups: Array<() => Promise<void>> = [async () => { await db.close() }]
   const cleanup = async (): Promise<void> => {
     for (const fn of cleanups.reverse()) {
@@ -286,7 +287,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     cleanups.push(async () => { blockStore.close?.() })
     const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
     await images.start()
-    cleanups.push(async () => { await images.stop() })
+    cleanups.push(async () => { await images.stop() }, startMirrorRefresh(db, { logger, tokens, policies, sessions, events, images }))
     const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })

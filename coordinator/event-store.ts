@@ -13,6 +13,13 @@
  * also drops agent records not seen since the cutoff and aggregates that
  * count no agent and were last changed before it, so memory follows the
  * live fleet, not everything ever sent.
+ *
+ * Several coordinators on one shared store (PostgreSQL): writes run under the
+ * store's `events` lock, and an aggregate is re-read from the store before a
+ * write changes it, so counts from every coordinator add up; the in-memory
+ * aggregates GET /v1/reports reads are reloaded every SHARED_REFRESH_MS
+ * (`refresh`). The per-owner cap on agent records is counted per coordinator
+ * (an owner may reach it on each).
  */
 import type { AgentEvent, ReportRow } from '../protocol/api.ts'
 
@@ -37,6 +44,8 @@ export interface EventQuery {
 /** Stores events and answers reports. */
 export interface EventStore {
   start: () => Promise<void>
+  /** Reloads the report aggregates from the store (what other coordinators wrote). */
+  refresh: () => Promise<void>
   stop: () => Promise<void>
   /**
    * With `owner`, a new agent record is refused (counted in `rejected`) once the owner has `maxAgents`.
@@ -107,17 +116,22 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
   const ids = components.db.sublevel<string, string>('event-ids', { valueEncoding: 'utf8' })
   const agents = components.db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' })
   const reports = components.db.sublevel<string, Aggregate>('reports', { valueEncoding: 'json' })
-  const aggregates = new Map<string, Aggregate>()
+  let aggregates = new Map<string, Aggregate>()
+  /** With a shared store: aggregates re-read from it in the current locked write (others may have changed them). */
+  const fresh = new Set<string>()
   /** Agent records per owner, for the cap. */
   const owned = new Map<string, number>()
   // Events are keyed by arrival time, then by their place among the events that arrived in that
   // millisecond: a batch (an agent's queue flushed at once) shares one time and listed in id order, not newest first.
   let lastMs = 0
   let placeInMs = 0
-  // one writer at a time: aggregates are read-modify-write
+  // one writer at a time (in every coordinator sharing the store): aggregates are read-modify-write
   let queue: Promise<unknown> = Promise.resolve()
   const serial = async <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = queue.then(fn, fn)
+    const run = components.db.lock('events', async () => {
+      fresh.clear()
+      return await fn()
+    })
     queue = run.catch(() => {})
     return await run
   }
@@ -129,6 +143,17 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
       aggregates.set(key, a)
     }
     return a
+  }
+
+  /** agg, after re-reading the aggregate from a shared store once per locked write. */
+  const aggOf = async (key: string): Promise<Aggregate> => {
+    if (components.db.shared && !fresh.has(key)) {
+      fresh.add(key)
+      const stored = await reports.get(key)
+      if (stored != null) aggregates.set(key, stored)
+      else aggregates.delete(key)
+    }
+    return agg(key)
   }
 
   /** Drops agents not seen since `cutoff` (their counts leave the aggregates), then idle empty aggregates. */
@@ -145,13 +170,14 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
     for await (const [key, rec] of agents.iterator()) {
       if (Date.parse(rec.lastSeen) >= Date.parse(iso)) continue
       for (const [image, state] of Object.entries(rec.images)) {
-        for (const [k, f] of contributions(image, state)) { agg(k)[f]--; touched.add(k) }
+        for (const [k, f] of contributions(image, state)) { (await aggOf(k))[f]--; touched.add(k) }
       }
       if (rec.owner != null) owned.set(rec.owner, Math.max(0, (owned.get(rec.owner) ?? 1) - 1))
       ops.push({ type: 'del', sublevel: agents, key })
       if (ops.length >= 1000) await flush()
     }
     await flush()
+    if (components.db.shared) await load()
     for (const [k, a] of aggregates) {
       if (a.clients > 0 || a.inProgress > 0 || a.failed > 0 || (a.updated ?? 0) >= cutoff.getTime()) continue
       aggregates.delete(k)
@@ -161,13 +187,22 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
     await flush()
   }
 
+  /** Reads every aggregate from the store. */
+  const load = async (): Promise<void> => {
+    const t = now()
+    const next = new Map<string, Aggregate>()
+    for await (const [k, a] of reports.iterator()) next.set(k, { ...a, updated: a.updated ?? t })
+    aggregates = next
+  }
+
   return {
     async start () {
-      aggregates.clear()
       owned.clear()
-      const t = now()
-      for await (const [k, a] of reports.iterator()) aggregates.set(k, { ...a, updated: a.updated ?? t })
+      await load()
       for await (const rec of agents.values()) if (rec.owner != null) owned.set(rec.owner, (owned.get(rec.owner) ?? 0) + 1)
+    },
+    async refresh () {
+      await serial(load)
     },
     async stop () {
       await queue
@@ -233,13 +268,13 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
               state.completed = { version: ev.version, site: ev.site, time: ev.time }
             }
             rec.images[ev.image] = state
-            for (const [k, f] of before) { agg(k)[f]--; touched.add(k) }
-            for (const [k, f] of contributions(ev.image, state)) { agg(k)[f]++; touched.add(k) }
+            for (const [k, f] of before) { (await aggOf(k))[f]--; touched.add(k) }
+            for (const [k, f] of contributions(ev.image, state)) { (await aggOf(k))[f]++; touched.add(k) }
           }
           // progress events carry running totals; only a finished sync's totals are added
           if ((ev.type === 'sync.completed' || ev.type === 'sync.failed') && ev.bytes != null) {
             const k = aggKey(ev.image, ev.version, ev.site)
-            const a = agg(k)
+            const a = await aggOf(k)
             a.bytes.local += ev.bytes.local
             a.bytes.peers += ev.bytes.peers
             a.bytes.origin += ev.bytes.origin

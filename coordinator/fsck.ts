@@ -17,7 +17,8 @@ import { ConfigError } from './errors.ts'
 import type { BlockStore } from './interface.ts'
 import { readS3BlockStoreMarker } from './s3-block-store-marker.ts'
 import { setVersionIncomplete, storedVersions } from './image-service.ts'
-import { openMetaDb } from './meta-db.ts'
+import { openMetaStore } from './meta-db.ts'
+import type { PostgresConfig } from './meta-store/postgres-config.ts'
 
 /** Options of one fsck run. */
 export interface FsckInit {
@@ -33,6 +34,8 @@ export interface FsckInit {
    * blockStore.s3), with `locate` naming where a chunk lives for the report.
    */
   blockStore?: { store: BlockStore, locate: (cid: CID) => string }
+  /** The config's metadata.postgres, when the coordinators keep their metadata there (every coordinator on it must be stopped). */
+  postgres?: PostgresConfig
 }
 
 /** What fsck found and did, per version. */
@@ -83,7 +86,7 @@ export async function runFsck (init: FsckInit): Promise<FsckReport> {
   const progress = init.onProgress ?? (() => {})
   const signal = init.signal
   // The meta db's lock is the coordinator's: opening it first refuses a running coordinator's dir.
-  const db = await openMetaDb(init.dataDir)
+  const db = await openMetaStore({ dataDir: init.dataDir, postgres: init.postgres })
   try {
     const { store, locate } = await openStore(init)
 

@@ -12,7 +12,7 @@
  *   img-meta      `seq` -> last publish sequence number
  * Delta pack files: DATA/PACKS_DIR/<image>/<version>/from-<from>.pack
  */
-import type { Level } from 'level'
+import type { MetaDb } from './meta-db.ts'
 import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
@@ -40,11 +40,12 @@ import { countReusedBlocks, digestSet, planDeltaPack, writeDeltaPack } from './d
 import type { AbortOptions, BlockStore, Logger, ManifestSigner } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
 import { createChunkGuard, type ChunkGuard } from './chunk-guard.ts'
+import { createLeases } from './meta-store/leases.ts'
 
 /** What the image service needs from the server (D1's createCoordinator passes these). */
 export interface ImageServiceComponents {
   /** The root level db; the service creates its own `img-*` sublevels. */
-  db: Level<string, any>
+  db: MetaDb
   blockStore: BlockStore
   signer: ManifestSigner
   logger: Logger
@@ -118,6 +119,7 @@ export interface ImageService {
   readonly guard: ChunkGuard
   start: () => Promise<void>
   stop: () => Promise<void>
+  refresh: () => void
   stats: () => ImageStats
   /** The CIDs among `cids` that the block store lacks, in the given order. */
   missingChunks: (cids: CID[], options?: AbortOptions) => Promise<CID[]>
@@ -244,7 +246,7 @@ export interface StoredVersion {
   incomplete: boolean
 }
 
-function versionSublevels (db: Level<string, any>): { versions: any, envelopes: any } {
+function versionSublevels (db: MetaDb): { versions: any, envelopes: any } {
   return {
     versions: db.sublevel<string, VersionRecord>(`${IMAGE_SUBLEVEL_PREFIX}-versions`, { valueEncoding: 'json' }),
     envelopes: db.sublevel<string, Uint8Array>(`${IMAGE_SUBLEVEL_PREFIX}-envelopes`, { valueEncoding: 'view' })
@@ -252,7 +254,7 @@ function versionSublevels (db: Level<string, any>): { versions: any, envelopes: 
 }
 
 /** Every stored version with its manifest, but those storage gc collected (their chunks are gone on purpose); for fsck, the coordinator must be stopped. */
-export async function * storedVersions (db: Level<string, any>): AsyncGenerator<StoredVersion> {
+export async function * storedVersions (db: MetaDb): AsyncGenerator<StoredVersion> {
   const { versions, envelopes } = versionSublevels(db)
   for await (const [key, rec] of versions.iterator() as AsyncIterable<[string, VersionRecord]>) {
     if (rec.collected === true) continue
@@ -263,7 +265,7 @@ export async function * storedVersions (db: Level<string, any>): AsyncGenerator<
 }
 
 /** Marks a version incomplete (never served nor `latest`) or complete again; for fsck, with the coordinator stopped. */
-export async function setVersionIncomplete (db: Level<string, any>, image: string, version: string, incomplete: boolean): Promise<void> {
+export async function setVersionIncomplete (db: MetaDb, image: string, version: string, incomplete: boolean): Promise<void> {
   const { versions } = versionSublevels(db)
   const key = versionKey(image, version)
   const rec: VersionRecord | undefined = await versions.get(key)
@@ -305,15 +307,9 @@ export function createImageService (components: ImageServiceComponents, init: Im
     deltaPacksPending: 0
   }
 
-  // Commits, retirements and pack records of one coordinator are serialised:
-  // publish order (seq, previous) and the duplicate-version check need it, and
-  // they are rare next to reads.
-  let writeChain: Promise<unknown> = Promise.resolve()
-  const serialised = async <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = writeChain.then(fn, fn)
-    writeChain = run.catch(() => {})
-    return await run
-  }
+  // Commits, retirements and pack records are serialised (in every coordinator sharing the store, reading records
+  // afresh): publish order (seq, previous) and the duplicate-version check need it, and they are rare next to reads.
+  const serialised = async <T>(fn: () => Promise<T>): Promise<T> => await db.lock('images', async () => { if (db.shared) service.refresh(); return await fn() })
 
   const manifestCache = new Map<string, CachedManifest>()
 
@@ -489,7 +485,9 @@ export function createImageService (components: ImageServiceComponents, init: Im
     const job = queue.shift()!
     running = true
     stats.deltaPacksPending = queue.length + 1
-    building = buildOne(job.image, job.version, buildAbort.signal)
+    // several coordinators on one store: one builds under a lease (meta-store/leases.ts), the others find the version's pack recorded
+    building = createLeases({ db }).runExclusive(`delta-pack:${job.image}/${job.version}`, async (lost) => { await buildOne(job.image, job.version, lost) },
+      { done: async () => (await versions.get(versionKey(job.image, job.version)))?.info.deltaPackBytes != null, signal: buildAbort.signal }).then(() => {})
       .catch((err: Error) => {
         if (buildAbort.signal.aborted) return
         stats.deltaPackBuildFailures++
@@ -631,6 +629,8 @@ export function createImageService (components: ImageServiceComponents, init: Im
       pump()
     },
 
+    // drops the cached version records: with a shared store other coordinators publish and retire (a cached pointer is checked against them)
+    refresh () { generation++; recordCache.clear(); recordLoads.clear() },
     async stop () {
       stopped = true
       queue.length = 0

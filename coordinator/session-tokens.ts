@@ -13,7 +13,9 @@
  * survives a restart. The list holds at most `maxRevoked` entries: when it is
  * full, every session issued until then is revoked at once (a `notBefore`
  * time, also persisted) and the list starts empty, so memory stays bounded
- * and no revoked token ever becomes valid again.
+ * and no revoked token ever becomes valid again. With a shared store (several
+ * coordinators) the list and `notBefore` are reloaded every SHARED_REFRESH_MS
+ * (`refresh`), so a logout on one coordinator is refused by all within that time.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { DEFAULT_MAX_REVOKED_SESSIONS } from './constants.ts'
@@ -32,6 +34,8 @@ export interface SessionClaims {
 export interface SessionTokens {
   /** Loads the revocations from the database (a no-op without one). */
   start: () => Promise<void>
+  /** Reloads the revocations from the database (what other coordinators wrote). */
+  refresh: () => Promise<void>
   issue: (user: string, groups: string[], admin?: boolean) => { token: string, expiresAt: Date }
   /** The claims, or undefined for a malformed, forged, expired or revoked token. */
   verify: (token: string) => SessionClaims | undefined
@@ -64,9 +68,11 @@ export function createSessionTokens (init: SessionTokensInit, components: { db?:
   const revokedDb = components.db?.sublevel<string, number>('revoked-sessions', { valueEncoding: 'json' })
   const metaDb = components.db?.sublevel<string, number>('revoked-sessions-meta', { valueEncoding: 'json' })
   /** Revoked session id -> its expiry (unix seconds). */
-  const revoked = new Map<string, number>()
+  let revoked = new Map<string, number>()
   /** Sessions issued before this (unix seconds) are all revoked. */
   let notBefore = 0
+  // bumped by every local revoke: a reload that read before it must not replace what it wrote
+  let writes = 0
 
   const parse = (token: string): Payload | undefined => {
     if (!token.startsWith(SESSION_TOKEN_PREFIX) || token.length > 8192) return undefined
@@ -91,19 +97,30 @@ export function createSessionTokens (init: SessionTokensInit, components: { db?:
     for (const [id, exp] of revoked) if (exp <= t) revoked.delete(id)
   }
 
+  const load = async (): Promise<void> => {
+    if (revokedDb == null || metaDb == null) return
+    const before = writes
+    const storedNotBefore = (await metaDb.get(NOT_BEFORE)) ?? 0
+    const t = now() / 1000
+    const expired: string[] = []
+    const next = new Map<string, number>()
+    for await (const [id, exp] of revokedDb.iterator()) {
+      if (exp <= t) expired.push(id)
+      else next.set(id, exp)
+    }
+    if (writes === before) {
+      revoked = next
+      notBefore = Math.max(notBefore, storedNotBefore)
+    }
+    if (expired.length > 0) await revokedDb.batch(expired.map(key => ({ type: 'del' as const, key })))
+  }
+
   return {
     async start () {
-      revoked.clear()
-      if (revokedDb == null || metaDb == null) return
-      notBefore = (await metaDb.get(NOT_BEFORE)) ?? 0
-      const t = now() / 1000
-      const expired: string[] = []
-      for await (const [id, exp] of revokedDb.iterator()) {
-        if (exp <= t) expired.push(id)
-        else revoked.set(id, exp)
-      }
-      if (expired.length > 0) await revokedDb.batch(expired.map(key => ({ type: 'del' as const, key })))
+      revoked = new Map()
+      await load()
     },
+    refresh: load,
     issue (user, groups, admin = false) {
       const iat = Math.floor(now() / 1000)
       const exp = iat + init.ttlSeconds
@@ -121,6 +138,7 @@ export function createSessionTokens (init: SessionTokensInit, components: { db?:
     async revoke (token) {
       const claims = parse(token)
       if (claims?.j == null || claims.iat < notBefore) return false
+      writes++
       if (revoked.size >= maxRevoked) prune()
       if (revoked.size >= maxRevoked) {
         // full of live revocations: revoke every session issued before this second instead (users log in again)

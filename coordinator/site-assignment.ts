@@ -70,14 +70,30 @@ export function createSiteAssigner (components: { siteMap: SiteMap, db?: MetaDb 
       const site = hint ?? UNNAMED_SITE
       if (principal.kind === 'admin') return { site, source: 'hint' }
       const key = principalKey(principal)
-      const known = hintsOf(key)
-      if (known.has(site)) return { site, source: 'hint' }
+      if (hintsOf(key).has(site)) return { site, source: 'hint' }
+      const db = components.db
+      if (db == null) return await addHint(key, site, principal.user)
+      // a new site: the cap counts what every coordinator sharing the store accepted
+      return await db.lock(`site-hints:${key}`, async () => {
+        if (db.shared && hintsDb != null) {
+          const stored = new Set<string>()
+          for await (const k of hintsDb.keys({ gt: `${key}${SEP}`, lt: `${key}${SEP}\xff` })) stored.add(k.slice(key.length + 1))
+          hints.set(key, stored)
+        }
+        return await addHint(key, site, principal.user)
+      })
+    }
+  }
+
+  async function addHint (key: string, site: string, who: string): Promise<{ site: string, source: 'hint' }> {
+    const known = hintsOf(key)
+    if (!known.has(site)) {
       if (known.size >= maxHints) {
-        throw new ForbiddenError(`${principal.user} already named ${known.size} sites (${[...known].slice(0, 5).join(', ')}${known.size > 5 ? ', ...' : ''}), the most one token or user may name itself; the admin can bind the token to its site (trimswarm token create --site) or map the agents' subnets in the config's "sites"`)
+        throw new ForbiddenError(`${who} already named ${known.size} sites (${[...known].slice(0, 5).join(', ')}${known.size > 5 ? ', ...' : ''}), the most one token or user may name itself; the admin can bind the token to its site (trimswarm token create --site) or map the agents' subnets in the config's "sites"`)
       }
       known.add(site)
       await hintsDb?.put(`${key}${SEP}${site}`, '')
-      return { site, source: 'hint' }
     }
+    return { site, source: 'hint' }
   }
 }

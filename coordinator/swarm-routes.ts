@@ -160,13 +160,8 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
     return c.json(body)
   })
 
-  // one registration at a time: the owner check and the cap are read-modify-write
-  let queue: Promise<unknown> = Promise.resolve()
-  const serial = async <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = queue.then(fn, fn)
-    queue = run.catch(() => {})
-    return await run
-  }
+  // one registration at a time (in every coordinator sharing the store): the owner check and the cap are read-modify-write
+  const serial = async <T>(fn: () => Promise<T>): Promise<T> => await components.db.lock('swarm-peers', fn)
 
   app.post(swarmRoutes.peers, async (c) => {
     const principal = c.get('principal')

@@ -10,13 +10,13 @@
 #
 # up: creates the stack on first use, starts whatever of it is not running
 # (a second `up` of a running stack only prints its values), and writes:
-#   DIR/coordinator.json  a coordinator config with "blockStore": {"s3": ...}
+#   DIR/coordinator.json  a coordinator config with "metadata": {"postgres": ...}
+#                         and "blockStore": {"s3": ...}: every coordinator
+#                         started with it shares metadata and chunks
 #   DIR/s3-secret         the S3 secret access key (mode 0600)
 #   DIR/admin.token       an admin token for the coordinators (mode 0600)
 #   DIR/postgres.json     how to reach PostgreSQL (host, port, database, user,
-#                         passwordFile); the coordinator does not read it yet:
-#                         its config section `metadata.postgres` comes with the
-#                         PostgreSQL metadata store (issue 17)
+#                         passwordFile): coordinator.json's "metadata.postgres"
 #   DIR/postgres-password the database user's password (mode 0600)
 # and prints key=value lines: s3Endpoint, bucket, postgresPort, config.
 # down: stops every daemon of DIR's stack and keeps their data (a later `up`
@@ -352,6 +352,9 @@ cmd_up () {
   [ -f "$dir/admin.token" ] || write_private "$dir/admin.token" "tsa_$(secret 43)"
   cat >"$dir/coordinator.json" <<EOF
 {
+  "metadata": {
+    "postgres": $(sed 's/^/    /; 1s/^    //' "$dir/postgres.json")
+  },
   "blockStore": {
     "s3": {
       "endpoint": "http://127.0.0.1:$rgw",

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator/config.ts'
 import { ADMIN_TOKEN_FILE, COORDINATOR_MMAP_THRESHOLD_BYTES, DEFAULT_LISTEN, META_DB_DIR } from '../../coordinator/constants.ts'
 import { ConfigError, DataDirLockedError } from '../../coordinator/errors.ts'
+import { MetaStoreUnavailableError, SchemaTooNewError } from '../../coordinator/meta-store/errors.ts'
 import type { FsckReport } from '../../coordinator/fsck.ts'
 import type { S3BlockStore } from '../../coordinator/s3-block-store.ts'
 import { InvalidImageError } from '../../chunker/errors.ts'
@@ -91,17 +92,20 @@ async function fsck (args: CommandArgs): Promise<number> {
   let s3: S3BlockStore | undefined
   try {
     const configFile = args.values.config as string | undefined
-    const s3Config = configFile != null ? (await loadCoordinatorConfig(configFile)).blockStore?.s3 : undefined
+    const config = configFile != null ? await loadCoordinatorConfig(configFile) : undefined
+    const s3Config = config?.blockStore?.s3
     if (s3Config != null) s3 = await (await import('../../coordinator/s3-block-store.ts')).openS3BlockStoreFromConfig({}, s3Config)
     const store = s3
     report = await runFsck({
       dataDir,
       repairFrom,
       onProgress: json ? undefined : (line) => process.stderr.write(line + '\n'),
-      blockStore: store != null ? { store, locate: (cid) => `s3://${store.bucket}/${store.keyOf(cid)}` } : undefined
+      blockStore: store != null ? { store, locate: (cid) => `s3://${store.bucket}/${store.keyOf(cid)}` } : undefined,
+      postgres: config?.metadata?.postgres
     })
   } catch (err) {
     if (err instanceof DataDirLockedError) throw new CliError(`${err.message}: stop it before running fsck`, { exitCode: EXIT_DATA_DIR_IN_USE })
+    metaStoreFailure(err)
     if (err instanceof InvalidImageError) throw new CliError(`--repair-from: ${err.message}`)
     if (err instanceof ConfigError) throw new CliError(err.message, { exitCode: EXIT_FSCK_CONFIG })
     throw err
@@ -154,6 +158,7 @@ const command: Command = {
         if (err instanceof DataDirLockedError) {
           throw new CliError(`${err.message}: stop it first, or give this one another --data dir`, { exitCode: EXIT_DATA_DIR_IN_USE })
         }
+        metaStoreFailure(err)
         if (err instanceof ConfigError) throw new CliError(err.message)
         throw err
       }
@@ -189,3 +194,9 @@ const command: Command = {
 }
 
 export default command
+
+/** The shared metadata database (metadata.postgres) unreachable, or upgraded by a newer coordinator: one line and its exit code. */
+function metaStoreFailure (err: unknown): void {
+  if (err instanceof MetaStoreUnavailableError) throw new CliError(err.message, { exitCode: EXIT.unreachable })
+  if (err instanceof SchemaTooNewError) throw new CliError(err.message, { exitCode: EXIT.dataDirTooNew })
+}

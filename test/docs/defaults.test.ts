@@ -17,6 +17,7 @@ import * as agentConstants from '../../peer-agent/constants.ts'
 import * as swarmConstants from '../../peer-agent/swarm/constants.ts'
 import * as coordinatorConstants from '../../coordinator/constants.ts'
 import * as consoleConstants from '../../coordinator/console/constants.ts'
+import * as metaStoreConstants from '../../coordinator/meta-store/constants.ts'
 import { DEFAULT_CAPABILITY_TTL_SECONDS, SWARM_PEER_TTL_SECONDS, SWARM_PEERS_LISTED } from '../../coordinator/swarm-routes.ts'
 
 const DOCS = join(import.meta.dirname, '..', '..', 'docs')
@@ -32,6 +33,7 @@ const CONSTANTS: Record<string, unknown> = {
   ...swarmConstants,
   ...coordinatorConstants,
   ...consoleConstants,
+  ...metaStoreConstants,
   CLAIM_GROUP_CHUNKS,
   DEFAULT_CAPABILITY_TTL_SECONDS,
   SWARM_PEER_TTL_SECONDS,
@@ -42,7 +44,7 @@ const CONSTANTS: Record<string, unknown> = {
 
 /** Every value a constant name has in some module (a few names exist twice, e.g. DEFAULT_LISTEN of the coordinator and of the swarm). */
 const VALUES: Record<string, unknown[]> = {}
-for (const mod of [protocolConstants, chunkerConstants, agentConstants, swarmConstants, coordinatorConstants, consoleConstants, { CLAIM_GROUP_CHUNKS, DEFAULT_CAPABILITY_TTL_SECONDS, SWARM_PEER_TTL_SECONDS, SWARM_PEERS_LISTED }]) {
+for (const mod of [protocolConstants, chunkerConstants, agentConstants, swarmConstants, coordinatorConstants, consoleConstants, metaStoreConstants, { CLAIM_GROUP_CHUNKS, DEFAULT_CAPABILITY_TTL_SECONDS, SWARM_PEER_TTL_SECONDS, SWARM_PEERS_LISTED }]) {
   for (const [k, v] of Object.entries(mod)) (VALUES[k] ??= []).push(v)
 }
 
