@@ -112,7 +112,7 @@ export function createCoordinatorHttp (components: CoordinatorHttpComponents, in
     const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
     let res: Response
     try {
-      res = await fetch(base + path, { method, headers: headersOf(options), body: bodyOf(options.body), signal })
+      res = await fetch(base + path, { method, headers: headersOf(options, components.pacer?.()?.requestHeaders?.()), body: bodyOf(options.body), signal })
     } catch (err) {
       if (options.signal?.aborted === true) throw err
       return { why: describeNetworkError(err), error: err, refused: neverConnected(err), answered: false }
@@ -204,14 +204,15 @@ export function createCoordinatorHttp (components: CoordinatorHttpComponents, in
   return client
 }
 
-/** The one header rule: user agent, bearer token when given, content type of the body. */
-function headersOf (options: RequestOptions): Record<string, string> {
+/** The one header rule: user agent, bearer token when given, content type of the body, the pacer's, the caller's. */
+function headersOf (options: RequestOptions, pacerHeaders?: Record<string, string>): Record<string, string> {
   const raw = options.body instanceof Uint8Array || typeof options.body === 'string'
   const contentType = options.contentType ?? (options.body !== undefined && !raw ? 'application/json' : undefined)
   return {
     'user-agent': USER_AGENT,
     ...(options.token != null ? { authorization: `Bearer ${options.token}` } : {}),
     ...(contentType != null ? { 'content-type': contentType } : {}),
+    ...pacerHeaders,
     ...options.headers
   }
 }

@@ -9,6 +9,8 @@ export type ClientLogger = Pick<Logger, 'warn'>
 /** Paces response bytes (the agent's WAN limit); `take` resolves once `bytes` may be read. */
 export interface BytePacer {
   take: (bytes: number, options?: AbortOptions) => Promise<void>
+  /** Headers sent with every request while this pacer is in use (background mode's receiver-side pace). */
+  requestHeaders?: () => Record<string, string>
 }
 
 /** Retry settings for network errors and 5xx. */

@@ -274,6 +274,23 @@ export const ORIGIN_MAX_CONCURRENT_BATCHES = 8
  */
 export const ORIGIN_BATCH_STALL_MS = 30_000
 
+// --- sender-side pacing of origin streams (coordinator/pace.ts, protocol/pace.ts) ---
+
+/** Largest piece a paced stream hands the HTTP writer at once (bytes): one wait at the 16 KiB/s floor is 1 s. */
+export const PACE_SLICE_BYTES = 16 * 1024
+
+/** Depth of a pace session's token bucket in seconds of its rate (at least one slice): shallow, so bytes leave evenly, not in bursts. */
+export const PACE_BURST_SECONDS = 0.02
+
+/** A pace session not named by a request for this long is forgotten (ms); its streams keep their last rate. */
+export const PACE_IDLE_MS = 60_000
+
+/** Pace sessions one principal holds at once (the least recently used is dropped): an agent uses one per sync. */
+export const PACE_MAX_SESSIONS_PER_OWNER = 8
+
+/** Principals with pace sessions at once (the least recently used is dropped): bounds the registry's memory. */
+export const PACE_MAX_OWNERS = 10_000
+
 /**
  * Directory groups whose members are admins (console and admin API) when the
  * config names none: none. Admin groups are named by full DN in the config

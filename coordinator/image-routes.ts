@@ -6,16 +6,18 @@
  * an image that does not exist).
  */
 import { createReadStream } from 'node:fs'
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import { api } from '../protocol/index.ts'
 import { parseChunkCid } from '../protocol/block-id.ts'
 import { BLOCK_STREAM_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_CHUNK_BLOCKS, BLOCK_SIZE, MAX_MANIFEST_BYTES } from '../protocol/constants.ts'
 import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
+import { PACE_ROUTE, PaceUpdate, type PaceUpdateResponse } from '../protocol/pace.ts'
 import { VERSION_POINTER_MEDIA_TYPE } from '../protocol/version-pointer.ts'
 import { assertAdmin, assertImageAccess, canAccessImage } from './access.ts'
 import type { Audit } from './audit.ts'
 import { MAX_BLOCK_BATCH_REQUEST_BYTES, MAX_MISSING_REQUEST_BYTES } from './constants.ts'
 import { parseRangeHeader } from './http-range.ts'
+import { createPaceRegistry, pacedBody, requestPace, type Pace } from './pace.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import { nameParam, readBody, readJson } from './request-body.ts'
@@ -29,6 +31,12 @@ function cacheHeader (version: string): string {
 /** The image routes, to mount after the auth middleware. */
 export function createImageRoutes (images: ImageService, audit: Audit): Hono<CoordinatorEnv> {
   const app = new Hono<CoordinatorEnv>()
+  // sender-side pacing of origin streams (background mode; coordinator/pace.ts)
+  const paces = createPaceRegistry()
+  const paceOf = (c: Context<CoordinatorEnv>): Pace | undefined => {
+    const p = c.get('principal')
+    return requestPace(paces, `${p.kind}:${p.user}`, name => c.req.header(name))
+  }
 
   // ---- upload (admin) ----
   app.post(api.routes.chunksMissing, async (c) => {
@@ -112,13 +120,15 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     const req = await readJson(c, api.BlockBatchRequest, MAX_BLOCK_BATCH_REQUEST_BYTES)
     const ranges = req.ranges as Array<[number, number]>
     const principal = c.get('principal')
+    const pace = paceOf(c)
     const { info, stream } = await images.openBlockBatch(image, version, ranges, {
       signal: c.req.raw.signal,
       owner: { principal: `${principal.kind}:${principal.user}`, groups: principal.groups },
       // a stalled client's socket is full: end the connection, the stream is already released
       onStall: () => { (c.env as { outgoing?: { destroy: () => void } } | undefined)?.outgoing?.destroy() }
     })
-    return new Response(stream, { status: 200, headers: { 'Content-Type': BLOCK_STREAM_MEDIA_TYPE, 'X-Trimswarm-Version': info.version, 'Cache-Control': 'no-store' } })
+    const out = pacedBody(stream, pace)
+    return new Response(out.body as BodyInit, { status: 200, headers: { 'Content-Type': BLOCK_STREAM_MEDIA_TYPE, 'X-Trimswarm-Version': info.version, 'Cache-Control': 'no-store', ...out.headers } })
   })
 
   app.get('/v1/images/:name/versions/:version/chunks/:cid', async (c) => {
@@ -126,14 +136,19 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     assertImageAccess(c.get('principal'), image)
     const version = nameParam(c.req.param('version'), 'version')
     const cid = parseChunkCid(c.req.param('cid'))
+    const pace = paceOf(c)
     const bytes = await images.getChunk(image, version, cid, { signal: c.req.raw.signal })
     images.countServed('chunk', bytes.length)
-    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'Content-Type': 'application/octet-stream', ETag: `"${cid.toString()}"`, 'Cache-Control': 'private, max-age=31536000, immutable' })
+    const headers = { 'Content-Type': 'application/octet-stream', ETag: `"${cid.toString()}"`, 'Cache-Control': 'private, max-age=31536000, immutable' }
+    if (pace == null) return c.body(bytes as Uint8Array<ArrayBuffer>, 200, headers)
+    const out = pacedBody(bytes, pace)
+    return new Response(out.body as BodyInit, { status: 200, headers: { ...headers, 'Content-Length': String(bytes.length), ...out.headers } })
   })
 
   app.get('/v1/images/:name/versions/:version/delta/:from', async (c) => {
     const image = nameParam(c.req.param('name'), 'name')
     assertImageAccess(c.get('principal'), image)
+    const pace = paceOf(c)
     const pack = await images.getDeltaPack(image, nameParam(c.req.param('version'), 'version'), nameParam(c.req.param('from'), 'from'))
     const etag = `"${pack.etag}"`
     const base: Record<string, string> = { 'Content-Type': DELTA_PACK_MEDIA_TYPE, ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': 'private, max-age=31536000, immutable' }
@@ -151,8 +166,16 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     if (range != null) headers['Content-Range'] = `bytes ${start}-${end}/${pack.bytes}`
     if (c.req.method === 'HEAD' || length === 0) return c.body(null, range != null ? 206 : 200, headers)
     const file = createReadStream(pack.path, { start, end })
-    const body = toWebStream(file, { onBytes: (n) => { images.countServed('delta', n) }, onCancel: () => file.destroy() })
-    return new Response(body, { status: range != null ? 206 : 200, headers })
+    const body = pacedBody(toWebStream(file, { onBytes: (n) => { images.countServed('delta', n) }, onCancel: () => file.destroy() }), pace)
+    return new Response(body.body as BodyInit, { status: range != null ? 206 : 200, headers: { ...headers, ...body.headers } })
+  })
+
+  // a pace session's new rate (clamped): the agent's background controller, every probe
+  app.post(PACE_ROUTE, async (c) => {
+    const req = await readJson(c, PaceUpdate, 1024)
+    const p = c.get('principal')
+    const pace = paces.pace(`${p.kind}:${p.user}`, req.session, req.rate)
+    return c.json({ rate: pace.rate } satisfies PaceUpdateResponse)
   })
 
   return app

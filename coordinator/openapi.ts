@@ -8,6 +8,7 @@ import { swarmRoutes, swarmSchemas } from '../protocol/swarm-api.ts'
 import { DELTA_PACK_MEDIA_TYPE } from '../protocol/delta-pack.ts'
 import { VERSION_POINTER_MEDIA_TYPE } from '../protocol/version-pointer.ts'
 import { adminSchemas } from '../protocol/api-admin.ts'
+import { PACE_ROUTE, PaceUpdate, PaceUpdateResponse } from '../protocol/pace.ts'
 import { MANIFEST_MEDIA_TYPE, BLOCK_STREAM_MEDIA_TYPE } from '../protocol/constants.ts'
 import type { JsonSchema } from '../protocol/schema.ts'
 import { STATUS_OF_ERROR } from './http-errors.ts'
@@ -66,6 +67,8 @@ const OPERATIONS: Operation[] = [
     auth: 'admin', response: 'VersionInfo' },
   { method: 'post', path: routes.blocks(P('image'), P('version')), summary: 'Named blocks as one zstd stream, in request order',
     auth: 'any', request: 'BlockBatchRequest', response: { media: BLOCK_STREAM_MEDIA_TYPE } },
+  { method: 'post', path: PACE_ROUTE, summary: 'Sets the rate of the caller\'s pace session (sender-side pacing of its origin streams, clamped)',
+    auth: 'any', request: 'PaceUpdate', response: 'PaceUpdateResponse' },
   { method: 'get', path: routes.chunk(P('image'), P('version'), P('cid')), summary: 'One chunk\'s raw bytes',
     auth: 'any', response: { media: 'application/octet-stream' } },
   { method: 'get', path: routes.delta(P('image'), P('version'), P('from')), summary: 'The precomputed delta pack from `from` (HTTP Range supported)',
@@ -113,7 +116,7 @@ function content (x: string | { media: string }): Record<string, unknown> {
 
 /** Builds the OpenAPI document. */
 export function buildOpenApi (info: { version?: string, serverUrl?: string } = {}): Record<string, unknown> {
-  const all: Record<string, { json: JsonSchema }> = { ...schemas, ...adminSchemas, ...swarmSchemas }
+  const all: Record<string, { json: JsonSchema }> = { ...schemas, ...adminSchemas, ...swarmSchemas, PaceUpdate, PaceUpdateResponse }
   const paths: Record<string, Record<string, unknown>> = {}
   const errorRef = { description: 'error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }
   for (const op of OPERATIONS) {

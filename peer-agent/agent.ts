@@ -5,9 +5,10 @@
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { hostname, platform } from 'node:os'
 import { join, resolve } from 'node:path'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 import { api } from '../protocol/index.ts'
 import { DATA_FILES, DEFAULT_SITE, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
@@ -84,7 +85,7 @@ export async function agentIdOf (dataDir: string): Promise<string> {
   } catch {}
   const id = `${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 60)}-${randomUUID().slice(0, 8)}`
   await mkdirPrivate(dataDir)
-  await writeFile(path, id + '\n', { mode: PRIVATE_FILE_MODE })
+  await writeFileAtomic(path, id + '\n', { mode: PRIVATE_FILE_MODE }) // a crash never leaves a torn id
   return id
 }
 
@@ -138,28 +139,32 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       client,
       logger,
       coordinatorKey: async (options) => await (await syncFor()).publicKey(options),
-      onBanned: (b) => {
-        events.record({ type: 'peer.banned', image: b.image, version: b.version, peerId: b.peerId.slice(0, 128), error: b.reason.slice(0, 2000) }).catch(() => {})
+      onBanned: (ban) => {
+        const { image, version } = ban
+        const event = { type: 'peer.banned' as const, image, version, peerId: ban.peerId.slice(0, 128), error: ban.reason.slice(0, 2000) }
+        events.record(event).catch(() => {})
       }
-    }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns })
+    }, { dataDir, site, listen: init.lan?.listen, mdns: init.lan?.mdns, transfer: init.transfer })
 
   const imageSyncs = new Map<string, ImageSync>()
   async function syncFor (): Promise<ImageSync> {
     const idx = await hostIndex()
     const key = 'default'
-    let s = imageSyncs.get(key)
-    if (s == null) {
-      s = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }, { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit, transfer: init.transfer })
-      imageSyncs.set(key, s)
+    let imageSync = imageSyncs.get(key)
+    if (imageSync == null) {
+      const peers = { extraSources: lan?.extraSources, manifestSource: lan?.manifestSource, observer: lan?.observer }
+      const options = { dataDir, publicKey: init.publicKey, wanLimit: init.wanLimit, transfer: init.transfer }
+      imageSync = createImageSync({ client, logger, hostIndex: idx, onProgress: components.onProgress, ...peers }, options)
+      imageSyncs.set(key, imageSync)
     }
-    return s
+    return imageSync
   }
 
   /** The swarm node's peer id and servedBytes for an event, only when LAN sharing ran (servedBytes is cumulative for this process's swarm node). */
   function served (): { servedBytes?: number, peerId?: string } {
-    const n = lan?.servedBytes()
+    const servedBytes = lan?.servedBytes()
     const id = lan?.peerId
-    return { ...(n == null ? {} : { servedBytes: n }), ...(id == null ? {} : { peerId: id.slice(0, 128) }) }
+    return { ...(servedBytes == null ? {} : { servedBytes }), ...(id == null ? {} : { peerId: id.slice(0, 128) }) }
   }
 
   return {
@@ -174,7 +179,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       let summary: SyncSummary
       try {
         await checkOutput(dataDir, req.out, { force: req.force })
-        const s = await syncFor()
+        const imageSync = await syncFor()
         await events.record({ type: 'sync.started', ...base, version: safeVersion(base.version) })
         if (lan != null) {
           try {
@@ -185,7 +190,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
             logger.warn(`swarm: LAN sharing unavailable (${(err as Error).message}); syncing from the origin`)
           }
         }
-        summary = await s.sync({ image: req.image, version: req.version, out: req.out, signal: req.signal })
+        summary = await imageSync.sync({ image: req.image, version: req.version, out: req.out, signal: req.signal })
       } catch (err) {
         await events.record({
           type: 'sync.failed',

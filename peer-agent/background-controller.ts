@@ -12,8 +12,9 @@
  * then ramps back up to where it was. Pure: time is passed in, no I/O.
  */
 import {
-  BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
-  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
+  BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
+  BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED,
+  BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
   BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
@@ -33,8 +34,13 @@ export interface BackgroundController {
    * One delay sample (a round trip or a one-way delay, ms) taken at `now` (ms).
    * `appLimited`: the transfer did not use its rate since the last sample, so
    * a quiet link says nothing about a higher rate and the rate is not raised.
+   * `delivered`: bytes per second that arrived lately (sender-side pacing, where
+   * nothing holds reads back): a cut starts from it when the rate is above it,
+   * so a rate the path never carried is not cut from (its excess is a queue),
+   * the rate grows to at most BACKGROUND_DELIVERY_HEADROOM times it,
+   * and is LEDBAT++'s up to a half (BACKGROUND_MAX_CUT_SENDER_PACED), not a quarter.
    */
-  sample: (now: number, delayMs: number, options?: { appLimited?: boolean }) => void
+  sample: (now: number, delayMs: number, options?: { appLimited?: boolean, delivered?: number }) => void
   /** A probe got no answer in time: treated like a loss, the rate is halved. */
   lost: (now: number) => void
 }
@@ -126,15 +132,15 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
     ssthresh = Infinity
   }
 
-  function decrease (now: number, rtt: number): void {
+  function decrease (now: number, rtt: number, delivered: number | undefined): void {
     if (now - lastDecrease < rtt) return
     // the queue a cut leaves drains over more than one round trip (at the link rate minus ours): while it
     // is still draining, the last cut is working and another would only empty the link
     if (now - lastDecrease < BACKGROUND_DRAIN_RTTS * rtt && queueDelay < queueAtDecrease) return
     lastDecrease = now
     queueAtDecrease = queueDelay
-    const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), BACKGROUND_MAX_CUT)
-    rate = clamp(rate * (1 - cut))
+    const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), delivered == null ? BACKGROUND_MAX_CUT : BACKGROUND_MAX_CUT_SENDER_PACED)
+    rate = clamp(Math.min(rate, delivered ?? Infinity) * (1 - cut))
     if (phase === 'slow-start') exitSlowStart(now, rtt)
   }
 
@@ -171,10 +177,12 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
         return
       }
       if (queueDelay > target) {
-        decrease(now, rtt)
+        decrease(now, rtt, options.delivered)
         return
       }
       if (options.appLimited === true || dt === 0) return
+      // sender-paced: at most a little above what arrives, so one sample's growth cannot overshoot the path by much
+      const ceiling = Math.max(rate, BACKGROUND_DELIVERY_HEADROOM * (options.delivered ?? Infinity))
       // the gain slows the ramp-up of short round trips, which take more steps per second; steps are at
       // most one per BACKGROUND_MIN_RTT_MS here, so a shorter base needs no further slowing (measured: an
       // idle link with a 2 ms base got 0.09 used at gain 1/16)
@@ -183,11 +191,11 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       if (phase === 'slow-start') {
         if (queueDelay > 0.75 * target) { exitSlowStart(now, rtt); return }
         // x(1 + gain) per round trip, as TCP slow start doubles per round trip
-        rate = clamp(Math.min(rate * (1 + gain) ** rtts, ssthresh))
+        rate = clamp(Math.min(rate * (1 + gain) ** rtts, ssthresh, ceiling))
         if (rate >= ssthresh || rate >= maxRate) exitSlowStart(now, rtt)
         return
       }
-      rate = clamp(rate * (1 + gain * (1 - queueDelay / target) * BACKGROUND_AVOIDANCE_GROWTH * rtts))
+      rate = clamp(Math.min(rate * (1 + gain * (1 - queueDelay / target) * BACKGROUND_AVOIDANCE_GROWTH * rtts), ceiling))
     },
     lost (now) {
       rate = clamp(rate / 2)

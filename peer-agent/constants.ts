@@ -230,6 +230,25 @@ export const BACKGROUND_STATUS_INTERVAL_MS = 2_000
 /** Longest single sleep of a paced read before the background rate is looked at again (ms): a rate that rose meanwhile shortens the wait. */
 export const BACKGROUND_RECHECK_MS = 50
 
+/** With sender-side pacing, the delivered rate (and the rate allowed, to compare) is measured over this long (ms): several 16 KiB slices at the start rate. */
+export const BACKGROUND_DELIVERY_WINDOW_MS = 500
+
+/**
+ * With sender-side pacing, the rate is raised only while what arrives is at least this share of what the rate
+ * allowed over the same window: a sender paced above what the path carries fills its socket buffer, whose backlog
+ * then drains into the bottleneck's queue whatever the rate says (measured at 20 mbit, 20 ms: a slow start that
+ * reached 34 MB/s held 170-270 ms of queue for seconds; capping the rate at 1.5x the delivered one still left
+ * 80-100 ms for a second after each cut, and 0.21 of the idle link used).
+ */
+export const BACKGROUND_PATH_LIMITED_SHARE = 0.9
+
+/**
+ * With sender-side pacing, the rate grows to at most this many times the delivered rate: slow start multiplies it
+ * by up to 1.85 per probe, faster than the 500 ms delivery window shows a path that stopped keeping up (measured at
+ * 40 ms RTT: 4.24 MB/s asked of a 2.5 MB/s link for 2 s, whose backlog then held the queue for seconds).
+ */
+export const BACKGROUND_DELIVERY_HEADROOM = 1.5
+
 /**
  * For this many round trips after a cut, the rate is cut again only if the queueing delay has not fallen
  * since: a queue drains at the link rate minus ours, slower than one round trip, and cutting again each
@@ -244,3 +263,9 @@ export const BACKGROUND_DRAIN_RTTS = 4
  * while a foreground download beside it still got 0.89-0.91 of its speed alone.
  */
 export const BACKGROUND_MAX_CUT = 0.25
+
+/**
+ * Largest cut with sender-side pacing, where cuts come only when our own queue builds: LEDBAT++'s 1/2. A quarter
+ * yielded too slowly: a download beside the sync got 0.75 of its speed alone at 20 ms RTT (bench/background.ts).
+ */
+export const BACKGROUND_MAX_CUT_SENDER_PACED = 0.5

@@ -30,8 +30,10 @@ export interface CoordinatorClient {
   readonly receivedBytes: number
   /** Limits origin bytes per second from now on (0 = none). */
   setRateLimit: (bytesPerSecond: number) => void
-  /** Paces origin bytes with `limiter` from now on (background mode's pacer). */
-  setLimiter: (limiter: RateLimiter) => void
+  /** Paces origin bytes with `limiter` from now on (background mode's pacer; its requestHeaders go on every request). */
+  setLimiter: (limiter: RateLimiter & { requestHeaders?: () => Record<string, string> }) => void
+  /** The Authorization header value of this client's requests (background mode's pace updates, sent apart from the client's retries). */
+  authorization: (options?: AbortOptions) => Promise<string>
   /** GET/POST JSON, validated with `schema`; a body that breaks off is asked again. */
   json: <T>(method: 'GET' | 'POST', path: string, schema: Schema<T>, body?: unknown, options?: AbortOptions) => Promise<T>
   /** A binary GET/POST whose whole body is returned (manifests, chunks); a body that breaks off is asked again. */
@@ -75,7 +77,7 @@ export interface CoordinatorClientInit {
 
 /** Creates a client for the coordinators at `init.url`. */
 export function createCoordinatorClient (components: CoordinatorClientComponents, init: CoordinatorClientInit): CoordinatorClient {
-  let limiter: RateLimiter = createRateLimiter(init.rateLimit ?? 0)
+  let limiter: RateLimiter & { requestHeaders?: () => Record<string, string> } = createRateLimiter(init.rateLimit ?? 0)
   const http = createCoordinatorHttp({ logger: components.logger, pacer: () => limiter }, {
     urls: typeof init.url === 'string' ? [init.url] : init.url,
     retry: { attempts: init.retry?.attempts ?? RETRY_ATTEMPTS, baseMs: init.retry?.baseMs ?? RETRY_BASE_MS, maxMs: init.retry?.maxMs ?? RETRY_MAX_MS }
@@ -112,6 +114,7 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     get receivedBytes () { return http.receivedBytes },
     setRateLimit (bps) { limiter = createRateLimiter(bps) },
     setLimiter (l) { limiter = l },
+    async authorization (options = {}) { return `Bearer ${await getToken(false, options)}` },
     async json (method, path, schema, body, options = {}) {
       return await authed(async token => await http.json(method, path, schema, { body, token, signal: options.signal, okStatuses: OK_STATUSES, maxBytes: JSON_MAX_BYTES }), options)
     },

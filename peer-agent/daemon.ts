@@ -104,7 +104,9 @@ export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig 
   if (c.nice != null && typeof c.nice !== 'boolean') fail('"nice" must be true or false')
   if (c.lanSharing != null && typeof c.lanSharing !== 'boolean') fail('"lanSharing" must be true or false')
   if (c.mdns != null && typeof c.mdns !== 'boolean') fail('"mdns" must be true or false')
-  if (c.listen != null && (!Array.isArray(c.listen) || c.listen.some((a: unknown) => typeof a !== 'string' || !a.startsWith('/')))) fail('"listen" must be a list of multiaddrs like "/ip4/0.0.0.0/tcp/4100"')
+  if (c.listen != null && (!Array.isArray(c.listen) || c.listen.some((a: unknown) => typeof a !== 'string' || !a.startsWith('/')))) {
+    fail('"listen" must be a list of multiaddrs like "/ip4/0.0.0.0/tcp/4100"')
+  }
   return {
     coordinator,
     auth,
@@ -208,7 +210,11 @@ export async function createDaemon (components: { logger: AgentLogger, metrics?:
       try {
         const s = await agent.syncImage({ image, out, onUpdate: config.onUpdate, signal: options.signal })
         metrics?.sync(image, s.upToDate ? 'current' : 'updated', s.upToDate ? undefined : s.bytes)
-        if (!s.upToDate) logger.info(`${image}: ${out} is now ${s.version} (local ${s.bytes.local}, peers ${s.bytes.peers}, origin ${s.bytes.origin} bytes, ${s.seconds.toFixed(1)} s)`, { image, version: s.version, out, bytes: s.bytes, seconds: s.seconds })
+        if (!s.upToDate) {
+          const from = `local ${s.bytes.local}, peers ${s.bytes.peers}, origin ${s.bytes.origin} bytes`
+          const fields = { image, version: s.version, out, bytes: s.bytes, seconds: s.seconds }
+          logger.info(`${image}: ${out} is now ${s.version} (${from}, ${s.seconds.toFixed(1)} s)`, fields)
+        }
       } catch (err) {
         if (options.signal?.aborted === true) throw err
         metrics?.sync(image, 'failed')

@@ -40,10 +40,9 @@ export interface LanSharingComponents {
 export interface LanSharingInit {
   dataDir: string
   site: string
-  /** Multiaddrs to listen on (--listen); default the swarm's DEFAULT_LISTEN. */
-  listen?: string[]
-  /** mDNS discovery (--no-mdns turns it off). */
-  mdns?: boolean
+  /** Multiaddrs to listen on (--listen); default the swarm's DEFAULT_LISTEN. */ listen?: string[]
+  /** mDNS discovery (--no-mdns turns it off). */ mdns?: boolean
+  /** ImageSyncInit.transfer: in background, LAN uploads yield too (default foreground). */ transfer?: 'background' | 'foreground' | 'policy'
 }
 
 /** LAN sharing of one agent. */
@@ -148,7 +147,8 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
       if (swarm != null) { logger.info('swarm: policy no longer allows LAN sharing; stopping the node'); await stopSwarm() }
       return false
     }
-    const caps = { uploadBps: me.policy.lanUploadBps, maxPeers: me.policy.maxPeers }
+    const transfer = init.transfer === 'policy' ? me.policy.transfer ?? 'background' : init.transfer
+    const caps = { uploadBps: me.policy.lanUploadBps, maxPeers: me.policy.maxPeers, backgroundUploads: transfer === 'background' }
     if (swarm != null) { swarm.setCaps(caps); return true }
     const privateKey = await loadOrCreatePeerKey(join(init.dataDir, DATA_FILES.swarmKey))
     swarm = await createSwarm({ logger }, { coordinatorKey: await components.coordinatorKey(options), privateKey, listen: init.listen, mdns: init.mdns ?? true, ...caps })

@@ -4,25 +4,22 @@
  * its stored manifest) and the host index (Trim Transfer). Every block read is
  * offered to the sync, which re-hashes it against the manifest's prefix.
  */
-import { closeSync, openSync, readSync } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
+import { readFullSync } from '../utils/read-full.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
+import { blockOffsets, matchesPrefix, prefixKey } from './sync-ledger.ts'
 import { OPEN_FILES_MAX } from './constants.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AgentLogger } from './interface.ts'
 
 /** Reads BLOCK_SIZE bytes of `fd` at `offset` into `buf`, zero-padded past EOF; the number of bytes read. */
 export function readBlockAt (fd: number, offset: number, buf: Uint8Array): number {
-  let n = 0
-  while (n < BLOCK_SIZE) {
-    const r = readSync(fd, buf, n, BLOCK_SIZE - n, offset + n)
-    if (r === 0) break
-    n += r
-  }
-  buf.fill(0, n, BLOCK_SIZE)
-  return n
+  const read = readFullSync(fd, buf.subarray(0, BLOCK_SIZE), offset)
+  buf.fill(0, read, BLOCK_SIZE)
+  return read
 }
 
 /** Reads blocks from files by path, keeping a bounded set of descriptors open. */
@@ -56,21 +53,8 @@ export class FileReader {
   }
 }
 
-/** Key of an 8-byte prefix, for maps. */
-export function prefixKey (prefixes: Uint8Array, index: number): bigint {
-  return new DataView(prefixes.buffer, prefixes.byteOffset + index * BLOCK_PREFIX_BYTES, BLOCK_PREFIX_BYTES).getBigUint64(0)
-}
-
-/** Image byte offset of every non-zero block of a manifest. */
-export function blockOffsets (m: Manifest): Float64Array {
-  const n = m.blockPrefixes.length / BLOCK_PREFIX_BYTES
-  const out = new Float64Array(n)
-  for (const c of m.chunks) {
-    const len = c.length / BLOCK_SIZE
-    for (let k = 0; k < len; k++) out[c.firstBlock + k] = c.offset + k * BLOCK_SIZE
-  }
-  return out
-}
+// the swarm's code finds the prefix key here (its one definition is the ledger's)
+export { prefixKey } from './sync-ledger.ts'
 
 /**
  * Resume: the blocks an interrupted run already wrote into the temp file, at
@@ -83,31 +67,25 @@ export function createResumeSource (init: { fd: number }): BlockSource {
     name: 'partial file',
     kind: 'local',
     async fill (ctx: SyncContext) {
-      const m = ctx.manifest
-      const fd = init.fd
-      let buf = new Uint8Array(0)
+      const manifest = ctx.manifest
+      let buffer = new Uint8Array(0)
       let digests = new Uint8Array(0)
-      for (const ci of ctx.unverifiedChunks()) {
-        const c = m.chunks[ci]
-        if (buf.length < c.length) {
-          buf = new Uint8Array(c.length)
-          digests = new Uint8Array(c.length / BLOCK_SIZE * DIGEST_BYTES)
+      for (const chunkIndex of ctx.unverifiedChunks()) {
+        const chunk = manifest.chunks[chunkIndex]
+        if (buffer.length < chunk.length) {
+          buffer = new Uint8Array(chunk.length)
+          digests = new Uint8Array(chunk.length / BLOCK_SIZE * DIGEST_BYTES)
         }
-        const view = buf.subarray(0, c.length)
-        const n = readSync(fd, view, 0, c.length, c.offset)
-        if (n < c.length) view.fill(0, n)
+        const view = buffer.subarray(0, chunk.length)
+        view.fill(0, readFullSync(init.fd, view, chunk.offset))
         hashBlocks(view, digests)
-        const len = c.length / BLOCK_SIZE
-        for (let k = 0; k < len; k++) {
-          const index = c.firstBlock + k
-          if (!ctx.isMissing(index)) continue
-          let same = true
-          const p = index * BLOCK_PREFIX_BYTES
-          for (let b = 0; b < BLOCK_PREFIX_BYTES; b++) {
-            if (digests[k * DIGEST_BYTES + b] !== m.blockPrefixes[p + b]) { same = false; break }
-          }
+        const blocks = chunk.length / BLOCK_SIZE
+        for (let k = 0; k < blocks; k++) {
+          const block = chunk.firstBlock + k
           // only offer matches: a block not written yet is not a bad block
-          if (same) ctx.offerBlock(index, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
+          if (ctx.isMissing(block) && matchesPrefix(manifest, block, digests.subarray(k * DIGEST_BYTES))) {
+            ctx.offerBlock(block, view.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')
+          }
         }
         await ctx.tick()
       }
@@ -124,10 +102,9 @@ export function createSelfSeedSource (init: { fd: number, manifest: Manifest }):
       const old = init.manifest
       const oldOffsets = blockOffsets(old)
       const where = new Map<bigint, number>()
-      const nOld = oldOffsets.length
-      for (let i = 0; i < nOld; i++) {
-        const k = prefixKey(old.blockPrefixes, i)
-        if (!where.has(k)) where.set(k, oldOffsets[i])
+      for (let block = 0; block < oldOffsets.length; block++) {
+        const key = prefixKey(old.blockPrefixes, block)
+        if (!where.has(key)) where.set(key, oldOffsets[block])
       }
       const wants: Array<[number, number]> = []
       for (const index of ctx.missing()) {
@@ -135,12 +112,12 @@ export function createSelfSeedSource (init: { fd: number, manifest: Manifest }):
         if (at != null) wants.push([at, index])
       }
       wants.sort((a, b) => a[0] - b[0]) // read the old file front to back
-      const buf = new Uint8Array(BLOCK_SIZE)
-      let n = 0
+      const buffer = new Uint8Array(BLOCK_SIZE)
+      let read = 0
       for (const [at, index] of wants) {
         if (!ctx.isMissing(index)) continue
-        if (readBlockAt(init.fd, at, buf) > 0) ctx.offerBlock(index, buf, 'local')
-        if (++n % 1024 === 0) await ctx.tick()
+        if (readBlockAt(init.fd, at, buffer) > 0) ctx.offerBlock(index, buffer, 'local')
+        if (++read % 1024 === 0) await ctx.tick()
       }
     }
   }
@@ -160,7 +137,8 @@ export function createHostIndexSource (components: { index: HostIndex, logger: A
         for (let i = 0; i < missing.length; i += LOOKUP_BATCH) {
           options.signal?.throwIfAborted()
           const slice = missing.slice(i, i + LOOKUP_BATCH)
-          const found = await components.index.lookupMany(slice.map(index => ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES)))
+          const prefixes = slice.map(index => ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))
+          const found = await components.index.lookupMany(prefixes)
           for (let j = 0; j < slice.length; j++) {
             const index = slice[j]
             for (const loc of found[j]) {

@@ -14,8 +14,13 @@
  * every chunk is hashed again. The rename over the output is checked
  * afterwards against the inode of the descriptor we hold.
  */
-import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, type BigIntStats } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
+import {
+  closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, writeSync, type BigIntStats
+} from 'node:fs'
+import { open, rm, type FileHandle } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { syncDir } from '../utils/atomic-write.ts'
+import { readFullSync } from '../utils/read-full.ts'
 import { PARTIAL_CREATE_TRIES } from './constants.ts'
 import { OutputReplacedError, PartialFileError } from './errors.ts'
 
@@ -32,7 +37,10 @@ export interface FileIdentity {
   ctime: string
 }
 
-/** How a partial file was opened: `trusted` keeps the checkpoint's bitmap, `rehash` keeps the bytes but verifies every chunk again, `fresh` is a new empty file. */
+/**
+ * How a partial file was opened: `trusted` keeps the checkpoint's bitmap, `rehash` keeps the
+ * bytes but verifies every chunk again, `fresh` is a new empty file.
+ */
 export type PartialState = 'trusted' | 'rehash' | 'fresh'
 
 /** An open partial file. */
@@ -81,7 +89,9 @@ function unlinkName (path: string): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'ENOENT') return
-    if (code === 'EISDIR' || code === 'EPERM') throw new PartialFileError(`${path} is a directory, not a partial file of ours; remove it and run again`, { cause: err })
+    if (code === 'EISDIR' || code === 'EPERM') {
+      throw new PartialFileError(`${path} is a directory, not a partial file of ours; remove it and run again`, { cause: err })
+    }
     throw err
   }
 }
@@ -106,7 +116,8 @@ function createFresh (path: string, size: number): number {
     }
     return fd
   }
-  throw new PartialFileError(`${path} was created again by someone else each of ${PARTIAL_CREATE_TRIES} times it was removed; another user is writing the output folder`)
+  throw new PartialFileError(`${path} was created again by someone else each of ${PARTIAL_CREATE_TRIES} times it was removed; ` +
+    'another user is writing the output folder')
 }
 
 /**
@@ -150,13 +161,16 @@ export async function reopenOurs (path: string, id: FileIdentity): Promise<FileH
 export function installPartialFile (fd: number, temp: string, out: string): void {
   const id = identityOf(fd)
   const before = lstatIfAny(temp)
-  if (before == null || !sameInode(before, id)) throw new OutputReplacedError(`the partial file ${temp} was replaced or removed by someone else before it could be installed; ${out} was left as it was`)
+  if (before == null || !sameInode(before, id)) {
+    throw new OutputReplacedError(`the partial file ${temp} was replaced or removed by someone else before it could be installed; ${out} was left as it was`)
+  }
   fchmodSync(fd, installedMode(out))
   renameSync(temp, out)
   const after = lstatIfAny(out)
   if (after == null || !sameInode(after, id) || !after.isFile()) {
     if (after != null && !after.isDirectory()) unlinkName(out)
-    throw new OutputReplacedError(`${out} was swapped by someone else while the verified image was installed; it was removed rather than left pointing at a file this agent did not write`)
+    throw new OutputReplacedError(`${out} was swapped by someone else while the verified image was installed; ` +
+      'it was removed rather than left pointing at a file this agent did not write')
   }
 }
 
@@ -205,4 +219,92 @@ export function openOutputForReading (path: string): number | undefined {
   if (fd == null) return undefined
   if (!fstatSync(fd).isFile()) { closeSync(fd); return undefined }
   return fd
+}
+
+/** What an installed image is on disk (recorded to tell later whether it is still the file installed). */
+export interface InstalledFile {
+  size: number
+  mtimeMs: number
+  dev: string
+  ino: string
+}
+
+/**
+ * The partial file of a sync, open: the thin I/O under the sync ledger. Writes
+ * and reads go to the descriptor (never the path again); `sync` makes the bytes
+ * durable before a checkpoint vouches for them.
+ */
+export interface PartialImage extends PartialFile {
+  readonly path: string
+  /** The file's identity as of the last `sync` (what a checkpoint records). */
+  identity: () => FileIdentity
+  /** Writes all of `bytes` at image offset `position`. */
+  write: (bytes: Uint8Array, position: number) => void
+  /** Reads `length` bytes at `offset` (zeros past the end); the view is valid until the next read. */
+  read: (offset: number, length: number) => Uint8Array
+  /** fsync, then the identity as of now (its ctime: a later change by anyone makes the next run hash again). */
+  sync: () => void
+  /**
+   * Installs the file over `out` (installPartialFile), fsyncs the folder, closes it;
+   * returns what the installed record needs.
+   */
+  install: (out: string) => Promise<InstalledFile>
+  /** Syncs what it can (so the next run's checkpoint may trust it) and closes; idempotent. */
+  close: () => void
+  /** Closes and removes the file (a full disk must not stay full because of us); the name is unlinked, never followed. */
+  discard: () => Promise<void>
+}
+
+/** Opens the partial file at `path` (openPartialFile) as the sync's I/O. */
+export function openPartialImage (path: string, recorded: FileIdentity | undefined, size: number): PartialImage {
+  const opened = openPartialFile(path, recorded, size)
+  const { fd } = opened
+  let id = identityOf(fd)
+  let isOpen = true
+  let buffer = new Uint8Array(0)
+  return {
+    ...opened,
+    path,
+    identity: () => id,
+    write (bytes, position) {
+      let written = 0
+      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, position + written)
+    },
+    read (offset, length) {
+      if (buffer.length < length) buffer = new Uint8Array(length)
+      const view = buffer.subarray(0, length)
+      view.fill(0, readFullSync(fd, view, offset))
+      return view
+    },
+    sync () {
+      fsyncSync(fd) // data first, then the bitmap that vouches for it
+      id = identityOf(fd)
+    },
+    async install (out) {
+      fsyncSync(fd)
+      installPartialFile(fd, path, out)
+      const st = fstatSync(fd)
+      const { dev, ino } = identityOf(fd)
+      closeSync(fd)
+      isOpen = false
+      // best effort: the image is in place; a folder that cannot be opened or fsynced must not fail the sync now
+      await syncDir(dirname(out)).catch(() => {})
+      return { size: st.size, mtimeMs: st.mtimeMs, dev, ino }
+    },
+    close,
+    async discard () {
+      close()
+      await rm(path, { force: true })
+    }
+  }
+
+  function close (): void {
+    if (!isOpen) return
+    isOpen = false
+    try {
+      fsyncSync(fd)
+      id = identityOf(fd)
+    } catch {}
+    closeSync(fd)
+  }
 }

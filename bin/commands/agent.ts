@@ -2,28 +2,26 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { setPriority } from 'node:os'
-import { parseRate } from '../../protocol/rate.ts'
-import { isValidName } from '../../protocol/manifest.ts'
-import { multiaddr } from '@multiformats/multiaddr'
-import { AGENT_NODE_FLAGS, DEFAULT_LINGER_SECONDS, DEFAULT_POLL_SECONDS, DEFAULT_SITE, NICE_PRIORITY, RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from '../../peer-agent/constants.ts'
+import { join, resolve } from 'node:path'
+import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
+import {
+  AGENT_NODE_FLAGS, DATA_FILES, DEFAULT_LINGER_SECONDS, DEFAULT_POLL_SECONDS, DEFAULT_SITE, NICE_PRIORITY, RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS
+} from '../../peer-agent/constants.ts'
 import { DEFAULT_LISTEN } from '../../peer-agent/swarm/constants.ts'
 import { checkOutput, partialPathOf } from '../../peer-agent/output-guard.ts'
-import type { AgentAuth } from '../../peer-agent/coordinator-client.ts'
 import { lockDataDir } from '../../peer-agent/data-dir-lock.ts'
 import { stderrLogger } from '../../peer-agent/interface.ts'
-import { AGENT_LOG_FORMATS, createAgentLogger, defaultAgentLogFormat, type AgentLogFormat } from '../../peer-agent/logger.ts'
-import { createProgressReporter, formatBytes, plural } from '../../peer-agent/progress-reporter.ts'
-import { DATA_FILES } from '../../peer-agent/constants.ts'
-import { join, resolve } from 'node:path'
+import { AGENT_LOG_FORMATS, createAgentLogger } from '../../peer-agent/logger.ts'
+import { createProgressReporter } from '../../peer-agent/progress-reporter.ts'
 import {
-  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError, OutputRefusedError, OutputReplacedError,
-  PartialFileError, SyncIncompleteError
+  ChunkUnavailableError, CoordinatorUnreachableError, DataDirLockedError, DataDirUnsafeError, DiskFullError, DowngradeRefusedError, KeyPinError,
+  OutputRefusedError, OutputReplacedError, PartialFileError, SyncIncompleteError
 } from '../../peer-agent/errors.ts'
-import { CliError, coordinatorUrlsOption, EXIT, EXIT_DATA_DIR_IN_USE, tokenFileOption, UsageError, requireString, onePositional, type Command, type CommandArgs } from '../cli-support.ts'
+import { CliError, EXIT, EXIT_DATA_DIR_IN_USE, UsageError, requireString, type Command } from '../cli-support.ts'
 import { consoleToJsonLines } from '../json-console.ts'
-import { TRIMSWARM_VERSION } from '../../protocol/version.ts'
 import { reexecWith } from '../reexec.ts'
 import { AGENT_DATA, openDataDirReporting } from '../data-format.ts'
+import { logFormatOption, parseSyncArgs, syncSummaryJson, syncSummaryLine, transferOption } from '../agent-support.ts'
 
 const SYNC_USAGE = `Usage: trimswarm agent sync NAME[@VERSION] --coordinator URL (--token-file F | --user U --password-file F)
                             --data DIR --out PATH [--force] [options]
@@ -52,8 +50,8 @@ Options
   --wan-limit RATE       cap on bytes from the coordinator, with its unit: 20mbit (megabits
                          per second), 5MB/s (megabytes), 10MiB/s, 750kbit, 1gbit (default:
                          none; the policy's cap applies too: the stricter wins)
-  --background           yield the WAN to other traffic: origin bytes are paced to keep
-                         the queueing delay they add under 60 ms, and slow down when
+  --background           yield the WAN and LAN uploads to other traffic: bytes are paced
+                         to keep the queueing delay they add under 60 ms, slower when
                          others' traffic raises it (default: foreground, full speed)
   --foreground           full speed (the default of agent sync)
   --nice                 run at the lowest CPU priority
@@ -105,7 +103,8 @@ Options
 
 /** Runs `trimswarm agent index` for these folders as a child process; its warnings go to our stderr. */
 async function buildIndexInChild (dataDir: string, folders: string[]): Promise<void> {
-  const child = spawn(process.execPath, [process.argv[1], 'agent', 'index', '--data', dataDir, ...folders.flatMap(f => ['--index', f]), '--json'], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const argv = [process.argv[1], 'agent', 'index', '--data', dataDir, ...folders.flatMap(folder => ['--index', folder]), '--json']
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'inherit'] })
   const code = await new Promise<number | null>((resolve) => { child.on('error', () => resolve(1)); child.on('close', resolve) })
   // not fatal: the sync refreshes (or builds) the index itself
   if (code !== 0) process.stderr.write(`warning: building the host index in a child process failed (exit ${code}); the sync builds it\n`)
@@ -135,7 +134,9 @@ export function agentCliError (err: unknown, partialNote = ''): unknown {
     err instanceof OutputRefusedError) {
     return new CliError(err.message + partialNote, { cause: err })
   }
-  if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') return new CliError('interrupted; run the same command again to resume' + partialNote, { cause: err, exitCode: EXIT.failure })
+  if ((err as Error)?.name === 'AbortError' || String((err as Error)?.message) === 'interrupted') {
+    return new CliError('interrupted; run the same command again to resume' + partialNote, { cause: err, exitCode: EXIT.failure })
+  }
   if (partialNote !== '' && err instanceof Error) err.message += partialNote
   return err
 }
@@ -156,39 +157,6 @@ const authOptions = {
   'retry-delay': { type: 'string' },
   'public-key': { type: 'string' }
 } as const
-
-/** The --token-file / --user + --password-file pair, checked. */
-export function authFromArgs (args: CommandArgs, usage: string): AgentAuth {
-  const tokenFile = args.values['token-file']
-  const user = args.values.user
-  const passwordFile = args.values['password-file']
-  if (typeof tokenFile === 'string') {
-    if (user != null || passwordFile != null) throw new UsageError(`use either --token-file or --user with --password-file, not both\n\n${usage}`)
-    return { tokenFile }
-  }
-  if (typeof user === 'string' && typeof passwordFile === 'string') return { user, passwordFile }
-  const envTokenFile = tokenFileOption(args)
-  if (envTokenFile != null && user == null && passwordFile == null) return { tokenFile: envTokenFile }
-  throw new UsageError(`authentication needed: --token-file F (or TRIMSWARM_TOKEN_FILE), or --user U with --password-file F\n\n${usage}`)
-}
-
-function intOption (args: CommandArgs, name: string, usage: string): number | undefined {
-  const v = args.values[name]
-  if (v == null) return undefined
-  const n = Number(v)
-  if (typeof v !== 'string' || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(v)}\n\n${usage}`)
-  return n
-}
-
-/** --listen multiaddrs, checked. */
-function lanListen (args: CommandArgs, usage: string): string[] | undefined {
-  const list = args.values.listen as string[] | undefined
-  if (list == null) return undefined
-  for (const a of list) {
-    try { multiaddr(a) } catch { throw new UsageError(`--listen: ${JSON.stringify(a)} is not a multiaddr (e.g. /ip4/0.0.0.0/tcp/4100)\n\n${usage}`) }
-  }
-  return list
-}
 
 const sync: Command = {
   summary: 'bring a local image file to a version',
@@ -216,105 +184,30 @@ const sync: Command = {
   },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
-    const target = onePositional(args, 'image (NAME or NAME@VERSION)', SYNC_USAGE)
-    const at = target.indexOf('@')
-    const image = at < 0 ? target : target.slice(0, at)
-    const version = at < 0 ? undefined : target.slice(at + 1)
-    if (!isValidName(image)) throw new UsageError(`bad image name ${JSON.stringify(image)}\n\n${SYNC_USAGE}`)
-    if (version != null && !isValidName(version)) throw new UsageError(`bad version ${JSON.stringify(version)}\n\n${SYNC_USAGE}`)
-    const coordinator = coordinatorUrlsOption(args, SYNC_USAGE)
-    const dataDir = requireString(args, 'data', SYNC_USAGE)
-    const out = requireString(args, 'out', SYNC_USAGE)
-    const force = args.values.force === true
-    const auth = authFromArgs(args, SYNC_USAGE)
-    let wanLimit = 0
-    if (typeof args.values['wan-limit'] === 'string') {
-      try { wanLimit = parseRate(args.values['wan-limit']) } catch (err) { throw new UsageError(`--wan-limit: ${(err as Error).message}\n\n${SYNC_USAGE}`) }
-    }
-    const site = args.values.site as string | undefined
-    if (site != null && !isValidName(site)) throw new UsageError(`bad --site ${JSON.stringify(site)}\n\n${SYNC_USAGE}`)
-    const indexList = args.values.index as string[] | undefined
-    if (args.values['no-index'] === true && indexList != null) throw new UsageError(`--index and --no-index exclude each other\n\n${SYNC_USAGE}`)
-    const indexFolders = args.values['no-index'] === true ? [] : indexList
-    const attempts = intOption(args, 'retries', SYNC_USAGE)
-    const baseMs = intOption(args, 'retry-delay', SYNC_USAGE)
-    const listen = lanListen(args, SYNC_USAGE)
-    const linger = intOption(args, 'linger', SYNC_USAGE) ?? DEFAULT_LINGER_SECONDS
-    // a sync someone waits for runs at full speed unless told otherwise
-    const transfer = transferOption(args, SYNC_USAGE) ?? 'foreground'
-    if (args.values.nice === true) setPriority(NICE_PRIORITY)
-    const json = args.values.json === true
-    const quiet = args.values.quiet === true
-    const format = logFormatOption(args, SYNC_USAGE)
-    if (format === 'json') consoleToJsonLines()
-    const logger = createAgentLogger({ format, quiet: (quiet || json) && args.values.verbose !== true, verbose: args.values.verbose === true })
+    const opts = parseSyncArgs(args, SYNC_USAGE)
+    const { request } = opts
+    if (opts.nice) setPriority(NICE_PRIORITY)
+    if (opts.logFormat === 'json') consoleToJsonLines()
+    const logger = createAgentLogger({ format: opts.logFormat, quiet: (opts.quiet || opts.json) && !opts.verbose, verbose: opts.verbose })
     // the progress bar is plain text: no place among JSON lines
-    const reporter = quiet || format === 'json' ? undefined : createProgressReporter(process.stderr)
-
-    // before the lock, the index build and any download: a directory, or a file this agent did not install
-    await checkOutput(dataDir, out, { force })
-    let release = await lockOrRefuse(dataDir) // a second agent is refused before it does anything
-    await openDataDirReporting(dataDir, AGENT_DATA) // under the lock: one migration at a time, before anything is read
-    if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
-      // the first build of a big index is the agent's most memory-hungry step: run it in its own
-      // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md);
-      // the child takes the lock itself meanwhile
-      await release()
-      await buildIndexInChild(dataDir, indexFolders)
-      release = await lockOrRefuse(dataDir)
-    }
+    const reporter = opts.quiet || opts.logFormat === 'json' ? undefined : createProgressReporter(process.stderr)
+    const release = await prepareDataDir(opts.agent.dataDir, request.out, request.force, opts.agent.indexFolders)
     const abort = new AbortController()
     const onSignal = (): void => { abort.abort(new Error('interrupted')) }
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
     // loaded after the re-exec, not before it as well (libp2p and the rest: most of a second of start-up)
     const { createAgent } = await import('../../peer-agent/agent.ts')
-    const agent = await createAgent({ logger, onProgress: reporter?.update }, {
-      coordinator,
-      auth,
-      dataDir,
-      indexFolders,
-      wanLimit,
-      transfer,
-      site,
-      publicKey: args.values['public-key'] as string | undefined,
-      retry: { attempts, baseMs },
-      lan: { enabled: args.values['no-lan'] !== true, listen, mdns: args.values['no-mdns'] !== true }
-    })
+    const agent = await createAgent({ logger, onProgress: reporter?.update }, opts.agent)
     try {
-      const summary = await agent.syncImage({ image, version, out, force, signal: abort.signal, onUpdate: args.values['on-update'] as string | undefined })
+      const summary = await agent.syncImage({ ...request, signal: abort.signal })
       reporter?.done()
       // peers that started with us may still be fetching chunks only we hold
-      await agent.lan?.linger(linger * 1000, { signal: abort.signal })
-      if (json) {
-        process.stdout.write(JSON.stringify({
-          version: summary.version,
-          bytes: summary.bytes,
-          seconds: Math.round(summary.seconds * 1000) / 1000,
-          image: summary.image,
-          fromVersion: summary.fromVersion,
-          out: summary.out,
-          upToDate: summary.upToDate,
-          size: summary.size,
-          nonZeroBytes: summary.nonZeroBytes,
-          discardedBlocks: summary.discardedBlocks,
-          discardedChunks: summary.discardedChunks,
-          chunksFetched: summary.chunksFetched,
-          usedDeltaPack: summary.usedDeltaPack,
-          blocksBySource: summary.blocksBySource,
-          routinePeerEvents: logger.hiddenDebug(),
-          ...(agent.lan?.servedBytes() != null ? { servedBytes: agent.lan.servedBytes() } : {})
-        }) + '\n')
-      } else if (summary.upToDate) {
-        process.stdout.write(`${summary.out} is already ${summary.image}@${summary.version}\n`)
-      } else {
-        const b = summary.bytes
-        process.stdout.write(`${summary.out} is now ${summary.image}@${summary.version} in ${summary.seconds.toFixed(1)} s: local ${formatBytes(b.local)}, peers ${formatBytes(b.peers)}, origin ${formatBytes(b.origin)} (of ${formatBytes(summary.nonZeroBytes)} data)` +
-          (summary.discardedBlocks + summary.discardedChunks > 0 ? `; discarded ${plural(summary.discardedBlocks, 'block')} and ${plural(summary.discardedChunks, 'chunk')} that failed verification` : '') +
-          (logger.hiddenDebug() > 0 ? `; ${plural(logger.hiddenDebug(), 'routine peer event')} (a peer that left, a reset stream; --verbose shows them)` : '') + '\n')
-      }
+      await agent.lan?.linger(opts.linger * 1000, { signal: abort.signal })
+      const routine = logger.hiddenDebug()
+      process.stdout.write(opts.json ? syncSummaryJson(summary, routine, agent.lan?.servedBytes()) : syncSummaryLine(summary, routine))
     } catch (err) {
-      throw agentCliError(err, partialNote(out))
+      throw agentCliError(err, partialNote(request.out))
     } finally {
       reporter?.done()
       process.off('SIGINT', onSignal)
@@ -323,6 +216,26 @@ const sync: Command = {
       await release()
     }
   }
+}
+
+/**
+ * Before the sync: the output checked (a directory, or a file this agent did not install, is
+ * refused before anything else), the data dir locked and migrated, and a first host index
+ * built in a child process. Returns what releases the lock.
+ */
+async function prepareDataDir (dataDir: string, out: string, force: boolean, indexFolders: string[] | undefined): Promise<() => Promise<void>> {
+  await checkOutput(dataDir, out, { force })
+  let release = await lockOrRefuse(dataDir) // a second agent is refused before it does anything
+  await openDataDirReporting(dataDir, AGENT_DATA) // under the lock: one migration at a time, before anything is read
+  if (indexFolders != null && indexFolders.length > 0 && !existsSync(join(dataDir, DATA_FILES.hostIndex))) {
+    // the first build of a big index is the agent's most memory-hungry step: run it in its own
+    // process, so its memory is returned before the sync starts (peak RSS, docs/BENCHMARKS.md);
+    // the child takes the lock itself meanwhile
+    await release()
+    await buildIndexInChild(dataDir, indexFolders)
+    release = await lockOrRefuse(dataDir)
+  }
+  return release
 }
 
 const index: Command = {
@@ -339,9 +252,8 @@ const index: Command = {
     const { createHostIndex, describeRefresh } = await import('../../peer-agent/host-index.ts')
     const idx = createHostIndex({ logger: stderrLogger(args.values.json === true) }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     try {
-      const s = await idx.refresh()
-      if (args.values.json === true) process.stdout.write(JSON.stringify(s) + '\n')
-      else process.stdout.write(describeRefresh(s) + '\n')
+      const stats = await idx.refresh()
+      process.stdout.write((args.values.json === true ? JSON.stringify(stats) : describeRefresh(stats)) + '\n')
     } finally {
       await idx.close()
       await release()
@@ -392,26 +304,16 @@ to the agents of its site.
 
 docs/OPERATIONS.md "Running agents" has a systemd unit.`
 
-/** --background / --foreground, checked (undefined: neither given). */
-function transferOption (args: CommandArgs, usage: string): 'background' | 'foreground' | undefined {
-  const bg = args.values.background === true
-  const fg = args.values.foreground === true
-  if (bg && fg) throw new UsageError(`--background and --foreground exclude each other\n\n${usage}`)
-  return bg ? 'background' : fg ? 'foreground' : undefined
-}
-
-/** --log-format, checked (default: peer-agent/logger.ts defaultAgentLogFormat). */
-function logFormatOption (args: CommandArgs, usage: string): AgentLogFormat {
-  const v = args.values['log-format']
-  if (v == null) return defaultAgentLogFormat()
-  if (!(AGENT_LOG_FORMATS as readonly unknown[]).includes(v)) throw new UsageError(`--log-format must be ${AGENT_LOG_FORMATS.join(' or ')}, got ${JSON.stringify(v)}\n\n${usage}`)
-  return v as AgentLogFormat
-}
-
 const run: Command = {
   summary: 'the agent daemon',
   usage: RUN_USAGE,
-  options: { config: { type: 'string' }, 'metrics-listen': { type: 'string' }, 'log-format': { type: 'string' }, foreground: { type: 'boolean' }, background: { type: 'boolean' } },
+  options: {
+    config: { type: 'string' },
+    'metrics-listen': { type: 'string' },
+    'log-format': { type: 'string' },
+    foreground: { type: 'boolean' },
+    background: { type: 'boolean' }
+  },
   async run (args) {
     reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
     const file = requireString(args, 'config', RUN_USAGE)

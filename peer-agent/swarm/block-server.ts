@@ -7,6 +7,7 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import { bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 import { CapabilityMismatchError, ExpiredCapabilityError, verifyCapability, type Capability } from '../../protocol/capability.ts'
+import type { UploadPacer } from '../background-pacer.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
 import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, MAX_QUEUED_WANTS, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
@@ -48,6 +49,8 @@ export interface BlockServer {
 export interface BlockServerComponents {
   coordinatorKey: CryptoKey
   logger: SwarmLogger
+  /** Background mode's pacer of uploads (peer-agent/background-pacer.ts), beside the upload cap. */
+  uploadPacer?: UploadPacer
 }
 
 const key = (image: string, version: string): string => `${image}@${version}`
@@ -164,6 +167,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
             const bytes = await s.init.provider.read(index)
             const before = performance.now()
             await limiter.take(bytes.length)
+            await components.uploadPacer?.take(bytes.length, { peer: remote })
             batch.push({ type: 'block', index, bytes })
             bytesInBatch += bytes.length
             // Under the upload cap, send what is paced at once instead of holding it back.

@@ -56,6 +56,8 @@ export interface SwarmInit {
   uploadBps?: number
   /** Peers served at once (policy maxPeers; 0 or absent = DEFAULT_MAX_PEERS). */
   maxPeers?: number
+  /** Uploads yield to other traffic (background mode, peer-agent/background-pacer.ts createUploadPacer); the upload cap still applies. */
+  backgroundUploads?: boolean
 }
 
 /** Session and swarm events, for the agent's events and logs. */

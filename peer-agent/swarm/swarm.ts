@@ -11,7 +11,8 @@ import { identify } from '@libp2p/identify'
 import type { Libp2p, PeerDiscovery } from '@libp2p/interface'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { mdns } from '@libp2p/mdns'
-import { ping } from '@libp2p/ping'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -19,6 +20,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
+import { createUploadPacer, type PeerPing } from '../background-pacer.ts'
 import { createBlockServer, describe, peerLog } from './block-server.ts'
 import { DEFAULT_LISTEN, DEFAULT_MAX_PEERS, DHT_KEY_PREFIX, STREAM_IDLE_TIMEOUT_MS } from './constants.ts'
 import type { PeerAddress, Swarm, SwarmComponents, SwarmInit, SwarmLogger } from './interface.ts'
@@ -60,7 +62,9 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     services,
     start: false
   })
-  const server = createBlockServer({ coordinatorKey, logger }, { uploadBps: init.uploadBps, maxPeers: init.maxPeers })
+  const pingPeer: PeerPing = async (peer, options) => { await (node.services as { ping: Ping }).ping.ping(peerIdFromString(peer), options) }
+  const uploadPacer = init.backgroundUploads === true ? createUploadPacer({ ping: pingPeer, logger }) : undefined
+  const server = createBlockServer({ coordinatorKey, logger, uploadPacer }, { uploadBps: init.uploadBps, maxPeers: init.maxPeers })
   const manifests = createManifestExchange({ libp2p: node, coordinatorKey, logger })
   let running = false
 
@@ -118,6 +122,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
       if (!running) return
       running = false
       server.stop()
+      await uploadPacer?.stop()
       await node.stop()
     },
     getMultiaddrs: () => node.getMultiaddrs().map(m => m.toString()),

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createCoordinatorHttp, parseCoordinatorUrls } from '../../client/coordinator-http.ts'
 import { CoordinatorHttpError, CoordinatorUnreachableError, CoordinatorUrlError, httpDetailsOf } from '../../client/errors.ts'
 import { parseDaemonConfig } from '../../peer-agent/daemon.ts'
-import { createHealthProbe } from '../../peer-agent/background-pacer.ts'
+import { createConnectProbe, createPaceUpdater } from '../../peer-agent/background-pacer.ts'
 import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
 import { NotFoundError } from '../../protocol/errors.ts'
@@ -110,14 +110,15 @@ describe('coordinator HTTP client', () => {
 })
 
 describe('the agent after a failover', () => {
-  it('the background pacer\'s delay probe follows the client to the coordinator it failed over to', async () => {
-    const a = await serve((req, res) => { res.writeHead(503); res.end() })
+  it('the background pacer\'s delay probe and pace updates follow the client to the coordinator it failed over to', async () => {
+    const down = `http://127.0.0.1:${await freePort()}`
     const b = await serve((req, res) => ok(res))
-    const client = createCoordinatorClient({ logger: silentLogger }, { url: [a.url, b.url], auth: { token: 't' }, retry: { attempts: 2, baseMs: 10 } })
+    const client = createCoordinatorClient({ logger: silentLogger }, { url: [down, b.url], auth: { token: 't' }, retry: { attempts: 2, baseMs: 10 } })
     await client.json('GET', '/v1/auth/me', { parse: (v: unknown) => v, json: {} })
-    const probe = createHealthProbe(() => client.url)
-    await probe({})
-    expect(b.requests.at(-1)).toMatch(/^GET \/healthz /)
+    expect(client.url).toBe(b.url)
+    await createConnectProbe(() => client.url)({}) // a handshake with the first would be refused
+    await createPaceUpdater(() => client.url, client.authorization)({ session: 's', rate: 1 } as never, {}).catch(() => {})
+    expect(b.requests.at(-1)).toBe('POST /v1/pace Bearer t')
   })
 })
 

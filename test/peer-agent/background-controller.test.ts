@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createBackgroundController, ledbatGain, type BackgroundController } from '../../peer-agent/background-controller.ts'
-import { BACKGROUND_MAX_CUT, BACKGROUND_MIN_RATE, BACKGROUND_TARGET_MS } from '../../peer-agent/constants.ts'
+import { BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED, BACKGROUND_MIN_RATE, BACKGROUND_TARGET_MS } from '../../peer-agent/constants.ts'
 
 /**
  * A fluid model of a bottleneck: `capacity` bytes/s, a drop-tail queue of
@@ -170,6 +170,59 @@ describe('background controller', () => {
     expect(c.rate).toBe(100_000)
     for (let t = 5_000; t < 5_500; t += 100) c.sample(t, 40)
     expect(c.rate).toBeGreaterThan(100_000)
+  })
+
+  it('with sender pacing, cuts from the delivered rate when the rate is above it, by up to a half', () => {
+    // the rate says 4 MB/s but the path carried 2 MB/s: the excess was a queue, cutting from 4 MB/s would keep it
+    const c = createBackgroundController({ startRate: 4_000_000, currentFilter: 1 })
+    c.sample(0, 50, { delivered: 2_000_000 })
+    c.sample(100, 200, { delivered: 2_000_000 }) // 150 ms of queue
+    expect(c.rate).toBeCloseTo(2_000_000 * (1 - BACKGROUND_MAX_CUT_SENDER_PACED), 6)
+    // a delivered rate above the rate (a burst that arrived late) does not raise it
+    const d = createBackgroundController({ startRate: 1_000_000, currentFilter: 1 })
+    d.sample(0, 50, { delivered: 3_000_000 })
+    d.sample(100, 200, { delivered: 3_000_000 })
+    expect(d.rate).toBeCloseTo(1_000_000 * (1 - BACKGROUND_MAX_CUT_SENDER_PACED), 6)
+  })
+
+  it('with sender pacing, grows to at most a little above what arrives', () => {
+    // a 300 ms base: slow start would multiply the rate by 2 per 300 ms sample
+    const c = createBackgroundController({ startRate: 1_000_000 })
+    c.sample(0, 300, { delivered: 1_000_000 })
+    c.sample(300, 300, { delivered: 400_000 })
+    expect(c.rate).toBe(1_000_000) // never lowered for it
+    c.sample(600, 300, { delivered: 1_000_000 })
+    expect(c.rate).toBeCloseTo(1_000_000 * BACKGROUND_DELIVERY_HEADROOM, 6)
+    const free = createBackgroundController({ startRate: 1_000_000 })
+    free.sample(0, 300)
+    free.sample(300, 300)
+    expect(free.rate).toBeGreaterThan(1_900_000)
+  })
+
+  it('with sender pacing (delivered rates fed back), uses an idle link, keeps the queue under the target, and yields', () => {
+    const capacity = 20e6 / 8
+    const c = createBackgroundController()
+    const step = 100
+    const qmax = capacity * 0.3
+    let q = 0
+    const used: number[] = []
+    const delays: number[] = []
+    let delivered = 0
+    for (let t = 0; t < 60_000; t += step) {
+      const fg = t >= 40_000 ? capacity : 0 // a foreground download from 40 s on
+      const inflow = (c.rate + fg) * step / 1000
+      const out = capacity * step / 1000
+      q = Math.min(qmax, Math.max(0, q + inflow - out))
+      const ours = inflow === 0 ? 0 : Math.min(inflow, out) * (c.rate * step / 1000) / inflow
+      delivered = 0.5 * delivered + 0.5 * ours / (step / 1000)
+      used.push(ours / (step / 1000) / capacity)
+      delays.push(q / capacity * 1000)
+      c.sample(t, 40 + q / capacity * 1000, { delivered, appLimited: ours < 0.9 * c.rate * step / 1000 })
+    }
+    expect(mean(used.slice(100, 400))).toBeGreaterThan(0.7)
+    expect(mean(delays.slice(100, 400))).toBeLessThan(BACKGROUND_TARGET_MS)
+    // beside the download it falls to a small share within a few seconds
+    expect(mean(used.slice(450, 600))).toBeLessThan(0.1)
   })
 
   it('slows the ramp-up where the base delay is short (LEDBAT++ gain)', () => {

@@ -1,9 +1,9 @@
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createBackgroundController } from '../../peer-agent/background-controller.ts'
-import { createBackgroundPacer, createHealthProbe } from '../../peer-agent/background-pacer.ts'
+import { createBackgroundPacer, createConnectProbe, createUploadPacer } from '../../peer-agent/background-pacer.ts'
+import { PACE_RATE_HEADER, PACE_SESSION_HEADER, PACE_SESSION_PATTERN } from '../../protocol/pace.ts'
 
 /** Reads `seconds` of a paced transfer in 8 KiB pieces; returns bytes per second. */
 async function pacedRead (take: (n: number) => Promise<void>, seconds: number): Promise<number> {
@@ -75,16 +75,85 @@ describe('background pacer', () => {
     expect(probes).toBe(after)
   })
 
-  it('times GET /healthz at the coordinator URL', async () => {
-    const paths: string[] = []
-    const server = createServer((req, res) => { paths.push(req.url ?? ''); res.end('{"ok":true}') })
+  it('times a TCP handshake with the coordinator, and fails when nothing listens', async () => {
+    let accepted = 0
+    const server = createNetServer((socket) => { accepted++; socket.destroy() })
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
     stops.push(async () => { await new Promise(resolve => server.close(resolve)) })
-    const probe = createHealthProbe(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`)
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+    const probe = createConnectProbe(url)
     await probe({})
-    expect(paths).toEqual(['/healthz'])
-    server.close()
-    server.closeAllConnections()
+    await probe({})
+    await sleep(50)
+    expect(accepted).toBe(2)
+    await new Promise(resolve => server.close(resolve))
     await expect(probe({})).rejects.toThrow()
   })
+
+  it('with a coordinator that paces: names the session and rate on requests, tells it each new rate, and reads without holding back', async () => {
+    const updates: Array<{ session: string, rate: number }> = []
+    const pacer = createBackgroundPacer({
+      probe: async () => { await sleep(5) },
+      paceUpdate: async (u) => { updates.push(u); return u.rate }
+    }, { probeIntervalMs: 20, controller: createBackgroundController({ startRate: 64 * 1024, maxRate: 100_000_000 }) })
+    stops.push(pacer.stop)
+    expect(pacer.requestHeaders()).toEqual({ [PACE_SESSION_HEADER]: expect.stringMatching(PACE_SESSION_PATTERN), [PACE_RATE_HEADER]: String(64 * 1024) })
+    await pacer.take(1024)
+    for (let i = 0; i < 50 && !pacer.senderPaced; i++) await sleep(20)
+    expect(pacer.senderPaced).toBe(true)
+    // 4 MiB at a 64 KiB/s start rate would take a minute if reads were paced
+    const t0 = performance.now()
+    for (let i = 0; i < 64; i++) await pacer.take(64 * 1024)
+    expect(performance.now() - t0).toBeLessThan(2_000)
+    const session = pacer.requestHeaders()[PACE_SESSION_HEADER]
+    expect(updates.length).toBeGreaterThan(0)
+    expect(updates.every(u => u.session === session)).toBe(true)
+  })
+
+  it('paces reads itself when the coordinator has no pacing (an older one), and stops naming a session', async () => {
+    let asked = 0
+    const pacer = createBackgroundPacer({
+      probe: async () => { await sleep(5) },
+      paceUpdate: async () => { asked++; return undefined }
+    }, { probeIntervalMs: 20, controller: createBackgroundController({ startRate: 64 * 1024, maxRate: 64 * 1024 }) })
+    stops.push(pacer.stop)
+    await pacer.take(1024)
+    for (let i = 0; i < 50 && asked === 0; i++) await sleep(20)
+    await sleep(100)
+    expect(asked).toBe(1)
+    expect(pacer.senderPaced).toBe(false)
+    expect(pacer.requestHeaders()).toEqual({})
+    const rate = await pacedRead(async (n) => { await pacer.take(n) }, 1)
+    expect(rate).toBeLessThan(64 * 1024 * 1.5)
+  })
+
+  it('with sender pacing, --wan-limit still holds reads to the cap', async () => {
+    const pacer = createBackgroundPacer({ probe: async () => { await sleep(5) }, paceUpdate: async (u) => u.rate }, { probeIntervalMs: 20, maxRate: 256 * 1024 })
+    stops.push(pacer.stop)
+    await pacer.take(1024)
+    for (let i = 0; i < 50 && !pacer.senderPaced; i++) await sleep(20)
+    expect(pacer.senderPaced).toBe(true)
+    const rate = await pacedRead(async (n) => { await pacer.take(n) }, 1.5)
+    expect(rate).toBeLessThan(256 * 1024 * 1.25)
+  })
+
+describe('background pacer of LAN uploads', () => {
+  it('pings the peer the last bytes went to, paces the sends, and slows down when that round trip grows', async () => {
+    const pinged: string[] = []
+    let delayMs = 2
+    const pacer = createUploadPacer({ ping: async (peer) => { pinged.push(peer); await sleep(delayMs) } }, { probeIntervalMs: 20, maxRate: 4_000_000 })
+    stops.push(pacer.stop)
+    await pacedRead(async (n) => { await pacer.take(n, { peer: 'peer-a' }) }, 0.5)
+    await pacedRead(async (n) => { await pacer.take(n, { peer: 'peer-b' }) }, 1)
+    expect(pinged).toContain('peer-a')
+    expect(pinged.at(-1)).toBe('peer-b')
+    const ramped = pacer.rate
+    expect(ramped).toBeGreaterThan(200_000)
+    // the sends queue up somewhere on the way to peer-b: 200 ms more round trip
+    delayMs = 202
+    const slow = await pacedRead(async (n) => { await pacer.take(n, { peer: 'peer-b' }) }, 5)
+    expect(pacer.rate).toBeLessThan(ramped / 2)
+    expect(slow).toBeLessThan(ramped)
+  }, 20_000)
+})
 })

@@ -117,8 +117,8 @@ describe('agent sync', () => {
     const r = await runAgent(['sync', 'ws@v1', ...common(data, out), '--no-index', '--no-lan', '--background', '--wan-limit', '2mbit', '--verbose'])
     expect(r.code, r.stderr).toBe(0)
     expect(await b3sumFile(out)).toBe(baseSum)
-    // the status line of the pacer: it probed the coordinator and set a rate
-    expect(r.stderr).toMatch(/background: [\d.]+ MB\/s allowed \((slow-start|avoidance|slowdown)\), queueing delay \d+ ms over a base of \d+ ms/)
+    // the status line of the pacer: it probed the coordinator and set a rate, and the coordinator paces the streams
+    expect(r.stderr).toMatch(/background: [\d.]+ MB\/s allowed \((slow-start|avoidance|slowdown), sender-paced\), queueing delay \d+ ms over a base of \d+ ms/)
     expect(r.summary.seconds).toBeGreaterThan(r.summary.bytes.origin / cap - 0.5)
     const both = await runAgent(['sync', 'ws@v1', ...common(data, out), '--background', '--foreground'])
     expect(both.code).toBe(2)

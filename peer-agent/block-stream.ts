@@ -1,0 +1,49 @@
+/**
+ * Blocks out of a zstd byte stream, as the origin sends them (POST .../blocks
+ * batches, delta packs): decompression with the coordinator's window, then
+ * fixed-size blocks however the stream is cut into pieces.
+ */
+import { Readable } from 'node:stream'
+import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
+import { BLOCK_SIZE } from '../protocol/constants.ts'
+
+/** Splits a byte stream into BLOCK_SIZE blocks (a yielded block is valid until the next one is asked for). */
+export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const carry = new Uint8Array(BLOCK_SIZE)
+  let carried = 0
+  for await (const piece of stream) {
+    let at = 0
+    if (carried > 0) {
+      const take = Math.min(BLOCK_SIZE - carried, piece.length)
+      carry.set(piece.subarray(0, take), carried)
+      carried += take
+      at = take
+      if (carried === BLOCK_SIZE) { yield carry; carried = 0 }
+    }
+    while (piece.length - at >= BLOCK_SIZE) {
+      yield piece.subarray(at, at + BLOCK_SIZE)
+      at += BLOCK_SIZE
+    }
+    if (at < piece.length) {
+      carry.set(piece.subarray(at), 0)
+      carried = piece.length - at
+    }
+  }
+  if (carried !== 0) throw new Error(`block stream ended mid-block (${carried} extra bytes)`)
+}
+
+/**
+ * Decompresses a zstd byte stream (windows up to 2^31, as the coordinator may use
+ * long-distance matching). The decoder holds a window of up to the frame's size, so
+ * callers close it as soon as they are done instead of waiting for GC (peak RSS).
+ */
+export function unzstd (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> & { close: () => void } {
+  const decoder = createZstdDecompress({ params: { [zlibConstants.ZSTD_d_windowLogMax]: 31 } })
+  const source = Readable.from(input, { objectMode: false })
+  source.on('error', (err) => decoder.destroy(err))
+  source.pipe(decoder)
+  return {
+    [Symbol.asyncIterator]: () => decoder[Symbol.asyncIterator](),
+    close: () => { source.destroy(); decoder.destroy() } // destroy frees the native decoder context now
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * The origin's precomputed delta pack from the installed version as a block
+ * source: whether it pays (a pure cost model, decided after the local sources
+ * and peers ran), its download into the data dir (resumed with HTTP Range and
+ * If-Range), and its application (every block offered like any other).
+ */
+import { createReadStream } from 'node:fs'
+import { open, readFile, rm, stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
+import { readFull } from '../utils/read-full.ts'
+import { api } from '../protocol/index.ts'
+import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges } from '../protocol/delta-pack.ts'
+import type { Manifest } from '../protocol/manifest.ts'
+import type { BlockSource, SyncContext } from './block-source.ts'
+import { blocksOf, unzstd } from './block-stream.ts'
+import { BATCH_COMPRESSION_PENALTY, PRIVATE_FILE_MODE } from './constants.ts'
+import { mkdirPrivate } from './private-files.ts'
+import type { CoordinatorClient } from './coordinator-client.ts'
+import { isDiskFull } from './errors.ts'
+import type { AbortOptions, AgentLogger } from './interface.ts'
+
+/** Which of the new version's blocks a delta pack from `old` holds: first occurrence of each prefix not in `old`. */
+export function deltaPackBlocks (newPrefixes: Uint8Array, oldPrefixes: Uint8Array): number[] {
+  const key = (prefixes: Uint8Array, index: number): bigint => new DataView(prefixes.buffer, prefixes.byteOffset + index * 8, 8).getBigUint64(0)
+  const old = new Set<bigint>()
+  for (let index = 0; index < oldPrefixes.length / 8; index++) old.add(key(oldPrefixes, index))
+  const seen = new Set<bigint>()
+  const blocks: number[] = []
+  for (let index = 0; index < newPrefixes.length / 8; index++) {
+    const k = key(newPrefixes, index)
+    if (old.has(k) || seen.has(k)) continue
+    seen.add(k)
+    blocks.push(index)
+  }
+  return blocks
+}
+
+/** What the cost model weighs. */
+export interface DeltaPackCostInput {
+  /** Size of the whole pack (the coordinator's version info). */
+  packBytes: number
+  /** Blocks the pack holds. */
+  packBlocks: number
+  /** Of those, blocks the sync still misses. */
+  neededFromPack: number
+  /** Distinct blocks the sync still misses in all. */
+  missing: number
+  /** Bytes of the pack already downloaded by an earlier run. */
+  downloadedBytes: number
+  /** How many times worse a per-request block batch compresses than the pack (default 1.5). */
+  batchPenalty?: number
+}
+
+/** What the cost model decided, with the estimates behind it (bytes still to download). */
+export interface DeltaPackCost {
+  /** Everything missing as block batches. */
+  batchOnlyBytes: number
+  /** The rest of the pack, plus batches for the missing blocks it does not hold. */
+  withPackBytes: number
+  pays: boolean
+}
+
+/**
+ * Whether the delta pack pays: a pack block costs its share of the pack's
+ * bytes, a batch block that share times the batch penalty (batches are
+ * compressed per request at a lower level; constants.ts has the measurement).
+ */
+export function deltaPackCost (input: DeltaPackCostInput): DeltaPackCost {
+  const penalty = input.batchPenalty ?? BATCH_COMPRESSION_PENALTY
+  const perBlock = input.packBytes / Math.max(1, input.packBlocks)
+  const batchOnlyBytes = input.missing * perBlock * penalty
+  const withPackBytes = input.packBytes - input.downloadedBytes + (input.missing - input.neededFromPack) * perBlock * penalty
+  return { batchOnlyBytes, withPackBytes, pays: withPackBytes < batchOnlyBytes }
+}
+
+/** The delta pack as a block source; `used()` tells whether it was applied. */
+export interface DeltaPackSource extends BlockSource {
+  used: () => boolean
+  /** Removes the downloaded pack (the sync finished). */
+  remove: () => Promise<void>
+}
+
+/** What a delta pack source needs to know. */
+export interface DeltaPackInit {
+  image: string
+  version: string
+  /** The installed (older) version the pack starts from. */
+  from: Manifest
+  /** Where the pack is downloaded (resumable: an earlier run's part is kept); its ETag beside it. */
+  path: string
+}
+
+/**
+ * The delta pack from `init.from` to the sync's version: asked for only when the coordinator
+ * has one from that version and the cost model says it pays against block batches; otherwise
+ * a partly downloaded pack is dropped and nothing is offered.
+ */
+export function createDeltaPackSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: DeltaPackInit): DeltaPackSource {
+  const { client, logger } = components
+  const from = init.from.version
+  const etagPath = init.path + '.etag'
+  let used = false
+  return {
+    name: `delta pack from ${from}`,
+    kind: 'origin',
+    used: () => used,
+    remove: async () => { await removeDeltaPack(init.path) },
+    async fill (ctx, options) {
+      if (!(await pays(ctx, options))) {
+        await removeDeltaPack(init.path)
+        return
+      }
+      used = true
+      await mkdirPrivate(dirname(init.path))
+      await downloadWithRetries(options)
+      await apply(ctx)
+    }
+  }
+
+  async function pays (ctx: SyncContext, options: AbortOptions): Promise<boolean> {
+    const info = await client.json('GET', api.routes.versionInfo(init.image, init.version), api.VersionInfo, undefined, options)
+    if (info.previous !== from || info.deltaPackBytes == null || info.deltaPackBytes === 0) return false
+    const pack = deltaPackBlocks(ctx.manifest.blockPrefixes, init.from.blockPrefixes)
+    const neededFromPack = pack.filter(block => ctx.isMissing(block)).length
+    const missing = ctx.missingCount()
+    const downloadedBytes = await stat(init.path).then(s => s.size, () => 0)
+    const cost = deltaPackCost({ packBytes: info.deltaPackBytes, packBlocks: pack.length, neededFromPack, missing, downloadedBytes })
+    if (!cost.pays) logger.info(`delta pack skipped: ${neededFromPack} of its ${pack.length} blocks still missing (${missing} missing in all)`)
+    return cost.pays
+  }
+
+  async function downloadWithRetries (options: AbortOptions): Promise<void> {
+    let failures = 0
+    for (;;) {
+      try {
+        await download(options)
+        return
+      } catch (err) {
+        if (options.signal?.aborted === true || isDiskFull(err)) throw err
+        if (!(await client.backoff(++failures, `delta pack download broke (${(err as Error).message}); resuming`, options))) throw err
+      }
+    }
+  }
+
+  async function download (options: AbortOptions): Promise<void> {
+    let have = 0
+    let etag: string | undefined
+    try {
+      have = (await stat(init.path)).size
+      etag = (await readFile(etagPath, 'utf8')).trim()
+    } catch {
+      have = 0
+    }
+    const headers: Record<string, string> = {}
+    if (have > 0 && etag != null && etag !== '') {
+      headers.range = `bytes=${have}-`
+      headers['if-range'] = etag
+    }
+    const res = await client.stream('GET', api.routes.delta(init.image, init.version, from), undefined, { ...options, headers })
+    if (res.status === 416) {
+      // nothing past what we hold: the file is complete
+      for await (const _ of res.body) {}
+      return
+    }
+    const newTag = res.headers.get('etag')
+    const append = res.status === 206
+    if (!append && newTag != null) await writeFileAtomic(etagPath, newTag, { mode: PRIVATE_FILE_MODE })
+    const fh = await open(init.path, append ? 'a' : 'w', PRIVATE_FILE_MODE)
+    try {
+      for await (const piece of res.body) await fh.write(piece)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+  }
+
+  async function apply (ctx: SyncContext): Promise<void> {
+    const fh = await open(init.path, 'r')
+    let bodyOffset: number
+    let indices: Iterator<number>
+    try {
+      const opened = await readHeader(fh)
+      const { header } = opened
+      bodyOffset = opened.bodyOffset
+      if (header.version !== ctx.manifest.version || header.from !== from || header.name !== ctx.manifest.name) {
+        throw new Error(`delta pack is for ${header.name} ${header.from} -> ${header.version}, not ${ctx.manifest.name} ${from} -> ${ctx.manifest.version}`)
+      }
+      indices = indicesOfRanges(header.ranges)
+    } finally {
+      await fh.close()
+    }
+    let applied = 0
+    const stream = unzstd(createReadStream(init.path, { start: bodyOffset, highWaterMark: 1024 * 1024 }))
+    try {
+      for await (const bytes of blocksOf(stream)) {
+        const next = indices.next()
+        if (next.done === true) throw new Error('delta pack holds more blocks than its header says')
+        if (ctx.isMissing(next.value)) ctx.offerBlock(next.value, bytes, 'origin')
+        if (++applied % 256 === 0) await ctx.tick()
+      }
+    } finally {
+      stream.close()
+    }
+  }
+}
+
+/** The header of an open delta pack file (its length is known only once its start is read). */
+async function readHeader (fh: Awaited<ReturnType<typeof open>>): Promise<ReturnType<typeof decodeDeltaPackHeader>> {
+  let head = new Uint8Array(64 * 1024)
+  let bytesRead = await readFull(fh, head, 0)
+  const length = deltaPackHeaderLength(head.subarray(0, bytesRead))
+  if (length != null && length > bytesRead) {
+    head = new Uint8Array(length)
+    bytesRead = await readFull(fh, head, 0)
+  }
+  return decodeDeltaPackHeader(head.subarray(0, bytesRead))
+}
+
+/** Removes a downloaded delta pack and its ETag. */
+export async function removeDeltaPack (path: string): Promise<void> {
+  await rm(path, { force: true })
+  await rm(path + '.etag', { force: true })
+}

@@ -1,0 +1,157 @@
+/**
+ * What the sources of one sync talk to (block-source.ts SyncContext): offered
+ * bytes are checked here (block prefix, chunk digest), written to the partial
+ * file at the positions the ledger names, and checkpointed now and then. The
+ * ledger (sync-ledger.ts) keeps the state, partial-file.ts does the I/O.
+ */
+import { equals } from 'multiformats/bytes'
+import { setImmediate as yieldLoop } from 'node:timers/promises'
+import { chunkCid } from '../protocol/block-id.ts'
+import { BLOCK_SIZE } from '../protocol/constants.ts'
+import { hashBytes } from '../chunker/blake3.ts'
+import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
+import type { AgentLogger } from './interface.ts'
+import type { PartialImage } from './partial-file.ts'
+import { matchesPrefix, type SyncLedger } from './sync-ledger.ts'
+import { writeRecord, type Checkpoint } from './sync-records.ts'
+
+/** What the sync context reports to (image-sync.ts wires these to its components). */
+export interface SyncContextComponents {
+  ledger: SyncLedger
+  partial: PartialImage
+  logger: AgentLogger
+  /** Bytes received from the origin since the sync started. */
+  originBytes: () => number
+  onProgress?: (progress: { phase: string, doneBytes: number, bytes: SyncLedger['tally']['bytes'] }) => void
+  onChunkVerified?: (chunk: number) => void
+  onCheckpoint?: (verifiedChunks: number) => void
+}
+
+/** Where and how often the sync context checkpoints. */
+export interface SyncContextInit {
+  checkpointPath: string
+  manifestCid: string
+  checkpointIntervalMs: number
+  signal?: AbortSignal
+}
+
+/** A sync context with the driver's controls. */
+export interface DrivenSyncContext extends SyncContext {
+  /** The source now filling (its name is what its blocks count under); undefined: the driver itself. */
+  setSource: (source: BlockSource | undefined) => void
+  /** Names the phase for progress and reports progress. */
+  setPhase: (phase: string) => void
+  progress: () => void
+  /** fsyncs the partial file and records the verified chunks, when anything changed. */
+  checkpoint: () => Promise<void>
+  /** Records the verified chunks as of the last fsync (a failed sync keeps them for the next run). */
+  writeCheckpoint: () => Promise<void>
+}
+
+/** Creates the context the sources of one sync fill. */
+export function createSyncContext (components: SyncContextComponents, init: SyncContextInit): DrivenSyncContext {
+  const { ledger, partial, logger } = components
+  const manifest = ledger.manifest
+  let source: BlockSource | undefined
+  let phase = 'starting'
+  let lastCheckpoint = performance.now()
+  let dirty = false
+
+  function markVerified (chunk: number): void {
+    ledger.markVerified(chunk)
+    dirty = true
+    components.onChunkVerified?.(chunk)
+  }
+
+  /** Hashes a chunk whose blocks are all in place; one that fails is fetched whole later. */
+  function verifyAssembled (chunk: number): void {
+    const { offset, length, digest } = manifest.chunks[chunk]
+    if (equals(hashBytes(partial.read(offset, length)), digest)) {
+      markVerified(chunk)
+      return
+    }
+    // blocks matched their prefixes but the chunk does not: a prefix collision or a changed source
+    ledger.tally.discardedChunks++
+    logger.warn(`chunk ${chunk} (${chunkCid(digest).toString()}) failed verification after assembly; fetching it whole`)
+  }
+
+  /** Writes block bytes (already checked) wherever the ledger says their prefix is missing. */
+  function place (block: number, bytes: Uint8Array, sourceName: string, kind: SourceKind): void {
+    const { blocks, completed } = ledger.placeBlock(block, sourceName, kind)
+    for (const position of blocks) partial.write(bytes, ledger.offsetOf(position))
+    for (const chunk of completed) verifyAssembled(chunk)
+  }
+
+  async function writeCheckpoint (): Promise<void> {
+    const record: Checkpoint = {
+      image: manifest.name,
+      version: manifest.version,
+      manifestCid: init.manifestCid,
+      temp: partial.path,
+      verified: Buffer.from(ledger.verifiedBitmap).toString('base64'),
+      file: partial.identity()
+    }
+    await writeRecord(init.checkpointPath, JSON.stringify(record))
+  }
+
+  async function checkpoint (): Promise<void> {
+    lastCheckpoint = performance.now()
+    if (!dirty) return
+    dirty = false
+    partial.sync() // data first, then the bitmap that vouches for it
+    await writeCheckpoint()
+    components.onCheckpoint?.(ledger.verifiedCount())
+  }
+
+  function progress (): void {
+    ledger.tally.bytes.origin = components.originBytes()
+    components.onProgress?.({ phase, doneBytes: ledger.doneBytes(), bytes: { ...ledger.tally.bytes } })
+  }
+
+  return {
+    manifest,
+    missing: ledger.missing,
+    missingCount: ledger.missingCount,
+    isMissing: ledger.isMissing,
+    unverifiedChunks: ledger.unverifiedChunks,
+    offerBlock (block, bytes, kind) {
+      if (!ledger.isMissing(block)) return true
+      if (!matchesPrefix(manifest, block, hashBytes(bytes))) {
+        ledger.tally.discardedBlocks++
+        return false
+      }
+      place(block, bytes, source?.name ?? kind, kind)
+      return true
+    },
+    offerChunk (chunk, bytes, kind, verified = false) {
+      const { offset, length, digest, firstBlock } = manifest.chunks[chunk]
+      if (ledger.isVerified(chunk)) return true
+      if (kind === 'origin') ledger.tally.chunksFetched++ // whole chunks from the origin, whichever source asked
+      if (bytes.length !== length || (!verified && !equals(hashBytes(bytes), digest))) {
+        ledger.tally.discardedChunks++
+        return false
+      }
+      partial.write(bytes, offset)
+      const alsoElsewhere = ledger.placeChunk(chunk, kind)
+      dirty = true
+      components.onChunkVerified?.(chunk)
+      // the same blocks elsewhere in the image come for free
+      for (const block of alsoElsewhere) {
+        const at = (block - firstBlock) * BLOCK_SIZE
+        place(block, bytes.subarray(at, at + BLOCK_SIZE), 'whole chunks', kind)
+      }
+      return true
+    },
+    async tick () {
+      init.signal?.throwIfAborted()
+      if (dirty && performance.now() - lastCheckpoint >= init.checkpointIntervalMs) await checkpoint()
+      progress()
+      await yieldLoop()
+    },
+    setSource: (next) => { source = next },
+    setPhase: (next) => { phase = next; progress() },
+    progress,
+    checkpoint,
+    writeCheckpoint
+  }
+}

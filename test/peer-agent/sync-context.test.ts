@@ -1,0 +1,95 @@
+/**
+ * The sync context over a real partial file: what sources offer is checked,
+ * written where the ledger says, and checkpointed; nothing unchecked is written.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { BLOCK_SIZE } from '../../protocol/constants.ts'
+import { silentLogger } from '../../peer-agent/interface.ts'
+import { openPartialImage, type PartialImage } from '../../peer-agent/partial-file.ts'
+import { createSyncContext } from '../../peer-agent/sync-context.ts'
+import { createSyncLedger } from '../../peer-agent/sync-ledger.ts'
+import type { Checkpoint } from '../../peer-agent/sync-records.ts'
+import { tempDir, type TempDir } from '../helpers/images.ts'
+import { block, manifestOf } from './sync-fixtures.ts'
+
+const A = block(1)
+const B = block(2)
+const C = block(3)
+
+let tmp: TempDir
+let partial: PartialImage | undefined
+
+beforeEach(async () => { tmp = await tempDir('trimswarm-sync-context-') })
+afterEach(async () => {
+  partial?.close()
+  await tmp.cleanup()
+})
+
+/** A context over a fresh partial file for `manifest`, recording verified chunks and checkpoints. */
+function contextFor (manifest: ReturnType<typeof manifestOf>): { ctx: ReturnType<typeof createSyncContext>, verified: number[], checkpoints: number[], checkpointPath: string } {
+  partial = openPartialImage(join(tmp.path, '.img.trimswarm-partial'), undefined, manifest.size)
+  const ledger = createSyncLedger(manifest)
+  const verified: number[] = []
+  const checkpoints: number[] = []
+  const checkpointPath = join(tmp.path, 'checkpoint.json')
+  const ctx = createSyncContext({
+    ledger,
+    partial,
+    logger: silentLogger,
+    originBytes: () => 0,
+    onChunkVerified: (chunk) => verified.push(chunk),
+    onCheckpoint: (count) => checkpoints.push(count)
+  }, { checkpointPath, manifestCid: 'cid', checkpointIntervalMs: 60_000 })
+  return { ctx, verified, checkpoints, checkpointPath }
+}
+
+describe('sync context', () => {
+  it('refuses a block that does not match its prefix, writes one that does at every position, verifies completed chunks', async () => {
+    const manifest = manifestOf([[A, B], [A]])
+    const { ctx, verified } = contextFor(manifest)
+    expect(ctx.offerBlock(0, C, 'local')).toBe(false)
+    expect(ctx.missingCount()).toBe(2)
+    expect(ctx.offerBlock(0, A, 'local')).toBe(true)
+    expect(verified).toEqual([1]) // chunk 1 is A alone: complete and verified
+    expect(ctx.offerBlock(1, B, 'origin')).toBe(true)
+    expect(verified).toEqual([1, 0])
+    expect(ctx.unverifiedChunks()).toEqual([])
+    const bytes = partial!.read(0, manifest.size)
+    expect(bytes.subarray(0, BLOCK_SIZE).every(b => b === 0)).toBe(true) // the hole before chunk 0 stays zero
+    expect(bytes.subarray(BLOCK_SIZE, 2 * BLOCK_SIZE)).toEqual(A)
+    expect(bytes.subarray(2 * BLOCK_SIZE, 3 * BLOCK_SIZE)).toEqual(B)
+    expect(bytes.subarray(4 * BLOCK_SIZE, 5 * BLOCK_SIZE)).toEqual(A)
+  })
+
+  it('a whole chunk that fails its digest is refused and counted; a good one fills its blocks elsewhere too', async () => {
+    const manifest = manifestOf([[A, B], [B]])
+    const { ctx, verified } = contextFor(manifest)
+    const wrong = new Uint8Array(2 * BLOCK_SIZE).fill(9)
+    expect(ctx.offerChunk(0, wrong, 'peers')).toBe(false)
+    expect(verified).toEqual([])
+    const whole = new Uint8Array(2 * BLOCK_SIZE)
+    whole.set(A, 0)
+    whole.set(B, BLOCK_SIZE)
+    expect(ctx.offerChunk(0, whole, 'peers')).toBe(true)
+    // B at chunk 1 came for free from chunk 0's bytes
+    expect(verified).toEqual([0, 1])
+    expect(ctx.missingCount()).toBe(0)
+    expect(partial!.read(4 * BLOCK_SIZE, BLOCK_SIZE)).toEqual(B)
+  })
+
+  it('a checkpoint records the verified chunks and the file it vouches for, after an fsync', async () => {
+    const manifest = manifestOf([[A], [B]])
+    const { ctx, checkpoints, checkpointPath } = contextFor(manifest)
+    ctx.offerBlock(1, B, 'origin')
+    await ctx.checkpoint()
+    expect(checkpoints).toEqual([1])
+    const record = JSON.parse(await readFile(checkpointPath, 'utf8')) as Checkpoint
+    expect(Buffer.from(record.verified, 'base64')[0]).toBe(0b10)
+    expect(record.file).toEqual(partial!.identity())
+    // nothing new: no second checkpoint
+    await ctx.checkpoint()
+    expect(checkpoints).toEqual([1])
+  })
+})
