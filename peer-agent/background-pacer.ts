@@ -123,7 +123,8 @@ export function createCoordinatorPacer (
 ): BackgroundPacer {
   const { coordinator } = components
   const url = (): string => coordinator.url // the one the client talks to now, after a failover too
-  return createBackgroundPacer({ probe: createConnectProbe(url), paceUpdate: createPaceUpdater(url, coordinator.authorization), logger: components.logger }, init)
+  const paceUpdate = createPaceUpdater(url, coordinator.authorization)
+  return createBackgroundPacer({ probe: createConnectProbe(url), paceUpdate, logger: components.logger }, init)
 }
 
 /** Bytes per second that arrived, and that the rate allowed, over about the last `windowMs`, as of each call of measure(). */
