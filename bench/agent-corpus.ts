@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -33,6 +33,10 @@ through the proxy:
   2b. (unless --skip-no-index) v1 then v2 into another data dir with --no-index: the plain
      compressed download, then the update from the older version and the delta pack.
 --keep-index reuses the host index of an earlier run with the same --work (refreshed).
+--no-segments starts the coordinator without compressed segments (every origin block
+  comes in per-request batches: the figures before issue 19); use its own --work.
+Each run also reports the agent's CPU seconds and the coordinator's (this process:
+  the in-process coordinator and the byte meter, process.cpuUsage).
 Checks every output's b3sum against the image's and reports the agents' peak RSS.
 Targets (issue 4): run 1 <= 20 MB, run 2 <= 32 MB, kill/resume <= 5 % extra, RSS < 300 MB.`
 
@@ -44,7 +48,8 @@ export const options = {
   'kill-limit': { type: 'string' },
   'skip-kill': { type: 'boolean' },
   'skip-no-index': { type: 'boolean' },
-  'keep-index': { type: 'boolean' }
+  'keep-index': { type: 'boolean' },
+  'no-segments': { type: 'boolean' }
 } as const
 
 const CLI = fileURLToPath(new URL('../bin/trimswarm.js', import.meta.url))
@@ -79,7 +84,8 @@ export async function run (argv: string[]): Promise<number> {
   const log = (s: string): void => { process.stdout.write(s + '\n') }
   log(`# agent-corpus  ${new Date().toISOString()}  work ${work}`)
 
-  const { coordinator, tokenFile, admin, publishSeconds } = await startCorpusCoordinator({ work, corpus, maxPeers: 8 })
+  const config = values['no-segments'] === true ? { segments: { build: false } } : undefined
+  const { coordinator, tokenFile, admin, publishSeconds } = await startCorpusCoordinator({ work, corpus, maxPeers: 8, config })
   let proxy: ByteMeter | undefined
   let failed = false
   try {
@@ -107,24 +113,35 @@ export async function run (argv: string[]): Promise<number> {
     const idx = await runAgent(['index', '--data', data, ...indexArgs, '--json'])
     log(`host index ${keepIndex ? 'refresh (kept from an earlier run)' : 'build'} (agent index): ${((performance.now() - t) / 1000).toFixed(1)} s, peak RSS ${idx.peakRssMB.toFixed(0)} MB`)
 
+    let cpuMark = process.cpuUsage()
+    const coordinatorCpu = (): number => {
+      const d = process.cpuUsage(cpuMark)
+      cpuMark = process.cpuUsage()
+      return (d.user + d.system) / 1e6
+    }
     const report = (label: string, r: Run, sum: string, want: string, target: string): void => {
       const total = px.up + px.down
+      const cpu = coordinatorCpu()
+      const seg = coordinator.segments.stats()
       const ok = sum === want
       if (!ok || r.code !== 0) failed = true
       log(`${label}: exit ${r.code}, ${r.seconds.toFixed(1)} s, proxy ${(total / MB).toFixed(2)} MB (down ${(px.down / MB).toFixed(2)}, up ${(px.up / MB).toFixed(2)}; ${target}), ` +
         `summary local ${((r.summary?.bytes?.local ?? 0) / MB).toFixed(1)} MB origin ${((r.summary?.bytes?.origin ?? 0) / MB).toFixed(2)} MB, delta pack ${String(r.summary?.usedDeltaPack)}, ` +
-        `discarded ${r.summary?.discardedBlocks ?? '?'} blocks / ${r.summary?.discardedChunks ?? '?'} chunks, b3sum ${ok ? 'equal' : 'DIFFERENT'}, peak RSS ${r.peakRssMB.toFixed(0)} MB`)
+        `discarded ${r.summary?.discardedBlocks ?? '?'} blocks / ${r.summary?.discardedChunks ?? '?'} chunks, b3sum ${ok ? 'equal' : 'DIFFERENT'}, peak RSS ${r.peakRssMB.toFixed(0)} MB, ` +
+        `CPU agent ${r.cpuSeconds.toFixed(2)} s coordinator ${cpu.toFixed(2)} s, segments sent so far ${(seg.bytesServed / MB).toFixed(2)} MB, load ${loadavg()[0].toFixed(1)}`)
       if (r.code !== 0) log(r.stderr.slice(-2000))
     }
 
     // 1. first install of v1 with the host index
     px.reset()
+    coordinatorCpu()
     const r1 = await runAgent(['sync', 'corpus@v1', ...common(data, out)])
     report('first install base.img', r1, r1.code === 0 ? b3sum(out) : '', baseSum, 'target <= 20 MB')
     const firstBytes = px.up + px.down
 
     // 2. update v1 -> v2
     px.reset()
+    coordinatorCpu()
     const r2 = await runAgent(['sync', 'corpus@v2', ...common(data, out)])
     report('update base -> next', r2, r2.code === 0 ? b3sum(out) : '', nextSum, 'target <= 32 MB')
 
@@ -136,9 +153,21 @@ export async function run (argv: string[]): Promise<number> {
       await rm(join(work, 'out-noindex'), { recursive: true, force: true })
       const noIndex = (d: string, o: string): string[] => [...common(d, o).filter(a => !folders.includes(a) && a !== '--index'), '--no-index']
       px.reset()
+      coordinatorCpu()
       const n1 = await runAgent(['sync', 'corpus@v1', ...noIndex(dataN, outN)])
       report('first install base.img, no host index', n1, n1.code === 0 ? b3sum(outN) : '', baseSum, 'reference: whole image at zstd -19 is 48.0 MB')
+      // a second cold client: what every cold client after the first costs the coordinator
+      const dataC = join(work, 'agent-data-cold2')
+      const outC = join(work, 'out-cold2', 'corpus.img')
+      await rm(dataC, { recursive: true, force: true })
+      await rm(join(work, 'out-cold2'), { recursive: true, force: true })
       px.reset()
+      coordinatorCpu()
+      const c2 = await runAgent(['sync', 'corpus@v1', ...noIndex(dataC, outC)])
+      report('first install base.img, no host index, second cold client', c2, c2.code === 0 ? b3sum(outC) : '', baseSum, 'coordinator CPU target <= 0.5 s')
+      await rm(join(work, 'out-cold2'), { recursive: true, force: true })
+      px.reset()
+      coordinatorCpu()
       const n2 = await runAgent(['sync', 'corpus@v2', ...noIndex(dataN, outN)])
       report('update base -> next, no host index', n2, n2.code === 0 ? b3sum(outN) : '', nextSum, 'target <= 32 MB')
     }

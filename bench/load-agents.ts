@@ -158,6 +158,8 @@ export async function run (argv: string[]): Promise<number> {
       agentSeconds: { min: Math.round(Math.min(...results.map(a => a.seconds)) * 10) / 10, max: Math.round(Math.max(...results.map(a => a.seconds)) * 10) / 10 },
       loadSeconds: Math.round(loadSeconds),
       coordinatorCpuSeconds: Math.round(cpu * 10) / 10,
+      // an upper bound per syncing agent: the manifest load running beside them is counted too
+      coordinatorCpuPerAgentSeconds: Math.round(cpu / agents * 100) / 100,
       cpuMsPerManifest: r.requests.total > 0 ? Math.round(cpu / r.requests.total * 1e5) / 100 : 0,
       loadAverage: { before: loadBefore, atEnd: loadDuring },
       manifestRequests: { connections, total: r.requests.total, perSecond: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx },
@@ -171,7 +173,7 @@ export async function run (argv: string[]): Promise<number> {
         `  agents     ${result.agentsOk}/${agents} ok (b3sum), each ${result.agentSeconds.min}-${result.agentSeconds.max} s, all done in ${result.wallSeconds} s`,
         `  manifests  ${r.requests.total} in ${result.loadSeconds} s (${result.manifestRequests.perSecond}/s), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
         `  errors     ${r.errors} (timeouts ${r.timeouts}), non-2xx ${r.non2xx}`,
-        `  cpu        coordinator ${result.coordinatorCpuSeconds} s (agents' requests included), ${result.cpuMsPerManifest} ms per manifest request`,
+        `  cpu        coordinator ${result.coordinatorCpuSeconds} s (agents' requests included), ${result.cpuMsPerManifest} ms per manifest request, at most ${result.coordinatorCpuPerAgentSeconds} s per syncing agent`,
         `  machine    load average ${loadBefore.toFixed(1)} before, ${loadDuring.toFixed(1)} as the load ended`,
         ...memoryLines(mem),
         ...failed.slice(0, 3).map(f => `  failure    ${f.error}`)

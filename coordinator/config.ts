@@ -59,6 +59,13 @@ export const CoordinatorConfigSchema = object({
     maxFailuresPerUser: optional(integer({ min: 1 }))
   })),
   images: optional(anyObject()),
+  /** Compressed segments built at publish (coordinator/segment-service.ts). */
+  segments: optional(object({
+    build: optional(boolean()),
+    zstdLevel: optional(integer({ min: 1, max: 22 })),
+    cacheBytes: optional(integer({ min: 0 })),
+    segmentBlocks: optional(integer({ min: 1, max: 1008 }))
+  })),
   storageGc: optional(object({
     intervalSeconds: optional(integer({ min: 0, max: 365 * 86_400 })),
     graceSeconds: optional(integer({ min: 0, max: 365 * 86_400 }))

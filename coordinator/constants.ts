@@ -364,3 +364,17 @@ export const DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN = 1_000
 
 /** Event rate limiters remembered at most (least recently used dropped first): memory stays bounded however many principals post. */
 export const EVENT_RATE_KEYS = 100_000
+
+/**
+ * zstd level of the compressed segments built at publish (issue 19): every cold
+ * client downloads the same files, so they are compressed once, slowly and well.
+ * Measured on base.img's 186 MiB of distinct blocks in 4 MiB frames (docs/BENCHMARKS.md
+ * `## origin segments`): level 9 55.5 MB, 15 54.8 MB, 19 50.4 MB (~1.4 CPU-s per MiB).
+ */
+export const SEGMENT_ZSTD_LEVEL = 19
+
+/** Segment files kept in memory once read (bytes), so a crowd of cold clients reads each from the block store once. */
+export const SEGMENT_CACHE_BYTES = 64 * 1024 * 1024
+
+/** Level sublevel of the segment tables. */
+export const SEGMENT_SUBLEVEL = 'img-segments'

@@ -42,7 +42,9 @@ import { createEventStore, type EventStore } from './event-store.ts'
 import { createErrorHandler } from './http-errors.ts'
 import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
-import { createImageService, type ImageService } from './image-service.ts'
+import type { ImageService } from './image-service.ts'
+import { createSegmentRoutes } from './segment-routes.ts'
+import { startImageServices, type SegmentService } from './segment-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
@@ -101,6 +103,8 @@ export interface Coordinator {
   readonly publicKey: Uint8Array
   /** The image service (after start), for tests and benchmarks (`whenIdle`). */
   readonly images: ImageService
+  /** The segment service (after start), for tests and benchmarks (`whenIdle`, `stats`). */
+  readonly segments: SegmentService
   /** The event store (after start), for benchmarks that fill it. */
   readonly events: EventStore
   /** The policy store (after start). */
@@ -203,6 +207,7 @@ export function createCoordinator (init: CoordinatorInit): Coordinator {
     get app () { return need(s => s.app) },
     get publicKey () { return need(s => s.publicKey) },
     get images () { return need(s => s.images) },
+    get segments () { return need(s => s.segments) },
     get events () { return need(s => s.events) },
     get policies () { return need(s => s.policies) },
     get console () { return need(s => s.console) },
@@ -227,6 +232,7 @@ interface Started {
   app: Hono<CoordinatorEnv>
   publicKey: Uint8Array
   images: ImageService
+  segments: SegmentService
   events: EventStore
   policies: PolicyStore
   console: AdminConsole
@@ -285,9 +291,8 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     if (authenticator?.close != null) cleanups.push(async () => { await authenticator.close?.() })
     const blockStore = await openBlockStore(config, dataDir, logger)
     cleanups.push(async () => { blockStore.close?.() })
-    const images = createImageService({ db, blockStore, signer, logger, dataDir }, config.images ?? {})
-    await images.start()
-    cleanups.push(async () => { await images.stop() }, startMirrorRefresh(db, { logger, tokens, policies, sessions, events, images }))
+    const { images, segments } = await startImageServices({ db, blockStore, signer, logger, dataDir }, config, cleanups)
+    cleanups.push(startMirrorRefresh(db, { logger, tokens, policies, sessions, events, images }))
     const storageGc = createStorageGc({ blockStore, images, logger }, config.storageGc ?? {})
     storageGc.start()
     cleanups.push(async () => { await storageGc.stop() })
@@ -349,7 +354,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     app.route('/', createMeRoutes())
     app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
     app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress: (c) => c.get('clientIp') }, config.events))
-    app.route('/', createImageRoutes(images, audit))
+    app.route('/', createImageRoutes(images, audit)).route('/', createSegmentRoutes(segments))
     app.route('/', createSwarmRoutes({ db, signer, logger, sites, clientAddress: (c) => c.get('clientIp'), maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }))
 
     // ---- listen ----
@@ -375,7 +380,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
       adminTokenFile,
       app,
       publicKey: signer.publicKeyRaw,
-      images,
+      images, segments,
       events,
       policies,
       console: adminConsole,

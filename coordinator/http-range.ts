@@ -36,3 +36,24 @@ export function parseRangeHeader (header: string | undefined, size: number): Byt
   if (!Number.isSafeInteger(end) || end < start) return undefined
   return { start, end }
 }
+
+/** How to answer a GET of an immutable file with a strong ETag (RFC 9110 sections 13.1.2, 13.1.5, 14). */
+export type ConditionalAnswer =
+  | { status: 304 }
+  | { status: 416 }
+  | { status: 200, start: 0, end: number }
+  | { status: 206, start: number, end: number }
+
+/**
+ * The answer to `If-None-Match`, `If-Range` and `Range` for a file of `size`
+ * bytes whose strong validator is `etag` (quoted): 304 when the client holds
+ * it, a range only when `If-Range` (if any) still names this file, else the
+ * whole file.
+ */
+export function conditionalAnswer (headers: { ifNoneMatch?: string, ifRange?: string, range?: string }, etag: string, size: number): ConditionalAnswer {
+  if (headers.ifNoneMatch != null && headers.ifNoneMatch.split(',').some(t => t.trim() === etag || t.trim() === '*')) return { status: 304 }
+  const range = headers.ifRange == null || headers.ifRange === etag ? parseRangeHeader(headers.range, size) : undefined
+  if (range === 'unsatisfiable') return { status: 416 }
+  if (range == null) return { status: 200, start: 0, end: size - 1 }
+  return { status: 206, start: range.start, end: range.end }
+}

@@ -74,3 +74,12 @@ export class DowngradeRefusedError extends Error {
   static override name = 'DowngradeRefusedError'
   override name = 'DowngradeRefusedError'
 }
+
+/**
+ * The coordinator's segment table or a segment does not fit the verified manifest (wrong version,
+ * counts, or length): segments are not used, block batches are.
+ */
+export class SegmentMismatchError extends Error {
+  static override name = 'SegmentMismatchError'
+  override name = 'SegmentMismatchError'
+}

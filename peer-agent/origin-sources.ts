@@ -15,9 +15,10 @@ import { blocksOf, unzstd } from './block-stream.ts'
 import { BATCH_MAX_BLOCKS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull, isUnavailableAtOrigin, SyncIncompleteError } from './errors.ts'
+import { createSegmentSource } from './segment-source.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
-/** POST .../blocks: the missing blocks, one distinct block each, in batches. */
+/** The origin's blocks: the segments the cost rule picks (segment-source.ts), then POST .../blocks batches for the rest. */
 export function createBlockBatchSource (
   components: { client: CoordinatorClient, logger: AgentLogger },
   init: { image: string, version: string, batchBlocks?: number }
@@ -27,6 +28,7 @@ export function createBlockBatchSource (
     name: 'origin blocks',
     kind: 'origin',
     async fill (ctx, options) {
+      await createSegmentSource(components, init).fill(ctx, options)
       let failures = 0
       // blocks the origin already sent: one that failed verification is not asked again
       // here (its chunk is fetched whole and verified by digest instead)

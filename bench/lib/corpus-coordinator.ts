@@ -29,8 +29,8 @@ export interface CorpusCoordinator extends BranchCoordinator {
  * Starts the coordinator under `work` with group `branch` allowed every image (LAN sharing on, `maxPeers`,
  * default 8) and a machine token for it in WORK/agent.token. Stops it again if the set-up fails.
  */
-export async function startBranchCoordinator (init: { work: string, maxPeers?: number }): Promise<BranchCoordinator> {
-  const coordinator = createCoordinator({ dataDir: join(init.work, 'coordinator'), listen: '127.0.0.1:0', logLevel: 'error' })
+export async function startBranchCoordinator (init: { work: string, maxPeers?: number, config?: Record<string, unknown> }): Promise<BranchCoordinator> {
+  const coordinator = createCoordinator({ dataDir: join(init.work, 'coordinator'), listen: '127.0.0.1:0', logLevel: 'error', config: init.config })
   await coordinator.start()
   try {
     const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
@@ -50,7 +50,7 @@ export async function startBranchCoordinator (init: { work: string, maxPeers?: n
 }
 
 /** Starts the coordinator under `work` and publishes the corpus unless it already holds it. */
-export async function startCorpusCoordinator (init: { work: string, corpus: string, maxPeers?: number }): Promise<CorpusCoordinator> {
+export async function startCorpusCoordinator (init: { work: string, corpus: string, maxPeers?: number, config?: Record<string, unknown> }): Promise<CorpusCoordinator> {
   const branch = await startBranchCoordinator(init)
   const { coordinator } = branch
   try {
@@ -60,6 +60,7 @@ export async function startCorpusCoordinator (init: { work: string, corpus: stri
     if (!await exists('v1')) await publisher.publish(join(init.corpus, 'base.img'), { image: 'corpus', version: 'v1' })
     if (!await exists('v2')) await publisher.publish(join(init.corpus, 'next.img'), { image: 'corpus', version: 'v2' })
     await coordinator.images.whenIdle()
+    await coordinator.segments.whenIdle()
     return { ...branch, publishSeconds: (performance.now() - t) / 1000 }
   } catch (err) {
     await coordinator.stop()

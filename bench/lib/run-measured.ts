@@ -13,6 +13,8 @@ export interface MeasuredRun {
   signal: string | null
   seconds: number
   peakRssMB: number
+  /** CPU seconds (user + system, every thread) of the process, from /proc/PID/stat sampled every 50 ms: at most 50 ms short. */
+  cpuSeconds: number
   stdout: string
   stderr: string
 }
@@ -26,7 +28,13 @@ export async function runMeasured (cmd: string, args: string[], options: { killW
   child.stdout?.on('data', (d: Buffer) => { stdout += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
   let peak = 0
+  let cpu = 0
   const timer = setInterval(() => {
+    readFile(`/proc/${child.pid}/stat`, 'utf8').then((st) => {
+      // utime and stime (fields 14 and 15) after the command name, in USER_HZ (100) ticks
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ')
+      cpu = Math.max(cpu, (Number(f[11]) + Number(f[12])) / 100)
+    }, () => {})
     readFile(`/proc/${child.pid}/status`, 'utf8').then((s) => {
       const m = /VmHWM:\s+(\d+) kB/.exec(s)
       if (m != null) peak = Math.max(peak, Number(m[1]) / 1024)
@@ -35,5 +43,5 @@ export async function runMeasured (cmd: string, args: string[], options: { killW
   }, 50)
   const [code, signal] = await new Promise<[number | null, string | null]>(resolve => child.on('close', (c, s) => { resolve([c, s]) }))
   clearInterval(timer)
-  return { code, signal, seconds: (performance.now() - t0) / 1000, peakRssMB: peak, stdout, stderr }
+  return { code, signal, seconds: (performance.now() - t0) / 1000, peakRssMB: peak, cpuSeconds: cpu, stdout, stderr }
 }

@@ -92,7 +92,7 @@ describe('storage gc', () => {
   }
 
   it('frees exactly the chunks and delta packs of retired versions that no live version shares, reports them, and is re-runnable', async () => {
-    h = await startImageHarness(join(dir.path, 'c1'), {}, { storageGc: { intervalSeconds: 0, graceSeconds: 0 } })
+    h = await startImageHarness(join(dir.path, 'c1'), {}, { segments: { build: false }, storageGc: { intervalSeconds: 0, graceSeconds: 0 } })
     for (const [i, img] of imgs.entries()) await publish(h, img, String(i + 1))
     await h.images.whenIdle()
     const v = [await chunksOf(h, 'desk', '1'), await chunksOf(h, 'desk', '2'), await chunksOf(h, 'desk', '3')]
@@ -136,7 +136,7 @@ describe('storage gc', () => {
   })
 
   it('keeps unused chunks younger than the grace period (a publish in progress has uploaded them but not committed)', async () => {
-    h = await startImageHarness(join(dir.path, 'c2'), {}, { storageGc: { intervalSeconds: 0, graceSeconds: 3600 } })
+    h = await startImageHarness(join(dir.path, 'c2'), {}, { segments: { build: false }, storageGc: { intervalSeconds: 0, graceSeconds: 3600 } })
     await publish(h, imgs[0], '1')
     await retire(h, 'desk', '1')
     const v1 = await chunksOf(h, 'desk', '1')
@@ -151,7 +151,7 @@ describe('storage gc', () => {
   })
 
   it('a publish that re-uses old unused chunks while gc runs over and over commits whole, and gc never deletes its chunks', async () => {
-    h = await startImageHarness(join(dir.path, 'c3'), {}, { storageGc: { intervalSeconds: 0, graceSeconds: 3600 } })
+    h = await startImageHarness(join(dir.path, 'c3'), {}, { segments: { build: false }, storageGc: { intervalSeconds: 0, graceSeconds: 3600 } })
     await publish(h, imgs[0], '1')
     await retire(h, 'desk', '1')
     const v1 = await chunksOf(h, 'desk', '1')
@@ -183,7 +183,7 @@ describe('storage gc', () => {
   })
 
   it('refuses a gc body with unknown fields or without dryRun (400); a machine token gets 403 from gc and the admin image list', async () => {
-    h = await startImageHarness(join(dir.path, 'c4'), {}, { storageGc: { intervalSeconds: 0, graceSeconds: 0 } })
+    h = await startImageHarness(join(dir.path, 'c4'), {}, { segments: { build: false }, storageGc: { intervalSeconds: 0, graceSeconds: 0 } })
     for (const body of ['{}', JSON.stringify({ dryRun: true, force: 1 }), JSON.stringify({ dryRun: 'no' })]) {
       expect((await h.fetch(api.routes.gc, h.tokens.admin, { method: 'POST', body, headers: { 'content-type': 'application/json' } })).status).toBe(400)
     }

@@ -6,6 +6,7 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
+import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { join } from 'node:path'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
 import { createPublishClient } from '../../client/publish-client.ts'
@@ -40,7 +41,9 @@ export const OPEN_POLICY: Policy = {
 
 /** Starts a coordinator under `dir` and prepares a token and policy for group `branch`. */
 export async function startTestCoordinator (dir: string, options: { listen?: string, config?: Record<string, unknown> } = {}): Promise<TestCoordinator> {
-  const coordinator = createCoordinator({ dataDir: join(dir, 'coordinator'), listen: options.listen ?? '127.0.0.1:0', logLevel: 'error', config: options.config })
+  // segments at a fast zstd level: the tests check what is sent and verified, not the ratio (level 19 costs seconds per publish)
+  const config = { ...options.config, segments: { zstdLevel: 3, ...(options.config?.segments as Record<string, unknown> | undefined) } }
+  const coordinator = createCoordinator({ dataDir: join(dir, 'coordinator'), listen: options.listen ?? '127.0.0.1:0', logLevel: 'error', config })
   await coordinator.start()
   const url = coordinator.url
   const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
@@ -61,6 +64,7 @@ export async function startTestCoordinator (dir: string, options: { listen?: str
     async publish (image, version, path) {
       await publisher.publish(path, { image, version })
       await coordinator.images.whenIdle() // delta pack built
+      await coordinator.segments.whenIdle() // segments built: agents take them, whatever the timing
     },
     async setPolicy (policy) {
       await admin('PUT', '/v1/policies/branch', { ...OPEN_POLICY, ...policy })
@@ -78,11 +82,11 @@ export interface PublishedTestImage {
 }
 
 /** The set-up most agent tests start from (their beforeAll): makeTestImage(`image`) in a fresh temp dir, published as ws@v1. */
-export async function startPublishedTestImage (prefix: string, image: MakeTestImageOptions): Promise<PublishedTestImage> {
+export async function startPublishedTestImage (prefix: string, image: MakeTestImageOptions, config?: Record<string, unknown>): Promise<PublishedTestImage> {
   const tmp = await tempDir(prefix)
   const img = await makeTestImage(tmp.path, image)
   const imgSum = await b3sumFile(img.path)
-  const coord = await startTestCoordinator(tmp.path)
+  const coord = await startTestCoordinator(tmp.path, { config })
   await coord.publish('ws', 'v1', img.path)
   return { tmp, img, imgSum, coord }
 }
@@ -132,4 +136,26 @@ export async function startTamperingProxy (target: string, tamper: (path: string
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as import('node:net').AddressInfo).port
   return { url: `http://127.0.0.1:${port}`, close: async () => { server.close(); server.closeAllConnections() } }
+}
+
+/**
+ * A zstd body decoded, changed by `mutate`, and encoded again to exactly the
+ * original length (padded with a zstd skippable frame), so a tampered segment
+ * still has the size its table lists: only the block check can catch it.
+ */
+export function reencodeSameSize (body: Uint8Array, mutate: (raw: Uint8Array) => void): Uint8Array {
+  const raw = new Uint8Array(zstdDecompressSync(body))
+  mutate(raw)
+  for (const level of [3, 9, 19]) {
+    const frame = new Uint8Array(zstdCompressSync(raw, { params: { [zlibConstants.ZSTD_c_compressionLevel]: level } }))
+    const pad = body.length - frame.length - 8
+    if (pad < 0) continue
+    const out = new Uint8Array(body.length)
+    out.set(frame)
+    const view = new DataView(out.buffer, frame.length, 8)
+    view.setUint32(0, 0x184d2a50, true) // skippable frame magic
+    view.setUint32(4, pad, true)
+    return out
+  }
+  throw new Error('the changed data does not compress into the original size')
 }

@@ -15,7 +15,7 @@ import { silentLogger } from '../../peer-agent/interface.ts'
 import { createCoordinator } from '../../coordinator/coordinator.ts'
 import { publishZeroVersion } from '../helpers/zero-version.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
-import { runAgent, spawnAgent, startPublishedTestImage, startTamperingProxy, type TestCoordinator } from './harness.ts'
+import { reencodeSameSize, runAgent, spawnAgent, startPublishedTestImage, startTamperingProxy, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -105,13 +105,18 @@ describe('agent sync, interrupted and attacked', () => {
 
   it('discards a bad block from the origin, fetches its chunk whole, and counts it', async () => {
     const { zstdCompressSync, zstdDecompressSync } = await import('node:zlib')
-    // only the first batch is tampered: however many batches the agent asks for, exactly one block is bad
-    let tampered = false
+    // the first segment and the first batch are tampered: the segment's bad block is asked again in a
+    // batch, that batch's bad block makes the agent fetch its chunk whole; exactly two blocks are bad
+    const tampered = new Set<string>()
     const proxy = await startTamperingProxy(coord.url, (path, body) => {
-      if (!path.endsWith('/blocks') || tampered) return body
-      tampered = true
+      const kind = path.endsWith('/blocks') ? 'batch' : /\/segments\/\d+$/.test(path) ? 'segment' : undefined
+      if (kind == null || tampered.has(kind)) return body
+      tampered.add(kind)
+      // one flipped byte in the segment's sixth block; a segment keeps the size its table lists
+      if (kind === 'segment') return reencodeSameSize(body, (raw) => { raw[5 * 4096 + 100] ^= 0xff })
+      // the batch that asks again for it holds that one block: flip its first
       const blocks = new Uint8Array(zstdDecompressSync(body))
-      blocks[5 * 4096 + 100] ^= 0xff // one flipped byte in the sixth block
+      blocks[100] ^= 0xff
       return new Uint8Array(zstdCompressSync(blocks))
     })
     const data = join(tmp.path, 'b1')
@@ -120,7 +125,7 @@ describe('agent sync, interrupted and attacked', () => {
     const r = await runAgent([...args(proxy.url, data, out), '--no-index', '--no-lan'])
     await proxy.close()
     expect(r.code, r.stderr).toBe(0)
-    expect(r.summary.discardedBlocks).toBe(1)
+    expect(r.summary.discardedBlocks).toBe(2)
     expect(r.summary.chunksFetched).toBeGreaterThanOrEqual(1)
     expect(await b3sumFile(out)).toBe(imgSum)
   })

@@ -37,7 +37,8 @@ function args (data: string, out: string): string[] {
 }
 
 beforeAll(async () => {
-  ;({ tmp, img, coord } = await startPublishedTestImage('trimswarm-corrupt-chunk-', { name: 'img', sizeMiB: 8, seed: 51 }))
+  // no segments: they hold their own copy of the blocks (built before the flip), so a cold agent would never read the damaged chunk
+  ;({ tmp, img, coord } = await startPublishedTestImage('trimswarm-corrupt-chunk-', { name: 'img', sizeMiB: 8, seed: 51 }, { segments: { build: false } }))
   const { bytes } = await coord.coordinator.images.getEnvelope('ws', 'v1')
   const m = decodeManifest(decodeEnvelope(bytes).manifest)
   const index = m.chunks.length >> 1

@@ -1,0 +1,166 @@
+/**
+ * The origin's compressed segments as a block source (issue 19,
+ * protocol/segments.ts): the segment table is checked against the verified
+ * manifest, the cost rule (segment-plan.ts) picks the segments worth taking
+ * whole, and each is streamed, decoded as it arrives and offered block by
+ * block, so every block is checked against its BLAKE3 prefix (and its chunk
+ * against the full digest) before it counts. What the segments do not give
+ * is left to the block batch source that runs next.
+ */
+import { NotFoundError } from '../protocol/errors.ts'
+import { checkSegmentTable, distinctBlocks, SegmentTable, segmentRoutes, segmentsOf } from '../protocol/segments.ts'
+import { isUnavailableBlock } from '../protocol/block-batch.ts'
+import { encodeManifest, type Manifest } from '../protocol/manifest.ts'
+import { manifestCidOf } from '../chunker/blake3.ts'
+import { promisify } from 'node:util'
+import { constants as zlibConstants, zstdDecompress } from 'node:zlib'
+import { BLOCK_SIZE } from '../protocol/constants.ts'
+import type { BlockSource, SyncContext } from './block-source.ts'
+import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
+import type { CoordinatorClient } from './coordinator-client.ts'
+import { isDiskFull, SegmentMismatchError } from './errors.ts'
+import type { AbortOptions, AgentLogger } from './interface.ts'
+import { planSegments } from './segment-plan.ts'
+import { forEachLimit } from '../utils/worker-pool.ts'
+
+const decompress = promisify(zstdDecompress)
+
+/** Largest zstd window a segment may ask for: 2^23 (8 MiB) covers a 4 MiB frame at any level. */
+const SEGMENT_WINDOW_LOG_MAX = 23
+
+/** What the segment source needs to know of the sync. */
+export interface SegmentSourceInit {
+  image: string
+  version: string
+  /** The cost rule's factor (default SEGMENT_BATCH_PENALTY). */
+  penalty?: number
+  /** Downloads in flight (default SEGMENT_PARALLEL_FETCHES). */
+  parallel?: number
+}
+
+/** Creates the segment source; it gives nothing (and the batches do the work) when the coordinator has no segments for the version. */
+export function createSegmentSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: SegmentSourceInit): BlockSource {
+  const { client, logger } = components
+  const name = `${init.image}@${init.version}`
+  return {
+    name: 'origin segments',
+    kind: 'origin',
+    async fill (ctx, options) {
+      const table = await fetchTable(ctx, options)
+      if (table == null) return
+      const segments = segmentsOf(distinctOf(ctx.manifest), table.segmentBlocks)
+      // blocks a segment already delivered are not asked of segments again (one that failed
+      // verification goes to the batches, which read the coordinator's chunks)
+      const received = new Uint8Array(segments.length)
+      // what this fill is asked for: every missing block, or (LAN sharing) those of the chunks the claim
+      // rule gave this agent; the cost rule counts only these, a segment taken fills every missing block it holds
+      const wanted = new Set(ctx.missing())
+      let failures = 0
+      for (;;) {
+        const costs = segments.map((idx, i) => ({
+          bytes: table.segments[i].bytes, blocks: idx.length, needed: received[i] === 1 ? 0 : countWanted(ctx, idx, wanted)
+        }))
+        const take = planSegments(costs, init.penalty ?? SEGMENT_BATCH_PENALTY)
+        if (take.length === 0) return
+        try {
+          await forEachLimit(take, init.parallel ?? SEGMENT_PARALLEL_FETCHES, async (i) => {
+            await fetchSegment(ctx, i, segments[i], table.segments[i].bytes, options)
+            received[i] = 1
+          }, options)
+          failures = 0
+        } catch (err) {
+          if (options.signal?.aborted === true || isDiskFull(err)) throw err
+          if (err instanceof SegmentMismatchError) {
+            // a coordinator that lists one thing and sends another: what it sent was verified block by block; the rest comes in batches
+            logger.warn(`${err.message}; not using segments for the rest`)
+            return
+          }
+          const why = `segment download from the coordinator broke (${(err as Error).message}); asking again for the ${ctx.missingCount()} blocks not received`
+          if (!(await client.backoff(++failures, why, options))) throw err
+        }
+      }
+    }
+  }
+
+  /** The table, checked against the manifest; undefined (batches instead) when the coordinator has none. */
+  async function fetchTable (ctx: SyncContext, options: AbortOptions): Promise<SegmentTable | undefined> {
+    let table: SegmentTable
+    try {
+      table = await client.json('GET', segmentRoutes.table(init.image, init.version), SegmentTable, undefined, options)
+    } catch (err) {
+      // not built yet, or a coordinator older than segments: block batches serve every client
+      if (!(err instanceof NotFoundError)) throw err
+      logger.info(`the coordinator has no segments of ${init.image}@${init.version} (${err.message}); asking for block batches`)
+      return undefined
+    }
+    const distinct = distinctOf(ctx.manifest).length
+    const wrong = checkSegmentTable(table, { image: init.image, version: init.version, manifestCid: cidOfManifest(ctx.manifest), distinctBlocks: distinct })
+    if (wrong != null) {
+      logger.warn(`${wrong}; not using segments`)
+      return undefined
+    }
+    return table
+  }
+
+  /**
+   * Downloads segment `i` whole (at most the table's size, itself at most 4 MiB), decodes it in one
+   * call on libuv's pool (output bounded by the segment's block count: no decompression bomb), and
+   * offers every block (verified by the sync). One decode per segment instead of a stream of 16 KiB
+   * pieces is what keeps the agent's CPU per block low (docs/BENCHMARKS.md `## origin segments`).
+   */
+  async function fetchSegment (ctx: SyncContext, i: number, indices: Uint32Array, bytes: number, options: AbortOptions): Promise<void> {
+    const res = await client.stream('GET', segmentRoutes.segment(init.image, init.version, i), undefined, options)
+    const frame = new Uint8Array(bytes)
+    let wire = 0
+    for await (const piece of res.body) {
+      // the table said how big it is; a longer body is refused before anything is decoded
+      if (wire + piece.length > bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is longer than the ${bytes} bytes its table lists`)
+      frame.set(piece, wire)
+      wire += piece.length
+    }
+    // a broken connection throws above; a body that ends cleanly but short is not the segment the table lists
+    if (wire < bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is ${wire} bytes, its table lists ${bytes}`)
+    let raw: Uint8Array
+    try {
+      const size = indices.length * BLOCK_SIZE
+      raw = await decompress(frame, { maxOutputLength: size, chunkSize: size, params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX } })
+    } catch (err) {
+      throw new SegmentMismatchError(`segment ${i} of ${name} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
+    }
+    if (raw.length !== indices.length * BLOCK_SIZE) {
+      throw new SegmentMismatchError(`segment ${i} of ${name} decodes to ${raw.length} bytes, not its ${indices.length} blocks`)
+    }
+    let bad = 0
+    for (let n = 0; n < indices.length; n++) {
+      const index = indices[n]
+      if (!ctx.isMissing(index)) continue
+      const block = raw.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE)
+      if (!ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
+      if (n % 256 === 255) await ctx.tick()
+    }
+    if (bad > 0) logger.warn(`${bad} blocks of segment ${i} from the coordinator failed verification (discarded; asked again in a block batch)`)
+  }
+}
+
+const manifestCids = new WeakMap<Manifest, string>()
+const distincts = new WeakMap<Manifest, Uint32Array>()
+
+/** The manifest's distinct blocks, computed once per manifest (LAN sharing asks in every claim round). */
+function distinctOf (m: Manifest): Uint32Array {
+  let d = distincts.get(m)
+  if (d == null) distincts.set(m, d = distinctBlocks(m.blockPrefixes))
+  return d
+}
+
+/** The CID of a verified manifest (re-encoded once per manifest: the encoding is canonical, so it is the CID that was verified). */
+function cidOfManifest (m: Manifest): string {
+  let cid = manifestCids.get(m)
+  if (cid == null) manifestCids.set(m, cid = manifestCidOf(encodeManifest(m)).toString())
+  return cid
+}
+
+function countWanted (ctx: SyncContext, indices: Uint32Array, wanted: Set<number>): number {
+  let n = 0
+  for (const i of indices) if (wanted.has(i) && ctx.isMissing(i)) n++
+  return n
+}

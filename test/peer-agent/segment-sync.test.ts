@@ -1,0 +1,115 @@
+/**
+ * Compressed segments end to end (issue 19): a real coordinator builds them
+ * after publish, real agent processes sync through them; the coordinator's
+ * counters show what went as segments and what as per-request batches. A man
+ * in the middle that corrupts a block inside a valid segment frame gets it
+ * refused: nothing wrong is written and the block comes from a batch instead.
+ */
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { segmentRoutes } from '../../protocol/segments.ts'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { b3sumFile, makeHostFolder, makeTestImage, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
+import { reencodeSameSize, runAgent, startTamperingProxy, startTestCoordinator, type TestCoordinator } from './harness.ts'
+
+let tmp: TempDir
+let coord: TestCoordinator
+let base: TestImage
+let host: HostFolder
+let baseSum: string
+
+// small segments, so an 8 MiB image makes several and a trim client can take some and batch the rest
+const SEGMENT_BLOCKS = 64
+
+beforeAll(async () => {
+  tmp = await tempDir('trimswarm-segments-')
+  base = await makeTestImage(tmp.path, { name: 'base', sizeMiB: 8, files: 24, seed: 21 })
+  host = await makeHostFolder(tmp.path, base)
+  baseSum = await b3sumFile(base.path)
+  coord = await startTestCoordinator(tmp.path, { config: { segments: { zstdLevel: 3, segmentBlocks: SEGMENT_BLOCKS } } })
+  await coord.publish('ws', 'v1', base.path)
+  await coord.coordinator.segments.whenIdle()
+})
+
+afterAll(async () => {
+  await coord?.stop()
+  await tmp?.cleanup()
+})
+
+function common (url: string, data: string, out: string): string[] {
+  // --no-lan: the sync's own origin sources (LAN sharing's claim rounds are the last test)
+  return ['--coordinator', url, '--token-file', coord.tokenFile, '--data', data, '--out', out, '--json', '--retries', '2', '--retry-delay', '50', '--no-lan']
+}
+
+/** Origin counters of the coordinator, to diff around one sync. */
+function origin (): { segment: number, blocks: number, batches: number, batchBlocks: number } {
+  const s = coord.coordinator.images.stats()
+  return { segment: coord.coordinator.segments.stats().bytesServed, blocks: s.bytesServed.blocks, batches: s.blockBatches, batchBlocks: s.blockBatchRawBytes / 4096 }
+}
+
+describe('segments', () => {
+  it('a cold client takes every block from segments: no per-request compression on the coordinator', async () => {
+    const before = origin()
+    const out = join(tmp.path, 'cold', 'ws.img')
+    const r = await runAgent(['sync', 'ws@v1', ...common(coord.url, join(tmp.path, 'cold-data'), out), '--no-index'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await b3sumFile(out)).toBe(baseSum)
+    const after = origin()
+    expect(after.segment - before.segment).toBeGreaterThan(0)
+    expect(after.batches - before.batches).toBe(0)
+    expect(after.blocks - before.blocks).toBe(0)
+    // every block was written from the origin's blocks source (segments are part of it)
+    expect(r.summary.blocksBySource['origin blocks']).toBeGreaterThan(0)
+  })
+
+  it('a trim client takes the segments it mostly lacks and batches the rest (the cost rule), and the image is exact', async () => {
+    const before = origin()
+    const out = join(tmp.path, 'trim', 'ws.img')
+    const r = await runAgent(['sync', 'ws@v1', ...common(coord.url, join(tmp.path, 'trim-data'), out), '--index', host.path])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await b3sumFile(out)).toBe(baseSum)
+    expect(r.summary.bytes.local).toBeGreaterThan(0)
+    const after = origin()
+    // the host covers some segments partly: both kinds of origin transfer happen
+    expect(after.segment - before.segment).toBeGreaterThan(0)
+    expect(after.batches - before.batches).toBeGreaterThan(0)
+    // the batch holds fewer blocks than the origin sent in all: the segments carried the rest
+    expect(after.batchBlocks - before.batchBlocks).toBeLessThan(r.summary.blocksBySource['origin blocks'])
+  })
+
+  it('a segment whose frame is valid but holds a corrupted block is refused block by block: the block comes from a batch, the image is exact', async () => {
+    let tampered = 0
+    // a man in the middle (or a damaged cache) re-encodes segment 1, same size, with one byte changed in its third block
+    const bad = reencodeSameSize(new Uint8Array(await (await fetch(coord.url + segmentRoutes.segment('ws', 'v1', 1), { headers: { authorization: `Bearer ${(await readFile(coord.tokenFile, 'utf8')).trim()}` } })).arrayBuffer()), (raw) => { raw[2 * 4096 + 100] ^= 0xff })
+    const proxy = await startTamperingProxy(coord.url, (path, body) => {
+      if (!/\/segments\/1$/.test(path.split('?')[0]) || body.length === 0) return body
+      tampered++
+      return bad
+    })
+    try {
+      const before = origin()
+      const out = join(tmp.path, 'hostile', 'ws.img')
+      const r = await runAgent(['sync', 'ws@v1', ...common(proxy.url, join(tmp.path, 'hostile-data'), out), '--no-index'])
+      expect(r.code, r.stderr).toBe(0)
+      expect(tampered).toBeGreaterThan(0)
+      expect(r.summary.discardedBlocks).toBeGreaterThan(0)
+      expect(await b3sumFile(out)).toBe(baseSum)
+      // the refused block (and only blocks like it) came from a per-request batch
+      const after = origin()
+      expect(after.batches - before.batches).toBeGreaterThan(0)
+      expect(after.batchBlocks - before.batchBlocks).toBeLessThanOrEqual(2)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('with LAN sharing on, an agent alone takes its claim rounds from segments too', async () => {
+    const before = origin()
+    const out = join(tmp.path, 'lan', 'ws.img')
+    const r = await runAgent(['sync', 'ws@v1', ...common(coord.url, join(tmp.path, 'lan-data'), out).filter(a => a !== '--no-lan'), '--no-index'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await b3sumFile(out)).toBe(baseSum)
+    const after = origin()
+    expect(after.segment - before.segment).toBeGreaterThan(0)
+  })
+})
