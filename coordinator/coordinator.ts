@@ -11,7 +11,7 @@
  * middleware (every other /v1 route has `c.get('principal')`) -> /v1 routes,
  * which check access before they read a body -> JSON 404.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { createServer as createHttpsServer } from 'node:https'
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
@@ -26,13 +26,13 @@ import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createAudit } from './audit.ts'
 import { createConsole, type AdminConsole } from './console/console.ts'
-import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
+import { createAuth } from './auth.ts'
 import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
 import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './config.ts'
 import {
-  ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
+  BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, KEEP_ALIVE_TIMEOUT_MS, LISTEN_BACKLOG, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { recordS3BlockStore } from './s3-block-store-marker.ts'
@@ -48,7 +48,6 @@ import { startImageServices, type SegmentService } from './segment-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
-import { createManifestSigner } from './manifest-signer.ts'
 import { openMetaStore, type MetaDb } from './meta-db.ts'
 import { startMirrorRefresh } from './meta-store/shared-refresh.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
@@ -59,7 +58,8 @@ import { createPolicyStore, type PolicyStore } from './policy-store.ts'
 import { createRateLimiter } from './rate-limiter.ts'
 import { createBodyBudget } from './body-budget.ts'
 import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
-import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
+import { ensureDir } from './secret-files.ts'
+import { loadCoordinatorSecrets } from './coordinator-secrets.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createSiteAssigner } from './site-assignment.ts'
 import { createSiteMap } from './sites.ts'
@@ -95,6 +95,8 @@ export interface Coordinator {
   readonly adminToken: string
   /** Whether this start created the admin token (first start): the CLI names its file (never the token). */
   readonly adminTokenCreated: boolean
+  /** The file holding the admin token (DATA/admin.token, or the config's adminTokenFile). */
+  readonly adminTokenFile: string
   /** The Hono app (after start), for in-process `app.request()`. */
   readonly app: Hono<CoordinatorEnv>
   /** Raw Ed25519 manifest-signing public key (after start). */
@@ -201,6 +203,7 @@ export function createCoordinator (init: CoordinatorInit): Coordinator {
     get url () { return need(s => s.url) },
     get adminToken () { return need(s => s.adminToken) },
     get adminTokenCreated () { return need(s => s.adminTokenCreated) },
+    get adminTokenFile () { return need(s => s.adminTokenFile) },
     get app () { return need(s => s.app) },
     get publicKey () { return need(s => s.publicKey) },
     get images () { return need(s => s.images) },
@@ -225,6 +228,7 @@ interface Started {
   url: string
   adminToken: string
   adminTokenCreated: boolean
+  adminTokenFile: string
   app: Hono<CoordinatorEnv>
   publicKey: Uint8Array
   images: ImageService
@@ -259,11 +263,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
   // ---- data dir and secrets ----
   const dataDir = init.dataDir
   await ensureDir(dataDir)
-  const admin = await loadOrCreateSecret(join(dataDir, ADMIN_TOKEN_FILE), () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
-  const adminToken = admin.value.toString('utf8').trim()
-  if (!adminToken.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
-  const sessionSecret = await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))
-  const signer = await createManifestSigner(dataDir)
+  const { adminToken, adminTokenCreated, adminTokenFile, sessionSecret, signer } = await loadCoordinatorSecrets(dataDir, config)
   const db: MetaDb = await openMetaStore({ dataDir, postgres: config.metadata?.postgres }, { logger })
   const cleanups: Array<() => Promise<void>> = [async () => { await db.close() }]
   const cleanup = async (): Promise<void> => {
@@ -282,7 +282,7 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     await events.start()
     cleanups.push(async () => { await events.stop() })
     const policy = createPolicyEngine({ policies })
-    const sessions = createSessionTokens({ secret: sessionSecret.value, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
+    const sessions = createSessionTokens({ secret: sessionSecret, ttlSeconds: config.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS }, { db })
     await sessions.start()
     const sites = createSiteAssigner({ siteMap: createSiteMap(config.sites), db }, { maxHints: config.maxSiteHintsPerToken })
     await sites.start()
@@ -376,7 +376,8 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     return {
       url,
       adminToken,
-      adminTokenCreated: admin.created,
+      adminTokenCreated,
+      adminTokenFile,
       app,
       publicKey: signer.publicKeyRaw,
       images, segments,
