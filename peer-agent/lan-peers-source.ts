@@ -6,17 +6,15 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Manifest } from '../protocol/manifest.ts'
-import { api } from '../protocol/index.ts'
 import { chunkCid } from '../protocol/block-id.ts'
 import type { AbortOptions } from '../utils/interface.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import { isUnavailableAtOrigin } from './errors.ts'
 import type { AgentLogger } from './interface.ts'
 import { refreshPeers, type Joined } from './lan-join.ts'
 import { claimedMissingBlocks, claimRoundChunks, createLeaderWatch, siteLeader } from './lan-plan.ts'
-import { createBlockBatchSource } from './origin-sources.ts'
+import { createBlockBatchSource, fetchChunkFromOrigin } from './origin-sources.ts'
 import { plural } from './progress-reporter.ts'
 import { peerIdOf, type ServedVersion, type Swarm, type SwarmSession } from './swarm/index.ts'
 
@@ -62,18 +60,9 @@ async function fetchClaimed (
   // a chunk that still does not verify (a bad block from the origin): fetched whole
   for (const ci of chunks) {
     if (isVerified(ci)) continue
-    const chunk = m.chunks[ci]
-    const cid = chunkCid(chunk.digest).toString()
-    let data: Uint8Array
-    try {
-      data = await client.bytes('GET', api.routes.chunk(m.name, m.version, cid), undefined, { signal: options.signal, maxBytes: chunk.length })
-    } catch (err) {
-      // the coordinator's copy is damaged or gone: a peer may have it; the sync asks again at its end
-      if (!isUnavailableAtOrigin(err)) throw err
-      logger.warn(`chunk ${ci} (${cid}): the coordinator cannot serve it (${(err as Error).message})`)
-      continue
-    }
-    if (!ctx.offerChunk(ci, data, 'origin')) throw new Error(`chunk ${ci} (${cid}) from the coordinator does not match the manifest`)
+    const fetched = await fetchChunkFromOrigin(client, ctx, ci, options)
+    // the coordinator's copy is damaged or gone: a peer may have it; the sync asks again at its end
+    if (fetched !== true) logger.warn(`chunk ${ci} (${chunkCid(m.chunks[ci].digest).toString()}): the coordinator cannot serve it (${fetched.message})`)
   }
 }
 
