@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createPublishClient } from '../coordinator/publish-client.ts'
+import { createPublishClient } from '../client/publish-client.ts'
 import { startBranchCoordinator } from './lib/corpus-coordinator.ts'
 import { median } from './lib/stats.ts'
 

@@ -8,7 +8,7 @@ import type { AgentInit, AgentSyncRequest } from '../peer-agent/agent.ts'
 import type { SyncSummary } from '../peer-agent/image-sync.ts'
 import { AGENT_LOG_FORMATS, defaultAgentLogFormat, type AgentLogFormat } from '../peer-agent/logger.ts'
 import { formatBytes, plural } from '../peer-agent/progress-reporter.ts'
-import { coordinatorOption, onePositional, requireString, tokenFileOption, UsageError, type CommandArgs } from './cli-support.ts'
+import { coordinatorUrlsOption, onePositional, requireString, tokenFileOption, UsageError, type CommandArgs } from './cli-support.ts'
 
 /** The --token-file / --user + --password-file pair, checked. */
 export function authFromArgs (args: CommandArgs, usage: string): AgentAuth {
@@ -102,7 +102,7 @@ export interface SyncArgs {
 /** Parses and checks the options of `agent sync` (every mistake a UsageError naming it). */
 export function parseSyncArgs (args: CommandArgs, usage: string): SyncArgs {
   const { image, version } = imageTarget(args, usage)
-  const coordinator = coordinatorOption(args, usage)
+  const coordinator = coordinatorUrlsOption(args, usage)
   const dataDir = requireString(args, 'data', usage)
   const out = requireString(args, 'out', usage)
   const auth = authFromArgs(args, usage)

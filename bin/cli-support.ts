@@ -5,6 +5,8 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { TrimswarmError } from '../protocol/errors.ts'
+import { parseCoordinatorUrls } from '../client/coordinator-http.ts'
+import { CoordinatorUrlError } from '../client/errors.ts'
 
 /**
  * Exit codes of every trimswarm command, one per kind of failure a script may handle
@@ -161,11 +163,28 @@ export function reportError (err: unknown, path: string): number {
   return EXIT.internal
 }
 
-/** --coordinator, else TRIMSWARM_COORDINATOR; a UsageError when neither is set. */
+/**
+ * --coordinator URL (repeatable where the command declares it so: the agent's failover list),
+ * else TRIMSWARM_COORDINATOR (URLs separated by commas); each checked. A UsageError when none
+ * is given or one is not an http:// or https:// URL.
+ */
+export function coordinatorUrlsOption (args: CommandArgs, usage: string): string[] {
+  const v = args.values.coordinator as string | string[] | undefined
+  const urls = v == null ? (process.env.TRIMSWARM_COORDINATOR ?? '').split(',').map(u => u.trim()).filter(u => u !== '') : typeof v === 'string' ? [v] : v
+  if (urls.length === 0) throw new UsageError(`--coordinator URL (or TRIMSWARM_COORDINATOR) is required\n\n${usage}`)
+  try {
+    return parseCoordinatorUrls(urls)
+  } catch (err) {
+    if (err instanceof CoordinatorUrlError) throw new UsageError(`--coordinator: ${err.message}\n\n${usage}`)
+    throw err
+  }
+}
+
+/** The one --coordinator URL of a command that talks to one coordinator (the admin commands, publish), checked. */
 export function coordinatorOption (args: CommandArgs, usage: string): string {
-  const v = (args.values.coordinator as string | undefined) ?? process.env.TRIMSWARM_COORDINATOR
-  if (v == null || v === '') throw new UsageError(`--coordinator URL (or TRIMSWARM_COORDINATOR) is required\n\n${usage}`)
-  return v
+  const urls = coordinatorUrlsOption(args, usage)
+  if (urls.length > 1) throw new UsageError(`one --coordinator URL here (an admin change goes to one coordinator), got ${urls.length}\n\n${usage}`)
+  return urls[0]
 }
 
 /** --token-file, else TRIMSWARM_TOKEN_FILE; undefined when neither is set. */

@@ -102,6 +102,10 @@ export const CoordinatorConfigSchema = object({
     tokenFile: optional(string({ minLength: 1, maxLength: 4096 })),
     public: optional(boolean())
   })),
+  /** Secrets in files of their own instead of DATA/ (created there on first start if absent): several coordinators name the same ones. */
+  signingKeyFile: optional(string({ minLength: 1, maxLength: 4096 })),
+  sessionKeyFile: optional(string({ minLength: 1, maxLength: 4096 })),
+  adminTokenFile: optional(string({ minLength: 1, maxLength: 4096 })),
   /** Reverse proxies (IPs or IP/prefix) whose X-Forwarded-For / X-Forwarded-Proto are believed. */
   trustedProxies: optional(array(string({ minLength: 2, maxLength: 64 }), { maxItems: 1000 })),
   /** Where chunks live: absent = DATA/blocks (a directory); `s3` = an S3-compatible bucket (coordinator/s3-block-store.ts). */
@@ -129,8 +133,8 @@ export const CoordinatorConfigSchema = object({
 export type CoordinatorConfig = Infer<typeof CoordinatorConfigSchema>
 
 /**
- * Validates a configuration object (the `ldap` section with parseLdapConfig); relative tls, ldap, metrics and
- * blockStore file paths are resolved against `baseDir`. Throws ConfigError.
+ * Validates a configuration object (the `ldap` section with parseLdapConfig); relative tls, ldap, metrics, blockStore
+ * and key file paths are resolved against `baseDir`. Throws ConfigError.
  */
 export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): CoordinatorConfig {
   let config: CoordinatorConfig
@@ -157,6 +161,7 @@ export function parseCoordinatorConfig (raw: unknown, baseDir = process.cwd()): 
   if (s3 != null) config.blockStore = { s3: { ...s3, secretAccessKeyFile: resolve(baseDir, s3.secretAccessKeyFile) } }
   if (config.metadata?.postgres != null) config.metadata = { postgres: resolvePostgresPaths(config.metadata.postgres, baseDir) }
   if (config.tls != null) config.tls = { cert: resolve(baseDir, config.tls.cert), key: resolve(baseDir, config.tls.key) }
+  for (const k of ['signingKeyFile', 'sessionKeyFile', 'adminTokenFile'] as const) if (config[k] != null) config[k] = resolve(baseDir, config[k])
   return config
 }
 

@@ -259,12 +259,6 @@ export const DELTA_PACK_ZSTD_LEVEL = 19
 /** log2 of the match window of delta packs (2^27 = 128 MiB; zstd decoders accept up to 2^27 without options). */
 export const DELTA_PACK_ZSTD_WINDOW_LOG = 27
 
-/** Chunk uploads in flight during `trimswarm publish` (enough to hide per-request latency; the coordinator fsyncs each). */
-export const DEFAULT_PUBLISH_CONCURRENCY = 6
-
-/** CIDs per POST /v1/chunks/missing request of the publish client (the schema allows 100,000). */
-export const PUBLISH_MISSING_BATCH = 10_000
-
 /**
  * Block batch streams compressing at once; more requests wait their turn. Each
  * holds a zstd window of up to 2^ORIGIN_ZSTD_WINDOW_LOG bytes (less for a

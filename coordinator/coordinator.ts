@@ -5,7 +5,6 @@
  * requests, stop background work, close the database).
  * The request order is at startCoordinator; the routes are in routes.ts.
  */
-import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -16,13 +15,13 @@ import { NotFoundError } from '../protocol/errors.ts'
 import { createAdminRoutes } from './admin-routes.ts'
 import { createAudit, type Audit } from './audit.ts'
 import { createConsole, type AdminConsole } from './console/console.ts'
-import { ADMIN_TOKEN_PREFIX, createAuth } from './auth.ts'
+import { createAuth } from './auth.ts'
 import { createLoginRoutes, createMeRoutes } from './auth-routes.ts'
 import { parseCoordinatorConfig, parseListen, type CoordinatorConfig } from './config.ts'
 import {
-  ADMIN_TOKEN_FILE, BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
+  BLOCKS_DIR, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_EVENT_SWEEP_INTERVAL_MS, DEFAULT_LISTEN,
   DEFAULT_LOGIN_MAX_FAILURES_PER_USER, DEFAULT_LOGIN_MAX_PER_IP, DEFAULT_LOGIN_WINDOW_SECONDS, DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, SESSION_SECRET_FILE, SHUTDOWN_GRACE_MS
+  DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_JSON_BODY_BYTES, DEFAULT_SESSION_TTL_SECONDS, SHUTDOWN_GRACE_MS
 } from './constants.ts'
 import { createDirectoryBlockStore } from './directory-block-store.ts'
 import { recordS3BlockStore } from './s3-block-store-marker.ts'
@@ -39,7 +38,6 @@ import { startImageServices, type SegmentService } from './segment-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger, ManifestSigner } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig, type LdapInit } from './ldap-authenticator.ts'
 import { createLogger, type LogFormat, type LogLevel } from './logger.ts'
-import { createManifestSigner } from './manifest-signer.ts'
 import { openMetaStore, type MetaDb } from './meta-db.ts'
 import { startMirrorRefresh } from './meta-store/shared-refresh.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
@@ -52,7 +50,8 @@ import { createBodyBudget } from './body-budget.ts'
 import { bodyBudget, bodyLimit, bufferBody } from './request-body.ts'
 import { createInFlight, requestLog, type InFlight } from './request-log.ts'
 import { API_PATTERN, CONSOLE_PREFIX, jsonLimitedRoutes, ROUTES } from './routes.ts'
-import { ensureDir, loadOrCreateSecret, randomToken } from './secret-files.ts'
+import { ensureDir } from './secret-files.ts'
+import { loadCoordinatorSecrets } from './coordinator-secrets.ts'
 import { createSessionTokens } from './session-tokens.ts'
 import { createSiteAssigner } from './site-assignment.ts'
 import { createSiteMap } from './sites.ts'
@@ -88,6 +87,8 @@ export interface Coordinator {
   readonly adminToken: string
   /** Whether this start created the admin token (first start): the CLI names its file (never the token). */
   readonly adminTokenCreated: boolean
+  /** The file holding the admin token (DATA/admin.token, or the config's adminTokenFile). */
+  readonly adminTokenFile: string
   /** The Hono app (after start), for in-process `app.request()`. */
   readonly app: Hono<CoordinatorEnv>
   /** Raw Ed25519 manifest-signing public key (after start). */
@@ -118,6 +119,7 @@ export function createCoordinator (init: CoordinatorInit): Coordinator {
     get url () { return need(s => s.url) },
     get adminToken () { return need(s => s.adminToken) },
     get adminTokenCreated () { return need(s => s.adminTokenCreated) },
+    get adminTokenFile () { return need(s => s.adminTokenFile) },
     get app () { return need(s => s.app) },
     get publicKey () { return need(s => s.publicKey) },
     get images () { return need(s => s.images) },
@@ -142,6 +144,7 @@ interface Started {
   url: string
   adminToken: string
   adminTokenCreated: boolean
+  adminTokenFile: string
   app: Hono<CoordinatorEnv>
   publicKey: Uint8Array
   images: ImageService
@@ -187,7 +190,7 @@ async function loadSettings (init: CoordinatorInit): Promise<Settings> {
 /** What the data dir holds. */
 interface DataDir {
   path: string
-  admin: { token: string, created: boolean }
+  admin: { token: string, created: boolean, file: string }
   sessionSecret: Buffer
   signer: ManifestSigner
   db: MetaDb
@@ -196,13 +199,9 @@ interface DataDir {
 /** The data dir's secrets (created on first start), signing key and metadata db. */
 async function openDataDir (dataDir: string, settings: Settings): Promise<DataDir> {
   await ensureDir(dataDir)
-  const admin = await loadOrCreateSecret(join(dataDir, ADMIN_TOKEN_FILE), () => randomToken(ADMIN_TOKEN_PREFIX) + '\n')
-  const token = admin.value.toString('utf8').trim()
-  if (!token.startsWith(ADMIN_TOKEN_PREFIX)) throw new ConfigError(`${join(dataDir, ADMIN_TOKEN_FILE)} does not hold an admin token (${ADMIN_TOKEN_PREFIX}...)`)
-  const sessionSecret = (await loadOrCreateSecret(join(dataDir, SESSION_SECRET_FILE), () => randomBytes(32))).value
-  const signer = await createManifestSigner(dataDir)
+  const { adminToken, adminTokenCreated, adminTokenFile, sessionSecret, signer } = await loadCoordinatorSecrets(dataDir, settings.config)
   const db = await openMetaStore({ dataDir, postgres: settings.config.metadata?.postgres }, { logger: settings.logger })
-  return { path: dataDir, admin: { token, created: admin.created }, sessionSecret, signer, db }
+  return { path: dataDir, admin: { token: adminToken, created: adminTokenCreated, file: adminTokenFile }, sessionSecret, signer, db }
 }
 
 /** Stop steps, run last-added first; a failing step is logged and the rest still run. */
@@ -407,10 +406,10 @@ async function startCoordinator (init: CoordinatorInit): Promise<Started> {
     useApiRoutes(app, parts)
     const url = init.serve !== false ? await serve(app, settings, inFlight, cleanups, dataDir) : ''
     const { images, segments, events, policies } = parts
-    const adminToken = dir.admin.token
-    const adminTokenCreated = dir.admin.created
+    const { token: adminToken, created: adminTokenCreated, file: adminTokenFile } = dir.admin
     const publicKey = dir.signer.publicKeyRaw
-    return { url, adminToken, adminTokenCreated, app, publicKey, images, segments, events, policies, console: adminConsole, close: cleanups.run }
+    const close = cleanups.run
+    return { url, adminToken, adminTokenCreated, adminTokenFile, app, publicKey, images, segments, events, policies, console: adminConsole, close }
   } catch (err) {
     await cleanups.run()
     throw err

@@ -23,7 +23,8 @@ import { checkOutput } from './output-guard.ts'
 
 /** Options of an agent. */
 export interface AgentInit {
-  coordinator: string
+  /** One coordinator URL, or several serving the same key and images (failover). */
+  coordinator: string | readonly string[]
   auth: AgentAuth
   dataDir: string
   /** Folders to index; undefined = the policy's list for this OS; [] = no host index. */

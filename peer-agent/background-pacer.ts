@@ -77,11 +77,13 @@ export interface BackgroundPacerInit {
  * (measured with GET /healthz at a load average of 23 on 2 CPUs: a steady 50-70 ms "queueing delay" that ping
  * through the same link did not see, and the rate held at the floor).
  */
-export function createConnectProbe (url: string): DelayProbe {
-  const u = new URL(url)
-  const port = u.port !== '' ? Number(u.port) : u.protocol === 'https:' ? 443 : 80
-  const host = u.hostname.replace(/^\[(.*)\]$/, '$1')
+export function createConnectProbe (url: string | (() => string)): DelayProbe {
+  // a getter follows the agent's coordinator client to the coordinator it fails over to
+  const urlOf = typeof url === 'string' ? () => url : url
   return async (options) => {
+    const u = new URL(urlOf())
+    const port = u.port !== '' ? Number(u.port) : u.protocol === 'https:' ? 443 : 80
+    const host = u.hostname.replace(/^\[(.*)\]$/, '$1')
     await new Promise<void>((resolve, reject) => {
       const socket = connect({ host, port, signal: options.signal })
       socket.once('connect', () => { socket.destroy(); resolve() })
@@ -94,10 +96,10 @@ export function createConnectProbe (url: string): DelayProbe {
  * A pace updater: POST /v1/pace at `url` (the coordinator) with `authorization` (its Authorization header).
  * One try, no retries: it is also a delay probe, and a retry would time the retry.
  */
-export function createPaceUpdater (url: string, authorization: (options: AbortOptions) => Promise<string>): PaceUpdater {
-  const target = url.replace(/\/+$/, '') + PACE_ROUTE
+export function createPaceUpdater (url: string | (() => string), authorization: (options: AbortOptions) => Promise<string>): PaceUpdater {
+  const urlOf = typeof url === 'string' ? () => url : url
   return async (update, options) => {
-    const res = await fetch(target, {
+    const res = await fetch(urlOf().replace(/\/+$/, '') + PACE_ROUTE, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: await authorization(options) },
       body: JSON.stringify(update),
@@ -119,8 +121,10 @@ export function createCoordinatorPacer (
   components: { coordinator: { url: string, authorization: (options: AbortOptions) => Promise<string> }, logger?: AgentLogger },
   init: BackgroundPacerInit = {}
 ): BackgroundPacer {
-  const { url, authorization } = components.coordinator
-  return createBackgroundPacer({ probe: createConnectProbe(url), paceUpdate: createPaceUpdater(url, authorization), logger: components.logger }, init)
+  const { coordinator } = components
+  const url = (): string => coordinator.url // the one the client talks to now, after a failover too
+  const paceUpdate = createPaceUpdater(url, coordinator.authorization)
+  return createBackgroundPacer({ probe: createConnectProbe(url), paceUpdate, logger: components.logger }, init)
 }
 
 /** Bytes per second that arrived, and that the rate allowed, over about the last `windowMs`, as of each call of measure(). */

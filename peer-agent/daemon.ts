@@ -19,7 +19,8 @@ import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** The daemon's config file (JSON), parsed and checked. */
 export interface DaemonConfig {
-  coordinator: string
+  /** `coordinator`, or the `coordinators` list (failover). */
+  coordinator: string[]
   auth: AgentAuth
   dataDir: string
   /** Image name -> output path. */
@@ -45,7 +46,7 @@ export interface DaemonConfig {
   mdns: boolean
 }
 
-const FIELDS = ['coordinator', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site', 'pollSeconds', 'wanLimit', 'transfer', 'nice', 'onUpdate', 'publicKey', 'lanSharing', 'listen', 'mdns']
+const FIELDS = ['coordinator', 'coordinators', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site', 'pollSeconds', 'wanLimit', 'transfer', 'nice', 'onUpdate', 'publicKey', 'lanSharing', 'listen', 'mdns']
 
 /** Parses a daemon config object; relative paths are resolved against `baseDir` (the config file's folder). */
 export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig {
@@ -63,7 +64,11 @@ export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig 
     const v = str(k, required)
     return v == null ? undefined : resolve(baseDir, v)
   }
-  const coordinator = str('coordinator', true)!
+  const list = c.coordinators
+  const badList = list != null && (!Array.isArray(list) || list.length === 0 || list.some(u => typeof u !== 'string' || u === ''))
+  if (badList) fail('"coordinators" must be a list of URLs')
+  if ((list == null) === (c.coordinator == null)) fail('give either "coordinator" or a "coordinators" list')
+  const coordinator = (list as string[] | undefined) ?? [str('coordinator', true)!]
   const tokenFile = path('tokenFile', false)
   const user = str('user', false)
   const passwordFile = path('passwordFile', false)

@@ -1,11 +1,8 @@
 /** Errors of the peer agent (wire errors are in protocol/errors.ts). */
 import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
 
-/** The coordinator could not be reached (network error or 5xx) after every retry. */
-export class CoordinatorUnreachableError extends Error {
-  static override name = 'CoordinatorUnreachableError'
-  override name = 'CoordinatorUnreachableError'
-}
+/** The coordinator could not be reached (network error or 5xx) after every retry: the client's error. */
+export { CoordinatorUnreachableError } from '../client/errors.ts'
 
 /** The disk holding the output is full; the old image is intact. */
 export class DiskFullError extends Error {

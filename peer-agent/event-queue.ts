@@ -6,9 +6,10 @@
  * after a lost response is counted once (the coordinator reports duplicates).
  */
 import { randomUUID } from 'node:crypto'
-import { appendFile, readFile, rename, writeFile } from 'node:fs/promises'
+import { appendFile, readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { api } from '../protocol/index.ts'
+import { writeFileAtomic } from '../utils/atomic-write.ts'
 import { EVENTS_BATCH_MAX, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
@@ -47,6 +48,14 @@ export interface EventQueueInit {
 /** Creates the events queue at `init.path`. */
 export function createEventQueue (components: EventQueueComponents, init: EventQueueInit): EventQueue {
   let flushing: Promise<number> | undefined
+  // appends and the rewrite after a send take turns: an event appended between the rewrite's
+  // read and its rename would otherwise be lost
+  let fileTurn: Promise<unknown> = Promise.resolve()
+  async function exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    const run = fileTurn.then(fn, fn)
+    fileTurn = run.catch(() => {})
+    return await run
+  }
 
   async function pending (): Promise<api.AgentEvent[]> {
     let text: string
@@ -84,12 +93,11 @@ export function createEventQueue (components: EventQueueComponents, init: EventQ
     }
     if (sent > 0) {
       // keep the rest, plus anything appended while sending
-      const now = await pending()
       const sentIds = new Set(events.slice(0, sent).map(e => e.id))
-      const rest = now.filter(e => !sentIds.has(e.id))
-      const tmp = `${init.path}.tmp-${process.pid}`
-      await writeFile(tmp, rest.map(e => JSON.stringify(e) + '\n').join(''), { mode: PRIVATE_FILE_MODE })
-      await rename(tmp, init.path)
+      await exclusive(async () => {
+        const rest = (await pending()).filter(e => !sentIds.has(e.id))
+        await writeFileAtomic(init.path, rest.map(e => JSON.stringify(e) + '\n').join(''), { mode: PRIVATE_FILE_MODE })
+      })
     }
     return sent
   }
@@ -104,7 +112,7 @@ export function createEventQueue (components: EventQueueComponents, init: EventQ
         site: event.site ?? init.site
       })
       await mkdirPrivate(dirname(init.path))
-      await appendFile(init.path, JSON.stringify(full) + '\n', { mode: PRIVATE_FILE_MODE })
+      await exclusive(async () => { await appendFile(init.path, JSON.stringify(full) + '\n', { mode: PRIVATE_FILE_MODE }) })
       return full
     },
     async flush (options = {}) {

@@ -36,7 +36,7 @@ next run when the sync fails. An existing PATH this agent did not install is
 left alone unless --force is given; a directory is refused.
 
 Options
-  --coordinator URL      coordinator base URL (http:// or https://; or TRIMSWARM_COORDINATOR)
+  --coordinator URL      coordinator base URL (http(s)://; or TRIMSWARM_COORDINATOR); repeatable: the next when one is down
   --token-file F         file holding a machine token (trimswarm token create; or
                          TRIMSWARM_TOKEN_FILE when --user is not given)
   --user U               user name to log in with (LDAP), with --password-file
@@ -148,7 +148,7 @@ function partialNote (out: string): string {
 }
 
 const authOptions = {
-  coordinator: { type: 'string' },
+  coordinator: { type: 'string', multiple: true },
   'token-file': { type: 'string' },
   user: { type: 'string' },
   'password-file': { type: 'string' },
@@ -269,7 +269,7 @@ new version; stops cleanly on SIGTERM or SIGINT (an interrupted sync resumes at
 the next start). Config (JSON; relative paths are relative to the file):
 
   {
-    "coordinator": "https://coordinator.example:8440",
+    "coordinator": "https://coordinator.example:8440",  (or "coordinators": [URL, ...]: failover)
     "tokenFile": "/etc/trimswarm/agent.token",      (or "user" + "passwordFile")
     "dataDir": "/var/lib/trimswarm",
     "images": { "workspace": "/var/lib/vms/workspace.img" },

@@ -166,7 +166,7 @@ const command: Command = {
 
     if (coordinator.adminTokenCreated) {
       // the token itself is never printed: under systemd, output lands in the journal
-      const file = join(dataDir, ADMIN_TOKEN_FILE)
+      const file = coordinator.adminTokenFile
       say.out(`first start: admin token written to ${file} (mode 0600; readable by this user only)`, { adminTokenFile: file })
     }
     say.out(`coordinator listening on ${coordinator.url}`, { url: coordinator.url })

@@ -1,10 +1,11 @@
 /** `trimswarm publish IMAGE`: chunk an image, upload what the coordinator lacks, commit a signed version. */
-import { readFile } from 'node:fs/promises'
 import { InvalidImageError } from '../../chunker/errors.ts'
 import { ValidationError } from '../../protocol/errors.ts'
-import { createPublishClient, type PublishProgress } from '../../coordinator/publish-client.ts'
-import { DEFAULT_PUBLISH_CONCURRENCY } from '../../coordinator/constants.ts'
-import { CliError, coordinatorOption, EXIT, onePositional, requireString, tokenFileOption, UsageError, type Command } from '../cli-support.ts'
+import { createPublishClient, type PublishProgress } from '../../client/publish-client.ts'
+import { DEFAULT_PUBLISH_CONCURRENCY } from '../../client/constants.ts'
+import { httpDetailsOf } from '../../client/errors.ts'
+import { adminTarget } from '../admin-client.ts'
+import { CliError, EXIT, onePositional, requireString, UsageError, type Command } from '../cli-support.ts'
 
 const usage = `Usage: trimswarm publish IMAGE --image NAME --version V --coordinator URL --token-file FILE [--json]
 
@@ -54,9 +55,6 @@ const command: Command = {
     const path = onePositional(args, 'IMAGE', usage)
     const image = requireString(args, 'image', usage)
     const version = requireString(args, 'version', usage)
-    const coordinator = coordinatorOption(args, usage)
-    const tokenFile = tokenFileOption(args)
-    if (tokenFile == null) throw new UsageError(`--token-file FILE (or TRIMSWARM_TOKEN_FILE) is required\n\n${usage}`)
     let concurrency: number | undefined
     if (args.values.concurrency !== undefined) {
       const v = String(args.values.concurrency)
@@ -64,13 +62,7 @@ const command: Command = {
       concurrency = Number(v)
     }
     const json = args.values.json === true
-    let token: string
-    try {
-      token = (await readFile(tokenFile, 'utf8')).trim()
-    } catch (err) {
-      throw new CliError(`cannot read the token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
-    }
-    if (token === '') throw new CliError(`the token file ${tokenFile} is empty`, { exitCode: EXIT.auth })
+    const { coordinator, token } = await adminTarget(args, usage)
     const say = (line: string): void => { if (!json) process.stderr.write(line + '\n') }
     let toUpload = 0
     let shownTenth = 0
@@ -102,6 +94,9 @@ const command: Command = {
       }
       return 0
     } catch (err) {
+      // which request the coordinator refused, and how: publish makes several
+      const http = httpDetailsOf(err)
+      if (http != null) (err as Error).message = `${http.method} ${http.path}: ${(err as Error).message} (HTTP ${http.status})`
       if (err instanceof InvalidImageError || err instanceof ValidationError) throw new CliError(err.message, { cause: err })
       throw err
     } finally {

@@ -5,13 +5,17 @@
  * updates and chunks. Without one it learns nothing but an ERROR.
  */
 import type { Connection, Stream } from '@libp2p/interface'
-import { bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage } from '../../protocol/block-exchange.ts'
-import { CapabilityMismatchError, ExpiredCapabilityError, verifyCapability, type Capability } from '../../protocol/capability.ts'
+import {
+  bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage
+} from '../../protocol/block-exchange.ts'
+import { verifyCapability, type Capability } from '../../protocol/capability.ts'
 import type { UploadPacer } from '../background-pacer.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
-import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, MAX_QUEUED_WANTS, WRITE_BATCH_BYTES } from './constants.ts'
+import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { ServedVersion, ServeInit, SwarmLogger, SwarmServeStats } from './interface.ts'
+import { describeError, isForeignCapability, peerLog } from './peer-log.ts'
+import { createUploadQueue, type UploadQueue } from './upload-queue.ts'
 
 /** Called when a peer with a valid capability for a served version opens a stream (so a session can fetch from it too). */
 export type InboundListener = (peerId: string) => void
@@ -30,6 +34,13 @@ interface Served {
   subscribers: Set<Subscriber>
   /** Bumped each time serve() replaces the provider; handles of older generations are inert. */
   generation: number
+}
+
+/** One inbound block stream being answered: what is queued, and the writer's wake-up. */
+interface Upload {
+  queue: UploadQueue
+  closed: boolean
+  wake?: () => void
 }
 
 /** The serving half of a swarm node. */
@@ -53,7 +64,7 @@ export interface BlockServerComponents {
   uploadPacer?: UploadPacer
 }
 
-const key = (image: string, version: string): string => `${image}@${version}`
+const versionKey = (image: string, version: string): string => `${image}@${version}`
 
 /** A block server; caps from policy (uploadBps 0 = none; maxPeers 0 = DEFAULT_MAX_PEERS). */
 export function createBlockServer (components: BlockServerComponents, init: { uploadBps?: number, maxPeers?: number }): BlockServer {
@@ -69,15 +80,15 @@ export function createBlockServer (components: BlockServerComponents, init: { up
   let bytesServed = 0
   const bytesServedByVersion = new Map<string, number>()
 
-  function bitmapOf (s: Served): Uint8Array {
-    const n = s.init.chunkCount
-    const bitmap = new Uint8Array(Math.ceil(n / 8))
-    for (let i = 0; i < n; i++) if (s.init.provider.has(i)) bitmapSet(bitmap, i)
+  function bitmapOf (entry: Served): Uint8Array {
+    const { chunkCount, provider } = entry.init
+    const bitmap = new Uint8Array(Math.ceil(chunkCount / 8))
+    for (let i = 0; i < chunkCount; i++) if (provider.has(i)) bitmapSet(bitmap, i)
     return bitmap
   }
 
-  function sendHave (s: Served, sub: Subscriber): void {
-    sub.framed.send({ type: 'have', active: s.active, count: s.init.chunkCount, bitmap: bitmapOf(s) }).catch(() => { sub.close() })
+  function sendHave (entry: Served, sub: Subscriber): void {
+    sub.framed.send({ type: 'have', active: entry.active, count: entry.init.chunkCount, bitmap: bitmapOf(entry) }).catch(() => { sub.close() })
   }
 
   async function refuse (framed: FramedStream, code: number, message: string): Promise<void> {
@@ -89,161 +100,163 @@ export function createBlockServer (components: BlockServerComponents, init: { up
     }
   }
 
+  /**
+   * Reads the HELLO and admits the peer: a valid capability for a version we serve, within
+   * maxPeers (the peer is counted in streamsByPeer then). Undefined when refused (answered already).
+   */
+  async function admit (framed: FramedStream, remote: string): Promise<Served | undefined> {
+    let hello: ExchangeMessage | undefined
+    try {
+      hello = await framed.next(HELLO_TIMEOUT_MS)
+    } catch (err) {
+      if (stopping) return undefined
+      logger.warn(`swarm: closing stream from ${remote}: ${describeError(err)}`)
+      await refuse(framed, ErrorCode.PROTOCOL, describeError(err))
+      return undefined
+    }
+    if (hello == null) return undefined
+    if (hello.type !== 'hello') {
+      logger.warn(`swarm: closing stream from ${remote}: first message is ${hello.type}, not hello`)
+      await refuse(framed, ErrorCode.UNAUTHORIZED, 'present a capability first')
+      return undefined
+    }
+    let cap: Capability
+    try {
+      cap = await verifyCapability(hello.capability, components.coordinatorKey, { peer: remote })
+    } catch (err) {
+      // a forged or garbled capability is worth a warning; one of another update is routine
+      const log = isForeignCapability(err) ? (logger.debug ?? (() => {})) : logger.warn
+      log(`swarm: refused peer ${remote}: ${describeError(err)}`)
+      await refuse(framed, ErrorCode.UNAUTHORIZED, 'capability refused')
+      return undefined
+    }
+    const entry = served.get(versionKey(cap.image, cap.version))
+    if (entry == null) {
+      await refuse(framed, ErrorCode.NOT_SERVING, `not serving ${cap.image}@${cap.version}`)
+      return undefined
+    }
+    if (!streamsByPeer.has(remote) && streamsByPeer.size >= maxPeers) {
+      logger.info(`swarm: refused peer ${remote}: serving ${maxPeers} peers already`)
+      await refuse(framed, ErrorCode.BUSY, 'too many peers')
+      return undefined
+    }
+    streamsByPeer.set(remote, (streamsByPeer.get(remote) ?? 0) + 1)
+    return entry
+  }
+
+  function countServed (key: string, bytes: number): void {
+    bytesServed += bytes
+    bytesServedByVersion.set(key, (bytesServedByVersion.get(key) ?? 0) + bytes)
+  }
+
+  /**
+   * Answers the upload's queue until it closes, in writes of up to WRITE_BATCH_BYTES: one chunk
+   * per write would make every chunk its own muxer frame and leave a small noise message per chunk.
+   */
+  async function writeBlocks (up: Upload, entry: Served, framed: FramedStream, remote: string, key: string): Promise<void> {
+    while (!up.closed) {
+      if (up.queue.length === 0) {
+        await new Promise<void>(resolve => { up.wake = resolve })
+        up.wake = undefined
+        continue
+      }
+      const batch: ExchangeMessage[] = []
+      const dontHave: number[] = []
+      let bytesInBatch = 0
+      while (up.queue.length > 0 && bytesInBatch < WRITE_BATCH_BYTES && !up.closed) {
+        const index = up.queue.shift() as number
+        if (!entry.init.provider.has(index)) { dontHave.push(index); continue }
+        const bytes = await entry.init.provider.read(index)
+        const before = performance.now()
+        await limiter.take(bytes.length)
+        await components.uploadPacer?.take(bytes.length, { peer: remote })
+        batch.push({ type: 'block', index, bytes })
+        bytesInBatch += bytes.length
+        // Under the upload cap, send what is paced at once instead of holding it back.
+        if (performance.now() - before > 1) break
+      }
+      if (up.closed) break
+      if (dontHave.length > 0) batch.push({ type: 'dont-have', indices: dontHave })
+      await framed.sendBatch(batch)
+      if (bytesInBatch > 0) countServed(key, bytesInBatch)
+    }
+  }
+
+  /** Reads WANTs and CANCELs until the stream ends; anything else closes it with a PROTOCOL error. */
+  async function readRequests (up: Upload, entry: Served, framed: FramedStream, remote: string): Promise<void> {
+    const closeWith = async (log: string, message: string): Promise<void> => {
+      logger.warn(`swarm: closing stream from ${remote}: ${log}`)
+      up.closed = true
+      await refuse(framed, ErrorCode.PROTOCOL, message)
+    }
+    while (!up.closed) {
+      let m: ExchangeMessage | undefined
+      try {
+        m = await framed.next()
+      } catch (err) {
+        if (up.closed || stopping) return
+        if (err instanceof MalformedMessageError || err instanceof MessageTooLargeError) await closeWith(describeError(err), describeError(err))
+        else { up.closed = true; peerLog(logger, err, 'info')(`swarm: stream from ${remote} ended: ${describeError(err)}`) }
+        return
+      }
+      if (m == null) return
+      if (m.type === 'want') {
+        const refusal = up.queue.want(m.indices, entry.init.chunkCount)
+        if (refusal != null) { await closeWith(refusal.log, refusal.message); return }
+        up.wake?.()
+      } else if (m.type === 'cancel') {
+        up.queue.cancel(m.indices)
+      } else {
+        await closeWith(`unexpected ${m.type} message`, `unexpected ${m.type}`)
+        return
+      }
+    }
+  }
+
+  /** Serves an admitted peer: its have-map and updates, then the chunks it asks for, until either side ends. */
+  async function serveStream (entry: Served, framed: FramedStream, remote: string, key: string): Promise<void> {
+    const stream = framed.stream
+    const up: Upload = { queue: createUploadQueue(), closed: false }
+    const sub: Subscriber = { peerId: remote, framed, pendingUpdates: [], close: () => { up.closed = true; up.wake?.() } }
+    entry.subscribers.add(sub)
+    try {
+      sendHave(entry, sub)
+      for (const listener of listenersByKey.get(key) ?? []) listener(remote)
+      const writer = writeBlocks(up, entry, framed, remote, key)
+      writer.catch(err => {
+        if (!up.closed && !stopping) peerLog(logger, err, 'warn')(`swarm: serving ${remote} failed: ${describeError(err)}`)
+        up.closed = true
+        stream.abort(err as Error)
+      })
+      await readRequests(up, entry, framed, remote)
+      up.closed = true
+      up.wake?.()
+      await writer.catch(() => {})
+      await stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => { stream.abort(new Error('closed')) })
+    } finally {
+      clearTimeout(sub.flushTimer)
+      entry.subscribers.delete(sub)
+    }
+  }
+
   async function handle (stream: Stream, connection: Connection): Promise<void> {
     const remote = connection.remotePeer.toString()
     const framed = frameStream(stream)
     open.add(stream)
-    let counted = false
-    let sub: Subscriber | undefined
-    let entry: Served | undefined
+    let admitted = false
     try {
-      let hello: ExchangeMessage | undefined
-      try {
-        hello = await framed.next(HELLO_TIMEOUT_MS)
-      } catch (err) {
-        if (stopping) return
-        logger.warn(`swarm: closing stream from ${remote}: ${describe(err)}`)
-        await refuse(framed, ErrorCode.PROTOCOL, describe(err))
-        return
-      }
-      if (hello == null) return
-      if (hello.type !== 'hello') {
-        logger.warn(`swarm: closing stream from ${remote}: first message is ${hello.type}, not hello`)
-        await refuse(framed, ErrorCode.UNAUTHORIZED, 'present a capability first')
-        return
-      }
-      let cap: Capability
-      try {
-        cap = await verifyCapability(hello.capability, components.coordinatorKey, { peer: remote })
-      } catch (err) {
-        // a forged or garbled capability is worth a warning; one of another update is routine
-        const log = isForeignCapability(err) ? (logger.debug ?? (() => {})) : logger.warn
-        log(`swarm: refused peer ${remote}: ${describe(err)}`)
-        await refuse(framed, ErrorCode.UNAUTHORIZED, 'capability refused')
-        return
-      }
-      entry = served.get(key(cap.image, cap.version))
-      if (entry == null) {
-        await refuse(framed, ErrorCode.NOT_SERVING, `not serving ${cap.image}@${cap.version}`)
-        return
-      }
-      if (!streamsByPeer.has(remote) && streamsByPeer.size >= maxPeers) {
-        logger.info(`swarm: refused peer ${remote}: serving ${maxPeers} peers already`)
-        await refuse(framed, ErrorCode.BUSY, 'too many peers')
-        return
-      }
-      streamsByPeer.set(remote, (streamsByPeer.get(remote) ?? 0) + 1)
-      counted = true
-      const s = entry
-      const queue: number[] = []
-      let wake: (() => void) | undefined
-      let closed = false
-      sub = {
-        peerId: remote,
-        framed,
-        pendingUpdates: [],
-        close: () => { closed = true; wake?.() }
-      }
-      s.subscribers.add(sub)
-      sendHave(s, sub)
-      const versionKey = key(cap.image, cap.version)
-      for (const l of listenersByKey.get(versionKey) ?? []) l(remote)
-
-      const writer = (async () => {
-        while (!closed) {
-          if (queue.length === 0) {
-            await new Promise<void>(resolve => { wake = resolve })
-            wake = undefined
-            continue
-          }
-          // Answer what is queued in one write of up to WRITE_BATCH_BYTES: one chunk per write
-          // would make every chunk its own muxer frame and leave a small noise message per chunk.
-          const batch: ExchangeMessage[] = []
-          const dontHave: number[] = []
-          let bytesInBatch = 0
-          while (queue.length > 0 && bytesInBatch < WRITE_BATCH_BYTES && !closed) {
-            const index = queue.shift() as number
-            if (!s.init.provider.has(index)) { dontHave.push(index); continue }
-            const bytes = await s.init.provider.read(index)
-            const before = performance.now()
-            await limiter.take(bytes.length)
-            await components.uploadPacer?.take(bytes.length, { peer: remote })
-            batch.push({ type: 'block', index, bytes })
-            bytesInBatch += bytes.length
-            // Under the upload cap, send what is paced at once instead of holding it back.
-            if (performance.now() - before > 1) break
-          }
-          if (closed) break
-          if (dontHave.length > 0) batch.push({ type: 'dont-have', indices: dontHave })
-          await framed.sendBatch(batch)
-          if (bytesInBatch > 0) {
-            bytesServed += bytesInBatch
-            bytesServedByVersion.set(versionKey, (bytesServedByVersion.get(versionKey) ?? 0) + bytesInBatch)
-          }
-        }
-      })()
-      writer.catch(err => {
-        if (!closed && !stopping) peerLog(logger, err, 'warn')(`swarm: serving ${remote} failed: ${describe(err)}`)
-        closed = true
-        stream.abort(err as Error)
-      })
-
-      while (!closed) {
-        let m: ExchangeMessage | undefined
-        try {
-          m = await framed.next()
-        } catch (err) {
-          if (closed || stopping) break
-          closed = true
-          if (err instanceof MalformedMessageError || err instanceof MessageTooLargeError) {
-            logger.warn(`swarm: closing stream from ${remote}: ${describe(err)}`)
-            await refuse(framed, ErrorCode.PROTOCOL, describe(err))
-          } else {
-            peerLog(logger, err, 'info')(`swarm: stream from ${remote} ended: ${describe(err)}`)
-          }
-          break
-        }
-        if (m == null) break
-        if (m.type === 'want') {
-          if (queue.length + m.indices.length > MAX_QUEUED_WANTS) {
-            logger.warn(`swarm: closing stream from ${remote}: over ${MAX_QUEUED_WANTS} queued wants`)
-            closed = true
-            await refuse(framed, ErrorCode.PROTOCOL, 'too many wants')
-            break
-          }
-          for (const i of m.indices) {
-            if (i >= s.init.chunkCount) {
-              closed = true
-              logger.warn(`swarm: closing stream from ${remote}: want of chunk ${i} past the end (${s.init.chunkCount})`)
-              await refuse(framed, ErrorCode.PROTOCOL, 'chunk index out of range')
-              break
-            }
-            queue.push(i)
-          }
-          wake?.()
-        } else if (m.type === 'cancel') {
-          const drop = new Set(m.indices)
-          for (let k = queue.length - 1; k >= 0; k--) if (drop.has(queue[k])) queue.splice(k, 1)
-        } else {
-          logger.warn(`swarm: closing stream from ${remote}: unexpected ${m.type} message`)
-          closed = true
-          await refuse(framed, ErrorCode.PROTOCOL, `unexpected ${m.type}`)
-          break
-        }
-      }
-      closed = true
-      wake?.()
-      await writer.catch(() => {})
-      await stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => { stream.abort(new Error('closed')) })
+      const entry = await admit(framed, remote)
+      if (entry == null) return
+      admitted = true
+      await serveStream(entry, framed, remote, versionKey(entry.init.image, entry.init.version))
     } catch (err) {
-      if (!stopping) peerLog(logger, err, 'warn')(`swarm: stream from ${remote} failed: ${describe(err)}`)
+      if (!stopping) peerLog(logger, err, 'warn')(`swarm: stream from ${remote} failed: ${describeError(err)}`)
       stream.abort(err as Error)
     } finally {
       open.delete(stream)
-      if (sub != null) { clearTimeout(sub.flushTimer); entry?.subscribers.delete(sub) }
-      if (counted) {
-        const n = (streamsByPeer.get(remote) ?? 1) - 1
-        if (n <= 0) streamsByPeer.delete(remote); else streamsByPeer.set(remote, n)
+      if (admitted) {
+        const streams = (streamsByPeer.get(remote) ?? 1) - 1
+        if (streams <= 0) streamsByPeer.delete(remote); else streamsByPeer.set(remote, streams)
       }
     }
   }
@@ -254,22 +267,22 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       if (!Number.isSafeInteger(serveInit.chunkCount) || serveInit.chunkCount < 1 || serveInit.chunkCount > MAX_SWARM_CHUNKS) {
         throw new RangeError(`cannot serve ${serveInit.chunkCount} chunks (swarm limit ${MAX_SWARM_CHUNKS})`)
       }
-      const k = key(serveInit.image, serveInit.version)
+      const key = versionKey(serveInit.image, serveInit.version)
       // Serving a version again (e.g. the finished file after the temp file) updates the entry in
       // place, so peers already subscribed keep their stream and read from the new provider.
-      let s = served.get(k)
-      if (s == null) {
-        s = { init: serveInit, active: serveInit.active ?? false, subscribers: new Set(), generation: 0 }
-        served.set(k, s)
+      let existing = served.get(key)
+      if (existing == null) {
+        existing = { init: serveInit, active: serveInit.active ?? false, subscribers: new Set(), generation: 0 }
+        served.set(key, existing)
       } else {
-        s.init = serveInit
-        s.active = serveInit.active ?? false
-        s.generation++
-        for (const sub of s.subscribers) sendHave(s, sub)
+        existing.init = serveInit
+        existing.active = serveInit.active ?? false
+        existing.generation++
+        for (const sub of existing.subscribers) sendHave(existing, sub)
       }
-      const entry = s
-      const generation = s.generation
-      const current = (): boolean => served.get(k) === entry && entry.generation === generation
+      const entry = existing
+      const generation = entry.generation
+      const current = (): boolean => served.get(key) === entry && entry.generation === generation
       return {
         announce (indices) {
           if (!current()) return
@@ -291,15 +304,15 @@ export function createBlockServer (components: BlockServerComponents, init: { up
         },
         close () {
           if (!current()) return
-          served.delete(k)
+          served.delete(key)
           for (const sub of entry.subscribers) { sub.close(); sub.framed.stream.abort(new Error('no longer served')) }
         }
       }
     },
     onInbound (image, version, listener) {
-      const k = key(image, version)
-      let set = listenersByKey.get(k)
-      if (set == null) { set = new Set(); listenersByKey.set(k, set) }
+      const key = versionKey(image, version)
+      let set = listenersByKey.get(key)
+      if (set == null) { set = new Set(); listenersByKey.set(key, set) }
       set.add(listener)
       return () => { set.delete(listener) }
     },
@@ -310,47 +323,8 @@ export function createBlockServer (components: BlockServerComponents, init: { up
     stats: () => ({ bytesServed, byVersion: Object.fromEntries(bytesServedByVersion) }),
     stop () {
       stopping = true
-      for (const s of open) s.abort(new Error('swarm stopping'))
+      for (const stream of open) stream.abort(new Error('swarm stopping'))
       open.clear()
     }
   }
-}
-
-/** One line for a log: the error class and message. */
-/** Error names of a peer that went away mid-stream (it stopped, its sync ended). */
-const GONE_NAMES = new Set(['StreamResetError', 'StreamStateError', 'StreamClosedError', 'ConnectionClosedError', 'ConnectionClosingError', 'AbortError'])
-
-/** Network codes of a peer that is not there any more (it left after its sync). */
-const GONE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH'])
-
-/**
- * Whether an error only says a peer went away (a reset stream, a dial refused): routine on a LAN
- * where agents stop after their sync, so it is logged at debug level and counted, not warned about.
- */
-export function isPeerGone (err: unknown, depth = 0): boolean {
-  if (err == null || typeof err !== 'object' || depth > 5) return false
-  const e = err as { name?: string, code?: string, errors?: unknown[], cause?: unknown, message?: string }
-  if (GONE_NAMES.has(e.name ?? '') || GONE_CODES.has(e.code ?? '')) return true
-  if (Array.isArray(e.errors) && e.errors.length > 0) return e.errors.every(x => isPeerGone(x, depth + 1))
-  if (e.cause != null) return isPeerGone(e.cause, depth + 1)
-  return /\bECONNREFUSED\b/.test(e.message ?? '')
-}
-
-/**
- * A capability of a peer that is not ours to serve but not forged either: signed by our
- * coordinator for another image or version, or expired (a peer of another update, a late one).
- */
-export function isForeignCapability (err: unknown): boolean {
-  return err instanceof CapabilityMismatchError || err instanceof ExpiredCapabilityError
-}
-
-/** The logger call for a peer failure: debug when the peer only went away, else `fallback`. */
-export function peerLog (logger: SwarmLogger, err: unknown, fallback: 'info' | 'warn'): (msg: string) => void {
-  return isPeerGone(err) ? (logger.debug ?? (() => {})) : logger[fallback]
-}
-
-export function describe (err: unknown): string {
-  if (err instanceof MessageTooLargeError || err instanceof MalformedMessageError) return `${err.name}: ${err.message}`
-  if (err instanceof Error) return `${err.name}: ${err.message}`
-  return String(err)
 }

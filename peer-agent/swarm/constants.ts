@@ -19,7 +19,7 @@ export const DEFAULT_SESSION_PEERS = 16
  * small image at once and what it has not sent yet stays free for faster
  * peers (8 MiB let one downloader queue a 2.5 MB image on a 1 MB/s seed and
  * never trade with its neighbour). A fast peer outgrows it within
- * RATE_WINDOW_MS (session.ts).
+ * RATE_WINDOW_MS (peer-ledger.ts).
  */
 export const PIPELINE_BYTES = 1024 * 1024
 

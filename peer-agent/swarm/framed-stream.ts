@@ -1,7 +1,10 @@
 /** Block-exchange messages over one libp2p stream: framing, back-pressure, receive time. */
-import type { Stream } from '@libp2p/interface'
+import type { Connection, Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { createMessageDecoder, encodeMessage, type ExchangeMessage } from '../../protocol/block-exchange.ts'
+import { createMessageDecoder, encodeMessage, ErrorCode, type ExchangeMessage } from '../../protocol/block-exchange.ts'
+import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
+import { HELLO_TIMEOUT_MS } from './constants.ts'
+import { PeerRefusedError } from './errors.ts'
 
 /** A libp2p stream speaking block-exchange messages. */
 export interface FramedStream {
@@ -61,7 +64,9 @@ export function frameStream (stream: Stream): FramedStream {
       let timer: ReturnType<typeof setTimeout> | undefined
       const timeout = timeoutMs == null
         ? undefined
-        : new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new DOMException(`no message within ${timeoutMs} ms`, 'TimeoutError')) }, timeoutMs) })
+        : new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => { reject(new DOMException(`no message within ${timeoutMs} ms`, 'TimeoutError')) }, timeoutMs)
+        })
       try {
         while (queue.length === 0) {
           const more = timeout == null ? await fill() : await Promise.race([fill(), timeout])
@@ -73,4 +78,23 @@ export function frameStream (stream: Stream): FramedStream {
       }
     }
   }
+}
+
+/** The HAVE a serving peer answers a HELLO with. */
+export type HaveMessage = Extract<ExchangeMessage, { type: 'have' }>
+
+/** A block stream opened (the peer's first HAVE), or why the peer refused one. */
+export type OpenedBlockStream = { framed: FramedStream, have: HaveMessage } | { refused: string, notServing: boolean }
+
+/** Opens a block stream on `connection` as the fetching side: HELLO with our capability, then the peer's HAVE, or why it refused. */
+export async function openBlockStream (connection: Connection, capability: Uint8Array, signal: AbortSignal): Promise<OpenedBlockStream> {
+  const stream = await connection.newStream(BLOCKS_PROTOCOL, { signal })
+  const framed = frameStream(stream)
+  await framed.send({ type: 'hello', capability })
+  const first = await framed.next(HELLO_TIMEOUT_MS)
+  if (first != null && first.type === 'have') return { framed, have: first }
+  const refused = first == null ? 'closed the stream' : first.type === 'error' ? `error ${first.code}: ${first.message}` : `sent ${first.type} before have`
+  stream.abort(new PeerRefusedError(refused))
+  // NOT_SERVING: a peer of the version that has not started serving it yet (e.g. still getting the manifest)
+  return { refused, notServing: first?.type === 'error' && first.code === ErrorCode.NOT_SERVING }
 }

@@ -1,7 +1,8 @@
 /** The swarm node's libp2p identity, kept in the agent's data dir so its peer id survives restarts. */
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import { readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { writeFileAtomic } from '../../utils/atomic-write.ts'
 import { PRIVATE_FILE_MODE } from '../constants.ts'
 import { mkdirPrivate } from '../private-files.ts'
 
@@ -16,8 +17,6 @@ export async function loadOrCreatePeerKey (file: string): Promise<Uint8Array> {
   }
   const bytes = privateKeyToProtobuf(await generateKeyPair('Ed25519'))
   await mkdirPrivate(dirname(file))
-  const tmp = `${file}.tmp-${process.pid}`
-  await writeFile(tmp, bytes, { mode: PRIVATE_FILE_MODE })
-  await rename(tmp, file)
+  await writeFileAtomic(file, bytes, { mode: PRIVATE_FILE_MODE })
   return bytes
 }

@@ -2,19 +2,16 @@
 import type { Libp2p } from '@libp2p/interface'
 import type { Manifest } from '../../protocol/manifest.ts'
 import type { ManifestAnswer } from '../../protocol/manifest-exchange.ts'
+import type { AbortOptions, Logger } from '../../utils/interface.ts'
 
-/** Options every async call takes. */
-export interface AbortOptions {
-  signal?: AbortSignal
-}
+export type { AbortOptions }
 
-/** Where the swarm writes its log lines (structurally the agent's AgentLogger). */
-export interface SwarmLogger {
-  info: (msg: string) => void
-  warn: (msg: string) => void
-  /** Routine peer events (a peer that left, a reset stream, a capability of another update): shown only when asked for. */
-  debug?: (msg: string) => void
-}
+/**
+ * Where the swarm writes its log lines: the info and warn levels of the shared structured Logger,
+ * and its debug level when given (routine peer events: a peer that left, a reset stream, a
+ * capability of another update; shown only when asked for).
+ */
+export type SwarmLogger = Pick<Logger, 'info' | 'warn'> & Partial<Pick<Logger, 'debug'>>
 
 /**
  * The verified chunks of one image version on this machine, as the sync

@@ -16,7 +16,7 @@ import {
   decodeManifestAnswer, decodeManifestRequest, encodeManifestAnswer, encodeManifestRequest, MAX_MANIFEST_ANSWER_BYTES,
   MAX_MANIFEST_REQUEST_BYTES, readFrameLength, type ManifestAnswer
 } from '../../protocol/manifest-exchange.ts'
-import { describe } from './block-server.ts'
+import { describeError } from './peer-log.ts'
 import { CONNECT_TIMEOUT_MS, HELLO_TIMEOUT_MS, MANIFEST_ANSWER_TIMEOUT_MS, MANIFEST_HELD_VERSIONS } from './constants.ts'
 import type { AbortOptions, SwarmLogger } from './interface.ts'
 
@@ -84,15 +84,15 @@ export function createManifestExchange (components: ManifestExchangeComponents):
         try {
           capability = decodeManifestRequest(await readOneFrame(stream, MAX_MANIFEST_REQUEST_BYTES, HELLO_TIMEOUT_MS))
         } catch (err) {
-          logger.warn(`swarm: closing manifest stream from ${remote}: ${describe(err)}`)
-          await answer(stream, { status: 'refused', reason: describe(err) })
+          logger.warn(`swarm: closing manifest stream from ${remote}: ${describeError(err)}`)
+          await answer(stream, { status: 'refused', reason: describeError(err) })
           return
         }
         let cap
         try {
           cap = await verifyCapability(capability, components.coordinatorKey, { peer: remote })
         } catch (err) {
-          logger.warn(`swarm: refused manifest request from ${remote}: ${describe(err)}`)
+          logger.warn(`swarm: refused manifest request from ${remote}: ${describeError(err)}`)
           await answer(stream, { status: 'refused', reason: 'capability refused' })
           return
         }
@@ -122,7 +122,8 @@ export function createManifestExchange (components: ManifestExchangeComponents):
       }
     },
     async ask (peer, capability, options = {}) {
-      const signal = AbortSignal.any([...(options.signal != null ? [options.signal] : []), AbortSignal.timeout(CONNECT_TIMEOUT_MS + MANIFEST_ANSWER_TIMEOUT_MS)])
+      const answerTimeout = AbortSignal.timeout(CONNECT_TIMEOUT_MS + MANIFEST_ANSWER_TIMEOUT_MS)
+      const signal = options.signal != null ? AbortSignal.any([options.signal, answerTimeout]) : answerTimeout
       const target = peer.startsWith('/') ? multiaddr(peer) : peerIdFromString(peer)
       const stream = await libp2p.dialProtocol(target, MANIFEST_PROTOCOL, { signal })
       try {

@@ -48,7 +48,8 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
     const multiaddrs = (init.multiaddrs ?? swarm.getMultiaddrs()).filter(a => !a.includes('/0.0.0.0/') && !a.includes('/::/')).slice(0, 16)
     let ttl = 60
     if (multiaddrs.length > 0) {
-      const reg: PeerRegistration = { peerId: swarm.peerId, multiaddrs, site: init.site, ...(init.image != null ? { image: init.image, version: init.version } : {}) }
+      const version = init.image != null ? { image: init.image, version: init.version } : {}
+      const reg: PeerRegistration = { peerId: swarm.peerId, multiaddrs, site: init.site, ...version }
       const answer = await components.register(reg, options)
       ttl = answer.ttlSeconds
       if (answer.site != null && answer.site !== init.site && answer.site !== toldSite) {
@@ -67,7 +68,10 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
     return addrs
   }
 
-  /** refresh(), and on failure (the coordinator away past the client's retries) again after RENDEZVOUS_RETRY_MS: otherwise our registration lapses and new peers of the site never find us. */
+  /**
+   * refresh(), and on failure (the coordinator away past the client's retries) again after
+   * RENDEZVOUS_RETRY_MS: otherwise our registration lapses and new peers of the site never find us.
+   */
   async function refresh (options: { signal?: AbortSignal } = {}): Promise<string[]> {
     try {
       return await refreshOnce(options)
@@ -81,7 +85,9 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
     if (stopped) return
     clearTimeout(timer)
     timer = setTimeout(() => {
-      refresh().catch(err => { logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}; trying again in ${RENDEZVOUS_RETRY_MS / 1000} s`) })
+      refresh().catch(err => {
+        logger.warn(`swarm: rendezvous with the coordinator failed: ${(err as Error).message}; trying again in ${RENDEZVOUS_RETRY_MS / 1000} s`)
+      })
     }, ms)
     timer.unref?.()
   }

@@ -21,10 +21,12 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
 import { createUploadPacer, type PeerPing } from '../background-pacer.ts'
-import { createBlockServer, describe, peerLog } from './block-server.ts'
+import { createBlockServer } from './block-server.ts'
 import { DEFAULT_LISTEN, DEFAULT_MAX_PEERS, DHT_KEY_PREFIX, STREAM_IDLE_TIMEOUT_MS } from './constants.ts'
 import type { PeerAddress, Swarm, SwarmComponents, SwarmInit, SwarmLogger } from './interface.ts'
 import { createManifestExchange } from './manifest-exchange.ts'
+import { peerIdOf } from './peer-id.ts'
+import { describeError, peerLog } from './peer-log.ts'
 import { createSwarmSession } from './session.ts'
 import { SwarmNotStartedError } from './errors.ts'
 
@@ -71,20 +73,22 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
   // Dial what mDNS finds (libp2p only stores it).
   node.addEventListener('peer:discovery', (evt) => {
     if (!running) return
-    node.dial(evt.detail.id).catch(err => { peerLog(logger, err, 'info')(`swarm: cannot dial discovered peer ${evt.detail.id.toString()}: ${describe(err)}`) })
+    node.dial(evt.detail.id).catch(err => {
+      peerLog(logger, err, 'info')(`swarm: cannot dial discovered peer ${evt.detail.id.toString()}: ${describeError(err)}`)
+    })
   })
 
   async function addPeers (addrs: string[], options: { signal?: AbortSignal } = {}): Promise<number> {
     if (!running) throw new SwarmNotStartedError('swarm is not started')
     const results = await Promise.allSettled(addrs.map(async a => {
       const ma = multiaddr(a)
-      if (ma.getComponents().find(c => c.name === 'p2p')?.value === node.peerId.toString()) return false
+      if (peerIdOf(ma) === node.peerId.toString()) return false
       await node.dial(ma, options)
       return true
     }))
     let ok = 0
     results.forEach((r, k) => {
-      if (r.status === 'fulfilled') { if (r.value) ok++ } else peerLog(logger, r.reason, 'info')(`swarm: cannot dial ${addrs[k]}: ${describe(r.reason)}`)
+      if (r.status === 'fulfilled') { if (r.value) ok++ } else peerLog(logger, r.reason, 'info')(`swarm: cannot dial ${addrs[k]}: ${describeError(r.reason)}`)
     })
     return ok
   }
@@ -109,10 +113,10 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
       if (running) return
       await node.handle(BLOCKS_PROTOCOL, (stream, connection) => {
         stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
-        server.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound stream failed: ${describe(err)}`) })
+        server.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound stream failed: ${describeError(err)}`) })
       }, { maxInboundStreams: 2 * (init.maxPeers ?? DEFAULT_MAX_PEERS) + 8, runOnLimitedConnection: false })
       await node.handle(MANIFEST_PROTOCOL, (stream, connection) => {
-        manifests.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound manifest stream failed: ${describe(err)}`) })
+        manifests.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound manifest stream failed: ${describeError(err)}`) })
       }, { maxInboundStreams: 4, runOnLimitedConnection: false })
       await node.start()
       running = true
@@ -138,7 +142,8 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     },
     createSession (sessionInit) {
       if (!running) throw new SwarmNotStartedError('swarm is not started')
-      return createSwarmSession({ libp2p: node, server, logger, findProviders: useDht ? findProviders : undefined, announce: useDht ? announce : undefined }, sessionInit)
+      const dht = useDht ? { findProviders, announce } : {}
+      return createSwarmSession({ libp2p: node, server, logger, ...dht }, sessionInit)
     },
     setCaps: (caps) => { server.setCaps(caps) },
     stats: () => server.stats()

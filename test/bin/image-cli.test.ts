@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { createPublishClient } from '../../client/publish-client.ts'
 import { startImageHarness, type ImageHarness } from '../coordinator/image-harness.ts'
 import { cli } from '../helpers/cli-process.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'

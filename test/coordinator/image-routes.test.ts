@@ -11,7 +11,7 @@ import { decodeDeltaPackHeader, indicesOfRanges } from '../../protocol/delta-pac
 import { blockCount, createManifest, encodeManifest, type Manifest } from '../../protocol/manifest.ts'
 import { importPublicKey, openSignedManifest } from '../../protocol/signed-manifest.ts'
 import { openVersionPointer, VERSION_POINTER_MEDIA_TYPE } from '../../protocol/version-pointer.ts'
-import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { createPublishClient } from '../../client/publish-client.ts'
 import { makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage, type UpdatedImage } from '../helpers/images.ts'
 import { startImageHarness, type HarnessTokens, type ImageHarness } from './image-harness.ts'
 

@@ -16,7 +16,7 @@ import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectC
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseCoordinatorConfig } from '../../coordinator/config.ts'
 import { ConfigError } from '../../coordinator/errors.ts'
-import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { createPublishClient } from '../../client/publish-client.ts'
 import { createS3BlockStore, type S3BlockStore, type S3BlockStoreInit } from '../../coordinator/s3-block-store.ts'
 import { S3_BLOCK_STORE_MARKER_FILE } from '../../coordinator/constants.ts'
 import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from '../../protocol/constants.ts'

@@ -13,7 +13,7 @@ import { chunkCidOf } from '../../chunker/blake3.ts'
 import { api } from '../../protocol/index.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { distinctBlocks, SegmentTable, segmentRoutes, segmentsOf } from '../../protocol/segments.ts'
-import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { createPublishClient } from '../../client/publish-client.ts'
 import { makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { startImageHarness, type ImageHarness } from './image-harness.ts'
 

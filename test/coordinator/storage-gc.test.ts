@@ -15,7 +15,7 @@ import { decodeManifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
 import { chunkVerdict } from '../../coordinator/storage-gc.ts'
 import { BLOCKS_DIR, PACKS_DIR } from '../../coordinator/constants.ts'
-import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { createPublishClient } from '../../client/publish-client.ts'
 import { makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { startImageHarness, type ImageHarness } from './image-harness.ts'
 

@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest'
 import * as protocolConstants from '../../protocol/constants.ts'
 import { CLAIM_GROUP_CHUNKS } from '../../protocol/block-exchange.ts'
 import * as chunkerConstants from '../../chunker/constants.ts'
+import * as clientConstants from '../../client/constants.ts'
 import * as agentConstants from '../../peer-agent/constants.ts'
 import * as swarmConstants from '../../peer-agent/swarm/constants.ts'
 import * as coordinatorConstants from '../../coordinator/constants.ts'
@@ -27,6 +28,7 @@ const exec = promisify(execFile)
 const CONSTANTS: Record<string, unknown> = {
   ...protocolConstants,
   ...chunkerConstants,
+  ...clientConstants,
   ...agentConstants,
   ...swarmConstants,
   ...coordinatorConstants,

@@ -9,7 +9,7 @@ import { MessageTooLargeError } from '../../protocol/block-exchange.ts'
 import { describeRefresh } from '../../peer-agent/host-index.ts'
 import { stderrLogger } from '../../peer-agent/interface.ts'
 import { plural } from '../../peer-agent/progress-reporter.ts'
-import { isForeignCapability, isPeerGone, peerLog } from '../../peer-agent/swarm/block-server.ts'
+import { isForeignCapability, isPeerGone, peerLog } from '../../peer-agent/swarm/peer-log.ts'
 
 afterEach(() => { vi.restoreAllMocks() })
 

@@ -15,7 +15,7 @@ import { openSignedManifest, importPublicKey } from '../../protocol/signed-manif
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { chunkCidOf } from '../../chunker/blake3.ts'
 import { ADMIN_TOKEN_FILE, BLOCKS_DIR } from '../../coordinator/constants.ts'
-import { createPublishClient } from '../../coordinator/publish-client.ts'
+import { createPublishClient } from '../../client/publish-client.ts'
 import { makeTestImage, makeUpdatedImage, seededBytes, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { cli, startCoordinatorProcess } from '../helpers/cli-process.ts'

@@ -7,13 +7,15 @@
  */
 import { open, type FileHandle } from 'node:fs/promises'
 import { chunkCid } from '../protocol/block-id.ts'
-import { ConflictError, errorFromWire, NotFoundError, UnavailableError, ValidationError } from '../protocol/errors.ts'
+import { ConflictError, NotFoundError, ValidationError } from '../protocol/errors.ts'
 import { isValidName, nonZeroBytes } from '../protocol/manifest.ts'
 import { api } from '../protocol/index.ts'
-import { userAgent } from '../protocol/version.ts'
 import { buildManifest } from '../chunker/build-manifest.ts'
 import { DEFAULT_PUBLISH_CONCURRENCY, PUBLISH_MISSING_BATCH } from './constants.ts'
-import type { AbortOptions } from './interface.ts'
+import { createCoordinatorHttp, type CoordinatorHttp } from './coordinator-http.ts'
+import type { AbortOptions } from '../utils/interface.ts'
+import { readFull } from '../utils/read-full.ts'
+import { forEachLimit } from '../utils/worker-pool.ts'
 
 /** Where and as whom to publish. */
 export interface PublishClientInit {
@@ -61,39 +63,10 @@ export interface PublishClient {
 
 /** Creates a publish client. */
 export function createPublishClient (init: PublishClientInit): PublishClient {
-  let base: URL
-  try {
-    base = new URL(init.coordinator)
-  } catch {
-    throw new ValidationError(`coordinator URL ${JSON.stringify(init.coordinator)} is not a URL (e.g. http://127.0.0.1:8440)`)
-  }
-  if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new ValidationError(`coordinator URL must be http or https, got ${base.protocol}`)
+  const http: CoordinatorHttp = createCoordinatorHttp({}, { urls: [init.coordinator] })
   const concurrency = init.concurrency ?? DEFAULT_PUBLISH_CONCURRENCY
 
-  async function request (method: string, path: string, body: Uint8Array | string | undefined, contentType: string | undefined, signal?: AbortSignal): Promise<Response> {
-    const url = new URL(path, base)
-    let res: Response
-    try {
-      res = await fetch(url, {
-        method,
-        body: body as BodyInit | undefined,
-        headers: { 'user-agent': userAgent(process.versions.node), authorization: `Bearer ${init.token}`, ...(contentType != null ? { 'content-type': contentType } : {}) },
-        signal
-      })
-    } catch (err) {
-      if (signal?.aborted === true) throw err
-      const cause = (err as { cause?: { code?: string, message?: string } }).cause
-      throw new UnavailableError(`cannot reach the coordinator at ${base.origin}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err })
-    }
-    if (!res.ok) {
-      let json: unknown
-      try { json = await res.json() } catch {}
-      const e = errorFromWire(json, `HTTP ${res.status} ${res.statusText}`)
-      e.message = `${method} ${url.pathname}: ${e.message} (HTTP ${res.status})`
-      throw e
-    }
-    return res
-  }
+  const token = init.token
 
   /**
    * What would refuse the commit, asked before the image is scanned (minutes for a big one):
@@ -104,9 +77,9 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
     if (!isValidName(image)) throw new ValidationError(`bad image name ${JSON.stringify(image)} (letters, digits, . _ + -; at most 128)`)
     if (!isValidName(version)) throw new ValidationError(`bad version ${JSON.stringify(version)} (letters, digits, . _ + -; at most 128)`)
     if (version === 'latest') throw new ValidationError('"latest" is reserved and cannot be a version name')
-    await request('POST', api.routes.chunksMissing, JSON.stringify({ cids: [] }), 'application/json', signal)
+    await http.json('POST', api.routes.chunksMissing, undefined, { body: { cids: [] }, token, signal })
     try {
-      await request('GET', api.routes.versionInfo(image, version), undefined, undefined, signal)
+      await http.json('GET', api.routes.versionInfo(image, version), undefined, { token, signal })
     } catch (err) {
       if (err instanceof NotFoundError) return
       throw err
@@ -131,8 +104,9 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
       const all = [...byCid.keys()]
       const missing: string[] = []
       for (let i = 0; i < all.length; i += PUBLISH_MISSING_BATCH) {
-        const res = await request('POST', api.routes.chunksMissing, JSON.stringify({ cids: all.slice(i, i + PUBLISH_MISSING_BATCH) }), 'application/json', signal)
-        missing.push(...api.MissingChunksResponse.parse(await res.json()).missing)
+        const body = { cids: all.slice(i, i + PUBLISH_MISSING_BATCH) }
+        const res = await http.json('POST', api.routes.chunksMissing, api.MissingChunksResponse, { body, token, signal })
+        missing.push(...res.missing)
       }
       options.onProgress?.({ phase: 'missing', missing: missing.length })
 
@@ -141,31 +115,24 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
       let fh: FileHandle | undefined
       try {
         fh = await open(imagePath, 'r')
-        let next = 0
-        let failed = false
-        const worker = async (): Promise<void> => {
-          while (next < missing.length && !failed) {
-            const cid = missing[next++]
-            const where = byCid.get(cid)
-            if (where == null) throw new ValidationError(`the coordinator asked for chunk ${cid}, which this image does not have`)
-            const bytes = new Uint8Array(where.length)
-            const { bytesRead } = await fh!.read(bytes, 0, where.length, where.offset)
-            if (bytesRead !== where.length) throw new ValidationError(`image ${imagePath} changed while publishing (short read at ${where.offset})`)
-            await request('PUT', api.routes.chunkUpload(cid), bytes, 'application/octet-stream', signal)
-            uploaded++
-            bytesUploaded += bytes.length
-            options.onProgress?.({ phase: 'uploaded', chunks: uploaded, bytes: bytesUploaded })
+        const image = fh
+        await forEachLimit(missing, concurrency, async (cid) => {
+          const where = byCid.get(cid)
+          if (where == null) throw new ValidationError(`the coordinator asked for chunk ${cid}, which this image does not have`)
+          const bytes = new Uint8Array(where.length)
+          if (await readFull(image, bytes, where.offset) !== where.length) {
+            throw new ValidationError(`image ${imagePath} changed while publishing (short read at ${where.offset})`)
           }
-        }
-        await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, async () => {
-          try { await worker() } catch (err) { failed = true; throw err }
-        }))
+          await http.bytes('PUT', api.routes.chunkUpload(cid), { body: bytes, contentType: 'application/octet-stream', token, signal })
+          uploaded++
+          bytesUploaded += bytes.length
+          options.onProgress?.({ phase: 'uploaded', chunks: uploaded, bytes: bytesUploaded })
+        }, { signal })
       } finally {
         await fh?.close()
       }
 
-      const res = await request('POST', api.routes.versions(image), manifestBytes, 'application/cbor', signal)
-      const info = api.VersionInfo.parse(await res.json())
+      const info = await http.json('POST', api.routes.versions(image), api.VersionInfo, { body: manifestBytes, contentType: 'application/cbor', token, signal })
       options.onProgress?.({ phase: 'committed' })
       return {
         image,
