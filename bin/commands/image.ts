@@ -2,6 +2,7 @@
 import { api } from '../../protocol/index.ts'
 import { AdminImageList, GcReport } from '../../protocol/api-admin.ts'
 import { formatBytes, formatTime } from '../../coordinator/console/format.ts'
+import { plural } from '../../peer-agent/progress-reporter.ts'
 import { DEFAULT_GC_GRACE_SECONDS, DEFAULT_GC_INTERVAL_SECONDS } from '../../coordinator/constants.ts'
 import { adminClientFrom, CLIENT_OPTIONS, CLIENT_USAGE } from '../admin-client.ts'
 import { formatTable, UsageError, type Command } from '../cli-support.ts'
@@ -57,7 +58,9 @@ const list: Command = {
     const rows = [['IMAGE', 'VERSION', 'STATE', 'SIZE', 'DATA', 'CHUNKS', 'DELTA PACK', 'PUBLISHED']]
     for (const img of images) {
       for (const v of img.versions) {
-        rows.push([img.name, v.version, v.latest ? `${v.state}, latest` : v.state, formatBytes(v.size), formatBytes(v.nonZeroBytes), String(v.chunks), v.deltaPackBytes == null ? '-' : formatBytes(v.deltaPackBytes), formatTime(v.publishedAt)])
+        const state = v.latest ? `${v.state}, latest` : v.state
+        const deltaPack = v.deltaPackBytes == null ? '-' : formatBytes(v.deltaPackBytes)
+        rows.push([img.name, v.version, state, formatBytes(v.size), formatBytes(v.nonZeroBytes), String(v.chunks), deltaPack, formatTime(v.publishedAt)])
       }
     }
     process.stdout.write(formatTable(rows))
@@ -96,13 +99,15 @@ const gc: Command = {
       process.stdout.write(JSON.stringify(r, null, 2) + '\n')
       return
     }
-    const n = (count: number, one: string, many: string): string => `${count} ${count === 1 ? one : many}`
-    const freed = `${formatBytes(r.chunks.deletedBytes + r.packs.deletedBytes)}: ${n(r.chunks.deleted, 'chunk', 'chunks')} (${formatBytes(r.chunks.deletedBytes)}) and ${n(r.packs.deleted, 'delta pack', 'delta packs')} (${formatBytes(r.packs.deletedBytes)})`
-    const collected = n(r.versionsCollected, 'retired version', 'retired versions')
+    const chunks = `${plural(r.chunks.deleted, 'chunk')} (${formatBytes(r.chunks.deletedBytes)})`
+    const packs = `${plural(r.packs.deleted, 'delta pack')} (${formatBytes(r.packs.deletedBytes)})`
+    const freed = `${formatBytes(r.chunks.deletedBytes + r.packs.deletedBytes)}: ${chunks} and ${packs}`
+    const collected = plural(r.versionsCollected, 'retired version')
     process.stdout.write(r.dryRun
       ? `would free ${freed}; would collect ${collected}; `
       : `freed ${freed}; collected ${collected}; `)
-    process.stdout.write(`kept ${n(r.chunks.live, 'live chunk', 'live chunks')} and ${n(r.chunks.kept, 'unused chunk', 'unused chunks')} of a publish in progress or stored within the grace period; took ${r.seconds} s\n`)
+    process.stdout.write(`kept ${plural(r.chunks.live, 'live chunk')} and ${plural(r.chunks.kept, 'unused chunk')} ` +
+      `of a publish in progress or stored within the grace period; took ${r.seconds} s\n`)
   }
 }
 

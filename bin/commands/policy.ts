@@ -48,6 +48,9 @@ Deletes a group's policy (its members get nothing from it any more).
 
 ${CLIENT_USAGE}`
 
+/** The operating systems a policy names index folders for, in the order they are shown. */
+const OPERATING_SYSTEMS = ['linux', 'windows', 'macos'] as const
+
 function list (text: string): string[] {
   return text.split(',').map(s => s.trim()).filter(s => s !== '')
 }
@@ -88,10 +91,12 @@ export function applyPolicyOptions (base: Policy, v: CommandArgs['values']): Pol
   if (str('update-window') != null) p.updateWindow = parseWindow(str('update-window')!)
   const transfer = str('transfer')
   if (transfer != null) {
-    if (transfer !== 'background' && transfer !== 'foreground') throw new ValidationError(`--transfer must be background or foreground, not ${JSON.stringify(transfer)}`)
+    if (transfer !== 'background' && transfer !== 'foreground') {
+      throw new ValidationError(`--transfer must be background or foreground, not ${JSON.stringify(transfer)}`)
+    }
     p.transfer = transfer
   }
-  for (const os of ['linux', 'windows', 'macos'] as const) {
+  for (const os of OPERATING_SYSTEMS) {
     const folders = str(`index-${os}`)
     if (folders != null) p.indexFolders = { ...p.indexFolders, [os]: list(folders) }
   }
@@ -100,7 +105,7 @@ export function applyPolicyOptions (base: Policy, v: CommandArgs['values']): Pol
 
 /** The policy in a few lines for people. */
 export function formatPolicy (group: string, p: Policy): string {
-  const folders = (['linux', 'windows', 'macos'] as const).filter(os => (p.indexFolders[os]?.length ?? 0) > 0).map(os => `${os}: ${p.indexFolders[os]!.join(', ')}`)
+  const folders = OPERATING_SYSTEMS.filter(os => (p.indexFolders[os]?.length ?? 0) > 0).map(os => `${os}: ${p.indexFolders[os]!.join(', ')}`)
   return [
     `group ${group}`,
     `  images           ${p.images.length === 0 ? '(none)' : p.images.join(', ')}`,

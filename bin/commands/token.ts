@@ -42,9 +42,12 @@ const create: Command = {
     const group = requireString(args, 'group', createUsage)
     const name = args.values.name as string | undefined
     const site = args.values.site as string | undefined
-    if (site != null && !isValidName(site)) throw new UsageError(`bad --site ${JSON.stringify(site)}: use letters, digits and . _ + - (up to 128)\n\n${createUsage}`)
+    if (site != null && !isValidName(site)) {
+      throw new UsageError(`bad --site ${JSON.stringify(site)}: use letters, digits and . _ + - (up to 128)\n\n${createUsage}`)
+    }
     const client = await adminClientFrom(args, createUsage)
-    const res = await client.request('POST', routes.tokens, { body: { group, ...(name != null ? { name } : {}), ...(site != null ? { site } : {}) }, schema: TokenCreateResponse })
+    const body = { group, ...(name != null ? { name } : {}), ...(site != null ? { site } : {}) }
+    const res = await client.request('POST', routes.tokens, { body, schema: TokenCreateResponse })
     if (args.values.json === true) {
       process.stdout.write(JSON.stringify(res, null, 2) + '\n')
     } else {
@@ -71,7 +74,10 @@ const list: Command = {
       return
     }
     // SITE last: scripts reading the earlier columns by position keep working
-    const rows = [['ID', 'GROUP', 'NAME', 'CREATED', 'STATE', 'SITE'], ...tokens.map(t => [t.id, t.group, t.name, t.createdAt, t.revoked ? 'revoked' : 'active', t.site ?? '-'])]
+    const rows = [
+      ['ID', 'GROUP', 'NAME', 'CREATED', 'STATE', 'SITE'],
+      ...tokens.map(t => [t.id, t.group, t.name, t.createdAt, t.revoked ? 'revoked' : 'active', t.site ?? '-'])
+    ]
     process.stdout.write(formatTable(rows))
   }
 }
