@@ -51,12 +51,28 @@ export interface EventStore {
    * With `owner`, a new agent record is refused (counted in `rejected`) once the owner has `maxAgents`.
    * `finished`: the new (not duplicate) sync.completed / sync.failed events with bytes, counted into the reports.
    */
-  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions & AddOptions) => Promise<{ accepted: number, duplicates: number, rejected: number, byType: Record<string, number>, finished: Array<AgentEvent & { bytes: BytesBySource }> }>
+  add: (events: AgentEvent[], postedBy: string, options?: AbortOptions & AddOptions) => Promise<AddResult>
   query: (q: EventQuery, options?: AbortOptions) => Promise<{ events: StoredEvent[], next: string | null }>
-  report: (filter: { image?: string, version?: string, site?: string }) => ReportRow[]
+  report: (filter: ReportFilter) => ReportRow[]
   agents: (options?: AbortOptions) => AsyncIterable<AgentRecord>
   /** Deletes events that arrived before `cutoff`, agents last seen before it and aggregates idle since then that count no agent; returns how many events. */
   sweep: (cutoff: Date, options?: AbortOptions) => Promise<number>
+}
+
+/** What `add` did with a batch. */
+export interface AddResult {
+  accepted: number
+  duplicates: number
+  rejected: number
+  byType: Record<string, number>
+  finished: Array<AgentEvent & { bytes: BytesBySource }>
+}
+
+/** Which report rows to return; an absent field matches every value. */
+export interface ReportFilter {
+  image?: string
+  version?: string
+  site?: string
 }
 
 /** Who posts a batch, for the per-owner cap on agent records. */
@@ -92,6 +108,12 @@ function aggKey (image: string, version: string, site: string): string {
 }
 
 /** Which aggregate counters an agent's state for one image adds 1 to. */
+function matchesFilter (filter: ReportFilter, image: string, version: string, site: string): boolean {
+  return (filter.image == null || image === filter.image) &&
+    (filter.version == null || version === filter.version) &&
+    (filter.site == null || site === filter.site)
+}
+
 function contributions (image: string, s: AgentImageState | undefined): Array<[string, 'clients' | 'inProgress' | 'failed']> {
   const out: Array<[string, 'clients' | 'inProgress' | 'failed']> = []
   if (s?.completed != null) out.push([aggKey(image, s.completed.version, s.completed.site), 'clients'])
@@ -311,9 +333,9 @@ export function createEventStore (components: { db: MetaDb }, init: { now?: () =
       const rows: ReportRow[] = []
       for (const [k, a] of aggregates) {
         const [image, version, site] = k.split(SEP)
-        if ((filter.image != null && image !== filter.image) || (filter.version != null && version !== filter.version) || (filter.site != null && site !== filter.site)) continue
-        if (a.clients === 0 && a.inProgress === 0 && a.failed === 0 && a.bytes.local + a.bytes.peers + a.bytes.origin === 0) continue
+        if (!matchesFilter(filter, image, version, site)) continue
         const total = a.bytes.local + a.bytes.peers + a.bytes.origin
+        if (a.clients === 0 && a.inProgress === 0 && a.failed === 0 && total === 0) continue
         const saved = total === 0 ? 0 : Math.round((a.bytes.local + a.bytes.peers) * 1000 / total) / 10
         rows.push({ image, version, site, clients: a.clients, inProgress: a.inProgress, failed: a.failed, bytes: { ...a.bytes }, wanSavedPercent: saved })
       }

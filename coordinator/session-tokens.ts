@@ -57,6 +57,12 @@ export interface SessionTokensInit {
 
 interface Payload { u: string, g: string[], iat: number, exp: number, j?: string, a?: boolean }
 
+/** The fields every signed payload must carry, with their types (the optional ones are checked where used). */
+function hasPayloadShape (claims: Partial<Payload>): claims is Payload {
+  return typeof claims.u === 'string' && Array.isArray(claims.g) && claims.g.every(g => typeof g === 'string') &&
+    typeof claims.exp === 'number' && typeof claims.iat === 'number'
+}
+
 const NOT_BEFORE = 'notBefore'
 
 /** Session tokens signed with `secret`; with `db`, revocations persist. */
@@ -87,9 +93,9 @@ export function createSessionTokens (init: SessionTokensInit, components: { db?:
     } catch {
       return undefined
     }
-    if (typeof claims.u !== 'string' || !Array.isArray(claims.g) || !claims.g.every(g => typeof g === 'string') || typeof claims.exp !== 'number' || typeof claims.iat !== 'number') return undefined
+    if (!hasPayloadShape(claims)) return undefined
     if (claims.exp * 1000 <= now()) return undefined
-    return claims as Payload
+    return claims
   }
 
   const prune = (): void => {

@@ -89,7 +89,9 @@ export function createSiteAssigner (components: { siteMap: SiteMap, db?: MetaDb 
     const known = hintsOf(key)
     if (!known.has(site)) {
       if (known.size >= maxHints) {
-        throw new ForbiddenError(`${who} already named ${known.size} sites (${[...known].slice(0, 5).join(', ')}${known.size > 5 ? ', ...' : ''}), the most one token or user may name itself; the admin can bind the token to its site (trimswarm token create --site) or map the agents' subnets in the config's "sites"`)
+        const named = `${[...known].slice(0, 5).join(', ')}${known.size > 5 ? ', ...' : ''}`
+        throw new ForbiddenError(`${who} already named ${known.size} sites (${named}), the most one token or user may name itself; ` +
+          'the admin can bind the token to its site (trimswarm token create --site) or map the agents\' subnets in the config\'s "sites"')
       }
       known.add(site)
       await hintsDb?.put(`${key}${SEP}${site}`, '')

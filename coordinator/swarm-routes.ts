@@ -18,7 +18,10 @@ import { Hono, type Context } from 'hono'
 import { multiaddr } from '@multiformats/multiaddr'
 import { signCapability } from '../protocol/capability.ts'
 import { ConflictError, ForbiddenError, ValidationError } from '../protocol/errors.ts'
-import { CapabilityRequest, PeerRegistration, swarmRoutes, type CapabilityResponse, type PeerEntry, type PeerList, type PeerRegistrationResponse } from '../protocol/swarm-api.ts'
+import {
+  CapabilityRequest, PeerRegistration, swarmRoutes,
+  type CapabilityResponse, type PeerEntry, type PeerList, type PeerRegistrationResponse
+} from '../protocol/swarm-api.ts'
 import { assertImageAccess, canAccessImage, principalKey } from './access.ts'
 import { DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN } from './constants.ts'
 import { RetryAfterError } from './http-errors.ts'
@@ -122,7 +125,10 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
     const address = clientAddress(c)
     const assigned = sites.assigned(principal, address)
     if (assigned != null) return assigned
-    if (hint == null) throw new ValidationError('site: required (the coordinator has no site for this token: the admin can set one with token create --site or the config\'s "sites")')
+    if (hint == null) {
+      throw new ValidationError('site: required (the coordinator has no site for this token: ' +
+        'the admin can set one with token create --site or the config\'s "sites")')
+    }
     return (await sites.siteOf(principal, address, hint)).site
   }
 
@@ -142,7 +148,10 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
       const ids = [...new Set(lapsed.map(k => k.slice(k.lastIndexOf('!') + 1)))]
       const bindings = await owners.getMany(ids)
       const ops: any[] = lapsed.map(key => ({ type: 'del', sublevel: byOwner, key }))
-      ids.forEach((id, i) => { if (bindings[i] != null && bindings[i].by === owner && bindings[i].expires < now) ops.push({ type: 'del', sublevel: owners, key: id }) })
+      ids.forEach((id, i) => {
+        const binding = bindings[i]
+        if (binding != null && binding.by === owner && binding.expires < now) ops.push({ type: 'del', sublevel: owners, key: id })
+      })
       await components.db.batch(ops)
     }
     return { count, soonest }
@@ -177,20 +186,26 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
       const held = await owners.get(reg.peerId)
       if (held != null && held.expires >= now && held.by !== owner) {
         logger.warn('peer registration refused: peer id held by another token', { user: principal.user, peer: reg.peerId })
-        throw new ConflictError(`peer id ${reg.peerId} is registered by another token or user until ${new Date(held.expires * 1000).toISOString()}; only its registrant can renew it`)
+        const until = new Date(held.expires * 1000).toISOString()
+        throw new ConflictError(`peer id ${reg.peerId} is registered by another token or user until ${until}; only its registrant can renew it`)
       }
       const indexKey = `${owner}\x00${site}!${reg.peerId}`
       if ((await byOwner.get(indexKey) ?? 0) < now) {
         const { count, soonest } = await liveCount(owner, now, maxRegistrations)
         if (count >= maxRegistrations) {
           const wait = Math.max(1, soonest - now)
-          throw new RetryAfterError(`${principal.user} already has ${count} live peer registrations, the most one token or user may hold; try again in ${wait} s`, wait)
+          const message = `${principal.user} already has ${count} live peer registrations, the most one token or user may hold; try again in ${wait} s`
+          throw new RetryAfterError(message, wait)
         }
       }
       const expires = now + SWARM_PEER_TTL_SECONDS
+      const record: PeerRecord = {
+        peerId: reg.peerId, multiaddrs: reg.multiaddrs, image: reg.image, version: reg.version, expires, by: owner, groups: principal.groups
+      }
+      const binding: PeerOwner = { by: owner, expires: Math.max(expires, held?.by === owner ? held.expires : 0) }
       await components.db.batch([
-        { type: 'put', sublevel: peers, key: `${site}!${reg.peerId}`, value: { peerId: reg.peerId, multiaddrs: reg.multiaddrs, image: reg.image, version: reg.version, expires, by: owner, groups: principal.groups } },
-        { type: 'put', sublevel: owners, key: reg.peerId, value: { by: owner, expires: Math.max(expires, held?.by === owner ? held.expires : 0) } },
+        { type: 'put', sublevel: peers, key: `${site}!${reg.peerId}`, value: record },
+        { type: 'put', sublevel: owners, key: reg.peerId, value: binding },
         { type: 'put', sublevel: byOwner, key: indexKey, value: expires }
       ] as any)
       return { expires, ttlSeconds: SWARM_PEER_TTL_SECONDS, site }

@@ -60,7 +60,15 @@ export function createTokenStore (components: { db: MetaDb }): TokenStore {
     async create (group, name, options = {}) {
       const id = randomBytes(8).toString('hex')
       const token = `${MACHINE_TOKEN_PREFIX}${id}_${randomBytes(32).toString('base64url')}`
-      const record: TokenRecord = { id, group, name: name ?? '', ...(options.site != null ? { site: options.site } : {}), createdAt: new Date().toISOString(), revoked: false, hash: sha256(token).toString('hex') }
+      const record: TokenRecord = {
+        id,
+        group,
+        name: name ?? '',
+        ...(options.site != null ? { site: options.site } : {}),
+        createdAt: new Date().toISOString(),
+        revoked: false,
+        hash: sha256(token).toString('hex')
+      }
       writes++
       await db.put(id, record)
       byId.set(id, record)

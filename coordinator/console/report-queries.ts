@@ -8,7 +8,7 @@ import type { Policy, ReportRow, TokenInfo, VersionInfo } from '../../protocol/a
 import type { StoredEvent } from '../../protocol/api-admin.ts'
 import { NotFoundError, ValidationError } from '../../protocol/errors.ts'
 import { formatRate } from '../../protocol/rate.ts'
-import type { EventStore } from '../event-store.ts'
+import type { EventStore, ReportFilter } from '../event-store.ts'
 import type { ImageService } from '../image-service.ts'
 import type { MetaDb } from '../meta-db.ts'
 import type { PolicyStore } from '../policy-store.ts'
@@ -63,7 +63,7 @@ export interface QueryComponents {
 }
 
 /** Report rows of the event store, filtered. */
-export type ReportSource = (filter: { image?: string, version?: string, site?: string }) => Promise<ReportRow[]>
+export type ReportSource = (filter: ReportFilter) => Promise<ReportRow[]>
 
 /**
  * The event store's report without rows for versions the coordinator never
