@@ -22,7 +22,10 @@ import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PACE_RATE_HEADER, PACE_ROUTE, PACE_SESSION_HEADER, PaceUpdateResponse, type PaceUpdate } from '../protocol/pace.ts'
 import { createBackgroundController, type BackgroundController } from './background-controller.ts'
-import { BACKGROUND_PROBE_IDLE_MS, BACKGROUND_RECHECK_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS, BACKGROUND_STATUS_INTERVAL_MS, BACKGROUND_DELIVERY_WINDOW_MS, BACKGROUND_PATH_LIMITED_SHARE } from './constants.ts'
+import {
+  BACKGROUND_PROBE_IDLE_MS, BACKGROUND_RECHECK_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS,
+  BACKGROUND_STATUS_INTERVAL_MS, BACKGROUND_DELIVERY_WINDOW_MS, BACKGROUND_PATH_LIMITED_SHARE
+} from './constants.ts'
 import type { AbortOptions } from '../utils/interface.ts'
 import type { AgentLogger } from './interface.ts'
 import { createTokenBucket, type RateLimiter } from './rate-limiter.ts'
@@ -176,6 +179,13 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
   let loop: Promise<void> | undefined
   let stopper = new AbortController()
 
+  const logStatus = (c: BackgroundController): void => {
+    const paced = senderPaced ? 'sender' : 'reader'
+    const message = `${init.label ?? 'background'}: ${(c.rate / 1e6).toFixed(2)} MB/s allowed (${c.phase}, ${paced}-paced), ` +
+      `queueing delay ${c.queueDelay.toFixed(0)} ms over a base of ${c.baseDelay.toFixed(0)} ms`
+    components.logger?.info(message, { rate: Math.round(c.rate), phase: c.phase, queueDelayMs: Math.round(c.queueDelay), baseDelayMs: Math.round(c.baseDelay) })
+  }
+
   async function probeLoop (signal: AbortSignal): Promise<void> {
     // a transfer waiting on the pacer is not idle: its rate must keep following the delay
     while (!signal.aborted && (waiting > 0 || performance.now() - lastTake < idleMs)) {
@@ -203,8 +213,7 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
         limited = false
         if (now - lastStatus >= BACKGROUND_STATUS_INTERVAL_MS) {
           lastStatus = now
-          const c = controller
-          components.logger?.info(`${init.label ?? 'background'}: ${(c.rate / 1e6).toFixed(2)} MB/s allowed (${c.phase}, ${senderPaced ? 'sender' : 'reader'}-paced), queueing delay ${c.queueDelay.toFixed(0)} ms over a base of ${c.baseDelay.toFixed(0)} ms`, { rate: Math.round(c.rate), phase: c.phase, queueDelayMs: Math.round(c.queueDelay), baseDelayMs: Math.round(c.baseDelay) })
+          logStatus(controller)
         }
       } catch {
         if (signal.aborted) return

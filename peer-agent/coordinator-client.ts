@@ -12,7 +12,7 @@ import type { Schema } from '../protocol/schema.ts'
 import { CapabilityResponse, PeerList, PeerRegistrationResponse, swarmRoutes, type CapabilityRequest, type PeerRegistration } from '../protocol/swarm-api.ts'
 import { createCoordinatorHttp } from '../client/coordinator-http.ts'
 import { readSecretFile } from '../client/secret-file.ts'
-import type { RetryOptions, StreamedResponse } from '../client/interface.ts'
+import type { RequestOptions, RetryOptions, StreamedResponse } from '../client/interface.ts'
 import { JSON_MAX_BYTES, RETRY_ATTEMPTS, RETRY_BASE_MS, RETRY_MAX_MS } from './constants.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { createRateLimiter, type RateLimiter } from './rate-limiter.ts'
@@ -116,13 +116,13 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     setLimiter (l) { limiter = l },
     async authorization (options = {}) { return `Bearer ${await getToken(false, options)}` },
     async json (method, path, schema, body, options = {}) {
-      return await authed(async token => await http.json(method, path, schema, { body, token, signal: options.signal, okStatuses: OK_STATUSES, maxBytes: JSON_MAX_BYTES }), options)
+      return await authed(async token => await http.json(method, path, schema, { ...requestOptions(body, token, options), maxBytes: JSON_MAX_BYTES }), options)
     },
     async bytes (method, path, body, options = {}) {
-      return await authed(async token => await http.bytes(method, path, { body, token, signal: options.signal, okStatuses: OK_STATUSES, maxBytes: options.maxBytes }), options)
+      return await authed(async token => await http.bytes(method, path, { ...requestOptions(body, token, options), maxBytes: options.maxBytes }), options)
     },
     async stream (method, path, body, options = {}) {
-      return await authed(async token => await http.request(method, path, { body, token, signal: options.signal, okStatuses: OK_STATUSES, headers: options.headers }), options)
+      return await authed(async token => await http.request(method, path, { ...requestOptions(body, token, options), headers: options.headers }), options)
     },
     async backoff (failures, why, options = {}) {
       return await http.backoff(failures, why, options)
@@ -149,3 +149,8 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
 
 /** Answers that are not errors for the agent: 304 (not modified), 416 (a resume past the end). */
 const OK_STATUSES = [304, 416]
+
+/** The options every authenticated request of the agent shares. */
+function requestOptions (body: unknown, token: string, options: AbortOptions): RequestOptions {
+  return { body, token, signal: options.signal, okStatuses: OK_STATUSES }
+}

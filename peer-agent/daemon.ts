@@ -46,7 +46,10 @@ export interface DaemonConfig {
   mdns: boolean
 }
 
-const FIELDS = ['coordinator', 'coordinators', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site', 'pollSeconds', 'wanLimit', 'transfer', 'nice', 'onUpdate', 'publicKey', 'lanSharing', 'listen', 'mdns']
+const FIELDS = [
+  'coordinator', 'coordinators', 'tokenFile', 'user', 'passwordFile', 'dataDir', 'images', 'outDir', 'indexFolders', 'site',
+  'pollSeconds', 'wanLimit', 'transfer', 'nice', 'onUpdate', 'publicKey', 'lanSharing', 'listen', 'mdns'
+]
 
 /** Parses a daemon config object; relative paths are resolved against `baseDir` (the config file's folder). */
 export function parseDaemonConfig (raw: unknown, baseDir: string): DaemonConfig {
