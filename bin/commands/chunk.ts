@@ -1,4 +1,5 @@
 /** `trimswarm chunk IMAGE`: split an image into content-addressed chunks and list them. */
+import type { ParseArgsOptionsConfig } from 'node:util'
 import { buildManifest, checkImage, chunkCidText, InvalidChunkingError, InvalidImageError,
   resolveChunking, scanImage, type ChunkingInit } from '../../chunker/index.ts'
 import { DEFAULT_AVG_BLOCKS, DEFAULT_MAX_BLOCKS, DEFAULT_MIN_BLOCKS } from '../../chunker/constants.ts'
@@ -30,6 +31,13 @@ size of this image's manifest).
 
 Exit codes: 0 ok, 1 not an image (a directory, empty, size not a multiple of
 4096), 2 bad usage, 7 image missing or unreadable; all codes: trimswarm --help.`
+
+/** The --min/avg/max-blocks options (shared with `manifest build`), read by chunkingFromArgs. */
+export const CHUNKING_OPTIONS: ParseArgsOptionsConfig = {
+  'min-blocks': { type: 'string' },
+  'avg-blocks': { type: 'string' },
+  'max-blocks': { type: 'string' }
+}
 
 /** Parses the --min/avg/max-blocks options (shared with `manifest build`). */
 export function chunkingFromArgs (args: CommandArgs, text: string): ChunkingInit {
@@ -135,12 +143,7 @@ function mib (n: number): string {
 const command: Command = {
   summary: 'split an image into content-addressed chunks',
   usage,
-  options: {
-    json: { type: 'boolean' },
-    'min-blocks': { type: 'string' },
-    'avg-blocks': { type: 'string' },
-    'max-blocks': { type: 'string' }
-  },
+  options: { json: { type: 'boolean' }, ...CHUNKING_OPTIONS },
   async run (args) {
     const image = onePositional(args, 'IMAGE', usage)
     const chunking = chunkingFromArgs(args, usage)

@@ -9,7 +9,7 @@ import { InvalidManifestError } from '../../protocol/errors.ts'
 import { blockCount, decodeManifest, nonZeroBytes, type Manifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope, importPublicKey, openSignedManifest } from '../../protocol/signed-manifest.ts'
 import { CliError, onePositional, requireString, type Command } from '../cli-support.ts'
-import { asCliError, chunkingFromArgs, createOutputBuffer, untilReaderLeaves } from './chunk.ts'
+import { asCliError, CHUNKING_OPTIONS, chunkingFromArgs, createOutputBuffer, untilReaderLeaves } from './chunk.ts'
 import { writeFileAtomic } from '../../utils/atomic-write.ts'
 
 const inspectUsage = `Usage: trimswarm manifest inspect FILE [--json] [--key FILE]
@@ -197,9 +197,7 @@ const buildCommand: Command = {
     image: { type: 'string' },
     version: { type: 'string' },
     out: { type: 'string' },
-    'min-blocks': { type: 'string' },
-    'avg-blocks': { type: 'string' },
-    'max-blocks': { type: 'string' }
+    ...CHUNKING_OPTIONS
   },
   async run (args) {
     const imagePath = onePositional(args, 'IMAGE', buildUsage)
