@@ -9,9 +9,8 @@
  * docs/PROTOCOL.md "Capabilities".
  */
 import * as dagCbor from '@ipld/dag-cbor'
-import { decodeSignedEnvelope, signedMessage, signEnvelope } from './signing.ts'
-import { SIGNATURE_ALGORITHM } from './constants.ts'
-import { ForbiddenError, InvalidSignatureError, ValidationError } from './errors.ts'
+import { createSignedEnvelope } from './signing.ts'
+import { ForbiddenError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
 
 /** Domain separation for capability signatures (differs from MANIFEST_SIGNATURE_CONTEXT). */
@@ -57,7 +56,16 @@ export class CapabilityMismatchError extends ForbiddenError {
   override name = 'CapabilityMismatchError'
 }
 
-const context = new TextEncoder().encode(CAPABILITY_SIGNATURE_CONTEXT)
+const envelope = createSignedEnvelope<Capability>({
+  field: 'capability',
+  format: CAPABILITY_FORMAT,
+  maxBytes: MAX_CAPABILITY_BYTES,
+  context: CAPABILITY_SIGNATURE_CONTEXT,
+  validate: validateCapability,
+  encode: encodeCapability,
+  fail: (why, cause) => { throw new InvalidCapabilityError(`invalid capability: ${why}`, { cause }) },
+  badSignature: 'capability signature does not verify against the coordinator key'
+})
 const PEER_ID_PATTERN = /^[A-Za-z0-9]+$/
 
 function validateCapability (c: unknown): Capability {
@@ -79,8 +87,7 @@ export function encodeCapability (c: Capability): Uint8Array {
 
 /** Signs a capability with the coordinator's Ed25519 private key; returns the envelope bytes. */
 export async function signCapability (c: Capability, privateKey: CryptoKey): Promise<Uint8Array> {
-  const capability = encodeCapability(c)
-  return await signEnvelope('capability', CAPABILITY_FORMAT, context, capability, privateKey)
+  return await envelope.sign(c, privateKey)
 }
 
 /**
@@ -88,14 +95,7 @@ export async function signCapability (c: Capability, privateKey: CryptoKey): Pro
  * exact fields, canonical inner bytes). Throws InvalidCapabilityError.
  */
 export function decodeCapability (bytes: Uint8Array): { capability: Capability, capabilityBytes: Uint8Array, signature: Uint8Array } {
-  const { value, innerBytes, signature } = decodeSignedEnvelope(bytes, {
-    field: 'capability',
-    format: CAPABILITY_FORMAT,
-    maxBytes: MAX_CAPABILITY_BYTES,
-    validate: validateCapability,
-    encode: encodeCapability,
-    fail: (why, cause) => { throw new InvalidCapabilityError(`invalid capability: ${why}`, { cause }) }
-  })
+  const { value, innerBytes, signature } = envelope.decode(bytes)
   return { capability: value, capabilityBytes: innerBytes, signature }
 }
 
@@ -117,9 +117,7 @@ export interface CapabilityExpectation {
  * CapabilityMismatchError.
  */
 export async function verifyCapability (bytes: Uint8Array, publicKey: CryptoKey, expect: CapabilityExpectation): Promise<Capability> {
-  const { capability, capabilityBytes, signature } = decodeCapability(bytes)
-  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(context, capabilityBytes))
-  if (!ok) throw new InvalidSignatureError('capability signature does not verify against the coordinator key')
+  const capability = await envelope.open(bytes, publicKey)
   const now = expect.now ?? Math.floor(Date.now() / 1000)
   if (now > capability.expires + CAPABILITY_CLOCK_SKEW_SECONDS) {
     throw new ExpiredCapabilityError(`capability for ${capability.image}@${capability.version} expired at ${capability.expires} (now ${now})`)

@@ -7,6 +7,7 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { equals } from 'multiformats/bytes'
 import { SIGNATURE_ALGORITHM } from './constants.ts'
+import { InvalidSignatureError } from './errors.ts'
 
 /** `context` (UTF-8 tag, ending in a newline) followed by `bytes`: the message that is signed and verified. */
 export function signedMessage (context: Uint8Array, bytes: Uint8Array): Uint8Array<ArrayBuffer> {
@@ -72,4 +73,40 @@ export function decodeSignedEnvelope<T> (bytes: unknown, spec: SignedEnvelopeSpe
 export async function signEnvelope (field: string, format: number, context: Uint8Array, innerBytes: Uint8Array, privateKey: CryptoKey): Promise<Uint8Array> {
   const signature = new Uint8Array(await crypto.subtle.sign(SIGNATURE_ALGORITHM, privateKey, signedMessage(context, innerBytes)))
   return dagCbor.encode({ format, alg: SIGNATURE_ALGORITHM, [field]: innerBytes, signature })
+}
+
+/** One kind of signed envelope: how to decode it, and the tag signed before its inner bytes. */
+export interface SignedEnvelopeKind<T> extends SignedEnvelopeSpec<T> {
+  /** Domain separation (UTF-8, ending in a newline): differs per kind, so one kind never verifies as another. */
+  context: string
+  /** The InvalidSignatureError message when the signature does not verify. */
+  badSignature: string
+}
+
+/** Signing, decoding and verifying of one kind of signed envelope. */
+export interface SignedEnvelope<T> {
+  /** Signs the canonical inner bytes of `value`; returns the envelope bytes. */
+  sign: (value: T, privateKey: CryptoKey) => Promise<Uint8Array>
+  /** decodeSignedEnvelope with this kind's spec (the signature is not checked). */
+  decode: (bytes: unknown) => { value: T, innerBytes: Uint8Array, signature: Uint8Array }
+  /** Decodes and checks the signature against `publicKey`; throws through `fail`, or InvalidSignatureError. */
+  open: (bytes: unknown, publicKey: CryptoKey) => Promise<T>
+}
+
+/** The one sign / decode / verify sequence shared by capabilities and version pointers. */
+export function createSignedEnvelope<T> (kind: SignedEnvelopeKind<T>): SignedEnvelope<T> {
+  const context = new TextEncoder().encode(kind.context)
+  const decode = (bytes: unknown): { value: T, innerBytes: Uint8Array, signature: Uint8Array } => decodeSignedEnvelope(bytes, kind)
+  return {
+    async sign (value, privateKey) {
+      return await signEnvelope(kind.field, kind.format, context, kind.encode(value), privateKey)
+    },
+    decode,
+    async open (bytes, publicKey) {
+      const { value, innerBytes, signature } = decode(bytes)
+      const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(context, innerBytes))
+      if (!ok) throw new InvalidSignatureError(kind.badSignature)
+      return value
+    }
+  }
 }

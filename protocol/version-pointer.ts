@@ -9,10 +9,9 @@
  * docs/PROTOCOL.md "Signed version pointer".
  */
 import * as dagCbor from '@ipld/dag-cbor'
-import { SIGNATURE_ALGORITHM } from './constants.ts'
 import { InvalidSignatureError, ValidationError } from './errors.ts'
 import { isValidName } from './manifest.ts'
-import { decodeSignedEnvelope, signedMessage, signEnvelope } from './signing.ts'
+import { createSignedEnvelope } from './signing.ts'
 
 /** Domain separation for version-pointer signatures. */
 export const VERSION_POINTER_SIGNATURE_CONTEXT = 'trimswarm version pointer v1\n'
@@ -47,7 +46,16 @@ export class InvalidVersionPointerError extends ValidationError {
   override name = 'InvalidVersionPointerError'
 }
 
-const context = new TextEncoder().encode(VERSION_POINTER_SIGNATURE_CONTEXT)
+const envelope = createSignedEnvelope<VersionPointer>({
+  field: 'pointer',
+  format: VERSION_POINTER_FORMAT,
+  maxBytes: MAX_VERSION_POINTER_BYTES,
+  context: VERSION_POINTER_SIGNATURE_CONTEXT,
+  validate: validatePointer,
+  encode: encodeVersionPointer,
+  fail: (why, cause) => { throw new InvalidVersionPointerError(`invalid version pointer: ${why}`, { cause }) },
+  badSignature: 'version pointer signature does not verify against the coordinator key (tampered, or signed by another key)'
+})
 const CID_TEXT = /^[a-z0-9]{10,100}$/
 
 function validatePointer (p: unknown): VersionPointer {
@@ -70,8 +78,7 @@ export function encodeVersionPointer (p: VersionPointer): Uint8Array {
 
 /** Signs a pointer with the coordinator's Ed25519 private key; returns the envelope bytes. */
 export async function signVersionPointer (p: VersionPointer, privateKey: CryptoKey): Promise<Uint8Array> {
-  const pointer = encodeVersionPointer(p)
-  return await signEnvelope('pointer', VERSION_POINTER_FORMAT, context, pointer, privateKey)
+  return await envelope.sign(p, privateKey)
 }
 
 /**
@@ -79,14 +86,7 @@ export async function signVersionPointer (p: VersionPointer, privateKey: CryptoK
  * exact fields, canonical inner bytes). Throws InvalidVersionPointerError.
  */
 export function decodeVersionPointer (bytes: Uint8Array): { pointer: VersionPointer, pointerBytes: Uint8Array, signature: Uint8Array } {
-  const { value, innerBytes, signature } = decodeSignedEnvelope(bytes, {
-    field: 'pointer',
-    format: VERSION_POINTER_FORMAT,
-    maxBytes: MAX_VERSION_POINTER_BYTES,
-    validate: validatePointer,
-    encode: encodeVersionPointer,
-    fail: (why, cause) => { throw new InvalidVersionPointerError(`invalid version pointer: ${why}`, { cause }) }
-  })
+  const { value, innerBytes, signature } = envelope.decode(bytes)
   return { pointer: value, pointerBytes: innerBytes, signature }
 }
 
@@ -95,9 +95,7 @@ export function decodeVersionPointer (bytes: Uint8Array): { pointer: VersionPoin
  * Throws InvalidVersionPointerError or InvalidSignatureError.
  */
 export async function openVersionPointer (bytes: Uint8Array, publicKey: CryptoKey, image: string): Promise<VersionPointer> {
-  const { pointer, pointerBytes, signature } = decodeVersionPointer(bytes)
-  const ok = await crypto.subtle.verify(SIGNATURE_ALGORITHM, publicKey, signature as Uint8Array<ArrayBuffer>, signedMessage(context, pointerBytes))
-  if (!ok) throw new InvalidSignatureError('version pointer signature does not verify against the coordinator key (tampered, or signed by another key)')
+  const pointer = await envelope.open(bytes, publicKey)
   if (pointer.image !== image) throw new InvalidSignatureError(`got the signed latest version of image ${pointer.image}, asked for ${image}`)
   return pointer
 }
