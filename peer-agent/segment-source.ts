@@ -129,7 +129,10 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
         throw err
       }
     }
-    const decoder = createZstdDecompress({ chunkSize: SEGMENT_DECODE_BLOCKS * BLOCK_SIZE, params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX } })
+    const decoder = createZstdDecompress({
+      chunkSize: SEGMENT_DECODE_BLOCKS * BLOCK_SIZE,
+      params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX }
+    })
     const input = Readable.from(frame())
     input.on('error', err => decoder.destroy(err))
     input.pipe(decoder)
@@ -148,7 +151,9 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
       }
     } catch (err) {
       input.destroy()
-      if (err === sourceError || err instanceof SegmentMismatchError || options.signal?.aborted === true || isDiskFull(err) || (err as Error).name === 'AbortError') throw err
+      const passOn = err === sourceError || err instanceof SegmentMismatchError || options.signal?.aborted === true ||
+        isDiskFull(err) || (err as Error).name === 'AbortError'
+      if (passOn) throw err
       throw new SegmentMismatchError(`segment ${i} of ${name} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
     }
     if (n !== indices.length || blocks.pending() > 0) {
