@@ -12,8 +12,8 @@ import { checkSegmentTable, distinctBlocks, SegmentTable, segmentRoutes, segment
 import { isUnavailableBlock } from '../protocol/block-batch.ts'
 import { encodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
-import { promisify } from 'node:util'
-import { constants as zlibConstants, zstdDecompress } from 'node:zlib'
+import { Readable } from 'node:stream'
+import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
@@ -23,10 +23,11 @@ import type { AbortOptions, AgentLogger } from './interface.ts'
 import { planSegments } from './segment-plan.ts'
 import { forEachLimit } from '../utils/worker-pool.ts'
 
-const decompress = promisify(zstdDecompress)
-
 /** Largest zstd window a segment may ask for: 2^23 (8 MiB) covers a 4 MiB frame at any level. */
 const SEGMENT_WINDOW_LOG_MAX = 23
+
+/** Blocks per piece the segment decoder hands out (256 KiB at 4 KiB blocks). */
+const SEGMENT_DECODE_BLOCKS = 64
 
 /** What the segment source needs to know of the sync. */
 export interface SegmentSourceInit {
@@ -103,42 +104,87 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
   }
 
   /**
-   * Downloads segment `i` whole (at most the table's size, itself at most 4 MiB), decodes it in one
-   * call on libuv's pool (output bounded by the segment's block count: no decompression bomb), and
-   * offers every block (verified by the sync). One decode per segment instead of a stream of 16 KiB
-   * pieces is what keeps the agent's CPU per block low (docs/BENCHMARKS.md `## origin segments`).
+   * Streams segment `i` (at most the table's size, itself at most 4 MiB) through a zstd decoder and
+   * offers each block as soon as it is decoded (verified by the sync), so an agent killed mid-segment
+   * keeps what arrived, as with block batches (test/reliability/agent-kill.test.ts). The decoder's
+   * output pieces are whole blocks (SEGMENT_DECODE_BLOCKS at a time: few calls, little CPU per block),
+   * its window is bounded and its output counted against the segment's blocks (no decompression bomb).
    */
   async function fetchSegment (ctx: SyncContext, i: number, indices: Uint32Array, bytes: number, options: AbortOptions): Promise<void> {
     const res = await client.stream('GET', segmentRoutes.segment(init.image, init.version, i), undefined, options)
-    const frame = new Uint8Array(bytes)
-    let wire = 0
-    for await (const piece of res.body) {
-      // the table said how big it is; a longer body is refused before anything is decoded
-      if (wire + piece.length > bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is longer than the ${bytes} bytes its table lists`)
-      frame.set(piece, wire)
-      wire += piece.length
+    let sourceError: unknown
+    async function * frame (): AsyncGenerator<Uint8Array> {
+      let wire = 0
+      try {
+        for await (const piece of res.body) {
+          // the table said how big it is; a longer body is refused before it is decoded
+          if (wire + piece.length > bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is longer than the ${bytes} bytes its table lists`)
+          wire += piece.length
+          yield piece
+        }
+        // a broken connection throws above; a body that ends cleanly but short is not the segment the table lists
+        if (wire < bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is ${wire} bytes, its table lists ${bytes}`)
+      } catch (err) {
+        sourceError = err
+        throw err
+      }
     }
-    // a broken connection throws above; a body that ends cleanly but short is not the segment the table lists
-    if (wire < bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is ${wire} bytes, its table lists ${bytes}`)
-    let raw: Uint8Array
+    const decoder = createZstdDecompress({ chunkSize: SEGMENT_DECODE_BLOCKS * BLOCK_SIZE, params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX } })
+    const input = Readable.from(frame())
+    input.on('error', err => decoder.destroy(err))
+    input.pipe(decoder)
+    const blocks = createBlockSplitter()
+    let n = 0
+    let bad = 0
+    const offer = async (block: Uint8Array): Promise<void> => {
+      if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
+      const index = indices[n++]
+      if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
+      if (n % 256 === 0) await ctx.tick()
+    }
     try {
-      const size = indices.length * BLOCK_SIZE
-      raw = await decompress(frame, { maxOutputLength: size, chunkSize: size, params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX } })
+      for await (const out of decoder) {
+        for (const block of blocks.push(out)) await offer(block)
+      }
     } catch (err) {
+      input.destroy()
+      if (err === sourceError || err instanceof SegmentMismatchError || options.signal?.aborted === true || isDiskFull(err) || (err as Error).name === 'AbortError') throw err
       throw new SegmentMismatchError(`segment ${i} of ${name} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
     }
-    if (raw.length !== indices.length * BLOCK_SIZE) {
-      throw new SegmentMismatchError(`segment ${i} of ${name} decodes to ${raw.length} bytes, not its ${indices.length} blocks`)
-    }
-    let bad = 0
-    for (let n = 0; n < indices.length; n++) {
-      const index = indices[n]
-      if (!ctx.isMissing(index)) continue
-      const block = raw.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE)
-      if (!ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-      if (n % 256 === 255) await ctx.tick()
+    if (n !== indices.length || blocks.pending() > 0) {
+      throw new SegmentMismatchError(`segment ${i} of ${name} decodes to ${n * BLOCK_SIZE + blocks.pending()} bytes, not its ${indices.length} blocks`)
     }
     if (bad > 0) logger.warn(`${bad} blocks of segment ${i} from the coordinator failed verification (discarded; asked again in a block batch)`)
+  }
+}
+
+/** Cuts a stream of byte pieces into whole blocks (pieces that are whole blocks pass without a copy). */
+function createBlockSplitter (): { push: (piece: Uint8Array) => Uint8Array[], pending: () => number } {
+  let carry = new Uint8Array(BLOCK_SIZE)
+  let have = 0
+  return {
+    push (piece) {
+      const out: Uint8Array[] = []
+      let off = 0
+      while (off < piece.length) {
+        if (have === 0 && piece.length - off >= BLOCK_SIZE) {
+          out.push(piece.subarray(off, off + BLOCK_SIZE))
+          off += BLOCK_SIZE
+          continue
+        }
+        const take = Math.min(BLOCK_SIZE - have, piece.length - off)
+        carry.set(piece.subarray(off, off + take), have)
+        have += take
+        off += take
+        if (have === BLOCK_SIZE) {
+          out.push(carry)
+          carry = new Uint8Array(BLOCK_SIZE)
+          have = 0
+        }
+      }
+      return out
+    },
+    pending: () => have
   }
 }
 

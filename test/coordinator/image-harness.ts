@@ -27,12 +27,16 @@ export interface ImageHarness {
   tokens: HarnessTokens
   /** fetch against the coordinator with a bearer token. */
   fetch: (path: string, token: string, init?: RequestInit) => Promise<Response>
+  /** Resolves once the background work after a publish (compressed segments) is done. */
+  settled: () => Promise<void>
   close: () => Promise<void>
 }
 
 /** Starts a coordinator with its data under `dataDir`. */
 export async function startImageHarness (dataDir: string, images: ImageServiceInit = {}, config: Record<string, unknown> = {}): Promise<ImageHarness> {
-  const coordinator = createCoordinator({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', config: { ...config, images } })
+  // segments at a fast zstd level: the tests check what is stored and served, not the ratio
+  const segments = { zstdLevel: 3, ...(config.segments as Record<string, unknown> | undefined) }
+  const coordinator = createCoordinator({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', config: { ...config, segments, images } })
   await coordinator.start()
   const url = coordinator.url
   const call = async (path: string, token: string, init: RequestInit = {}): Promise<Response> => {
@@ -58,6 +62,7 @@ export async function startImageHarness (dataDir: string, images: ImageServiceIn
     publicKeyRaw: coordinator.publicKey,
     tokens,
     fetch: call,
+    settled: async () => { await coordinator.segments.whenIdle() },
     close: async () => { await coordinator.stop() }
   }
 }
