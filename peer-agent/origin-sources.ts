@@ -28,7 +28,7 @@ export function createBlockBatchSource (
     name: 'origin blocks',
     kind: 'origin',
     async fill (ctx, options) {
-      await createSegmentSource(components, init).fill(ctx, options)
+      await segmentsFirst(ctx, options)
       let failures = 0
       // blocks the origin already sent: one that failed verification is not asked again
       // here (its chunk is fetched whole and verified by digest instead)
@@ -48,6 +48,20 @@ export function createBlockBatchSource (
           if (!(await components.client.backoff(++failures, why, options))) throw err
         }
       }
+    }
+  }
+
+  /**
+   * The segments the cost rule picks; when they fail (a coordinator away longer than one request's
+   * retries, e.g. during its restart) the batches below carry on: they retry whole rounds on top of
+   * each request's retries, which the single segment-table request has not.
+   */
+  async function segmentsFirst (ctx: SyncContext, options: AbortOptions): Promise<void> {
+    try {
+      await createSegmentSource(components, init).fill(ctx, options)
+    } catch (err) {
+      if (options.signal?.aborted === true || isDiskFull(err)) throw err
+      components.logger.warn(`origin segments: ${(err as Error).message}; asking for the ${ctx.missingCount()} blocks still missing in block batches`)
     }
   }
 

@@ -115,10 +115,19 @@ export async function runAgent (args: string[], env: Record<string, string> = {}
   return await spawnAgent(args, env).done
 }
 
-/** An HTTP proxy to `target` that lets a test rewrite response bodies (a man in the middle). */
-export async function startTamperingProxy (target: string, tamper: (path: string, body: Uint8Array) => Uint8Array): Promise<{ url: string, close: () => Promise<void> }> {
+/** An HTTP proxy to `target` that lets a test rewrite response bodies (a man in the middle) or answer an error status itself. */
+export async function startTamperingProxy (
+  target: string, tamper: (path: string, body: Uint8Array) => Uint8Array, status?: (path: string) => number | undefined
+): Promise<{ url: string, close: () => Promise<void> }> {
   const { createServer } = await import('node:http')
   const server = createServer((req, res) => {
+    // an error status answered by the proxy itself (a coordinator route failing), the coordinator not asked
+    const code = status?.(req.url ?? '')
+    if (code != null) {
+      res.writeHead(code, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ error: 'unavailable', message: `HTTP ${code} from the test proxy` }))
+      return
+    }
     const chunks: Buffer[] = []
     req.on('data', (d: Buffer) => chunks.push(d))
     req.on('end', () => {

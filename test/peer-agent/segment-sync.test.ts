@@ -103,6 +103,25 @@ describe('segments', () => {
     }
   })
 
+  it('a segment table that fails for longer than one request\'s retries (a coordinator restarting) does not end the sync: the batches carry on', async () => {
+    // the table route answers 503 to its first 3 requests: more than the 2 tries of --retries 2 (coordinator-restart.test.ts's long outage)
+    let refused = 0
+    const table = segmentRoutes.table('ws', 'v1')
+    const proxy = await startTamperingProxy(coord.url, (_, body) => body, (path) => path.split('?')[0] === table && refused++ < 3 ? 503 : undefined)
+    try {
+      const before = origin()
+      const out = join(tmp.path, 'table-down', 'ws.img')
+      const r = await runAgent(['sync', 'ws@v1', ...common(proxy.url, join(tmp.path, 'table-down-data'), out), '--no-index'])
+      expect(r.code, r.stderr).toBe(0)
+      expect(refused).toBeGreaterThanOrEqual(2)
+      expect(r.stderr).toMatch(/origin segments: .*block batches/)
+      expect(await b3sumFile(out)).toBe(baseSum)
+      expect(origin().batches - before.batches).toBeGreaterThan(0)
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('with LAN sharing on, an agent alone takes its claim rounds from segments too', async () => {
     const before = origin()
     const out = join(tmp.path, 'lan', 'ws.img')

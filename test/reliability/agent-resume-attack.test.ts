@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lstat, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { partialPathOf } from '../../peer-agent/output-guard.ts'
 import { b3sumFile, seededBytes, type TempDir, type TestImage } from '../helpers/images.ts'
 import { recordCounts } from './counts.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
@@ -60,13 +61,30 @@ async function verifiedInCheckpoint (data: string): Promise<number> {
   }
 }
 
-/** Starts a paced sync into `out` and stops it with `signal` (SIGKILL by default) once a checkpoint vouches for some chunks. */
-async function killMidSync (data: string, out: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+/** Whether the partial file at `out` was written after the checkpoint under `data` recorded it (its change time moved on). */
+async function writtenSinceCheckpoint (data: string, out: string): Promise<boolean> {
+  try {
+    const cp = JSON.parse(await readFile(join(data, 'partial', 'ws.json'), 'utf8')) as { file: { ctime: string } }
+    const st = await stat(partialPathOf(out), { bigint: true })
+    return st.ctimeNs.toString() !== cp.file.ctime
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Starts a paced sync into `out` and stops it with `signal` (SIGKILL by default) once a checkpoint
+ * vouches for some chunks; with `afterWrite`, only once the partial file was also written after that
+ * checkpoint (a segment's blocks arrive in bursts of one decoded piece, and the checkpoint can fall
+ * at the end of one: a kill right then leaves a file unchanged since, which a resume rightly trusts).
+ */
+async function killMidSync (data: string, out: string, signal: NodeJS.Signals = 'SIGKILL', afterWrite = false): Promise<void> {
   // about 8 s for the whole transfer: the first checkpoint (2 s) lands well before the end
   const meter = await startByteMeter(coord.url, { rate: Math.round(cleanBytes / 8) })
   const { child, done } = spawnAgent(args(meter.url, data, out))
   const deadline = Date.now() + 30_000
-  while (await verifiedInCheckpoint(data) === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+  const ready = async (): Promise<boolean> => await verifiedInCheckpoint(data) > 0 && (!afterWrite || await writtenSinceCheckpoint(data, out))
+  while (!(await ready()) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
   child.kill(signal)
   const killed = await done
   await meter.close()
@@ -130,7 +148,7 @@ describe('resume against a local user who can write the output folder', () => {
     // and after kill -9 the same resume says it hashes again
     const data2 = join(tmp.path, 'kill-data')
     const out2 = join(tmp.path, 'kill-out', 'ws.img')
-    await killMidSync(data2, out2)
+    await killMidSync(data2, out2, 'SIGKILL', true)
     const r2 = await runAgent([...args(coord.url, data2, out2), '--verbose'])
     expect(r2.code, r2.stderr).toBe(0)
     expect(r2.stderr).toMatch(/hashing every chunk of it again/)
