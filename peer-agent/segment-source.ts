@@ -139,15 +139,16 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
     const blocks = createBlockSplitter()
     let n = 0
     let bad = 0
-    const offer = async (block: Uint8Array): Promise<void> => {
+    const offer = (block: Uint8Array): void => {
       if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
       const index = indices[n++]
       if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-      if (n % 256 === 0) await ctx.tick()
     }
     try {
       for await (const out of decoder) {
-        for (const block of blocks.push(out)) await offer(block)
+        for (const block of blocks.push(out)) offer(block)
+        // once per decoded piece (64 blocks), whatever the segment's size: checkpoints, progress and aborts follow the bytes
+        await ctx.tick()
       }
     } catch (err) {
       input.destroy()
