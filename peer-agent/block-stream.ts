@@ -32,13 +32,21 @@ export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGener
   if (carried !== 0) throw new Error(`block stream ended mid-block (${carried} extra bytes)`)
 }
 
+/** Options of unzstd. */
+export interface UnzstdInit {
+  /** Largest window the stream may ask for, as a power of two (default 31). */
+  windowLogMax?: number
+  /** Bytes per decoded piece (zlib's default 16 KiB); fewer, larger pieces cost less CPU per block. */
+  chunkSize?: number
+}
+
 /**
  * Decompresses a zstd byte stream (windows up to 2^31, as the coordinator may use
  * long-distance matching). The decoder holds a window of up to the frame's size, so
  * callers close it as soon as they are done instead of waiting for GC (peak RSS).
  */
-export function unzstd (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> & { close: () => void } {
-  const decoder = createZstdDecompress({ params: { [zlibConstants.ZSTD_d_windowLogMax]: 31 } })
+export function unzstd (input: AsyncIterable<Uint8Array>, init: UnzstdInit = {}): AsyncIterable<Uint8Array> & { close: () => void } {
+  const decoder = createZstdDecompress({ chunkSize: init.chunkSize, params: { [zlibConstants.ZSTD_d_windowLogMax]: init.windowLogMax ?? 31 } })
   const source = Readable.from(input, { objectMode: false })
   source.on('error', (err) => decoder.destroy(err))
   source.pipe(decoder)

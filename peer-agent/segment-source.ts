@@ -12,8 +12,7 @@ import { checkSegmentTable, distinctBlocks, SegmentTable, segmentRoutes, segment
 import { isUnavailableBlock } from '../protocol/block-batch.ts'
 import { encodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
-import { Readable } from 'node:stream'
-import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
+import { blocksOf, unzstd } from './block-stream.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
@@ -129,68 +128,30 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
         throw err
       }
     }
-    const decoder = createZstdDecompress({
-      chunkSize: SEGMENT_DECODE_BLOCKS * BLOCK_SIZE,
-      params: { [zlibConstants.ZSTD_d_windowLogMax]: SEGMENT_WINDOW_LOG_MAX }
-    })
-    const input = Readable.from(frame())
-    input.on('error', err => decoder.destroy(err))
-    input.pipe(decoder)
-    const blocks = createBlockSplitter()
+    const decoded = unzstd(frame(), { windowLogMax: SEGMENT_WINDOW_LOG_MAX, chunkSize: SEGMENT_DECODE_BLOCKS * BLOCK_SIZE })
     let n = 0
     let bad = 0
-    const offer = (block: Uint8Array): void => {
-      if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
-      const index = indices[n++]
-      if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-    }
     try {
-      for await (const out of decoder) {
-        for (const block of blocks.push(out)) offer(block)
-        // once per decoded piece (64 blocks), whatever the segment's size: checkpoints, progress and aborts follow the bytes
-        await ctx.tick()
+      for await (const block of blocksOf(decoded)) {
+        if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
+        const index = indices[n++]
+        if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
+        // every decoded piece's worth of blocks, whatever the segment's size: checkpoints, progress and aborts follow the bytes
+        if (n % SEGMENT_DECODE_BLOCKS === 0) await ctx.tick()
       }
     } catch (err) {
-      input.destroy()
       const passOn = err === sourceError || err instanceof SegmentMismatchError || options.signal?.aborted === true ||
         isDiskFull(err) || (err as Error).name === 'AbortError'
       if (passOn) throw err
       throw new SegmentMismatchError(`segment ${i} of ${name} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
+    } finally {
+      decoded.close()
     }
-    if (n !== indices.length || blocks.pending() > 0) {
-      throw new SegmentMismatchError(`segment ${i} of ${name} decodes to ${n * BLOCK_SIZE + blocks.pending()} bytes, not its ${indices.length} blocks`)
+    await ctx.tick()
+    if (n !== indices.length) {
+      throw new SegmentMismatchError(`segment ${i} of ${name} decodes to ${n} blocks, not its ${indices.length}`)
     }
     if (bad > 0) logger.warn(`${bad} blocks of segment ${i} from the coordinator failed verification (discarded; asked again in a block batch)`)
-  }
-}
-
-/** Cuts a stream of byte pieces into whole blocks (pieces that are whole blocks pass without a copy). */
-function createBlockSplitter (): { push: (piece: Uint8Array) => Uint8Array[], pending: () => number } {
-  let carry = new Uint8Array(BLOCK_SIZE)
-  let have = 0
-  return {
-    push (piece) {
-      const out: Uint8Array[] = []
-      let off = 0
-      while (off < piece.length) {
-        if (have === 0 && piece.length - off >= BLOCK_SIZE) {
-          out.push(piece.subarray(off, off + BLOCK_SIZE))
-          off += BLOCK_SIZE
-          continue
-        }
-        const take = Math.min(BLOCK_SIZE - have, piece.length - off)
-        carry.set(piece.subarray(off, off + take), have)
-        have += take
-        off += take
-        if (have === BLOCK_SIZE) {
-          out.push(carry)
-          carry = new Uint8Array(BLOCK_SIZE)
-          have = 0
-        }
-      }
-      return out
-    },
-    pending: () => have
   }
 }
 
