@@ -123,6 +123,13 @@ export const LAN_ORIGIN_BATCH_BYTES = 8 * 1024 * 1024
 /** A small image is still taken from the origin in at least this many claim rounds (so late joiners share it). */
 export const LAN_ORIGIN_MIN_ROUNDS = 16
 
+/**
+ * Claim rounds fetched from the origin at once: the next round's download runs while the
+ * current one is decoded and written (one at a time left both ends idle two thirds of the
+ * time: docs/BENCHMARKS.md "BitTorrent baseline (issue 21)"). A failure releases both.
+ */
+export const LAN_ORIGIN_ROUNDS_IN_FLIGHT = 2
+
 /** An update looks for the peers of its site on the version again after this long, before choosing who takes the delta pack (ms). */
 export const LAN_PACK_WAIT_MS = 3_000
 

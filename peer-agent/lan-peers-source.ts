@@ -2,19 +2,24 @@
  * The "peers" block source of a sync (image-sync's extraSources): joins the version's swarm,
  * decides who takes the site's delta pack (lan-plan.ts), runs a swarm session for the
  * unverified chunks and, round by round, fetches from the origin the chunks the claim rule
- * gives this agent (session.originChunks) as one block batch of their missing blocks.
+ * gives this agent (session.originChunks): with segments, whole segments (lan-round-plan.ts),
+ * and the missing blocks they leave in one block batch; two rounds in flight.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Manifest } from '../protocol/manifest.ts'
 import { chunkCid } from '../protocol/block-id.ts'
 import type { AbortOptions } from '../utils/interface.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { LAN_LEADER_STALL_MS, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
+import { LAN_LEADER_STALL_MS, LAN_ORIGIN_ROUNDS_IN_FLIGHT, LAN_PACK_WAIT_MS, LAN_WAIT_MS } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import type { AgentLogger } from './interface.ts'
 import { refreshPeers, type Joined } from './lan-join.ts'
 import { claimedMissingBlocks, claimRoundChunks, createLeaderWatch, siteLeader } from './lan-plan.ts'
+import { planOriginRound, roundSegments, segmentLayout, type OriginRound, type RoundLimits, type SegmentLayout } from './lan-round-plan.ts'
 import { createBlockBatchSource, fetchChunkFromOrigin } from './origin-sources.ts'
+import { isDiskFull } from './errors.ts'
+import { createSegmentSource, type SegmentSource } from './segment-source.ts'
+import type { SegmentTable } from '../protocol/segments.ts'
 import { plural } from './progress-reporter.ts'
 import { peerIdOf, type ServedVersion, type Swarm, type SwarmSession } from './swarm/index.ts'
 
@@ -42,20 +47,28 @@ export interface PeersSourceComponents {
 
 const idsOf = (addrs: readonly string[]): string[] => addrs.map(peerIdOf).filter(id => id != null)
 
-/** Fetches `chunks` (given to us by the claim rule) from the origin: their missing blocks in one batch, whole chunks for what then fails. */
+/** `ctx` narrowed to `blocks`: what a source given it fetches (missing() is what it is asked for). */
+function narrowed (ctx: SyncContext, blocks: readonly number[]): SyncContext {
+  return {
+    ...ctx,
+    missing: () => blocks.filter(b => ctx.isMissing(b)),
+    missingCount: () => blocks.filter(b => ctx.isMissing(b)).length
+  }
+}
+
+/**
+ * Fetches `chunks` from the origin: their missing blocks in one batch (after the segments the
+ * cost rule takes for them), whole chunks for what then fails.
+ */
 async function fetchClaimed (
-  components: PeersSourceComponents, ctx: SyncContext, chunks: number[], isVerified: (i: number) => boolean, options: AbortOptions
+  components: PeersSourceComponents, ctx: SyncContext, chunks: number[], isVerified: (i: number) => boolean,
+  segments: SegmentSource, options: AbortOptions
 ): Promise<void> {
   const { client, logger } = components
   const m = ctx.manifest
   const blocks = claimedMissingBlocks(m, chunks, ctx.isMissing)
   if (blocks.length > 0) {
-    const sub: SyncContext = {
-      ...ctx,
-      missing: () => blocks.filter(b => ctx.isMissing(b)),
-      missingCount: () => blocks.filter(b => ctx.isMissing(b)).length
-    }
-    await createBlockBatchSource({ client, logger }, { image: m.name, version: m.version }).fill(sub, options)
+    await createBlockBatchSource({ client, logger }, { image: m.name, version: m.version, segments }).fill(narrowed(ctx, blocks), options)
   }
   // a chunk that still does not verify (a bad block from the origin): fetched whole
   for (const ci of chunks) {
@@ -98,38 +111,162 @@ async function listPeers (
   return undefined
 }
 
+/** What the claim rounds of one sync keep across rounds. */
+interface RoundState {
+  /** Where the chunks lie among the version's segments; undefined (rounds of chunks in batches) without segments. */
+  layout?: SegmentLayout
+  limits: RoundLimits
+  /** Per chunk: in a round of ours now. */
+  busy: Uint8Array
+  /** Per segment: in a round of ours (in flight or done). */
+  taken: Uint8Array
+}
+
+/** The rounds' state: the segment layout when the coordinator has segments of the version. */
+async function roundState (components: PeersSourceComponents, ctx: SyncContext, segments: SegmentSource, options: AbortOptions): Promise<RoundState> {
+  const m = ctx.manifest
+  const limits = { segments: 0, chunks: claimRoundChunks(m) }
+  let table: SegmentTable | undefined
+  try {
+    table = await segments.table(ctx, options)
+  } catch (err) {
+    if (options.signal?.aborted === true) throw err
+    components.logger.warn(`origin segments: ${(err as Error).message}; claim rounds of chunks in block batches`)
+  }
+  if (table == null) return { limits, busy: new Uint8Array(m.chunks.length), taken: new Uint8Array(0) }
+  const layout = segmentLayout(m, table.segmentBlocks)
+  limits.segments = roundSegments(m, table.segmentBlocks)
+  return { layout, limits, busy: new Uint8Array(m.chunks.length), taken: new Uint8Array(layout.blocks.length) }
+}
+
+/** The next round from what the claim rule gives us now; chunks the plan does not use are released at once. */
+function nextRound (state: RoundState, ctx: SyncContext, session: SwarmSession, sync: ServedSync): OriginRound {
+  const { layout } = state
+  if (layout == null) {
+    const mine = session.originChunks(state.limits.chunks)
+    return { segments: [], chunks: mine, reserved: mine, release: [] }
+  }
+  const mine = new Set(session.originChunks())
+  if (mine.size === 0) return { segments: [], chunks: [], reserved: [], release: [] }
+  const round = planOriginRound(layout, {
+    mine,
+    open: c => state.busy[c] === 0 && !sync.isVerified(c) && session.availability(c) === 0,
+    taken: s => state.taken[s] === 1,
+    needed: (s) => {
+      let n = 0
+      for (const b of layout.blocks[s]) if (ctx.isMissing(b) && session.availability(layout.chunkOf[b]) === 0) n++
+      return n
+    }
+  }, state.limits)
+  if (round.release.length > 0) session.release(round.release)
+  return round
+}
+
+/** What one round needs besides its plan. */
+interface RoundRun {
+  components: PeersSourceComponents
+  ctx: SyncContext
+  session: SwarmSession
+  sync: ServedSync
+  segments: SegmentSource
+  state: RoundState
+  givenUp: Set<number>
+  /** Chunks our rounds took from the origin (the session's own count includes those handed back). */
+  fromOrigin: number
+}
+
+/** A round in flight: `segmentsIn` settles once its segments and the earlier rounds' are in, `done` at its end. */
+interface StartedRound {
+  segmentsIn: Promise<void>
+  done: Promise<void>
+}
+
 /**
- * Claim rounds until every chunk is verified or given up: waits while the pack leader delivers,
- * else fetches what the claim rule gives us from the origin. Claimed chunks that could not be
+ * Starts one round: its segments whole (while the round before it may still be writing), then,
+ * once the earlier rounds' segments are in too (`before`: what this round's chunks miss may be
+ * in them), what its chunks still miss in block batches. On failure its reserved chunks are released.
+ */
+function startRound (run: RoundRun, round: OriginRound, before: Promise<void>, options: AbortOptions): StartedRound {
+  const { components, ctx, session, sync, segments, state } = run
+  for (const c of round.chunks) state.busy[c] = 1
+  for (const s of round.segments) state.taken[s] = 1
+  const segmentsIn = (async () => {
+    if (round.segments.length > 0 && state.layout != null) {
+      const blocks = round.segments.flatMap(s => [...(state.layout as SegmentLayout).blocks[s]])
+      await segments.fill(narrowed(ctx, blocks), options).catch((err: unknown) => {
+        // as for a lone agent (origin-sources.ts): what the segments did not give comes in batches below
+        if (options.signal?.aborted === true || isDiskFull(err)) throw err
+        components.logger.warn(`origin segments: ${(err as Error).message}; asking for the rest in block batches`)
+      })
+    }
+    await before
+  })()
+  segmentsIn.catch(() => {}) // reported through `done`
+  const done = (async () => {
+    try {
+      await segmentsIn
+      await fetchClaimed(components, ctx, round.chunks, sync.isVerified, segments, options)
+    } catch (err) {
+      for (const s of round.segments) state.taken[s] = 0
+      session.release(round.reserved.filter(i => !sync.isVerified(i)))
+      throw err
+    } finally {
+      for (const c of round.chunks) state.busy[c] = 0
+    }
+    for (const i of round.reserved) {
+      if (sync.isVerified(i)) session.markHave(i)
+      else run.givenUp.add(i)
+    }
+    await ctx.tick()
+  })()
+  return { segmentsIn, done }
+}
+
+/**
+ * Claim rounds until every chunk is verified or given up (returns the chunks taken from the origin): waits while the pack leader delivers,
+ * else fetches what the claim rule gives us from the origin, LAN_ORIGIN_ROUNDS_IN_FLIGHT rounds
+ * at a time (one failing aborts and releases the other). Claimed chunks that could not be
  * verified stay reserved (peers are not told we have them), left to the sync's later phases.
  */
 async function claimRounds (
   components: PeersSourceComponents, ctx: SyncContext, session: SwarmSession, sync: ServedSync, packLeader: string | undefined, options: AbortOptions
-): Promise<void> {
-  const givenUp = new Set<number>()
-  const roundChunks = claimRoundChunks(sync.manifest)
+): Promise<number> {
+  const m = sync.manifest
+  const segments = createSegmentSource(components, { image: m.name, version: m.version })
+  const run: RoundRun = { components, ctx, session, sync, segments, state: await roundState(components, ctx, segments, options), givenUp: new Set(), fromOrigin: 0 }
   const leader = createLeaderWatch(session.remaining(), performance.now(), LAN_LEADER_STALL_MS)
   const waitForPeers = async (): Promise<void> => {
     await session.waitForChange({ signal: options.signal, timeoutMs: LAN_WAIT_MS })
     await ctx.tick()
   }
-  while (session.remaining() > givenUp.size) {
-    options.signal?.throwIfAborted()
-    for (const id of session.peers()) components.sessionPeers.add(id)
-    if (packLeader != null && session.peers().includes(packLeader) && leader.waiting(session.remaining(), performance.now())) { await waitForPeers(); continue }
-    const mine = session.originChunks(roundChunks)
-    if (mine.length === 0) { await waitForPeers(); continue }
-    try {
-      await fetchClaimed(components, ctx, mine, sync.isVerified, options)
-    } catch (err) {
-      session.release(mine.filter(i => !sync.isVerified(i)))
-      throw err
+  const pipeline = new AbortController()
+  const signal = options.signal == null ? pipeline.signal : AbortSignal.any([options.signal, pipeline.signal])
+  const inFlight: Array<Promise<void>> = []
+  let segmentsIn: Promise<void> = Promise.resolve()
+  let failure: unknown
+  try {
+    while (session.remaining() > run.givenUp.size) {
+      options.signal?.throwIfAborted()
+      if (failure != null) throw failure
+      for (const id of session.peers()) components.sessionPeers.add(id)
+      if (packLeader != null && session.peers().includes(packLeader) && leader.waiting(session.remaining(), performance.now())) { await waitForPeers(); continue }
+      const round = nextRound(run.state, ctx, session, sync)
+      if (round.chunks.length === 0 && round.segments.length === 0) {
+        await (inFlight.shift() ?? waitForPeers())
+        continue
+      }
+      const started = startRound(run, round, segmentsIn, { signal })
+      segmentsIn = started.segmentsIn
+      started.done.catch((err: unknown) => { failure ??= err; pipeline.abort() })
+      inFlight.push(started.done)
+      if (inFlight.length >= LAN_ORIGIN_ROUNDS_IN_FLIGHT) await inFlight.shift()
     }
-    for (const i of mine) {
-      if (sync.isVerified(i)) session.markHave(i)
-      else givenUp.add(i)
-    }
-    await ctx.tick()
+    await Promise.all(inFlight)
+    return run.fromOrigin
+  } catch (err) {
+    pipeline.abort()
+    await Promise.allSettled(inFlight)
+    throw failure ?? err
   }
 }
 
@@ -170,11 +307,11 @@ export function createPeersSource (components: PeersSourceComponents, init: { ma
       sync.session = session
       try {
         await session.start()
-        await claimRounds(components, ctx, session, sync, listed.packLeader, options)
+        const fromOrigin = await claimRounds(components, ctx, session, sync, listed.packLeader, options)
         for (const id of session.peers()) components.sessionPeers.add(id)
         const st = session.stats()
         const fromPeers = `${plural(st.chunksFromPeers, 'chunk')} from ${plural(Object.keys(st.byPeer).length, 'peer')}`
-        logger.info(`swarm: ${image}@${version}: ${fromPeers}, ${st.chunksForOrigin} from the origin`)
+        logger.info(`swarm: ${image}@${version}: ${fromPeers}, ${fromOrigin} from the origin`)
       } finally {
         await session.close()
         if (sync.session === session) sync.session = undefined

@@ -21,8 +21,10 @@ import type { AbortOptions, AgentLogger } from './interface.ts'
 /** The origin's blocks: the segments the cost rule picks (segment-source.ts), then POST .../blocks batches for the rest. */
 export function createBlockBatchSource (
   components: { client: CoordinatorClient, logger: AgentLogger },
-  init: { image: string, version: string, batchBlocks?: number }
+  init: { image: string, version: string, batchBlocks?: number, segments?: BlockSource }
 ): BlockSource {
+  // LAN claim rounds pass the sync's one segment source, so its table is asked once, not once per round
+  const segments = init.segments ?? createSegmentSource(components, init)
   const batchBlocks = Math.min(init.batchBlocks ?? BATCH_MAX_BLOCKS, MAX_BLOCK_BATCH_BLOCKS)
   return {
     name: 'origin blocks',
@@ -58,7 +60,7 @@ export function createBlockBatchSource (
    */
   async function segmentsFirst (ctx: SyncContext, options: AbortOptions): Promise<void> {
     try {
-      await createSegmentSource(components, init).fill(ctx, options)
+      await segments.fill(ctx, options)
     } catch (err) {
       if (options.signal?.aborted === true || isDiskFull(err)) throw err
       components.logger.warn(`origin segments: ${(err as Error).message}; asking for the ${ctx.missingCount()} blocks still missing in block batches`)

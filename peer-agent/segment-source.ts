@@ -38,15 +38,25 @@ export interface SegmentSourceInit {
   parallel?: number
 }
 
+/** The segment source; `table` is the version's checked segment table, asked once per source (LAN claim rounds plan with it). */
+export interface SegmentSource extends BlockSource {
+  table: (ctx: SyncContext, options: AbortOptions) => Promise<SegmentTable | undefined>
+}
+
 /** Creates the segment source; it gives nothing (and the batches do the work) when the coordinator has no segments for the version. */
-export function createSegmentSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: SegmentSourceInit): BlockSource {
+export function createSegmentSource (components: { client: CoordinatorClient, logger: AgentLogger }, init: SegmentSourceInit): SegmentSource {
   const { client, logger } = components
   const name = `${init.image}@${init.version}`
+  // one table request per source, not per fill (a failed request is asked again next time)
+  let tableOnce: Promise<SegmentTable | undefined> | undefined
+  const tableOf = async (ctx: SyncContext, options: AbortOptions): Promise<SegmentTable | undefined> =>
+    await (tableOnce ??= fetchTable(ctx, options).catch((err: unknown) => { tableOnce = undefined; throw err }))
   return {
     name: 'origin segments',
     kind: 'origin',
+    table: tableOf,
     async fill (ctx, options) {
-      const table = await fetchTable(ctx, options)
+      const table = await tableOf(ctx, options)
       if (table == null) return
       const segments = segmentsOf(distinctOf(ctx.manifest), table.segmentBlocks)
       // blocks a segment already delivered are not asked of segments again (one that failed

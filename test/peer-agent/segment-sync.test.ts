@@ -10,7 +10,8 @@ import { join } from 'node:path'
 import { segmentRoutes } from '../../protocol/segments.ts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeHostFolder, makeTestImage, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
-import { reencodeSameSize, runAgent, startTamperingProxy, startTestCoordinator, type TestCoordinator } from './harness.ts'
+import { startByteMeter } from '../../bench/lib/byte-meter.ts'
+import { reencodeSameSize, runAgent, spawnAgent, startTamperingProxy, startTestCoordinator, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -122,7 +123,7 @@ describe('segments', () => {
     }
   })
 
-  it('with LAN sharing on, an agent alone takes its claim rounds from segments too', async () => {
+  it('with LAN sharing on, an agent alone takes its claim rounds as whole segments: no per-request batch', async () => {
     const before = origin()
     const out = join(tmp.path, 'lan', 'ws.img')
     const r = await runAgent(['sync', 'ws@v1', ...common(coord.url, join(tmp.path, 'lan-data'), out).filter(a => a !== '--no-lan'), '--no-index'])
@@ -130,5 +131,33 @@ describe('segments', () => {
     expect(await b3sumFile(out)).toBe(baseSum)
     const after = origin()
     expect(after.segment - before.segment).toBeGreaterThan(0)
+    // rounds cut on segment boundaries: no segment is split between two rounds and sent as batches
+    expect(after.batches - before.batches).toBe(0)
+    expect(after.blocks - before.blocks).toBe(0)
   })
+
+  it('agents that start together split the segments: each is downloaded about once, the rest crosses the LAN', async () => {
+    const meter = await startByteMeter(coord.url)
+    try {
+      const lone = await runAgent(['sync', 'ws@v1', ...common(meter.url, join(tmp.path, 'lone-data'), join(tmp.path, 'lone', 'ws.img')), '--no-index'])
+      expect(lone.code, lone.stderr).toBe(0)
+      const aloneBytes = meter.down
+      meter.reset()
+      const before = origin()
+      const names = ['s1', 's2', 's3']
+      const lan = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'seg', '--linger', '20', '--no-index']
+      const runs = await Promise.all(names.map(async n => await spawnAgent([
+        'sync', 'ws@v1', ...common(meter.url, join(tmp.path, `${n}-data`), join(tmp.path, n, 'ws.img')).filter(a => a !== '--no-lan'), ...lan
+      ]).done))
+      for (const r of runs) expect(r.code, r.stderr).toBe(0)
+      for (const n of names) expect(await b3sumFile(join(tmp.path, n, 'ws.img'))).toBe(baseSum)
+      expect(runs.reduce((sum, r) => sum + (r.summary.bytes.peers as number), 0)).toBeGreaterThan(0)
+      const after = origin()
+      // batches only for chunks straddling two owners' segments: a small share of the blocks
+      expect(after.batchBlocks - before.batchBlocks).toBeLessThan(0.1 * (lone.summary.blocksBySource['origin blocks'] as number))
+      expect(meter.down / aloneBytes, `WAN bytes ${meter.down} vs one agent alone ${aloneBytes}`).toBeLessThanOrEqual(1.15)
+    } finally {
+      await meter.close()
+    }
+  }, 120_000)
 })
