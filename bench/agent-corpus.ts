@@ -18,7 +18,7 @@ import { findCorpus } from './lib/corpus.ts'
 export const summary = 'agent sync on the corpus through a counting proxy: first install, update, kill -9 resume, peak RSS'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- agent-corpus [--corpus DIR] [--work DIR] [--index DIR]... [--kill-limit RATE] [--skip-kill] [--skip-no-index] [--keep-index]
+export const usage = `Usage: npm run bench -- agent-corpus [--corpus DIR] [--work DIR] [--index DIR]... [--kill-limit RATE] [--skip-kill] [--skip-no-index] [--skip-index] [--keep-index]
 
 Publishes CORPUS/base.img (v1) and CORPUS/next.img (v2) to a coordinator on
 127.0.0.1, puts a counting TCP proxy in front of it, then runs real agent processes
@@ -32,6 +32,7 @@ through the proxy:
      total proxy bytes of the four runs vs run 1.
   2b. (unless --skip-no-index) v1 then v2 into another data dir with --no-index: the plain
      compressed download, then the update from the older version and the delta pack.
+--skip-index skips runs 1 and 2 (and the host index build): only the runs without it.
 --keep-index reuses the host index of an earlier run with the same --work (refreshed).
 --no-segments starts the coordinator without compressed segments (every origin block
   comes in per-request batches: the figures before issue 19); use its own --work.
@@ -48,6 +49,7 @@ export const options = {
   'kill-limit': { type: 'string' },
   'skip-kill': { type: 'boolean' },
   'skip-no-index': { type: 'boolean' },
+  'skip-index': { type: 'boolean' },
   'keep-index': { type: 'boolean' },
   'no-segments': { type: 'boolean' }
 } as const
@@ -108,10 +110,13 @@ export async function run (argv: string[]): Promise<number> {
     const indexArgs = folders.flatMap(f => ['--index', f])
     const common = (d: string, o: string): string[] => ['--coordinator', px.url, '--token-file', tokenFile, '--data', d, '--out', o, '--json', ...indexArgs]
 
+    const withIndex = values['skip-index'] !== true
     // 0. host index (outside the sync, so the sync's numbers are the sync's)
-    const t = performance.now()
-    const idx = await runAgent(['index', '--data', data, ...indexArgs, '--json'])
-    log(`host index ${keepIndex ? 'refresh (kept from an earlier run)' : 'build'} (agent index): ${((performance.now() - t) / 1000).toFixed(1)} s, peak RSS ${idx.peakRssMB.toFixed(0)} MB`)
+    if (withIndex) {
+      const t = performance.now()
+      const idx = await runAgent(['index', '--data', data, ...indexArgs, '--json'])
+      log(`host index ${keepIndex ? 'refresh (kept from an earlier run)' : 'build'} (agent index): ${((performance.now() - t) / 1000).toFixed(1)} s, peak RSS ${idx.peakRssMB.toFixed(0)} MB`)
+    }
 
     let cpuMark = process.cpuUsage()
     const coordinatorCpu = (): number => {
@@ -133,17 +138,20 @@ export async function run (argv: string[]): Promise<number> {
     }
 
     // 1. first install of v1 with the host index
-    px.reset()
-    coordinatorCpu()
-    const r1 = await runAgent(['sync', 'corpus@v1', ...common(data, out)])
-    report('first install base.img', r1, r1.code === 0 ? b3sum(out) : '', baseSum, 'target <= 20 MB')
-    const firstBytes = px.up + px.down
+    let firstBytes = 0
+    if (withIndex) {
+      px.reset()
+      coordinatorCpu()
+      const r1 = await runAgent(['sync', 'corpus@v1', ...common(data, out)])
+      report('first install base.img', r1, r1.code === 0 ? b3sum(out) : '', baseSum, 'target <= 20 MB')
+      firstBytes = px.up + px.down
 
-    // 2. update v1 -> v2
-    px.reset()
-    coordinatorCpu()
-    const r2 = await runAgent(['sync', 'corpus@v2', ...common(data, out)])
-    report('update base -> next', r2, r2.code === 0 ? b3sum(out) : '', nextSum, 'target <= 32 MB')
+      // 2. update v1 -> v2
+      px.reset()
+      coordinatorCpu()
+      const r2 = await runAgent(['sync', 'corpus@v2', ...common(data, out)])
+      report('update base -> next', r2, r2.code === 0 ? b3sum(out) : '', nextSum, 'target <= 32 MB')
+    }
 
     // 2b. the same two syncs without the host index: the whole image from the origin, then the delta pack
     if (values['skip-no-index'] !== true) {
@@ -173,7 +181,7 @@ export async function run (argv: string[]): Promise<number> {
     }
 
     // 3. kill -9 at three points, then complete, through a proxy throttled like a WAN link
-    if (values['skip-kill'] !== true) {
+    if (values['skip-kill'] !== true && withIndex) {
       await px.close()
       const { parseRate } = await import('../protocol/rate.ts')
       const slow = await startByteMeter(coordinator.url, { rate: parseRate(values['kill-limit'] ?? '20mbit') })

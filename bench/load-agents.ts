@@ -47,6 +47,10 @@ the agents at the lowest CPU priority (as the agent daemon's "nice"), so on one
 machine they do not take the CPU of the coordinator under test; --rate N caps
 the manifest requests of all connections at N per second (default: as fast as
 answered), so the agents still get CPU.
+--connections 0 runs the agents alone (no manifest load), so the coordinator's
+CPU per agent is what a syncing client costs it. The agents start once the
+coordinator has built the image's compressed segments (as a published version
+is served in steady state; waited for at most 30 min).
 Prints: agents ok, wall time, request count/rate/latency/errors, the load
 average, and the coordinator's memory (RSS every --sample-ms, default 500;
 V8 heap from its /metrics) before the load, its peak, as the load ended,
@@ -75,6 +79,25 @@ export const options = {
 
 
 
+/** What a run without manifest load (--connections 0) reports for it. */
+const NO_LOAD: LoadResult = { requests: { total: 0, average: 0 }, latency: { p50: 0, p99: 0, max: 0 }, errors: 0, timeouts: 0, non2xx: 0 }
+
+/** Most seconds to wait for the coordinator to build the published version's segments (level 19 on a busy machine). */
+const SEGMENT_WAIT_SECONDS = 1800
+
+/** Waits until desk/v1's segment table is served (agents then take segments, as every client after the build does); returns the seconds waited. */
+async function waitForSegments (url: string, token: string): Promise<number> {
+  const started = performance.now()
+  for (;;) {
+    const res = await fetch(url + '/v1/images/desk/versions/v1/segments', { headers: { authorization: `Bearer ${token}` } })
+    await res.body?.cancel()
+    if (res.ok) return (performance.now() - started) / 1000
+    if (res.status !== 404) throw new Error(`segment table: HTTP ${res.status}`)
+    if (performance.now() - started > SEGMENT_WAIT_SECONDS * 1000) throw new Error(`segments not built after ${SEGMENT_WAIT_SECONDS / 60} min`)
+    await new Promise(resolve => setTimeout(resolve, 1000))
+  }
+}
+
 /** An image with distinct, compressible-ish data and zero holes, like a disk. */
 function syntheticImage (mib: number): Buffer {
   const b = Buffer.alloc(mib << 20)
@@ -101,8 +124,8 @@ export async function run (argv: string[]): Promise<number> {
   const minSeconds = Number(values['min-seconds'] ?? 0)
   const settle = Number(values.settle ?? 60)
   const maxGrowth = Number(values['max-growth-mib'] ?? 64)
-  for (const [k, v] of Object.entries({ agents, connections, mib, 'sample-ms': sampleMs })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`)
-  for (const [k, v] of Object.entries({ 'min-seconds': minSeconds, settle, 'max-growth-mib': maxGrowth })) if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${k} must be a whole number >= 0`)
+  for (const [k, v] of Object.entries({ agents, mib, 'sample-ms': sampleMs })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`)
+  for (const [k, v] of Object.entries({ connections, 'min-seconds': minSeconds, settle, 'max-growth-mib': maxGrowth })) if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${k} must be a whole number >= 0`)
 
   const dir = await mkdtemp(join(tmpdir(), 'trimswarm-bench-load-agents-'))
   const coordinator = await spawnCoordinator(join(dir, 'data'))
@@ -118,6 +141,7 @@ export async function run (argv: string[]): Promise<number> {
     const token = (await created.json()).token as string
     const tokenFile = join(dir, 'agent.token')
     await writeFile(tokenFile, token + '\n', { mode: 0o600 })
+    const segmentSeconds = await waitForSegments(url, token)
 
     const loadBefore = loadavg()[0]
     const memory = await watchMemory(coordinator, { sampleMs, settleSeconds: settle, maxGrowthMiB: maxGrowth })
@@ -135,7 +159,7 @@ export async function run (argv: string[]): Promise<number> {
       }
     })
     let instance: { stop: () => void } | undefined
-    const load = new Promise<LoadResult>((resolve, reject) => {
+    const load = connections === 0 ? Promise.resolve(NO_LOAD) : new Promise<LoadResult>((resolve, reject) => {
       instance = autocannon({ url: url + '/v1/images/desk/versions/latest', connections, duration: 3600, timeout: 30, ...(rate > 0 ? { overallRate: rate } : {}), headers: { authorization: `Bearer ${token}` } }, (err, res) => { if (err != null) reject(err); else resolve(res) })
     })
     const results = await Promise.all(agentRuns)
@@ -157,8 +181,9 @@ export async function run (argv: string[]): Promise<number> {
       wallSeconds: Math.round(wall * 10) / 10,
       agentSeconds: { min: Math.round(Math.min(...results.map(a => a.seconds)) * 10) / 10, max: Math.round(Math.max(...results.map(a => a.seconds)) * 10) / 10 },
       loadSeconds: Math.round(loadSeconds),
+      segmentBuildSeconds: Math.round(segmentSeconds),
       coordinatorCpuSeconds: Math.round(cpu * 10) / 10,
-      // an upper bound per syncing agent: the manifest load running beside them is counted too
+      // with manifest load, an upper bound per syncing agent (the load running beside them is counted too)
       coordinatorCpuPerAgentSeconds: Math.round(cpu / agents * 100) / 100,
       cpuMsPerManifest: r.requests.total > 0 ? Math.round(cpu / r.requests.total * 1e5) / 100 : 0,
       loadAverage: { before: loadBefore, atEnd: loadDuring },
@@ -173,7 +198,11 @@ export async function run (argv: string[]): Promise<number> {
         `  agents     ${result.agentsOk}/${agents} ok (b3sum), each ${result.agentSeconds.min}-${result.agentSeconds.max} s, all done in ${result.wallSeconds} s`,
         `  manifests  ${r.requests.total} in ${result.loadSeconds} s (${result.manifestRequests.perSecond}/s), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms`,
         `  errors     ${r.errors} (timeouts ${r.timeouts}), non-2xx ${r.non2xx}`,
-        `  cpu        coordinator ${result.coordinatorCpuSeconds} s (agents' requests included), ${result.cpuMsPerManifest} ms per manifest request, at most ${result.coordinatorCpuPerAgentSeconds} s per syncing agent`,
+        connections === 0
+          ? `  cpu        coordinator ${result.coordinatorCpuSeconds} s, ${result.coordinatorCpuPerAgentSeconds} s per syncing agent (no manifest load)`
+          : `  cpu        coordinator ${result.coordinatorCpuSeconds} s (agents' requests included), ${result.cpuMsPerManifest} ms per manifest request, ` +
+            `at most ${result.coordinatorCpuPerAgentSeconds} s per syncing agent`,
+        `  segments   built ${result.segmentBuildSeconds} s after the publish, before the agents started`,
         `  machine    load average ${loadBefore.toFixed(1)} before, ${loadDuring.toFixed(1)} as the load ended`,
         ...memoryLines(mem),
         ...failed.slice(0, 3).map(f => `  failure    ${f.error}`)
