@@ -4,26 +4,12 @@
  * election and the wait for the site's delta-pack agent.
  */
 import { describe, expect, it } from 'vitest'
-import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../../protocol/constants.ts'
-import type { Manifest } from '../../protocol/manifest.ts'
+import { BLOCK_SIZE } from '../../protocol/constants.ts'
+import { manifestOfCounts } from './lan-fixtures.ts'
 import { LAN_MANIFEST_FETCH_WAIT_MS, LAN_MANIFEST_LEADER_WAIT_MS, LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS } from '../../peer-agent/constants.ts'
 import {
   claimedMissingBlocks, claimRoundChunks, createLeaderWatch, manifestStep, siteLeader, type ManifestAnswerStatus, type ManifestElection
 } from '../../peer-agent/lan-plan.ts'
-
-/** A manifest of chunks of `blocks[k]` blocks each; block prefixes from `prefix(block)`. */
-function manifestOf (blocks: number[], prefix: (block: number) => number = b => b + 1): Manifest {
-  let firstBlock = 0
-  const chunks = blocks.map(count => {
-    const chunk = { offset: firstBlock * BLOCK_SIZE, length: count * BLOCK_SIZE, firstBlock, digest: new Uint8Array(32) }
-    firstBlock += count
-    return chunk
-  })
-  const blockPrefixes = new Uint8Array(firstBlock * BLOCK_PREFIX_BYTES)
-  const view = new DataView(blockPrefixes.buffer)
-  for (let b = 0; b < firstBlock; b++) view.setBigUint64(b * BLOCK_PREFIX_BYTES, BigInt(prefix(b)))
-  return { name: 'img', version: 'v1', size: firstBlock * BLOCK_SIZE, blockSize: BLOCK_SIZE, chunking: { minBlocks: 1, avgBlocks: 4, maxBlocks: 16 }, chunks, blockPrefixes }
-}
 
 describe('lan plan', () => {
   it('the site leader is the lowest peer id, ourselves included', () => {
@@ -33,16 +19,16 @@ describe('lan plan', () => {
   })
 
   it('a claim round is LAN_ORIGIN_BATCH_BYTES of chunks, or 1/LAN_ORIGIN_MIN_ROUNDS of a small image, at least one chunk', () => {
-    const big = manifestOf(Array.from({ length: 4096 }, () => 16)) // 256 MiB in 64 KiB chunks
+    const big = manifestOfCounts(Array.from({ length: 4096 }, () => 16)) // 256 MiB in 64 KiB chunks
     expect(claimRoundChunks(big)).toBe(LAN_ORIGIN_BATCH_BYTES / (16 * BLOCK_SIZE))
-    const small = manifestOf(Array.from({ length: 64 }, () => 16)) // 4 MiB
+    const small = manifestOfCounts(Array.from({ length: 64 }, () => 16)) // 4 MiB
     expect(claimRoundChunks(small)).toBe(64 / LAN_ORIGIN_MIN_ROUNDS)
-    expect(claimRoundChunks(manifestOf([1]))).toBe(1)
+    expect(claimRoundChunks(manifestOfCounts([1]))).toBe(1)
   })
 
   it('a claimed round asks for each missing distinct block once', () => {
     // blocks 0..7 in chunks of 4; blocks 1 and 5 share a prefix (the same content twice)
-    const m = manifestOf([4, 4], b => (b === 5 ? 2 : b + 1))
+    const m = manifestOfCounts([4, 4], b => (b === 5 ? 2 : b + 1))
     const missing = new Set([0, 1, 2, 5, 6])
     expect(claimedMissingBlocks(m, [0, 1], b => missing.has(b))).toEqual([0, 1, 2, 6])
     expect(claimedMissingBlocks(m, [1], b => missing.has(b))).toEqual([5, 6])

@@ -4,30 +4,16 @@
  * (another agent's segment, or beyond the round), and what is left to block batches.
  */
 import { describe, expect, it } from 'vitest'
-import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../../protocol/constants.ts'
-import type { Manifest } from '../../protocol/manifest.ts'
+import { BLOCK_SIZE } from '../../protocol/constants.ts'
+import { manifestOfCounts } from './lan-fixtures.ts'
 import { LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS } from '../../peer-agent/constants.ts'
 import { planOriginRound, roundSegments, segmentLayout, type RoundView, type SegmentLayout } from '../../peer-agent/lan-round-plan.ts'
-
-/** A manifest of chunks of `blocks[k]` blocks each; block prefixes from `prefix(block)`. */
-function manifestOf (blocks: number[], prefix: (block: number) => number = b => b + 1): Manifest {
-  let firstBlock = 0
-  const chunks = blocks.map(count => {
-    const chunk = { offset: firstBlock * BLOCK_SIZE, length: count * BLOCK_SIZE, firstBlock, digest: new Uint8Array(32) }
-    firstBlock += count
-    return chunk
-  })
-  const blockPrefixes = new Uint8Array(firstBlock * BLOCK_PREFIX_BYTES)
-  const view = new DataView(blockPrefixes.buffer)
-  for (let b = 0; b < firstBlock; b++) view.setBigUint64(b * BLOCK_PREFIX_BYTES, BigInt(prefix(b)))
-  return { name: 'img', version: 'v1', size: firstBlock * BLOCK_SIZE, blockSize: BLOCK_SIZE, chunking: { minBlocks: 1, avgBlocks: 4, maxBlocks: 16 }, chunks, blockPrefixes }
-}
 
 /**
  * 8 chunks of 3 blocks (24 distinct blocks) in segments of 6 blocks: segment s holds chunks 2s and
  * 2s+1 exactly, so segment s's anchor (the chunk of its last block) is chunk 2s+1.
  */
-const aligned = (): SegmentLayout => segmentLayout(manifestOf(Array.from({ length: 8 }, () => 3)), 6)
+const aligned = (): SegmentLayout => segmentLayout(manifestOfCounts(Array.from({ length: 8 }, () => 3)), 6)
 
 /** A view where every chunk is open, `mine` is ours, nothing is taken and every block of a segment is needed. */
 function viewOf (layout: SegmentLayout, mine: Iterable<number>, over: Partial<RoundView> = {}): RoundView {
@@ -39,7 +25,7 @@ const all = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
 describe('segment layout', () => {
   it('gives each chunk its home (the last segment holding one of its blocks) and each segment its anchor', () => {
     // chunks of 4, 4, 4 blocks in segments of 5: chunk 1 straddles segments 0 and 1, chunk 2 segments 1 and 2
-    const l = segmentLayout(manifestOf([4, 4, 4]), 5)
+    const l = segmentLayout(manifestOfCounts([4, 4, 4]), 5)
     expect(l.blocks.map(b => [...b])).toEqual([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]])
     expect([...l.home]).toEqual([0, 1, 2])
     expect(l.groups).toEqual([[0], [1], [2]])
@@ -50,17 +36,17 @@ describe('segment layout', () => {
 
   it('a block seen before lies in the segment of its first occurrence: a chunk of repeats belongs to that segment', () => {
     // chunk 2 repeats chunk 0's blocks (prefixes 1, 2, 3): it adds no distinct block
-    const l = segmentLayout(manifestOf([3, 3, 3], b => (b >= 6 ? b - 5 : b + 1)), 3)
+    const l = segmentLayout(manifestOfCounts([3, 3, 3], b => (b >= 6 ? b - 5 : b + 1)), 3)
     expect(l.blocks.map(b => [...b])).toEqual([[0, 1, 2], [3, 4, 5]])
     expect([...l.home]).toEqual([0, 1, 0])
     expect(l.groups).toEqual([[0, 2], [1]])
   })
 
   it('a round is about LAN_ORIGIN_BATCH_BYTES of whole segments, at least one, fewer on a small image', () => {
-    const big = manifestOf(Array.from({ length: 4096 }, () => 16)) // 256 MiB
+    const big = manifestOfCounts(Array.from({ length: 4096 }, () => 16)) // 256 MiB
     expect(roundSegments(big, 1008)).toBe(Math.floor(LAN_ORIGIN_BATCH_BYTES / (1008 * BLOCK_SIZE)))
     expect(roundSegments(big, 64 * 1024)).toBe(1)
-    const small = manifestOf(Array.from({ length: 64 }, () => 16)) // 4 MiB
+    const small = manifestOfCounts(Array.from({ length: 64 }, () => 16)) // 4 MiB
     expect(roundSegments(small, 16)).toBe(Math.floor(64 * 16 / LAN_ORIGIN_MIN_ROUNDS / 16))
   })
 })
@@ -115,7 +101,7 @@ describe('planOriginRound', () => {
     // chunk 1 (segment 0's anchor) came from the host index; chunk 0 is ours, so is the whole open rest: whole segment
     const settled = viewOf(l, [0], { open: c => c !== 1 })
     expect(planOriginRound(l, settled, { segments: 4, chunks: 100 }).segments).toEqual([0])
-    const l3 = segmentLayout(manifestOf([2, 2, 2]), 6) // one segment of 6 blocks, anchor chunk 2
+    const l3 = segmentLayout(manifestOfCounts([2, 2, 2]), 6) // one segment of 6 blocks, anchor chunk 2
     const shared = viewOf(l3, [0], { open: c => c !== 2 })
     // chunk 1 is open and not ours (another agent's claim): per chunk, chunk 0 in a batch
     const r = planOriginRound(l3, shared, { segments: 4, chunks: 100 })
@@ -141,7 +127,7 @@ describe('planOriginRound', () => {
 
   it('a segment we hold the anchor of is taken even when none of its home chunks was given to us', () => {
     // chunks of 4 in segments of 5: chunk 1 anchors segment 0 but its home is segment 1
-    const l = segmentLayout(manifestOf([4, 4, 4]), 5)
+    const l = segmentLayout(manifestOfCounts([4, 4, 4]), 5)
     const r = planOriginRound(l, viewOf(l, [1]), { segments: 1, chunks: 100 })
     expect(r.segments).toEqual([0])
     // segment 0's home chunk 0 (the claim rule gave it to another agent) is answered for; chunk 1's home, segment 1, is another agent's (its anchor, chunk 2, is not ours)
