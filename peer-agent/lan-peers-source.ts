@@ -233,7 +233,8 @@ async function claimRounds (
 ): Promise<number> {
   const m = sync.manifest
   const segments = createSegmentSource(components, { image: m.name, version: m.version })
-  const run: RoundRun = { components, ctx, session, sync, segments, state: await roundState(components, ctx, segments, options), givenUp: new Set(), fromOrigin: 0 }
+  const state = await roundState(components, ctx, segments, options)
+  const run: RoundRun = { components, ctx, session, sync, segments, state, givenUp: new Set(), fromOrigin: 0 }
   const leader = createLeaderWatch(session.remaining(), performance.now(), LAN_LEADER_STALL_MS)
   const waitForPeers = async (): Promise<void> => {
     await session.waitForChange({ signal: options.signal, timeoutMs: LAN_WAIT_MS })
@@ -249,7 +250,10 @@ async function claimRounds (
       options.signal?.throwIfAborted()
       if (failure != null) throw failure
       for (const id of session.peers()) components.sessionPeers.add(id)
-      if (packLeader != null && session.peers().includes(packLeader) && leader.waiting(session.remaining(), performance.now())) { await waitForPeers(); continue }
+      if (packLeader != null && session.peers().includes(packLeader) && leader.waiting(session.remaining(), performance.now())) {
+        await waitForPeers()
+        continue
+      }
       const round = nextRound(run.state, ctx, session, sync)
       if (round.chunks.length === 0 && round.segments.length === 0) {
         await (inFlight.shift() ?? waitForPeers())
