@@ -311,6 +311,12 @@ export function createPeersSource (components: PeersSourceComponents, init: { ma
       sync.session = session
       try {
         await session.start()
+        // an update told to wait for the site's pack agent, with no peer reachable (the rendezvous still lists agents that
+        // have exited): alone after all, it takes the delta pack (claim rounds would fetch the update as segments and batches)
+        if (listed.packLeader != null && session.peers().length === 0) {
+          logger.info(`swarm: no peer of site ${init.site} reachable on ${image}@${version}; using the origin's delta pack`)
+          return
+        }
         const fromOrigin = await claimRounds(components, ctx, session, sync, listed.packLeader, options)
         for (const id of session.peers()) components.sessionPeers.add(id)
         const st = session.stats()
