@@ -4,7 +4,9 @@
  * coordinator rendezvous): each byte crosses the proxy about once, the rest
  * comes from peers, and every output equals the published image (b3sum).
  */
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage, type UpdatedImage } from '../helpers/images.ts'
@@ -61,6 +63,30 @@ describe('agent sync with LAN sharing', () => {
     expect(linger.code).toBe(2)
     expect(linger.stderr).toContain('--linger')
   })
+
+  it('an update whose site lists only agents that have exited takes the delta pack itself, not claim rounds', async () => {
+    // three agents sync v1 with LAN sharing one after the other and exit
+    const site = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'gone', '--linger', '0']
+    const names = ['g1', 'g2', 'g3']
+    const ids: string[] = []
+    for (const n of names) {
+      const r = await runAgent(['sync', 'ws@v1', ...args(coord.url, coord.tokenFile, n), ...site])
+      expect(r.code, r.stderr).toBe(0)
+      // the peer id of its swarm key (DATA/swarm-key), as the rendezvous lists it
+      ids.push(peerIdFromPrivateKey(privateKeyFromProtobuf(new Uint8Array(await readFile(join(tmp.path, `${n}-data`, 'swarm-key'))))).toString())
+    }
+    const byId = [...ids].sort()
+    expect(new Set(ids).size).toBe(3)
+    const [lowest, highest] = [names[ids.indexOf(byId[0])], names[ids.indexOf(byId[2])]]
+    // the lowest peer id updates first and exits: the rendezvous still lists it on v2 for a while
+    const first = await runAgent(['sync', 'ws@v2', ...args(coord.url, coord.tokenFile, lowest), ...site])
+    expect(first.code, first.stderr).toBe(0)
+    // the highest then sees it as the site's pack agent, but cannot reach it: it takes the pack itself
+    const r = await runAgent(['sync', 'ws@v2', ...args(coord.url, coord.tokenFile, highest), ...site])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await b3sumFile(join(tmp.path, highest, 'ws.img'))).toBe(nextSum)
+    expect(r.summary.usedDeltaPack).toBe(true)
+  }, 120_000)
 
   it('agents that start together pull each byte over the WAN about once, and update together the same way', async () => {
     // one agent alone (no LAN): the reference for the WAN bytes
