@@ -287,6 +287,8 @@ export function createDeltaPacks (components: DeltaPacksComponents, init: DeltaP
       } catch (err) {
         if (err instanceof NotFoundError || err instanceof HashMismatchError) {
           logger.error('delta pack piece missing or damaged: pack queued for a rebuild', { ...ref, piece: index, cid: piece.cid, error: err.message })
+          // a damaged piece goes first (as fsck deletes a damaged chunk), else the rebuild's put would find it present and keep it
+          if (err instanceof HashMismatchError) await blockStore.delete(parseChunkCid(piece.cid)).catch(() => {})
           packs.enqueue(ref.image, ref.version)
         }
         throw err

@@ -3,9 +3,10 @@
  * delta-pack-builder.ts): the pure piece planning, a pack of several pieces
  * served whole and by ranges across piece boundaries, and a data dir from
  * before packs moved to the block store (its packs files under DATA/packs)
- * imported at start with the same bytes and ETag.
+ * imported at start with the same bytes and ETag; a damaged piece refused,
+ * deleted and its pack rebuilt.
  */
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chunkCidOf } from '../../chunker/blake3.ts'
@@ -66,7 +67,7 @@ describe('a delta pack of several pieces, and packs from before the block store'
     return join(dataDir, BLOCKS_DIR, hex.slice(0, 2), hex.slice(2, 4), hex)
   }
 
-  it('serves it whole and by ranges across piece boundaries; an old pack file is imported at start, same bytes and ETag', async () => {
+  it('serves it whole and by ranges across piece boundaries; an old pack file is imported at start, same bytes and ETag; a damaged piece is refused and the pack rebuilt', async () => {
     const dataDir = join(dir.path, 'coord')
     h = await startImageHarness(dataDir, { deltaPackZstd: { level: 3 } }, { segments: { build: false } })
     for (const [i, img] of imgs.entries()) await createPublishClient({ coordinator: h.url, token: h.tokens.admin }).publish(img.path, { image: 'desk', version: String(i + 1) })
@@ -112,5 +113,22 @@ describe('a delta pack of several pieces, and packs from before the block store'
     const rest = await getPack(h, { range: `bytes=${DELTA_PACK_PIECE_BYTES + 1}-`, 'if-range': etag })
     expect(rest.status).toBe(206)
     expect(hex(await rest.arrayBuffer())).toBe(hex(pack.subarray(DELTA_PACK_PIECE_BYTES + 1)))
+    await h.close()
+    h = undefined
+
+    // a piece damaged on disk: refused (never served), deleted, and the pack rebuilt whole
+    const first = pieceFile(dataDir, pieces[0])
+    const damaged = new Uint8Array(await readFile(first))
+    damaged[100] ^= 1
+    await writeFile(first, damaged)
+    h = await startImageHarness(dataDir, { deltaPackZstd: { level: 3 } }, { segments: { build: false } })
+    await h.images.whenIdle()
+    const refused = await getPack(h)
+    expect(refused.status).toBe(422)
+    expect((await refused.json()).error.name).toBe('HashMismatchError')
+    await h.images.whenIdle()
+    const healed = await getPack(h)
+    expect(healed.status).toBe(200)
+    expect(hex(await healed.arrayBuffer())).toBe(hex(pack))
   })
 })
