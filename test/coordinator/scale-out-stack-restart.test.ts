@@ -1,32 +1,30 @@
 /**
- * scripts/scale-out-stack.sh across `down` and `up`, on a stack of this
- * file's own (test/helpers/scale-out-stack.ts startTestScaleOutStack): the
- * restart stops RGW and the OSD for seconds, which would fail the requests of
- * every other test file on the run's shared stack.
+ * scripts/scale-out-stack.sh across `down` and `up`, on the run's shared stack
+ * (test/helpers/scale-out-stack.ts) taken exclusively: the restart stops RGW
+ * and the OSD for seconds, so this file waits until no other file uses the
+ * stack, and files that start meanwhile wait for it.
  */
 import { randomBytes } from 'node:crypto'
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { createS3BlockStore } from '../../coordinator/s3-block-store.ts'
 import { testChunk } from './block-store-compliance.ts'
-import { startTestScaleOutStack, type TestScaleOutStack } from '../helpers/scale-out-stack.ts'
+import { sharedScaleOutStack, stackScript, type TestScaleOutStack } from '../helpers/scale-out-stack.ts'
 
-let stack: TestScaleOutStack
-beforeAll(async () => { stack = await startTestScaleOutStack() }, 300_000)
+let stack: TestScaleOutStack | undefined
 afterAll(async () => { await stack?.stop() }, 120_000)
 
 describe('the stack across `down` and `up`', () => {
   it('keeps the bucket\'s chunks (the OSD is BlueStore on a file, not memory)', async () => {
-    const keyPrefix = `test-${randomBytes(6).toString('hex')}/`
-    const openStore = async (): ReturnType<typeof createS3BlockStore> => await createS3BlockStore({}, { ...stack.s3, keyPrefix })
+    stack = await sharedScaleOutStack('stack_restart', { exclusive: true })
+    const s3 = stack.s3
+    const keyPrefix = `${s3.keyPrefix!}test-${randomBytes(6).toString('hex')}/`
+    const openStore = async (): ReturnType<typeof createS3BlockStore> => await createS3BlockStore({}, { ...s3, keyPrefix })
     const chunks = Array.from({ length: 3 }, (_, i) => testChunk(500 + i))
     const before = await openStore()
     for (const c of chunks) await before.put(c.cid, c.bytes)
     before.close()
-    const script = new URL('../../scripts/scale-out-stack.sh', import.meta.url).pathname
-    await promisify(execFile)(script, ['down', stack.dir], { timeout: 120_000 })
-    await promisify(execFile)(script, ['up', stack.dir], { timeout: 300_000 })
+    await stackScript(stack.dir, ['down', stack.dir])
+    await stackScript(stack.dir, ['up', stack.dir])
     const after = await openStore()
     try {
       for (const c of chunks) expect(await after.get(c.cid, { verify: true })).toEqual(c.bytes)
@@ -36,5 +34,5 @@ describe('the stack across `down` and `up`', () => {
     } finally {
       after.close()
     }
-  }, 300_000)
+  }, 900_000)
 })

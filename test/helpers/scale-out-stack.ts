@@ -10,12 +10,13 @@
  * other's data; the global teardown stops the stack. A run whose files never
  * ask starts nothing.
  *
- * Private (startTestScaleOutStack, startTestPostgres): a stack or a
- * PostgreSQL cluster of the caller's own, for tests that stop or restart
- * their back-end, which would break every other file's requests on the
- * shared one.
+ * A file that restarts the stack's daemons takes it exclusively (it waits
+ * for the files using it to finish; files arriving meanwhile wait for it).
+ * A test that stops only its database uses a PostgreSQL cluster of its own
+ * (startTestPostgres: a few seconds). startTestScaleOutStack gives a whole
+ * stack of the caller's own (~25 s).
  */
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -48,7 +49,7 @@ export interface TestScaleOutStack {
   adminTokenFile: string
   /** How long `up` took, in ms. */
   upMs: number
-  /** Private stack: stops every daemon and deletes DIR; shared stack: a no-op (the run's teardown stops it). Safe to call twice. */
+  /** Private stack: stops every daemon and deletes DIR; shared stack: releases this file's hold on it (the run's teardown stops it). Safe to call twice. */
   stop: () => Promise<void>
 }
 
@@ -78,30 +79,74 @@ async function readStack (dir: string, database: string, keyPrefix: string): Pro
 }
 
 /**
+ * Holds the stack's users lock (`DIR.users`, flock) until release: shared by
+ * every file using the stack, exclusive for one that restarts it (which so
+ * waits for the others to finish, and makes later ones wait for it). The
+ * holder is a `flock ... cat` child: if this process dies, its stdin closes
+ * and the lock goes with it.
+ */
+async function holdUsersLock (dir: string, mode: 'shared' | 'exclusive'): Promise<() => Promise<void>> {
+  const child = spawn('flock', [mode === 'shared' ? '-s' : '-x', `${dir}.users`, '-c', 'echo locked; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const exited = new Promise<void>(resolve => child.on('exit', () => resolve()))
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve())
+    void exited.then(() => reject(new Error(`flock ${dir}.users ended before taking the lock`)))
+  })
+  return async () => {
+    child.stdin.end()
+    await exited
+  }
+}
+
+/**
  * This file's part of the run's shared stack (see the module comment): starts
  * the stack if no file has yet, creates database `ts_<name>`, and writes a
  * coordinator.json on it with key prefix `<name>/chunks/`, and with shared key
  * files, so every coordinator started on that config signs with the same key.
+ * With `exclusive` (a file that stops the stack's daemons) it first waits until
+ * no other file uses the stack, and others wait for it until stop().
  */
-export async function sharedScaleOutStack (name: string): Promise<TestScaleOutStack> {
+export async function sharedScaleOutStack (name: string, options: { exclusive?: boolean } = {}): Promise<TestScaleOutStack> {
   if (!/^[a-z][a-z0-9_]{0,40}$/.test(name)) throw new Error(`stack user name ${name}: lower-case letters, digits and _`)
   const dir = inject('scaleOutStackDir')
   if (dir == null) throw new Error('no shared stack: run vitest with vitest.config.ts (its globalSetup names the stack\'s directory)')
-  const started = Date.now()
-  await script(dir, ['up', dir], 300_000)
-  const upMs = Date.now() - started
-  const database = `ts_${name}`
-  await script(dir, ['database', dir, database], 60_000)
-  const parts = await readStack(dir, database, `${name}/chunks/`)
-  const own = await mkdtemp(join(tmpdir(), `trimswarm-stack-${name}-`))
-  await mkdir(join(own, 'keys'), { mode: 0o700 })
-  const config = JSON.parse(await readFile(join(dir, 'coordinator.json'), 'utf8'))
-  config.metadata.postgres.database = database
-  config.blockStore.s3.keyPrefix = parts.s3.keyPrefix
-  Object.assign(config, { signingKeyFile: join(own, 'keys', 'signing-key.pem'), sessionKeyFile: join(own, 'keys', 'session.key'), adminTokenFile: parts.adminTokenFile })
-  const configFile = join(own, 'coordinator.json')
-  await writeFile(configFile, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 })
-  return { ...parts, configFile, upMs, stop: async () => { await rm(own, { recursive: true, force: true }) } }
+  const release = await holdUsersLock(dir, options.exclusive === true ? 'exclusive' : 'shared')
+  try {
+    const started = Date.now()
+    await script(dir, ['up', dir], 300_000)
+    const upMs = Date.now() - started
+    const database = `ts_${name}`
+    await script(dir, ['database', dir, database], 60_000)
+    const parts = await readStack(dir, database, `${name}/chunks/`)
+    const own = await mkdtemp(join(tmpdir(), `trimswarm-stack-${name}-`))
+    await mkdir(join(own, 'keys'), { mode: 0o700 })
+    const config = JSON.parse(await readFile(join(dir, 'coordinator.json'), 'utf8'))
+    config.metadata.postgres.database = database
+    config.blockStore.s3.keyPrefix = parts.s3.keyPrefix
+    Object.assign(config, { signingKeyFile: join(own, 'keys', 'signing-key.pem'), sessionKeyFile: join(own, 'keys', 'session.key'), adminTokenFile: parts.adminTokenFile })
+    const configFile = join(own, 'coordinator.json')
+    await writeFile(configFile, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 })
+    let stopped = false
+    return {
+      ...parts,
+      configFile,
+      upMs,
+      stop: async () => {
+        if (stopped) return
+        stopped = true
+        await rm(own, { recursive: true, force: true })
+        await release()
+      }
+    }
+  } catch (err) {
+    await release()
+    throw err
+  }
+}
+
+/** `scale-out-stack.sh` run on the stack under its start lock (for a file holding the exclusive lock: down, up). */
+export async function stackScript (dir: string, args: string[]): Promise<void> {
+  await script(dir, args, 300_000)
 }
 
 /** Runs `scale-out-stack.sh up` in a fresh temp dir: a stack of the caller's own (~25 s). */
@@ -151,5 +196,6 @@ export async function stopStack (dir: string): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true })
     await rm(`${dir}.lock`, { force: true })
+    await rm(`${dir}.users`, { force: true })
   }
 }
