@@ -110,8 +110,14 @@ describe('three coordinators on the stack\'s coordinator.json', () => {
       expect(new Set(events.map(e => e.id)).size).toBe(agents.length)
       const all = (await call(c, 'GET', '/v1/events?image=ws&limit=1000')).events.map((e: any) => e.event.id as string)
       expect(new Set(all).size).toBe(all.length)
-      const rows = (await call(c, 'GET', '/v1/reports?image=ws')).rows as Array<{ clients: number, inProgress: number, bytes: Record<string, number> }>
-      const sum = (f: (r: typeof rows[number]) => number): number => rows.reduce((s, r) => s + f(r), 0)
+      type Row = { clients: number, inProgress: number, bytes: Record<string, number> }
+      const report = async (): Promise<Row[]> => (await call(c, 'GET', '/v1/reports?image=ws')).rows
+      const clients = async (): Promise<number> => (await report()).reduce((n, r) => n + r.clients, 0)
+      // each coordinator reloads the report aggregates when they were written (checked every 2 s), then must stay at one count per agent
+      await expect.poll(clients, { timeout: 10_000, interval: 250 }).toBe(agents.length)
+      await sleep(2500)
+      const rows = await report()
+      const sum = (f: (r: Row) => number): number => rows.reduce((s, r) => s + f(r), 0)
       expect(sum(r => r.clients)).toBe(agents.length)
       expect(sum(r => r.inProgress)).toBe(0)
       const total = (b: Record<string, number>): number => Object.values(b).reduce((s, n) => s + n, 0)
