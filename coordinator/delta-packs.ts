@@ -190,7 +190,8 @@ export function createDeltaPacks (components: DeltaPacksComponents, init: DeltaP
     for await (const rec of store.allRecords()) {
       signal.throwIfAborted()
       const { image, version, previous } = rec.info
-      if (previous != null && !rec.info.retired && rec.collected !== true && !await whole({ image, version, from: previous }, signal)) packs.enqueue(image, version)
+      if (previous == null || rec.info.retired || rec.collected === true) continue
+      if (!await whole({ image, version, from: previous }, signal)) packs.enqueue(image, version)
     }
   }
 

@@ -140,11 +140,11 @@ export interface ImageService {
   rebuildDeltaPack: (image: string, version: string) => Promise<void>
   /** Every image and version with its state (admin list). */
   adminImages: () => Promise<AdminImageList>
-  /** The chunks in use, for storage gc (reads every live version's manifest). */
+  /** The chunks in use, for storage gc (reads every live version's manifest), and every recorded delta pack's pieces (collectPacks deletes those). */
   liveChunks: (options?: AbortOptions) => Promise<LiveChunks>
   /** Marks retired versions collected (no longer served): storage gc calls it before it deletes their chunks. */
   markCollected: (versions: ReadonlyArray<{ image: string, version: string }>) => Promise<number>
-  /** Deletes the delta packs (records, then files) of retired versions; with dryRun only counts them. */
+  /** Deletes the delta packs (records, then pieces) of retired versions; with dryRun only counts them. */
   collectPacks: (options: { dryRun: boolean }) => Promise<{ deleted: number, deletedBytes: number }>
 }
 
