@@ -8,7 +8,7 @@ import { equals } from 'multiformats/bytes'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { chunkCid } from '../protocol/block-id.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
-import { hashBytes } from '../chunker/blake3.ts'
+import { digestOf } from '../chunker/blake3.ts'
 import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import type { AgentLogger } from './interface.ts'
 import type { PartialImage } from './partial-file.ts'
@@ -66,7 +66,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
   /** Hashes a chunk whose blocks are all in place; one that fails is fetched whole later. */
   function verifyAssembled (chunk: number): void {
     const { offset, length, digest } = manifest.chunks[chunk]
-    if (equals(hashBytes(partial.read(offset, length)), digest)) {
+    if (equals(digestOf(partial.read(offset, length)), digest)) {
       markVerified(chunk)
       return
     }
@@ -116,7 +116,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     unverifiedChunks: ledger.unverifiedChunks,
     offerBlock (block, bytes, kind) {
       if (!ledger.isMissing(block)) return true
-      if (!matchesPrefix(manifest, block, hashBytes(bytes))) {
+      if (!matchesPrefix(manifest, block, digestOf(bytes))) {
         ledger.tally.discardedBlocks++
         return false
       }
@@ -127,7 +127,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       const { offset, length, digest, firstBlock } = manifest.chunks[chunk]
       if (ledger.isVerified(chunk)) return true
       if (kind === 'origin') ledger.tally.chunksFetched++ // whole chunks from the origin, whichever source asked
-      if (bytes.length !== length || (!verified && !equals(hashBytes(bytes), digest))) {
+      if (bytes.length !== length || (!verified && !equals(digestOf(bytes), digest))) {
         ledger.tally.discardedChunks++
         return false
       }
