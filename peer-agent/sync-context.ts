@@ -63,10 +63,15 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     components.onChunkVerified?.(chunk)
   }
 
-  /** Hashes a chunk whose blocks are all in place; one that fails is fetched whole later. */
+  /**
+   * Hashes a chunk whose blocks are all in place (from the writes still gathered when it is all there:
+   * the bytes hashed are the bytes written; else read back), and writes it out before it counts as
+   * verified, so a verified chunk is in the file for a checkpoint or a peer. One that fails is fetched whole later.
+   */
   function verifyAssembled (chunk: number): void {
     const { offset, length, digest } = manifest.chunks[chunk]
     if (equals(digestOf(partial.read(offset, length)), digest)) {
+      partial.flush()
       markVerified(chunk)
       return
     }
@@ -132,6 +137,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
         return false
       }
       partial.write(bytes, offset)
+      partial.flush()
       const alsoElsewhere = ledger.placeChunk(chunk, kind)
       dirty = true
       components.onChunkVerified?.(chunk)
@@ -143,6 +149,8 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       return true
     },
     async tick () {
+      // what a kill -9 loses is what is still gathered: never more than a tick's worth
+      partial.flush()
       init.signal?.throwIfAborted()
       if (dirty && performance.now() - lastCheckpoint >= init.checkpointIntervalMs) await checkpoint()
       progress()
