@@ -108,7 +108,8 @@ export async function run (argv: string[]): Promise<number> {
       for (const [v, cli] of clis.entries()) {
         const dir = join(work, `run-${v}`)
         await rm(dir, { recursive: true, force: true })
-        const args = ['corpus@v1', '--coordinator', coordinator.url, '--token-file', tokenFile, '--data', join(dir, 'data'), '--out', join(dir, 'out.img'), '--no-index', '--no-lan']
+        const args = ['corpus@v1', '--coordinator', coordinator.url, '--token-file', tokenFile, '--data', join(dir, 'data'), '--out', join(dir, 'out.img')]
+        args.push('--no-index', '--no-lan')
         const measured = async (): Promise<AgentRun> => {
           const before = await cpuSeconds(process.pid)
           const r = await timedSync(cli, args, nodeArgs)
@@ -130,7 +131,8 @@ export async function run (argv: string[]): Promise<number> {
     const med = (rs: AgentRun[]): string => median(rs.map(r => r.user + r.sys)).toFixed(2)
     const all = (rs: AgentRun[]): string => rs.map(r => (r.user + r.sys).toFixed(2)).join(', ')
     for (const [v, cli] of clis.entries()) {
-      process.stdout.write(`${cli}: agent cpu, cold install median ${med(cold[v])} s (${all(cold[v])}), up to date median ${med(upToDate[v])} s (${all(upToDate[v])})\n`)
+      const line = `cold install median ${med(cold[v])} s (${all(cold[v])}), up to date median ${med(upToDate[v])} s (${all(upToDate[v])})`
+      process.stdout.write(`${cli}: agent cpu, ${line}\n`)
     }
     return 0
   } finally {
