@@ -11,7 +11,8 @@
  */
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
-import { distinctOrdinals, segmentsOf } from '../protocol/segments.ts'
+import { groupByPrefix } from '../protocol/prefix-groups.ts'
+import { segmentsOf } from '../protocol/segments.ts'
 import { LAN_ORIGIN_BATCH_BYTES, LAN_ORIGIN_MIN_ROUNDS, SEGMENT_BATCH_PENALTY } from './constants.ts'
 import { planSegments } from './segment-plan.ts'
 
@@ -34,9 +35,10 @@ export interface SegmentLayout {
 
 /** The layout of `manifest`'s chunks over segments of `segmentBlocks` distinct blocks. */
 export function segmentLayout (manifest: Manifest, segmentBlocks: number): SegmentLayout {
-  const { distinct, ordinal } = distinctOrdinals(manifest.blockPrefixes)
-  const blocks = segmentsOf(distinct, segmentBlocks)
-  const chunkOf = new Uint32Array(ordinal.length)
+  // a block lies in the segment of its prefix group's first block: group g is the g-th distinct block
+  const { groupOf, firsts } = groupByPrefix(manifest.blockPrefixes)
+  const blocks = segmentsOf(firsts, segmentBlocks)
+  const chunkOf = new Uint32Array(groupOf.length)
   const home = new Uint32Array(manifest.chunks.length)
   const groups: number[][] = blocks.map(() => [])
   for (let c = 0; c < manifest.chunks.length; c++) {
@@ -45,7 +47,7 @@ export function segmentLayout (manifest: Manifest, segmentBlocks: number): Segme
     let last = 0
     for (let b = firstBlock; b < end; b++) {
       chunkOf[b] = c
-      last = Math.max(last, Math.floor(ordinal[b] / segmentBlocks))
+      last = Math.max(last, Math.floor(groupOf[b] / segmentBlocks))
     }
     home[c] = last
     groups[last]?.push(c)

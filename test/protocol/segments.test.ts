@@ -1,6 +1,6 @@
 /** protocol/segments.ts: which blocks each segment holds, and the check of a coordinator's table against the manifest. */
 import { describe, expect, it } from 'vitest'
-import { checkSegmentTable, distinctBlocks, distinctOrdinals, SEGMENT_BLOCKS, SegmentTable, segmentsOf } from '../../protocol/segments.ts'
+import { checkSegmentTable, distinctBlocks, SEGMENT_BLOCKS, SegmentTable, segmentsOf } from '../../protocol/segments.ts'
 import { MAX_SEGMENT_BYTES } from '../../protocol/segments.ts'
 import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from '../../protocol/constants.ts'
 
@@ -16,12 +16,6 @@ describe('segments', () => {
   it('distinct blocks are the first index of every prefix, ascending', () => {
     expect([...distinctBlocks(prefixes([5, 6, 5, 7, 6, 8]))]).toEqual([0, 1, 3, 5])
     expect([...distinctBlocks(prefixes([]))]).toEqual([])
-  })
-
-  it('every block knows the position of its prefix among the distinct blocks (so its segment), repeats included', () => {
-    const { distinct, ordinal } = distinctOrdinals(prefixes([5, 6, 5, 7, 6, 8]))
-    expect([...distinct]).toEqual([0, 1, 3, 5])
-    expect([...ordinal]).toEqual([0, 1, 0, 2, 1, 3])
   })
 
   it('segments cut the distinct blocks into runs of segmentBlocks, the last one shorter', () => {
