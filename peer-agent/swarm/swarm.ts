@@ -18,7 +18,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
+import { BLOCKS_PROTOCOL, BLOCKS_PROTOCOLS, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
 import { createUploadPacer, type PeerPing } from '../background-pacer.ts'
 import { createBlockServer } from './block-server.ts'
@@ -68,6 +68,8 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
   const uploadPacer = init.backgroundUploads === true ? createUploadPacer({ ping: pingPeer, logger }) : undefined
   const server = createBlockServer({ coordinatorKey, logger, uploadPacer }, { uploadBps: init.uploadBps, maxPeers: init.maxPeers })
   const manifests = createManifestExchange({ libp2p: node, coordinatorKey, logger })
+  // the block-exchange versions this node serves and proposes, most preferred first
+  const blockProtocols = init.compressChunks === false ? [BLOCKS_PROTOCOL] : BLOCKS_PROTOCOLS
   let running = false
 
   // Dial what mDNS finds (libp2p only stores it).
@@ -111,7 +113,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     libp2p: node,
     async start () {
       if (running) return
-      await node.handle(BLOCKS_PROTOCOL, (stream, connection) => {
+      await node.handle([...blockProtocols], (stream, connection) => {
         stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
         server.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound stream failed: ${describeError(err)}`) })
       }, { maxInboundStreams: 2 * (init.maxPeers ?? DEFAULT_MAX_PEERS) + 8, runOnLimitedConnection: false })
@@ -143,7 +145,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     createSession (sessionInit) {
       if (!running) throw new SwarmNotStartedError('swarm is not started')
       const dht = useDht ? { findProviders, announce } : {}
-      return createSwarmSession({ libp2p: node, server, logger, ...dht }, sessionInit)
+      return createSwarmSession({ libp2p: node, server, logger, blockProtocols, ...dht }, sessionInit)
     },
     setCaps: (caps) => { server.setCaps(caps) },
     stats: () => server.stats()
