@@ -25,6 +25,7 @@ import { createBlockServer } from './block-server.ts'
 import { DEFAULT_LISTEN, DEFAULT_MAX_PEERS, DHT_KEY_PREFIX, STREAM_IDLE_TIMEOUT_MS } from './constants.ts'
 import type { PeerAddress, Swarm, SwarmComponents, SwarmInit, SwarmLogger } from './interface.ts'
 import { createManifestExchange } from './manifest-exchange.ts'
+import { swarmNoiseCrypto } from './noise-crypto.ts'
 import { peerIdOf } from './peer-id.ts'
 import { describeError, peerLog } from './peer-log.ts'
 import { createSwarmSession } from './session.ts'
@@ -58,7 +59,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     privateKey,
     addresses: { listen: init.listen ?? [DEFAULT_LISTEN] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: swarmNoiseCrypto })],
     streamMuxers: [yamux()],
     peerDiscovery,
     services,
