@@ -12,6 +12,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { hashBytes } from '../chunker/blake3.ts'
@@ -28,10 +29,12 @@ const THROUGHPUT_GOAL = 0.8
 export const summary = 'LAN swarm: block-exchange MB/s between two processes vs a plain libp2p stream push'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- swarm-throughput [--mib N] [--runs N]
+export const usage = `Usage: npm run bench -- swarm-throughput [--mib N] [--runs N] [--image PATH]
 
 Starts a seed agent in a second process holding N MiB (default 256) of random
-chunks (4 to 64 blocks, mean ~16 blocks as the chunker's defaults), then, in
+chunks (4 to 64 blocks, mean ~16 blocks as the chunker's defaults; with
+--image, the image's bytes cut in chunks of those sizes, all-zero ones left
+out, so chunks compress as a disk image's do on the LAN), then, in
 this process, alternately (--runs times, default 3):
   - plain push: one libp2p stream (tcp + noise + yamux) carrying the same bytes;
   - block exchange: a swarm session fetching every chunk (WANT/BLOCK, pipelined,
@@ -49,29 +52,41 @@ export const options = {
   mib: { type: 'string' },
   runs: { type: 'string' },
   serve: { type: 'boolean' },
-  key: { type: 'string' }
+  key: { type: 'string' },
+  image: { type: 'string' }
 } as const
 
 const PUSH_PROTOCOL = '/trimswarm-bench/push/1.0.0'
 
 interface SeedReady { addr: string, manifest: string }
 
-function makeChunks (totalBytes: number): Uint8Array[] {
+/** Chunks of `totalBytes` in all: random bytes, or the next non-zero pieces of `image` (ending early at its end). */
+function makeChunks (totalBytes: number, image?: string): Uint8Array[] {
   const chunks: Uint8Array[] = []
+  const fd = image != null ? openSync(image, 'r') : undefined
   let left = totalBytes
   let x = 12345
+  let position = 0
   while (left > 0) {
     x = (Math.imul(x, 1103515245) + 12345) >>> 0
     const blocks = Math.min(64, 4 + Math.floor(-Math.log(1 - (x % 10_000) / 10_000) * 12))
-    const len = Math.min(left, blocks * BLOCK_SIZE)
-    chunks.push(randomFillSync(new Uint8Array(len)))
-    left -= len
+    const chunk = new Uint8Array(Math.min(left, blocks * BLOCK_SIZE))
+    if (fd == null) randomFillSync(chunk)
+    else {
+      const n = readSync(fd, chunk, 0, chunk.length, position)
+      position += n
+      if (n < chunk.length) break
+      if (chunk.every(b => b === 0)) continue
+    }
+    chunks.push(chunk)
+    left -= chunk.length
   }
+  if (fd != null) closeSync(fd)
   return chunks
 }
 
-async function serveSeed (mib: number, keyHex: string): Promise<void> {
-  const chunks = makeChunks(mib * 1024 * 1024)
+async function serveSeed (mib: number, keyHex: string, image?: string): Promise<void> {
+  const chunks = makeChunks(mib * 1024 * 1024, image)
   const prefixes = new Uint8Array(chunks.reduce((n, c) => n + c.length / BLOCK_SIZE, 0) * BLOCK_PREFIX_BYTES)
   let b = 0
   let offset = 0
@@ -102,13 +117,13 @@ export async function run (argv: string[]): Promise<number> {
   const runs = Number(values.runs ?? 3)
   if (!Number.isInteger(mib) || mib < 1 || !Number.isInteger(runs) || runs < 1) throw new Error('--mib must be an integer >= 1, --runs >= 1')
   if (values.serve === true) {
-    await serveSeed(mib, values.key ?? '')
+    await serveSeed(mib, values.key ?? '', values.image)
     return await new Promise<number>(() => {}) // serve until the parent disconnects
   }
 
   const pair = await crypto.subtle.generateKey('Ed25519', true, ['sign', 'verify']) as CryptoKeyPair
   const publicKeyRaw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey))
-  const child: ChildProcess = fork(import.meta.filename, ['--serve', '--mib', String(mib), '--key', Buffer.from(publicKeyRaw).toString('hex')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const child: ChildProcess = fork(import.meta.filename, ['--serve', '--mib', String(mib), '--key', Buffer.from(publicKeyRaw).toString('hex'), ...(values.image != null ? ['--image', values.image] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   try {
     const ready = await new Promise<SeedReady>((resolve, reject) => {
       child.once('message', m => { resolve(m as SeedReady) })
