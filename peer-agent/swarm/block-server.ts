@@ -183,7 +183,7 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
     if (kept?.frame != null) return { message: { type: 'block-zstd', index, bytes: kept.frame }, rawLength: kept.rawLength }
     const bytes = await entry.init.provider.read(index)
     if (zstd && kept == null) {
-      const frame = await compressChunk(bytes)
+      const frame = compressChunk(bytes)
       compressed.set(key, index, { rawLength: bytes.length, frame })
       if (frame != null) return { message: { type: 'block-zstd', index, bytes: frame }, rawLength: bytes.length }
     }

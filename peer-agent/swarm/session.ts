@@ -177,21 +177,6 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     return { wire, raw: wire }
   }
 
-  /**
-   * A BLOCK_ZSTD's chunk decoded within the manifest's length, or why it is bad; undefined when
-   * the peer was dropped or the request given back meanwhile. Decoded while still requested, so
-   * that the pump does not ask for the chunk again while it decodes.
-   */
-  async function decode (p: SessionPeer, i: number, frame: Uint8Array): Promise<Uint8Array | Error | undefined> {
-    let out: Uint8Array | Error
-    try {
-      out = await decompressChunk(i, frame, manifest.chunks[i].length)
-    } catch (err) {
-      out = err as Error
-    }
-    return p.closed || !p.inflight.has(i) ? undefined : out
-  }
-
   // `parts`: the chunk as received (several pieces when it spanned transport messages), hashed
   // and handed on as they are; `bytes` joins them, read only for an onChunk consumer. A
   // compressed chunk is decoded only when it is wanted (not for a duplicate).
@@ -203,18 +188,13 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       drop(p, `sent chunk ${i} that was not requested`)
       return
     }
-    const wanted = (): boolean => { const state = wants.stateOf(i); return state !== HAD && state !== ORIGIN }
-    let decoded: Uint8Array | Error | undefined
-    if (block.type === 'block-zstd' && wanted()) {
-      decoded = await decode(p, i, block.bytes)
-      // dropped, or cancelled while it decoded (its request settled there): a duplicate now
-      if (decoded === undefined) { p.cancelled.delete(i); stats.duplicateBytes += raw; return }
-    }
     wants.unrequest(p, i)
-    if (!wanted()) { stats.duplicateBytes += raw; wants.settle(i); schedulePump(); return }
-    const parts = block.type === 'block' ? block.parts ?? [block.bytes] : [decoded as Uint8Array]
+    const state = wants.stateOf(i)
+    if (state === HAD || state === ORIGIN) { stats.duplicateBytes += raw; wants.settle(i); schedulePump(); return }
+    let parts: readonly Uint8Array[]
     try {
-      if (decoded instanceof Error) throw decoded
+      // decoded synchronously: no await between unrequest and markHad, or the pump would ask for it again meanwhile
+      parts = block.type === 'block' ? block.parts ?? [block.bytes] : [decompressChunk(i, block.bytes, manifest.chunks[i].length)]
       checkChunk(i, parts, raw, manifest.chunks[i])
     } catch (err) {
       ban(p, i, (err as Error).message)
