@@ -41,7 +41,11 @@ this process, alternately (--runs times, default 3):
     each chunk verified with BLAKE3) from the seed, handing each chunk on as
     it arrived (onChunkParts: no copy);
   - block exchange, joined: the same with the onChunk consumer, which gets
-    each chunk as one array (a chunk that spans transport messages is copied).
+    each chunk as one array (a chunk that spans transport messages is copied);
+  - block exchange, blocks 1.0.0: the first again from a node that does not
+    speak blocks 1.1.0, so every chunk goes uncompressed (with --image the
+    others get most chunks zstd-compressed, each compressed for this one
+    peer: the seed's cache of frames is smaller than the image).
 Each run starts with a different phase. Prints the median MB/s of each, the
 ratios to the plain push (goal: >= 0.8 per-run median MB/s, exit 1 below), and the CPU time of both processes
 per GB moved (a figure that other load on the machine does not distort the
@@ -133,6 +137,9 @@ export async function run (argv: string[]): Promise<number> {
     const total = manifest.chunks.reduce((n, c) => n + c.length, 0)
     const swarm = await createSwarm({}, { coordinatorKey: publicKeyRaw, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false })
     const capability = await signCapability({ image: 'bench', version: 'v1', peer: swarm.peerId, expires: Math.floor(Date.now() / 1000) + 3600 }, pair.privateKey)
+    // an agent as before blocks 1.1.0: chunks as they are
+    const plain = await createSwarm({}, { coordinatorKey: publicKeyRaw, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false, compressChunks: false })
+    const plainCapability = await signCapability({ image: 'bench', version: 'v1', peer: plain.peerId, expires: Math.floor(Date.now() / 1000) + 3600 }, pair.privateKey)
     process.stdout.write(`swarm-throughput: ${(total / 1e6).toFixed(1)} MB in ${manifest.chunks.length} chunks (mean ${(total / manifest.chunks.length / 1024).toFixed(0)} KiB), two processes on 127.0.0.1\n`)
     const cpuNow = async (): Promise<number> => {
       const seedCpu = await new Promise<number>(resolve => { child.once('message', m => { resolve((m as { cpu: number }).cpu) }); child.send('cpu') })
@@ -157,10 +164,10 @@ export async function run (argv: string[]): Promise<number> {
     }
     // Block exchange: a full session, every chunk verified; the chunk handed on as received
     // (onChunkParts) or joined into one array (onChunk).
-    const exchange = (joined: boolean) => async (): Promise<number> => {
+    const exchange = (joined: boolean, node = swarm, cap = capability) => async (): Promise<number> => {
       let received = 0
-      const session = swarm.createSession({
-        image: 'bench', version: 'v1', manifest, capability, peers: [ready.addr],
+      const session = node.createSession({
+        image: 'bench', version: 'v1', manifest, capability: cap, peers: [ready.addr],
         ...(joined
           ? { onChunk: async (_i: number, bytes: Uint8Array) => { received += bytes.length } }
           : { onChunkParts: async (_i: number, parts: readonly Uint8Array[]) => { for (const p of parts) received += p.length } })
@@ -173,7 +180,8 @@ export async function run (argv: string[]): Promise<number> {
     const phases = [
       { name: 'plain push', move: push, rates: [] as number[], cpu: [] as number[] },
       { name: 'block exchange', move: exchange(false), rates: [] as number[], cpu: [] as number[] },
-      { name: 'block exchange, joined (onChunk)', move: exchange(true), rates: [] as number[], cpu: [] as number[] }
+      { name: 'block exchange, joined (onChunk)', move: exchange(true), rates: [] as number[], cpu: [] as number[] },
+      { name: 'block exchange, blocks 1.0.0', move: exchange(false, plain, plainCapability), rates: [] as number[], cpu: [] as number[] }
     ]
     for (let r = 0; r < runs; r++) {
       // Each run starts with a different phase, so none always follows the same one.
@@ -195,6 +203,7 @@ export async function run (argv: string[]): Promise<number> {
     }
     process.stdout.write(`CPU (both processes, user+sys) per GB moved, median: ${phases.map(ph => `${ph.name} ${median(ph.cpu).toFixed(1)} s`).join(', ')}\n`)
     await swarm.stop()
+    await plain.stop()
     // issue 5's goal, on the exchange as sessions deliver it (rest[0]), per-run median of MB/s ratios
     const achieved = median(rest[0].rates.map((x, r) => x / base.rates[r]))
     if (achieved < THROUGHPUT_GOAL) process.stdout.write(`${rest[0].name}: ${achieved.toFixed(2)}x the plain push, below the goal of ${THROUGHPUT_GOAL}x\n`)
