@@ -14,7 +14,7 @@ import type { UploadPacer } from '../background-pacer.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
 import { compressChunk } from './chunk-compression.ts'
 import { createCompressedCache, type CompressedCache } from './compressed-cache.ts'
-import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, LAN_ZSTD_CACHE_BYTES, WRITE_BATCH_BYTES } from './constants.ts'
+import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, LAN_ZSTD_CACHE_BYTES, LAN_ZSTD_MAX_RATIO, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { ServedVersion, ServeInit, SwarmLogger, SwarmServeStats } from './interface.ts'
 import { describeError, isForeignCapability, peerLog } from './peer-log.ts'
@@ -370,7 +370,8 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
     stats: () => ({ bytesServed, bytesSent, byVersion: Object.fromEntries(bytesServedByVersion) }),
     keepCompressed (image, version, index, rawLength, frame) {
       const key = versionKey(image, version)
-      if (served.has(key)) compressed.set(key, index, { rawLength, frame })
+      // a peer's frame may be padded (zstd skips skippable frames): forward only what we would have sent
+      if (served.has(key) && frame.length <= rawLength * LAN_ZSTD_MAX_RATIO) compressed.set(key, index, { rawLength, frame })
     },
     stop () {
       stopping = true

@@ -233,7 +233,43 @@ async function hostileZstdPeer (keysRaw: Uint8Array, v: TestVersion, mode: Hosti
   return bad
 }
 
+/** A zstd skippable frame (magic 0x184D2A50, little-endian length) of `n` bytes of content: decoders step over it. */
+function skippableFrame (n: number): Uint8Array {
+  const out = Buffer.alloc(8 + n, 0x55)
+  out.writeUInt32LE(0x184D2A50, 0)
+  out.writeUInt32LE(n, 4)
+  return out
+}
+
 describe('hostile compressed frames', () => {
+  it('a valid frame padded with a skippable frame is taken (it decodes right) but not forwarded as it came', async () => {
+    const keys = await coordinatorKeys()
+    const v = makeVersion(31, 16, 4, 'desk', 'v1', true)
+    const padder = await node(keys.publicKeyRaw, { compressChunks: false })
+    const padded = (i: number): Uint8Array => Buffer.concat([zstdCompressSync(v.chunks[i]), skippableFrame(16 * 1024)])
+    await padder.libp2p.handle(BLOCKS_PROTOCOL_ZSTD, (stream) => {
+      void (async () => {
+        const framed = frameStream(stream)
+        await framed.next(3000)
+        await framed.send({ type: 'have', active: false, count: 16, bitmap: Uint8Array.of(0xff, 0xff) })
+        for (let m = await framed.next(); m != null; m = await framed.next()) {
+          if (m.type === 'want') await framed.sendBatch(m.indices.map(index => ({ type: 'block-zstd' as const, index, bytes: padded(index) })))
+        }
+      })().catch(() => { stream.abort(new Error('done')) })
+    })
+    const middle = await node(keys.publicKeyRaw)
+    const held = memoryProvider()
+    middle.serve({ image: 'desk', version: 'v1', chunkCount: 16, provider: held })
+    const first = await fetchAll(middle, keys, v, [padder])
+    for (const [i, bytes] of first.got) held.put(i, bytes)
+    expect(first.stats.banned).toEqual([])
+    expect(first.stats.wireBytesFromPeers).toBeGreaterThan(16 * 16 * 1024)
+    const last = await node(keys.publicKeyRaw)
+    const second = await fetchAll(last, keys, v, [middle])
+    // the middle node compressed the chunks itself: no padding crossed the LAN twice
+    expect(second.stats.wireBytesFromPeers).toBeLessThan(first.stats.wireBytesFromPeers - 16 * 16 * 1024 + 1)
+  })
+
   for (const [mode, reason] of [
     ['bomb', /decodes to more than its \d+ bytes/],
     ['wrong-bytes', /hash|digest|BLAKE3|mismatch/i],
