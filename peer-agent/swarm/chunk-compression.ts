@@ -24,7 +24,10 @@ export function compressChunk (bytes: Uint8Array, level = LAN_ZSTD_LEVEL): Uint8
     pledgedSrcSize: bytes.length,
     // one output buffer of the chunk's size: a frame worth sending is smaller
     chunkSize: Math.max(64, bytes.length),
-    params: { [constants.ZSTD_c_compressionLevel]: level, [constants.ZSTD_c_windowLog]: Math.min(WINDOW_LOG_MAX, Math.max(10, Math.ceil(Math.log2(bytes.length)))) }
+    params: {
+      [constants.ZSTD_c_compressionLevel]: level,
+      [constants.ZSTD_c_windowLog]: Math.min(WINDOW_LOG_MAX, Math.max(10, Math.ceil(Math.log2(bytes.length))))
+    }
   })
   return frame.length <= bytes.length * LAN_ZSTD_MAX_RATIO ? frame : null
 }

@@ -4,28 +4,28 @@
  * apart (helia's bitswap split): the chunks' states in want-list.ts, each peer's ledger in
  * peer-ledger.ts, who may be dialled in peer-book.ts, and which peer is asked for which chunk
  * (rarest first, endgame) and which chunks go to the origin (the claim rule) in
- * request-planner.ts. Here: every chunk is verified (full BLAKE3) before the engine sees it, a
+ * request-planner.ts, what a received chunk is and how it is decoded and verified in received-chunk.ts.
+ * Here: every chunk is verified (full BLAKE3) before the engine sees it, a
  * peer that sends a bad one is banned, stalled or slow peers are dropped (docs/ARCHITECTURE.md "Swarm").
  */
 import type { Libp2p } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { verifyChunk } from '../../chunker/blake3.ts'
 import { MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, type ExchangeMessage } from '../../protocol/block-exchange.ts'
 import { BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
 import type { BlockServer } from './block-server.ts'
-import { decompressChunk } from './chunk-compression.ts'
 import {
   CONNECT_TIMEOUT_MS, DEFAULT_SESSION_PEERS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, REDIAL_INTERVAL_MS,
   REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS
 } from './constants.ts'
-import { BadChunkError, PeerProtocolError } from './errors.ts'
+import { PeerProtocolError } from './errors.ts'
 import { openBlockStream, type FramedStream, type HaveMessage } from './framed-stream.ts'
 import type { AbortOptions, PeerAddress, ServedVersion, SwarmEvent, SwarmLogger, SwarmSession, SwarmSessionInit, SwarmSessionStats } from './interface.ts'
 import { createPeerBook } from './peer-book.ts'
 import { peerIdOf } from './peer-id.ts'
 import { createPeerLedger, measureRate, needsRefill, timeoutReason, type PeerLedger } from './peer-ledger.ts'
 import { describeError, peerLog } from './peer-log.ts'
+import { lengthsOf, verifiedPieces, type ReceivedBlock } from './received-chunk.ts'
 import { planRequests, selectOriginChunks } from './request-planner.ts'
 import { createWantList, HAD, ORIGIN } from './want-list.ts'
 
@@ -46,22 +46,6 @@ interface SessionPeer extends PeerLedger {
   framed: FramedStream
 }
 
-/**
- * A BLOCK as the stream delivered it: `parts` (several when it spanned transport messages) or
- * `bytes` alone; or a BLOCK_ZSTD, whose `bytes` are the chunk's zstd frame.
- */
-type ReceivedBlock = Extract<ExchangeMessage, { type: 'block' | 'block-zstd' }>
-
-/** Throws BadChunkError unless `parts` are chunk `index` of the manifest (length and full BLAKE3). */
-function checkChunk (index: number, parts: readonly Uint8Array[], length: number, chunk: { length: number, digest: Uint8Array }): void {
-  if (length !== chunk.length) throw new BadChunkError(`chunk ${index} has ${length} bytes, the manifest says ${chunk.length}`)
-  try {
-    verifyChunk(parts, chunk.digest)
-  } catch (err) {
-    throw new BadChunkError((err as Error).message, { cause: err })
-  }
-}
-
 /** Creates a session; nothing happens until start(). */
 export function createSwarmSession (components: SwarmSessionComponents, init: SwarmSessionInit): SwarmSession {
   const { libp2p, server, logger } = components
@@ -76,7 +60,9 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const dialing = new Set<string>()
   const retryBackoffMs = init.retryBackoffMs ?? PEER_RETRY_BACKOFF_MS
   const timeouts = { stallMs: init.stallTimeoutMs ?? STALL_TIMEOUT_MS, requestMs: init.requestTimeoutMs ?? REQUEST_TIMEOUT_MS }
-  const stats: SwarmSessionStats = { bytesFromPeers: 0, wireBytesFromPeers: 0, chunksFromPeers: 0, byPeer: {}, duplicateBytes: 0, chunksForOrigin: 0, banned: [] }
+  const stats: SwarmSessionStats = {
+    bytesFromPeers: 0, wireBytesFromPeers: 0, chunksFromPeers: 0, byPeer: {}, duplicateBytes: 0, chunksForOrigin: 0, banned: []
+  }
   const blockProtocols = components.blockProtocols ?? BLOCKS_PROTOCOLS
   const controller = new AbortController()
   const signal = init.signal != null ? AbortSignal.any([init.signal, controller.signal]) : controller.signal
@@ -169,19 +155,11 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     schedulePump()
   }
 
-  /** The chunk's length as it came over the wire, and as the pipeline counts it (its length once decoded). */
-  function lengthsOf (i: number, block: ReceivedBlock): { wire: number, raw: number } {
-    if (block.type === 'block-zstd') return { wire: block.bytes.length, raw: i < chunkCount ? manifest.chunks[i].length : block.bytes.length }
-    let wire = 0
-    for (const part of block.parts ?? [block.bytes]) wire += part.length
-    return { wire, raw: wire }
-  }
-
   // `parts`: the chunk as received (several pieces when it spanned transport messages), hashed
   // and handed on as they are; `bytes` joins them, read only for an onChunk consumer. A
   // compressed chunk is decoded only when it is wanted (not for a duplicate).
   async function onBlock (p: SessionPeer, i: number, block: ReceivedBlock): Promise<void> {
-    const { wire, raw } = lengthsOf(i, block)
+    const { wire, raw } = lengthsOf(block, manifest.chunks[i])
     measureRate(p, raw, performance.now())
     if (i >= chunkCount || !p.inflight.has(i)) {
       if (i < chunkCount && p.cancelled.delete(i)) { stats.duplicateBytes += raw; return }
@@ -194,8 +172,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     let parts: readonly Uint8Array[]
     try {
       // decoded synchronously: no await between unrequest and markHad, or the pump would ask for it again meanwhile
-      parts = block.type === 'block' ? block.parts ?? [block.bytes] : [decompressChunk(i, block.bytes, manifest.chunks[i].length)]
-      checkChunk(i, parts, raw, manifest.chunks[i])
+      parts = verifiedPieces(i, block, manifest.chunks[i])
     } catch (err) {
       ban(p, i, (err as Error).message)
       wants.settle(i)
