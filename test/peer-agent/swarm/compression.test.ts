@@ -23,6 +23,13 @@ async function node (...args: Parameters<typeof startNode>): Promise<Swarm> {
   return swarm
 }
 
+/** A node serving all of `v`. */
+async function seedOf (v: TestVersion, ...args: Parameters<typeof startNode>): Promise<Swarm> {
+  const seed = await node(...args)
+  seed.serve({ image: 'desk', version: 'v1', chunkCount: v.chunks.length, provider: memoryProvider(v.chunks.entries()) })
+  return seed
+}
+
 const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && Buffer.compare(a, b) === 0
 const total = (v: TestVersion): number => v.chunks.reduce((n, c) => n + c.length, 0)
 
@@ -144,8 +151,7 @@ describe('peers of both block-exchange versions on 127.0.0.1', () => {
   it('new to new: compressible chunks cross the LAN zstd-compressed, verified; the receiver passes the frames on uncompressed again', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(21, 48, 12, 'desk', 'v1', true)
-    const seed = await node(keys.publicKeyRaw)
-    seed.serve({ image: 'desk', version: 'v1', chunkCount: 48, provider: memoryProvider(v.chunks.entries()) })
+    const seed = await seedOf(v, keys.publicKeyRaw)
     const middle = await node(keys.publicKeyRaw)
     const held = memoryProvider()
     middle.serve({ image: 'desk', version: 'v1', chunkCount: 48, provider: held })
@@ -165,16 +171,14 @@ describe('peers of both block-exchange versions on 127.0.0.1', () => {
   it('an old peer (blocks 1.0.0 only) fetches from a new one and serves it: chunks go as they are', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(22, 24, 8, 'desk', 'v1', true)
-    const fresh = await node(keys.publicKeyRaw)
-    fresh.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: memoryProvider(v.chunks.entries()) })
+    const fresh = await seedOf(v, keys.publicKeyRaw)
     const old = await node(keys.publicKeyRaw, { compressChunks: false })
     // the old peer's decoder does not know BLOCK_ZSTD: one would fail its stream
     const fromNew = await fetchAll(old, keys, v, [fresh])
     expect(fromNew.stats.wireBytesFromPeers).toBe(total(v))
     expect(fromNew.events.filter(e => e.type === 'peer.dropped' || e.type === 'peer.banned')).toEqual([])
 
-    const oldSeed = await node(keys.publicKeyRaw, { compressChunks: false })
-    oldSeed.serve({ image: 'desk', version: 'v1', chunkCount: 24, provider: memoryProvider(v.chunks.entries()) })
+    const oldSeed = await seedOf(v, keys.publicKeyRaw, { compressChunks: false })
     const me = await node(keys.publicKeyRaw)
     const fromOld = await fetchAll(me, keys, v, [oldSeed])
     expect(fromOld.stats.wireBytesFromPeers).toBe(total(v))
@@ -184,8 +188,7 @@ describe('peers of both block-exchange versions on 127.0.0.1', () => {
   it('a raw 1.0.0 stream never carries a BLOCK_ZSTD; a 1.1.0 stream does', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(23, 4, 8, 'desk', 'v1', true)
-    const fresh = await node(keys.publicKeyRaw)
-    fresh.serve({ image: 'desk', version: 'v1', chunkCount: 4, provider: memoryProvider(v.chunks.entries()) })
+    const fresh = await seedOf(v, keys.publicKeyRaw)
     const client = await node(keys.publicKeyRaw)
     const types: Record<string, string[]> = {}
     for (const protocol of [BLOCKS_PROTOCOL, BLOCKS_PROTOCOL_ZSTD]) {
@@ -280,8 +283,7 @@ describe('hostile compressed frames', () => {
       const keys = await coordinatorKeys()
       const v = makeVersion(30, 32, 6, 'desk', 'v1', true)
       const bad = await hostileZstdPeer(keys.publicKeyRaw, v, mode)
-      const seed = await node(keys.publicKeyRaw, { uploadBps: 1_000_000 })
-      seed.serve({ image: 'desk', version: 'v1', chunkCount: 32, provider: memoryProvider(v.chunks.entries()) })
+      const seed = await seedOf(v, keys.publicKeyRaw, { uploadBps: 1_000_000 })
       const me = await node(keys.publicKeyRaw)
       const { stats, events } = await fetchAll(me, keys, v, [bad, seed])
       const bans = events.filter(e => e.type === 'peer.banned')
