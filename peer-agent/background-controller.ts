@@ -15,7 +15,7 @@ import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
   BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED,
   BACKGROUND_HOLD_GAIN, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS, BACKGROUND_PATH_LIMITED_SHARE, BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
-  BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
+  BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_MAX_MS, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
 /** What the controller is doing now. */
@@ -187,7 +187,11 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       const dt = last == null ? 0 : Math.min(now - last, 4 * rtt)
       last = now
       if (phase === 'slowdown') {
-        if (now >= slowdownEnd) {
+        // not before the queue has drained (or a second has passed: then it is not ours): the climb back would
+        // read what is left of it as a queue and stop at the floor (bench/background.ts, 20 ms: two round trips
+        // left 47 ms of a slow start's overshoot, and avoidance then took 7 s to reach half the link)
+        const drained = queueDelay <= BACKGROUND_QUEUE_SEEN_SHARE * setpoint || now - slowdownStart >= BACKGROUND_SLOWDOWN_MAX_MS
+        if (now >= slowdownEnd && drained) {
           // ramp back to where the rate was (LEDBAT++ section 4.4)
           phase = 'slow-start'
           rate = clamp(Math.max(rate, BACKGROUND_START_RATE))

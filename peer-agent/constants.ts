@@ -209,6 +209,9 @@ export const BACKGROUND_AVOIDANCE_GROWTH = 0.125
 /** The periodic slowdown keeps the rate at the minimum this many round trips (LEDBAT++ section 4.4: 2). */
 export const BACKGROUND_SLOWDOWN_RTTS = 2
 
+/** A slowdown lasts until the queue has drained (a queueing delay under 6 ms), but at most this long (ms). */
+export const BACKGROUND_SLOWDOWN_MAX_MS = 1_000
+
 /** The next slowdown starts this many times the last one's duration (slowdown + ramp back) after it ended (LEDBAT++: 9, ~10 % of the time). */
 export const BACKGROUND_SLOWDOWN_INTERVAL_FACTOR = 9
 

@@ -361,6 +361,30 @@ describe('background controller', () => {
     expect(c.rate).toBe(2_000_000)
   })
 
+  it('ends a slowdown only once the queue has drained (or after a second), and climbs back from there', () => {
+    const c = createBackgroundController({ startRate: 2_000_000, currentFilter: 1 })
+    let t = 0
+    c.sample(t, 20, { delivered: 2_000_000, allowed: 2_000_000 })
+    c.sample(t += 100, 60, { delivered: 2_000_000, allowed: 2_000_000 }) // 40 ms: slow start ends
+    c.sample(t += 200, 60, { delivered: 2_000_000, allowed: 2_000_000 })
+    expect(c.phase).toBe('slowdown')
+    // two round trips later the queue is still 40 ms: the slowdown goes on (a climb would stop at it, at the floor)
+    c.sample(t += 200, 60, { delivered: 50_000, allowed: 50_000 })
+    expect(c.phase).toBe('slowdown')
+    c.sample(t += 100, 21, { delivered: 50_000, allowed: 50_000 }) // drained
+    expect(c.phase).toBe('slow-start')
+    for (let i = 0; i < 10 && c.phase === 'slow-start'; i++) c.sample(t += 100, 21, { delivered: 100_000, allowed: 100_000 })
+    expect(c.rate).toBeGreaterThan(1_000_000)
+    // a queue that does not drain is not ours: after a second the climb starts all the same
+    const d = createBackgroundController({ startRate: 2_000_000, currentFilter: 1 })
+    let u = 0
+    d.sample(u, 20, { delivered: 2_000_000, allowed: 2_000_000 })
+    d.sample(u += 100, 60, { delivered: 2_000_000, allowed: 2_000_000 })
+    d.sample(u += 200, 60, { delivered: 2_000_000, allowed: 2_000_000 })
+    while (d.phase === 'slowdown' && u < 5_000) d.sample(u += 100, 60, { delivered: 20_000, allowed: 20_000 })
+    expect(u).toBeLessThanOrEqual(300 + 1_100)
+  })
+
   it('slows the ramp-up where the base delay is short (LEDBAT++ gain)', () => {
     expect(ledbatGain(60, 300)).toBe(1)
     expect(ledbatGain(60, 40)).toBe(1 / 3)
