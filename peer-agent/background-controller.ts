@@ -14,7 +14,7 @@
 import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
   BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED,
-  BACKGROUND_HOLD_GAIN, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS, BACKGROUND_PATH_LIMITED_SHARE, BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
+  BACKGROUND_HOLD_GAIN, BACKGROUND_HOLD_MIN_SHARE, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS, BACKGROUND_PATH_LIMITED_SHARE, BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
   BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_MAX_MS, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
@@ -222,9 +222,11 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       // idle link with a 2 ms base got 0.09 used at gain 1/16)
       const gain = ledbatGain(target, Math.max(baseDelay, BACKGROUND_MIN_RTT_MS))
       const rtts = dt / rtt
-      // near the path's rate: a queue of our own (a transfer that did not use its rate, as at its start or
-      // between requests, builds none, and is only not raised: held at what it used, it fell to the floor)
-      const atPath = held && queueDelay > BACKGROUND_QUEUE_SEEN_SHARE * setpoint
+      // near the path's rate: a queue of our own while most of what we allowed arrives. A transfer that does not
+      // use its rate (at its start, between requests) is only not raised: held at what it used, with a busy agent's
+      // late probes reading as a few ms of queue, it fell to the floor (bench/background.ts, 40 ms: 6 s to climb back)
+      const atPath = held && queueDelay > BACKGROUND_QUEUE_SEEN_SHARE * setpoint &&
+        (allowed == null || delivered >= BACKGROUND_HOLD_MIN_SHARE * allowed)
       let next = rate
       if (phase === 'slow-start') {
         if (queueDelay > (delivered != null ? setpoint : 0.75 * target)) { exitSlowStart(now, rtt); return }

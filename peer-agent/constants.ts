@@ -274,6 +274,12 @@ export const BACKGROUND_SETPOINT_SHARE = 0.4
 export const BACKGROUND_HOLD_GAIN = 0.1
 
 /**
+ * With sender-side pacing, the rate is held at what arrives only while at least this share of what it allowed
+ * arrives: less is a transfer that does not use its rate (between requests), not a path that cannot carry it.
+ */
+export const BACKGROUND_HOLD_MIN_SHARE = 0.5
+
+/**
  * With sender-side pacing, a queueing delay above this share of the setpoint (6 ms) is a queue of our own: the rate
  * is then held at what arrives (BACKGROUND_HOLD_GAIN). Below it, a transfer that did not use its rate is only not
  * raised: held at what it used, one that paused between requests fell to the floor.

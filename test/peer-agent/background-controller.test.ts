@@ -361,6 +361,23 @@ describe('background controller', () => {
     expect(c.rate).toBe(2_000_000)
   })
 
+  it('does not hold a transfer that does not use its rate at what it used (start-up, gaps between requests)', () => {
+    // a busy agent's late probes read as 10 ms of queue while the transfer has not started yet
+    const c = createBackgroundController({ startRate: 500_000, currentFilter: 1 })
+    for (let t = 0; t <= 1000; t += 50) c.sample(t, t === 0 ? 1 : 11, { delivered: 5_000, allowed: 500_000 })
+    expect(c.rate).toBe(500_000)
+    // in avoidance too: a pause between requests is not a path that carries 5 kB/s
+    const d = createBackgroundController({ startRate: 2_000_000, currentFilter: 1 })
+    d.sample(0, 1, { delivered: 2_000_000, allowed: 2_000_000 })
+    d.sample(50, 40, { delivered: 2_000_000, allowed: 2_000_000 }) // slow start ends at the setpoint
+    expect(d.phase).toBe('avoidance')
+    const before = d.rate
+    // (before the slowdown two round trips after slow start)
+    for (let t = 60; t <= 120; t += 10) d.sample(t, 11, { delivered: 5_000, allowed: 2_000_000 })
+    expect(d.phase).toBe('avoidance')
+    expect(d.rate).toBe(before)
+  })
+
   it('ends a slowdown only once the queue has drained (or after a second), and climbs back from there', () => {
     const c = createBackgroundController({ startRate: 2_000_000, currentFilter: 1 })
     let t = 0
