@@ -1,6 +1,8 @@
 /** The `trimswarm` command table: each command is loaded only when used. */
 import { EXIT, flushStdio, reportError, runCommand, UsageError, type Command } from './cli-support.ts'
 import { TRIMSWARM_VERSION } from '../protocol/version.ts'
+import { AGENT_NODE_FLAGS } from '../peer-agent/constants.ts'
+import { reexecWith } from './reexec.ts'
 
 const root: Command = {
   summary: 'trimswarm',
@@ -59,6 +61,9 @@ Exit codes
   }
 }
 
+/** The `agent` subcommands, all of which run with AGENT_NODE_FLAGS. */
+const AGENT_COMMANDS = ['sync', 'index', 'run']
+
 /** `trimswarm --version`: the package version, and with --json the Node version too (for bug reports). */
 function printVersion (json: boolean): number {
   process.stdout.write(json ? JSON.stringify({ version: TRIMSWARM_VERSION, node: process.versions.node }) + '\n' : `trimswarm ${TRIMSWARM_VERSION}\n`)
@@ -69,6 +74,9 @@ function printVersion (json: boolean): number {
 // manager keeps a 1 s one after stop), which cost every `agent sync` a second before it returned to its caller.
 // Writes to a pipe are asynchronous on Linux, so what is still queued (a pipe holds 64 KiB) is flushed first.
 const argv = process.argv.slice(2)
+// every `agent` command re-executes itself with the agent's V8 flags as it starts (bin/commands/agent.ts); doing it
+// here, before the command's modules are loaded, spares each run loading them twice (docs/BENCHMARKS.md `### agent CPU`)
+if (argv[0] === 'agent' && AGENT_COMMANDS.includes(argv[1])) reexecWith({ nodeFlags: AGENT_NODE_FLAGS })
 const code = argv[0] === '--version' || argv[0] === '-V'
   ? (argv.length === 1 || (argv.length === 2 && argv[1] === '--json')) ? printVersion(argv[1] === '--json')
       : reportError(new UsageError(`--version takes only --json\n\n${root.usage}`), 'trimswarm')

@@ -20,6 +20,15 @@ export function hashBytes (bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   return out
 }
 
+/**
+ * BLAKE3-256 digest of `bytes` as the addon returns it, not copied into a fresh array
+ * as hashBytes does: for a comparison made at once (a block against its prefix, per
+ * block on the sync's hot path), not for keeping.
+ */
+export function digestOf (bytes: Uint8Array): Uint8Array {
+  return blake3(bytes)
+}
+
 // One incremental hasher for hashParts (reset before each use; JS is single-threaded).
 let partsHasher: Blake3Hasher | undefined
 

@@ -14,10 +14,10 @@ import { DATA_FILES, DEFAULT_SITE, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import { createCoordinatorClient, type AgentAuth, type CoordinatorClient, type RetryOptions } from './coordinator-client.ts'
 import { createEventQueue, type EventQueue } from './event-queue.ts'
-import { createHostIndex, type HostIndex } from './host-index.ts'
+import type { HostIndex } from './host-index.ts'
 import { createImageSync, type ImageSync, type ImageSyncInit, type SyncProgress, type SyncSummary } from './image-sync.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
-import { createLanSharing, type LanSharing } from './lan-sharing.ts'
+import type { LanSharing } from './lan-sharing.ts'
 import { CoordinatorUnreachableError } from './errors.ts'
 import { checkOutput } from './output-guard.ts'
 
@@ -127,15 +127,18 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
     }
     indexFolders = folders
     if (folders.length === 0) return undefined
+    // loaded only when folders are indexed (its database library is not needed otherwise)
+    const { createHostIndex } = await import('./host-index.ts')
     index = createHostIndex({ logger }, { dbPath: join(dataDir, DATA_FILES.hostIndex), folders })
     await index.open()
     return index
   }
 
   const site = init.site ?? DEFAULT_SITE
+  // libp2p and the swarm (600 of the 800 modules an `agent sync` loaded) are loaded only when LAN sharing runs
   const lan = init.lan?.enabled === false
     ? undefined
-    : createLanSharing({
+    : (await import('./lan-sharing.ts')).createLanSharing({
       client,
       logger,
       coordinatorKey: async (options) => await (await syncFor()).publicKey(options),

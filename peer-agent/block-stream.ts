@@ -7,8 +7,13 @@ import { Readable } from 'node:stream'
 import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 
-/** Splits a byte stream into BLOCK_SIZE blocks (a yielded block is valid until the next one is asked for). */
-export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+/**
+ * Splits a byte stream into runs of whole BLOCK_SIZE blocks, however it is cut into pieces: each
+ * piece's whole blocks as one run, a block straddling two pieces on its own (a yielded run is valid
+ * until the next one is asked for). A caller that walks each run's blocks in a plain loop pays one
+ * async step per piece, not per block.
+ */
+export async function * blockRunsOf (stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const carry = new Uint8Array(BLOCK_SIZE)
   let carried = 0
   for await (const piece of stream) {
@@ -20,9 +25,10 @@ export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGener
       at = take
       if (carried === BLOCK_SIZE) { yield carry; carried = 0 }
     }
-    while (piece.length - at >= BLOCK_SIZE) {
-      yield piece.subarray(at, at + BLOCK_SIZE)
-      at += BLOCK_SIZE
+    const whole = piece.length - at - (piece.length - at) % BLOCK_SIZE
+    if (whole > 0) {
+      yield piece.subarray(at, at + whole)
+      at += whole
     }
     if (at < piece.length) {
       carry.set(piece.subarray(at), 0)
@@ -30,6 +36,13 @@ export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGener
     }
   }
   if (carried !== 0) throw new Error(`block stream ended mid-block (${carried} extra bytes)`)
+}
+
+/** Splits a byte stream into BLOCK_SIZE blocks (a yielded block is valid until the next one is asked for). */
+export async function * blocksOf (stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  for await (const run of blockRunsOf(stream)) {
+    for (let at = 0; at < run.length; at += BLOCK_SIZE) yield run.subarray(at, at + BLOCK_SIZE)
+  }
 }
 
 /** Options of unzstd. */

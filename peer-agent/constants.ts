@@ -44,6 +44,12 @@ export const BATCH_COMPRESSION_PENALTY = 1.5
 /** Seconds between checkpoints of verified chunks (temp file fsync + bitmap rename). */
 export const CHECKPOINT_INTERVAL_MS = 2_000
 
+/**
+ * Most bytes of consecutive block writes the partial file gathers into one write (one write(2) per
+ * 4 KiB block cost ~0.4 s of CPU per 200 MiB); the sync flushes sooner, at each verified chunk and tick.
+ */
+export const WRITE_GATHER_BYTES = 1024 * 1024
+
 /** Token bucket depth for --wan-limit, in seconds of the rate (bursts above this are smoothed). */
 export const RATE_BURST_SECONDS = 0.25
 

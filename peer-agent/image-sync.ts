@@ -25,7 +25,7 @@ import type { CoordinatorClient } from './coordinator-client.ts'
 import { partialPathOf } from './output-guard.ts'
 import { ChunkUnavailableError, DiskFullError, isDiskFull, SyncIncompleteError } from './errors.ts'
 import { isInstalledFile, openOutputForReading, openPartialImage, reopenOurs, type PartialImage } from './partial-file.ts'
-import { describeRefresh, type HostIndex } from './host-index.ts'
+import type { HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
 import { createHostIndexSource, createResumeSource, createSelfSeedSource } from './local-sources.ts'
 import { createBlockBatchSource, fetchChunkFromOrigin } from './origin-sources.ts'
@@ -331,6 +331,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     if (components.hostIndex != null) {
       if (init.refreshIndex !== false) {
         job.ctx.setPhase('indexing host folders')
+        const { describeRefresh } = await import('./host-index.ts') // loaded already by whoever opened the index
         logger.info(describeRefresh(await components.hostIndex.refresh({ signal: job.req.signal })))
       }
       sources.push(createHostIndexSource({ index: components.hostIndex, logger }))

@@ -21,7 +21,8 @@ import { open, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { syncDir } from '../utils/atomic-write.ts'
 import { readFullSync } from '../utils/read-full.ts'
-import { PARTIAL_CREATE_TRIES } from './constants.ts'
+import { createWriteCoalescer } from '../utils/write-coalescer.ts'
+import { PARTIAL_CREATE_TRIES, WRITE_GATHER_BYTES } from './constants.ts'
 import { OutputReplacedError, PartialFileError } from './errors.ts'
 
 const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants
@@ -231,16 +232,24 @@ export interface InstalledFile {
 
 /**
  * The partial file of a sync, open: the thin I/O under the sync ledger. Writes
- * and reads go to the descriptor (never the path again); `sync` makes the bytes
- * durable before a checkpoint vouches for them.
+ * and reads go to the descriptor (never the path again); writes at consecutive
+ * offsets are gathered into one (utils/write-coalescer.ts) until `flush`, which
+ * `read`, `sync`, `install` and `close` do first where they need the file as
+ * written; `sync` makes the bytes durable before a checkpoint vouches for them.
+ * The descriptor itself (`fd`) shows only what was flushed.
  */
 export interface PartialImage extends PartialFile {
   readonly path: string
   /** The file's identity as of the last `sync` (what a checkpoint records). */
   identity: () => FileIdentity
-  /** Writes all of `bytes` at image offset `position`. */
+  /** Writes all of `bytes` at image offset `position` (gathered with writes next to it until `flush`). */
   write: (bytes: Uint8Array, position: number) => void
-  /** Reads `length` bytes at `offset` (zeros past the end); the view is valid until the next read. */
+  /** Writes what is gathered into the file. */
+  flush: () => void
+  /**
+   * The `length` bytes at `offset` as written (zeros past the end): from what is gathered when all
+   * of them are, else from the file. The view is valid until the next read, write or flush.
+   */
   read: (offset: number, length: number) => Uint8Array
   /** fsync, then the identity as of now (its ctime: a later change by anyone makes the next run hash again). */
   sync: () => void
@@ -262,25 +271,32 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
   let id = identityOf(fd)
   let isOpen = true
   let buffer = new Uint8Array(0)
+  const writes = createWriteCoalescer((bytes, position) => {
+    let written = 0
+    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, position + written)
+  }, WRITE_GATHER_BYTES)
   return {
     ...opened,
     path,
     identity: () => id,
-    write (bytes, position) {
-      let written = 0
-      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, position + written)
-    },
+    write: writes.write,
+    flush: writes.flush,
     read (offset, length) {
+      const gathered = writes.gathered(offset, length)
+      if (gathered != null) return gathered
+      if (writes.overlaps(offset, length)) writes.flush()
       if (buffer.length < length) buffer = new Uint8Array(length)
       const view = buffer.subarray(0, length)
       view.fill(0, readFullSync(fd, view, offset))
       return view
     },
     sync () {
+      writes.flush()
       fsyncSync(fd) // data first, then the bitmap that vouches for it
       id = identityOf(fd)
     },
     async install (out) {
+      writes.flush()
       fsyncSync(fd)
       installPartialFile(fd, path, out)
       const st = fstatSync(fd)
@@ -293,6 +309,7 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
     },
     close,
     async discard () {
+      writes.drop() // the file goes: nothing gathered is worth writing (on a full disk it could not be)
       close()
       await rm(path, { force: true })
     }
@@ -302,6 +319,7 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
     if (!isOpen) return
     isOpen = false
     try {
+      writes.flush()
       fsyncSync(fd)
       id = identityOf(fd)
     } catch {}

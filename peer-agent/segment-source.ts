@@ -12,7 +12,7 @@ import { checkSegmentTable, distinctBlocks, SegmentTable, segmentRoutes, segment
 import { isUnavailableBlock } from '../protocol/block-batch.ts'
 import { encodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
-import { blocksOf, unzstd } from './block-stream.ts'
+import { blockRunsOf, unzstd } from './block-stream.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
@@ -132,12 +132,15 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
     let n = 0
     let bad = 0
     try {
-      for await (const block of blocksOf(decoded)) {
-        if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
-        const index = indices[n++]
-        if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-        // every decoded piece's worth of blocks, whatever the segment's size: checkpoints, progress and aborts follow the bytes
-        if (n % SEGMENT_DECODE_BLOCKS === 0) await ctx.tick()
+      for await (const run of blockRunsOf(decoded)) {
+        for (let at = 0; at < run.length; at += BLOCK_SIZE) {
+          if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
+          const index = indices[n++]
+          const block = run.subarray(at, at + BLOCK_SIZE)
+          if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
+          // every decoded piece's worth of blocks, whatever the segment's size: checkpoints, progress and aborts follow the bytes
+          if (n % SEGMENT_DECODE_BLOCKS === 0) await ctx.tick()
+        }
       }
     } catch (err) {
       const passOn = err === sourceError || err instanceof SegmentMismatchError || options.signal?.aborted === true ||

@@ -8,7 +8,7 @@ import { equals } from 'multiformats/bytes'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { chunkCid } from '../protocol/block-id.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
-import { hashBytes } from '../chunker/blake3.ts'
+import { digestOf } from '../chunker/blake3.ts'
 import type { BlockSource, SourceKind, SyncContext } from './block-source.ts'
 import type { AgentLogger } from './interface.ts'
 import type { PartialImage } from './partial-file.ts'
@@ -63,10 +63,15 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     components.onChunkVerified?.(chunk)
   }
 
-  /** Hashes a chunk whose blocks are all in place; one that fails is fetched whole later. */
+  /**
+   * Hashes a chunk whose blocks are all in place (from the writes still gathered when it is all there:
+   * the bytes hashed are the bytes written; else read back), and writes it out before it counts as
+   * verified, so a verified chunk is in the file for a checkpoint or a peer. One that fails is fetched whole later.
+   */
   function verifyAssembled (chunk: number): void {
     const { offset, length, digest } = manifest.chunks[chunk]
-    if (equals(hashBytes(partial.read(offset, length)), digest)) {
+    if (equals(digestOf(partial.read(offset, length)), digest)) {
+      partial.flush()
       markVerified(chunk)
       return
     }
@@ -116,7 +121,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     unverifiedChunks: ledger.unverifiedChunks,
     offerBlock (block, bytes, kind) {
       if (!ledger.isMissing(block)) return true
-      if (!matchesPrefix(manifest, block, hashBytes(bytes))) {
+      if (!matchesPrefix(manifest, block, digestOf(bytes))) {
         ledger.tally.discardedBlocks++
         return false
       }
@@ -127,11 +132,12 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       const { offset, length, digest, firstBlock } = manifest.chunks[chunk]
       if (ledger.isVerified(chunk)) return true
       if (kind === 'origin') ledger.tally.chunksFetched++ // whole chunks from the origin, whichever source asked
-      if (bytes.length !== length || (!verified && !equals(hashBytes(bytes), digest))) {
+      if (bytes.length !== length || (!verified && !equals(digestOf(bytes), digest))) {
         ledger.tally.discardedChunks++
         return false
       }
       partial.write(bytes, offset)
+      partial.flush()
       const alsoElsewhere = ledger.placeChunk(chunk, kind)
       dirty = true
       components.onChunkVerified?.(chunk)
@@ -143,6 +149,8 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       return true
     },
     async tick () {
+      // what a kill -9 loses is what is still gathered: never more than a tick's worth
+      partial.flush()
       init.signal?.throwIfAborted()
       if (dirty && performance.now() - lastCheckpoint >= init.checkpointIntervalMs) await checkpoint()
       progress()

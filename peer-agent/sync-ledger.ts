@@ -9,6 +9,7 @@
  */
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../protocol/constants.ts'
 import { bitmapHas, bitmapSet } from '../protocol/block-exchange.ts'
+import { groupByPrefix, groupMembers } from '../protocol/prefix-groups.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import type { BytesBySource } from './interface.ts'
 import type { SourceKind } from './block-source.ts'
@@ -57,7 +58,8 @@ export interface SyncLedger {
   /**
    * Takes every missing position of the prefix of `block` (a block that
    * matched its prefix, from `source`): they count as in place from now on.
-   * Nothing when that prefix is not missing.
+   * Nothing when that prefix is not missing. The placement returned is reused
+   * by the next call: read it before placing another block.
    */
   placeBlock: (block: number, source: string, kind: SourceKind) => BlockPlacement
   /**
@@ -124,35 +126,48 @@ export function createSyncLedger (manifest: Manifest, verified?: Uint8Array): Sy
       remaining[chunk] = blocks
     }
   }
-  // missing blocks grouped by prefix: each distinct block is obtained once and written everywhere it occurs
-  const groups = new Map<bigint, number[]>()
+  // missing blocks grouped by prefix: each distinct block is obtained once and written everywhere it occurs;
+  // a group is missing while it has a position not in place (numbers only: no BigInt key per block lookup)
+  const groups = groupByPrefix(manifest.blockPrefixes)
+  const { groupOf } = groups
+  const { starts, members } = groupMembers(groups)
+  const groupCount = groups.firsts.length
+  const groupMissing = new Uint8Array(groupCount)
+  /** The block a missing group is asked for by: its first position not in place when the ledger was made. */
+  const askFor = new Uint32Array(groupCount)
+  let missingGroups = 0
   for (let block = 0; block < blockCount; block++) {
-    if (inPlace[block] === 1) continue
-    const key = prefixKey(manifest.blockPrefixes, block)
-    const group = groups.get(key)
-    if (group == null) groups.set(key, [block])
-    else group.push(block)
+    const group = groupOf[block]
+    if (inPlace[block] === 1 || groupMissing[group] === 1) continue
+    groupMissing[group] = 1
+    askFor[group] = block
+    missingGroups++
   }
   const tally: SyncTally = { blocksBySource: {}, bytes: { local: 0, peers: 0, origin: 0 }, discardedBlocks: 0, discardedChunks: 0, chunksFetched: 0 }
-  const isMissing = (block: number): boolean => groups.has(prefixKey(manifest.blockPrefixes, block))
+  const isMissing = (block: number): boolean => groupMissing[groupOf[block]] === 1
   const isVerified = (chunk: number): boolean => bitmapHas(verifiedBitmap, chunk)
+  // one placement, emptied by each call (placing runs per block: no two fresh arrays each time)
+  const placement: BlockPlacement = { blocks: [], completed: [] }
 
   function placeBlock (block: number, source: string, kind: SourceKind): BlockPlacement {
-    const key = prefixKey(manifest.blockPrefixes, block)
-    const group = groups.get(key)
-    const placement: BlockPlacement = { blocks: [], completed: [] }
-    if (group == null) return placement
-    groups.delete(key)
-    for (const position of group) {
+    placement.blocks.length = 0
+    placement.completed.length = 0
+    const group = groupOf[block]
+    if (groupMissing[group] === 0) return placement
+    groupMissing[group] = 0
+    missingGroups--
+    for (let m = starts[group]; m < starts[group + 1]; m++) {
+      const position = members[m]
       if (inPlace[position] === 1) continue
       inPlace[position] = 1
       placedBlocks++
       placement.blocks.push(position)
-      tally.blocksBySource[source] = (tally.blocksBySource[source] ?? 0) + 1
-      if (kind === 'local') tally.bytes.local += BLOCK_SIZE
       const chunk = chunkOfBlock[position]
       if (--remaining[chunk] === 0) placement.completed.push(chunk)
     }
+    const placed = placement.blocks.length
+    if (placed > 0) tally.blocksBySource[source] = (tally.blocksBySource[source] ?? 0) + placed
+    if (kind === 'local') tally.bytes.local += placed * BLOCK_SIZE
     return placement
   }
 
@@ -176,11 +191,11 @@ export function createSyncLedger (manifest: Manifest, verified?: Uint8Array): Sy
     verifiedBitmap,
     tally,
     missing () {
-      const firsts: number[] = []
-      for (const group of groups.values()) firsts.push(group[0])
-      return firsts.sort((a, b) => a - b)
+      const blocks: number[] = []
+      for (let group = 0; group < groupCount; group++) if (groupMissing[group] === 1) blocks.push(askFor[group])
+      return blocks.sort((a, b) => a - b)
     },
-    missingCount: () => groups.size,
+    missingCount: () => missingGroups,
     isMissing,
     isVerified,
     verifiedCount () {

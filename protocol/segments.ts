@@ -10,6 +10,7 @@
  * content ids. docs/PROTOCOL.md "Segments" describes the routes byte for byte.
  */
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, MAX_CHUNK_BLOCKS } from './constants.ts'
+import { groupByPrefix } from './prefix-groups.ts'
 import { array, integer, object, string, type Infer } from './schema.ts'
 
 /**
@@ -66,30 +67,7 @@ export type SegmentTable = Infer<typeof SegmentTable>
  * (a block is fetched once per prefix and written wherever it occurs).
  */
 export function distinctBlocks (blockPrefixes: Uint8Array): Uint32Array {
-  const n = blockPrefixes.length / BLOCK_PREFIX_BYTES
-  const view = new DataView(blockPrefixes.buffer, blockPrefixes.byteOffset, blockPrefixes.byteLength)
-  // an open-addressing set of the prefixes as two 32-bit halves: no BigInt per block (a Set<bigint>
-  // of base.img's 50k prefixes cost the agent ~0.2 s of CPU per call)
-  let cap = 16
-  while (cap < n * 2) cap *= 2
-  const mask = cap - 1
-  const his = new Uint32Array(cap)
-  const los = new Uint32Array(cap)
-  const used = new Uint8Array(cap)
-  const out = new Uint32Array(n)
-  let k = 0
-  for (let i = 0; i < n; i++) {
-    const hi = view.getUint32(i * BLOCK_PREFIX_BYTES)
-    const lo = view.getUint32(i * BLOCK_PREFIX_BYTES + 4)
-    let slot = (Math.imul(hi ^ Math.imul(lo, 0x9e3779b1), 0x85ebca6b) >>> 0) & mask
-    while (used[slot] === 1 && (his[slot] !== hi || los[slot] !== lo)) slot = (slot + 1) & mask
-    if (used[slot] === 1) continue
-    used[slot] = 1
-    his[slot] = hi
-    los[slot] = lo
-    out[k++] = i
-  }
-  return out.slice(0, k)
+  return groupByPrefix(blockPrefixes).firsts
 }
 
 /** The block indices of every segment: `distinct` cut into runs of `segmentBlocks`. */

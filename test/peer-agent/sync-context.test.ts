@@ -3,6 +3,7 @@
  * written where the ledger says, and checkpointed; nothing unchecked is written.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
@@ -27,8 +28,13 @@ afterEach(async () => {
   await tmp.cleanup()
 })
 
-/** A context over a fresh partial file for `manifest`, recording verified chunks and checkpoints. */
-function contextFor (manifest: ReturnType<typeof manifestOf>): { ctx: ReturnType<typeof createSyncContext>, verified: number[], checkpoints: number[], checkpointPath: string } {
+/**
+ * A context over a fresh partial file for `manifest`, recording verified chunks and checkpoints;
+ * `onVerified` sees each chunk as it is reported verified.
+ */
+function contextFor (manifest: ReturnType<typeof manifestOf>, onVerified?: (chunk: number) => void): {
+  ctx: ReturnType<typeof createSyncContext>, verified: number[], checkpoints: number[], checkpointPath: string
+} {
   partial = openPartialImage(join(tmp.path, '.img.trimswarm-partial'), undefined, manifest.size)
   const ledger = createSyncLedger(manifest)
   const verified: number[] = []
@@ -39,7 +45,7 @@ function contextFor (manifest: ReturnType<typeof manifestOf>): { ctx: ReturnType
     partial,
     logger: silentLogger,
     originBytes: () => 0,
-    onChunkVerified: (chunk) => verified.push(chunk),
+    onChunkVerified: (chunk) => { verified.push(chunk); onVerified?.(chunk) },
     onCheckpoint: (count) => checkpoints.push(count)
   }, { checkpointPath, manifestCid: 'cid', checkpointIntervalMs: 60_000 })
   return { ctx, verified, checkpoints, checkpointPath }
@@ -91,5 +97,21 @@ describe('sync context', () => {
     // nothing new: no second checkpoint
     await ctx.checkpoint()
     expect(checkpoints).toEqual([1])
+  })
+
+  it('a chunk is in the file (for another reader, a checkpoint) before it is reported verified; blocks of others are written by the next tick', async () => {
+    const manifest = manifestOf([[A, B, C], [B]])
+    const path = join(tmp.path, '.img.trimswarm-partial')
+    const inFile = (offset: number, length: number): Uint8Array => Uint8Array.from(readFileSync(path).subarray(offset, offset + length))
+    const seen: Uint8Array[] = []
+    const { ctx } = contextFor(manifest, (chunk) => { seen.push(inFile(manifest.chunks[chunk].offset, manifest.chunks[chunk].length)) })
+    expect(ctx.offerBlock(0, A, 'origin')).toBe(true)
+    expect(ctx.offerBlock(1, B, 'origin')).toBe(true) // completes chunk 1 (B alone)
+    expect(seen).toEqual([B])
+    await ctx.tick()
+    expect(inFile(BLOCK_SIZE, 2 * BLOCK_SIZE)).toEqual(Uint8Array.from([...A, ...B]))
+    expect(ctx.offerBlock(2, C, 'origin')).toBe(true) // completes chunk 0, hashed from the bytes about to be written
+    expect(seen[1]).toEqual(Uint8Array.from([...A, ...B, ...C]))
+    expect(ctx.unverifiedChunks()).toEqual([])
   })
 })
