@@ -8,13 +8,17 @@
  * multiplicatively by min(qd / target - 1, 1/2) at most once per round trip
  * (and not again while the queue the last cut left is still draining);
  * after the first ramp-up and then periodically it drops to the minimum for
- * two round trips so the queue drains and the base delay is measured afresh,
- * then ramps back up to where it was. Pure: time is passed in, no I/O.
+ * two round trips (until the queue has drained) so the base delay is measured
+ * afresh, then ramps back up to where it was. Sender-paced, a queue of its own
+ * holds the rate at what arrives (holdFactor), so it settles at the path's
+ * rate with a standing queue near the setpoint instead of growing past it and
+ * halving. Pure: time is passed in, no I/O.
  */
 import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
   BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED,
-  BACKGROUND_HOLD_GAIN, BACKGROUND_HOLD_MIN_SHARE, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS, BACKGROUND_PATH_LIMITED_SHARE, BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
+  BACKGROUND_HOLD_GAIN, BACKGROUND_HOLD_MIN_SHARE, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS, BACKGROUND_PATH_LIMITED_SHARE,
+  BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
   BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_MAX_MS, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
