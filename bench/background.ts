@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto'
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { parseRate, formatRate } from '../protocol/rate.ts'
@@ -26,7 +26,7 @@ import { median } from './lib/stats.ts'
 export const summary = 'background mode: sync alone, a foreground download beside it, and the delay it adds, on a tbf link in namespaces'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- background [--rate 20mbit] [--queue-ms 300] [--rtt-ms 0,40] [--seconds 12] [--size-mib 160] [--modes foreground,background] [--cc cubic] [--json]
+export const usage = `Usage: npm run bench -- background [--rate 20mbit] [--queue-ms 300] [--rtt-ms 0,40] [--seconds 12] [--size-mib 160] [--modes foreground,background] [--cc cubic] [--trace DIR] [--json]
 
 Builds namespaces hq - rt - branch, the router rt shaping both directions with
 tc tbf (--rate, a queue of --queue-ms; bench/lib/routed-link.ts), a delaying relay for --rtt-ms of round trip
@@ -35,6 +35,9 @@ each mode: the agent's sync alone (WAN throughput as a fraction of the link,
 ping through the link), a plain HTTP download alone and beside the sync.
 --cc sets TCP's congestion control inside the namespaces (default cubic, a
 loss-based one as most servers run, which fills the queue; bbr keeps it short).
+--trace DIR: the background sync writes every delay sample of its controller
+(delay, base, queueing delay, rate, phase, delivered rate) to DIR/rtt-<ms>.jsonl,
+and each run logs a summary of the samples in its "alone" window.
 Needs root.`
 
 /** Its options. */
@@ -46,6 +49,7 @@ export const options = {
   'size-mib': { type: 'string' },
   modes: { type: 'string' },
   cc: { type: 'string' },
+  trace: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean' }
 } as const
@@ -77,6 +81,8 @@ export interface BackgroundBenchInit {
   warmupMs?: number
   /** Progress lines. */
   log?: (line: string) => void
+  /** Folder for the background sync's controller trace (TRIMSWARM_BACKGROUND_TRACE), one file per RTT. */
+  traceDir?: string
 }
 
 /** What one mode measured. */
@@ -204,15 +210,19 @@ export async function measureBackground (init: BackgroundBenchInit): Promise<Rtt
     const modes: ModeResult[] = []
     for (const mode of init.modes) {
       const dir = join(work, mode)
+      const traceFile = init.traceDir != null && mode === 'background' ? join(init.traceDir, `rtt-${init.rttMs}.jsonl`) : undefined
+      const env = traceFile != null ? { ...process.env, TRIMSWARM_BACKGROUND_TRACE: traceFile } : undefined
       const sync = pm.spawn(`sync ${mode}`, ...n.branch(...cli(['agent', 'sync', `${IMAGE}@v1`, '--coordinator', `http://${coordFront}`, '--token-file', agentToken,
-        '--data', join(dir, 'data'), '--out', join(dir, 'out.img'), '--no-index', '--no-lan', '--linger', '0', '--quiet', '--verbose', `--${mode}`])))
+        '--data', join(dir, 'data'), '--out', join(dir, 'out.img'), '--no-index', '--no-lan', '--linger', '0', '--quiet', '--verbose', `--${mode}`])), { env })
       await sleep(init.warmupMs ?? WARMUP_MS)
+      const aloneFrom = Date.now()
       const [alone, ping] = await Promise.all([wanDown(n, init.seconds * 1000), pingMedian(pm, n, init.seconds)])
       const [beside, syncBeside, besidePing] = await Promise.all([download(pm, n, url, init.seconds), wanDown(n, init.seconds * 1000), pingMedian(pm, n, init.seconds - 1)])
       const done = await Promise.race([sync.exited.then(() => true), sleep(0).then(() => false)])
       if (done) throw new Error(`the ${mode} sync ended before the measurements did (use a bigger --size-mib): ${sync.stderr().slice(-300)}`)
       await stopChild(sync)
       if (process.env.BENCH_VERBOSE === '1') log(`${mode} sync's log:\n${sync.stderr()}`)
+      if (traceFile != null) log(`${mode} controller while alone (${traceFile}): ${summarizeTrace(traceFile, aloneFrom, aloneFrom + init.seconds * 1000)}`)
       const r: ModeResult = {
         mode,
         syncAloneFraction: alone / init.rate,
@@ -233,6 +243,24 @@ export async function measureBackground (init: BackgroundBenchInit): Promise<Rtt
     await net?.teardown()
     rmSync(work, { recursive: true, force: true })
   }
+}
+
+/** The controller's samples between wall-clock times `from` and `to`, in one line: rate, delays and phases. */
+export function summarizeTrace (file: string, from: number, to: number): string {
+  let lines: string[]
+  try { lines = readFileSync(file, 'utf8').split('\n').filter(l => l !== '') } catch { return 'no trace written' }
+  const samples = lines.map(l => JSON.parse(l) as { wall: number, delayMs: number, baseDelayMs: number, queueDelayMs: number, rate: number, phase: string })
+    .filter(x => x.wall >= from && x.wall < to)
+  if (samples.length === 0) return 'no samples in the window'
+  const p = (xs: number[], q: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(q * s.length))] }
+  const phases = new Map<string, number>()
+  for (const x of samples) phases.set(x.phase, (phases.get(x.phase) ?? 0) + 1)
+  const rates = samples.map(x => x.rate / 1e6)
+  const qd = samples.map(x => x.queueDelayMs)
+  const raw = samples.map(x => x.delayMs - x.baseDelayMs)
+  return `${samples.length} samples; rate median ${p(rates, 0.5).toFixed(2)} MB/s (p10 ${p(rates, 0.1).toFixed(2)}); ` +
+    `queueing delay (filtered) median ${p(qd, 0.5).toFixed(0)} ms, p90 ${p(qd, 0.9).toFixed(0)} ms; raw sample minus base median ${p(raw, 0.5).toFixed(0)} ms, p90 ${p(raw, 0.9).toFixed(0)} ms; ` +
+    `base ${samples.at(-1)!.baseDelayMs.toFixed(1)} ms; ` + [...phases].map(([k, v]) => `${k} ${(100 * v / samples.length).toFixed(0)} %`).join(', ')
 }
 
 function parsePositive (text: string | undefined, fallback: number, what: string): number {
@@ -283,6 +311,8 @@ export async function run (argv: string[]): Promise<number> {
     process.stderr.write(`background: ${(err as Error).message}\n\n${usage}\n`)
     return 2
   }
+  const traceDir = values.trace != null ? resolve(values.trace) : undefined
+  if (traceDir != null) mkdirSync(traceDir, { recursive: true })
   const log = (l: string): void => { process.stderr.write(`background: ${l}\n`) }
   const onSignal = (sig: NodeJS.Signals): void => {
     log(`${sig}: stopping every process and removing the namespaces`)
@@ -295,7 +325,7 @@ export async function run (argv: string[]): Promise<number> {
   const results: RttResult[] = []
   for (const rttMs of rtts) {
     log(`RTT ${rttMs} ms`)
-    results.push(await measureBackground({ rate, queueMs, rttMs, seconds, sizeMib, modes: modes as ModeResult['mode'][], cc, log }))
+    results.push(await measureBackground({ rate, queueMs, rttMs, seconds, sizeMib, modes: modes as ModeResult['mode'][], cc, log, traceDir }))
   }
   const after = loadavg()
   if (values.json === true) process.stdout.write(JSON.stringify({ rate, queueMs, seconds, sizeMib, cc, load: { before: load, after, cpus: cpus().length }, results }, null, 2) + '\n')

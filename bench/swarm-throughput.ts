@@ -12,6 +12,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { hashBytes } from '../chunker/blake3.ts'
@@ -28,17 +29,23 @@ const THROUGHPUT_GOAL = 0.8
 export const summary = 'LAN swarm: block-exchange MB/s between two processes vs a plain libp2p stream push'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- swarm-throughput [--mib N] [--runs N]
+export const usage = `Usage: npm run bench -- swarm-throughput [--mib N] [--runs N] [--image PATH]
 
 Starts a seed agent in a second process holding N MiB (default 256) of random
-chunks (4 to 64 blocks, mean ~16 blocks as the chunker's defaults), then, in
+chunks (4 to 64 blocks, mean ~16 blocks as the chunker's defaults; with
+--image, the image's bytes cut in chunks of those sizes, all-zero ones left
+out, so chunks compress as a disk image's do on the LAN), then, in
 this process, alternately (--runs times, default 3):
   - plain push: one libp2p stream (tcp + noise + yamux) carrying the same bytes;
   - block exchange: a swarm session fetching every chunk (WANT/BLOCK, pipelined,
     each chunk verified with BLAKE3) from the seed, handing each chunk on as
     it arrived (onChunkParts: no copy);
   - block exchange, joined: the same with the onChunk consumer, which gets
-    each chunk as one array (a chunk that spans transport messages is copied).
+    each chunk as one array (a chunk that spans transport messages is copied);
+  - block exchange, blocks 1.0.0: the first again from a node that does not
+    speak blocks 1.1.0, so every chunk goes uncompressed (with --image the
+    others get most chunks zstd-compressed, each compressed for this one
+    peer: the seed's cache of frames is smaller than the image).
 Each run starts with a different phase. Prints the median MB/s of each, the
 ratios to the plain push (goal: >= 0.8 per-run median MB/s, exit 1 below), and the CPU time of both processes
 per GB moved (a figure that other load on the machine does not distort the
@@ -49,29 +56,41 @@ export const options = {
   mib: { type: 'string' },
   runs: { type: 'string' },
   serve: { type: 'boolean' },
-  key: { type: 'string' }
+  key: { type: 'string' },
+  image: { type: 'string' }
 } as const
 
 const PUSH_PROTOCOL = '/trimswarm-bench/push/1.0.0'
 
 interface SeedReady { addr: string, manifest: string }
 
-function makeChunks (totalBytes: number): Uint8Array[] {
+/** Chunks of `totalBytes` in all: random bytes, or the next non-zero pieces of `image` (ending early at its end). */
+function makeChunks (totalBytes: number, image?: string): Uint8Array[] {
   const chunks: Uint8Array[] = []
+  const fd = image != null ? openSync(image, 'r') : undefined
   let left = totalBytes
   let x = 12345
+  let position = 0
   while (left > 0) {
     x = (Math.imul(x, 1103515245) + 12345) >>> 0
     const blocks = Math.min(64, 4 + Math.floor(-Math.log(1 - (x % 10_000) / 10_000) * 12))
-    const len = Math.min(left, blocks * BLOCK_SIZE)
-    chunks.push(randomFillSync(new Uint8Array(len)))
-    left -= len
+    const chunk = new Uint8Array(Math.min(left, blocks * BLOCK_SIZE))
+    if (fd == null) randomFillSync(chunk)
+    else {
+      const n = readSync(fd, chunk, 0, chunk.length, position)
+      position += n
+      if (n < chunk.length) break
+      if (chunk.every(b => b === 0)) continue
+    }
+    chunks.push(chunk)
+    left -= chunk.length
   }
+  if (fd != null) closeSync(fd)
   return chunks
 }
 
-async function serveSeed (mib: number, keyHex: string): Promise<void> {
-  const chunks = makeChunks(mib * 1024 * 1024)
+async function serveSeed (mib: number, keyHex: string, image?: string): Promise<void> {
+  const chunks = makeChunks(mib * 1024 * 1024, image)
   const prefixes = new Uint8Array(chunks.reduce((n, c) => n + c.length / BLOCK_SIZE, 0) * BLOCK_PREFIX_BYTES)
   let b = 0
   let offset = 0
@@ -102,13 +121,13 @@ export async function run (argv: string[]): Promise<number> {
   const runs = Number(values.runs ?? 3)
   if (!Number.isInteger(mib) || mib < 1 || !Number.isInteger(runs) || runs < 1) throw new Error('--mib must be an integer >= 1, --runs >= 1')
   if (values.serve === true) {
-    await serveSeed(mib, values.key ?? '')
+    await serveSeed(mib, values.key ?? '', values.image)
     return await new Promise<number>(() => {}) // serve until the parent disconnects
   }
 
   const pair = await crypto.subtle.generateKey('Ed25519', true, ['sign', 'verify']) as CryptoKeyPair
   const publicKeyRaw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey))
-  const child: ChildProcess = fork(import.meta.filename, ['--serve', '--mib', String(mib), '--key', Buffer.from(publicKeyRaw).toString('hex')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const child: ChildProcess = fork(import.meta.filename, ['--serve', '--mib', String(mib), '--key', Buffer.from(publicKeyRaw).toString('hex'), ...(values.image != null ? ['--image', values.image] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   try {
     const ready = await new Promise<SeedReady>((resolve, reject) => {
       child.once('message', m => { resolve(m as SeedReady) })
@@ -118,6 +137,9 @@ export async function run (argv: string[]): Promise<number> {
     const total = manifest.chunks.reduce((n, c) => n + c.length, 0)
     const swarm = await createSwarm({}, { coordinatorKey: publicKeyRaw, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false })
     const capability = await signCapability({ image: 'bench', version: 'v1', peer: swarm.peerId, expires: Math.floor(Date.now() / 1000) + 3600 }, pair.privateKey)
+    // an agent as before blocks 1.1.0: chunks as they are
+    const plain = await createSwarm({}, { coordinatorKey: publicKeyRaw, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false, compressChunks: false })
+    const plainCapability = await signCapability({ image: 'bench', version: 'v1', peer: plain.peerId, expires: Math.floor(Date.now() / 1000) + 3600 }, pair.privateKey)
     process.stdout.write(`swarm-throughput: ${(total / 1e6).toFixed(1)} MB in ${manifest.chunks.length} chunks (mean ${(total / manifest.chunks.length / 1024).toFixed(0)} KiB), two processes on 127.0.0.1\n`)
     const cpuNow = async (): Promise<number> => {
       const seedCpu = await new Promise<number>(resolve => { child.once('message', m => { resolve((m as { cpu: number }).cpu) }); child.send('cpu') })
@@ -142,10 +164,10 @@ export async function run (argv: string[]): Promise<number> {
     }
     // Block exchange: a full session, every chunk verified; the chunk handed on as received
     // (onChunkParts) or joined into one array (onChunk).
-    const exchange = (joined: boolean) => async (): Promise<number> => {
+    const exchange = (joined: boolean, node = swarm, cap = capability) => async (): Promise<number> => {
       let received = 0
-      const session = swarm.createSession({
-        image: 'bench', version: 'v1', manifest, capability, peers: [ready.addr],
+      const session = node.createSession({
+        image: 'bench', version: 'v1', manifest, capability: cap, peers: [ready.addr],
         ...(joined
           ? { onChunk: async (_i: number, bytes: Uint8Array) => { received += bytes.length } }
           : { onChunkParts: async (_i: number, parts: readonly Uint8Array[]) => { for (const p of parts) received += p.length } })
@@ -158,7 +180,8 @@ export async function run (argv: string[]): Promise<number> {
     const phases = [
       { name: 'plain push', move: push, rates: [] as number[], cpu: [] as number[] },
       { name: 'block exchange', move: exchange(false), rates: [] as number[], cpu: [] as number[] },
-      { name: 'block exchange, joined (onChunk)', move: exchange(true), rates: [] as number[], cpu: [] as number[] }
+      { name: 'block exchange, joined (onChunk)', move: exchange(true), rates: [] as number[], cpu: [] as number[] },
+      { name: 'block exchange, blocks 1.0.0', move: exchange(false, plain, plainCapability), rates: [] as number[], cpu: [] as number[] }
     ]
     for (let r = 0; r < runs; r++) {
       // Each run starts with a different phase, so none always follows the same one.
@@ -180,6 +203,7 @@ export async function run (argv: string[]): Promise<number> {
     }
     process.stdout.write(`CPU (both processes, user+sys) per GB moved, median: ${phases.map(ph => `${ph.name} ${median(ph.cpu).toFixed(1)} s`).join(', ')}\n`)
     await swarm.stop()
+    await plain.stop()
     // issue 5's goal, on the exchange as sessions deliver it (rest[0]), per-run median of MB/s ratios
     const achieved = median(rest[0].rates.map((x, r) => x / base.rates[r]))
     if (achieved < THROUGHPUT_GOAL) process.stdout.write(`${rest[0].name}: ${achieved.toFixed(2)}x the plain push, below the goal of ${THROUGHPUT_GOAL}x\n`)

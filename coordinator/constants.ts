@@ -293,6 +293,12 @@ export const PACE_SLICE_BYTES = 16 * 1024
 /** Depth of a pace session's token bucket in seconds of its rate (at least one slice): shallow, so bytes leave evenly, not in bursts. */
 export const PACE_BURST_SECONDS = 0.02
 
+/**
+ * Longest single wait of a paced slice before the session's rate is looked at again (ms): a slice priced at the
+ * 16 KiB/s floor waits a second, and the agent raises its rate again within a tenth of that.
+ */
+export const PACE_RECHECK_MS = 20
+
 /** A pace session not named by a request for this long is forgotten (ms); its streams keep their last rate. */
 export const PACE_IDLE_MS = 60_000
 

@@ -13,7 +13,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { clampPaceRate, PACE_RATE_HEADER, PACE_SESSION_HEADER, parsePaceHeaders } from '../protocol/pace.ts'
-import { PACE_BURST_SECONDS, PACE_IDLE_MS, PACE_MAX_OWNERS, PACE_MAX_SESSIONS_PER_OWNER, PACE_SLICE_BYTES } from './constants.ts'
+import { PACE_BURST_SECONDS, PACE_IDLE_MS, PACE_MAX_OWNERS, PACE_MAX_SESSIONS_PER_OWNER, PACE_RECHECK_MS, PACE_SLICE_BYTES } from './constants.ts'
 
 /** One pace session: a byte rate and its token bucket. */
 export interface Pace {
@@ -135,8 +135,13 @@ export function pacedStream (source: ReadableStream<Uint8Array>, pace: Pace): Re
       }
       const slice = rest.subarray(0, PACE_SLICE_BYTES)
       rest = rest.subarray(slice.length)
-      const ms = pace.reserve(slice.length)
-      if (ms > 0) await sleep(ms, undefined, { signal: stopper.signal })
+      let ms = pace.reserve(slice.length)
+      // in pieces, looking at the rate again after each: a debt priced at a low rate (the agent's periodic
+      // slowdown drops it to the floor for a round trip) is paid off at the new one once it rises
+      while (ms > 0) {
+        await sleep(Math.min(ms, PACE_RECHECK_MS), undefined, { signal: stopper.signal })
+        ms = pace.reserve(0)
+      }
       controller.enqueue(slice)
     },
     async cancel (reason) {

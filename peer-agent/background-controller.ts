@@ -8,18 +8,32 @@
  * multiplicatively by min(qd / target - 1, 1/2) at most once per round trip
  * (and not again while the queue the last cut left is still draining);
  * after the first ramp-up and then periodically it drops to the minimum for
- * two round trips so the queue drains and the base delay is measured afresh,
- * then ramps back up to where it was. Pure: time is passed in, no I/O.
+ * two round trips (until the queue has drained) so the base delay is measured
+ * afresh, then ramps back up to where it was. Sender-paced, a queue of its own
+ * holds the rate at what arrives (holdFactor), so it settles at the path's
+ * rate with a standing queue near the setpoint instead of growing past it and
+ * halving. Pure: time is passed in, no I/O.
  */
 import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
   BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED,
-  BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS,
-  BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
+  BACKGROUND_HOLD_GAIN, BACKGROUND_HOLD_MIN_SHARE, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS, BACKGROUND_PATH_LIMITED_SHARE,
+  BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
+  BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_MAX_MS, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
 /** What the controller is doing now. */
 export type BackgroundPhase = 'slow-start' | 'avoidance' | 'slowdown'
+
+/** What a delay sample says besides the delay. */
+export interface SampleOptions {
+  /** Reader-paced: the transfer did not use its rate since the last sample (a quiet link says nothing about a higher rate). */
+  appLimited?: boolean
+  /** Sender-paced: bytes per second that arrived lately (nothing holds reads back). */
+  delivered?: number
+  /** Sender-paced: bytes per second the rate allowed over the span whose bytes `delivered` counts (a round trip earlier). */
+  allowed?: number
+}
 
 /** A delay-based scavenger rate controller. */
 export interface BackgroundController {
@@ -32,15 +46,15 @@ export interface BackgroundController {
   readonly queueDelay: number
   /**
    * One delay sample (a round trip or a one-way delay, ms) taken at `now` (ms).
-   * `appLimited`: the transfer did not use its rate since the last sample, so
-   * a quiet link says nothing about a higher rate and the rate is not raised.
-   * `delivered`: bytes per second that arrived lately (sender-side pacing, where
-   * nothing holds reads back): a cut starts from it when the rate is above it,
-   * so a rate the path never carried is not cut from (its excess is a queue),
-   * the rate grows to at most BACKGROUND_DELIVERY_HEADROOM times it,
-   * and is LEDBAT++'s up to a half (BACKGROUND_MAX_CUT_SENDER_PACED), not a quarter.
+   * Reader-paced (no `delivered`): the rate is not raised while `appLimited`.
+   * Sender-paced: the rate is not raised while `delivered` is under
+   * BACKGROUND_PATH_LIMITED_SHARE of `allowed` (the path or the transfer did not
+   * carry it), grows to at most BACKGROUND_DELIVERY_HEADROOM times `delivered`, is
+   * held under `delivered` while the queue is above the setpoint, and a cut starts
+   * from `delivered` when the rate is above it (its excess is a queue) and is
+   * LEDBAT++'s up to a half (BACKGROUND_MAX_CUT_SENDER_PACED), not a quarter.
    */
-  sample: (now: number, delayMs: number, options?: { appLimited?: boolean, delivered?: number }) => void
+  sample: (now: number, delayMs: number, options?: SampleOptions) => void
   /** A probe got no answer in time: treated like a loss, the rate is halved. */
   lost: (now: number) => void
 }
@@ -111,6 +125,18 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
   let slowdownStart = 0
   let slowdownEnd = 0
   let rampedOnce = false
+  const setpoint = BACKGROUND_SETPOINT_SHARE * target
+
+  /**
+   * Sender-paced near the path's rate, the rate is held at what arrives times this: a little more below the
+   * setpoint, a little less above it (BACKGROUND_HOLD_GAIN), so the queue settles there. A rate-based sender
+   * has no window to bound its queue: a rate a little above the link's grows the queue until a cut, and
+   * growth-then-halving held an idle 20 mbit link 0.35-0.72 used (bench/background.ts). The gain is small
+   * because the delay it reacts to is a few samples old (the current-delay filter).
+   */
+  function holdFactor (queueDelay: number): number {
+    return 1 + BACKGROUND_HOLD_GAIN * (setpoint - queueDelay) / setpoint
+  }
 
   function clamp (r: number): number {
     return Math.min(maxRate, Math.max(minRate, r))
@@ -140,7 +166,11 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
     lastDecrease = now
     queueAtDecrease = queueDelay
     const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), delivered == null ? BACKGROUND_MAX_CUT : BACKGROUND_MAX_CUT_SENDER_PACED)
-    rate = clamp(Math.min(rate, delivered ?? Infinity) * (1 - cut))
+    // climbing back after a slowdown, the rate to cut from is the one before it: cut from the climb's, a queue
+    // left from before the slowdown put the rate at the floor, whence avoidance took 5 s to reach a third of the
+    // link (bench/background.ts, 20 ms)
+    const from = phase === 'slow-start' && ssthresh < Infinity ? ssthresh : Math.min(rate, delivered ?? Infinity)
+    rate = clamp(from * (1 - cut))
     if (phase === 'slow-start') exitSlowStart(now, rtt)
   }
 
@@ -161,7 +191,11 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       const dt = last == null ? 0 : Math.min(now - last, 4 * rtt)
       last = now
       if (phase === 'slowdown') {
-        if (now >= slowdownEnd) {
+        // not before the queue has drained (or a second has passed: then it is not ours): the climb back would
+        // read what is left of it as a queue and stop at the floor (bench/background.ts, 20 ms: two round trips
+        // left 47 ms of a slow start's overshoot, and avoidance then took 7 s to reach half the link)
+        const drained = queueDelay <= BACKGROUND_QUEUE_SEEN_SHARE * setpoint || now - slowdownStart >= BACKGROUND_SLOWDOWN_MAX_MS
+        if (now >= slowdownEnd && drained) {
           // ramp back to where the rate was (LEDBAT++ section 4.4)
           phase = 'slow-start'
           rate = clamp(Math.max(rate, BACKGROUND_START_RATE))
@@ -180,22 +214,38 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
         decrease(now, rtt, options.delivered)
         return
       }
-      if (options.appLimited === true || dt === 0) return
-      // sender-paced: at most a little above what arrives, so one sample's growth cannot overshoot the path by much
-      const ceiling = Math.max(rate, BACKGROUND_DELIVERY_HEADROOM * (options.delivered ?? Infinity))
+      if (dt === 0) return
+      const { delivered, allowed } = options
+      // sender-paced, and not climbing back to a rate the path carried just before a slowdown (what arrives
+      // during and after one says nothing about the path): the rate follows what arrives
+      const held = delivered != null && !(phase === 'slow-start' && rate < ssthresh && ssthresh < Infinity)
+      // application- or path-limited: what we allowed did not arrive, so a quiet link says nothing about a higher rate
+      const limited = options.appLimited === true || (held && allowed != null && delivered < BACKGROUND_PATH_LIMITED_SHARE * allowed)
       // the gain slows the ramp-up of short round trips, which take more steps per second; steps are at
       // most one per BACKGROUND_MIN_RTT_MS here, so a shorter base needs no further slowing (measured: an
       // idle link with a 2 ms base got 0.09 used at gain 1/16)
       const gain = ledbatGain(target, Math.max(baseDelay, BACKGROUND_MIN_RTT_MS))
       const rtts = dt / rtt
+      // near the path's rate: a queue of our own while most of what we allowed arrives. A transfer that does not
+      // use its rate (at its start, between requests) is only not raised: held at what it used, with a busy agent's
+      // late probes reading as a few ms of queue, it fell to the floor (bench/background.ts, 40 ms: 6 s to climb back)
+      const atPath = held && queueDelay > BACKGROUND_QUEUE_SEEN_SHARE * setpoint &&
+        (allowed == null || delivered >= BACKGROUND_HOLD_MIN_SHARE * allowed)
+      let next = rate
       if (phase === 'slow-start') {
-        if (queueDelay > 0.75 * target) { exitSlowStart(now, rtt); return }
+        if (queueDelay > (delivered != null ? setpoint : 0.75 * target)) { exitSlowStart(now, rtt); return }
         // x(1 + gain) per round trip, as TCP slow start doubles per round trip
-        rate = clamp(Math.min(rate * (1 + gain) ** rtts, ssthresh, ceiling))
-        if (rate >= ssthresh || rate >= maxRate) exitSlowStart(now, rtt)
-        return
+        if (!limited) next = Math.min(rate * (1 + gain) ** rtts, ssthresh)
+      } else if (!limited) {
+        next = rate * (1 + gain * (1 - queueDelay / target) * BACKGROUND_AVOIDANCE_GROWTH * rtts)
       }
-      rate = clamp(Math.min(rate * (1 + gain * (1 - queueDelay / target) * BACKGROUND_AVOIDANCE_GROWTH * rtts), ceiling))
+      if (held) {
+        // far from the path's rate, at most a little above what arrives, so one sample's growth cannot overshoot
+        // by much; near it, held at what arrives (holdFactor), so the queue settles at the setpoint
+        next = Math.min(next, atPath ? delivered * holdFactor(queueDelay) : Math.max(rate, BACKGROUND_DELIVERY_HEADROOM * delivered))
+      }
+      rate = clamp(next)
+      if (phase === 'slow-start' && (rate >= ssthresh || rate >= maxRate)) exitSlowStart(now, rtt)
     },
     lost (now) {
       rate = clamp(rate / 2)

@@ -3,8 +3,8 @@
  * controller sets from round-trip probes.
  *
  * Sender-side pacing (protocol/pace.ts): origin requests name a pace session
- * and the rate (requestHeaders), and each probe round sends a POST /v1/pace
- * with the session's current rate, then times the round trip (a TCP
+ * and the rate (requestHeaders), a POST /v1/pace beside the probes tells the
+ * coordinator each new rate, and each probe times a round trip (a TCP
  * handshake, createConnectProbe): the coordinator writes
  * our streams at that rate, so its bytes leave evenly and the agent reads
  * them at once. Receiver-side pacing, reading a body only as fast as the rate
@@ -18,13 +18,14 @@
  * leave. Probes run one at a time and only while a paced transfer moves bytes.
  */
 import { randomBytes } from 'node:crypto'
+import { appendFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PACE_RATE_HEADER, PACE_ROUTE, PACE_SESSION_HEADER, PaceUpdateResponse, type PaceUpdate } from '../protocol/pace.ts'
 import { createBackgroundController, type BackgroundController } from './background-controller.ts'
 import {
   BACKGROUND_PROBE_IDLE_MS, BACKGROUND_RECHECK_MS, BACKGROUND_PROBE_INTERVAL_MS, BACKGROUND_PROBE_TIMEOUT_MS,
-  BACKGROUND_STATUS_INTERVAL_MS, BACKGROUND_DELIVERY_WINDOW_MS, BACKGROUND_PATH_LIMITED_SHARE
+  BACKGROUND_STATUS_INTERVAL_MS, BACKGROUND_DELIVERY_WINDOW_MS, BACKGROUND_PACE_UPDATE_MS
 } from './constants.ts'
 import type { AbortOptions } from '../utils/interface.ts'
 import type { AgentLogger } from './interface.ts'
@@ -72,6 +73,34 @@ export interface BackgroundPacerInit {
   controller?: BackgroundController
   /** What the status lines name (default "background"). */
   label?: string
+  /** Gets every delay sample and what the controller made of it (the benchmark's trace; TRIMSWARM_BACKGROUND_TRACE). */
+  trace?: (sample: BackgroundSample) => void
+}
+
+/** One delay sample as the controller saw it (times in ms of performance.now(), rates in bytes/s). */
+export interface BackgroundSample {
+  t: number
+  /** Wall-clock time (ms since 1970), to line samples up with what else happened. */
+  wall: number
+  delayMs: number
+  baseDelayMs: number
+  queueDelayMs: number
+  rate: number
+  phase: string
+  delivered?: number
+  allowed?: number
+}
+
+/**
+ * A trace sink appending one JSON line per sample to `path` (TRIMSWARM_BACKGROUND_TRACE names it: a diagnostic
+ * for bench/background.ts, off unless set), or undefined without a path.
+ */
+export function createTraceFile (path: string | undefined): ((sample: BackgroundSample) => void) | undefined {
+  if (path == null || path === '') return undefined
+  return (sample) => {
+    // a few hundred bytes ten times a second; a trace that cannot be written is not worth failing a sync for
+    try { appendFileSync(path, JSON.stringify(sample) + '\n', { mode: 0o600 }) } catch {}
+  }
 }
 
 /**
@@ -127,34 +156,69 @@ export function createCoordinatorPacer (
   const { coordinator } = components
   const url = (): string => coordinator.url // the one the client talks to now, after a failover too
   const paceUpdate = createPaceUpdater(url, coordinator.authorization)
-  return createBackgroundPacer({ probe: createConnectProbe(url), paceUpdate, logger: components.logger }, init)
+  const trace = createTraceFile(process.env.TRIMSWARM_BACKGROUND_TRACE)
+  return createBackgroundPacer({ probe: createConnectProbe(url), paceUpdate, logger: components.logger }, { trace, ...init })
 }
 
 /** Bytes per second that arrived, and that the rate allowed, over about the last `windowMs`, as of each call of measure(). */
-interface DeliveryMeter {
+export interface DeliveryMeter {
   add: (bytes: number) => void
-  /** `rate`: the rate allowed since the last call. Undefined until a tenth of the window has passed since the first call. */
-  measure: (now: number, rate: number) => { delivered: number, allowed: number } | undefined
+  /** The sender applies `rate` from `t` on (the coordinator answered the pace update that set it). */
+  setRate: (t: number, rate: number) => void
+  /**
+   * What arrived over the window ending `now`, and what the rate allowed over the same span `lagMs` earlier:
+   * bytes sent at a new rate arrive a round trip after the rate changed, so comparing the same span made a
+   * ramp-up look path-limited at every step (measured: slow start stalled at each step for the 500 ms window).
+   * Undefined until a tenth of the window has passed since the first call.
+   */
+  measure: (now: number, lagMs: number) => { delivered: number, allowed: number } | undefined
 }
 
 export function createDeliveryMeter (windowMs: number): DeliveryMeter {
   let total = 0
-  let allowed = 0
-  // (time, totals so far) at each call, the newest one at least windowMs old kept as the window's start
-  const marks: Array<{ t: number, total: number, allowed: number }> = []
+  // (time, bytes so far) at each call of measure, the newest one at least windowMs old kept as the window's start
+  const marks: Array<{ t: number, total: number }> = []
+  // the rate from each time on, the oldest kept covering 2 windows back (lags beyond a window are cut to one)
+  const rates: Array<{ t: number, rate: number }> = []
+
+  /** Bytes the rate allowed from a to b. */
+  function allowedBetween (a: number, b: number): number {
+    let bytes = 0
+    for (let i = 0; i < rates.length; i++) {
+      const from = Math.max(a, rates[i].t)
+      const to = Math.min(b, rates[i + 1]?.t ?? Infinity)
+      if (to > from) bytes += rates[i].rate * (to - from) / 1000
+    }
+    return bytes
+  }
+
   return {
     add (bytes) { total += bytes },
-    measure (now, rate) {
-      const last = marks.at(-1)
-      if (last != null) allowed += rate * (now - last.t) / 1000
-      marks.push({ t: now, total, allowed })
+    setRate (t, rate) {
+      rates.push({ t, rate })
+      while (rates.length > 2 && t - rates[1].t >= 2 * windowMs) rates.shift()
+    },
+    measure (now, lagMs) {
+      marks.push({ t: now, total })
       while (marks.length > 2 && now - marks[1].t >= windowMs) marks.shift()
       const first = marks[0]
-      const span = (now - first.t) / 1000
-      if (span < windowMs / 10_000) return undefined
-      return { delivered: (total - first.total) / span, allowed: (allowed - first.allowed) / span }
+      const spanMs = now - first.t
+      if (spanMs < windowMs / 10) return undefined
+      const lag = Math.min(Math.max(0, lagMs), windowMs)
+      return { delivered: (total - first.total) / spanMs * 1000, allowed: allowedBetween(first.t - lag, now - lag) / spanMs * 1000 }
     }
   }
+}
+
+function sampleOf (c: BackgroundController, t: number, delayMs: number): BackgroundSample {
+  return {
+    t: Math.round(t), wall: Date.now(), delayMs: round1(delayMs), baseDelayMs: round1(c.baseDelay), queueDelayMs: round1(c.queueDelay),
+    rate: Math.round(c.rate), phase: c.phase
+  }
+}
+
+function round1 (x: number): number {
+  return Math.round(x * 10) / 10
 }
 
 /** Creates a pacer; probing starts with the first bytes taken. */
@@ -177,6 +241,9 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
   let waiting = 0
   let lastStatus = -Infinity
   let loop: Promise<void> | undefined
+  // the last rate the coordinator was told, and when
+  let lastSent: { t: number, rate: number } | undefined
+  let updating: Promise<void> | undefined
   let stopper = new AbortController()
 
   const logStatus = (c: BackgroundController): void => {
@@ -186,30 +253,61 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
     components.logger?.info(message, { rate: Math.round(c.rate), phase: c.phase, queueDelayMs: Math.round(c.queueDelay), baseDelayMs: Math.round(c.baseDelay) })
   }
 
+  /**
+   * Whether the coordinator should hear the rate now: a lower one at once (a cut, a hold under what arrives),
+   * a higher one at most every BACKGROUND_PACE_UPDATE_MS, an unchanged one (within 2 %) not at all. Probes
+   * come every BACKGROUND_PROBE_INTERVAL_MS; a POST with each doubled the coordinator's work for nothing.
+   */
+  function paceUpdateDue (now: number): boolean {
+    if (lastSent == null || !senderPaced) return true
+    const rate = Math.round(controller.rate)
+    if (Math.abs(rate - lastSent.rate) <= 0.02 * lastSent.rate) return false
+    return rate < lastSent.rate || now - lastSent.t >= BACKGROUND_PACE_UPDATE_MS
+  }
+
+  /** Tells the coordinator the rate (not timed: its own work, auth and JSON, is in the answer). */
+  async function updatePace (update: PaceUpdater, loopSignal: AbortSignal): Promise<void> {
+    const asked = Math.round(controller.rate)
+    lastSent = { t: performance.now(), rate: asked }
+    try {
+      const applied = await update({ session, rate: asked }, { signal: AbortSignal.any([loopSignal, AbortSignal.timeout(timeout)]) })
+      senderPaced = applied != null
+      if (applied != null) delivery.setRate(performance.now(), applied)
+      else {
+        paceUpdate = undefined
+        components.logger?.info('background: the coordinator does not pace streams (no /v1/pace): pacing reads instead')
+      }
+    } catch {
+      // no answer in time (or an error answer): like a lost packet, a sign to slow down
+      if (!loopSignal.aborted) controller.lost(performance.now())
+    } finally {
+      updating = undefined
+    }
+  }
+
   async function probeLoop (signal: AbortSignal): Promise<void> {
     // a transfer waiting on the pacer is not idle: its rate must keep following the delay
     while (!signal.aborted && (waiting > 0 || performance.now() - lastTake < idleMs)) {
       const t0 = performance.now()
       try {
         const probeSignal = AbortSignal.any([signal, AbortSignal.timeout(timeout)])
-        if (paceUpdate != null) {
-          // not timed: the coordinator's own work (auth, JSON) is in its answer
-          const applied = await paceUpdate({ session, rate: Math.round(controller.rate) }, { signal: probeSignal })
-          senderPaced = applied != null
-          if (applied == null) {
-            paceUpdate = undefined
-            components.logger?.info('background: the coordinator does not pace streams (no /v1/pace): pacing reads instead')
-          }
-        }
+        // the pace update runs beside the probes: awaited, a slow answer (a loaded coordinator) spaced the samples
+        // out to 150 ms and more, and the current-delay filter saw a queue that much later
+        if (paceUpdate != null && updating == null && paceUpdateDue(t0)) updating = updatePace(paceUpdate, signal)
         const t1 = performance.now()
         await components.probe({ signal: probeSignal })
         const now = performance.now()
         if (senderPaced) {
           // nothing holds reads back: the transfer used its rate when about what it allowed arrived
-          const d = delivery.measure(now, controller.rate)
-          controller.sample(now, now - t1, d == null ? {} : { delivered: d.delivered, appLimited: d.delivered < BACKGROUND_PATH_LIMITED_SHARE * d.allowed })
+          // the rate applied at the coordinator reaches us about one probe's round trip later
+          const d = delivery.measure(now, now - t1)
+          controller.sample(now, now - t1, d ?? {})
+          init.trace?.({ ...sampleOf(controller, now, now - t1), ...d })
         }
-        else controller.sample(now, now - t1, { appLimited: !limited && waiting === 0 })
+        else {
+          controller.sample(now, now - t1, { appLimited: !limited && waiting === 0 })
+          init.trace?.(sampleOf(controller, now, now - t1))
+        }
         limited = false
         if (now - lastStatus >= BACKGROUND_STATUS_INTERVAL_MS) {
           lastStatus = now
@@ -266,6 +364,7 @@ export function createBackgroundPacer (components: BackgroundPacerComponents, in
     async stop () {
       stopper.abort()
       await loop
+      await updating
     }
   }
 }

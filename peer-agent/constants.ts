@@ -222,6 +222,9 @@ export const BACKGROUND_AVOIDANCE_GROWTH = 0.125
 /** The periodic slowdown keeps the rate at the minimum this many round trips (LEDBAT++ section 4.4: 2). */
 export const BACKGROUND_SLOWDOWN_RTTS = 2
 
+/** A slowdown lasts until the queue has drained (a queueing delay under 6 ms), but at most this long (ms). */
+export const BACKGROUND_SLOWDOWN_MAX_MS = 1_000
+
 /** The next slowdown starts this many times the last one's duration (slowdown + ramp back) after it ended (LEDBAT++: 9, ~10 % of the time). */
 export const BACKGROUND_SLOWDOWN_INTERVAL_FACTOR = 9
 
@@ -231,8 +234,16 @@ export const BACKGROUND_MIN_RTT_MS = 20
 /** A delay probe that takes longer than this counts as a loss: the rate is halved (ms). */
 export const BACKGROUND_PROBE_TIMEOUT_MS = 2_000
 
-/** Shortest gap between the starts of two delay probes (ms); probes run one at a time. */
-export const BACKGROUND_PROBE_INTERVAL_MS = 100
+/**
+ * Shortest gap between the starts of two delay probes (ms); probes run one at a time. The current delay is the
+ * minimum of the last BACKGROUND_CURRENT_FILTER samples, so it sees a queue that many intervals late: at 100 ms
+ * the rate sawed between 0.8 and 1.4x the link's with 100 ms of queue at each top (a model of the bench); at
+ * 50 ms it settles.
+ */
+export const BACKGROUND_PROBE_INTERVAL_MS = 50
+
+/** Sender-paced, a higher rate is sent to the coordinator at most this often (ms); a lower one at once. */
+export const BACKGROUND_PACE_UPDATE_MS = 100
 
 /** Probing stops once a paced transfer has taken no bytes for this long (ms), so an idle agent sends no probes. */
 export const BACKGROUND_PROBE_IDLE_MS = 1_000
@@ -248,7 +259,7 @@ export const BACKGROUND_DELIVERY_WINDOW_MS = 500
 
 /**
  * With sender-side pacing, the rate is raised only while what arrives is at least this share of what the rate
- * allowed over the same window: a sender paced above what the path carries fills its socket buffer, whose backlog
+ * allowed over the same window a probe round trip earlier (the meter's lag): a sender paced above what the path carries fills its socket buffer, whose backlog
  * then drains into the bottleneck's queue whatever the rate says (measured at 20 mbit, 20 ms: a slow start that
  * reached 34 MB/s held 170-270 ms of queue for seconds; capping the rate at 1.5x the delivered one still left
  * 80-100 ms for a second after each cut, and 0.21 of the idle link used).
@@ -261,6 +272,32 @@ export const BACKGROUND_PATH_LIMITED_SHARE = 0.9
  * 40 ms RTT: 4.24 MB/s asked of a 2.5 MB/s link for 2 s, whose backlog then held the queue for seconds).
  */
 export const BACKGROUND_DELIVERY_HEADROOM = 1.5
+
+/**
+ * With sender-side pacing, the queueing delay the rate settles at, as a share of BACKGROUND_TARGET_MS (24 ms of
+ * 60; BACKGROUND_HOLD_GAIN), and what ends slow start. Under the issue's 50 ms of added delay with room for a probe
+ * filter that sees a queue a few samples late.
+ */
+export const BACKGROUND_SETPOINT_SHARE = 0.4
+
+/**
+ * With sender-side pacing near the path's rate, the rate is what arrives times 1 + this x (setpoint - queueing
+ * delay) / setpoint: 1.1 on an empty queue, 0.85 at the target. Small: the delay it reacts to is a few samples old.
+ */
+export const BACKGROUND_HOLD_GAIN = 0.1
+
+/**
+ * With sender-side pacing, the rate is held at what arrives only while at least this share of what it allowed
+ * arrives: less is a transfer that does not use its rate (between requests), not a path that cannot carry it.
+ */
+export const BACKGROUND_HOLD_MIN_SHARE = 0.5
+
+/**
+ * With sender-side pacing, a queueing delay above this share of the setpoint (6 ms) is a queue of our own: the rate
+ * is then held at what arrives (BACKGROUND_HOLD_GAIN). Below it, a transfer that did not use its rate is only not
+ * raised: held at what it used, one that paused between requests fell to the floor.
+ */
+export const BACKGROUND_QUEUE_SEEN_SHARE = 0.25
 
 /**
  * For this many round trips after a cut, the rate is cut again only if the queueing delay has not fallen

@@ -11,7 +11,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { BLOCKS_PROTOCOL } from '../protocol/constants.ts'
+import { BLOCKS_PROTOCOLS } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import type { AbortOptions } from '../utils/interface.ts'
 import { readFull } from '../utils/read-full.ts'
@@ -205,7 +205,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
     for (const conn of swarm.libp2p.getConnections()) {
       const id = conn.remotePeer.toString()
       if (!sessionPeers.has(id)) continue
-      if (conn.streams.some(st => st.protocol === BLOCKS_PROTOCOL)) out.add(id)
+      if (conn.streams.some(st => BLOCKS_PROTOCOLS.includes(st.protocol ?? ''))) out.add(id)
     }
     return out
   }

@@ -20,7 +20,9 @@ export const MessageType = {
   CANCEL: 0x05,
   DONT_HAVE: 0x06,
   BLOCK: 0x07,
-  ERROR: 0x08
+  ERROR: 0x08,
+  /** Only on BLOCKS_PROTOCOL_ZSTD: a chunk as one zstd frame (docs/PROTOCOL.md "Compressed chunks"). */
+  BLOCK_ZSTD: 0x09
 } as const
 
 /** ERROR codes. */
@@ -63,7 +65,9 @@ export const MAX_MESSAGE_BYTES: Record<number, number> = {
   [MessageType.CANCEL]: 1 + MAX_INDICES_PER_MESSAGE * VARINT_MAX,
   [MessageType.DONT_HAVE]: 1 + MAX_INDICES_PER_MESSAGE * VARINT_MAX,
   [MessageType.BLOCK]: 1 + VARINT_MAX + MAX_BLOCK_BYTES,
-  [MessageType.ERROR]: 1 + 1 + MAX_ERROR_TEXT_BYTES
+  [MessageType.ERROR]: 1 + 1 + MAX_ERROR_TEXT_BYTES,
+  // a sender compresses a chunk only when that makes it smaller, so the raw chunk's limit holds
+  [MessageType.BLOCK_ZSTD]: 1 + VARINT_MAX + MAX_BLOCK_BYTES
 }
 
 /** Largest frame of any type. */
@@ -89,6 +93,12 @@ export type ExchangeMessage =
     parts?: readonly Uint8Array[]
   }
   | { type: 'error', code: number, message: string }
+  /**
+   * Chunk `index` as one zstd frame (BLOCKS_PROTOCOL_ZSTD only). Decoding it is the
+   * receiver's job, bounded by the chunk's length in its manifest: nothing here trusts
+   * what the frame says it decodes to.
+   */
+  | { type: 'block-zstd', index: number, bytes: Uint8Array }
 
 /** A frame or message that breaks the protocol's grammar. */
 export class MalformedMessageError extends ValidationError {
@@ -157,10 +167,10 @@ export function encodeMessage (m: ExchangeMessage): Uint8Array[] {
       for (const i of m.indices) { checkIndex(i); pushVarint(body, i) }
       return [encodeFrame(LIST_TYPES[m.type], body)]
     }
-    case 'block': {
+    case 'block': case 'block-zstd': {
       checkIndex(m.index)
-      if (m.bytes.length < 1 || m.bytes.length > MAX_BLOCK_BYTES) throw new MessageTooLargeError(`block of ${m.bytes.length} bytes`)
-      const inner: number[] = [MessageType.BLOCK]
+      if (m.bytes.length < 1 || m.bytes.length > MAX_BLOCK_BYTES) throw new MessageTooLargeError(`${m.type} of ${m.bytes.length} bytes`)
+      const inner: number[] = [m.type === 'block' ? MessageType.BLOCK : MessageType.BLOCK_ZSTD]
       pushVarint(inner, m.index)
       const head: number[] = []
       pushVarint(head, inner.length + m.bytes.length)
@@ -206,15 +216,39 @@ function readIndexList (body: Uint8Array, pos: number, what: string): number[] {
   return out
 }
 
+/** The chunk index at `pos` of a BLOCK or BLOCK_ZSTD, and the position after it. */
+function readBlockIndex (bytes: Uint8Array, pos: number, what: string): [number, number] {
+  let index: number, next: number
+  try {
+    [index, next] = readVarint(bytes, pos)
+  } catch (err) {
+    throw new MalformedMessageError(`${what}: bad index: ${(err as Error).message}`, { cause: err })
+  }
+  checkIndex(index)
+  return [index, next]
+}
+
+/** Which messages a stream's protocol version allows. */
+export interface MessageGrammar {
+  /** BLOCK_ZSTD is a message (BLOCKS_PROTOCOL_ZSTD); without it, type 0x09 is unknown as on BLOCKS_PROTOCOL. Default false. */
+  compressedBlocks?: boolean
+}
+
+/** The size limit of message `type` under `grammar`; undefined for a type it does not have. */
+function limitOf (type: number, grammar: MessageGrammar): number | undefined {
+  if (type === MessageType.BLOCK_ZSTD && grammar.compressedBlocks !== true) return undefined
+  return MAX_MESSAGE_BYTES[type]
+}
+
 /**
  * Decodes one frame's content (type byte + body, without the length prefix).
  * Throws UnknownMessageTypeError, MessageTooLargeError or MalformedMessageError.
- * BLOCK and HELLO bytes are views into `frameBody`.
+ * BLOCK, BLOCK_ZSTD and HELLO bytes are views into `frameBody`.
  */
-export function decodeMessage (frameBody: Uint8Array): ExchangeMessage {
+export function decodeMessage (frameBody: Uint8Array, grammar: MessageGrammar = {}): ExchangeMessage {
   if (frameBody.length < 1) throw new MalformedMessageError('empty frame')
   const type = frameBody[0]
-  const limit = MAX_MESSAGE_BYTES[type]
+  const limit = limitOf(type, grammar)
   if (limit == null) throw new UnknownMessageTypeError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`)
   if (frameBody.length > limit) throw new MessageTooLargeError(`message type 0x${type.toString(16)} of ${frameBody.length} bytes is over its limit of ${limit}`)
   const body = frameBody.subarray(1)
@@ -243,18 +277,18 @@ export function decodeMessage (frameBody: Uint8Array): ExchangeMessage {
       return { type: name, indices: readIndexList(body, 0, name.toUpperCase()) }
     }
     case MessageType.BLOCK: {
-      let index: number, pos: number
-      try {
-        [index, pos] = readVarint(body, 0)
-      } catch (err) {
-        throw new MalformedMessageError(`BLOCK: bad index: ${(err as Error).message}`, { cause: err })
-      }
-      checkIndex(index)
+      const [index, pos] = readBlockIndex(body, 0, 'BLOCK')
       const bytes = body.subarray(pos)
       if (bytes.length < 1 || bytes.length % BLOCK_SIZE !== 0) {
         throw new MalformedMessageError(`BLOCK of ${bytes.length} bytes is not a positive multiple of ${BLOCK_SIZE}`)
       }
       return { type: 'block', index, bytes }
+    }
+    case MessageType.BLOCK_ZSTD: {
+      const [index, pos] = readBlockIndex(body, 0, 'BLOCK_ZSTD')
+      const bytes = body.subarray(pos)
+      if (bytes.length < 1) throw new MalformedMessageError('BLOCK_ZSTD without a zstd frame')
+      return { type: 'block-zstd', index, bytes }
     }
     default: { // ERROR
       if (body.length < 1) throw new MalformedMessageError('ERROR without code')
@@ -278,7 +312,7 @@ export interface MessageDecoder {
 }
 
 /** Options of createMessageDecoder. */
-export interface MessageDecoderInit {
+export interface MessageDecoderInit extends MessageGrammar {
   /**
    * Allocates the buffer a frame split across received pieces is joined into
    * (the caller may pass one that skips zero-filling, e.g. Node's
@@ -338,7 +372,7 @@ export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDec
     if (len > MAX_FRAME_BYTES) throw new MessageTooLargeError(`frame of ${len} bytes is over the limit of ${MAX_FRAME_BYTES}`)
     if (head.length > pos) {
       const type = head[pos]
-      const limit = MAX_MESSAGE_BYTES[type]
+      const limit = limitOf(type, init)
       if (limit == null) throw new UnknownMessageTypeError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`)
       if (len > limit) throw new MessageTooLargeError(`message type 0x${type.toString(16)} of ${len} bytes is over its limit of ${limit}`)
     }
@@ -347,20 +381,14 @@ export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDec
     if (init.blockParts === true && parts[0].length < len && parts[0][0] === MessageType.BLOCK) return blockOfParts(len)
     const body = peek(len)
     consume(len)
-    return decodeMessage(body)
+    return decodeMessage(body, init)
   }
 
   // A BLOCK frame of `len` bytes (type byte included) spanning several parts: the same checks
   // as decodeMessage, the chunk bytes left as views of the parts.
   function blockOfParts (len: number): ExchangeMessage {
     const head = peek(Math.min(len, 1 + VARINT_MAX))
-    let index: number, pos: number
-    try {
-      [index, pos] = readVarint(head, 1)
-    } catch (err) {
-      throw new MalformedMessageError(`BLOCK: bad index: ${(err as Error).message}`, { cause: err })
-    }
-    checkIndex(index)
+    const [index, pos] = readBlockIndex(head, 1, 'BLOCK')
     const length = len - pos
     if (length < 1 || length % BLOCK_SIZE !== 0) throw new MalformedMessageError(`BLOCK of ${length} bytes is not a positive multiple of ${BLOCK_SIZE}`)
     consume(pos)

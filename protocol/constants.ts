@@ -46,8 +46,14 @@ export const MAX_CHUNK_BLOCKS = 1024
 /** Names of images, versions, groups and sites: a safe path segment. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/
 
-/** Block exchange protocol id between peers (libp2p). */
+/** Block exchange protocol id between peers (libp2p): chunks as they are (agents before issue 21 speak only this). */
 export const BLOCKS_PROTOCOL = '/trimswarm/blocks/1.0.0'
+
+/** The same block exchange where the server may send a chunk zstd-compressed (BLOCK_ZSTD); chosen when both peers have it. */
+export const BLOCKS_PROTOCOL_ZSTD = '/trimswarm/blocks/1.1.0'
+
+/** The block-exchange protocol ids a fetching peer proposes, most preferred first (libp2p's multistream-select picks). */
+export const BLOCKS_PROTOCOLS: readonly string[] = [BLOCKS_PROTOCOL_ZSTD, BLOCKS_PROTOCOL]
 
 /** Signed-manifest exchange protocol id between peers (libp2p): protocol/manifest-exchange.ts. */
 export const MANIFEST_PROTOCOL = '/trimswarm/manifest/1.0.0'

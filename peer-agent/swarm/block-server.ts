@@ -9,9 +9,12 @@ import {
   bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage
 } from '../../protocol/block-exchange.ts'
 import { verifyCapability, type Capability } from '../../protocol/capability.ts'
+import { BLOCKS_PROTOCOL_ZSTD } from '../../protocol/constants.ts'
 import type { UploadPacer } from '../background-pacer.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
-import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, WRITE_BATCH_BYTES } from './constants.ts'
+import { compressChunk } from './chunk-compression.ts'
+import { createCompressedCache, type CompressedCache } from './compressed-cache.ts'
+import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, LAN_ZSTD_CACHE_BYTES, LAN_ZSTD_MAX_RATIO, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { ServedVersion, ServeInit, SwarmLogger, SwarmServeStats } from './interface.ts'
 import { describeError, isForeignCapability, peerLog } from './peer-log.ts'
@@ -52,6 +55,11 @@ export interface BlockServer {
   setCaps: (caps: { uploadBps?: number, maxPeers?: number }) => void
   /** Chunk bytes sent to peers since start: in total and per image@version key. */
   stats: () => SwarmServeStats
+  /**
+   * Keeps a chunk's zstd frame that a session received and verified, to send it on to other
+   * peers without compressing it again (ignored unless image@version is served).
+   */
+  keepCompressed: (image: string, version: string, index: number, rawLength: number, frame: Uint8Array) => void
   /** Closes every inbound stream. */
   stop: () => void
 }
@@ -66,8 +74,21 @@ export interface BlockServerComponents {
 
 const versionKey = (image: string, version: string): string => `${image}@${version}`
 
+/** Options of createBlockServer. */
+export interface BlockServerInit {
+  /** From policy: LAN upload cap in bytes per second (0 = none). */
+  uploadBps?: number
+  /** From policy: peers served at once (0 = DEFAULT_MAX_PEERS). */
+  maxPeers?: number
+  /** Bytes of compressed chunks kept to send again (default LAN_ZSTD_CACHE_BYTES). */
+  compressedCacheBytes?: number
+}
+
+/** A chunk's message as it goes on a stream, and the chunk's own length. */
+interface OutgoingChunk { message: ExchangeMessage & { bytes: Uint8Array }, rawLength: number }
+
 /** A block server; caps from policy (uploadBps 0 = none; maxPeers 0 = DEFAULT_MAX_PEERS). */
-export function createBlockServer (components: BlockServerComponents, init: { uploadBps?: number, maxPeers?: number }): BlockServer {
+export function createBlockServer (components: BlockServerComponents, init: BlockServerInit): BlockServer {
   const { logger } = components
   const served = new Map<string, Served>()
   const listenersByKey = new Map<string, Set<InboundListener>>()
@@ -78,7 +99,10 @@ export function createBlockServer (components: BlockServerComponents, init: { up
   let stopping = false
   // Chunk bytes handed to the stream (counted once a batch is written), for the agent's servedBytes.
   let bytesServed = 0
+  // The same chunk bytes as they went on the wire (smaller where compressed).
+  let bytesSent = 0
   const bytesServedByVersion = new Map<string, number>()
+  const compressed: CompressedCache = createCompressedCache(init.compressedCacheBytes ?? LAN_ZSTD_CACHE_BYTES)
 
   function bitmapOf (entry: Served): Uint8Array {
     const { chunkCount, provider } = entry.init
@@ -144,9 +168,26 @@ export function createBlockServer (components: BlockServerComponents, init: { up
     return entry
   }
 
-  function countServed (key: string, bytes: number): void {
+  function countServed (key: string, bytes: number, wire: number): void {
     bytesServed += bytes
+    bytesSent += wire
     bytesServedByVersion.set(key, (bytesServedByVersion.get(key) ?? 0) + bytes)
+  }
+
+  /**
+   * Chunk `index` as it goes on a stream: as BLOCK_ZSTD when the stream speaks it and the chunk
+   * compresses (its frame from the cache, or compressed now and kept), else as BLOCK.
+   */
+  async function outgoing (entry: Served, key: string, index: number, zstd: boolean): Promise<OutgoingChunk> {
+    const kept = zstd ? compressed.get(key, index) : undefined
+    if (kept?.frame != null) return { message: { type: 'block-zstd', index, bytes: kept.frame }, rawLength: kept.rawLength }
+    const bytes = await entry.init.provider.read(index)
+    if (zstd && kept == null) {
+      const frame = compressChunk(bytes)
+      compressed.set(key, index, { rawLength: bytes.length, frame })
+      if (frame != null) return { message: { type: 'block-zstd', index, bytes: frame }, rawLength: bytes.length }
+    }
+    return { message: { type: 'block', index, bytes }, rawLength: bytes.length }
   }
 
   /**
@@ -154,6 +195,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
    * per write would make every chunk its own muxer frame and leave a small noise message per chunk.
    */
   async function writeBlocks (up: Upload, entry: Served, framed: FramedStream, remote: string, key: string): Promise<void> {
+    const zstd = framed.stream.protocol === BLOCKS_PROTOCOL_ZSTD
     while (!up.closed) {
       if (up.queue.length === 0) {
         await new Promise<void>(resolve => { up.wake = resolve })
@@ -163,22 +205,26 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       const batch: ExchangeMessage[] = []
       const dontHave: number[] = []
       let bytesInBatch = 0
+      let rawInBatch = 0
       while (up.queue.length > 0 && bytesInBatch < WRITE_BATCH_BYTES && !up.closed) {
         const index = up.queue.shift() as number
         if (!entry.init.provider.has(index)) { dontHave.push(index); continue }
-        const bytes = await entry.init.provider.read(index)
+        const { message, rawLength } = await outgoing(entry, key, index, zstd)
+        const wire = message.bytes.length
         const before = performance.now()
-        await limiter.take(bytes.length)
-        await components.uploadPacer?.take(bytes.length, { peer: remote })
-        batch.push({ type: 'block', index, bytes })
-        bytesInBatch += bytes.length
+        // the caps are on what crosses the LAN
+        await limiter.take(wire)
+        await components.uploadPacer?.take(wire, { peer: remote })
+        batch.push(message)
+        bytesInBatch += wire
+        rawInBatch += rawLength
         // Under the upload cap, send what is paced at once instead of holding it back.
         if (performance.now() - before > 1) break
       }
       if (up.closed) break
       if (dontHave.length > 0) batch.push({ type: 'dont-have', indices: dontHave })
       await framed.sendBatch(batch)
-      if (bytesInBatch > 0) countServed(key, bytesInBatch)
+      if (bytesInBatch > 0) countServed(key, rawInBatch, bytesInBatch)
     }
   }
 
@@ -305,6 +351,7 @@ export function createBlockServer (components: BlockServerComponents, init: { up
         close () {
           if (!current()) return
           served.delete(key)
+          compressed.drop(key)
           for (const sub of entry.subscribers) { sub.close(); sub.framed.stream.abort(new Error('no longer served')) }
         }
       }
@@ -320,7 +367,12 @@ export function createBlockServer (components: BlockServerComponents, init: { up
       if (caps.uploadBps != null) limiter = createRateLimiter(caps.uploadBps)
       if (caps.maxPeers != null) maxPeers = caps.maxPeers > 0 ? caps.maxPeers : DEFAULT_MAX_PEERS
     },
-    stats: () => ({ bytesServed, byVersion: Object.fromEntries(bytesServedByVersion) }),
+    stats: () => ({ bytesServed, bytesSent, byVersion: Object.fromEntries(bytesServedByVersion) }),
+    keepCompressed (image, version, index, rawLength, frame) {
+      const key = versionKey(image, version)
+      // a peer's frame may be padded (zstd skips skippable frames): forward only what we would have sent
+      if (served.has(key) && frame.length <= rawLength * LAN_ZSTD_MAX_RATIO) compressed.set(key, index, { rawLength, frame })
+    },
     stop () {
       stopping = true
       for (const stream of open) stream.abort(new Error('swarm stopping'))

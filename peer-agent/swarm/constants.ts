@@ -107,3 +107,24 @@ export const MANIFEST_HELD_VERSIONS = 4
 
 /** A rendezvous refresh that failed (coordinator away past the client's retries) is tried again after this long, well inside the registration TTL (ms). */
 export const RENDEZVOUS_RETRY_MS = 5_000
+
+/**
+ * zstd level of chunks a server compresses for BLOCKS_PROTOCOL_ZSTD. Chosen by measurement on
+ * base.img's chunks (docs/BENCHMARKS.md "BitTorrent baseline (issue 21)"): level 1 made them
+ * 2.36x smaller at 4.8 CPU-s per GB, level 3 2.45x at 5.4 CPU-s per GB; the few % fewer LAN bytes
+ * of level 3 save less noise and socket CPU than its compression costs.
+ */
+export const LAN_ZSTD_LEVEL = 1
+
+/**
+ * A chunk goes compressed only when its zstd frame is at most this share of its length: an
+ * incompressible chunk (already compressed data) goes as it is, costing the receiver no decode.
+ */
+export const LAN_ZSTD_MAX_RATIO = 0.875
+
+/**
+ * Compressed chunks a server keeps (bytes, all versions) to send again without compressing again,
+ * including those it received compressed and verified: in a site each chunk is sent to every
+ * other agent, so it is compressed about once in the site. 32 MiB hold about 80 MiB of chunks.
+ */
+export const LAN_ZSTD_CACHE_BYTES = 32 * 1024 * 1024

@@ -2,7 +2,7 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { createMessageDecoder, encodeMessage, ErrorCode, type ExchangeMessage } from '../../protocol/block-exchange.ts'
-import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
+import { BLOCKS_PROTOCOL_ZSTD, BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
 import { HELLO_TIMEOUT_MS } from './constants.ts'
 import { PeerRefusedError } from './errors.ts'
 
@@ -19,12 +19,13 @@ export interface FramedStream {
   next: (timeoutMs?: number) => Promise<ExchangeMessage | undefined>
 }
 
-/** Wraps a stream. */
+/** Wraps a stream; the messages it may carry follow the protocol id it was opened with. */
 export function frameStream (stream: Stream): FramedStream {
   // BLOCKs that span noise messages (most do) stay as their pieces (the session hashes them
   // piecewise; only an onChunk consumer makes it join them). Joined frames are fully
   // overwritten: skip zero-filling.
-  const decoder = createMessageDecoder({ alloc: (n) => Buffer.allocUnsafe(n), blockParts: true })
+  const compressedBlocks = stream.protocol === BLOCKS_PROTOCOL_ZSTD
+  const decoder = createMessageDecoder({ alloc: (n) => Buffer.allocUnsafe(n), blockParts: true, compressedBlocks })
   const iterator = stream[Symbol.asyncIterator]()
   const queue: ExchangeMessage[] = []
   let lastByteAt = performance.now()
@@ -86,9 +87,13 @@ export type HaveMessage = Extract<ExchangeMessage, { type: 'have' }>
 /** A block stream opened (the peer's first HAVE), or why the peer refused one. */
 export type OpenedBlockStream = { framed: FramedStream, have: HaveMessage } | { refused: string, notServing: boolean }
 
-/** Opens a block stream on `connection` as the fetching side: HELLO with our capability, then the peer's HAVE, or why it refused. */
-export async function openBlockStream (connection: Connection, capability: Uint8Array, signal: AbortSignal): Promise<OpenedBlockStream> {
-  const stream = await connection.newStream(BLOCKS_PROTOCOL, { signal })
+/**
+ * Opens a block stream on `connection` as the fetching side: HELLO with our capability, then the
+ * peer's HAVE, or why it refused. `protocols` are proposed in order; the first the peer speaks is used.
+ */
+export async function openBlockStream (connection: Connection, capability: Uint8Array, signal: AbortSignal,
+  protocols: readonly string[] = BLOCKS_PROTOCOLS): Promise<OpenedBlockStream> {
+  const stream = await connection.newStream([...protocols], { signal })
   const framed = frameStream(stream)
   await framed.send({ type: 'hello', capability })
   const first = await framed.next(HELLO_TIMEOUT_MS)

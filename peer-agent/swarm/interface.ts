@@ -55,6 +55,11 @@ export interface SwarmInit {
   maxPeers?: number
   /** Uploads yield to other traffic (background mode, peer-agent/background-pacer.ts createUploadPacer); the upload cap still applies. */
   backgroundUploads?: boolean
+  /**
+   * Offer and accept zstd-compressed chunks (BLOCKS_PROTOCOL_ZSTD, default true); false speaks only
+   * BLOCKS_PROTOCOL, as agents before it did.
+   */
+  compressChunks?: boolean
 }
 
 /** Session and swarm events, for the agent's events and logs. */
@@ -101,6 +106,8 @@ export interface SwarmSessionInit extends AbortOptions {
 export interface SwarmSessionStats {
   /** Chunk bytes received from peers and verified (the `peers` byte source). */
   bytesFromPeers: number
+  /** The same chunks' bytes as they came over the wire: smaller where a peer sent them zstd-compressed. */
+  wireBytesFromPeers: number
   chunksFromPeers: number
   /** Verified chunk bytes received per peer id. */
   byPeer: Record<string, number>
@@ -169,6 +176,8 @@ export interface ServedVersion {
 export interface SwarmServeStats {
   /** Chunk bytes sent to peers, all versions. */
   bytesServed: number
+  /** The same chunks' bytes as they went on the wire: smaller where they went zstd-compressed (BLOCKS_PROTOCOL_ZSTD). */
+  bytesSent: number
   /** Chunk bytes sent per `image@version`. */
   byVersion: Record<string, number>
 }

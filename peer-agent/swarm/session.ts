@@ -4,27 +4,28 @@
  * apart (helia's bitswap split): the chunks' states in want-list.ts, each peer's ledger in
  * peer-ledger.ts, who may be dialled in peer-book.ts, and which peer is asked for which chunk
  * (rarest first, endgame) and which chunks go to the origin (the claim rule) in
- * request-planner.ts. Here: every chunk is verified (full BLAKE3) before the engine sees it, a
+ * request-planner.ts, what a received chunk is and how it is decoded and verified in received-chunk.ts.
+ * Here: every chunk is verified (full BLAKE3) before the engine sees it, a
  * peer that sends a bad one is banned, stalled or slow peers are dropped (docs/ARCHITECTURE.md "Swarm").
  */
 import type { Libp2p } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { verifyChunk } from '../../chunker/blake3.ts'
 import { MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, type ExchangeMessage } from '../../protocol/block-exchange.ts'
-import { BLOCKS_PROTOCOL } from '../../protocol/constants.ts'
+import { BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
 import type { BlockServer } from './block-server.ts'
 import {
   CONNECT_TIMEOUT_MS, DEFAULT_SESSION_PEERS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, REDIAL_INTERVAL_MS,
   REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS
 } from './constants.ts'
-import { BadChunkError, PeerProtocolError } from './errors.ts'
+import { PeerProtocolError } from './errors.ts'
 import { openBlockStream, type FramedStream, type HaveMessage } from './framed-stream.ts'
 import type { AbortOptions, PeerAddress, ServedVersion, SwarmEvent, SwarmLogger, SwarmSession, SwarmSessionInit, SwarmSessionStats } from './interface.ts'
 import { createPeerBook } from './peer-book.ts'
 import { peerIdOf } from './peer-id.ts'
 import { createPeerLedger, measureRate, needsRefill, timeoutReason, type PeerLedger } from './peer-ledger.ts'
 import { describeError, peerLog } from './peer-log.ts'
+import { lengthsOf, verifiedPieces, type ReceivedBlock } from './received-chunk.ts'
 import { planRequests, selectOriginChunks } from './request-planner.ts'
 import { createWantList, HAD, ORIGIN } from './want-list.ts'
 
@@ -36,24 +37,13 @@ export interface SwarmSessionComponents {
   /** DHT lookups (absent when the DHT is off). */
   findProviders?: (image: string, version: string, options?: AbortOptions) => AsyncIterable<PeerAddress>
   announce?: (image: string, version: string, options?: AbortOptions) => Promise<void>
+  /** Block-exchange protocol ids to propose, most preferred first (default BLOCKS_PROTOCOLS). */
+  blockProtocols?: readonly string[]
 }
 
 /** A connected peer: its ledger and its block stream. */
 interface SessionPeer extends PeerLedger {
   framed: FramedStream
-}
-
-/** A BLOCK as the stream delivered it: `parts` (several when it spanned transport messages) or `bytes` alone. */
-interface ReceivedBlock { bytes: Uint8Array, parts?: readonly Uint8Array[] }
-
-/** Throws BadChunkError unless `parts` are chunk `index` of the manifest (length and full BLAKE3). */
-function checkChunk (index: number, parts: readonly Uint8Array[], length: number, chunk: { length: number, digest: Uint8Array }): void {
-  if (length !== chunk.length) throw new BadChunkError(`chunk ${index} has ${length} bytes, the manifest says ${chunk.length}`)
-  try {
-    verifyChunk(parts, chunk.digest)
-  } catch (err) {
-    throw new BadChunkError((err as Error).message, { cause: err })
-  }
 }
 
 /** Creates a session; nothing happens until start(). */
@@ -70,7 +60,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const dialing = new Set<string>()
   const retryBackoffMs = init.retryBackoffMs ?? PEER_RETRY_BACKOFF_MS
   const timeouts = { stallMs: init.stallTimeoutMs ?? STALL_TIMEOUT_MS, requestMs: init.requestTimeoutMs ?? REQUEST_TIMEOUT_MS }
-  const stats: SwarmSessionStats = { bytesFromPeers: 0, chunksFromPeers: 0, byPeer: {}, duplicateBytes: 0, chunksForOrigin: 0, banned: [] }
+  const stats: SwarmSessionStats = {
+    bytesFromPeers: 0, wireBytesFromPeers: 0, chunksFromPeers: 0, byPeer: {}, duplicateBytes: 0, chunksForOrigin: 0, banned: []
+  }
+  const blockProtocols = components.blockProtocols ?? BLOCKS_PROTOCOLS
   const controller = new AbortController()
   const signal = init.signal != null ? AbortSignal.any([init.signal, controller.signal]) : controller.signal
   const cleanups: Array<() => void> = []
@@ -163,22 +156,23 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   }
 
   // `parts`: the chunk as received (several pieces when it spanned transport messages), hashed
-  // and handed on as they are; `bytes` joins them, read only for an onChunk consumer.
+  // and handed on as they are; `bytes` joins them, read only for an onChunk consumer. A
+  // compressed chunk is decoded only when it is wanted (not for a duplicate).
   async function onBlock (p: SessionPeer, i: number, block: ReceivedBlock): Promise<void> {
-    const parts = block.parts ?? [block.bytes]
-    let length = 0
-    for (const part of parts) length += part.length
-    measureRate(p, length, performance.now())
+    const { wire, raw } = lengthsOf(block, manifest.chunks[i])
+    measureRate(p, raw, performance.now())
     if (i >= chunkCount || !p.inflight.has(i)) {
-      if (i < chunkCount && p.cancelled.delete(i)) { stats.duplicateBytes += length; return }
+      if (i < chunkCount && p.cancelled.delete(i)) { stats.duplicateBytes += raw; return }
       drop(p, `sent chunk ${i} that was not requested`)
       return
     }
     wants.unrequest(p, i)
     const state = wants.stateOf(i)
-    if (state === HAD || state === ORIGIN) { stats.duplicateBytes += length; wants.settle(i); schedulePump(); return }
+    if (state === HAD || state === ORIGIN) { stats.duplicateBytes += raw; wants.settle(i); schedulePump(); return }
+    let parts: readonly Uint8Array[]
     try {
-      checkChunk(i, parts, length, manifest.chunks[i])
+      // decoded synchronously: no await between unrequest and markHad, or the pump would ask for it again meanwhile
+      parts = verifiedPieces(i, block, manifest.chunks[i])
     } catch (err) {
       ban(p, i, (err as Error).message)
       wants.settle(i)
@@ -187,10 +181,13 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     }
     // First verified copy: cancel the endgame duplicates.
     markHad(i)
-    stats.bytesFromPeers += length
+    stats.bytesFromPeers += raw
+    stats.wireBytesFromPeers += wire
     stats.chunksFromPeers++
-    stats.byPeer[p.id] = (stats.byPeer[p.id] ?? 0) + length
-    if (!await deliver(p, i, parts, block.bytes)) return
+    stats.byPeer[p.id] = (stats.byPeer[p.id] ?? 0) + raw
+    // verified: other peers may get the same frame without our compressing it again
+    if (block.type === 'block-zstd') server.keepCompressed(image, version, i, raw, block.bytes.slice())
+    if (!await deliver(p, i, parts, block.type === 'block' ? block.bytes : parts[0])) return
     served?.announce([i])
     if (wants.remaining === 0) resolveDone()
     notifyChange()
@@ -222,7 +219,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       case 'have-update':
         onHave(p, undefined, m.indices)
         return true
-      case 'block':
+      case 'block': case 'block-zstd':
         await onBlock(p, m.index, m)
         return true
       case 'dont-have':
@@ -287,7 +284,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       if (remote === self || book.isBlocked(remote, now) || peers.has(remote) || (remote !== dialKey && dialing.has(remote))) return
       id = remote
       dialing.add(id)
-      const opened = await openBlockStream(connection, init.capability, dialSignal)
+      const opened = await openBlockStream(connection, init.capability, dialSignal, blockProtocols)
       if ('refused' in opened) {
         logger.info(`swarm: ${where}: peer ${id} refused: ${opened.refused}`)
         // a peer that is not serving the version yet is asked again soon, not after the full back-off
@@ -328,7 +325,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     // a peer fetching this version from us serves it too (or will in a moment): connect now, whatever refused before
     cleanups.push(server.onInbound(image, version, peerId => { book.forgive(peerId); void connect({ peerId }) }))
     const onIdentify = (evt: CustomEvent<{ peerId: { toString: () => string }, protocols: string[] }>): void => {
-      if (evt.detail.protocols.includes(BLOCKS_PROTOCOL)) void connect({ peerId: evt.detail.peerId.toString() })
+      if (evt.detail.protocols.some(id => blockProtocols.includes(id))) void connect({ peerId: evt.detail.peerId.toString() })
     }
     libp2p.addEventListener('peer:identify', onIdentify as any)
     cleanups.push(() => { libp2p.removeEventListener('peer:identify', onIdentify as any) })

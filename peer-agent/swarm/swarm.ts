@@ -18,13 +18,14 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BLOCKS_PROTOCOL, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
+import { BLOCKS_PROTOCOL, BLOCKS_PROTOCOLS, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
 import { createUploadPacer, type PeerPing } from '../background-pacer.ts'
 import { createBlockServer } from './block-server.ts'
 import { DEFAULT_LISTEN, DEFAULT_MAX_PEERS, DHT_KEY_PREFIX, STREAM_IDLE_TIMEOUT_MS } from './constants.ts'
 import type { PeerAddress, Swarm, SwarmComponents, SwarmInit, SwarmLogger } from './interface.ts'
 import { createManifestExchange } from './manifest-exchange.ts'
+import { swarmNoiseCrypto } from './noise-crypto.ts'
 import { peerIdOf } from './peer-id.ts'
 import { describeError, peerLog } from './peer-log.ts'
 import { createSwarmSession } from './session.ts'
@@ -58,7 +59,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     privateKey,
     addresses: { listen: init.listen ?? [DEFAULT_LISTEN] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: swarmNoiseCrypto })],
     streamMuxers: [yamux()],
     peerDiscovery,
     services,
@@ -68,6 +69,8 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
   const uploadPacer = init.backgroundUploads === true ? createUploadPacer({ ping: pingPeer, logger }) : undefined
   const server = createBlockServer({ coordinatorKey, logger, uploadPacer }, { uploadBps: init.uploadBps, maxPeers: init.maxPeers })
   const manifests = createManifestExchange({ libp2p: node, coordinatorKey, logger })
+  // the block-exchange versions this node serves and proposes, most preferred first
+  const blockProtocols = init.compressChunks === false ? [BLOCKS_PROTOCOL] : BLOCKS_PROTOCOLS
   let running = false
 
   // Dial what mDNS finds (libp2p only stores it).
@@ -111,7 +114,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     libp2p: node,
     async start () {
       if (running) return
-      await node.handle(BLOCKS_PROTOCOL, (stream, connection) => {
+      await node.handle([...blockProtocols], (stream, connection) => {
         stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
         server.handle(stream, connection).catch(err => { logger.warn(`swarm: inbound stream failed: ${describeError(err)}`) })
       }, { maxInboundStreams: 2 * (init.maxPeers ?? DEFAULT_MAX_PEERS) + 8, runOnLimitedConnection: false })
@@ -143,7 +146,7 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
     createSession (sessionInit) {
       if (!running) throw new SwarmNotStartedError('swarm is not started')
       const dht = useDht ? { findProviders, announce } : {}
-      return createSwarmSession({ libp2p: node, server, logger, ...dht }, sessionInit)
+      return createSwarmSession({ libp2p: node, server, logger, blockProtocols, ...dht }, sessionInit)
     },
     setCaps: (caps) => { server.setCaps(caps) },
     stats: () => server.stats()

@@ -81,4 +81,19 @@ describe('paced stream', () => {
     await reader.cancel()
     expect(cancelled).toBe(true)
   })
+
+  it('a slice waiting out its debt at a low rate goes as soon as the rate rises', async () => {
+    // the agent's periodic slowdown drops its rate to the floor for a round trip or two: a slice priced then
+    // waited a second at 16 KiB/s whatever came next, and every stream of the session with it (measured: no byte
+    // arrived for 0.5-1 s after each slowdown, bench/background.ts)
+    const pace = createPace(PACE_MIN_RATE)
+    const src = new ReadableStream<Uint8Array>({ pull (c) { c.enqueue(new Uint8Array(PACE_SLICE_BYTES)) } }, { highWaterMark: 0 })
+    const reader = pacedStream(src, pace).getReader()
+    const t0 = performance.now()
+    const first = reader.read()
+    setTimeout(() => { pace.setRate(16 * 1024 * 1024) }, 50)
+    await first
+    expect(performance.now() - t0).toBeLessThan(500)
+    await reader.cancel()
+  })
 })

@@ -2,7 +2,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createBackgroundController } from '../../peer-agent/background-controller.ts'
-import { createBackgroundPacer, createConnectProbe, createUploadPacer } from '../../peer-agent/background-pacer.ts'
+import { createBackgroundPacer, createConnectProbe, createDeliveryMeter, createUploadPacer } from '../../peer-agent/background-pacer.ts'
 import { PACE_RATE_HEADER, PACE_SESSION_HEADER, PACE_SESSION_PATTERN } from '../../protocol/pace.ts'
 
 /** Reads `seconds` of a paced transfer in 8 KiB pieces; returns bytes per second. */
@@ -18,6 +18,39 @@ async function pacedRead (take: (n: number) => Promise<void>, seconds: number): 
 
 const stops: Array<() => Promise<void>> = []
 afterEach(async () => { for (const s of stops.splice(0)) await s() })
+
+describe('delivery meter', () => {
+  it('compares what arrived with what the rate allowed one round trip earlier', () => {
+    // the rate doubles every 100 ms from 100 kB/s; bytes leave at the rate and arrive 80 ms later (a round trip)
+    const meter = createDeliveryMeter(500)
+    const lag = 80
+    const rateAt = (t: number): number => 100_000 * 2 ** Math.floor(t / 100)
+    for (let t = 0; t <= 1000; t += 100) meter.setRate(t, rateAt(t))
+    let last: { delivered: number, allowed: number } | undefined
+    let unlagged: { delivered: number, allowed: number } | undefined
+    const twin = createDeliveryMeter(500)
+    for (let t = 0; t <= 1000; t += 100) twin.setRate(t, rateAt(t))
+    for (let t = 0; t <= 1000; t += 10) {
+      if (t >= lag) { meter.add(rateAt(t - lag) * 0.01); twin.add(rateAt(t - lag) * 0.01) }
+      if (t % 50 === 0) { last = meter.measure(t, lag); unlagged = twin.measure(t, 0) }
+    }
+    // a ramp-up whose bytes all arrive is not read as path-limited (measured 1.08: the 10 ms steps)
+    expect(last!.delivered / last!.allowed).toBeGreaterThan(0.9)
+    expect(last!.delivered / last!.allowed).toBeLessThan(1.15)
+    // compared with the same span it would be (0.65): the new rate's bytes are still on their way
+    expect(unlagged!.delivered / unlagged!.allowed).toBeLessThan(0.8)
+  })
+
+  it('caps the lag at one window (a probe that took seconds says nothing of when bytes were sent)', () => {
+    const meter = createDeliveryMeter(500)
+    for (let t = 0; t < 59_000; t += 10) { meter.setRate(t, 1000); meter.add(10) }
+    meter.setRate(59_000, 2000)
+    meter.measure(59_500, 0)
+    const m = meter.measure(60_000, 10_000)!
+    // the span 500 ms before the window, not 10 s before it
+    expect(m.allowed).toBeCloseTo(2000, 0)
+  })
+})
 
 describe('background pacer', () => {
   it('paces reads at the controller rate, and slows down when the probed delay rises', async () => {

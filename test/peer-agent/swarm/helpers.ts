@@ -13,8 +13,11 @@ export interface TestVersion {
   chunks: Uint8Array[]
 }
 
-/** `count` chunks of 1..maxBlocks random blocks each, as one image version. */
-export function makeVersion (seed: number, count: number, maxBlocks = 12, name = 'desk', version = 'v1'): TestVersion {
+/**
+ * `count` chunks of 1..maxBlocks random blocks each, as one image version. `compressible`: each
+ * byte drawn from 16 values (zstd makes such chunks about 2x smaller), as disk images mostly are.
+ */
+export function makeVersion (seed: number, count: number, maxBlocks = 12, name = 'desk', version = 'v1', compressible = false): TestVersion {
   const prng = createPrng(seed)
   const chunks: Uint8Array[] = []
   const prefixes: Uint8Array[] = []
@@ -22,6 +25,7 @@ export function makeVersion (seed: number, count: number, maxBlocks = 12, name =
   let offset = 0
   for (let i = 0; i < count; i++) {
     const bytes = prng.bytes(prng.int(1, maxBlocks) * BLOCK_SIZE).slice()
+    if (compressible) for (let k = 0; k < bytes.length; k++) bytes[k] = 0x40 + (bytes[k] & 0x0f)
     chunks.push(bytes)
     entries.push({ offset, length: bytes.length, digest: hashBytes(bytes) })
     for (let b = 0; b < bytes.length; b += BLOCK_SIZE) prefixes.push(hashBytes(bytes.subarray(b, b + BLOCK_SIZE)).subarray(0, BLOCK_PREFIX_BYTES))

@@ -1,0 +1,68 @@
+/**
+ * The compressed forms of recently sent or received chunks, bounded in bytes (least recently used
+ * out first), so that a chunk sent to several peers is compressed once. An entry may record that a
+ * chunk is not worth compressing (its frame would not be smaller enough), so it is not tried again.
+ */
+
+/** A chunk's cached compressed form: its zstd frame, or null when it goes uncompressed. */
+export interface CompressedEntry {
+  /** The chunk's length in bytes (what it decodes to). */
+  rawLength: number
+  frame: Uint8Array | null
+}
+
+/** Bytes counted for an entry besides its frame (key, object): keeps a cache of null entries bounded too. */
+const ENTRY_OVERHEAD_BYTES = 64
+
+/** An LRU of compressed chunks keyed by image@version and index. */
+export interface CompressedCache {
+  get: (version: string, index: number) => CompressedEntry | undefined
+  set: (version: string, index: number, entry: CompressedEntry) => void
+  /** Forgets every chunk of `version` (no longer served). */
+  drop: (version: string) => void
+  /** Bytes held (frames plus a small overhead per entry). */
+  readonly bytes: number
+}
+
+/** A cache holding at most `maxBytes` (0: holds nothing). */
+export function createCompressedCache (maxBytes: number): CompressedCache {
+  const entries = new Map<string, CompressedEntry & { version: string }>()
+  let bytes = 0
+  const sizeOf = (e: CompressedEntry): number => ENTRY_OVERHEAD_BYTES + (e.frame?.length ?? 0)
+  const keyOf = (version: string, index: number): string => `${version}#${index}`
+
+  function remove (key: string): void {
+    const e = entries.get(key)
+    if (e == null) return
+    entries.delete(key)
+    bytes -= sizeOf(e)
+  }
+
+  return {
+    get (version, index) {
+      const key = keyOf(version, index)
+      const e = entries.get(key)
+      if (e == null) return undefined
+      // most recently used last: Map keeps insertion order
+      entries.delete(key)
+      entries.set(key, e)
+      return e
+    },
+    set (version, index, entry) {
+      const key = keyOf(version, index)
+      remove(key)
+      const size = sizeOf(entry)
+      if (size > maxBytes) return
+      entries.set(key, { ...entry, version })
+      bytes += size
+      for (const [oldest] of entries) {
+        if (bytes <= maxBytes) break
+        remove(oldest)
+      }
+    },
+    drop (version) {
+      for (const [key, e] of entries) if (e.version === version) remove(key)
+    },
+    get bytes () { return bytes }
+  }
+}
