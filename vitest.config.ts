@@ -12,6 +12,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // names the run's shared scale-out stack (PostgreSQL + RGW), started by the first file that asks for it
+    globalSetup: ['test/scale-out-global-setup.ts'],
     reporters: ['default']
   }
 })

@@ -142,8 +142,19 @@ export const DEFAULT_POLICY = {
 /** Prefix of every level sublevel the image service owns. */
 export const IMAGE_SUBLEVEL_PREFIX = 'img'
 
-/** Directory under the data dir holding delta pack files. */
+/** Directory under the data dir where delta pack files were kept before packs moved to the block store (imported at start). */
 export const PACKS_DIR = 'packs'
+
+/**
+ * Bytes per stored piece of a delta pack (the block store holds a pack as pieces, each
+ * one object). A download holds one piece in memory at a time: 1 MiB keeps a thousand
+ * clients at different offsets of different packs to ~1 GiB, while a 2 GiB pack's
+ * record lists 2,048 pieces (~170 KB of JSON).
+ */
+export const DELTA_PACK_PIECE_BYTES = 1024 * 1024
+
+/** Delta pack pieces kept in memory once read (bytes), so clients downloading the same pack together read each piece from the block store once. */
+export const DELTA_PACK_CACHE_BYTES = 64 * 1024 * 1024
 
 /** Largest JSON body of POST /v1/chunks/missing (100,000 CIDs of ~60 characters). */
 export const MAX_MISSING_REQUEST_BYTES = 8 * 1024 * 1024

@@ -5,7 +5,6 @@
  * anything stored, so a caller without the image learns nothing (403 even for
  * an image that does not exist).
  */
-import { createReadStream } from 'node:fs'
 import { Hono, type Context } from 'hono'
 import { api } from '../protocol/index.ts'
 import { parseChunkCid } from '../protocol/block-id.ts'
@@ -170,8 +169,8 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
     const headers: Record<string, string> = { ...base, 'Content-Length': String(length) }
     if (range != null) headers['Content-Range'] = `bytes ${start}-${end}/${pack.bytes}`
     if (c.req.method === 'HEAD' || length === 0) return c.body(null, range != null ? 206 : 200, headers)
-    const file = createReadStream(pack.path, { start, end })
-    const body = pacedBody(toWebStream(file, { onBytes: (n) => { images.countServed('delta', n) }, onCancel: () => file.destroy() }), pace)
+    const pieces = await pack.open({ start, end }, { signal: c.req.raw.signal })
+    const body = pacedBody(toWebStream(pieces, { onBytes: (n) => { images.countServed('delta', n) } }), pace)
     return new Response(body.body as BodyInit, { status: range != null ? 206 : 200, headers: { ...headers, ...body.headers } })
   })
 

@@ -41,7 +41,7 @@ export interface ImageServiceComponents {
   blockStore: BlockStore
   signer: ManifestSigner
   logger: Logger
-  /** The coordinator's data dir (delta packs go under PACKS_DIR). */
+  /** The coordinator's data dir (old delta pack files under PACKS_DIR are imported from it into the block store). */
   dataDir: string
   /** Shared with storage gc (default: a new one; get it back as `service.guard`). */
   guard?: ChunkGuard
@@ -83,10 +83,11 @@ export interface ImageStats extends PublishCounts, Omit<OriginStats, 'blockBytes
 
 /** A delta pack ready to serve. */
 export interface DeltaPackFile {
-  path: string
   bytes: number
   etag: string
   blocks: number
+  /** Bytes `start` to `end` (inclusive), piece by piece from the block store (delta-packs.ts); NotFoundError when its first piece is missing. */
+  open: (range: { start: number, end: number }, options?: AbortOptions) => Promise<AsyncIterable<Uint8Array>>
 }
 
 /** What storage gc needs to know of the stored versions. */
@@ -139,11 +140,11 @@ export interface ImageService {
   rebuildDeltaPack: (image: string, version: string) => Promise<void>
   /** Every image and version with its state (admin list). */
   adminImages: () => Promise<AdminImageList>
-  /** The chunks in use, for storage gc (reads every live version's manifest). */
+  /** The chunks in use, for storage gc (reads every live version's manifest), and every recorded delta pack's pieces (collectPacks deletes those). */
   liveChunks: (options?: AbortOptions) => Promise<LiveChunks>
   /** Marks retired versions collected (no longer served): storage gc calls it before it deletes their chunks. */
   markCollected: (versions: ReadonlyArray<{ image: string, version: string }>) => Promise<number>
-  /** Deletes the delta packs (records, then files) of retired versions; with dryRun only counts them. */
+  /** Deletes the delta packs (records, then pieces) of retired versions; with dryRun only counts them. */
   collectPacks: (options: { dryRun: boolean }) => Promise<{ deleted: number, deletedBytes: number }>
 }
 
@@ -293,7 +294,7 @@ export function createImageService (components: ImageServiceComponents, init: Im
       const ref = { image, version: rec.info.version, from }
       const pack = await packs.ready(ref)
       if (pack == null) throw new NotFoundError(`the delta pack of ${what} is not built yet`)
-      return { path: packs.path(ref), bytes: pack.bytes, etag: pack.etag, blocks: pack.blocks }
+      return { bytes: pack.bytes, etag: pack.etag, blocks: pack.blocks, open: async (range, options) => await packs.open(ref, pack, range, options) }
     },
     countServed (kind, bytes) {
       served[kind] += bytes
@@ -305,7 +306,11 @@ export function createImageService (components: ImageServiceComponents, init: Im
       packs.enqueue(image, rec.info.version)
     },
     adminImages: async () => adminImageList(await allGrouped()),
-    liveChunks: async (options) => await liveChunksOf(store, options),
+    async liveChunks (options) {
+      const found = await liveChunksOf(store, options)
+      for (const cid of await packs.liveCids()) found.live.add(cid)
+      return found
+    },
     async markCollected (list) {
       const n = await updateRecords(list, rec => !rec.info.retired || rec.collected === true ? undefined : { ...rec, collected: true })
       for (const { image, version } of list) cache.forgetManifest(image, version)

@@ -10,20 +10,19 @@
 import { promisify } from 'node:util'
 import { constants as zlibConstants, zstdCompress } from 'node:zlib'
 import type { api } from '../protocol/index.ts'
-import { parseChunkCid } from '../protocol/block-id.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import { rangesFromIndices } from '../protocol/delta-pack.ts'
 import { HashMismatchError, NotFoundError } from '../protocol/errors.ts'
 import { decodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { distinctBlocks, MAX_SEGMENT_BYTES, SEGMENT_BLOCKS, segmentsOf, type SegmentTable } from '../protocol/segments.ts'
 import { decodeEnvelope } from '../protocol/signed-manifest.ts'
-import { chunkCidOf } from '../chunker/blake3.ts'
 import { blockBytes } from './block-batch.ts'
 import { SEGMENT_CACHE_BYTES, SEGMENT_SUBLEVEL, SEGMENT_ZSTD_LEVEL, VERSION_RECORD_CACHE_IMAGES } from './constants.ts'
 import { ConfigError } from './errors.ts'
 import { createImageService, type ImageService, type ImageServiceComponents, type ImageServiceInit } from './image-service.ts'
 import type { AbortOptions, BlockStore, Logger } from './interface.ts'
 import { createLruCache } from './lru-cache.ts'
+import { createStoredFiles } from './stored-files.ts'
 import { createBuildQueue } from './build-queue.ts'
 import type { MetaDb } from './meta-db.ts'
 
@@ -126,8 +125,7 @@ export function createSegmentService (components: SegmentServiceComponents, init
   const tables = db.sublevel<string, SegmentTable>(SEGMENT_SUBLEVEL, { valueEncoding: 'json' })
   // tables never change once written: cache them; segment files too (bounded by bytes)
   const tableCache = createLruCache<SegmentTable>({ maxEntries: VERSION_RECORD_CACHE_IMAGES })
-  const fileCache = createLruCache<Uint8Array>({ maxEntries: 4096, maxWeight: init.cacheBytes ?? SEGMENT_CACHE_BYTES, weigh: b => b.byteLength })
-  const loads = new Map<string, Promise<Uint8Array>>()
+  const files = createStoredFiles({ blockStore }, { cacheBytes: init.cacheBytes ?? SEGMENT_CACHE_BYTES })
   const stats: SegmentStats = { bytesServed: 0, segmentsServed: 0, notModified: 0, segmentsBuilt: 0, buildFailures: 0, pending: 0 }
 
   const builds = createBuildQueue<api.VersionInfo>({
@@ -159,9 +157,8 @@ export function createSegmentService (components: SegmentServiceComponents, init
     for (const indices of segmentsOf(distinctBlocks(manifest.blockPrefixes), segmentBlocks)) {
       signal.throwIfAborted()
       const frame = await buildSegment(blockStore, manifest, indices, level, { signal })
-      const cid = chunkCidOf(frame)
-      await blockStore.put(cid, frame, { signal })
-      entries.push({ cid: cid.toString(), bytes: frame.length, blocks: indices.length })
+      const { cid } = await files.put(frame, { signal })
+      entries.push({ cid, bytes: frame.length, blocks: indices.length })
       raw += indices.length * BLOCK_SIZE
     }
     const table: SegmentTable = { image: info.image, version: info.version, manifestCid: info.manifestCid, segmentBlocks, segments: entries }
@@ -170,20 +167,6 @@ export function createSegmentService (components: SegmentServiceComponents, init
     const compressed = entries.reduce((s, e) => s + e.bytes, 0)
     const seconds = Math.round((performance.now() - started) / 100) / 10
     logger.info('segments built', { image: info.image, version: info.version, segments: entries.length, rawBytes: raw, bytes: compressed, seconds })
-  }
-
-  async function readFile (cidText: string, options: AbortOptions): Promise<Uint8Array> {
-    const hit = fileCache.get(cidText)
-    if (hit != null) return hit
-    let pending = loads.get(cidText)
-    if (pending == null) {
-      // one read for a crowd arriving together; the store re-hashes it (verify on read)
-      const load = blockStore.get(parseChunkCid(cidText), { signal: options.signal })
-        .then(bytes => { fileCache.set(cidText, bytes); return bytes })
-        .finally(() => { loads.delete(cidText) })
-      loads.set(cidText, pending = load)
-    }
-    return await pending
   }
 
   return {
@@ -219,7 +202,7 @@ export function createSegmentService (components: SegmentServiceComponents, init
       const entry = t.segments[index]
       if (entry == null) throw new NotFoundError(`${image} ${t.version} has ${t.segments.length} segments, no segment ${index}`)
       try {
-        return { bytes: await readFile(entry.cid, options), cid: entry.cid }
+        return { bytes: await files.read(entry.cid, options), cid: entry.cid }
       } catch (err) {
         if (err instanceof HashMismatchError || err instanceof NotFoundError) {
           logger.error('stored segment refused: not served', {

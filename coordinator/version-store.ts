@@ -28,12 +28,17 @@ export interface VersionRecord {
   collected?: boolean
 }
 
-/** A built delta pack, as recorded once its file is in place. */
+/** A built delta pack, as recorded once its pieces are stored. */
 export interface PackRecord {
   bytes: number
   blocks: number
   etag: string
   builtAt: string
+  /**
+   * The pack's pieces in the block store, in order (delta-pack-builder.ts). Absent in a record written
+   * before packs moved to the block store: its pack is a file under DATA/packs, imported at start (delta-packs.ts).
+   */
+  pieces?: Array<{ cid: string, bytes: number }>
 }
 
 /** Names one delta pack: of `version`, from `from`. */

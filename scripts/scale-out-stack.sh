@@ -7,6 +7,8 @@
 #
 #   scripts/scale-out-stack.sh up DIR
 #   scripts/scale-out-stack.sh down DIR
+#   scripts/scale-out-stack.sh database DIR NAME
+#   scripts/scale-out-stack.sh postgres DIR
 #
 # up: creates the stack on first use, starts whatever of it is not running
 # (a second `up` of a running stack only prints its values), and writes:
@@ -21,6 +23,12 @@
 # and prints key=value lines: s3Endpoint, bucket, postgresPort, config.
 # down: stops every daemon of DIR's stack and keeps their data (a later `up`
 # starts them again with the same data, buckets, keys and ports).
+# database: creates database NAME (if missing) in the running stack's
+# PostgreSQL, owned by the same user, so several users of one stack (the test
+# files of one vitest run) each have their own; prints database=NAME.
+# postgres: starts only PostgreSQL (its own cluster under DIR, as `up` does)
+# and writes DIR/postgres.json: for a test that stops its database without
+# stopping anyone else's (`down DIR` stops it).
 #
 # Ceph runs as one monitor (cephx on, keys in DIR/ceph/keyring, mode 0600),
 # one OSD whose BlueStore lives in a sparse file (DIR/ceph/osd.0.block, 20 GiB
@@ -48,7 +56,7 @@ START_TIMEOUT_S=${STACK_START_TIMEOUT_S:-120}
 CEPH_TIMEOUT_S=30
 
 die () { echo "scale-out-stack.sh: $*" >&2; exit 1; }
-usage () { die "usage: $0 up DIR | down DIR"; }
+usage () { die "usage: $0 up DIR | down DIR | database DIR NAME | postgres DIR"; }
 log () { echo "scale-out-stack.sh: $*" >&2; }
 
 need () { # a command from a Debian package
@@ -141,8 +149,9 @@ fsync = on
 EOF
     as_pg tee "$data/pg_hba.conf" >/dev/null <<EOF
 # scale-out-stack.sh: the superuser over the socket (peer), the trimswarm user over TCP with its password
+# (to the databases it may connect to: its own, and those `database NAME` creates for it)
 local all postgres peer
-host $PG_DB $PG_USER 127.0.0.1/32 scram-sha-256
+host all $PG_USER 127.0.0.1/32 scram-sha-256
 EOF
   fi
   port=$(cat "$dir/pg/port")
@@ -383,9 +392,34 @@ cmd_down () {
   pg_down "$dir"
 }
 
-[ $# -eq 2 ] || usage
-case "$1" in
-  up) cmd_up "$2" ;;
-  down) cmd_down "$2" ;;
+cmd_database () {
+  local dir="$1" name="$2" port run exists
+  [[ "$name" =~ ^[a-z][a-z0-9_]{0,62}$ ]] || die "database name $name: up to 63 lower-case letters, digits and _, starting with a letter"
+  dir=$(cd "$dir" 2>/dev/null && pwd) || die "no stack in $1"
+  [ -f "$dir/pg/port" ] || die "no PostgreSQL in $dir: run \`$0 up $dir\` first"
+  port=$(cat "$dir/pg/port"); run="$dir/pg/run"
+  exists=$(as_pg "$PG_BIN/psql" -h "$run" -p "$port" -U postgres -d postgres -Atq -c "SELECT 1 FROM pg_database WHERE datname = '$name'") \
+    || die "PostgreSQL of $dir does not answer: run \`$0 up $dir\`"
+  if [ "$exists" != 1 ]; then
+    as_pg "$PG_BIN/psql" -h "$run" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE $name OWNER $PG_USER" >/dev/null \
+      || die "creating database $name failed"
+  fi
+  echo "database=$name"
+}
+
+cmd_postgres () {
+  local dir="$1"
+  need ss iproute2
+  mkdir -p "$dir" 2>/dev/null || die "cannot create $dir"
+  dir=$(cd "$dir" && pwd)
+  pg_up "$dir"
+  echo "postgresPort=$(cat "$dir/pg/port")"
+}
+
+case "${1:-}" in
+  up) [ $# -eq 2 ] || usage; cmd_up "$2" ;;
+  down) [ $# -eq 2 ] || usage; cmd_down "$2" ;;
+  database) [ $# -eq 3 ] || usage; cmd_database "$2" "$3" ;;
+  postgres) [ $# -eq 2 ] || usage; cmd_postgres "$2" ;;
   *) usage ;;
 esac

@@ -13,6 +13,13 @@ export const PG_STATEMENT_TIMEOUT_MS = 30_000
 export const PG_ITERATOR_PAGE = 500
 
 /**
+ * Bytes of values after which an iterator's page ends early (its last row may pass it): values
+ * can be large (a 2 GiB delta pack's record lists ~2,000 pieces, ~170 KB; a version's block
+ * digests are 8 MiB per GiB of image), and 500 of them at once would be hundreds of MB.
+ */
+export const PG_ITERATOR_PAGE_BYTES = 4 * 1024 * 1024
+
+/**
  * How old an in-memory mirror of shared state (machine tokens, policies,
  * session revocations, report aggregates, version records) may be when
  * several coordinators share the store: each reloads it this often, so a

@@ -3,12 +3,12 @@
  * database: every key space is the rows of one `space` in `meta_kv`
  * (migrations.ts), keys compared bytewise like level's, values stored as the
  * bytes level would store. A root batch is one transaction; `lock` is a
- * session advisory lock. Iterators read in pages (PG_ITERATOR_PAGE rows) so a
- * large space never sits in memory; unlike a level iterator they see writes
+ * session advisory lock. Iterators read in pages (PG_ITERATOR_PAGE rows, cut
+ * short at PG_ITERATOR_PAGE_BYTES of values) so a large space never sits in memory; unlike a level iterator they see writes
  * made while they run (no snapshot), which no store relies on.
  */
 import pg from 'pg'
-import { PG_CONNECT_TIMEOUT_MS, PG_ITERATOR_PAGE, PG_MAX_CONNECTIONS, PG_STATEMENT_TIMEOUT_MS } from './constants.ts'
+import { PG_CONNECT_TIMEOUT_MS, PG_ITERATOR_PAGE, PG_ITERATOR_PAGE_BYTES, PG_MAX_CONNECTIONS, PG_STATEMENT_TIMEOUT_MS } from './constants.ts'
 import type { Logger } from '../interface.ts'
 import { UnavailableError } from '../../protocol/errors.ts'
 import { MetaStoreUnavailableError } from './errors.ts'
@@ -189,19 +189,25 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
   async function * scan<V> (space: string, decode: (b: Buffer) => V, range: MetaRange): AsyncGenerator<[string, V]> {
     let remaining = range.limit == null || range.limit < 0 ? Infinity : range.limit
     let after: string | undefined
+    const order = range.reverse === true ? 'DESC' : 'ASC'
     while (remaining > 0) {
       const { where, params } = rangeSql(range, after)
       const n = Math.min(PG_ITERATOR_PAGE, remaining)
-      const res = await query<{ key: Buffer, value: Buffer }>(
-        `SELECT key, value FROM meta_kv WHERE space = $1${where} ORDER BY key ${range.reverse === true ? 'DESC' : 'ASC'} LIMIT ${n}`,
-        [space, ...params])
+      // a page ends at PG_ITERATOR_PAGE rows or at the row that reaches PG_ITERATOR_PAGE_BYTES of values, whichever is first
+      // (always at least one row): a space of large values (pack records, digests) never lands in memory 500 at a time
+      const res = await query<{ key: Buffer, value: Buffer, upto: string }>(
+        `SELECT key, value, upto FROM (SELECT key, value, sum(octet_length(value)) OVER (ORDER BY key ${order} ROWS UNBOUNDED PRECEDING) AS upto ` +
+        `FROM meta_kv WHERE space = $1${where} ORDER BY key ${order} LIMIT ${n}) page ` +
+        `WHERE upto - octet_length(value) < $${params.length + 2} ORDER BY key ${order}`,
+        [space, ...params, PG_ITERATOR_PAGE_BYTES])
       for (const row of res.rows) {
         const key = row.key.toString('utf8')
         after = key
         remaining--
         yield [key, decode(row.value)]
       }
-      if (res.rows.length < n) return
+      const cutByBytes = res.rows.length > 0 && Number(res.rows[res.rows.length - 1].upto) >= PG_ITERATOR_PAGE_BYTES
+      if (res.rows.length < n && !cutByBytes) return
     }
   }
 

@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { open, readFile, rm } from 'node:fs/promises'
+import { open, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { zstdDecompressSync } from 'node:zlib'
 import { buildManifest, type BuiltManifest } from '../../chunker/build-manifest.ts'
 import { chunkCidOf, hashBlocks } from '../../chunker/blake3.ts'
 import { api } from '../../protocol/index.ts'
-import { chunkCid } from '../../protocol/block-id.ts'
+import { chunkCid, toHex } from '../../protocol/block-id.ts'
+import { BLOCKS_DIR, DELTA_PACK_PIECE_BYTES, PACKS_DIR } from '../../coordinator/constants.ts'
 import { BLOCK_SIZE, DIGEST_BYTES, MANIFEST_MEDIA_TYPE } from '../../protocol/constants.ts'
 import { decodeDeltaPackHeader, indicesOfRanges } from '../../protocol/delta-pack.ts'
 import { blockCount, createManifest, encodeManifest, type Manifest } from '../../protocol/manifest.ts'
@@ -221,13 +222,20 @@ describe('images, origin and delta packs over HTTP', () => {
     expect(zstdDecompressSync(same.subarray(empty.bodyOffset)).length).toBe(0)
   })
 
-  it('rebuilds a lost delta pack on start', async () => {
+  it('keeps the delta pack in the block store, as pieces named by their content, and rebuilds a lost one on start', async () => {
     const before = new Uint8Array(await (await h.fetch(api.routes.delta('desk', '2', '1-again'), TOKENS.desk)).arrayBuffer())
-    await rm(join(dir.path, 'coord', 'packs', 'desk', '2', 'from-1-again.pack'))
-    expect((await h.fetch(api.routes.delta('desk', '2', '1-again'), TOKENS.desk)).status).toBe(404)
+    const pieceFiles: string[] = []
+    for (let at = 0; at < before.length; at += DELTA_PACK_PIECE_BYTES) {
+      const hex = toHex(chunkCidOf(before.subarray(at, at + DELTA_PACK_PIECE_BYTES)).multihash.digest)
+      pieceFiles.push(join(dir.path, 'coord', BLOCKS_DIR, hex.slice(0, 2), hex.slice(2, 4), hex))
+    }
+    for (const f of pieceFiles) expect((await stat(f)).isFile()).toBe(true)
+    await expect(stat(join(dir.path, 'coord', PACKS_DIR))).rejects.toThrow(/ENOENT/)
+    for (const f of pieceFiles) await rm(f)
     await h.images.stop()
     await h.images.start()
     await h.images.whenIdle()
+    for (const f of pieceFiles) expect((await stat(f)).isFile()).toBe(true)
     const after = new Uint8Array(await (await h.fetch(api.routes.delta('desk', '2', '1-again'), TOKENS.desk)).arrayBuffer())
     expect(after).toEqual(before)
   })

@@ -1,11 +1,12 @@
 /**
  * The S3 block store against a real S3 server: Ceph's RADOS Gateway on a
- * one-node Ceph cluster, started once for this file by
- * scripts/scale-out-stack.sh (as an operator would). The shared BlockStore
+ * one-node Ceph cluster, the run's shared stack of scripts/scale-out-stack.sh
+ * (test/helpers/scale-out-stack.ts; this file under its own key prefixes). The shared BlockStore
  * compliance suite runs on it (each test under its own key prefix), then
  * S3-specific checks, then a real `trimswarm coordinator --config
  * DIR/coordinator.json` process serving a published image to a real agent
- * from the bucket, then the stack's own restart.
+ * from the bucket. The stack's own restart is in scale-out-stack-restart.test.ts
+ * (on a stack of its own: it would break every other file's requests here).
  */
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -24,7 +25,7 @@ import { HashMismatchError, UnavailableError } from '../../protocol/errors.ts'
 import { blockStoreComplianceTests, testChunk } from './block-store-compliance.ts'
 import { makeTestImage, tempDir, type TempDir } from '../helpers/images.ts'
 import { cli, startCoordinatorProcess, type CoordinatorProcess } from '../helpers/cli-process.ts'
-import { startTestScaleOutStack, type TestScaleOutStack } from '../helpers/scale-out-stack.ts'
+import { sharedScaleOutStack, type TestScaleOutStack } from '../helpers/scale-out-stack.ts'
 import { freePort } from '../helpers/slapd.ts'
 import { OPEN_POLICY, runAgent } from '../peer-agent/harness.ts'
 
@@ -32,7 +33,7 @@ let stack: TestScaleOutStack
 let raw: S3Client
 
 beforeAll(async () => {
-  stack = await startTestScaleOutStack()
+  stack = await sharedScaleOutStack('s3_block_store')
   raw = new S3Client({ endpoint: stack.s3.endpoint, region: stack.s3.region, forcePathStyle: true, credentials: { accessKeyId: stack.s3.accessKeyId, secretAccessKey: stack.s3.secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' })
 }, 300_000)
 afterAll(async () => {
@@ -56,7 +57,7 @@ async function deleteUnder (prefix: string): Promise<void> {
   for (const key of await keysUnder(prefix)) await raw.send(new DeleteObjectCommand({ Bucket: stack.s3.bucket, Key: key }))
 }
 
-const freshPrefix = (): string => `test-${randomBytes(6).toString('hex')}/`
+const freshPrefix = (): string => `${stack.s3.keyPrefix!}test-${randomBytes(6).toString('hex')}/`
 const openStore = async (keyPrefix: string, extra: Partial<S3BlockStoreInit> = {}): Promise<S3BlockStore> =>
   await createS3BlockStore({}, { ...stack.s3, keyPrefix, ...extra })
 
@@ -175,7 +176,8 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     tmp = await tempDir('trimswarm-s3-e2e-')
     scratch = join(tmp.path, 'scratch')
     const port = await freePort()
-    await deleteUnder('chunks/')
+    const chunks = stack.s3.keyPrefix!
+    await deleteUnder(chunks)
     // The stack's admin token, shared by every coordinator on the stack (docs/OPERATIONS.md "Object storage (S3)").
     await mkdir(scratch, { mode: 0o700 })
     await copyFile(join(stack.dir, 'admin.token'), join(scratch, 'admin.token'))
@@ -196,8 +198,8 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     await createPublishClient({ coordinator: url, token: adminToken }).publish(image.path, { image: 'ws', version: 'v1' })
 
     // The chunks are objects in the bucket, and nothing in the data dir, which records the bucket (for fsck).
-    expect(JSON.parse(await readFile(join(scratch, S3_BLOCK_STORE_MARKER_FILE), 'utf8'))).toMatchObject({ bucket: 'trimswarm', keyPrefix: 'chunks/' })
-    const objects = await keysUnder('chunks/')
+    expect(JSON.parse(await readFile(join(scratch, S3_BLOCK_STORE_MARKER_FILE), 'utf8'))).toMatchObject({ bucket: 'trimswarm', keyPrefix: chunks })
+    const objects = await keysUnder(chunks)
     expect(objects.length).toBeGreaterThan(10)
     expect(await readdir(join(scratch, 'blocks')).catch(() => [])).toEqual([])
 
@@ -222,7 +224,7 @@ describe('a coordinator process on the stack\'s coordinator.json: chunks in the 
     expect(JSON.parse(ok.stdout)).toMatchObject({ damaged: [], incompleteVersions: 0, ok: true })
 
     // One object damaged behind the coordinator's back: found, deleted, the version marked, then repaired.
-    const [key] = await keysUnder('chunks/')
+    const [key] = await keysUnder(stack.s3.keyPrefix!)
     const res = await raw.send(new GetObjectCommand({ Bucket: stack.s3.bucket, Key: key }))
     const bytes = await res.Body!.transformToByteArray()
     bytes[0] ^= 1
@@ -267,24 +269,4 @@ describe('the stack of scripts/scale-out-stack.sh', () => {
     expect(listening.length).toBeGreaterThanOrEqual(5)
     for (const line of listening) expect(line.split(/\s+/)[3]).toMatch(/^127\.0\.0\.1:\d+$/)
   })
-})
-
-describe('the stack across `down` and `up`', () => {
-  it('keeps the bucket\'s chunks (the OSD is BlueStore on a file, not memory)', async () => {
-    const keyPrefix = freshPrefix()
-    const chunks = Array.from({ length: 3 }, (_, i) => testChunk(500 + i))
-    const before = await openStore(keyPrefix)
-    for (const c of chunks) await before.put(c.cid, c.bytes)
-    before.close()
-    const script = new URL('../../scripts/scale-out-stack.sh', import.meta.url).pathname
-    await promisify(execFile)(script, ['down', stack.dir], { timeout: 120_000 })
-    await promisify(execFile)(script, ['up', stack.dir], { timeout: 300_000 })
-    const after = await openStore(keyPrefix)
-    try {
-      for (const c of chunks) expect(await after.get(c.cid, { verify: true })).toEqual(c.bytes)
-    } finally {
-      await deleteUnder(keyPrefix)
-      after.close()
-    }
-  }, 300_000)
 })

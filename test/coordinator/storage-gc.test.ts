@@ -14,7 +14,8 @@ import { chunkCid, parseChunkCid, toHex } from '../../protocol/block-id.ts'
 import { decodeManifest } from '../../protocol/manifest.ts'
 import { decodeEnvelope } from '../../protocol/signed-manifest.ts'
 import { chunkVerdict } from '../../coordinator/storage-gc.ts'
-import { BLOCKS_DIR, PACKS_DIR } from '../../coordinator/constants.ts'
+import { BLOCKS_DIR, DELTA_PACK_PIECE_BYTES } from '../../coordinator/constants.ts'
+import { chunkCidOf } from '../../chunker/blake3.ts'
 import { createPublishClient } from '../../client/publish-client.ts'
 import { makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { startImageHarness, type ImageHarness } from './image-harness.ts'
@@ -52,6 +53,20 @@ async function gc (h: ImageHarness, dryRun = false): Promise<GcReport> {
 async function retire (h: ImageHarness, image: string, version: string): Promise<void> {
   const r = await h.fetch(api.routes.retire(image, version), h.tokens.admin, { method: 'POST' })
   expect(r.status).toBe(200)
+}
+
+/** A delta pack's bytes, as served. */
+async function packBytes (h: ImageHarness, version: string, from: string): Promise<Uint8Array> {
+  const r = await h.fetch(api.routes.delta('desk', version, from), h.tokens.desk)
+  expect(r.status).toBe(200)
+  return new Uint8Array(await r.arrayBuffer())
+}
+
+/** The names (hex) of a pack's stored pieces: each piece is stored under the BLAKE3 of its bytes. */
+function pieceHex (pack: Uint8Array): Set<string> {
+  const out = new Set<string>()
+  for (let at = 0; at < pack.length; at += DELTA_PACK_PIECE_BYTES) out.add(toHex(chunkCidOf(pack.subarray(at, at + DELTA_PACK_PIECE_BYTES)).multihash.digest))
+  return out
 }
 
 async function bytesOfHex (dataDir: string, hex: Iterable<string>): Promise<number> {
@@ -96,22 +111,25 @@ describe('storage gc', () => {
     for (const [i, img] of imgs.entries()) await publish(h, img, String(i + 1))
     await h.images.whenIdle()
     const v = [await chunksOf(h, 'desk', '1'), await chunksOf(h, 'desk', '2'), await chunksOf(h, 'desk', '3')]
-    expect(await storedHex(h.dataDir)).toEqual(hexSet(union(...v)))
+    // the delta packs of 2 (from 1) and 3 (from 2) are stored beside the chunks, as pieces named by their content
+    const [pack2, pack3] = [await packBytes(h, '2', '1'), await packBytes(h, '3', '2')]
+    const [pieces2, pieces3] = [pieceHex(pack2), pieceHex(pack3)]
+    expect(await storedHex(h.dataDir)).toEqual(union(hexSet(union(...v)), pieces2, pieces3))
     expect(minus(v[0], union(v[1], v[2])).size).toBeGreaterThan(0)
 
     // nothing retired: nothing to free
     const none = await gc(h)
-    expect(none.chunks).toMatchObject({ deleted: 0, deletedBytes: 0, kept: 0, scanned: union(...v).size })
+    expect(none.chunks).toMatchObject({ deleted: 0, deletedBytes: 0, kept: 0, scanned: union(...v).size + pieces2.size + pieces3.size })
 
     await retire(h, 'desk', '1')
     const gone1 = hexSet(minus(v[0], union(v[1], v[2])))
     const dry = await gc(h, true)
     expect(dry).toMatchObject({ dryRun: true, versionsCollected: 1, chunks: { deleted: gone1.size, deletedBytes: await bytesOfHex(h.dataDir, gone1) } })
-    expect(await storedHex(h.dataDir)).toEqual(hexSet(union(...v))) // a dry run deletes nothing
+    expect(await storedHex(h.dataDir)).toEqual(union(hexSet(union(...v)), pieces2, pieces3)) // a dry run deletes nothing
 
     const run1 = await gc(h)
-    expect(run1).toMatchObject({ dryRun: false, versionsCollected: 1, chunks: { deleted: gone1.size, deletedBytes: dry.chunks.deletedBytes, live: union(v[1], v[2]).size, kept: 0 }, packs: { deleted: 0 } })
-    expect(await storedHex(h.dataDir)).toEqual(hexSet(union(v[1], v[2])))
+    expect(run1).toMatchObject({ dryRun: false, versionsCollected: 1, chunks: { deleted: gone1.size, deletedBytes: dry.chunks.deletedBytes, live: union(v[1], v[2]).size + pieces2.size + pieces3.size, kept: 0 }, packs: { deleted: 0 } })
+    expect(await storedHex(h.dataDir)).toEqual(union(hexSet(union(v[1], v[2])), pieces2, pieces3))
     // the collected version is no longer served; the live ones are, chunk by chunk
     expect((await h.fetch(api.routes.version('desk', '1'), h.tokens.desk)).status).toBe(404)
     for (const cid of v[1]) expect((await h.fetch(api.routes.chunk('desk', '2', cid), h.tokens.desk)).status).toBe(200)
@@ -120,19 +138,14 @@ describe('storage gc', () => {
 
     // retiring 2: its chunks not in 3 go, and so does its delta pack (from 1); the pack of 3 (from 2) stays
     await retire(h, 'desk', '2')
-    const packOf2 = join(h.dataDir, PACKS_DIR, 'desk', '2')
-    const packOf3 = join(h.dataDir, PACKS_DIR, 'desk', '3')
-    const pack2Bytes = (await stat(join(packOf2, 'from-1.pack'))).size
     const run2 = await gc(h)
-    expect(run2).toMatchObject({ versionsCollected: 1, chunks: { deleted: minus(v[1], v[2]).size }, packs: { deleted: 1, deletedBytes: pack2Bytes } })
-    await expect(stat(packOf2)).rejects.toThrow(/ENOENT/)
-    expect((await stat(join(packOf3, 'from-2.pack'))).size).toBeGreaterThan(0)
-    expect((await h.fetch(api.routes.delta('desk', '3', '2'), h.tokens.desk)).status).toBe(200)
-    expect(await storedHex(h.dataDir)).toEqual(hexSet(v[2]))
+    expect(run2).toMatchObject({ versionsCollected: 1, chunks: { deleted: minus(v[1], v[2]).size }, packs: { deleted: 1, deletedBytes: pack2.length } })
+    expect(await packBytes(h, '3', '2')).toEqual(pack3)
+    expect(await storedHex(h.dataDir)).toEqual(union(hexSet(v[2]), pieces3))
 
     // re-runnable: nothing left to do
     const again = await gc(h)
-    expect(again).toMatchObject({ versionsCollected: 0, chunks: { deleted: 0, live: v[2].size }, packs: { deleted: 0 } })
+    expect(again).toMatchObject({ versionsCollected: 0, chunks: { deleted: 0, live: v[2].size + pieces3.size }, packs: { deleted: 0 } })
   })
 
   it('keeps unused chunks younger than the grace period (a publish in progress has uploaded them but not committed)', async () => {

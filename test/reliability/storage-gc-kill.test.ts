@@ -44,8 +44,8 @@ describe('kill -9 during storage gc', () => {
   it('leaves every live version whole; the next `image gc` finishes the job', async () => {
     const dataDir = join(tmp.path, 'coord')
     const config = join(tmp.path, 'coordinator.json')
-    // exact chunk counts: without segments (their objects are no chunk of any manifest)
-    await writeFile(config, JSON.stringify({ segments: { build: false }, storageGc: { intervalSeconds: 0, graceSeconds: 0 } }))
+    // exact chunk counts: without segments and delta packs (their objects are no chunk of any manifest)
+    await writeFile(config, JSON.stringify({ segments: { build: false }, images: { buildDeltaPacks: false }, storageGc: { intervalSeconds: 0, graceSeconds: 0 } }))
     let proc = await startCoordinatorProcess(dataDir, await freePort(), ['--config', config])
     const tokenFile = join(dataDir, ADMIN_TOKEN_FILE)
     const client = (url: string): string[] => ['--coordinator', url, '--token-file', tokenFile]

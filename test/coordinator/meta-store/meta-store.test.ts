@@ -1,13 +1,16 @@
 /**
  * The metadata stores: the compliance suite on level (a temp dir) and on
- * PostgreSQL (scripts/scale-out-stack.sh, started once for this file, as an
- * operator would), PostgreSQL's migrations, leases raced by two stores, the
- * config section, and two coordinators on the whole stack (PostgreSQL + RGW)
- * serving the same images, tokens and reports.
+ * PostgreSQL (the run's shared stack of scripts/scale-out-stack.sh, this file
+ * in a database of its own: test/helpers/scale-out-stack.ts), PostgreSQL's
+ * migrations, leases raced by two stores, the config section, and two
+ * coordinators on PostgreSQL + RGW serving the same images, tokens, reports
+ * and delta packs. Those two use a PostgreSQL cluster of this file's own
+ * (and the shared bucket under this file's key prefix): their last test stops
+ * it, which must not fail the other files' requests on the shared one.
  */
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -18,16 +21,16 @@ import { openMetaStore } from '../../../coordinator/meta-db.ts'
 import { MetaStoreUnavailableError, SchemaTooNewError } from '../../../coordinator/meta-store/errors.ts'
 import type { MetaDb } from '../../../coordinator/meta-store/interface.ts'
 import { createLeases } from '../../../coordinator/meta-store/leases.ts'
+import { PG_ITERATOR_PAGE_BYTES } from '../../../coordinator/meta-store/constants.ts'
 import { whenChanged } from '../../../coordinator/meta-store/shared-refresh.ts'
 import { openLevelMetaDb } from '../../../coordinator/meta-store/level-meta-db.ts'
 import { MIGRATIONS, pendingMigrations } from '../../../coordinator/meta-store/migrations.ts'
 import { openPgMetaDb, type PgMetaDb, type PgMetaDbInit } from '../../../coordinator/meta-store/pg-meta-db.ts'
 import { createPublishClient } from '../../../client/publish-client.ts'
 import { createSessionTokens } from '../../../coordinator/session-tokens.ts'
-import { ADMIN_TOKEN_FILE, SESSION_SECRET_FILE, SIGNING_KEY_FILE } from '../../../coordinator/constants.ts'
 import { cli } from '../../helpers/cli-process.ts'
 import { makeTestImage, tempDir, type TempDir } from '../../helpers/images.ts'
-import { startTestScaleOutStack, type TestScaleOutStack } from '../../helpers/scale-out-stack.ts'
+import { sharedScaleOutStack, startTestPostgres, type TestScaleOutStack } from '../../helpers/scale-out-stack.ts'
 import { OPEN_POLICY, runAgent } from '../../peer-agent/harness.ts'
 import { metaStoreComplianceTests } from './meta-store-compliance.ts'
 
@@ -41,9 +44,8 @@ let pgDb: PgMetaDb
 beforeAll(async () => {
   tmp = await tempDir('trimswarm-meta-store-')
   levelDb = await openLevelMetaDb(join(tmp.path, 'level'))
-  stack = await startTestScaleOutStack()
-  const conf = JSON.parse(await readFile(join(stack.dir, 'postgres.json'), 'utf8'))
-  pgInit = { host: conf.host, port: conf.port, database: conf.database, user: conf.user, password: (await readFile(conf.passwordFile, 'utf8')).trim() }
+  stack = await sharedScaleOutStack('meta_store')
+  pgInit = stack.postgres
   pgDb = await openPgMetaDb(pgInit)
 }, 300_000)
 
@@ -122,9 +124,35 @@ describe('PostgreSQL store', () => {
     }
   })
 
+  it('an iterator over large values reads pages of at most 4 MiB (plus one value), not 500 values at once, and still yields every key in order', async () => {
+    const space = pgDb.sublevel<string, Uint8Array>(`big-values-${randomBytes(4).toString('hex')}`, { valueEncoding: 'view' })
+    const value = (i: number): Uint8Array => new Uint8Array(1024 * 1024).fill(i + 1)
+    const keys = Array.from({ length: 12 }, (_, i) => `k${String(i).padStart(2, '0')}`)
+    for (const [i, k] of keys.entries()) await space.put(k, value(i))
+    const pages: number[] = []
+    const query = pgDb.pool.query.bind(pgDb.pool)
+    pgDb.pool.query = (async (...args: unknown[]) => {
+      const res = await (query as (...a: unknown[]) => Promise<{ rows: Array<{ value?: Buffer }> }>)(...args)
+      if (res.rows[0]?.value instanceof Buffer) pages.push(res.rows.reduce((n, r) => n + (r.value?.length ?? 0), 0))
+      return res
+    }) as typeof pgDb.pool.query
+    try {
+      const seen: string[] = []
+      for await (const [k, v] of space.iterator()) { seen.push(k); expect(v[0]).toBe(keys.indexOf(k) + 1) }
+      expect(seen).toEqual(keys)
+      const back: string[] = []
+      for await (const k of space.keys({ reverse: true, lt: 'k10', limit: 7 })) back.push(k)
+      expect(back).toEqual(keys.slice(3, 10).reverse())
+    } finally {
+      pgDb.pool.query = query
+    }
+    expect(pages.length).toBeGreaterThan(2)
+    expect(Math.max(...pages)).toBeLessThanOrEqual(PG_ITERATOR_PAGE_BYTES + 1024 * 1024)
+  })
+
   it('a wrong password or a closed port is one clear error, not a hang', async () => {
     await expect(openPgMetaDb({ ...pgInit, password: 'wrong' })).rejects.toThrow(MetaStoreUnavailableError)
-    await expect(openPgMetaDb({ ...pgInit, password: 'wrong' })).rejects.toThrow(/cannot use the metadata database \(PostgreSQL trimswarm@127\.0\.0\.1:\d+\/trimswarm\): password authentication failed/)
+    await expect(openPgMetaDb({ ...pgInit, password: 'wrong' })).rejects.toThrow(/cannot use the metadata database \(PostgreSQL trimswarm@127\.0\.0\.1:\d+\/ts_meta_store\): password authentication failed/)
     const started = Date.now()
     await expect(openPgMetaDb({ ...pgInit, port: 1 })).rejects.toThrow(/ECONNREFUSED/)
     expect(Date.now() - started).toBeLessThan(5000)
@@ -262,15 +290,27 @@ describe('trimswarm coordinator with metadata.postgres', () => {
 describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)', () => {
   /** The coordinators started, in order (the tests below share them). */
   const started: Coordinator[] = []
-  afterAll(async () => { for (const c of started) await c.stop() })
+  let pg: Awaited<ReturnType<typeof startTestPostgres>>
+  let configFile: string
+  beforeAll(async () => {
+    pg = await startTestPostgres()
+    const config = JSON.parse(await readFile(stack.configFile, 'utf8'))
+    config.metadata.postgres = JSON.parse(await readFile(pg.postgresJson, 'utf8'))
+    // delta packs at a fast zstd level: the tests check who builds and serves them, not the ratio (level 19 takes a minute under load)
+    config.images = { deltaPackZstd: { level: 3 } }
+    configFile = join(tmp.path, 'two-coordinators.json')
+    await writeFile(configFile, JSON.stringify(config))
+  }, 120_000)
+  afterAll(async () => {
+    for (const c of started) await c.stop()
+    await pg?.stop()
+  }, 120_000)
 
-  /** A coordinator with its own scratch dir, sharing the stack's admin token and (until signingKeyFile exists) a copy of the first's keys. */
-  const start = async (name: string, keysFrom?: string): Promise<{ c: Coordinator, dir: string }> => {
+  /** A coordinator with its own scratch dir; the config names the shared signing key, session key and admin token files. */
+  const start = async (name: string): Promise<{ c: Coordinator, dir: string }> => {
     const dir = join(tmp.path, name)
     await mkdir(dir, { recursive: true, mode: 0o700 })
-    await copyFile(join(stack.dir, 'admin.token'), join(dir, ADMIN_TOKEN_FILE))
-    if (keysFrom != null) for (const f of [SIGNING_KEY_FILE, SESSION_SECRET_FILE]) await copyFile(join(keysFrom, f), join(dir, f))
-    const c = createCoordinator({ dataDir: dir, listen: '127.0.0.1:0', logLevel: 'error', config: await loadCoordinatorConfig(stack.configFile) })
+    const c = createCoordinator({ dataDir: dir, listen: '127.0.0.1:0', logLevel: 'error', config: await loadCoordinatorConfig(configFile) })
     await c.start()
     started.push(c)
     return { c, dir }
@@ -278,7 +318,7 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
 
   it('publish via one, sync via the other; both report the same events, counted from both; a token revoked on one is refused by the other', async () => {
     const one = await start('coord-1')
-    const two = await start('coord-2', one.dir)
+    const two = await start('coord-2')
     const adminToken = one.c.adminToken
     expect(two.c.adminToken).toBe(adminToken)
     const call = async (c: Coordinator, method: string, path: string, token = adminToken, body?: unknown): Promise<Response> =>
@@ -327,7 +367,7 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
     expect(Date.now() - revokedAt).toBeLessThan(3000)
   })
 
-  it('a version published on one is built into a delta pack once, though both coordinators are asked to build it', async () => {
+  it('a version published on one is built into a delta pack once, though both coordinators are asked to build it, and both serve it from the bucket', async () => {
     const [one, two] = started
     const image = await makeTestImage(tmp.path, { name: 'pgws2', sizeMiB: 4, seed: 1718 })
     await createPublishClient({ coordinator: one.url, token: one.adminToken }).publish(image.path, { image: 'pgws', version: 'v2' })
@@ -341,13 +381,27 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
     for (const c of [one, two]) {
       await expect.poll(async () => (await (await fetch(`${c.url}/v1/images/pgws/versions/v2/info`, { headers: { authorization: `Bearer ${c.adminToken}` } })).json()).deltaPackBytes, { timeout: 5000, interval: 200 }).toBeGreaterThan(0)
     }
+    // the pack is in the bucket: the coordinator that did not build it serves it, byte-identical, with the same ETag and ranges
+    const builder = built[0] === 1 ? one : two
+    const other = builder === one ? two : one
+    const get = async (c: Coordinator, headers: Record<string, string> = {}): Promise<Response> =>
+      await fetch(`${c.url}/v1/images/pgws/versions/v2/delta/v1`, { headers: { authorization: `Bearer ${c.adminToken}`, ...headers } })
+    const [fromBuilder, fromOther] = [await get(builder), await get(other)]
+    expect([fromBuilder.status, fromOther.status]).toEqual([200, 200])
+    expect(fromOther.headers.get('etag')).toBe(fromBuilder.headers.get('etag'))
+    const pack = new Uint8Array(await fromBuilder.arrayBuffer())
+    expect(new Uint8Array(await fromOther.arrayBuffer())).toEqual(pack)
+    const cut = Math.floor(pack.length / 3)
+    const tail = await get(other, { range: `bytes=${cut}-`, 'if-range': fromBuilder.headers.get('etag')! })
+    expect(tail.status).toBe(206)
+    expect(new Uint8Array(await tail.arrayBuffer())).toEqual(pack.subarray(cut))
   })
 
   it('PostgreSQL stopped: requests that need it answer 503 JSON (agents retry), the coordinators keep running and recover when it is back', async () => {
     const [one, two] = started
     const events = async (c: Coordinator): Promise<Response> => await fetch(`${c.url}/v1/events?limit=1`, { headers: { authorization: `Bearer ${c.adminToken}` } })
     expect((await events(one)).status).toBe(200)
-    const pgData = join(stack.dir, 'pg', 'data')
+    const pgData = join(pg.dir, 'pg', 'data')
     const pgCtl = async (...args: string[]): Promise<void> => {
       const bin = (await exec('sh', ['-c', 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1'])).stdout.trim()
       const cmd = [`${bin}/pg_ctl`, '-D', pgData, ...args]
@@ -362,7 +416,7 @@ describe('two coordinators on the stack\'s coordinator.json (PostgreSQL + RGW)',
         expect((await res.json()).error.name).toBe('UnavailableError')
       }
     } finally {
-      await exec(new URL('../../../scripts/scale-out-stack.sh', import.meta.url).pathname, ['up', stack.dir], { timeout: 120_000 })
+      await exec(new URL('../../../scripts/scale-out-stack.sh', import.meta.url).pathname, ['postgres', pg.dir], { timeout: 120_000 })
     }
     for (const c of [one, two]) await expect.poll(async () => (await events(c)).status, { timeout: 15_000, interval: 250 }).toBe(200)
   })
