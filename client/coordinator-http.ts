@@ -11,14 +11,23 @@
  * with jitter, for `retry.attempts` rounds. Any coordinator serving the same
  * signing key and images is as good as another (manifests are signed and content
  * addressed), so the caller need not know which one answered.
+ *
+ * Transport: node:http / node:https, not WHATWG fetch: a response body is the socket's
+ * own Node stream, where fetch hands each piece through web streams (57 MiB of segments
+ * cost the agent 320-385 ms of CPU and 6 mark-compacts through fetch, 145-191 ms and 1
+ * through node:http; docs/BENCHMARKS.md "### agent CPU"). TLS trusts what Node trusts
+ * (its CA store, NODE_EXTRA_CA_CERTS), as fetch did; connections are kept alive by
+ * Node's global agents.
  */
+import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { userAgent } from '../protocol/version.ts'
 import type { Schema } from '../protocol/schema.ts'
 import { TrimswarmError } from '../protocol/errors.ts'
 import { DEFAULT_ATTEMPTS, DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS, ERROR_BODY_MAX_BYTES, FAILOVER_DELAY_MS } from './constants.ts'
 import { CoordinatorUrlError, httpError, unreachableError } from './errors.ts'
-import type { AbortOptions, BytePacer, ClientLogger, RequestOptions, RetryOptions, StreamedResponse } from './interface.ts'
+import type { AbortOptions, BytePacer, ClientLogger, RequestOptions, ResponseHeaders, RetryOptions, StreamedResponse } from './interface.ts'
 
 /** Sent with every request, so the coordinator's logs and an operator's proxy show which trimswarm version asks. */
 const USER_AGENT = userAgent(process.versions.node)
@@ -89,20 +98,16 @@ export function createCoordinatorHttp (components: CoordinatorHttpComponents, in
   // which ever answered is most likely a wrong URL or port, which no retry fixes: that fails at once.
   let established = false
 
-  async function * counted (body: ReadableStream<Uint8Array> | null, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-    if (body == null) return
-    const reader = body.getReader()
+  async function * counted (body: IncomingMessage, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     try {
-      for (;;) {
-        const { done, value } = await reader.read()
-        if (done) return
-        received += value.length
-        await components.pacer?.()?.take(value.length, { signal })
-        yield value
+      for await (const piece of body as AsyncIterable<Buffer>) {
+        received += piece.length
+        await components.pacer?.()?.take(piece.length, { signal })
+        yield piece
       }
     } finally {
-      reader.releaseLock()
-      await body.cancel().catch(() => {})
+      // a caller that stops reading early frees the connection
+      body.destroy()
     }
   }
 
@@ -110,23 +115,24 @@ export function createCoordinatorHttp (components: CoordinatorHttpComponents, in
   async function tryOnce (base: string, method: string, path: string, options: RequestOptions): Promise<StreamedResponse | Failure> {
     const signals = [...(options.timeoutMs != null ? [AbortSignal.timeout(options.timeoutMs)] : []), ...(options.signal != null ? [options.signal] : [])]
     const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
-    let res: Response
+    let res: IncomingMessage
     try {
-      res = await fetch(base + path, { method, headers: headersOf(options, components.pacer?.()?.requestHeaders?.()), body: bodyOf(options.body), signal })
+      res = await send(base + path, method, headersOf(options, components.pacer?.()?.requestHeaders?.()), bodyOf(options.body), signal)
     } catch (err) {
-      if (options.signal?.aborted === true) throw err
+      if (options.signal?.aborted === true) throw options.signal.reason
       return { why: describeNetworkError(err), error: err, refused: neverConnected(err), answered: false }
     }
     established = true
-    if (res.ok || options.okStatuses?.includes(res.status) === true) {
-      return { status: res.status, headers: res.headers, body: counted(res.body, options.signal) }
+    const status = res.statusCode ?? 0
+    if ((status >= 200 && status < 300) || options.okStatuses?.includes(status) === true) {
+      return { status, headers: responseHeaders(res), body: counted(res, options.signal) }
     }
-    const text = new TextDecoder().decode(await collect(counted(res.body, options.signal), ERROR_BODY_MAX_BYTES).catch(() => new Uint8Array()))
+    const text = new TextDecoder().decode(await collect(counted(res, options.signal), ERROR_BODY_MAX_BYTES).catch(() => new Uint8Array()))
     let parsed: unknown
     try { parsed = JSON.parse(text) } catch {}
-    const err = httpError({ status: res.status, method, path }, parsed)
-    if (res.status < 500) throw err
-    return { why: `HTTP ${res.status} ${err.message}`, error: err, refused: false, answered: true }
+    const err = httpError({ status, method, path }, parsed)
+    if (status < 500) throw err
+    return { why: `HTTP ${status} ${err.message}`, error: err, refused: false, answered: true }
   }
 
   async function request (method: string, path: string, options: RequestOptions = {}): Promise<StreamedResponse> {
@@ -217,10 +223,49 @@ function headersOf (options: RequestOptions, pacerHeaders?: Record<string, strin
   }
 }
 
-function bodyOf (body: unknown): BodyInit | undefined {
+function bodyOf (body: unknown): Uint8Array | string | undefined {
   if (body === undefined) return undefined
-  if (body instanceof Uint8Array || typeof body === 'string') return body as BodyInit
+  if (body instanceof Uint8Array || typeof body === 'string') return body
   return JSON.stringify(body)
+}
+
+/**
+ * Sends one request (its body whole, with its Content-Length); resolves once the response's
+ * status and headers are in, its body unread. A network error or an abort of `signal` rejects,
+ * before the response or (as the body's error) after it. A kept-alive connection that the
+ * coordinator closed while it sat idle (a restart, its keep-alive timeout) fails at its next use
+ * before any answer, with nothing read by the coordinator: that request is sent once more on a
+ * new connection, so a restart is seen as what it is (refused, or answered) and not as a reset.
+ */
+async function send (url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal?: AbortSignal): Promise<IncomingMessage> {
+  try {
+    return await sendOn(undefined, url, method, headers, body, signal)
+  } catch (err) {
+    if ((err as { staleConnection?: boolean }).staleConnection !== true || signal?.aborted === true) throw err
+    return await sendOn(false, url, method, headers, body, signal)
+  }
+}
+
+/** One request on a pooled connection (`agent` undefined) or on a new one of its own (false). */
+async function sendOn (agent: false | undefined, url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal?: AbortSignal): Promise<IncomingMessage> {
+  return await new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { method, headers, signal, agent }, resolve)
+    req.on('error', (err: Error & { code?: string }) => {
+      const stale = req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')
+      reject(stale ? Object.assign(err, { staleConnection: true }) : err)
+    })
+    req.end(body)
+  })
+}
+
+/** The response headers the callers read (ETag, ...), by case-insensitive name; repeated ones joined as fetch does. */
+function responseHeaders (res: IncomingMessage): ResponseHeaders {
+  return {
+    get (name) {
+      const v = res.headers[name.toLowerCase()]
+      return v == null ? null : Array.isArray(v) ? v.join(', ') : v
+    }
+  }
 }
 
 /** Reads a body whole; more than `maxBytes` is a TrimswarmError (final, not retried). */
@@ -242,16 +287,26 @@ export async function collect (it: AsyncIterable<Uint8Array>, maxBytes = Infinit
 const NOT_CONNECTED_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH'])
 
 function neverConnected (err: unknown): boolean {
-  const cause = (err as { cause?: { code?: unknown, message?: unknown } }).cause
-  // fetch refuses ports browsers block (9, 25, 6000, ...) before dialling: no retry helps either
-  return (typeof cause?.code === 'string' && NOT_CONNECTED_CODES.has(cause.code)) || cause?.message === 'bad port'
+  const code = errnoOf(err)?.code
+  return code != null && NOT_CONNECTED_CODES.has(code)
 }
 
-/** A network error in a few words: the code and message of its cause (ECONNREFUSED ...), else its own message. */
+/** The system error (ECONNREFUSED, ECONNRESET ...) of a network error: node:http's own, or its cause. */
+function errnoOf (err: unknown): { code: string, message: string } | undefined {
+  for (let e = err as { code?: unknown, message?: unknown, cause?: unknown } | undefined, depth = 0; e != null && depth < 3; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) return { code: e.code, message: typeof e.message === 'string' ? e.message : '' }
+  }
+  return undefined
+}
+
+/**
+ * A network error in a few words: its system error's code and message (ECONNREFUSED ...),
+ * else what aborted it (a timeout), else its own message.
+ */
 export function describeNetworkError (err: unknown): string {
-  const e = err as Error & { cause?: { code?: string, message?: string } }
-  const cause = e.cause
-  if (cause?.code != null) return `${cause.code} ${cause.message ?? ''}`.trim()
-  if (typeof cause?.message === 'string' && cause.message !== '') return cause.message
+  const errno = errnoOf(err)
+  if (errno != null) return `${errno.code} ${errno.message}`.trim()
+  const e = err as Error & { cause?: { message?: unknown } }
+  if (e.name === 'AbortError' && typeof e.cause?.message === 'string' && e.cause.message !== '') return e.cause.message
   return e.message ?? String(err)
 }

@@ -21,10 +21,15 @@ export interface RetryOptions {
   maxMs?: number
 }
 
+/** A response's headers, read by name (case-insensitive); null when absent. */
+export interface ResponseHeaders {
+  get: (name: string) => string | null
+}
+
 /** A response whose body is streamed through the byte counter and pacer. */
 export interface StreamedResponse {
   status: number
-  headers: Headers
+  headers: ResponseHeaders
   body: AsyncIterable<Uint8Array>
 }
 

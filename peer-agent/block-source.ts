@@ -32,6 +32,16 @@ export interface SyncContext {
    * hashed twice.
    */
   offerChunk: (chunk: number, bytes: Uint8Array, kind: SourceKind, verified?: boolean) => boolean
+  /**
+   * Offers all the blocks of chunk `chunk` at once, in order (`bytes` is the whole chunk, e.g. one
+   * decoded segment piece): verified once against the chunk's full digest, then placed as its blocks
+   * (counted as blocks of the current source, their copies elsewhere filled too). False, with nothing
+   * written or counted, when the chunk is verified already, any of its blocks is not missing, or the
+   * digest differs: the caller then offers the blocks one by one (which keeps the good ones).
+   */
+  offerChunkBlocks: (chunk: number, bytes: Uint8Array, kind: SourceKind) => boolean
+  /** The chunk whose first block is `block`, or -1 when `block` is inside a chunk. */
+  chunkStartingAt: (block: number) => number
   /** Chunks not verified yet. */
   unverifiedChunks: () => number[]
   /** Lets sources yield to the event loop and checkpoint now and then. */

@@ -145,12 +145,21 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
       for await (const run of blockRunsOf(decoded)) {
         for (let at = 0; at < run.length; at += BLOCK_SIZE) {
           if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
-          const index = indices[n++]
+          const index = indices[n]
+          // a whole chunk here, its blocks in order: one hash against its digest instead of one per block and then the chunk
+          const whole = wholeChunkAt(ctx, indices, n, run.length - at)
+          if (whole >= 0 && ctx.offerChunkBlocks(whole, run.subarray(at, at + ctx.manifest.chunks[whole].length), 'origin')) {
+            const blocks = ctx.manifest.chunks[whole].length / BLOCK_SIZE
+            n += blocks
+            at += (blocks - 1) * BLOCK_SIZE
+            continue
+          }
+          n++
           const block = run.subarray(at, at + BLOCK_SIZE)
           if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-          // every decoded piece's worth of blocks, whatever the segment's size: checkpoints, progress and aborts follow the bytes
-          if (n % SEGMENT_DECODE_BLOCKS === 0) await ctx.tick()
         }
+        // every decoded piece (SEGMENT_DECODE_BLOCKS blocks), whatever the segment's size: checkpoints, progress and aborts follow the bytes
+        await ctx.tick()
       }
     } catch (err) {
       const passOn = err === sourceError || err instanceof SegmentMismatchError || options.signal?.aborted === true ||
@@ -183,6 +192,20 @@ function cidOfManifest (m: Manifest): string {
   let cid = manifestCids.get(m)
   if (cid == null) manifestCids.set(m, cid = manifestCidOf(encodeManifest(m)).toString())
   return cid
+}
+
+/**
+ * The chunk whose blocks come next in the segment, all of them, in order, within the `left` bytes
+ * of the decoded piece (so it can be checked whole); -1 otherwise. Chunks of one block gain nothing.
+ */
+function wholeChunkAt (ctx: SyncContext, indices: Uint32Array, n: number, left: number): number {
+  const first = indices[n]
+  const chunk = ctx.chunkStartingAt(first)
+  if (chunk < 0) return -1
+  const blocks = ctx.manifest.chunks[chunk].length / BLOCK_SIZE
+  if (blocks < 2 || blocks * BLOCK_SIZE > left || n + blocks > indices.length) return -1
+  for (let k = 1; k < blocks; k++) if (indices[n + k] !== first + k) return -1
+  return chunk
 }
 
 function countWanted (ctx: SyncContext, indices: Uint32Array, wanted: Set<number>): number {

@@ -56,6 +56,8 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
   let phase = 'starting'
   let lastCheckpoint = performance.now()
   let dirty = false
+  // the chunk offerChunkBlocks verified whole: its completion by place() needs no second hash
+  let verifiedWhole = -1
 
   function markVerified (chunk: number): void {
     ledger.markVerified(chunk)
@@ -84,7 +86,11 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
   function place (block: number, bytes: Uint8Array, sourceName: string, kind: SourceKind): void {
     const { blocks, completed } = ledger.placeBlock(block, sourceName, kind)
     for (const position of blocks) partial.write(bytes, ledger.offsetOf(position))
-    for (const chunk of completed) verifyAssembled(chunk)
+    for (const chunk of completed) {
+      if (chunk !== verifiedWhole) { verifyAssembled(chunk); continue }
+      partial.flush() // written out before it counts as verified, as verifyAssembled does
+      markVerified(chunk)
+    }
   }
 
   async function writeCheckpoint (): Promise<void> {
@@ -119,6 +125,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     missingCount: ledger.missingCount,
     isMissing: ledger.isMissing,
     unverifiedChunks: ledger.unverifiedChunks,
+    chunkStartingAt: ledger.chunkStartingAt,
     offerBlock (block, bytes, kind) {
       if (!ledger.isMissing(block)) return true
       if (!matchesPrefix(manifest, block, digestOf(bytes))) {
@@ -145,6 +152,20 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       for (const block of alsoElsewhere) {
         const at = (block - firstBlock) * BLOCK_SIZE
         place(block, bytes.subarray(at, at + BLOCK_SIZE), 'whole chunks', kind)
+      }
+      return true
+    },
+    offerChunkBlocks (chunk, bytes, kind) {
+      const { length, digest, firstBlock } = manifest.chunks[chunk]
+      // all missing and all different: placing them one by one as the chunk's bytes completes exactly this chunk
+      if (bytes.length !== length || ledger.isVerified(chunk) || !ledger.blocksAllMissingAndDistinct(chunk)) return false
+      if (!equals(digestOf(bytes), digest)) return false
+      const blocks = length / BLOCK_SIZE
+      verifiedWhole = chunk
+      try {
+        for (let k = 0; k < blocks; k++) place(firstBlock + k, bytes.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), source?.name ?? kind, kind)
+      } finally {
+        verifiedWhole = -1
       }
       return true
     },

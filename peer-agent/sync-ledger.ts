@@ -7,7 +7,7 @@
  * fetch, writes what a source offers at the positions it names, and tells it
  * which chunks verified; sources see it through the SyncContext.
  */
-import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../protocol/constants.ts'
+import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, MAX_CHUNK_BLOCKS } from '../protocol/constants.ts'
 import { bitmapHas, bitmapSet } from '../protocol/block-exchange.ts'
 import { groupByPrefix, groupMembers } from '../protocol/prefix-groups.ts'
 import type { Manifest } from '../protocol/manifest.ts'
@@ -68,6 +68,13 @@ export interface SyncLedger {
    * bytes serve them).
    */
   placeChunk: (chunk: number, kind: SourceKind) => number[]
+  /**
+   * Whether every block of `chunk` is missing and no two of them share a prefix: then
+   * placing each as the chunk's own bytes puts every position of the chunk right.
+   */
+  blocksAllMissingAndDistinct: (chunk: number) => boolean
+  /** The chunk whose first block is `block`, or -1 when `block` is inside a chunk. */
+  chunkStartingAt: (block: number) => number
   markVerified: (chunk: number) => void
 }
 
@@ -185,6 +192,23 @@ export function createSyncLedger (manifest: Manifest, verified?: Uint8Array): Sy
     return stillMissing
   }
 
+  // one scratch list of a chunk's groups, sorted to find a repeat (a chunk has at most MAX_CHUNK_BLOCKS blocks)
+  const chunkGroups = new Int32Array(MAX_CHUNK_BLOCKS)
+
+  function blocksAllMissingAndDistinct (chunk: number): boolean {
+    const { firstBlock, length } = manifest.chunks[chunk]
+    const blocks = length / BLOCK_SIZE
+    if (blocks > chunkGroups.length) return false
+    for (let k = 0; k < blocks; k++) {
+      const group = groupOf[firstBlock + k]
+      if (groupMissing[group] === 0) return false
+      chunkGroups[k] = group
+    }
+    const sorted = chunkGroups.subarray(0, blocks).sort()
+    for (let k = 1; k < blocks; k++) if (sorted[k] === sorted[k - 1]) return false
+    return true
+  }
+
   return {
     manifest,
     chunkCount,
@@ -212,6 +236,11 @@ export function createSyncLedger (manifest: Manifest, verified?: Uint8Array): Sy
     offsetOf: (block) => offsets[block],
     placeBlock,
     placeChunk,
+    blocksAllMissingAndDistinct,
+    chunkStartingAt (block) {
+      const chunk = chunkOfBlock[block]
+      return manifest.chunks[chunk].firstBlock === block ? chunk : -1
+    },
     markVerified: (chunk) => { bitmapSet(verifiedBitmap, chunk) }
   }
 }

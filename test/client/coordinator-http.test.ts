@@ -5,7 +5,12 @@
  * one unreachable message naming every URL, the wire error with its status, and
  * the URL check.
  */
+import { execFile } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createCoordinatorHttp, parseCoordinatorUrls } from '../../client/coordinator-http.ts'
@@ -16,7 +21,8 @@ import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
 import { NotFoundError } from '../../protocol/errors.ts'
 import { freePort } from '../helpers/slapd.ts'
-import { cli } from '../helpers/cli-process.ts'
+import { cli, ROOT, runNode } from '../helpers/cli-process.ts'
+import { tempDir } from '../helpers/images.ts'
 
 let servers: Server[] = []
 
@@ -127,5 +133,41 @@ describe('the CLI and the client', () => {
     const r = await cli(['agent', 'sync', 'ws', '--coordinator', 'http://127.0.0.1:8440', '--coordinator', 'ftp://backup', '--token-file', '/nonexistent', '--data', '/nonexistent-data', '--out', '/nonexistent-out/ws.img'])
     expect(r.code, r.stderr).toBe(2)
     expect(r.stderr.split('\n')[0]).toBe('trimswarm agent sync: --coordinator: coordinator URL "ftp://backup" is not an http:// or https:// URL (e.g. http://127.0.0.1:8440)')
+  })
+})
+
+describe('the client over https', () => {
+  // node:http/https replaced fetch: TLS must still trust what Node trusts (its CA store and
+  // NODE_EXTRA_CA_CERTS, docs/OPERATIONS.md) and refuse a certificate it cannot verify.
+  it('trusts a private CA given in NODE_EXTRA_CA_CERTS and refuses a certificate it cannot verify', async () => {
+    const dir = await tempDir()
+    try {
+      const d = dir.path
+      const ssl = async (args: string[]): Promise<unknown> => await promisify(execFile)('openssl', args)
+      await ssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.pem'), '-days', '1', '-subj', '/CN=trimswarm test CA'])
+      await ssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(d, 'server.key'), '-out', join(d, 'server.csr'), '-subj', '/CN=127.0.0.1'])
+      await writeFile(join(d, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n')
+      await ssl(['x509', '-req', '-in', join(d, 'server.csr'), '-CA', join(d, 'ca.pem'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial', '-out', join(d, 'server.pem'), '-days', '1', '-extfile', join(d, 'ext.cnf')])
+      const server = createHttpsServer({ cert: await readFile(join(d, 'server.pem')), key: await readFile(join(d, 'server.key')) }, (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ auth: req.headers.authorization ?? null }))
+      })
+      servers.push(server)
+      await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+      const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`
+
+      const untrusted = createCoordinatorHttp({}, { urls: [url] })
+      const err = await untrusted.json('GET', '/v1/auth/me', undefined, { token: 't' }).then(() => undefined, (e: Error) => e)
+      expect(err).toBeInstanceOf(CoordinatorUnreachableError)
+      expect(err?.message).toMatch(new RegExp(`^cannot reach the coordinator at ${url}: .*(certificate|self.signed)`, 'i'))
+
+      const script = `import { createCoordinatorHttp } from ${JSON.stringify(join(ROOT, 'client', 'coordinator-http.ts'))}
+        console.log(JSON.stringify(await createCoordinatorHttp({}, { urls: [${JSON.stringify(url)}] }).json('GET', '/v1/auth/me', undefined, { token: 't' })))`
+      const r = await runNode(['--input-type=module', '-e', script], { env: { NODE_EXTRA_CA_CERTS: join(d, 'ca.pem') } })
+      expect(r.stderr).toBe('')
+      expect(JSON.parse(r.stdout)).toEqual({ auth: 'Bearer t' })
+    } finally {
+      await dir.cleanup()
+    }
   })
 })

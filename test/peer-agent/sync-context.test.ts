@@ -33,7 +33,7 @@ afterEach(async () => {
  * `onVerified` sees each chunk as it is reported verified.
  */
 function contextFor (manifest: ReturnType<typeof manifestOf>, onVerified?: (chunk: number) => void): {
-  ctx: ReturnType<typeof createSyncContext>, verified: number[], checkpoints: number[], checkpointPath: string
+  ctx: ReturnType<typeof createSyncContext>, ledger: ReturnType<typeof createSyncLedger>, verified: number[], checkpoints: number[], checkpointPath: string
 } {
   partial = openPartialImage(join(tmp.path, '.img.trimswarm-partial'), undefined, manifest.size)
   const ledger = createSyncLedger(manifest)
@@ -48,7 +48,7 @@ function contextFor (manifest: ReturnType<typeof manifestOf>, onVerified?: (chun
     onChunkVerified: (chunk) => { verified.push(chunk); onVerified?.(chunk) },
     onCheckpoint: (count) => checkpoints.push(count)
   }, { checkpointPath, manifestCid: 'cid', checkpointIntervalMs: 60_000 })
-  return { ctx, verified, checkpoints, checkpointPath }
+  return { ctx, ledger, verified, checkpoints, checkpointPath }
 }
 
 describe('sync context', () => {
@@ -113,5 +113,44 @@ describe('sync context', () => {
     expect(ctx.offerBlock(2, C, 'origin')).toBe(true) // completes chunk 0, hashed from the bytes about to be written
     expect(seen[1]).toEqual(Uint8Array.from([...A, ...B, ...C]))
     expect(ctx.unverifiedChunks()).toEqual([])
+  })
+
+  it('all the blocks of a chunk at once (a segment piece): one check of its digest, placed as its blocks and elsewhere; nothing written or counted when it is wrong', async () => {
+    const manifest = manifestOf([[A, B, C], [B], [A, A]])
+    const { ctx, ledger, verified } = contextFor(manifest)
+    expect(ctx.chunkStartingAt(0)).toBe(0)
+    expect(ctx.chunkStartingAt(1)).toBe(-1) // inside chunk 0
+    expect(ctx.chunkStartingAt(3)).toBe(1)
+    const whole = new Uint8Array(3 * BLOCK_SIZE)
+    whole.set(A, 0)
+    whole.set(B, BLOCK_SIZE)
+    whole.set(C, 2 * BLOCK_SIZE)
+    const wrong = whole.slice()
+    wrong[2 * BLOCK_SIZE + 5] ^= 1 // C changed: every block but that one would match its prefix
+    expect(ctx.offerChunkBlocks(0, wrong, 'origin')).toBe(false)
+    expect(ctx.offerChunkBlocks(0, whole.subarray(0, 2 * BLOCK_SIZE), 'origin')).toBe(false) // not the chunk's length
+    expect(verified).toEqual([])
+    expect(ctx.missingCount()).toBe(3)
+    expect(ledger.tally.blocksBySource).toEqual({})
+    await ctx.tick()
+    expect(partial!.read(0, manifest.size).every(b => b === 0)).toBe(true)
+
+    // two blocks of one prefix (chunk 2: A, A): placed block by block instead, where its copies are found
+    expect(ctx.offerChunkBlocks(2, new Uint8Array(2 * BLOCK_SIZE), 'origin')).toBe(false)
+    ctx.setSource({ name: 'origin segments' } as Parameters<typeof ctx.setSource>[0])
+    expect(ctx.offerChunkBlocks(0, whole, 'origin')).toBe(true)
+    // chunk 0 verified whole, and its blocks filled the others: chunk 1 (B) and chunk 2 (A, A), each checked when complete
+    expect(verified.sort()).toEqual([0, 1, 2])
+    expect(ctx.missingCount()).toBe(0)
+    expect(ledger.tally.blocksBySource).toEqual({ 'origin segments': 6 })
+    expect(ledger.tally.discardedBlocks + ledger.tally.discardedChunks).toBe(0)
+    // a block already in place: the chunk is not taken whole again
+    expect(ctx.offerChunkBlocks(0, whole, 'origin')).toBe(false)
+    const bytes = partial!.read(0, manifest.size)
+    const at = (chunk: number): number => manifest.chunks[chunk].offset
+    expect(bytes.subarray(at(0), at(0) + 3 * BLOCK_SIZE)).toEqual(whole)
+    expect(bytes.subarray(at(1), at(1) + BLOCK_SIZE)).toEqual(B)
+    expect(bytes.subarray(at(2), at(2) + BLOCK_SIZE)).toEqual(A)
+    expect(bytes.subarray(at(2) + BLOCK_SIZE, at(2) + 2 * BLOCK_SIZE)).toEqual(A)
   })
 })
