@@ -237,7 +237,9 @@ function bodyOf (body: unknown): Uint8Array | string | undefined {
  * before any answer, with nothing read by the coordinator: that request is sent once more on a
  * new connection, so a restart is seen as what it is (refused, or answered) and not as a reset.
  */
-async function send (url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal?: AbortSignal): Promise<IncomingMessage> {
+async function send (
+  url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal?: AbortSignal
+): Promise<IncomingMessage> {
   try {
     return await sendOn(undefined, url, method, headers, body, signal)
   } catch (err) {
@@ -247,7 +249,9 @@ async function send (url: string, method: string, headers: OutgoingHttpHeaders, 
 }
 
 /** One request on a pooled connection (`agent` undefined) or on a new one of its own (false). */
-async function sendOn (agent: false | undefined, url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal?: AbortSignal): Promise<IncomingMessage> {
+async function sendOn (
+  agent: false | undefined, url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal?: AbortSignal
+): Promise<IncomingMessage> {
   return await new Promise((resolve, reject) => {
     const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { method, headers, signal, agent }, resolve)
     req.on('error', (err: Error & { code?: string }) => {
