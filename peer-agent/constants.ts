@@ -324,14 +324,15 @@ export const BACKGROUND_MAX_CUT_SENDER_PACED = 0.5
  * The segment cost rule (segment-plan.ts): a compressed segment is taken whole
  * when its bytes are at most the blocks still missing from it x its bytes per
  * block x this factor, i.e. when at least 1 / factor of its blocks are missing
- * (91 % at 1.1). Below that the missing blocks go into a block batch, which
+ * (80 % at 1.25). Below that the missing blocks go into a block batch, which
  * the coordinator compresses per request (level 9, 128 MiB window: ~4 % larger
- * per block than a level-19 4 MiB segment on base.img, docs/BENCHMARKS.md
- * `## origin segments`) but which costs it CPU. 1.25 (80 %) saved more CPU but
- * cost an update through LAN claim rounds 36.9 MB instead of ~30.7 MB of
- * batches: the WAN budget (within 5 % of the batch bytes) sets the factor.
+ * per block than a level-19 4 MiB segment on base.img) and which costs it CPU.
+ * With claim rounds on segment boundaries (lan-round-plan.ts), 1.25 against
+ * 1.1 took a trim client's coordinator CPU from 2.2 s to 1.7-1.8 s for 0.04 MB
+ * more on the WAN (docs/BENCHMARKS.md "With LAN sharing: claim rounds on
+ * segment boundaries"); the WAN budget (within 5 % of the batch bytes) bounds it.
  */
-export const SEGMENT_BATCH_PENALTY = 1.1
+export const SEGMENT_BATCH_PENALTY = 1.25
 
 /** Segment downloads in flight at once (each streamed and decoded as it arrives): hides the round trip between them. */
 export const SEGMENT_PARALLEL_FETCHES = 3
