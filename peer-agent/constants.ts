@@ -117,11 +117,16 @@ export const DATA_FILES = {
  * V8 flags the agent CLI re-executes itself with (same pid, process.execve): a small young
  * generation and a capped old generation keep garbage from lazy GC out of the RSS
  * (measured on base.img: peak RSS of a first install 530 MB without, see docs/BENCHMARKS.md).
+ * The old generation starts at 64 MiB: V8's default starting limit for a ~13 MB heap is ~20 MB,
+ * and a sync's stream of short-lived objects reached it every ~50 ms, ~30 full GCs per cold
+ * install of base.img (1/3 of its CPU); from 64 MiB it is one, for ~10 MB more peak RSS (the
+ * starting size only counts until the first full GC, which sizes the heap by what is live).
+ * A larger young generation (8 or 16 MiB) left the full GCs as they were and added RSS.
  * The old-generation cap is what live data must fit: the host index's file table takes
  * ~200 bytes per indexed file, so 256 MiB holds about a million files; on a host with
  * more, set TRIMSWARM_NO_REEXEC=1 (no caps) or start node with a bigger cap yourself.
  */
-export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=256']
+export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--initial-old-space-size=64', '--max-old-space-size=256']
 
 /** Chunk bytes taken from the origin per claim round of a LAN-sharing sync (one block batch). */
 export const LAN_ORIGIN_BATCH_BYTES = 8 * 1024 * 1024
