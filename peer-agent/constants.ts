@@ -119,8 +119,9 @@ export const DATA_FILES = {
  * (measured on base.img: peak RSS of a first install 530 MB without, see docs/BENCHMARKS.md).
  * The old generation starts at 64 MiB: V8's default starting limit for a ~13 MB heap is ~20 MB,
  * and a sync's stream of short-lived objects reached it every ~50 ms, ~30 full GCs per cold
- * install of base.img (1/3 of its CPU); from 64 MiB it is one, for ~10 MB more peak RSS (the
- * starting size only counts until the first full GC, which sizes the heap by what is live).
+ * install of base.img (~0.9 of its ~2.7 s of CPU); from 64 MiB it is one, for 10-15 MiB more peak
+ * RSS (257 instead of 230 MiB for an update through a delta pack): the starting size only counts
+ * until the first full GC, which sizes the heap by what is live.
  * A larger young generation (8 or 16 MiB) left the full GCs as they were and added RSS.
  * The old-generation cap is what live data must fit: the host index's file table takes
  * ~200 bytes per indexed file, so 256 MiB holds about a million files; on a host with
