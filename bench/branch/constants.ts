@@ -62,6 +62,9 @@ export const ACCOUNTING_TOLERANCE = 0.05
 /** How long the update scenario waits for the coordinator's background delta pack build, ms. */
 export const DELTA_PACK_WAIT_MS = 15 * 60_000
 
+/** Most to wait for the coordinator's background build of a version's segments (zstd level 19) before trimswarm runs. */
+export const SEGMENT_WAIT_MS = 30 * 60_000
+
 /** BitTorrent baseline: zstd level of the image it shares (compressed once, as a torrent publisher would, with --long). */
 export const BT_ZSTD_LEVEL = 19
 /** zstd --long window (2^27 = 128 MiB: the decoder's default limit, so clients need no extra memory flag). */

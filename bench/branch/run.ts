@@ -23,7 +23,7 @@ import { buildCharts } from './charts.ts'
 import { createProgress } from './progress.ts'
 import type { Progress } from './progress.ts'
 import {
-  AGENT_GROUP, BT_LINGER_MAX_S, BT_PIECE_BYTES, BT_SEED_READY_MS, BT_ZSTD_LEVEL, BT_ZSTD_WINDOW_LOG, COORDINATOR_PORT, DELTA_PACK_WAIT_MS,
+  AGENT_GROUP, BT_LINGER_MAX_S, BT_PIECE_BYTES, BT_SEED_READY_MS, BT_ZSTD_LEVEL, BT_ZSTD_WINDOW_LOG, COORDINATOR_PORT, DELTA_PACK_WAIT_MS, SEGMENT_WAIT_MS,
   HTTP_PORT, HTTP_ZSTD_LEVEL, IMAGE_NAME, SAMPLE_PERIOD_MS, V1, V2
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
@@ -76,6 +76,10 @@ export function preflight (config: BranchConfig): { images: string, casync: bool
 interface Ctx {
   /** Reads a version's info from the coordinator (HTTP API, from inside hq). */
   versionInfo: (version: string) => Promise<{ deltaPackBytes: number | null }>
+  /** HTTP status of the version's segment table (404 while the coordinator still builds it). */
+  segmentTableStatus: (version: string) => Promise<number>
+  /** Versions whose segments were waited for. */
+  segmentsReady: Set<string>
   config: BranchConfig
   pm: ProcessManager
   net: Network
@@ -283,6 +287,7 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
   const image = scenario === 'update' ? 'next' : 'base'
   let dirs: Array<{ data: string, out: string }>
   let index: string[] | null = null
+  await waitForSegments(ctx, scenario === 'update' ? V2 : V1)
   if (scenario === 'cold') {
     dirs = agentDirs(ctx, 'cold')
   } else if (scenario === 'update') {
@@ -333,6 +338,35 @@ async function waitForDeltaPack (ctx: Ctx): Promise<void> {
       return
     }
     ctx.progress.update(`[update] waiting for the coordinator's delta pack ${V1} -> ${V2} (background build after publish) ${((performance.now() - t) / 1000).toFixed(0)} s`)
+    await new Promise(resolve => setTimeout(resolve, 2000))
+  }
+}
+
+/**
+ * The coordinator compresses a published version into segments in the
+ * background (docs/PROTOCOL.md "Segments"); a real rollout starts long after
+ * the publish, when every client takes segments, so trimswarm is measured once
+ * the version's segment table is served (the wait is reported, not measured).
+ */
+async function waitForSegments (ctx: Ctx, version: string): Promise<void> {
+  if (ctx.segmentsReady.has(version)) return
+  const t = performance.now()
+  const deadline = Date.now() + SEGMENT_WAIT_MS
+  for (;;) {
+    let status = 0
+    try { status = await ctx.segmentTableStatus(version) } catch { /* coordinator busy: ask again */ }
+    if (status === 200) {
+      const waited = (performance.now() - t) / 1000
+      ctx.segmentsReady.add(version)
+      ctx.notes.push(`${IMAGE_NAME}@${version}: ${waited < 1 ? 'its segments were built when trimswarm started' : `trimswarm waited ${waited.toFixed(0)} s for the coordinator's background segment build (not measured)`}.`)
+      return
+    }
+    if (Date.now() > deadline) {
+      ctx.notes.push(`${IMAGE_NAME}@${version}: segments still not built after ${SEGMENT_WAIT_MS / 60_000} min (last answer HTTP ${status}); the agents took block batches.`)
+      ctx.segmentsReady.add(version)
+      return
+    }
+    ctx.progress.update(`waiting for the coordinator's segments of ${version} (background build after publish) ${((performance.now() - t) / 1000).toFixed(0)} s`)
     await new Promise(resolve => setTimeout(resolve, 2000))
   }
 }
@@ -472,7 +506,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     }
     work = mkdtempSync(join(tmpdir(), 'trimswarm-branch-'))
     const notes: string[] = []
-    const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes, bt: { dir: join(work, 'bt'), torrents: {}, started: false } }
+    const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), segmentTableStatus: async () => 0, segmentsReady: new Set(), config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes, bt: { dir: join(work, 'bt'), torrents: {}, started: false } }
     const bittorrent = pre.bittorrent == null && config.methods.includes('bittorrent')
     progress.line(`preparing: zstd -${HTTP_ZSTD_LEVEL} of both images${pre.casync ? ', casync make of both' : ''}${bittorrent ? `, zstd -${BT_ZSTD_LEVEL} --long and a torrent of each image BitTorrent needs` : ''}, b3sum (work folder ${work})`)
     await prepareArtifacts(ctx, pre.casync && config.methods.includes('casync'), bittorrent)
@@ -492,6 +526,8 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     }
     const headerFile = join(work, 'admin.header')
     writeFileSync(headerFile, `authorization: Bearer ${readFileSync(adminToken, 'utf8').trim()}\n`, { mode: 0o600 })
+    ctx.segmentTableStatus = async (version) => Number((await pm.run('segment table', ...ctx.net.hq('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-H', `@${headerFile}`,
+      `${adminUrl}/v1/images/${IMAGE_NAME}/versions/${version}/segments`]))).trim())
     ctx.versionInfo = async (version) => JSON.parse(await pm.run('version info', ...ctx.net.hq('curl', ['-sS', '--fail', '-H', `@${headerFile}`, `${adminUrl}/v1/images/${IMAGE_NAME}/versions/${version}/info`]))) as { deltaPackBytes: number | null }
     notes.push(...net.notes)
     notes.push(`Plain HTTP baseline: each client runs \`curl | zstd -d\` of the whole image compressed with \`zstd -${HTTP_ZSTD_LEVEL}\`, served by bench/branch/serve.ts in hq.`)
