@@ -537,6 +537,10 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     else notes.push(`BitTorrent baseline: a private torrent (DHT, LPD and peer exchange off), opentracker (whitelisted info hash) and one aria2c seed in hq, one aria2c per client in the branch with its own listen port. They connect directly over the veth (peers must see each other's addresses), so the --wan-rtt relay is NOT in their path: the WAN is shaped the same but without the added round trip. A client is done when aria2c's --on-bt-download-complete hook has decompressed (zstd -d) the image into place; it keeps seeding for the others until all are done (at most ${BT_LINGER_MAX_S} s), like trimswarm's --linger. The .torrent file reaches the clients out of band (a local file).`)
     notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold. An agent is done when its output file is replaced by the verified image (new inode, polled every sample); it may keep serving peers after that (--linger), which is in report.json as exitSeconds.')
 
+    // the coordinator's background segment build burns CPU on hq: let it finish before any method is timed
+    if (config.methods.includes('trimswarm')) {
+      for (const version of new Set(config.scenarios.map(s => s === 'update' ? V2 : V1))) await waitForSegments(ctx, version)
+    }
     const results: MethodResult[] = []
     const ran = new Set<string>()
     for (const scenario of config.scenarios) {
