@@ -69,8 +69,10 @@ describe('three coordinators on the stack\'s coordinator.json', () => {
     await call(one, 'PUT', '/v1/policies/branch', OPEN_POLICY)
     const tokenFile = join(tmp.path, 'agent.token')
     await writeFile(tokenFile, (await call(one, 'POST', '/v1/tokens', { group: 'branch', name: 'scale-out-e2e' })).token + '\n', { mode: 0o600 })
-    // 2 and 3 serve the version once their metadata refresh sees it
-    for (const c of [two, three]) await expect.poll(async () => (await fetch(`${c.url}/v1/images/ws/versions/v1/info`, { headers: { authorization: `Bearer ${adminToken}` } })).status, { timeout: 10_000, interval: 200 }).toBe(200)
+    // 2 and 3 serve the version to the agents' token once their metadata refresh (every 2 s) sees the version, the
+    // policy and the token: asked earlier, they answer 401 and the agents stop (a CI run did, before this wait)
+    const agentToken = readFileSync(tokenFile, 'utf8').trim()
+    for (const c of [two, three]) await expect.poll(async () => (await fetch(`${c.url}/v1/images/ws/versions/v1/info`, { headers: { authorization: `Bearer ${agentToken}` } })).status, { timeout: 10_000, interval: 200 }).toBe(200)
 
     // agents 0, 1 on 2 (then 3); agents 2, 3 on 3 (then 2)
     const agents = Array.from({ length: 2 * AGENTS_PER_COORDINATOR }, (_, i) => {
