@@ -46,6 +46,8 @@ Options
   --methods LIST    subset of http,casync,bittorrent,trimswarm (default all)
   --proxy           no namespaces (e.g. not root): a shaping relay on 127.0.0.1 instead
   --keep            keep the work folder (coordinator and agent data) for inspection
+  --agent-logs      trimswarm agents log every step (--verbose, JSON lines with times) into
+                    OUT/agent-logs/SCENARIO-N.jsonl, each file starting with the spawn time
   --rerender DIR    only rebuild DIR/report.md and the charts from DIR/report.json
 
 Exit codes: 0 every client finished and verified, 1 a client failed or an error,

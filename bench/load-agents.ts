@@ -14,6 +14,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { cpuSeconds, memoryLines, spawnCoordinator, watchMemory } from './lib/proc.ts'
+import { pollUntil } from './lib/poll.ts'
 
 const exec = promisify(execFile)
 
@@ -87,15 +88,15 @@ const SEGMENT_WAIT_SECONDS = 1800
 
 /** Waits until desk/v1's segment table is served (agents then take segments, as every client after the build does); returns the seconds waited. */
 async function waitForSegments (url: string, token: string): Promise<number> {
-  const started = performance.now()
-  for (;;) {
+  const { value, seconds } = await pollUntil(async () => {
     const res = await fetch(url + '/v1/images/desk/versions/v1/segments', { headers: { authorization: `Bearer ${token}` } })
     await res.body?.cancel()
-    if (res.ok) return (performance.now() - started) / 1000
+    if (res.ok) return true
     if (res.status !== 404) throw new Error(`segment table: HTTP ${res.status}`)
-    if (performance.now() - started > SEGMENT_WAIT_SECONDS * 1000) throw new Error(`segments not built after ${SEGMENT_WAIT_SECONDS / 60} min`)
-    await new Promise(resolve => setTimeout(resolve, 1000))
-  }
+    return undefined
+  }, { everyMs: 1000, timeoutMs: SEGMENT_WAIT_SECONDS * 1000 })
+  if (value == null) throw new Error(`segments not built after ${SEGMENT_WAIT_SECONDS / 60} min`)
+  return seconds
 }
 
 /** An image with distinct, compressible-ish data and zero holes, like a disk. */

@@ -34,6 +34,8 @@ export interface BranchConfig {
   methods: Method[]
   /** Only rebuild report.md and the charts of this earlier run's folder from its report.json. */
   rerender?: string
+  /** trimswarm agents log every step (--verbose, JSON lines with times) into outDir/agent-logs/ (where their time goes). */
+  agentLogs: boolean
 }
 
 /** The ways a branch gets an image. */
@@ -61,7 +63,8 @@ export const options = {
   methods: { type: 'string' },
   proxy: { type: 'boolean' },
   keep: { type: 'boolean' },
-  rerender: { type: 'string' }
+  rerender: { type: 'string' },
+  'agent-logs': { type: 'boolean' }
 } as const
 
 function rate (flag: string, text: string, allowZero: boolean): number {
@@ -129,7 +132,8 @@ export function parseBranchFlags (argv: string[], defaults: { outDir: string }):
     keep: v.keep === true,
     indexDirs: v.index ?? ['/usr', '/etc', '/var/lib'],
     methods,
-    rerender: v.rerender
+    rerender: v.rerender,
+    agentLogs: v['agent-logs'] === true
   }
 }
 

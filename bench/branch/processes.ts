@@ -4,6 +4,7 @@
  * by id on exit, Ctrl-C, SIGTERM or a crash.
  */
 import { spawn } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
 import { KILL_GRACE_MS } from './constants.ts'
 
 /** A running child. */
@@ -20,11 +21,19 @@ export interface Child {
   onLine: (f: (line: string) => void) => void
 }
 
+/** How a child is spawned. */
+export interface SpawnOptions {
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+  /** Also append everything it writes on stderr to this file (whole, not only the tail). */
+  stderrFile?: string
+}
+
 /** Spawns and tracks processes; killAll ends every one still running. */
 export interface ProcessManager {
-  spawn: (name: string, cmd: string, args: string[], opts?: { cwd?: string, env?: NodeJS.ProcessEnv }) => Child
+  spawn: (name: string, cmd: string, args: string[], opts?: SpawnOptions) => Child
   /** Runs to completion; rejects with the stderr tail when the exit code is not 0. */
-  run: (name: string, cmd: string, args: string[], opts?: { cwd?: string, env?: NodeJS.ProcessEnv }) => Promise<string>
+  run: (name: string, cmd: string, args: string[], opts?: SpawnOptions) => Promise<string>
   /** SIGTERM to every live child's group, SIGKILL after the grace period. */
   killAll: () => Promise<void>
   /** Children still running. */
@@ -57,6 +66,7 @@ export function createProcessManager (): ProcessManager {
       }
     })
     cp.stderr.on('data', (s: string) => { err = (err + s).slice(-STDERR_TAIL) })
+    if (opts.stderrFile != null) cp.stderr.pipe(createWriteStream(opts.stderrFile, { flags: 'a' }))
     const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => {
       cp.on('error', e => { err += `\n${e.message}`; resolve({ code: 127, signal: null }) })
       cp.on('close', (code, signal) => resolve({ code, signal }))

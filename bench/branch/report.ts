@@ -19,6 +19,8 @@ export interface ClientResult {
   verified: boolean
   /** trimswarm's own summary (--json), when the client is a trimswarm agent. */
   reported?: { local: number, peers: number, origin: number }
+  /** CPU seconds (user + system, /proc) of the client process until its image was in place; not its children's. */
+  cpuSeconds?: number
   error?: string
 }
 
@@ -44,6 +46,8 @@ export interface MethodResult {
   allDoneSeconds: number | null
   /** WAN throughput while the method ran. */
   throughput: RatePoint[]
+  /** CPU seconds the coordinator spent while the method ran (absent in reports of before). */
+  coordinatorCpuSeconds?: number
 }
 
 /** A whole run. */

@@ -5,7 +5,7 @@
  * Everything is driven through public CLIs as separate processes.
  */
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, cpSync } from 'node:fs'
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, cpSync } from 'node:fs'
 import { cpus, hostname, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseRate } from '../../protocol/rate.ts'
@@ -28,6 +28,8 @@ import {
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
 import { findCorpus } from '../lib/corpus.ts'
+import { pollUntil, type PollResult } from '../lib/poll.ts'
+import { cpuSeconds } from '../lib/proc.ts'
 import { makeTorrent, scrapeSeeds } from './torrent.ts'
 import { ANNOUNCE_URL, HOOK_SCRIPT, clientCommand, scrapeUrl, seedCommand, trackerCommand } from './bittorrent.ts'
 
@@ -91,6 +93,8 @@ interface Ctx {
   agentToken: string
   expected: Record<'base' | 'next', string>
   notes: string[]
+  /** The coordinator's process id, once started (its CPU per method). */
+  coordinatorPid?: number
   /** The BitTorrent baseline's torrents (made in prepareArtifacts) and whether its tracker and seed run. */
   bt: { dir: string, torrents: Partial<Record<'base' | 'next', { file: string, infoHash: string }>>, started: boolean }
 }
@@ -104,28 +108,53 @@ function trimswarm (args: string[]): CommandLine {
 }
 
 /** Spawns every client at once on the branch side and measures the link while they run. */
+/** What measure() watches besides the processes: outputs replaced (done before exit), and where each client's stderr goes. */
+interface Watch {
+  outputs?: string[]
+  /** Per client: a file that gets its whole stderr after a first line with the spawn time (--agent-logs). */
+  logs?: string[]
+}
+
 async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: CommandLine[],
-  finish: (i: number, child: Child, ok: boolean) => Promise<Partial<ClientResult>>, outputs?: string[]): Promise<MethodResult> {
+  finish: (i: number, child: Child, ok: boolean) => Promise<Partial<ClientResult>>, watch: Watch = {}): Promise<MethodResult> {
+  const { outputs, logs } = watch
   // A trimswarm agent keeps serving its peers for a while after its image is in place (--linger),
   // so its client is done when PATH is atomically replaced (a new inode), not when the process exits.
   const inode = (f: string): number | null => { try { return statSync(f).ino } catch { return null } }
   const initialInodes = outputs?.map(inode)
   const samples: Sample[] = [ctx.net.sample()]
   const t0 = samples[0].t
-  const children = clients.map(([cmd, args], i) => ctx.pm.spawn(`${scenario}/${method}/${i + 1}`, ...ctx.net.branch(cmd, args)))
+  const children = clients.map(([cmd, args], i) => {
+    const log = logs?.[i]
+    if (log != null) writeFileSync(log, JSON.stringify({ time: new Date().toISOString(), msg: `bench: spawned ${scenario}/${method}/${i + 1}` }) + '\n')
+    return ctx.pm.spawn(`${scenario}/${method}/${i + 1}`, ...ctx.net.branch(cmd, args), { stderrFile: log })
+  })
   const doneAt: Array<number | undefined> = children.map(() => undefined)
   const exitAt: Array<number | undefined> = children.map(() => undefined)
   const codes: Array<{ code: number | null, signal: string | null } | undefined> = children.map(() => undefined)
+  // CPU seconds from /proc (utime + stime, so not a BitTorrent hook's zstd): each client's last reading, kept when its output is in place
+  const cpu: Array<number | undefined> = children.map(() => undefined)
+  const cpuAtDone: Array<number | undefined> = children.map(() => undefined)
+  const coordinatorCpu0 = ctx.coordinatorPid == null ? undefined : await cpuSeconds(ctx.coordinatorPid).catch(() => undefined)
+  const readCpu = (): void => {
+    children.forEach((c, i) => { if (exitAt[i] == null) cpuSeconds(c.pid).then(v => { cpu[i] = v }, () => {}) })
+  }
   children.forEach((c, i) => { void c.exited.then(x => { exitAt[i] = performance.now(); doneAt[i] ??= exitAt[i]; codes[i] = x }) })
   const tick = (): void => {
     if (outputs != null && initialInodes != null) {
       outputs.forEach((f, i) => {
         if (doneAt[i] == null) {
           const now = inode(f)
-          if (now != null && now !== initialInodes[i]) doneAt[i] = performance.now()
+          if (now != null && now !== initialInodes[i]) {
+            doneAt[i] = performance.now()
+            cpuAtDone[i] = cpu[i]
+            const log = logs?.[i]
+            if (log != null) appendFileSync(log, JSON.stringify({ time: new Date().toISOString(), msg: 'bench: output in place' }) + '\n')
+          }
         }
       })
     }
+    readCpu()
     const s = ctx.net.sample()
     samples.push(s)
     const d = sampleDelta(samples[0], s)
@@ -143,6 +172,7 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
   await new Promise(resolve => setTimeout(resolve, 300))
   tick()
   ctx.progress.done()
+  const coordinatorCpu1 = ctx.coordinatorPid == null ? undefined : await cpuSeconds(ctx.coordinatorPid).catch(() => undefined)
   const end = samples[samples.length - 1]
   const delta = sampleDelta(samples[0], end)
   const results: ClientResult[] = []
@@ -156,6 +186,7 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
       exitSeconds: ((exitAt[i] ?? end.t) - t0) / 1000,
       ok,
       verified: false,
+      ...(cpu[i] != null ? { cpuSeconds: cpuAtDone[i] ?? cpu[i] } : {}),
       ...(ok ? {} : { error: `exit ${codes[i]?.signal ?? codes[i]?.code}: ${children[i].stderr().trim().split('\n').slice(-3).join(' / ')}` }),
       ...extra
     })
@@ -176,9 +207,11 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
     local: reportedLocal,
     firstDoneSeconds: okTimes.length > 0 ? Math.min(...okTimes) : null,
     allDoneSeconds: okTimes.length === results.length && okTimes.length > 0 ? Math.max(...okTimes) : null,
-    throughput: throughputSeries(samples)
+    throughput: throughputSeries(samples),
+    ...(coordinatorCpu0 != null && coordinatorCpu1 != null ? { coordinatorCpuSeconds: coordinatorCpu1 - coordinatorCpu0 } : {})
   }
-  ctx.progress.line(`[${scenario}] ${method}: WAN ${formatBytes(wanBytes(r))}, LAN ${formatBytes(r.lan)}, all done in ${r.allDoneSeconds?.toFixed(1) ?? 'n/a (failures)'} s, verified ${results.filter(x => x.verified).length}/${results.length}`)
+  ctx.progress.line(`[${scenario}] ${method}: WAN ${formatBytes(wanBytes(r))}, LAN ${formatBytes(r.lan)}, all done in ${r.allDoneSeconds?.toFixed(1) ?? 'n/a (failures)'} s, verified ${results.filter(x => x.verified).length}/${results.length}` +
+    `; CPU until done ${results.map(x => x.cpuSeconds?.toFixed(1) ?? '?').join(', ')} s per client, coordinator ${r.coordinatorCpuSeconds?.toFixed(1) ?? '?'} s`)
   return r
 }
 
@@ -257,7 +290,7 @@ async function runBittorrent (ctx: Ctx, scenario: Scenario): Promise<MethodResul
       const verified = ok && await verifyAndRemove(outs[i], ctx.expected[image], true)
       rmSync(dirs[i], { recursive: true, force: true })
       return { verified, ...(error != null ? { error } : {}) }
-    }, outs)
+    }, { outputs: outs })
 }
 
 function agentDirs (ctx: Ctx, set: string): Array<{ data: string, out: string }> {
@@ -267,9 +300,10 @@ function agentDirs (ctx: Ctx, set: string): Array<{ data: string, out: string }>
   }))
 }
 
-function syncArgs (ctx: Ctx, version: string, d: { data: string, out: string }, index: string[] | null): string[] {
+function syncArgs (ctx: Ctx, version: string, d: { data: string, out: string }, index: string[] | null, log = false): string[] {
   return ['agent', 'sync', `${IMAGE_NAME}@${version}`, '--coordinator', `http://${ctx.coordFront}`, '--token-file', ctx.agentToken,
-    '--data', d.data, '--out', d.out, ...(index == null ? ['--no-index'] : index.flatMap(x => ['--index', x])), '--json', '--quiet']
+    '--data', d.data, '--out', d.out, ...(index == null ? ['--no-index'] : index.flatMap(x => ['--index', x])), '--json',
+    ...(log ? ['--verbose', '--log-format', 'json'] : ['--quiet'])]
 }
 
 function parseSummary (stdout: string): ClientResult['reported'] | undefined {
@@ -310,11 +344,22 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
     for (const d of dirs) cpSync(proto, d.data, { recursive: true })
   }
   const version = image === 'next' ? V2 : V1
-  return await measure(ctx, scenario, 'trimswarm', dirs.map(d => trimswarm(syncArgs(ctx, version, d, index))),
+  const logDir = join(ctx.config.outDir, 'agent-logs')
+  if (ctx.config.agentLogs) mkdirSync(logDir, { recursive: true })
+  return await measure(ctx, scenario, 'trimswarm', dirs.map(d => trimswarm(syncArgs(ctx, version, d, index, ctx.config.agentLogs))),
     async (i, child, ok) => ({
       reported: parseSummary(child.stdout()),
       verified: ok && await verifyAndRemove(dirs[i].out, ctx.expected[image], scenario === 'trim')
-    }), dirs.map(d => d.out))
+    }), { outputs: dirs.map(d => d.out), logs: ctx.config.agentLogs ? dirs.map((_, i) => join(logDir, `${scenario}-${i + 1}.jsonl`)) : undefined })
+}
+
+/** Polls the coordinator every 2 s until `probe` answers (a failed request is asked again), at most `timeoutMs`. */
+async function waitForBuild<T> (ctx: Ctx, what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<PollResult<T>> {
+  return await pollUntil(async () => await probe().catch(() => undefined), {
+    everyMs: 2000,
+    timeoutMs,
+    onWait: (seconds) => { ctx.progress.update(`waiting for the coordinator's ${what} (background build after publish) ${seconds.toFixed(0)} s`) }
+  })
 }
 
 /**
@@ -323,23 +368,11 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
  * measured once the pack exists (the wait is reported, not measured).
  */
 async function waitForDeltaPack (ctx: Ctx): Promise<void> {
-  const t = performance.now()
-  const deadline = Date.now() + DELTA_PACK_WAIT_MS
-  for (;;) {
-    let bytes: number | null = null
-    try { bytes = (await ctx.versionInfo(V2)).deltaPackBytes } catch { /* coordinator busy: ask again */ }
-    if (bytes != null) {
-      const waited = (performance.now() - t) / 1000
-      ctx.notes.push(`update: the coordinator's delta pack ${V1} -> ${V2} is ${formatBytes(bytes)}; ${waited < 1 ? 'it was ready when the update started' : `the update waited ${waited.toFixed(0)} s for its background build (not measured)`}.`)
-      return
-    }
-    if (Date.now() > deadline) {
-      ctx.notes.push(`update: the delta pack ${V1} -> ${V2} was still not built after ${DELTA_PACK_WAIT_MS / 1000} s; the agents fetched block batches instead.`)
-      return
-    }
-    ctx.progress.update(`[update] waiting for the coordinator's delta pack ${V1} -> ${V2} (background build after publish) ${((performance.now() - t) / 1000).toFixed(0)} s`)
-    await new Promise(resolve => setTimeout(resolve, 2000))
-  }
+  const { value: bytes, seconds } = await waitForBuild(ctx, `delta pack ${V1} -> ${V2}`,
+    async () => (await ctx.versionInfo(V2)).deltaPackBytes ?? undefined, DELTA_PACK_WAIT_MS)
+  ctx.notes.push(bytes != null
+    ? `update: the coordinator's delta pack ${V1} -> ${V2} is ${formatBytes(bytes)}; ${seconds < 1 ? 'it was ready when the update started' : `the update waited ${seconds.toFixed(0)} s for its background build (not measured)`}.`
+    : `update: the delta pack ${V1} -> ${V2} was still not built after ${DELTA_PACK_WAIT_MS / 1000} s; the agents fetched block batches instead.`)
 }
 
 /**
@@ -350,25 +383,15 @@ async function waitForDeltaPack (ctx: Ctx): Promise<void> {
  */
 async function waitForSegments (ctx: Ctx, version: string): Promise<void> {
   if (ctx.segmentsReady.has(version)) return
-  const t = performance.now()
-  const deadline = Date.now() + SEGMENT_WAIT_MS
-  for (;;) {
-    let status = 0
-    try { status = await ctx.segmentTableStatus(version) } catch { /* coordinator busy: ask again */ }
-    if (status === 200) {
-      const waited = (performance.now() - t) / 1000
-      ctx.segmentsReady.add(version)
-      ctx.notes.push(`${IMAGE_NAME}@${version}: ${waited < 1 ? 'its segments were built when trimswarm started' : `trimswarm waited ${waited.toFixed(0)} s for the coordinator's background segment build (not measured)`}.`)
-      return
-    }
-    if (Date.now() > deadline) {
-      ctx.notes.push(`${IMAGE_NAME}@${version}: segments still not built after ${SEGMENT_WAIT_MS / 60_000} min (last answer HTTP ${status}); the agents took block batches.`)
-      ctx.segmentsReady.add(version)
-      return
-    }
-    ctx.progress.update(`waiting for the coordinator's segments of ${version} (background build after publish) ${((performance.now() - t) / 1000).toFixed(0)} s`)
-    await new Promise(resolve => setTimeout(resolve, 2000))
-  }
+  let status = 0
+  const { value, seconds } = await waitForBuild(ctx, `segments of ${version}`, async () => {
+    status = await ctx.segmentTableStatus(version)
+    return status === 200 ? true : undefined
+  }, SEGMENT_WAIT_MS)
+  ctx.segmentsReady.add(version)
+  ctx.notes.push(value === true
+    ? `${IMAGE_NAME}@${version}: ${seconds < 1 ? 'its segments were built when trimswarm started' : `trimswarm waited ${seconds.toFixed(0)} s for the coordinator's background segment build (not measured)`}.`
+    : `${IMAGE_NAME}@${version}: segments still not built after ${SEGMENT_WAIT_MS / 60_000} min (last answer HTTP ${status}); the agents took block batches.`)
 }
 
 function notRun (scenario: Scenario, method: Method, note: string): MethodResult {
@@ -420,6 +443,7 @@ async function startServices (ctx: Ctx): Promise<{ adminUrl: string, adminToken:
   await waitReady(http.onLine, http.exited, 'http server', http.stderr)
   const coordData = join(ctx.work, 'coordinator')
   const coord = ctx.pm.spawn('coordinator', ...ctx.net.hq(...trimswarm(['coordinator', '--data', coordData, '--listen', `127.0.0.1:${coordBackend}`, '--log-level', 'warn'])))
+  ctx.coordinatorPid = coord.pid
   const adminUrl = `http://127.0.0.1:${coordBackend}`
   const tokenFile = join(coordData, 'admin.token')
   const deadline = Date.now() + 60_000

@@ -16,6 +16,8 @@ describe('branch flags', () => {
     expect(c.outDir).toBe('out-default')
     expect(c.proxy).toBe(false)
     expect(c.indexDirs).toEqual(['/usr', '/etc', '/var/lib'])
+    expect(c.agentLogs).toBe(false)
+    expect(parse(['--agent-logs']).agentLogs).toBe(true)
   })
 
   it('parses rates with protocol/rate.ts units', () => {
