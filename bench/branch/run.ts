@@ -80,8 +80,6 @@ interface Ctx {
   versionInfo: (version: string) => Promise<{ deltaPackBytes: number | null }>
   /** HTTP status of the version's segment table (404 while the coordinator still builds it). */
   segmentTableStatus: (version: string) => Promise<number>
-  /** Versions whose segments were waited for. */
-  segmentsReady: Set<string>
   config: BranchConfig
   pm: ProcessManager
   net: Network
@@ -321,12 +319,10 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
   const image = scenario === 'update' ? 'next' : 'base'
   let dirs: Array<{ data: string, out: string }>
   let index: string[] | null = null
-  await waitForSegments(ctx, scenario === 'update' ? V2 : V1)
   if (scenario === 'cold') {
     dirs = agentDirs(ctx, 'cold')
   } else if (scenario === 'update') {
     dirs = agentDirs(ctx, 'cold')
-    await waitForDeltaPack(ctx)
     if (!coldRan) {
       // v1 must be on every agent first: sync it now, not measured.
       ctx.progress.line('[update] preparing: every agent syncs v1 first (not measured)')
@@ -364,15 +360,15 @@ async function waitForBuild<T> (ctx: Ctx, what: string, probe: () => Promise<T |
 
 /**
  * The coordinator builds the v1 -> v2 delta pack in the background after the
- * publish; a real rollout updates clients long after that, so the update is
+ * publish; a real rollout updates clients long after that, so every method is
  * measured once the pack exists (the wait is reported, not measured).
  */
 async function waitForDeltaPack (ctx: Ctx): Promise<void> {
   const { value: bytes, seconds } = await waitForBuild(ctx, `delta pack ${V1} -> ${V2}`,
     async () => (await ctx.versionInfo(V2)).deltaPackBytes ?? undefined, DELTA_PACK_WAIT_MS)
   ctx.notes.push(bytes != null
-    ? `update: the coordinator's delta pack ${V1} -> ${V2} is ${formatBytes(bytes)}; ${seconds < 1 ? 'it was ready when the update started' : `the update waited ${seconds.toFixed(0)} s for its background build (not measured)`}.`
-    : `update: the delta pack ${V1} -> ${V2} was still not built after ${DELTA_PACK_WAIT_MS / 1000} s; the agents fetched block batches instead.`)
+    ? `the coordinator's delta pack ${V1} -> ${V2} is ${formatBytes(bytes)}; ${seconds < 1 ? 'it was ready' : `the methods waited ${seconds.toFixed(0)} s for its background build (not measured)`}.`
+    : `the delta pack ${V1} -> ${V2} was still not built after ${DELTA_PACK_WAIT_MS / 1000} s; an update fetched block batches instead.`)
 }
 
 /**
@@ -382,15 +378,13 @@ async function waitForDeltaPack (ctx: Ctx): Promise<void> {
  * the version's segment table is served (the wait is reported, not measured).
  */
 async function waitForSegments (ctx: Ctx, version: string): Promise<void> {
-  if (ctx.segmentsReady.has(version)) return
   let status = 0
   const { value, seconds } = await waitForBuild(ctx, `segments of ${version}`, async () => {
     status = await ctx.segmentTableStatus(version)
     return status === 200 ? true : undefined
   }, SEGMENT_WAIT_MS)
-  ctx.segmentsReady.add(version)
   ctx.notes.push(value === true
-    ? `${IMAGE_NAME}@${version}: ${seconds < 1 ? 'its segments were built when trimswarm started' : `trimswarm waited ${seconds.toFixed(0)} s for the coordinator's background segment build (not measured)`}.`
+    ? `${IMAGE_NAME}@${version}: ${seconds < 1 ? 'its segments were built when the methods started' : `the methods waited ${seconds.toFixed(0)} s for the coordinator's background segment build (not measured)`}.`
     : `${IMAGE_NAME}@${version}: segments still not built after ${SEGMENT_WAIT_MS / 60_000} min (last answer HTTP ${status}); the agents took block batches.`)
 }
 
@@ -530,7 +524,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     }
     work = mkdtempSync(join(tmpdir(), 'trimswarm-branch-'))
     const notes: string[] = []
-    const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), segmentTableStatus: async () => 0, segmentsReady: new Set(), config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes, bt: { dir: join(work, 'bt'), torrents: {}, started: false } }
+    const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), segmentTableStatus: async () => 0, config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes, bt: { dir: join(work, 'bt'), torrents: {}, started: false } }
     const bittorrent = pre.bittorrent == null && config.methods.includes('bittorrent')
     progress.line(`preparing: zstd -${HTTP_ZSTD_LEVEL} of both images${pre.casync ? ', casync make of both' : ''}${bittorrent ? `, zstd -${BT_ZSTD_LEVEL} --long and a torrent of each image BitTorrent needs` : ''}, b3sum (work folder ${work})`)
     await prepareArtifacts(ctx, pre.casync && config.methods.includes('casync'), bittorrent)
@@ -561,10 +555,12 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     else notes.push(`BitTorrent baseline: a private torrent (DHT, LPD and peer exchange off), opentracker (whitelisted info hash) and one aria2c seed in hq, one aria2c per client in the branch with its own listen port. They connect directly over the veth (peers must see each other's addresses), so the --wan-rtt relay is NOT in their path: the WAN is shaped the same but without the added round trip. A client is done when aria2c's --on-bt-download-complete hook has decompressed (zstd -d) the image into place; it keeps seeding for the others until all are done (at most ${BT_LINGER_MAX_S} s), like trimswarm's --linger. The .torrent file reaches the clients out of band (a local file).`)
     notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold. An agent is done when its output file is replaced by the verified image (new inode, polled every sample); it may keep serving peers after that (--linger), which is in report.json as exitSeconds.')
 
-    // the coordinator's background segment build burns CPU on hq: let it finish before any method is timed
-    if (config.methods.includes('trimswarm')) {
-      for (const version of new Set(config.scenarios.map(s => s === 'update' ? V2 : V1))) await waitForSegments(ctx, version)
-    }
+    // the coordinator's background builds after the publishes (segments of both versions, the delta pack; one at a
+    // time, a minute or more each) burn hq's CPU, which the clients share here: every one is done before any method is
+    // timed, whatever the scenarios (cold alone measured beside next.img's build before: 8.8 CPU-s of the coordinator in
+    // trimswarm's 20 s, docs/BENCHMARKS.md "Time to ready at 100 mbit")
+    for (const version of [V1, V2]) await waitForSegments(ctx, version)
+    await waitForDeltaPack(ctx)
     const results: MethodResult[] = []
     const ran = new Set<string>()
     for (const scenario of config.scenarios) {
