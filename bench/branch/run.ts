@@ -208,8 +208,9 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
     throughput: throughputSeries(samples),
     ...(coordinatorCpu0 != null && coordinatorCpu1 != null ? { coordinatorCpuSeconds: coordinatorCpu1 - coordinatorCpu0 } : {})
   }
-  ctx.progress.line(`[${scenario}] ${method}: WAN ${formatBytes(wanBytes(r))}, LAN ${formatBytes(r.lan)}, all done in ${r.allDoneSeconds?.toFixed(1) ?? 'n/a (failures)'} s, verified ${results.filter(x => x.verified).length}/${results.length}` +
-    `; CPU until done ${results.map(x => x.cpuSeconds?.toFixed(1) ?? '?').join(', ')} s per client, coordinator ${r.coordinatorCpuSeconds?.toFixed(1) ?? '?'} s`)
+  // a trimswarm client is one process; the others' work is in children (curl | zstd, aria2c's hook), which /proc does not count
+  const cpuNote = method === 'trimswarm' ? `; CPU until done ${results.map(x => x.cpuSeconds?.toFixed(1) ?? '?').join(', ')} s per agent, coordinator ${r.coordinatorCpuSeconds?.toFixed(1) ?? '?'} s` : ''
+  ctx.progress.line(`[${scenario}] ${method}: WAN ${formatBytes(wanBytes(r))}, LAN ${formatBytes(r.lan)}, all done in ${r.allDoneSeconds?.toFixed(1) ?? 'n/a (failures)'} s, verified ${results.filter(x => x.verified).length}/${results.length}${cpuNote}`)
   return r
 }
 
