@@ -105,7 +105,6 @@ function trimswarm (args: string[]): CommandLine {
   return [process.execPath, [TRIMSWARM, ...args]]
 }
 
-/** Spawns every client at once on the branch side and measures the link while they run. */
 /** What measure() watches besides the processes: outputs replaced (done before exit), and where each client's stderr goes. */
 interface Watch {
   outputs?: string[]
@@ -113,6 +112,7 @@ interface Watch {
   logs?: string[]
 }
 
+/** Spawns every client at once on the branch side and measures the link while they run. */
 async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: CommandLine[],
   finish: (i: number, child: Child, ok: boolean) => Promise<Partial<ClientResult>>, watch: Watch = {}): Promise<MethodResult> {
   const { outputs, logs } = watch
