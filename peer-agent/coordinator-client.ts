@@ -91,7 +91,8 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     else if ('tokenFile' in auth) token = await readSecretFile(auth.tokenFile, 'token')
     else {
       const password = await readSecretFile(auth.passwordFile, 'password')
-      token = (await http.json('POST', api.routes.login, api.LoginResponse, { body: { user: auth.user, password }, signal: options.signal, idempotent: true })).token
+      const body = { user: auth.user, password }
+      token = (await http.json('POST', api.routes.login, api.LoginResponse, { body, signal: options.signal, idempotent: true })).token
     }
     return token
   }
