@@ -288,7 +288,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       onProgress: (p) => components.onProgress?.({ image: manifest.name, version: manifest.version, totalBytes, ...p }),
       onChunkVerified: (chunk) => components.observer?.chunkVerified?.(chunk),
       onCheckpoint: init.onCheckpoint
-    }, { checkpointPath: job.records.checkpoint, manifestCid: job.target.manifestCid, checkpointIntervalMs, signal: job.req.signal })
+    }, { checkpointPath: job.records.checkpoint, manifestCid: job.target.manifestCid, checkpointIntervalMs, signal: job.req.signal, segmentSpool: job.records.segmentSpool })
     const from = job.oldManifest
     const path = from != null ? job.records.packOf(from.version, manifest.version) : ''
     const deltaPack = from != null ? createDeltaPackSource({ client, logger }, { image: manifest.name, version: manifest.version, from, path }) : undefined
