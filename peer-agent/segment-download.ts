@@ -10,7 +10,7 @@
  * and never trusted: resumed bytes must match the segment's CID, and every
  * block is verified after decoding anyway.
  */
-import { closeSync, constants, fstatSync, ftruncateSync, openSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { chunkCidOf } from '../chunker/blake3.ts'
 import { readFullSync } from '../utils/read-full.ts'
@@ -90,7 +90,12 @@ export async function downloadSegment (
 
 /** Removes a segment's spool file (its blocks are in the partial file now, or it is not worth keeping). */
 export function dropSpool (spool: string | undefined): void {
-  if (spool != null) rmSync(spool, { force: true })
+  if (spool == null) return
+  try {
+    unlinkSync(spool) // not rmSync: that stats first, twice the system calls per segment
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
 }
 
 /** Opens (or creates, 0600) the spool file, never through a symlink; undefined (no spool, memory only) when that fails. */
@@ -128,7 +133,7 @@ function spoolWrite (fd: number, piece: Uint8Array, position: number, path: stri
   } catch (err) {
     logger.debug?.(`segment spool ${path} given up: ${(err as Error).message}`)
     closeSync(fd)
-    rmSync(path, { force: true })
+    try { dropSpool(path) } catch {} // best effort: the next run empties or replaces it anyway
     return undefined
   }
 }

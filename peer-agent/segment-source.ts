@@ -15,7 +15,7 @@ import { manifestCidOf } from '../chunker/blake3.ts'
 import { isDecodedTooLarge, unzstdWhole } from './block-stream.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
+import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES, WRITE_GATHER_BYTES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull, SegmentMismatchError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -28,8 +28,11 @@ import { downloadSegment, dropSpool, spoolPathOf } from './segment-download.ts'
 /** Largest zstd window a segment may ask for: 2^23 (8 MiB) covers a 4 MiB frame at any level. */
 const SEGMENT_WINDOW_LOG_MAX = 23
 
-/** Blocks of a decoded segment offered between two ticks (256 KiB at 4 KiB blocks, as the streamed decoder's pieces were). */
-const SEGMENT_TICK_BLOCKS = 64
+/**
+ * Blocks of a decoded segment offered between two ticks: one gathered write's worth (1 MiB), as a
+ * tick writes what is gathered; progress, checkpoints and aborts follow every MiB.
+ */
+const SEGMENT_TICK_BLOCKS = WRITE_GATHER_BYTES / BLOCK_SIZE
 
 /** What the segment source needs to know of the sync. */
 export interface SegmentSourceInit {
