@@ -126,16 +126,21 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
    * whose blocks all come in order is checked once against its full digest, every other block against
    * its prefix. Both buffers are freed as soon as the segment is done (peak RSS).
    */
-  async function fetchSegment (ctx: SyncContext, i: number, indices: Uint32Array, entry: SegmentTable['segments'][number], options: AbortOptions): Promise<void> {
+  async function fetchSegment (
+    ctx: SyncContext, i: number, indices: Uint32Array, entry: SegmentTable['segments'][number], options: AbortOptions
+  ): Promise<void> {
     const label = `segment ${i} of ${name}`
     const spool = ctx.segmentSpool != null ? spoolPathOf(ctx.segmentSpool, entry.cid) : undefined
-    const frame = await downloadSegment({ client, logger }, { route: segmentRoutes.segment(init.image, init.version, i), cid: entry.cid, bytes: entry.bytes, label }, spool, options)
+    const route = segmentRoutes.segment(init.image, init.version, i)
+    const frame = await downloadSegment({ client, logger }, { route, cid: entry.cid, bytes: entry.bytes, label }, spool, options)
     let decoded: Uint8Array
     try {
       decoded = unzstdWhole(frame, indices.length * BLOCK_SIZE, SEGMENT_WINDOW_LOG_MAX)
     } catch (err) {
       dropSpool(spool)
-      const why = isDecodedTooLarge(err) ? `decodes to more than its ${indices.length} blocks` : `does not decode to its ${indices.length} blocks: ${(err as Error).message}`
+      const why = isDecodedTooLarge(err)
+        ? `decodes to more than its ${indices.length} blocks`
+        : `does not decode to its ${indices.length} blocks: ${(err as Error).message}`
       throw new SegmentMismatchError(`${label} ${why}`)
     } finally {
       releaseBytes(frame)
