@@ -117,7 +117,8 @@ export function createCoordinatorHttp (components: CoordinatorHttpComponents, in
     const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
     let res: IncomingMessage
     try {
-      res = await send(base + path, method, headersOf(options, components.pacer?.()?.requestHeaders?.()), bodyOf(options.body), signal)
+      const repeatable = IDEMPOTENT.has(method) || options.idempotent === true
+      res = await send(base + path, method, headersOf(options, components.pacer?.()?.requestHeaders?.()), bodyOf(options.body), signal, repeatable)
     } catch (err) {
       if (options.signal?.aborted === true) throw options.signal.reason
       return { why: describeNetworkError(err), error: err, refused: neverConnected(err), answered: false }
@@ -229,17 +230,23 @@ function bodyOf (body: unknown): Uint8Array | string | undefined {
   return JSON.stringify(body)
 }
 
+/** Methods a server may receive twice with the effect of once (RFC 9110 9.2.2); a POST says so itself. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'])
+
 /**
  * Sends one request (its body whole, with its Content-Length); resolves once the response's
  * status and headers are in, its body unread. A network error or an abort of `signal` rejects,
  * before the response or (as the body's error) after it. A kept-alive connection that the
  * coordinator closed while it sat idle (a restart, its keep-alive timeout) fails at its next use
- * before any answer, with nothing read by the coordinator: that request is sent once more on a
- * new connection, so a restart is seen as what it is (refused, or answered) and not as a reset.
+ * before any answer: a `repeatable` request is sent once more on a new connection, so a restart
+ * is seen as what it is (refused, or answered) and not as a reset. The reset cannot tell "closed
+ * while idle" from "read, acted on, then lost", so a request that must not reach the coordinator
+ * twice (a version commit, a token) is never sent on a kept-alive connection at all.
  */
 async function send (
-  url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal?: AbortSignal
+  url: string, method: string, headers: OutgoingHttpHeaders, body: Uint8Array | string | undefined, signal: AbortSignal | undefined, repeatable: boolean
 ): Promise<IncomingMessage> {
+  if (!repeatable) return await sendOn(false, url, method, headers, body, signal)
   try {
     return await sendOn(undefined, url, method, headers, body, signal)
   } catch (err) {

@@ -45,4 +45,10 @@ export interface RequestOptions extends AbortOptions {
   okStatuses?: number[]
   /** Gives up on one coordinator after this long (a network error: the next one is asked). */
   timeoutMs?: number
+  /**
+   * The request may reach the coordinator twice with the effect of once: a POST that only reads
+   * or is deduplicated by id. GET, HEAD, PUT, DELETE and OPTIONS are by their method. A request
+   * that is not goes on a connection of its own, never on one the coordinator may have closed.
+   */
+  idempotent?: boolean
 }

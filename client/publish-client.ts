@@ -77,7 +77,7 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
     if (!isValidName(image)) throw new ValidationError(`bad image name ${JSON.stringify(image)} (letters, digits, . _ + -; at most 128)`)
     if (!isValidName(version)) throw new ValidationError(`bad version ${JSON.stringify(version)} (letters, digits, . _ + -; at most 128)`)
     if (version === 'latest') throw new ValidationError('"latest" is reserved and cannot be a version name')
-    await http.json('POST', api.routes.chunksMissing, undefined, { body: { cids: [] }, token, signal })
+    await http.json('POST', api.routes.chunksMissing, undefined, { body: { cids: [] }, token, signal, idempotent: true })
     try {
       await http.json('GET', api.routes.versionInfo(image, version), undefined, { token, signal })
     } catch (err) {
@@ -105,7 +105,7 @@ export function createPublishClient (init: PublishClientInit): PublishClient {
       const missing: string[] = []
       for (let i = 0; i < all.length; i += PUBLISH_MISSING_BATCH) {
         const body = { cids: all.slice(i, i + PUBLISH_MISSING_BATCH) }
-        const res = await http.json('POST', api.routes.chunksMissing, api.MissingChunksResponse, { body, token, signal })
+        const res = await http.json('POST', api.routes.chunksMissing, api.MissingChunksResponse, { body, token, signal, idempotent: true })
         missing.push(...res.missing)
       }
       options.onProgress?.({ phase: 'missing', missing: missing.length })

@@ -91,7 +91,8 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
     else if ('tokenFile' in auth) token = await readSecretFile(auth.tokenFile, 'token')
     else {
       const password = await readSecretFile(auth.passwordFile, 'password')
-      token = (await http.json('POST', api.routes.login, api.LoginResponse, { body: { user: auth.user, password }, signal: options.signal })).token
+      const body = { user: auth.user, password }
+      token = (await http.json('POST', api.routes.login, api.LoginResponse, { body, signal: options.signal, idempotent: true })).token
     }
     return token
   }
@@ -152,5 +153,5 @@ const OK_STATUSES = [304, 416]
 
 /** The options every authenticated request of the agent shares. */
 function requestOptions (body: unknown, token: string, options: AbortOptions): RequestOptions {
-  return { body, token, signal: options.signal, okStatuses: OK_STATUSES }
+  return { body, token, signal: options.signal, okStatuses: OK_STATUSES, idempotent: true }
 }

@@ -93,10 +93,17 @@ export function lastOpPerKey (ops: RowOp[]): { puts: Array<{ space: string, key:
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
 const UNAVAILABLE_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/
 
-/** Whether a pg error says the database is unreachable or going away (a request may be retried later). */
+/**
+ * SQLSTATEs of a database that is going away or too busy: admin/crash shutdown, cannot connect now,
+ * too many connections, and a statement cancelled at the statement timeout (e.g. a lock waited
+ * for longer, held by another coordinator).
+ */
+const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '57014'])
+
+/** Whether a pg error says the database is unreachable, going away or too busy (a request may be retried later). */
 export function isUnavailable (err: unknown): boolean {
   const code = (err as { code?: unknown }).code
-  if (typeof code === 'string' && (NETWORK_CODES.has(code) || code.startsWith('08') || ['57P01', '57P02', '57P03', '53300'].includes(code))) return true
+  if (typeof code === 'string' && (NETWORK_CODES.has(code) || code.startsWith('08') || UNAVAILABLE_CODES.has(code))) return true
   return UNAVAILABLE_MESSAGES.test((err as Error).message ?? '')
 }
 

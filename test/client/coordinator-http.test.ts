@@ -99,6 +99,25 @@ describe('coordinator HTTP client', () => {
     expect(httpDetailsOf(err)?.status).toBe(502)
   })
 
+  it('a connection that breaks after the request was read: a GET is asked again, a version commit (POST) is sent once only', async () => {
+    // the coordinator reads each kept-alive connection's second request, acts on it, then the connection breaks
+    const seen = new Map<object, number>()
+    const a = await serve((req, res) => {
+      const n = (seen.get(req.socket) ?? 0) + 1
+      seen.set(req.socket, n)
+      req.resume()
+      req.on('end', () => { if (n >= 2) req.socket.destroy(); else ok(res) })
+    })
+    const http = createCoordinatorHttp({ logger: capture() }, { urls: [a.url] })
+    expect(await http.json('GET', '/v1/auth/me', undefined, { token: 't' })).toEqual({ ok: true })
+    expect(await http.json('POST', '/v1/images/ws/versions', undefined, { token: 't', body: 'manifest' })).toEqual({ ok: true })
+    expect(a.requests.filter(r => r.startsWith('POST'))).toEqual(['POST /v1/images/ws/versions Bearer t'])
+    expect(await http.json('GET', '/v1/auth/me', undefined, { token: 't' })).toEqual({ ok: true })
+    expect(a.requests.filter(r => r.startsWith('GET'))).toHaveLength(3)
+    // a POST its caller calls idempotent (a read, an event batch) may use the kept-alive connection
+    expect(await http.json('POST', '/v1/chunks/missing', undefined, { token: 't', body: '{}', idempotent: true })).toEqual({ ok: true })
+  })
+
   it('checks every URL: http or https, no query; a trailing slash is dropped', () => {
     expect(parseCoordinatorUrls(['http://a:8440/', 'https://b/trimswarm'])).toEqual(['http://a:8440', 'https://b/trimswarm'])
     for (const bad of ['ftp://a', 'a:8440', 'http://a/?x=1', '']) expect(() => parseCoordinatorUrls(['http://ok', bad])).toThrow(CoordinatorUrlError)

@@ -4,7 +4,7 @@ import { createKeyedMutex, createSemaphore } from '../../../coordinator/meta-sto
 import { mayTake } from '../../../coordinator/meta-store/leases.ts'
 import { checkMigrations, MIGRATIONS, pendingMigrations } from '../../../coordinator/meta-store/migrations.ts'
 import { SchemaTooNewError } from '../../../coordinator/meta-store/errors.ts'
-import { lastOpPerKey, rangeSql } from '../../../coordinator/meta-store/pg-meta-db.ts'
+import { isUnavailable, lastOpPerKey, rangeSql } from '../../../coordinator/meta-store/pg-meta-db.ts'
 
 describe('meta-store parts', () => {
   it('rangeSql: bounds become parameters after the space ($1), `after` continues a scan in its direction', () => {
@@ -30,6 +30,12 @@ describe('meta-store parts', () => {
     ])
     expect(puts.map(p => [p.space, p.key, p.value.toString()])).toEqual([['b', 'k', '4'], ['a', 'x', '3']])
     expect(dels).toEqual([{ space: 'a', key: 'k' }])
+  })
+
+  it('isUnavailable: a statement cancelled at the statement timeout (a lock held elsewhere for longer) is a 503 to retry, not a 500', () => {
+    expect(isUnavailable(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }))).toBe(true)
+    expect(isUnavailable(Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }))).toBe(true)
+    expect(isUnavailable(Object.assign(new Error('duplicate key value violates unique constraint'), { code: '23505' }))).toBe(false)
   })
 
   it('mayTake: a free, expired or own lease may be taken; a live lease of another holder not', () => {
