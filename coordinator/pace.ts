@@ -161,7 +161,9 @@ export function paceOwner (principal: { kind: string, user: string }): string {
  * none; throws ValidationError for malformed ones. Every origin stream of a session (block batches, segments,
  * chunks, delta packs) shares its one bucket, however many connections the agent opens.
  */
-export function requestPace (registry: PaceRegistry, principal: { kind: string, user: string }, header: (name: string) => string | undefined): Pace | undefined {
+export function requestPace (
+  registry: PaceRegistry, principal: { kind: string, user: string }, header: (name: string) => string | undefined
+): Pace | undefined {
   const asked = parsePaceHeaders(header(PACE_SESSION_HEADER), header(PACE_RATE_HEADER))
   return asked == null ? undefined : registry.pace(paceOwner(principal), asked.session, asked.rate)
 }

@@ -177,6 +177,37 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
     return countSinceDecrease >= 2 && Math.min(...sinceDecrease) >= queueAtDecrease
   }
 
+  /** A sample that started a round trip after the last cut (the cut's new rate had reached the sender) counts for stillGrowing. */
+  function noteSinceDecrease (now: number, delayMs: number, baseDelay: number): void {
+    if (now - delayMs < lastDecrease + rttOf(baseDelay)) return
+    sinceDecrease.push(Math.max(0, delayMs - baseDelay))
+    if (sinceDecrease.length > filterSize) sinceDecrease.shift()
+    countSinceDecrease++
+  }
+
+  /**
+   * Sender-paced: what the path carries, from what arrives with a queue of our own under the target (above it we
+   * yield, and a rate held then is our share, not the path's); forgotten when more arrives with no queue (then it
+   * was not the path's rate: a busy agent's late probes read as a queue).
+   */
+  function notePeak (now: number, atPath: boolean, delivered: number): void {
+    if (atPath && queueDelay <= target && (delivered >= peak.rate || now - peak.t >= BACKGROUND_PATH_PEAK_MS)) {
+      peak = { rate: delivered, t: now }
+    } else if (!atPath && queueDelay <= BACKGROUND_QUEUE_SEEN_SHARE * setpoint && delivered > peak.rate * (1 + BACKGROUND_HOLD_GAIN / 2)) {
+      peak = { rate: 0, t: -Infinity }
+    }
+  }
+
+  /**
+   * The most avoidance grows to, sender-paced: a little above the rate the path carried lately (Infinity when none
+   * is known). An empty queue (after a cut, a pause) says nothing of the path's rate until a queue builds, which
+   * shows a few hundred ms late; growing at full speed meanwhile went to 1.45x the link (bench/background.ts, 40 ms)
+   * and the queue to 130 ms.
+   */
+  function peakCap (now: number): number {
+    return now - peak.t < BACKGROUND_PATH_PEAK_MS ? Math.max(rate, peak.rate * (1 + BACKGROUND_HOLD_GAIN)) : Infinity
+  }
+
   function decrease (now: number, rtt: number, delivered: number | undefined): void {
     if (now - lastDecrease < rtt) return
     // the queue a cut leaves drains over more than one round trip (at the link rate minus ours): while it
@@ -209,12 +240,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       const baseDelay = base.value
       queueDelay = Math.max(0, current - baseDelay)
       const rtt = rttOf(current)
-      // started a round trip after the last cut: the cut's new rate had reached the sender
-      if (now - delayMs >= lastDecrease + rttOf(baseDelay)) {
-        sinceDecrease.push(Math.max(0, delayMs - baseDelay))
-        if (sinceDecrease.length > filterSize) sinceDecrease.shift()
-        countSinceDecrease++
-      }
+      noteSinceDecrease(now, delayMs, baseDelay)
       const dt = last == null ? 0 : Math.min(now - last, 4 * rtt)
       last = now
       if (phase === 'slowdown') {
@@ -260,11 +286,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       // late probes reading as a few ms of queue, it fell to the floor (bench/background.ts, 40 ms: 6 s to climb back)
       const atPath = held && queueDelay > BACKGROUND_QUEUE_SEEN_SHARE * setpoint &&
         (allowed == null || delivered >= BACKGROUND_HOLD_MIN_SHARE * allowed)
-      // what the path carries with a queue of our own, not another's (above the target we yield, and a rate held
-      // then is our share of it, not the path's)
-      if (atPath && queueDelay <= target && (delivered >= peak.rate || now - peak.t >= BACKGROUND_PATH_PEAK_MS)) peak = { rate: delivered, t: now }
-      // more than that arrives with no queue: it was not the path's rate (a busy agent's late probes read as a queue)
-      else if (held && queueDelay <= BACKGROUND_QUEUE_SEEN_SHARE * setpoint && delivered > peak.rate * (1 + BACKGROUND_HOLD_GAIN / 2)) peak = { rate: 0, t: -Infinity }
+      if (held) notePeak(now, atPath, delivered)
       let next = rate
       if (phase === 'slow-start') {
         if (queueDelay > (delivered != null ? setpoint : 0.75 * target)) { exitSlowStart(now, rtt); return }
@@ -277,10 +299,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
         // far from the path's rate, at most a little above what arrives, so one sample's growth cannot overshoot
         // by much; near it, held at what arrives (holdFactor), so the queue settles at the setpoint
         next = Math.min(next, atPath ? delivered * holdFactor(queueDelay) : Math.max(rate, BACKGROUND_DELIVERY_HEADROOM * delivered))
-        // in avoidance, at most a little above the rate the path carried lately: an empty queue (after a cut, a
-        // pause) says nothing of the path's rate until a queue builds, which shows a few hundred ms late; growing at
-        // full speed meanwhile went to 1.45x the link (bench/background.ts, 40 ms) and the queue to 130 ms
-        if (phase === 'avoidance' && !atPath && now - peak.t < BACKGROUND_PATH_PEAK_MS) next = Math.min(next, Math.max(rate, peak.rate * (1 + BACKGROUND_HOLD_GAIN)))
+        if (phase === 'avoidance' && !atPath) next = Math.min(next, peakCap(now))
       }
       rate = clamp(next)
       if (phase === 'slow-start' && (rate >= ssthresh || rate >= maxRate)) exitSlowStart(now, rtt)
