@@ -21,12 +21,13 @@ import { createProcessManager, type Child, type ProcessManager } from './branch/
 import { BACKEND_PORT_OFFSET } from './branch/constants.ts'
 import { createRoutedLink, ROUTED_HQ_ADDRESS, type RoutedLink } from './lib/routed-link.ts'
 import { median } from './lib/stats.ts'
+import { segmentRoutes } from '../protocol/segments.ts'
 
 /** One line for the list of benchmarks. */
 export const summary = 'background mode: sync alone, a foreground download beside it, and the delay it adds, on a tbf link in namespaces'
 
 /** Help text. */
-export const usage = `Usage: npm run bench -- background [--rate 20mbit] [--queue-ms 300] [--rtt-ms 0,40] [--seconds 12] [--size-mib 160] [--modes foreground,background] [--cc cubic] [--trace DIR] [--json]
+export const usage = `Usage: npm run bench -- background [--rate 20mbit] [--queue-ms 300] [--rtt-ms 0,40] [--seconds 12] [--size-mib 160] [--modes foreground,background] [--cc cubic] [--origin segments] [--trace DIR] [--json]
 
 Builds namespaces hq - rt - branch, the router rt shaping both directions with
 tc tbf (--rate, a queue of --queue-ms; bench/lib/routed-link.ts), a delaying relay for --rtt-ms of round trip
@@ -35,6 +36,10 @@ each mode: the agent's sync alone (WAN throughput as a fraction of the link,
 ping through the link), a plain HTTP download alone and beside the sync.
 --cc sets TCP's congestion control inside the namespaces (default cubic, a
 loss-based one as most servers run, which fills the queue; bbr keeps it short).
+--origin segments (default: the coordinator's compressed segments, what a
+client of a published version takes, 3 downloads at a time; built at zstd level 1,
+random bytes compress at no level) or batches (no segments: POST .../blocks, one
+64 MiB batch at a time).
 --trace DIR: the background sync writes every delay sample of its controller
 (delay, base, queueing delay, rate, phase, delivered rate) to DIR/rtt-<ms>.jsonl,
 and each run logs a summary of the samples in its "alone" window.
@@ -49,6 +54,7 @@ export const options = {
   'size-mib': { type: 'string' },
   modes: { type: 'string' },
   cc: { type: 'string' },
+  origin: { type: 'string' },
   trace: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean' }
@@ -61,6 +67,11 @@ const HTTP_PORT = 8080
 const IMAGE = 'bg-bench'
 /** Time a sync runs before its throughput is measured (start-up, manifest, ramp-up). */
 const WARMUP_MS = 6_000
+/** Most to wait for the coordinator's segment build after the publish (level 1: seconds for 160 MiB). */
+const SEGMENT_WAIT_MS = 120_000
+
+/** Where the sync's origin bytes come from: the version's segments, or block batches (a coordinator that builds none). */
+export type BenchOrigin = 'segments' | 'batches'
 
 /** Stops what the running measurement started (SIGINT/SIGTERM of the benchmark). */
 let cleanupOnSignal: (() => Promise<void>) | undefined
@@ -77,6 +88,8 @@ export interface BackgroundBenchInit {
   modes: Array<'foreground' | 'background'>
   /** TCP congestion control inside the namespaces (cubic, bbr, reno). */
   cc: string
+  /** Default segments. */
+  origin?: BenchOrigin
   /** Time a sync runs before its throughput is measured (ms). */
   warmupMs?: number
   /** Progress lines. */
@@ -158,6 +171,21 @@ async function wanDown (net: RoutedLink, ms: number): Promise<number> {
   return (b.bytes - a.bytes) / ((b.t - a.t) / 1000)
 }
 
+/** Waits until the coordinator serves the image's segment table (built after the publish); seconds waited. */
+async function waitForSegments (pm: ProcessManager, net: RoutedLink, coordinator: string, tokenFile: string): Promise<number> {
+  const t = performance.now()
+  // the token in a header file (curl -H @file), not on a command line
+  const headers = `${tokenFile}.header`
+  writeFileSync(headers, `Authorization: Bearer ${readFileSync(tokenFile, 'utf8').trim()}\n`, { mode: 0o600 })
+  for (;;) {
+    let status = ''
+    try { status = (await pm.run('segment table', ...net.hq('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-H', `@${headers}`, `${coordinator}${segmentRoutes.table(IMAGE, 'v1')}`]))).trim() } catch {}
+    if (status === '200') return (performance.now() - t) / 1000
+    if (performance.now() - t > SEGMENT_WAIT_MS) throw new Error(`the coordinator did not build the segments within ${SEGMENT_WAIT_MS / 1000} s (last answer HTTP ${status})`)
+    await sleep(1000)
+  }
+}
+
 /** Runs the measurement at one RTT: builds the network, measures, tears it down. */
 export async function measureBackground (init: BackgroundBenchInit): Promise<RttResult> {
   const log = init.log ?? (() => {})
@@ -180,7 +208,12 @@ export async function measureBackground (init: BackgroundBenchInit): Promise<Rtt
     await waitReady(http.onLine, http.exited, 'http server', http.stderr)
     const coordData = join(work, 'coordinator')
     const coordBackend = `127.0.0.1:${COORD_PORT + BACKEND_PORT_OFFSET}`
-    const coord = pm.spawn('coordinator', ...n.hq(...cli(['coordinator', '--data', coordData, '--listen', coordBackend, '--log-level', 'error'])))
+    const origin = init.origin ?? 'segments'
+    // random bytes compress at no level: level 19 (the default) kept one of the machine's 2 CPUs busy for minutes
+    // after the publish, through every measurement, and the sync took batches as the segments were not ready
+    const coordConfig = join(work, 'coordinator.json')
+    writeFileSync(coordConfig, JSON.stringify({ segments: origin === 'segments' ? { zstdLevel: 1 } : { build: false } }))
+    const coord = pm.spawn('coordinator', ...n.hq(...cli(['coordinator', '--data', coordData, '--listen', coordBackend, '--config', coordConfig, '--log-level', 'error'])))
     const adminToken = join(coordData, 'admin.token')
     for (let i = 0; ; i++) {
       try { await pm.run('health', ...n.hq('curl', ['-sf', '-o', '/dev/null', `http://${coordBackend}/healthz`])); readFileSync(adminToken); break } catch {}
@@ -198,6 +231,10 @@ export async function measureBackground (init: BackgroundBenchInit): Promise<Rtt
     writeRandomFile(img, init.sizeMib * 1024 * 1024)
     await pm.run('publish', ...admin(['publish', img, '--image', IMAGE, '--version', 'v1']))
     rmSync(img)
+    if (origin === 'segments') {
+      const waited = await waitForSegments(pm, n, `http://${coordBackend}`, agentToken)
+      log(`segments built ${waited.toFixed(0)} s after the publish`)
+    }
     const [coordFront, httpFront] = await n.startRelay([
       { frontPort: COORD_PORT, backendPort: COORD_PORT + BACKEND_PORT_OFFSET },
       { frontPort: HTTP_PORT, backendPort: HTTP_PORT + BACKEND_PORT_OFFSET }
@@ -275,9 +312,9 @@ function signed (ms: number): string {
 }
 
 /** Renders the results as a Markdown table. */
-export function renderTable (results: RttResult[], init: { rate: number, queueMs: number, cc: string }): string {
+export function renderTable (results: RttResult[], init: { rate: number, queueMs: number, cc: string, origin?: BenchOrigin }): string {
   const lines = [
-    `Link ${formatRate(init.rate)} (tc tbf in a router namespace), queue ${init.queueMs} ms, TCP ${init.cc}.`,
+    `Link ${formatRate(init.rate)} (tc tbf in a router namespace), queue ${init.queueMs} ms, TCP ${init.cc}, origin ${init.origin ?? 'segments'}.`,
     '',
     '| RTT | mode | sync alone (x link) | delay added by the sync (ping) | download alone (its delay) | download beside sync (delay) | download share | sync beside download (x link) |',
     '|---|---|---|---|---|---|---|---|'
@@ -298,6 +335,7 @@ export async function run (argv: string[]): Promise<number> {
   let rate: number, queueMs: number, seconds: number, sizeMib: number, rtts: number[]
   const modes = (values.modes ?? 'foreground,background').split(',').map(m => m.trim())
   const cc = values.cc ?? 'cubic'
+  const origin = values.origin ?? 'segments'
   try {
     rate = parseRate(values.rate ?? '20mbit')
     if (rate <= 0) throw new Error('--rate must be above 0')
@@ -306,6 +344,7 @@ export async function run (argv: string[]): Promise<number> {
     sizeMib = parsePositive(values['size-mib'], 160, 'size-mib')
     rtts = (values['rtt-ms'] ?? '0,40').split(',').map(x => parsePositive(x.trim(), 0, 'rtt-ms'))
     if (!/^[a-z0-9_]+$/.test(cc)) throw new Error(`--cc: ${JSON.stringify(cc)} is not a congestion control name`)
+    if (origin !== 'segments' && origin !== 'batches') throw new Error(`--origin: ${JSON.stringify(origin)} is not segments or batches`)
     for (const m of modes) if (m !== 'foreground' && m !== 'background') throw new Error(`--modes: ${JSON.stringify(m)} is not foreground or background`)
   } catch (err) {
     process.stderr.write(`background: ${(err as Error).message}\n\n${usage}\n`)
@@ -325,10 +364,10 @@ export async function run (argv: string[]): Promise<number> {
   const results: RttResult[] = []
   for (const rttMs of rtts) {
     log(`RTT ${rttMs} ms`)
-    results.push(await measureBackground({ rate, queueMs, rttMs, seconds, sizeMib, modes: modes as ModeResult['mode'][], cc, log, traceDir }))
+    results.push(await measureBackground({ rate, queueMs, rttMs, seconds, sizeMib, modes: modes as ModeResult['mode'][], cc, origin, log, traceDir }))
   }
   const after = loadavg()
-  if (values.json === true) process.stdout.write(JSON.stringify({ rate, queueMs, seconds, sizeMib, cc, load: { before: load, after, cpus: cpus().length }, results }, null, 2) + '\n')
-  else process.stdout.write(renderTable(results, { rate, queueMs, cc }) + `\n\nLoad average before ${load.map(x => x.toFixed(1)).join(' ')}, after ${after.map(x => x.toFixed(1)).join(' ')} (${cpus().length} CPUs).\n`)
+  if (values.json === true) process.stdout.write(JSON.stringify({ rate, queueMs, seconds, sizeMib, cc, origin, load: { before: load, after, cpus: cpus().length }, results }, null, 2) + '\n')
+  else process.stdout.write(renderTable(results, { rate, queueMs, cc, origin }) + `\n\nLoad average before ${load.map(x => x.toFixed(1)).join(' ')}, after ${after.map(x => x.toFixed(1)).join(' ')} (${cpus().length} CPUs).\n`)
   return 0
 }

@@ -34,6 +34,7 @@ import { createImageRoutes } from './image-routes.ts'
 import { createSwarmRoutes } from './swarm-routes.ts'
 import type { ImageService } from './image-service.ts'
 import { createSegmentRoutes } from './segment-routes.ts'
+import { createPaceRegistry } from './pace.ts'
 import { startImageServices, type SegmentService } from './segment-service.ts'
 import type { Authenticator, BlockStore, CoordinatorEnv, Logger, ManifestSigner } from './interface.ts'
 import { createLdapAuthenticator, parseLdapConfig, type LdapInit } from './ldap-authenticator.ts'
@@ -352,7 +353,9 @@ function useApiRoutes (app: Hono<CoordinatorEnv>, parts: AppParts): void {
   app.route('/', createMeRoutes())
   app.route('/', createAdminRoutes({ tokens, policies, images, storageGc, audit }))
   app.route('/', createEventRoutes({ events, metrics, images, sites, clientAddress }, config.events))
-  app.route('/', createImageRoutes(images, audit)).route('/', createSegmentRoutes(parts.segments))
+  // one registry: a pace session's block batches, segments, chunks and delta packs share its rate
+  const paces = createPaceRegistry()
+  app.route('/', createImageRoutes(images, audit, paces)).route('/', createSegmentRoutes(parts.segments, paces))
   const swarm = { db: parts.dir.db, signer: parts.dir.signer, logger, sites, clientAddress, maxRegistrationsPerToken: config.swarm?.maxRegistrationsPerToken }
   app.route('/', createSwarmRoutes(swarm))
 }

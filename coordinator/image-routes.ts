@@ -15,7 +15,7 @@ import { VERSION_POINTER_MEDIA_TYPE } from '../protocol/version-pointer.ts'
 import { assertAdmin, assertImageAccess, canAccessImage } from './access.ts'
 import type { Audit } from './audit.ts'
 import { parseRangeHeader } from './http-range.ts'
-import { createPaceRegistry, pacedBody, requestPace, type Pace } from './pace.ts'
+import { pacedBody, paceOwner, requestPace, type Pace, type PaceRegistry } from './pace.ts'
 import type { ImageService } from './image-service.ts'
 import type { CoordinatorEnv } from './interface.ts'
 import { cidParam, nameParam, readBody, readJson } from './request-body.ts'
@@ -31,14 +31,10 @@ function cacheHeader (version: string): string {
 }
 
 /** The image routes, to mount after the auth middleware. */
-export function createImageRoutes (images: ImageService, audit: Audit): Hono<CoordinatorEnv> {
+export function createImageRoutes (images: ImageService, audit: Audit, paces: PaceRegistry): Hono<CoordinatorEnv> {
   const app = new Hono<CoordinatorEnv>()
-  // sender-side pacing of origin streams (background mode; coordinator/pace.ts)
-  const paces = createPaceRegistry()
-  const paceOf = (c: Context<CoordinatorEnv>): Pace | undefined => {
-    const p = c.get('principal')
-    return requestPace(paces, `${p.kind}:${p.user}`, name => c.req.header(name))
-  }
+  // sender-side pacing of origin streams (background mode; coordinator/pace.ts), sessions shared with the segment routes
+  const paceOf = (c: Context<CoordinatorEnv>): Pace | undefined => requestPace(paces, c.get('principal'), name => c.req.header(name))
 
   // ---- upload (admin) ----
   app.post(ROUTES.chunksMissing.path, async (c) => {
@@ -177,8 +173,7 @@ export function createImageRoutes (images: ImageService, audit: Audit): Hono<Coo
   // a pace session's new rate (clamped): the agent's background controller, every probe
   app.post(ROUTES.pace.path, async (c) => {
     const req = await readJson(c, PaceUpdate, ROUTES.pace.maxBytes)
-    const p = c.get('principal')
-    const pace = paces.pace(`${p.kind}:${p.user}`, req.session, req.rate)
+    const pace = paces.pace(paceOwner(c.get('principal')), req.session, req.rate)
     return c.json({ rate: pace.rate } satisfies PaceUpdateResponse)
   })
 

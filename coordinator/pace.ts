@@ -151,10 +151,21 @@ export function pacedStream (source: ReadableStream<Uint8Array>, pace: Pace): Re
   }, { highWaterMark: 0 })
 }
 
-/** The pace a request's headers ask for (its owner's session, created or updated), undefined when they name none; throws ValidationError for malformed ones. */
-export function requestPace (registry: PaceRegistry, owner: string, header: (name: string) => string | undefined): Pace | undefined {
+/** The owner of a principal's pace sessions: one principal cannot name, and so change, another's session. */
+export function paceOwner (principal: { kind: string, user: string }): string {
+  return `${principal.kind}:${principal.user}`
+}
+
+/**
+ * The pace a request's headers ask for (its principal's session, created or updated), undefined when they name
+ * none; throws ValidationError for malformed ones. Every origin stream of a session (block batches, segments,
+ * chunks, delta packs) shares its one bucket, however many connections the agent opens.
+ */
+export function requestPace (
+  registry: PaceRegistry, principal: { kind: string, user: string }, header: (name: string) => string | undefined
+): Pace | undefined {
   const asked = parsePaceHeaders(header(PACE_SESSION_HEADER), header(PACE_RATE_HEADER))
-  return asked == null ? undefined : registry.pace(owner, asked.session, asked.rate)
+  return asked == null ? undefined : registry.pace(paceOwner(principal), asked.session, asked.rate)
 }
 
 /** A response body: streamed, or whole. */

@@ -12,13 +12,16 @@
  * afresh, then ramps back up to where it was. Sender-paced, a queue of its own
  * holds the rate at what arrives (holdFactor), so it settles at the path's
  * rate with a standing queue near the setpoint instead of growing past it and
- * halving. Pure: time is passed in, no I/O.
+ * halving; once it has held the path's rate, it climbs back after a cut or a
+ * pause to at most a little above that rate (a queue shows a few hundred ms
+ * late: climbing at full speed past it overshot by half). Pure: time is passed
+ * in, no I/O.
  */
 import {
   BACKGROUND_AVOIDANCE_GROWTH, BACKGROUND_BASE_BUCKET_MS, BACKGROUND_DELIVERY_HEADROOM, BACKGROUND_BASE_HISTORY, BACKGROUND_CURRENT_FILTER,
   BACKGROUND_DECREASE_CONSTANT, BACKGROUND_DRAIN_RTTS, BACKGROUND_GAIN_DIVISOR_MAX, BACKGROUND_MAX_CUT, BACKGROUND_MAX_CUT_SENDER_PACED,
   BACKGROUND_HOLD_GAIN, BACKGROUND_HOLD_MIN_SHARE, BACKGROUND_MIN_RATE, BACKGROUND_MIN_RTT_MS, BACKGROUND_PATH_LIMITED_SHARE,
-  BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
+  BACKGROUND_PATH_PEAK_MS, BACKGROUND_QUEUE_SEEN_SHARE, BACKGROUND_SETPOINT_SHARE,
   BACKGROUND_SLOWDOWN_INTERVAL_FACTOR, BACKGROUND_SLOWDOWN_MAX_MS, BACKGROUND_SLOWDOWN_RTTS, BACKGROUND_START_RATE, BACKGROUND_TARGET_MS
 } from './constants.ts'
 
@@ -119,6 +122,11 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
   let last: number | undefined
   let lastDecrease = -Infinity
   let queueAtDecrease = 0
+  // queueing delays of the last few samples taken after the last cut had reached the path (stillGrowing), and their count
+  let sinceDecrease: number[] = []
+  let countSinceDecrease = 0
+  // the rate the path carried while we held a queue of our own (sender-paced), and when
+  let peak = { rate: 0, t: -Infinity }
   // slow start climbs back to this after a slowdown; Infinity on the first ramp-up
   let ssthresh = Infinity
   let slowdownAt = Infinity
@@ -158,13 +166,57 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
     ssthresh = Infinity
   }
 
+  /**
+   * Whether the queue the last cut left has stopped draining. A sample that started before the cut (or less than a
+   * round trip after it) shows the queue from before the cut took effect, and the current-delay filter holds such
+   * samples for a few more: judged by them, a queue still building from before the cut read as "not draining" and
+   * the rate was cut to a half, a quarter and an eighth within 300 ms (bench/background.ts, 40 ms: 2.04 MB/s to
+   * 0.26 while the queue was already draining). Two samples taken after the cut are needed, and their minimum.
+   */
+  function stillGrowing (): boolean {
+    return countSinceDecrease >= 2 && Math.min(...sinceDecrease) >= queueAtDecrease
+  }
+
+  /** A sample that started a round trip after the last cut (the cut's new rate had reached the sender) counts for stillGrowing. */
+  function noteSinceDecrease (now: number, delayMs: number, baseDelay: number): void {
+    if (now - delayMs < lastDecrease + rttOf(baseDelay)) return
+    sinceDecrease.push(Math.max(0, delayMs - baseDelay))
+    if (sinceDecrease.length > filterSize) sinceDecrease.shift()
+    countSinceDecrease++
+  }
+
+  /**
+   * Sender-paced: what the path carries, from what arrives with a queue of our own under the target (above it we
+   * yield, and a rate held then is our share, not the path's); forgotten when more arrives with no queue (then it
+   * was not the path's rate: a busy agent's late probes read as a queue).
+   */
+  function notePeak (now: number, atPath: boolean, delivered: number): void {
+    if (atPath && queueDelay <= target && (delivered >= peak.rate || now - peak.t >= BACKGROUND_PATH_PEAK_MS)) {
+      peak = { rate: delivered, t: now }
+    } else if (!atPath && queueDelay <= BACKGROUND_QUEUE_SEEN_SHARE * setpoint && delivered > peak.rate * (1 + BACKGROUND_HOLD_GAIN / 2)) {
+      peak = { rate: 0, t: -Infinity }
+    }
+  }
+
+  /**
+   * The most avoidance grows to, sender-paced: a little above the rate the path carried lately (Infinity when none
+   * is known). An empty queue (after a cut, a pause) says nothing of the path's rate until a queue builds, which
+   * shows a few hundred ms late; growing at full speed meanwhile went to 1.45x the link (bench/background.ts, 40 ms)
+   * and the queue to 130 ms.
+   */
+  function peakCap (now: number): number {
+    return now - peak.t < BACKGROUND_PATH_PEAK_MS ? Math.max(rate, peak.rate * (1 + BACKGROUND_HOLD_GAIN)) : Infinity
+  }
+
   function decrease (now: number, rtt: number, delivered: number | undefined): void {
     if (now - lastDecrease < rtt) return
     // the queue a cut leaves drains over more than one round trip (at the link rate minus ours): while it
     // is still draining, the last cut is working and another would only empty the link
-    if (now - lastDecrease < BACKGROUND_DRAIN_RTTS * rtt && queueDelay < queueAtDecrease) return
+    if (now - lastDecrease < BACKGROUND_DRAIN_RTTS * rtt && !stillGrowing()) return
     lastDecrease = now
     queueAtDecrease = queueDelay
+    sinceDecrease = []
+    countSinceDecrease = 0
     const cut = Math.min(BACKGROUND_DECREASE_CONSTANT * (queueDelay / target - 1), delivered == null ? BACKGROUND_MAX_CUT : BACKGROUND_MAX_CUT_SENDER_PACED)
     // climbing back after a slowdown, the rate to cut from is the one before it: cut from the climb's, a queue
     // left from before the slowdown put the rate at the floor, whence avoidance took 5 s to reach a third of the
@@ -188,6 +240,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       const baseDelay = base.value
       queueDelay = Math.max(0, current - baseDelay)
       const rtt = rttOf(current)
+      noteSinceDecrease(now, delayMs, baseDelay)
       const dt = last == null ? 0 : Math.min(now - last, 4 * rtt)
       last = now
       if (phase === 'slowdown') {
@@ -202,7 +255,9 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
         }
         return
       }
-      if (phase === 'avoidance' && now >= slowdownAt) {
+      // not while the queue a cut left drains: that is a slowdown already, and one begun then climbed back only to
+      // the cut rate (bench/background.ts, 40 ms: 0.26 MB/s of a 2.4 MB/s link, then 2 s of avoidance to get back)
+      if (phase === 'avoidance' && now >= slowdownAt && now - lastDecrease >= BACKGROUND_DRAIN_RTTS * rtt) {
         ssthresh = rate
         slowdownStart = now
         slowdownEnd = now + BACKGROUND_SLOWDOWN_RTTS * rtt
@@ -231,6 +286,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
       // late probes reading as a few ms of queue, it fell to the floor (bench/background.ts, 40 ms: 6 s to climb back)
       const atPath = held && queueDelay > BACKGROUND_QUEUE_SEEN_SHARE * setpoint &&
         (allowed == null || delivered >= BACKGROUND_HOLD_MIN_SHARE * allowed)
+      if (held) notePeak(now, atPath, delivered)
       let next = rate
       if (phase === 'slow-start') {
         if (queueDelay > (delivered != null ? setpoint : 0.75 * target)) { exitSlowStart(now, rtt); return }
@@ -243,6 +299,7 @@ export function createBackgroundController (init: BackgroundControllerInit = {})
         // far from the path's rate, at most a little above what arrives, so one sample's growth cannot overshoot
         // by much; near it, held at what arrives (holdFactor), so the queue settles at the setpoint
         next = Math.min(next, atPath ? delivered * holdFactor(queueDelay) : Math.max(rate, BACKGROUND_DELIVERY_HEADROOM * delivered))
+        if (phase === 'avoidance' && !atPath) next = Math.min(next, peakCap(now))
       }
       rate = clamp(next)
       if (phase === 'slow-start' && (rate >= ssthresh || rate >= maxRate)) exitSlowStart(now, rtt)

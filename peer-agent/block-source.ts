@@ -46,6 +46,11 @@ export interface SyncContext {
   unverifiedChunks: () => number[]
   /** Lets sources yield to the event loop and checkpoint now and then. */
   tick: () => Promise<void>
+  /**
+   * A private folder of the data dir where the segment source spools each segment as it downloads
+   * it, so a kill -9 mid-segment resumes it (segment-download.ts); none: segments are held in memory only.
+   */
+  readonly segmentSpool?: string
 }
 
 /** A source of blocks for a sync, tried in order. */

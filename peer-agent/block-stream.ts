@@ -4,7 +4,7 @@
  * fixed-size blocks however the stream is cut into pieces.
  */
 import { Readable } from 'node:stream'
-import { constants as zlibConstants, createZstdDecompress } from 'node:zlib'
+import { constants as zlibConstants, createZstdDecompress, zstdDecompressSync } from 'node:zlib'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 
 /**
@@ -67,4 +67,22 @@ export function unzstd (input: AsyncIterable<Uint8Array>, init: UnzstdInit = {})
     [Symbol.asyncIterator]: () => decoder[Symbol.asyncIterator](),
     close: () => { source.destroy(); decoder.destroy() } // destroy frees the native decoder context now
   }
+}
+
+/**
+ * Decodes a whole zstd frame (a segment, already downloaded) in one call into one buffer of its
+ * own, instead of a stream's pieces: less CPU per decoded byte and no per-piece async steps
+ * (docs/BENCHMARKS.md "### agent CPU", round 4). Decoding stops past `maxBytes` (zlib's
+ * ERR_BUFFER_TOO_LARGE, see isDecodedTooLarge): a hostile frame never makes it hold more than
+ * `maxBytes` + 64 bytes. The result's memory may be freed with releaseBytes once done with.
+ */
+export function unzstdWhole (frame: Uint8Array, maxBytes: number, windowLogMax: number): Uint8Array {
+  // one output buffer a little larger than the bound: zlib allocates a second one when the first is
+  // filled exactly, and decodes past the bound only as far as it needs to notice it
+  return zstdDecompressSync(frame, { maxOutputLength: maxBytes, chunkSize: maxBytes + 64, params: { [zlibConstants.ZSTD_d_windowLogMax]: windowLogMax } })
+}
+
+/** Whether unzstdWhole stopped because the frame decodes to more than its bound. */
+export function isDecodedTooLarge (err: unknown): boolean {
+  return (err as { code?: string } | undefined)?.code === 'ERR_BUFFER_TOO_LARGE'
 }

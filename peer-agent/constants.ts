@@ -306,6 +306,13 @@ export const BACKGROUND_HOLD_MIN_SHARE = 0.5
 export const BACKGROUND_QUEUE_SEEN_SHARE = 0.25
 
 /**
+ * With sender-side pacing, the rate the path carried while the rate was held at a queue of its own is remembered
+ * this long (ms): in avoidance the rate grows to at most BACKGROUND_HOLD_GAIN above it. Past it (a foreground
+ * flow took the link for longer), the climb is not capped, so a stale low value cannot keep the rate down.
+ */
+export const BACKGROUND_PATH_PEAK_MS = 10_000
+
+/**
  * For this many round trips after a cut, the rate is cut again only if the queueing delay has not fallen
  * since: a queue drains at the link rate minus ours, slower than one round trip, and cutting again each
  * round trip while it drains took the rate to the floor (bench/background.ts: 0.45 of an idle link).

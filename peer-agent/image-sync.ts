@@ -278,7 +278,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   function startJob (job: Omit<SyncJob, 'ledger' | 'ctx'>, checkpoint: Checkpoint | undefined): SyncJob {
     const trusted = job.partial.state === 'trusted' && checkpoint != null ? Buffer.from(checkpoint.verified, 'base64') : undefined
     const ledger = createSyncLedger(job.target.manifest, trusted)
-    const { manifest } = job.target
+    const { target: { manifest, manifestCid }, records } = job
     const totalBytes = nonZeroBytesOf(manifest)
     const ctx = createSyncContext({
       ledger,
@@ -288,7 +288,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       onProgress: (p) => components.onProgress?.({ image: manifest.name, version: manifest.version, totalBytes, ...p }),
       onChunkVerified: (chunk) => components.observer?.chunkVerified?.(chunk),
       onCheckpoint: init.onCheckpoint
-    }, { checkpointPath: job.records.checkpoint, manifestCid: job.target.manifestCid, checkpointIntervalMs, signal: job.req.signal })
+    }, { checkpointPath: records.checkpoint, manifestCid, checkpointIntervalMs, signal: job.req.signal, segmentSpool: records.segmentSpool })
     const from = job.oldManifest
     const path = from != null ? job.records.packOf(from.version, manifest.version) : ''
     const deltaPack = from != null ? createDeltaPackSource({ client, logger }, { image: manifest.name, version: manifest.version, from, path }) : undefined

@@ -12,21 +12,27 @@ import { checkSegmentTable, distinctBlocks, SegmentTable, segmentRoutes, segment
 import { isUnavailableBlock } from '../protocol/block-batch.ts'
 import { encodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
-import { blockRunsOf, unzstd } from './block-stream.ts'
+import { isDecodedTooLarge, unzstdWhole } from './block-stream.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
+import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES, WRITE_GATHER_BYTES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull, SegmentMismatchError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { planSegments } from './segment-plan.ts'
+import { mkdirPrivate } from './private-files.ts'
 import { forEachLimit } from '../utils/worker-pool.ts'
+import { releaseBytes } from '../utils/release-bytes.ts'
+import { downloadSegment, dropSpool, spoolPathOf } from './segment-download.ts'
 
 /** Largest zstd window a segment may ask for: 2^23 (8 MiB) covers a 4 MiB frame at any level. */
 const SEGMENT_WINDOW_LOG_MAX = 23
 
-/** Blocks per piece the segment decoder hands out (256 KiB at 4 KiB blocks). */
-const SEGMENT_DECODE_BLOCKS = 64
+/**
+ * Blocks of a decoded segment offered between two ticks: one gathered write's worth (1 MiB), as a
+ * tick writes what is gathered; progress, checkpoints and aborts follow every MiB.
+ */
+const SEGMENT_TICK_BLOCKS = WRITE_GATHER_BYTES / BLOCK_SIZE
 
 /** What the segment source needs to know of the sync. */
 export interface SegmentSourceInit {
@@ -72,9 +78,10 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
         }))
         const take = planSegments(costs, init.penalty ?? SEGMENT_BATCH_PENALTY)
         if (take.length === 0) return
+        if (ctx.segmentSpool != null) await mkdirPrivate(ctx.segmentSpool)
         try {
           await forEachLimit(take, init.parallel ?? SEGMENT_PARALLEL_FETCHES, async (i) => {
-            await fetchSegment(ctx, i, segments[i], table.segments[i].bytes, options)
+            await fetchSegment(ctx, i, segments[i], table.segments[i], options)
             received[i] = 1
           }, options)
           failures = 0
@@ -113,68 +120,72 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
   }
 
   /**
-   * Streams segment `i` (at most the table's size, itself at most 4 MiB) through a zstd decoder and
-   * offers each block as soon as it is decoded (verified by the sync), so an agent killed mid-segment
-   * keeps what arrived, as with block batches (test/reliability/agent-kill.test.ts). The decoder's
-   * output pieces are whole blocks (SEGMENT_DECODE_BLOCKS at a time: few calls, little CPU per block),
-   * its window is bounded and its output counted against the segment's blocks (no decompression bomb).
+   * Downloads segment `i` whole (at most the table's size, itself at most 4 MiB; spooled to the data
+   * dir as it arrives, so a kill -9 mid-segment resumes it: segment-download.ts), decodes it in one
+   * call into one buffer bounded by its blocks (no decompression bomb), and offers its blocks: a chunk
+   * whose blocks all come in order is checked once against its full digest, every other block against
+   * its prefix. Both buffers are freed as soon as the segment is done (peak RSS).
    */
-  async function fetchSegment (ctx: SyncContext, i: number, indices: Uint32Array, bytes: number, options: AbortOptions): Promise<void> {
-    const res = await client.stream('GET', segmentRoutes.segment(init.image, init.version, i), undefined, options)
-    let sourceError: unknown
-    async function * frame (): AsyncGenerator<Uint8Array> {
-      let wire = 0
-      try {
-        for await (const piece of res.body) {
-          // the table said how big it is; a longer body is refused before it is decoded
-          if (wire + piece.length > bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is longer than the ${bytes} bytes its table lists`)
-          wire += piece.length
-          yield piece
-        }
-        // a broken connection throws above; a body that ends cleanly but short is not the segment the table lists
-        if (wire < bytes) throw new SegmentMismatchError(`segment ${i} of ${name} is ${wire} bytes, its table lists ${bytes}`)
-      } catch (err) {
-        sourceError = err
-        throw err
-      }
-    }
-    const decoded = unzstd(frame(), { windowLogMax: SEGMENT_WINDOW_LOG_MAX, chunkSize: SEGMENT_DECODE_BLOCKS * BLOCK_SIZE })
-    let n = 0
-    let bad = 0
+  async function fetchSegment (
+    ctx: SyncContext, i: number, indices: Uint32Array, entry: SegmentTable['segments'][number], options: AbortOptions
+  ): Promise<void> {
+    const label = `segment ${i} of ${name}`
+    const spool = ctx.segmentSpool != null ? spoolPathOf(ctx.segmentSpool, entry.cid) : undefined
+    const route = segmentRoutes.segment(init.image, init.version, i)
+    const frame = await downloadSegment({ client, logger }, { route, cid: entry.cid, bytes: entry.bytes, label }, spool, options)
+    let decoded: Uint8Array
     try {
-      for await (const run of blockRunsOf(decoded)) {
-        for (let at = 0; at < run.length; at += BLOCK_SIZE) {
-          if (n >= indices.length) throw new SegmentMismatchError(`segment ${i} of ${name} decodes to more than its ${indices.length} blocks`)
-          const index = indices[n]
-          // a whole chunk here, its blocks in order: one hash against its digest instead of one per block and then the chunk
-          const whole = wholeChunkAt(ctx, indices, n, run.length - at)
-          if (whole >= 0 && ctx.offerChunkBlocks(whole, run.subarray(at, at + ctx.manifest.chunks[whole].length), 'origin')) {
-            const blocks = ctx.manifest.chunks[whole].length / BLOCK_SIZE
-            n += blocks
-            at += (blocks - 1) * BLOCK_SIZE
-            continue
-          }
-          n++
-          const block = run.subarray(at, at + BLOCK_SIZE)
-          if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-        }
-        // every decoded piece (SEGMENT_DECODE_BLOCKS blocks), whatever the segment's size: checkpoints, progress and aborts follow the bytes
-        await ctx.tick()
-      }
+      decoded = unzstdWhole(frame, indices.length * BLOCK_SIZE, SEGMENT_WINDOW_LOG_MAX)
     } catch (err) {
-      const passOn = err === sourceError || err instanceof SegmentMismatchError || options.signal?.aborted === true ||
-        isDiskFull(err) || (err as Error).name === 'AbortError'
-      if (passOn) throw err
-      throw new SegmentMismatchError(`segment ${i} of ${name} does not decode to its ${indices.length} blocks: ${(err as Error).message}`)
+      dropSpool(spool)
+      const why = isDecodedTooLarge(err)
+        ? `decodes to more than its ${indices.length} blocks`
+        : `does not decode to its ${indices.length} blocks: ${(err as Error).message}`
+      throw new SegmentMismatchError(`${label} ${why}`)
     } finally {
-      decoded.close()
+      releaseBytes(frame)
     }
-    await ctx.tick()
-    if (n !== indices.length) {
-      throw new SegmentMismatchError(`segment ${i} of ${name} decodes to ${n} blocks, not its ${indices.length}`)
+    try {
+      if (decoded.length !== indices.length * BLOCK_SIZE) {
+        dropSpool(spool)
+        throw new SegmentMismatchError(`${label} decodes to ${decoded.length} bytes, not its ${indices.length} blocks of ${BLOCK_SIZE} bytes`)
+      }
+      const bad = await offerBlocks(ctx, indices, decoded)
+      if (bad > 0) logger.warn(`${bad} blocks of ${label} from the coordinator failed verification (discarded; asked again in a block batch)`)
+    } finally {
+      releaseBytes(decoded)
     }
-    if (bad > 0) logger.warn(`${bad} blocks of segment ${i} from the coordinator failed verification (discarded; asked again in a block batch)`)
+    // its blocks are written (every tick flushes): a kill from here on re-reads them from the partial file
+    dropSpool(spool)
   }
+}
+
+/**
+ * Offers a decoded segment's blocks (`indices[n]` is the block at `n` x BLOCK_SIZE), ticking every
+ * SEGMENT_TICK_BLOCKS blocks so checkpoints, progress and aborts follow the bytes. Returns how many
+ * blocks failed verification.
+ */
+async function offerBlocks (ctx: SyncContext, indices: Uint32Array, decoded: Uint8Array): Promise<number> {
+  let bad = 0
+  let nextTick = SEGMENT_TICK_BLOCKS
+  for (let n = 0; n < indices.length;) {
+    // a whole chunk here, its blocks in order: one hash against its digest instead of one per block and then the chunk
+    const whole = wholeChunkAt(ctx, indices, n)
+    if (whole >= 0 && ctx.offerChunkBlocks(whole, decoded.subarray(n * BLOCK_SIZE, n * BLOCK_SIZE + ctx.manifest.chunks[whole].length), 'origin')) {
+      n += ctx.manifest.chunks[whole].length / BLOCK_SIZE
+    } else {
+      const index = indices[n]
+      const block = decoded.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE)
+      if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
+      n++
+    }
+    if (n >= nextTick) {
+      nextTick = n + SEGMENT_TICK_BLOCKS
+      await ctx.tick()
+    }
+  }
+  await ctx.tick()
+  return bad
 }
 
 const manifestCids = new WeakMap<Manifest, string>()
@@ -195,15 +206,15 @@ function cidOfManifest (m: Manifest): string {
 }
 
 /**
- * The chunk whose blocks come next in the segment, all of them, in order, within the `left` bytes
- * of the decoded piece (so it can be checked whole); -1 otherwise. Chunks of one block gain nothing.
+ * The chunk whose blocks come next in the segment, all of them, in order (so it can be checked
+ * whole); -1 otherwise. Chunks of one block gain nothing.
  */
-function wholeChunkAt (ctx: SyncContext, indices: Uint32Array, n: number, left: number): number {
+function wholeChunkAt (ctx: SyncContext, indices: Uint32Array, n: number): number {
   const first = indices[n]
   const chunk = ctx.chunkStartingAt(first)
   if (chunk < 0) return -1
   const blocks = ctx.manifest.chunks[chunk].length / BLOCK_SIZE
-  if (blocks < 2 || blocks * BLOCK_SIZE > left || n + blocks > indices.length) return -1
+  if (blocks < 2 || n + blocks > indices.length) return -1
   for (let k = 1; k < blocks; k++) if (indices[n + k] !== first + k) return -1
   return chunk
 }

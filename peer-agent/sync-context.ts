@@ -33,6 +33,8 @@ export interface SyncContextInit {
   manifestCid: string
   checkpointIntervalMs: number
   signal?: AbortSignal
+  /** SyncContext.segmentSpool (made when first used). */
+  segmentSpool?: string
 }
 
 /** A sync context with the driver's controls. */
@@ -126,6 +128,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     isMissing: ledger.isMissing,
     unverifiedChunks: ledger.unverifiedChunks,
     chunkStartingAt: ledger.chunkStartingAt,
+    segmentSpool: init.segmentSpool,
     offerBlock (block, bytes, kind) {
       if (!ledger.isMissing(block)) return true
       if (!matchesPrefix(manifest, block, digestOf(bytes))) {

@@ -55,6 +55,8 @@ export interface ImageRecords {
   checkpoint: string
   /** The signed manifest of the sync in progress. */
   partialManifest: string
+  /** Segments of the sync in progress as they download (segment-download.ts), to resume one after a kill. */
+  segmentSpool: string
   installed: string
   latestSeen: string
   packsDir: string
@@ -75,6 +77,7 @@ export function imageRecordsOf (dataDir: string, image: string): ImageRecords {
     partialDir,
     checkpoint: join(partialDir, `${safeName(image)}.json`),
     partialManifest: join(partialDir, `${safeName(image)}.manifest`),
+    segmentSpool: join(partialDir, `${safeName(image)}.segments`),
     installed: join(imageDir, DATA_FILES.installed),
     latestSeen: join(imageDir, DATA_FILES.latestSeen),
     packsDir,
@@ -101,6 +104,7 @@ export async function writeRecord (path: string, data: string | Uint8Array): Pro
 export async function dropPartialRecords (records: ImageRecords): Promise<void> {
   await rm(records.checkpoint, { force: true })
   await rm(records.partialManifest, { force: true })
+  await rm(records.segmentSpool, { recursive: true, force: true })
 }
 
 /** Records an installed version: its signed manifest, then the record naming it; the previous version's manifest goes. */

@@ -13,6 +13,7 @@ import { chunkCidOf } from '../../chunker/blake3.ts'
 import { api } from '../../protocol/index.ts'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { distinctBlocks, SegmentTable, segmentRoutes, segmentsOf } from '../../protocol/segments.ts'
+import { PACE_MIN_RATE, PACE_RATE_HEADER, PACE_SESSION_HEADER } from '../../protocol/pace.ts'
 import { createPublishClient } from '../../client/publish-client.ts'
 import { makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { startImageHarness, type ImageHarness } from './image-harness.ts'
@@ -111,6 +112,37 @@ describe('segments over HTTP', () => {
     await t.arrayBuffer()
     const t304 = await h.fetch(segmentRoutes.table('desk', '1'), h.tokens.desk, { headers: { 'if-none-match': tag } })
     expect(t304.status).toBe(304)
+  })
+
+  it('paces segments that name a pace session (background mode), several at once sharing its one rate; bad pace headers get 400', async () => {
+    const n = Math.min(3, table.segments.length)
+    const paths = Array.from({ length: n }, (_, i) => segmentRoutes.segment('desk', '1', i))
+    const plain = await Promise.all(paths.map(async p => new Uint8Array(await (await h.fetch(p, h.tokens.desk)).arrayBuffer())))
+    const total = plain.reduce((a, b) => a + b.length, 0)
+    // the session's rate makes all of them together take about 1.2 s: in parallel, each alone would take a third of that
+    const rate = Math.max(PACE_MIN_RATE, Math.round(total / 1.2))
+    const headers = { [PACE_SESSION_HEADER]: 'segment-session-0123456789', [PACE_RATE_HEADER]: String(rate) }
+    const t0 = performance.now()
+    const paced = await Promise.all(paths.map(async p => {
+      const res = await h.fetch(p, h.tokens.desk, { headers })
+      expect(res.status).toBe(200)
+      expect(res.headers.get(PACE_RATE_HEADER)).toBe(String(rate))
+      return new Uint8Array(await res.arrayBuffer())
+    }))
+    const seconds = (performance.now() - t0) / 1000
+    expect(paced).toEqual(plain)
+    expect(seconds).toBeGreaterThan(total / rate * 0.8)
+
+    const start = Math.floor(plain[0].length / 2)
+    const t1 = performance.now()
+    const part = await h.fetch(paths[0], h.tokens.desk, { headers: { range: `bytes=${start}-`, [PACE_SESSION_HEADER]: 'segment-range-0123456789', [PACE_RATE_HEADER]: String(Math.max(PACE_MIN_RATE, Math.round((plain[0].length - start) / 1.0))) } })
+    expect(part.status).toBe(206)
+    expect(Buffer.from(await part.arrayBuffer()).equals(Buffer.from(plain[0].subarray(start)))).toBe(true)
+    expect(performance.now() - t1).toBeGreaterThan(700)
+
+    const bad = await h.fetch(paths[0], h.tokens.desk, { headers: { [PACE_SESSION_HEADER]: 'x', [PACE_RATE_HEADER]: '100' } })
+    expect(bad.status).toBe(400)
+    expect(JSON.stringify(await bad.json())).toMatch(/x-trimswarm-pace/)
   })
 
   it('policy first (403 for another group, even for an image that does not exist), then 404 past the last segment, 400 for a bad index', async () => {

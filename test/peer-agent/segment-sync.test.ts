@@ -6,6 +6,7 @@
  * refused: nothing wrong is written and the block comes from a batch instead.
  */
 import { readFile } from 'node:fs/promises'
+import { zstdCompressSync } from 'node:zlib'
 import { join } from 'node:path'
 import { segmentRoutes } from '../../protocol/segments.ts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -99,6 +100,29 @@ describe('segments', () => {
       const after = origin()
       expect(after.batches - before.batches).toBeGreaterThan(0)
       expect(after.batchBlocks - before.batchBlocks).toBeLessThanOrEqual(2)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('a segment that decodes to far more than its blocks (a bomb, padded to the size its table lists) is refused at that bound: the rest comes in batches, the image is exact', async () => {
+    const token = (await readFile(coord.tokenFile, 'utf8')).trim()
+    const size = (await (await fetch(coord.url + segmentRoutes.segment('ws', 'v1', 1), { headers: { authorization: `Bearer ${token}` } })).arrayBuffer()).byteLength
+    // 256 MiB of zeros in a frame of a few KiB, then a skippable frame (magic 0x184D2A50, length) up to the listed size
+    const frame = zstdCompressSync(Buffer.alloc(256 * 1024 * 1024))
+    const pad = Buffer.alloc(size - frame.length)
+    pad.writeUInt32LE(0x184D2A50, 0)
+    pad.writeUInt32LE(pad.length - 8, 4)
+    const bomb = Buffer.concat([frame, pad])
+    const proxy = await startTamperingProxy(coord.url, (path, body) => /\/segments\/1$/.test(path.split('?')[0]) && body.length > 0 ? bomb : body)
+    try {
+      const before = origin()
+      const out = join(tmp.path, 'bomb', 'ws.img')
+      const r = await runAgent(['sync', 'ws@v1', ...common(proxy.url, join(tmp.path, 'bomb-data'), out), '--no-index'])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stderr).toMatch(new RegExp(`segment 1 of ws@v1 decodes to more than its ${SEGMENT_BLOCKS} blocks`))
+      expect(await b3sumFile(out)).toBe(baseSum)
+      expect(origin().batches - before.batches).toBeGreaterThan(0)
     } finally {
       await proxy.close()
     }

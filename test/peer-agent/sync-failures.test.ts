@@ -24,7 +24,9 @@ let host: HostFolder
 let imgSum: string
 
 beforeAll(async () => {
-  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-agent-bad-', { name: 'img', sizeMiB: 8, seed: 21 }))
+  // segments of 64 blocks, so a kill mid-transfer finds some segments' blocks in the partial file (the image's
+  // ~460 blocks would be one default segment, decoded once all of it is in; agent-kill.test.ts kills mid-segment)
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-agent-bad-', { name: 'img', sizeMiB: 8, seed: 21 }, { segments: { segmentBlocks: 64 } }))
   host = await makeHostFolder(tmp.path, img)
 })
 

@@ -22,7 +22,10 @@ let imgSum: string
 let cleanBytes = 0
 
 beforeAll(async () => {
-  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-resume-attack-', { name: 'img', sizeMiB: 8, seed: 47 }))
+  // segments of 64 blocks: the agent decodes a segment once all of it is in, and the image's ~460 blocks
+  // would be one default segment (1,008 blocks), all verified at once at the very end; with several, a
+  // checkpoint vouches for some chunks while others are still to come, as on a real image's hundreds
+  ;({ tmp, img, imgSum, coord } = await startPublishedTestImage('trimswarm-resume-attack-', { name: 'img', sizeMiB: 8, seed: 47 }, { segments: { segmentBlocks: 64 } }))
   // a clean run's WAN bytes, to pace the killed run
   const meter = await startByteMeter(coord.url)
   const r = await runAgent(args(meter.url, join(tmp.path, 'clean-data'), join(tmp.path, 'clean', 'ws.img')))
