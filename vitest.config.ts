@@ -6,12 +6,15 @@ import { configDefaults, defineConfig } from 'vitest/config'
 delete process.env.INVOCATION_ID
 delete process.env.JOURNAL_STREAM
 
-// Files that measure rates and queueing delay: run alone, after the rest, so another file's
-// CPU cannot move their figures.
+// Files that measure rates and queueing delay, or how agents that start together share the
+// work (who fetched what depends on who was first): run alone, after the rest, so another
+// file's CPU cannot move their figures.
 const TIMING = [
   'test/bench/background-netns.test.ts',
   'test/bench/branch-netns.test.ts',
-  'test/peer-agent/background-pacer.test.ts'
+  'test/peer-agent/background-pacer.test.ts',
+  'test/peer-agent/segment-sync.test.ts',
+  'test/peer-agent/swarm-sync.test.ts'
 ]
 
 export default defineConfig({
