@@ -7,7 +7,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { CLAIM_GROUP_CHUNKS, claimOwner } from '../../../protocol/block-exchange.ts'
 import { SETTLE_MS } from '../../../peer-agent/swarm/constants.ts'
-import { createSettleWait } from '../../../peer-agent/swarm/settle.ts'
 import type { Swarm, SwarmSession } from '../../../peer-agent/swarm/interface.ts'
 import { capabilityFor, coordinatorKeys, makeVersion, memoryProvider, startNode, type TestVersion } from './helpers.ts'
 
@@ -38,31 +37,6 @@ async function sessionOf (self: Swarm, privateKey: CryptoKey, v: TestVersion, pe
   sessions.push(session)
   return session
 }
-
-describe('createSettleWait (pure)', () => {
-  it('waits for listed peers until each arrived, for a lone agent, and for a late join, never past the deadline', () => {
-    const listed = createSettleWait(['a', 'b'])
-    listed.begin(0, 1500)
-    listed.joined(false)
-    expect(listed.settling(10)).toBe(true)
-    expect(listed.arrived('a')).toBe(false)
-    expect(listed.arrived('x')).toBe(false) // not listed: changes nothing
-    expect(listed.settling(10)).toBe(true)
-    expect(listed.arrived('b')).toBe(true)
-    expect(listed.settling(10)).toBe(false)
-    const lone = createSettleWait([])
-    lone.begin(0, 1500)
-    lone.joined(false)
-    expect(lone.settling(1499)).toBe(true)
-    expect(lone.settling(1500)).toBe(false)
-    const late = createSettleWait(['a'])
-    late.begin(0, 1500)
-    late.arrived('a')
-    late.joined(true)
-    expect(late.settling(1000)).toBe(true)
-    expect(late.settling(1500)).toBe(false)
-  })
-})
 
 describe('settle wait', () => {
   it('a session whose listed peers are all connected hands out its share of origin chunks at once', async () => {
