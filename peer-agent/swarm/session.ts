@@ -72,25 +72,6 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   let started = false
   let pumpScheduled = false
   let settleUntil = Number.POSITIVE_INFINITY
-  /**
-   * The settle wait (at most SETTLE_MS from the start; issue 21): the claim rule hands out nothing while
-   * - listed peers (init.peers, the rendezvous's list) may still come: agents that start together
-   *   then split the claims instead of each claiming everything while alone. A peer is no longer
-   *   waited for once connected, or once its dial failed or it refused for another reason than not
-   *   serving the version yet (an agent that has left);
-   * - or we joined late: a peer already held chunks when we started, so peers fetch from the origin
-   *   already, and the rounds they claimed before we came (some ours by the new claim rule) must land
-   *   and be announced first, or we would fetch them again;
-   * - or none was listed: a lone agent may be the first of several that start together, the others
-   *   still starting (they find it at the rendezvous); while it waits they connect and share the
-   *   claims, rather than finding it already gone (it lingers only while peers fetch from it).
-   * Agents that start together, the listed ones all connected, ask the origin at once (it saved
-   * 1-1.5 s of 11-13 s at 100 mbit, docs/BENCHMARKS.md "Time to ready at 100 mbit (session 8)").
-   */
-  const expected = new Set<string>()
-  for (const a of init.peers ?? []) { const id = peerIdOf(a); if (id != null && id !== self) expected.add(id) }
-  const lone = expected.size === 0
-  let joinedLate = true
   let served: ServedVersion | undefined
   let changeWaiters: Array<() => void> = []
   let resolveDone!: () => void
@@ -99,8 +80,6 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
 
   const emit = (e: SwarmEvent): void => { try { init.onEvent?.(e) } catch {} }
   const notifyChange = (): void => { const waiting = changeWaiters; changeWaiters = []; for (const f of waiting) f() }
-  /** Listed peer `id` is connected or not coming: the last one ends the settle wait. */
-  const arrived = (id: string): void => { if (expected.delete(id) && expected.size === 0) notifyChange() }
 
   function schedulePump (): void {
     if (pumpScheduled || closed) return
@@ -283,7 +262,6 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function addPeer (id: string, framed: FramedStream, have: HaveMessage): void {
     const p: SessionPeer = Object.assign(createPeerLedger(id, chunkCount, have.active, performance.now()), { framed })
     peers.set(id, p)
-    arrived(id)
     onHave(p, have.bitmap, undefined)
     emit({ type: 'peer.connected', peerId: id })
     readLoop(p).catch(err => { drop(p, describeError(err)) })
@@ -309,7 +287,6 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       const opened = await openBlockStream(connection, init.capability, dialSignal, blockProtocols)
       if ('refused' in opened) {
         logger.info(`swarm: ${where}: peer ${id} refused: ${opened.refused}`)
-        if (!opened.notServing) arrived(id)
         // a peer that is not serving the version yet is asked again soon, not after the full back-off
         book.backOff(id, performance.now() + (opened.notServing ? REDIAL_INTERVAL_MS : retryBackoffMs))
         return
@@ -319,7 +296,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       addPeer(id, opened.framed, opened.have)
     } catch (err) {
       if (!closed) peerLog(logger, err, 'info')(`swarm: ${where}: cannot fetch from ${id ?? dialKey}: ${describeError(err)}`)
-      if (id != null) { book.backOff(id, performance.now() + retryBackoffMs); arrived(id) }
+      if (id != null) book.backOff(id, performance.now() + retryBackoffMs)
     } finally {
       dialing.delete(dialKey)
       if (id != null && id !== known) dialing.delete(id)
@@ -391,7 +368,6 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       startTimers()
       // Wait for the known peers' have-maps (bounded by CONNECT_TIMEOUT_MS) so the first originChunks() already sees them.
       await connectKnown()
-      joinedLate = [...peers.values()].some(p => p.have.some(byte => byte !== 0))
       useDht()
       schedulePump()
     },
@@ -412,7 +388,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     },
     originChunks (max = Number.POSITIVE_INFINITY) {
       const now = performance.now()
-      if (now < settleUntil && (lone || joinedLate || expected.size > 0)) return []
+      if (now < settleUntil) return []
       const mine = selectOriginChunks(wants, self, peers, now, max)
       wants.reserveForOrigin(mine)
       stats.chunksForOrigin += mine.length
