@@ -14,7 +14,8 @@ const TIMING = [
   'test/bench/branch-netns.test.ts',
   'test/peer-agent/background-pacer.test.ts',
   'test/peer-agent/segment-sync.test.ts',
-  'test/peer-agent/swarm-sync.test.ts'
+  'test/peer-agent/swarm-sync.test.ts',
+  'test/reliability/hostile-peers.test.ts'
 ]
 
 export default defineConfig({
