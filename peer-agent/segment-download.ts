@@ -61,6 +61,7 @@ export async function downloadSegment (
       if (res.status === 206) {
         // a range we did not ask for (a broken cache): start afresh on the next try
         restart(fd)
+        await closeBody(res.body)
         throw new Error(`${seg.label}: asked from byte ${resumed}, answered ${res.headers.get('content-range') ?? 'no Content-Range'}`)
       }
       have = restart(fd) // 200: the whole segment (If-Range did not match, or no ranges here)
@@ -136,6 +137,14 @@ function spoolWrite (fd: number, piece: Uint8Array, position: number, path: stri
     try { dropSpool(path) } catch {} // best effort: the next run empties or replaces it anyway
     return undefined
   }
+}
+
+/**
+ * Frees the connection of a body that will not be read: the client frees it once reading starts and
+ * stops (client/coordinator-http.ts), not for a body never read, which would hold it open.
+ */
+async function closeBody (body: AsyncIterable<Uint8Array>): Promise<void> {
+  for await (const _ of body) break
 }
 
 /** Whether a Content-Range header (`bytes START-END/SIZE`) starts at `start`. */

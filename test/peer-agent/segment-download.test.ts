@@ -21,8 +21,10 @@ import { seededBytes, tempDir, type TempDir } from '../helpers/images.ts'
 const frame = seededBytes(9, 300_000)
 const cid = chunkCidOf(frame).toString()
 
-interface Asked { range?: string, ifRange?: string, status: number, sent: number }
+interface Asked { range?: string, ifRange?: string, status: number, sent: number, closed?: boolean }
 let asked: Asked[] = []
+/** The next ranged answer is a 206 for a range not asked for (from byte 0, a broken cache), its body left open. */
+let wrongRange = false
 /** Bytes after which the next answer breaks its connection off (once); undefined: whole answers. */
 let breakAfter: number | undefined
 
@@ -40,6 +42,13 @@ beforeAll(async () => {
     const body = frame.subarray(start)
     const a: Asked = { range: req.headers.range, ifRange: req.headers['if-range'] as string | undefined, status: partial ? 206 : 200, sent: 0 }
     asked.push(a)
+    if (wrongRange && partial) {
+      wrongRange = false
+      res.on('close', () => { a.closed = true })
+      res.writeHead(206, { 'content-type': 'application/zstd', etag: `"${cid}"`, 'content-range': `bytes 0-${frame.length - 1}/${frame.length}` })
+      res.write(frame.subarray(0, 1000))
+      return
+    }
     res.writeHead(a.status, {
       'content-type': 'application/zstd', etag: `"${cid}"`, 'content-length': body.length,
       ...(partial ? { 'content-range': `bytes ${start}-${frame.length - 1}/${frame.length}` } : {})
@@ -65,7 +74,7 @@ afterAll(async () => {
 })
 
 let n = 0
-afterEach(() => { asked = []; breakAfter = undefined })
+afterEach(() => { asked = []; breakAfter = undefined; wrongRange = false })
 
 /** A fresh spool folder per test. */
 async function spoolDir (): Promise<string> {
@@ -96,6 +105,16 @@ describe('segment download', () => {
     const got = await downloadSegment({ client, logger: silentLogger }, seg(), spool, {})
     expect(Buffer.from(got).equals(Buffer.from(frame))).toBe(true)
     expect(asked[1]).toEqual({ range: `bytes=${kept}-`, ifRange: `"${cid}"`, status: 206, sent: frame.length - kept })
+  })
+
+  it('a 206 for a range not asked for is refused, the spool emptied, and the answer\'s connection closed, not left open', async () => {
+    const spool = spoolPathOf(await spoolDir(), cid)
+    await writeFile(spool, frame.subarray(0, 100_000))
+    wrongRange = true
+    await expect(downloadSegment({ client, logger: silentLogger }, seg(), spool, {})).rejects.toThrow(/asked from byte 100000, answered bytes 0-/)
+    expect((await stat(spool)).size).toBe(0)
+    for (let waited = 0; asked[0].closed !== true && waited < 5_000; waited += 20) await new Promise(resolve => setTimeout(resolve, 20))
+    expect(asked[0].closed).toBe(true)
   })
 
   it('a whole segment already spooled (a kill while its blocks were offered) is used without a request', async () => {
