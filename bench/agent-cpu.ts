@@ -56,24 +56,26 @@ export const options = {
 interface AgentRun { wall: number, user: number, sys: number, rssMiB: number, coordinatorCpu: number }
 
 /** BLAKE3 of a file, streamed. */
-async function fileDigest (path: string): Promise<string> {
+export async function fileDigest (path: string): Promise<string> {
   const h = new Blake3Hasher()
   for await (const piece of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(piece as Buffer)
   return h.digest('hex')
 }
 
-/** Runs one `agent sync` under /usr/bin/time. */
-async function timedSync (cli: string, args: string[], nodeArgs: string[]): Promise<Omit<AgentRun, 'coordinatorCpu'>> {
+/** Runs one `agent sync` under /usr/bin/time (`stdout`: the end of what it printed, e.g. its --json summary). */
+export async function timedSync (cli: string, args: string[], nodeArgs: string[]): Promise<Omit<AgentRun, 'coordinatorCpu'> & { stdout: string }> {
   const timeFile = join(tmpdir(), `trimswarm-agent-cpu-${process.pid}-${Date.now()}.time`)
   const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', timeFile, process.execPath, ...nodeArgs, cli, 'agent', 'sync', ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'] })
+    { stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
+  let stdout = ''
+  child.stdout.on('data', (d: Buffer) => { stdout = (stdout + d.toString()).slice(-16000) })
   child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
   const code = await new Promise<number | null>(resolve => child.on('close', resolve))
   const [wall, user, sys, rss] = (await readFile(timeFile, 'utf8')).trim().split('\n').at(-1)!.split(' ').map(Number)
   await rm(timeFile, { force: true })
   if (code !== 0) throw new Error(`agent sync exited ${code}: ${stderr}`)
-  return { wall, user, sys, rssMiB: Math.round(rss / 1024) }
+  return { wall, user, sys, rssMiB: Math.round(rss / 1024), stdout }
 }
 
 const fmt = (r: AgentRun): string =>
