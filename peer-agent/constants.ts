@@ -50,6 +50,20 @@ export const CHECKPOINT_INTERVAL_MS = 2_000
  */
 export const WRITE_GATHER_BYTES = 1024 * 1024
 
+/**
+ * Bytes per piece in which a downloaded delta pack is read and decoded: each decoded piece's blocks
+ * are offered at once, a chunk all in one piece hashed once against its digest. zlib's default 16 KiB
+ * pieces made one async step and one prefix check per block (docs/BENCHMARKS.md "#### Update at 100 mbit (session 9)").
+ */
+export const DELTA_PACK_PIECE_BYTES = 1024 * 1024
+
+/**
+ * Most bytes of the older version the self-seed reads and offers at once: blocks next to each other
+ * in the old file in one read, a chunk the update kept hashed once (one read and one hash per 4 KiB
+ * block before; docs/BENCHMARKS.md "#### Update at 100 mbit (session 9)").
+ */
+export const SELF_SEED_READ_BYTES = 1024 * 1024
+
 /** Token bucket depth for --wan-limit, in seconds of the rate (bursts above this are smoothed). */
 export const RATE_BURST_SECONDS = 0.25
 

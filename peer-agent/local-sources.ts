@@ -1,16 +1,15 @@
 /**
  * Sources of blocks on this machine: the partial file of an interrupted run
- * (resume), the older version at the output path (self-seed, located through
- * its stored manifest) and the host index (Trim Transfer). Every block read is
- * offered to the sync, which re-hashes it against the manifest's prefix.
+ * (resume) and the host index (Trim Transfer); the older version at the output
+ * path is self-seed-source.ts. Every block read is offered to the sync, which
+ * re-hashes it against the manifest's prefix.
  */
 import { closeSync, openSync } from 'node:fs'
 import { readFullSync } from '../utils/read-full.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
-import type { Manifest } from '../protocol/manifest.ts'
 import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { blockOffsets, matchesPrefix, prefixKey } from './sync-ledger.ts'
+import { matchesPrefix } from './sync-ledger.ts'
 import { OPEN_FILES_MAX } from './constants.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AgentLogger } from './interface.ts'
@@ -88,36 +87,6 @@ export function createResumeSource (init: { fd: number }): BlockSource {
           }
         }
         await ctx.tick()
-      }
-    }
-  }
-}
-
-/** Self-seed: blocks of the older version at the output (open as `fd`, not through a symlink), found through that version's manifest. */
-export function createSelfSeedSource (init: { fd: number, manifest: Manifest }): BlockSource {
-  return {
-    name: `older version ${init.manifest.version}`,
-    kind: 'local',
-    async fill (ctx: SyncContext) {
-      const old = init.manifest
-      const oldOffsets = blockOffsets(old)
-      const where = new Map<bigint, number>()
-      for (let block = 0; block < oldOffsets.length; block++) {
-        const key = prefixKey(old.blockPrefixes, block)
-        if (!where.has(key)) where.set(key, oldOffsets[block])
-      }
-      const wants: Array<[number, number]> = []
-      for (const index of ctx.missing()) {
-        const at = where.get(prefixKey(ctx.manifest.blockPrefixes, index))
-        if (at != null) wants.push([at, index])
-      }
-      wants.sort((a, b) => a[0] - b[0]) // read the old file front to back
-      const buffer = new Uint8Array(BLOCK_SIZE)
-      let read = 0
-      for (const [at, index] of wants) {
-        if (!ctx.isMissing(index)) continue
-        if (readBlockAt(init.fd, at, buffer) > 0) ctx.offerBlock(index, buffer, 'local')
-        if (++read % 1024 === 0) await ctx.tick()
       }
     }
   }

@@ -9,13 +9,12 @@
  */
 import { NotFoundError } from '../protocol/errors.ts'
 import { checkSegmentTable, distinctBlocks, SegmentTable, segmentRoutes, segmentsOf } from '../protocol/segments.ts'
-import { isUnavailableBlock } from '../protocol/block-batch.ts'
 import { encodeManifest, type Manifest } from '../protocol/manifest.ts'
 import { manifestCidOf } from '../chunker/blake3.ts'
 import { isDecodedTooLarge, unzstdWhole } from './block-stream.ts'
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES, WRITE_GATHER_BYTES } from './constants.ts'
+import { SEGMENT_BATCH_PENALTY, SEGMENT_PARALLEL_FETCHES } from './constants.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull, SegmentMismatchError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
@@ -24,15 +23,10 @@ import { mkdirPrivate } from './private-files.ts'
 import { forEachLimit } from '../utils/worker-pool.ts'
 import { releaseBytes } from '../utils/release-bytes.ts'
 import { downloadSegment, dropSpool, spoolPathOf } from './segment-download.ts'
+import { offerBlocks } from './block-offers.ts'
 
 /** Largest zstd window a segment may ask for: 2^23 (8 MiB) covers a 4 MiB frame at any level. */
 const SEGMENT_WINDOW_LOG_MAX = 23
-
-/**
- * Blocks of a decoded segment offered between two ticks: one gathered write's worth (1 MiB), as a
- * tick writes what is gathered; progress, checkpoints and aborts follow every MiB.
- */
-const SEGMENT_TICK_BLOCKS = WRITE_GATHER_BYTES / BLOCK_SIZE
 
 /** What the segment source needs to know of the sync. */
 export interface SegmentSourceInit {
@@ -150,7 +144,7 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
         dropSpool(spool)
         throw new SegmentMismatchError(`${label} decodes to ${decoded.length} bytes, not its ${indices.length} blocks of ${BLOCK_SIZE} bytes`)
       }
-      const bad = await offerBlocks(ctx, indices, decoded)
+      const bad = await offerBlocks(ctx, indices, decoded, 'origin')
       if (bad > 0) logger.warn(`${bad} blocks of ${label} from the coordinator failed verification (discarded; asked again in a block batch)`)
     } finally {
       releaseBytes(decoded)
@@ -158,34 +152,6 @@ export function createSegmentSource (components: { client: CoordinatorClient, lo
     // its blocks are written (every tick flushes): a kill from here on re-reads them from the partial file
     dropSpool(spool)
   }
-}
-
-/**
- * Offers a decoded segment's blocks (`indices[n]` is the block at `n` x BLOCK_SIZE), ticking every
- * SEGMENT_TICK_BLOCKS blocks so checkpoints, progress and aborts follow the bytes. Returns how many
- * blocks failed verification.
- */
-async function offerBlocks (ctx: SyncContext, indices: Uint32Array, decoded: Uint8Array): Promise<number> {
-  let bad = 0
-  let nextTick = SEGMENT_TICK_BLOCKS
-  for (let n = 0; n < indices.length;) {
-    // a whole chunk here, its blocks in order: one hash against its digest instead of one per block and then the chunk
-    const whole = wholeChunkAt(ctx, indices, n)
-    if (whole >= 0 && ctx.offerChunkBlocks(whole, decoded.subarray(n * BLOCK_SIZE, n * BLOCK_SIZE + ctx.manifest.chunks[whole].length), 'origin')) {
-      n += ctx.manifest.chunks[whole].length / BLOCK_SIZE
-    } else {
-      const index = indices[n]
-      const block = decoded.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE)
-      if (ctx.isMissing(index) && !ctx.offerBlock(index, block, 'origin') && !isUnavailableBlock(block)) bad++
-      n++
-    }
-    if (n >= nextTick) {
-      nextTick = n + SEGMENT_TICK_BLOCKS
-      await ctx.tick()
-    }
-  }
-  await ctx.tick()
-  return bad
 }
 
 const manifestCids = new WeakMap<Manifest, string>()
@@ -203,20 +169,6 @@ function cidOfManifest (m: Manifest): string {
   let cid = manifestCids.get(m)
   if (cid == null) manifestCids.set(m, cid = manifestCidOf(encodeManifest(m)).toString())
   return cid
-}
-
-/**
- * The chunk whose blocks come next in the segment, all of them, in order (so it can be checked
- * whole); -1 otherwise. Chunks of one block gain nothing.
- */
-function wholeChunkAt (ctx: SyncContext, indices: Uint32Array, n: number): number {
-  const first = indices[n]
-  const chunk = ctx.chunkStartingAt(first)
-  if (chunk < 0) return -1
-  const blocks = ctx.manifest.chunks[chunk].length / BLOCK_SIZE
-  if (blocks < 2 || n + blocks > indices.length) return -1
-  for (let k = 1; k < blocks; k++) if (indices[n + k] !== first + k) return -1
-  return chunk
 }
 
 function countWanted (ctx: SyncContext, indices: Uint32Array, wanted: Set<number>): number {
