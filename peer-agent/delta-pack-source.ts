@@ -4,20 +4,22 @@
  * and peers ran), its download into the data dir (resumed with HTTP Range and
  * If-Range), and its application (every block offered like any other).
  */
-import { createReadStream } from 'node:fs'
 import { open, readFile, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { writeFileAtomic } from '../utils/atomic-write.ts'
 import { readFull } from '../utils/read-full.ts'
 import { api } from '../protocol/index.ts'
-import { decodeDeltaPackHeader, deltaPackHeaderLength, indicesOfRanges } from '../protocol/delta-pack.ts'
+import { decodeDeltaPackHeader, deltaPackHeaderLength, type BlockRange } from '../protocol/delta-pack.ts'
+import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
-import { blocksOf, unzstd } from './block-stream.ts'
-import { BATCH_COMPRESSION_PENALTY, PRIVATE_FILE_MODE } from './constants.ts'
+import { blockRunsOf, unzstd } from './block-stream.ts'
+import { offerBlocks } from './block-offers.ts'
+import { BATCH_COMPRESSION_PENALTY, DELTA_PACK_PIECE_BYTES, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
-import { isDiskFull } from './errors.ts'
+import { isDiskFull, PackRestartedError } from './errors.ts'
+import { createPackGrowth, readGrowing, waitForBytes, type PackGrowth } from './delta-pack-growth.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** Which of the new version's blocks a delta pack from `old` holds: first occurrence of each prefix not in `old`. */
@@ -113,8 +115,35 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
       }
       used = true
       await mkdirPrivate(dirname(init.path))
-      await downloadWithRetries(options)
-      await apply(ctx)
+      await downloadAndApply(ctx, options)
+    }
+  }
+
+  /**
+   * Applies the pack while it downloads (the decoding and writes take as long as the download's
+   * seconds on a fast link: one after the other they added up). A failed download ends the apply
+   * with its error; a failed apply stops the download.
+   */
+  async function downloadAndApply (ctx: SyncContext, options: AbortOptions): Promise<void> {
+    const growth = createPackGrowth()
+    const stop = new AbortController()
+    const signal = options.signal == null ? stop.signal : AbortSignal.any([options.signal, stop.signal])
+    const downloading = downloadWithRetries({ signal }, growth).then(() => { growth.finish() }, (err: unknown) => { growth.fail(err) })
+    try {
+      for (;;) {
+        const generation = growth.generation
+        try {
+          await apply(ctx, growth)
+          return
+        } catch (err) {
+          // the download started the file afresh under the reader (its bytes may have been mixed): once more from the start
+          if (err instanceof PackRestartedError || growth.generation !== generation) continue
+          throw err
+        }
+      }
+    } finally {
+      stop.abort()
+      await downloading
     }
   }
 
@@ -130,11 +159,11 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     return cost.pays
   }
 
-  async function downloadWithRetries (options: AbortOptions): Promise<void> {
+  async function downloadWithRetries (options: AbortOptions, growth: PackGrowth): Promise<void> {
     let failures = 0
     for (;;) {
       try {
-        await download(options)
+        await download(options, growth)
         return
       } catch (err) {
         if (options.signal?.aborted === true || isDiskFull(err)) throw err
@@ -143,7 +172,7 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     }
   }
 
-  async function download (options: AbortOptions): Promise<void> {
+  async function download (options: AbortOptions, growth: PackGrowth): Promise<void> {
     let have = 0
     let etag: string | undefined
     try {
@@ -161,56 +190,94 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
     if (res.status === 416) {
       // nothing past what we hold: the file is complete
       for await (const _ of res.body) {}
+      growth.start(have)
       return
     }
     const newTag = res.headers.get('etag')
     const append = res.status === 206
     if (!append && newTag != null) await writeFileAtomic(etagPath, newTag, { mode: PRIVATE_FILE_MODE })
+    // before the file is truncated, so a reader applying it meanwhile knows to start over
+    growth.start(append ? have : 0)
     const fh = await open(init.path, append ? 'a' : 'w', PRIVATE_FILE_MODE)
     try {
-      for await (const piece of res.body) await fh.write(piece)
+      for await (const piece of res.body) {
+        await fh.write(piece)
+        growth.grew(piece.length)
+      }
       await fh.sync()
     } finally {
       await fh.close()
     }
   }
 
-  async function apply (ctx: SyncContext): Promise<void> {
-    const fh = await open(init.path, 'r')
-    let bodyOffset: number
-    let indices: Iterator<number>
+  /**
+   * Decodes the pack as it is written (delta-pack-growth.ts) in pieces of DELTA_PACK_PIECE_BYTES (bounded
+   * memory whatever the pack's size) and offers each piece's blocks at once (block-offers.ts: a chunk all in the piece is hashed
+   * once against its digest, every other block against its prefix).
+   */
+  async function apply (ctx: SyncContext, growth: PackGrowth): Promise<void> {
+    const generation = growth.generation
+    const { bodyOffset, indices } = await openPack(ctx, growth)
+    let n = 0
+    let bad = 0
+    const stream = unzstd(readGrowing(init.path, bodyOffset, growth, generation, DELTA_PACK_PIECE_BYTES), { chunkSize: DELTA_PACK_PIECE_BYTES })
     try {
-      const opened = await readHeader(fh)
-      const { header } = opened
-      bodyOffset = opened.bodyOffset
-      if (header.version !== ctx.manifest.version || header.from !== from || header.name !== ctx.manifest.name) {
-        throw new Error(`delta pack is for ${header.name} ${header.from} -> ${header.version}, not ${ctx.manifest.name} ${from} -> ${ctx.manifest.version}`)
-      }
-      indices = indicesOfRanges(header.ranges)
-    } finally {
-      await fh.close()
-    }
-    let applied = 0
-    const stream = unzstd(createReadStream(init.path, { start: bodyOffset, highWaterMark: 1024 * 1024 }))
-    try {
-      for await (const bytes of blocksOf(stream)) {
-        const next = indices.next()
-        if (next.done === true) throw new Error('delta pack holds more blocks than its header says')
-        if (ctx.isMissing(next.value)) ctx.offerBlock(next.value, bytes, 'origin')
-        if (++applied % 256 === 0) await ctx.tick()
+      for await (const run of blockRunsOf(stream)) {
+        const count = run.length / BLOCK_SIZE
+        if (n + count > indices.length) throw new Error('delta pack holds more blocks than its header says')
+        bad += await offerBlocks(ctx, indices.subarray(n, n + count), run, 'origin')
+        n += count
       }
     } finally {
       stream.close()
     }
+    if (bad > 0) logger.warn(`${bad} blocks of the delta pack from ${from} failed verification (discarded; asked again in block batches)`)
+  }
+
+  /** The pack's header, checked against the sync: where its body starts, and the block of each of its blocks in order. */
+  async function openPack (ctx: SyncContext, growth: PackGrowth): Promise<{ bodyOffset: number, indices: Uint32Array }> {
+    await waitForBytes(growth, HEADER_PROBE_BYTES)
+    if (growth.failed != null) throw growth.failed
+    const fh = await open(init.path, 'r')
+    try {
+      const { header, bodyOffset } = await readHeader(fh, growth)
+      if (header.version !== ctx.manifest.version || header.from !== from || header.name !== ctx.manifest.name) {
+        throw new Error(`delta pack is for ${header.name} ${header.from} -> ${header.version}, not ${ctx.manifest.name} ${from} -> ${ctx.manifest.version}`)
+      }
+      return { bodyOffset, indices: packIndices(header.ranges, header.blocks, ctx.manifest.blockPrefixes.length / BLOCK_PREFIX_BYTES) }
+    } finally {
+      await fh.close()
+    }
   }
 }
 
-/** The header of an open delta pack file (its length is known only once its start is read). */
-async function readHeader (fh: Awaited<ReturnType<typeof open>>): Promise<ReturnType<typeof decodeDeltaPackHeader>> {
-  let head = new Uint8Array(64 * 1024)
+/**
+ * The block indices a pack's ranges name, in order; an error when any is not a block of the
+ * manifest (`blockCount` blocks), so a hostile header cannot make it allocate more than the image has.
+ */
+export function packIndices (ranges: readonly BlockRange[], blocks: number, blockCount: number): Uint32Array {
+  const last = ranges.at(-1)
+  if (blocks > blockCount || (last != null && last[0] + last[1] > blockCount)) {
+    throw new Error(`delta pack names blocks past the ${blockCount} of the manifest`)
+  }
+  const indices = new Uint32Array(blocks)
+  let k = 0
+  for (const [start, count] of ranges) {
+    for (let i = 0; i < count; i++) indices[k++] = start + i
+  }
+  return indices
+}
+
+/** Bytes read first to find the header's length (a header of a few ranges fits). */
+const HEADER_PROBE_BYTES = 64 * 1024
+
+/** The header of an open delta pack file being written (its length is known only once its start is read). */
+async function readHeader (fh: Awaited<ReturnType<typeof open>>, growth: PackGrowth): Promise<ReturnType<typeof decodeDeltaPackHeader>> {
+  let head = new Uint8Array(HEADER_PROBE_BYTES)
   let bytesRead = await readFull(fh, head, 0)
   const length = deltaPackHeaderLength(head.subarray(0, bytesRead))
   if (length != null && length > bytesRead) {
+    await waitForBytes(growth, length)
     head = new Uint8Array(length)
     bytesRead = await readFull(fh, head, 0)
   }

@@ -25,6 +25,15 @@ export class DataDirUnsafeError extends Error {
   override name = 'DataDirUnsafeError'
 }
 
+/**
+ * A delta pack applied while it downloads was started afresh by the download (a retry that could not
+ * resume it): the apply starts over from the new file's start. Caught inside delta-pack-source.ts.
+ */
+export class PackRestartedError extends Error {
+  static override name = 'PackRestartedError'
+  override name = 'PackRestartedError'
+}
+
 /** Blocks or a chunk could not be obtained from any source (every copy failed verification). */
 export class SyncIncompleteError extends Error {
   static override name = 'SyncIncompleteError'
