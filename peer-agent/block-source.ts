@@ -57,6 +57,11 @@ export interface SyncContext {
 export interface BlockSource {
   readonly name: string
   readonly kind: SourceKind
+  /**
+   * Starts what does not depend on the sources ahead of it, while they run (LAN sharing: joining the
+   * swarm and waiting for the site's agents); whatever it starts fails or finishes within fill.
+   */
+  prepare?: (options: AbortOptions) => void
   /** Offers what it can of the missing blocks; resolves when it has nothing more to give. */
   fill: (ctx: SyncContext, options: AbortOptions) => Promise<void>
   close?: () => Promise<void>

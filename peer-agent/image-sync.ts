@@ -248,8 +248,11 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
         openTemp: async () => await reopenOurs(partial.path, partial.identity()),
         isVerified: job.ledger.isVerified
       })
+      // phase 2, the LAN peers (the swarm): they join and wait for the site's agents while the local sources run
+      const peers = components.extraSources?.(target.manifest, { fromVersion: oldManifest?.version }) ?? []
+      for (const source of peers) source.prepare?.({ signal })
       await fromLocalSources(job)
-      await fromPeers(job)
+      await runSources(job, peers)
       // the index's file table and caches are not needed past the local sources: free them before
       // the origin's zstd window is allocated (peak RSS); the next lookup or refresh reopens it
       await components.hostIndex?.close()
@@ -338,11 +341,6 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       sources.push(createHostIndexSource({ index: components.hostIndex, logger }))
     }
     await runSources(job, sources)
-  }
-
-  /** Phase 2: the LAN peers (the swarm), when sharing runs. */
-  async function fromPeers (job: SyncJob): Promise<void> {
-    await runSources(job, components.extraSources?.(job.target.manifest, { fromVersion: job.oldManifest?.version }) ?? [])
   }
 
   /** Phase 3: the delta pack from the installed version, when the cost model says it pays for what is still missing. */

@@ -80,12 +80,20 @@ async function fetchClaimed (
 }
 
 /**
- * The peers listed for the version, or undefined when this agent does without a session: an update
- * with nobody else (the origin's delta pack), or with this agent as the site's pack leader.
+ * What this agent does with the peers listed for the version: `alone` (an update with nobody else: the
+ * origin's delta pack), `pack` (the site's pack leader: it serves what it applies), else a session.
  */
+interface Listed {
+  addrs: string[]
+  role: 'alone' | 'pack' | 'session'
+  /** In an update, the site's pack agent the others wait for. */
+  packLeader?: string
+}
+
+/** The peers listed for the version and this agent's role (no side effects: the fill acts on them). */
 async function listPeers (
-  components: PeersSourceComponents, node: Swarm, joined: Joined, update: boolean, site: string, options: AbortOptions
-): Promise<{ addrs: string[], packLeader?: string } | undefined> {
+  components: PeersSourceComponents, node: Swarm, joined: Joined, update: boolean, options: AbortOptions
+): Promise<Listed> {
   const { logger } = components
   let addrs = await refreshPeers(joined, logger, options)
   // a delta pack pays only once per site: with peers it would be pulled whole by each. Agents
@@ -93,22 +101,14 @@ async function listPeers (
   if (update) {
     await sleep(LAN_PACK_WAIT_MS, undefined, { signal: options.signal })
     addrs = joined.peerAddrs = await joined.rendezvous.refresh(options).catch(() => [])
-    if (addrs.length === 0) {
-      logger.info(`swarm: no peer of site ${site} on ${joined.image}@${joined.version}; using the origin's delta pack`)
-      return undefined
-    }
+    if (addrs.length === 0) return { addrs, role: 'alone' }
   }
-  // peers the coordinator lists for this version may fetch from us after we are done (--linger)
-  for (const id of idsOf(addrs)) components.sessionPeers.add(id)
-  if (!update) return { addrs }
+  if (!update) return { addrs, role: 'session' }
   // An update with peers: one agent of the site (the lowest peer id listed) takes the delta
   // pack and serves what it applies; the others wait for it and claim origin chunks only if
   // it is not connected or makes no progress for LAN_LEADER_STALL_MS.
   const packLeader = siteLeader(node.peerId, idsOf(addrs))
-  if (packLeader !== node.peerId) return { addrs, packLeader }
-  logger.info(`swarm: ${joined.image}@${joined.version}: this agent takes the delta pack for site ${site}`)
-  components.tookPack(new Set(idsOf(addrs)))
-  return undefined
+  return { addrs, role: packLeader === node.peerId ? 'pack' : 'session', packLeader }
 }
 
 /** What the claim rounds of one sync keep across rounds. */
@@ -278,25 +278,45 @@ async function claimRounds (
 export function createPeersSource (components: PeersSourceComponents, init: { manifest: Manifest, fromVersion?: string, site: string }): BlockSource {
   const { logger } = components
   const { manifest } = init
+  const { name: image, version } = manifest
+  // joining and listing the peers (for an update, LAN_PACK_WAIT_MS of it) start in prepare(), while the local sources run
+  let early: Promise<{ node: Swarm, sync: ServedSync, joined: Joined, listed: Listed } | undefined> | undefined
+  const begin = async (options: AbortOptions): Promise<Awaited<typeof early>> => await (early ??= (async () => {
+    const serving = await components.serving()
+    if (serving == null || serving.sync.manifest !== manifest) return undefined
+    const joined = await components.join(serving.swarm, image, version, options)
+    if (joined == null) return undefined
+    return { node: serving.swarm, sync: serving.sync, joined, listed: await listPeers(components, serving.swarm, joined, init.fromVersion != null, options) }
+  })())
   return {
     name: 'peers',
     kind: 'peers',
+    prepare (options) { begin(options).catch(() => {}) }, // its failure is the fill's to report
     async fill (ctx, options) {
-      const serving = await components.serving()
-      if (serving == null || serving.sync.manifest !== manifest) return
-      const { swarm: node, sync } = serving
-      const { name: image, version } = manifest
-      const joined = await components.join(node, image, version, options)
-      if (joined == null) return
-      const listed = await listPeers(components, node, joined, init.fromVersion != null, init.site, options)
-      if (listed == null) return
+      const started = await begin(options)
+      if (started == null) return
+      const { node, sync, joined, listed } = started
+      if (listed.role === 'alone') {
+        logger.info(`swarm: no peer of site ${init.site} on ${image}@${version}; using the origin's delta pack`)
+        return
+      }
+      // peers the coordinator lists for this version may fetch from us after we are done (--linger)
+      for (const id of idsOf(listed.addrs)) components.sessionPeers.add(id)
+      if (listed.role === 'pack') {
+        logger.info(`swarm: ${image}@${version}: this agent takes the delta pack for site ${init.site}`)
+        components.tookPack(new Set(idsOf(listed.addrs)))
+        return
+      }
+      // the list may be from before the local sources ran: the session starts with the latest
+      const addrs = await refreshPeers(joined, logger, options)
+      for (const id of idsOf(addrs)) components.sessionPeers.add(id)
       const session = node.createSession({
         image,
         version,
         manifest,
         capability: joined.capability,
         need: ctx.unverifiedChunks(),
-        peers: listed.addrs,
+        peers: addrs,
         signal: options.signal,
         onChunk: async (i, bytes) => {
           // the session verified it against this manifest (length and full digest) before handing it over
