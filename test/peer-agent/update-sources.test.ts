@@ -15,7 +15,8 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import type { Manifest } from '../../protocol/manifest.ts'
-import type { SyncContext } from '../../peer-agent/block-source.ts'
+import type { BlockSource, SyncContext } from '../../peer-agent/block-source.ts'
+import { createImageSync } from '../../peer-agent/image-sync.ts'
 import { createCoordinatorClient } from '../../peer-agent/coordinator-client.ts'
 import { createDeltaPackSource, deltaPackBlocks, packIndices } from '../../peer-agent/delta-pack-source.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
@@ -207,6 +208,33 @@ describe('delta pack', () => {
     expect(placedDuringPause).toBeGreaterThan(0)
     for (const b of deltaPackBlocks(m2.blockPrefixes, m1.blockPrefixes)) expect(ctx.isMissing(b)).toBe(false)
     expect(calls.chunksTaken).toBeGreaterThan(0)
+  })
+
+  it('the LAN peers source is prepared (joins, waits for the site) before the self-seed runs, and filled after it', async () => {
+    const client = createCoordinatorClient({ logger: silentLogger }, { url: coord.url, auth: { token } })
+    const events: string[] = []
+    const peers: BlockSource = {
+      name: 'peers',
+      kind: 'peers',
+      prepare: () => { events.push('peers prepared') },
+      fill: async () => { events.push('peers filled') }
+    }
+    const sync = createImageSync({
+      client,
+      logger: silentLogger,
+      extraSources: (m, info) => m.version === 'v2' && info.fromVersion === 'v1' ? [peers] : [],
+      onProgress: (p) => { if (events.at(-1) !== `phase ${p.phase}`) events.push(`phase ${p.phase}`) }
+    }, { dataDir: join(tmp.path, 'prep-data') })
+    const out = join(tmp.path, 'prep', 'ws.img')
+    await sync.sync({ image: 'ws', version: 'v1', out })
+    events.length = 0
+    const s = await sync.sync({ image: 'ws', version: 'v2', out })
+    expect(s.fromVersion).toBe('v1')
+    const at = (e: string): number => events.indexOf(e)
+    expect(at('peers prepared')).toBeGreaterThanOrEqual(0)
+    expect(at('peers prepared')).toBeLessThan(at('phase older version v1'))
+    expect(at('phase older version v1')).toBeLessThan(at('peers filled'))
+    expect(readFileSync(out).equals(readFileSync(nextPath))).toBe(true)
   })
 
   it('a header naming blocks past the manifest is refused before anything is allocated for them', () => {
