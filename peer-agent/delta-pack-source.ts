@@ -15,6 +15,7 @@ import type { Manifest } from '../protocol/manifest.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { blockRunsOf, unzstd } from './block-stream.ts'
 import { offerBlocks } from './block-offers.ts'
+import { groupVersions, isFirstNew } from './version-groups.ts'
 import { BATCH_COMPRESSION_PENALTY, DELTA_PACK_PIECE_BYTES, PRIVATE_FILE_MODE } from './constants.ts'
 import { mkdirPrivate } from './private-files.ts'
 import type { CoordinatorClient } from './coordinator-client.ts'
@@ -24,17 +25,9 @@ import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** Which of the new version's blocks a delta pack from `old` holds: first occurrence of each prefix not in `old`. */
 export function deltaPackBlocks (newPrefixes: Uint8Array, oldPrefixes: Uint8Array): number[] {
-  const key = (prefixes: Uint8Array, index: number): bigint => new DataView(prefixes.buffer, prefixes.byteOffset + index * 8, 8).getBigUint64(0)
-  const old = new Set<bigint>()
-  for (let index = 0; index < oldPrefixes.length / 8; index++) old.add(key(oldPrefixes, index))
-  const seen = new Set<bigint>()
+  const groups = groupVersions(oldPrefixes, newPrefixes)
   const blocks: number[] = []
-  for (let index = 0; index < newPrefixes.length / 8; index++) {
-    const k = key(newPrefixes, index)
-    if (old.has(k) || seen.has(k)) continue
-    seen.add(k)
-    blocks.push(index)
-  }
+  for (let index = 0; index < newPrefixes.length / BLOCK_PREFIX_BYTES; index++) if (isFirstNew(groups, index)) blocks.push(index)
   return blocks
 }
 

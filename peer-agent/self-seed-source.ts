@@ -11,7 +11,8 @@ import { readFullSync } from '../utils/read-full.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { offerBlocks } from './block-offers.ts'
 import { SELF_SEED_READ_BYTES } from './constants.ts'
-import { blockOffsets, prefixKey } from './sync-ledger.ts'
+import { blockOffsets } from './sync-ledger.ts'
+import { groupVersions, oldBlockOf } from './version-groups.ts'
 
 /** The missing blocks the older version holds: `at[n]` is where in the old file block `index[n]` is, ascending. */
 export interface SelfSeedPlan {
@@ -22,15 +23,11 @@ export interface SelfSeedPlan {
 /** Where in the file of `old` each missing block of `ctx` is (the first copy of its prefix), in file order. */
 export function selfSeedPlan (old: Manifest, ctx: Pick<SyncContext, 'manifest' | 'missing'>): SelfSeedPlan {
   const oldOffsets = blockOffsets(old)
-  const where = new Map<bigint, number>()
-  for (let block = 0; block < oldOffsets.length; block++) {
-    const key = prefixKey(old.blockPrefixes, block)
-    if (!where.has(key)) where.set(key, oldOffsets[block])
-  }
+  const groups = groupVersions(old.blockPrefixes, ctx.manifest.blockPrefixes)
   const wants: Array<[number, number]> = []
   for (const index of ctx.missing()) {
-    const at = where.get(prefixKey(ctx.manifest.blockPrefixes, index))
-    if (at != null) wants.push([at, index])
+    const from = oldBlockOf(groups, index)
+    if (from >= 0) wants.push([oldOffsets[from], index])
   }
   wants.sort((a, b) => a[0] - b[0]) // read the old file front to back
   return { at: Float64Array.from(wants, w => w[0]), index: Uint32Array.from(wants, w => w[1]) }

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest'
 import { BATCH_COMPRESSION_PENALTY } from '../../peer-agent/constants.ts'
 import { deltaPackBlocks, deltaPackCost } from '../../peer-agent/delta-pack-source.ts'
+import { groupVersions, isFirstNew, oldBlockOf } from '../../peer-agent/version-groups.ts'
 
 /** 8-byte prefixes whose first byte is each value. */
 function prefixes (...firsts: number[]): Uint8Array {
@@ -37,5 +38,11 @@ describe('delta pack cost model', () => {
   it('a pack holds the first occurrence of each block not in the older version', () => {
     expect(deltaPackBlocks(prefixes(1, 2, 3, 2, 4, 1), prefixes(1, 9))).toEqual([1, 2, 4])
     expect(deltaPackBlocks(prefixes(1), prefixes(1))).toEqual([])
+  })
+
+  it('groups two versions by prefix: the old block holding each new one, and the new ones first seen', () => {
+    const g = groupVersions(prefixes(7, 1, 9, 1), prefixes(1, 2, 3, 2, 9, 7, 4))
+    expect([0, 1, 2, 3, 4, 5, 6].map(b => oldBlockOf(g, b))).toEqual([1, -1, -1, -1, 2, 0, -1])
+    expect([0, 1, 2, 3, 4, 5, 6].filter(b => isFirstNew(g, b))).toEqual([1, 2, 6])
   })
 })
