@@ -9,16 +9,24 @@
  *   0x02 prefix(8) fileId(4) block(4)   -> empty                                     block entries
  *   0x03 fileId(4)                      -> (prefix(8) block(4))*                     a file's entries, to drop them
  *   0x04 'next-id'                      -> uint32                                    id allocator
+ *   0x05 'table-generation'             -> 16 random bytes                           generation of blocks.table
  * A file's entries, its entry list and its record are written in one batch, so
  * a crash leaves either the old or the new state of that file.
+ *
+ * Lookups read the block entries from blocks.table (index-block-table.ts), a
+ * sorted copy written at the end of every refresh that changed the index; a
+ * refresh cut short leaves a table of an older generation, which is not used
+ * (lookups seek level instead) until the next refresh writes it anew.
  */
+import { randomBytes } from 'node:crypto'
 import { closeSync, lstatSync, openSync, readdirSync, type Stats } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { Level } from 'level'
 import { hashBlocks } from '../chunker/blake3.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
-import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES } from './constants.ts'
+import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES, INDEX_TABLE_MERGE_MAX_ENTRIES } from './constants.ts'
+import { type BlockTable, ENTRY_BYTES, GENERATION_BYTES, mergeEntries, openBlockTable, sortEntries, writeBlockTable } from './index-block-table.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { mkdirPrivate } from './private-files.ts'
 import { formatBytes, plural } from './progress-reporter.ts'
@@ -88,6 +96,8 @@ export interface HostIndexInit {
   /** Bytes per read (default INDEX_READ_BYTES). */
   readBytes?: number
   concurrency?: number
+  /** New block entries a refresh merges into the table in memory (default INDEX_TABLE_MERGE_MAX_ENTRIES); past it the table is rewritten from level. */
+  tableMergeMaxEntries?: number
 }
 
 interface FileStat {
@@ -109,6 +119,8 @@ const TAG_FILE = 1
 const TAG_BLOCK = 2
 const TAG_FILE_BLOCKS = 3
 const NEXT_ID_KEY = Uint8Array.from([4, ...new TextEncoder().encode('next-id')])
+const GENERATION_KEY = Uint8Array.from([5, ...new TextEncoder().encode('table-generation')])
+const TABLE_FILE = 'blocks.table'
 const ZERO_DIGEST = hashBlocks(new Uint8Array(BLOCK_SIZE)).subarray(0, BLOCK_PREFIX_BYTES)
 
 function fileKey (tag: number, id: number): Uint8Array {
@@ -141,6 +153,19 @@ function compareBytes (a: Uint8Array, b: Uint8Array): number {
 }
 const BLOCK_KEY_BYTES = 1 + BLOCK_PREFIX_BYTES + 8
 const LIST_ENTRY_BYTES = BLOCK_PREFIX_BYTES + 4
+
+/** What a refresh changed in the block entries, for the table: dropped file ids and added entries (undefined: too many to hold). */
+interface TableChange { dropped: Set<number>, added: Uint8Array[] | undefined, addedEntries: number }
+
+/** Keeps `count` new block keys of a file (without their tag byte) for the table, up to `max` in all. */
+function noteAdded (change: TableChange, keys: Uint8Array, count: number, max: number): void {
+  if (change.added == null) return
+  change.addedEntries += count
+  if (change.addedEntries > max) { change.added = undefined; return } // the table is rebuilt from level instead
+  const piece = new Uint8Array(count * ENTRY_BYTES)
+  for (let i = 0; i < count; i++) piece.set(keys.subarray(i * BLOCK_KEY_BYTES + 1, (i + 1) * BLOCK_KEY_BYTES), i * ENTRY_BYTES)
+  change.added.push(piece)
+}
 
 /** One file's non-zero blocks as index entries: `count` block keys and entry-list entries, and the bytes read. */
 interface HashedFile { keys: Uint8Array, listBytes: Uint8Array, count: number, bytes: number }
@@ -209,12 +234,15 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
   const maxCandidates = init.maxCandidates ?? INDEX_MAX_CANDIDATES
   const readBytes = Math.max(BLOCK_SIZE, Math.floor((init.readBytes ?? INDEX_READ_BYTES) / BLOCK_SIZE) * BLOCK_SIZE)
   const concurrency = init.concurrency ?? INDEX_CONCURRENCY
+  const tableMergeMax = init.tableMergeMaxEntries ?? INDEX_TABLE_MERGE_MAX_ENTRIES
   const { logger } = components
   const db = new Level<Uint8Array, Uint8Array>(init.dbPath, { keyEncoding: 'view', valueEncoding: 'view' })
   const byId = new Map<number, FileRecord>()
   const byPath = new Map<string, number>()
   let nextId = 1
   let opened = false
+  let table: BlockTable | undefined
+  const tablePath = join(init.dbPath, TABLE_FILE)
 
   async function loadTable (): Promise<void> {
     byId.clear()
@@ -240,6 +268,50 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       if (v != null) nextId = new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(0)
     } catch {}
     for (const id of byId.keys()) nextId = Math.max(nextId, id + 1)
+  }
+
+  async function getOptional (key: Uint8Array): Promise<Uint8Array | undefined> {
+    try { return (await db.get(key)) ?? undefined } catch { return undefined }
+  }
+
+  /** A new table generation, in level before any block entry changes (a table of the old one is then stale). */
+  async function newGeneration (): Promise<Uint8Array> {
+    const generation = new Uint8Array(randomBytes(GENERATION_BYTES))
+    await db.put(GENERATION_KEY, generation)
+    return generation
+  }
+
+  /** Every block entry in level, in order, packed (the table rebuilt from scratch). */
+  async function * levelEntries (): AsyncGenerator<Uint8Array> {
+    const it = db.keys({ gte: Uint8Array.of(TAG_BLOCK), lt: Uint8Array.of(TAG_BLOCK + 1), highWaterMarkBytes: 4 * 1024 * 1024 })
+    try {
+      for (;;) {
+        const keys = await it.nextv(16_384)
+        if (keys.length === 0) break
+        const piece = new Uint8Array(keys.length * ENTRY_BYTES)
+        for (let i = 0; i < keys.length; i++) piece.set(keys[i].subarray(1, 1 + ENTRY_BYTES), i * ENTRY_BYTES)
+        yield piece
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
+  /**
+   * Writes blocks.table of `generation`: the old table merged with what the refresh
+   * changed, or (no usable table, or too many changes to hold) every entry from level.
+   */
+  async function rewriteTable (generation: Uint8Array, change: TableChange): Promise<void> {
+    const pieces = table != null && change.added != null
+      ? mergeEntries(table.entries(), change.dropped, sortEntries(Buffer.concat(change.added)))
+      : levelEntries()
+    try {
+      await writeBlockTable(tablePath, generation, pieces)
+    } catch (err) {
+      logger.warn(`index: cannot write ${tablePath}: ${(err as Error).message} (lookups read the database instead, slower)`)
+    }
+    table?.close()
+    table = openBlockTable(tablePath, generation)
   }
 
   /** Delete ops for a file's entries and record. */
@@ -292,6 +364,27 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
     }
   }
 
+  /** Lookups without a table: one level seek per prefix (sorted, one iterator). */
+  async function lookupInLevel (prefixes: Uint8Array[], order: number[], take: (i: number, fileId: number, block: number) => boolean): Promise<void> {
+    const it = db.keys({ gte: Uint8Array.of(TAG_BLOCK), lt: Uint8Array.of(TAG_BLOCK + 1) })
+    try {
+      const target = new Uint8Array(1 + BLOCK_PREFIX_BYTES)
+      target[0] = TAG_BLOCK
+      for (const i of order) {
+        const prefix = prefixes[i]
+        target.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
+        it.seek(target)
+        for (const k of await it.nextv(maxCandidates * 2)) {
+          if (compareBytes(k.subarray(1), prefix) !== 0) break
+          const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
+          if (!take(i, dv.getUint32(1 + BLOCK_PREFIX_BYTES), dv.getUint32(5 + BLOCK_PREFIX_BYTES))) break
+        }
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
   const index: HostIndex = {
     folders,
     async open () {
@@ -299,6 +392,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       await mkdirPrivate(init.dbPath) // level creates its files with the umask's mode: the dir keeps them private
       await db.open()
       await loadTable()
+      table = openBlockTable(tablePath, await getOptional(GENERATION_KEY))
       opened = true
     },
 
@@ -332,6 +426,10 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
           await yieldLoop()
         }
       }
+      // a change to the block entries makes the table stale: a new generation first
+      const changes = todo.length > 0 || seen.size < byId.size
+      const generation = changes ? await newGeneration() : undefined
+      const change: TableChange = { dropped: new Set(), added: [], addedEntries: 0 }
       // files gone (deleted, folder vanished or no longer indexed): drop them and their entries
       let pending: Op[] = []
       const flush = async (): Promise<void> => {
@@ -342,6 +440,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       }
       for (const [id, rec] of byId) {
         if (seen.has(id)) continue
+        change.dropped.add(id)
         for (const op of await dropOps(id)) pending.push(op)
         byId.delete(id)
         if (byPath.get(rec.path) === id) byPath.delete(rec.path)
@@ -356,6 +455,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       await forEachLimit(todo, concurrency, async (item, _i, worker) => {
         scratch[worker] ??= { buf: new Uint8Array(readBytes), digests: new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES) }
         const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
+        if (item.oldId != null) change.dropped.add(item.oldId)
         const id = item.oldId ?? nextId++
         try {
           const { keys, listBytes, count, bytes } = hashFileBlocks(item.path, item.st.size, id, scratch[worker])
@@ -363,6 +463,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
           // the file changed while being read: index what we read, the next refresh sees the new mtime
           const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
           for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
+          noteAdded(change, keys, count, tableMergeMax)
           ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
           ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
           byId.set(id, rec)
@@ -386,59 +487,33 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       new DataView(idBytes.buffer).setUint32(0, nextId)
       pending.push({ type: 'put', key: NEXT_ID_KEY, value: idBytes })
       await flush()
+      if (generation != null || table == null) await rewriteTable(generation ?? await newGeneration(), change)
       stats.seconds = (performance.now() - started) / 1000
       return stats
     },
 
     async lookup (prefix) {
-      if (!opened) await index.open()
-      const gte = new Uint8Array(1 + BLOCK_PREFIX_BYTES)
-      gte[0] = TAG_BLOCK
-      gte.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
-      const lt = blockKey(prefix, 0xffffffff, 0xffffffff)
-      const out: BlockLocation[] = []
-      for await (const k of db.keys({ gte, lte: lt, limit: maxCandidates * 2 })) {
-        const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
-        const rec = byId.get(dv.getUint32(1 + BLOCK_PREFIX_BYTES))
-        if (rec == null) continue // entry of a file being replaced: not a candidate
-        out.push({ path: rec.path, offset: dv.getUint32(5 + BLOCK_PREFIX_BYTES) * BLOCK_SIZE, size: rec.size })
-        if (out.length >= maxCandidates) break
-      }
-      return out
+      return (await index.lookupMany([prefix]))[0]
     },
 
     async lookupMany (prefixes) {
       if (!opened) await index.open()
       const out: BlockLocation[][] = prefixes.map(() => [])
       const order = prefixes.map((_, i) => i).sort((a, b) => compareBytes(prefixes[a], prefixes[b]))
-      const it = db.keys({ gte: Uint8Array.of(TAG_BLOCK), lt: Uint8Array.of(TAG_BLOCK + 1) })
-      try {
-        const target = new Uint8Array(1 + BLOCK_PREFIX_BYTES)
-        target[0] = TAG_BLOCK
-        for (const i of order) {
-          const prefix = prefixes[i]
-          target.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
-          it.seek(target)
-          const keys = await it.nextv(maxCandidates * 2)
-          for (const k of keys) {
-            let same = true
-            for (let b = 0; b < BLOCK_PREFIX_BYTES; b++) if (k[1 + b] !== prefix[b]) { same = false; break }
-            if (!same) break
-            const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
-            const rec = byId.get(dv.getUint32(1 + BLOCK_PREFIX_BYTES))
-            if (rec == null) continue
-            out[i].push({ path: rec.path, offset: dv.getUint32(5 + BLOCK_PREFIX_BYTES) * BLOCK_SIZE, size: rec.size })
-            if (out[i].length >= maxCandidates) break
-          }
-        }
-      } finally {
-        await it.close()
+      const take = (i: number, fileId: number, block: number): boolean => {
+        const rec = byId.get(fileId)
+        if (rec != null) out[i].push({ path: rec.path, offset: block * BLOCK_SIZE, size: rec.size }) // else: a file being replaced
+        return out[i].length < maxCandidates
       }
+      if (table != null) table.lookup(prefixes, order, maxCandidates * 2, take)
+      else await lookupInLevel(prefixes, order, take)
       return out
     },
 
     async close () {
       opened = false
+      table?.close()
+      table = undefined
       byId.clear()
       byPath.clear()
       await db.close()
