@@ -223,7 +223,8 @@ function createTable (fd: number, generation: Uint8Array, count: number, firsts:
             if (c < 0) continue
             if (c > 0 || taken >= limit) { stop = true; break }
             taken++
-            if (!each(i, pageView.getUint32(e * ENTRY_BYTES + BLOCK_PREFIX_BYTES), pageView.getUint32(e * ENTRY_BYTES + BLOCK_PREFIX_BYTES + 4))) { stop = true; break }
+            const at = e * ENTRY_BYTES + BLOCK_PREFIX_BYTES
+            if (!each(i, pageView.getUint32(at), pageView.getUint32(at + 4))) { stop = true; break }
           }
           if (loadedEntries < PAGE_ENTRIES) break
         }
