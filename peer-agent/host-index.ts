@@ -75,6 +75,11 @@ export interface HostIndex {
   open: () => Promise<void>
   /** Brings the index up to date with the folders: new and changed files hashed, deleted ones dropped. */
   refresh: (options?: AbortOptions & { onProgress?: (s: RefreshStats) => void }) => Promise<RefreshStats>
+  /**
+   * True once open when the table of a completed refresh is in place: lookups then answer
+   * as of that refresh, fast. False before a first refresh completed, or after one was cut short.
+   */
+  isReady: () => boolean
   /** Candidate locations of a block with this 8-byte prefix (not verified: re-read and re-hash before use). */
   lookup: (prefix: Uint8Array) => Promise<BlockLocation[]>
   /** Candidates of many prefixes through one iterator (sorted seeks): far less native memory than one iterator each. */
@@ -199,17 +204,16 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
    * Writes blocks.table of `generation`: the old table merged with what the refresh
    * changed, or (no usable table, or too many changes to hold) every entry from level.
    */
-  async function rewriteTable (generation: Uint8Array, change: TableChange): Promise<void> {
-    const pieces = table != null && change.added != null
-      ? mergeEntries(table.entries(), change.dropped, sortEntries(Buffer.concat(change.added)))
+  async function rewriteTable (generation: Uint8Array, change: TableChange, base: BlockTable | undefined): Promise<BlockTable | undefined> {
+    const pieces = base != null && change.added != null
+      ? mergeEntries(base.entries(), change.dropped, sortEntries(Buffer.concat(change.added)))
       : levelEntries()
     try {
       await writeBlockTable(tablePath, generation, pieces)
     } catch (err) {
       logger.warn(`index: cannot write ${tablePath}: ${(err as Error).message} (lookups read the database instead, slower)`)
     }
-    table?.close()
-    table = openBlockTable(tablePath, generation)
+    return openBlockTable(tablePath, generation)
   }
 
   /** Delete ops for a file's entries and record. */
@@ -326,68 +330,79 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       }
       // a change to the block entries makes the table stale: a new generation first
       const changes = todo.length > 0 || seen.size < byId.size
+      // from here lookups must not trust the old table (it only feeds the merge), also if this refresh fails
+      const base = table
+      if (changes) table = undefined
       const generation = changes ? await newGeneration() : undefined
-      const change: TableChange = { dropped: new Set(), added: [], addedEntries: 0 }
-      // files gone (deleted, folder vanished or no longer indexed): drop them and their entries
-      let pending: Op[] = []
-      const flush = async (): Promise<void> => {
-        if (pending.length === 0) return
-        const ops = pending
-        pending = []
-        await db.batch(ops)
-      }
-      for (const [id, rec] of byId) {
-        if (seen.has(id)) continue
-        change.dropped.add(id)
-        for (const op of await dropOps(id)) pending.push(op)
-        byId.delete(id)
-        if (byPath.get(rec.path) === id) byPath.delete(rec.path)
-        stats.removed++
-        if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
-      }
-      await flush()
-
-      // hash new and changed files, INDEX_CONCURRENCY at a time, with one read buffer per worker
-      let sinceYield = 0
-      const scratch: Array<{ buf: Uint8Array, digests: Uint8Array }> = []
-      await forEachLimit(todo, concurrency, async (item, _i, worker) => {
-        scratch[worker] ??= { buf: new Uint8Array(readBytes), digests: new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES) }
-        const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
-        if (item.oldId != null) change.dropped.add(item.oldId)
-        const id = item.oldId ?? nextId++
-        try {
-          const { keys, listBytes, count, bytes } = hashFileBlocks(item.path, item.st.size, id, scratch[worker])
-          stats.bytesHashed += bytes
-          // the file changed while being read: index what we read, the next refresh sees the new mtime
-          const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
-          for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
-          noteAdded(change, keys, count, tableMergeMax)
-          ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
-          ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
-          byId.set(id, rec)
-          byPath.set(item.path, id)
-          stats.hashed++
-          stats.blocks += count
-        } catch (err) {
-          stats.warnings++
-          logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
-          if (item.oldId != null) {
-            byId.delete(item.oldId)
-            byPath.delete(item.path)
-          }
+      try {
+        const change: TableChange = { dropped: new Set(), added: [], addedEntries: 0 }
+        // files gone (deleted, folder vanished or no longer indexed): drop them and their entries
+        let pending: Op[] = []
+        const flush = async (): Promise<void> => {
+          if (pending.length === 0) return
+          const ops = pending
+          pending = []
+          await db.batch(ops)
         }
-        for (const op of ops) pending.push(op)
-        if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
-        else if (++sinceYield >= 256) { sinceYield = 0; await yieldLoop() }
-        options.onProgress?.(stats)
-      }, options)
-      const idBytes = new Uint8Array(4)
-      new DataView(idBytes.buffer).setUint32(0, nextId)
-      pending.push({ type: 'put', key: NEXT_ID_KEY, value: idBytes })
-      await flush()
-      if (generation != null || table == null) await rewriteTable(generation ?? await newGeneration(), change)
+        for (const [id, rec] of byId) {
+          if (seen.has(id)) continue
+          change.dropped.add(id)
+          for (const op of await dropOps(id)) pending.push(op)
+          byId.delete(id)
+          if (byPath.get(rec.path) === id) byPath.delete(rec.path)
+          stats.removed++
+          if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+        }
+        await flush()
+
+        // hash new and changed files, INDEX_CONCURRENCY at a time, with one read buffer per worker
+        let sinceYield = 0
+        const scratch: Array<{ buf: Uint8Array, digests: Uint8Array }> = []
+        await forEachLimit(todo, concurrency, async (item, _i, worker) => {
+          scratch[worker] ??= { buf: new Uint8Array(readBytes), digests: new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES) }
+          const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
+          if (item.oldId != null) change.dropped.add(item.oldId)
+          const id = item.oldId ?? nextId++
+          try {
+            const { keys, listBytes, count, bytes } = hashFileBlocks(item.path, item.st.size, id, scratch[worker])
+            stats.bytesHashed += bytes
+            // the file changed while being read: index what we read, the next refresh sees the new mtime
+            const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
+            for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
+            noteAdded(change, keys, count, tableMergeMax)
+            ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
+            ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
+            byId.set(id, rec)
+            byPath.set(item.path, id)
+            stats.hashed++
+            stats.blocks += count
+          } catch (err) {
+            stats.warnings++
+            logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
+            if (item.oldId != null) {
+              byId.delete(item.oldId)
+              byPath.delete(item.path)
+            }
+          }
+          for (const op of ops) pending.push(op)
+          if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+          else if (++sinceYield >= 256) { sinceYield = 0; await yieldLoop() }
+          options.onProgress?.(stats)
+        }, options)
+        const idBytes = new Uint8Array(4)
+        new DataView(idBytes.buffer).setUint32(0, nextId)
+        pending.push({ type: 'put', key: NEXT_ID_KEY, value: idBytes })
+        await flush()
+        if (generation != null || base == null) table = await rewriteTable(generation ?? await newGeneration(), change, base)
+      } finally {
+        if (base != null && base !== table) base.close()
+      }
       stats.seconds = (performance.now() - started) / 1000
       return stats
+    },
+
+    isReady () {
+      return table != null
     },
 
     async lookup (prefix) {

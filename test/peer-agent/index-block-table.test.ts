@@ -183,4 +183,28 @@ describe('host index lookups through the table', () => {
     expect(r.table).toEqual(r.level)
     expect(r.table).toEqual(found)
   })
+
+  it('stops using its table once a refresh that changes the index fails, in the same process and the next', async () => {
+    const root = join(tmp.path, 'cut')
+    await mkdir(join(root, 'sub'), { recursive: true })
+    const first = seededBytes(31, 8 * BLOCK_SIZE)
+    await writeFile(join(root, 'f.bin'), first)
+    const db = join(tmp.path, 'db-cut')
+    const idx = createHostIndex({ logger }, { dbPath: db, folders: [root] })
+    await idx.refresh()
+    expect(idx.isReady()).toBe(true)
+    // f.bin changes (hashed first: files of a folder come before its subfolders), then more files to hash
+    await writeFile(join(root, 'f.bin'), seededBytes(32, 8 * BLOCK_SIZE))
+    for (let i = 0; i < 5; i++) await writeFile(join(root, 'sub', `g${i}.bin`), seededBytes(40 + i, 4 * BLOCK_SIZE))
+    const stop = new AbortController()
+    await expect(idx.refresh({ signal: stop.signal, onProgress: (st) => { if (st.hashed >= 1) stop.abort() } })).rejects.toThrow()
+    expect(idx.isReady()).toBe(false)
+    const asked = [...prefixesOf(first), ...prefixesOf(seededBytes(32, 8 * BLOCK_SIZE))]
+    const here = await idx.lookupMany(asked)
+    await idx.close()
+    // as level answers (the refresh stopped before its batch: f.bin's old entries are what level holds)
+    const r = await bothWays(db, [root], asked)
+    expect(here).toEqual(r.level)
+    expect(r.table).toEqual(r.level) // bothWays' first open already reads no table: the generation changed
+  })
 })
