@@ -13,6 +13,7 @@ import type { BlockSource, SyncContext } from './block-source.ts'
 import { blockOffsets, matchesPrefix, prefixKey } from './sync-ledger.ts'
 import { OPEN_FILES_MAX } from './constants.ts'
 import type { HostIndex } from './host-index.ts'
+import { describeRefresh } from './index-stats.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** Reads BLOCK_SIZE bytes of `fd` at `offset` into `buf`, zero-padded past EOF; the number of bytes read. */
@@ -159,7 +160,6 @@ export function createHostIndexSource (components: { index: HostIndex, logger: A
 
 /** Refreshes the host index and logs what it found. */
 export async function refreshHostIndex (index: HostIndex, logger: AgentLogger, options: AbortOptions): Promise<void> {
-  const { describeRefresh } = await import('./host-index.ts') // loaded already by whoever opened the index
   logger.info(describeRefresh(await index.refresh(options)))
 }
 
