@@ -52,6 +52,15 @@ export const options = {
   'cpu-prof': { type: 'string' }
 } as const
 
+/** --runs (default 3) and --level (default 3), checked. */
+export function runsAndLevel (values: { runs?: string, level?: string }): { runs: number, level: number } {
+  const runs = Number(values.runs ?? 3)
+  const level = Number(values.level ?? 3)
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer')
+  if (!Number.isInteger(level) || level < 1 || level > 22) throw new Error('--level must be an integer from 1 to 22')
+  return { runs, level }
+}
+
 /** What /usr/bin/time and /proc said of one agent run. */
 interface AgentRun { wall: number, user: number, sys: number, rssMiB: number, coordinatorCpu: number }
 
@@ -85,10 +94,7 @@ const fmt = (r: AgentRun): string =>
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, strict: true })
-  const runs = Number(values.runs ?? 3)
-  const level = Number(values.level ?? 3)
-  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer')
-  if (!Number.isInteger(level) || level < 1 || level > 22) throw new Error('--level must be an integer from 1 to 22')
+  const { runs, level } = runsAndLevel(values)
   const corpus = findCorpus(values.corpus)
   const clis = (values.cli ?? [CLI]).map(c => resolve(c))
   const nodeArgs = values['cpu-prof'] != null ? ['--cpu-prof', `--cpu-prof-dir=${resolve(values['cpu-prof'])}`] : []

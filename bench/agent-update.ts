@@ -14,7 +14,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createPublishClient } from '../client/publish-client.ts'
-import { fileDigest, timedSync } from './agent-cpu.ts'
+import { fileDigest, options, runsAndLevel, timedSync } from './agent-cpu.ts'
 import { findCorpus } from './lib/corpus.ts'
 import { startBranchCoordinator } from './lib/corpus-coordinator.ts'
 import { cpuSeconds } from './lib/proc.ts'
@@ -41,15 +41,8 @@ CLI after one not counted (compile cache); --cli runs another checkout's
 bin/trimswarm.js, given more than once the CLIs take turns in every round;
 --cpu-prof DIR writes a V8 CPU profile of every update into DIR.`
 
-/** Its options. */
-export const options = {
-  corpus: { type: 'string' },
-  work: { type: 'string' },
-  runs: { type: 'string' },
-  level: { type: 'string' },
-  cli: { type: 'string', multiple: true },
-  'cpu-prof': { type: 'string' }
-} as const
+/** Its options: agent-cpu's. */
+export { options }
 
 /** One timed update. */
 interface UpdateRun { cpu: number, wall: number, rssMiB: number, coordinatorCpu: number, originMB: number }
@@ -57,10 +50,7 @@ interface UpdateRun { cpu: number, wall: number, rssMiB: number, coordinatorCpu:
 /** Runs the benchmark. */
 export async function run (argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options, strict: true })
-  const runs = Number(values.runs ?? 3)
-  const level = Number(values.level ?? 3)
-  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer')
-  if (!Number.isInteger(level) || level < 1 || level > 22) throw new Error('--level must be an integer from 1 to 22')
+  const { runs, level } = runsAndLevel(values)
   const corpus = findCorpus(values.corpus)
   const clis = (values.cli ?? [CLI]).map(c => resolve(c))
   const profArgs = values['cpu-prof'] != null ? ['--cpu-prof', `--cpu-prof-dir=${resolve(values['cpu-prof'])}`] : []
