@@ -27,6 +27,7 @@ import { createPeerLedger, measureRate, needsRefill, timeoutReason, type PeerLed
 import { describeError, peerLog } from './peer-log.ts'
 import { lengthsOf, verifiedPieces, type ReceivedBlock } from './received-chunk.ts'
 import { planRequests, selectOriginChunks } from './request-planner.ts'
+import { createSettleWait } from './settle.ts'
 import { createWantList, HAD, ORIGIN } from './want-list.ts'
 
 /** What a session uses of its swarm node. */
@@ -71,7 +72,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   let closed = false
   let started = false
   let pumpScheduled = false
-  let settleUntil = Number.POSITIVE_INFINITY
+  // no origin chunks while peers that start with us may still come (settle.ts)
+  const settle = createSettleWait((init.peers ?? []).map(peerIdOf).filter(id => id != null && id !== self) as string[])
   let served: ServedVersion | undefined
   let changeWaiters: Array<() => void> = []
   let resolveDone!: () => void
@@ -80,6 +82,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
 
   const emit = (e: SwarmEvent): void => { try { init.onEvent?.(e) } catch {} }
   const notifyChange = (): void => { const waiting = changeWaiters; changeWaiters = []; for (const f of waiting) f() }
+  /** Listed peer `id` is connected or not coming: the last one ends the settle wait. */
+  const arrived = (id: string): void => { if (settle.arrived(id)) notifyChange() }
 
   function schedulePump (): void {
     if (pumpScheduled || closed) return
@@ -262,6 +266,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function addPeer (id: string, framed: FramedStream, have: HaveMessage): void {
     const p: SessionPeer = Object.assign(createPeerLedger(id, chunkCount, have.active, performance.now()), { framed })
     peers.set(id, p)
+    arrived(id)
     onHave(p, have.bitmap, undefined)
     emit({ type: 'peer.connected', peerId: id })
     readLoop(p).catch(err => { drop(p, describeError(err)) })
@@ -287,6 +292,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       const opened = await openBlockStream(connection, init.capability, dialSignal, blockProtocols)
       if ('refused' in opened) {
         logger.info(`swarm: ${where}: peer ${id} refused: ${opened.refused}`)
+        if (!opened.notServing) arrived(id)
         // a peer that is not serving the version yet is asked again soon, not after the full back-off
         book.backOff(id, performance.now() + (opened.notServing ? REDIAL_INTERVAL_MS : retryBackoffMs))
         return
@@ -296,7 +302,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       addPeer(id, opened.framed, opened.have)
     } catch (err) {
       if (!closed) peerLog(logger, err, 'info')(`swarm: ${where}: cannot fetch from ${id ?? dialKey}: ${describeError(err)}`)
-      if (id != null) book.backOff(id, performance.now() + retryBackoffMs)
+      if (id != null) { book.backOff(id, performance.now() + retryBackoffMs); arrived(id) }
     } finally {
       dialing.delete(dialKey)
       if (id != null && id !== known) dialing.delete(id)
@@ -334,7 +340,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function startTimers (): void {
     const timeoutCheck = setInterval(checkTimeouts, Math.min(1000, timeouts.stallMs / 2))
     const redial = setInterval(() => { void connectKnown() }, REDIAL_INTERVAL_MS)
-    settleUntil = performance.now() + SETTLE_MS
+    settle.begin(performance.now(), SETTLE_MS)
     const settled = setTimeout(notifyChange, SETTLE_MS + 1)
     cleanups.push(() => { clearInterval(timeoutCheck); clearInterval(redial); clearTimeout(settled) })
   }
@@ -368,6 +374,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       startTimers()
       // Wait for the known peers' have-maps (bounded by CONNECT_TIMEOUT_MS) so the first originChunks() already sees them.
       await connectKnown()
+      settle.joined([...peers.values()].some(p => p.have.some(byte => byte !== 0)))
       useDht()
       schedulePump()
     },
@@ -388,7 +395,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     },
     originChunks (max = Number.POSITIVE_INFINITY) {
       const now = performance.now()
-      if (now < settleUntil) return []
+      if (settle.settling(now)) return []
       const mine = selectOriginChunks(wants, self, peers, now, max)
       wants.reserveForOrigin(mine)
       stats.chunksForOrigin += mine.length

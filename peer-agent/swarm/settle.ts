@@ -1,0 +1,43 @@
+/**
+ * The settle wait of a session's claim rule (pure state, no I/O; docs/ARCHITECTURE.md "Swarm",
+ * test/peer-agent/swarm/settle.test.ts). For at most SETTLE_MS from the session's start,
+ * originChunks() hands out nothing while
+ * - listed peers (the rendezvous's list) may still come: agents that start together then split the
+ *   claims instead of each claiming everything while alone. A peer is no longer waited for once
+ *   connected, or once its dial failed or it refused for another reason than not serving the
+ *   version yet (an agent that has left);
+ * - or none was listed: a lone agent may be the first of several that start together, the others
+ *   still starting (they find it at the rendezvous); while it waits they connect and share the
+ *   claims, rather than finding it already gone (it lingers only while peers fetch from it);
+ * - or we joined late: a peer already held chunks when we started, so peers fetch from the origin
+ *   already, and the rounds they claimed before we came (some ours by the new claim rule) must land
+ *   and be announced first, or we would fetch them again.
+ * Agents that start together, the listed ones all connected, ask the origin at once (issue 21: 1-1.5 s
+ * sooner at 100 mbit, docs/BENCHMARKS.md "Time to ready at 100 mbit (session 8)").
+ */
+
+/** The settle wait of one session. */
+export interface SettleWait {
+  /** The session starts at `now` (performance.now()): the wait lasts at most `settleMs` from here. */
+  begin: (now: number, settleMs: number) => void
+  /** Listed peer `id` is connected or not coming; true when it was the last one waited for. */
+  arrived: (id: string) => boolean
+  /** The start's dials are done; `late`: a connected peer held chunks then. */
+  joined: (late: boolean) => void
+  /** Whether the claim rule still hands out nothing at `now`. */
+  settling: (now: number) => boolean
+}
+
+/** The wait for a session whose rendezvous listed `listed` (peer ids, ourselves left out). */
+export function createSettleWait (listed: Iterable<string>): SettleWait {
+  const expected = new Set(listed)
+  const lone = expected.size === 0
+  let until = Number.POSITIVE_INFINITY
+  let late = true
+  return {
+    begin (now, settleMs) { until = now + settleMs },
+    arrived: (id) => expected.delete(id) && expected.size === 0,
+    joined (joinedLate) { late = joinedLate },
+    settling: (now) => now < until && (lone || late || expected.size > 0)
+  }
+}
