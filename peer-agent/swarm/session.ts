@@ -72,6 +72,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   let closed = false
   let started = false
   let pumpScheduled = false
+  let startedAt = 0
   // no origin chunks while peers that start with us may still come (settle.ts)
   const settle = createSettleWait((init.peers ?? []).map(peerIdOf).filter(id => id != null && id !== self) as string[])
   let served: ServedVersion | undefined
@@ -112,7 +113,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     if (p.closed) return
     p.closed = true
     peers.delete(p.id)
-    wants.forget(p)
+    wants.forget(p, performance.now())
     p.framed.stream.abort(new Error(reason))
     book.backOff(p.id, performance.now() + backoffMs)
     if (!closed) {
@@ -227,7 +228,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
         await onBlock(p, m.index, m)
         return true
       case 'dont-have':
-        if (wants.dontHave(p, m.indices) > 0) schedulePump()
+        if (wants.dontHave(p, m.indices, performance.now()) > 0) schedulePump()
         return true
       case 'error':
         drop(p, `peer error ${m.code}: ${m.message}`)
@@ -340,9 +341,17 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function startTimers (): void {
     const timeoutCheck = setInterval(checkTimeouts, Math.min(1000, timeouts.stallMs / 2))
     const redial = setInterval(() => { void connectKnown() }, REDIAL_INTERVAL_MS)
-    settle.begin(performance.now(), SETTLE_MS)
+    startedAt = performance.now()
+    settle.begin(startedAt, SETTLE_MS)
     const settled = setTimeout(notifyChange, SETTLE_MS + 1)
     cleanups.push(() => { clearInterval(timeoutCheck); clearInterval(redial); clearTimeout(settled) })
+  }
+
+  /** Who the first origin claims were split with, and when (debug: agents that start together must split them the same way). */
+  function logFirstClaims (count: number, now: number): void {
+    const others = [...peers.values()].filter(p => p.active && !p.closed).map(p => p.id)
+    logger.debug?.(`swarm: ${where}: first origin claims (${count} chunks) ${Math.round(now - startedAt)} ms after the start, ` +
+      `split with ${others.length === 0 ? 'no peer' : others.join(', ')}`)
   }
 
   /** DHT: dials the providers of the version, and announces us as one when we serve it. */
@@ -398,6 +407,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       if (settle.settling(now)) return []
       const mine = selectOriginChunks(wants, self, peers, now, max)
       wants.reserveForOrigin(mine)
+      if (stats.chunksForOrigin === 0 && mine.length > 0) logFirstClaims(mine.length, now)
       stats.chunksForOrigin += mine.length
       return mine
     },
