@@ -214,8 +214,7 @@ function startRound (run: RoundRun, round: OriginRound, before: Promise<void>, o
       for (const c of round.chunks) state.busy[c] = 0
     }
     for (const i of round.reserved) {
-      if (sync.isVerified(i)) session.markHave(i)
-      else run.givenUp.add(i)
+      if (sync.isVerified(i)) { session.markHave(i); run.fromOrigin++ } else run.givenUp.add(i)
     }
     await ctx.tick()
   })()
