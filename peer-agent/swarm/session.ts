@@ -383,7 +383,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       startTimers()
       // Wait for the known peers' have-maps (bounded by CONNECT_TIMEOUT_MS) so the first originChunks() already sees them.
       await connectKnown()
-      settle.joined([...peers.values()].some(p => p.have.some(byte => byte !== 0)))
+      settle.joined([...peers.values()].some(p => p.active && p.have.some(byte => byte !== 0)))
       useDht()
       schedulePump()
     },

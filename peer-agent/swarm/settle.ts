@@ -9,9 +9,10 @@
  * - or none was listed: a lone agent may be the first of several that start together, the others
  *   still starting (they find it at the rendezvous); while it waits they connect and share the
  *   claims, rather than finding it already gone (it lingers only while peers fetch from it);
- * - or we joined late: a peer already held chunks when we started, so peers fetch from the origin
- *   already, and the rounds they claimed before we came (some ours by the new claim rule) must land
- *   and be announced first, or we would fetch them again.
+ * - or we joined late: a peer still syncing (ACTIVE) already held chunks when we started, so peers
+ *   fetch from the origin already, and the rounds they claimed before we came (some ours by the new
+ *   claim rule) must land and be announced first, or we would fetch them again. A peer that has
+ *   finished (serving, not ACTIVE) has no round in flight: joining only such peers, we start at once.
  * Agents that start together, the listed ones all connected, ask the origin at once (issue 21: 1-1.5 s
  * sooner at 100 mbit, docs/BENCHMARKS.md "Time to ready at 100 mbit (session 8)").
  */
@@ -22,7 +23,7 @@ export interface SettleWait {
   begin: (now: number, settleMs: number) => void
   /** Listed peer `id` is connected or not coming; true when it was the last one waited for. */
   arrived: (id: string) => boolean
-  /** The start's dials are done; `late`: a connected peer held chunks then. */
+  /** The start's dials are done; `late`: a connected peer still syncing held chunks then. */
   joined: (late: boolean) => void
   /** Whether the claim rule still hands out nothing at `now`. */
   settling: (now: number) => boolean

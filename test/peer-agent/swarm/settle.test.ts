@@ -137,6 +137,19 @@ describe('settle wait', () => {
     expect(mine).toEqual(ours)
   })
 
+  it('a session that joins a peer that has finished (serving, not syncing: no round in flight) asks the origin at once for the rest', async () => {
+    const keys = await coordinatorKeys()
+    const count = 16 * CLAIM_GROUP_CHUNKS
+    const v = makeVersion(26, count, 1)
+    const done = await node(keys.publicKeyRaw)
+    // a peer serving what it holds (half the version here), no longer syncing it: no claim participant
+    done.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(v.chunks.slice(0, count / 2).entries()), active: false })
+    const session = await sessionOf(await node(keys.publicKeyRaw), keys.privateKey, v, [done.getMultiaddrs()[0]])
+    await session.start()
+    expect(session.peers()).toEqual([done.peerId])
+    expect(session.originChunks()).toEqual(Array.from({ length: count / 2 }, (_, k) => count / 2 + k))
+  })
+
   it('a lone session (no peer listed) waits SETTLE_MS: others that start with it may still be starting', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(21, 16, 2)
