@@ -24,6 +24,15 @@ async function node (publicKeyRaw: Uint8Array): Promise<Swarm> {
   return swarm
 }
 
+/** A peer serving the first half of a 16-group version; `active`: still syncing it (a claim participant). */
+async function peerWithFirstHalf (publicKeyRaw: Uint8Array, seed: number, active: boolean): Promise<{ v: TestVersion, count: number, peer: Swarm }> {
+  const count = 16 * CLAIM_GROUP_CHUNKS
+  const v = makeVersion(seed, count, 1)
+  const peer = await node(publicKeyRaw)
+  peer.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(v.chunks.slice(0, count / 2).entries()), active })
+  return { v, count, peer }
+}
+
 async function sessionOf (self: Swarm, privateKey: CryptoKey, v: TestVersion, peers: string[]): Promise<SwarmSession> {
   const provider = memoryProvider()
   const session = self.createSession({
@@ -118,11 +127,8 @@ describe('settle wait', () => {
 
   it('a session that joins peers already holding chunks (they claim from the origin already) waits SETTLE_MS', async () => {
     const keys = await coordinatorKeys()
-    const count = 16 * CLAIM_GROUP_CHUNKS
-    const v = makeVersion(25, count, 1)
-    const busy = await node(keys.publicKeyRaw)
     // an agent that started before us and has fetched the first half of the version
-    busy.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(v.chunks.slice(0, count / 2).entries()), active: true })
+    const { v, count, peer: busy } = await peerWithFirstHalf(keys.publicKeyRaw, 25, true)
     const self = await node(keys.publicKeyRaw)
     const session = await sessionOf(self, keys.privateKey, v, [busy.getMultiaddrs()[0]])
     const t0 = performance.now()
@@ -139,11 +145,8 @@ describe('settle wait', () => {
 
   it('a session that joins a peer that has finished (serving, not syncing: no round in flight) asks the origin at once for the rest', async () => {
     const keys = await coordinatorKeys()
-    const count = 16 * CLAIM_GROUP_CHUNKS
-    const v = makeVersion(26, count, 1)
-    const done = await node(keys.publicKeyRaw)
     // a peer serving what it holds (half the version here), no longer syncing it: no claim participant
-    done.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(v.chunks.slice(0, count / 2).entries()), active: false })
+    const { v, count, peer: done } = await peerWithFirstHalf(keys.publicKeyRaw, 26, false)
     const session = await sessionOf(await node(keys.publicKeyRaw), keys.privateKey, v, [done.getMultiaddrs()[0]])
     await session.start()
     expect(session.peers()).toEqual([done.peerId])
