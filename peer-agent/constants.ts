@@ -160,12 +160,8 @@ export const LAN_IDLE_MS = 500
  */
 export const DEFAULT_LINGER_SECONDS = 120
 
-/**
- * While it waits for the signed manifest from a peer of its site, an agent asks its peers again after this long (ms).
- * The leader's download takes about 0.1 s at 100 Mbit/s: at 200 ms the others waited up to 0.2 s more for their next
- * ask (issue 21); an ask is one small stream on a connection already open.
- */
-export const LAN_MANIFEST_POLL_MS = 50
+/** While it waits for the signed manifest from a peer of its site, an agent asks its peers again after this long (ms). */
+export const LAN_MANIFEST_POLL_MS = 200
 
 /**
  * An agent that is not the one of its site to download a manifest (the lowest peer id of those
