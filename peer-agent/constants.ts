@@ -13,6 +13,12 @@ export const INDEX_CONCURRENCY = 1
 /** Block entries buffered before one level batch write while indexing. */
 export const INDEX_BATCH_ENTRIES = 16_384
 
+/**
+ * New block entries a refresh keeps in memory (16 bytes each, 16 MB) to merge into the
+ * host index's sorted table; past it the table is rewritten from the database instead.
+ */
+export const INDEX_TABLE_MERGE_MAX_ENTRIES = 1_000_000
+
 /** Candidates returned per prefix lookup: the same 4 KiB block in more files adds nothing once one copy verifies. */
 export const INDEX_MAX_CANDIDATES = 4
 

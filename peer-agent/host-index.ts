@@ -9,20 +9,29 @@
  *   0x02 prefix(8) fileId(4) block(4)   -> empty                                     block entries
  *   0x03 fileId(4)                      -> (prefix(8) block(4))*                     a file's entries, to drop them
  *   0x04 'next-id'                      -> uint32                                    id allocator
+ *   0x05 'table-generation'             -> 16 random bytes                           generation of blocks.table
  * A file's entries, its entry list and its record are written in one batch, so
  * a crash leaves either the old or the new state of that file.
+ *
+ * Lookups read the block entries from blocks.table (index-block-table.ts), a
+ * sorted copy written at the end of every refresh that changed the index; a
+ * refresh cut short leaves a table of an older generation, which is not used
+ * (lookups seek level instead) until the next refresh writes it anew.
  */
-import { closeSync, lstatSync, openSync, readdirSync, type Stats } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { lstatSync, readdirSync, type Stats } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { Level } from 'level'
-import { hashBlocks } from '../chunker/blake3.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
-import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES } from './constants.ts'
+import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES, INDEX_TABLE_MERGE_MAX_ENTRIES } from './constants.ts'
+import { type BlockTable, ENTRY_BYTES, GENERATION_BYTES, mergeEntries, openBlockTable, sortEntries, writeBlockTable } from './index-block-table.ts'
+import {
+  BLOCK_KEY_BYTES, blockKey, compareBytes, fileKey, hashFileBlocks, LIST_ENTRY_BYTES, noteAdded, TAG_BLOCK, TAG_FILE, TAG_FILE_BLOCKS, type TableChange
+} from './index-keys.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { mkdirPrivate } from './private-files.ts'
 import { formatBytes, plural } from './progress-reporter.ts'
-import { readFullSync } from '../utils/read-full.ts'
 import { forEachLimit } from '../utils/worker-pool.ts'
 
 /** Where a candidate copy of a block may be on this host. */
@@ -66,6 +75,11 @@ export interface HostIndex {
   open: () => Promise<void>
   /** Brings the index up to date with the folders: new and changed files hashed, deleted ones dropped. */
   refresh: (options?: AbortOptions & { onProgress?: (s: RefreshStats) => void }) => Promise<RefreshStats>
+  /**
+   * True once open when the table of a completed refresh is in place: lookups then answer
+   * as of that refresh, fast. False before a first refresh completed, or after one was cut short.
+   */
+  isReady: () => boolean
   /** Candidate locations of a block with this 8-byte prefix (not verified: re-read and re-hash before use). */
   lookup: (prefix: Uint8Array) => Promise<BlockLocation[]>
   /** Candidates of many prefixes through one iterator (sorted seeks): far less native memory than one iterator each. */
@@ -88,6 +102,8 @@ export interface HostIndexInit {
   /** Bytes per read (default INDEX_READ_BYTES). */
   readBytes?: number
   concurrency?: number
+  /** New block entries a refresh merges into the table in memory (default INDEX_TABLE_MERGE_MAX_ENTRIES); past it the table is rewritten from level. */
+  tableMergeMaxEntries?: number
 }
 
 interface FileStat {
@@ -105,99 +121,11 @@ interface FileRecord {
   dev: number
 }
 
-const TAG_FILE = 1
-const TAG_BLOCK = 2
-const TAG_FILE_BLOCKS = 3
 const NEXT_ID_KEY = Uint8Array.from([4, ...new TextEncoder().encode('next-id')])
-const ZERO_DIGEST = hashBlocks(new Uint8Array(BLOCK_SIZE)).subarray(0, BLOCK_PREFIX_BYTES)
-
-function fileKey (tag: number, id: number): Uint8Array {
-  const k = new Uint8Array(5)
-  k[0] = tag
-  new DataView(k.buffer).setUint32(1, id)
-  return k
-}
-
-function blockKey (prefix: Uint8Array, id: number, block: number): Uint8Array {
-  const k = new Uint8Array(1 + BLOCK_PREFIX_BYTES + 8)
-  k[0] = TAG_BLOCK
-  k.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
-  const dv = new DataView(k.buffer)
-  dv.setUint32(1 + BLOCK_PREFIX_BYTES, id)
-  dv.setUint32(5 + BLOCK_PREFIX_BYTES, block)
-  return k
-}
-
-function isZeroPrefix (digests: Uint8Array, at: number): boolean {
-  for (let i = 0; i < BLOCK_PREFIX_BYTES; i++) if (digests[at + i] !== ZERO_DIGEST[i]) return false
-  return true
-}
-
+const GENERATION_KEY = Uint8Array.from([5, ...new TextEncoder().encode('table-generation')])
+const TABLE_FILE = 'blocks.table'
 const EMPTY = new Uint8Array(0)
 
-function compareBytes (a: Uint8Array, b: Uint8Array): number {
-  for (let i = 0; i < BLOCK_PREFIX_BYTES; i++) if (a[i] !== b[i]) return a[i] - b[i]
-  return 0
-}
-const BLOCK_KEY_BYTES = 1 + BLOCK_PREFIX_BYTES + 8
-const LIST_ENTRY_BYTES = BLOCK_PREFIX_BYTES + 4
-
-/** One file's non-zero blocks as index entries: `count` block keys and entry-list entries, and the bytes read. */
-interface HashedFile { keys: Uint8Array, listBytes: Uint8Array, count: number, bytes: number }
-
-/**
- * Reads and hashes the file at `path` (about `size` bytes; it may change while
- * being read: what was read is indexed) into the block keys of file `id`,
- * zero blocks left out. `scratch` is the caller's read buffer and digest space.
- */
-function hashFileBlocks (path: string, size: number, id: number, scratch: { buf: Uint8Array, digests: Uint8Array }): HashedFile {
-  const { buf, digests } = scratch
-  // one buffer per file for all its keys and its entry list: per-block allocations
-  // (1.4M small buffers for /usr) bloated RSS through malloc, not the JS heap
-  const maxBlocks = Math.ceil(size / BLOCK_SIZE) + 1
-  let keys = new Uint8Array(maxBlocks * BLOCK_KEY_BYTES)
-  let listBytes = new Uint8Array(maxBlocks * LIST_ENTRY_BYTES)
-  let count = 0
-  let pos = 0
-  // sync reads: on page-cached trees the FileHandle round trips cost more than the reads (profiled)
-  const fd = openSync(path, 'r')
-  try {
-    for (;;) {
-      const bytesRead = readFullSync(fd, buf, pos)
-      if (bytesRead === 0) break
-      const padded = Math.ceil(bytesRead / BLOCK_SIZE) * BLOCK_SIZE
-      buf.fill(0, bytesRead, padded)
-      const nBlocks = padded / BLOCK_SIZE
-      hashBlocks(buf.subarray(0, padded), digests)
-      const firstBlock = pos / BLOCK_SIZE
-      if ((count + nBlocks) * BLOCK_KEY_BYTES > keys.length) {
-        // the file grew while being read
-        const k2 = new Uint8Array((count + nBlocks) * 2 * BLOCK_KEY_BYTES); k2.set(keys); keys = k2
-        const l2 = new Uint8Array((count + nBlocks) * 2 * LIST_ENTRY_BYTES); l2.set(listBytes); listBytes = l2
-      }
-      const kdv = new DataView(keys.buffer)
-      const ldv = new DataView(listBytes.buffer)
-      for (let b = 0; b < nBlocks; b++) {
-        const at = b * DIGEST_BYTES
-        if (isZeroPrefix(digests, at)) continue
-        const k = count * BLOCK_KEY_BYTES
-        keys[k] = TAG_BLOCK
-        keys.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), k + 1)
-        kdv.setUint32(k + 1 + BLOCK_PREFIX_BYTES, id)
-        kdv.setUint32(k + 5 + BLOCK_PREFIX_BYTES, firstBlock + b)
-        const l = count * LIST_ENTRY_BYTES
-        listBytes.set(digests.subarray(at, at + BLOCK_PREFIX_BYTES), l)
-        ldv.setUint32(l + BLOCK_PREFIX_BYTES, firstBlock + b)
-        count++
-      }
-      pos += bytesRead
-      if (bytesRead < buf.length) break // end of file (readFullSync reads short only there)
-    }
-  } finally {
-    closeSync(fd)
-  }
-  return { keys, listBytes, count, bytes: pos }
-}
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
@@ -209,12 +137,15 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
   const maxCandidates = init.maxCandidates ?? INDEX_MAX_CANDIDATES
   const readBytes = Math.max(BLOCK_SIZE, Math.floor((init.readBytes ?? INDEX_READ_BYTES) / BLOCK_SIZE) * BLOCK_SIZE)
   const concurrency = init.concurrency ?? INDEX_CONCURRENCY
+  const tableMergeMax = init.tableMergeMaxEntries ?? INDEX_TABLE_MERGE_MAX_ENTRIES
   const { logger } = components
   const db = new Level<Uint8Array, Uint8Array>(init.dbPath, { keyEncoding: 'view', valueEncoding: 'view' })
   const byId = new Map<number, FileRecord>()
   const byPath = new Map<string, number>()
   let nextId = 1
   let opened = false
+  let table: BlockTable | undefined
+  const tablePath = join(init.dbPath, TABLE_FILE)
 
   async function loadTable (): Promise<void> {
     byId.clear()
@@ -240,6 +171,49 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       if (v != null) nextId = new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(0)
     } catch {}
     for (const id of byId.keys()) nextId = Math.max(nextId, id + 1)
+  }
+
+  async function getOptional (key: Uint8Array): Promise<Uint8Array | undefined> {
+    try { return (await db.get(key)) ?? undefined } catch { return undefined }
+  }
+
+  /** A new table generation, in level before any block entry changes (a table of the old one is then stale). */
+  async function newGeneration (): Promise<Uint8Array> {
+    const generation = new Uint8Array(randomBytes(GENERATION_BYTES))
+    await db.put(GENERATION_KEY, generation)
+    return generation
+  }
+
+  /** Every block entry in level, in order, packed (the table rebuilt from scratch). */
+  async function * levelEntries (): AsyncGenerator<Uint8Array> {
+    const it = db.keys({ gte: Uint8Array.of(TAG_BLOCK), lt: Uint8Array.of(TAG_BLOCK + 1), highWaterMarkBytes: 4 * 1024 * 1024 })
+    try {
+      for (;;) {
+        const keys = await it.nextv(16_384)
+        if (keys.length === 0) break
+        const piece = new Uint8Array(keys.length * ENTRY_BYTES)
+        for (let i = 0; i < keys.length; i++) piece.set(keys[i].subarray(1, 1 + ENTRY_BYTES), i * ENTRY_BYTES)
+        yield piece
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
+  /**
+   * Writes blocks.table of `generation`: the old table merged with what the refresh
+   * changed, or (no usable table, or too many changes to hold) every entry from level.
+   */
+  async function rewriteTable (generation: Uint8Array, change: TableChange, base: BlockTable | undefined): Promise<BlockTable | undefined> {
+    const pieces = base != null && change.added != null
+      ? mergeEntries(base.entries(), change.dropped, sortEntries(Buffer.concat(change.added)))
+      : levelEntries()
+    try {
+      await writeBlockTable(tablePath, generation, pieces)
+    } catch (err) {
+      logger.warn(`index: cannot write ${tablePath}: ${(err as Error).message} (lookups read the database instead, slower)`)
+    }
+    return openBlockTable(tablePath, generation)
   }
 
   /** Delete ops for a file's entries and record. */
@@ -292,6 +266,27 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
     }
   }
 
+  /** Lookups without a table: one level seek per prefix (sorted, one iterator). */
+  async function lookupInLevel (prefixes: Uint8Array[], order: number[], take: (i: number, fileId: number, block: number) => boolean): Promise<void> {
+    const it = db.keys({ gte: Uint8Array.of(TAG_BLOCK), lt: Uint8Array.of(TAG_BLOCK + 1) })
+    try {
+      const target = new Uint8Array(1 + BLOCK_PREFIX_BYTES)
+      target[0] = TAG_BLOCK
+      for (const i of order) {
+        const prefix = prefixes[i]
+        target.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
+        it.seek(target)
+        for (const k of await it.nextv(maxCandidates * 2)) {
+          if (compareBytes(k.subarray(1), prefix) !== 0) break
+          const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
+          if (!take(i, dv.getUint32(1 + BLOCK_PREFIX_BYTES), dv.getUint32(5 + BLOCK_PREFIX_BYTES))) break
+        }
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
   const index: HostIndex = {
     folders,
     async open () {
@@ -299,6 +294,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       await mkdirPrivate(init.dbPath) // level creates its files with the umask's mode: the dir keeps them private
       await db.open()
       await loadTable()
+      table = openBlockTable(tablePath, await getOptional(GENERATION_KEY))
       opened = true
     },
 
@@ -332,113 +328,105 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
           await yieldLoop()
         }
       }
-      // files gone (deleted, folder vanished or no longer indexed): drop them and their entries
-      let pending: Op[] = []
-      const flush = async (): Promise<void> => {
-        if (pending.length === 0) return
-        const ops = pending
-        pending = []
-        await db.batch(ops)
-      }
-      for (const [id, rec] of byId) {
-        if (seen.has(id)) continue
-        for (const op of await dropOps(id)) pending.push(op)
-        byId.delete(id)
-        if (byPath.get(rec.path) === id) byPath.delete(rec.path)
-        stats.removed++
-        if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
-      }
-      await flush()
-
-      // hash new and changed files, INDEX_CONCURRENCY at a time, with one read buffer per worker
-      let sinceYield = 0
-      const scratch: Array<{ buf: Uint8Array, digests: Uint8Array }> = []
-      await forEachLimit(todo, concurrency, async (item, _i, worker) => {
-        scratch[worker] ??= { buf: new Uint8Array(readBytes), digests: new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES) }
-        const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
-        const id = item.oldId ?? nextId++
-        try {
-          const { keys, listBytes, count, bytes } = hashFileBlocks(item.path, item.st.size, id, scratch[worker])
-          stats.bytesHashed += bytes
-          // the file changed while being read: index what we read, the next refresh sees the new mtime
-          const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
-          for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
-          ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
-          ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
-          byId.set(id, rec)
-          byPath.set(item.path, id)
-          stats.hashed++
-          stats.blocks += count
-        } catch (err) {
-          stats.warnings++
-          logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
-          if (item.oldId != null) {
-            byId.delete(item.oldId)
-            byPath.delete(item.path)
-          }
+      // a change to the block entries makes the table stale: a new generation first
+      const changes = todo.length > 0 || seen.size < byId.size
+      // from here lookups must not trust the old table (it only feeds the merge), also if this refresh fails
+      const base = table
+      if (changes) table = undefined
+      const generation = changes ? await newGeneration() : undefined
+      try {
+        const change: TableChange = { dropped: new Set(), added: [], addedEntries: 0 }
+        // files gone (deleted, folder vanished or no longer indexed): drop them and their entries
+        let pending: Op[] = []
+        const flush = async (): Promise<void> => {
+          if (pending.length === 0) return
+          const ops = pending
+          pending = []
+          await db.batch(ops)
         }
-        for (const op of ops) pending.push(op)
-        if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
-        else if (++sinceYield >= 256) { sinceYield = 0; await yieldLoop() }
-        options.onProgress?.(stats)
-      }, options)
-      const idBytes = new Uint8Array(4)
-      new DataView(idBytes.buffer).setUint32(0, nextId)
-      pending.push({ type: 'put', key: NEXT_ID_KEY, value: idBytes })
-      await flush()
+        for (const [id, rec] of byId) {
+          if (seen.has(id)) continue
+          change.dropped.add(id)
+          for (const op of await dropOps(id)) pending.push(op)
+          byId.delete(id)
+          if (byPath.get(rec.path) === id) byPath.delete(rec.path)
+          stats.removed++
+          if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+        }
+        await flush()
+
+        // hash new and changed files, INDEX_CONCURRENCY at a time, with one read buffer per worker
+        let sinceYield = 0
+        const scratch: Array<{ buf: Uint8Array, digests: Uint8Array }> = []
+        await forEachLimit(todo, concurrency, async (item, _i, worker) => {
+          scratch[worker] ??= { buf: new Uint8Array(readBytes), digests: new Uint8Array(readBytes / BLOCK_SIZE * DIGEST_BYTES) }
+          const ops: Op[] = item.oldId != null ? await dropOps(item.oldId) : []
+          if (item.oldId != null) change.dropped.add(item.oldId)
+          const id = item.oldId ?? nextId++
+          try {
+            const { keys, listBytes, count, bytes } = hashFileBlocks(item.path, item.st.size, id, scratch[worker])
+            stats.bytesHashed += bytes
+            // the file changed while being read: index what we read, the next refresh sees the new mtime
+            const rec: FileRecord = { path: item.path, size: item.st.size, mtimeMs: item.st.mtimeMs, ino: item.st.ino, dev: item.st.dev }
+            for (let i = 0; i < count; i++) ops.push({ type: 'put', key: keys.subarray(i * BLOCK_KEY_BYTES, (i + 1) * BLOCK_KEY_BYTES), value: EMPTY })
+            noteAdded(change, keys, count, tableMergeMax)
+            ops.push({ type: 'put', key: fileKey(TAG_FILE_BLOCKS, id), value: listBytes.slice(0, count * LIST_ENTRY_BYTES) })
+            ops.push({ type: 'put', key: fileKey(TAG_FILE, id), value: enc.encode(JSON.stringify(rec)) })
+            byId.set(id, rec)
+            byPath.set(item.path, id)
+            stats.hashed++
+            stats.blocks += count
+          } catch (err) {
+            stats.warnings++
+            logger.warn(`index: cannot read ${item.path}: ${(err as Error).message} (skipped)`)
+            if (item.oldId != null) {
+              byId.delete(item.oldId)
+              byPath.delete(item.path)
+            }
+          }
+          for (const op of ops) pending.push(op)
+          if (pending.length >= INDEX_BATCH_ENTRIES) await flush()
+          else if (++sinceYield >= 256) { sinceYield = 0; await yieldLoop() }
+          options.onProgress?.(stats)
+        }, options)
+        const idBytes = new Uint8Array(4)
+        new DataView(idBytes.buffer).setUint32(0, nextId)
+        pending.push({ type: 'put', key: NEXT_ID_KEY, value: idBytes })
+        await flush()
+        if (generation != null || base == null) table = await rewriteTable(generation ?? await newGeneration(), change, base)
+      } finally {
+        if (base != null && base !== table) base.close()
+      }
       stats.seconds = (performance.now() - started) / 1000
       return stats
     },
 
+    isReady () {
+      return table != null
+    },
+
     async lookup (prefix) {
-      if (!opened) await index.open()
-      const gte = new Uint8Array(1 + BLOCK_PREFIX_BYTES)
-      gte[0] = TAG_BLOCK
-      gte.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
-      const lt = blockKey(prefix, 0xffffffff, 0xffffffff)
-      const out: BlockLocation[] = []
-      for await (const k of db.keys({ gte, lte: lt, limit: maxCandidates * 2 })) {
-        const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
-        const rec = byId.get(dv.getUint32(1 + BLOCK_PREFIX_BYTES))
-        if (rec == null) continue // entry of a file being replaced: not a candidate
-        out.push({ path: rec.path, offset: dv.getUint32(5 + BLOCK_PREFIX_BYTES) * BLOCK_SIZE, size: rec.size })
-        if (out.length >= maxCandidates) break
-      }
-      return out
+      return (await index.lookupMany([prefix]))[0]
     },
 
     async lookupMany (prefixes) {
       if (!opened) await index.open()
       const out: BlockLocation[][] = prefixes.map(() => [])
       const order = prefixes.map((_, i) => i).sort((a, b) => compareBytes(prefixes[a], prefixes[b]))
-      const it = db.keys({ gte: Uint8Array.of(TAG_BLOCK), lt: Uint8Array.of(TAG_BLOCK + 1) })
-      try {
-        const target = new Uint8Array(1 + BLOCK_PREFIX_BYTES)
-        target[0] = TAG_BLOCK
-        for (const i of order) {
-          const prefix = prefixes[i]
-          target.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
-          it.seek(target)
-          const keys = await it.nextv(maxCandidates * 2)
-          for (const k of keys) {
-            let same = true
-            for (let b = 0; b < BLOCK_PREFIX_BYTES; b++) if (k[1 + b] !== prefix[b]) { same = false; break }
-            if (!same) break
-            const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
-            const rec = byId.get(dv.getUint32(1 + BLOCK_PREFIX_BYTES))
-            if (rec == null) continue
-            out[i].push({ path: rec.path, offset: dv.getUint32(5 + BLOCK_PREFIX_BYTES) * BLOCK_SIZE, size: rec.size })
-            if (out[i].length >= maxCandidates) break
-          }
-        }
-      } finally {
-        await it.close()
+      const take = (i: number, fileId: number, block: number): boolean => {
+        const rec = byId.get(fileId)
+        if (rec != null) out[i].push({ path: rec.path, offset: block * BLOCK_SIZE, size: rec.size }) // else: a file being replaced
+        return out[i].length < maxCandidates
       }
+      if (table != null) table.lookup(prefixes, order, maxCandidates * 2, take)
+      else await lookupInLevel(prefixes, order, take)
       return out
     },
 
     async close () {
       opened = false
+      table?.close()
+      table = undefined
       byId.clear()
       byPath.clear()
       await db.close()

@@ -27,7 +27,7 @@ import { ChunkUnavailableError, DiskFullError, isDiskFull, SyncIncompleteError }
 import { isInstalledFile, openOutputForReading, openPartialImage, reopenOurs, type PartialImage } from './partial-file.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
-import { createHostIndexSource, createResumeSource, createSelfSeedSource } from './local-sources.ts'
+import { createHostIndexSource, createResumeSource, createSelfSeedSource, refreshHostIndex, refreshHostIndexAfter } from './local-sources.ts'
 import { createBlockBatchSource, fetchChunkFromOrigin } from './origin-sources.ts'
 import { createDeltaPackSource, type DeltaPackSource } from './delta-pack-source.ts'
 import { createCoordinatorPacer } from './background-pacer.ts'
@@ -35,7 +35,7 @@ import { stricterRate } from './rate-limiter.ts'
 import { createSyncLedger, nonZeroBytesOf, type SyncLedger } from './sync-ledger.ts'
 import { createSyncContext, type DrivenSyncContext } from './sync-context.ts'
 import {
-  dropPartialRecords, imageRecordsOf, pruneRecords, readJson, recordInstalled, writeRecord, type Checkpoint, type ImageRecords, type InstalledState
+  baseSummary, dropPartialRecords, imageRecordsOf, pruneRecords, readJson, recordInstalled, writeRecord, type Checkpoint, type ImageRecords, type InstalledState
 } from './sync-records.ts'
 import { createKeyPin, installedManifest, resolveTarget, type SyncTarget } from './sync-target.ts'
 
@@ -136,7 +136,7 @@ export interface ImageSyncInit {
    */
   transfer?: api.TransferMode | 'policy'
   checkpointIntervalMs?: number
-  /** Refresh the host index before using it (default true). */
+  /** Refresh the host index (default true): first if no refresh of it completed, else once the image is in place. */
   refreshIndex?: boolean
   /** Test hook: called after each checkpoint. */
   onCheckpoint?: (verifiedChunks: number) => void
@@ -176,6 +176,8 @@ interface SyncJob {
   deltaPack?: DeltaPackSource
   started: number
   originAtStart: number
+  /** A ready host index the lookups used as it was: refreshed once the image is in place. */
+  refreshIndexAfter?: HostIndex
 }
 
 /** Creates image sync over a coordinator client and the agent's data dir. */
@@ -328,13 +330,15 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     if (job.partial.state !== 'fresh') sources.push(createResumeSource({ fd: job.partial.fd }))
     const outFd = job.oldManifest != null ? openOutputForReading(job.out) : undefined
     if (outFd != null) sources.push({ ...createSelfSeedSource({ fd: outFd, manifest: job.oldManifest! }), close: async () => { closeSync(outFd) } })
-    if (components.hostIndex != null) {
-      if (init.refreshIndex !== false) {
+    const index = components.hostIndex
+    if (index != null) {
+      // a ready index is used as of its last refresh, every block re-hashed (refreshHostIndexAfter)
+      if (init.refreshIndex !== false && index.isReady()) job.refreshIndexAfter = index
+      else if (init.refreshIndex !== false) {
         job.ctx.setPhase('indexing host folders')
-        const { describeRefresh } = await import('./host-index.ts') // loaded already by whoever opened the index
-        logger.info(describeRefresh(await components.hostIndex.refresh({ signal: job.req.signal })))
+        await refreshHostIndex(index, logger, { signal: job.req.signal })
       }
-      sources.push(createHostIndexSource({ index: components.hostIndex, logger }))
+      sources.push(createHostIndexSource({ index, logger }))
     }
     await runSources(job, sources)
   }
@@ -401,14 +405,16 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     ctx.progress()
     components.observer?.finished?.({ manifest, envelope: target.envelope, out })
     const { bytes, ...counts } = ledger.tally
-    return {
+    const summary: SyncSummary = {
       ...baseSummary(manifest, out, job.installedHere),
       ...counts,
       upToDate: false,
       bytes: { ...bytes, origin: client.receivedBytes - job.originAtStart },
-      seconds: (performance.now() - job.started) / 1000,
+      seconds: (performance.now() - job.started) / 1000, // until the image was in place
       usedDeltaPack: job.deltaPack?.used() ?? false
     }
+    if (job.refreshIndexAfter != null) await refreshHostIndexAfter(job.refreshIndexAfter, logger, { signal: job.req.signal })
+    return summary
   }
 
   /** A sync that stopped: what is verified is kept for the next run, except on a full disk, which must not stay full because of us. */
@@ -429,21 +435,4 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   }
 
   return { sync, publicKey }
-}
-
-/** The summary fields every sync has, whatever it did. */
-function baseSummary (manifest: Manifest, out: string, installedHere: InstalledState | undefined): Omit<SyncSummary, 'upToDate' | 'bytes' | 'seconds'> {
-  return {
-    image: manifest.name,
-    version: manifest.version,
-    out,
-    size: manifest.size,
-    nonZeroBytes: nonZeroBytesOf(manifest),
-    fromVersion: installedHere?.version ?? null,
-    discardedBlocks: 0,
-    discardedChunks: 0,
-    chunksFetched: 0,
-    blocksBySource: {},
-    usedDeltaPack: false
-  }
 }

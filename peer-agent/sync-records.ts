@@ -2,7 +2,8 @@
  * What a sync keeps in the agent's data dir, per image (docs/ARCHITECTURE.md
  * "Data dir"): the installed version's record and signed manifest, the
  * checkpoint and manifest of a sync in progress, downloaded delta packs. File
- * names and formats live here; the sync decides when to write them.
+ * names and formats live here; the sync decides when to write them. Also the
+ * summary fields every sync reports from these records.
  */
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -13,6 +14,9 @@ import type { FileIdentity } from './partial-file.ts'
 import type { AgentLogger } from './interface.ts'
 import { mkdirPrivate } from './private-files.ts'
 import { formatBytes } from './progress-reporter.ts'
+import type { Manifest } from '../protocol/manifest.ts'
+import type { SyncSummary } from './image-sync.ts'
+import { nonZeroBytesOf } from './sync-ledger.ts'
 
 /** What is recorded of an installed version (for self-seeding and up-to-date checks). */
 export interface InstalledState {
@@ -125,5 +129,22 @@ export async function pruneRecords (records: ImageRecords, logger: AgentLogger, 
   if (freed.packs + freed.manifests > 0) {
     const what = `${freed.packs} delta pack${freed.packs === 1 ? '' : 's'} and ${freed.manifests} manifest${freed.manifests === 1 ? '' : 's'}`
     logger.info(`data dir: removed ${what} of ${records.image} no longer needed (${formatBytes(freed.bytes)} freed)`)
+  }
+}
+
+/** The summary fields every sync has, whatever it did. */
+export function baseSummary (manifest: Manifest, out: string, installedHere: InstalledState | undefined): Omit<SyncSummary, 'upToDate' | 'bytes' | 'seconds'> {
+  return {
+    image: manifest.name,
+    version: manifest.version,
+    out,
+    size: manifest.size,
+    nonZeroBytes: nonZeroBytesOf(manifest),
+    fromVersion: installedHere?.version ?? null,
+    discardedBlocks: 0,
+    discardedChunks: 0,
+    chunksFetched: 0,
+    blocksBySource: {},
+    usedDeltaPack: false
   }
 }

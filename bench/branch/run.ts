@@ -337,7 +337,7 @@ async function runTrimswarm (ctx: Ctx, scenario: Scenario, coldRan: boolean): Pr
     const t = performance.now()
     const out = await ctx.pm.run('agent index', ...trimswarm(['agent', 'index', '--data', proto, ...index.flatMap(x => ['--index', x]), '--json']))
     const seconds = (performance.now() - t) / 1000
-    ctx.notes.push(`trim: the host index of ${index.join(', ')} was built once with \`trimswarm agent index\` in ${seconds.toFixed(1)} s (not in the measured time) and its data dir copied to each agent; each agent's sync then refreshes it (size/mtime/inode, no re-hashing) inside the measured time. Index stats: ${out.trim().split('\n').slice(-1)[0]?.slice(0, 300) ?? ''}`)
+    ctx.notes.push(`trim: the host index of ${index.join(', ')} was built once with \`trimswarm agent index\` in ${seconds.toFixed(1)} s (not in the measured time) and its data dir copied to each agent; each agent's sync then looks blocks up in it as it is and refreshes it (size/mtime/inode, no re-hashing) once its image is in place, after its measured time (an agent's refresh may overlap others still working). Index stats: ${out.trim().split('\n').slice(-1)[0]?.slice(0, 300) ?? ''}`)
     for (const d of dirs) cpSync(proto, d.data, { recursive: true })
   }
   const version = image === 'next' ? V2 : V1

@@ -1,0 +1,71 @@
+/**
+ * A sync with a ready host index (a refresh of it completed) looks blocks up in it
+ * as of that refresh and refreshes it once the image is in place, not before: a
+ * file added since is missed by this sync and found by the next; a file changed
+ * since fails its re-hash and is not used. Real coordinator and agent processes.
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { b3sumFile, makeHostFolder, makeTestImage, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
+import { runAgent, startTestCoordinator, type TestCoordinator } from './harness.ts'
+
+let tmp: TempDir
+let coord: TestCoordinator
+let base: TestImage
+let host: HostFolder
+let baseSum: string
+
+beforeAll(async () => {
+  tmp = await tempDir('trimswarm-refresh-behind-')
+  base = await makeTestImage(tmp.path, { name: 'base', sizeMiB: 8, files: 24, seed: 31 })
+  host = await makeHostFolder(tmp.path, base)
+  baseSum = await b3sumFile(base.path)
+  coord = await startTestCoordinator(tmp.path)
+  await coord.publish('ws', 'v1', base.path)
+})
+
+afterAll(async () => {
+  await coord?.stop()
+  await tmp?.cleanup()
+})
+
+function common (data: string, out: string): string[] {
+  return ['--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', data, '--out', out, '--json', '--no-lan', '--index', host.path, '--retries', '2']
+}
+
+describe('host index refreshed after the image is in place', () => {
+  it('uses the index as of its last refresh, then refreshes it for the next sync', async () => {
+    // half of the shared files are kept out of the folder while the index is built
+    const later = host.shared.filter((_, i) => i % 2 === 1)
+    expect(later.length).toBeGreaterThan(0)
+    const aside = join(tmp.path, 'aside')
+    for (const f of later) {
+      await mkdir(dirname(join(aside, f.hostPath)), { recursive: true })
+      await rename(join(host.path, f.hostPath), join(aside, f.hostPath))
+    }
+    const data = join(tmp.path, 'data')
+    const built = await runAgent(['index', '--data', data, '--index', host.path, '--json'])
+    expect(built.code, built.stderr).toBe(0)
+    for (const f of later) await rename(join(aside, f.hostPath), join(host.path, f.hostPath))
+    // a file the index knows changes its bytes (same size): its blocks fail the re-hash
+    const changed = host.shared.find((_, i) => i % 2 === 0)!
+    const changedPath = join(host.path, changed.hostPath)
+    const bytes = await readFile(changedPath)
+    await writeFile(changedPath, bytes.map(b => b ^ 0x5a))
+
+    const first = await runAgent(['sync', 'ws@v1', ...common(data, join(tmp.path, 'out1', 'ws.img')), '--verbose'])
+    expect(first.code, first.stderr).toBe(0)
+    expect(await b3sumFile(join(tmp.path, 'out1', 'ws.img'))).toBe(baseSum)
+    // no refresh before the lookups: it ran once the image was in place, and found the added and the changed files
+    const refreshLine = first.stderr.split('\n').find(l => l.includes('host index:')) ?? ''
+    expect(refreshLine).toMatch(new RegExp(`${later.length + 1} new or changed hashed`))
+
+    const second = await runAgent(['sync', 'ws@v1', ...common(data, join(tmp.path, 'out2', 'ws.img'))])
+    expect(second.code, second.stderr).toBe(0)
+    expect(await b3sumFile(join(tmp.path, 'out2', 'ws.img'))).toBe(baseSum)
+    // the next sync takes the files added before the first from the host
+    expect(second.summary.bytes.local).toBeGreaterThan(first.summary.bytes.local)
+    expect(second.summary.bytes.origin).toBeLessThan(first.summary.bytes.origin)
+  })
+})
