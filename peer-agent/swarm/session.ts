@@ -294,6 +294,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       if ('refused' in opened) {
         logger.info(`swarm: ${where}: peer ${id} refused: ${opened.refused}`)
         if (!opened.notServing) arrived(id)
+        else settle.starting(id, performance.now())
         // a peer that is not serving the version yet is asked again soon, not after the full back-off
         book.backOff(id, performance.now() + (opened.notServing ? REDIAL_INTERVAL_MS : retryBackoffMs))
         return

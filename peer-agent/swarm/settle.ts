@@ -5,7 +5,8 @@
  * - listed peers (the rendezvous's list) may still come: agents that start together then split the
  *   claims instead of each claiming everything while alone. A peer is no longer waited for once
  *   connected, or once its dial failed or it refused for another reason than not serving the
- *   version yet (an agent that has left);
+ *   version yet (an agent that has left). A peer not listed that answers it does not serve the
+ *   version yet is waited for the same way (it registered after our list);
  * - or none was listed: a lone agent may be the first of several that start together, the others
  *   still starting (they find it at the rendezvous); while it waits they connect and share the
  *   claims, rather than finding it already gone (it lingers only while peers fetch from it);
@@ -23,6 +24,13 @@ export interface SettleWait {
   begin: (now: number, settleMs: number) => void
   /** Listed peer `id` is connected or not coming; true when it was the last one waited for. */
   arrived: (id: string) => boolean
+  /**
+   * Peer `id`, listed or not (found through an open connection, the rendezvous after our list, mDNS), syncs
+   * the version and does not serve it yet (NOT_SERVING) at `now`: it is starting with us, so it is waited for as
+   * if listed, while the wait lasts. Without it, an agent that registered just after our list was left out
+   * of our first claims and fetched part of them again (branch bench at 20mbit: 62.5 MB on the WAN, 55-58 usually).
+   */
+  starting: (id: string, now: number) => void
   /** The start's dials are done; `late`: a connected peer still syncing held chunks then. */
   joined: (late: boolean) => void
   /** Whether the claim rule still hands out nothing at `now`. */
@@ -38,6 +46,7 @@ export function createSettleWait (listed: Iterable<string>): SettleWait {
   return {
     begin (now, settleMs) { until = now + settleMs },
     arrived: (id) => expected.delete(id) && expected.size === 0,
+    starting (id, now) { if (now < until) expected.add(id) },
     joined (joinedLate) { late = joinedLate },
     settling: (now) => now < until && (lone || late || expected.size > 0)
   }

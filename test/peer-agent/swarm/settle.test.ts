@@ -5,6 +5,7 @@
  * peer not serving yet, as a lone agent, or when it joins peers that fetch from the origin already.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import { multiaddr } from '@multiformats/multiaddr'
 import { CLAIM_GROUP_CHUNKS, claimOwner } from '../../../protocol/block-exchange.ts'
 import { SETTLE_MS } from '../../../peer-agent/swarm/constants.ts'
 import { createSettleWait } from '../../../peer-agent/swarm/settle.ts'
@@ -79,6 +80,17 @@ describe('createSettleWait (pure)', () => {
     late.joined(true)
     expect(late.settling(1000)).toBe(true)
     expect(late.settling(1500)).toBe(false)
+    // a peer not listed that says it does not serve the version yet is waited for too, while the wait lasts
+    const starting = createSettleWait(['a'])
+    starting.begin(0, 1500)
+    starting.joined(false)
+    starting.starting('x', 10)
+    expect(starting.arrived('a')).toBe(false)
+    expect(starting.settling(20)).toBe(true)
+    expect(starting.arrived('x')).toBe(true)
+    expect(starting.settling(20)).toBe(false)
+    starting.starting('y', 1500) // too late: the wait is over
+    expect(starting.settling(1400)).toBe(false)
   })
 })
 
@@ -98,6 +110,30 @@ describe('settle wait', () => {
     const ours = Array.from({ length: count }, (_, i) => i).filter(i => claimOwner(i, [self.peerId, other.peerId]) === self.peerId)
     expect(ours.length).toBeGreaterThan(0)
     expect(session.originChunks()).toEqual(ours)
+  })
+
+  it('a peer not listed that syncs the version but does not serve it yet (it registered after our list) is waited for like a listed one', async () => {
+    const keys = await coordinatorKeys()
+    const count = 16 * CLAIM_GROUP_CHUNKS
+    const v = makeVersion(27, count, 1)
+    const other = await node(keys.publicKeyRaw)
+    other.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(), active: true })
+    const late = await node(keys.publicKeyRaw) // up, its sync not serving the version yet
+    const self = await node(keys.publicKeyRaw)
+    // known through an open connection (as after the manifest exchange), not through our rendezvous list
+    await self.libp2p.dial(multiaddr(late.getMultiaddrs()[0]))
+    const session = await sessionOf(self, keys.privateKey, v, [other.getMultiaddrs()[0]])
+    const t0 = performance.now()
+    await session.start()
+    expect(session.peers()).toEqual([other.peerId])
+    // before, the claims came at once, split with `other` alone
+    expect(session.originChunks()).toEqual([])
+    // `late` starts serving: it is dialled again (or dials us) and the claims are split three ways
+    late.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(), active: true })
+    const mine = await firstClaims(session, t0 + SETTLE_MS + 3000)
+    const owners = [self.peerId, other.peerId, late.peerId]
+    if (session.peers().length === 2) expect(mine).toEqual(Array.from({ length: count }, (_, i) => i).filter(i => claimOwner(i, owners) === self.peerId))
+    else expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_MS - 50)
   })
 
   it('a listed peer that cannot be dialled (an agent that has left) is not waited for', async () => {
