@@ -398,6 +398,15 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       notifyChange()
       schedulePump()
     },
+    listed (addrs) {
+      const now = performance.now()
+      for (const a of addrs) {
+        const id = peerIdOf(a)
+        if (id == null || id === self || peers.has(id)) continue
+        settle.starting(id, now)
+        void connect({ multiaddrs: [a], peerId: id })
+      }
+    },
     release (indices) {
       wants.release(indices)
       notifyChange()

@@ -136,6 +136,26 @@ describe('settle wait', () => {
     else expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_MS - 50)
   })
 
+  it('a peer the rendezvous lists only after the start (session.listed) is dialled and waited for too', async () => {
+    const keys = await coordinatorKeys()
+    const count = 16 * CLAIM_GROUP_CHUNKS
+    const v = makeVersion(28, count, 1)
+    const other = await node(keys.publicKeyRaw)
+    other.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(), active: true })
+    const late = await node(keys.publicKeyRaw) // registered after our list, its sync not serving yet
+    const self = await node(keys.publicKeyRaw)
+    const session = await sessionOf(self, keys.privateKey, v, [other.getMultiaddrs()[0]])
+    const t0 = performance.now()
+    await session.start()
+    session.listed([other.getMultiaddrs()[0], late.getMultiaddrs()[0]])
+    // dialled, answers NOT_SERVING: no claims until it comes or SETTLE_MS has passed
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(session.originChunks()).toEqual([])
+    const mine = await firstClaims(session, t0 + SETTLE_MS + 3000)
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_MS - 50)
+    expect(mine.length).toBeGreaterThan(0)
+  })
+
   it('a listed peer that cannot be dialled (an agent that has left) is not waited for', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(23, 16, 2)
