@@ -72,7 +72,6 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   let closed = false
   let started = false
   let pumpScheduled = false
-  let startedAt = 0
   // no origin chunks while peers that start with us may still come (settle.ts)
   const settle = createSettleWait((init.peers ?? []).map(peerIdOf).filter(id => id != null && id !== self) as string[])
   let served: ServedVersion | undefined
@@ -82,6 +81,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   if (wants.remaining === 0) resolveDone()
 
   const emit = (e: SwarmEvent): void => { try { init.onEvent?.(e) } catch {} }
+  const participants = (): string[] => [...peers.values()].filter(p => p.active && !p.closed).map(p => p.id)
   const notifyChange = (): void => { const waiting = changeWaiters; changeWaiters = []; for (const f of waiting) f() }
   /** Listed peer `id` is connected or not coming: the last one ends the settle wait. */
   const arrived = (id: string): void => { if (settle.arrived(id)) notifyChange() }
@@ -342,17 +342,9 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function startTimers (): void {
     const timeoutCheck = setInterval(checkTimeouts, Math.min(1000, timeouts.stallMs / 2))
     const redial = setInterval(() => { void connectKnown() }, REDIAL_INTERVAL_MS)
-    startedAt = performance.now()
-    settle.begin(startedAt, SETTLE_MS)
+    settle.begin(performance.now(), SETTLE_MS)
     const settled = setTimeout(notifyChange, SETTLE_MS + 1)
     cleanups.push(() => { clearInterval(timeoutCheck); clearInterval(redial); clearTimeout(settled) })
-  }
-
-  /** Who the first origin claims were split with, and when (debug: agents that start together must split them the same way). */
-  function logFirstClaims (count: number, now: number): void {
-    const others = [...peers.values()].filter(p => p.active && !p.closed).map(p => p.id)
-    logger.debug?.(`swarm: ${where}: first origin claims (${count} chunks) ${Math.round(now - startedAt)} ms after the start, ` +
-      `split with ${others.length === 0 ? 'no peer' : others.join(', ')}`)
   }
 
   /** DHT: dials the providers of the version, and announces us as one when we serve it. */
@@ -399,11 +391,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       schedulePump()
     },
     listed (addrs) {
-      const now = performance.now()
       for (const a of addrs) {
         const id = peerIdOf(a)
         if (id == null || id === self || peers.has(id)) continue
-        settle.starting(id, now)
+        settle.starting(id, performance.now())
         void connect({ multiaddrs: [a], peerId: id })
       }
     },
@@ -417,7 +408,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       if (settle.settling(now)) return []
       const mine = selectOriginChunks(wants, self, peers, now, max)
       wants.reserveForOrigin(mine)
-      if (stats.chunksForOrigin === 0 && mine.length > 0) logFirstClaims(mine.length, now)
+      if (stats.chunksForOrigin === 0 && mine.length > 0) logger.debug?.(`swarm: ${where}: ${settle.describeFirst(mine.length, now, participants())}`)
       stats.chunksForOrigin += mine.length
       return mine
     },

@@ -35,6 +35,8 @@ export interface SettleWait {
   joined: (late: boolean) => void
   /** Whether the claim rule still hands out nothing at `now`. */
   settling: (now: number) => boolean
+  /** A log line (debug) for the first `count` chunks claimed at `now`, split with the peers `others`: agents that start together must split them alike. */
+  describeFirst: (count: number, now: number, others: readonly string[]) => string
 }
 
 /** The wait for a session whose rendezvous listed `listed` (peer ids, ourselves left out). */
@@ -42,12 +44,15 @@ export function createSettleWait (listed: Iterable<string>): SettleWait {
   const expected = new Set(listed)
   const lone = expected.size === 0
   let until = Number.POSITIVE_INFINITY
+  let start = 0
   let late = true
   return {
-    begin (now, settleMs) { until = now + settleMs },
+    begin (now, settleMs) { start = now; until = now + settleMs },
     arrived: (id) => expected.delete(id) && expected.size === 0,
     starting (id, now) { if (now < until) expected.add(id) },
     joined (joinedLate) { late = joinedLate },
-    settling: (now) => now < until && (lone || late || expected.size > 0)
+    settling: (now) => now < until && (lone || late || expected.size > 0),
+    describeFirst: (count, now, others) => `first origin claims (${count} chunks) ${Math.round(now - start)} ms after the start, ` +
+      `split with ${others.length === 0 ? 'no peer' : others.join(', ')}`
   }
 }
