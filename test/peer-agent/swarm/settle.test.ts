@@ -25,12 +25,12 @@ async function node (publicKeyRaw: Uint8Array): Promise<Swarm> {
   return swarm
 }
 
-/** A peer serving the first half of a 16-group version; `active`: still syncing it (a claim participant). */
-async function peerWithFirstHalf (publicKeyRaw: Uint8Array, seed: number, active: boolean): Promise<{ v: TestVersion, count: number, peer: Swarm }> {
+/** A peer serving a 16-group version, holding its first `held` chunks; `active`: still syncing it (a claim participant). */
+async function peerServing (publicKeyRaw: Uint8Array, seed: number, held: number, active = true): Promise<{ v: TestVersion, count: number, peer: Swarm }> {
   const count = 16 * CLAIM_GROUP_CHUNKS
   const v = makeVersion(seed, count, 1)
   const peer = await node(publicKeyRaw)
-  peer.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(v.chunks.slice(0, count / 2).entries()), active })
+  peer.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(v.chunks.slice(0, held).entries()), active })
   return { v, count, peer }
 }
 
@@ -97,11 +97,8 @@ describe('createSettleWait (pure)', () => {
 describe('settle wait', () => {
   it('a session whose listed peers are all connected hands out its share of origin chunks at once', async () => {
     const keys = await coordinatorKeys()
-    const count = 16 * CLAIM_GROUP_CHUNKS
-    const v = makeVersion(22, count, 1)
-    const other = await node(keys.publicKeyRaw)
     // another agent syncing the same version, holding nothing yet: a participant of the claim rule
-    other.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(), active: true })
+    const { v, count, peer: other } = await peerServing(keys.publicKeyRaw, 22, 0)
     const self = await node(keys.publicKeyRaw)
     const session = await sessionOf(self, keys.privateKey, v, [other.getMultiaddrs()[0]])
     await session.start()
@@ -114,10 +111,7 @@ describe('settle wait', () => {
 
   it('a peer not listed that syncs the version but does not serve it yet (it registered after our list) is waited for like a listed one', async () => {
     const keys = await coordinatorKeys()
-    const count = 16 * CLAIM_GROUP_CHUNKS
-    const v = makeVersion(27, count, 1)
-    const other = await node(keys.publicKeyRaw)
-    other.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(), active: true })
+    const { v, count, peer: other } = await peerServing(keys.publicKeyRaw, 27, 0)
     const late = await node(keys.publicKeyRaw) // up, its sync not serving the version yet
     const self = await node(keys.publicKeyRaw)
     // known through an open connection (as after the manifest exchange), not through our rendezvous list
@@ -138,10 +132,7 @@ describe('settle wait', () => {
 
   it('a peer the rendezvous lists only after the start (session.listed) is dialled and waited for too', async () => {
     const keys = await coordinatorKeys()
-    const count = 16 * CLAIM_GROUP_CHUNKS
-    const v = makeVersion(28, count, 1)
-    const other = await node(keys.publicKeyRaw)
-    other.serve({ image: 'desk', version: 'v1', chunkCount: count, provider: memoryProvider(), active: true })
+    const { v, count, peer: other } = await peerServing(keys.publicKeyRaw, 28, 0)
     const late = await node(keys.publicKeyRaw) // registered after our list, its sync not serving yet
     const self = await node(keys.publicKeyRaw)
     const session = await sessionOf(self, keys.privateKey, v, [other.getMultiaddrs()[0]])
@@ -184,7 +175,7 @@ describe('settle wait', () => {
   it('a session that joins peers already holding chunks (they claim from the origin already) waits SETTLE_MS', async () => {
     const keys = await coordinatorKeys()
     // an agent that started before us and has fetched the first half of the version
-    const { v, count, peer: busy } = await peerWithFirstHalf(keys.publicKeyRaw, 25, true)
+    const { v, count, peer: busy } = await peerServing(keys.publicKeyRaw, 25, 8 * CLAIM_GROUP_CHUNKS)
     const self = await node(keys.publicKeyRaw)
     const session = await sessionOf(self, keys.privateKey, v, [busy.getMultiaddrs()[0]])
     const t0 = performance.now()
@@ -202,7 +193,7 @@ describe('settle wait', () => {
   it('a session that joins a peer that has finished (serving, not syncing: no round in flight) asks the origin at once for the rest', async () => {
     const keys = await coordinatorKeys()
     // a peer serving what it holds (half the version here), no longer syncing it: no claim participant
-    const { v, count, peer: done } = await peerWithFirstHalf(keys.publicKeyRaw, 26, false)
+    const { v, count, peer: done } = await peerServing(keys.publicKeyRaw, 26, 8 * CLAIM_GROUP_CHUNKS, false)
     const session = await sessionOf(await node(keys.publicKeyRaw), keys.privateKey, v, [done.getMultiaddrs()[0]])
     await session.start()
     expect(session.peers()).toEqual([done.peerId])
