@@ -31,7 +31,7 @@ import {
 } from './index-keys.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { mkdirPrivate } from './private-files.ts'
-import { formatBytes, plural } from './progress-reporter.ts'
+import type { RefreshStats } from './index-stats.ts'
 import { forEachLimit } from '../utils/worker-pool.ts'
 
 /** Where a candidate copy of a block may be on this host. */
@@ -43,35 +43,14 @@ export interface BlockLocation {
   size: number
 }
 
-/** What one refresh did. */
-export interface RefreshStats {
-  files: number
-  unchanged: number
-  hashed: number
-  removed: number
-  bytesHashed: number
-  blocks: number
-  warnings: number
-  seconds: number
-}
-
-/**
- * One line for people on a refresh: what it found, not just counters ("0 hashed" right after a
- * build in another process read as if nothing had been indexed).
- */
-export function describeRefresh (s: RefreshStats): string {
-  const took = `${s.seconds.toFixed(1)} s`
-  const warnings = s.warnings > 0 ? `, ${plural(s.warnings, 'warning')}` : ''
-  if (s.hashed === 0 && s.removed === 0) return `host index: ${plural(s.files, 'file')}, all unchanged since the last build (checked in ${took}${warnings})`
-  return `host index: ${plural(s.files, 'file')}: ${s.hashed} new or changed hashed (${formatBytes(s.bytesHashed)}, ${plural(s.blocks, 'block')})` +
-    `, ${s.unchanged} unchanged, ${s.removed} dropped, in ${took}${warnings}`
-}
+// what a refresh did and its one line for people: level-free, for the sync's log (index-stats.ts)
+export { describeRefresh, type RefreshStats } from './index-stats.ts'
 
 /** The host index of one agent. */
 export interface HostIndex {
   /** Folders being indexed (absolute). */
   readonly folders: string[]
-  /** Opens the database and loads the file table. */
+  /** Opens the database and the block table (the file table is read as needed). */
   open: () => Promise<void>
   /** Brings the index up to date with the folders: new and changed files hashed, deleted ones dropped. */
   refresh: (options?: AbortOptions & { onProgress?: (s: RefreshStats) => void }) => Promise<RefreshStats>
@@ -144,6 +123,8 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
   const byPath = new Map<string, number>()
   let nextId = 1
   let opened = false
+  // true: byId and byPath hold the whole file table (a refresh loaded it); false: byId caches the records lookups read
+  let filesLoaded = false
   let table: BlockTable | undefined
   const tablePath = join(init.dbPath, TABLE_FILE)
 
@@ -266,6 +247,23 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
     }
   }
 
+  /**
+   * The records of the files `found` names, read into byId unless the whole table is loaded:
+   * a sync reads only the files its candidates are in, not all 126k (0.6 CPU-s at start).
+   */
+  async function readRecords (found: number[][]): Promise<void> {
+    if (filesLoaded) return
+    const ids = new Set<number>()
+    for (const pairs of found) for (let k = 0; k < pairs.length; k += 2) if (!byId.has(pairs[k])) ids.add(pairs[k])
+    if (ids.size === 0) return
+    const wanted = [...ids]
+    const values = await db.getMany(wanted.map(id => fileKey(TAG_FILE, id)))
+    for (let i = 0; i < wanted.length; i++) {
+      const v = values[i]
+      if (v != null) byId.set(wanted[i], JSON.parse(dec.decode(v)) as FileRecord)
+    }
+  }
+
   /** Lookups without a table: one level seek per prefix (sorted, one iterator). */
   async function lookupInLevel (prefixes: Uint8Array[], order: number[], take: (i: number, fileId: number, block: number) => boolean): Promise<void> {
     const it = db.keys({ gte: Uint8Array.of(TAG_BLOCK), lt: Uint8Array.of(TAG_BLOCK + 1) })
@@ -293,13 +291,16 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
       if (opened) return
       await mkdirPrivate(init.dbPath) // level creates its files with the umask's mode: the dir keeps them private
       await db.open()
-      await loadTable()
       table = openBlockTable(tablePath, await getOptional(GENERATION_KEY))
       opened = true
     },
 
     async refresh (options = {}) {
       await index.open()
+      if (!filesLoaded) {
+        await loadTable()
+        filesLoaded = true
+      }
       const started = performance.now()
       const stats: RefreshStats = { files: 0, unchanged: 0, hashed: 0, removed: 0, bytesHashed: 0, blocks: 0, warnings: 0, seconds: 0 }
       for (const f of folders) {
@@ -411,20 +412,25 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
 
     async lookupMany (prefixes) {
       if (!opened) await index.open()
-      const out: BlockLocation[][] = prefixes.map(() => [])
       const order = prefixes.map((_, i) => i).sort((a, b) => compareBytes(prefixes[a], prefixes[b]))
-      const take = (i: number, fileId: number, block: number): boolean => {
-        const rec = byId.get(fileId)
-        if (rec != null) out[i].push({ path: rec.path, offset: block * BLOCK_SIZE, size: rec.size }) // else: a file being replaced
-        return out[i].length < maxCandidates
-      }
+      const found: number[][] = prefixes.map(() => []) // file id, block, file id, block ...
+      const take = (i: number, fileId: number, block: number): boolean => { found[i].push(fileId, block); return true }
       if (table != null) table.lookup(prefixes, order, maxCandidates * 2, take)
       else await lookupInLevel(prefixes, order, take)
-      return out
+      await readRecords(found)
+      return found.map(pairs => {
+        const locations: BlockLocation[] = []
+        for (let k = 0; k < pairs.length && locations.length < maxCandidates; k += 2) {
+          const rec = byId.get(pairs[k])
+          if (rec != null) locations.push({ path: rec.path, offset: pairs[k + 1] * BLOCK_SIZE, size: rec.size }) // else: a file being replaced
+        }
+        return locations
+      })
     },
 
     async close () {
       opened = false
+      filesLoaded = false
       table?.close()
       table = undefined
       byId.clear()

@@ -12,7 +12,8 @@ import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { blockOffsets, matchesPrefix, prefixKey } from './sync-ledger.ts'
 import { OPEN_FILES_MAX } from './constants.ts'
-import type { HostIndex } from './host-index.ts'
+import type { BlockLocation, HostIndex } from './host-index.ts'
+import { describeRefresh } from './index-stats.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 
 /** Reads BLOCK_SIZE bytes of `fd` at `offset` into `buf`, zero-padded past EOF; the number of bytes read. */
@@ -30,6 +31,11 @@ export class FileReader {
 
   /** Reads BLOCK_SIZE bytes at `offset` into `buf` (zero-padded past EOF); false when the file cannot be read. */
   readBlock (path: string, offset: number, buf: Uint8Array): boolean {
+    return this.readAt(path, offset, buf.subarray(0, BLOCK_SIZE)) > 0
+  }
+
+  /** Fills `buf` from `offset` (zero-padded past EOF); the bytes read, or -1 when the file cannot be read. */
+  readAt (path: string, offset: number, buf: Uint8Array): number {
     let fd = this.fds.get(path)
     try {
       if (fd == null) {
@@ -41,9 +47,11 @@ export class FileReader {
         fd = openSync(path, 'r')
         this.fds.set(path, fd)
       }
-      return readBlockAt(fd, offset, buf) > 0
+      const read = readFullSync(fd, buf, offset)
+      buf.fill(0, read)
+      return read
     } catch {
-      return false
+      return -1
     }
   }
 
@@ -123,6 +131,9 @@ export function createSelfSeedSource (init: { fd: number, manifest: Manifest }):
   }
 }
 
+/** Blocks read from a host file in one call at most (1 MiB): consecutive blocks of the image are often consecutive in a host file. */
+const HOST_RUN_BLOCKS = 256
+
 /** Trim Transfer: blocks of files on this host, through the host index. */
 export function createHostIndexSource (components: { index: HostIndex, logger: AgentLogger }): BlockSource {
   return {
@@ -131,22 +142,31 @@ export function createHostIndexSource (components: { index: HostIndex, logger: A
     async fill (ctx: SyncContext, options) {
       const missing = ctx.missing()
       const reader = new FileReader()
-      const buf = new Uint8Array(BLOCK_SIZE)
+      const run = new Uint8Array(HOST_RUN_BLOCKS * BLOCK_SIZE)
+      const single = new Uint8Array(BLOCK_SIZE) // not the run's buffer: the rest of the run is still to offer
       const LOOKUP_BATCH = 8192
+      let sinceTick = 0
       try {
         for (let i = 0; i < missing.length; i += LOOKUP_BATCH) {
           options.signal?.throwIfAborted()
           const slice = missing.slice(i, i + LOOKUP_BATCH)
           const prefixes = slice.map(index => ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))
           const found = await components.index.lookupMany(prefixes)
-          for (let j = 0; j < slice.length; j++) {
-            const index = slice[j]
-            for (const loc of found[j]) {
-              if (!ctx.isMissing(index)) break
-              // a file changed since indexing fails the re-hash and is simply not used
-              if (reader.readBlock(loc.path, loc.offset, buf) && ctx.offerBlock(index, buf, 'local')) break
+          for (let j = 0; j < slice.length;) {
+            const n = runLength(found, j)
+            if (n === 0) { j++; continue }
+            // one read for the run of first candidates; a block that fails its re-hash (a file changed
+            // since indexing) tries its other candidates one by one
+            const first = found[j][0]
+            const read = reader.readAt(first.path, first.offset, run.subarray(0, n * BLOCK_SIZE))
+            for (let k = 0; k < n; k++) {
+              const index = slice[j + k]
+              if (!ctx.isMissing(index)) continue
+              if (read > k * BLOCK_SIZE && ctx.offerBlock(index, run.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')) continue
+              offerFromOthers(ctx, reader, index, found[j + k].slice(1), single)
             }
-            if (j % 1024 === 1023) await ctx.tick()
+            j += n
+            if ((sinceTick += n) >= 1024) { sinceTick = 0; await ctx.tick() }
           }
           await ctx.tick()
         }
@@ -157,9 +177,28 @@ export function createHostIndexSource (components: { index: HostIndex, logger: A
   }
 }
 
+/** How many entries from `j` on have first candidates that follow each other in one file (0: none at `j`). */
+function runLength (found: BlockLocation[][], j: number): number {
+  const first = found[j][0]
+  if (first == null) return 0
+  let n = 1
+  while (n < HOST_RUN_BLOCKS && j + n < found.length) {
+    const c = found[j + n][0]
+    if (c == null || c.path !== first.path || c.offset !== first.offset + n * BLOCK_SIZE) break
+    n++
+  }
+  return n
+}
+
+function offerFromOthers (ctx: SyncContext, reader: FileReader, index: number, candidates: BlockLocation[], buf: Uint8Array): void {
+  for (const loc of candidates) {
+    if (!ctx.isMissing(index)) return
+    if (reader.readBlock(loc.path, loc.offset, buf) && ctx.offerBlock(index, buf, 'local')) return
+  }
+}
+
 /** Refreshes the host index and logs what it found. */
 export async function refreshHostIndex (index: HostIndex, logger: AgentLogger, options: AbortOptions): Promise<void> {
-  const { describeRefresh } = await import('./host-index.ts') // loaded already by whoever opened the index
   logger.info(describeRefresh(await index.refresh(options)))
 }
 

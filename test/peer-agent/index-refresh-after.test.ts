@@ -68,4 +68,32 @@ describe('host index refreshed after the image is in place', () => {
     expect(second.summary.bytes.local).toBeGreaterThan(first.summary.bytes.local)
     expect(second.summary.bytes.origin).toBeLessThan(first.summary.bytes.origin)
   })
+
+  it('reads runs of blocks from one host file, and a block whose first copy changed comes from its next copy', async () => {
+    // the image's largest file of random bytes twice: a.bin (indexed first: files of a folder before its subfolders) and sub/b.bin
+    const big = [...base.files].filter(f => f.kind === 'random').sort((x, y) => y.size - x.size)[0]
+    const root = join(tmp.path, 'copies')
+    await mkdir(join(root, 'sub'), { recursive: true })
+    const bytes = await readFile(join(base.tree, big.path))
+    await writeFile(join(root, 'a.bin'), bytes)
+    await writeFile(join(root, 'sub', 'b.bin'), bytes)
+    const data = join(tmp.path, 'data-copies')
+    expect((await runAgent(['index', '--data', data, '--index', root])).code).toBe(0)
+    const args = (out: string): string[] => ['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', data,
+      '--out', join(tmp.path, out, 'ws.img'), '--json', '--no-lan', '--index', root, '--retries', '2']
+    const whole = await runAgent(args('copies1'))
+    expect(whole.code, whole.stderr).toBe(0)
+    expect(whole.summary.bytes.local).toBeGreaterThanOrEqual(Math.floor(big.size / 4096) * 4096)
+    expect(whole.summary.discardedBlocks).toBe(0)
+    // a.bin's second half changes in place, size kept: its blocks there fail the re-hash, b.bin's copies are used
+    const changed = Buffer.from(bytes)
+    const half = Math.floor(changed.length / 8192) * 4096
+    for (let k = half; k < changed.length; k++) changed[k] ^= 0xa5
+    await writeFile(join(root, 'a.bin'), changed)
+    const again = await runAgent(args('copies2'))
+    expect(again.code, again.stderr).toBe(0)
+    expect(await b3sumFile(join(tmp.path, 'copies2', 'ws.img'))).toBe(baseSum)
+    expect(again.summary.bytes.local).toBe(whole.summary.bytes.local)
+    expect(again.summary.discardedBlocks).toBeGreaterThan(0)
+  })
 })
