@@ -214,8 +214,7 @@ function startRound (run: RoundRun, round: OriginRound, before: Promise<void>, o
       for (const c of round.chunks) state.busy[c] = 0
     }
     for (const i of round.reserved) {
-      if (sync.isVerified(i)) session.markHave(i)
-      else run.givenUp.add(i)
+      if (sync.isVerified(i)) { session.markHave(i); run.fromOrigin++ } else run.givenUp.add(i)
     }
     await ctx.tick()
   })()
@@ -331,6 +330,8 @@ export function createPeersSource (components: PeersSourceComponents, init: { ma
       sync.session = session
       try {
         await session.start()
+        // agents that registered while we dialled the listed ones start with us: the first claims wait for them too
+        session.listed(await refreshPeers(joined, logger, options))
         // an update told to wait for the site's pack agent, with no peer reachable (the rendezvous still lists agents that
         // have exited): alone after all, it takes the delta pack (claim rounds would fetch the update as segments and batches)
         if (listed.packLeader != null && session.peers().length === 0) {

@@ -131,6 +131,11 @@ export interface SwarmSession {
   /** Gives back chunks from originChunks() that the engine failed to fetch. */
   release: (indices: number[]) => void
   /**
+   * Peers the rendezvous lists now (multiaddrs with /p2p/), looked up again after start(): those new to the
+   * session are dialled, and while the settle wait lasts waited for like the peers listed at the start.
+   */
+  listed: (addrs: readonly string[]) => void
+  /**
    * Chunks the engine should fetch from the origin now (at most `max`): no
    * connected peer has them, none is in flight, and by the claim rule this
    * peer owns them or their owner stalled (docs/ARCHITECTURE.md "Swarm").

@@ -71,7 +71,11 @@ export function planRequests<P extends PeerLedger> (wants: WantList<P>, peers: I
  * The claim rule: up to `max` wanted chunks that no connected peer holds and that this agent
  * (`self`) should fetch from the origin: it owns the chunk's claim group among the participants
  * (itself and the connected peers syncing the version now, `claimOwner`), or the owner has
- * announced no new chunk for `fallbackMs`. Does not reserve them (the caller does).
+ * announced no new chunk for `fallbackMs` since the chunk was its to fetch (its last holder left:
+ * `wants.freedAt`). While a peer held the chunk, the owner could not fetch it from the origin
+ * either: counted from its last progress alone, a holder that stalled everyone for longer than
+ * `fallbackMs` (a slow-loris peer) made every agent fetch every chunk itself once it was dropped.
+ * Does not reserve them (the caller does).
  */
 export function selectOriginChunks<P extends PeerLedger> (
   wants: WantList<P>, self: string, peers: ReadonlyMap<string, P>, now: number, max: number, fallbackMs = ORIGIN_FALLBACK_MS
@@ -84,7 +88,7 @@ export function selectOriginChunks<P extends PeerLedger> (
     const owner = participants.length === 1 ? self : claimOwner(i, participants)
     if (owner !== self) {
       const o = peers.get(owner as string)
-      if (o != null && !o.closed && now - o.lastProgressAt < fallbackMs) continue
+      if (o != null && !o.closed && now - Math.max(o.lastProgressAt, wants.freedAt(i)) < fallbackMs) continue
     }
     out.push(i)
   }

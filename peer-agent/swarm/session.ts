@@ -27,6 +27,7 @@ import { createPeerLedger, measureRate, needsRefill, timeoutReason, type PeerLed
 import { describeError, peerLog } from './peer-log.ts'
 import { lengthsOf, verifiedPieces, type ReceivedBlock } from './received-chunk.ts'
 import { planRequests, selectOriginChunks } from './request-planner.ts'
+import { createSettleWait } from './settle.ts'
 import { createWantList, HAD, ORIGIN } from './want-list.ts'
 
 /** What a session uses of its swarm node. */
@@ -71,7 +72,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   let closed = false
   let started = false
   let pumpScheduled = false
-  let settleUntil = Number.POSITIVE_INFINITY
+  // no origin chunks while peers that start with us may still come (settle.ts)
+  const settle = createSettleWait((init.peers ?? []).map(peerIdOf).filter(id => id != null && id !== self) as string[])
   let served: ServedVersion | undefined
   let changeWaiters: Array<() => void> = []
   let resolveDone!: () => void
@@ -79,7 +81,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   if (wants.remaining === 0) resolveDone()
 
   const emit = (e: SwarmEvent): void => { try { init.onEvent?.(e) } catch {} }
+  const participants = (): string[] => [...peers.values()].filter(p => p.active && !p.closed).map(p => p.id)
   const notifyChange = (): void => { const waiting = changeWaiters; changeWaiters = []; for (const f of waiting) f() }
+  /** Listed peer `id` is connected or not coming: the last one ends the settle wait. */
+  const arrived = (id: string): void => { if (settle.arrived(id)) notifyChange() }
 
   function schedulePump (): void {
     if (pumpScheduled || closed) return
@@ -108,7 +113,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     if (p.closed) return
     p.closed = true
     peers.delete(p.id)
-    wants.forget(p)
+    wants.forget(p, performance.now())
     p.framed.stream.abort(new Error(reason))
     book.backOff(p.id, performance.now() + backoffMs)
     if (!closed) {
@@ -223,7 +228,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
         await onBlock(p, m.index, m)
         return true
       case 'dont-have':
-        if (wants.dontHave(p, m.indices) > 0) schedulePump()
+        if (wants.dontHave(p, m.indices, performance.now()) > 0) schedulePump()
         return true
       case 'error':
         drop(p, `peer error ${m.code}: ${m.message}`)
@@ -262,6 +267,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function addPeer (id: string, framed: FramedStream, have: HaveMessage): void {
     const p: SessionPeer = Object.assign(createPeerLedger(id, chunkCount, have.active, performance.now()), { framed })
     peers.set(id, p)
+    arrived(id)
     onHave(p, have.bitmap, undefined)
     emit({ type: 'peer.connected', peerId: id })
     readLoop(p).catch(err => { drop(p, describeError(err)) })
@@ -287,6 +293,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       const opened = await openBlockStream(connection, init.capability, dialSignal, blockProtocols)
       if ('refused' in opened) {
         logger.info(`swarm: ${where}: peer ${id} refused: ${opened.refused}`)
+        if (!opened.notServing) arrived(id)
+        else settle.starting(id, performance.now())
         // a peer that is not serving the version yet is asked again soon, not after the full back-off
         book.backOff(id, performance.now() + (opened.notServing ? REDIAL_INTERVAL_MS : retryBackoffMs))
         return
@@ -296,7 +304,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       addPeer(id, opened.framed, opened.have)
     } catch (err) {
       if (!closed) peerLog(logger, err, 'info')(`swarm: ${where}: cannot fetch from ${id ?? dialKey}: ${describeError(err)}`)
-      if (id != null) book.backOff(id, performance.now() + retryBackoffMs)
+      if (id != null) { book.backOff(id, performance.now() + retryBackoffMs); arrived(id) }
     } finally {
       dialing.delete(dialKey)
       if (id != null && id !== known) dialing.delete(id)
@@ -334,7 +342,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function startTimers (): void {
     const timeoutCheck = setInterval(checkTimeouts, Math.min(1000, timeouts.stallMs / 2))
     const redial = setInterval(() => { void connectKnown() }, REDIAL_INTERVAL_MS)
-    settleUntil = performance.now() + SETTLE_MS
+    settle.begin(performance.now(), SETTLE_MS)
     const settled = setTimeout(notifyChange, SETTLE_MS + 1)
     cleanups.push(() => { clearInterval(timeoutCheck); clearInterval(redial); clearTimeout(settled) })
   }
@@ -368,6 +376,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       startTimers()
       // Wait for the known peers' have-maps (bounded by CONNECT_TIMEOUT_MS) so the first originChunks() already sees them.
       await connectKnown()
+      settle.joined([...peers.values()].some(p => p.active && p.have.some(byte => byte !== 0)))
       useDht()
       schedulePump()
     },
@@ -381,6 +390,14 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       notifyChange()
       schedulePump()
     },
+    listed (addrs) {
+      for (const a of addrs) {
+        const id = peerIdOf(a)
+        if (id == null || id === self || peers.has(id)) continue
+        settle.starting(id, performance.now())
+        void connect({ multiaddrs: [a], peerId: id })
+      }
+    },
     release (indices) {
       wants.release(indices)
       notifyChange()
@@ -388,9 +405,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     },
     originChunks (max = Number.POSITIVE_INFINITY) {
       const now = performance.now()
-      if (now < settleUntil) return []
+      if (settle.settling(now)) return []
       const mine = selectOriginChunks(wants, self, peers, now, max)
       wants.reserveForOrigin(mine)
+      if (stats.chunksForOrigin === 0 && mine.length > 0) logger.debug?.(`swarm: ${where}: ${settle.describeFirst(mine.length, now, participants())}`)
       stats.chunksForOrigin += mine.length
       return mine
     },

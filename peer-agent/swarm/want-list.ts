@@ -28,6 +28,11 @@ export interface WantList<P extends PeerLedger = PeerLedger> {
   stateOf: (i: number) => ChunkState
   /** How many connected peers hold chunk i. */
   availability: (i: number) => number
+  /**
+   * When chunk i last lost its last holder (a peer holding it left or said DONT_HAVE; 0 if never):
+   * only from then on could its claim owner fetch it from the origin (the claim rule skips chunks a peer holds).
+   */
+  freedAt: (i: number) => number
   chunkBytes: (i: number) => number
   /** The wanted chunks that may need a request, in the order they became wanted (compacted on each call). */
   pending: () => readonly number[]
@@ -49,10 +54,10 @@ export interface WantList<P extends PeerLedger = PeerLedger> {
   release: (indices: Iterable<number>) => void
   /** Applies a full have-map and/or new indices from p; returns how many chunks p announced that it did not hold before. */
   addHave: (p: P, bitmap: Uint8Array | undefined, indices: readonly number[] | undefined) => number
-  /** p no longer holds these chunks: its requests of them go back to the others (returns how many were requested of it). */
-  dontHave: (p: P, indices: readonly number[]) => number
-  /** p is gone: its requests go back, its chunks no longer count as available. */
-  forget: (p: P) => void
+  /** p no longer holds these chunks (at `now`): its requests of them go back to the others (returns how many were requested of it). */
+  dontHave: (p: P, indices: readonly number[], now: number) => number
+  /** p is gone (at `now`): its requests go back, its chunks no longer count as available. */
+  forget: (p: P, now: number) => void
 }
 
 /** A want-list of `chunkCount` chunks, wanting `need` (default all); throws RangeError for an index out of range. */
@@ -61,6 +66,7 @@ export function createWantList<P extends PeerLedger = PeerLedger> (
 ): WantList<P> {
   const state = new Uint8Array(chunkCount)
   const avail = new Uint16Array(chunkCount)
+  const freed = new Float64Array(chunkCount)
   const inPending = new Uint8Array(chunkCount)
   const pending: number[] = []
   const requestedFrom = new Map<number, Set<P>>()
@@ -68,6 +74,11 @@ export function createWantList<P extends PeerLedger = PeerLedger> (
 
   function addPending (i: number): void {
     if (inPending[i] === 0) { inPending[i] = 1; pending.push(i) }
+  }
+
+  /** p no longer counts as a holder of chunk i. */
+  function unhold (i: number, now: number): void {
+    if (--avail[i] === 0) freed[i] = now
   }
 
   function wantAgain (i: number): void {
@@ -80,6 +91,7 @@ export function createWantList<P extends PeerLedger = PeerLedger> (
     get remaining () { return remaining },
     stateOf: (i) => state[i] as ChunkState,
     availability: (i) => avail[i] ?? 0,
+    freedAt: (i) => freed[i] ?? 0,
     chunkBytes,
     pending () {
       let kept = 0
@@ -146,18 +158,18 @@ export function createWantList<P extends PeerLedger = PeerLedger> (
       }
       return added
     },
-    dontHave (p, indices) {
+    dontHave (p, indices, now) {
       let ended = 0
       for (const i of indices) {
         if (i >= chunkCount) throw new PeerProtocolError(`dont-have of chunk ${i} past the end`)
-        if (bitmapHas(p.have, i)) { bitmapClear(p.have, i); avail[i]-- }
+        if (bitmapHas(p.have, i)) { bitmapClear(p.have, i); unhold(i, now) }
         if (p.inflight.has(i)) { list.unrequest(p, i); list.settle(i); ended++ }
       }
       return ended
     },
-    forget (p) {
+    forget (p, now) {
       for (const i of [...p.inflight.keys()]) { list.unrequest(p, i); list.settle(i) }
-      for (let i = 0; i < chunkCount; i++) if (bitmapHas(p.have, i)) avail[i]--
+      for (let i = 0; i < chunkCount; i++) if (bitmapHas(p.have, i)) unhold(i, now)
     }
   }
 

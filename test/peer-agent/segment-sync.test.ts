@@ -4,6 +4,7 @@
  * counters show what went as segments and what as per-request batches. A man
  * in the middle that corrupts a block inside a valid segment frame gets it
  * refused: nothing wrong is written and the block comes from a batch instead.
+ * SEG_DEBUG=1 prints the log lines of the agents that start together (with --verbose: with whom each split its first claims).
  */
 import { readFile } from 'node:fs/promises'
 import { zstdCompressSync } from 'node:zlib'
@@ -173,15 +174,19 @@ describe('segments', () => {
       meter.reset()
       const before = origin()
       const names = ['s1', 's2', 's3']
-      const lan = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'seg', '--linger', '20', '--no-index']
+      const lan = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'seg', '--linger', '20', '--no-index', ...(process.env.SEG_DEBUG === '1' ? ['--verbose'] : [])]
       const runs = await Promise.all(names.map(async n => await spawnAgent([
         'sync', 'wb@v1', ...common(meter.url, join(tmp.path, `${n}-data`), join(tmp.path, n, 'wb.img')).filter(a => a !== '--no-lan'), ...lan
       ]).done))
+      if (process.env.SEG_DEBUG === '1') for (const r of runs) console.log('AGENT', r.stderr.split('\n').filter(l => !l.includes('%')).join('\n'))
       for (const r of runs) expect(r.code, r.stderr).toBe(0)
       for (const n of names) expect(await b3sumFile(join(tmp.path, n, 'wb.img'))).toBe(bigSum)
       const fromPeers = runs.map(r => r.summary.bytes.peers as number)
       // every agent got part of the image from the others: the origin's part was split
       for (const p of fromPeers) expect(p).toBeGreaterThan(0)
+      // and each says how many chunks its claim rounds took from the origin (the line said 0 whatever they took)
+      const claimed = runs.map(r => Number(/swarm: wb@v1: .* chunks? from \d+ peers?, (\d+) from the origin/.exec(r.stderr)?.[1] ?? NaN))
+      expect(claimed.reduce((a, b) => a + b, 0), claimed.join(' / ')).toBeGreaterThan(0)
       const after = origin()
       const batchShare = (after.batchBlocks - before.batchBlocks) / (lone.summary.blocksBySource['origin blocks'] as number)
       const wan = meter.down / aloneBytes

@@ -56,7 +56,7 @@ describe('want-list', () => {
     expect(wants.addHave(a, haveMap(16, [3, 4]), undefined)).toBe(1)
     expect(range(0, 5).map(i => wants.availability(i))).toEqual([0, 1, 1, 1, 1])
     expect(() => wants.addHave(a, undefined, [16])).toThrow(PeerProtocolError)
-    wants.forget(a)
+    wants.forget(a, 0)
     expect(range(0, 5).map(i => wants.availability(i))).toEqual([0, 1, 1, 0, 0])
   })
 
@@ -65,13 +65,13 @@ describe('want-list', () => {
     const a = peers.get('a') as PeerLedger
     wants.request(a, 0, 5)
     expect(wants.stateOf(0)).toBe(INFLIGHT)
-    expect(wants.dontHave(a, [0, 1])).toBe(1)
+    expect(wants.dontHave(a, [0, 1], 0)).toBe(1)
     expect(bitmapHas(a.have, 0)).toBe(false)
     expect(wants.availability(0)).toBe(0)
     expect(wants.stateOf(0)).toBe(WANTED)
     expect(a.inflight.size).toBe(0)
     expect(a.inflightBytes).toBe(0)
-    expect(() => wants.dontHave(a, [8])).toThrow(PeerProtocolError)
+    expect(() => wants.dontHave(a, [8], 0)).toThrow(PeerProtocolError)
   })
 
   it('marking a chunk had cancels every request of it once, and counts it done once', () => {
@@ -100,7 +100,7 @@ describe('want-list', () => {
     wants.unrequest(a, 1)
     wants.settle(1)
     expect(wants.stateOf(1)).toBe(INFLIGHT)
-    wants.forget(b)
+    wants.forget(b, 0)
     expect(wants.stateOf(1)).toBe(WANTED)
   })
 
@@ -272,5 +272,38 @@ describe('claim rule (selectOriginChunks)', () => {
     // an inactive peer (serving, not syncing) is no participant
     peers.get('y')!.active = false
     expect(selectOriginChunks(wants, 'self', peers, 1000, Infinity)).toEqual(range(0, count).filter(i => claimOwner(i, ['self', 'x']) === 'self'))
+  })
+
+  it('an owner kept from the origin by a peer holding everything gets the fallback time again once that peer is dropped', () => {
+    // x (a slow-loris peer, no participant) claims every chunk; o is the claim owner of the groups
+    // that are not ours and, stuck on x like us, announces nothing for longer than ORIGIN_FALLBACK_MS
+    const { wants, peers } = setup(count, { x: range(0, count), o: [] })
+    const x = peers.get('x')!
+    x.active = false
+    const theirs = range(0, count).filter(i => claimOwner(i, ['self', 'o']) === 'o')
+    expect(theirs.length).toBeGreaterThan(0)
+    const dropAt = 2 * ORIGIN_FALLBACK_MS
+    expect(selectOriginChunks(wants, 'self', peers, dropAt - 1, Infinity)).toEqual([])
+    peers.delete('x')
+    wants.forget(x, dropAt)
+    // only our groups: o could not fetch its own while x held them, so it is not late with them yet
+    // (before, both agents fetched every chunk at this point and shared none)
+    const mine = range(0, count).filter(i => claimOwner(i, ['self', 'o']) === 'self')
+    expect(selectOriginChunks(wants, 'self', peers, dropAt + 1, Infinity)).toEqual(mine)
+    wants.reserveForOrigin(mine)
+    // o still announces nothing for ORIGIN_FALLBACK_MS after the drop: its groups are ours too (it cannot hold them hostage)
+    expect(selectOriginChunks(wants, 'self', peers, dropAt + ORIGIN_FALLBACK_MS + 1, Infinity)).toEqual(theirs)
+  })
+
+  it('a chunk a holder says it no longer has counts as freed at that moment', () => {
+    // c: a chunk of o's groups; x holds it and one more
+    const c = range(0, count).find(i => claimOwner(i, ['self', 'o']) === 'o')!
+    const { wants, peers } = setup(count, { x: [c, c + 1], o: [] })
+    peers.get('x')!.active = false
+    wants.dontHave(peers.get('x')!, [c], 5 * ORIGIN_FALLBACK_MS)
+    expect(wants.freedAt(c)).toBe(5 * ORIGIN_FALLBACK_MS)
+    expect(wants.freedAt(c + 1)).toBe(0)
+    expect(selectOriginChunks(wants, 'self', peers, 5 * ORIGIN_FALLBACK_MS + 1, Infinity)).not.toContain(c)
+    expect(selectOriginChunks(wants, 'self', peers, 6 * ORIGIN_FALLBACK_MS + 1, Infinity)).toContain(c)
   })
 })

@@ -1,0 +1,58 @@
+/**
+ * The settle wait of a session's claim rule (pure state, no I/O; docs/ARCHITECTURE.md "Swarm",
+ * test/peer-agent/swarm/settle.test.ts). For at most SETTLE_MS from the session's start,
+ * originChunks() hands out nothing while
+ * - listed peers (the rendezvous's list) may still come: agents that start together then split the
+ *   claims instead of each claiming everything while alone. A peer is no longer waited for once
+ *   connected, or once its dial failed or it refused for another reason than not serving the
+ *   version yet (an agent that has left). A peer not listed that answers it does not serve the
+ *   version yet is waited for the same way (it registered after our list);
+ * - or none was listed: a lone agent may be the first of several that start together, the others
+ *   still starting (they find it at the rendezvous); while it waits they connect and share the
+ *   claims, rather than finding it already gone (it lingers only while peers fetch from it);
+ * - or we joined late: a peer still syncing (ACTIVE) already held chunks when we started, so peers
+ *   fetch from the origin already, and the rounds they claimed before we came (some ours by the new
+ *   claim rule) must land and be announced first, or we would fetch them again. A peer that has
+ *   finished (serving, not ACTIVE) has no round in flight: joining only such peers, we start at once.
+ * Agents that start together, the listed ones all connected, ask the origin at once (issue 21: 1-1.5 s
+ * sooner at 100 mbit, docs/BENCHMARKS.md "Time to ready at 100 mbit (session 8)").
+ */
+
+/** The settle wait of one session. */
+export interface SettleWait {
+  /** The session starts at `now` (performance.now()): the wait lasts at most `settleMs` from here. */
+  begin: (now: number, settleMs: number) => void
+  /** Listed peer `id` is connected or not coming; true when it was the last one waited for. */
+  arrived: (id: string) => boolean
+  /**
+   * Peer `id`, listed or not (found through an open connection, the rendezvous after our list, mDNS), syncs
+   * the version and does not serve it yet (NOT_SERVING) at `now`: it is starting with us, so it is waited for as
+   * if listed, while the wait lasts. Without it, an agent that registered just after our list was left out
+   * of our first claims and fetched part of them again (branch bench at 20mbit: 62.5 MB on the WAN, 55-58 usually).
+   */
+  starting: (id: string, now: number) => void
+  /** The start's dials are done; `late`: a connected peer still syncing held chunks then. */
+  joined: (late: boolean) => void
+  /** Whether the claim rule still hands out nothing at `now`. */
+  settling: (now: number) => boolean
+  /** A log line (debug) for the first `count` chunks claimed at `now`, split with the peers `others`: agents that start together must split them alike. */
+  describeFirst: (count: number, now: number, others: readonly string[]) => string
+}
+
+/** The wait for a session whose rendezvous listed `listed` (peer ids, ourselves left out). */
+export function createSettleWait (listed: Iterable<string>): SettleWait {
+  const expected = new Set(listed)
+  const lone = expected.size === 0
+  let until = Number.POSITIVE_INFINITY
+  let start = 0
+  let late = true
+  return {
+    begin (now, settleMs) { start = now; until = now + settleMs },
+    arrived: (id) => expected.delete(id) && expected.size === 0,
+    starting (id, now) { if (now < until) expected.add(id) },
+    joined (joinedLate) { late = joinedLate },
+    settling: (now) => now < until && (lone || late || expected.size > 0),
+    describeFirst: (count, now, others) => `first origin claims (${count} chunks) ${Math.round(now - start)} ms after the start, ` +
+      `split with ${others.length === 0 ? 'no peer' : others.join(', ')}`
+  }
+}
