@@ -76,7 +76,8 @@ export async function * readGrowing (path: string, start: number, growth: PackGr
       if (at < growth.bytes) {
         const piece = Buffer.allocUnsafe(Math.min(pieceBytes, growth.bytes - at))
         const { bytesRead } = await fh.read(piece, 0, piece.length, at)
-        if (bytesRead === 0) throw new PackRestartedError('the delta pack file is shorter than written') // shorter than written: truncated by a restart under us
+        // shorter than written: truncated by a restart under us
+        if (bytesRead === 0) throw new PackRestartedError('the delta pack file is shorter than written')
         at += bytesRead
         yield piece.subarray(0, bytesRead)
       } else if (growth.failed != null) {
