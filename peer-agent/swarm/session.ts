@@ -27,7 +27,7 @@ import { createPeerLedger, measureRate, needsRefill, timeoutReason, type PeerLed
 import { describeError, peerLog } from './peer-log.ts'
 import { lengthsOf, verifiedPieces, type ReceivedBlock } from './received-chunk.ts'
 import { planRequests, selectOriginChunks } from './request-planner.ts'
-import { createSettleWait } from './settle.ts'
+import { createSettleWait, holdsWhatWeLack } from './settle.ts'
 import { createWantList, HAD, ORIGIN } from './want-list.ts'
 
 /** What a session uses of its swarm node. */
@@ -376,7 +376,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       startTimers()
       // Wait for the known peers' have-maps (bounded by CONNECT_TIMEOUT_MS) so the first originChunks() already sees them.
       await connectKnown()
-      settle.joined([...peers.values()].some(p => p.active && p.have.some(byte => byte !== 0)))
+      settle.joined([...peers.values()].some(p => p.active && holdsWhatWeLack(p.have, chunkCount, i => wants.stateOf(i) === HAD)))
       useDht()
       schedulePump()
     },

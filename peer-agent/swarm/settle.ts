@@ -10,13 +10,26 @@
  * - or none was listed: a lone agent may be the first of several that start together, the others
  *   still starting (they find it at the rendezvous); while it waits they connect and share the
  *   claims, rather than finding it already gone (it lingers only while peers fetch from it);
- * - or we joined late: a peer still syncing (ACTIVE) already held chunks when we started, so peers
+ * - or we joined late: a peer still syncing (ACTIVE) already held chunks we lack when we started, so peers
  *   fetch from the origin already, and the rounds they claimed before we came (some ours by the new
  *   claim rule) must land and be announced first, or we would fetch them again. A peer that has
  *   finished (serving, not ACTIVE) has no round in flight: joining only such peers, we start at once.
  * Agents that start together, the listed ones all connected, ask the origin at once (issue 21: 1-1.5 s
  * sooner at 100 mbit, docs/BENCHMARKS.md "Time to ready at 100 mbit (session 8)").
  */
+
+import { bitmapHas } from '../../protocol/block-exchange.ts'
+
+/**
+ * Joining late: a peer still syncing holds a chunk we lack (`weHold(i)` false), so it fetches from
+ * the origin already. Chunks we hold too say nothing of that: read from disks alike (the same host
+ * files, the same older version), every agent of a trim or an update holds them before its session
+ * starts, and counting them made every such session wait SETTLE_MS (trim at 100 mbit, session 9).
+ */
+export function holdsWhatWeLack (have: Uint8Array, chunkCount: number, weHold: (i: number) => boolean): boolean {
+  for (let i = 0; i < chunkCount; i++) if (bitmapHas(have, i) && !weHold(i)) return true
+  return false
+}
 
 /** The settle wait of one session. */
 export interface SettleWait {

@@ -6,9 +6,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { CLAIM_GROUP_CHUNKS, claimOwner } from '../../../protocol/block-exchange.ts'
+import { bitmapSet, CLAIM_GROUP_CHUNKS, claimOwner } from '../../../protocol/block-exchange.ts'
 import { SETTLE_MS } from '../../../peer-agent/swarm/constants.ts'
-import { createSettleWait } from '../../../peer-agent/swarm/settle.ts'
+import { createSettleWait, holdsWhatWeLack } from '../../../peer-agent/swarm/settle.ts'
 import type { Swarm, SwarmSession } from '../../../peer-agent/swarm/interface.ts'
 import { capabilityFor, coordinatorKeys, makeVersion, memoryProvider, startNode, type TestVersion } from './helpers.ts'
 
@@ -212,3 +212,15 @@ describe('settle wait', () => {
     expect(mine).toHaveLength(16)
   })
 })
+
+describe('joining late', () => {
+  it('is a peer holding a chunk we lack, not one holding only chunks we hold too (read from disks alike)', () => {
+    const have = new Uint8Array(2)
+    for (const i of [0, 3, 9]) bitmapSet(have, i)
+    const ours = new Set([0, 3, 9, 12]) // the same host files, or the same older version: the same chunks
+    expect(holdsWhatWeLack(have, 16, i => ours.has(i))).toBe(false)
+    expect(holdsWhatWeLack(have, 16, i => i !== 9)).toBe(true) // chunk 9 came from elsewhere: the origin, its rounds
+    expect(holdsWhatWeLack(new Uint8Array(2), 16, () => false)).toBe(false)
+  })
+})
+
