@@ -174,7 +174,8 @@ describe('segments', () => {
       meter.reset()
       const before = origin()
       const names = ['s1', 's2', 's3']
-      const lan = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'seg', '--linger', '20', '--no-index', ...(process.env.SEG_DEBUG === '1' ? ['--verbose'] : [])]
+      // --verbose: the LAN summary line (chunks from peers and from the origin) is an info line
+      const lan = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'seg', '--linger', '20', '--no-index', '--verbose']
       const runs = await Promise.all(names.map(async n => await spawnAgent([
         'sync', 'wb@v1', ...common(meter.url, join(tmp.path, `${n}-data`), join(tmp.path, n, 'wb.img')).filter(a => a !== '--no-lan'), ...lan
       ]).done))
