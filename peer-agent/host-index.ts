@@ -25,9 +25,11 @@ import { setImmediate as yieldLoop } from 'node:timers/promises'
 import { Level } from 'level'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { INDEX_BATCH_ENTRIES, INDEX_CONCURRENCY, INDEX_MAX_CANDIDATES, INDEX_READ_BYTES, INDEX_TABLE_MERGE_MAX_ENTRIES } from './constants.ts'
-import { type BlockTable, ENTRY_BYTES, GENERATION_BYTES, mergeEntries, openBlockTable, sortEntries, writeBlockTable } from './index-block-table.ts'
 import {
-  BLOCK_KEY_BYTES, blockKey, compareBytes, fileKey, hashFileBlocks, LIST_ENTRY_BYTES, noteAdded, TAG_BLOCK, TAG_FILE, TAG_FILE_BLOCKS, type TableChange
+  type BlockTable, compareBytesAt, ENTRY_BYTES, GENERATION_BYTES, mergeEntries, openBlockTable, sortEntries, writeBlockTable
+} from './index-block-table.ts'
+import {
+  BLOCK_KEY_BYTES, blockKey, fileKey, hashFileBlocks, LIST_ENTRY_BYTES, noteAdded, TAG_BLOCK, TAG_FILE, TAG_FILE_BLOCKS, type TableChange
 } from './index-keys.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { mkdirPrivate } from './private-files.ts'
@@ -147,10 +149,8 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
     } finally {
       await it.close()
     }
-    try {
-      const v = await db.get(NEXT_ID_KEY)
-      if (v != null) nextId = new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(0)
-    } catch {}
+    const v = await getOptional(NEXT_ID_KEY)
+    if (v != null) nextId = new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(0)
     for (const id of byId.keys()) nextId = Math.max(nextId, id + 1)
   }
 
@@ -275,7 +275,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
         target.set(prefix.subarray(0, BLOCK_PREFIX_BYTES), 1)
         it.seek(target)
         for (const k of await it.nextv(maxCandidates * 2)) {
-          if (compareBytes(k.subarray(1), prefix) !== 0) break
+          if (compareBytesAt(k, 1, prefix, 0, BLOCK_PREFIX_BYTES) !== 0) break
           const dv = new DataView(k.buffer, k.byteOffset, k.byteLength)
           if (!take(i, dv.getUint32(1 + BLOCK_PREFIX_BYTES), dv.getUint32(5 + BLOCK_PREFIX_BYTES))) break
         }
@@ -412,7 +412,7 @@ export function createHostIndex (components: HostIndexComponents, init: HostInde
 
     async lookupMany (prefixes) {
       if (!opened) await index.open()
-      const order = prefixes.map((_, i) => i).sort((a, b) => compareBytes(prefixes[a], prefixes[b]))
+      const order = prefixes.map((_, i) => i).sort((a, b) => compareBytesAt(prefixes[a], 0, prefixes[b], 0, BLOCK_PREFIX_BYTES))
       const found: number[][] = prefixes.map(() => []) // file id, block, file id, block ...
       const take = (i: number, fileId: number, block: number): boolean => { found[i].push(fileId, block); return true }
       if (table != null) table.lookup(prefixes, order, maxCandidates * 2, take)

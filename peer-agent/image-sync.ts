@@ -337,10 +337,12 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const index = components.hostIndex
     if (index != null) {
       // a ready index is used as of its last refresh, every block re-hashed (refreshHostIndexAfter)
-      if (init.refreshIndex !== false && index.isReady()) job.refreshIndexAfter = index
-      else if (init.refreshIndex !== false) {
-        job.ctx.setPhase('indexing host folders')
-        await refreshHostIndex(index, logger, { signal: job.req.signal })
+      if (init.refreshIndex !== false) {
+        if (index.isReady()) job.refreshIndexAfter = index
+        else {
+          job.ctx.setPhase('indexing host folders')
+          await refreshHostIndex(index, logger, { signal: job.req.signal })
+        }
       }
       sources.push(createHostIndexSource({ index, logger }))
     }

@@ -46,18 +46,13 @@ export interface BlockTable {
   close: () => void
 }
 
-/** Compares entry `a` at `ai` with entry `b` at `bi` by prefix, then file id, then block (byte order). */
-export function compareEntries (a: Uint8Array, ai: number, b: Uint8Array, bi: number): number {
-  for (let k = 0; k < ENTRY_BYTES; k++) {
+/**
+ * Compares `length` bytes of `a` at `ai` with `b` at `bi` in byte order: entries (ENTRY_BYTES: prefix,
+ * then file id, then block, big-endian) or prefixes (BLOCK_PREFIX_BYTES).
+ */
+export function compareBytesAt (a: Uint8Array, ai: number, b: Uint8Array, bi: number, length: number): number {
+  for (let k = 0; k < length; k++) {
     const d = a[ai + k] - b[bi + k]
-    if (d !== 0) return d
-  }
-  return 0
-}
-
-function comparePrefix (a: Uint8Array, ai: number, prefix: Uint8Array): number {
-  for (let k = 0; k < BLOCK_PREFIX_BYTES; k++) {
-    const d = a[ai + k] - prefix[k]
     if (d !== 0) return d
   }
   return 0
@@ -67,7 +62,7 @@ function comparePrefix (a: Uint8Array, ai: number, prefix: Uint8Array): number {
 export function sortEntries (packed: Uint8Array): Uint8Array {
   const n = packed.length / ENTRY_BYTES
   const order = Array.from({ length: n }, (_, i) => i)
-  order.sort((x, y) => compareEntries(packed, x * ENTRY_BYTES, packed, y * ENTRY_BYTES))
+  order.sort((x, y) => compareBytesAt(packed, x * ENTRY_BYTES, packed, y * ENTRY_BYTES, ENTRY_BYTES))
   const out = new Uint8Array(packed.length)
   for (let i = 0; i < n; i++) out.set(packed.subarray(order[i] * ENTRY_BYTES, (order[i] + 1) * ENTRY_BYTES), i * ENTRY_BYTES)
   return out
@@ -86,7 +81,7 @@ export function * mergeEntries (old: Iterable<Uint8Array>, dropped: ReadonlySet<
     for (let at = 0; at < piece.length; at += ENTRY_BYTES) {
       if (dropped.has(dv.getUint32(at + BLOCK_PREFIX_BYTES))) continue
       for (;;) {
-        const fromAdded = a < added.length && compareEntries(added, a, piece, at) < 0
+        const fromAdded = a < added.length && compareBytesAt(added, a, piece, at, ENTRY_BYTES) < 0
         out.set(fromAdded ? added.subarray(a, a + ENTRY_BYTES) : piece.subarray(at, at + ENTRY_BYTES), o)
         o += ENTRY_BYTES
         if (o === out.length) { yield out.slice(); o = 0 }
@@ -202,7 +197,7 @@ function createTable (fd: number, generation: Uint8Array, count: number, firsts:
     let found = 0
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1
-      if (comparePrefix(firsts, mid * BLOCK_PREFIX_BYTES, prefix) < 0) { found = mid; lo = mid + 1 } else hi = mid - 1
+      if (compareBytesAt(firsts, mid * BLOCK_PREFIX_BYTES, prefix, 0, BLOCK_PREFIX_BYTES) < 0) { found = mid; lo = mid + 1 } else hi = mid - 1
     }
     return found
   }
@@ -219,7 +214,7 @@ function createTable (fd: number, generation: Uint8Array, count: number, firsts:
         for (let p = startPage(prefix); p < pages && !stop; p++) {
           load(p)
           for (let e = 0; e < loadedEntries; e++) {
-            const c = comparePrefix(page, e * ENTRY_BYTES, prefix)
+            const c = compareBytesAt(page, e * ENTRY_BYTES, prefix, 0, BLOCK_PREFIX_BYTES)
             if (c < 0) continue
             if (c > 0 || taken >= limit) { stop = true; break }
             taken++

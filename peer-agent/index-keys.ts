@@ -36,11 +36,6 @@ function isZeroPrefix (digests: Uint8Array, at: number): boolean {
   return true
 }
 
-
-export function compareBytes (a: Uint8Array, b: Uint8Array): number {
-  for (let i = 0; i < BLOCK_PREFIX_BYTES; i++) if (a[i] !== b[i]) return a[i] - b[i]
-  return 0
-}
 export const BLOCK_KEY_BYTES = 1 + BLOCK_PREFIX_BYTES + 8
 export const LIST_ENTRY_BYTES = BLOCK_PREFIX_BYTES + 4
 

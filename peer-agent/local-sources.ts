@@ -5,7 +5,7 @@
  * re-hashes it against the manifest's prefix.
  */
 import { closeSync, openSync } from 'node:fs'
-import { readFullSync } from '../utils/read-full.ts'
+import { readPaddedSync } from '../utils/read-full.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
@@ -14,13 +14,6 @@ import { OPEN_FILES_MAX } from './constants.ts'
 import type { BlockLocation, HostIndex } from './host-index.ts'
 import { describeRefresh } from './index-stats.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
-
-/** Reads BLOCK_SIZE bytes of `fd` at `offset` into `buf`, zero-padded past EOF; the number of bytes read. */
-export function readBlockAt (fd: number, offset: number, buf: Uint8Array): number {
-  const read = readFullSync(fd, buf.subarray(0, BLOCK_SIZE), offset)
-  buf.fill(0, read, BLOCK_SIZE)
-  return read
-}
 
 /** Reads blocks from files by path, keeping a bounded set of descriptors open. */
 export class FileReader {
@@ -46,9 +39,7 @@ export class FileReader {
         fd = openSync(path, 'r')
         this.fds.set(path, fd)
       }
-      const read = readFullSync(fd, buf, offset)
-      buf.fill(0, read)
-      return read
+      return readPaddedSync(fd, buf, offset)
     } catch {
       return -1
     }
@@ -84,7 +75,7 @@ export function createResumeSource (init: { fd: number }): BlockSource {
           digests = new Uint8Array(chunk.length / BLOCK_SIZE * DIGEST_BYTES)
         }
         const view = buffer.subarray(0, chunk.length)
-        view.fill(0, readFullSync(init.fd, view, chunk.offset))
+        readPaddedSync(init.fd, view, chunk.offset)
         hashBlocks(view, digests)
         const blocks = chunk.length / BLOCK_SIZE
         for (let k = 0; k < blocks; k++) {

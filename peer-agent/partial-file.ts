@@ -20,7 +20,7 @@ import {
 import { open, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { syncDir } from '../utils/atomic-write.ts'
-import { readFullSync } from '../utils/read-full.ts'
+import { readPaddedSync } from '../utils/read-full.ts'
 import { createWriteCoalescer } from '../utils/write-coalescer.ts'
 import { PARTIAL_CREATE_TRIES, WRITE_GATHER_BYTES } from './constants.ts'
 import { OutputReplacedError, PartialFileError } from './errors.ts'
@@ -287,7 +287,7 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
       if (writes.overlaps(offset, length)) writes.flush()
       if (buffer.length < length) buffer = new Uint8Array(length)
       const view = buffer.subarray(0, length)
-      view.fill(0, readFullSync(fd, view, offset))
+      readPaddedSync(fd, view, offset)
       return view
     },
     sync () {

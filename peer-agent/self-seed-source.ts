@@ -7,7 +7,7 @@
  */
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
-import { readFullSync } from '../utils/read-full.ts'
+import { readPaddedSync } from '../utils/read-full.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { offerBlocks } from './block-offers.ts'
 import { SELF_SEED_READ_BYTES } from './constants.ts'
@@ -56,7 +56,7 @@ export function createSelfSeedSource (init: { fd: number, manifest: Manifest }):
           do indices[n++] = index[next++]
           while (next < at.length && n < capacity && at[next] === from + (n - start) * BLOCK_SIZE)
           const view = buffer.subarray(start * BLOCK_SIZE, n * BLOCK_SIZE)
-          view.fill(0, readFullSync(init.fd, view, from)) // past the end (a truncated file): zeros, which fail their check
+          readPaddedSync(init.fd, view, from) // past the end (a truncated file): zeros, which fail their check
         }
         await offerBlocks(ctx, indices.subarray(0, n), buffer.subarray(0, n * BLOCK_SIZE), 'local')
       }

@@ -31,3 +31,10 @@ export function readFullSync (fd: number, buf: Uint8Array, position: number): nu
   }
   return done
 }
+
+/** readFullSync, with the rest of `buf` past the end of the file zeroed (a short file reads as zero-padded); the bytes read. */
+export function readPaddedSync (fd: number, buf: Uint8Array, position: number): number {
+  const read = readFullSync(fd, buf, position)
+  buf.fill(0, read)
+  return read
+}
