@@ -4,7 +4,8 @@
  * file added since is missed by this sync and found by the next; a file changed
  * since fails its re-hash and is not used. Real coordinator and agent processes.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
+import { mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeHostFolder, makeTestImage, tempDir, type HostFolder, type TempDir, type TestImage } from '../helpers/images.ts'
@@ -96,4 +97,26 @@ describe('host index refreshed after the image is in place', () => {
     expect(again.summary.bytes.local).toBe(whole.summary.bytes.local)
     expect(again.summary.discardedBlocks).toBeGreaterThan(0)
   })
+
+  it('a local user who swaps an indexed file for a FIFO or a symlink neither stalls the sync nor has it read through the link', async () => {
+    const big = [...base.files].filter(f => f.kind === 'random').sort((x, y) => y.size - x.size)[0]
+    const root = join(tmp.path, 'swapped')
+    await mkdir(root, { recursive: true })
+    const bytes = await readFile(join(base.tree, big.path))
+    await writeFile(join(root, 'fifo.bin'), bytes)
+    await writeFile(join(root, 'link.bin'), bytes)
+    const data = join(tmp.path, 'data-swapped')
+    expect((await runAgent(['index', '--data', data, '--index', root])).code).toBe(0)
+    // the index is ready and not refreshed before this sync: it still names both files as regular files
+    await rm(join(root, 'fifo.bin'))
+    execFileSync('mkfifo', [join(root, 'fifo.bin')]) // opening it for reading would wait for a writer that never comes
+    await writeFile(join(tmp.path, 'elsewhere.bin'), bytes)
+    await rm(join(root, 'link.bin'))
+    await symlink(join(tmp.path, 'elsewhere.bin'), join(root, 'link.bin'))
+    const r = await runAgent(['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', data,
+      '--out', join(tmp.path, 'swapped-out', 'ws.img'), '--json', '--no-lan', '--index', root, '--retries', '2'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await b3sumFile(join(tmp.path, 'swapped-out', 'ws.img'))).toBe(baseSum)
+    expect(r.summary.bytes.local).toBe(0) // neither the FIFO nor the file behind the link was read
+  }, 60_000)
 })
