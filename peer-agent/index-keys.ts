@@ -3,10 +3,10 @@
  * hashing of one file into them, and what a refresh keeps of them for the
  * block table (index-block-table.ts).
  */
-import { closeSync, openSync } from 'node:fs'
+import { closeSync } from 'node:fs'
 import { hashBlocks } from '../chunker/blake3.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
-import { readFullSync } from '../utils/read-full.ts'
+import { openRegularFile, readFullSync } from '../utils/read-full.ts'
 import { ENTRY_BYTES } from './index-block-table.ts'
 
 export const TAG_FILE = 1
@@ -70,7 +70,7 @@ export function hashFileBlocks (path: string, size: number, id: number, scratch:
   let count = 0
   let pos = 0
   // sync reads: on page-cached trees the FileHandle round trips cost more than the reads (profiled)
-  const fd = openSync(path, 'r')
+  const fd = openRegularFile(path) // the file may have changed since the walk's lstat
   try {
     for (;;) {
       const bytesRead = readFullSync(fd, buf, pos)

@@ -4,8 +4,8 @@
  * path is self-seed-source.ts. Every block read is offered to the sync, which
  * re-hashes it against the manifest's prefix.
  */
-import { closeSync, constants as fsc, fstatSync, openSync } from 'node:fs'
-import { readPaddedSync } from '../utils/read-full.ts'
+import { closeSync } from 'node:fs'
+import { openRegularFile, readPaddedSync } from '../utils/read-full.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/constants.ts'
 import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
@@ -14,20 +14,6 @@ import { OPEN_FILES_MAX } from './constants.ts'
 import type { BlockLocation, HostIndex } from './host-index.ts'
 import { describeRefresh } from './index-stats.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
-
-/**
- * Opens `path` for reading only if it is a regular file, itself: the index may be older than the
- * folder (refreshed after the sync), and a local user may have put a FIFO there (opening it would
- * wait for a writer for ever) or a symlink to a file only the agent may read. Throws otherwise.
- */
-function openRegularFile (path: string): number {
-  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd)
-    throw new Error(`${path} is not a regular file`)
-  }
-  return fd
-}
 
 /** Reads blocks from files by path, keeping a bounded set of descriptors open. */
 export class FileReader {

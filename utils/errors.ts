@@ -5,3 +5,9 @@ export class DataDirLockedError extends Error {
   static override name = 'DataDirLockedError'
   override name = 'DataDirLockedError'
 }
+
+/** A path expected to be a regular file is something else now (a FIFO, a device, a directory); a symlink fails its open (ELOOP). */
+export class NotRegularFileError extends Error {
+  static override name = 'NotRegularFileError'
+  override name = 'NotRegularFileError'
+}

@@ -4,8 +4,9 @@
  * shrinking), so every reader that needs N bytes loops until it has them or
  * reaches the end of the file.
  */
-import { readSync } from 'node:fs'
+import { closeSync, constants as fsc, fstatSync, openSync, readSync } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
+import { NotRegularFileError } from './errors.ts'
 
 /** Fills `buf` from `fh` at file offset `position`; returns the bytes read, fewer than `buf.length` only at end of file. */
 export async function readFull (fh: FileHandle, buf: Uint8Array, position: number): Promise<number> {
@@ -37,4 +38,18 @@ export function readPaddedSync (fd: number, buf: Uint8Array, position: number): 
   const read = readFullSync(fd, buf, position)
   buf.fill(0, read)
   return read
+}
+
+/**
+ * Opens `path` for reading only if it is a regular file, itself (not through a symlink): a file
+ * found earlier (the host index) may have been replaced since by a local user, with a FIFO
+ * (opening it would wait for a writer for ever) or a symlink to a file only we may read. Throws otherwise.
+ */
+export function openRegularFile (path: string): number {
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd)
+    throw new NotRegularFileError(`${path} is not a regular file`)
+  }
+  return fd
 }
