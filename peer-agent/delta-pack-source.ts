@@ -22,6 +22,7 @@ import type { CoordinatorClient } from './coordinator-client.ts'
 import { isDiskFull, PackRestartedError } from './errors.ts'
 import { createPackGrowth, readGrowing, waitForBytes, type PackGrowth } from './delta-pack-growth.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
+import { closeBody, rangeStartsAt } from './range-resume.ts'
 
 /** Which of the new version's blocks a delta pack from `old` holds: first occurrence of each prefix not in `old`. */
 export function deltaPackBlocks (newPrefixes: Uint8Array, oldPrefixes: Uint8Array): number[] {
@@ -186,8 +187,14 @@ export function createDeltaPackSource (components: { client: CoordinatorClient, 
       growth.start(have)
       return
     }
-    const newTag = res.headers.get('etag')
     const append = res.status === 206
+    if (append && !rangeStartsAt(res.headers.get('content-range'), have)) {
+      // a range we did not ask for (a broken cache): appended, it would corrupt the pack; start afresh on the next try
+      await closeBody(res.body)
+      await rm(init.path, { force: true })
+      throw new Error(`delta pack: asked from byte ${have}, answered ${res.headers.get('content-range') ?? 'no Content-Range'}`)
+    }
+    const newTag = res.headers.get('etag')
     if (!append && newTag != null) await writeFileAtomic(etagPath, newTag, { mode: PRIVATE_FILE_MODE })
     // before the file is truncated, so a reader applying it meanwhile knows to start over
     growth.start(append ? have : 0)

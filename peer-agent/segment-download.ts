@@ -19,6 +19,7 @@ import type { CoordinatorClient } from './coordinator-client.ts'
 import { PRIVATE_FILE_MODE } from './constants.ts'
 import { SegmentMismatchError } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
+import { closeBody, rangeStartsAt } from './range-resume.ts'
 
 const { O_RDWR, O_CREAT, O_NOFOLLOW, O_NONBLOCK } = constants
 
@@ -137,18 +138,4 @@ function spoolWrite (fd: number, piece: Uint8Array, position: number, path: stri
     try { dropSpool(path) } catch {} // best effort: the next run empties or replaces it anyway
     return undefined
   }
-}
-
-/**
- * Frees the connection of a body that will not be read: the client frees it once reading starts and
- * stops (client/coordinator-http.ts), not for a body never read, which would hold it open.
- */
-async function closeBody (body: AsyncIterable<Uint8Array>): Promise<void> {
-  for await (const _ of body) break
-}
-
-/** Whether a Content-Range header (`bytes START-END/SIZE`) starts at `start`. */
-function rangeStartsAt (header: string | null, start: number): boolean {
-  const m = /^bytes (\d+)-\d+\/\d+$/.exec(header ?? '')
-  return m != null && Number(m[1]) === start
 }

@@ -247,6 +247,47 @@ describe('delta pack', () => {
     })
   }
 
+  it('a resumed download answered 206 from another byte than asked (a broken cache) is started afresh, not appended', async () => {
+    const { ctx, ledger } = contextFor(tmp.path, m2)
+    const asked: Array<string | undefined> = []
+    const proxy = createServer((req, res) => {
+      const delta = /\/delta\//.test(req.url ?? '')
+      if (delta) asked.push(req.headers.range)
+      const headers: Record<string, string> = {}
+      if (typeof req.headers.authorization === 'string') headers.authorization = req.headers.authorization
+      fetch(coord.url + (req.url ?? ''), { method: req.method, headers }).then(async (up) => {
+        const body = new Uint8Array(await up.arrayBuffer())
+        const out: Record<string, string> = {}
+        up.headers.forEach((v, k) => { if (['etag', 'content-type'].includes(k)) out[k] = v })
+        if (!delta || asked.length > 2) { res.writeHead(up.status, out); res.end(body); return }
+        if (asked.length === 2) {
+          // the resume: the whole pack again, but as a 206 that claims to start at byte 0
+          res.writeHead(206, { ...out, 'content-range': `bytes 0-${body.length - 1}/${body.length}` })
+          res.end(body)
+          return
+        }
+        res.writeHead(200, { ...out, 'content-length': String(body.length) })
+        res.write(body.subarray(0, Math.floor(body.length * 2 / 3)))
+        await setTimeout(500)
+        res.destroy()
+      }).catch(() => res.destroy())
+    })
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve))
+    try {
+      const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
+      const client = createCoordinatorClient({ logger: silentLogger }, { url, auth: { token }, retry: { attempts: 4, baseMs: 20, maxMs: 50 } })
+      const pack = createDeltaPackSource({ client, logger: silentLogger }, { image: 'ws', version: 'v2', from: m1, path: join(tmp.path, 'data-wrong-range', 'v1-v2.pack') })
+      await pack.fill(ctx, {})
+    } finally {
+      await new Promise(resolve => proxy.close(resolve))
+    }
+    expect(asked.length).toBe(3)
+    expect(asked[1] != null).toBe(true)
+    expect(asked[2]).toBeUndefined() // the third asks for the whole pack
+    for (const b of deltaPackBlocks(m2.blockPrefixes, m1.blockPrefixes)) expect(ctx.isMissing(b)).toBe(false)
+    expect(ledger.tally.discardedBlocks).toBe(0)
+  })
+
   it('the LAN peers source is prepared (joins, waits for the site) before the self-seed runs, and filled after it', async () => {
     const client = createCoordinatorClient({ logger: silentLogger }, { url: coord.url, auth: { token } })
     const events: string[] = []
