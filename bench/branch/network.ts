@@ -31,8 +31,13 @@ export interface Network {
   hq: (cmd: string, args: string[]) => CommandLine
   /** Wraps a command so it runs in the branch (clients' side). */
   branch: (cmd: string, args: string[]) => CommandLine
-  /** A 127.0.0.1 port for a service inside hq (where it listens). */
+  /** A port for a service inside hq (where it listens, on `listenHost`). */
   backendPort: (frontPort: number) => Promise<number>
+  /**
+   * The address hq services listen on: 127.0.0.1 behind a relay; 0.0.0.0 (inside hq: its loopback
+   * and the veth) when nothing relays, so clients reach them over the veth directly, as BitTorrent's do.
+   */
+  listenHost: string
   /**
    * Starts the WAN path to hq services: clients connect to the returned
    * host:port, which crosses the shaped link and the delay to the backend port.
@@ -156,7 +161,7 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
       `Network namespaces ${n.hq} (coordinator, HTTP server) and ${n.branch} (every client, one process each), joined by a veth pair ${n.hqVeth}/${n.branchVeth} (${HQ_ADDRESS}/${WAN_PREFIX} - ${BRANCH_ADDRESS}); the WAN is shaped by \`tc qdisc tbf rate ${tcRate(init.wanRate)}\` on the egress of both ends (each direction).`,
       init.wanRttMs > 0
         ? `Round trip: netem is not available on this kernel, so a user-space relay in ${n.hq} (bench/branch/relay.ts) holds every byte ${init.wanRttMs / 2} ms in each direction between the veth and the services. It terminates TCP, so it adds request/response latency but not the effect of a long RTT on TCP's congestion window.`
-        : 'No round trip added (--wan-rtt 0): the relay in hq forwards without delay.',
+        : `No round trip added (--wan-rtt 0): no relay either; the services in ${n.hq} listen on the veth and every client reaches them directly, as the BitTorrent peers do (a user-space relay would cost the clients of the services, not BitTorrent's, CPU and a hop).`,
       `WAN bytes = rx + tx of ${n.hqVeth} (/proc/<pid>/net/dev of a process in ${n.hq}) sampled every 250 ms, with segmentation offload limited to one 1500-byte frame so every packet is counted with its Ethernet/IP/TCP headers (66 bytes per packet here) and every ACK: what a real link carries. The accounting check also removes the headers (packets x 66 bytes) to compare payloads.`,
       init.lanRate > 0
         ? `LAN: all clients share ${n.branch}, so client-to-client traffic crosses its loopback, shaped by tbf at ${tcRate(init.lanRate)}; LAN bytes = tx bytes of that loopback.`
@@ -165,7 +170,9 @@ export async function createNetnsNetwork (pm: ProcessManager, init: NetworkInit)
     hq: wrap(n.hq),
     branch: wrap(n.branch),
     backendPort: async (frontPort) => frontPort + BACKEND_PORT_OFFSET,
+    listenHost: init.wanRttMs > 0 ? '127.0.0.1' : '0.0.0.0',
     async startWan (services) {
+      if (init.wanRttMs === 0) return services.map(s => `${HQ_ADDRESS}:${s.backendPort}`)
       return await startRelayIn(pm, { netns: n.hq, host: HQ_ADDRESS, rttMs: init.wanRttMs, services })
     },
     sample: () => {
@@ -222,6 +229,7 @@ export async function createProxyNetwork (init: NetworkInit): Promise<Network> {
     hq: (cmd, args) => [cmd, args],
     branch: (cmd, args) => [cmd, args],
     backendPort: async () => await freePort(),
+    listenHost: '127.0.0.1',
     async startWan (services) {
       relay = await startRelay({
         mappings: services.map(s => ({ listenHost: '127.0.0.1', listenPort: 0, targetHost: '127.0.0.1', targetPort: s.backendPort })),

@@ -434,10 +434,10 @@ async function prepareArtifacts (ctx: Ctx, casync: boolean, bittorrent: boolean)
 async function startServices (ctx: Ctx): Promise<{ adminUrl: string, adminToken: string }> {
   const coordBackend = await ctx.net.backendPort(COORDINATOR_PORT)
   const httpBackend = await ctx.net.backendPort(HTTP_PORT)
-  const http = ctx.pm.spawn('http server', ...ctx.net.hq(process.execPath, [join(import.meta.dirname, 'serve.ts'), '--root', join(ctx.work, 'www'), '--listen', `127.0.0.1:${httpBackend}`]))
+  const http = ctx.pm.spawn('http server', ...ctx.net.hq(process.execPath, [join(import.meta.dirname, 'serve.ts'), '--root', join(ctx.work, 'www'), '--listen', `${ctx.net.listenHost}:${httpBackend}`]))
   await waitReady(http.onLine, http.exited, 'http server', http.stderr)
   const coordData = join(ctx.work, 'coordinator')
-  const coord = ctx.pm.spawn('coordinator', ...ctx.net.hq(...trimswarm(['coordinator', '--data', coordData, '--listen', `127.0.0.1:${coordBackend}`, '--log-level', 'warn'])))
+  const coord = ctx.pm.spawn('coordinator', ...ctx.net.hq(...trimswarm(['coordinator', '--data', coordData, '--listen', `${ctx.net.listenHost}:${coordBackend}`, '--log-level', 'warn'])))
   ctx.coordinatorPid = coord.pid
   const adminUrl = `http://127.0.0.1:${coordBackend}`
   const tokenFile = join(coordData, 'admin.token')

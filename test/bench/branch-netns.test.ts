@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createProcessManager } from '../../bench/branch/processes.ts'
 import { createNetnsNetwork, netnsNames, waitReady } from '../../bench/branch/network.ts'
+import { HQ_ADDRESS } from '../../bench/branch/constants.ts'
 import { makeHostFolder, makeTestImage, makeUpdatedImage, tempDir } from '../helpers/images.ts'
 import type { TempDir } from '../helpers/images.ts'
 
@@ -88,6 +89,32 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
     expect(namespaces()).not.toContain(names.branch)
     expect(pids.length).toBeGreaterThan(0)
     for (const pid of pids) expect(alive(pid)).toBe(false)
+  })
+
+  it('with no round trip (--wan-rtt 0), starts no relay: clients reach the services over the shaped veth directly', async () => {
+    const pm = createProcessManager()
+    const id = 900_000_000 + ((process.pid + 1) % 1_000_000)
+    const file = join(tmp.path, 'blob0')
+    writeFileSync(file, Buffer.alloc(500_000, 7))
+    const net = await createNetnsNetwork(pm, { id, wanRate: 1_250_000, wanRttMs: 0, lanRate: 0 })
+    try {
+      expect(net.listenHost).toBe('0.0.0.0')
+      const backend = await net.backendPort(8080)
+      const srv = pm.spawn('serve', ...net.hq(process.execPath, [join(REPO, 'bench/branch/serve.ts'), '--root', tmp.path, '--listen', `${net.listenHost}:${backend}`]))
+      await waitReady(srv.onLine, srv.exited, 'serve', srv.stderr)
+      const [front] = await net.startWan([{ frontPort: 8080, backendPort: backend }])
+      expect(front).toBe(`${HQ_ADDRESS}:${backend}`)
+      expect(pm.live().map(c => c.name)).not.toContain('wan relay')
+      const before = net.sample()
+      const out = await pm.run('curl', ...net.branch('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download}', `http://${front}/blob0`]))
+      expect(Number(out)).toBe(500_000)
+      const down = net.sample().wanDown - before.wanDown
+      expect(down).toBeGreaterThan(500_000)
+      expect(down).toBeLessThan(560_000)
+    } finally {
+      await pm.killAll()
+      await net.teardown()
+    }
   })
 
   it('bad input and a non-root user: a clear message, exit 2, nothing created', () => {
