@@ -162,8 +162,16 @@ export const LAN_ORIGIN_MIN_ROUNDS = 16
  */
 export const LAN_ORIGIN_ROUNDS_IN_FLIGHT = 2
 
-/** An update looks for the peers of its site on the version again after this long, before choosing who takes the delta pack (ms). */
-export const LAN_PACK_WAIT_MS = 3_000
+/**
+ * An update looks for the peers of its site on the version again after this long, before choosing who takes the
+ * delta pack (ms): agents that start together register within it, so all see the same list and one pulls the pack.
+ * The wait runs while the self-seed does, but the self-seed of base.img -> next.img takes 0.4-1.0 s with 4 agents
+ * on 2 cores, so most of it delayed the pack: the WAN sat idle until 6 s (3 s wait), the update was all done in
+ * 11.5 s; with 1.5 s the pack crossed from 3 s on, all done in 8.6 s (docs/BENCHMARKS.md "Update at 100 mbit
+ * (session 10)"). The same order as SETTLE_MS, the claim rule's wait for agents starting together; the agents of
+ * that run registered within 0.5 s of each other.
+ */
+export const LAN_PACK_WAIT_MS = 1_500
 
 /** An update's other agents take origin chunks themselves once the agent fetching the delta pack made no progress for this long (ms). */
 export const LAN_LEADER_STALL_MS = 15_000
