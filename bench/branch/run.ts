@@ -120,6 +120,9 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
   // so its client is done when PATH is atomically replaced (a new inode), not when the process exits.
   const inode = (f: string): number | null => { try { return statSync(f).ino } catch { return null } }
   const initialInodes = outputs?.map(inode)
+  // the method before left its outputs in the page cache (BitTorrent's four images of 805 MB are never fsynced):
+  // written out now, not during this method's clients, whose own fsyncs would queue behind them
+  execFileSync('sync')
   const samples: Sample[] = [ctx.net.sample()]
   const t0 = samples[0].t
   const children = clients.map(([cmd, args], i) => {
@@ -554,6 +557,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     else notes.push('casync baseline: `casync make` (default chunk sizes) of both images into one store on hq, served over HTTP; clients run `casync extract` (update: `--seed=` the old image).')
     if (pre.bittorrent != null) notes.push(`BitTorrent baseline did not run: ${pre.bittorrent}.`)
     else notes.push(`BitTorrent baseline: a private torrent (DHT, LPD and peer exchange off), opentracker (whitelisted info hash) and one aria2c seed in hq, one aria2c per client in the branch with its own listen port. They connect directly over the veth (peers must see each other's addresses), so the --wan-rtt relay is NOT in their path: the WAN is shaped the same but without the added round trip. A client is done when aria2c's --on-bt-download-complete hook has decompressed (zstd -d) the image into place; it keeps seeding for the others until all are done (at most ${BT_LINGER_MAX_S} s), like trimswarm's --linger. The .torrent file reaches the clients out of band (a local file).`)
+    notes.push('Before each method the bench runs `sync`: what the method before wrote (the page cache\'s dirty data) is on disk before the next one starts, not written back during it.')
     notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold. An agent is done when its output file is replaced by the verified image (new inode, polled every sample); it may keep serving peers after that (--linger), which is in report.json as exitSeconds.')
 
     // the coordinator's background builds after the publishes (segments of both versions, the delta pack; one at a
