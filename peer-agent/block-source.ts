@@ -23,8 +23,9 @@ export interface SyncContext {
    * Offers the bytes of block `index`: hashed and compared with the manifest's
    * prefix; when it matches, written to every missing position holding the
    * same block. Returns false (and counts a discarded block) on a mismatch.
+   * `source`: the name its blocks count under (default: the source running now).
    */
-  offerBlock: (index: number, bytes: Uint8Array, kind: SourceKind) => boolean
+  offerBlock: (index: number, bytes: Uint8Array, kind: SourceKind, source?: string) => boolean
   /**
    * Offers a whole chunk: verified against its full digest, written, marked verified.
    * `verified`: the caller already checked its length and full BLAKE3 digest against
@@ -46,6 +47,13 @@ export interface SyncContext {
   unverifiedChunks: () => number[]
   /** Lets sources yield to the event loop and checkpoint now and then. */
   tick: () => Promise<void>
+  /**
+   * While host index reads run beside this source (local-pending.ts): whether chunk `chunk` still
+   * waits for one of them. Its verdict (verified or not) waits for `localDone`.
+   */
+  localPending?: (chunk: number) => boolean
+  /** Settles once the host index reads running beside this source are over. */
+  localDone?: Promise<void>
   /**
    * A private folder of the data dir where the segment source spools each segment as it downloads
    * it, so a kill -9 mid-segment resumes it (segment-download.ts); none: segments are held in memory only.

@@ -27,7 +27,8 @@ import { ChunkUnavailableError, DiskFullError, isDiskFull, SyncIncompleteError }
 import { isInstalledFile, openOutputForReading, openPartialImage, reopenOurs, type PartialImage } from './partial-file.ts'
 import type { HostIndex } from './host-index.ts'
 import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
-import { createHostIndexSource, createResumeSource, refreshHostIndex, refreshHostIndexAfter } from './local-sources.ts'
+import { createResumeSource, HOST_INDEX_SOURCE, planHostReads, refreshHostIndex, refreshHostIndexAfter, type HostReadPlan } from './local-sources.ts'
+import { readHostBeside } from './local-pending.ts'
 import { createSelfSeedSource } from './self-seed-source.ts'
 import { createBlockBatchSource, fetchChunkFromOrigin } from './origin-sources.ts'
 import { createDeltaPackSource, type DeltaPackSource } from './delta-pack-source.ts'
@@ -253,8 +254,8 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       // phase 2, the LAN peers (the swarm): they join and wait for the site's agents while the local sources run
       const peers = components.extraSources?.(target.manifest, { fromVersion: oldManifest?.version }) ?? []
       for (const source of peers) source.prepare?.({ signal })
-      await fromLocalSources(job)
-      await runSources(job, peers)
+      const hostReads = await fromLocalSources(job)
+      await hostReadsAndPeers(job, hostReads, peers)
       // the index's file table and caches are not needed past the local sources: free them before
       // the origin's zstd window is allocated (peak RSS); the next lookup or refresh reopens it
       await components.hostIndex?.close()
@@ -329,24 +330,32 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   }
 
   /** Phase 1: this machine (the partial file of an earlier run, the older version at the output, the host index). */
-  async function fromLocalSources (job: SyncJob): Promise<void> {
+  async function fromLocalSources (job: SyncJob): Promise<HostReadPlan | undefined> {
     const sources: BlockSource[] = []
     if (job.partial.state !== 'fresh') sources.push(createResumeSource({ fd: job.partial.fd }))
     const outFd = job.oldManifest != null ? openOutputForReading(job.out) : undefined
     if (outFd != null) sources.push({ ...createSelfSeedSource({ fd: outFd, manifest: job.oldManifest! }), close: async () => { closeSync(outFd) } })
-    const index = components.hostIndex
-    if (index != null) {
-      // a ready index is used as of its last refresh, every block re-hashed (refreshHostIndexAfter)
-      if (init.refreshIndex !== false) {
-        if (index.isReady()) job.refreshIndexAfter = index
-        else {
-          job.ctx.setPhase('indexing host folders')
-          await refreshHostIndex(index, logger, { signal: job.req.signal })
-        }
-      }
-      sources.push(createHostIndexSource({ index, logger }))
-    }
     await runSources(job, sources)
+    const index = components.hostIndex
+    if (index == null) return undefined
+    // a ready index is used as of its last refresh, every block re-hashed (refreshHostIndexAfter)
+    if (init.refreshIndex !== false) {
+      if (index.isReady()) job.refreshIndexAfter = index
+      else {
+        job.ctx.setPhase('indexing host folders')
+        await refreshHostIndex(index, logger, { signal: job.req.signal })
+      }
+    }
+    if (job.ctx.missingCount() === 0) return undefined
+    job.ctx.setPhase(HOST_INDEX_SOURCE)
+    return await planHostReads(index, job.ctx, { signal: job.req.signal, logger })
+  }
+
+  /** The host index reads, then the peers; with peers, side by side (local-pending.ts). */
+  async function hostReadsAndPeers (job: SyncJob, plan: HostReadPlan | undefined, peers: BlockSource[]): Promise<void> {
+    if (plan == null || plan.blocks.length === 0) return await runSources(job, peers)
+    const beside = peers.length === 0 ? undefined : async (ctx: DrivenSyncContext) => { await runSources({ ...job, ctx }, peers) }
+    await readHostBeside(job.ctx, plan, { logger, signal: job.req.signal }, beside)
   }
 
   /** Phase 3: the delta pack from the installed version, when the cost model says it pays for what is still missing. */

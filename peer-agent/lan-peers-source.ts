@@ -70,9 +70,9 @@ async function fetchClaimed (
   if (blocks.length > 0) {
     await createBlockBatchSource({ client, logger }, { image: m.name, version: m.version, segments }).fill(narrowed(ctx, blocks), options)
   }
-  // a chunk that still does not verify (a bad block from the origin): fetched whole
+  // a chunk that still does not verify (a bad block from the origin): fetched whole; one still waiting for host reads is judged after them
   for (const ci of chunks) {
-    if (isVerified(ci)) continue
+    if (isVerified(ci) || ctx.localPending?.(ci) === true) continue
     const fetched = await fetchChunkFromOrigin(client, ctx, ci, options)
     // the coordinator's copy is damaged or gone: a peer may have it; the sync asks again at its end
     if (fetched !== true) logger.warn(`chunk ${ci} (${chunkCid(m.chunks[ci].digest).toString()}): the coordinator cannot serve it (${fetched.message})`)
@@ -172,8 +172,15 @@ interface RoundRun {
   segments: SegmentSource
   state: RoundState
   givenUp: Set<number>
+  /** Chunks of our rounds that still waited for host reads at the round's end: judged once those are over. */
+  deferred: number[]
   /** Chunks our rounds took from the origin (the session's own count includes those handed back). */
   fromOrigin: number
+}
+
+/** A chunk of our rounds: announced once verified, else given up (left to the sync's later phases). */
+function judge (run: RoundRun, i: number): void {
+  if (run.sync.isVerified(i)) { run.session.markHave(i); run.fromOrigin++ } else run.givenUp.add(i)
 }
 
 /** A round in flight: `segmentsIn` settles once its segments and the earlier rounds' are in, `done` at its end. */
@@ -215,7 +222,8 @@ function startRound (run: RoundRun, round: OriginRound, before: Promise<void>, o
       for (const c of round.chunks) state.busy[c] = 0
     }
     for (const i of round.reserved) {
-      if (sync.isVerified(i)) { session.markHave(i); run.fromOrigin++ } else run.givenUp.add(i)
+      if (!sync.isVerified(i) && ctx.localPending?.(i) === true) run.deferred.push(i)
+      else judge(run, i)
     }
     await ctx.tick()
   })()
@@ -234,7 +242,9 @@ async function claimRounds (
   const m = sync.manifest
   const segments = createSegmentSource(components, { image: m.name, version: m.version })
   const state = await roundState(components, ctx, segments, options)
-  const run: RoundRun = { components, ctx, session, sync, segments, state, givenUp: new Set(), fromOrigin: 0 }
+  const run: RoundRun = { components, ctx, session, sync, segments, state, givenUp: new Set(), deferred: [], fromOrigin: 0 }
+  // host reads beside us (local-pending.ts): what our rounds left to them is judged once they are over
+  void ctx.localDone?.then(() => { for (const i of run.deferred.splice(0)) judge(run, i) })
   const leader = createLeaderWatch(session.remaining(), performance.now(), LAN_LEADER_STALL_MS)
   const waitForPeers = async (): Promise<void> => {
     await session.waitForChange({ signal: options.signal, timeoutMs: LAN_WAIT_MS })

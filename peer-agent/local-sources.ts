@@ -94,53 +94,93 @@ export function createResumeSource (init: { fd: number }): BlockSource {
 /** Blocks read from a host file in one call at most (1 MiB): consecutive blocks of the image are often consecutive in a host file. */
 const HOST_RUN_BLOCKS = 256
 
+/** The host index's candidates for the blocks a sync misses, looked up before any is read (`planHostReads`). */
+export interface HostReadPlan {
+  /** Missing blocks (one per distinct prefix) with at least one candidate, in lookup order. */
+  blocks: number[]
+  /** Their candidates, the first one first read. */
+  found: BlockLocation[][]
+}
+
+/** The source name of host index blocks (the summary's blocksBySource). */
+export const HOST_INDEX_SOURCE = 'host index'
+
+/** Lookups in one call to the index. */
+const LOOKUP_BATCH = 8192
+
+/**
+ * Looks up every missing block in the host index (no file read yet). A failing index (not an abort) is
+ * logged with `logger` and plans nothing: the sources after it fetch those blocks.
+ */
+export async function planHostReads (index: HostIndex, ctx: SyncContext, options: AbortOptions & { logger?: AgentLogger }): Promise<HostReadPlan> {
+  const missing = ctx.missing()
+  const plan: HostReadPlan = { blocks: [], found: [] }
+  try {
+    for (let i = 0; i < missing.length; i += LOOKUP_BATCH) {
+      options.signal?.throwIfAborted()
+      const slice = missing.slice(i, i + LOOKUP_BATCH)
+      const prefixes = slice.map(b => ctx.manifest.blockPrefixes.subarray(b * BLOCK_PREFIX_BYTES, (b + 1) * BLOCK_PREFIX_BYTES))
+      const found = await index.lookupMany(prefixes)
+      slice.forEach((b, k) => { if (found[k].length > 0) { plan.blocks.push(b); plan.found.push(found[k]) } })
+    }
+  } catch (err) {
+    if (options.signal?.aborted === true || options.logger == null) throw err
+    options.logger.warn(`${HOST_INDEX_SOURCE}: ${(err as Error).message} (continuing with the next source)`)
+    return { blocks: [], found: [] }
+  }
+  return plan
+}
+
+/**
+ * Reads the planned blocks, in runs of consecutive blocks of one file, and offers each (re-hashed by the
+ * sync against its prefix). A block that fails (a file changed since indexing) tries its other candidates.
+ */
+export async function readPlannedBlocks (ctx: SyncContext, plan: HostReadPlan, options: AbortOptions): Promise<void> {
+  const reader = new FileReader()
+  const run = new Uint8Array(HOST_RUN_BLOCKS * BLOCK_SIZE)
+  const single = new Uint8Array(BLOCK_SIZE) // not the run's buffer: the rest of the run is still to offer
+  const offer = (index: number, bytes: Uint8Array): boolean => ctx.offerBlock(index, bytes, 'local', HOST_INDEX_SOURCE)
+  const { blocks, found } = plan
+  let sinceTick = 0
+  try {
+    for (let j = 0; j < blocks.length;) {
+      options.signal?.throwIfAborted()
+      const n = runLength(found, j)
+      // one read for the run of first candidates
+      const first = found[j][0]
+      const read = reader.readAt(first.path, first.offset, run.subarray(0, n * BLOCK_SIZE))
+      for (let k = 0; k < n; k++) {
+        const index = blocks[j + k]
+        if (!ctx.isMissing(index)) continue
+        if (read > k * BLOCK_SIZE && offer(index, run.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE))) continue
+        for (const loc of found[j + k].slice(1)) {
+          if (!ctx.isMissing(index)) break
+          if (reader.readBlock(loc.path, loc.offset, single) && offer(index, single)) break
+        }
+      }
+      j += n
+      if ((sinceTick += n) >= 1024) { sinceTick = 0; await ctx.tick() }
+    }
+    await ctx.tick()
+  } finally {
+    reader.close()
+  }
+}
+
 /** Trim Transfer: blocks of files on this host, through the host index. */
 export function createHostIndexSource (components: { index: HostIndex, logger: AgentLogger }): BlockSource {
   return {
-    name: 'host index',
+    name: HOST_INDEX_SOURCE,
     kind: 'local',
     async fill (ctx: SyncContext, options) {
-      const missing = ctx.missing()
-      const reader = new FileReader()
-      const run = new Uint8Array(HOST_RUN_BLOCKS * BLOCK_SIZE)
-      const single = new Uint8Array(BLOCK_SIZE) // not the run's buffer: the rest of the run is still to offer
-      const LOOKUP_BATCH = 8192
-      let sinceTick = 0
-      try {
-        for (let i = 0; i < missing.length; i += LOOKUP_BATCH) {
-          options.signal?.throwIfAborted()
-          const slice = missing.slice(i, i + LOOKUP_BATCH)
-          const prefixes = slice.map(index => ctx.manifest.blockPrefixes.subarray(index * BLOCK_PREFIX_BYTES, (index + 1) * BLOCK_PREFIX_BYTES))
-          const found = await components.index.lookupMany(prefixes)
-          for (let j = 0; j < slice.length;) {
-            const n = runLength(found, j)
-            if (n === 0) { j++; continue }
-            // one read for the run of first candidates; a block that fails its re-hash (a file changed
-            // since indexing) tries its other candidates one by one
-            const first = found[j][0]
-            const read = reader.readAt(first.path, first.offset, run.subarray(0, n * BLOCK_SIZE))
-            for (let k = 0; k < n; k++) {
-              const index = slice[j + k]
-              if (!ctx.isMissing(index)) continue
-              if (read > k * BLOCK_SIZE && ctx.offerBlock(index, run.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), 'local')) continue
-              offerFromOthers(ctx, reader, index, found[j + k].slice(1), single)
-            }
-            j += n
-            if ((sinceTick += n) >= 1024) { sinceTick = 0; await ctx.tick() }
-          }
-          await ctx.tick()
-        }
-      } finally {
-        reader.close()
-      }
+      await readPlannedBlocks(ctx, await planHostReads(components.index, ctx, options), options)
     }
   }
 }
 
-/** How many entries from `j` on have first candidates that follow each other in one file (0: none at `j`). */
+/** How many entries from `j` on have first candidates that follow each other in one file (at least 1). */
 function runLength (found: BlockLocation[][], j: number): number {
   const first = found[j][0]
-  if (first == null) return 0
   let n = 1
   while (n < HOST_RUN_BLOCKS && j + n < found.length) {
     const c = found[j + n][0]
@@ -148,13 +188,6 @@ function runLength (found: BlockLocation[][], j: number): number {
     n++
   }
   return n
-}
-
-function offerFromOthers (ctx: SyncContext, reader: FileReader, index: number, candidates: BlockLocation[], buf: Uint8Array): void {
-  for (const loc of candidates) {
-    if (!ctx.isMissing(index)) return
-    if (reader.readBlock(loc.path, loc.offset, buf) && ctx.offerBlock(index, buf, 'local')) return
-  }
 }
 
 /** Refreshes the host index and logs what it found. */

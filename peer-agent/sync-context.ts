@@ -129,13 +129,13 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     unverifiedChunks: ledger.unverifiedChunks,
     chunkStartingAt: ledger.chunkStartingAt,
     segmentSpool: init.segmentSpool,
-    offerBlock (block, bytes, kind) {
+    offerBlock (block, bytes, kind, sourceName) {
       if (!ledger.isMissing(block)) return true
       if (!matchesPrefix(manifest, block, digestOf(bytes))) {
         ledger.tally.discardedBlocks++
         return false
       }
-      place(block, bytes, source?.name ?? kind, kind)
+      place(block, bytes, sourceName ?? source?.name ?? kind, kind)
       return true
     },
     offerChunk (chunk, bytes, kind, verified = false) {

@@ -161,6 +161,35 @@ describe('segments', () => {
     expect(after.blocks - before.blocks).toBe(0)
   })
 
+  it('trim agents with LAN sharing read their host files beside the session: the origin sends what no host file holds, about once', async () => {
+    // block bytes the origin sent (segments and batches), not the API's: on an image this small the agents' requests weigh
+    const sent = (): number => { const o = origin(); return o.segment + o.blocks }
+    const before = sent()
+    const lone = await runAgent(['sync', 'ws@v1', ...common(coord.url, join(tmp.path, 'trim-lone-data'), join(tmp.path, 'trim-lone', 'ws.img')), '--index', host.path])
+    expect(lone.code, lone.stderr).toBe(0)
+    const aloneBytes = sent() - before
+    expect(aloneBytes).toBeGreaterThan(0)
+    const names = ['t1', 't2', 't3']
+    // --verbose: the host index's line is an info line
+    const lan = ['--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'trim', '--linger', '20', '--index', host.path, '--verbose']
+    const start = sent()
+    const runs = await Promise.all(names.map(async n => await spawnAgent([
+      'sync', 'ws@v1', ...common(coord.url, join(tmp.path, `${n}-data`), join(tmp.path, n, 'ws.img')).filter(a => a !== '--no-lan'), ...lan
+    ]).done))
+    for (const r of runs) expect(r.code, r.stderr).toBe(0)
+    for (const n of names) expect(await b3sumFile(join(tmp.path, n, 'ws.img'))).toBe(baseSum)
+    for (const r of runs) {
+      expect(r.stderr).toMatch(/host index: \d+ blocks found in host files, read beside the LAN session/)
+      // the host's blocks count as the host index's, not as the peers' that ran at the same time
+      expect(r.summary.blocksBySource['host index']).toBeGreaterThan(0)
+      expect(r.summary.bytes.local).toBe(lone.summary.bytes.local)
+    }
+    // no block a host file holds was asked of the origin while the reads ran, and the rest came about once: 1.18x here,
+    // as when the reads ran before the session (claim rounds take whole segments a lone trim agent partly batches)
+    const ratio = (sent() - start) / aloneBytes
+    expect(ratio, `origin block bytes ${sent() - start} vs one trim agent alone ${aloneBytes}`).toBeLessThanOrEqual(1.25)
+  }, 120_000)
+
   it('agents that start together split the segments: each is downloaded about once, the rest crosses the LAN', async () => {
     // big enough for several claim groups of 64 chunks, so the claim rule gives each agent a share
     const big = await makeTestImage(tmp.path, { name: 'big', sizeMiB: 40, files: 80, seed: 23, dataKiB: 24 * 1024 })
