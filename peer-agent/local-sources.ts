@@ -167,17 +167,6 @@ export async function readPlannedBlocks (ctx: SyncContext, plan: HostReadPlan, o
   }
 }
 
-/** Trim Transfer: blocks of files on this host, through the host index. */
-export function createHostIndexSource (components: { index: HostIndex, logger: AgentLogger }): BlockSource {
-  return {
-    name: HOST_INDEX_SOURCE,
-    kind: 'local',
-    async fill (ctx: SyncContext, options) {
-      await readPlannedBlocks(ctx, await planHostReads(components.index, ctx, options), options)
-    }
-  }
-}
-
 /** How many entries from `j` on have first candidates that follow each other in one file (at least 1). */
 function runLength (found: BlockLocation[][], j: number): number {
   const first = found[j][0]
