@@ -355,7 +355,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   async function hostReadsAndPeers (job: SyncJob, plan: HostReadPlan | undefined, peers: BlockSource[]): Promise<void> {
     if (plan == null || plan.blocks.length === 0) return await runSources(job, peers)
     const beside = peers.length === 0 ? undefined : async (ctx: DrivenSyncContext) => { await runSources({ ...job, ctx }, peers) }
-    await readHostBeside(job.ctx, plan, { logger, signal: job.req.signal }, beside)
+    await readHostBeside(job.ctx, plan, { logger, signal: job.req.signal, groupOf: job.ledger.groupOf }, beside)
   }
 
   /** Phase 3: the delta pack from the installed version, when the cost model says it pays for what is still missing. */

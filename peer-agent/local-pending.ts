@@ -9,15 +9,16 @@
  * view is the sync itself: what a read could not give (a file changed since indexing) is fetched then.
  */
 import { BLOCK_SIZE } from '../protocol/constants.ts'
-import { groupByPrefix } from '../protocol/prefix-groups.ts'
 import type { SyncContext } from './block-source.ts'
 import { isDiskFull } from './errors.ts'
 import type { AbortOptions, AgentLogger } from './interface.ts'
 import { HOST_INDEX_SOURCE, readPlannedBlocks, type HostReadPlan } from './local-sources.ts'
 
-/** `ctx` as the sources beside host reads of `planned` blocks see it, until `done` settles. */
-export function withLocalPending<C extends SyncContext> (ctx: C, planned: readonly number[], done: Promise<void>): C {
-  const { groupOf } = groupByPrefix(ctx.manifest.blockPrefixes)
+/**
+ * `ctx` as the sources beside host reads of `planned` blocks see it, until `done` settles; `groupOf`: the
+ * prefix group of every block (the ledger's), so a block's copies wait for its read too.
+ */
+export function withLocalPending<C extends SyncContext> (ctx: C, groupOf: Uint32Array, planned: readonly number[], done: Promise<void>): C {
   const pending = new Uint8Array(groupOf.length)
   for (const b of planned) pending[groupOf[b]] = 1
   let over = false
@@ -69,12 +70,12 @@ async function readHost (ctx: SyncContext, plan: HostReadPlan, options: AbortOpt
  * both are over when this returns (the first failure is thrown).
  */
 export async function readHostBeside<C extends SyncContext> (
-  ctx: C, plan: HostReadPlan, options: AbortOptions & { logger: AgentLogger }, beside?: (view: C) => Promise<void>
+  ctx: C, plan: HostReadPlan, options: AbortOptions & { logger: AgentLogger, groupOf: Uint32Array }, beside?: (view: C) => Promise<void>
 ): Promise<void> {
   if (beside == null) return await readHost(ctx, plan, options)
   options.logger.info(`${HOST_INDEX_SOURCE}: ${plan.blocks.length} blocks found in host files, read beside the LAN session`)
   const reads = readHost(ctx, plan, options)
-  const view = withLocalPending(ctx, plan.blocks, reads.then(() => {}, () => {}))
+  const view = withLocalPending(ctx, options.groupOf, plan.blocks, reads.then(() => {}, () => {}))
   const [read, fetched] = await Promise.allSettled([reads, beside(view)])
   if (read.status === 'rejected') throw read.reason
   if (fetched.status === 'rejected') throw fetched.reason

@@ -43,6 +43,8 @@ export interface SyncLedger {
   /** Verified chunks, one bit each (the checkpoint stores it). */
   readonly verifiedBitmap: Uint8Array
   readonly tally: SyncTally
+  /** The prefix group of every block (protocol/prefix-groups.ts): blocks of one prefix share one missing flag. */
+  readonly groupOf: Uint32Array
   /** One block per distinct missing prefix, ascending. */
   missing: () => number[]
   /** Distinct blocks still missing. */
@@ -214,6 +216,7 @@ export function createSyncLedger (manifest: Manifest, verified?: Uint8Array): Sy
     chunkCount,
     verifiedBitmap,
     tally,
+    groupOf,
     missing () {
       const blocks: number[] = []
       for (let group = 0; group < groupCount; group++) if (groupMissing[group] === 1) blocks.push(askFor[group])

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest'
 import type { SyncContext } from '../../peer-agent/block-source.ts'
 import { withLocalPending } from '../../peer-agent/local-pending.ts'
+import { groupByPrefix } from '../../protocol/prefix-groups.ts'
 import { manifestOfCounts } from './lan-fixtures.ts'
 
 /** A sync of 3 chunks of 4 blocks; block 9 repeats block 1 (same prefix); `missing` blocks not in place yet. */
@@ -29,7 +30,7 @@ describe('host reads beside the LAN session', () => {
     const { ctx, have } = syncOf([0, 1, 5, 6, 9])
     let over!: () => void
     const done = new Promise<void>(resolve => { over = resolve })
-    const view = withLocalPending(ctx, [0, 1, 5], done)
+    const view = withLocalPending(ctx, groupByPrefix(ctx.manifest.blockPrefixes).groupOf, [0, 1, 5], done)
     expect(view.isMissing(6)).toBe(true)
     expect([0, 1, 5, 9].map(view.isMissing)).toEqual([false, false, false, false]) // 9: a copy of block 1, read once
     expect(view.missing()).toEqual([6])
