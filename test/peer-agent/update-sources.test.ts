@@ -8,7 +8,7 @@
  */
 import { openSync, closeSync, readFileSync, writeFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { createServer } from 'node:http'
+import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout } from 'node:timers/promises'
 import { join } from 'node:path'
@@ -143,6 +143,57 @@ describe('delta pack', () => {
     token = (await readFile(coord.tokenFile, 'utf8')).trim()
     ;[m1, m2] = await Promise.all([fetchManifest(coord.url, token, 'ws', 'v1'), fetchManifest(coord.url, token, 'ws', 'v2')])
   })
+
+  /** The coordinator's answer to a request the proxy forwarded. */
+  interface Upstream { status: number, headers: Record<string, string>, body: Uint8Array }
+
+  /**
+   * Applies the v1 -> v2 delta pack into `ctx` through a proxy in front of the coordinator: each request goes on with
+   * its authorization and `forward` headers, the answer keeps its `keep` headers; `answer` answers the n-th delta pack
+   * request (1-based) itself, or returns false to pass it on. Returns the Range header of each delta pack request.
+   */
+  async function applyPackThrough (ctx: SyncContext, init: {
+    dir: string
+    forward: string[]
+    keep: string[]
+    retry?: { attempts: number, baseMs: number, maxMs: number }
+    answer: (n: number, res: ServerResponse, up: Upstream) => Promise<boolean>
+  }): Promise<Array<string | undefined>> {
+    const asked: Array<string | undefined> = []
+    const proxy = createServer((req, res) => {
+      const delta = /\/delta\//.test(req.url ?? '')
+      if (delta) asked.push(req.headers.range)
+      const headers: Record<string, string> = {}
+      for (const k of ['authorization', ...init.forward]) if (typeof req.headers[k] === 'string') headers[k] = req.headers[k]
+      fetch(coord.url + (req.url ?? ''), { method: req.method, headers }).then(async (up) => {
+        const body = new Uint8Array(await up.arrayBuffer())
+        const out: Record<string, string> = {}
+        up.headers.forEach((v, k) => { if (init.keep.includes(k)) out[k] = v })
+        if (delta && await init.answer(asked.length, res, { status: up.status, headers: out, body })) return
+        res.writeHead(up.status, out)
+        res.end(body)
+      }).catch(() => res.destroy())
+    })
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve))
+    try {
+      const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
+      const client = createCoordinatorClient({ logger: silentLogger }, { url, auth: { token }, ...(init.retry != null ? { retry: init.retry } : {}) })
+      const pack = createDeltaPackSource({ client, logger: silentLogger }, { image: 'ws', version: 'v2', from: m1, path: join(init.dir, 'v1-v2.pack') })
+      await pack.fill(ctx, {})
+    } finally {
+      await new Promise(resolve => proxy.close(resolve))
+    }
+    return asked
+  }
+
+  /** Sends two thirds of `up`'s body with `status`, pauses for the apply to use them, then drops the connection. */
+  async function dropAfterTwoThirds (res: ServerResponse, status: number, up: Upstream): Promise<boolean> {
+    res.writeHead(status, { ...up.headers, 'content-length': String(up.body.length) })
+    res.write(up.body.subarray(0, Math.floor(up.body.length * 2 / 3)))
+    await setTimeout(500)
+    res.destroy()
+    return true
+  }
   afterAll(async () => {
     await coord?.stop()
     await tmp?.cleanup()
@@ -180,31 +231,20 @@ describe('delta pack', () => {
     const missingAtStart = ctx.missingCount()
     let placedDuringPause = -1
     // a proxy that sends the pack's first half, waits, then the rest (what a slow link does)
-    const proxy = createServer((req, res) => {
-      const headers: Record<string, string> = {}
-      for (const k of ['authorization', 'range', 'if-range']) if (typeof req.headers[k] === 'string') headers[k] = req.headers[k]
-      fetch(coord.url + (req.url ?? ''), { method: req.method, headers }).then(async (up) => {
-        const body = new Uint8Array(await up.arrayBuffer())
-        const out: Record<string, string> = {}
-        up.headers.forEach((v, k) => { if (['etag', 'content-type', 'content-range'].includes(k)) out[k] = v })
-        res.writeHead(up.status, out)
-        if (!/\/delta\//.test(req.url ?? '')) { res.end(body); return }
-        const half = Math.floor(body.length / 2)
-        res.write(body.subarray(0, half))
+    await applyPackThrough(ctx, {
+      dir: join(tmp.path, 'data2'),
+      forward: ['range', 'if-range'],
+      keep: ['etag', 'content-type', 'content-range'],
+      answer: async (_n, res, up) => {
+        res.writeHead(up.status, up.headers)
+        const half = Math.floor(up.body.length / 2)
+        res.write(up.body.subarray(0, half))
         await setTimeout(1500)
         placedDuringPause = missingAtStart - ctx.missingCount()
-        res.end(body.subarray(half))
-      }).catch(() => res.destroy())
+        res.end(up.body.subarray(half))
+        return true
+      }
     })
-    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve))
-    try {
-      const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
-      const client = createCoordinatorClient({ logger: silentLogger }, { url, auth: { token } })
-      const pack = createDeltaPackSource({ client, logger: silentLogger }, { image: 'ws', version: 'v2', from: m1, path: join(tmp.path, 'data2', 'v1-v2.pack') })
-      await pack.fill(ctx, {})
-    } finally {
-      await new Promise(resolve => proxy.close(resolve))
-    }
     expect(placedDuringPause).toBeGreaterThan(0)
     for (const b of deltaPackBlocks(m2.blockPrefixes, m1.blockPrefixes)) expect(ctx.isMissing(b)).toBe(false)
     expect(calls.chunksTaken).toBeGreaterThan(0)
@@ -213,33 +253,14 @@ describe('delta pack', () => {
   for (const resume of [true, false]) {
     it(`a download that breaks mid-pack is ${resume ? 'resumed (Range) under the apply' : 'started afresh (no Range) and the apply starts over'}: every pack block lands verified`, async () => {
       const { ctx, ledger } = contextFor(tmp.path, m2)
-      const asked: Array<string | undefined> = []
-      const proxy = createServer((req, res) => {
-        const delta = /\/delta\//.test(req.url ?? '')
-        if (delta) asked.push(req.headers.range)
-        const headers: Record<string, string> = {}
-        for (const k of ['authorization', ...(resume ? ['range', 'if-range'] : [])]) if (typeof req.headers[k] === 'string') headers[k] = req.headers[k]
-        fetch(coord.url + (req.url ?? ''), { method: req.method, headers }).then(async (up) => {
-          const body = new Uint8Array(await up.arrayBuffer())
-          const out: Record<string, string> = {}
-          up.headers.forEach((v, k) => { if (['etag', 'content-type', 'content-range'].includes(k)) out[k] = v })
-          if (!delta || asked.length > 1) { res.writeHead(up.status, out); res.end(body); return }
-          // the first pack request: two thirds of the body, a pause for the apply to use them, then the connection drops
-          res.writeHead(up.status, { ...out, 'content-length': String(body.length) })
-          res.write(body.subarray(0, Math.floor(body.length * 2 / 3)))
-          await setTimeout(500)
-          res.destroy()
-        }).catch(() => res.destroy())
+      // the first pack request: two thirds of the body, a pause for the apply to use them, then the connection drops
+      const asked = await applyPackThrough(ctx, {
+        dir: join(tmp.path, `data-${String(resume)}`),
+        forward: resume ? ['range', 'if-range'] : [],
+        keep: ['etag', 'content-type', 'content-range'],
+        retry: { attempts: 3, baseMs: 20, maxMs: 50 },
+        answer: async (n, res, up) => n === 1 && await dropAfterTwoThirds(res, up.status, up)
       })
-      await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve))
-      try {
-        const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
-        const client = createCoordinatorClient({ logger: silentLogger }, { url, auth: { token }, retry: { attempts: 3, baseMs: 20, maxMs: 50 } })
-        const pack = createDeltaPackSource({ client, logger: silentLogger }, { image: 'ws', version: 'v2', from: m1, path: join(tmp.path, `data-${String(resume)}`, 'v1-v2.pack') })
-        await pack.fill(ctx, {})
-      } finally {
-        await new Promise(resolve => proxy.close(resolve))
-      }
       expect(asked.length).toBe(2)
       expect(asked[1] != null).toBe(true) // the client asked to resume; without Range the proxy answered the whole pack again
       for (const b of deltaPackBlocks(m2.blockPrefixes, m1.blockPrefixes)) expect(ctx.isMissing(b)).toBe(false)
@@ -249,38 +270,20 @@ describe('delta pack', () => {
 
   it('a resumed download answered 206 from another byte than asked (a broken cache) is started afresh, not appended', async () => {
     const { ctx, ledger } = contextFor(tmp.path, m2)
-    const asked: Array<string | undefined> = []
-    const proxy = createServer((req, res) => {
-      const delta = /\/delta\//.test(req.url ?? '')
-      if (delta) asked.push(req.headers.range)
-      const headers: Record<string, string> = {}
-      if (typeof req.headers.authorization === 'string') headers.authorization = req.headers.authorization
-      fetch(coord.url + (req.url ?? ''), { method: req.method, headers }).then(async (up) => {
-        const body = new Uint8Array(await up.arrayBuffer())
-        const out: Record<string, string> = {}
-        up.headers.forEach((v, k) => { if (['etag', 'content-type'].includes(k)) out[k] = v })
-        if (!delta || asked.length > 2) { res.writeHead(up.status, out); res.end(body); return }
-        if (asked.length === 2) {
-          // the resume: the whole pack again, but as a 206 that claims to start at byte 0
-          res.writeHead(206, { ...out, 'content-range': `bytes 0-${body.length - 1}/${body.length}` })
-          res.end(body)
-          return
-        }
-        res.writeHead(200, { ...out, 'content-length': String(body.length) })
-        res.write(body.subarray(0, Math.floor(body.length * 2 / 3)))
-        await setTimeout(500)
-        res.destroy()
-      }).catch(() => res.destroy())
+    const asked = await applyPackThrough(ctx, {
+      dir: join(tmp.path, 'data-wrong-range'),
+      forward: [],
+      keep: ['etag', 'content-type'],
+      retry: { attempts: 4, baseMs: 20, maxMs: 50 },
+      answer: async (n, res, up) => {
+        if (n === 1) return await dropAfterTwoThirds(res, 200, up)
+        if (n > 2) return false
+        // the resume: the whole pack again, but as a 206 that claims to start at byte 0
+        res.writeHead(206, { ...up.headers, 'content-range': `bytes 0-${up.body.length - 1}/${up.body.length}` })
+        res.end(up.body)
+        return true
+      }
     })
-    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve))
-    try {
-      const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
-      const client = createCoordinatorClient({ logger: silentLogger }, { url, auth: { token }, retry: { attempts: 4, baseMs: 20, maxMs: 50 } })
-      const pack = createDeltaPackSource({ client, logger: silentLogger }, { image: 'ws', version: 'v2', from: m1, path: join(tmp.path, 'data-wrong-range', 'v1-v2.pack') })
-      await pack.fill(ctx, {})
-    } finally {
-      await new Promise(resolve => proxy.close(resolve))
-    }
     expect(asked.length).toBe(3)
     expect(asked[1] != null).toBe(true)
     expect(asked[2]).toBeUndefined() // the third asks for the whole pack
