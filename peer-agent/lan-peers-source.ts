@@ -150,7 +150,6 @@ function nextRound (state: RoundState, ctx: SyncContext, session: SwarmSession, 
   if (mine.size === 0) return { segments: [], chunks: [], reserved: [], release: [] }
   const round = planOriginRound(layout, {
     mine,
-    descending: session.joinedLate(),
     open: c => state.busy[c] === 0 && !sync.isVerified(c) && session.availability(c) === 0,
     taken: s => state.taken[s] === 1,
     needed: (s) => {

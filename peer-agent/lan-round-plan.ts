@@ -76,8 +76,6 @@ export interface RoundView {
   taken: (segment: number) => boolean
   /** Distinct blocks of a segment still missing in the site (missing here and in no chunk a peer holds). */
   needed: (segment: number) => number
-  /** From the end of the image backwards (a late joiner, away from the rounds the others have in flight: swarm/settle.ts). */
-  descending?: boolean
 }
 
 /** One claim round. */
@@ -131,15 +129,11 @@ export function planOriginRound (layout: SegmentLayout, view: RoundView, limits:
     return 'whole'
   }
   // segments whose anchor we were given first, in image order (one may have no home chunk of ours)
-  const n = layout.anchor.length
-  for (let k = 0; k < n; k++) {
-    const s = view.descending === true ? n - 1 - k : k
-    if (view.mine.has(layout.anchor[s])) roleOf(s)
-  }
+  for (let s = 0; s < layout.anchor.length; s++) if (view.mine.has(layout.anchor[s])) roleOf(s)
   const chunks = new Set<number>()
   const reserved: number[] = []
   const release: number[] = []
-  for (const c of [...view.mine].sort((a, b) => view.descending === true ? b - a : a - b)) {
+  for (const c of [...view.mine].sort((a, b) => a - b)) {
     const role = view.open(c) ? roleOf(layout.home[c]) : 'other'
     const inBatch = role === 'owned' || role === 'chunks'
     if (role === 'other' || role === 'later' || (inBatch && batched >= limits.chunks)) {

@@ -142,11 +142,6 @@ export interface SwarmSession {
    * They are reserved until markHave() or release().
    */
   originChunks: (max?: number) => number[]
-  /**
-   * Whether this session joined peers already fetching from the origin: originChunks() then goes from the end
-   * of the image backwards, and claim rounds should too, away from the rounds they still have in flight.
-   */
-  joinedLate: () => boolean
   /** Connected peers (not banned) that hold chunk `index` now. */
   availability: (index: number) => number
   /** Chunks still needed (wanted, in flight or reserved for the origin). */

@@ -75,18 +75,15 @@ export function planRequests<P extends PeerLedger> (wants: WantList<P>, peers: I
  * `wants.freedAt`). While a peer held the chunk, the owner could not fetch it from the origin
  * either: counted from its last progress alone, a holder that stalled everyone for longer than
  * `fallbackMs` (a slow-loris peer) made every agent fetch every chunk itself once it was dropped.
- * Does not reserve them (the caller does). In image order, or from the end backwards when `descending`
- * (a late joiner: settle.ts).
+ * Does not reserve them (the caller does).
  */
 export function selectOriginChunks<P extends PeerLedger> (
-  wants: WantList<P>, self: string, peers: ReadonlyMap<string, P>, now: number, max: number, fallbackMs = ORIGIN_FALLBACK_MS, descending = false
+  wants: WantList<P>, self: string, peers: ReadonlyMap<string, P>, now: number, max: number, fallbackMs = ORIGIN_FALLBACK_MS
 ): number[] {
   const participants = [self]
   for (const p of peers.values()) if (p.active && !p.closed) participants.push(p.id)
   const out: number[] = []
-  const n = wants.chunkCount
-  for (let k = 0; k < n && out.length < max; k++) {
-    const i = descending ? n - 1 - k : k
+  for (let i = 0; i < wants.chunkCount && out.length < max; i++) {
     if (wants.stateOf(i) !== WANTED || wants.availability(i) > 0) continue
     const owner = participants.length === 1 ? self : claimOwner(i, participants)
     if (owner !== self) {

@@ -87,7 +87,9 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const arrived = (id: string): void => { if (settle.arrived(id)) notifyChange() }
 
   function schedulePump (): void {
-    if (!pumpScheduled && !closed) { pumpScheduled = true; setImmediate(pump) }
+    if (pumpScheduled || closed) return
+    pumpScheduled = true
+    setImmediate(pump)
   }
 
   /** Sends what the planner asks of each peer. */
@@ -404,13 +406,12 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     originChunks (max = Number.POSITIVE_INFINITY) {
       const now = performance.now()
       if (settle.settling(now)) return []
-      const mine = selectOriginChunks(wants, self, peers, now, max, ORIGIN_FALLBACK_MS, settle.joinedLate())
+      const mine = selectOriginChunks(wants, self, peers, now, max)
       wants.reserveForOrigin(mine)
       if (stats.chunksForOrigin === 0 && mine.length > 0) logger.debug?.(`swarm: ${where}: ${settle.describeFirst(mine.length, now, participants())}`)
       stats.chunksForOrigin += mine.length
       return mine
     },
-    joinedLate: () => settle.joinedLate(),
     availability: (i) => wants.availability(i),
     remaining: () => wants.remaining,
     async waitForChange (options = {}) {

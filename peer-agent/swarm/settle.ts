@@ -10,16 +10,12 @@
  * - or none was listed: a lone agent may be the first of several that start together, the others
  *   still starting (they find it at the rendezvous); while it waits they connect and share the
  *   claims, rather than finding it already gone (it lingers only while peers fetch from it);
+ * - or we joined late: a peer still syncing (ACTIVE) already held chunks we lack when we started, so peers
+ *   fetch from the origin already, and the rounds they claimed before we came (some ours by the new
+ *   claim rule) must land and be announced first, or we would fetch them again. A peer that has
+ *   finished (serving, not ACTIVE) has no round in flight: joining only such peers, we start at once.
  * Agents that start together, the listed ones all connected, ask the origin at once (issue 21: 1-1.5 s
  * sooner at 100 mbit, docs/BENCHMARKS.md "Time to ready at 100 mbit (session 8)").
- *
- * Joining late (a peer still syncing, ACTIVE, already held chunks we lack when we started) does not wait:
- * the peers fetch from the origin already, and the rounds they claimed before we came (some ours by the
- * new claim rule) are still landing. They take their rounds in image order, at most
- * LAN_ORIGIN_ROUNDS_IN_FLIGHT at a time, so a late joiner claims its share from the end of the image
- * backwards (`joinedLate`): it reaches the low end, where those rounds were, last, when they have long
- * been announced. Waiting SETTLE_MS instead held 3 of 4 agents' origin claims back 1.5 s in most runs
- * at 100 mbit, their start-ups a few hundred ms apart (docs/BENCHMARKS.md "Late joiners (session 10)").
  */
 
 import { bitmapHas } from '../../protocol/block-exchange.ts'
@@ -50,8 +46,6 @@ export interface SettleWait {
   starting: (id: string, now: number) => void
   /** The start's dials are done; `late`: a connected peer still syncing held chunks then. */
   joined: (late: boolean) => void
-  /** Whether we joined late: claims then go from the end of the image backwards (see above). */
-  joinedLate: () => boolean
   /** Whether the claim rule still hands out nothing at `now`. */
   settling: (now: number) => boolean
   /** A log line (debug) for the first `count` chunks claimed at `now`, split with the peers `others`: agents that start together must split them alike. */
@@ -64,16 +58,13 @@ export function createSettleWait (listed: Iterable<string>): SettleWait {
   const lone = expected.size === 0
   let until = Number.POSITIVE_INFINITY
   let start = 0
-  let joined = false
-  let late = false
+  let late = true
   return {
     begin (now, settleMs) { start = now; until = now + settleMs },
     arrived: (id) => expected.delete(id) && expected.size === 0,
     starting (id, now) { if (now < until) expected.add(id) },
-    joined (joinedLate) { joined = true; late = joinedLate },
-    joinedLate: () => late,
-    // until the start's dials are done the peers' have-maps are not known: nothing yet
-    settling: (now) => now < until && (!joined || lone || expected.size > 0),
+    joined (joinedLate) { late = joinedLate },
+    settling: (now) => now < until && (lone || late || expected.size > 0),
     describeFirst: (count, now, others) => `first origin claims (${count} chunks) ${Math.round(now - start)} ms after the start, ` +
       `split with ${others.length === 0 ? 'no peer' : others.join(', ')}`
   }

@@ -61,17 +61,6 @@ describe('planOriginRound', () => {
     expect(r.release).toEqual([4, 5, 6, 7])
   })
 
-  it('a late joiner (descending) takes its segments from the end backwards, away from the rounds the others have in flight', () => {
-    const l = aligned()
-    const r = planOriginRound(l, viewOf(l, all(8), { descending: true }), { segments: 2, chunks: 100 })
-    expect(r.segments).toEqual([3, 2])
-    expect(r.chunks).toEqual([4, 5, 6, 7])
-    expect(r.release).toEqual([3, 2, 1, 0])
-    // batches too: the chunk limit keeps the last ones
-    const batch = planOriginRound(l, viewOf(l, all(8), { taken: () => true, descending: true }), { segments: 4, chunks: 3 })
-    expect(batch.chunks).toEqual([5, 6, 7])
-  })
-
   it('the next round (the first still in flight) takes the following segments', () => {
     const l = aligned()
     // chunks 0-3 are in our first round: not open, not given again by the claim rule

@@ -257,15 +257,6 @@ describe('claim rule (selectOriginChunks)', () => {
     expect(selectOriginChunks(wants, 'self', peers, 0, 3)).toEqual([5, 6, 7])
   })
 
-  it('a late joiner (descending): the same chunks from the end of the image backwards', () => {
-    const { wants, peers } = setup(count, { a: [count - 1] })
-    peers.get('a')!.active = false
-    expect(selectOriginChunks(wants, 'self', peers, 0, 3, ORIGIN_FALLBACK_MS, true)).toEqual([count - 2, count - 3, count - 4])
-    const owners = setup(count, { x: [] })
-    const mine = range(0, count).filter(i => claimOwner(i, ['self', 'x']) === 'self')
-    expect(selectOriginChunks(owners.wants, 'self', owners.peers, 0, Infinity, ORIGIN_FALLBACK_MS, true)).toEqual(mine.reverse())
-  })
-
   it('with active peers: only the groups this agent owns, until an owner makes no progress for the fallback time', () => {
     const { wants, peers } = setup(count, { x: [], y: [] })
     const owners = ['self', 'x', 'y']
