@@ -24,7 +24,8 @@ WAN, shaped with tc tbf in both directions; a small relay in hq adds the round
 trip (netem is not available here). Then, per scenario, every method with all
 clients at once: a whole-image zstd download over HTTP, casync extract (if
 installed), BitTorrent (aria2c clients, one aria2c seed and opentracker in hq,
-if installed) and trimswarm agent sync. WAN bytes are read from the veth's
+if installed) and trimswarm agent sync, the CLI as it ships (scripts/build.sh,
+built into the work folder first). WAN bytes are read from the veth's
 interface counters. Everything started is stopped and removed on exit, Ctrl-C
 and SIGTERM.
 
@@ -48,6 +49,7 @@ Options
   --keep            keep the work folder (coordinator and agent data) for inspection
   --agent-logs      trimswarm agents log every step (--verbose, JSON lines with times) into
                     OUT/agent-logs/SCENARIO-N.jsonl, each file starting with the spawn time
+  --from-source     run the checkout's TypeScript sources instead of the built CLI
   --rerender DIR    only rebuild DIR/report.md and the charts from DIR/report.json
 
 Exit codes: 0 every client finished and verified, 1 a client failed or an error,

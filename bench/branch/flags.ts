@@ -36,6 +36,8 @@ export interface BranchConfig {
   rerender?: string
   /** trimswarm agents log every step (--verbose, JSON lines with times) into outDir/agent-logs/ (where their time goes). */
   agentLogs: boolean
+  /** Run the checkout's TypeScript sources instead of the CLI as shipped (scripts/build.sh's bundle). */
+  fromSource: boolean
 }
 
 /** The ways a branch gets an image. */
@@ -64,7 +66,8 @@ export const options = {
   proxy: { type: 'boolean' },
   keep: { type: 'boolean' },
   rerender: { type: 'string' },
-  'agent-logs': { type: 'boolean' }
+  'agent-logs': { type: 'boolean' },
+  'from-source': { type: 'boolean' }
 } as const
 
 function rate (flag: string, text: string, allowZero: boolean): number {
@@ -133,7 +136,8 @@ export function parseBranchFlags (argv: string[], defaults: { outDir: string }):
     indexDirs: v.index ?? ['/usr', '/etc', '/var/lib'],
     methods,
     rerender: v.rerender,
-    agentLogs: v['agent-logs'] === true
+    agentLogs: v['agent-logs'] === true,
+    fromSource: v['from-source'] === true
   }
 }
 

@@ -15,6 +15,7 @@ import { createProcessManager } from './processes.ts'
 import type { Child, ProcessManager } from './processes.ts'
 import { createNetnsNetwork, createProxyNetwork, removeStaleNamespaces, waitReady } from './network.ts'
 import type { CommandLine, Network } from './network.ts'
+import { builtCli } from './built-cli.ts'
 import { sampleDelta, throughputSeries } from './counters.ts'
 import type { Sample } from './counters.ts'
 import { accountingCheck, formatBytes, renderJson, renderMarkdown, resultTable, wanBytes } from './report.ts'
@@ -101,8 +102,11 @@ async function b3 (file: string): Promise<string> {
   return execFileSync('b3sum', ['--no-names', file], { encoding: 'utf8' }).trim()
 }
 
+/** The CLI the bench runs: the checkout's sources, or the built one (builtCli). */
+let cli = TRIMSWARM
+
 function trimswarm (args: string[]): CommandLine {
-  return [process.execPath, [TRIMSWARM, ...args]]
+  return [process.execPath, [cli, ...args]]
 }
 
 /** What measure() watches besides the processes: outputs replaced (done before exit), and where each client's stderr goes. */
@@ -528,6 +532,12 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     }
     work = mkdtempSync(join(tmpdir(), 'trimswarm-branch-'))
     const notes: string[] = []
+    if (config.fromSource) notes.push('trimswarm ran from the checkout\'s TypeScript sources (--from-source), not as it ships.')
+    else {
+      cli = builtCli(REPO)
+      progress.line(`built the trimswarm CLI as it ships (scripts/build.sh): ${cli}`)
+      notes.push('trimswarm ran as it ships: the bundle scripts/build.sh writes (dist/), run by bin/trimswarm.js with the checkout\'s node_modules, as in the .deb.')
+    }
     const ctx: Ctx = { versionInfo: async () => ({ deltaPackBytes: null }), segmentTableStatus: async () => 0, config, pm, net: undefined as unknown as Network, work, images: pre.images, progress, coordFront: '', httpFront: '', agentToken: join(work, 'agent.token'), expected: { base: '', next: '' }, notes, bt: { dir: join(work, 'bt'), torrents: {}, started: false } }
     const bittorrent = pre.bittorrent == null && config.methods.includes('bittorrent')
     progress.line(`preparing: zstd -${HTTP_ZSTD_LEVEL} of both images${pre.casync ? ', casync make of both' : ''}${bittorrent ? `, zstd -${BT_ZSTD_LEVEL} --long and a torrent of each image BitTorrent needs` : ''}, b3sum (work folder ${work})`)

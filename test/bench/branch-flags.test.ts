@@ -18,6 +18,8 @@ describe('branch flags', () => {
     expect(c.indexDirs).toEqual(['/usr', '/etc', '/var/lib'])
     expect(c.agentLogs).toBe(false)
     expect(parse(['--agent-logs']).agentLogs).toBe(true)
+    expect(c.fromSource).toBe(false)
+    expect(parse(['--from-source']).fromSource).toBe(true)
   })
 
   it('parses rates with protocol/rate.ts units', () => {

@@ -46,7 +46,10 @@ describe('npm package', () => {
     expect(outside).toEqual([])
     expect(files.filter(f => /(^|\/)(test|bench|scripts|fixtures)\/|\.ts$/.test(f))).toEqual([])
     expect(files).toContain('dist/bin/main.js')
-    expect(files).toContain('dist/coordinator/console/assets/console.js')
+    expect(files).toContain('dist/bin/assets/console.js')
+    // a bundle (scripts/bundle.ts): the CLI's modules in dist/bin/, not one file per source module
+    expect(files.filter(f => f.startsWith('dist/') && !f.startsWith('dist/bin/'))).toEqual([])
+    expect(files.filter(f => f.endsWith('.js')).length).toBeLessThan(150)
     expect(files).toContain('LICENSE')
 
     const prefix = join(dir.path, 'prefix')
