@@ -32,7 +32,8 @@ and SIGTERM.
 Scenarios
   cold     all clients at once, nothing local (v1 = base.img)
   update   v1 present from cold, v2 (next.img) published
-  trim     like cold, with host folders indexed (--index, default /usr /etc /var/lib)
+  trim     like cold, with host folders indexed (--index, default /usr /etc /var/lib); HTTP and casync
+           repeat their cold figures, BitTorrent downloads again
 
 Options
   --agents N        clients in the branch (default ${DEFAULT_AGENTS}, at most ${MAX_AGENTS})
