@@ -2,7 +2,7 @@
  * `scripts/build.sh`'s JavaScript: the CLI (bin/main.ts) and everything it imports, bundled by
  * rolldown into OUTDIR/bin/ (main.js and the chunks its commands load on demand), for plain
  * Node >= 22. The shipped CLI loads a few dozen files instead of about 780 modules: an agent in a
- * branch of four spends about a fifth less CPU (docs/BENCHMARKS.md "The shipped CLI as a bundle").
+ * branch of four spends about a fifth less CPU (docs/BENCHMARKS.md "Session 11: the shipped CLI as a bundle").
  *
  * Not bundled (left to node_modules, where npm and the .deb install them): native addons, and the
  * coordinator's store and directory clients, which only the coordinator loads and which
