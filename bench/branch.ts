@@ -25,7 +25,7 @@ trip (netem is not available here). Then, per scenario, every method with all
 clients at once: a whole-image zstd download over HTTP, casync extract (if
 installed), BitTorrent (aria2c clients, one aria2c seed and opentracker in hq,
 if installed) and trimswarm agent sync, the CLI as it ships (scripts/build.sh,
-built into the work folder first). WAN bytes are read from the veth's
+built first into .cache/bench-cli/). WAN bytes are read from the veth's
 interface counters. Everything started is stopped and removed on exit, Ctrl-C
 and SIGTERM.
 

@@ -1,7 +1,7 @@
 /**
  * `scripts/build.sh`'s JavaScript: the CLI (bin/main.ts) and everything it imports, bundled by
  * rolldown into OUTDIR/bin/ (main.js and the chunks its commands load on demand), for plain
- * Node >= 22. The shipped CLI loads a few dozen files instead of about 780 modules: an agent in a
+ * Node >= 22. An agent sync loads 71 files instead of 800 modules: an agent in a
  * branch of four spends about a fifth less CPU (docs/BENCHMARKS.md "Session 11: the shipped CLI as a bundle").
  *
  * Not bundled (left to node_modules, where npm and the .deb install them): native addons, and the

@@ -164,7 +164,8 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
       expect(r.code, r.stderr.slice(-2000)).toBe(0)
       const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as {
         mode: string
-        results: Array<{ scenario: string, method: string, ran: boolean, wan: number, clients: Array<{ verified: boolean }>, accounting: { ok: boolean } | null }>
+        notes: string[]
+        results: Array<{ scenario: string, method: string, ran: boolean, note?: string, wan: number, clients: Array<{ verified: boolean }>, accounting: { ok: boolean } | null }>
       }
       expect(report.mode).toBe('netns')
       const casync = existsSync('/usr/bin/casync')
@@ -178,6 +179,12 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
           if (method === 'trimswarm') expect(row?.accounting?.ok, `${scenario} accounting`).toBe(true)
         }
       }
+      // trim: HTTP repeats its cold figures, BitTorrent downloads again (same minutes as trimswarm's trim)
+      const trimOf = (method: string): { note?: string } | undefined => report.results.find(x => x.scenario === 'trim' && x.method === method)
+      expect(trimOf('http')?.note).toBe('figures of cold')
+      if (bittorrent) expect(trimOf('bittorrent')?.note).toBeUndefined()
+      // trimswarm ran as it ships (the bundle), not from the sources
+      expect(report.notes.join('\n')).toMatch(/trimswarm ran as it ships/)
       const md = readFileSync(join(out, 'report.md'), 'utf8')
       expect(md).toContain('| update | trimswarm |')
       for (const f of ['bytes-by-source.svg', 'completion-times.svg', 'wan-throughput-cold.svg', 'wan-throughput-update.svg', 'wan-throughput-trim.svg']) {
