@@ -77,6 +77,31 @@ describe('block table', () => {
     table.close()
   })
 
+  it('answers many prefixes (pages read many at a time) as one at a time and as a scan of every entry', async () => {
+    // 200 pages: more than three reads of 64 pages; runs of equal prefixes cross page and read boundaries
+    const parts: Uint8Array[] = []
+    for (let i = 0; i < 51_200; i++) parts.push(entry(Math.floor(i / 3) * 2, i % 7, i))
+    const sorted = sortEntries(Buffer.concat(parts))
+    const path = join(tmp.path, 'many.table')
+    await writeBlockTable(path, GEN, [sorted])
+    const table = openBlockTable(path, GEN)!
+    const asked = Array.from({ length: 6000 }, (_, k) => prefix((k * 7919) % 34_200)) // odd ones absent, some past the end
+    const order = asked.map((_, i) => i).sort((a, b) => new DataView(asked[a].buffer).getUint32(4) - new DataView(asked[b].buffer).getUint32(4))
+    const many: number[][] = asked.map(() => [])
+    table.lookup(asked, order, 2, (i, _f, block) => { many[i].push(block); return true })
+    const scan = new Map<number, number[]>()
+    for (const [p, , block] of unpack([sorted])) scan.set(p, [...(scan.get(p) ?? []), block])
+    for (const [i, p] of asked.entries()) {
+      const one: number[] = []
+      table.lookup([p], [0], 2, (_i, _f, block) => { one.push(block); return true })
+      const want = (scan.get(new DataView(p.buffer).getUint32(4)) ?? []).slice(0, 2)
+      expect(many[i]).toEqual(want)
+      expect(one).toEqual(want)
+    }
+    expect(many.filter(b => b.length > 0).length).toBeGreaterThan(1000)
+    table.close()
+  })
+
   it('is not opened when of another generation, cut short, or not a table', async () => {
     const path = join(tmp.path, 'bad.table')
     await writeBlockTable(path, GEN, [sortEntries(Buffer.concat([entry(1, 1, 0), entry(2, 1, 1)]))])
