@@ -406,6 +406,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     const { ctx, ledger, target, records, out } = job
     const { manifest } = target
     ctx.setPhase('finishing')
+    await ctx.settled() // no fsync of a checkpoint still running on the descriptor install closes
     const file = await job.partial.install(out)
     const state: InstalledState = { image: manifest.name, version: manifest.version, out, manifestCid: target.manifestCid, ...file, seq: target.pointer?.seq }
     await recordInstalled(records, target.envelope, state, job.installed)
@@ -430,6 +431,7 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   /** A sync that stopped: what is verified is kept for the next run, except on a full disk, which must not stay full because of us. */
   async function abandon (job: SyncJob, err: unknown): Promise<never> {
     components.observer?.stopped?.()
+    await job.ctx.settled() // a checkpoint still running finishes (or fails) before the file is closed or removed
     if (isDiskFull(err)) {
       // the old image is untouched; the partial file and its records go
       await job.partial.discard()

@@ -15,7 +15,7 @@
  * afterwards against the inode of the descriptor we hold.
  */
 import {
-  closeSync, constants, fchmodSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, writeSync, type BigIntStats
+  closeSync, constants, fchmodSync, fstatSync, fsync, fsyncSync, ftruncateSync, lstatSync, openSync, renameSync, unlinkSync, writeSync, type BigIntStats
 } from 'node:fs'
 import { open, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -254,6 +254,12 @@ export interface PartialImage extends PartialFile {
   /** fsync, then the identity as of now (its ctime: a later change by anyone makes the next run hash again). */
   sync: () => void
   /**
+   * `sync` off the event loop (the thread pool's fsync): writes gathered so far go to the file, then the
+   * fsync makes them durable while writes go on. Resolves to the identity as of that flush, which
+   * is what the fsync vouches for; writes after it change the ctime, so a later run hashes again.
+   */
+  syncInBackground: () => Promise<FileIdentity>
+  /**
    * Installs the file over `out` (installPartialFile), fsyncs the folder, closes it;
    * returns what the installed record needs.
    */
@@ -262,6 +268,11 @@ export interface PartialImage extends PartialFile {
   close: () => void
   /** Closes and removes the file (a full disk must not stay full because of us); the name is unlinked, never followed. */
   discard: () => Promise<void>
+}
+
+/** fsync(2) in the thread pool. */
+async function fsyncAsync (fd: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => { fsync(fd, err => { if (err != null) reject(err); else resolve() }) })
 }
 
 /** Opens the partial file at `path` (openPartialFile) as the sync's I/O. */
@@ -294,6 +305,13 @@ export function openPartialImage (path: string, recorded: FileIdentity | undefin
       writes.flush()
       fsyncSync(fd) // data first, then the bitmap that vouches for it
       id = identityOf(fd)
+    },
+    async syncInBackground () {
+      writes.flush()
+      const at = identityOf(fd)
+      await fsyncAsync(fd)
+      if (isOpen) id = at
+      return at
     },
     async install (out) {
       writes.flush()

@@ -32,7 +32,7 @@ afterEach(async () => {
  * A context over a fresh partial file for `manifest`, recording verified chunks and checkpoints;
  * `onVerified` sees each chunk as it is reported verified.
  */
-function contextFor (manifest: ReturnType<typeof manifestOf>, onVerified?: (chunk: number) => void): {
+function contextFor (manifest: ReturnType<typeof manifestOf>, onVerified?: (chunk: number) => void, checkpointIntervalMs = 60_000): {
   ctx: ReturnType<typeof createSyncContext>, ledger: ReturnType<typeof createSyncLedger>, verified: number[], checkpoints: number[], checkpointPath: string
 } {
   partial = openPartialImage(join(tmp.path, '.img.trimswarm-partial'), undefined, manifest.size)
@@ -47,7 +47,7 @@ function contextFor (manifest: ReturnType<typeof manifestOf>, onVerified?: (chun
     originBytes: () => 0,
     onChunkVerified: (chunk) => { verified.push(chunk); onVerified?.(chunk) },
     onCheckpoint: (count) => checkpoints.push(count)
-  }, { checkpointPath, manifestCid: 'cid', checkpointIntervalMs: 60_000 })
+  }, { checkpointPath, manifestCid: 'cid', checkpointIntervalMs })
   return { ctx, ledger, verified, checkpoints, checkpointPath }
 }
 
@@ -97,6 +97,31 @@ describe('sync context', () => {
     // nothing new: no second checkpoint
     await ctx.checkpoint()
     expect(checkpoints).toEqual([1])
+  })
+
+  it('a tick past the interval checkpoints in the background: the bitmap as of its flush, one at a time; a failure is thrown by the next tick', async () => {
+    const manifest = manifestOf([[A], [B], [C]])
+    const { ctx, checkpoints, checkpointPath } = contextFor(manifest, undefined, 0)
+    ctx.offerBlock(0, A, 'origin')
+    await ctx.tick() // starts it: the fsync runs while this goes on
+    ctx.offerBlock(1, B, 'origin') // verified after that flush: not in this checkpoint
+    const flushed = partial!.identity()
+    await ctx.tick() // one in flight already: no second one
+    await ctx.settled()
+    expect(checkpoints).toEqual([1])
+    const record = JSON.parse(await readFile(checkpointPath, 'utf8')) as Checkpoint
+    expect(Buffer.from(record.verified, 'base64')[0]).toBe(0b001)
+    expect(record.file?.ino).toBe(flushed.ino)
+    await ctx.tick() // chunk 1 is new since: the next one records it
+    await ctx.settled()
+    expect(checkpoints).toEqual([1, 2])
+    expect(Buffer.from((JSON.parse(await readFile(checkpointPath, 'utf8')) as Checkpoint).verified, 'base64')[0]).toBe(0b011)
+    // a checkpoint that cannot be written (its folder is gone) fails the sync at the next tick
+    ctx.offerBlock(2, C, 'origin')
+    await tmp.cleanup()
+    await ctx.tick()
+    await ctx.settled()
+    await expect(ctx.tick()).rejects.toThrow(/ENOENT/)
   })
 
   it('a chunk is in the file (for another reader, a checkpoint) before it is reported verified; blocks of others are written by the next tick', async () => {
