@@ -4,7 +4,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
@@ -28,13 +28,26 @@ export function builtCli (repo: string): string {
     if (statSync(join(tmp, f)).isFile()) hash.update(f).update(readFileSync(join(tmp, f)))
   }
   const root = join(parent, hash.digest('hex').slice(0, 16))
-  if (existsSync(root)) rmSync(tmp, { recursive: true, force: true })
-  else {
+  if (existsSync(root)) {
+    rmSync(tmp, { recursive: true, force: true })
+    utimesSync(root, new Date(), new Date())
+  } else {
     symlinkSync(join(repo, 'node_modules'), join(tmp, 'node_modules'))
     renameSync(tmp, root)
     warmCompileCache(root)
   }
+  pruneBuilds(parent, root)
   return join(root, 'bin', 'trimswarm.js')
+}
+
+/** Builds kept in .cache/bench-cli: the one in use and the most recently used others (a before/after pair, one more). */
+const KEPT_BUILDS = 3
+
+/** Removes the builds of `parent` past the KEPT_BUILDS most recently used (`current` always stays). */
+export function pruneBuilds (parent: string, current: string): void {
+  const builds = readdirSync(parent).map(name => join(parent, name)).filter(p => p !== current && /\/[0-9a-f]{16}$/.test(p))
+  builds.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)
+  for (const old of builds.slice(KEPT_BUILDS - 1)) rmSync(old, { recursive: true, force: true })
 }
 
 /** Loads every module of a new build once, as bin/trimswarm.js does, so its first measured run is not its first load. */
