@@ -71,7 +71,9 @@ export interface MetaDb extends MetaDbKind {
   /**
    * Runs `fn` while holding the lock `name` against every other holder of it:
    * in this process (level) or in any coordinator on the same database (PostgreSQL,
-   * a session advisory lock, released when `fn` settles or the connection dies).
+   * a session advisory lock, released when `fn` settles or the connection dies; the
+   * writes `fn` makes go through that session, so they fail with LockLostError
+   * once it died instead of racing the lock's next holder).
    * For read-modify-write of shared records; `fn` must not take a lock itself
    * (PostgreSQL bounds how many locks are held at once, so nested locks could wait on each other).
    */

@@ -3,15 +3,18 @@
  * database: every key space is the rows of one `space` in `meta_kv`
  * (migrations.ts), keys compared bytewise like level's, values stored as the
  * bytes level would store. A root batch is one transaction; `lock` is a
- * session advisory lock. Iterators read in pages (PG_ITERATOR_PAGE rows, cut
+ * session advisory lock, and every write made under it goes through the session
+ * that holds it (fenced: if that session ends, PostgreSQL releases the lock and
+ * another coordinator may take it, so those writes fail instead of racing it). Iterators read in pages (PG_ITERATOR_PAGE rows, cut
  * short at PG_ITERATOR_PAGE_BYTES of values) so a large space never sits in memory; unlike a level iterator they see writes
  * made while they run (no snapshot), which no store relies on.
  */
+import { AsyncLocalStorage } from 'node:async_hooks'
 import pg from 'pg'
 import { PG_CONNECT_TIMEOUT_MS, PG_ITERATOR_PAGE, PG_ITERATOR_PAGE_BYTES, PG_MAX_CONNECTIONS, PG_STATEMENT_TIMEOUT_MS } from './constants.ts'
 import type { Logger } from '../interface.ts'
 import { UnavailableError } from '../../protocol/errors.ts'
-import { MetaStoreUnavailableError } from './errors.ts'
+import { LockLostError, MetaStoreUnavailableError } from './errors.ts'
 import type { MetaBatchOp, MetaDb, MetaIterator, MetaRange, MetaSpace, MetaSpaceOp, MetaValueEncoding } from './interface.ts'
 import { createKeyedMutex, createSemaphore } from './keyed-mutex.ts'
 import { checkMigrations, MIGRATIONS, pendingMigrations, type Migration } from './migrations.ts'
@@ -29,6 +32,18 @@ export interface PgMetaDbInit {
   maxConnections?: number
   /** The schema steps to apply (MIGRATIONS; tests pass others). */
   migrations?: readonly Migration[]
+}
+
+/** A lock held by this store: its session, through which every write under it goes, one after another. */
+interface HeldLock {
+  name: string
+  client: pg.PoolClient
+  /** The writes queued on the session, in order. */
+  queue: Promise<void>
+  /** What broke the session: the lock is gone in the server, and every later write under it is refused. */
+  lost?: Error
+  /** Past the lock's end: a write from a callback that outlived it goes through the pool. */
+  released: boolean
 }
 
 /** A PostgreSQL metadata store. */
@@ -186,6 +201,8 @@ async function migrate (pool: pg.Pool, migrations: readonly Migration[], logger?
 
 /** The store over a pool whose database is migrated. */
 function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
+  // the lock the current async context holds: writes under it go through its session (underLock)
+  const held = new AsyncLocalStorage<HeldLock>()
   const mutex = createKeyedMutex()
   // Each held lock keeps a connection and its function needs others: at most half the pool holds locks,
   // so locked sections under different names can never take every connection and wait on each other.
@@ -219,29 +236,65 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
   }
 
   /** Runs `fn` in one transaction that also bumps the generation of `spaces`. */
-  async function transaction (spaces: string[], fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
-    const client = await guarded(async () => await pool.connect())
-    let broken: Error | undefined
+  /**
+   * `fn` and the spaces' generation bump in one transaction on `client`. `state.broken` is set when the
+   * connection broke (the caller destroys it); an unreachable database is thrown as UnavailableError.
+   */
+  async function inTransaction (
+    client: pg.PoolClient, spaces: string[], fn: (client: pg.PoolClient) => Promise<void>, state: { broken?: Error }
+  ): Promise<void> {
+    await guarded(async () => await client.query('BEGIN')).catch((err: Error) => { state.broken = err; throw err })
     try {
-      await guarded(async () => await client.query('BEGIN')).catch((err: Error) => { broken = err; throw err })
-      try {
-        await fn(client)
-        // sorted: two transactions bumping the same spaces lock their rows in one order (no deadlock)
-        await client.query('INSERT INTO meta_space_gen (space, gen) SELECT s, 1 FROM unnest($1::text[]) AS s ' +
-          'ON CONFLICT (space) DO UPDATE SET gen = meta_space_gen.gen + 1',
-          [[...new Set(spaces)].sort()])
-        await client.query('COMMIT')
-      } catch (err) {
-        await client.query('ROLLBACK').catch((e: Error) => { broken = e })
-        if (isUnavailable(err)) {
-          broken = err as Error
-          throw new UnavailableError(`the metadata database is unavailable: ${(err as Error).message}`, { cause: err })
-        }
-        throw err
+      await fn(client)
+      // sorted: two transactions bumping the same spaces lock their rows in one order (no deadlock)
+      await client.query('INSERT INTO meta_space_gen (space, gen) SELECT s, 1 FROM unnest($1::text[]) AS s ' +
+        'ON CONFLICT (space) DO UPDATE SET gen = meta_space_gen.gen + 1',
+        [[...new Set(spaces)].sort()])
+      await client.query('COMMIT')
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: Error) => { state.broken = e })
+      if (isUnavailable(err)) {
+        state.broken = err as Error
+        throw new UnavailableError(`the metadata database is unavailable: ${(err as Error).message}`, { cause: err })
       }
-    } finally {
-      client.release(broken)
+      throw err
     }
+  }
+
+  async function transaction (spaces: string[], fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+    const hold = held.getStore()
+    if (hold != null && !hold.released) { await underLock(hold, spaces, fn); return }
+    const client = await guarded(async () => await pool.connect())
+    const state: { broken?: Error } = {}
+    // between its queries the connection's end is an 'error' event: unheard, it would end the process
+    const onError = (err: Error): void => { state.broken ??= err }
+    client.on('error', onError)
+    try {
+      await inTransaction(client, spaces, fn, state)
+    } finally {
+      client.removeListener('error', onError)
+      client.release(state.broken)
+    }
+  }
+
+  /** A write under a held lock: on the lock's own session, after the writes queued before it there; refused once the session broke. */
+  async function underLock (hold: HeldLock, spaces: string[], fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+    const lost = (): LockLostError => new LockLostError(
+      `the metadata database lock "${hold.name}" was lost (${hold.lost?.message ?? 'its session ended'}): the write was not made`, { cause: hold.lost })
+    const run = async (): Promise<void> => {
+      if (hold.lost != null) throw lost()
+      const state: { broken?: Error } = {}
+      try {
+        await inTransaction(hold.client, spaces, fn, state)
+      } catch (err) {
+        if (state.broken == null) throw err
+        hold.lost = state.broken
+        throw lost()
+      }
+    }
+    const done = hold.queue.then(run, run)
+    hold.queue = done.catch(() => {})
+    await done
   }
 
   async function write (ops: Array<{ type: 'put' | 'del', space: string, key: string, value?: Buffer }>): Promise<void> {
@@ -321,16 +374,25 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
       return await mutex.run(name, async () => await lockSlots.run(async () => {
         const client = await guarded(async () => await pool.connect())
         let broken: Error | undefined
+        let hold: HeldLock | undefined
+        // the session ending while fn runs (the lock is then released in the server) is an 'error' event between queries
+        const onError = (err: Error): void => { broken ??= err; if (hold != null) hold.lost ??= err }
+        client.on('error', onError)
         try {
           await guarded(async () => await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [LOCK_PREFIX + name]))
             .catch((err: Error) => { broken = err; throw err })
+          hold = { name, client, queue: Promise.resolve(), released: false }
           try {
-            return await fn()
+            return await held.run(hold, fn)
           } finally {
+            await hold.queue // a write fn started and did not wait for
+            hold.released = true
+            broken ??= hold.lost
             await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [LOCK_PREFIX + name]).catch((err: Error) => { broken = err })
           }
         } finally {
           // a connection whose unlock failed is destroyed, which releases the lock in the server
+          client.removeListener('error', onError)
           client.release(broken)
         }
       }))

@@ -18,7 +18,7 @@ import { createCoordinator, type Coordinator } from '../../../coordinator/coordi
 import { loadCoordinatorConfig, parseCoordinatorConfig } from '../../../coordinator/config.ts'
 import { ConfigError } from '../../../coordinator/errors.ts'
 import { openMetaStore } from '../../../coordinator/meta-db.ts'
-import { MetaStoreUnavailableError, SchemaTooNewError } from '../../../coordinator/meta-store/errors.ts'
+import { LockLostError, MetaStoreUnavailableError, SchemaTooNewError } from '../../../coordinator/meta-store/errors.ts'
 import type { MetaDb } from '../../../coordinator/meta-store/interface.ts'
 import { createLeases } from '../../../coordinator/meta-store/leases.ts'
 import { PG_ITERATOR_PAGE_BYTES } from '../../../coordinator/meta-store/constants.ts'
@@ -173,6 +173,41 @@ describe('PostgreSQL store', () => {
       }
       await Promise.all(Array.from({ length: 30 }, async (_, i) => { await (i % 2 === 0 ? bump(pgDb, s) : bump(other, s2)) }))
       expect(await s.get('n')).toBe(30)
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('writes under a lock whose session ended are refused, not raced with the next holder; the store goes on', async () => {
+    const other = await openPgMetaDb(pgInit)
+    try {
+      const space = `fenced-${randomBytes(4).toString('hex')}`
+      const s = pgDb.sublevel<string, number>(space)
+      const s2 = other.sublevel<string, number>(space)
+      /** Ends the PostgreSQL session holding advisory lock `name` (as a network failure or an admin would); its pid. */
+      const endHolder = async (name: string): Promise<number> => {
+        const key = `trimswarm:lock:${name}`
+        const { rows } = await pgDb.pool.query<{ pid: number }>('SELECT pid FROM pg_locks WHERE locktype = \'advisory\' AND granted ' +
+          'AND classid::bigint = (hashtextextended($1, 0) >> 32) & 4294967295 AND objid::bigint = hashtextextended($1, 0) & 4294967295', [key])
+        expect(rows).toHaveLength(1)
+        await pgDb.pool.query('SELECT pg_terminate_backend($1)', [rows[0].pid])
+        return rows[0].pid
+      }
+      let otherWrote = false
+      const attempt = pgDb.lock('fenced', async () => {
+        await s.put('n', 1) // on the lock's session: made
+        await endHolder('fenced')
+        // the server released the lock: another coordinator takes it and writes while we still think we hold it
+        await other.lock('fenced', async () => { await s2.put('n', 10); otherWrote = true })
+        await s.put('n', 2) // refused: it would overwrite the other holder's write
+      })
+      await expect(attempt).rejects.toThrow(LockLostError)
+      await expect(attempt).rejects.toThrow(/the metadata database lock "fenced" was lost .*: the write was not made/)
+      expect(otherWrote).toBe(true)
+      expect(await s.get('n')).toBe(10)
+      // the broken session is not reused: the next lock and its writes work
+      await pgDb.lock('fenced', async () => { await s.put('n', ((await s.get('n')) ?? 0) + 1) })
+      expect(await s2.get('n')).toBe(11)
     } finally {
       await other.close()
     }
