@@ -14,7 +14,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createPublishClient } from '../client/publish-client.ts'
-import { fileDigest } from './agent-cpu.ts'
+import { fileDigest, runsAndLevel } from './agent-cpu.ts'
 import { findCorpus } from './lib/corpus.ts'
 import { startBranchCoordinator } from './lib/corpus-coordinator.ts'
 import { cpuSeconds } from './lib/proc.ts'
@@ -62,12 +62,8 @@ export const options = {
 /** The numbers of the flags, checked: --agents (1 to 16, default 4), --runs (default 3), --level (1 to 22, default 3). */
 export function siteFlags (values: { agents?: string, runs?: string, level?: string }): { agents: number, runs: number, level: number } {
   const agents = Number(values.agents ?? 4)
-  const runs = Number(values.runs ?? 3)
-  const level = Number(values.level ?? 3)
   if (!Number.isInteger(agents) || agents < 1 || agents > 16) throw new Error('--agents must be an integer from 1 to 16')
-  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer')
-  if (!Number.isInteger(level) || level < 1 || level > 22) throw new Error('--level must be an integer from 1 to 22')
-  return { agents, runs, level }
+  return { agents, ...runsAndLevel(values) }
 }
 
 /** One agent of a round. */
