@@ -12,19 +12,7 @@ if (major < 22 || (fromSource && major === 22 && minor < 18)) {
     : `trimswarm needs Node >= 22 (this is ${process.version})`)
   process.exit(1)
 }
-// V8's compiled code and Node's stripped TypeScript are cached, keyed by source hash: about a third less
-// start-up for every later run (docs/BENCHMARKS.md `### startup`). The cache is the user's own
-// ($XDG_CACHE_HOME or ~/.cache, mode 0700), not the shared temp dir, where another local user could plant
-// entries that a root agent would load. NODE_COMPILE_CACHE=DIR chooses another; NODE_DISABLE_COMPILE_CACHE=1 turns it off.
-{
-  const { enableCompileCache } = await import('node:module')
-  const { mkdirSync } = await import('node:fs')
-  const { homedir } = await import('node:os')
-  const { join } = await import('node:path')
-  try {
-    const dir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'trimswarm', 'compile-cache')
-    mkdirSync(dir, { recursive: true, mode: 0o700 })
-    enableCompileCache?.(dir)
-  } catch {} // no writable home: run without the cache
-}
+// Node's compile cache, in the user's own cache dir (bin/compile-cache.ts): about a third less start-up for every later run.
+const { enableTrimswarmCompileCache } = await import(fromSource ? './compile-cache.ts' : '../dist/bin/compile-cache.js')
+enableTrimswarmCompileCache()
 await import(fromSource ? './main.ts' : '../dist/bin/main.js')

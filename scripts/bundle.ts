@@ -24,7 +24,8 @@ export async function bundle (outDir: string): Promise<void> {
   const bin = join(outDir, 'bin')
   await build({
     cwd: ROOT,
-    input: { main: join(ROOT, 'bin', 'main.ts') },
+    // compile-cache: loaded by bin/trimswarm.js before main.js, to turn the cache on first
+    input: { main: join(ROOT, 'bin', 'main.ts'), 'compile-cache': join(ROOT, 'bin', 'compile-cache.ts') },
     platform: 'node',
     external: (id) => id.startsWith('node:') || EXTERNAL.some(p => id === p || id.startsWith(`${p}/`)),
     transform: { target: 'node22' },

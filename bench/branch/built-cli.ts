@@ -53,9 +53,10 @@ export function pruneBuilds (parent: string, current: string): void {
 /** Loads every module of a new build once, as bin/trimswarm.js does, so its first measured run is not its first load. */
 function warmCompileCache (root: string): void {
   execFileSync(process.execPath, [join(root, 'bin', 'trimswarm.js'), '--version'], { stdio: 'ignore' })
-  const chunks = readdirSync(join(root, 'dist', 'bin')).filter(f => f.endsWith('.js') && f !== 'main.js').map(f => pathToFileURL(join(root, 'dist', 'bin', f)).href)
-  const code = `const { enableCompileCache } = await import('node:module'); const { join } = await import('node:path'); const { homedir } = await import('node:os')
-enableCompileCache(join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'trimswarm', 'compile-cache'))
+  const chunks = readdirSync(join(root, 'dist', 'bin')).filter(f => f.endsWith('.js') && f !== 'main.js' && f !== 'compile-cache.js').map(f => pathToFileURL(join(root, 'dist', 'bin', f)).href)
+  const cacheModule = pathToFileURL(join(root, 'dist', 'bin', 'compile-cache.js')).href
+  const code = `const { enableTrimswarmCompileCache } = await import(${JSON.stringify(cacheModule)})
+enableTrimswarmCompileCache()
 for (const f of ${JSON.stringify(chunks)}) { try { await import(f) } catch {} }
 process.exit(0)`
   // best effort: a module that fails to load here fails in the measured run, with its error

@@ -5,10 +5,11 @@
  */
 import { execFile } from 'node:child_process'
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { compileCacheDir } from '../../bin/compile-cache.ts'
 
 const run = promisify(execFile)
 const CLI = new URL('../../bin/trimswarm.js', import.meta.url).pathname
@@ -25,6 +26,12 @@ describe('compile cache', () => {
     const cache = join(dir, 'cache', 'trimswarm', 'compile-cache')
     expect((await stat(cache)).mode & 0o777).toBe(0o700)
     expect((await readdir(cache)).length).toBeGreaterThan(0)
+  })
+
+  it('is one rule for the CLI and the branch benchmark\'s warm-up: $XDG_CACHE_HOME, else ~/.cache', () => {
+    expect(compileCacheDir({ XDG_CACHE_HOME: '/x/cache' })).toBe('/x/cache/trimswarm/compile-cache')
+    expect(compileCacheDir({ XDG_CACHE_HOME: '' })).toBe(join(homedir(), '.cache', 'trimswarm', 'compile-cache'))
+    expect(compileCacheDir({})).toBe(join(homedir(), '.cache', 'trimswarm', 'compile-cache'))
   })
 
   it('runs without it when the cache dir cannot be made', async () => {
