@@ -5,9 +5,18 @@
 import { parseArgs } from 'node:util'
 import { parseRate } from '../../protocol/rate.ts'
 import {
-  DEFAULT_AGENTS, DEFAULT_LAN_RATE, DEFAULT_WAN_RATE, DEFAULT_WAN_RTT_MS, MAX_AGENTS, SCENARIOS
+  DEFAULT_AGENTS, DEFAULT_LAN_RATE, DEFAULT_WAN_RATE, DEFAULT_WAN_RTT_MS, MAX_AGENTS, SCENARIOS, V1, V2
 } from './constants.ts'
 import type { Scenario } from './constants.ts'
+
+/**
+ * The image files the run publishes, with their versions: base.img as v1 always, next.img as v2 only
+ * for the update. A version published and not needed would have its segments and delta pack built in
+ * the background, minutes of the coordinator's CPU that the run waits for before timing any method.
+ */
+export function publishedVersions (scenarios: readonly Scenario[]): Array<[file: string, version: string]> {
+  return scenarios.includes('update') ? [['base.img', V1], ['next.img', V2]] : [['base.img', V1]]
+}
 
 /** Everything one benchmark run needs to know, checked. */
 export interface BranchConfig {

@@ -10,7 +10,7 @@ import { cpus, hostname, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseRate } from '../../protocol/rate.ts'
 import type { BranchConfig, Method } from './flags.ts'
-import { BranchUsageError } from './flags.ts'
+import { BranchUsageError, publishedVersions } from './flags.ts'
 import { createProcessManager } from './processes.ts'
 import type { Child, ProcessManager } from './processes.ts'
 import { createNetnsNetwork, createProxyNetwork, removeStaleNamespaces, waitReady } from './network.ts'
@@ -552,7 +552,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     const token = (await pm.run('token create', ...admin(['token', 'create', '--group', AGENT_GROUP, '--name', 'branch-bench']))).trim().split('\n').pop() ?? ''
     writeFileSync(ctx.agentToken, token + '\n', { mode: 0o600 })
     await pm.run('policy set', ...admin(['policy', 'set', AGENT_GROUP, '--images', IMAGE_NAME, '--lan-sharing', 'on', '--wan-limit', 'unlimited', '--index-linux', '']))
-    for (const [file, version] of [['base.img', V1], ['next.img', V2]]) {
+    for (const [file, version] of publishedVersions(config.scenarios)) {
       progress.line(`publishing ${file} as ${IMAGE_NAME}@${version} (on hq, not over the WAN)`)
       await pm.run(`publish ${version}`, ...admin(['publish', join(pre.images, file), '--image', IMAGE_NAME, '--version', version]))
     }
@@ -570,12 +570,12 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     notes.push('Before each method the bench runs `sync`: what the method before wrote (the page cache\'s dirty data) is on disk before the next one starts, not written back during it.')
     notes.push('trimswarm: each client runs `trimswarm agent sync NAME@VERSION --json` with its own data dir; cold and update with --no-index; the update starts from the v1 each agent synced in cold. An agent is done when its output file is replaced by the verified image (new inode, polled every sample); it may keep serving peers after that (--linger), which is in report.json as exitSeconds.')
 
-    // the coordinator's background builds after the publishes (segments of both versions, the delta pack; one at a
-    // time, a minute or more each) burn hq's CPU, which the clients share here: every one is done before any method is
-    // timed, whatever the scenarios (cold alone measured beside next.img's build before: 8.8 CPU-s of the coordinator in
-    // trimswarm's 20 s, docs/BENCHMARKS.md "Time to ready at 100 mbit")
-    for (const version of [V1, V2]) await waitForSegments(ctx, version)
-    await waitForDeltaPack(ctx)
+    // the coordinator's background builds after the publishes (the segments of each version published, the delta pack;
+    // one at a time, a minute or more each) burn hq's CPU, which the clients share here: every one is done before any
+    // method is timed (cold alone measured beside next.img's build before: 8.8 CPU-s of the coordinator in trimswarm's
+    // 20 s, docs/BENCHMARKS.md "Time to ready at 100 mbit")
+    for (const [, version] of publishedVersions(config.scenarios)) await waitForSegments(ctx, version)
+    if (config.scenarios.includes('update')) await waitForDeltaPack(ctx)
     const results: MethodResult[] = []
     const ran = new Set<string>()
     for (const scenario of config.scenarios) {

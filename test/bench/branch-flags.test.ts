@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { BranchUsageError, parseBranchFlags, tbfBurst, tcRate } from '../../bench/branch/flags.ts'
+import { BranchUsageError, parseBranchFlags, publishedVersions, tbfBurst, tcRate } from '../../bench/branch/flags.ts'
 import { DEFAULT_AGENTS, DEFAULT_WAN_RTT_MS, MAX_AGENTS } from '../../bench/branch/constants.ts'
 
 const parse = (argv: string[]) => parseBranchFlags(argv, { outDir: 'out-default' })
@@ -66,5 +66,15 @@ describe('branch flags', () => {
     expect(tbfBurst(12_500_000, 1500)).toBe(125_000)
     expect(tbfBurst(1000, 1500)).toBe(32 * 1024)
     expect(tbfBurst(1000, 65536)).toBe(2 * 65536 + 1024)
+  })
+})
+
+describe('bench branch: the versions published', () => {
+  it('publishes next.img as v2 only for the update, so cold and trim runs do not wait for its background builds', () => {
+    expect(publishedVersions(['cold'])).toEqual([['base.img', 'v1']])
+    expect(publishedVersions(['trim'])).toEqual([['base.img', 'v1']])
+    expect(publishedVersions(['cold', 'trim'])).toEqual([['base.img', 'v1']])
+    expect(publishedVersions(['update'])).toEqual([['base.img', 'v1'], ['next.img', 'v2']])
+    expect(publishedVersions(['cold', 'update', 'trim'])).toEqual([['base.img', 'v1'], ['next.img', 'v2']])
   })
 })
