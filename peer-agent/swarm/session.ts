@@ -16,7 +16,7 @@ import { BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
 import type { BlockServer } from './block-server.ts'
 import {
   CONNECT_TIMEOUT_MS, DEFAULT_SESSION_PEERS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, REDIAL_INTERVAL_MS,
-  REQUEST_TIMEOUT_MS, SETTLE_MS, STALL_TIMEOUT_MS
+  REQUEST_TIMEOUT_MS, SETTLE_MS, SETTLE_STARTING_MS, STALL_TIMEOUT_MS
 } from './constants.ts'
 import { PeerProtocolError } from './errors.ts'
 import { openBlockStream, type FramedStream, type HaveMessage } from './framed-stream.ts'
@@ -295,8 +295,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
         logger.info(`swarm: ${where}: peer ${id} refused: ${opened.refused}`)
         if (!opened.notServing) arrived(id)
         else settle.starting(id, performance.now())
-        // a peer that is not serving the version yet is asked again soon, not after the full back-off
-        book.backOff(id, performance.now() + (opened.notServing ? REDIAL_INTERVAL_MS : retryBackoffMs))
+        // not serving the version yet: asked again at the next redial tick (half an interval: a whole one missed it)
+        book.backOff(id, performance.now() + (opened.notServing ? REDIAL_INTERVAL_MS / 2 : retryBackoffMs))
         return
       }
       if (opened.have.count !== chunkCount) throw new PeerProtocolError(`have-map of ${opened.have.count} chunks, the manifest has ${chunkCount}`)
@@ -342,9 +342,9 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   function startTimers (): void {
     const timeoutCheck = setInterval(checkTimeouts, Math.min(1000, timeouts.stallMs / 2))
     const redial = setInterval(() => { void connectKnown() }, REDIAL_INTERVAL_MS)
-    settle.begin(performance.now(), SETTLE_MS)
-    const settled = setTimeout(notifyChange, SETTLE_MS + 1)
-    cleanups.push(() => { clearInterval(timeoutCheck); clearInterval(redial); clearTimeout(settled) })
+    settle.begin(performance.now(), SETTLE_MS, SETTLE_STARTING_MS)
+    const settled = [SETTLE_MS, SETTLE_STARTING_MS].map(ms => setTimeout(notifyChange, ms + 1))
+    cleanups.push(() => { clearInterval(timeoutCheck); clearInterval(redial); settled.forEach(clearTimeout) })
   }
 
   /** DHT: dials the providers of the version, and announces us as one when we serve it. */

@@ -16,6 +16,9 @@
  *   finished (serving, not ACTIVE) has no round in flight: joining only such peers, we start at once.
  * Agents that start together, the listed ones all connected, ask the origin at once (issue 21: 1-1.5 s
  * sooner at 100 mbit, docs/BENCHMARKS.md "Time to ready at 100 mbit (session 8)").
+ * A peer that answered NOT_SERVING (its sync is starting) is waited for past SETTLE_MS, up to
+ * SETTLE_STARTING_MS from the start, until it connects: claims made without it split the chunks
+ * between fewer agents than its own rule will, and part of them is fetched twice (session 13).
  */
 
 import { bitmapHas } from '../../protocol/block-exchange.ts'
@@ -33,8 +36,11 @@ export function holdsWhatWeLack (have: Uint8Array, chunkCount: number, weHold: (
 
 /** The settle wait of one session. */
 export interface SettleWait {
-  /** The session starts at `now` (performance.now()): the wait lasts at most `settleMs` from here. */
-  begin: (now: number, settleMs: number) => void
+  /**
+   * The session starts at `now` (performance.now()): the wait lasts at most `settleMs` from here, or
+   * `startingMs` while a peer that said it is starting (see `starting`) has not arrived.
+   */
+  begin: (now: number, settleMs: number, startingMs: number) => void
   /** Listed peer `id` is connected or not coming; true when it was the last one waited for. */
   arrived: (id: string) => boolean
   /**
@@ -55,16 +61,26 @@ export interface SettleWait {
 /** The wait for a session whose rendezvous listed `listed` (peer ids, ourselves left out). */
 export function createSettleWait (listed: Iterable<string>): SettleWait {
   const expected = new Set(listed)
+  /** Peers that said they are starting (NOT_SERVING) while the wait lasted, not arrived yet. */
+  const startingPeers = new Set<string>()
   const lone = expected.size === 0
   let until = Number.POSITIVE_INFINITY
+  let untilStarting = Number.POSITIVE_INFINITY
   let start = 0
   let late = true
   return {
-    begin (now, settleMs) { start = now; until = now + settleMs },
-    arrived: (id) => expected.delete(id) && expected.size === 0,
-    starting (id, now) { if (now < until) expected.add(id) },
+    begin (now, settleMs, startingMs) { start = now; until = now + settleMs; untilStarting = now + Math.max(settleMs, startingMs) },
+    arrived (id) {
+      const was = expected.delete(id)
+      return (startingPeers.delete(id) || was) && expected.size === 0 && startingPeers.size === 0
+    },
+    starting (id, now) {
+      if (now >= until) return
+      expected.add(id)
+      startingPeers.add(id)
+    },
     joined (joinedLate) { late = joinedLate },
-    settling: (now) => now < until && (lone || late || expected.size > 0),
+    settling: (now) => (now < until && (lone || late || expected.size > 0)) || (now < untilStarting && startingPeers.size > 0),
     describeFirst: (count, now, others) => `first origin claims (${count} chunks) ${Math.round(now - start)} ms after the start, ` +
       `split with ${others.length === 0 ? 'no peer' : others.join(', ')}`
   }

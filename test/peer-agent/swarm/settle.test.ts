@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
 import { bitmapSet, CLAIM_GROUP_CHUNKS, claimOwner } from '../../../protocol/block-exchange.ts'
-import { SETTLE_MS } from '../../../peer-agent/swarm/constants.ts'
+import { SETTLE_MS, SETTLE_STARTING_MS } from '../../../peer-agent/swarm/constants.ts'
 import { createSettleWait, holdsWhatWeLack } from '../../../peer-agent/swarm/settle.ts'
 import type { Swarm, SwarmSession } from '../../../peer-agent/swarm/interface.ts'
 import { capabilityFor, coordinatorKeys, makeVersion, memoryProvider, startNode, type TestVersion } from './helpers.ts'
@@ -61,7 +61,7 @@ async function firstClaims (session: SwarmSession, until: number): Promise<numbe
 describe('createSettleWait (pure)', () => {
   it('waits for listed peers until each arrived, for a lone agent, and for a late join, never past the deadline', () => {
     const listed = createSettleWait(['a', 'b'])
-    listed.begin(0, 1500)
+    listed.begin(0, 1500, 4000)
     listed.joined(false)
     expect(listed.settling(10)).toBe(true)
     expect(listed.arrived('a')).toBe(false)
@@ -70,19 +70,19 @@ describe('createSettleWait (pure)', () => {
     expect(listed.arrived('b')).toBe(true)
     expect(listed.settling(10)).toBe(false)
     const lone = createSettleWait([])
-    lone.begin(0, 1500)
+    lone.begin(0, 1500, 4000)
     lone.joined(false)
     expect(lone.settling(1499)).toBe(true)
     expect(lone.settling(1500)).toBe(false)
     const late = createSettleWait(['a'])
-    late.begin(0, 1500)
+    late.begin(0, 1500, 4000)
     late.arrived('a')
     late.joined(true)
     expect(late.settling(1000)).toBe(true)
     expect(late.settling(1500)).toBe(false)
     // a peer not listed that says it does not serve the version yet is waited for too, while the wait lasts
     const starting = createSettleWait(['a'])
-    starting.begin(0, 1500)
+    starting.begin(0, 1500, 4000)
     starting.joined(false)
     starting.starting('x', 10)
     expect(starting.arrived('a')).toBe(false)
@@ -91,6 +91,36 @@ describe('createSettleWait (pure)', () => {
     expect(starting.settling(20)).toBe(false)
     starting.starting('y', 1500) // too late: the wait is over
     expect(starting.settling(1400)).toBe(false)
+  })
+
+  it('waits past SETTLE_MS for a peer that said it is starting, until it comes or the longer deadline', () => {
+    const wait = createSettleWait(['a', 'b'])
+    wait.begin(0, 1500, 4000)
+    wait.joined(false)
+    expect(wait.arrived('a')).toBe(false)
+    wait.starting('b', 100) // listed, answered NOT_SERVING: its sync is starting
+    expect(wait.settling(1499)).toBe(true)
+    expect(wait.settling(1500)).toBe(true) // before, the wait ended here and the claims left `b` out
+    expect(wait.settling(3999)).toBe(true)
+    expect(wait.settling(4000)).toBe(false) // it never came: claims without it
+    expect(wait.arrived('b')).toBe(true)
+    expect(wait.settling(2000)).toBe(false) // it came: claims at once, split with it
+    // a listed peer not heard of (no answer yet) is waited for SETTLE_MS only, as before
+    const silent = createSettleWait(['c'])
+    silent.begin(0, 1500, 4000)
+    silent.joined(false)
+    expect(silent.settling(1499)).toBe(true)
+    expect(silent.settling(1500)).toBe(false)
+    // one starting peer arrived, another still starting: the wait goes on
+    const two = createSettleWait([])
+    two.begin(0, 1500, 4000)
+    two.joined(false)
+    two.starting('x', 10)
+    two.starting('y', 20)
+    expect(two.arrived('x')).toBe(false)
+    expect(two.settling(2500)).toBe(true)
+    expect(two.arrived('y')).toBe(true)
+    expect(two.settling(2500)).toBe(false)
   })
 })
 
@@ -139,11 +169,11 @@ describe('settle wait', () => {
     const t0 = performance.now()
     await session.start()
     session.listed([other.getMultiaddrs()[0], late.getMultiaddrs()[0]])
-    // dialled, answers NOT_SERVING: no claims until it comes or SETTLE_MS has passed
+    // dialled, answers NOT_SERVING (starting): no claims until it comes or SETTLE_STARTING_MS has passed
     await new Promise(resolve => setTimeout(resolve, 300))
     expect(session.originChunks()).toEqual([])
-    const mine = await firstClaims(session, t0 + SETTLE_MS + 3000)
-    expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_MS - 50)
+    const mine = await firstClaims(session, t0 + SETTLE_STARTING_MS + 3000)
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_STARTING_MS - 50)
     expect(mine.length).toBeGreaterThan(0)
   })
 
@@ -159,7 +189,7 @@ describe('settle wait', () => {
     expect(session.originChunks()).toHaveLength(16)
   })
 
-  it('a listed peer that does not serve the version yet is waited for, at most SETTLE_MS', async () => {
+  it('a listed peer that does not serve the version yet (starting) is waited for past SETTLE_MS, at most SETTLE_STARTING_MS', async () => {
     const keys = await coordinatorKeys()
     const v = makeVersion(24, 16, 2)
     const late = await node(keys.publicKeyRaw) // up, but its sync has not started serving the version
@@ -167,9 +197,30 @@ describe('settle wait', () => {
     const t0 = performance.now()
     await session.start()
     expect(session.originChunks()).toEqual([])
-    const mine = await firstClaims(session, t0 + SETTLE_MS + 3000)
+    const mine = await firstClaims(session, t0 + SETTLE_STARTING_MS + 3000)
     expect(mine).toHaveLength(16)
-    expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_MS - 50)
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_STARTING_MS - 50)
+  })
+
+  it('a listed peer that starts serving after SETTLE_MS is still counted in the first claims', async () => {
+    const keys = await coordinatorKeys()
+    const v = makeVersion(29, 16 * CLAIM_GROUP_CHUNKS, 1)
+    const late = await node(keys.publicKeyRaw) // up, its sync starting: answers NOT_SERVING at first
+    const self = await node(keys.publicKeyRaw)
+    const session = await sessionOf(self, keys.privateKey, v, [late.getMultiaddrs()[0]])
+    const t0 = performance.now()
+    await session.start()
+    expect(session.originChunks()).toEqual([])
+    // its session starts well after SETTLE_MS (a busy machine), and it fetches from us, as a starting agent does
+    await new Promise(resolve => setTimeout(resolve, SETTLE_MS + 500))
+    expect(session.originChunks()).toEqual([]) // before, every chunk was claimed here, alone
+    late.serve({ image: 'desk', version: 'v1', chunkCount: v.manifest.chunks.length, provider: memoryProvider(), active: true })
+    const lateSession = await sessionOf(late, keys.privateKey, v, [self.getMultiaddrs()[0]])
+    await lateSession.start()
+    const mine = await firstClaims(session, t0 + SETTLE_STARTING_MS + 3000)
+    expect(performance.now() - t0).toBeLessThan(SETTLE_STARTING_MS)
+    const owners = [self.peerId, late.peerId]
+    expect(mine).toEqual(Array.from({ length: v.manifest.chunks.length }, (_, i) => i).filter(i => claimOwner(i, owners) === self.peerId))
   })
 
   it('a session that joins peers already holding chunks (they claim from the origin already) waits SETTLE_MS', async () => {
