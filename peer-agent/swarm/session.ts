@@ -394,7 +394,7 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
       for (const a of addrs) {
         const id = peerIdOf(a)
         if (id == null || id === self || peers.has(id)) continue
-        settle.starting(id, performance.now())
+        settle.listedLater(id, performance.now())
         void connect({ multiaddrs: [a], peerId: id })
       }
     },

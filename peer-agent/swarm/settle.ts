@@ -46,10 +46,16 @@ export interface SettleWait {
   /**
    * Peer `id`, listed or not (found through an open connection, the rendezvous after our list, mDNS), syncs
    * the version and does not serve it yet (NOT_SERVING) at `now`: it is starting with us, so it is waited for as
-   * if listed, while the wait lasts. Without it, an agent that registered just after our list was left out
+   * if listed, and past SETTLE_MS until it comes, up to `startingMs` from the start. Without it, an agent that registered just after our list was left out
    * of our first claims and fetched part of them again (branch bench at 20mbit: 62.5 MB on the WAN, 55-58 usually).
    */
   starting: (id: string, now: number) => void
+  /**
+   * Peer `id` is listed by the rendezvous after our start (it registered after our list), not heard from yet: waited
+   * for as if listed while SETTLE_MS lasts, and past it only once it says it is starting (stale entries, agents that have
+   * left, do not hold the claims for SETTLE_STARTING_MS).
+   */
+  listedLater: (id: string, now: number) => void
   /** The start's dials are done; `late`: a connected peer still syncing held chunks then. */
   joined: (late: boolean) => void
   /** Whether the claim rule still hands out nothing at `now`. */
@@ -79,6 +85,7 @@ export function createSettleWait (listed: Iterable<string>): SettleWait {
       expected.add(id)
       startingPeers.add(id)
     },
+    listedLater (id, now) { if (now < until) expected.add(id) },
     joined (joinedLate) { late = joinedLate },
     settling: (now) => (now < until && (lone || late || expected.size > 0)) || (now < untilStarting && startingPeers.size > 0),
     describeFirst: (count, now, others) => `first origin claims (${count} chunks) ${Math.round(now - start)} ms after the start, ` +

@@ -121,6 +121,16 @@ describe('createSettleWait (pure)', () => {
     expect(two.settling(2500)).toBe(true)
     expect(two.arrived('y')).toBe(true)
     expect(two.settling(2500)).toBe(false)
+    // listed by the rendezvous after the start, not heard from: SETTLE_MS only (it may be an agent that has left)
+    const later = createSettleWait(['a'])
+    later.begin(0, 1500, 4000)
+    later.joined(false)
+    later.arrived('a')
+    later.listedLater('z', 100)
+    expect(later.settling(1499)).toBe(true)
+    expect(later.settling(1500)).toBe(false)
+    later.starting('z', 200) // then it says it is starting: waited for past SETTLE_MS
+    expect(later.settling(3000)).toBe(true)
   })
 })
 
@@ -174,6 +184,25 @@ describe('settle wait', () => {
     expect(session.originChunks()).toEqual([])
     const mine = await firstClaims(session, t0 + SETTLE_STARTING_MS + 3000)
     expect(performance.now() - t0).toBeGreaterThanOrEqual(SETTLE_STARTING_MS - 50)
+    expect(mine.length).toBeGreaterThan(0)
+  })
+
+  it('a stale peer the rendezvous lists again (an agent that has left, backed off) holds the claims SETTLE_MS at most', async () => {
+    const keys = await coordinatorKeys()
+    const { v, peer: other } = await peerServing(keys.publicKeyRaw, 30, 0)
+    const gone = await node(keys.publicKeyRaw)
+    const addr = gone.getMultiaddrs()[0]
+    await gone.stop()
+    const self = await node(keys.publicKeyRaw)
+    const session = await sessionOf(self, keys.privateKey, v, [other.getMultiaddrs()[0]])
+    const t0 = performance.now()
+    await session.start()
+    session.listed([addr]) // dialled: it fails, and the peer is backed off
+    await new Promise(resolve => setTimeout(resolve, 300))
+    session.listed([addr]) // listed again (its registration has not lapsed): not dialled while backed off
+    const mine = await firstClaims(session, t0 + SETTLE_STARTING_MS + 3000)
+    // counted as starting, it held every claim for SETTLE_STARTING_MS (a trim after a cold run, session 13)
+    expect(performance.now() - t0).toBeLessThan(SETTLE_STARTING_MS - 500)
     expect(mine.length).toBeGreaterThan(0)
   })
 
