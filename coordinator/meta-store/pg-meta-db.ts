@@ -235,7 +235,6 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
     }
   }
 
-  /** Runs `fn` in one transaction that also bumps the generation of `spaces`. */
   /**
    * `fn` and the spaces' generation bump in one transaction on `client`. `state.broken` is set when the
    * connection broke (the caller destroys it); an unreachable database is thrown as UnavailableError.
@@ -261,6 +260,7 @@ function createPgMetaDb (pool: pg.Pool, maxConnections: number): PgMetaDb {
     }
   }
 
+  /** Runs `fn` in one transaction that also bumps the generation of `spaces` (under a held lock: on the lock's session). */
   async function transaction (spaces: string[], fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
     const hold = held.getStore()
     if (hold != null && !hold.released) { await underLock(hold, spaces, fn); return }
