@@ -80,11 +80,8 @@ export function createSettleWait (listed: Iterable<string>): SettleWait {
       const was = expected.delete(id)
       return (startingPeers.delete(id) || was) && expected.size === 0 && startingPeers.size === 0
     },
-    starting (id, now) {
-      if (now >= until) return
-      expected.add(id)
-      startingPeers.add(id)
-    },
+    // not added to `expected` too: the starting clause of `settling` covers the whole wait (untilStarting >= until)
+    starting (id, now) { if (now < until) startingPeers.add(id) },
     listedLater (id, now) { if (now < until) expected.add(id) },
     joined (joinedLate) { late = joinedLate },
     settling: (now) => (now < until && (lone || late || expected.size > 0)) || (now < untilStarting && startingPeers.size > 0),
