@@ -552,7 +552,8 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     const token = (await pm.run('token create', ...admin(['token', 'create', '--group', AGENT_GROUP, '--name', 'branch-bench']))).trim().split('\n').pop() ?? ''
     writeFileSync(ctx.agentToken, token + '\n', { mode: 0o600 })
     await pm.run('policy set', ...admin(['policy', 'set', AGENT_GROUP, '--images', IMAGE_NAME, '--lan-sharing', 'on', '--wan-limit', 'unlimited', '--index-linux', '']))
-    for (const [file, version] of publishedVersions(config.scenarios)) {
+    const published = publishedVersions(config.scenarios)
+    for (const [file, version] of published) {
       progress.line(`publishing ${file} as ${IMAGE_NAME}@${version} (on hq, not over the WAN)`)
       await pm.run(`publish ${version}`, ...admin(['publish', join(pre.images, file), '--image', IMAGE_NAME, '--version', version]))
     }
@@ -574,7 +575,7 @@ export async function runBranch (config: BranchConfig): Promise<number> {
     // one at a time, a minute or more each) burn hq's CPU, which the clients share here: every one is done before any
     // method is timed (cold alone measured beside next.img's build before: 8.8 CPU-s of the coordinator in trimswarm's
     // 20 s, docs/BENCHMARKS.md "Time to ready at 100 mbit")
-    for (const [, version] of publishedVersions(config.scenarios)) await waitForSegments(ctx, version)
+    for (const [, version] of published) await waitForSegments(ctx, version)
     if (config.scenarios.includes('update')) await waitForDeltaPack(ctx)
     const results: MethodResult[] = []
     const ran = new Set<string>()
