@@ -103,6 +103,8 @@ const OPERATIONS: Operation[] = [
     auth: 'any', request: 'PeerRegistration', response: 'PeerRegistrationResponse' },
   { method: 'get', path: swarmRoutes.peers, summary: 'Live peers of a site (optionally working on one image version)',
     auth: 'any', response: 'PeerList', query: ['site', 'image', 'version'] },
+  { method: 'post', path: swarmRoutes.peersLeave, summary: 'Remove the caller\'s own registrations of a peer id (an agent that stops serving)',
+    auth: 'any', request: 'PeerLeave', response: 'PeerLeaveResponse' },
   { method: 'get', path: routes.reports, summary: 'Per image, version and site: clients, in progress, failed, bytes by source, WAN saved',
     auth: 'admin', response: 'ReportResponse', query: ['image', 'version', 'site'] }
 ]

@@ -1,6 +1,6 @@
 /**
  * The LAN swarm's coordinator routes: capabilities (POST /v1/capabilities)
- * and the per-site peer rendezvous (POST/GET /v1/peers). Behind the auth
+ * and the per-site peer rendezvous (POST/GET /v1/peers, POST /v1/peers/leave). Behind the auth
  * middleware: every route reads `c.get('principal')`. Registrations are soft
  * state with a TTL (SWARM_PEER_TTL_SECONDS), kept in the metadata database so
  * a coordinator restart does not empty the sites.
@@ -19,8 +19,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { signCapability } from '../protocol/capability.ts'
 import { ConflictError, ForbiddenError, ValidationError } from '../protocol/errors.ts'
 import {
-  CapabilityRequest, PeerRegistration, swarmRoutes,
-  type CapabilityResponse, type PeerEntry, type PeerList, type PeerRegistrationResponse
+  CapabilityRequest, PeerLeave, PeerRegistration, swarmRoutes,
+  type CapabilityResponse, type PeerEntry, type PeerLeaveResponse, type PeerList, type PeerRegistrationResponse
 } from '../protocol/swarm-api.ts'
 import { assertImageAccess, canAccessImage, principalKey } from './access.ts'
 import { DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN } from './constants.ts'
@@ -210,6 +210,33 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
       ] as any)
       return { expires, ttlSeconds: SWARM_PEER_TTL_SECONDS, site }
     })
+    return c.json(body)
+  })
+
+  app.post(swarmRoutes.peersLeave, async (c) => {
+    const principal = c.get('principal')
+    const req = await readJson(c, PeerLeave)
+    const owner = principalKey(principal)
+    // no lanSharing check: an agent whose policy changed since it registered may still clean up
+    const body = await serial(async (): Promise<PeerLeaveResponse> => {
+      const now = nowSeconds()
+      const ops: any[] = []
+      let removed = 0
+      // the owner's index: at most its cap of live registrations, plus lapsed ones not yet swept
+      for await (const [key, expires] of byOwner.iterator({ gt: `${owner}\x00`, lt: `${owner}\x00\xff` })) {
+        if (!key.endsWith(`!${req.peerId}`)) continue
+        ops.push({ type: 'del', sublevel: byOwner, key })
+        const peerKey = key.slice(owner.length + 1)
+        // the id may have lapsed and been registered since by someone else in the same site: theirs stays
+        const rec = await peers.get(peerKey)
+        if (rec?.by !== owner) continue
+        ops.push({ type: 'del', sublevel: peers, key: peerKey })
+        if (expires >= now) removed++
+      }
+      if (ops.length > 0) await components.db.batch(ops)
+      return { removed }
+    })
+    logger.debug('peer left', { user: principal.user, peer: req.peerId, removed: body.removed })
     return c.json(body)
   })
 

@@ -9,7 +9,10 @@
 import { api } from '../protocol/index.ts'
 import { UnauthorizedError } from '../protocol/errors.ts'
 import type { Schema } from '../protocol/schema.ts'
-import { CapabilityResponse, PeerList, PeerRegistrationResponse, swarmRoutes, type CapabilityRequest, type PeerRegistration } from '../protocol/swarm-api.ts'
+import {
+  CapabilityResponse, PeerLeaveResponse, PeerList, PeerRegistrationResponse, swarmRoutes,
+  type CapabilityRequest, type PeerLeave, type PeerRegistration
+} from '../protocol/swarm-api.ts'
 import { createCoordinatorHttp } from '../client/coordinator-http.ts'
 import { readSecretFile } from '../client/secret-file.ts'
 import type { RequestOptions, RetryOptions, StreamedResponse } from '../client/interface.ts'
@@ -58,6 +61,8 @@ export interface CoordinatorClient {
   registerPeer: (reg: PeerRegistration, options?: AbortOptions) => Promise<PeerRegistrationResponse>
   /** GET /v1/peers?site=&image=&version=: live peers of a site. */
   listPeers: (query: { site: string, image?: string, version?: string }, options?: AbortOptions) => Promise<PeerList>
+  /** POST /v1/peers/leave: removes this agent's registrations of `peerId` (it stops serving). */
+  leavePeers: (req: PeerLeave, options?: AbortOptions) => Promise<PeerLeaveResponse>
 }
 
 /** Dependencies of the client. */
@@ -143,6 +148,9 @@ export function createCoordinatorClient (components: CoordinatorClientComponents
       if (query.image != null) q.set('image', query.image)
       if (query.version != null) q.set('version', query.version)
       return await client.json('GET', `${swarmRoutes.peers}?${q.toString()}`, PeerList, undefined, options)
+    },
+    async leavePeers (req, options = {}) {
+      return await client.json('POST', swarmRoutes.peersLeave, PeerLeaveResponse, req, options)
     }
   }
   return client

@@ -28,8 +28,8 @@ export interface Joined {
 export interface VersionJoiner {
   /** Joins image@version on swarm `s`; undefined when the coordinator gives no capability (the policy does not share this image with peers). */
   join: (s: Swarm, image: string, version: string, options: AbortOptions) => Promise<Joined | undefined>
-  /** Stops the rendezvous of the version joined last. */
-  leave: () => void
+  /** Stops the rendezvous of the version joined last and removes its registration (the node stops serving). */
+  leave: () => Promise<void>
 }
 
 /** A joiner for the agent's site. */
@@ -54,14 +54,15 @@ export function createVersionJoiner (components: { client: CoordinatorClient, lo
         return joined
       }
       joined?.rendezvous.stop()
-      const rendezvousComponents = { swarm: node, register: client.registerPeer, listPeers: client.listPeers, logger }
+      const rendezvousComponents = { swarm: node, register: client.registerPeer, listPeers: client.listPeers, leavePeers: client.leavePeers, logger }
       const rendezvous = createRendezvous(rendezvousComponents, { site: init.site, image, version })
       joined = { image, version, swarm: node, capability: cap.capability, expires: cap.expires, rendezvous, peerAddrs: [] }
       return joined
     },
-    leave () {
-      joined?.rendezvous.stop()
+    async leave () {
+      const left = joined
       joined = undefined
+      await left?.rendezvous.leave()
     }
   }
 }

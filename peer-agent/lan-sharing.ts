@@ -116,7 +116,7 @@ export function createLanSharing (components: LanSharingComponents, init: LanSha
 
   async function stopSwarm (): Promise<void> {
     if (swarm != null) servedBefore = (servedBefore ?? 0) + swarm.stats().bytesServed
-    joiner.leave()
+    await joiner.leave() // first: the site's agents stop dialling us
     for (const f of finished.values()) { f.served.close(); await f.fh.close().catch(() => {}) }
     finished.clear()
     await swarm?.stop()

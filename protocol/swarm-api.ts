@@ -10,7 +10,8 @@ import { array, integer, object, optional, string, type Infer } from './schema.t
 /** Swarm route paths. */
 export const swarmRoutes = {
   capabilities: '/v1/capabilities',
-  peers: '/v1/peers'
+  peers: '/v1/peers',
+  peersLeave: '/v1/peers/leave'
 } as const
 
 /** A libp2p peer id in its string form. */
@@ -59,5 +60,19 @@ export type PeerRegistrationResponse = Infer<typeof PeerRegistrationResponse>
 export const PeerList = object({ site: optional(name), peers: array(PeerEntry, { maxItems: 10_000 }) })
 export type PeerList = Infer<typeof PeerList>
 
+/**
+ * POST /v1/peers/leave — an agent that stops serving removes its registrations of `peerId`, so the site's
+ * other agents stop dialling it (and waiting for it) before the TTL would have lapsed. Only the token (or
+ * user) that registered them can; others' registrations of that id, if any, are left alone.
+ */
+export const PeerLeave = object({ peerId: peerIdText })
+export type PeerLeave = Infer<typeof PeerLeave>
+
+/** POST /v1/peers/leave response: how many of the caller's registrations were removed (0 when none was live). */
+export const PeerLeaveResponse = object({ removed: integer() })
+export type PeerLeaveResponse = Infer<typeof PeerLeaveResponse>
+
 /** Swarm bodies, for the OpenAPI document. */
-export const swarmSchemas = { CapabilityRequest, CapabilityResponse, PeerRegistration, PeerRegistrationResponse, PeerEntry, PeerList }
+export const swarmSchemas = {
+  CapabilityRequest, CapabilityResponse, PeerRegistration, PeerRegistrationResponse, PeerEntry, PeerList, PeerLeave, PeerLeaveResponse
+}

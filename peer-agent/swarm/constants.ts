@@ -118,6 +118,9 @@ export const MANIFEST_HELD_VERSIONS = 4
 /** A rendezvous refresh that failed (coordinator away past the client's retries) is tried again after this long, well inside the registration TTL (ms). */
 export const RENDEZVOUS_RETRY_MS = 5_000
 
+/** Longest an agent that stops waits for the coordinator to remove its rendezvous registration (ms); past it the registration lapses by its TTL. */
+export const RENDEZVOUS_LEAVE_MS = 2_000
+
 /**
  * zstd level of chunks a server compresses for BLOCKS_PROTOCOL_ZSTD. Chosen by measurement on
  * base.img's chunks (docs/BENCHMARKS.md "BitTorrent baseline (issue 21)"): level 1 made them

@@ -2,11 +2,13 @@
  * The coordinator as rendezvous: registers this node's multiaddrs for its
  * site (renewed at half the TTL; after a failure, e.g. a coordinator restart,
  * tried again after RENDEZVOUS_RETRY_MS) and dials the live peers of the site
- * the coordinator returns. The HTTP calls come from the agent's coordinator
+ * the coordinator returns. Leaving removes the registration, so the site's
+ * other agents stop dialling (and waiting for) a node that is gone instead of
+ * until its TTL lapses. The HTTP calls come from the agent's coordinator
  * client, so this stays free of auth and retries.
  */
-import type { PeerList, PeerRegistration, PeerRegistrationResponse } from '../../protocol/swarm-api.ts'
-import { RENDEZVOUS_RETRY_MS } from './constants.ts'
+import type { PeerLeave, PeerLeaveResponse, PeerList, PeerRegistration, PeerRegistrationResponse } from '../../protocol/swarm-api.ts'
+import { RENDEZVOUS_LEAVE_MS, RENDEZVOUS_RETRY_MS } from './constants.ts'
 import type { Swarm, SwarmLogger } from './interface.ts'
 
 /** What the rendezvous loop uses. */
@@ -16,6 +18,8 @@ export interface RendezvousComponents {
   register: (body: PeerRegistration, options?: { signal?: AbortSignal }) => Promise<PeerRegistrationResponse>
   /** GET /v1/peers?site=&image=&version= */
   listPeers: (query: { site: string, image?: string, version?: string }, options?: { signal?: AbortSignal }) => Promise<PeerList>
+  /** POST /v1/peers/leave; without it, leave() only stops the loop (the registration lapses after its TTL). */
+  leavePeers?: (req: PeerLeave, options?: { signal?: AbortSignal }) => Promise<PeerLeaveResponse>
   logger: SwarmLogger
 }
 
@@ -33,7 +37,13 @@ export interface RendezvousInit {
 export interface Rendezvous {
   /** Registers and dials once now; returns the peer multiaddrs found (for a session's `peers`). */
   refresh: (options?: { signal?: AbortSignal }) => Promise<string[]>
+  /** Stops the loop; the registration stays until its TTL lapses (the node goes on serving). */
   stop: () => void
+  /**
+   * Stops the loop and removes the registration, if one was made; bounded by RENDEZVOUS_LEAVE_MS
+   * (a coordinator away does not hold the agent's exit). Never throws: the TTL is the fallback.
+   */
+  leave: () => Promise<void>
 }
 
 /** Starts the loop: refresh now, then at half the registration TTL. */
@@ -43,6 +53,8 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
   let stopped = false
   /** The site the coordinator put us in, once it said so and it differs from ours (said once: it only changes with the admin's config). */
   let toldSite: string | undefined
+  /** Whether a registration was made (leave() has something to remove). */
+  let registered = false
 
   async function refreshOnce (options: { signal?: AbortSignal }): Promise<string[]> {
     const multiaddrs = (init.multiaddrs ?? swarm.getMultiaddrs()).filter(a => !a.includes('/0.0.0.0/') && !a.includes('/::/')).slice(0, 16)
@@ -50,6 +62,7 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
     if (multiaddrs.length > 0) {
       const version = init.image != null ? { image: init.image, version: init.version } : {}
       const reg: PeerRegistration = { peerId: swarm.peerId, multiaddrs, site: init.site, ...version }
+      registered = true // before the answer: a request cut short may still have landed
       const answer = await components.register(reg, options)
       ttl = answer.ttlSeconds
       if (answer.site != null && answer.site !== init.site && answer.site !== toldSite) {
@@ -94,6 +107,17 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
 
   return {
     refresh,
-    stop () { stopped = true; clearTimeout(timer) }
+    stop () { stopped = true; clearTimeout(timer) },
+    async leave () {
+      stopped = true
+      clearTimeout(timer)
+      const leavePeers = components.leavePeers
+      if (!registered || leavePeers == null) return
+      try {
+        await leavePeers({ peerId: swarm.peerId }, { signal: AbortSignal.timeout(RENDEZVOUS_LEAVE_MS) })
+      } catch (err) {
+        logger.debug?.(`swarm: could not remove our rendezvous registration (${(err as Error).message}); it lapses by itself`)
+      }
+    }
   }
 }

@@ -9,16 +9,16 @@ import { openMetaDb, type MetaDb } from '../../coordinator/meta-db.ts'
 import { createSwarmRoutes, SWARM_PEER_TTL_SECONDS } from '../../coordinator/swarm-routes.ts'
 import { verifyCapability } from '../../protocol/capability.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
-import { CapabilityResponse, PeerList } from '../../protocol/swarm-api.ts'
+import { CapabilityResponse, PeerLeaveResponse, PeerList } from '../../protocol/swarm-api.ts'
 
 const quiet: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} }
 const peerA = '12D3KooWDd2b9SqVsbDrCm2EiaoFGT5xSHwPEfhVgzLwffCG3taE'
 const peerB = '12D3KooWSHRgNBXDrs1qgpn48DoVrmunChEvxCuV3yGuX2m1Aeip'
 
-function principal (images: string[], lanSharing: boolean): Principal {
+function principal (images: string[], lanSharing: boolean, user = 'tok-1'): Principal {
   return {
     kind: 'machine',
-    user: 'tok-1',
+    user,
     groups: ['desk'],
     policy: { groups: ['desk'], images, wanLimitBps: 0, lanSharing, lanUploadBps: 0, maxPeers: 8, updateWindows: [], indexFolders: { linux: [], windows: [], macos: [] } }
   }
@@ -39,7 +39,8 @@ describe('coordinator swarm routes', () => {
     const principals: Record<string, Principal> = {
       desk: principal(['desk'], true),
       noshare: principal(['desk'], false),
-      other: principal(['build'], true)
+      other: principal(['build'], true),
+      desk2: principal(['desk'], true, 'tok-2')
     }
     app = new Hono<CoordinatorEnv>()
     app.use(async (c, next) => { c.set('principal', principals[c.req.header('x-test-principal') ?? 'desk']); await next() })
@@ -110,5 +111,40 @@ describe('coordinator swarm routes', () => {
     expect((await get('/v1/peers?site=paris&x=1')).status).toBe(400)
     expect((await get('/v1/peers?site=paris&image=desk', 'other')).status).toBe(403)
     expect((await get('/v1/peers')).status).toBe(400)
+  })
+
+  it('a leaving agent removes its own registrations in every site, and nobody else\'s', async () => {
+    const peerC = '12D3KooWLRPJAA5o6Z6gPJxWwvPAQXXzqVJwuWd8BsPVsq8Tu1fy'
+    const peerD = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
+    const register = async (peerId: string, site: string, port: number, who = 'desk'): Promise<void> => {
+      expect((await post('/v1/peers', { peerId, multiaddrs: [`/ip4/127.0.0.1/tcp/${port}`], site, image: 'desk', version: 'v9' }, who)).status).toBe(200)
+    }
+    const listed = async (site: string): Promise<string[]> =>
+      PeerList.parse(await (await get(`/v1/peers?site=${site}&image=desk&version=v9`)).json()).peers.map(p => p.peerId).sort()
+    const leave = async (peerId: string, who = 'desk'): Promise<Response> => await post('/v1/peers/leave', { peerId }, who)
+    await register(peerC, 'rome', 4101)
+    await register(peerC, 'oslo', 4102)
+    await register(peerD, 'rome', 4103, 'desk2')
+    expect(await listed('rome')).toEqual([peerC, peerD].sort())
+    // another token cannot take C off the list
+    const theirs = await leave(peerC, 'desk2')
+    expect(theirs.status).toBe(200)
+    expect(PeerLeaveResponse.parse(await theirs.json()).removed).toBe(0)
+    expect(await listed('rome')).toEqual([peerC, peerD].sort())
+    // its registrant can, in both sites; D stays
+    const mine = await leave(peerC)
+    expect(PeerLeaveResponse.parse(await mine.json()).removed).toBe(2)
+    expect(await listed('rome')).toEqual([peerD])
+    expect(await listed('oslo')).toEqual([])
+    // leaving again is harmless; a bad body is a 400 with the usual error body
+    expect(PeerLeaveResponse.parse(await (await leave(peerC)).json()).removed).toBe(0)
+    const bad = await post('/v1/peers/leave', { peerId: 'not/a/peer' })
+    expect(bad.status).toBe(400)
+    expect(((await bad.json()) as { error: { name: string } }).error.name).toBe('ValidationError')
+    expect((await post('/v1/peers/leave', { peerId: peerC, site: 'rome' })).status).toBe(400)
+    // the registrant may register the id again (it is still bound to it), and only it
+    await register(peerC, 'rome', 4104)
+    expect((await post('/v1/peers', { peerId: peerC, multiaddrs: ['/ip4/127.0.0.1/tcp/4105'], site: 'rome' }, 'desk2')).status).toBe(409)
+    expect(await listed('rome')).toEqual([peerC, peerD].sort())
   })
 })

@@ -78,9 +78,20 @@ describe('agent sync with LAN sharing', () => {
     const byId = [...ids].sort()
     expect(new Set(ids).size).toBe(3)
     const [lowest, highest] = [names[ids.indexOf(byId[0])], names[ids.indexOf(byId[2])]]
-    // the lowest peer id updates first and exits: the rendezvous still lists it on v2 for a while
+    // the lowest peer id updates first and exits; it takes itself off the rendezvous as it leaves
     const first = await runAgent(['sync', 'ws@v2', ...args(coord.url, coord.tokenFile, lowest), ...site])
     expect(first.code, first.stderr).toBe(0)
+    const token = (await readFile(coord.tokenFile, 'utf8')).trim()
+    const asAgent = async (path: string, body?: unknown): Promise<any> => {
+      const res = await fetch(coord.url + path, { method: body == null ? 'GET' : 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
+      expect(res.status, await res.clone().text()).toBe(200)
+      return await res.json()
+    }
+    const listedOnV2 = async (): Promise<string[]> => (await asAgent('/v1/peers?site=gone&image=ws&version=v2')).peers.map((p: { peerId: string }) => p.peerId)
+    expect(await listedOnV2()).not.toContain(byId[0])
+    // as if it had been killed instead (kill -9 leaves its registration until the TTL): listed, at a port nobody listens on
+    await asAgent('/v1/peers', { peerId: byId[0], multiaddrs: ['/ip4/127.0.0.1/tcp/9'], site: 'gone', image: 'ws', version: 'v2' })
+    expect(await listedOnV2()).toContain(byId[0])
     // the highest then sees it as the site's pack agent, but cannot reach it: it takes the pack itself
     const r = await runAgent(['sync', 'ws@v2', ...args(coord.url, coord.tokenFile, highest), ...site])
     expect(r.code, r.stderr).toBe(0)

@@ -8,9 +8,10 @@ import type { CoordinatorEnv, Logger, Principal } from '../../../coordinator/int
 import { openMetaDb, type MetaDb } from '../../../coordinator/meta-db.ts'
 import { createSwarmRoutes } from '../../../coordinator/swarm-routes.ts'
 import { loadOrCreatePeerKey } from '../../../peer-agent/swarm/identity.ts'
+import { RENDEZVOUS_LEAVE_MS } from '../../../peer-agent/swarm/constants.ts'
 import { createRendezvous } from '../../../peer-agent/swarm/rendezvous.ts'
 import type { Swarm } from '../../../peer-agent/swarm/interface.ts'
-import { CapabilityResponse, PeerList, PeerRegistrationResponse } from '../../../protocol/swarm-api.ts'
+import { CapabilityResponse, PeerLeaveResponse, PeerList, PeerRegistrationResponse } from '../../../protocol/swarm-api.ts'
 import { coordinatorKeys, makeVersion, memoryProvider, startNode, testLog } from './helpers.ts'
 
 const quiet: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} }
@@ -113,5 +114,45 @@ describe('rendezvous through the coordinator routes, and the node identity', () 
     expect(log.lines.filter(l => l.includes('puts this agent in site paris'))).toHaveLength(1)
     const paris = PeerList.parse(await json('/v1/peers?site=paris&image=desk&version=v1')).peers.map(p => p.peerId)
     expect(paris).toContain(node.peerId)
+  })
+
+  it('an agent that leaves is off the site\'s list at once; a coordinator that fails or hangs does not hold it', async () => {
+    const [a, b] = await Promise.all([0, 1].map(async () => (await startNode(keys.publicKeyRaw)).swarm))
+    nodes.push(a, b)
+    const calls: string[] = []
+    const components = (swarm: Swarm, leavePeers: (body: { peerId: string }, options?: { signal?: AbortSignal }) => Promise<PeerLeaveResponse>): Parameters<typeof createRendezvous>[0] => ({
+      swarm,
+      logger: testLog(),
+      register: async (body) => PeerRegistrationResponse.parse(await json('/v1/peers', { method: 'POST', body: JSON.stringify(body) })),
+      listPeers: async (q) => PeerList.parse(await json(`/v1/peers?site=${q.site}&image=${q.image ?? ''}&version=${q.version ?? ''}`)),
+      leavePeers: async (body, options) => { calls.push(body.peerId); return await leavePeers(body, options) }
+    })
+    const viaRoute = async (body: { peerId: string }): Promise<PeerLeaveResponse> => PeerLeaveResponse.parse(await json('/v1/peers/leave', { method: 'POST', body: JSON.stringify(body) }))
+    const init = { site: 'oslo', image: 'desk', version: 'v3' }
+    const ra = createRendezvous(components(a, viaRoute), init)
+    const rb = createRendezvous(components(b, viaRoute), init)
+    await ra.refresh()
+    expect((await rb.refresh()).map(x => x.split('/p2p/')[1])).toContain(a.peerId)
+    await ra.leave()
+    expect(calls).toEqual([a.peerId])
+    expect((await rb.refresh()).map(x => x.split('/p2p/')[1])).not.toContain(a.peerId)
+    await rb.leave()
+
+    // never registered: nothing to remove, no call
+    calls.length = 0
+    await createRendezvous(components(a, viaRoute), init).leave()
+    expect(calls).toEqual([])
+    // the coordinator refuses: logged, not thrown
+    const failing = createRendezvous(components(a, async () => { throw new Error('503 Service Unavailable') }), init)
+    await failing.refresh()
+    await expect(failing.leave()).resolves.toBeUndefined()
+    // the coordinator hangs: given up with the signal (RENDEZVOUS_LEAVE_MS), not waited for
+    const hanging = createRendezvous(components(a, async (_body, options) => await new Promise((_resolve, reject) => {
+      options?.signal?.addEventListener('abort', () => { reject(options.signal?.reason) })
+    })), init)
+    await hanging.refresh()
+    const t = performance.now()
+    await hanging.leave()
+    expect(performance.now() - t).toBeLessThan(RENDEZVOUS_LEAVE_MS + 1000)
   })
 })
