@@ -19,8 +19,8 @@
  * (its CA store, NODE_EXTRA_CA_CERTS), as fetch did; connections are kept alive by
  * Node's global agents.
  */
-import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
-import { request as httpsRequest } from 'node:https'
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
+import { createRequire } from 'node:module'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { userAgent } from '../protocol/version.ts'
 import type { Schema } from '../protocol/schema.ts'
@@ -28,6 +28,13 @@ import { TrimswarmError } from '../protocol/errors.ts'
 import { DEFAULT_ATTEMPTS, DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS, ERROR_BODY_MAX_BYTES, FAILOVER_DELAY_MS } from './constants.ts'
 import { CoordinatorUrlError, httpError, unreachableError } from './errors.ts'
 import type { AbortOptions, BytePacer, ClientLogger, RequestOptions, ResponseHeaders, RetryOptions, StreamedResponse } from './interface.ts'
+
+// node:http and node:https through require, not import: Node builds the ESM facade of a built-in
+// module from all its exports, and node:http's include lazy getters (WebSocket, ...) that load
+// undici, ~30-40 ms of CPU in every process that only makes requests (docs/BENCHMARKS.md "Session 14")
+const builtin = createRequire(import.meta.url)
+const { request: httpRequest } = builtin('node:http') as typeof import('node:http')
+const { request: httpsRequest } = builtin('node:https') as typeof import('node:https')
 
 /** Sent with every request, so the coordinator's logs and an operator's proxy show which trimswarm version asks. */
 const USER_AGENT = userAgent(process.versions.node)

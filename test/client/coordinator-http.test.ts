@@ -50,6 +50,13 @@ afterEach(async () => {
 })
 
 describe('coordinator HTTP client', () => {
+  it('loading it does not load undici (node:http through require, not its ESM facade: 30-80 ms of every agent start)', async () => {
+    const module = join(import.meta.dirname, '..', '..', 'client', 'coordinator-http.ts')
+    const script = `await import(${JSON.stringify(module)}); console.log(JSON.stringify(process.moduleLoadList.filter(m => m.includes('undici'))))`
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script])
+    expect(JSON.parse(stdout)).toEqual([])
+  })
+
   it('a 5xx from the first coordinator asks the next; the one that answered is asked first from then on', async () => {
     const a = await serve((req, res) => { res.writeHead(503, { 'content-type': 'application/json' }); res.end('{"error":{"name":"UnavailableError","message":"restarting"}}') })
     const b = await serve((req, res) => ok(res))
