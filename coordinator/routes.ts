@@ -78,7 +78,8 @@ export const ROUTES = {
   reports: r('GET', routes.reports),
   capabilities: r('POST', swarmRoutes.capabilities, 'json'),
   peersPost: r('POST', swarmRoutes.peers, 'json'),
-  peersGet: r('GET', swarmRoutes.peers)
+  peersGet: r('GET', swarmRoutes.peers),
+  peersLeave: r('POST', swarmRoutes.peersLeave, 'json')
 } as const satisfies Record<string, RouteSpec>
 
 /** Where the admin console's pages and forms live (its forms are held to the JSON body limit too). */

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeHostFolder, makeTestImage, tempDir, type TempDir, type TestImage } from '../helpers/images.ts'
 import { cli } from '../helpers/cli-process.ts'
 import { freePort } from '../helpers/slapd.ts'
-import { CLI, runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
+import { CLI, listAsKilled, runAgent, spawnAgent, startTestCoordinator, type TestCoordinator } from '../peer-agent/harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -170,10 +170,12 @@ describe('lines of a successful sync', () => {
   it('a peer that left is not a warning: its refused dial is counted in the summary, shown with --verbose', async () => {
     const lan = (name: string): string[] => ['sync', 'ws@v1', '--coordinator', coord.url, '--token-file', coord.tokenFile, '--data', join(tmp.path, `${name}-data`),
       '--out', join(tmp.path, name, 'ws.img'), '--no-index', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--site', 'left', '--retries', '2', '--retry-delay', '50']
-    // the first agent syncs, stays listed at the rendezvous, and exits
+    // the first agent syncs and exits (taking itself off the rendezvous)
     const first = await runAgent([...lan('left1'), '--linger', '0', '--json'])
     expect(first.code, first.stderr).toBe(0)
     expect(first.summary.routinePeerEvents).toBeTypeOf('number')
+    // as if it had been killed instead: still listed at the rendezvous
+    await listAsKilled(coord, join(tmp.path, 'left1-data'), { site: 'left', image: 'ws', version: 'v1' })
     const second = await runAgent([...lan('left2'), '--linger', '0'])
     expect(second.code, second.stderr).toBe(0)
     expect(second.stderr).not.toMatch(/ECONNREFUSED|StreamResetError/)

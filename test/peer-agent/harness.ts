@@ -5,7 +5,9 @@
  * (`node bin/trimswarm.js agent sync ...`) against its URL.
  */
 import type { ChildProcess } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { join } from 'node:path'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
@@ -113,6 +115,27 @@ export function spawnAgent (args: string[], env: Record<string, string> = {}): {
 /** Runs `trimswarm agent ...` to completion. */
 export async function runAgent (args: string[], env: Record<string, string> = {}): Promise<AgentRun> {
   return await spawnAgent(args, env).done
+}
+
+/** The libp2p peer id of an agent's data dir (its swarm key), as the rendezvous lists it. */
+export async function peerIdOfDataDir (dataDir: string): Promise<string> {
+  return peerIdFromPrivateKey(privateKeyFromProtobuf(new Uint8Array(await readFile(join(dataDir, 'swarm-key'))))).toString()
+}
+
+/**
+ * Lists the agent of `dataDir` at the rendezvous again, at a port nobody listens on, with the test token: what an agent
+ * killed with -9 leaves behind until its registration's TTL lapses (one that exits takes itself off the list).
+ */
+export async function listAsKilled (coord: TestCoordinator, dataDir: string, where: { site: string, image: string, version: string }): Promise<string> {
+  const peerId = await peerIdOfDataDir(dataDir)
+  const token = (await readFile(coord.tokenFile, 'utf8')).trim()
+  const res = await fetch(`${coord.url}/v1/peers`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ peerId, multiaddrs: ['/ip4/127.0.0.1/tcp/9'], ...where })
+  })
+  if (res.status !== 200) throw new Error(`POST /v1/peers: ${res.status} ${await res.text()}`)
+  return peerId
 }
 
 /** An HTTP proxy to `target` that lets a test rewrite response bodies (a man in the middle) or answer an error status itself. */

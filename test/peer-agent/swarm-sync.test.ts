@@ -5,13 +5,11 @@
  * comes from peers, and every output equals the published image (b3sum).
  */
 import { readFile, writeFile } from 'node:fs/promises'
-import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { b3sumFile, makeTestImage, makeUpdatedImage, tempDir, type TempDir, type TestImage, type UpdatedImage } from '../helpers/images.ts'
 import { startByteMeter } from '../../bench/lib/byte-meter.ts'
-import { OPEN_POLICY, runAgent, spawnAgent, startTestCoordinator, type AgentRun, type TestCoordinator } from './harness.ts'
+import { listAsKilled, OPEN_POLICY, peerIdOfDataDir, runAgent, spawnAgent, startTestCoordinator, type AgentRun, type TestCoordinator } from './harness.ts'
 
 let tmp: TempDir
 let coord: TestCoordinator
@@ -72,8 +70,7 @@ describe('agent sync with LAN sharing', () => {
     for (const n of names) {
       const r = await runAgent(['sync', 'ws@v1', ...args(coord.url, coord.tokenFile, n), ...site])
       expect(r.code, r.stderr).toBe(0)
-      // the peer id of its swarm key (DATA/swarm-key), as the rendezvous lists it
-      ids.push(peerIdFromPrivateKey(privateKeyFromProtobuf(new Uint8Array(await readFile(join(tmp.path, `${n}-data`, 'swarm-key'))))).toString())
+      ids.push(await peerIdOfDataDir(join(tmp.path, `${n}-data`)))
     }
     const byId = [...ids].sort()
     expect(new Set(ids).size).toBe(3)
@@ -82,15 +79,13 @@ describe('agent sync with LAN sharing', () => {
     const first = await runAgent(['sync', 'ws@v2', ...args(coord.url, coord.tokenFile, lowest), ...site])
     expect(first.code, first.stderr).toBe(0)
     const token = (await readFile(coord.tokenFile, 'utf8')).trim()
-    const asAgent = async (path: string, body?: unknown): Promise<any> => {
-      const res = await fetch(coord.url + path, { method: body == null ? 'GET' : 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body == null ? undefined : JSON.stringify(body) })
-      expect(res.status, await res.clone().text()).toBe(200)
-      return await res.json()
+    const listedOnV2 = async (): Promise<string[]> => {
+      const res = await fetch(`${coord.url}/v1/peers?site=gone&image=ws&version=v2`, { headers: { authorization: `Bearer ${token}` } })
+      return (await res.json()).peers.map((p: { peerId: string }) => p.peerId)
     }
-    const listedOnV2 = async (): Promise<string[]> => (await asAgent('/v1/peers?site=gone&image=ws&version=v2')).peers.map((p: { peerId: string }) => p.peerId)
     expect(await listedOnV2()).not.toContain(byId[0])
-    // as if it had been killed instead (kill -9 leaves its registration until the TTL): listed, at a port nobody listens on
-    await asAgent('/v1/peers', { peerId: byId[0], multiaddrs: ['/ip4/127.0.0.1/tcp/9'], site: 'gone', image: 'ws', version: 'v2' })
+    // as if it had been killed instead: still listed, at a port nobody listens on
+    expect(await listAsKilled(coord, join(tmp.path, `${lowest}-data`), { site: 'gone', image: 'ws', version: 'v2' })).toBe(byId[0])
     expect(await listedOnV2()).toContain(byId[0])
     // the highest then sees it as the site's pack agent, but cannot reach it: it takes the pack itself
     const r = await runAgent(['sync', 'ws@v2', ...args(coord.url, coord.tokenFile, highest), ...site])
