@@ -114,8 +114,13 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
   const maxRegistrations = components.maxRegistrationsPerToken ?? DEFAULT_MAX_PEER_REGISTRATIONS_PER_TOKEN
   const peers = components.db.sublevel<string, PeerRecord>('swarm-peers', { valueEncoding: 'json' })
   const owners = components.db.sublevel<string, PeerOwner>('swarm-peer-owners', { valueEncoding: 'json' })
-  /** `<principal key>\x00<site>!<peer id>` -> expiry, to count a token's live registrations. */
+  /** `<principal key>\x00<site>!<peer id>` -> expiry, to count a token's live registrations (and find them when it leaves). */
   const byOwner = components.db.sublevel<string, number>('swarm-peers-by', { valueEncoding: 'json' })
+  /** The byOwner key of `owner`'s registration stored in `peers` at `peerKey` (`<site>!<peer id>`), and back. */
+  const ownerKey = (owner: string, peerKey: string): string => `${owner}\x00${peerKey}`
+  const peerKeyOf = (owner: string, key: string): string => key.slice(owner.length + 1)
+  /** Every byOwner entry of `owner`. */
+  const ownerEntries = (owner: string): AsyncIterable<[string, number]> => byOwner.iterator({ gt: ownerKey(owner, ''), lt: ownerKey(owner, '\xff') })
   const app = new Hono<CoordinatorEnv>()
   const nowSeconds = (): number => Math.floor(Date.now() / 1000)
 
@@ -137,7 +142,7 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
     let count = 0
     let soonest = Number.MAX_SAFE_INTEGER
     const lapsed: string[] = []
-    for await (const [key, expires] of byOwner.iterator({ gt: `${owner}\x00`, lt: `${owner}\x00\xff` })) {
+    for await (const [key, expires] of ownerEntries(owner)) {
       if (expires < now) { lapsed.push(key); continue }
       count++
       soonest = Math.min(soonest, expires)
@@ -189,7 +194,8 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
         const until = new Date(held.expires * 1000).toISOString()
         throw new ConflictError(`peer id ${reg.peerId} is registered by another token or user until ${until}; only its registrant can renew it`)
       }
-      const indexKey = `${owner}\x00${site}!${reg.peerId}`
+      const peerKey = `${site}!${reg.peerId}`
+      const indexKey = ownerKey(owner, peerKey)
       if ((await byOwner.get(indexKey) ?? 0) < now) {
         const { count, soonest } = await liveCount(owner, now, maxRegistrations)
         if (count >= maxRegistrations) {
@@ -204,7 +210,7 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
       }
       const binding: PeerOwner = { by: owner, expires: Math.max(expires, held?.by === owner ? held.expires : 0) }
       await components.db.batch([
-        { type: 'put', sublevel: peers, key: `${site}!${reg.peerId}`, value: record },
+        { type: 'put', sublevel: peers, key: peerKey, value: record },
         { type: 'put', sublevel: owners, key: reg.peerId, value: binding },
         { type: 'put', sublevel: byOwner, key: indexKey, value: expires }
       ] as any)
@@ -223,10 +229,10 @@ export function createSwarmRoutes (components: SwarmRoutesComponents): Hono<Coor
       const ops: any[] = []
       let removed = 0
       // the owner's index: at most its cap of live registrations, plus lapsed ones not yet swept
-      for await (const [key, expires] of byOwner.iterator({ gt: `${owner}\x00`, lt: `${owner}\x00\xff` })) {
+      for await (const [key, expires] of ownerEntries(owner)) {
         if (!key.endsWith(`!${req.peerId}`)) continue
         ops.push({ type: 'del', sublevel: byOwner, key })
-        const peerKey = key.slice(owner.length + 1)
+        const peerKey = peerKeyOf(owner, key)
         // the id may have lapsed and been registered since by someone else in the same site: theirs stays
         const rec = await peers.get(peerKey)
         if (rec?.by !== owner) continue

@@ -11,6 +11,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { join } from 'node:path'
 import { createCoordinator, type Coordinator } from '../../coordinator/coordinator.ts'
+import { DATA_FILES } from '../../peer-agent/constants.ts'
 import { createPublishClient } from '../../client/publish-client.ts'
 import type { Policy } from '../../protocol/api.ts'
 import { CLI, spawnNode, type CliResult } from '../helpers/cli-process.ts'
@@ -119,7 +120,7 @@ export async function runAgent (args: string[], env: Record<string, string> = {}
 
 /** The libp2p peer id of an agent's data dir (its swarm key), as the rendezvous lists it. */
 export async function peerIdOfDataDir (dataDir: string): Promise<string> {
-  return peerIdFromPrivateKey(privateKeyFromProtobuf(new Uint8Array(await readFile(join(dataDir, 'swarm-key'))))).toString()
+  return peerIdFromPrivateKey(privateKeyFromProtobuf(new Uint8Array(await readFile(join(dataDir, DATA_FILES.swarmKey))))).toString()
 }
 
 /**
