@@ -43,6 +43,8 @@ export interface SyncContext {
   offerChunkBlocks: (chunk: number, bytes: Uint8Array, kind: SourceKind) => boolean
   /** The chunk whose first block is `block`, or -1 when `block` is inside a chunk. */
   chunkStartingAt: (block: number) => number
+  /** Whether chunk `chunk` is verified (in place and checked against its full digest). */
+  isVerified: (chunk: number) => boolean
   /** Chunks not verified yet. */
   unverifiedChunks: () => number[]
   /** Lets sources yield to the event loop and checkpoint now and then. */

@@ -6,6 +6,8 @@
  * and the missing blocks they leave in one block batch; two rounds in flight.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
+import { bitmapHas, bitmapSet } from '../protocol/block-exchange.ts'
+import { BLOCK_SIZE } from '../protocol/constants.ts'
 import type { Manifest } from '../protocol/manifest.ts'
 import { chunkCid } from '../protocol/block-id.ts'
 import type { AbortOptions } from '../utils/interface.ts'
@@ -22,6 +24,34 @@ import { createSegmentSource, type SegmentSource } from './segment-source.ts'
 import type { SegmentTable } from '../protocol/segments.ts'
 import { plural } from './progress-reporter.ts'
 import { peerIdOf, type ServedVersion, type Swarm, type SwarmSession } from './swarm/index.ts'
+
+/**
+ * The blocks of chunk `chunk` the sync lacks as a WANT_BLOCKS mask, when it holds some (a trim: the
+ * host's files gave part of the chunk); undefined when it lacks all or none of them.
+ */
+export function lackingBlocks (ctx: SyncContext, chunk: number): Uint8Array | undefined {
+  const { firstBlock, length } = ctx.manifest.chunks[chunk]
+  const blocks = length / BLOCK_SIZE
+  const mask = new Uint8Array(Math.ceil(blocks / 8))
+  let lacking = 0
+  for (let k = 0; k < blocks; k++) if (ctx.isMissing(firstBlock + k)) { bitmapSet(mask, k); lacking++ }
+  return lacking === 0 || lacking === blocks ? undefined : mask
+}
+
+/**
+ * Offers the blocks a peer sent for `mask` (in order): each checked against its prefix and written,
+ * the chunk they complete verified whole (sync-context.ts). `bad` when one does not match.
+ */
+export function offerChunkBlocks (ctx: SyncContext, chunk: number, mask: Uint8Array, blocks: Uint8Array): 'verified' | 'bad' | 'unverified' {
+  const { firstBlock, length } = ctx.manifest.chunks[chunk]
+  let at = 0
+  for (let k = 0; k < length / BLOCK_SIZE; k++) {
+    if (!bitmapHas(mask, k)) continue
+    if (!ctx.offerBlock(firstBlock + k, blocks.subarray(at, at + BLOCK_SIZE), 'peers')) return 'bad'
+    at += BLOCK_SIZE
+  }
+  return ctx.isVerified(chunk) ? 'verified' : 'unverified'
+}
 
 /** The sync being served: its manifest, its verified chunks, and the session fetching for it. */
 export interface ServedSync {
@@ -331,6 +361,8 @@ export function createPeersSource (components: PeersSourceComponents, init: { ma
           // the session verified it against this manifest (length and full digest) before handing it over
           if (!ctx.offerChunk(i, bytes, 'peers', true)) throw new Error(`chunk ${i} was refused`)
         },
+        lackingBlocks: (i) => lackingBlocks(ctx, i),
+        onChunkBlocks: (i, mask, blocks) => offerChunkBlocks(ctx, i, mask, blocks),
         onEvent: (e) => {
           if (e.type !== 'peer.banned') return
           logger.warn(`swarm: banned peer ${e.peerId}: chunk ${e.index}: ${e.reason}`)
@@ -352,7 +384,8 @@ export function createPeersSource (components: PeersSourceComponents, init: { ma
         for (const id of session.peers()) components.sessionPeers.add(id)
         const st = session.stats()
         const fromPeers = `${plural(st.chunksFromPeers, 'chunk')} from ${plural(Object.keys(st.byPeer).length, 'peer')}`
-        logger.info(`swarm: ${image}@${version}: ${fromPeers}, ${fromOrigin} from the origin`)
+        const parts = st.partsFromPeers > 0 ? `; of those from peers, ${st.partsFromPeers} came as only the blocks this agent lacked` : ''
+        logger.info(`swarm: ${image}@${version}: ${fromPeers}, ${fromOrigin} from the origin${parts}`)
       } finally {
         await session.close()
         if (sync.session === session) sync.session = undefined

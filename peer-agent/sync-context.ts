@@ -147,6 +147,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     missingCount: ledger.missingCount,
     isMissing: ledger.isMissing,
     unverifiedChunks: ledger.unverifiedChunks,
+    isVerified: ledger.isVerified,
     chunkStartingAt: ledger.chunkStartingAt,
     segmentSpool: init.segmentSpool,
     offerBlock (block, bytes, kind, sourceName) {

@@ -4,7 +4,8 @@
  * byte and the body. Each type has a hard size limit, checked as soon as the
  * length and type are known (before buffering the body). Decoding is strict:
  * unknown types, oversized or malformed frames throw a typed error and the
- * decoder stays failed. Byte layout: docs/PROTOCOL.md "Block exchange".
+ * decoder stays failed. Byte layout: docs/PROTOCOL.md "Block exchange". The decoder over a
+ * byte stream is message-decoder.ts.
  */
 import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from './constants.ts'
 import { TooLargeError, ValidationError } from './errors.ts'
@@ -21,8 +22,12 @@ export const MessageType = {
   DONT_HAVE: 0x06,
   BLOCK: 0x07,
   ERROR: 0x08,
-  /** Only on BLOCKS_PROTOCOL_ZSTD: a chunk as one zstd frame (docs/PROTOCOL.md "Compressed chunks"). */
-  BLOCK_ZSTD: 0x09
+  /** Only on BLOCKS_PROTOCOL_ZSTD and later: a chunk as one zstd frame (docs/PROTOCOL.md "Compressed chunks"). */
+  BLOCK_ZSTD: 0x09,
+  /** Only on BLOCKS_PROTOCOL_PARTIAL: some blocks of one chunk are wanted (docs/PROTOCOL.md "Partial chunks"). */
+  WANT_BLOCKS: 0x0a,
+  /** Only on BLOCKS_PROTOCOL_PARTIAL: the blocks a WANT_BLOCKS asked for, raw or as one zstd frame. */
+  BLOCK_PART: 0x0b
 } as const
 
 /** ERROR codes. */
@@ -51,10 +56,17 @@ export const MAX_ERROR_TEXT_BYTES = 512
 /** Largest chunk in bytes a BLOCK may carry. */
 export const MAX_BLOCK_BYTES = MAX_CHUNK_BLOCKS * BLOCK_SIZE
 
+/** Longest block mask of a WANT_BLOCKS: one bit per block of the largest chunk. */
+export const MAX_BLOCK_MASK_BYTES = MAX_CHUNK_BLOCKS / 8
+
+/** BLOCK_PART flag bit: the blocks are one zstd frame (else they are as they are). */
+export const PART_FLAG_ZSTD = 0x01
+
 /** HAVE flag bit: the sender is syncing this version now (it fetches its claimed share from the origin). */
 export const HAVE_FLAG_ACTIVE = 0x01
 
-const VARINT_MAX = 5 // indices and counts stay below 2^35
+/** Longest varint in a frame: indices, counts and frame lengths stay below 2^35. */
+export const VARINT_MAX = 5
 
 /** Largest frame (type byte + body) per type; the length prefix is checked against it. */
 export const MAX_MESSAGE_BYTES: Record<number, number> = {
@@ -67,7 +79,10 @@ export const MAX_MESSAGE_BYTES: Record<number, number> = {
   [MessageType.BLOCK]: 1 + VARINT_MAX + MAX_BLOCK_BYTES,
   [MessageType.ERROR]: 1 + 1 + MAX_ERROR_TEXT_BYTES,
   // a sender compresses a chunk only when that makes it smaller, so the raw chunk's limit holds
-  [MessageType.BLOCK_ZSTD]: 1 + VARINT_MAX + MAX_BLOCK_BYTES
+  [MessageType.BLOCK_ZSTD]: 1 + VARINT_MAX + MAX_BLOCK_BYTES,
+  [MessageType.WANT_BLOCKS]: 1 + VARINT_MAX + MAX_BLOCK_MASK_BYTES,
+  // the blocks asked for are fewer than the chunk's; a frame is sent only when smaller than they are
+  [MessageType.BLOCK_PART]: 1 + VARINT_MAX + 1 + MAX_BLOCK_BYTES
 }
 
 /** Largest frame of any type. */
@@ -99,6 +114,17 @@ export type ExchangeMessage =
    * what the frame says it decodes to.
    */
   | { type: 'block-zstd', index: number, bytes: Uint8Array }
+  /**
+   * Blocks of chunk `index` (BLOCKS_PROTOCOL_PARTIAL only): bit k of `mask` (least significant
+   * first, as in HAVE) asks for the chunk's block k. Bits past the chunk's blocks are the
+   * server's to refuse: only it knows the chunk's length here.
+   */
+  | { type: 'want-blocks', index: number, mask: Uint8Array }
+  /**
+   * The blocks a WANT_BLOCKS asked for, in order: as they are (`compressed` false: a multiple of
+   * BLOCK_SIZE) or one zstd frame of them. What they must be is the receiver's to check.
+   */
+  | { type: 'block-part', index: number, compressed: boolean, bytes: Uint8Array }
 
 /** A frame or message that breaks the protocol's grammar. */
 export class MalformedMessageError extends ValidationError {
@@ -139,6 +165,39 @@ function checkIndex (i: number): void {
   if (!Number.isSafeInteger(i) || i < 0 || i >= MAX_SWARM_CHUNKS) throw new MalformedMessageError(`chunk index ${i} out of range`)
 }
 
+/** A WANT_BLOCKS mask: 1 to MAX_BLOCK_MASK_BYTES bytes, at least one block asked for. */
+function checkMask (mask: Uint8Array): void {
+  if (mask.length < 1 || mask.length > MAX_BLOCK_MASK_BYTES) {
+    throw new MalformedMessageError(`block mask of ${mask.length} bytes (1 to ${MAX_BLOCK_MASK_BYTES})`)
+  }
+  if (mask.every(b => b === 0)) throw new MalformedMessageError('block mask asks for no block')
+}
+
+/** Whether `mask` asks only for blocks of a chunk of `blocks` blocks (no bit at or past `blocks`). */
+export function maskFits (mask: Uint8Array, blocks: number): boolean {
+  if (mask.length > Math.ceil(blocks / 8)) return false
+  return blocks % 8 === 0 || mask.length < Math.ceil(blocks / 8) || (mask[mask.length - 1] >> (blocks % 8)) === 0
+}
+
+/** The blocks of `chunk` that `mask` asks for, in order, in one array (what a BLOCK_PART carries). */
+export function pickBlocks (chunk: Uint8Array, mask: Uint8Array): Uint8Array {
+  const out = new Uint8Array(maskCount(mask) * BLOCK_SIZE)
+  let at = 0
+  for (let k = 0; k < mask.length * 8; k++) {
+    if ((mask[k >> 3] & (1 << (k & 7))) === 0) continue
+    out.set(chunk.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), at)
+    at += BLOCK_SIZE
+  }
+  return out
+}
+
+/** How many blocks `mask` asks for. */
+export function maskCount (mask: Uint8Array): number {
+  let n = 0
+  for (let b of mask) for (; b !== 0; b &= b - 1) n++
+  return n
+}
+
 /**
  * Encodes a message as one or more byte arrays to send in order (a BLOCK is a
  * small header then the chunk bytes themselves, so chunks are never copied).
@@ -172,6 +231,23 @@ export function encodeMessage (m: ExchangeMessage): Uint8Array[] {
       if (m.bytes.length < 1 || m.bytes.length > MAX_BLOCK_BYTES) throw new MessageTooLargeError(`${m.type} of ${m.bytes.length} bytes`)
       const inner: number[] = [m.type === 'block' ? MessageType.BLOCK : MessageType.BLOCK_ZSTD]
       pushVarint(inner, m.index)
+      const head: number[] = []
+      pushVarint(head, inner.length + m.bytes.length)
+      return [Uint8Array.from([...head, ...inner]), m.bytes]
+    }
+    case 'want-blocks': {
+      checkIndex(m.index)
+      checkMask(m.mask)
+      const body: number[] = []
+      pushVarint(body, m.index)
+      return [encodeFrame(MessageType.WANT_BLOCKS, [...body, ...m.mask])]
+    }
+    case 'block-part': {
+      checkIndex(m.index)
+      if (m.bytes.length < 1 || m.bytes.length > MAX_BLOCK_BYTES) throw new MessageTooLargeError(`block-part of ${m.bytes.length} bytes`)
+      const inner: number[] = [MessageType.BLOCK_PART]
+      pushVarint(inner, m.index)
+      inner.push(m.compressed ? PART_FLAG_ZSTD : 0)
       const head: number[] = []
       pushVarint(head, inner.length + m.bytes.length)
       return [Uint8Array.from([...head, ...inner]), m.bytes]
@@ -217,7 +293,7 @@ function readIndexList (body: Uint8Array, pos: number, what: string): number[] {
 }
 
 /** The chunk index at `pos` of a BLOCK or BLOCK_ZSTD, and the position after it. */
-function readBlockIndex (bytes: Uint8Array, pos: number, what: string): [number, number] {
+export function readBlockIndex (bytes: Uint8Array, pos: number, what: string): [number, number] {
   let index: number, next: number
   try {
     [index, next] = readVarint(bytes, pos)
@@ -232,18 +308,21 @@ function readBlockIndex (bytes: Uint8Array, pos: number, what: string): [number,
 export interface MessageGrammar {
   /** BLOCK_ZSTD is a message (BLOCKS_PROTOCOL_ZSTD); without it, type 0x09 is unknown as on BLOCKS_PROTOCOL. Default false. */
   compressedBlocks?: boolean
+  /** WANT_BLOCKS and BLOCK_PART are messages (BLOCKS_PROTOCOL_PARTIAL); without it, types 0x0a and 0x0b are unknown. Default false. */
+  partialChunks?: boolean
 }
 
 /** The size limit of message `type` under `grammar`; undefined for a type it does not have. */
-function limitOf (type: number, grammar: MessageGrammar): number | undefined {
+export function limitOf (type: number, grammar: MessageGrammar): number | undefined {
   if (type === MessageType.BLOCK_ZSTD && grammar.compressedBlocks !== true) return undefined
+  if ((type === MessageType.WANT_BLOCKS || type === MessageType.BLOCK_PART) && grammar.partialChunks !== true) return undefined
   return MAX_MESSAGE_BYTES[type]
 }
 
 /**
  * Decodes one frame's content (type byte + body, without the length prefix).
  * Throws UnknownMessageTypeError, MessageTooLargeError or MalformedMessageError.
- * BLOCK, BLOCK_ZSTD and HELLO bytes are views into `frameBody`.
+ * BLOCK, BLOCK_ZSTD, BLOCK_PART, WANT_BLOCKS and HELLO bytes are views into `frameBody`.
  */
 export function decodeMessage (frameBody: Uint8Array, grammar: MessageGrammar = {}): ExchangeMessage {
   if (frameBody.length < 1) throw new MalformedMessageError('empty frame')
@@ -290,6 +369,24 @@ export function decodeMessage (frameBody: Uint8Array, grammar: MessageGrammar = 
       if (bytes.length < 1) throw new MalformedMessageError('BLOCK_ZSTD without a zstd frame')
       return { type: 'block-zstd', index, bytes }
     }
+    case MessageType.WANT_BLOCKS: {
+      const [index, pos] = readBlockIndex(body, 0, 'WANT_BLOCKS')
+      const mask = body.subarray(pos)
+      checkMask(mask)
+      return { type: 'want-blocks', index, mask }
+    }
+    case MessageType.BLOCK_PART: {
+      const [index, pos] = readBlockIndex(body, 0, 'BLOCK_PART')
+      if (pos >= body.length) throw new MalformedMessageError('BLOCK_PART without flags')
+      const flags = body[pos]
+      if ((flags & ~PART_FLAG_ZSTD) !== 0) throw new MalformedMessageError(`BLOCK_PART has unknown flags 0x${flags.toString(16)}`)
+      const compressed = flags === PART_FLAG_ZSTD
+      const bytes = body.subarray(pos + 1)
+      if (bytes.length < 1 || (!compressed && bytes.length % BLOCK_SIZE !== 0)) {
+        throw new MalformedMessageError(`BLOCK_PART of ${bytes.length} bytes is not ${compressed ? 'a zstd frame' : `a positive multiple of ${BLOCK_SIZE}`}`)
+      }
+      return { type: 'block-part', index, compressed, bytes }
+    }
     default: { // ERROR
       if (body.length < 1) throw new MalformedMessageError('ERROR without code')
       let message: string
@@ -299,137 +396,6 @@ export function decodeMessage (frameBody: Uint8Array, grammar: MessageGrammar = 
         throw new MalformedMessageError('ERROR text is not UTF-8', { cause: err })
       }
       return { type: 'error', code: body[0], message }
-    }
-  }
-}
-
-/** Incremental frame decoder over a byte stream. */
-export interface MessageDecoder {
-  /** Adds received bytes; returns the messages completed by them. Throws on bad input, and forever after. */
-  push: (bytes: Uint8Array) => ExchangeMessage[]
-  /** Bytes held for an incomplete frame. */
-  readonly buffered: number
-}
-
-/** Options of createMessageDecoder. */
-export interface MessageDecoderInit extends MessageGrammar {
-  /**
-   * Allocates the buffer a frame split across received pieces is joined into
-   * (the caller may pass one that skips zero-filling, e.g. Node's
-   * Buffer.allocUnsafe, since every byte is overwritten). Default: new Uint8Array.
-   */
-  alloc?: (length: number) => Uint8Array
-  /**
-   * Leave a BLOCK whose bytes span several received pieces unjoined: the
-   * message carries them as `parts` and joins them only if `bytes` is read
-   * (a receiver that hashes and writes the pieces never copies the chunk).
-   * Default false: every BLOCK's `bytes` is one array.
-   */
-  blockParts?: boolean
-}
-
-/** A decoder that enforces each type's limit as soon as the length and type byte are in. */
-export function createMessageDecoder (init: MessageDecoderInit = {}): MessageDecoder {
-  const alloc = init.alloc ?? ((n: number) => new Uint8Array(n))
-  let parts: Uint8Array[] = []
-  let buffered = 0
-  let failed: Error | undefined
-
-  // The first `n` buffered bytes as one array (a view when they are in one part).
-  function peek (n: number): Uint8Array {
-    if (parts[0].length >= n) return parts[0].subarray(0, n)
-    const out = alloc(n)
-    let pos = 0
-    for (const p of parts) {
-      const take = Math.min(p.length, n - pos)
-      out.set(p.subarray(0, take), pos)
-      pos += take
-      if (pos === n) break
-    }
-    return out
-  }
-
-  function consume (n: number): void {
-    buffered -= n
-    while (n > 0) {
-      if (parts[0].length <= n) { n -= parts[0].length; parts.shift() } else { parts[0] = parts[0].subarray(n); n = 0 }
-    }
-  }
-
-  function next (): ExchangeMessage | undefined {
-    if (buffered === 0) return undefined
-    const head = peek(Math.min(buffered, VARINT_MAX + 1))
-    let len: number, pos: number
-    try {
-      [len, pos] = readVarint(head, 0)
-    } catch (err) {
-      if (head.length > VARINT_MAX || /minimal/.test((err as Error).message)) {
-        throw new MalformedMessageError(`bad frame length: ${(err as Error).message}`, { cause: err })
-      }
-      return undefined // length prefix not complete yet (or never: checked once more bytes arrive)
-    }
-    if (len === 0) throw new MalformedMessageError('empty frame')
-    if (len > MAX_FRAME_BYTES) throw new MessageTooLargeError(`frame of ${len} bytes is over the limit of ${MAX_FRAME_BYTES}`)
-    if (head.length > pos) {
-      const type = head[pos]
-      const limit = limitOf(type, init)
-      if (limit == null) throw new UnknownMessageTypeError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`)
-      if (len > limit) throw new MessageTooLargeError(`message type 0x${type.toString(16)} of ${len} bytes is over its limit of ${limit}`)
-    }
-    if (buffered < pos + len) return undefined
-    consume(pos)
-    if (init.blockParts === true && parts[0].length < len && parts[0][0] === MessageType.BLOCK) return blockOfParts(len)
-    const body = peek(len)
-    consume(len)
-    return decodeMessage(body, init)
-  }
-
-  // A BLOCK frame of `len` bytes (type byte included) spanning several parts: the same checks
-  // as decodeMessage, the chunk bytes left as views of the parts.
-  function blockOfParts (len: number): ExchangeMessage {
-    const head = peek(Math.min(len, 1 + VARINT_MAX))
-    const [index, pos] = readBlockIndex(head, 1, 'BLOCK')
-    const length = len - pos
-    if (length < 1 || length % BLOCK_SIZE !== 0) throw new MalformedMessageError(`BLOCK of ${length} bytes is not a positive multiple of ${BLOCK_SIZE}`)
-    consume(pos)
-    const pieces: Uint8Array[] = []
-    buffered -= length
-    for (let n = length; n > 0;) {
-      const p = parts[0]
-      if (p.length <= n) { pieces.push(p); n -= p.length; parts.shift() } else { pieces.push(p.subarray(0, n)); parts[0] = p.subarray(n); n = 0 }
-    }
-    if (pieces.length === 1) return { type: 'block', index, bytes: pieces[0] }
-    let joined: Uint8Array | undefined
-    return {
-      type: 'block',
-      index,
-      parts: pieces,
-      get bytes () {
-        if (joined == null) {
-          joined = alloc(length)
-          let at = 0
-          for (const p of pieces) { joined.set(p, at); at += p.length }
-        }
-        return joined
-      }
-    }
-  }
-
-  return {
-    get buffered () { return buffered },
-    push (bytes) {
-      if (failed != null) throw failed
-      if (bytes.length > 0) { parts.push(bytes); buffered += bytes.length }
-      const out: ExchangeMessage[] = []
-      try {
-        for (let m = next(); m != null; m = next()) out.push(m)
-      } catch (err) {
-        failed = err as Error
-        parts = []
-        buffered = 0
-        throw err
-      }
-      return out
     }
   }
 }

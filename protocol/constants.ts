@@ -52,8 +52,14 @@ export const BLOCKS_PROTOCOL = '/trimswarm/blocks/1.0.0'
 /** The same block exchange where the server may send a chunk zstd-compressed (BLOCK_ZSTD); chosen when both peers have it. */
 export const BLOCKS_PROTOCOL_ZSTD = '/trimswarm/blocks/1.1.0'
 
+/**
+ * 1.1.0 plus partial chunks: a peer may ask for only the blocks of a chunk it lacks (WANT_BLOCKS) and
+ * gets them as one BLOCK_PART; chosen when both peers have it.
+ */
+export const BLOCKS_PROTOCOL_PARTIAL = '/trimswarm/blocks/1.2.0'
+
 /** The block-exchange protocol ids a fetching peer proposes, most preferred first (libp2p's multistream-select picks). */
-export const BLOCKS_PROTOCOLS: readonly string[] = [BLOCKS_PROTOCOL_ZSTD, BLOCKS_PROTOCOL]
+export const BLOCKS_PROTOCOLS: readonly string[] = [BLOCKS_PROTOCOL_PARTIAL, BLOCKS_PROTOCOL_ZSTD, BLOCKS_PROTOCOL]
 
 /** Signed-manifest exchange protocol id between peers (libp2p): protocol/manifest-exchange.ts. */
 export const MANIFEST_PROTOCOL = '/trimswarm/manifest/1.0.0'

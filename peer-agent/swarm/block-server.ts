@@ -6,19 +6,20 @@
  */
 import type { Connection, Stream } from '@libp2p/interface'
 import {
-  bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, MessageTooLargeError, MalformedMessageError, type ExchangeMessage
+  bitmapSet, ErrorCode, MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, maskFits, MessageTooLargeError, MalformedMessageError, pickBlocks, type ExchangeMessage
 } from '../../protocol/block-exchange.ts'
 import { verifyCapability, type Capability } from '../../protocol/capability.ts'
-import { BLOCKS_PROTOCOL_ZSTD } from '../../protocol/constants.ts'
+import { BLOCK_SIZE, BLOCKS_PROTOCOL_PARTIAL, BLOCKS_PROTOCOL_ZSTD } from '../../protocol/constants.ts'
 import type { UploadPacer } from '../background-pacer.ts'
 import { createRateLimiter, type RateLimiter } from '../rate-limiter.ts'
 import { compressChunk } from './chunk-compression.ts'
 import { createCompressedCache, type CompressedCache } from './compressed-cache.ts'
+import { PeerProtocolError } from './errors.ts'
 import { DEFAULT_MAX_PEERS, HAVE_UPDATE_FLUSH_MS, HELLO_TIMEOUT_MS, LAN_ZSTD_CACHE_BYTES, LAN_ZSTD_MAX_RATIO, WRITE_BATCH_BYTES } from './constants.ts'
 import { frameStream, type FramedStream } from './framed-stream.ts'
 import type { ServedVersion, ServeInit, SwarmLogger, SwarmServeStats } from './interface.ts'
 import { describeError, isForeignCapability, peerLog } from './peer-log.ts'
-import { createUploadQueue, type UploadQueue } from './upload-queue.ts'
+import { createUploadQueue, type QueuedWant, type UploadQueue } from './upload-queue.ts'
 
 /** Called when a peer with a valid capability for a served version opens a stream (so a session can fetch from it too). */
 export type InboundListener = (peerId: string) => void
@@ -57,9 +58,10 @@ export interface BlockServer {
   stats: () => SwarmServeStats
   /**
    * Keeps a chunk's zstd frame that a session received and verified, to send it on to other
-   * peers without compressing it again (ignored unless image@version is served).
+   * peers without compressing it again (ignored unless image@version is served); with `mask`,
+   * the frame of those blocks of the chunk (a BLOCK_PART), for peers that ask for the same ones.
    */
-  keepCompressed: (image: string, version: string, index: number, rawLength: number, frame: Uint8Array) => void
+  keepCompressed: (image: string, version: string, index: number, rawLength: number, frame: Uint8Array, mask?: Uint8Array) => void
   /** Closes every inbound stream. */
   stop: () => void
 }
@@ -73,6 +75,10 @@ export interface BlockServerComponents {
 }
 
 const versionKey = (image: string, version: string): string => `${image}@${version}`
+/** The compressed cache's key of some blocks of chunk `index` (a whole chunk's is its index). */
+const partKey = (index: number, mask: Uint8Array): string => `${index}/${Buffer.from(mask.buffer, mask.byteOffset, mask.length).toString('hex')}`
+/** Whether a stream's protocol may carry zstd frames (BLOCK_ZSTD, compressed BLOCK_PART). */
+const speaksZstd = (protocol: string | undefined): boolean => protocol === BLOCKS_PROTOCOL_ZSTD || protocol === BLOCKS_PROTOCOL_PARTIAL
 
 /** Options of createBlockServer. */
 export interface BlockServerInit {
@@ -191,11 +197,32 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
   }
 
   /**
+   * The blocks of chunk `index` that `mask` asks for, as one BLOCK_PART: a zstd frame when they
+   * compress (from the cache, or compressed now and kept: peers of a site mostly lack the same
+   * blocks), else as they are. PeerProtocolError for a mask past the chunk's blocks.
+   */
+  async function outgoingPart (entry: Served, key: string, index: number, mask: Uint8Array): Promise<OutgoingChunk> {
+    const item = partKey(index, mask)
+    const kept = compressed.get(key, item)
+    if (kept?.frame != null) return { message: { type: 'block-part', index, compressed: true, bytes: kept.frame }, rawLength: kept.rawLength }
+    const chunk = await entry.init.provider.read(index)
+    const blocks = chunk.length / BLOCK_SIZE
+    if (!maskFits(mask, blocks)) throw new PeerProtocolError(`want of blocks past the ${blocks} of chunk ${index}`)
+    const bytes = pickBlocks(chunk, mask)
+    if (kept == null) {
+      const frame = compressChunk(bytes)
+      compressed.set(key, item, { rawLength: bytes.length, frame })
+      if (frame != null) return { message: { type: 'block-part', index, compressed: true, bytes: frame }, rawLength: bytes.length }
+    }
+    return { message: { type: 'block-part', index, compressed: false, bytes }, rawLength: bytes.length }
+  }
+
+  /**
    * Answers the upload's queue until it closes, in writes of up to WRITE_BATCH_BYTES: one chunk
    * per write would make every chunk its own muxer frame and leave a small noise message per chunk.
    */
   async function writeBlocks (up: Upload, entry: Served, framed: FramedStream, remote: string, key: string): Promise<void> {
-    const zstd = framed.stream.protocol === BLOCKS_PROTOCOL_ZSTD
+    const zstd = speaksZstd(framed.stream.protocol)
     while (!up.closed) {
       if (up.queue.length === 0) {
         await new Promise<void>(resolve => { up.wake = resolve })
@@ -207,9 +234,9 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
       let bytesInBatch = 0
       let rawInBatch = 0
       while (up.queue.length > 0 && bytesInBatch < WRITE_BATCH_BYTES && !up.closed) {
-        const index = up.queue.shift() as number
+        const { index, mask } = up.queue.shift() as QueuedWant
         if (!entry.init.provider.has(index)) { dontHave.push(index); continue }
-        const { message, rawLength } = await outgoing(entry, key, index, zstd)
+        const { message, rawLength } = mask == null ? await outgoing(entry, key, index, zstd) : await outgoingPart(entry, key, index, mask)
         const wire = message.bytes.length
         const before = performance.now()
         // the caps are on what crosses the LAN
@@ -228,7 +255,7 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
     }
   }
 
-  /** Reads WANTs and CANCELs until the stream ends; anything else closes it with a PROTOCOL error. */
+  /** Reads WANTs, WANT_BLOCKS and CANCELs until the stream ends; anything else closes it with a PROTOCOL error. */
   async function readRequests (up: Upload, entry: Served, framed: FramedStream, remote: string): Promise<void> {
     const closeWith = async (log: string, message: string): Promise<void> => {
       logger.warn(`swarm: closing stream from ${remote}: ${log}`)
@@ -246,8 +273,9 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
         return
       }
       if (m == null) return
-      if (m.type === 'want') {
-        const refusal = up.queue.want(m.indices, entry.init.chunkCount)
+      if (m.type === 'want' || m.type === 'want-blocks') {
+        const { chunkCount } = entry.init
+        const refusal = m.type === 'want' ? up.queue.want(m.indices, chunkCount) : up.queue.wantBlocks(m.index, m.mask, chunkCount)
         if (refusal != null) { await closeWith(refusal.log, refusal.message); return }
         up.wake?.()
       } else if (m.type === 'cancel') {
@@ -269,10 +297,12 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
       sendHave(entry, sub)
       for (const listener of listenersByKey.get(key) ?? []) listener(remote)
       const writer = writeBlocks(up, entry, framed, remote, key)
-      writer.catch(err => {
+      writer.catch(async err => {
         if (!up.closed && !stopping) peerLog(logger, err, 'warn')(`swarm: serving ${remote} failed: ${describeError(err)}`)
         up.closed = true
-        stream.abort(err as Error)
+        // a request the chunk cannot answer (blocks past its end) is the peer's fault: it is told why
+        if (err instanceof PeerProtocolError) await refuse(framed, ErrorCode.PROTOCOL, err.message)
+        else stream.abort(err as Error)
       })
       await readRequests(up, entry, framed, remote)
       up.closed = true
@@ -368,10 +398,12 @@ export function createBlockServer (components: BlockServerComponents, init: Bloc
       if (caps.maxPeers != null) maxPeers = caps.maxPeers > 0 ? caps.maxPeers : DEFAULT_MAX_PEERS
     },
     stats: () => ({ bytesServed, bytesSent, byVersion: Object.fromEntries(bytesServedByVersion) }),
-    keepCompressed (image, version, index, rawLength, frame) {
+    keepCompressed (image, version, index, rawLength, frame, mask) {
       const key = versionKey(image, version)
       // a peer's frame may be padded (zstd skips skippable frames): forward only what we would have sent
-      if (served.has(key) && frame.length <= rawLength * LAN_ZSTD_MAX_RATIO) compressed.set(key, index, { rawLength, frame })
+      if (served.has(key) && frame.length <= rawLength * LAN_ZSTD_MAX_RATIO) {
+        compressed.set(key, mask == null ? index : partKey(index, mask), { rawLength, frame })
+      }
     },
     stop () {
       stopping = true

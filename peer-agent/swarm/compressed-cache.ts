@@ -14,10 +14,10 @@ export interface CompressedEntry {
 /** Bytes counted for an entry besides its frame (key, object): keeps a cache of null entries bounded too. */
 const ENTRY_OVERHEAD_BYTES = 64
 
-/** An LRU of compressed chunks keyed by image@version and index. */
+/** An LRU of compressed chunks keyed by image@version and item: a chunk's index, or a key of some of its blocks. */
 export interface CompressedCache {
-  get: (version: string, index: number) => CompressedEntry | undefined
-  set: (version: string, index: number, entry: CompressedEntry) => void
+  get: (version: string, item: number | string) => CompressedEntry | undefined
+  set: (version: string, item: number | string, entry: CompressedEntry) => void
   /** Forgets every chunk of `version` (no longer served). */
   drop: (version: string) => void
   /** Bytes held (frames plus a small overhead per entry). */
@@ -29,7 +29,7 @@ export function createCompressedCache (maxBytes: number): CompressedCache {
   const entries = new Map<string, CompressedEntry & { version: string }>()
   let bytes = 0
   const sizeOf = (e: CompressedEntry): number => ENTRY_OVERHEAD_BYTES + (e.frame?.length ?? 0)
-  const keyOf = (version: string, index: number): string => `${version}#${index}`
+  const keyOf = (version: string, item: number | string): string => `${version}#${item}`
 
   function remove (key: string): void {
     const e = entries.get(key)
@@ -39,8 +39,8 @@ export function createCompressedCache (maxBytes: number): CompressedCache {
   }
 
   return {
-    get (version, index) {
-      const key = keyOf(version, index)
+    get (version, item) {
+      const key = keyOf(version, item)
       const e = entries.get(key)
       if (e == null) return undefined
       // most recently used last: Map keeps insertion order
@@ -48,8 +48,8 @@ export function createCompressedCache (maxBytes: number): CompressedCache {
       entries.set(key, e)
       return e
     },
-    set (version, index, entry) {
-      const key = keyOf(version, index)
+    set (version, item, entry) {
+      const key = keyOf(version, item)
       remove(key)
       const size = sizeOf(entry)
       if (size > maxBytes) return

@@ -1,8 +1,9 @@
 /** Block-exchange messages over one libp2p stream: framing, back-pressure, receive time. */
 import type { Connection, Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { createMessageDecoder, encodeMessage, ErrorCode, type ExchangeMessage } from '../../protocol/block-exchange.ts'
-import { BLOCKS_PROTOCOL_ZSTD, BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
+import { encodeMessage, ErrorCode, type ExchangeMessage } from '../../protocol/block-exchange.ts'
+import { createMessageDecoder } from '../../protocol/message-decoder.ts'
+import { BLOCKS_PROTOCOL_PARTIAL, BLOCKS_PROTOCOL_ZSTD, BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
 import { HELLO_TIMEOUT_MS } from './constants.ts'
 import { PeerRefusedError } from './errors.ts'
 
@@ -24,8 +25,9 @@ export function frameStream (stream: Stream): FramedStream {
   // BLOCKs that span noise messages (most do) stay as their pieces (the session hashes them
   // piecewise; only an onChunk consumer makes it join them). Joined frames are fully
   // overwritten: skip zero-filling.
-  const compressedBlocks = stream.protocol === BLOCKS_PROTOCOL_ZSTD
-  const decoder = createMessageDecoder({ alloc: (n) => Buffer.allocUnsafe(n), blockParts: true, compressedBlocks })
+  const partialChunks = stream.protocol === BLOCKS_PROTOCOL_PARTIAL
+  const compressedBlocks = partialChunks || stream.protocol === BLOCKS_PROTOCOL_ZSTD
+  const decoder = createMessageDecoder({ alloc: (n) => Buffer.allocUnsafe(n), blockParts: true, compressedBlocks, partialChunks })
   const iterator = stream[Symbol.asyncIterator]()
   const queue: ExchangeMessage[] = []
   let lastByteAt = performance.now()

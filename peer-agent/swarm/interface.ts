@@ -60,6 +60,11 @@ export interface SwarmInit {
    * BLOCKS_PROTOCOL, as agents before it did.
    */
   compressChunks?: boolean
+  /**
+   * Offer and accept requests for only some blocks of a chunk (BLOCKS_PROTOCOL_PARTIAL, default true;
+   * needs compressChunks); false speaks BLOCKS_PROTOCOL_ZSTD and BLOCKS_PROTOCOL, as agents before it did.
+   */
+  partialChunks?: boolean
 }
 
 /** Session and swarm events, for the agent's events and logs. */
@@ -90,6 +95,22 @@ export interface SwarmSessionInit extends AbortOptions {
    * messages (docs/BENCHMARKS.md "swarm"). The pieces stay valid after it resolves.
    */
   onChunkParts?: (index: number, parts: readonly Uint8Array[], peerId: string) => Promise<void>
+  /**
+   * The blocks of chunk `index` the engine lacks, as a mask (bit k, least significant first: the
+   * chunk's block k), when it holds some of them already (e.g. from the host's files); undefined
+   * when it lacks them all. Given with onChunkBlocks, a peer speaking BLOCKS_PROTOCOL_PARTIAL is
+   * asked for only those blocks (WANT_BLOCKS).
+   */
+  lackingBlocks?: (index: number) => Uint8Array | undefined
+  /**
+   * Called with the blocks a peer sent for a WANT_BLOCKS of `mask`, in order, decoded within their
+   * length and not checked yet: the engine checks each against the manifest's block prefix, writes
+   * them beside the blocks it holds and verifies the whole chunk (length and full BLAKE3), all
+   * before it resolves. `verified`: the chunk is complete and verified (then it is announced to
+   * peers); `bad`: a block does not match its prefix (the peer is banned); `unverified`: the blocks
+   * matched but the chunk does not verify (it is asked for whole).
+   */
+  onChunkBlocks?: (index: number, mask: Uint8Array, blocks: Uint8Array, peerId: string) => 'verified' | 'bad' | 'unverified'
   /** Events: peer.connected, peer.dropped, peer.banned. */
   onEvent?: (event: SwarmEvent) => void
   /** Extra peer multiaddrs (with /p2p/) to try for this session. */
@@ -109,6 +130,8 @@ export interface SwarmSessionStats {
   /** The same chunks' bytes as they came over the wire: smaller where a peer sent them zstd-compressed. */
   wireBytesFromPeers: number
   chunksFromPeers: number
+  /** Of those, chunks completed from only the blocks we lacked (WANT_BLOCKS); their bytes count as those blocks'. */
+  partsFromPeers: number
   /** Verified chunk bytes received per peer id. */
   byPeer: Record<string, number>
   /** Bytes received twice (endgame duplicates) and discarded. */

@@ -13,6 +13,9 @@ import { BadChunkError } from './errors.ts'
  */
 export type ReceivedBlock = Extract<ExchangeMessage, { type: 'block' | 'block-zstd' }>
 
+/** A BLOCK_PART as the stream delivered it: some blocks of a chunk, as they are or as one zstd frame. */
+export type ReceivedPart = Extract<ExchangeMessage, { type: 'block-part' }>
+
 /** A manifest entry: what a chunk must be. */
 interface ChunkEntry { length: number, digest: Uint8Array }
 
@@ -39,4 +42,14 @@ export function verifiedPieces (index: number, block: ReceivedBlock, chunk: Chun
     throw new BadChunkError((err as Error).message, { cause: err })
   }
   return parts
+}
+
+/**
+ * The blocks a BLOCK_PART carries, `length` bytes (what its WANT_BLOCKS asked for), a frame decoded
+ * within that length; BadChunkError otherwise. Checking them against the manifest is the engine's.
+ */
+export function partBlocks (index: number, part: ReceivedPart, length: number): Uint8Array {
+  if (part.compressed) return decompressChunk(index, part.bytes, length)
+  if (part.bytes.length !== length) throw new BadChunkError(`blocks of chunk ${index} are ${part.bytes.length} bytes, ${length} were asked for`)
+  return part.bytes
 }

@@ -12,8 +12,9 @@ import type { Libp2p } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { MAX_INDICES_PER_MESSAGE, MAX_SWARM_CHUNKS, type ExchangeMessage } from '../../protocol/block-exchange.ts'
-import { BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
+import { BLOCKS_PROTOCOL_PARTIAL, BLOCKS_PROTOCOLS } from '../../protocol/constants.ts'
 import type { BlockServer } from './block-server.ts'
+import { createChunkReceiver, type ReceivingPeer } from './chunk-receiver.ts'
 import {
   CONNECT_TIMEOUT_MS, DEFAULT_SESSION_PEERS, ORIGIN_FALLBACK_MS, PEER_RETRY_BACKOFF_MS, REDIAL_INTERVAL_MS,
   REQUEST_TIMEOUT_MS, SETTLE_MS, SETTLE_STARTING_MS, STALL_TIMEOUT_MS
@@ -23,12 +24,11 @@ import { openBlockStream, type FramedStream, type HaveMessage } from './framed-s
 import type { AbortOptions, PeerAddress, ServedVersion, SwarmEvent, SwarmLogger, SwarmSession, SwarmSessionInit, SwarmSessionStats } from './interface.ts'
 import { createPeerBook } from './peer-book.ts'
 import { peerIdOf } from './peer-id.ts'
-import { createPeerLedger, measureRate, needsRefill, timeoutReason, type PeerLedger } from './peer-ledger.ts'
+import { createPeerLedger, needsRefill, timeoutReason } from './peer-ledger.ts'
 import { describeError, peerLog } from './peer-log.ts'
-import { lengthsOf, verifiedPieces, type ReceivedBlock } from './received-chunk.ts'
 import { planRequests, selectOriginChunks } from './request-planner.ts'
 import { createSettleWait, holdsWhatWeLack } from './settle.ts'
-import { createWantList, HAD, ORIGIN } from './want-list.ts'
+import { createWantList, HAD } from './want-list.ts'
 
 /** What a session uses of its swarm node. */
 export interface SwarmSessionComponents {
@@ -42,9 +42,11 @@ export interface SwarmSessionComponents {
   blockProtocols?: readonly string[]
 }
 
-/** A connected peer: its ledger and its block stream. */
-interface SessionPeer extends PeerLedger {
+/** A connected peer: its ledger, the chunks asked of it as blocks, and its block stream. */
+interface SessionPeer extends ReceivingPeer {
   framed: FramedStream
+  /** Its stream speaks BLOCKS_PROTOCOL_PARTIAL: chunks we hold some blocks of are asked for as those we lack. */
+  partial: boolean
 }
 
 /** Creates a session; nothing happens until start(). */
@@ -56,13 +58,17 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   if (chunkCount > MAX_SWARM_CHUNKS) throw new RangeError(`${image}@${version} has ${chunkCount} chunks, over the swarm limit of ${MAX_SWARM_CHUNKS}`)
   if (init.onChunk == null && init.onChunkParts == null) throw new TypeError('a session needs onChunk or onChunkParts')
   const wants = createWantList<SessionPeer>(chunkCount, i => manifest.chunks[i].length, init.need)
+  // the blocks of a chunk we lack (partial requests), when the engine can take blocks
+  const lacking = init.onChunkBlocks != null ? init.lackingBlocks : undefined
+  // chunks whose blocks matched but did not make a verified chunk: asked for whole from now on
+  const wholeOnly = new Set<number>()
   const peers = new Map<string, SessionPeer>()
   const book = createPeerBook()
   const dialing = new Set<string>()
   const retryBackoffMs = init.retryBackoffMs ?? PEER_RETRY_BACKOFF_MS
   const timeouts = { stallMs: init.stallTimeoutMs ?? STALL_TIMEOUT_MS, requestMs: init.requestTimeoutMs ?? REQUEST_TIMEOUT_MS }
   const stats: SwarmSessionStats = {
-    bytesFromPeers: 0, wireBytesFromPeers: 0, chunksFromPeers: 0, byPeer: {}, duplicateBytes: 0, chunksForOrigin: 0, banned: []
+    bytesFromPeers: 0, wireBytesFromPeers: 0, chunksFromPeers: 0, partsFromPeers: 0, byPeer: {}, duplicateBytes: 0, chunksForOrigin: 0, banned: []
   }
   const blockProtocols = components.blockProtocols ?? BLOCKS_PROTOCOLS
   const controller = new AbortController()
@@ -80,6 +86,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
   const done = new Promise<void>(resolve => { resolveDone = resolve })
   if (wants.remaining === 0) resolveDone()
 
+  const receiver = createChunkReceiver<SessionPeer>(
+    { wants, stats, server, logger, session: { drop, ban, markHad, schedulePump, landed } },
+    { image, version, manifest, onChunk: init.onChunk, onChunkParts: init.onChunkParts, onChunkBlocks: init.onChunkBlocks, wholeOnly }
+  )
   const emit = (e: SwarmEvent): void => { try { init.onEvent?.(e) } catch {} }
   const participants = (): string[] => [...peers.values()].filter(p => p.active && !p.closed).map(p => p.id)
   const notifyChange = (): void => { const waiting = changeWaiters; changeWaiters = []; for (const f of waiting) f() }
@@ -92,14 +102,21 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     setImmediate(pump)
   }
 
-  /** Sends what the planner asks of each peer. */
+  /** Sends what the planner asks of each peer: WANT_BLOCKS for the chunks we hold some blocks of (where it speaks them), else WANT. */
   function pump (): void {
     pumpScheduled = false
     if (closed) return
     for (const [p, list] of planRequests(wants, peers.values(), performance.now())) {
-      for (let k = 0; k < list.length; k += MAX_INDICES_PER_MESSAGE) {
-        p.framed.send({ type: 'want', indices: list.slice(k, k + MAX_INDICES_PER_MESSAGE) }).catch(err => { drop(p, `send failed: ${describeError(err)}`) })
+      const messages: ExchangeMessage[] = []
+      const whole: number[] = []
+      for (const i of list) {
+        const mask = p.partial && !wholeOnly.has(i) ? lacking?.(i) : undefined
+        if (mask == null) { p.masks.delete(i); whole.push(i); continue }
+        p.masks.set(i, mask)
+        messages.push({ type: 'want-blocks', index: i, mask })
       }
+      for (let k = 0; k < whole.length; k += MAX_INDICES_PER_MESSAGE) messages.push({ type: 'want', indices: whole.slice(k, k + MAX_INDICES_PER_MESSAGE) })
+      p.framed.sendBatch(messages).catch(err => { drop(p, `send failed: ${describeError(err)}`) })
     }
   }
 
@@ -152,65 +169,20 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
     }
   }
 
+  /** Chunk i from p is verified and the engine's: announced (when `announce`), waiters woken, p refilled. */
+  function landed (p: SessionPeer, i: number, announce: boolean): void {
+    if (announce) served?.announce([i])
+    if (wants.remaining === 0) resolveDone()
+    notifyChange()
+    if (needsRefill(p)) schedulePump()
+  }
+
   function onHave (p: SessionPeer, bitmap: Uint8Array | undefined, indices: readonly number[] | undefined): void {
     // progress (what keeps a claim owner's chunks its own, ORIGIN_FALLBACK_MS) is a chunk it did not
     // announce before: re-announcing what it has would hold its share of the image hostage
     if (wants.addHave(p, bitmap, indices) > 0) p.lastProgressAt = performance.now()
     notifyChange()
     schedulePump()
-  }
-
-  // `parts`: the chunk as received (several pieces when it spanned transport messages), hashed
-  // and handed on as they are; `bytes` joins them, read only for an onChunk consumer. A
-  // compressed chunk is decoded only when it is wanted (not for a duplicate).
-  async function onBlock (p: SessionPeer, i: number, block: ReceivedBlock): Promise<void> {
-    const { wire, raw } = lengthsOf(block, manifest.chunks[i])
-    measureRate(p, raw, performance.now())
-    if (i >= chunkCount || !p.inflight.has(i)) {
-      if (i < chunkCount && p.cancelled.delete(i)) { stats.duplicateBytes += raw; return }
-      drop(p, `sent chunk ${i} that was not requested`)
-      return
-    }
-    wants.unrequest(p, i)
-    const state = wants.stateOf(i)
-    if (state === HAD || state === ORIGIN) { stats.duplicateBytes += raw; wants.settle(i); schedulePump(); return }
-    let parts: readonly Uint8Array[]
-    try {
-      // decoded synchronously: no await between unrequest and markHad, or the pump would ask for it again meanwhile
-      parts = verifiedPieces(i, block, manifest.chunks[i])
-    } catch (err) {
-      ban(p, i, (err as Error).message)
-      wants.settle(i)
-      schedulePump()
-      return
-    }
-    // First verified copy: cancel the endgame duplicates.
-    markHad(i)
-    stats.bytesFromPeers += raw
-    stats.wireBytesFromPeers += wire
-    stats.chunksFromPeers++
-    stats.byPeer[p.id] = (stats.byPeer[p.id] ?? 0) + raw
-    // verified: other peers may get the same frame without our compressing it again
-    if (block.type === 'block-zstd') server.keepCompressed(image, version, i, raw, block.bytes.slice())
-    if (!await deliver(p, i, parts, block.type === 'block' ? block.bytes : parts[0])) return
-    served?.announce([i])
-    if (wants.remaining === 0) resolveDone()
-    notifyChange()
-    if (needsRefill(p)) schedulePump()
-  }
-
-  /** Hands a verified chunk to the engine; false (the chunk wanted again) when it could not take it. */
-  async function deliver (p: SessionPeer, i: number, parts: readonly Uint8Array[], bytes: Uint8Array): Promise<boolean> {
-    try {
-      if (init.onChunkParts != null) await init.onChunkParts(i, parts, p.id)
-      else await init.onChunk?.(i, bytes, p.id)
-      return true
-    } catch (err) {
-      logger.warn(`swarm: ${where}: writing chunk ${i} failed: ${describeError(err)}`)
-      wants.want(i)
-      schedulePump()
-      return false
-    }
   }
 
   /** Acts on one message of p; false when the stream is done with. */
@@ -225,7 +197,10 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
         onHave(p, undefined, m.indices)
         return true
       case 'block': case 'block-zstd':
-        await onBlock(p, m.index, m)
+        await receiver.onBlock(p, m.index, m)
+        return true
+      case 'block-part':
+        receiver.onPart(p, m.index, m)
         return true
       case 'dont-have':
         if (wants.dontHave(p, m.indices, performance.now()) > 0) schedulePump()
@@ -265,7 +240,8 @@ export function createSwarmSession (components: SwarmSessionComponents, init: Sw
 
   /** A peer that answered with its have-map: from now on it is asked for chunks. */
   function addPeer (id: string, framed: FramedStream, have: HaveMessage): void {
-    const p: SessionPeer = Object.assign(createPeerLedger(id, chunkCount, have.active, performance.now()), { framed })
+    const partial = framed.stream.protocol === BLOCKS_PROTOCOL_PARTIAL
+    const p: SessionPeer = Object.assign(createPeerLedger(id, chunkCount, have.active, performance.now()), { framed, partial, masks: new Map() })
     peers.set(id, p)
     arrived(id)
     onHave(p, have.bitmap, undefined)

@@ -18,7 +18,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BLOCKS_PROTOCOL, BLOCKS_PROTOCOLS, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
+import { BLOCKS_PROTOCOL, BLOCKS_PROTOCOL_PARTIAL, BLOCKS_PROTOCOLS, DHT_PROTOCOL_PREFIX, MANIFEST_PROTOCOL, RAW_CODE } from '../../protocol/constants.ts'
 import { importPublicKey } from '../../protocol/signed-manifest.ts'
 import { createUploadPacer, type PeerPing } from '../background-pacer.ts'
 import { createBlockServer } from './block-server.ts'
@@ -70,7 +70,9 @@ export async function createSwarm (components: SwarmComponents, init: SwarmInit)
   const server = createBlockServer({ coordinatorKey, logger, uploadPacer }, { uploadBps: init.uploadBps, maxPeers: init.maxPeers })
   const manifests = createManifestExchange({ libp2p: node, coordinatorKey, logger })
   // the block-exchange versions this node serves and proposes, most preferred first
-  const blockProtocols = init.compressChunks === false ? [BLOCKS_PROTOCOL] : BLOCKS_PROTOCOLS
+  const blockProtocols = init.compressChunks === false
+    ? [BLOCKS_PROTOCOL]
+    : init.partialChunks === false ? BLOCKS_PROTOCOLS.filter(id => id !== BLOCKS_PROTOCOL_PARTIAL) : BLOCKS_PROTOCOLS
   let running = false
 
   // Dial what mDNS finds (libp2p only stores it).

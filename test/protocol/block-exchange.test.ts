@@ -1,10 +1,11 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
-  bitmapHas, bitmapSet, CLAIM_GROUP_CHUNKS, claimOwner, claimScore, createMessageDecoder, decodeMessage, encodeMessage, encodeMessageBytes,
+  bitmapHas, bitmapSet, CLAIM_GROUP_CHUNKS, claimOwner, claimScore, decodeMessage, encodeMessage, encodeMessageBytes,
   MalformedMessageError, MAX_BLOCK_BYTES, MAX_FRAME_BYTES, MAX_INDICES_PER_MESSAGE, MessageTooLargeError, MessageType,
   UnknownMessageTypeError, type ExchangeMessage
 } from '../../protocol/block-exchange.ts'
+import { createMessageDecoder } from '../../protocol/message-decoder.ts'
 import { TooLargeError, ValidationError } from '../../protocol/errors.ts'
 
 const block = new Uint8Array(8192).map((_, i) => i * 7)
