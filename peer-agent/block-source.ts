@@ -20,6 +20,11 @@ export interface SyncContext {
   /** Whether block `index` (among the manifest's non-zero blocks) is still missing. */
   isMissing: (index: number) => boolean
   /**
+   * Whether block `index` is in place: the sync's own state, whatever view a source is given (beside
+   * host reads a block a read will give is not missing, yet not held either: local-pending.ts).
+   */
+  isHeld: (index: number) => boolean
+  /**
    * Offers the bytes of block `index`: hashed and compared with the manifest's
    * prefix; when it matches, written to every missing position holding the
    * same block. Returns false (and counts a discarded block) on a mismatch.

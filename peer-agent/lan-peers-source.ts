@@ -27,14 +27,16 @@ import { peerIdOf, type ServedVersion, type Swarm, type SwarmSession } from './s
 
 /**
  * The blocks of chunk `chunk` the sync lacks as a WANT_BLOCKS mask, when it holds some (a trim: the
- * host's files gave part of the chunk); undefined when it lacks all or none of them.
+ * host's files gave part of the chunk); undefined when it lacks all or none of them. A block a host
+ * read beside the session will give is asked for too: the chunk then completes with what the peer
+ * sends, not only once the reads are over (isHeld, not the view's isMissing).
  */
 export function lackingBlocks (ctx: SyncContext, chunk: number): Uint8Array | undefined {
   const { firstBlock, length } = ctx.manifest.chunks[chunk]
   const blocks = length / BLOCK_SIZE
   const mask = new Uint8Array(Math.ceil(blocks / 8))
   let lacking = 0
-  for (let k = 0; k < blocks; k++) if (ctx.isMissing(firstBlock + k)) { bitmapSet(mask, k); lacking++ }
+  for (let k = 0; k < blocks; k++) if (!ctx.isHeld(firstBlock + k)) { bitmapSet(mask, k); lacking++ }
   return lacking === 0 || lacking === blocks ? undefined : mask
 }
 

@@ -146,6 +146,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
     missing: ledger.missing,
     missingCount: ledger.missingCount,
     isMissing: ledger.isMissing,
+    isHeld: (block) => !ledger.isMissing(block),
     unverifiedChunks: ledger.unverifiedChunks,
     isVerified: ledger.isVerified,
     chunkStartingAt: ledger.chunkStartingAt,

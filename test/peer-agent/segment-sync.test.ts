@@ -186,6 +186,8 @@ describe('segments', () => {
     }
     // chunks the host files gave in part crossed the LAN as only the blocks the others lacked (blocks 1.2.0)
     expect(runs.map(r => r.stderr).join('\n')).toMatch(/from the origin; of those from peers, \d+ came as only the blocks this agent lacked/)
+    // and every such chunk was complete with them: none waited for the host reads and was asked for again whole
+    expect(runs.map(r => r.stderr).join('\n')).not.toMatch(/asking for it whole/)
     // no block a host file holds was asked of the origin while the reads ran, and the rest came about once: 1.18x here,
     // as when the reads ran before the session (claim rounds take whole segments a lone trim agent partly batches)
     const ratio = (sent() - start) / aloneBytes

@@ -9,7 +9,10 @@ import { join } from 'node:path'
 import { BLOCK_SIZE } from '../../protocol/constants.ts'
 import { silentLogger } from '../../peer-agent/interface.ts'
 import { openPartialImage, type PartialImage } from '../../peer-agent/partial-file.ts'
+import { lackingBlocks, offerChunkBlocks } from '../../peer-agent/lan-peers-source.ts'
+import { withLocalPending } from '../../peer-agent/local-pending.ts'
 import { createSyncContext } from '../../peer-agent/sync-context.ts'
+import { groupByPrefix } from '../../protocol/prefix-groups.ts'
 import { createSyncLedger } from '../../peer-agent/sync-ledger.ts'
 import type { Checkpoint } from '../../peer-agent/sync-records.ts'
 import { tempDir, type TempDir } from '../helpers/images.ts'
@@ -179,3 +182,34 @@ describe('sync context', () => {
     expect(bytes.subarray(at(2) + BLOCK_SIZE, at(2) + 2 * BLOCK_SIZE)).toEqual(A)
   })
 })
+
+describe('partial chunks from peers (lan-peers-source.ts lackingBlocks, offerChunkBlocks)', () => {
+  const D = block(4)
+  it('asks for the blocks not in place, a block a host read beside will give included, and the blocks complete the chunk at once', async () => {
+    // chunk 0: A B C D; A is in place (from a host file), C waits for a host read beside the session, B and D are nowhere
+    const manifest = manifestOf([[A, B, C, D]])
+    const { ctx, verified } = contextFor(manifest)
+    expect(ctx.offerBlock(0, A, 'local')).toBe(true)
+    const view = withLocalPending(ctx, groupByPrefix(manifest.blockPrefixes).groupOf, [2], new Promise(() => {}))
+    expect(view.isMissing(2)).toBe(false) // what the session's planning sees
+    const mask = lackingBlocks(view, 0)
+    expect(mask).toEqual(Uint8Array.of(0b1110))
+    // a peer's blocks in mask order: one off its prefix is refused
+    expect(offerChunkBlocks(view, 0, mask as Uint8Array, concat([B, C, A]))).toBe('bad')
+    expect(offerChunkBlocks(view, 0, mask as Uint8Array, concat([B, C, D]))).toBe('verified')
+    expect(verified).toEqual([0])
+    // nothing lacking: asked for whole (WANT), not as blocks
+    expect(lackingBlocks(view, 0)).toBeUndefined()
+  })
+
+  it('a chunk none of whose blocks is in place is asked for whole', () => {
+    const { ctx } = contextFor(manifestOf([[A, B]]))
+    expect(lackingBlocks(ctx, 0)).toBeUndefined()
+  })
+})
+
+function concat (blocks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(blocks.length * BLOCK_SIZE)
+  blocks.forEach((b, k) => { out.set(b, k * BLOCK_SIZE) })
+  return out
+}
