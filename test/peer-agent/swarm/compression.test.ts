@@ -4,7 +4,7 @@
  */
 import { constants, createZstdCompress, zstdCompressSync } from 'node:zlib'
 import { randomBytes } from 'node:crypto'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { encodeMessageBytes, UnknownMessageTypeError } from '../../../protocol/block-exchange.ts'
 import { createMessageDecoder } from '../../../protocol/message-decoder.ts'
 import { BLOCKS_PROTOCOL, BLOCKS_PROTOCOL_ZSTD } from '../../../protocol/constants.ts'
@@ -13,23 +13,9 @@ import { createCompressedCache } from '../../../peer-agent/swarm/compressed-cach
 import { BadChunkError } from '../../../peer-agent/swarm/errors.ts'
 import { frameStream } from '../../../peer-agent/swarm/framed-stream.ts'
 import type { Swarm, SwarmEvent, SwarmSessionStats } from '../../../peer-agent/swarm/interface.ts'
-import { capabilityFor, coordinatorKeys, makeVersion, memoryProvider, startNode, type TestVersion } from './helpers.ts'
+import { capabilityFor, coordinatorKeys, expectBannedOnly, fetchFromPeers, fullHave, makeVersion, memoryProvider, nodePool, type TestVersion } from './helpers.ts'
 
-const nodes: Swarm[] = []
-afterEach(async () => { await Promise.all(nodes.splice(0).map(async n => { await n.stop() })) })
-
-async function node (...args: Parameters<typeof startNode>): Promise<Swarm> {
-  const { swarm } = await startNode(...args)
-  nodes.push(swarm)
-  return swarm
-}
-
-/** A node serving all of `v`. */
-async function seedOf (v: TestVersion, ...args: Parameters<typeof startNode>): Promise<Swarm> {
-  const seed = await node(...args)
-  seed.serve({ image: 'desk', version: 'v1', chunkCount: v.chunks.length, provider: memoryProvider(v.chunks.entries()) })
-  return seed
-}
+const { node, seedOf } = nodePool()
 
 const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && Buffer.compare(a, b) === 0
 const total = (v: TestVersion): number => v.chunks.reduce((n, c) => n + c.length, 0)
@@ -129,20 +115,7 @@ describe('compressed-chunk cache', () => {
 async function fetchAll (me: Swarm, keys: Awaited<ReturnType<typeof coordinatorKeys>>, v: TestVersion, peers: Swarm[]):
 Promise<{ got: Map<number, Uint8Array>, stats: SwarmSessionStats, events: SwarmEvent[] }> {
   const got = new Map<number, Uint8Array>()
-  const events: SwarmEvent[] = []
-  const session = me.createSession({
-    image: 'desk',
-    version: 'v1',
-    manifest: v.manifest,
-    capability: await capabilityFor(keys.privateKey, me.peerId),
-    peers: peers.map(p => p.getMultiaddrs()[0]),
-    onEvent: (e) => { events.push(e) },
-    onChunk: async (index, bytes) => { got.set(index, bytes.slice()) }
-  })
-  await session.start()
-  await session.done
-  const stats = session.stats()
-  await session.close()
+  const { stats, events } = await fetchFromPeers(me, keys.privateKey, v, peers, { onChunk: async (index, bytes) => { got.set(index, bytes.slice()) } })
   for (const [i, bytes] of got) expect(equalBytes(bytes, v.chunks[i])).toBe(true)
   expect(got.size).toBe(v.chunks.length)
   return { got, stats, events }
@@ -227,7 +200,7 @@ async function hostileZstdPeer (keysRaw: Uint8Array, v: TestVersion, mode: Hosti
     void (async () => {
       const framed = frameStream(stream)
       await framed.next(3000) // HELLO, not checked
-      await framed.send({ type: 'have', active: false, count: v.chunks.length, bitmap: new Uint8Array(Math.ceil(v.chunks.length / 8)).fill(0xff).map((b, k, a) => k === a.length - 1 && v.chunks.length % 8 !== 0 ? (1 << (v.chunks.length % 8)) - 1 : b) })
+      await framed.send({ type: 'have', active: false, count: v.chunks.length, bitmap: fullHave(v.chunks.length) })
       for (let m = await framed.next(); m != null; m = await framed.next()) {
         if (m.type !== 'want') continue
         await framed.sendBatch(m.indices.map(index => ({ type: 'block-zstd' as const, index, bytes: frameFor(index) })))
@@ -289,13 +262,7 @@ describe('hostile compressed frames', () => {
       // asked the hostile peer, most likely connected too late; at 200 kB/s the seed needs about 1.4 s
       const seed = await seedOf(v, keys.publicKeyRaw, { uploadBps: 200_000 })
       const me = await node(keys.publicKeyRaw)
-      const { stats, events } = await fetchAll(me, keys, v, [bad, seed])
-      const bans = events.filter(e => e.type === 'peer.banned')
-      expect(bans).toHaveLength(1)
-      expect(bans[0]).toMatchObject({ peerId: bad.peerId })
-      expect((bans[0] as { reason: string }).reason).toMatch(reason)
-      expect(stats.byPeer[bad.peerId]).toBeUndefined()
-      expect(stats.banned).toEqual([bad.peerId])
+      expectBannedOnly(await fetchAll(me, keys, v, [bad, seed]), bad.peerId, reason)
     })
   }
 })

@@ -1,10 +1,11 @@
 /** Shared helpers of the swarm tests: a small image version in memory, coordinator keys, capabilities, nodes on 127.0.0.1. */
+import { afterEach, expect } from 'vitest'
 import { hashBytes } from '../../../chunker/blake3.ts'
 import { signCapability } from '../../../protocol/capability.ts'
 import { BLOCK_PREFIX_BYTES, BLOCK_SIZE } from '../../../protocol/constants.ts'
 import { createManifest, type Manifest } from '../../../protocol/manifest.ts'
 import { createSwarm } from '../../../peer-agent/swarm/swarm.ts'
-import type { ChunkProvider, Swarm, SwarmInit } from '../../../peer-agent/swarm/interface.ts'
+import type { ChunkProvider, Swarm, SwarmEvent, SwarmInit, SwarmSessionInit, SwarmSessionStats } from '../../../peer-agent/swarm/interface.ts'
 import { createPrng } from '../../helpers/images.ts'
 
 /** An image version: its manifest and every chunk's bytes. */
@@ -90,6 +91,66 @@ export function testLog (): TestLog {
 export async function startNode (publicKeyRaw: Uint8Array, init: Partial<SwarmInit> = {}, log = testLog()): Promise<{ swarm: Swarm, log: TestLog }> {
   const swarm = await createSwarm({ logger: log }, { coordinatorKey: publicKeyRaw, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, dht: false, ...init })
   return { swarm, log }
+}
+
+/**
+ * The nodes a test file starts, all stopped after each test (registers the afterEach): `node` starts one,
+ * `seedOf` one serving all of `v` as desk@v1.
+ */
+export function nodePool (): { node: (...args: Parameters<typeof startNode>) => Promise<Swarm>, seedOf: (v: TestVersion, ...args: Parameters<typeof startNode>) => Promise<Swarm> } {
+  const nodes: Swarm[] = []
+  afterEach(async () => { await Promise.all(nodes.splice(0).map(async n => { await n.stop() })) })
+  const node = async (...args: Parameters<typeof startNode>): Promise<Swarm> => {
+    const { swarm } = await startNode(...args)
+    nodes.push(swarm)
+    return swarm
+  }
+  const seedOf = async (v: TestVersion, ...args: Parameters<typeof startNode>): Promise<Swarm> => {
+    const seed = await node(...args)
+    seed.serve({ image: 'desk', version: 'v1', chunkCount: v.chunks.length, provider: memoryProvider(v.chunks.entries()) })
+    return seed
+  }
+  return { node, seedOf }
+}
+
+/** What a test session hands its chunks to (SwarmSessionInit's callbacks). */
+export type TestSessionHandlers = Pick<SwarmSessionInit, 'onChunk' | 'onChunkParts' | 'lackingBlocks' | 'onChunkBlocks'>
+
+/** A session of `me` for desk@v1 of `v` with `peers`, run until it has every chunk; its stats and events. */
+export async function fetchFromPeers (me: Swarm, privateKey: CryptoKey, v: TestVersion, peers: Swarm[], handlers: TestSessionHandlers):
+Promise<{ stats: SwarmSessionStats, events: SwarmEvent[] }> {
+  const events: SwarmEvent[] = []
+  const session = me.createSession({
+    image: 'desk',
+    version: 'v1',
+    manifest: v.manifest,
+    capability: await capabilityFor(privateKey, me.peerId),
+    peers: peers.map(p => p.getMultiaddrs()[0]),
+    onEvent: (e) => { events.push(e) },
+    ...handlers
+  })
+  await session.start()
+  await session.done
+  const stats = session.stats()
+  await session.close()
+  return { stats, events }
+}
+
+/** The session banned `peerId`, only it, once, for `reason`, and took nothing from it. */
+export function expectBannedOnly (result: { stats: SwarmSessionStats, events: SwarmEvent[] }, peerId: string, reason: RegExp): void {
+  const bans = result.events.filter(e => e.type === 'peer.banned')
+  expect(bans).toHaveLength(1)
+  expect(bans[0]).toMatchObject({ peerId })
+  expect((bans[0] as { reason: string }).reason).toMatch(reason)
+  expect(result.stats.byPeer[peerId]).toBeUndefined()
+  expect(result.stats.banned).toEqual([peerId])
+}
+
+/** A HAVE bitmap holding all of `count` chunks (bits past the count clear, as the decoder demands). */
+export function fullHave (count: number): Uint8Array {
+  const bitmap = new Uint8Array(Math.ceil(count / 8)).fill(0xff)
+  if (count % 8 !== 0) bitmap[bitmap.length - 1] = (1 << (count % 8)) - 1
+  return bitmap
 }
 
 /** Runs the sync engine's loop against a session: origin = `origin(i)`; returns when every needed chunk is held. */
