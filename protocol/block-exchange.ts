@@ -10,6 +10,7 @@
 import { BLOCK_SIZE, MAX_CHUNK_BLOCKS } from './constants.ts'
 import { TooLargeError, ValidationError } from './errors.ts'
 import { MAX_CAPABILITY_BYTES } from './capability.ts'
+import { bitmapHas } from './claim-rule.ts'
 import { pushVarint, readVarint } from './varint.ts'
 
 /** Message type bytes. */
@@ -184,7 +185,7 @@ export function pickBlocks (chunk: Uint8Array, mask: Uint8Array): Uint8Array {
   const out = new Uint8Array(maskCount(mask) * BLOCK_SIZE)
   let at = 0
   for (let k = 0; k < mask.length * 8; k++) {
-    if ((mask[k >> 3] & (1 << (k & 7))) === 0) continue
+    if (!bitmapHas(mask, k)) continue
     out.set(chunk.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), at)
     at += BLOCK_SIZE
   }
