@@ -21,6 +21,8 @@ export interface ClientResult {
   reported?: { local: number, peers: number, origin: number }
   /** CPU seconds (user + system, /proc) of the client process until its image was in place; not its children's. */
   cpuSeconds?: number
+  /** The part of cpuSeconds spent in the kernel (/proc stime): what a VM's costly fresh memory inflates (docs/BENCHMARKS.md "Session 16"). */
+  systemSeconds?: number
   error?: string
 }
 

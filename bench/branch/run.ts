@@ -30,7 +30,7 @@ import {
 import type { Scenario } from './constants.ts'
 import { findCorpus } from '../lib/corpus.ts'
 import { pollUntil, type PollResult } from '../lib/poll.ts'
-import { cpuSeconds } from '../lib/proc.ts'
+import { cpuSeconds, cpuTimes } from '../lib/proc.ts'
 import { makeTorrent, scrapeSeeds } from './torrent.ts'
 import { ANNOUNCE_URL, HOOK_SCRIPT, clientCommand, scrapeUrl, seedCommand, trackerCommand } from './bittorrent.ts'
 
@@ -138,11 +138,11 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
   const exitAt: Array<number | undefined> = children.map(() => undefined)
   const codes: Array<{ code: number | null, signal: string | null } | undefined> = children.map(() => undefined)
   // CPU seconds from /proc (utime + stime, so not a BitTorrent hook's zstd): each client's last reading, kept when its output is in place
-  const cpu: Array<number | undefined> = children.map(() => undefined)
-  const cpuAtDone: Array<number | undefined> = children.map(() => undefined)
+  const cpu: Array<CpuTimes | undefined> = children.map(() => undefined)
+  const cpuAtDone: Array<CpuTimes | undefined> = children.map(() => undefined)
   const coordinatorCpu0 = ctx.coordinatorPid == null ? undefined : await cpuSeconds(ctx.coordinatorPid).catch(() => undefined)
   const readCpu = (): void => {
-    children.forEach((c, i) => { if (exitAt[i] == null) cpuSeconds(c.pid).then(v => { cpu[i] = v }, () => {}) })
+    children.forEach((c, i) => { if (exitAt[i] == null) cpuTimes(c.pid).then(v => { cpu[i] = v }, () => {}) })
   }
   children.forEach((c, i) => { void c.exited.then(x => { exitAt[i] = performance.now(); doneAt[i] ??= exitAt[i]; codes[i] = x }) })
   const tick = (): void => {
@@ -191,7 +191,7 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
       exitSeconds: ((exitAt[i] ?? end.t) - t0) / 1000,
       ok,
       verified: false,
-      ...(cpu[i] != null ? { cpuSeconds: cpuAtDone[i] ?? cpu[i] } : {}),
+      ...cpuFields(cpuAtDone[i] ?? cpu[i]),
       ...(ok ? {} : { error: `exit ${codes[i]?.signal ?? codes[i]?.code}: ${children[i].stderr().trim().split('\n').slice(-3).join(' / ')}` }),
       ...extra
     })
@@ -216,9 +216,19 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
     ...(coordinatorCpu0 != null && coordinatorCpu1 != null ? { coordinatorCpuSeconds: coordinatorCpu1 - coordinatorCpu0 } : {})
   }
   // a trimswarm client is one process; the others' work is in children (curl | zstd, aria2c's hook), which /proc does not count
-  const cpuNote = method === 'trimswarm' ? `; CPU until done ${results.map(x => x.cpuSeconds?.toFixed(1) ?? '?').join(', ')} s per agent, coordinator ${r.coordinatorCpuSeconds?.toFixed(1) ?? '?'} s` : ''
+  const cpuNote = method === 'trimswarm'
+    ? `; CPU until done ${results.map(x => x.cpuSeconds?.toFixed(1) ?? '?').join(', ')} s per agent (in the kernel ${results.map(x => x.systemSeconds?.toFixed(1) ?? '?').join(', ')} s), ` +
+      `coordinator ${r.coordinatorCpuSeconds?.toFixed(1) ?? '?'} s`
+    : ''
   ctx.progress.line(`[${scenario}] ${method}: WAN ${formatBytes(wanBytes(r))}, LAN ${formatBytes(r.lan)}, all done in ${r.allDoneSeconds?.toFixed(1) ?? 'n/a (failures)'} s, verified ${results.filter(x => x.verified).length}/${results.length}${cpuNote}`)
   return r
+}
+
+type CpuTimes = Awaited<ReturnType<typeof cpuTimes>>
+
+/** A client's CPU until done for its result: user + kernel, and the kernel's part. */
+function cpuFields (t: CpuTimes | undefined): Pick<ClientResult, 'cpuSeconds' | 'systemSeconds'> {
+  return t == null ? {} : { cpuSeconds: t.user + t.system, systemSeconds: t.system }
 }
 
 async function verifyAndRemove (file: string, expected: string, remove: boolean): Promise<boolean> {

@@ -26,10 +26,16 @@ export async function rssKiB (pid: number): Promise<number> {
 
 /** CPU time a process has used so far (user + system, all its threads), in seconds: a per-request cost that a busy machine does not distort the way it distorts latency. */
 export async function cpuSeconds (pid: number): Promise<number> {
+  const { user, system } = await cpuTimes(pid)
+  return user + system
+}
+
+/** CPU time a process has used so far, in user space and in the kernel (all its threads), in seconds. */
+export async function cpuTimes (pid: number): Promise<{ user: number, system: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   // fields after the command (which may hold spaces) start at state; utime and stime are fields 14 and 15
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
+  return { user: Number(f[11]) / CLOCK_TICKS, system: Number(f[12]) / CLOCK_TICKS }
 }
 
 /** USER_HZ: the unit of /proc/PID/stat times (100 on Linux on every architecture Node runs on). */

@@ -165,7 +165,7 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
       const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as {
         mode: string
         notes: string[]
-        results: Array<{ scenario: string, method: string, ran: boolean, note?: string, wan: number, clients: Array<{ verified: boolean }>, accounting: { ok: boolean } | null }>
+        results: Array<{ scenario: string, method: string, ran: boolean, note?: string, wan: number, clients: Array<{ verified: boolean, cpuSeconds?: number, systemSeconds?: number }>, accounting: { ok: boolean } | null }>
       }
       expect(report.mode).toBe('netns')
       const casync = existsSync('/usr/bin/casync')
@@ -177,6 +177,14 @@ describe.skipIf(!isRoot || !hasTools)(`branch network (${why})`, () => {
           expect(row?.wan).toBeGreaterThan(0)
           expect(row?.clients.map(c => c.verified)).toEqual([true, true])
           if (method === 'trimswarm') expect(row?.accounting?.ok, `${scenario} accounting`).toBe(true)
+          // each agent's CPU until done, and the kernel's part of it
+          if (method === 'trimswarm') {
+            for (const c of row?.clients ?? []) {
+              expect(c.cpuSeconds).toBeGreaterThan(0)
+              expect(c.systemSeconds).toBeGreaterThan(0)
+              expect(c.systemSeconds).toBeLessThanOrEqual(c.cpuSeconds as number)
+            }
+          }
         }
       }
       // trim: HTTP repeats its cold figures, BitTorrent downloads again (same minutes as trimswarm's trim)
