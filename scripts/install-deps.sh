@@ -7,12 +7,13 @@
 # and test it on a fresh Debian 12; curl, PostgreSQL and Ceph's monitor, OSD and
 # RADOS Gateway for scripts/scale-out-stack.sh: 99 packages, 64 MB download,
 # 286 MB on disk, 2.5 min to install on the CI-sized machine; aria2 and
-# opentracker for the branch benchmark's BitTorrent baseline) and the npm
+# opentracker for the branch benchmark's BitTorrent baseline, casync for its
+# casync baseline) and the npm
 # dependencies (which pin Node 24).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd chromium prometheus debootstrap systemd binutils curl postgresql ceph-mon ceph-osd radosgw ceph-common iputils-ping aria2 opentracker; do
+for pkg in slapd ldap-utils b3sum e2fsprogs iproute2 zstd chromium prometheus debootstrap systemd binutils curl postgresql ceph-mon ceph-osd radosgw ceph-common iputils-ping aria2 opentracker casync; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
