@@ -30,7 +30,7 @@ import {
 import type { Scenario } from './constants.ts'
 import { findCorpus } from '../lib/corpus.ts'
 import { pollUntil, type PollResult } from '../lib/poll.ts'
-import { cpuSeconds, cpuTimes } from '../lib/proc.ts'
+import { cpuSeconds, cpuTimes, type CpuTimes } from '../lib/proc.ts'
 import { makeTorrent, scrapeSeeds } from './torrent.ts'
 import { ANNOUNCE_URL, HOOK_SCRIPT, clientCommand, scrapeUrl, seedCommand, trackerCommand } from './bittorrent.ts'
 
@@ -223,8 +223,6 @@ async function measure (ctx: Ctx, scenario: Scenario, method: Method, clients: C
   ctx.progress.line(`[${scenario}] ${method}: WAN ${formatBytes(wanBytes(r))}, LAN ${formatBytes(r.lan)}, all done in ${r.allDoneSeconds?.toFixed(1) ?? 'n/a (failures)'} s, verified ${results.filter(x => x.verified).length}/${results.length}${cpuNote}`)
   return r
 }
-
-type CpuTimes = Awaited<ReturnType<typeof cpuTimes>>
 
 /** A client's CPU until done for its result: user + kernel, and the kernel's part. */
 function cpuFields (t: CpuTimes | undefined): Pick<ClientResult, 'cpuSeconds' | 'systemSeconds'> {

@@ -31,7 +31,13 @@ export async function cpuSeconds (pid: number): Promise<number> {
 }
 
 /** CPU time a process has used so far, in user space and in the kernel (all its threads), in seconds. */
-export async function cpuTimes (pid: number): Promise<{ user: number, system: number }> {
+export interface CpuTimes {
+  user: number
+  system: number
+}
+
+/** The process's CpuTimes now, from /proc/PID/stat. */
+export async function cpuTimes (pid: number): Promise<CpuTimes> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   // fields after the command (which may hold spaces) start at state; utime and stime are fields 14 and 15
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')

@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
+import { cpuSeconds } from './proc.ts'
 
 /** How a measured run ended. */
 export interface MeasuredRun {
@@ -30,11 +31,7 @@ export async function runMeasured (cmd: string, args: string[], options: { killW
   let peak = 0
   let cpu = 0
   const timer = setInterval(() => {
-    readFile(`/proc/${child.pid}/stat`, 'utf8').then((st) => {
-      // utime and stime (fields 14 and 15) after the command name, in USER_HZ (100) ticks
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ')
-      cpu = Math.max(cpu, (Number(f[11]) + Number(f[12])) / 100)
-    }, () => {})
+    if (child.pid != null) cpuSeconds(child.pid).then((s) => { cpu = Math.max(cpu, s) }, () => {})
     readFile(`/proc/${child.pid}/status`, 'utf8').then((s) => {
       const m = /VmHWM:\s+(\d+) kB/.exec(s)
       if (m != null) peak = Math.max(peak, Number(m[1]) / 1024)
