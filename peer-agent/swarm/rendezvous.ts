@@ -4,9 +4,11 @@
  * tried again after RENDEZVOUS_RETRY_MS) and dials the live peers of the site
  * the coordinator returns. Leaving removes the registration, so the site's
  * other agents stop dialling (and waiting for) a node that is gone instead of
- * until its TTL lapses. The HTTP calls come from the agent's coordinator
- * client, so this stays free of auth and retries.
+ * until its TTL lapses; a registration still in flight is let land first, or it
+ * would list the node again after its leave. The HTTP calls come from the
+ * agent's coordinator client, so this stays free of auth and retries.
  */
+import { once } from 'node:events'
 import type { PeerLeave, PeerLeaveResponse, PeerList, PeerRegistration, PeerRegistrationResponse } from '../../protocol/swarm-api.ts'
 import { RENDEZVOUS_LEAVE_MS, RENDEZVOUS_RETRY_MS } from './constants.ts'
 import type { Swarm, SwarmLogger } from './interface.ts'
@@ -40,8 +42,9 @@ export interface Rendezvous {
   /** Stops the loop; the registration stays until its TTL lapses (the node goes on serving). */
   stop: () => void
   /**
-   * Stops the loop and removes the registration, if one was made; bounded by RENDEZVOUS_LEAVE_MS
-   * (a coordinator away does not hold the agent's exit). Never throws: the TTL is the fallback.
+   * Stops the loop and removes the registration, if one was made, after any registration still in
+   * flight has been answered; all of it bounded by RENDEZVOUS_LEAVE_MS (a coordinator away does not
+   * hold the agent's exit). Never throws: the TTL is the fallback.
    */
   leave: () => Promise<void>
 }
@@ -55,6 +58,8 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
   let toldSite: string | undefined
   /** Whether a registration was made (leave() has something to remove). */
   let registered = false
+  /** Registrations sent and not answered yet: leave() lets them land before it removes ours. */
+  const registering = new Set<Promise<unknown>>()
 
   async function refreshOnce (options: { signal?: AbortSignal }): Promise<string[]> {
     const multiaddrs = (init.multiaddrs ?? swarm.getMultiaddrs()).filter(a => !a.includes('/0.0.0.0/') && !a.includes('/::/')).slice(0, 16)
@@ -63,7 +68,14 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
       const version = init.image != null ? { image: init.image, version: init.version } : {}
       const reg: PeerRegistration = { peerId: swarm.peerId, multiaddrs, site: init.site, ...version }
       registered = true // before the answer: a request cut short may still have landed
-      const answer = await components.register(reg, options)
+      const sent = components.register(reg, options)
+      registering.add(sent)
+      let answer: PeerRegistrationResponse
+      try {
+        answer = await sent
+      } finally {
+        registering.delete(sent)
+      }
       ttl = answer.ttlSeconds
       if (answer.site != null && answer.site !== init.site && answer.site !== toldSite) {
         toldSite = answer.site
@@ -113,8 +125,11 @@ export function createRendezvous (components: RendezvousComponents, init: Rendez
       clearTimeout(timer)
       const leavePeers = components.leavePeers
       if (!registered || leavePeers == null) return
+      const signal = AbortSignal.timeout(RENDEZVOUS_LEAVE_MS)
       try {
-        await leavePeers({ peerId: swarm.peerId }, { signal: AbortSignal.timeout(RENDEZVOUS_LEAVE_MS) })
+        // a renewal in flight that landed after the leave would list us again until its TTL
+        if (registering.size > 0) await Promise.race([Promise.allSettled(registering), once(signal, 'abort')])
+        await leavePeers({ peerId: swarm.peerId }, { signal })
       } catch (err) {
         logger.debug?.(`swarm: could not remove our rendezvous registration (${(err as Error).message}); it lapses by itself`)
       }

@@ -155,4 +155,51 @@ describe('rendezvous through the coordinator routes, and the node identity', () 
     await hanging.leave()
     expect(performance.now() - t).toBeLessThan(RENDEZVOUS_LEAVE_MS + 1000)
   })
+
+  it('a renewal still in flight when the agent leaves lands before the leave, so the agent is not listed again', async () => {
+    const [a, b] = await Promise.all([0, 1].map(async () => (await startNode(keys.publicKeyRaw)).swarm))
+    nodes.push(a, b)
+    const order: string[] = []
+    let holdRenewal = false
+    let release: () => void = () => {}
+    const register = async (body: object): Promise<PeerRegistrationResponse> => {
+      if (holdRenewal) await new Promise<void>(resolve => { release = resolve })
+      const answer = PeerRegistrationResponse.parse(await json('/v1/peers', { method: 'POST', body: JSON.stringify(body) }))
+      order.push('register')
+      return answer
+    }
+    const listPeers = async (q: { site: string, image?: string, version?: string }): Promise<PeerList> => PeerList.parse(await json(`/v1/peers?site=${q.site}&image=${q.image ?? ''}&version=${q.version ?? ''}`))
+    const leavePeers = async (body: { peerId: string }): Promise<PeerLeaveResponse> => {
+      order.push('leave')
+      return PeerLeaveResponse.parse(await json('/v1/peers/leave', { method: 'POST', body: JSON.stringify(body) }))
+    }
+    const init = { site: 'bergen', image: 'desk', version: 'v4' }
+    const ra = createRendezvous({ swarm: a, logger: testLog(), register, listPeers, leavePeers }, init)
+    const rb = createRendezvous({ swarm: b, logger: testLog(), register, listPeers }, init)
+    await ra.refresh()
+    holdRenewal = true
+    const renewal = ra.refresh() // the timer's renewal, sent just before the agent stops
+    const leaving = ra.leave()
+    await new Promise(resolve => setTimeout(resolve, 50))
+    expect(order).toEqual(['register']) // the leave waits for the renewal's answer
+    holdRenewal = false
+    release()
+    await renewal
+    await leaving
+    expect(order).toEqual(['register', 'register', 'leave'])
+    expect((await rb.refresh()).map(x => x.split('/p2p/')[1])).not.toContain(a.peerId)
+    rb.stop()
+
+    // a renewal that never comes back holds the leave no longer than RENDEZVOUS_LEAVE_MS in all
+    const rc = createRendezvous({ swarm: a, logger: testLog(), register, listPeers, leavePeers }, init)
+    await rc.refresh()
+    holdRenewal = true
+    void rc.refresh().catch(() => {})
+    const t = performance.now()
+    await rc.leave()
+    expect(performance.now() - t).toBeLessThan(RENDEZVOUS_LEAVE_MS + 1000)
+    expect(performance.now() - t).toBeGreaterThanOrEqual(RENDEZVOUS_LEAVE_MS - 100)
+    holdRenewal = false
+    release()
+  })
 })
