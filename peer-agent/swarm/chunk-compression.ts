@@ -18,18 +18,28 @@ import { BadChunkError } from './errors.ts'
 /** Largest window (log2 bytes) a frame may ask for: the largest chunk, so a frame cannot make us allocate more. */
 const WINDOW_LOG_MAX = Math.ceil(Math.log2(MAX_BLOCK_BYTES))
 
-/** The chunk as a zstd frame at LAN_ZSTD_LEVEL, or null when that is not at most LAN_ZSTD_MAX_RATIO of its length. */
+/**
+ * The chunk as a zstd frame at LAN_ZSTD_LEVEL, or null when that is not at most LAN_ZSTD_MAX_RATIO
+ * of its length. The frame is a view of zlib's output buffer (of that largest length): whoever
+ * keeps it keeps a copy (compressed-cache.ts).
+ */
 export function compressChunk (bytes: Uint8Array, level = LAN_ZSTD_LEVEL): Uint8Array | null {
-  const frame = zstdCompressSync(bytes, {
-    pledgedSrcSize: bytes.length,
-    // one output buffer of the chunk's size: a frame worth sending is smaller
-    chunkSize: Math.max(64, bytes.length),
-    params: {
-      [constants.ZSTD_c_compressionLevel]: level,
-      [constants.ZSTD_c_windowLog]: Math.min(WINDOW_LOG_MAX, Math.max(10, Math.ceil(Math.log2(bytes.length))))
-    }
-  })
-  return frame.length <= bytes.length * LAN_ZSTD_MAX_RATIO ? frame : null
+  const largest = Math.floor(bytes.length * LAN_ZSTD_MAX_RATIO)
+  try {
+    return zstdCompressSync(bytes, {
+      pledgedSrcSize: bytes.length,
+      // one output buffer of the largest frame worth sending; past it zlib stops (an incompressible chunk costs no more)
+      chunkSize: Math.max(64, largest),
+      maxOutputLength: Math.max(1, largest),
+      params: {
+        [constants.ZSTD_c_compressionLevel]: level,
+        [constants.ZSTD_c_windowLog]: Math.min(WINDOW_LOG_MAX, Math.max(10, Math.ceil(Math.log2(bytes.length))))
+      }
+    })
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return null
+    throw err
+  }
 }
 
 /** Decodes chunk `index`'s frame to exactly `length` bytes; BadChunkError otherwise, with no more than `length` bytes ever held. */

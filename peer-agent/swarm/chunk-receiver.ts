@@ -122,7 +122,7 @@ export function createChunkReceiver<P extends ReceivingPeer> (components: ChunkR
       session.markHad(i)
       received(p, raw, wire)
       // verified: other peers may get the same frame without our compressing it again
-      if (block.type === 'block-zstd') server.keepCompressed(image, version, i, raw, block.bytes.slice())
+      if (block.type === 'block-zstd') server.keepCompressed(image, version, i, raw, block.bytes)
       if (await deliver(p, i, parts, block.type === 'block' ? block.bytes : parts[0])) session.landed(p, i, true)
     },
     // the blocks of chunk i that p sent for our WANT_BLOCKS: decoded within their length, checked and placed by the engine
@@ -150,7 +150,7 @@ export function createChunkReceiver<P extends ReceivingPeer> (components: ChunkR
       }
       received(p, raw, part.bytes.length)
       stats.partsFromPeers++
-      if (part.compressed) server.keepCompressed(image, version, i, raw, part.bytes.slice(), mask)
+      if (part.compressed) server.keepCompressed(image, version, i, raw, part.bytes, mask)
       // the engine may have said so already (markHave, as it verified the chunk): once is enough
       const first = wants.stateOf(i) !== HAD
       if (first) session.markHad(i)

@@ -2,6 +2,8 @@
  * The compressed forms of recently sent or received chunks, bounded in bytes (least recently used
  * out first), so that a chunk sent to several peers is compressed once. An entry may record that a
  * chunk is not worth compressing (its frame would not be smaller enough), so it is not tried again.
+ * A frame that is a view of a larger buffer (zlib's output buffer, a received noise message) is
+ * kept as a copy of its own bytes: the view would hold the whole buffer, 2-3x what is counted.
  */
 
 /** A chunk's cached compressed form: its zstd frame, or null when it goes uncompressed. */
@@ -9,6 +11,12 @@ export interface CompressedEntry {
   /** The chunk's length in bytes (what it decodes to). */
   rawLength: number
   frame: Uint8Array | null
+}
+
+/** `frame` itself when it spans its whole buffer, else a copy of its bytes (a plain Uint8Array, whatever `frame` is). */
+function ownBytes (frame: Uint8Array | null): Uint8Array | null {
+  if (frame == null || (frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength)) return frame
+  return new Uint8Array(frame)
 }
 
 /** Bytes counted for an entry besides its frame (key, object): keeps a cache of null entries bounded too. */
@@ -53,7 +61,7 @@ export function createCompressedCache (maxBytes: number): CompressedCache {
       remove(key)
       const size = sizeOf(entry)
       if (size > maxBytes) return
-      entries.set(key, { ...entry, version })
+      entries.set(key, { rawLength: entry.rawLength, frame: ownBytes(entry.frame), version })
       bytes += size
       for (const [oldest] of entries) {
         if (bytes <= maxBytes) break

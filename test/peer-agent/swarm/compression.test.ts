@@ -3,7 +3,7 @@
  * of frames, peers of both protocol versions together, and hostile compressed frames.
  */
 import { constants, createZstdCompress, zstdCompressSync } from 'node:zlib'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomFillSync } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { encodeMessageBytes, UnknownMessageTypeError } from '../../../protocol/block-exchange.ts'
 import { createMessageDecoder } from '../../../protocol/message-decoder.ts'
@@ -66,6 +66,18 @@ describe('decompressChunk: a peer\'s zstd frame decoded within the chunk\'s leng
     expect(equalBytes(decompressChunk(2, await streamedFrame(chunk, 17), chunk.length), chunk)).toBe(true)
   })
 
+  it('a chunk is compressed only when its frame is at most 7/8 of it', () => {
+    // random bytes in the first 3/4, zeros after: about 3/4 of its length compressed
+    const chunk = Buffer.alloc(64 * 1024)
+    randomFillSync(chunk.subarray(0, 48 * 1024))
+    const frame = compressChunk(chunk)!
+    expect(frame.length).toBeGreaterThan(48 * 1024)
+    expect(frame.length).toBeLessThanOrEqual(56 * 1024)
+    expect(equalBytes(decompressChunk(0, frame, chunk.length), chunk)).toBe(true)
+    randomFillSync(chunk.subarray(0, 60 * 1024)) // now about 15/16: not worth it
+    expect(compressChunk(chunk)).toBeNull()
+  })
+
   it('an incompressible chunk is not compressed', async () => {
     expect(compressChunk(randomBytes(64 * 1024))).toBeNull()
   })
@@ -108,6 +120,31 @@ describe('compressed-chunk cache', () => {
     // a frame over the whole bound is not kept
     cache.set('d@v2', 1, { rawLength: 1, frame: new Uint8Array(4000) })
     expect(cache.get('d@v2', 1)).toBeUndefined()
+  })
+
+  it('keeps a frame that is a view of a larger buffer as a copy of its own bytes, so what it counts is what it holds', () => {
+    const cache = createCompressedCache(1 << 20)
+    // a received frame inside a decrypted noise message, and compressChunk's frame in zlib's output buffer
+    const message = Buffer.alloc(65_519, 7)
+    cache.set('d@v1', 0, { rawLength: 96 * 1024, frame: message.subarray(100, 30_100) })
+    const chunk = Buffer.alloc(96 * 1024, 'abcd')
+    const made = compressChunk(chunk)!
+    expect(made.buffer.byteLength).toBeGreaterThan(made.length) // the view zlib returns
+    cache.set('d@v1', 1, { rawLength: chunk.length, frame: made })
+    for (const [i, length] of [[0, 30_000], [1, made.length]]) {
+      const kept = cache.get('d@v1', i)!.frame!
+      expect(kept.length).toBe(length)
+      expect(kept.buffer.byteLength).toBe(length)
+    }
+    expect(cache.bytes).toBe(2 * 64 + 30_000 + made.length)
+    // a copy: the message's buffer may be reused, the kept frame stays as it was received
+    message.fill(9)
+    expect(cache.get('d@v1', 0)!.frame!.every(b => b === 7)).toBe(true)
+    expect(equalBytes(decompressChunk(1, cache.get('d@v1', 1)!.frame!, chunk.length), chunk)).toBe(true)
+    // a frame that is its whole buffer is kept as it is
+    const whole = new Uint8Array(500).fill(1)
+    cache.set('d@v1', 2, { rawLength: 4096, frame: whole })
+    expect(cache.get('d@v1', 2)!.frame).toBe(whole)
   })
 })
 
