@@ -17,7 +17,7 @@ import { createPublishClient } from '../client/publish-client.ts'
 import { fileDigest, runsAndLevel } from './agent-cpu.ts'
 import { findCorpus } from './lib/corpus.ts'
 import { startBranchCoordinator } from './lib/corpus-coordinator.ts'
-import { cpuSeconds } from './lib/proc.ts'
+import { cpuSeconds, cpuTimes } from './lib/proc.ts'
 import { median } from './lib/stats.ts'
 
 const CLI = resolve(import.meta.dirname, '..', 'bin', 'trimswarm.js')
@@ -72,6 +72,8 @@ interface AgentRun {
   done: number
   /** CPU seconds (user + sys) until then. */
   cpu: number
+  /** Minor page faults until then (fresh pages touched). */
+  faults: number
   /** Its --json summary's byte counts. */
   bytes: { local: number, peers: number, origin: number }
 }
@@ -86,11 +88,11 @@ async function runAgent (cli: string, args: string[], nodeArgs: string[], out: s
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout = (stdout + d.toString()).slice(-16000) })
   child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
-  let seen: Promise<{ done: number, cpu: number }> | undefined
+  let seen: Promise<{ done: number, cpu: number, faults: number }> | undefined
   const poll = setInterval(() => {
     if (seen == null && existsSync(out)) {
       const done = (performance.now() - started) / 1000
-      seen = cpuSeconds(child.pid as number).then(cpu => ({ done, cpu }), () => ({ done, cpu: Number.NaN }))
+      seen = cpuTimes(child.pid as number).then(t => ({ done, cpu: t.user + t.system, faults: t.minorFaults }), () => ({ done, cpu: Number.NaN, faults: Number.NaN }))
     }
   }, POLL_MS)
   const code = await new Promise<number | null>(resolve => child.on('close', resolve))
@@ -104,11 +106,13 @@ async function runAgent (cli: string, args: string[], nodeArgs: string[], out: s
 
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
 const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`
+const thousands = (n: number): string => `${(n / 1000).toFixed(1)}k`
 
 /** A round's line. */
 function describeRound (r: SiteRound): string {
   const cpus = r.agents.map(a => a.cpu)
   return `all done ${r.allDone.toFixed(2)} s, agents' CPU ${sum(cpus).toFixed(2)} s (${cpus.map(c => c.toFixed(2)).join(', ')}), ` +
+    `page faults ${thousands(sum(r.agents.map(a => a.faults)))}, ` +
     `coordinator ${r.coordinatorCpu.toFixed(2)} s, origin ${mb(sum(r.agents.map(a => a.bytes.origin)))}, ` +
     `peers ${mb(sum(r.agents.map(a => a.bytes.peers)))}, local ${mb(sum(r.agents.map(a => a.bytes.local)))}`
 }
@@ -172,7 +176,9 @@ export async function run (argv: string[]): Promise<number> {
     for (const [v, cli] of clis.entries()) {
       const cpu = rounds[v].map(r => sum(r.agents.map(a => a.cpu)))
       const done = rounds[v].map(r => r.allDone)
+      const faults = rounds[v].map(r => sum(r.agents.map(a => a.faults)))
       process.stdout.write(`${cli}: agents' CPU summed, median ${median(cpu).toFixed(2)} s (${cpu.map(c => c.toFixed(2)).join(', ')}); ` +
+        `page faults summed, median ${thousands(median(faults))}; ` +
         `all done, median ${median(done).toFixed(2)} s (${done.map(d => d.toFixed(2)).join(', ')})\n`)
     }
     return 0

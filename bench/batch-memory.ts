@@ -44,7 +44,8 @@ export const options = {
   runs: { type: 'string' }
 } as const
 
-interface WorkerResult { start: number, peak: number, afterGc: number }
+/** What a variant's process reports: RSS (MiB), and the CPU seconds and minor page faults its batches cost. */
+interface WorkerResult { start: number, peak: number, afterGc: number, cpu: number, faults: number }
 
 function positive (text: string | undefined, fallback: number, what: string): number {
   if (text == null) return fallback
@@ -74,16 +75,19 @@ async function worker (): Promise<void> {
   const start = rssMiB()
   let peak = start
   const timer = setInterval(() => { peak = Math.max(peak, rssMiB()) }, 20)
+  const before = process.resourceUsage()
   for (let r = 0; r < rounds; r++) {
     await Promise.all(Array.from({ length: concurrency }, async () => {
       await compress(data, Math.ceil((0.25 + Math.random() * 0.75) * batchBytes / 4096) * 4096)
     }))
   }
+  const after = process.resourceUsage()
   clearInterval(timer)
   gc()
   await new Promise(resolve => setTimeout(resolve, 200))
   gc()
-  const result: WorkerResult = { start, peak: Math.max(peak, rssMiB()), afterGc: rssMiB() }
+  const cpu = (after.userCPUTime + after.systemCPUTime - before.userCPUTime - before.systemCPUTime) / 1e6
+  const result: WorkerResult = { start, peak: Math.max(peak, rssMiB()), afterGc: rssMiB(), cpu, faults: after.minorPageFault - before.minorPageFault }
   process.stdout.write(JSON.stringify(result) + '\n')
 }
 
@@ -104,6 +108,8 @@ export async function run (argv: string[]): Promise<number> {
   ]
   process.stdout.write(`batch-memory: ${params.rounds} rounds of ${params.concurrency} concurrent batches of up to ${params.batchBytes / MiB} MiB, zstd level ${ORIGIN_ZSTD_LEVEL}, window 2^${ORIGIN_ZSTD_WINDOW_LOG}\n`)
   const growth: number[][] = variants.map(() => [])
+  const cpu: number[][] = variants.map(() => [])
+  const faults: number[][] = variants.map(() => [])
   for (let r = 0; r < runs; r++) {
     // alternate which variant goes first, so neither always runs on a warmer machine
     const order = r % 2 === 0 ? [0, 1] : [1, 0]
@@ -111,9 +117,13 @@ export async function run (argv: string[]): Promise<number> {
       const { stdout } = await exec(process.execPath, ['--expose-gc', new URL('./main.ts', import.meta.url).pathname, 'batch-memory'], { env: { ...variants[v].env, [WORKER_ENV]: JSON.stringify(params) } })
       const res = JSON.parse(stdout.trim().split('\n').at(-1)!) as WorkerResult
       growth[v].push(res.afterGc - res.start)
-      process.stdout.write(`  run ${r + 1}, ${variants[v].name.padEnd(24)} RSS start ${res.start.toFixed(0)} MiB, peak ${res.peak.toFixed(0)}, after a full GC ${res.afterGc.toFixed(0)}: +${(res.afterGc - res.start).toFixed(0)} MiB\n`)
+      cpu[v].push(res.cpu)
+      faults[v].push(res.faults)
+      process.stdout.write(`  run ${r + 1}, ${variants[v].name.padEnd(24)} RSS start ${res.start.toFixed(0)} MiB, peak ${res.peak.toFixed(0)}, after a full GC ${res.afterGc.toFixed(0)}: ` +
+        `+${(res.afterGc - res.start).toFixed(0)} MiB; batches' CPU ${res.cpu.toFixed(2)} s, ${res.faults} page faults\n`)
     }
   }
   process.stdout.write(`median growth after a full GC: ${variants.map((v, k) => `${v.name} +${median(growth[k]).toFixed(0)} MiB`).join(', ')}\n`)
+  process.stdout.write(`median CPU of the batches: ${variants.map((v, k) => `${v.name} ${median(cpu[k]).toFixed(2)} s (${median(faults[k])} page faults)`).join(', ')}\n`)
   return 0
 }

@@ -30,18 +30,23 @@ export async function cpuSeconds (pid: number): Promise<number> {
   return user + system
 }
 
-/** CPU time a process has used so far, in user space and in the kernel (all its threads), in seconds. */
+/** CPU time a process has used so far, in user space and in the kernel (all its threads), in seconds; and its minor page faults. */
 export interface CpuTimes {
   user: number
   system: number
+  /**
+   * Minor page faults so far: fresh pages the process touched. Each costs a host fault too on a guest whose
+   * balloon reports free pages (docs/BENCHMARKS.md "Session 18"), so it is the figure a slow-memory state multiplies.
+   */
+  minorFaults: number
 }
 
 /** The process's CpuTimes now, from /proc/PID/stat. */
 export async function cpuTimes (pid: number): Promise<CpuTimes> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  // fields after the command (which may hold spaces) start at state; utime and stime are fields 14 and 15
+  // fields after the command (which may hold spaces) start at state; minflt is field 10, utime and stime are 14 and 15
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return { user: Number(f[11]) / CLOCK_TICKS, system: Number(f[12]) / CLOCK_TICKS }
+  return { user: Number(f[11]) / CLOCK_TICKS, system: Number(f[12]) / CLOCK_TICKS, minorFaults: Number(f[7]) }
 }
 
 /** USER_HZ: the unit of /proc/PID/stat times (100 on Linux on every architecture Node runs on). */

@@ -41,8 +41,10 @@ describe('bench agent-site', () => {
     const cold = await bench(['--agents', '2', '--runs', '1', '--image', image.path, '--work', work])
     expect(cold.code).toBe(0)
     expect(cold.out).toMatch(/2 agents, cold/)
-    expect(cold.out).toMatch(/round 1, .*: all done [\d.]+ s, agents' CPU [\d.]+ s \([\d.]+, [\d.]+\), coordinator [\d.]+ s, origin [\d.]+ MB/)
-    expect(cold.out).toMatch(/agents' CPU summed, median [\d.]+ s/)
+    expect(cold.out).toMatch(/round 1, .*: all done [\d.]+ s, agents' CPU [\d.]+ s \([\d.]+, [\d.]+\), page faults [\d.]+k, coordinator [\d.]+ s, origin [\d.]+ MB/)
+    expect(cold.out).toMatch(/agents' CPU summed, median [\d.]+ s .*; page faults summed, median [\d.]+k;/)
+    // a node process touches thousands of fresh pages before it does any work: a figure read from /proc, not a zero
+    expect(Number(/page faults ([\d.]+)k,/.exec(cold.out)?.[1])).toBeGreaterThan(1)
     // the same work folder: published already; the index of the image's own files gives most blocks locally
     const trim = await bench(['--agents', '2', '--runs', '1', '--image', image.path, '--work', work, '--index', image.tree])
     expect(trim.code).toBe(0)
