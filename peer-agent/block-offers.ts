@@ -1,8 +1,8 @@
 /**
  * Offering a run of blocks held in one buffer (a decoded segment, a piece of the
- * delta pack, a run of the older version read in one call): a chunk whose blocks
+ * delta pack, a run of the older version read in one call, a run of a host file): a chunk whose blocks
  * all come in order is checked once against its full digest, every other block
- * against its prefix. Shared by the segment source, the delta pack and the self-seed.
+ * against its prefix. Shared by the segment source, the delta pack, the self-seed and the host index reads.
  */
 import { BLOCK_SIZE } from '../protocol/constants.ts'
 import { isUnavailableBlock } from '../protocol/block-batch.ts'
@@ -25,7 +25,7 @@ export async function offerBlocks (ctx: SyncContext, indices: Uint32Array, bytes
   let nextTick = OFFER_TICK_BLOCKS
   for (let n = 0; n < indices.length;) {
     // a whole chunk here, its blocks in order: one hash against its digest instead of one per block and then the chunk
-    const whole = wholeChunkAt(ctx, indices, n)
+    const whole = wholeChunkAt(ctx, indices, n, indices.length)
     if (whole >= 0 && ctx.offerChunkBlocks(whole, bytes.subarray(n * BLOCK_SIZE, n * BLOCK_SIZE + ctx.manifest.chunks[whole].length), kind)) {
       n += ctx.manifest.chunks[whole].length / BLOCK_SIZE
     } else {
@@ -44,15 +44,15 @@ export async function offerBlocks (ctx: SyncContext, indices: Uint32Array, bytes
 }
 
 /**
- * The chunk whose blocks come next in the run, all of them, in order (so it can be checked
- * whole); -1 otherwise. Chunks of one block gain nothing.
+ * The chunk whose blocks come next in the run (`indices[n]` on, before `end`), all of them, in order
+ * (so it can be checked whole); -1 otherwise. Chunks of one block gain nothing.
  */
-function wholeChunkAt (ctx: SyncContext, indices: Uint32Array, n: number): number {
+export function wholeChunkAt (ctx: Pick<SyncContext, 'chunkStartingAt' | 'manifest'>, indices: ArrayLike<number>, n: number, end: number): number {
   const first = indices[n]
   const chunk = ctx.chunkStartingAt(first)
   if (chunk < 0) return -1
   const blocks = ctx.manifest.chunks[chunk].length / BLOCK_SIZE
-  if (blocks < 2 || n + blocks > indices.length) return -1
+  if (blocks < 2 || n + blocks > end) return -1
   for (let k = 1; k < blocks; k++) if (indices[n + k] !== first + k) return -1
   return chunk
 }

@@ -44,8 +44,9 @@ export interface SyncContext {
    * (counted as blocks of the current source, their copies elsewhere filled too). False, with nothing
    * written or counted, when the chunk is verified already, any of its blocks is not missing, or the
    * digest differs: the caller then offers the blocks one by one (which keeps the good ones).
+   * `source`: the name its blocks count under (default: the source running now).
    */
-  offerChunkBlocks: (chunk: number, bytes: Uint8Array, kind: SourceKind) => boolean
+  offerChunkBlocks: (chunk: number, bytes: Uint8Array, kind: SourceKind, source?: string) => boolean
   /** The chunk whose first block is `block`, or -1 when `block` is inside a chunk. */
   chunkStartingAt: (block: number) => number
   /** Whether chunk `chunk` is verified (in place and checked against its full digest). */

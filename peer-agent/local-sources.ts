@@ -10,6 +10,7 @@ import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/consta
 import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { matchesPrefix } from './sync-ledger.ts'
+import { wholeChunkAt } from './block-offers.ts'
 import { OPEN_FILES_MAX } from './constants.ts'
 import type { BlockLocation, HostIndex } from './host-index.ts'
 import { describeRefresh } from './index-stats.ts'
@@ -141,6 +142,16 @@ export async function readPlannedBlocks (ctx: SyncContext, plan: HostReadPlan, o
   const single = new Uint8Array(BLOCK_SIZE) // not the run's buffer: the rest of the run is still to offer
   const offer = (index: number, bytes: Uint8Array): boolean => ctx.offerBlock(index, bytes, 'local', HOST_INDEX_SOURCE)
   const { blocks, found } = plan
+  /** Offers entry `e`, the `k`th of the run just read (`read` bytes), trying its other candidates when that fails. */
+  const offerOne = (e: number, k: number, read: number): void => {
+    const index = blocks[e]
+    if (!ctx.isMissing(index)) return
+    if (read > k * BLOCK_SIZE && offer(index, run.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE))) return
+    for (const loc of found[e].slice(1)) {
+      if (!ctx.isMissing(index)) return
+      if (reader.readBlock(loc.path, loc.offset, single) && offer(index, single)) return
+    }
+  }
   let sinceTick = 0
   try {
     for (let j = 0; j < blocks.length;) {
@@ -149,14 +160,17 @@ export async function readPlannedBlocks (ctx: SyncContext, plan: HostReadPlan, o
       // one read for the run of first candidates
       const first = found[j][0]
       const read = reader.readAt(first.path, first.offset, run.subarray(0, n * BLOCK_SIZE))
-      for (let k = 0; k < n; k++) {
-        const index = blocks[j + k]
-        if (!ctx.isMissing(index)) continue
-        if (read > k * BLOCK_SIZE && offer(index, run.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE))) continue
-        for (const loc of found[j + k].slice(1)) {
-          if (!ctx.isMissing(index)) break
-          if (reader.readBlock(loc.path, loc.offset, single) && offer(index, single)) break
+      for (let k = 0; k < n;) {
+        // a whole chunk in the run, its blocks in order: one hash against its digest, not one per block and then the chunk
+        const whole = wholeChunkAt(ctx, blocks, j + k, j + n)
+        const wholeBlocks = whole < 0 ? 0 : ctx.manifest.chunks[whole].length / BLOCK_SIZE
+        if (wholeBlocks > 0 && read > (k + wholeBlocks - 1) * BLOCK_SIZE &&
+          ctx.offerChunkBlocks(whole, run.subarray(k * BLOCK_SIZE, (k + wholeBlocks) * BLOCK_SIZE), 'local', HOST_INDEX_SOURCE)) {
+          k += wholeBlocks
+          continue
         }
+        offerOne(j + k, k, read)
+        k++
       }
       j += n
       if ((sinceTick += n) >= 1024) { sinceTick = 0; await ctx.tick() }

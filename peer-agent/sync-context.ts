@@ -180,7 +180,7 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       }
       return true
     },
-    offerChunkBlocks (chunk, bytes, kind) {
+    offerChunkBlocks (chunk, bytes, kind, sourceName) {
       const { length, digest, firstBlock } = manifest.chunks[chunk]
       // all missing and all different: placing them one by one as the chunk's bytes completes exactly this chunk
       if (bytes.length !== length || ledger.isVerified(chunk) || !ledger.blocksAllMissingAndDistinct(chunk)) return false
@@ -188,7 +188,8 @@ export function createSyncContext (components: SyncContextComponents, init: Sync
       const blocks = length / BLOCK_SIZE
       verifiedWhole = chunk
       try {
-        for (let k = 0; k < blocks; k++) place(firstBlock + k, bytes.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), source?.name ?? kind, kind)
+        const name = sourceName ?? source?.name ?? kind
+        for (let k = 0; k < blocks; k++) place(firstBlock + k, bytes.subarray(k * BLOCK_SIZE, (k + 1) * BLOCK_SIZE), name, kind)
       } finally {
         verifiedWhole = -1
       }

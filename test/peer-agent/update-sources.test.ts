@@ -1,8 +1,9 @@
 /**
- * The two sources of an update (issue 21, update scenario) over a real sync
- * context and partial file: the older version at the output (self-seed) and the
- * origin's delta pack (from a real coordinator). A chunk that comes all in one
- * read or one decoded piece is checked once against its full digest
+ * The sources that read runs of blocks, over a real sync context and partial
+ * file: the two of an update (issue 21, update scenario), the older version at
+ * the output (self-seed) and the origin's delta pack (from a real coordinator),
+ * and the host index's reads of host files (the trim). A chunk that comes all in
+ * one read or one decoded piece is checked once against its full digest
  * (offerChunkBlocks) instead of block by block; what the sources read is still
  * never trusted.
  */
@@ -22,6 +23,7 @@ import { createDeltaPackSource, deltaPackBlocks, packIndices } from '../../peer-
 import { silentLogger } from '../../peer-agent/interface.ts'
 import { openPartialImage, type PartialImage } from '../../peer-agent/partial-file.ts'
 import { createSelfSeedSource } from '../../peer-agent/self-seed-source.ts'
+import { HOST_INDEX_SOURCE, readPlannedBlocks, type HostReadPlan } from '../../peer-agent/local-sources.ts'
 import { createSyncContext } from '../../peer-agent/sync-context.ts'
 import { createSyncLedger, type SyncLedger } from '../../peer-agent/sync-ledger.ts'
 import { makeTestImage, makeUpdatedImage, tempDir, type TempDir } from '../helpers/images.ts'
@@ -44,10 +46,10 @@ function contextFor (dir: string, manifest: Manifest): { ctx: SyncContext, ledge
   const calls: Calls = { blocks: 0, chunks: 0, chunksTaken: 0 }
   const ctx: SyncContext = {
     ...inner,
-    offerBlock: (index, bytes, kind) => { calls.blocks++; return inner.offerBlock(index, bytes, kind) },
-    offerChunkBlocks: (chunk, bytes, kind) => {
+    offerBlock: (index, bytes, kind, source) => { calls.blocks++; return inner.offerBlock(index, bytes, kind, source) },
+    offerChunkBlocks: (chunk, bytes, kind, source) => {
       calls.chunks++
-      const taken = inner.offerChunkBlocks(chunk, bytes, kind)
+      const taken = inner.offerChunkBlocks(chunk, bytes, kind, source)
       if (taken) calls.chunksTaken++
       return taken
     }
@@ -121,6 +123,72 @@ describe('self-seed from the older version', () => {
     // nothing unchecked was written: B's place is still zeros
     const at = manifestOf(newChunks).chunks[0].offset + BLOCK_SIZE
     expect(image.subarray(at, at + BLOCK_SIZE).every(b => b === 0)).toBe(true)
+  })
+})
+
+describe('host index reads (the trim)', () => {
+  let tmp: TempDir
+  beforeEach(async () => { tmp = await tempDir('trimswarm-host-reads-') })
+  afterEach(async () => { await tmp.cleanup() })
+
+  const [A, B, C, D, E, F, G, X] = [1, 2, 3, 4, 5, 6, 7, 8].map(block)
+  // the image: chunk 0 is A B C D, chunk 1 G F, chunk 2 E (blocks 0-6); G is in no host file
+  const chunks = [[A, B, C, D], [G, F], [E]]
+
+  /** A host file of `blocks` in a row. */
+  function hostFile (name: string, blocks: Uint8Array[]): string {
+    const path = join(tmp.path, name)
+    writeFileSync(path, Buffer.concat(blocks))
+    return path
+  }
+
+  /** Reads `plan` (the image block indices with their candidates, as the host index found them) into a fresh context. */
+  async function read (plan: Array<[number, Array<[string, number]>]>): Promise<ReturnType<typeof contextFor> & { image: Uint8Array }> {
+    const run = contextFor(tmp.path, manifestOf(chunks))
+    const hostPlan: HostReadPlan = {
+      blocks: plan.map(([b]) => b),
+      found: plan.map(([, c]) => c.map(([path, k]) => ({ path, offset: k * BLOCK_SIZE, size: 8 * BLOCK_SIZE })))
+    }
+    await readPlannedBlocks(run.ctx, hostPlan, {})
+    partial!.flush()
+    return { ...run, image: readFileSync(partial!.path) }
+  }
+
+  it('a chunk whose blocks follow each other in a host file is checked once against its digest, and counts as host index blocks', async () => {
+    // usr/a: X A B C D E F: A-D one run (chunk 0 whole), then F and E each a run of one
+    const a = hostFile('a', [X, A, B, C, D, E, F])
+    const { ledger, calls, image } = await read([[0, [[a, 1]]], [1, [[a, 2]]], [2, [[a, 3]]], [3, [[a, 4]]], [5, [[a, 6]]], [6, [[a, 5]]]])
+    expect(calls.chunksTaken).toBe(1)
+    expect(calls.blocks).toBe(2) // F and E, by their prefixes
+    expect(ledger.tally.blocksBySource).toEqual({ [HOST_INDEX_SOURCE]: 6 })
+    expect(ledger.tally.bytes.local).toBe(6 * BLOCK_SIZE)
+    expect(ledger.isVerified(0)).toBe(true)
+    expect(ledger.isVerified(2)).toBe(true)
+    expect(ledger.isMissing(4)).toBe(true) // G
+    const want = imageOf(manifestOf(chunks), chunks)
+    const { offset, length } = manifestOf(chunks).chunks[0]
+    expect(Buffer.from(image.subarray(offset, offset + length)).equals(Buffer.from(want.subarray(offset, offset + length)))).toBe(true)
+  })
+
+  it('a host file changed since indexing (a local user): the chunk fails its digest, its good blocks are kept, the bad one comes from its other candidate', async () => {
+    const a = hostFile('a', [X, A, X, C, D])
+    const b = hostFile('b', [B])
+    const { ledger, calls, image } = await read([[0, [[a, 1]]], [1, [[a, 2], [b, 0]]], [2, [[a, 3]]], [3, [[a, 4]]]])
+    expect(calls.chunksTaken).toBe(0)
+    expect(ledger.tally.discardedBlocks).toBe(1) // X where B was
+    expect(ledger.isVerified(0)).toBe(true) // B from b, then the chunk assembled and checked
+    expect(ledger.tally.blocksBySource).toEqual({ [HOST_INDEX_SOURCE]: 4 })
+    const at = manifestOf(chunks).chunks[0].offset + BLOCK_SIZE
+    expect(Buffer.from(image.subarray(at, at + BLOCK_SIZE)).equals(Buffer.from(B))).toBe(true)
+  })
+
+  it('a host file cut short since indexing: the chunk is not taken whole from the zeros past its end', async () => {
+    const a = hostFile('a', [X, A, B, C]) // D was at block 4
+    const { ledger, calls } = await read([[0, [[a, 1]]], [1, [[a, 2]]], [2, [[a, 3]]], [3, [[a, 4]]]])
+    expect(calls.chunks).toBe(0) // the run's last block was not read: no whole-chunk hash of zeros
+    expect(ledger.isVerified(0)).toBe(false)
+    expect(ledger.isMissing(3)).toBe(true)
+    expect(ledger.tally.blocksBySource).toEqual({ [HOST_INDEX_SOURCE]: 3 })
   })
 })
 
