@@ -58,6 +58,8 @@ export interface AgentSyncRequest extends AbortOptions {
   onUpdate?: string
   /** Replace `out` even when it is an existing file this agent did not install. */
   force?: boolean
+  /** Leave the host index's refresh after the image to `refreshDeferredIndex` (image-sync.ts SyncRequest). */
+  deferIndexRefresh?: boolean
 }
 
 /** The agent. */
@@ -69,6 +71,8 @@ export interface Agent {
   syncImage: (req: AgentSyncRequest) => Promise<SyncSummary>
   /** The host index over the given (or policy's) folders, opened. */
   hostIndex: (options?: AbortOptions) => Promise<HostIndex | undefined>
+  /** Runs the host index refresh a sync with `deferIndexRefresh` left, if any. */
+  refreshDeferredIndex: (options?: AbortOptions) => Promise<void>
   /** LAN sharing, unless turned off. */
   readonly lan: LanSharing | undefined
   close: () => Promise<void>
@@ -193,7 +197,7 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
             logger.warn(`swarm: LAN sharing unavailable (${(err as Error).message}); syncing from the origin`)
           }
         }
-        summary = await imageSync.sync({ image: req.image, version: req.version, out: req.out, signal: req.signal })
+        summary = await imageSync.sync({ image: req.image, version: req.version, out: req.out, deferIndexRefresh: req.deferIndexRefresh, signal: req.signal })
       } catch (err) {
         await events.record({
           type: 'sync.failed',
@@ -224,6 +228,9 @@ export async function createAgent (components: AgentComponents, init: AgentInit)
       }
       void indexFolders
       return summary
+    },
+    async refreshDeferredIndex (options) {
+      for (const imageSync of imageSyncs.values()) await imageSync.refreshDeferredIndex(options)
     },
     async close () {
       await lan?.stop()

@@ -150,11 +150,19 @@ export interface SyncRequest extends AbortOptions {
   /** Version to install; latest allowed by policy when absent. */
   version?: string
   out: string
+  /**
+   * Leave the host index's refresh after the image (the refresh of a ready index) to `refreshDeferredIndex`:
+   * `agent sync` serves its LAN peers first (--linger), so a done agent's walk of the folders takes no CPU
+   * from peers still syncing, nor delays the chunks it serves them.
+   */
+  deferIndexRefresh?: boolean
 }
 
 /** Brings files to image versions. */
 export interface ImageSync {
   sync: (req: SyncRequest) => Promise<SyncSummary>
+  /** Runs the host index refresh a sync with `deferIndexRefresh` left (nothing when none is left). */
+  refreshDeferredIndex: (options?: AbortOptions) => Promise<void>
   /** The coordinator key, pinned on first use. */
   publicKey: (options?: AbortOptions) => Promise<CryptoKey>
 }
@@ -188,6 +196,8 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
   const dataDir = resolve(init.dataDir)
   const checkpointIntervalMs = init.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS
   const publicKey = createKeyPin({ client, logger }, { dataDir, configured: init.publicKey })
+  /** The ready host index a sync with `deferIndexRefresh` left to refresh. */
+  let deferredRefresh: HostIndex | undefined
 
   /**
    * The policy's caps (the stricter of --wan-limit and its wanLimitBps) and transfer mode:
@@ -424,7 +434,10 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
       seconds: (performance.now() - job.started) / 1000, // until the image was in place
       usedDeltaPack: job.deltaPack?.used() ?? false
     }
-    if (job.refreshIndexAfter != null) await refreshHostIndexAfter(job.refreshIndexAfter, logger, { signal: job.req.signal })
+    if (job.refreshIndexAfter != null) {
+      if (job.req.deferIndexRefresh === true) deferredRefresh = job.refreshIndexAfter
+      else await refreshHostIndexAfter(job.refreshIndexAfter, logger, { signal: job.req.signal })
+    }
     return summary
   }
 
@@ -446,5 +459,11 @@ export function createImageSync (components: ImageSyncComponents, init: ImageSyn
     throw err
   }
 
-  return { sync, publicKey }
+  async function refreshDeferredIndex (options: AbortOptions = {}): Promise<void> {
+    const index = deferredRefresh
+    deferredRefresh = undefined
+    if (index != null) await refreshHostIndexAfter(index, logger, options)
+  }
+
+  return { sync, publicKey, refreshDeferredIndex }
 }

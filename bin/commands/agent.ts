@@ -200,10 +200,16 @@ const sync: Command = {
     const { createAgent } = await import('../../peer-agent/agent.ts')
     const agent = await createAgent({ logger, onProgress: reporter?.update }, opts.agent)
     try {
-      const summary = await agent.syncImage({ ...request, signal: abort.signal })
+      // with LAN peers, the host index's refresh waits until they no longer fetch from us (below)
+      const summary = await agent.syncImage({ ...request, deferIndexRefresh: agent.lan != null, signal: abort.signal })
       reporter?.done()
       // peers that started with us may still be fetching chunks only we hold
-      await agent.lan?.linger(opts.linger * 1000, { signal: abort.signal })
+      if (agent.lan != null) {
+        const lingered = performance.now()
+        await agent.lan.linger(opts.linger * 1000, { signal: abort.signal })
+        logger.info(`swarm: served LAN peers for ${((performance.now() - lingered) / 1000).toFixed(1)} s after the image was in place`)
+      }
+      await agent.refreshDeferredIndex({ signal: abort.signal })
       const routine = logger.hiddenDebug()
       process.stdout.write(opts.json ? syncSummaryJson(summary, routine, agent.lan?.servedBytes()) : syncSummaryLine(summary, routine))
     } catch (err) {

@@ -183,6 +183,12 @@ describe('segments', () => {
       // the host's blocks count as the host index's, not as the peers' that ran at the same time
       expect(r.summary.blocksBySource['host index']).toBeGreaterThan(0)
       expect(r.summary.bytes.local).toBe(lone.summary.bytes.local)
+      // the host index's refresh after the image waited until no peer fetched from this agent any more
+      const lines = r.stderr.split('\n')
+      const served = lines.findIndex(l => /swarm: served LAN peers for [\d.]+ s after the image was in place/.test(l))
+      const refreshed = lines.findIndex(l => /host index: .*unchanged/.test(l))
+      expect(served, r.stderr).toBeGreaterThanOrEqual(0)
+      expect(refreshed, r.stderr).toBeGreaterThan(served)
     }
     // chunks the host files gave in part crossed the LAN as only the blocks the others lacked (blocks 1.2.0)
     expect(runs.map(r => r.stderr).join('\n')).toMatch(/from the origin; of those from peers, \d+ came as only the blocks this agent lacked/)
