@@ -14,7 +14,6 @@
 import { closeSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import type { FileHandle } from 'node:fs/promises'
 import { api } from '../protocol/index.ts'
 import { chunkCid } from '../protocol/block-id.ts'
 import type { Manifest } from '../protocol/manifest.ts'
@@ -26,7 +25,7 @@ import { partialPathOf } from './output-guard.ts'
 import { ChunkUnavailableError, DiskFullError, isDiskFull, SyncIncompleteError } from './errors.ts'
 import { isInstalledFile, openOutputForReading, openPartialImage, reopenOurs, type PartialImage } from './partial-file.ts'
 import type { HostIndex } from './host-index.ts'
-import type { AbortOptions, AgentLogger, BytesBySource } from './interface.ts'
+import type { AbortOptions, AgentLogger, SyncObserver, SyncProgress, SyncSummary } from './interface.ts'
 import { createResumeSource, HOST_INDEX_SOURCE, planHostReads, refreshHostIndex, refreshHostIndexAfter, type HostReadPlan } from './local-sources.ts'
 import { readHostBeside } from './local-pending.ts'
 import { createSelfSeedSource } from './self-seed-source.ts'
@@ -42,67 +41,7 @@ import {
 import { createKeyPin, installedManifest, resolveTarget, type SyncTarget } from './sync-target.ts'
 
 export { openListedManifest } from './sync-target.ts'
-
-/** Progress of a sync, for the progress bar. */
-export interface SyncProgress {
-  image: string
-  version: string
-  phase: string
-  /** Non-zero bytes of the target version. */
-  totalBytes: number
-  /** Non-zero bytes in place and checked against their block prefix. */
-  doneBytes: number
-  bytes: BytesBySource
-}
-
-/** The result of a sync. */
-export interface SyncSummary {
-  image: string
-  version: string
-  /** The version that was at the output before (null: none known). */
-  fromVersion: string | null
-  out: string
-  /** True when the output already held this version (nothing to do). */
-  upToDate: boolean
-  bytes: BytesBySource
-  seconds: number
-  size: number
-  nonZeroBytes: number
-  /** Blocks from any source that failed verification. */
-  discardedBlocks: number
-  /** Assembled chunks that failed their digest (fetched whole again). */
-  discardedChunks: number
-  /** Chunks fetched whole from the origin. */
-  chunksFetched: number
-  /** Blocks by source name. */
-  blocksBySource: Record<string, number>
-  usedDeltaPack: boolean
-}
-
-/** A sync's partial file, for an observer that serves it. */
-export interface SyncStarted {
-  manifest: Manifest
-  envelope: Uint8Array
-  tempPath: string
-  /** Opens the partial file again, read-only, only while it is still the file the sync writes. */
-  openTemp: () => Promise<FileHandle>
-  isVerified: (chunk: number) => boolean
-}
-
-/**
- * What a sync tells an observer, so the swarm can serve an in-progress download:
- * the temp file and which chunks of it are verified, then the finished file.
- */
-export interface SyncObserver {
-  /** The temp file exists (sized, sparse); `isVerified(chunk)` tells what may be served from it. */
-  started?: (info: SyncStarted) => void
-  /** A chunk of the temp file was verified against its digest. */
-  chunkVerified?: (chunk: number) => void
-  /** The version is in place at `out`. */
-  finished?: (info: { manifest: Manifest, envelope: Uint8Array, out: string }) => void
-  /** The sync stopped without finishing (the temp file may be gone). */
-  stopped?: () => void
-}
+export type { SyncObserver, SyncProgress, SyncStarted, SyncSummary } from './interface.ts'
 
 /** Dependencies of image sync. */
 export interface ImageSyncComponents {
