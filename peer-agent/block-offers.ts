@@ -24,10 +24,9 @@ export async function offerBlocks (ctx: SyncContext, indices: Uint32Array, bytes
   let bad = 0
   let nextTick = OFFER_TICK_BLOCKS
   for (let n = 0; n < indices.length;) {
-    // a whole chunk here, its blocks in order: one hash against its digest instead of one per block and then the chunk
-    const whole = wholeChunkAt(ctx, indices, n, indices.length)
-    if (whole >= 0 && ctx.offerChunkBlocks(whole, bytes.subarray(n * BLOCK_SIZE, n * BLOCK_SIZE + ctx.manifest.chunks[whole].length), kind)) {
-      n += ctx.manifest.chunks[whole].length / BLOCK_SIZE
+    const taken = offerWholeChunkAt(ctx, indices, n, indices.length, bytes.subarray(n * BLOCK_SIZE), kind)
+    if (taken > 0) {
+      n += taken
     } else {
       const index = indices[n]
       const block = bytes.subarray(n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE)
@@ -44,10 +43,26 @@ export async function offerBlocks (ctx: SyncContext, indices: Uint32Array, bytes
 }
 
 /**
+ * A whole chunk here, its blocks in order: offered as that chunk, one hash against its digest instead of
+ * one per block and then the chunk. The chunk is the one whose blocks come next in the run (`indices[n]`
+ * on, before `end`); `bytes` holds the blocks from `indices[n]` on, as far as they are there. Returns the
+ * blocks taken: 0 when there is no such chunk, its bytes are not all in `bytes`, or it failed (the caller
+ * then offers the blocks one by one). `source`: the name its blocks count under (default: the source running now).
+ */
+export function offerWholeChunkAt (ctx: SyncContext, indices: ArrayLike<number>, n: number, end: number,
+  bytes: Uint8Array, kind: SourceKind, source?: string): number {
+  const whole = wholeChunkAt(ctx, indices, n, end)
+  if (whole < 0) return 0
+  const { length } = ctx.manifest.chunks[whole]
+  if (bytes.length < length || !ctx.offerChunkBlocks(whole, bytes.subarray(0, length), kind, source)) return 0
+  return length / BLOCK_SIZE
+}
+
+/**
  * The chunk whose blocks come next in the run (`indices[n]` on, before `end`), all of them, in order
  * (so it can be checked whole); -1 otherwise. Chunks of one block gain nothing.
  */
-export function wholeChunkAt (ctx: Pick<SyncContext, 'chunkStartingAt' | 'manifest'>, indices: ArrayLike<number>, n: number, end: number): number {
+function wholeChunkAt (ctx: SyncContext, indices: ArrayLike<number>, n: number, end: number): number {
   const first = indices[n]
   const chunk = ctx.chunkStartingAt(first)
   if (chunk < 0) return -1

@@ -10,7 +10,7 @@ import { BLOCK_PREFIX_BYTES, BLOCK_SIZE, DIGEST_BYTES } from '../protocol/consta
 import { hashBlocks } from '../chunker/blake3.ts'
 import type { BlockSource, SyncContext } from './block-source.ts'
 import { matchesPrefix } from './sync-ledger.ts'
-import { wholeChunkAt } from './block-offers.ts'
+import { offerWholeChunkAt } from './block-offers.ts'
 import { OPEN_FILES_MAX } from './constants.ts'
 import type { BlockLocation, HostIndex } from './host-index.ts'
 import { describeRefresh } from './index-stats.ts'
@@ -160,13 +160,12 @@ export async function readPlannedBlocks (ctx: SyncContext, plan: HostReadPlan, o
       // one read for the run of first candidates
       const first = found[j][0]
       const read = reader.readAt(first.path, first.offset, run.subarray(0, n * BLOCK_SIZE))
+      // the blocks the read reached (the last one may be cut short by the file's end: zero-padded)
+      const readBlocks = Math.ceil(read / BLOCK_SIZE)
       for (let k = 0; k < n;) {
-        // a whole chunk in the run, its blocks in order: one hash against its digest, not one per block and then the chunk
-        const whole = wholeChunkAt(ctx, blocks, j + k, j + n)
-        const wholeBlocks = whole < 0 ? 0 : ctx.manifest.chunks[whole].length / BLOCK_SIZE
-        if (wholeBlocks > 0 && read > (k + wholeBlocks - 1) * BLOCK_SIZE &&
-          ctx.offerChunkBlocks(whole, run.subarray(k * BLOCK_SIZE, (k + wholeBlocks) * BLOCK_SIZE), 'local', HOST_INDEX_SOURCE)) {
-          k += wholeBlocks
+        const taken = offerWholeChunkAt(ctx, blocks, j + k, j + n, run.subarray(k * BLOCK_SIZE, readBlocks * BLOCK_SIZE), 'local', HOST_INDEX_SOURCE)
+        if (taken > 0) {
+          k += taken
           continue
         }
         offerOne(j + k, k, read)
